@@ -1,0 +1,148 @@
+"""llmpool: LLMs as rows of a SQL table, served as LangChain chat models with fallback.
+
+The public API is what ``__all__`` lists. Names are resolved on first use, so ``import llmpool``
+opens no database, scans no entry points and imports no provider package.
+
+Example:
+    >>> from llmpool import get_llm_with_fallback   # doctest: +SKIP
+    >>> llm = get_llm_with_fallback()               # doctest: +SKIP
+    >>> llm.invoke("Explain machine learning").content  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmpool.credentials import EnvAllowlist, resolve_auth
+    from llmpool.database import create_engine, mask_url, resolve_database_url
+    from llmpool.errors import (
+        AllLLMsFailedError,
+        AllLLMsFailedToInitializeError,
+        CandidateFailure,
+        ConflictError,
+        DatabaseError,
+        DatabaseUnavailableError,
+        EnvNotAllowedError,
+        InvalidConfigError,
+        LiteralSecretError,
+        LLMNotFoundError,
+        LLMPoolError,
+        MidStreamError,
+        MigrationChecksumError,
+        MigrationError,
+        MissingSecretError,
+        NoDefaultLLMError,
+        ProviderError,
+        ProviderLoadError,
+        ProviderNotInstalledError,
+        UnknownProviderError,
+        UnsupportedParameterError,
+    )
+    from llmpool.fallback import FallbackChatModel, FallbackPolicy
+    from llmpool.legacy import get_anthropic_llm, get_ollama_llm, get_openai_llm
+    from llmpool.migrate import migrate, seed_starter_rows
+    from llmpool.models import AuditEntry, BadRow, LLMConfig
+    from llmpool.pool import (
+        LLMPool,
+        aget_default_llm_config,
+        aget_llm,
+        aget_llm_with_fallback,
+        aget_llms_from_db,
+        create_llm_instance,
+        get_default_llm_config,
+        get_llm,
+        get_llm_with_fallback,
+        get_llms_from_db,
+        get_pool,
+        set_pool,
+    )
+    from llmpool.providers import Provider, ProviderRegistry, get_registry, register_provider
+    from llmpool.repository import LLMRepository, LLMStore, Snapshot
+    from llmpool.repository.memory import InMemoryStore
+    from llmpool.repository.sql import AsyncSQLRepository, SQLStore
+
+# name -> module that defines it. Resolved lazily by __getattr__ below.
+_EXPORTS: dict[str, str] = {
+    # the seed's functions
+    "get_llm": "llmpool.pool",
+    "get_llm_with_fallback": "llmpool.pool",
+    "get_llms_from_db": "llmpool.pool",
+    "get_default_llm_config": "llmpool.pool",
+    "create_llm_instance": "llmpool.pool",
+    "aget_llm": "llmpool.pool",
+    "aget_llm_with_fallback": "llmpool.pool",
+    "aget_llms_from_db": "llmpool.pool",
+    "aget_default_llm_config": "llmpool.pool",
+    "LLMPool": "llmpool.pool",
+    "get_pool": "llmpool.pool",
+    "set_pool": "llmpool.pool",
+    # legacy, deprecated
+    "get_openai_llm": "llmpool.legacy",
+    "get_anthropic_llm": "llmpool.legacy",
+    "get_ollama_llm": "llmpool.legacy",
+    # rows
+    "LLMConfig": "llmpool.models",
+    "AuditEntry": "llmpool.models",
+    "BadRow": "llmpool.models",
+    "LLMRepository": "llmpool.repository",
+    "LLMStore": "llmpool.repository",
+    "Snapshot": "llmpool.repository",
+    "InMemoryStore": "llmpool.repository.memory",
+    "SQLStore": "llmpool.repository.sql",
+    "AsyncSQLRepository": "llmpool.repository.sql",
+    "create_engine": "llmpool.database",
+    "resolve_database_url": "llmpool.database",
+    "mask_url": "llmpool.database",
+    "migrate": "llmpool.migrate",
+    "seed_starter_rows": "llmpool.migrate",
+    # credentials and providers
+    "EnvAllowlist": "llmpool.credentials",
+    "resolve_auth": "llmpool.credentials",
+    "Provider": "llmpool.providers",
+    "ProviderRegistry": "llmpool.providers",
+    "get_registry": "llmpool.providers",
+    "register_provider": "llmpool.providers",
+    # fallback
+    "FallbackChatModel": "llmpool.fallback",
+    "FallbackPolicy": "llmpool.fallback",
+    # errors
+    "LLMPoolError": "llmpool.errors",
+    "AllLLMsFailedError": "llmpool.errors",
+    "AllLLMsFailedToInitializeError": "llmpool.errors",
+    "CandidateFailure": "llmpool.errors",
+    "ConflictError": "llmpool.errors",
+    "DatabaseError": "llmpool.errors",
+    "DatabaseUnavailableError": "llmpool.errors",
+    "EnvNotAllowedError": "llmpool.errors",
+    "InvalidConfigError": "llmpool.errors",
+    "LiteralSecretError": "llmpool.errors",
+    "LLMNotFoundError": "llmpool.errors",
+    "MidStreamError": "llmpool.errors",
+    "MigrationChecksumError": "llmpool.errors",
+    "MigrationError": "llmpool.errors",
+    "MissingSecretError": "llmpool.errors",
+    "NoDefaultLLMError": "llmpool.errors",
+    "ProviderError": "llmpool.errors",
+    "ProviderLoadError": "llmpool.errors",
+    "ProviderNotInstalledError": "llmpool.errors",
+    "UnknownProviderError": "llmpool.errors",
+    "UnsupportedParameterError": "llmpool.errors",
+}
+
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        msg = f"module 'llmpool' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

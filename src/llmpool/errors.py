@@ -1,0 +1,264 @@
+"""Every error llmpool raises, under one root.
+
+Each message names the thing at fault (the row by name and id, the field, the environment
+variable) and never a secret's value::
+
+    LLMPoolError
+    ├── InvalidConfigError (ValueError)         a row or a write failed validation
+    │   ├── LiteralSecretError                  auth_meta holds a secret instead of a reference
+    │   └── EnvNotAllowedError                  a reference outside the environment allowlist
+    ├── LLMNotFoundError (LookupError)          no row with that id (or name)
+    ├── NoDefaultLLMError (LookupError)         "No default LLM configured"
+    ├── ConflictError                           a write lost a race or broke a uniqueness rule
+    ├── DatabaseError                           the database failed or refused
+    │   └── DatabaseUnavailableError            it could not be reached (password masked)
+    ├── MigrationError                          a migration failed
+    │   └── MigrationChecksumError              an applied migration file has changed
+    ├── MissingSecretError                      a referenced variable or file is not set
+    ├── ProviderError                           turning a row into a chat model failed
+    │   ├── UnknownProviderError (LookupError)  no provider of that name
+    │   ├── ProviderNotInstalledError (ImportError)   "pip install "llmpool[extra]""
+    │   ├── ProviderLoadError                   a plugin raised while loading
+    │   └── UnsupportedParameterError (ValueError)    config has a key the client rejects
+    ├── AllLLMsFailedError (RuntimeError)       every candidate failed at runtime
+    │   └── AllLLMsFailedToInitializeError      "All LLMs failed to initialize"
+    └── MidStreamError                          a stream broke after chunks were emitted
+
+Not-found errors subclass `LookupError`, never `KeyError`, whose message prints in quotes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AllLLMsFailedError",
+    "AllLLMsFailedToInitializeError",
+    "CandidateFailure",
+    "ConflictError",
+    "DatabaseError",
+    "DatabaseUnavailableError",
+    "EnvNotAllowedError",
+    "InvalidConfigError",
+    "LLMNotFoundError",
+    "LLMPoolError",
+    "LiteralSecretError",
+    "MidStreamError",
+    "MigrationChecksumError",
+    "MigrationError",
+    "MissingSecretError",
+    "NoDefaultLLMError",
+    "ProviderError",
+    "ProviderLoadError",
+    "ProviderNotInstalledError",
+    "UnknownProviderError",
+    "UnsupportedParameterError",
+    "describe_row",
+]
+
+
+def describe_row(name: str | None, llm_id: str | None) -> str:
+    """Return the way every message names a row: ``LLM 'GPT-4' (id abc-123)``.
+
+    Args:
+        name: The row's name, if known.
+        llm_id: The row's id, if known.
+
+    Returns:
+        A short human description of the row.
+
+    Example:
+        >>> describe_row("GPT-4", "abc")
+        "LLM 'GPT-4' (id abc)"
+    """
+    if name and llm_id:
+        return f"LLM {name!r} (id {llm_id})"
+    if name:
+        return f"LLM {name!r}"
+    if llm_id:
+        return f"LLM id {llm_id}"
+    return "LLM row"
+
+
+class LLMPoolError(Exception):
+    """Root of every error llmpool raises."""
+
+
+class InvalidConfigError(LLMPoolError, ValueError):
+    """A row, or a write to the table, failed validation.
+
+    Attributes:
+        llm_name: The row's name, when known.
+        llm_id: The row's id, when known.
+        field: The field at fault (``priority``, ``auth_meta.api_key``, ...), when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        llm_name: str | None = None,
+        llm_id: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.llm_name = llm_name
+        self.llm_id = llm_id
+        self.field = field
+
+
+class LiteralSecretError(InvalidConfigError):
+    """``auth_meta`` holds a secret value instead of an ``*_env`` / ``*_file`` reference."""
+
+
+class EnvNotAllowedError(InvalidConfigError):
+    """A row references an environment variable that the allowlist does not admit."""
+
+
+class LLMNotFoundError(LLMPoolError, LookupError):
+    """No row has the requested id (or name)."""
+
+
+class NoDefaultLLMError(LLMPoolError, LookupError):
+    """The scope has no default row. The message starts "No default LLM configured"."""
+
+
+class ConflictError(LLMPoolError):
+    """A write broke a uniqueness rule (one default per scope, unique name) or lost a race."""
+
+
+class DatabaseError(LLMPoolError):
+    """The database failed or refused an operation. The URL's password is masked."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database could not be reached within the connect timeout."""
+
+
+class MigrationError(LLMPoolError):
+    """A migration could not be applied."""
+
+
+class MigrationChecksumError(MigrationError):
+    """A migration file that was already applied has changed since."""
+
+
+class MissingSecretError(LLMPoolError):
+    """A referenced environment variable or secret file is not set.
+
+    Attributes:
+        variable: The environment variable (or file path) that was looked up.
+        llm_name: The row's name.
+        llm_id: The row's id.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        variable: str,
+        llm_name: str | None = None,
+        llm_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.variable = variable
+        self.llm_name = llm_name
+        self.llm_id = llm_id
+
+
+class ProviderError(LLMPoolError):
+    """Turning a row into a chat model failed."""
+
+
+class UnknownProviderError(ProviderError, LookupError):
+    """No provider is registered under that name (nor an alias of it)."""
+
+
+class ProviderNotInstalledError(ProviderError, ImportError):
+    """The provider's LangChain package is missing. The message names the ``pip install``."""
+
+
+class ProviderLoadError(ProviderError):
+    """A provider plugin raised while it was imported or built.
+
+    Attributes:
+        distribution: The installed distribution that declared the entry point, when known.
+    """
+
+    def __init__(self, message: str, *, distribution: str | None = None) -> None:
+        super().__init__(message)
+        self.distribution = distribution
+
+
+class UnsupportedParameterError(ProviderError, ValueError):
+    """A row's ``config`` has a parameter the provider's client does not accept."""
+
+
+@dataclass(frozen=True)
+class CandidateFailure:
+    """Why one candidate did not answer.
+
+    Attributes:
+        llm_id: The row's id.
+        name: The row's name.
+        provider: The row's provider.
+        reason: A one-line description of the failure, free of secrets.
+        error: The original exception, if any.
+    """
+
+    llm_id: str
+    name: str
+    provider: str
+    reason: str
+    error: BaseException | None = None
+
+
+def _format_failures(header: str, failures: Sequence[CandidateFailure]) -> str:
+    lines = [header]
+    for index, failure in enumerate(failures, 1):
+        lines.append(
+            f"  {index}. {describe_row(failure.name, failure.llm_id)} "
+            f"[{failure.provider}]: {failure.reason}"
+        )
+    if not failures:
+        lines.append("  (no enabled LLMs in this scope)")
+    return "\n".join(lines)
+
+
+class AllLLMsFailedError(LLMPoolError, RuntimeError):
+    """Every candidate failed. The message lists each candidate and its error, in order.
+
+    Attributes:
+        failures: One entry per candidate, in the order they were tried.
+    """
+
+    header = "All LLMs failed"
+
+    def __init__(self, failures: Sequence[CandidateFailure], *, scope: str | None = None) -> None:
+        where = f" in scope {scope!r}" if scope is not None else ""
+        super().__init__(_format_failures(f"{self.header}{where}:", failures))
+        self.failures = tuple(failures)
+        self.scope = scope
+
+
+class AllLLMsFailedToInitializeError(AllLLMsFailedError):
+    """No candidate could be built (missing secret, missing package, bad config)."""
+
+    header = "All LLMs failed to initialize"
+
+
+class MidStreamError(LLMPoolError):
+    """A stream failed after it had emitted chunks; llmpool never switches model mid-answer.
+
+    Attributes:
+        partial_text: The text emitted before the failure.
+        llm_id: The row that was streaming.
+        llm_name: Its name.
+    """
+
+    def __init__(self, message: str, *, partial_text: str, llm_id: str, llm_name: str) -> None:
+        super().__init__(message)
+        self.partial_text = partial_text
+        self.llm_id = llm_id
+        self.llm_name = llm_name

@@ -1,0 +1,182 @@
+"""Where rows come from: the read protocol, the write protocol, and the in-memory source.
+
+`LLMRepository` is what the rest of llmpool reads from; anything with these methods (an
+in-memory list, a file, a SQL table) is a repository. `LLMStore` adds the writes of the admin
+API: each write is one transaction that also appends an audit row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from llmpool.models import AuditEntry, BadRow, LLMConfig
+
+__all__ = [
+    "DEFAULT_ACTOR",
+    "AsyncLLMRepository",
+    "ConfigValidator",
+    "LLMRepository",
+    "LLMStore",
+    "Snapshot",
+    "sort_key",
+]
+
+#: The actor recorded in the audit log when a write names none.
+DEFAULT_ACTOR = "llmpool"
+
+#: A check run on every row a store is about to write (e.g. the environment allowlist).
+ConfigValidator = Callable[["LLMConfig"], None]
+
+
+def sort_key(config: LLMConfig) -> tuple[int, str, str]:
+    """Return the fallback order key: priority, then name, then id.
+
+    Example:
+        >>> from llmpool.models import LLMConfig
+        >>> rows = [LLMConfig(id="2", name="b", provider="fake", model_name="m", priority=1),
+        ...         LLMConfig(id="1", name="a", provider="fake", model_name="m", priority=1)]
+        >>> [r.name for r in sorted(rows, key=sort_key)]
+        ['a', 'b']
+    """
+    return (config.priority, config.name, config.id)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every row of the table at one moment, read in one query.
+
+    Attributes:
+        configs: The valid rows of every scope, in fallback order.
+        bad_rows: Rows that failed validation, reported by name and id.
+        generation: The table's change counter when the rows were read.
+    """
+
+    configs: tuple[LLMConfig, ...]
+    bad_rows: tuple[BadRow, ...] = ()
+    generation: int = 0
+    read_at: datetime | None = field(default=None, compare=False)
+
+
+@runtime_checkable
+class LLMRepository(Protocol):
+    """A read-only source of rows."""
+
+    def list_llms(
+        self,
+        *,
+        enabled_only: bool = False,
+        scope: str | None = "global",
+        provider: str | None = None,
+        search: str | None = None,
+    ) -> list[LLMConfig]:
+        """Return rows in fallback order (priority, name, id).
+
+        Args:
+            enabled_only: Only enabled rows.
+            scope: Only this scope; ``None`` for every scope.
+            provider: Only rows of this provider.
+            search: Case-insensitive substring of the name or the model name.
+        """
+        ...
+
+    def get(self, llm_id: str) -> LLMConfig:
+        """Return one row by id; raise `LLMNotFoundError` when there is none."""
+        ...
+
+    def get_default(self, scope: str = "global") -> LLMConfig:
+        """Return the scope's default row; raise `NoDefaultLLMError` when there is none."""
+        ...
+
+    def snapshot(self) -> Snapshot:
+        """Return every row of every scope, with the bad rows and the generation."""
+        ...
+
+    def generation(self) -> int:
+        """Return the table's change counter: a cheap query that changes on every write."""
+        ...
+
+
+@runtime_checkable
+class AsyncLLMRepository(Protocol):
+    """The async twin of `LLMRepository`."""
+
+    async def list_llms(
+        self,
+        *,
+        enabled_only: bool = False,
+        scope: str | None = "global",
+        provider: str | None = None,
+        search: str | None = None,
+    ) -> list[LLMConfig]:
+        """Return rows in fallback order, as `LLMRepository.list_llms`."""
+        ...
+
+    async def get(self, llm_id: str) -> LLMConfig:
+        """Return one row by id, as `LLMRepository.get`."""
+        ...
+
+    async def get_default(self, scope: str = "global") -> LLMConfig:
+        """Return the scope's default row, as `LLMRepository.get_default`."""
+        ...
+
+    async def snapshot(self) -> Snapshot:
+        """Return every row, as `LLMRepository.snapshot`."""
+        ...
+
+    async def generation(self) -> int:
+        """Return the table's change counter, as `LLMRepository.generation`."""
+        ...
+
+
+@runtime_checkable
+class LLMStore(LLMRepository, Protocol):
+    """A repository that can also be written: the admin API.
+
+    Every write is one transaction that appends an audit row; when anything in it fails,
+    nothing is written.
+    """
+
+    def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
+        """Insert a row (``id`` is generated when absent) and return it."""
+        ...
+
+    def update(
+        self, llm_id: str, changes: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR
+    ) -> LLMConfig:
+        """Apply a partial update and return the row after it."""
+        ...
+
+    def delete(self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR) -> int:
+        """Delete one row or many, all or none; return how many were deleted."""
+        ...
+
+    def enable(
+        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Enable one row or many, all or none; return the rows after."""
+        ...
+
+    def disable(
+        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Disable one row or many, all or none; return the rows after."""
+        ...
+
+    def set_default(self, llm_id: str, *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
+        """Make the row its scope's default, clearing the others in the same transaction."""
+        ...
+
+    def audit_log(
+        self,
+        *,
+        llm_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 1000,
+    ) -> list[AuditEntry]:
+        """Return audit entries, newest first, filtered by row and time."""
+        ...

@@ -1,0 +1,81 @@
+"""Shared fixtures: one parametrized database fixture runs a test on SQLite and on PostgreSQL.
+
+PostgreSQL comes from ``LLMPOOL_TEST_DATABASE_URL``; when that is unset, from a testcontainers
+container (Docker); else its tests skip, unless ``LLMPOOL_REQUIRE_POSTGRES=1``, when they fail.
+Each test gets its own PostgreSQL schema (through ``search_path``), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+REQUIRE_POSTGRES = os.environ.get("LLMPOOL_REQUIRE_POSTGRES") == "1"
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRE_POSTGRES:
+        pytest.fail(f"PostgreSQL is required (LLMPOOL_REQUIRE_POSTGRES=1) but {reason}")
+    pytest.skip(f"PostgreSQL unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """The URL of a PostgreSQL server for this test session (plain ``postgresql://``)."""
+    url = os.environ.get("LLMPOOL_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    try:
+        from testcontainers.postgres import PostgresContainer
+
+        container = PostgresContainer("postgres:16-alpine", driver=None)
+        container.start()
+    except Exception as exc:  # Docker missing or refusing: any failure means "not available"
+        _unavailable(f"LLMPOOL_TEST_DATABASE_URL is unset and testcontainers failed: {exc}")
+        return
+    try:
+        yield container.get_connection_url()
+    finally:
+        container.stop()
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A PostgreSQL URL whose ``search_path`` is a fresh schema, dropped after the test."""
+    import psycopg
+
+    dsn = postgres_server_url.replace("postgresql+psycopg://", "postgresql://")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.OperationalError as exc:
+        _unavailable(f"cannot connect to {postgres_server_url.split('@')[-1]}: {exc}")
+    yield _with_search_path(postgres_server_url, schema)
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A URL of a new SQLite file in the test's temporary directory."""
+    return f"sqlite:///{tmp_path / 'llmpool.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The same test on SQLite and on PostgreSQL: a URL of an empty database."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(name)
+    return url
