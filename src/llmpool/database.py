@@ -1,0 +1,272 @@
+"""Where the database is, how to connect to it, and how its errors read.
+
+The URL comes from, in order: an explicit URL or engine; ``LLMPOOL_DATABASE_URL``;
+``DATABASE_URL`` (the variable the seed's services already set); else an embedded SQLite file,
+``./llmpool.sqlite3`` or the path in ``LLMPOOL_SQLITE_PATH``. ``postgresql://``, ``postgres://``
+and ``postgresql+psycopg://`` all mean psycopg 3.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from llmpool.errors import ConflictError, DatabaseError, DatabaseUnavailableError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "create_async_engine",
+    "create_engine",
+    "db_errors",
+    "mask_url",
+    "resolve_database_url",
+    "write_transaction",
+]
+
+#: Seconds to wait for a PostgreSQL connection before `DatabaseUnavailableError`.
+CONNECT_TIMEOUT = 5
+
+_UNIQUE_RULES = {
+    "uq_llms_default_per_scope": "only one default LLM per scope",
+    "uq_llms_scope_name": "LLM names are unique within a scope",
+}
+
+
+def resolve_database_url(url: str | URL | None = None) -> URL:
+    """Return the database URL llmpool uses, normalized to a SQLAlchemy `URL`.
+
+    Args:
+        url: An explicit URL; when ``None``, the environment decides (see the module docstring).
+
+    Returns:
+        The URL, with PostgreSQL URLs set to the psycopg 3 driver.
+
+    Raises:
+        DatabaseError: The URL cannot be parsed (the message never shows its password).
+
+    Example:
+        >>> resolve_database_url("postgresql://u:p@db/app").drivername
+        'postgresql+psycopg'
+    """
+    if url is None:
+        url = (
+            os.environ.get("LLMPOOL_DATABASE_URL")
+            or os.environ.get("DATABASE_URL")
+            or "sqlite:///" + os.environ.get("LLMPOOL_SQLITE_PATH", "llmpool.sqlite3")
+        )
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        msg = "Could not parse the database URL; expected e.g. postgresql://user:pass@host/db"
+        raise DatabaseError(msg) from None
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def mask_url(url: str | URL | Engine) -> str:
+    """Render a URL with its password replaced by ``***``.
+
+    Example:
+        >>> mask_url("postgresql://app:hunter2@db:5432/app")
+        'postgresql://app:***@db:5432/app'
+    """
+    if isinstance(url, Engine):
+        url = url.url
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        return "<unparseable database URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # pysqlite's own transaction handling is off (isolation_level=None below); begin explicitly
+    # so that SQLAlchemy's transaction is a real SQLite transaction. Writers take the write lock
+    # at BEGIN (IMMEDIATE), so concurrent writers queue on busy_timeout instead of failing on a
+    # lock upgrade halfway through.
+    immediate = conn.info.pop("llmpool_immediate", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextmanager
+def write_transaction(conn: Connection) -> Iterator[Connection]:
+    """Run the block in one write transaction (``BEGIN IMMEDIATE`` on SQLite).
+
+    Args:
+        conn: A connection with no transaction in progress.
+
+    Yields:
+        The connection; the transaction commits when the block ends, rolls back on error.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.info["llmpool_immediate"] = True
+    with conn.begin():
+        yield conn
+
+
+def create_engine(url_or_engine: Engine | str | URL | None = None, **kwargs: Any) -> Engine:
+    """Return an engine for llmpool's database; an `Engine` passes through unchanged.
+
+    PostgreSQL gets a bounded connect timeout (`CONNECT_TIMEOUT`) and pre-ping; SQLite gets
+    WAL, a busy timeout and foreign keys.
+
+    Args:
+        url_or_engine: An engine, a URL, or ``None`` for the configured database.
+        **kwargs: Passed to `sqlalchemy.create_engine`.
+
+    Returns:
+        The engine. No connection is opened yet.
+
+    Example:
+        >>> create_engine("sqlite://").dialect.name
+        'sqlite'
+    """
+    if isinstance(url_or_engine, Engine):
+        return url_or_engine
+    url = resolve_database_url(url_or_engine)
+    if url.get_backend_name() == "postgresql":
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT, **kwargs.pop("connect_args", {})}
+        kwargs.setdefault("pool_pre_ping", True)
+        return sa.create_engine(url, connect_args=connect_args, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        connect_args = {"isolation_level": None, **kwargs.pop("connect_args", {})}
+        connect_args.setdefault("check_same_thread", False)
+        engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return sa.create_engine(url, **kwargs)
+
+
+def create_async_engine(
+    url_or_engine: AsyncEngine | str | URL | None = None, **kwargs: Any
+) -> AsyncEngine:
+    """Return an async engine (psycopg 3 async for PostgreSQL, aiosqlite for SQLite).
+
+    Args:
+        url_or_engine: An async engine, a URL, or ``None`` for the configured database.
+        **kwargs: Passed to `sqlalchemy.ext.asyncio.create_async_engine`.
+
+    Returns:
+        The async engine.
+
+    Example:
+        >>> create_async_engine("sqlite://").dialect.driver
+        'aiosqlite'
+    """
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import create_async_engine as _create
+
+    if isinstance(url_or_engine, AsyncEngine):
+        return url_or_engine
+    url = resolve_database_url(url_or_engine)
+    if url.get_backend_name() == "postgresql":
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT, **kwargs.pop("connect_args", {})}
+        kwargs.setdefault("pool_pre_ping", True)
+        return _create(url, connect_args=connect_args, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        url = url.set(drivername="sqlite+aiosqlite")
+        engine = _create(url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return _create(url, **kwargs)
+
+
+def _constraint_rule(error: exc.IntegrityError) -> str | None:
+    text = str(error.orig)
+    for name, rule in _UNIQUE_RULES.items():
+        if name in text:
+            return rule
+    if "llms.scope, llms.is_default" in text:
+        return _UNIQUE_RULES["uq_llms_default_per_scope"]
+    if "llms.scope, llms.name" in text:
+        return _UNIQUE_RULES["uq_llms_scope_name"]
+    return None
+
+
+@contextmanager
+def db_errors(engine: Engine | URL | str, what: str) -> Iterator[None]:
+    """Translate driver errors raised inside the block into llmpool's errors.
+
+    Args:
+        engine: The engine (or URL) in use, named in messages with its password masked.
+        what: What was being done, e.g. ``"set the default LLM"``.
+
+    Raises:
+        DatabaseUnavailableError: The database could not be reached.
+        ConflictError: A uniqueness rule was broken or the write lost a race.
+        DatabaseError: Any other database failure.
+    """
+    try:
+        yield
+    except exc.IntegrityError as error:
+        rule = _constraint_rule(error)
+        if rule is None:
+            msg = f"Could not {what}: the database refused it ({type(error.orig or error).__name__})"
+            raise ConflictError(msg) from error
+        msg = f"Could not {what}: {rule}"
+        raise ConflictError(msg) from error
+    except exc.OperationalError as error:
+        text = str(error.orig).lower()
+        if any(word in text for word in ("deadlock", "could not serialize", "database is locked")):
+            msg = f"Could not {what}: it conflicted with a concurrent write; retry"
+            raise ConflictError(msg) from error
+        if error.connection_invalidated or _is_connect_error(text):
+            msg = f"Could not {what}: database {mask_url(_url_of(engine))} is unreachable"
+            raise DatabaseUnavailableError(msg) from None
+        msg = f"Could not {what}: {type(error.orig or error).__name__}: {_first_line(error.orig or error)}"
+        raise DatabaseError(msg) from error
+    except exc.DBAPIError as error:
+        if error.connection_invalidated:
+            msg = f"Could not {what}: database {mask_url(_url_of(engine))} is unreachable"
+            raise DatabaseUnavailableError(msg) from None
+        msg = f"Could not {what}: {type(error.orig or error).__name__}: {_first_line(error.orig or error)}"
+        raise DatabaseError(msg) from error
+    except exc.SQLAlchemyError as error:
+        msg = f"Could not {what}: {error.__class__.__name__}: {_first_line(error)}"
+        raise DatabaseError(msg) from error
+
+
+def _url_of(engine: Engine | URL | str) -> URL | str:
+    return engine.url if isinstance(engine, Engine) else engine
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else ""
+
+
+def _is_connect_error(text: str) -> bool:
+    return any(
+        word in text
+        for word in (
+            "connection refused",
+            "could not connect",
+            "connection failed",
+            "timeout expired",
+            "timed out",
+            "server closed the connection",
+            "unable to open database",
+            "connection is closed",
+            "terminating connection",
+            "no route to host",
+            "name or service not known",
+        )
+    )

@@ -1,0 +1,284 @@
+"""Apply the SQL migrations shipped with llmpool, and seed the seed's starter rows.
+
+Migrations are plain SQL files, ``migrations_sql/<dialect>/NNNN_name.sql``, shipped inside the
+wheel and read with `importlib.resources`. Each is applied once, in order, in its own
+transaction, and recorded in ``llmpool_migrations`` with its SHA-256; a file that changed after it
+was applied stops the migrator with `MigrationChecksumError`. Several processes may migrate at
+once: PostgreSQL serializes them with an advisory lock, SQLite with ``BEGIN IMMEDIATE``.
+
+Seeding is separate and explicit (`seed_starter_rows`): schema changes are safe to run on every
+deploy, while inserting rows that reference API keys is a decision for an admin, not a side effect
+of starting a service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from llmpool.database import create_engine, db_errors, write_transaction
+from llmpool.errors import ConflictError, MigrationChecksumError, MigrationError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Connection, Engine
+
+    from llmpool.models import LLMConfig
+    from llmpool.repository import LLMStore
+
+__all__ = ["Migration", "STARTER_ROWS", "load_migrations", "migrate", "seed_starter_rows"]
+
+logger = logging.getLogger(__name__)
+
+# Any constant works; it only has to be the same in every process that migrates.
+_ADVISORY_LOCK_KEY = 0x6C6C6D706F6F6C  # "llmpool"
+_FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One migration file.
+
+    Attributes:
+        version: Its number, from the file name.
+        name: The file name.
+        sql: Its text.
+        checksum: SHA-256 of the text.
+    """
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """The SHA-256 of the file's text, as hex."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def _migrations_dir(dialect: str) -> Any:
+    packaged = resources.files("llmpool") / "migrations_sql" / dialect
+    if packaged.is_dir():
+        return packaged
+    # An editable install runs from the repository, where the files sit at the top level.
+    source = Path(__file__).resolve().parents[2] / "migrations_sql" / dialect
+    if source.is_dir():
+        return source
+    msg = f"No migrations for dialect {dialect!r}: llmpool supports postgresql and sqlite"
+    raise MigrationError(msg)
+
+
+def load_migrations(dialect: str) -> list[Migration]:
+    """Return the shipped migrations of a dialect, in order.
+
+    Args:
+        dialect: ``postgresql`` or ``sqlite``.
+
+    Returns:
+        The migrations, sorted by version.
+
+    Raises:
+        MigrationError: There are none for this dialect, or a file name is malformed.
+
+    Example:
+        >>> [m.name for m in load_migrations("sqlite")][:1]
+        ['0001_llms.sql']
+    """
+    found: list[Migration] = []
+    for entry in _migrations_dir(dialect).iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        match = _FILE_NAME.match(entry.name)
+        if match is None:
+            msg = f"Migration file {entry.name!r} must be named NNNN_name.sql"
+            raise MigrationError(msg)
+        found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    return found
+
+
+def migrate(engine_or_url: Engine | str | URL | None = None) -> list[str]:
+    """Apply the pending migrations and return the names of the files applied now.
+
+    Args:
+        engine_or_url: The database; ``None`` for the configured one.
+
+    Returns:
+        The file names applied by this call; empty when the database was up to date.
+
+    Raises:
+        MigrationChecksumError: An applied file has changed since it was applied.
+        MigrationError: A migration failed; its transaction was rolled back.
+        DatabaseUnavailableError: The database could not be reached.
+
+    Example:
+        >>> migrate("sqlite://")
+        ['0001_llms.sql']
+    """
+    engine = create_engine(engine_or_url)
+    dialect = engine.dialect.name
+    migrations = load_migrations(dialect)
+    applied_now: list[str] = []
+    with db_errors(engine, "migrate the database"), engine.connect() as conn:
+        if dialect == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_ADVISORY_LOCK_KEY})")
+            conn.commit()
+        try:
+            with write_transaction(conn):
+                conn.exec_driver_sql(
+                    "CREATE TABLE IF NOT EXISTS llmpool_migrations ("
+                    " version INTEGER PRIMARY KEY,"
+                    " name VARCHAR(200) NOT NULL,"
+                    " checksum VARCHAR(64) NOT NULL,"
+                    " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+                )
+            for migration in migrations:
+                if _apply_one(conn, dialect, migration):
+                    applied_now.append(migration.name)
+        finally:
+            if dialect == "postgresql":
+                conn.rollback()
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_ADVISORY_LOCK_KEY})")
+                conn.commit()
+    if applied_now:
+        logger.info("llmpool migrations applied", extra={"migrations": applied_now})
+    return applied_now
+
+
+def _apply_one(conn: Connection, dialect: str, migration: Migration) -> bool:
+    try:
+        with write_transaction(conn):
+            row = conn.execute(
+                sa.text("SELECT name, checksum FROM llmpool_migrations WHERE version = :v"),
+                {"v": migration.version},
+            ).first()
+            if row is None:
+                _run_script(conn, dialect, migration.sql)
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO llmpool_migrations (version, name, checksum)"
+                        " VALUES (:v, :n, :c)"
+                    ),
+                    {"v": migration.version, "n": migration.name, "c": migration.checksum},
+                )
+                return True
+    except sa.exc.DBAPIError as error:
+        msg = f"Migration {migration.name} failed and was rolled back: {error.orig}"
+        raise MigrationError(msg) from error
+    if row.checksum != migration.checksum:
+        msg = (
+            f"Migration {migration.name} was applied with checksum {row.checksum[:12]}... "
+            f"but the file now has {migration.checksum[:12]}...; applied migrations must "
+            "never change: add a new NNNN_name.sql file instead"
+        )
+        raise MigrationChecksumError(msg)
+    return False
+
+
+def _run_script(conn: Connection, dialect: str, sql: str) -> None:
+    if dialect == "sqlite":
+        # sqlite3 runs one statement per execute(); split where statements are complete.
+        for statement in _split_sqlite(sql):
+            conn.exec_driver_sql(statement)
+    else:
+        # psycopg runs a multi-statement script in one call when no parameters are given.
+        conn.exec_driver_sql(sql)
+
+
+def _split_sqlite(sql: str) -> list[str]:
+    import sqlite3
+
+    statements: list[str] = []
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        if line.lstrip().startswith("--") and not buffer.strip():
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
+
+
+#: The seed's "Fallback Chain Example" rows, inserted by `seed_starter_rows`.
+STARTER_ROWS: tuple[dict[str, Any], ...] = (
+    {
+        "name": "OpenAI GPT-4",
+        "provider": "openai",
+        "model_name": "gpt-4",
+        "priority": 10,
+        "enabled": True,
+        "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
+        "config": {"temperature": 0.2},
+    },
+    {
+        "name": "OpenAI GPT-3.5",
+        "provider": "openai",
+        "model_name": "gpt-3.5-turbo",
+        "priority": 20,
+        "enabled": True,
+        "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
+        "config": {"temperature": 0.2},
+    },
+    {
+        "name": "Claude 3 Opus",
+        "provider": "anthropic",
+        "model_name": "claude-3-opus-20240229",
+        "priority": 42,
+        "enabled": False,
+        "auth_meta": {"api_key_env": "ANTHROPIC_API_KEY"},
+        "config": {"max_tokens": 1024},
+    },
+    {
+        "name": "Ollama Llama2",
+        "provider": "ollama",
+        "model_name": "llama2",
+        "priority": 80,
+        "enabled": True,
+        "is_default": True,
+        "auth_meta": {"base_url_env": "OLLAMA_BASE_URL"},
+        "config": {"temperature": 0.2},
+    },
+)
+
+
+def seed_starter_rows(
+    store: LLMStore, *, scope: str = "global", actor: str = "llmpool seed"
+) -> list[LLMConfig]:
+    """Insert the seed's four example rows that are not there yet (matched by scope and name).
+
+    Args:
+        store: Where to write.
+        scope: The scope to seed.
+        actor: Recorded in the audit log.
+
+    Returns:
+        The rows inserted now; empty when all were already present.
+
+    Example:
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> [row.name for row in seed_starter_rows(InMemoryStore())][:2]
+        ['OpenAI GPT-4', 'OpenAI GPT-3.5']
+    """
+    existing = {row.name for row in store.list_llms(scope=scope)}
+    has_default = any(row.is_default for row in store.list_llms(scope=scope))
+    inserted: list[LLMConfig] = []
+    for row in STARTER_ROWS:
+        if row["name"] in existing:
+            continue
+        values = {**row, "scope": scope}
+        if has_default:
+            values["is_default"] = False
+        try:
+            inserted.append(store.add(values, actor=actor))
+        except ConflictError:
+            continue  # another process seeded the same row a moment ago
+    return inserted

@@ -1,0 +1,247 @@
+"""SQLAlchemy Core descriptions of llmpool's tables, and the statements built on them.
+
+The tables are created by the SQL files in ``migrations_sql/``; these descriptions only let
+SQLAlchemy build queries. The statements are shared by the sync and async repositories.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from llmpool.errors import InvalidConfigError
+from llmpool.models import AuditEntry, BadRow, LLMConfig
+from llmpool.repository import Snapshot, sort_key
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+__all__ = [
+    "COLUMNS",
+    "audit",
+    "audit_entry",
+    "db_values",
+    "llms",
+    "select_generation",
+    "select_llms",
+    "select_snapshot",
+    "snapshot_from_rows",
+    "state",
+]
+
+logger = logging.getLogger("llmpool.repository")
+
+# JSON is TEXT on SQLite and read as text, so that one malformed row is reported as a bad row
+# instead of breaking the whole query; PostgreSQL has jsonb and validates on write.
+_JSON = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
+_ID = sa.String(36).with_variant(postgresql.UUID(as_uuid=False), "postgresql")
+
+metadata = sa.MetaData()
+
+llms = sa.Table(
+    "llms",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("provider", sa.String(100), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("scope", sa.String(100), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("is_default", sa.Boolean, nullable=False),
+    sa.Column("auth_meta", _JSON, nullable=False),
+    sa.Column("config", _JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+audit = sa.Table(
+    "llm_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("llm_id", sa.String(64), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("before", _JSON),
+    sa.Column("after", _JSON),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+state = sa.Table(
+    "llmpool_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("generation", sa.BigInteger, nullable=False),
+)
+
+#: The columns of `llms`, in contract order.
+COLUMNS = tuple(column.name for column in llms.columns)
+
+_ORDER = (llms.c.priority, llms.c.name, llms.c.id)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def select_llms(
+    *,
+    enabled_only: bool = False,
+    scope: str | None = "global",
+    provider: str | None = None,
+    search: str | None = None,
+    llm_id: str | None = None,
+) -> sa.Select[Any]:
+    """Return the SELECT of rows matching the filters, in fallback order."""
+    stmt = sa.select(llms).order_by(*_ORDER)
+    if enabled_only:
+        stmt = stmt.where(llms.c.enabled.is_(True))
+    if scope is not None:
+        stmt = stmt.where(llms.c.scope == scope)
+    if provider is not None:
+        stmt = stmt.where(llms.c.provider == provider)
+    if search:
+        pattern = f"%{_escape_like(search)}%"
+        stmt = stmt.where(
+            sa.or_(
+                llms.c.name.ilike(pattern, escape="\\"),
+                llms.c.model_name.ilike(pattern, escape="\\"),
+            )
+        )
+    if llm_id is not None:
+        stmt = stmt.where(sa.cast(llms.c.id, sa.String) == llm_id)
+    return stmt
+
+
+def select_generation() -> sa.Select[Any]:
+    """Return the one-value query of the table's change counter."""
+    return sa.select(state.c.generation).where(state.c.id == 1)
+
+
+def select_snapshot() -> sa.Select[Any]:
+    """Return one query for the generation and every row (one row of NULLs when empty)."""
+    return (
+        sa.select(state.c.generation, *llms.columns)
+        .select_from(state.outerjoin(llms, sa.true()))
+        .where(state.c.id == 1)
+        .order_by(*_ORDER)
+    )
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def row_mapping(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """Return a row of `llms` as a plain dict ready for `LLMConfig.from_row`."""
+    values = {name: row[name] for name in COLUMNS}
+    values["id"] = str(values["id"])
+    values["created_at"] = _aware(values["created_at"])
+    values["updated_at"] = _aware(values["updated_at"])
+    return values
+
+
+_reported: set[tuple[str, Any]] = set()
+
+
+def parse_rows(
+    rows: Iterable[Mapping[Any, Any]],
+) -> tuple[list[LLMConfig], list[BadRow]]:
+    """Validate rows; report the bad ones by name and id instead of failing the others."""
+    configs: list[LLMConfig] = []
+    bad: list[BadRow] = []
+    for row in rows:
+        values = row_mapping(row)
+        try:
+            configs.append(LLMConfig.from_row(values))
+        except InvalidConfigError as error:
+            name = values.get("name") if isinstance(values.get("name"), str) else None
+            bad.append(BadRow(llm_id=values["id"], name=name, error=str(error)))
+            key = (values["id"], values.get("version"))
+            if key not in _reported:
+                _reported.add(key)
+                logger.warning(
+                    "llmpool skipped an invalid row: %s",
+                    error,
+                    extra={"llm_id": values["id"], "llm_name": name},
+                )
+    configs.sort(key=sort_key)
+    return configs, bad
+
+
+def snapshot_from_rows(rows: Sequence[Mapping[Any, Any]]) -> Snapshot:
+    """Build a `Snapshot` from the result of `select_snapshot`."""
+    generation = int(rows[0]["generation"]) if rows else 0
+    present = [row for row in rows if row["id"] is not None]
+    configs, bad = parse_rows(present)
+    return Snapshot(
+        configs=tuple(configs),
+        bad_rows=tuple(bad),
+        generation=generation,
+        read_at=datetime.now(timezone.utc),
+    )
+
+
+def db_values(config: LLMConfig, dialect: str) -> dict[str, Any]:
+    """Return the column values to write for a config."""
+    values = {name: getattr(config, name) for name in COLUMNS}
+    if dialect != "postgresql":
+        values["auth_meta"] = json.dumps(config.auth_meta, sort_keys=True)
+        values["config"] = json.dumps(config.config, sort_keys=True)
+        for name in ("created_at", "updated_at"):
+            if values[name] is not None:
+                values[name] = values[name].astimezone(timezone.utc).replace(tzinfo=None)
+    return values
+
+
+def audit_values(
+    *,
+    llm_id: str,
+    actor: str,
+    action: str,
+    before: LLMConfig | None,
+    after: LLMConfig | None,
+    dialect: str,
+) -> dict[str, Any]:
+    """Return the values of one audit row (configs hold references only, never secrets)."""
+
+    def dump(config: LLMConfig | None) -> Any:
+        if config is None:
+            return None
+        data = config.model_dump(mode="json")
+        return data if dialect == "postgresql" else json.dumps(data, sort_keys=True)
+
+    now = datetime.now(timezone.utc)
+    return {
+        "llm_id": llm_id,
+        "actor": actor,
+        "action": action,
+        "before": dump(before),
+        "after": dump(after),
+        "at": now if dialect == "postgresql" else now.replace(tzinfo=None),
+    }
+
+
+def audit_entry(row: Mapping[Any, Any]) -> AuditEntry:
+    """Return an audit row as an `AuditEntry`."""
+
+    def load(value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    return AuditEntry(
+        id=int(row["id"]),
+        llm_id=str(row["llm_id"]),
+        actor=row["actor"],
+        action=row["action"],
+        before=load(row["before"]),
+        after=load(row["after"]),
+        at=_aware(row["at"]),
+    )
