@@ -220,7 +220,7 @@ def db_errors(engine: Engine | URL | str, what: str) -> Iterator[None]:
     except exc.IntegrityError as error:
         rule = _constraint_rule(error)
         if rule is None:
-            msg = f"Could not {what}: the database refused it ({type(error.orig or error).__name__})"
+            msg = f"Could not {what}: the database refused it ({_describe(error)})"
             raise ConflictError(msg) from error
         msg = f"Could not {what}: {rule}"
         raise ConflictError(msg) from error
@@ -232,16 +232,16 @@ def db_errors(engine: Engine | URL | str, what: str) -> Iterator[None]:
         if error.connection_invalidated or _is_connect_error(text):
             msg = f"Could not {what}: database {mask_url(_url_of(engine))} is unreachable"
             raise DatabaseUnavailableError(msg) from None
-        msg = f"Could not {what}: {type(error.orig or error).__name__}: {_first_line(error.orig or error)}"
+        msg = f"Could not {what}: {_describe(error)}"
         raise DatabaseError(msg) from error
     except exc.DBAPIError as error:
         if error.connection_invalidated:
             msg = f"Could not {what}: database {mask_url(_url_of(engine))} is unreachable"
             raise DatabaseUnavailableError(msg) from None
-        msg = f"Could not {what}: {type(error.orig or error).__name__}: {_first_line(error.orig or error)}"
+        msg = f"Could not {what}: {_describe(error)}"
         raise DatabaseError(msg) from error
     except exc.SQLAlchemyError as error:
-        msg = f"Could not {what}: {error.__class__.__name__}: {_first_line(error)}"
+        msg = f"Could not {what}: {type(error).__name__}: {str(error).strip()[:200]}"
         raise DatabaseError(msg) from error
 
 
@@ -249,8 +249,11 @@ def _url_of(engine: Engine | URL | str) -> URL | str:
     return engine.url if isinstance(engine, Engine) else engine
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else ""
+def _describe(error: exc.DBAPIError) -> str:
+    cause: BaseException = error.orig or error
+    text = str(cause).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
 
 
 def _is_connect_error(text: str) -> bool:

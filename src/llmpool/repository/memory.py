@@ -1,0 +1,270 @@
+"""An in-memory `LLMStore`: the same rules and errors as the SQL store, for tests and demos."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from llmpool.errors import ConflictError, LLMNotFoundError, NoDefaultLLMError
+from llmpool.models import AuditEntry, LLMConfig
+from llmpool.repository import DEFAULT_ACTOR, Snapshot, sort_key
+from llmpool.repository.changes import as_id_list, new_config, updated_config
+
+if TYPE_CHECKING:
+    from llmpool.repository import ConfigValidator
+
+__all__ = ["InMemoryStore"]
+
+
+class InMemoryStore:
+    """Rows kept in a dict, with an audit log and a generation counter; thread-safe.
+
+    Args:
+        configs: Initial rows (configs or mappings; not audited).
+        validators: Checks run on every row before it is written.
+
+    Example:
+        >>> store = InMemoryStore([{"name": "Fake", "provider": "fake", "model_name": "echo",
+        ...                         "is_default": True}])
+        >>> store.get_default().name
+        'Fake'
+    """
+
+    def __init__(
+        self,
+        configs: Iterable[LLMConfig | Mapping[str, Any]] = (),
+        *,
+        validators: Sequence[ConfigValidator] = (),
+    ) -> None:
+        self.validators = tuple(validators)
+        self._lock = threading.Lock()
+        self._rows: dict[str, LLMConfig] = {}
+        self._audit: list[AuditEntry] = []
+        self._audit_ids = itertools.count(1)
+        self._generation = 1
+        for item in configs:
+            config = item if isinstance(item, LLMConfig) else new_config(item, self.validators)
+            self._check_unique(config)
+            self._rows[config.id] = config
+
+    def __repr__(self) -> str:
+        return f"InMemoryStore({len(self._rows)} rows)"
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def list_llms(
+        self,
+        *,
+        enabled_only: bool = False,
+        scope: str | None = "global",
+        provider: str | None = None,
+        search: str | None = None,
+    ) -> list[LLMConfig]:
+        """Return rows in fallback order, filtered as `LLMRepository.list_llms` says."""
+        needle = search.lower() if search else None
+        with self._lock:
+            rows = list(self._rows.values())
+        return sorted(
+            (
+                row
+                for row in rows
+                if (not enabled_only or row.enabled)
+                and (scope is None or row.scope == scope)
+                and (provider is None or row.provider == provider)
+                and (
+                    needle is None
+                    or needle in row.name.lower()
+                    or needle in row.model_name.lower()
+                )
+            ),
+            key=sort_key,
+        )
+
+    def get(self, llm_id: str) -> LLMConfig:
+        """Return one row; raise `LLMNotFoundError` when there is none."""
+        with self._lock:
+            try:
+                return self._rows[llm_id]
+            except KeyError:
+                raise LLMNotFoundError(f"No LLM with id {llm_id!r}") from None
+
+    def get_default(self, scope: str = "global") -> LLMConfig:
+        """Return the scope's default; raise `NoDefaultLLMError` when there is none."""
+        for row in self.list_llms(scope=scope):
+            if row.is_default:
+                return row
+        msg = (
+            f"No default LLM configured for scope {scope!r}: mark one with set_default() "
+            "or `llmpool set-default ID`"
+        )
+        raise NoDefaultLLMError(msg)
+
+    def snapshot(self) -> Snapshot:
+        """Return every row of every scope and the generation."""
+        with self._lock:
+            rows, generation = list(self._rows.values()), self._generation
+        return Snapshot(
+            configs=tuple(sorted(rows, key=sort_key)),
+            generation=generation,
+            read_at=datetime.now(timezone.utc),
+        )
+
+    def generation(self) -> int:
+        """Return the change counter."""
+        return self._generation
+
+    def audit_log(
+        self,
+        *,
+        llm_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 1000,
+    ) -> list[AuditEntry]:
+        """Return audit entries, newest first, filtered by row and time."""
+
+        def aware(value: datetime) -> datetime:
+            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+        with self._lock:
+            entries = list(reversed(self._audit))
+        selected = [
+            entry
+            for entry in entries
+            if (llm_id is None or entry.llm_id == llm_id)
+            and (since is None or entry.at >= aware(since))
+            and (until is None or entry.at < aware(until))
+        ]
+        return selected if limit is None else selected[:limit]
+
+    # -- writes: each builds the new state aside and swaps it in whole -------------------------
+
+    def _check_unique(self, config: LLMConfig) -> None:
+        for other in self._rows.values():
+            if other.id != config.id and other.scope == config.scope:
+                if other.name == config.name:
+                    msg = f"Could not write {config.describe()}: LLM names are unique within a scope"
+                    raise ConflictError(msg)
+
+    def _commit(
+        self, rows: dict[str, LLMConfig], entries: list[tuple[str, str, Any, Any]], actor: str
+    ) -> None:
+        now = datetime.now(timezone.utc)
+        self._rows = rows
+        self._generation += 1
+        for llm_id, action, before, after in entries:
+            self._audit.append(
+                AuditEntry(
+                    id=next(self._audit_ids),
+                    llm_id=llm_id,
+                    actor=actor,
+                    action=action,
+                    before=before.model_dump(mode="json") if before else None,
+                    after=after.model_dump(mode="json") if after else None,
+                    at=now,
+                )
+            )
+
+    def _put(
+        self,
+        rows: dict[str, LLMConfig],
+        entries: list[tuple[str, str, Any, Any]],
+        before: LLMConfig | None,
+        after: LLMConfig,
+        action: str,
+    ) -> None:
+        if after.is_default:
+            for other in list(rows.values()):
+                if other.scope == after.scope and other.is_default and other.id != after.id:
+                    cleared = other.model_copy(
+                        update={"is_default": False, "version": other.version + 1}
+                    )
+                    rows[other.id] = cleared
+                    entries.append((other.id, "update", other, cleared))
+        rows[after.id] = after
+        entries.append((after.id, action, before, after))
+
+    def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
+        """Insert a row and return it (see `LLMStore.add`)."""
+        config = new_config(llm, self.validators)
+        with self._lock:
+            self._check_unique(config)
+            if config.id in self._rows:
+                raise ConflictError(f"Could not add {config.describe()}: the id is taken")
+            rows, entries = dict(self._rows), []
+            self._put(rows, entries, None, config, "create")
+            self._commit(rows, entries, actor)
+        return config
+
+    def _change(self, llm_id: str, changes: Mapping[str, Any], action: str, actor: str) -> Any:
+        with self._lock:
+            rows, entries = dict(self._rows), []
+            after = self._apply(rows, entries, llm_id, changes, action)
+            self._commit(rows, entries, actor)
+        return after
+
+    def _apply(
+        self,
+        rows: dict[str, LLMConfig],
+        entries: list[tuple[str, str, Any, Any]],
+        llm_id: str,
+        changes: Mapping[str, Any],
+        action: str,
+    ) -> LLMConfig:
+        current = rows.get(llm_id)
+        if current is None:
+            raise LLMNotFoundError(f"No LLM with id {llm_id!r}")
+        after = updated_config(current, changes, self.validators)
+        after = after.model_copy(update={"version": current.version + 1})
+        self._check_unique(after)
+        self._put(rows, entries, current, after, action)
+        return after
+
+    def update(
+        self, llm_id: str, changes: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR
+    ) -> LLMConfig:
+        """Apply a partial update and return the row after it (see `LLMStore.update`)."""
+        result: LLMConfig = self._change(llm_id, changes, "update", actor)
+        return result
+
+    def set_default(self, llm_id: str, *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
+        """Make the row its scope's default, clearing the others at once."""
+        result: LLMConfig = self._change(llm_id, {"is_default": True}, "set_default", actor)
+        return result
+
+    def _bulk(self, llm_ids: str | Sequence[str], action: str, actor: str) -> list[LLMConfig]:
+        ids = as_id_list(llm_ids)
+        with self._lock:
+            rows, entries = dict(self._rows), []
+            results: list[LLMConfig] = []
+            for llm_id in ids:
+                if action == "delete":
+                    current = rows.pop(llm_id, None)
+                    if current is None:
+                        raise LLMNotFoundError(f"No LLM with id {llm_id!r}")
+                    entries.append((llm_id, "delete", current, None))
+                    results.append(current)
+                else:
+                    changes = {"enabled": action == "enable"}
+                    results.append(self._apply(rows, entries, llm_id, changes, action))
+            self._commit(rows, entries, actor)
+        return results
+
+    def delete(self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR) -> int:
+        """Delete one row or many, all or none; return how many were deleted."""
+        return len(self._bulk(llm_ids, "delete", actor))
+
+    def enable(
+        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Enable one row or many, all or none; return the rows after."""
+        return self._bulk(llm_ids, "enable", actor)
+
+    def disable(
+        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Disable one row or many, all or none; return the rows after."""
+        return self._bulk(llm_ids, "disable", actor)
