@@ -75,9 +75,7 @@ class InMemoryStore:
                 and (scope is None or row.scope == scope)
                 and (provider is None or row.provider == provider)
                 and (
-                    needle is None
-                    or needle in row.name.lower()
-                    or needle in row.model_name.lower()
+                    needle is None or needle in row.name.lower() or needle in row.model_name.lower()
                 )
             ),
             key=sort_key,
@@ -144,10 +142,12 @@ class InMemoryStore:
 
     def _check_unique(self, config: LLMConfig) -> None:
         for other in self._rows.values():
-            if other.id != config.id and other.scope == config.scope:
-                if other.name == config.name:
-                    msg = f"Could not write {config.describe()}: LLM names are unique within a scope"
-                    raise ConflictError(msg)
+            if (other.id, other.scope, other.name) != (config.id, config.scope, config.name) and (
+                other.scope,
+                other.name,
+            ) == (config.scope, config.name):
+                msg = f"Could not write {config.describe()}: LLM names are unique within a scope"
+                raise ConflictError(msg)
 
     def _commit(
         self, rows: dict[str, LLMConfig], entries: list[tuple[str, str, Any, Any]], actor: str
