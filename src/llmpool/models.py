@@ -29,6 +29,7 @@ __all__ = [
     "BadRow",
     "LLMConfig",
     "REFERENCE_SUFFIXES",
+    "SECRET_WORDS",
     "check_auth_meta",
     "parse_json_object",
 ]
@@ -39,7 +40,7 @@ REFERENCE_SUFFIXES = ("_env", "_file")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # A plain (non-reference) auth_meta key that contains one of these words holds a secret.
-_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential")
+SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential")
 
 
 def parse_json_object(value: Any, *, field: str, row: str) -> Any:
@@ -112,7 +113,7 @@ store a reference instead: {"api_key_env": "NAME_OF_ENV_VAR"}
             if not isinstance(value, str) or not value.strip():
                 msg = f"{row}: {field} must be a non-empty file path"
                 raise InvalidConfigError(msg, field=field)
-        elif any(word in key.lower() for word in _SECRET_WORDS):
+        elif any(word in key.lower() for word in SECRET_WORDS):
             # Never echo the value: it is presumably the secret itself.
             msg = (
                 f"{row}: {field} holds a literal secret; store a reference instead: "

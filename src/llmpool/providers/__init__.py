@@ -1,0 +1,448 @@
+"""The provider registry: a provider name in a row -> a LangChain chat model.
+
+Providers are discovered from the entry-point group ``llmpool.providers`` on first use (never at
+import) and cached. llmpool's own built-ins are declared there too, like any plugin. A plugin
+that fails to load is recorded in `ProviderRegistry.load_errors` with its distribution name;
+every other provider keeps working. ``LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1`` skips third-party
+entry points (the built-ins still load).
+
+A plugin package declares, in its ``pyproject.toml``::
+
+    [project.entry-points."llmpool.providers"]
+    echo = "llmpool_echo:PROVIDER"
+
+where ``PROVIDER`` is a `Provider` (for example a `ChatProvider`) or a zero-argument callable
+returning one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import import_module
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from llmpool.errors import (
+    ProviderLoadError,
+    ProviderNotInstalledError,
+    UnknownProviderError,
+    UnsupportedParameterError,
+)
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from llmpool.credentials import EnvAllowlist
+    from llmpool.models import LLMConfig
+
+__all__ = [
+    "ALIASES",
+    "ENTRY_POINT_GROUP",
+    "ChatProvider",
+    "FactoryProvider",
+    "Provider",
+    "ProviderRegistry",
+    "get_registry",
+    "register_provider",
+    "set_registry",
+]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "llmpool.providers"
+
+#: LangChain ``init_chat_model`` names (and common spellings) -> llmpool provider names.
+ALIASES: Mapping[str, str] = {
+    "azure": "azure_openai",
+    "azure_chat_openai": "azure_openai",
+    "google_vertexai": "vertexai",
+    "vertex": "vertexai",
+    "vertex_ai": "vertexai",
+    "bedrock_converse": "bedrock",
+    "aws_bedrock": "bedrock",
+    "chat_anthropic": "anthropic",
+    "fireworks_ai": "fireworks",
+}
+
+Factory = Callable[["LLMConfig", Mapping[str, Any]], "BaseChatModel"]
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What a provider is: a name, how to install it, what it can do, and how to build a model.
+
+    Attributes:
+        name: The name rows use in their ``provider`` column.
+        extra: The ``llmpool[...]`` extra that installs its package, if any.
+        package: The distribution that provides the client class, if any.
+        capabilities: What its models support: ``"tools"``, ``"streaming"``,
+            ``"structured_output"``.
+    """
+
+    name: str
+    extra: str | None
+    package: str | None
+    capabilities: frozenset[str]
+
+    def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
+        """Return a chat model for ``config`` with the resolved ``auth``."""
+        ...
+
+
+ALL_CAPABILITIES = frozenset({"tools", "streaming", "structured_output"})
+
+
+@dataclass(frozen=True)
+class ChatProvider:
+    """A provider backed by one LangChain chat model class, named as ``"module:Class"``.
+
+    The class is imported on first build. Keyword arguments are, in order of precedence: the
+    row's ``config``, the resolved ``auth_meta`` (renamed through ``auth_names``), the model
+    name (as ``model_param``) and ``defaults`` (``max_retries=0``: llmpool's fallback retries,
+    and SDK retries would multiply the time to fail over). A ``config`` key the class does not
+    accept is refused with `UnsupportedParameterError`.
+
+    Example:
+        >>> p = ChatProvider("fake", "llmpool.providers.fake:FakeChatModel", extra=None)
+        >>> p.name, "tools" in p.capabilities
+        ('fake', True)
+    """
+
+    name: str
+    chat_class: str
+    extra: str | None
+    package: str | None = None
+    capabilities: frozenset[str] = ALL_CAPABILITIES
+    model_param: str = "model"
+    auth_names: Mapping[str, str] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=lambda: {"max_retries": 0})
+    deployment_from_model: bool = False
+
+    def load_class(self) -> type[BaseChatModel]:
+        """Import and return the chat model class.
+
+        Raises:
+            ProviderNotInstalledError: Its package is missing; the message names the
+                ``pip install`` to run.
+        """
+        module_name, _, class_name = self.chat_class.partition(":")
+        try:
+            module = import_module(module_name)
+        except ImportError as error:
+            hint = (
+                f'pip install "llmpool[{self.extra}]"'
+                if self.extra
+                else "pip install " + (self.package or module_name)
+            )
+            msg = (
+                f"Provider {self.name!r} needs the package {self.package or module_name}, "
+                f"which is not installed ({error}); run: {hint}"
+            )
+            raise ProviderNotInstalledError(msg) from error
+        cls: type[BaseChatModel] = getattr(module, class_name)
+        return cls
+
+    def accepted_parameters(self, cls: type[BaseChatModel]) -> frozenset[str]:
+        """Return the keyword arguments the class accepts (field names and aliases)."""
+        names: set[str] = set()
+        for name, info in cls.model_fields.items():
+            names.add(name)
+            if info.alias:
+                names.add(info.alias)
+        return frozenset(names)
+
+    def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
+        """Return a chat model for ``config`` (see the class docstring for the arguments)."""
+        cls = self.load_class()
+        accepted = self.accepted_parameters(cls)
+        for key in config.config:
+            if key not in accepted:
+                msg = (
+                    f"{config.describe()}: config key {key!r} is not a parameter of "
+                    f"{cls.__name__}; put provider-specific extras under 'model_kwargs'"
+                    if "model_kwargs" in accepted
+                    else f"{config.describe()}: config key {key!r} is not a parameter of "
+                    f"{cls.__name__}"
+                )
+                raise UnsupportedParameterError(msg)
+        kwargs: dict[str, Any] = {
+            key: value for key, value in self.defaults.items() if key in accepted
+        }
+        kwargs[self.model_param] = config.model_name
+        for key, value in auth.items():
+            kwargs[self.auth_names.get(key, key)] = value
+        kwargs.update(config.config)
+        if self.deployment_from_model:
+            # Azure addresses a deployment; the row's model name is it unless auth names one.
+            kwargs.setdefault("azure_deployment", config.model_name)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as error:
+            # pydantic's message names fields and types, never input values of SecretStr.
+            text = str(error).splitlines()[0]
+            msg = f"{config.describe()}: {cls.__name__} refused its parameters: {text}"
+            raise UnsupportedParameterError(msg) from None
+
+
+@dataclass(frozen=True)
+class FactoryProvider:
+    """A provider from a plain factory ``(config, auth) -> BaseChatModel``.
+
+    Example:
+        >>> from langchain_core.language_models import FakeListChatModel
+        >>> p = FactoryProvider("echo", lambda config, auth: FakeListChatModel(responses=["hi"]))
+        >>> p.name
+        'echo'
+    """
+
+    name: str
+    factory: Factory
+    extra: str | None = None
+    package: str | None = None
+    capabilities: frozenset[str] = frozenset({"streaming"})
+
+    def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
+        """Return ``factory(config, auth)``."""
+        return self.factory(config, auth)
+
+
+class ProviderRegistry:
+    """Provider name -> provider, filled lazily from entry points.
+
+    Args:
+        entry_points: Entry points to load instead of the installed ones (tests inject
+            `importlib.metadata.EntryPoint` objects here).
+        autoload: Load third-party entry points; default: unless
+            ``LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1``.
+
+    Example:
+        >>> registry = ProviderRegistry()
+        >>> "openai" in registry, registry.get("azure").name
+        (True, 'azure_openai')
+    """
+
+    def __init__(
+        self,
+        *,
+        entry_points: Iterable[EntryPoint] | None = None,
+        autoload: bool | None = None,
+    ) -> None:
+        self._injected = None if entry_points is None else list(entry_points)
+        self._autoload = (
+            os.environ.get("LLMPOOL_DISABLE_PLUGIN_AUTOLOAD") != "1"
+            if autoload is None
+            else autoload
+        )
+        self._providers: dict[str, Provider] = {}
+        self._manual: set[str] = set()
+        self._distributions: dict[str, str] = {}
+        self._errors: list[ProviderLoadError] = []
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = ", ".join(sorted(self._providers)) if self._loaded else "not loaded yet"
+        return f"<ProviderRegistry providers=[{state}] load_errors={len(self._errors)}>"
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            found = (
+                self._injected
+                if self._injected is not None
+                else list(entry_points(group=ENTRY_POINT_GROUP))
+            )
+            for entry_point in found:
+                self._load(entry_point)
+            self._loaded = True
+
+    def _load(self, entry_point: EntryPoint) -> None:
+        dist = entry_point.dist.name if entry_point.dist is not None else None
+        if dist != "llmpool" and not self._autoload and self._injected is None:
+            return
+        try:
+            obj = entry_point.load()
+            provider = obj if isinstance(obj, Provider) else obj()
+            if not isinstance(provider, Provider):
+                msg = f"it is a {type(provider).__name__}, not a Provider"
+                raise TypeError(msg)
+        except Exception as error:  # a broken plugin must not break the others
+            where = f" from distribution {dist!r}" if dist else ""
+            msg = f'Error loading provider plugin "{entry_point.name}"{where}: {error}'
+            failure = ProviderLoadError(msg, distribution=dist)
+            failure.__cause__ = error
+            self._errors.append(failure)
+            logger.warning(msg, exc_info=error)
+            return
+        for name in {entry_point.name, provider.name}:
+            if name not in self._manual:
+                self._providers[name] = provider
+                if dist:
+                    self._distributions[name] = dist
+
+    @property
+    def load_errors(self) -> list[ProviderLoadError]:
+        """The plugins that failed to load, each naming its distribution."""
+        self._ensure_loaded()
+        return list(self._errors)
+
+    def distribution_of(self, name: str) -> str | None:
+        """Return the distribution that declared a provider, if it came from an entry point."""
+        self._ensure_loaded()
+        return self._distributions.get(self.canonical(name))
+
+    def canonical(self, name: str) -> str:
+        """Return the registered name for ``name``, following aliases."""
+        key = name.strip().lower()
+        return key if key in self._providers else ALIASES.get(key, key)
+
+    def register(self, provider: Provider, *, replace: bool = False) -> None:
+        """Register a provider in this process.
+
+        Raises:
+            ValueError: A provider of that name exists and ``replace`` is false.
+        """
+        self._ensure_loaded()
+        with self._lock:
+            if provider.name in self._providers and not replace:
+                msg = f"A provider named {provider.name!r} is already registered"
+                raise ValueError(msg)
+            self._providers[provider.name] = provider
+            self._manual.add(provider.name)
+
+    def get(self, name: str) -> Provider:
+        """Return the provider called ``name`` (or an alias of it).
+
+        Raises:
+            UnknownProviderError: None is registered; the message lists those that are.
+        """
+        self._ensure_loaded()
+        provider = self._providers.get(self.canonical(name))
+        if provider is None:
+            known = ", ".join(sorted(self._providers)) or "none"
+            msg = f"Unknown provider {name!r}; registered providers: {known}"
+            raise UnknownProviderError(msg)
+        return provider
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        self._ensure_loaded()
+        return self.canonical(name) in self._providers
+
+    def __iter__(self) -> Iterator[Provider]:
+        self._ensure_loaded()
+        return iter(dict(sorted(self._providers.items())).values())
+
+    def names(self) -> list[str]:
+        """Return the registered provider names, sorted."""
+        self._ensure_loaded()
+        return sorted(self._providers)
+
+    def build(
+        self,
+        config: LLMConfig,
+        *,
+        allowlist: EnvAllowlist | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> BaseChatModel:
+        """Turn a row into a chat model: resolve its auth, then call its provider.
+
+        Args:
+            config: The row.
+            allowlist: Which variables it may reference; from the environment by default.
+            environ: Where variables are read; ``os.environ`` by default.
+
+        Returns:
+            A LangChain chat model.
+
+        Raises:
+            UnknownProviderError: No such provider.
+            ProviderNotInstalledError: Its package is missing.
+            EnvNotAllowedError: A reference is outside the allowlist.
+            MissingSecretError: A referenced variable is unset.
+            UnsupportedParameterError: ``config`` has a key the client rejects.
+
+        Example:
+            >>> from llmpool.models import LLMConfig
+            >>> row = LLMConfig(id="1", name="Fake", provider="fake", model_name="echo",
+            ...                 config={"responses": ["hi"]})
+            >>> ProviderRegistry().build(row).invoke("hello").content
+            'hi'
+        """
+        from llmpool.credentials import resolve_auth
+
+        provider = self.get(config.provider)
+        auth = resolve_auth(config, allowlist=allowlist, environ=environ)
+        return provider.build(config, auth)
+
+
+_registry: ProviderRegistry | None = None
+_registry_lock = threading.Lock()
+
+
+def get_registry() -> ProviderRegistry:
+    """Return the process-wide registry, created on first use."""
+    global _registry
+    if _registry is None:
+        with _registry_lock:
+            if _registry is None:
+                _registry = ProviderRegistry()
+    return _registry
+
+
+@contextmanager
+def set_registry(registry: ProviderRegistry | None) -> Iterator[ProviderRegistry | None]:
+    """Replace the process-wide registry for the block, then restore the previous one.
+
+    ``None`` resets it: the next `get_registry` discovers entry points anew.
+    """
+    global _registry
+    previous = _registry
+    _registry = registry
+    try:
+        yield registry
+    finally:
+        _registry = previous
+
+
+def register_provider(
+    provider: Provider | str,
+    factory: Factory | None = None,
+    *,
+    replace: bool = False,
+    **kwargs: Any,
+) -> Provider:
+    """Register a provider in the process-wide registry.
+
+    Args:
+        provider: A `Provider`, or a name used with ``factory``.
+        factory: ``(config, auth) -> BaseChatModel``, when ``provider`` is a name.
+        replace: Replace a provider of the same name.
+        **kwargs: ``extra``, ``package``, ``capabilities`` for a factory provider.
+
+    Returns:
+        The registered provider.
+
+    Example:
+        >>> from langchain_core.language_models import FakeListChatModel
+        >>> p = register_provider("echo-doc", lambda c, a: FakeListChatModel(responses=["hi"]),
+        ...                       replace=True)
+    """
+    if isinstance(provider, str):
+        if factory is None:
+            msg = "register_provider(name, factory): a factory is required with a name"
+            raise TypeError(msg)
+        registered: Provider = FactoryProvider(provider, factory, **kwargs)
+    else:
+        registered = provider
+    get_registry().register(registered, replace=replace)
+    return registered

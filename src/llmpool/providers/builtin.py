@@ -1,0 +1,99 @@
+"""llmpool's built-in providers, declared through its own ``llmpool.providers`` entry points.
+
+Each is a table entry naming its LangChain class as a ``"module:Class"`` string, imported only
+when a row first needs it, with the ``llmpool[...]`` extra that installs it.
+"""
+
+from __future__ import annotations
+
+from llmpool.providers import ChatProvider
+
+__all__ = [
+    "ANTHROPIC",
+    "AZURE_OPENAI",
+    "BEDROCK",
+    "BUILTINS",
+    "FAKE",
+    "FIREWORKS",
+    "OLLAMA",
+    "OPENAI",
+    "VERTEXAI",
+]
+
+OPENAI = ChatProvider(
+    "openai",
+    "langchain_openai:ChatOpenAI",
+    extra="openai",
+    package="langchain-openai",
+    auth_names={"api_base": "base_url", "openai_api_base": "base_url"},
+)
+
+AZURE_OPENAI = ChatProvider(
+    "azure_openai",
+    "langchain_openai:AzureChatOpenAI",
+    extra="azure_openai",
+    package="langchain-openai",
+    auth_names={
+        # the usage guide's AZURE_OPENAI_API_BASE / _DEPLOYMENT_NAME / _API_VERSION
+        "api_base": "azure_endpoint",
+        "azure_openai_api_base": "azure_endpoint",
+        "endpoint": "azure_endpoint",
+        "deployment_name": "azure_deployment",
+        "deployment": "azure_deployment",
+    },
+    deployment_from_model=True,
+)
+
+ANTHROPIC = ChatProvider(
+    "anthropic",
+    "langchain_anthropic:ChatAnthropic",
+    extra="anthropic",
+    package="langchain-anthropic",
+)
+
+BEDROCK = ChatProvider(
+    "bedrock",
+    "langchain_aws:ChatBedrockConverse",
+    extra="bedrock",
+    package="langchain-aws",
+    auth_names={
+        "region": "region_name",
+        "aws_region": "region_name",
+        "access_key_id": "aws_access_key_id",
+        "secret_access_key": "aws_secret_access_key",
+        "session_token": "aws_session_token",
+    },
+)
+
+VERTEXAI = ChatProvider(
+    "vertexai",
+    "langchain_google_vertexai:ChatVertexAI",
+    extra="vertexai",
+    package="langchain-google-vertexai",
+    auth_names={"google_cloud_project": "project", "project_id": "project"},
+)
+
+FIREWORKS = ChatProvider(
+    "fireworks",
+    "langchain_fireworks:ChatFireworks",
+    extra="fireworks",
+    package="langchain-fireworks",
+)
+
+OLLAMA = ChatProvider(
+    "ollama",
+    "langchain_ollama:ChatOllama",
+    extra="ollama",
+    package="langchain-ollama",
+    capabilities=frozenset({"tools", "streaming", "structured_output"}),
+)
+
+FAKE = ChatProvider(
+    "fake",
+    "llmpool.providers.fake:FakeChatModel",
+    extra=None,
+    package="langchain-core",
+    capabilities=frozenset({"tools", "streaming"}),
+)
+
+BUILTINS = (OPENAI, AZURE_OPENAI, ANTHROPIC, BEDROCK, VERTEXAI, FIREWORKS, OLLAMA, FAKE)
