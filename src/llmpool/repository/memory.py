@@ -194,14 +194,16 @@ class InMemoryStore:
             self._check_unique(config)
             if config.id in self._rows:
                 raise ConflictError(f"Could not add {config.describe()}: the id is taken")
-            rows, entries = dict(self._rows), []
+            rows = dict(self._rows)
+            entries: list[tuple[str, str, Any, Any]] = []
             self._put(rows, entries, None, config, "create")
             self._commit(rows, entries, actor)
         return config
 
     def _change(self, llm_id: str, changes: Mapping[str, Any], action: str, actor: str) -> Any:
         with self._lock:
-            rows, entries = dict(self._rows), []
+            rows = dict(self._rows)
+            entries: list[tuple[str, str, Any, Any]] = []
             after = self._apply(rows, entries, llm_id, changes, action)
             self._commit(rows, entries, actor)
         return after
@@ -238,7 +240,8 @@ class InMemoryStore:
     def _bulk(self, llm_ids: str | Sequence[str], action: str, actor: str) -> list[LLMConfig]:
         ids = as_id_list(llm_ids)
         with self._lock:
-            rows, entries = dict(self._rows), []
+            rows = dict(self._rows)
+            entries: list[tuple[str, str, Any, Any]] = []
             results: list[LLMConfig] = []
             for llm_id in ids:
                 if action == "delete":

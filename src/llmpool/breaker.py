@@ -1,0 +1,173 @@
+"""Circuit breakers: stop calling a candidate that keeps failing, then probe it once.
+
+A breaker is closed until ``failure_threshold`` consecutive failures open it. While open, its
+candidate is skipped with no network call. When the cooldown ends, exactly one caller gets a
+half-open probe while concurrent callers keep skipping; the probe's success closes the breaker,
+its failure reopens it with a longer cooldown.
+
+State lives behind `BreakerStore`, so replicas can share it (see ``llmpool.breaker_redis``).
+Times are wall-clock seconds (`time.time`) so that several processes agree on them.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Admission", "BreakerBoard", "BreakerState", "BreakerStore", "LocalBreakerStore"]
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """One candidate's breaker.
+
+    Attributes:
+        failures: Consecutive failures.
+        open_until: Wall-clock time the cooldown ends; 0 when closed.
+        trips: How many times in a row it opened (grows the cooldown).
+        probe_until: While a half-open probe is in flight, when its lease ends.
+    """
+
+    failures: int = 0
+    open_until: float = 0.0
+    trips: int = 0
+    probe_until: float = 0.0
+
+
+class Admission(enum.Enum):
+    """What the breaker says about calling a candidate now."""
+
+    CLOSED = "closed"
+    PROBE = "probe"
+    OPEN = "open"
+
+
+@runtime_checkable
+class BreakerStore(Protocol):
+    """Where breaker state lives. Each method is atomic for one key."""
+
+    def get(self, key: str) -> BreakerState | None:
+        """Return the state of ``key``, or ``None`` when it has none (closed)."""
+        ...
+
+    def update(
+        self, key: str, change: Callable[[BreakerState], BreakerState | None]
+    ) -> BreakerState | None:
+        """Atomically replace the state of ``key`` with ``change(state)``; ``None`` deletes it.
+
+        Returns:
+            The new state.
+        """
+        ...
+
+
+class LocalBreakerStore:
+    """Breaker state in this process's memory."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, BreakerState] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> BreakerState | None:
+        """Return the state of ``key``."""
+        return self._states.get(key)
+
+    def update(
+        self, key: str, change: Callable[[BreakerState], BreakerState | None]
+    ) -> BreakerState | None:
+        """Atomically change the state of ``key``."""
+        with self._lock:
+            new = change(self._states.get(key, BreakerState()))
+            if new is None or new == BreakerState():
+                self._states.pop(key, None)
+                return None
+            self._states[key] = new
+            return new
+
+
+class BreakerBoard:
+    """The breakers of every candidate of a pool, over one store.
+
+    Args:
+        store: Where state lives; in-process by default.
+        clock: Returns the current wall-clock time; injectable for tests.
+        probe_lease: Seconds a half-open probe holds its slot before another caller may probe
+            (a caller that died mid-probe must not block the candidate forever).
+
+    Example:
+        >>> board = BreakerBoard()
+        >>> board.admit("row-1")
+        <Admission.CLOSED: 'closed'>
+    """
+
+    def __init__(
+        self,
+        store: BreakerStore | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        probe_lease: float = 60.0,
+    ) -> None:
+        self.store: BreakerStore = store if store is not None else LocalBreakerStore()
+        self.clock = clock
+        self.probe_lease = probe_lease
+
+    def admit(self, key: str) -> Admission:
+        """Return whether a call to ``key`` may go out now, taking the probe slot if due."""
+        state = self.store.get(key)
+        if state is None or state.open_until == 0.0:
+            return Admission.CLOSED
+        now = self.clock()
+        if now < state.open_until or now < state.probe_until:
+            return Admission.OPEN
+        taken = False
+
+        def take(current: BreakerState) -> BreakerState:
+            nonlocal taken
+            if current.open_until and now >= current.open_until and now >= current.probe_until:
+                taken = True
+                return replace(current, probe_until=now + self.probe_lease)
+            return current
+
+        self.store.update(key, take)
+        return Admission.PROBE if taken else Admission.OPEN
+
+    def force_probe(self, key: str) -> None:
+        """Take the probe slot of ``key`` even though its cooldown has not ended."""
+        now = self.clock()
+        self.store.update(key, lambda s: replace(s, probe_until=now + self.probe_lease))
+
+    def reopens_at(self, key: str) -> float:
+        """Return when ``key``'s cooldown ends (0 when closed)."""
+        state = self.store.get(key)
+        return state.open_until if state is not None else 0.0
+
+    def success(self, key: str) -> None:
+        """Record a success: the breaker closes."""
+        if self.store.get(key) is not None:
+            self.store.update(key, lambda _state: None)
+
+    def failure(self, key: str, *, threshold: int, cooldown: Callable[[int], float]) -> None:
+        """Record a failure; open (or reopen) the breaker when due.
+
+        Args:
+            key: The candidate.
+            threshold: Consecutive failures that open a closed breaker.
+            cooldown: Trips -> cooldown seconds.
+        """
+        now = self.clock()
+
+        def fail(state: BreakerState) -> BreakerState:
+            failures = state.failures + 1
+            half_open = state.open_until != 0.0
+            if half_open or failures >= threshold:
+                trips = state.trips + 1
+                return BreakerState(
+                    failures=failures, open_until=now + cooldown(trips), trips=trips
+                )
+            return replace(state, failures=failures)
+
+        self.store.update(key, fail)

@@ -1,0 +1,244 @@
+"""What to do when a candidate fails: retry it, fall back to the next, or propagate.
+
+Defaults are narrow: llmpool moves on for provider errors (refused connections, timeouts, 429,
+5xx, 401/403, a context-length 400), never for a bare `Exception`. A `TypeError` or a
+`KeyError` is a bug in the caller's code, and switching model would hide it.
+
+Provider packages are never imported here: errors are recognized by their status code
+(``status_code``, ``response.status_code``, ``code``, botocore's ``response`` dict) and by the
+names of the classes in their MRO, so classifying costs nothing at import time.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["FallbackPolicy", "Outcome", "classify_error", "retry_after"]
+
+
+class Outcome(enum.Enum):
+    """How the fallback loop treats an error."""
+
+    RETRY = "retry"
+    """Transient (429, 5xx, timeout, refused): retry this candidate, then fall back."""
+    FALLBACK = "fallback"
+    """The candidate cannot answer (401/403, 404, bad request): fall back at once."""
+    FALLBACK_KEEP_BREAKER = "fallback_keep_breaker"
+    """The request, not the candidate, is at fault (context length): fall back at once and do
+    not count it against the candidate's circuit breaker."""
+    PROPAGATE = "propagate"
+    """Not a provider failure (a bug): raise it unchanged."""
+
+
+_RETRY_NAMES = frozenset(
+    {
+        "RateLimitError",
+        "InternalServerError",
+        "APIConnectionError",
+        "APITimeoutError",
+        "ServiceUnavailableError",
+        "OverloadedError",
+        "TransportError",
+        "TimeoutException",
+        "ConnectError",
+        "ReadTimeout",
+        "WriteTimeout",
+        "PoolTimeout",
+        "ConnectTimeout",
+        "ReadError",
+        "RemoteProtocolError",
+        "NetworkError",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ServiceUnavailable",
+        "TooManyRequests",
+        "DeadlineExceeded",
+        "ResourceExhausted",
+    }
+)
+_FALLBACK_NAMES = frozenset(
+    {
+        "AuthenticationError",
+        "PermissionDeniedError",
+        "NotFoundError",
+        "BadRequestError",
+        "UnprocessableEntityError",
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "Unauthenticated",
+        "PermissionDenied",
+        "DefaultCredentialsError",
+    }
+)
+_CONTEXT_LENGTH_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "context length",
+    "context window",
+    "prompt is too long",
+    "input is too long",
+    "too many tokens",
+    "reduce the length",
+)
+_RETRY_BOTO_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ServiceUnavailableException",
+        "ModelNotReadyException",
+        "InternalServerException",
+        "ModelTimeoutException",
+        "TooManyRequestsException",
+    }
+)
+
+
+def status_code(error: BaseException) -> int | None:
+    """Return the HTTP status an error carries, if any, without importing its package."""
+    for value in (
+        getattr(error, "status_code", None),
+        getattr(getattr(error, "response", None), "status_code", None),
+        getattr(error, "code", None),
+    ):
+        if isinstance(value, int) and 100 <= value <= 599:
+            return value
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        code = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def retry_after(error: BaseException) -> float | None:
+    """Return the seconds a ``Retry-After`` header on the error's response asks for."""
+    headers = getattr(getattr(error, "response", None), "headers", None)
+    if headers is None:
+        return None
+    try:
+        value = headers.get("retry-after")
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_context_length(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(marker in text for marker in _CONTEXT_LENGTH_MARKERS)
+
+
+def classify_error(error: BaseException) -> Outcome:
+    """Classify an error raised by a candidate.
+
+    Args:
+        error: What the candidate raised.
+
+    Returns:
+        The `Outcome`: retry, fall back, fall back without blaming the candidate, or propagate.
+
+    Example:
+        >>> classify_error(ConnectionRefusedError()).value, classify_error(TypeError()).value
+        ('retry', 'propagate')
+    """
+    if not isinstance(error, Exception):
+        return Outcome.PROPAGATE  # KeyboardInterrupt, SystemExit, CancelledError
+    names = {cls.__name__ for cls in type(error).__mro__}
+    code = status_code(error)
+    if code is not None:
+        if code in (400, 413, 422) and _is_context_length(error):
+            return Outcome.FALLBACK_KEEP_BREAKER
+        if code in (408, 409, 425, 429) or code >= 500:
+            return Outcome.RETRY
+        if 400 <= code < 500:
+            return Outcome.FALLBACK
+    if "ClientError" in names:  # botocore, carrying an AWS error code
+        boto_code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
+        if boto_code in _RETRY_BOTO_CODES:
+            return Outcome.RETRY
+        if _is_context_length(error):
+            return Outcome.FALLBACK_KEEP_BREAKER
+        return Outcome.FALLBACK
+    if names & _RETRY_NAMES or isinstance(error, (ConnectionError, TimeoutError)):
+        return Outcome.RETRY
+    if names & _FALLBACK_NAMES:
+        return Outcome.FALLBACK
+    return Outcome.PROPAGATE
+
+
+@dataclass(frozen=True, kw_only=True)
+class FallbackPolicy:
+    """How hard to try each candidate, and when to stop trying one for a while.
+
+    Attributes:
+        attempts: Attempts per candidate for transient errors (429, 5xx, timeouts, refused).
+            401/403 and context-length errors get one attempt. The client's own retries are set
+            to 0 by the providers, so a call makes at most ``attempts * candidates`` requests.
+        deadline: Seconds for the whole call: no new attempt starts after it.
+        backoff_initial: First wait between attempts of one candidate, in seconds.
+        backoff_max: Longest wait between attempts (a ``Retry-After`` header is honoured up to
+            this).
+        backoff_jitter: Random seconds added to each wait.
+        failure_threshold: Consecutive failures that open a candidate's circuit breaker.
+        cooldown: Seconds an opened breaker skips its candidate.
+        cooldown_multiplier: Growth of the cooldown each time a half-open probe fails.
+        max_cooldown: Longest cooldown.
+        classify: Error -> `Outcome`; `classify_error` by default.
+
+    Example:
+        >>> FallbackPolicy(attempts=3, cooldown=10).attempts
+        3
+    """
+
+    attempts: int = 2
+    deadline: float | None = 120.0
+    backoff_initial: float = 0.25
+    backoff_max: float = 4.0
+    backoff_jitter: float = 0.1
+    failure_threshold: int = 3
+    cooldown: float = 30.0
+    cooldown_multiplier: float = 2.0
+    max_cooldown: float = 600.0
+    classify: Callable[[BaseException], Outcome] = field(default=classify_error, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            msg = f"FallbackPolicy.attempts must be at least 1, got {self.attempts}"
+            raise ValueError(msg)
+        if self.failure_threshold < 1:
+            msg = "FallbackPolicy.failure_threshold must be at least 1"
+            raise ValueError(msg)
+
+    def wait(self, attempt_number: int, error: BaseException) -> float:
+        """Return seconds to wait before attempt ``attempt_number + 1`` of one candidate.
+
+        The exponential-with-jitter schedule is tenacity's; a ``Retry-After`` header wins when
+        longer, up to ``backoff_max``.
+        """
+        from tenacity import RetryCallState, wait_exponential_jitter
+
+        strategy = wait_exponential_jitter(
+            initial=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_jitter
+        )
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = attempt_number
+        delay = float(strategy(state))
+        hinted = retry_after(error)
+        if hinted is not None:
+            delay = max(delay, min(hinted, self.backoff_max))
+        return delay
+
+    def cooldown_for(self, trips: int) -> float:
+        """Return the cooldown after the breaker opened ``trips`` times in a row."""
+        grown = self.cooldown * self.cooldown_multiplier ** max(trips - 1, 0)
+        return min(grown, self.max_cooldown)
+
+
+def describe_error(error: BaseException) -> str:
+    """Return a one-line description of an error for messages and metadata."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    code = status_code(error)
+    prefix = f"{type(error).__name__}" + (f" (HTTP {code})" if code else "")
+    return f"{prefix}: {text[:300]}" if text else prefix
