@@ -84,10 +84,17 @@ class Provider(Protocol):
             ``"structured_output"``.
     """
 
-    name: str
-    extra: str | None
-    package: str | None
-    capabilities: frozenset[str]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def extra(self) -> str | None: ...
+
+    @property
+    def package(self) -> str | None: ...
+
+    @property
+    def capabilities(self) -> frozenset[str]: ...
 
     def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
         """Return a chat model for ``config`` with the resolved ``auth``."""

@@ -1,0 +1,85 @@
+"""The functions services used before llmpool, kept working and deprecated.
+
+Each builds its model from the environment variables the services already set, as before, and
+emits a `DeprecationWarning` pointing at `llmpool.get_llm_with_fallback`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from llmpool.errors import MissingSecretError
+from llmpool.providers.builtin import ANTHROPIC, OLLAMA, OPENAI
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+__all__ = ["get_anthropic_llm", "get_ollama_llm", "get_openai_llm"]
+
+
+def _deprecated(name: str) -> None:
+    warnings.warn(
+        f"{name}() is deprecated: keep your LLMs in the llms table and call "
+        "llmpool.get_llm_with_fallback() (or get_llm()) instead",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+def _required(variable: str) -> str:
+    value = os.environ.get(variable)
+    if not value:
+        msg = f"Environment variable {variable} is not set"
+        raise MissingSecretError(msg, variable=variable)
+    return value
+
+
+def get_openai_llm(**overrides: Any) -> BaseChatModel:
+    """Return ``ChatOpenAI`` from ``OPENAI_API_KEY``, ``OPENAI_API_BASE`` and ``OPENAI_MODEL``.
+
+    Deprecated: use `llmpool.get_llm_with_fallback`.
+    """
+    _deprecated("get_openai_llm")
+    cls = OPENAI.load_class()
+    kwargs: dict[str, Any] = {
+        "model": os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
+        "api_key": _required("OPENAI_API_KEY"),
+        "temperature": 0.2,
+    }
+    if os.environ.get("OPENAI_API_BASE"):
+        kwargs["base_url"] = os.environ["OPENAI_API_BASE"]
+    return cls(**{**kwargs, **overrides})
+
+
+def get_anthropic_llm(**overrides: Any) -> BaseChatModel:
+    """Return ``ChatAnthropic`` from ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_MODEL``.
+
+    Deprecated: use `llmpool.get_llm_with_fallback`.
+    """
+    _deprecated("get_anthropic_llm")
+    cls = ANTHROPIC.load_class()
+    kwargs: dict[str, Any] = {
+        "model": os.environ.get("ANTHROPIC_MODEL", "claude-3-5-sonnet-latest"),
+        "api_key": _required("ANTHROPIC_API_KEY"),
+        "temperature": 0.2,
+    }
+    if os.environ.get("ANTHROPIC_BASE_URL"):
+        kwargs["base_url"] = os.environ["ANTHROPIC_BASE_URL"]
+    return cls(**{**kwargs, **overrides})
+
+
+def get_ollama_llm(**overrides: Any) -> BaseChatModel:
+    """Return ``ChatOllama`` from ``OLLAMA_BASE_URL`` and ``OLLAMA_CHAT_MODEL``.
+
+    Deprecated: use `llmpool.get_llm_with_fallback`.
+    """
+    _deprecated("get_ollama_llm")
+    cls = OLLAMA.load_class()
+    kwargs: dict[str, Any] = {
+        "model": os.environ.get("OLLAMA_CHAT_MODEL", "llama2"),
+        "base_url": os.environ.get("OLLAMA_BASE_URL", "http://localhost:11434"),
+        "temperature": 0.2,
+    }
+    return cls(**{**kwargs, **overrides})
