@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -79,3 +80,40 @@ def database_url(request: pytest.FixtureRequest) -> str:
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     url: str = request.getfixturevalue(name)
     return url
+
+
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    """A URL of a database (SQLite or PostgreSQL) with llmpool's migrations applied."""
+    from llmpool.migrate import migrate
+
+    migrate(database_url)
+    return database_url
+
+
+@pytest.fixture
+def sql_store(migrated_url: str) -> Iterator[Any]:
+    """A `SQLStore` on a migrated database, on SQLite and on PostgreSQL."""
+    from llmpool.repository.sql import SQLStore
+
+    store = SQLStore(migrated_url)
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The same admin-API test on the in-memory store, SQLite and PostgreSQL."""
+    from llmpool.migrate import migrate
+    from llmpool.repository.memory import InMemoryStore
+    from llmpool.repository.sql import SQLStore
+
+    if request.param == "memory":
+        yield InMemoryStore()
+        return
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(name)
+    migrate(url)
+    sql = SQLStore(url)
+    yield sql
+    sql.engine.dispose()

@@ -221,7 +221,7 @@ def db_errors(engine: Engine | URL | str, what: str) -> Iterator[None]:
         rule = _constraint_rule(error)
         if rule is None:
             msg = f"Could not {what}: the database refused it ({_describe(error)})"
-            raise ConflictError(msg) from error
+            raise DatabaseError(msg) from error
         msg = f"Could not {what}: {rule}"
         raise ConflictError(msg) from error
     except exc.OperationalError as error:

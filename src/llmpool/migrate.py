@@ -122,6 +122,14 @@ def migrate(engine_or_url: Engine | str | URL | None = None) -> list[str]:
         ['0001_llms.sql']
     """
     engine = create_engine(engine_or_url)
+    try:
+        return _migrate(engine)
+    finally:
+        if engine is not engine_or_url:
+            engine.dispose()
+
+
+def _migrate(engine: Engine) -> list[str]:
     dialect = engine.dialect.name
     migrations = load_migrations(dialect)
     applied_now: list[str] = []

@@ -149,13 +149,16 @@ def row_mapping(row: Mapping[Any, Any]) -> dict[str, Any]:
     return values
 
 
-_reported: set[tuple[str, Any]] = set()
-
-
 def parse_rows(
     rows: Iterable[Mapping[Any, Any]],
+    reported: set[tuple[str, Any]] | None = None,
 ) -> tuple[list[LLMConfig], list[BadRow]]:
-    """Validate rows; report the bad ones by name and id instead of failing the others."""
+    """Validate rows; report the bad ones by name and id instead of failing the others.
+
+    Args:
+        rows: Rows of `llms`.
+        reported: (id, version) of bad rows already logged, so each is logged once.
+    """
     configs: list[LLMConfig] = []
     bad: list[BadRow] = []
     for row in rows:
@@ -166,8 +169,9 @@ def parse_rows(
             name = values.get("name") if isinstance(values.get("name"), str) else None
             bad.append(BadRow(llm_id=values["id"], name=name, error=str(error)))
             key = (values["id"], values.get("version"))
-            if key not in _reported:
-                _reported.add(key)
+            if reported is None or key not in reported:
+                if reported is not None:
+                    reported.add(key)
                 logger.warning(
                     "llmpool skipped an invalid row: %s",
                     error,
@@ -177,11 +181,13 @@ def parse_rows(
     return configs, bad
 
 
-def snapshot_from_rows(rows: Sequence[Mapping[Any, Any]]) -> Snapshot:
+def snapshot_from_rows(
+    rows: Sequence[Mapping[Any, Any]], reported: set[tuple[str, Any]] | None = None
+) -> Snapshot:
     """Build a `Snapshot` from the result of `select_snapshot`."""
     generation = int(rows[0]["generation"]) if rows else 0
     present = [row for row in rows if row["id"] is not None]
-    configs, bad = parse_rows(present)
+    configs, bad = parse_rows(present, reported)
     return Snapshot(
         configs=tuple(configs),
         bad_rows=tuple(bad),

@@ -92,6 +92,7 @@ class SQLStore:
         self.engine = create_engine(engine)
         self.validators = tuple(validators)
         self._dialect = self.engine.dialect.name
+        self._reported: set[tuple[str, Any]] = set()
 
     def __repr__(self) -> str:
         from llmpool.database import mask_url
@@ -114,7 +115,7 @@ class SQLStore:
     ) -> list[LLMConfig]:
         """Return rows in fallback order; invalid rows are skipped and reported (see module)."""
         stmt = select_llms(enabled_only=enabled_only, scope=scope, provider=provider, search=search)
-        return parse_rows(self._rows(stmt, "list LLMs"))[0]
+        return parse_rows(self._rows(stmt, "list LLMs"), self._reported)[0]
 
     def get(self, llm_id: str) -> LLMConfig:
         """Return one row; raise `LLMNotFoundError` when there is none."""
@@ -127,7 +128,9 @@ class SQLStore:
 
     def snapshot(self) -> Snapshot:
         """Return every row of every scope and the generation, read in one query."""
-        return snapshot_from_rows(self._rows(select_snapshot(), "read the LLM table"))
+        return snapshot_from_rows(
+            self._rows(select_snapshot(), "read the LLM table"), self._reported
+        )
 
     def generation(self) -> int:
         """Return the table's change counter."""
@@ -350,6 +353,7 @@ class AsyncSQLRepository:
 
     def __init__(self, engine: AsyncEngine | str | URL | None = None) -> None:
         self.engine = create_async_engine(engine)
+        self._reported: set[tuple[str, Any]] = set()
 
     async def _rows(self, stmt: sa.Select[Any], what: str) -> list[Mapping[Any, Any]]:
         with db_errors(self.engine.sync_engine, what):
@@ -366,7 +370,7 @@ class AsyncSQLRepository:
     ) -> list[LLMConfig]:
         """Return rows in fallback order, as `SQLStore.list_llms`."""
         stmt = select_llms(enabled_only=enabled_only, scope=scope, provider=provider, search=search)
-        return parse_rows(await self._rows(stmt, "list LLMs"))[0]
+        return parse_rows(await self._rows(stmt, "list LLMs"), self._reported)[0]
 
     async def get(self, llm_id: str) -> LLMConfig:
         """Return one row, as `SQLStore.get`."""
@@ -381,7 +385,9 @@ class AsyncSQLRepository:
 
     async def snapshot(self) -> Snapshot:
         """Return every row and the generation, as `SQLStore.snapshot`."""
-        return snapshot_from_rows(await self._rows(select_snapshot(), "read the LLM table"))
+        return snapshot_from_rows(
+            await self._rows(select_snapshot(), "read the LLM table"), self._reported
+        )
 
     async def generation(self) -> int:
         """Return the table's change counter."""
