@@ -35,7 +35,6 @@ class Outcome(enum.Enum):
 _RETRY_NAMES = frozenset(
     {
         "RateLimitError",
-        "InternalServerError",
         "APIConnectionError",
         "APITimeoutError",
         "ServiceUnavailableError",
@@ -72,6 +71,11 @@ _FALLBACK_NAMES = frozenset(
         "Unauthenticated",
         "PermissionDenied",
         "DefaultCredentialsError",
+        "ModelAuthenticationError",
+        "ModelPermissionDeniedError",
+        "ModelNotFoundError",
+        "ModelInvalidRequestError",
+        "ModelRefusalError",
     }
 )
 _CONTEXT_LENGTH_MARKERS = (
@@ -146,6 +150,8 @@ def classify_error(error: BaseException) -> Outcome:
     if not isinstance(error, Exception):
         return Outcome.PROPAGATE  # KeyboardInterrupt, SystemExit, CancelledError
     names = {cls.__name__ for cls in type(error).__mro__}
+    if "ContextOverflowError" in names:
+        return Outcome.FALLBACK_KEEP_BREAKER
     code = status_code(error)
     if code is not None:
         if code in (400, 413, 422) and _is_context_length(error):
