@@ -35,6 +35,7 @@ class Outcome(enum.Enum):
 _RETRY_NAMES = frozenset(
     {
         "RateLimitError",
+        "InternalServerError",
         "APIConnectionError",
         "APITimeoutError",
         "ServiceUnavailableError",
