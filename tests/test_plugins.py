@@ -1,0 +1,58 @@
+"""Provider plugins installed as real distributions are found through their entry points."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+import pytest
+
+from llmpool.pool import LLMPool
+from llmpool.providers import ProviderRegistry, set_registry
+from llmpool.repository.memory import InMemoryStore
+
+try:
+    version("llmpool-echo-provider")
+    version("llmpool-broken-provider")
+except PackageNotFoundError:  # pragma: no cover - .ci/run installs both
+    pytest.fail(
+        "the test plugins are not installed: pip install tests/plugins/llmpool-echo-provider "
+        "tests/plugins/llmpool-broken-provider (as .ci/run does)"
+    )
+
+
+def test_installed_plugin_answers_through_get_llm() -> None:
+    """The echo plugin's entry point is discovered and its model answers through get_llm."""
+    store = InMemoryStore(
+        [
+            {
+                "name": "Echo",
+                "provider": "echo",
+                "model_name": "echo-1",
+                "is_default": True,
+                "config": {"prefix": "plugin says: "},
+            }
+        ]
+    )
+    with set_registry(ProviderRegistry()):
+        pool = LLMPool(repository=store, poll_interval=0)
+        assert pool.get_llm().invoke("hello").content == "plugin says: hello"
+        assert pool.registry.distribution_of("echo") == "llmpool-echo-provider"
+
+
+def test_plugin_that_fails_to_import_is_reported_and_the_rest_work() -> None:
+    """A plugin raising at import is reported with its distribution; every other one loads."""
+    registry = ProviderRegistry()
+    assert "echo" in registry
+    assert "openai" in registry
+    [error] = [e for e in registry.load_errors if e.distribution == "llmpool-broken-provider"]
+    assert "broken" in str(error)
+    assert "dependency is missing" in str(error.__cause__)
+
+
+def test_autoload_switch_skips_third_party_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1 loads only llmpool's own providers."""
+    monkeypatch.setenv("LLMPOOL_DISABLE_PLUGIN_AUTOLOAD", "1")
+    registry = ProviderRegistry()
+    assert "echo" not in registry
+    assert "openai" in registry
+    assert registry.load_errors == []

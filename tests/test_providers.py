@@ -1,0 +1,237 @@
+"""The provider registry: entry points, aliases, built-ins, parameters and install hints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+
+from llmpool.errors import (
+    ProviderNotInstalledError,
+    UnknownProviderError,
+    UnsupportedParameterError,
+)
+from llmpool.models import LLMConfig
+from llmpool.providers import (
+    ChatProvider,
+    FactoryProvider,
+    ProviderRegistry,
+    get_registry,
+    register_provider,
+    set_registry,
+)
+from llmpool.providers.fake import FakeChatModel
+
+BUILTIN_NAMES = {
+    "openai",
+    "azure_openai",
+    "anthropic",
+    "bedrock",
+    "vertexai",
+    "fireworks",
+    "ollama",
+    "fake",
+}
+
+
+def config(provider: str, model: str = "m", **values: Any) -> LLMConfig:
+    """A row of ``provider``."""
+    return LLMConfig(
+        id="row-1", name=f"{provider} row", provider=provider, model_name=model, **values
+    )
+
+
+def test_builtins_come_from_llmpools_own_entry_points() -> None:
+    """The seven built-ins and fake are declared as entry points of the llmpool distribution."""
+    registry = ProviderRegistry()
+    assert set(registry.names()) >= BUILTIN_NAMES
+    for name in BUILTIN_NAMES:
+        assert registry.distribution_of(name) == "llmpool"
+
+
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [
+        ("azure", "azure_openai"),
+        ("google_vertexai", "vertexai"),
+        ("bedrock_converse", "bedrock"),
+        ("OpenAI", "openai"),
+    ],
+)
+def test_aliases_match_init_chat_model_names(alias: str, name: str) -> None:
+    """LangChain's init_chat_model provider names resolve to llmpool's."""
+    assert ProviderRegistry().get(alias).name == name
+
+
+def test_unknown_provider_lists_the_known_ones() -> None:
+    """An unknown provider is a LookupError naming the registered providers."""
+    with pytest.raises(UnknownProviderError, match="openai") as info:
+        ProviderRegistry().get("nope")
+    assert isinstance(info.value, LookupError)
+
+
+def test_missing_package_names_the_pip_install() -> None:
+    """A provider whose package is missing says exactly what to install."""
+    provider = ChatProvider(
+        "ghost", "llmpool_no_such_pkg:Chat", extra="ghost", package="langchain-ghost"
+    )
+    with pytest.raises(ProviderNotInstalledError, match=r'pip install "llmpool\[ghost\]"'):
+        provider.build(config("ghost"), {})
+
+
+def test_injected_entry_points_load_and_broken_ones_are_reported() -> None:
+    """Unit tests inject entry points; one that fails to import is reported, others work."""
+    good = EntryPoint("fakeish", "llmpool.providers.builtin:FAKE", "llmpool.providers")
+    broken = EntryPoint("broken", "llmpool_no_such_module:PROVIDER", "llmpool.providers")
+    not_provider = EntryPoint("odd", "os:sep", "llmpool.providers")
+    registry = ProviderRegistry(entry_points=[broken, good, not_provider])
+    assert "fake" in registry
+    assert "fakeish" in registry
+    errors = registry.load_errors
+    assert [type(e.__cause__).__name__ for e in errors] == ["ModuleNotFoundError", "TypeError"]
+    assert 'provider plugin "broken"' in str(errors[0])
+
+
+def test_discovery_is_lazy_and_cached() -> None:
+    """Nothing is scanned until first use; the scan runs once."""
+    registry = ProviderRegistry()
+    assert "not loaded yet" in repr(registry)
+    registry.get("fake")
+    assert "fake" in repr(registry)
+    assert registry.get("fake") is registry.get("fake")
+
+
+def test_register_provider_in_process() -> None:
+    """register_provider adds a factory provider to the process-wide registry."""
+    with set_registry(ProviderRegistry(entry_points=[])):
+        register_provider("mine", lambda c, a: FakeChatModel(responses=[c.model_name]))
+        model = get_registry().build(config("mine", model="from-row"))
+        assert model.invoke("hi").content == "from-row"
+        with pytest.raises(ValueError, match="already registered"):
+            register_provider(FactoryProvider("mine", lambda c, a: FakeChatModel()))
+    assert "mine" not in get_registry()
+
+
+def test_config_reaches_the_client_and_retries_default_to_zero() -> None:
+    """Row config is passed to the client; SDK retries are 0 unless the row says otherwise."""
+    row = config(
+        "openai",
+        "gpt-4",
+        auth_meta={"api_key_env": "OPENAI_API_KEY"},
+        config={"temperature": 0.1, "timeout": 7},
+    )
+    model: Any = ProviderRegistry().build(row, environ={"OPENAI_API_KEY": "sk-test"})
+    assert (model.model_name, model.temperature, model.request_timeout) == ("gpt-4", 0.1, 7)
+    assert model.max_retries == 0
+    row = row.model_copy(update={"config": {"max_retries": 3}})
+    assert ProviderRegistry().build(row, environ={"OPENAI_API_KEY": "k"}).max_retries == 3
+
+
+def test_unsupported_parameter_names_the_row_and_key() -> None:
+    """A config key the client does not take is refused with the row's name."""
+    row = config("openai", auth_meta={"api_key_env": "OPENAI_API_KEY"}, config={"temprature": 0.1})
+    with pytest.raises(UnsupportedParameterError, match="openai row.*temprature"):
+        ProviderRegistry().build(row, environ={"OPENAI_API_KEY": "k"})
+
+
+def test_bedrock_builds_with_region_credentials_and_endpoint() -> None:
+    """bedrock builds ChatBedrockConverse with region, credentials and endpoint from the row."""
+    row = config(
+        "bedrock",
+        "anthropic.claude-3-sonnet-20240229-v1:0",
+        auth_meta={
+            "region_name_env": "AWS_REGION",
+            "aws_access_key_id_env": "AWS_ACCESS_KEY_ID",
+            "aws_secret_access_key_env": "AWS_SECRET_ACCESS_KEY",
+        },
+        config={"endpoint_url": "http://127.0.0.1:9", "temperature": 0.3},
+    )
+    env = {
+        "AWS_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "AKIDTEST",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+    }
+    model: Any = ProviderRegistry().build(row, environ=env)
+    assert type(model).__name__ == "ChatBedrockConverse"
+    assert model.model_id == "anthropic.claude-3-sonnet-20240229-v1:0"
+    assert model.region_name == "eu-west-1"
+    assert model.endpoint_url == "http://127.0.0.1:9"
+    assert model.aws_access_key_id.get_secret_value() == "AKIDTEST"
+
+
+def test_vertexai_builds_with_project_and_location() -> None:
+    """vertexai builds ChatVertexAI with the project from GOOGLE_CLOUD_PROJECT."""
+    row = config(
+        "google_vertexai",
+        "gemini-1.5-pro",
+        auth_meta={"project_env": "GOOGLE_CLOUD_PROJECT"},
+        config={"location": "europe-west4", "temperature": 0},
+    )
+    model: Any = ProviderRegistry().build(row, environ={"GOOGLE_CLOUD_PROJECT": "my-project"})
+    assert type(model).__name__ == "ChatVertexAI"
+    assert (model.project, model.location, model.model_name) == (
+        "my-project",
+        "europe-west4",
+        "gemini-1.5-pro",
+    )
+    assert model.max_retries == 0
+
+
+def test_fireworks_and_azure_build_their_clients() -> None:
+    """fireworks and azure_openai build their LangChain classes from the seed's variables."""
+    registry = ProviderRegistry()
+    fw: Any = registry.build(
+        config(
+            "fireworks",
+            "accounts/fireworks/models/llama-v3",
+            auth_meta={"api_key_env": "FIREWORKS_API_KEY"},
+        ),
+        environ={"FIREWORKS_API_KEY": "fw"},
+    )
+    assert type(fw).__name__ == "ChatFireworks"
+    azure_row = config(
+        "azure_openai",
+        "gpt-4",
+        auth_meta={
+            "api_key_env": "AZURE_OPENAI_API_KEY",
+            "azure_endpoint_env": "AZURE_OPENAI_API_BASE",
+            "azure_deployment_env": "AZURE_OPENAI_DEPLOYMENT_NAME",
+            "api_version_env": "AZURE_OPENAI_API_VERSION",
+        },
+    )
+    env = {
+        "AZURE_OPENAI_API_KEY": "k",
+        "AZURE_OPENAI_API_BASE": "https://x.example",
+        "AZURE_OPENAI_DEPLOYMENT_NAME": "prod-gpt4",
+        "AZURE_OPENAI_API_VERSION": "2024-02-01",
+    }
+    az: Any = registry.build(azure_row, environ=env)
+    assert (az.deployment_name, az.openai_api_version) == ("prod-gpt4", "2024-02-01")
+
+
+def test_every_builtin_reports_extra_and_capabilities() -> None:
+    """Each built-in names its extra (fake needs none) and its capabilities."""
+    registry = ProviderRegistry()
+    for name in BUILTIN_NAMES - {"fake"}:
+        provider = registry.get(name)
+        assert provider.extra == name
+        assert "streaming" in provider.capabilities
+    assert isinstance(registry.build(config("fake")), BaseChatModel)
+
+
+def test_import_llmpool_loads_no_provider_and_no_database() -> None:
+    """import llmpool loads no partner package, no SQL dialect, and scans no entry points."""
+    code = (
+        "import sys, llmpool; llmpool.get_llm; llmpool.LLMConfig;"
+        "bad = [m for m in sys.modules if m.startswith(('langchain_openai', 'langchain_anthropic',"
+        " 'sqlalchemy.dialects', 'psycopg'))];"
+        "providers = sys.modules.get('llmpool.providers');"
+        "bad += ['registry scanned'] if providers and providers._registry is not None else [];"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,72 @@
+"""A unique secret in OPENAI_API_KEY never shows up anywhere llmpool writes or raises."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from typing import Any
+
+import pytest
+from helpers import row
+from servers import OpenAIServer, Status
+
+from llmpool.errors import AllLLMsFailedError
+from llmpool.fallback import Candidate, FallbackChatModel
+from llmpool.models import LLMConfig
+from llmpool.providers import ProviderRegistry
+
+
+@pytest.fixture
+def canary(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A unique API key set in the environment."""
+    value = f"sk-canary-{uuid.uuid4().hex}"
+    monkeypatch.setenv("OPENAI_API_KEY", value)
+    return value
+
+
+def test_canary_never_leaks(canary: str, store: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Not in configs' repr/str/dump, DEBUG logs, a forced 401's message or traceback, audit."""
+    with OpenAIServer() as server, caplog.at_level(logging.DEBUG):
+        server.script(Status(401, "Incorrect API key provided"))
+        added = store.add(
+            row(
+                auth_meta={"api_key_env": "OPENAI_API_KEY"}, config={"base_url": server.url + "/v1"}
+            )
+        )
+        config = store.get(added.id)
+        model = ProviderRegistry().build(config)
+        llm = FallbackChatModel(candidates=[Candidate(config, model)])
+        with pytest.raises(AllLLMsFailedError) as info:
+            llm.invoke("hello")
+        request = server.wait_for_requests(1)[0]
+    # the key did reach the provider, and only the provider
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    assert headers["authorization"] == f"Bearer {canary}"
+    assert "401" in str(info.value)
+    texts = [
+        repr(config),
+        str(config),
+        str(config.model_dump()),
+        config.model_dump_json(),
+        repr(model),
+        str(info.value),
+        "".join(traceback.format_exception(info.value)),
+        caplog.text,
+        repr([entry.model_dump() for entry in store.audit_log()]),
+    ]
+    for text in texts:
+        assert canary not in text
+
+
+def test_missing_key_error_names_the_variable_not_a_value(
+    canary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build error for one variable never prints the value of another."""
+    monkeypatch.delenv("OPENAI_API_BASE", raising=False)
+    config = LLMConfig.from_row(
+        row(id="x1", auth_meta={"api_key_env": "OPENAI_API_KEY", "base_url_env": "OPENAI_API_BASE"})
+    )
+    with pytest.raises(Exception, match="OPENAI_API_BASE") as info:
+        ProviderRegistry().build(config)
+    assert canary not in "".join(traceback.format_exception(info.value))
