@@ -534,7 +534,8 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config: RunnableConfig = {"callbacks": run_manager.get_child()} if run_manager else {}
+        # generate() already opened an LLM run; the attempts report to the same handlers.
+        config: RunnableConfig = {"callbacks": run_manager.handlers} if run_manager else {}
         result = self.invoke(messages, config, stop=stop, **kwargs)
         message = result if isinstance(result, BaseMessage) else AIMessage(content=str(result))
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -546,7 +547,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config: RunnableConfig = {"callbacks": run_manager.get_child()} if run_manager else {}
+        config: RunnableConfig = {"callbacks": run_manager.handlers} if run_manager else {}
         result = await self.ainvoke(messages, config, stop=stop, **kwargs)
         message = result if isinstance(result, BaseMessage) else AIMessage(content=str(result))
         return ChatResult(generations=[ChatGeneration(message=message)])
