@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 
@@ -17,3 +18,85 @@ def row(name: str = "GPT-4", **values: Any) -> dict[str, Any]:
     }
     base.update(values)
     return base
+
+
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1 that can be cut (connections refused) and restored."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target = (target_host, target_port)
+        self._socket_mod = socket
+        self._threading = threading
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port: int = probe.getsockname()[1]
+        probe.close()
+        self._listener: Any = None
+        self._conns: list[Any] = []
+        self._lock = threading.Lock()
+        self.start()
+
+    def start(self) -> None:
+        """Listen (again) on the same port."""
+        socket = self._socket_mod
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        self._threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: Any) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = self._socket_mod.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._conns += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                self._threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        self._listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(self._socket_mod.SHUT_RDWR)
+            conn.close()
+
+
+def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.005) -> float:
+    """Poll ``predicate`` until it is true; return the seconds it took, fail after ``timeout``."""
+    import time
+
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            msg = f"condition not met within {timeout}s"
+            raise AssertionError(msg)
+        time.sleep(interval)
+    return time.monotonic() - started

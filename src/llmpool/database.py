@@ -232,6 +232,13 @@ def db_errors(engine: Engine | URL | str, what: str) -> Iterator[None]:
         if error.connection_invalidated or _is_connect_error(text):
             msg = f"Could not {what}: database {mask_url(_url_of(engine))} is unreachable"
             raise DatabaseUnavailableError(msg) from None
+        if "no such table" in text:
+            raise _missing_tables(what) from error
+        msg = f"Could not {what}: {_describe(error)}"
+        raise DatabaseError(msg) from error
+    except exc.ProgrammingError as error:
+        if "does not exist" in str(error.orig) and "relation" in str(error.orig):
+            raise _missing_tables(what) from error
         msg = f"Could not {what}: {_describe(error)}"
         raise DatabaseError(msg) from error
     except exc.DBAPIError as error:
@@ -243,6 +250,13 @@ def db_errors(engine: Engine | URL | str, what: str) -> Iterator[None]:
     except exc.SQLAlchemyError as error:
         msg = f"Could not {what}: {type(error).__name__}: {str(error).strip()[:200]}"
         raise DatabaseError(msg) from error
+
+
+def _missing_tables(what: str) -> DatabaseError:
+    return DatabaseError(
+        f"Could not {what}: llmpool's tables are missing; run `llmpool migrate` "
+        "(or llmpool.migrate()) against this database first"
+    )
 
 
 def _url_of(engine: Engine | URL | str) -> URL | str:

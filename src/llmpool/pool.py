@@ -149,7 +149,17 @@ class LLMPool:
         if not isinstance(self.repository, LLMStore):
             msg = f"{self.repository!r} is read-only: it has no admin API"
             raise LLMPoolError(msg)
+        self._ensure_schema()
         return _RefreshingStore(self.repository, self)
+
+    def _ensure_schema(self) -> None:
+        if self._auto_migrate:
+            with self._load_lock:
+                if self._auto_migrate:
+                    from llmpool.migrate import migrate
+
+                    migrate(self._engine)
+                    self._auto_migrate = False
 
     # -- the snapshot --------------------------------------------------------------------------
 
@@ -157,12 +167,9 @@ class LLMPool:
         """Return the current snapshot of the table, loading it on first use."""
         snapshot = self._snapshot
         if snapshot is None:
+            self._ensure_schema()
             with self._load_lock:
                 if self._snapshot is None:
-                    if self._auto_migrate:
-                        from llmpool.migrate import migrate
-
-                        migrate(self._engine)
                     self._snapshot = self.repository.snapshot()
                     self._start_watcher(self._snapshot.generation)
                 snapshot = self._snapshot
