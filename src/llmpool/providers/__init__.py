@@ -287,7 +287,8 @@ class ProviderRegistry:
             failure = ProviderLoadError(msg, distribution=dist)
             failure.__cause__ = error
             self._errors.append(failure)
-            logger.warning(msg, exc_info=error)
+            logger.warning(msg)
+            logger.debug("provider plugin traceback", exc_info=error)
             return
         for name in {entry_point.name, provider.name}:
             if name not in self._manual:
