@@ -120,3 +120,16 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     sql = SQLStore(url)
     yield sql
     sql.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_openai_async_clients() -> Iterator[None]:
+    """langchain-openai caches async HTTP clients per base URL for the process; a test server's
+    port can be reused by a later test, whose event loop is new, so start each test afresh."""
+    import sys
+
+    yield
+    module = sys.modules.get("langchain_openai.chat_models._client_utils")
+    cached = getattr(module, "_cached_async_httpx_client", None)
+    if cached is not None:
+        cached.cache_clear()

@@ -40,10 +40,11 @@ if TYPE_CHECKING:
         UnknownProviderError,
         UnsupportedParameterError,
     )
-    from llmpool.fallback import FallbackChatModel, FallbackPolicy
+    from llmpool.fallback import FallbackChatModel
     from llmpool.legacy import get_anthropic_llm, get_ollama_llm, get_openai_llm
     from llmpool.migrate import migrate, seed_starter_rows
     from llmpool.models import AuditEntry, BadRow, LLMConfig
+    from llmpool.policy import FallbackPolicy
     from llmpool.pool import (
         LLMPool,
         aget_default_llm_config,
@@ -106,7 +107,7 @@ _EXPORTS: dict[str, str] = {
     "register_provider": "llmpool.providers",
     # fallback
     "FallbackChatModel": "llmpool.fallback",
-    "FallbackPolicy": "llmpool.fallback",
+    "FallbackPolicy": "llmpool.policy",
     # errors
     "LLMPoolError": "llmpool.errors",
     "AllLLMsFailedError": "llmpool.errors",

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from llmpool.breaker import BreakerBoard
 from llmpool.credentials import EnvAllowlist
 from llmpool.errors import LLMNotFoundError, LLMPoolError, NoDefaultLLMError
-from llmpool.fallback import Candidate, FallbackChatModel, FallbackPolicy, ensure_buildable
 from llmpool.models import LLMConfig
+from llmpool.policy import FallbackPolicy
 from llmpool.repository import LLMStore, sort_key
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
 
     from llmpool.breaker import BreakerStore
+    from llmpool.fallback import Candidate, FallbackChatModel
     from llmpool.providers import ProviderRegistry
     from llmpool.repository import AsyncLLMRepository, LLMRepository, Snapshot
     from llmpool.watch import Watcher
@@ -259,6 +260,8 @@ class LLMPool:
             return cached
         with self._build_locks_guard:
             lock = self._build_locks.setdefault(key, threading.Lock())
+        from llmpool.fallback import Candidate
+
         with lock:  # a stampede on one row builds it once
             cached = self._models.get(key)
             if cached is not None and cached.config == config:
@@ -334,6 +337,8 @@ class LLMPool:
             AllLLMsFailedToInitializeError: "All LLMs failed to initialize": no row could be
                 built (and no code fallback was given); lists every row and why.
         """
+        from llmpool.fallback import ensure_buildable
+
         chain = self._chain(scope)
         if not fallbacks:
             ensure_buildable(chain, scope=scope)
@@ -347,6 +352,8 @@ class LLMPool:
     def _fallback_model(
         self, scope: str, fallbacks: Sequence[BaseChatModel], policy: FallbackPolicy | None
     ) -> FallbackChatModel:
+        from llmpool.fallback import FallbackChatModel
+
         return FallbackChatModel(
             source=lambda: self._chain(scope),
             fallbacks=tuple(fallbacks),
