@@ -32,7 +32,14 @@ if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.repository import LLMStore
 
-__all__ = ["Migration", "STARTER_ROWS", "load_migrations", "migrate", "seed_starter_rows"]
+__all__ = [
+    "STARTER_ROWS",
+    "Migration",
+    "load_migrations",
+    "migrate",
+    "migrate_connection",
+    "seed_starter_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -139,13 +146,7 @@ def _migrate(engine: Engine) -> list[str]:
             conn.commit()
         try:
             with write_transaction(conn):
-                conn.exec_driver_sql(
-                    "CREATE TABLE IF NOT EXISTS llmpool_migrations ("
-                    " version INTEGER PRIMARY KEY,"
-                    " name VARCHAR(200) NOT NULL,"
-                    " checksum VARCHAR(64) NOT NULL,"
-                    " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-                )
+                conn.exec_driver_sql(_CREATE_TABLE)
             for migration in migrations:
                 if _apply_one(conn, dialect, migration):
                     applied_now.append(migration.name)
@@ -162,23 +163,24 @@ def _migrate(engine: Engine) -> list[str]:
 def _apply_one(conn: Connection, dialect: str, migration: Migration) -> bool:
     try:
         with write_transaction(conn):
-            row = conn.execute(
-                sa.text("SELECT name, checksum FROM llmpool_migrations WHERE version = :v"),
-                {"v": migration.version},
-            ).first()
-            if row is None:
-                _run_script(conn, dialect, migration.sql)
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO llmpool_migrations (version, name, checksum)"
-                        " VALUES (:v, :n, :c)"
-                    ),
-                    {"v": migration.version, "n": migration.name, "c": migration.checksum},
-                )
-                return True
+            return _apply_in(conn, dialect, migration)
     except sa.exc.DBAPIError as error:
         msg = f"Migration {migration.name} failed and was rolled back: {error.orig}"
         raise MigrationError(msg) from error
+
+
+def _apply_in(conn: Connection, dialect: str, migration: Migration) -> bool:
+    row = conn.execute(
+        sa.text("SELECT name, checksum FROM llmpool_migrations WHERE version = :v"),
+        {"v": migration.version},
+    ).first()
+    if row is None:
+        _run_script(conn, dialect, migration.sql)
+        conn.execute(
+            sa.text("INSERT INTO llmpool_migrations (version, name, checksum) VALUES (:v, :n, :c)"),
+            {"v": migration.version, "n": migration.name, "c": migration.checksum},
+        )
+        return True
     if row.checksum != migration.checksum:
         msg = (
             f"Migration {migration.name} was applied with checksum {row.checksum[:12]}... "
@@ -187,6 +189,32 @@ def _apply_one(conn: Connection, dialect: str, migration: Migration) -> bool:
         )
         raise MigrationChecksumError(msg)
     return False
+
+
+_CREATE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS llmpool_migrations ("
+    " version INTEGER PRIMARY KEY,"
+    " name VARCHAR(200) NOT NULL,"
+    " checksum VARCHAR(64) NOT NULL,"
+    " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+)
+
+
+def migrate_connection(conn: Connection) -> list[str]:
+    """Apply pending migrations inside the caller's transaction (e.g. an Alembic revision).
+
+    The caller owns the transaction and any locking; the files and their checksums are
+    recorded exactly as `migrate` records them, so either may run later.
+
+    Args:
+        conn: A connection in a transaction, such as Alembic's ``op.get_bind()``.
+
+    Returns:
+        The file names applied now.
+    """
+    dialect = conn.dialect.name
+    conn.exec_driver_sql(_CREATE_TABLE)
+    return [m.name for m in load_migrations(dialect) if _apply_in(conn, dialect, m)]
 
 
 def _run_script(conn: Connection, dialect: str, sql: str) -> None:
