@@ -17,13 +17,25 @@ BIN = Path(sys.executable).parent
 
 def run_example(name: str, env: dict[str, str], tmp_path: Path, *args: str) -> str:
     """Run examples/<name> in a subprocess and return its output; fail on a non-zero exit."""
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith(("OPENAI", "OLLAMA", "ANTHROPIC", "LLMPOOL_DATABASE"))}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI", "OLLAMA", "ANTHROPIC", "LLMPOOL_DATABASE"))
+    }
     environ.pop("DATABASE_URL", None)
-    environ.update(LLMPOOL_EXAMPLE_DB=str(tmp_path / "example.sqlite3"),
-                   LLMPOOL_DISABLE_PLUGIN_AUTOLOAD="1", **env)
-    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
-                            text=True, env=environ, timeout=120, cwd=tmp_path)
+    environ.update(
+        LLMPOOL_EXAMPLE_DB=str(tmp_path / "example.sqlite3"),
+        LLMPOOL_DISABLE_PLUGIN_AUTOLOAD="1",
+        **env,
+    )
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -32,9 +44,13 @@ def run_example(name: str, env: dict[str, str], tmp_path: Path, *args: str) -> s
 def providers() -> Iterator[tuple[OpenAIServer, AnthropicServer, OllamaServer, dict[str, str]]]:
     """Local OpenAI, Anthropic and Ollama servers and the variables that point at them."""
     with OpenAIServer() as openai, AnthropicServer() as anthropic, OllamaServer() as ollama:
-        env = {"OPENAI_API_KEY": "sk-local", "OPENAI_API_BASE": openai.url + "/v1",
-               "ANTHROPIC_API_KEY": "sk-ant-local", "ANTHROPIC_BASE_URL": anthropic.url,
-               "OLLAMA_BASE_URL": ollama.url}
+        env = {
+            "OPENAI_API_KEY": "sk-local",
+            "OPENAI_API_BASE": openai.url + "/v1",
+            "ANTHROPIC_API_KEY": "sk-ant-local",
+            "ANTHROPIC_BASE_URL": anthropic.url,
+            "OLLAMA_BASE_URL": ollama.url,
+        }
         yield openai, anthropic, ollama, env
 
 
@@ -121,10 +137,16 @@ def test_legacy_example_warns(
     """The legacy functions still work and emit a DeprecationWarning."""
     _openai, _anthropic, _ollama, env = providers
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "OLLAMA"))}
-    environ.update(env, LLMPOOL_EXAMPLE_DB=str(tmp_path / "x.sqlite3"),
-                   LLMPOOL_DISABLE_PLUGIN_AUTOLOAD="1")
-    result = subprocess.run([sys.executable, str(EXAMPLES / "legacy_migration.py")],
-                            capture_output=True, text=True, env=environ, timeout=120)
+    environ.update(
+        env, LLMPOOL_EXAMPLE_DB=str(tmp_path / "x.sqlite3"), LLMPOOL_DISABLE_PLUGIN_AUTOLOAD="1"
+    )
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "legacy_migration.py")],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "DeprecationWarning" in result.stderr
     assert "get_openai_llm() is deprecated" in result.stderr
@@ -135,9 +157,20 @@ def test_plugin_example_package_is_found_through_its_entry_point(tmp_path: Path)
     """The example plugin, installed as a package, answers rows with provider "shout"."""
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
-         "--target", str(target), str(EXAMPLES / "plugin_provider")],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--target",
+            str(target),
+            str(EXAMPLES / "plugin_provider"),
+        ],
+        check=True,
+        capture_output=True,
     )
     code = (
         "from llmpool import LLMPool, InMemoryStore;"
@@ -147,8 +180,9 @@ def test_plugin_example_package_is_found_through_its_entry_point(tmp_path: Path)
     )
     environ = {**os.environ, "PYTHONPATH": str(target)}
     environ.pop("LLMPOOL_DISABLE_PLUGIN_AUTOLOAD", None)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=environ, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environ, check=True
+    )
     assert result.stdout.strip() == "HELLO PLUGIN"
 
 
@@ -157,8 +191,13 @@ def test_alembic_revision_creates_llmpools_tables(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'app.sqlite3'}"
     environ = {**os.environ, "DATABASE_URL": url}
     ini = EXAMPLES / "alembic_integration" / "alembic.ini"
-    result = subprocess.run([str(BIN / "alembic"), "-c", str(ini), "upgrade", "head"],
-                            capture_output=True, text=True, env=environ, timeout=120)
+    result = subprocess.run(
+        [str(BIN / "alembic"), "-c", str(ini), "upgrade", "head"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "['0001_llms.sql']" in result.stdout
     from llmpool.migrate import migrate
