@@ -319,8 +319,10 @@ def test_bad_raw_row_is_reported_and_the_others_load(
 def test_raw_sql_update_bumps_version_and_generation(sql_store: Any) -> None:
     """A change made by raw SQL is visible to caches: version and generation move."""
     added = sql_store.add(row())
+    assert sql_store.list_llms()[0].priority == 10  # validated and cached by row version
     before = sql_store.generation()
     with sql_store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE llms SET priority = 7 WHERE id = :id"), {"id": added.id})
     assert sql_store.get(added.id).version == added.version + 1
     assert sql_store.generation() > before
+    assert sql_store.list_llms()[0].priority == 7

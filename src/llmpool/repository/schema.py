@@ -29,6 +29,8 @@ __all__ = [
     "llms",
     "select_generation",
     "select_llms",
+    "RowParser",
+    "parse_rows",
     "select_snapshot",
     "snapshot_from_rows",
     "state",
@@ -149,45 +151,75 @@ def row_mapping(row: Mapping[Any, Any]) -> dict[str, Any]:
     return values
 
 
-def parse_rows(
-    rows: Iterable[Mapping[Any, Any]],
-    reported: set[tuple[str, Any]] | None = None,
-) -> tuple[list[LLMConfig], list[BadRow]]:
-    """Validate rows; report the bad ones by name and id instead of failing the others.
+class RowParser:
+    """Turns rows into configs: each row version is validated once, each bad row logged once.
 
-    Args:
-        rows: Rows of `llms`.
-        reported: (id, version) of bad rows already logged, so each is logged once.
+    Rows change rarely and are read often, so a row whose ``(id, version, updated_at)`` was
+    already validated is served from the previous result. The triggers bump ``version`` on
+    every UPDATE, raw SQL included, so a changed row is always validated again.
     """
-    configs: list[LLMConfig] = []
-    bad: list[BadRow] = []
-    for row in rows:
-        values = row_mapping(row)
-        try:
-            configs.append(LLMConfig.from_row(values))
-        except InvalidConfigError as error:
-            name = values.get("name") if isinstance(values.get("name"), str) else None
-            bad.append(BadRow(llm_id=values["id"], name=name, error=str(error)))
-            key = (values["id"], values.get("version"))
-            if reported is None or key not in reported:
-                if reported is not None:
-                    reported.add(key)
-                logger.warning(
-                    "llmpool skipped an invalid row: %s",
-                    error,
-                    extra={"llm_id": values["id"], "llm_name": name},
-                )
-    configs.sort(key=sort_key)
-    return configs, bad
+
+    def __init__(self) -> None:
+        self._validated: dict[str, tuple[Any, LLMConfig]] = {}
+        self._reported: set[tuple[str, Any]] = set()
+
+    def parse(
+        self, rows: Iterable[Mapping[Any, Any]], *, complete: bool = False
+    ) -> tuple[list[LLMConfig], list[BadRow]]:
+        """Validate rows; report the bad ones by name and id instead of failing the others.
+
+        Args:
+            rows: Rows of `llms`.
+            complete: The rows are the whole table (forget rows no longer in it).
+        """
+        configs: list[LLMConfig] = []
+        bad: list[BadRow] = []
+        validated = self._validated
+        seen: dict[str, tuple[Any, LLMConfig]] = {}
+        for row in rows:
+            llm_id = str(row["id"])
+            stamp = (row["version"], row["updated_at"])
+            cached = validated.get(llm_id)
+            if cached is not None and cached[0] == stamp:
+                configs.append(cached[1])
+                seen[llm_id] = cached
+                continue
+            values = row_mapping(row)
+            try:
+                config = LLMConfig.from_row(values)
+            except InvalidConfigError as error:
+                bad.append(self._report(values, error))
+                continue
+            configs.append(config)
+            seen[llm_id] = validated[llm_id] = (stamp, config)
+        if complete:
+            self._validated = seen
+        configs.sort(key=sort_key)
+        return configs, bad
+
+    def _report(self, values: Mapping[str, Any], error: InvalidConfigError) -> BadRow:
+        name = values.get("name") if isinstance(values.get("name"), str) else None
+        key = (values["id"], values.get("version"))
+        if key not in self._reported:
+            self._reported.add(key)
+            logger.warning(
+                "llmpool skipped an invalid row: %s",
+                error,
+                extra={"llm_id": values["id"], "llm_name": name},
+            )
+        return BadRow(llm_id=values["id"], name=name, error=str(error))
 
 
-def snapshot_from_rows(
-    rows: Sequence[Mapping[Any, Any]], reported: set[tuple[str, Any]] | None = None
-) -> Snapshot:
+def parse_rows(rows: Iterable[Mapping[Any, Any]]) -> tuple[list[LLMConfig], list[BadRow]]:
+    """Validate rows with a one-off `RowParser` (no caching across calls)."""
+    return RowParser().parse(rows)
+
+
+def snapshot_from_rows(rows: Sequence[Mapping[Any, Any]], parser: RowParser) -> Snapshot:
     """Build a `Snapshot` from the result of `select_snapshot`."""
     generation = int(rows[0]["generation"]) if rows else 0
     present = [row for row in rows if row["id"] is not None]
-    configs, bad = parse_rows(present, reported)
+    configs, bad = parser.parse(present, complete=True)
     return Snapshot(
         configs=tuple(configs),
         bad_rows=tuple(bad),

@@ -17,6 +17,7 @@ from llmpool.errors import InvalidConfigError, LLMNotFoundError, NoDefaultLLMErr
 from llmpool.repository import DEFAULT_ACTOR, Snapshot
 from llmpool.repository.changes import as_id_list, new_config, updated_config
 from llmpool.repository.schema import (
+    RowParser,
     audit,
     audit_entry,
     audit_values,
@@ -92,7 +93,7 @@ class SQLStore:
         self.engine = create_engine(engine)
         self.validators = tuple(validators)
         self._dialect = self.engine.dialect.name
-        self._reported: set[tuple[str, Any]] = set()
+        self._parser = RowParser()
 
     def __repr__(self) -> str:
         from llmpool.database import mask_url
@@ -115,7 +116,7 @@ class SQLStore:
     ) -> list[LLMConfig]:
         """Return rows in fallback order; invalid rows are skipped and reported (see module)."""
         stmt = select_llms(enabled_only=enabled_only, scope=scope, provider=provider, search=search)
-        return parse_rows(self._rows(stmt, "list LLMs"), self._reported)[0]
+        return self._parser.parse(self._rows(stmt, "list LLMs"))[0]
 
     def get(self, llm_id: str) -> LLMConfig:
         """Return one row; raise `LLMNotFoundError` when there is none."""
@@ -128,9 +129,7 @@ class SQLStore:
 
     def snapshot(self) -> Snapshot:
         """Return every row of every scope and the generation, read in one query."""
-        return snapshot_from_rows(
-            self._rows(select_snapshot(), "read the LLM table"), self._reported
-        )
+        return snapshot_from_rows(self._rows(select_snapshot(), "read the LLM table"), self._parser)
 
     def generation(self) -> int:
         """Return the table's change counter."""
@@ -353,7 +352,7 @@ class AsyncSQLRepository:
 
     def __init__(self, engine: AsyncEngine | str | URL | None = None) -> None:
         self.engine = create_async_engine(engine)
-        self._reported: set[tuple[str, Any]] = set()
+        self._parser = RowParser()
 
     async def _rows(self, stmt: sa.Select[Any], what: str) -> list[Mapping[Any, Any]]:
         with db_errors(self.engine.sync_engine, what):
@@ -370,7 +369,7 @@ class AsyncSQLRepository:
     ) -> list[LLMConfig]:
         """Return rows in fallback order, as `SQLStore.list_llms`."""
         stmt = select_llms(enabled_only=enabled_only, scope=scope, provider=provider, search=search)
-        return parse_rows(await self._rows(stmt, "list LLMs"), self._reported)[0]
+        return self._parser.parse(await self._rows(stmt, "list LLMs"))[0]
 
     async def get(self, llm_id: str) -> LLMConfig:
         """Return one row, as `SQLStore.get`."""
@@ -386,7 +385,7 @@ class AsyncSQLRepository:
     async def snapshot(self) -> Snapshot:
         """Return every row and the generation, as `SQLStore.snapshot`."""
         return snapshot_from_rows(
-            await self._rows(select_snapshot(), "read the LLM table"), self._reported
+            await self._rows(select_snapshot(), "read the LLM table"), self._parser
         )
 
     async def generation(self) -> int:
