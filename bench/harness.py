@@ -29,7 +29,7 @@ class Sample:
     def p95(self) -> float:
         """95th percentile per-call time."""
         ordered = sorted(self.values)
-        return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+        return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 @dataclass
@@ -88,7 +88,6 @@ def time_process(code: str, *, repeat: int, env: dict[str, str] | None = None) -
     sample = Sample(code)
     for _ in range(repeat):
         started = time.perf_counter_ns()
-        subprocess.run([sys.executable, "-c", code], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-c", code], check=True, env=env, stdout=subprocess.DEVNULL)
         sample.values.append(time.perf_counter_ns() - started)
     return sample

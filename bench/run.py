@@ -67,34 +67,49 @@ def _litellm_router(fail_primary: bool) -> Any:
         return None
     litellm.suppress_debug_info = True
     model_list = [
-        {"model_name": "primary",
-         "litellm_params": {"model": "openai/primary", "api_key": "sk-x", "mock_response": "ok"}},
-        {"model_name": "backup",
-         "litellm_params": {"model": "openai/backup", "api_key": "sk-x", "mock_response": "ok"}},
+        {
+            "model_name": "primary",
+            "litellm_params": {"model": "openai/primary", "api_key": "sk-x", "mock_response": "ok"},
+        },
+        {
+            "model_name": "backup",
+            "litellm_params": {"model": "openai/backup", "api_key": "sk-x", "mock_response": "ok"},
+        },
     ]
-    router = litellm.Router(model_list=model_list, fallbacks=[{"primary": ["backup"]}],
-                            num_retries=0)
+    router = litellm.Router(
+        model_list=model_list, fallbacks=[{"primary": ["backup"]}], num_retries=0
+    )
     messages = [{"role": "user", "content": "hi"}]
     if fail_primary:
-        return lambda: router.completion(model="primary", messages=messages,
-                                         mock_testing_fallbacks=True)
+        return lambda: router.completion(
+            model="primary", messages=messages, mock_testing_fallbacks=True
+        )
     return lambda: router.completion(model="primary", messages=messages)
 
 
-def _ratio_rows(measure: str, samples: dict[str, Any], baseline: str, targets: dict[str, float],
-                unit: str = "µs", scale: float = 1000.0) -> list[Row]:
+def _ratio_rows(
+    measure: str,
+    samples: dict[str, Any],
+    baseline: str,
+    targets: dict[str, float],
+    unit: str = "µs",
+    scale: float = 1000.0,
+) -> list[Row]:
     base = samples[baseline].median
     rows = []
     for name, sample in samples.items():
         ratio = sample.median / base
         target = targets.get(name)
-        rows.append(Row(
-            measure, name,
-            f"{sample.median / scale:.1f} {unit} (p95 {sample.p95 / scale:.1f})",
-            ratio,
-            f"≤ {target:.2f}×" if target else "",
-            ("pass" if ratio <= target else "miss") if target else "",
-        ))
+        rows.append(
+            Row(
+                measure,
+                name,
+                f"{sample.median / scale:.1f} {unit} (p95 {sample.p95 / scale:.1f})",
+                ratio,
+                f"≤ {target:.2f}x" if target else "",
+                ("pass" if ratio <= target else "miss") if target else "",
+            )
+        )
     return rows
 
 
@@ -109,19 +124,22 @@ def bench_invoke(n: dict[str, int]) -> list[Row]:
     subjects: dict[str, Any] = {
         "bare fake model": lambda: bare.invoke("hi"),
         "LangChain with_fallbacks": (lambda lc: lambda: lc.invoke("hi"))(
-            _fake().with_fallbacks([_fake()])),
+            _fake().with_fallbacks([_fake()])
+        ),
         "llmpool FallbackChatModel": lambda: ours.invoke("hi"),
     }
     router = _litellm_router(fail_primary=False)
     if router is not None:
         subjects["LiteLLM Router (mock_response)"] = router
-    rows = _ratio_rows("invoke, primary answers (× bare)",
-                       compare(subjects, **_sync(n)), "bare fake model",
-                       {"llmpool FallbackChatModel": 1.10})
+    rows = _ratio_rows(
+        "invoke, primary answers (x bare)",
+        compare(subjects, **_sync(n)),
+        "bare fake model",
+        {"llmpool FallbackChatModel": 1.10},
+    )
 
     lc_failing = _failing().with_fallbacks([_fake()], exceptions_to_handle=(ConnectionError,))
-    ours_failing = FallbackChatModel(candidates=_candidates(_failing(), _fake()),
-                                     policy=no_breaker)
+    ours_failing = FallbackChatModel(candidates=_candidates(_failing(), _fake()), policy=no_breaker)
     ours_breaker = FallbackChatModel(candidates=_candidates(_failing(), _fake()))
     subjects = {
         "bare fake model": lambda: bare.invoke("hi"),
@@ -132,9 +150,12 @@ def bench_invoke(n: dict[str, int]) -> list[Row]:
     router = _litellm_router(fail_primary=True)
     if router is not None:
         subjects["LiteLLM Router (mock_testing_fallbacks)"] = router
-    rows += _ratio_rows("invoke, primary raises at once (× bare)",
-                        compare(subjects, **_sync(n)), "bare fake model",
-                        {"llmpool FallbackChatModel": 2.0})
+    rows += _ratio_rows(
+        "invoke, primary raises at once (x bare)",
+        compare(subjects, **_sync(n)),
+        "bare fake model",
+        {"llmpool FallbackChatModel": 2.0},
+    )
     return rows
 
 
@@ -150,12 +171,15 @@ def bench_failover_closed_port(n: dict[str, int]) -> list[Row]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    dead = ChatOpenAI(model="m", api_key="sk-x", base_url=f"http://127.0.0.1:{port}/v1",
-                      max_retries=0)
+    dead = ChatOpenAI(
+        model="m", api_key="sk-x", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0
+    )
     bare = _fake()
     lc = dead.with_fallbacks([_fake()])
-    ours = FallbackChatModel(candidates=_candidates(dead, _fake()),
-                             policy=FallbackPolicy(attempts=1, failure_threshold=10**9))
+    ours = FallbackChatModel(
+        candidates=_candidates(dead, _fake()),
+        policy=FallbackPolicy(attempts=1, failure_threshold=10**9),
+    )
     ours_breaker = FallbackChatModel(candidates=_candidates(dead, _fake()))
     subjects = {
         "bare fake model": lambda: bare.invoke("hi"),
@@ -164,8 +188,12 @@ def bench_failover_closed_port(n: dict[str, int]) -> list[Row]:
         "llmpool, breaker open (default policy)": lambda: ours_breaker.invoke("hi"),
     }
     small = {**_sync(n), "batch": max(1, n["batch"] // 10)}
-    return _ratio_rows("failover, ChatOpenAI at a closed port (× bare)",
-                       compare(subjects, **small), "bare fake model", {})
+    return _ratio_rows(
+        "failover, ChatOpenAI at a closed port (x bare)",
+        compare(subjects, **small),
+        "bare fake model",
+        {},
+    )
 
 
 def bench_concurrent(n: dict[str, int]) -> list[Row]:
@@ -183,25 +211,38 @@ def bench_concurrent(n: dict[str, int]) -> list[Row]:
     try:
         import litellm
 
-        router = litellm.Router(model_list=[{"model_name": "p", "litellm_params": {
-            "model": "openai/p", "api_key": "sk-x", "mock_response": "ok"}}])
+        router = litellm.Router(
+            model_list=[
+                {
+                    "model_name": "p",
+                    "litellm_params": {
+                        "model": "openai/p",
+                        "api_key": "sk-x",
+                        "mock_response": "ok",
+                    },
+                }
+            ]
+        )
         subjects["LiteLLM Router (mock_response)"] = lambda: router.acompletion(
-            model="p", messages=[{"role": "user", "content": "hi"}])
+            model="p", messages=[{"role": "user", "content": "hi"}]
+        )
     except ImportError:
         pass
     samples = compare_async_batch(subjects, rounds=n["rounds"], concurrency=n["concurrency"])
-    return _ratio_rows(f"{n['concurrency']} concurrent ainvoke (× bare, per call)", samples,
-                       "bare fake model", {"llmpool FallbackChatModel": 1.15})
+    return _ratio_rows(
+        f"{n['concurrency']} concurrent ainvoke (x bare, per call)",
+        samples,
+        "bare fake model",
+        {"llmpool FallbackChatModel": 1.15},
+    )
 
 
 def bench_import(n: dict[str, int]) -> list[Row]:
     """Import time in fresh interpreters, net of the interpreter's own start-up."""
     codes = {
         "python (start-up only)": "pass",
-        "import langchain_core.language_models, sqlalchemy":
-            "import langchain_core.language_models, sqlalchemy",
-        "BaseChatModel + sqlalchemy (what any LangChain chat model imports)":
-            "from langchain_core.language_models import BaseChatModel; import sqlalchemy",
+        "import langchain_core.language_models, sqlalchemy": "import langchain_core.language_models, sqlalchemy",
+        "BaseChatModel + sqlalchemy (what any LangChain chat model imports)": "from langchain_core.language_models import BaseChatModel; import sqlalchemy",
         "import llmpool": "import llmpool",
         "from llmpool import get_llm_with_fallback": "from llmpool import get_llm_with_fallback",
         "from llmpool import FallbackChatModel": "from llmpool import FallbackChatModel",
@@ -221,12 +262,22 @@ def bench_import(n: dict[str, int]) -> list[Row]:
     rows = []
     for name, sample in samples.items():
         net = (sample.median - start) / 1e6
-        target = 250.0 if name in ("import llmpool", "from llmpool import get_llm_with_fallback") \
+        target = (
+            250.0
+            if name in ("import llmpool", "from llmpool import get_llm_with_fallback")
             else None
+        )
         ratio = net / base_net if name == "from llmpool import FallbackChatModel" else None
-        rows.append(Row("import time (net of interpreter start)", name, f"{net:.0f} ms", ratio,
-                        "≤ 250 ms" if target else "",
-                        ("pass" if net <= target else "miss") if target else ""))
+        rows.append(
+            Row(
+                "import time (net of interpreter start)",
+                name,
+                f"{net:.0f} ms",
+                ratio,
+                "≤ 250 ms" if target else "",
+                ("pass" if net <= target else "miss") if target else "",
+            )
+        )
     return rows
 
 
@@ -240,12 +291,19 @@ def bench_first_answer(n: dict[str, int], tmp: Path) -> list[Row]:
     store = SQLStore(url)
     store.add({"name": "Fake", "provider": "fake", "model_name": "m", "is_default": True})
     store.engine.dispose()
-    code = (f"from llmpool import LLMPool; "
-            f"print(LLMPool({url!r}, poll_interval=0).get_llm_with_fallback().invoke('hi').content)")
+    code = (
+        f"from llmpool import LLMPool; pool = LLMPool({url!r}, poll_interval=0); "
+        "print(pool.get_llm_with_fallback().invoke('hi').content)"
+    )
     start = time_process("pass", repeat=n["import_repeat"]).median
     sample = time_process(code, repeat=n["import_repeat"])
-    return [Row("first answer from SQLite in a new process", "llmpool",
-                f"{(sample.median - start) / 1e6:.0f} ms (net of interpreter start)")]
+    return [
+        Row(
+            "first answer from SQLite in a new process",
+            "llmpool",
+            f"{(sample.median - start) / 1e6:.0f} ms (net of interpreter start)",
+        )
+    ]
 
 
 def bench_cached(n: dict[str, int]) -> list[Row]:
@@ -253,8 +311,9 @@ def bench_cached(n: dict[str, int]) -> list[Row]:
     from llmpool.pool import LLMPool
     from llmpool.repository.memory import InMemoryStore
 
-    rows = [{"name": f"M{i}", "provider": "fake", "model_name": "m", "priority": i}
-            for i in range(5)]
+    rows = [
+        {"name": f"M{i}", "provider": "fake", "model_name": "m", "priority": i} for i in range(5)
+    ]
     pool = LLMPool(repository=InMemoryStore(rows), poll_interval=0)
     pool.get_llm_with_fallback()
 
@@ -263,26 +322,55 @@ def bench_cached(n: dict[str, int]) -> list[Row]:
         fresh.get_llm_with_fallback()
         fresh.close()
 
-    samples = compare({"cached": pool.get_llm_with_fallback, "uncached (new pool)": uncached},
-                      rounds=n["rounds"], batch=n["batch"], warmup=n["warmup"])
+    samples = compare(
+        {"cached": pool.get_llm_with_fallback, "uncached (new pool)": uncached},
+        rounds=n["rounds"],
+        batch=n["batch"],
+        warmup=n["warmup"],
+    )
     cached = samples["cached"].median / 1000
     rows_out = [
-        Row("get_llm_with_fallback()", "cached", f"{cached:.2f} µs", None, "≤ 10 µs",
-            "pass" if cached <= 10 else "miss"),
-        Row("get_llm_with_fallback()", "uncached (new pool, 5 rows)",
-            f"{samples['uncached (new pool)'].median / 1000:.0f} µs"),
+        Row(
+            "get_llm_with_fallback()",
+            "cached",
+            f"{cached:.2f} µs",
+            None,
+            "≤ 10 µs",
+            "pass" if cached <= 10 else "miss",
+        ),
+        Row(
+            "get_llm_with_fallback()",
+            "uncached (new pool, 5 rows)",
+            f"{samples['uncached (new pool)'].median / 1000:.0f} µs",
+        ),
     ]
     try:
         import litellm
 
         def router_build() -> None:
-            litellm.Router(model_list=[{"model_name": "p", "litellm_params": {
-                "model": "openai/p", "api_key": "sk-x", "mock_response": "ok"}}])
+            litellm.Router(
+                model_list=[
+                    {
+                        "model_name": "p",
+                        "litellm_params": {
+                            "model": "openai/p",
+                            "api_key": "sk-x",
+                            "mock_response": "ok",
+                        },
+                    }
+                ]
+            )
 
-        sample = compare({"router": router_build}, rounds=max(3, n["rounds"] // 4), batch=1,
-                         warmup=1)["router"]
-        rows_out.append(Row("get_llm_with_fallback()", "LiteLLM Router build (reference)",
-                            f"{sample.median / 1000:.0f} µs"))
+        sample = compare(
+            {"router": router_build}, rounds=max(3, n["rounds"] // 4), batch=1, warmup=1
+        )["router"]
+        rows_out.append(
+            Row(
+                "get_llm_with_fallback()",
+                "LiteLLM Router build (reference)",
+                f"{sample.median / 1000:.0f} µs",
+            )
+        )
     except ImportError:
         pass
     return rows_out
@@ -318,13 +406,26 @@ def bench_postgres(n: dict[str, int]) -> list[Row]:
     try:
         migrate(url)
         count = n["rows"]
-        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
-            with cur.copy("COPY llms (id, name, provider, model_name, priority, auth_meta, "
-                          "config) FROM STDIN") as copy:
-                for i in range(count):
-                    copy.write_row((str(uuid.uuid4()), f"LLM {i:05d}", "openai", "gpt-4",
-                                    i % 100, '{"api_key_env": "OPENAI_API_KEY"}',
-                                    '{"temperature": 0.2}'))
+        copy_sql = (
+            "COPY llms (id, name, provider, model_name, priority, auth_meta, config) FROM STDIN"
+        )
+        with (
+            psycopg.connect(url, autocommit=True) as conn,
+            conn.cursor() as cur,
+            cur.copy(copy_sql) as copy,
+        ):
+            for i in range(count):
+                copy.write_row(
+                    (
+                        str(uuid.uuid4()),
+                        f"LLM {i:05d}",
+                        "openai",
+                        "gpt-4",
+                        i % 100,
+                        '{"api_key_env": "OPENAI_API_KEY"}',
+                        '{"temperature": 0.2}',
+                    )
+                )
         store = SQLStore(url)
         raw = psycopg.connect(url)
 
@@ -334,13 +435,21 @@ def bench_postgres(n: dict[str, int]) -> list[Row]:
                 cur.fetchall()
 
         small = {"rounds": max(3, n["rounds"] // 4), "batch": 1, "warmup": 1}
-        samples = compare({"raw psycopg fetch": raw_fetch,
-                           "SQLStore.list_llms (validated LLMConfig)":
-                               lambda: store.list_llms(scope=None)}, **small)
-        rows = _ratio_rows(f"list {count:,} rows from PostgreSQL (× raw psycopg)", samples,
-                           "raw psycopg fetch",
-                           {"SQLStore.list_llms (validated LLMConfig)": 1.5}, unit="ms",
-                           scale=1e6)
+        samples = compare(
+            {
+                "raw psycopg fetch": raw_fetch,
+                "SQLStore.list_llms (validated LLMConfig)": lambda: store.list_llms(scope=None),
+            },
+            **small,
+        )
+        rows = _ratio_rows(
+            f"list {count:,} rows from PostgreSQL (x raw psycopg)",
+            samples,
+            "raw psycopg fetch",
+            {"SQLStore.list_llms (validated LLMConfig)": 1.5},
+            unit="ms",
+            scale=1e6,
+        )
         raw.close()
         store.engine.dispose()
         rows += _propagation(url, n)
@@ -356,10 +465,13 @@ def _propagation(url: str, n: dict[str, int]) -> list[Row]:
 
     out = []
     with LLMPool(url, poll_interval=0) as writer:
-        row = writer.store.add({"name": "Propagation", "provider": "fake", "model_name": "m",
-                                "scope": "bench"})
-        for label, kwargs in (("NOTIFY", {"listen": True, "poll_interval": 1.0}),
-                              ("polling every 0.1 s", {"listen": False, "poll_interval": 0.1})):
+        row = writer.store.add(
+            {"name": "Propagation", "provider": "fake", "model_name": "m", "scope": "bench"}
+        )
+        for label, kwargs in (
+            ("NOTIFY", {"listen": True, "poll_interval": 1.0}),
+            ("polling every 0.1 s", {"listen": False, "poll_interval": 0.1}),
+        ):
             reader = LLMPool(url, **kwargs)
             reader.get_llms_from_db(scope="bench")
             if kwargs["listen"]:
@@ -373,16 +485,25 @@ def _propagation(url: str, n: dict[str, int]) -> list[Row]:
                 enabled = i % 2 == 1
                 started = time.perf_counter()
                 writer.store.update(row.id, {"enabled": enabled})
-                while any(c.enabled != enabled for c in
-                          reader.get_llms_from_db(enabled_only=False, scope="bench")):
+                while any(
+                    c.enabled != enabled
+                    for c in reader.get_llms_from_db(enabled_only=False, scope="bench")
+                ):
                     time.sleep(0.0005)
                 times.append((time.perf_counter() - started) * 1000)
             reader.close()
             target = 50.0 if kwargs["listen"] else 1000.0
             median = statistics.median(times)
-            out.append(Row("change propagation, commit to another pool", label,
-                           f"{median:.1f} ms (max {max(times):.1f})", None,
-                           f"≤ {target:.0f} ms", "pass" if median <= target else "miss"))
+            out.append(
+                Row(
+                    "change propagation, commit to another pool",
+                    label,
+                    f"{median:.1f} ms (max {max(times):.1f})",
+                    None,
+                    f"≤ {target:.0f} ms",
+                    "pass" if median <= target else "miss",
+                )
+            )
     return out
 
 
@@ -397,8 +518,16 @@ SECTIONS = {
 
 
 def _versions() -> str:
-    names = ["llmpool", "langchain-core", "langchain-openai", "sqlalchemy", "psycopg", "pydantic",
-             "tenacity", "litellm"]
+    names = [
+        "llmpool",
+        "langchain-core",
+        "langchain-openai",
+        "sqlalchemy",
+        "psycopg",
+        "pydantic",
+        "tenacity",
+        "litellm",
+    ]
     found = []
     for name in names:
         try:
@@ -415,9 +544,11 @@ def _machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        mem_kb = next(int(line.split()[1]) for line in
-                      Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal"))
+        mem_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
         memory = f"{mem_kb / 1024 / 1024:.0f} GiB"
     except (OSError, StopIteration):
         memory = "unknown"
@@ -440,9 +571,10 @@ def render(rows: list[Row], settings: dict[str, int]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ratio = f"{r.ratio:.2f}×" if r.ratio is not None else ""
-        lines.append(f"| {r.measure} | {r.subject} | {r.value} | {ratio} | {r.target} | "
-                     f"{r.verdict} |")
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
+        lines.append(
+            f"| {r.measure} | {r.subject} | {r.value} | {ratio} | {r.target} | {r.verdict} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -455,11 +587,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(HERE / "results.md"))
     args = parser.parse_args(argv)
     if args.smoke:
-        n = {"rounds": 3, "batch": 5, "warmup": 2, "concurrency": 50, "import_repeat": 1,
-             "rows": 200, "propagation": 2}
+        n = {
+            "rounds": 3,
+            "batch": 5,
+            "warmup": 2,
+            "concurrency": 50,
+            "import_repeat": 1,
+            "rows": 200,
+            "propagation": 2,
+        }
     else:
-        n = {"rounds": 30, "batch": 200, "warmup": 200, "concurrency": 1000,
-             "import_repeat": 7, "rows": 10_000, "propagation": 20}
+        n = {
+            "rounds": 30,
+            "batch": 200,
+            "warmup": 200,
+            "concurrency": 1000,
+            "import_repeat": 7,
+            "rows": 10_000,
+            "propagation": 20,
+        }
     if args.iterations:
         n["rounds"] = args.iterations
     import tempfile
