@@ -239,10 +239,13 @@ def bench_concurrent(n: dict[str, int]) -> list[Row]:
 
 def bench_import(n: dict[str, int]) -> list[Row]:
     """Import time in fresh interpreters, net of the interpreter's own start-up."""
+    chat_model = "from langchain_core.language_models import BaseChatModel; import sqlalchemy"
     codes = {
         "python (start-up only)": "pass",
-        "import langchain_core.language_models, sqlalchemy": "import langchain_core.language_models, sqlalchemy",
-        "BaseChatModel + sqlalchemy (what any LangChain chat model imports)": "from langchain_core.language_models import BaseChatModel; import sqlalchemy",
+        "import langchain_core.language_models, sqlalchemy": (
+            "import langchain_core.language_models, sqlalchemy"
+        ),
+        "BaseChatModel + sqlalchemy (what any LangChain chat model imports)": chat_model,
         "import llmpool": "import llmpool",
         "from llmpool import get_llm_with_fallback": "from llmpool import get_llm_with_fallback",
         "from llmpool import FallbackChatModel": "from llmpool import FallbackChatModel",
