@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import subprocess
 import sys
@@ -52,12 +53,23 @@ def compare(
         for _ in range(warmup):
             fn()
     samples = {name: Sample(name) for name in subjects}
-    for _ in range(rounds):
-        for name, fn in subjects.items():
-            started = time.perf_counter_ns()
-            for _ in range(batch):
-                fn()
-            samples[name].values.append((time.perf_counter_ns() - started) / batch)
+    # As timeit does: no garbage collection inside a timed batch, so one subject's garbage
+    # is not collected on another's clock.
+    enabled = gc.isenabled()
+    try:
+        for _ in range(rounds):
+            for name, fn in subjects.items():
+                gc.collect()
+                gc.disable()
+                started = time.perf_counter_ns()
+                for _ in range(batch):
+                    fn()
+                elapsed = time.perf_counter_ns() - started
+                gc.enable()
+                samples[name].values.append(elapsed / batch)
+    finally:
+        if enabled:
+            gc.enable()
     return samples
 
 

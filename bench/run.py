@@ -141,8 +141,18 @@ def bench_invoke(n: dict[str, int]) -> list[Row]:
     lc_failing = _failing().with_fallbacks([_fake()], exceptions_to_handle=(ConnectionError,))
     ours_failing = FallbackChatModel(candidates=_candidates(_failing(), _fake()), policy=no_breaker)
     ours_breaker = FallbackChatModel(candidates=_candidates(_failing(), _fake()))
+    failing = _failing()
+
+    def floor() -> None:
+        # The least any fallback can cost: the failing call plus the answering call.
+        try:
+            failing.invoke("hi")
+        except ConnectionError:
+            bare.invoke("hi")
+
     subjects = {
         "bare fake model": lambda: bare.invoke("hi"),
+        "floor: failing call + answering call, no fallback code": floor,
         "LangChain with_fallbacks": lambda: lc_failing.invoke("hi"),
         "llmpool FallbackChatModel": lambda: ours_failing.invoke("hi"),
         "llmpool, breaker open (default policy)": lambda: ours_breaker.invoke("hi"),
@@ -455,8 +465,13 @@ def bench_postgres(n: dict[str, int]) -> list[Row]:
         )
         raw.close()
         store.engine.dispose()
-        rows += _propagation(url, n)
-        return rows
+    finally:
+        _drop_schema(schema)
+    # Propagation on a table of realistic size, in a schema of its own.
+    schema, url = _pg_schema()
+    try:
+        migrate(url)
+        return rows + _propagation(url, n)
     finally:
         _drop_schema(schema)
 

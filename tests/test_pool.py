@@ -368,6 +368,4 @@ async def test_async_api_reads_through_the_async_engine(database_url: str) -> No
         llm = await pool.aget_llm_with_fallback()
         assert (await llm.ainvoke("x")).content == "b"
     finally:
-        pool.close()
-        if pool._async_repository is not None:
-            await pool._async_repository.aclose()  # type: ignore[attr-defined]
+        await pool.aclose()

@@ -136,6 +136,7 @@ def test_bulk_failing_halfway_rolls_back_everything_and_audits_nothing(store: An
         ({"name": ""}, "name"),
         ({"name": "   "}, "name"),
         ({"auth_meta": {"api_key": "sk-live-123"}}, "auth_meta.api_key"),
+        ({"config": {"api_key": "sk-live-123"}}, "config.api_key"),
         ({"auth_meta": {"api_key_env": "not a name"}}, "auth_meta.api_key_env"),
         ({"colour": "red"}, "colour"),
     ],

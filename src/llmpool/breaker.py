@@ -65,6 +65,9 @@ class BreakerStore(Protocol):
         ...
 
 
+_CLOSED = BreakerState()
+
+
 class LocalBreakerStore:
     """Breaker state in this process's memory."""
 
@@ -81,8 +84,8 @@ class LocalBreakerStore:
     ) -> BreakerState | None:
         """Atomically change the state of ``key``."""
         with self._lock:
-            new = change(self._states.get(key, BreakerState()))
-            if new is None or new == BreakerState():
+            new = change(self._states.get(key, _CLOSED))
+            if new is None or new == _CLOSED:
                 self._states.pop(key, None)
                 return None
             self._states[key] = new
@@ -165,9 +168,7 @@ class BreakerBoard:
             half_open = state.open_until != 0.0
             if half_open or failures >= threshold:
                 trips = state.trips + 1
-                return BreakerState(
-                    failures=failures, open_until=now + cooldown(trips), trips=trips
-                )
-            return replace(state, failures=failures)
+                return BreakerState(failures, now + cooldown(trips), trips)
+            return BreakerState(failures, state.open_until, state.trips, state.probe_until)
 
         self.store.update(key, fail)

@@ -30,6 +30,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
+
+# Whether LangSmith tracing is on: the same check LangChain's callback manager makes.
+from langchain_core.tracers.context import _tracing_v2_is_enabled
 from pydantic import ConfigDict, PrivateAttr
 
 from llmpool.breaker import Admission, BreakerBoard
@@ -106,11 +109,8 @@ def ensure_buildable(candidates: Sequence[Candidate], *, scope: str | None = Non
 
 
 def _callbacks_active(config: RunnableConfig | None) -> bool:
+    # The fast path skips LangChain's callback machinery entirely when nobody listens.
     if config and config.get("callbacks"):
-        return True
-    try:
-        from langchain_core.tracers.context import _tracing_v2_is_enabled
-    except ImportError:  # pragma: no cover - older langchain-core
         return True
     return bool(_tracing_v2_is_enabled())
 
@@ -127,12 +127,17 @@ class _Attempt:
 class _Walk:
     """The decision core of one call: which candidate next, retry or not, breaker or not."""
 
-    def __init__(self, model: FallbackChatModel, config: RunnableConfig | None) -> None:
+    def __init__(
+        self,
+        model: FallbackChatModel,
+        config: RunnableConfig | None,
+        candidates: Sequence[Candidate] | None = None,
+    ) -> None:
         self.model = model
         self.policy = model.policy
         self.config = config
         self.started = time.monotonic()
-        self.candidates = model._current_candidates()
+        self.candidates = model._current_candidates() if candidates is None else candidates
         self.index = 0
         self.number = 0  # attempt number of the current candidate
         self.delay = 0.0
@@ -183,6 +188,12 @@ class _Walk:
                 continue
             return self._attempt(candidate, runner)
         return self._forced_probe()
+
+    def resume(self, first: Candidate) -> _Attempt:
+        """Account for a first attempt already made on ``first`` by the fast path."""
+        self.number = 1
+        self.tried_any = True
+        return _Attempt(first, first.model, 1, 0.0, self.config)  # type: ignore[arg-type]
 
     def _forced_probe(self) -> _Attempt | None:
         # Every buildable candidate was cooling down: probe the one that reopens first
@@ -336,6 +347,17 @@ class _Walk:
         return self.run_manager.on_chain_end({"output": output})
 
 
+def _answered(candidate: Candidate) -> dict[str, Any]:
+    c = candidate.config
+    return {
+        "llm_id": c.id,
+        "name": c.name,
+        "provider": c.provider,
+        "model_name": c.model_name,
+        "attempts": [{"llm_id": c.id, "name": c.name, "outcome": "ok"}],
+    }
+
+
 def _tag(result: Any, metadata: dict[str, Any]) -> Any:
     if isinstance(result, BaseMessage):
         result.response_metadata["llmpool"] = metadata
@@ -416,10 +438,34 @@ class FallbackChatModel(BaseChatModel):
 
     # -- the four shells -----------------------------------------------------------------------
 
+    def _quick(self, config: RunnableConfig | None) -> tuple[Sequence[Candidate], Candidate] | None:
+        """The fast path's precondition: the first candidate is built and healthy, nobody
+        listens to callbacks, no transform; then the call costs one candidate call."""
+        if self.candidate_transform is not None or _callbacks_active(config):
+            return None
+        candidates = self._current_candidates()
+        if not candidates:
+            return None
+        first = candidates[0]
+        if first.model is None or self.breakers.store.get(first.key) is not None:
+            return None
+        return candidates, first
+
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Invoke the first candidate that answers (see the class docstring)."""
-        walk = _Walk(self, config)
-        walk.start_run(input)
+        quick = self._quick(config)
+        if quick is not None:
+            candidates, first = quick
+            try:
+                result = first.model.invoke(input, config, **kwargs)  # type: ignore[union-attr]
+            except Exception as error:
+                walk = _Walk(self, config, candidates)
+                walk.failed(walk.resume(first), error)
+            else:
+                return _tag(result, _answered(first))
+        else:
+            walk = _Walk(self, config)
+            walk.start_run(input)
         try:
             while (attempt := walk.next_attempt()) is not None:
                 if attempt.delay:
@@ -439,8 +485,19 @@ class FallbackChatModel(BaseChatModel):
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Async twin of `invoke`."""
-        walk = _Walk(self, config)
-        await walk.astart_run(input)
+        quick = self._quick(config)
+        if quick is not None:
+            candidates, first = quick
+            try:
+                result = await first.model.ainvoke(input, config, **kwargs)  # type: ignore[union-attr]
+            except Exception as error:
+                walk = _Walk(self, config, candidates)
+                walk.failed(walk.resume(first), error)
+            else:
+                return _tag(result, _answered(first))
+        else:
+            walk = _Walk(self, config)
+            await walk.astart_run(input)
         try:
             while (attempt := walk.next_attempt()) is not None:
                 if attempt.delay:

@@ -31,6 +31,7 @@ __all__ = [
     "REFERENCE_SUFFIXES",
     "SECRET_WORDS",
     "check_auth_meta",
+    "check_config",
     "parse_json_object",
 ]
 
@@ -71,6 +72,44 @@ def parse_json_object(value: Any, *, field: str, row: str) -> Any:
             msg = f"{row}: field {field!r} must be a JSON object, got {type(value).__name__}"
             raise InvalidConfigError(msg, field=field)
     return value
+
+
+# Client parameters that carry credentials: they belong in auth_meta, as references.
+CREDENTIAL_PARAMETERS = frozenset(
+    {
+        "api_key",
+        "azure_ad_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "credentials",
+        "password",
+        "client_secret",
+        "default_headers",
+        "headers",
+    }
+)
+
+
+def check_config(config: Mapping[str, Any], *, row: str = "LLM row") -> None:
+    """Refuse model parameters that would carry a credential (they belong in ``auth_meta``).
+
+    Raises:
+        LiteralSecretError: ``config`` has a credential parameter such as ``api_key``.
+
+    Example:
+        >>> check_config({"temperature": 0.2, "max_tokens": 256})
+    """
+    for key in config:
+        lowered = str(key).lower()
+        if lowered in CREDENTIAL_PARAMETERS or lowered.endswith(
+            ("_api_key", "_secret", "_password", "_token")
+        ):
+            msg = (
+                f"{row}: config.{key} would carry a credential; put a reference in auth_meta "
+                f'instead: {{"{key}_env": "NAME_OF_ENV_VAR"}}'
+            )
+            raise LiteralSecretError(msg, field=f"config.{key}")
 
 
 def check_auth_meta(auth_meta: Mapping[str, Any], *, row: str = "LLM row") -> None:
@@ -190,6 +229,12 @@ class LLMConfig(BaseModel):
     @classmethod
     def _no_literal_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
         check_auth_meta(value)
+        return value
+
+    @field_validator("config", mode="after")
+    @classmethod
+    def _no_credentials_in_config(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_config(value)
         return value
 
     @classmethod

@@ -212,6 +212,13 @@ class LLMPool:
         if self._engine is not None and self._database is not self._engine:
             self._engine.dispose()
 
+    async def aclose(self) -> None:
+        """`close`, and also release the async engine's connections."""
+        self.close()
+        repository = self._async_repository
+        if repository is not None and hasattr(repository, "aclose"):
+            await repository.aclose()
+
     def __enter__(self) -> LLMPool:
         return self
 
