@@ -87,6 +87,9 @@ async def test_provider_answers_plain_and_streaming_over_http(provider: str) -> 
         assert _text((await model.ainvoke("hi")).content) == TEXT
         assert "".join([_text(c.content) async for c in model.astream("hi")]) == TEXT
         requests = server.wait_for_requests(4)
+        aclose = getattr(model, "aclose", None)
+        if aclose is not None:  # ChatFireworks owns an aiohttp session; close it on this loop
+            await aclose()
     assert len(requests) == 4
     if provider != "ollama":  # ChatOllama streams even for invoke
         assert [r.stream for r in requests] == [False, True, False, True]

@@ -27,6 +27,8 @@ from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pydantic import ValidationError
+
 from llmpool.errors import (
     ProviderLoadError,
     ProviderNotInstalledError,
@@ -55,6 +57,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "llmpool.providers"
+
+#: The distribution whose entry points declare the built-ins.
+OWN_DISTRIBUTION = "llmpool"
 
 #: LangChain ``init_chat_model`` names (and common spellings) -> llmpool provider names.
 ALIASES: Mapping[str, str] = {
@@ -111,8 +116,24 @@ class ChatProvider:
     The class is imported on first build. Keyword arguments are, in order of precedence: the
     row's ``config``, the resolved ``auth_meta`` (renamed through ``auth_names``), the model
     name (as ``model_param``) and ``defaults`` (``max_retries=0``: llmpool's fallback retries,
-    and SDK retries would multiply the time to fail over). A ``config`` key the class does not
-    accept is refused with `UnsupportedParameterError`.
+    and SDK retries would multiply the time to fail over). Every key is checked against the
+    class's pydantic fields and their aliases, and a field given under two names (``timeout``
+    and ``request_timeout``) counts once, with the precedence above. A key the class does not
+    accept is refused with `UnsupportedParameterError` naming the row and the key.
+
+    Attributes:
+        name: The provider's registry name.
+        chat_class: ``"module:Class"`` of the LangChain chat model.
+        extra: The ``llmpool[...]`` extra that installs its package.
+        package: The distribution that ships the class.
+        capabilities: What its models support.
+        model_param: The keyword that takes the row's ``model_name``.
+        auth_names: Renames of resolved ``auth_meta`` keys (``region`` -> ``region_name``).
+        defaults: Keyword arguments used when the row gives none (dropped when the class
+            lacks them).
+        deployment_from_model: Azure: the deployment defaults to the row's model name.
+        prepare: Adapts the final keyword arguments (e.g. ChatOllama takes its timeout inside
+            ``client_kwargs``); it runs before the parameter check.
 
     Example:
         >>> p = ChatProvider("fake", "llmpool.providers.fake:FakeChatModel", extra=None)
@@ -129,6 +150,7 @@ class ChatProvider:
     auth_names: Mapping[str, str] = field(default_factory=dict)
     defaults: Mapping[str, Any] = field(default_factory=lambda: {"max_retries": 0})
     deployment_from_model: bool = False
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def load_class(self) -> type[BaseChatModel]:
         """Import and return the chat model class.
@@ -136,6 +158,14 @@ class ChatProvider:
         Raises:
             ProviderNotInstalledError: Its package is missing; the message names the
                 ``pip install`` to run.
+
+        Example:
+            >>> ChatProvider("x", "llmpool_missing:Chat", extra="x").load_class()
+            Traceback (most recent call last):
+            ...
+            llmpool.errors.ProviderNotInstalledError: Provider 'x' needs the package \
+llmpool_missing, which is not installed (No module named 'llmpool_missing'); \
+run: pip install "llmpool[x]"
         """
         module_name, _, class_name = self.chat_class.partition(":")
         try:
@@ -154,44 +184,93 @@ class ChatProvider:
         cls: type[BaseChatModel] = getattr(module, class_name)
         return cls
 
-    def accepted_parameters(self, cls: type[BaseChatModel]) -> frozenset[str]:
-        """Return the keyword arguments the class accepts (field names and aliases)."""
-        names: set[str] = set()
+    def accepted_parameters(self, cls: type[BaseChatModel]) -> dict[str, str]:
+        """Return every keyword the class accepts (field names and aliases) -> its canonical form.
+
+        The canonical form is the alias when the field has one (pydantic always validates by
+        alias), else the field name.
+        """
+        names: dict[str, str] = {}
         for name, info in cls.model_fields.items():
-            names.add(name)
+            canonical = info.alias or name
+            names[name] = canonical
             if info.alias:
-                names.add(info.alias)
-        return frozenset(names)
+                names[info.alias] = canonical
+        return names
+
+    def _refuse(self, config: LLMConfig, cls: type[BaseChatModel], source: str) -> None:
+        hint = (
+            "; put provider-specific extras under 'model_kwargs'"
+            if source.startswith("config.") and "model_kwargs" in cls.model_fields
+            else ""
+        )
+        msg = (
+            f"{config.describe()}: {source} is not a parameter of {cls.__name__} "
+            f"(provider {self.name!r}){hint}"
+        )
+        raise UnsupportedParameterError(msg)
+
+    def arguments(
+        self, config: LLMConfig, auth: Mapping[str, Any], cls: type[BaseChatModel]
+    ) -> dict[str, Any]:
+        """Return the keyword arguments for ``cls`` (see the class docstring).
+
+        Raises:
+            UnsupportedParameterError: A key of ``config`` or ``auth_meta`` is not a parameter
+                of ``cls``; the message names the row and the key.
+        """
+        accepted = self.accepted_parameters(cls)
+        merged: dict[str, Any] = {}
+        origin: dict[str, str] = {}  # keyword -> the row field it came from, for errors
+
+        def put(key: str, value: Any, source: str) -> None:
+            merged.pop(key, None)
+            merged[key] = value
+            origin[key] = source
+
+        for key, value in self.defaults.items():
+            if key in accepted:
+                put(key, value, f"defaults.{key}")
+        put(self.model_param, config.model_name, "model_name")
+        references = {_strip_suffix(ref): ref for ref in config.auth_meta}
+        for key, value in auth.items():
+            put(self.auth_names.get(key, key), value, f"auth_meta.{references.get(key, key)}")
+        for key, value in config.config.items():
+            put(key, value, f"config.{key}")
+        if self.deployment_from_model and not {"azure_deployment", "deployment_name"} & set(merged):
+            # Azure addresses a deployment; the row's model name is it unless the row names one.
+            put("azure_deployment", config.model_name, "model_name")
+        if self.prepare is not None:
+            merged = self.prepare(merged)
+        kwargs: dict[str, Any] = {}
+        for key, value in merged.items():
+            if key not in accepted:
+                self._refuse(config, cls, origin.get(key, f"config.{key}"))
+            kwargs.pop(accepted[key], None)  # a later layer wins, under any of the names
+            kwargs[accepted[key]] = value
+        return kwargs
 
     def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
-        """Return a chat model for ``config`` (see the class docstring for the arguments)."""
+        """Return a chat model for ``config`` (see the class docstring for the arguments).
+
+        Raises:
+            ProviderNotInstalledError: The package is missing.
+            UnsupportedParameterError: The class does not take a key, or refuses a value.
+        """
         cls = self.load_class()
-        accepted = self.accepted_parameters(cls)
-        for key in config.config:
-            if key not in accepted:
-                msg = (
-                    f"{config.describe()}: config key {key!r} is not a parameter of "
-                    f"{cls.__name__}; put provider-specific extras under 'model_kwargs'"
-                    if "model_kwargs" in accepted
-                    else f"{config.describe()}: config key {key!r} is not a parameter of "
-                    f"{cls.__name__}"
-                )
-                raise UnsupportedParameterError(msg)
-        kwargs: dict[str, Any] = {
-            key: value for key, value in self.defaults.items() if key in accepted
-        }
-        kwargs[self.model_param] = config.model_name
-        for key, value in auth.items():
-            kwargs[self.auth_names.get(key, key)] = value
-        kwargs.update(config.config)
-        if self.deployment_from_model:
-            # Azure addresses a deployment; the row's model name is it unless auth names one.
-            kwargs.setdefault("azure_deployment", config.model_name)
+        kwargs = self.arguments(config, auth, cls)
         try:
             return cls(**kwargs)
+        except ValidationError as error:
+            # Field names and messages only: inputs may be secrets.
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc']) or cls.__name__}: {item['msg']}"
+                for item in error.errors(include_url=False, include_input=False)
+            )
+            msg = f"{config.describe()}: {cls.__name__} refused its parameters: {problems}"
+            raise UnsupportedParameterError(msg) from None
         except (TypeError, ValueError) as error:
-            # pydantic's message names fields and types, never input values of SecretStr.
-            text = str(error).splitlines()[0]
+            text = str(error).splitlines()[0] if str(error) else type(error).__name__
             msg = f"{config.describe()}: {cls.__name__} refused its parameters: {text}"
             raise UnsupportedParameterError(msg) from None
 
@@ -216,6 +295,18 @@ class FactoryProvider:
     def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
         """Return ``factory(config, auth)``."""
         return self.factory(config, auth)
+
+
+def _distribution(entry_point: EntryPoint) -> str | None:
+    dist = getattr(entry_point, "dist", None)
+    return dist.name if dist is not None else None
+
+
+def _strip_suffix(key: str) -> str:
+    for suffix in ("_env", "_file"):
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return key
 
 
 class ProviderRegistry:
@@ -249,6 +340,7 @@ class ProviderRegistry:
         self._manual: set[str] = set()
         self._distributions: dict[str, str] = {}
         self._errors: list[ProviderLoadError] = []
+        self._failed: dict[str, ProviderLoadError] = {}
         self._loaded = False
         self._lock = threading.Lock()
 
@@ -267,34 +359,52 @@ class ProviderRegistry:
                 if self._injected is not None
                 else list(entry_points(group=ENTRY_POINT_GROUP))
             )
+            # llmpool's own entry points first: a plugin may add providers, not shadow these.
+            found.sort(key=lambda ep: _distribution(ep) != OWN_DISTRIBUTION)
             for entry_point in found:
                 self._load(entry_point)
             self._loaded = True
 
+    def _fail(self, entry_point: EntryPoint, dist: str | None, error: Exception) -> None:
+        where = f" from distribution {dist!r}" if dist else ""
+        msg = f'Error loading provider plugin "{entry_point.name}"{where}: {error}'
+        failure = ProviderLoadError(msg, distribution=dist)
+        failure.__cause__ = error
+        self._errors.append(failure)
+        self._failed[entry_point.name.lower()] = failure
+        logger.warning(msg, extra={"provider": entry_point.name, "distribution": dist})
+        logger.debug("provider plugin traceback", exc_info=error)
+
     def _load(self, entry_point: EntryPoint) -> None:
-        dist = entry_point.dist.name if entry_point.dist is not None else None
-        if dist != "llmpool" and not self._autoload and self._injected is None:
+        dist = _distribution(entry_point)
+        if dist != OWN_DISTRIBUTION and not self._autoload and self._injected is None:
             return
         try:
             obj = entry_point.load()
             provider = obj if isinstance(obj, Provider) else obj()
             if not isinstance(provider, Provider):
-                msg = f"it is a {type(provider).__name__}, not a Provider"
+                msg = (
+                    f"{entry_point.value} is a {type(provider).__name__}, not a Provider "
+                    "(name, extra, package, capabilities, build)"
+                )
                 raise TypeError(msg)
         except Exception as error:  # a broken plugin must not break the others
-            where = f" from distribution {dist!r}" if dist else ""
-            msg = f'Error loading provider plugin "{entry_point.name}"{where}: {error}'
-            failure = ProviderLoadError(msg, distribution=dist)
-            failure.__cause__ = error
-            self._errors.append(failure)
-            logger.warning(msg)
-            logger.debug("provider plugin traceback", exc_info=error)
+            self._fail(entry_point, dist, error)
             return
-        for name in {entry_point.name, provider.name}:
-            if name not in self._manual:
-                self._providers[name] = provider
-                if dist:
-                    self._distributions[name] = dist
+        for name in dict.fromkeys((entry_point.name.lower(), provider.name)):
+            existing = self._providers.get(name)
+            if existing is not None and existing is not provider:
+                if existing == provider:  # the same distribution seen twice on sys.path
+                    continue
+                owner = self._distributions.get(name)
+                conflict = ValueError(
+                    f"provider {name!r} is already provided by distribution {owner!r}"
+                )
+                self._fail(entry_point, dist, conflict)
+                continue
+            self._providers[name] = provider
+            if dist:
+                self._distributions[name] = dist
 
     @property
     def load_errors(self) -> list[ProviderLoadError]:
@@ -308,8 +418,16 @@ class ProviderRegistry:
         return self._distributions.get(self.canonical(name))
 
     def canonical(self, name: str) -> str:
-        """Return the registered name for ``name``, following aliases."""
+        """Return the registered name for ``name``: case, ``-`` and aliases do not matter.
+
+        Example:
+            >>> ProviderRegistry(entry_points=[]).canonical("Azure-OpenAI")
+            'azure_openai'
+        """
         key = name.strip().lower()
+        if key in self._providers:
+            return key
+        key = key.replace("-", "_")
         return key if key in self._providers else ALIASES.get(key, key)
 
     def register(self, provider: Provider, *, replace: bool = False) -> None:
@@ -333,10 +451,20 @@ class ProviderRegistry:
             UnknownProviderError: None is registered; the message lists those that are.
         """
         self._ensure_loaded()
-        provider = self._providers.get(self.canonical(name))
+        key = self.canonical(name)
+        provider = self._providers.get(key)
         if provider is None:
+            failure = self._failed.get(key) or self._failed.get(name.strip().lower())
+            if failure is not None:
+                # The plugin is installed but broken: say so, rather than "unknown".
+                msg = f"Provider {name!r} is installed but failed to load: {failure}"
+                raise ProviderLoadError(msg, distribution=failure.distribution) from (
+                    failure.__cause__
+                )
             known = ", ".join(sorted(self._providers)) or "none"
             msg = f"Unknown provider {name!r}; registered providers: {known}"
+            if not self._autoload and self._injected is None:
+                msg += " (plugins are off: LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1)"
             raise UnknownProviderError(msg)
         return provider
 

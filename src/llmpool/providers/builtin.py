@@ -6,6 +6,9 @@ when a row first needs it, with the ``llmpool[...]`` extra that installs it.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from llmpool.providers import ChatProvider
 
 __all__ = [
@@ -19,6 +22,23 @@ __all__ = [
     "OPENAI",
     "VERTEXAI",
 ]
+
+
+def _ollama_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """ChatOllama has no timeout field: its HTTP clients take it through ``client_kwargs``."""
+    if "timeout" in kwargs:
+        timeout = kwargs.pop("timeout")
+        kwargs["client_kwargs"] = {"timeout": timeout, **(kwargs.get("client_kwargs") or {})}
+    return kwargs
+
+
+def _bedrock_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """ChatBedrockConverse takes whole seconds; round a row's ``timeout: 2.5`` up, not down."""
+    timeout = kwargs.get("timeout")
+    if isinstance(timeout, float):
+        kwargs["timeout"] = math.ceil(timeout)
+    return kwargs
+
 
 OPENAI = ChatProvider(
     "openai",
@@ -63,6 +83,8 @@ BEDROCK = ChatProvider(
         "secret_access_key": "aws_secret_access_key",
         "session_token": "aws_session_token",
     },
+    # max_retries=0 becomes botocore's retries={"max_attempts": 0}: no SDK retries.
+    prepare=_bedrock_arguments,
 )
 
 VERTEXAI = ChatProvider(
@@ -86,6 +108,8 @@ OLLAMA = ChatProvider(
     extra="ollama",
     package="langchain-ollama",
     capabilities=frozenset({"tools", "streaming", "structured_output"}),
+    auth_names={"api_base": "base_url", "host": "base_url"},
+    prepare=_ollama_arguments,
 )
 
 FAKE = ChatProvider(
