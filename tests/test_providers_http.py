@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import json
+import struct
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from servers import AnthropicServer, OllamaServer, OpenAIServer, ProviderServer, Reply
+from servers import (
+    AnthropicServer,
+    OllamaServer,
+    OpenAIServer,
+    ProviderServer,
+    Reply,
+    Request,
+    Status,
+)
 
 from llmpool.models import LLMConfig
 from llmpool.providers import ProviderRegistry
@@ -97,3 +109,154 @@ async def test_provider_answers_plain_and_streaming_over_http(provider: str) -> 
         assert requests[0].path.startswith("/openai/deployments/gpt4-prod/chat/completions")
     if provider in ("openai", "fireworks", "anthropic"):
         assert requests[0].body["model"] == "m-1"
+
+
+def _event(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One message of the AWS event-stream encoding that Bedrock's ConverseStream speaks."""
+    headers = b""
+    for name, value in (
+        (":event-type", event_type),
+        (":content-type", "application/json"),
+        (":message-type", "event"),
+    ):
+        headers += bytes([len(name)]) + name.encode() + b"\x07"
+        headers += struct.pack(">H", len(value)) + value.encode()
+    body = json.dumps(payload).encode()
+    prelude = struct.pack(">II", 12 + len(headers) + len(body) + 4, len(headers))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + body
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+class BedrockServer(ProviderServer):
+    """Bedrock Runtime's Converse (JSON) and ConverseStream (event-stream) on 127.0.0.1."""
+
+    stream_type = "application/vnd.amazon.eventstream"
+
+    def _respond(self, handler: Any, request: Request, behaviour: Any) -> None:
+        # Bedrock says "stream" in the path, not in the body.
+        streaming = request.path.endswith("/converse-stream")
+        request = dataclasses.replace(request, body={**request.body, "stream": streaming})
+        super()._respond(handler, request, behaviour)
+
+    def answer(self, request: Request, text: str, tool: Any) -> Any:
+        """The Converse response body."""
+        return {
+            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 3, "outputTokens": 5, "totalTokens": 8},
+            "metrics": {"latencyMs": 1},
+        }
+
+    def stream_events(self, request: Request, chunks: list[str], tool: Any) -> Iterator[bytes]:
+        """The ConverseStream events."""
+        yield _event("messageStart", {"role": "assistant"})
+        for chunk in chunks:
+            yield _event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": chunk}})
+        yield _event("contentBlockStop", {"contentBlockIndex": 0})
+        yield _event("messageStop", {"stopReason": "end_turn"})
+        yield _event(
+            "metadata",
+            {
+                "usage": {"inputTokens": 3, "outputTokens": 5, "totalTokens": 8},
+                "metrics": {"latencyMs": 1},
+            },
+        )
+
+    def error_body(self, status: Status) -> Any:
+        """Bedrock's error body."""
+        return {"message": status.message or "error"}
+
+
+async def test_bedrock_answers_plain_and_streaming_over_http() -> None:
+    """ChatBedrockConverse, built from a row, signs and sends Converse calls to a local server."""
+    model_id = "anthropic.claude-3-sonnet-20240229-v1:0"
+    with BedrockServer() as server:
+        server.script(Reply(TEXT), Reply(TEXT))
+        row = LLMConfig(
+            id="b1",
+            name="Claude on Bedrock",
+            provider="bedrock_converse",
+            model_name=model_id,
+            auth_meta={
+                "region_env": "AWS_REGION",
+                "aws_access_key_id_env": "AWS_ACCESS_KEY_ID",
+                "aws_secret_access_key_env": "AWS_SECRET_ACCESS_KEY",
+            },
+            config={"endpoint_url": server.url, "timeout": 5},
+        )
+        environ = {
+            "AWS_REGION": "us-west-2",
+            "AWS_ACCESS_KEY_ID": "AKIDLOCALTEST",
+            "AWS_SECRET_ACCESS_KEY": "local-secret",
+        }
+        model = ProviderRegistry().build(row, environ=environ)
+        assert _text(model.invoke("What is Python?").content) == TEXT
+        assert "".join(_text(c.content) for c in model.stream("What is Python?")) == TEXT
+        requests = server.wait_for_requests(2)
+    assert [r.path.rsplit("/", 1)[-1] for r in requests] == ["converse", "converse-stream"]
+    assert requests[0].path.startswith("/model/anthropic.claude-3-sonnet")
+    headers = {key.lower(): value for key, value in requests[0].headers.items()}
+    assert "Credential=AKIDLOCALTEST/" in headers["authorization"]
+    assert "/us-west-2/bedrock/aws4_request" in headers["authorization"]
+    assert requests[0].body["messages"][0]["content"][0]["text"] == "What is Python?"
+
+
+class VertexServer(ProviderServer):
+    """Vertex AI's REST generateContent (JSON) and streamGenerateContent (a JSON array)."""
+
+    stream_type = "application/json"
+
+    def _respond(self, handler: Any, request: Request, behaviour: Any) -> None:
+        streaming = ":streamGenerateContent" in request.path
+        request = dataclasses.replace(request, body={**request.body, "stream": streaming})
+        super()._respond(handler, request, behaviour)
+
+    def answer(self, request: Request, text: str, tool: Any) -> Any:
+        """The generateContent response body."""
+        return {
+            "candidates": [
+                {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
+            ],
+            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 5},
+        }
+
+    def stream_events(self, request: Request, chunks: list[str], tool: Any) -> Iterator[bytes]:
+        """The streamed array, one candidate per chunk."""
+        for index, chunk in enumerate(chunks):
+            yield (b"[" if index == 0 else b",") + json.dumps(
+                self.answer(request, chunk, None)
+            ).encode()
+        yield b"]" if chunks else b"[]"
+
+    def error_body(self, status: Status) -> Any:
+        """Google's error body."""
+        return {"error": {"code": status.code, "message": status.message or "error"}}
+
+
+async def test_vertexai_answers_plain_and_streaming_over_http() -> None:
+    """ChatVertexAI, built from a row, calls a local REST endpoint with the row's project.
+
+    A row cannot carry Google credentials (only references), and the client needs some: in
+    production they come from Application Default Credentials; here anonymous ones stand in.
+    """
+    from google.auth.credentials import AnonymousCredentials
+
+    with VertexServer() as server:
+        server.script(Reply(TEXT), Reply(TEXT))
+        row = LLMConfig(
+            id="v1",
+            name="Gemini",
+            provider="google_vertexai",
+            model_name="gemini-1.5-pro",
+            auth_meta={"project_env": "GOOGLE_CLOUD_PROJECT"},
+            config={"base_url": server.url, "api_transport": "rest", "location": "europe-west4"},
+        )
+        model: Any = ProviderRegistry().build(row, environ={"GOOGLE_CLOUD_PROJECT": "proj-1"})
+        model.credentials = AnonymousCredentials()
+        assert _text(model.invoke("What is Python?").content) == TEXT
+        assert "".join(_text(c.content) for c in model.stream("What is Python?")) == TEXT
+        requests = server.wait_for_requests(2)
+    prefix = "/v1beta1/projects/proj-1/locations/europe-west4/publishers/google/models/"
+    assert requests[0].path.startswith(prefix + "gemini-1.5-pro:generateContent")
+    assert requests[1].path.startswith(prefix + "gemini-1.5-pro:streamGenerateContent")
+    assert requests[0].body["contents"][0]["parts"][0]["text"] == "What is Python?"
