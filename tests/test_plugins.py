@@ -39,6 +39,38 @@ def test_installed_plugin_answers_through_get_llm() -> None:
         assert pool.registry.distribution_of("echo") == "llmpool-echo-provider"
 
 
+def test_installed_plugin_answers_through_module_get_llm_and_create_llm_instance(
+    sqlite_url: str,
+) -> None:
+    """llmpool.get_llm() and create_llm_instance() serve a SQL row of the plugin's provider."""
+    import llmpool
+    from llmpool.migrate import migrate
+    from llmpool.repository.sql import SQLStore
+
+    migrate(sqlite_url)
+    store = SQLStore(sqlite_url)
+    added = store.add(
+        {
+            "name": "Echo",
+            "provider": "echo",
+            "model_name": "echo-1",
+            "is_default": True,
+            "config": {"prefix": "from sql: "},
+        }
+    )
+    try:
+        with (
+            set_registry(ProviderRegistry()),
+            llmpool.set_pool(LLMPool(repository=store, poll_interval=0)),
+        ):
+            assert llmpool.get_llm().invoke("hi").content == "from sql: hi"
+            assert llmpool.get_llm(llm_id=added.id).invoke("again").content == "from sql: again"
+            rows = llmpool.get_llms_from_db()
+            assert llmpool.create_llm_instance(rows[0]).invoke("x").content == "from sql: x"
+    finally:
+        store.engine.dispose()
+
+
 def test_plugin_that_fails_to_import_is_reported_and_the_rest_work() -> None:
     """A plugin raising at import is reported with its distribution; every other one loads."""
     registry = ProviderRegistry()

@@ -235,3 +235,84 @@ def test_import_llmpool_loads_no_provider_and_no_database() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_auth_reference_the_client_does_not_take_names_the_auth_meta_key() -> None:
+    """A resolved auth_meta key the client has no parameter for is refused under its row name."""
+    row = config("ollama", auth_meta={"api_key_env": "OPENAI_API_KEY"})
+    with pytest.raises(UnsupportedParameterError, match=r"auth_meta\.api_key_env.*ChatOllama"):
+        ProviderRegistry().build(row, environ={"OPENAI_API_KEY": "k"})
+
+
+def test_a_field_given_under_alias_and_name_counts_once_config_winning() -> None:
+    """config's deployment_name beats the row's model name for Azure's azure_deployment alias."""
+    row = config(
+        "azure",
+        "gpt-4",
+        auth_meta={"api_key_env": "AZURE_OPENAI_API_KEY"},
+        config={
+            "deployment_name": "prod",
+            "azure_endpoint": "https://x.example",
+            "api_version": "1",
+        },
+    )
+    model: Any = ProviderRegistry().build(row, environ={"AZURE_OPENAI_API_KEY": "k"})
+    assert model.deployment_name == "prod"
+
+
+def test_refused_value_names_the_field_never_the_value() -> None:
+    """A value of the wrong type is refused naming the field, without echoing the input."""
+    row = config(
+        "openai", auth_meta={"api_key_env": "OPENAI_API_KEY"}, config={"temperature": "hot"}
+    )
+    with pytest.raises(UnsupportedParameterError, match="temperature") as info:
+        ProviderRegistry().build(row, environ={"OPENAI_API_KEY": "sk-never-shown"})
+    assert "hot" not in str(info.value)
+    assert "sk-never-shown" not in str(info.value)
+
+
+def test_ollama_timeout_reaches_its_http_client() -> None:
+    """ChatOllama has no timeout field: a row's timeout goes to its HTTP client."""
+    model: Any = ProviderRegistry().build(config("ollama", "llama3", config={"timeout": 3}))
+    assert model.client_kwargs == {"timeout": 3}
+    assert model._client._client.timeout.read == 3
+
+
+def test_bedrock_sdk_retries_are_off_and_timeout_is_whole_seconds() -> None:
+    """Bedrock's botocore config gets max_attempts 0 and the row's timeout rounded up."""
+    row = config(
+        "bedrock",
+        "anthropic.claude-3-sonnet-20240229-v1:0",
+        auth_meta={"region_env": "AWS_REGION"},
+        config={"timeout": 2.5, "endpoint_url": "http://127.0.0.1:9"},
+    )
+    model: Any = ProviderRegistry().build(row, environ={"AWS_REGION": "us-east-1"})
+    effective = model._get_effective_config()
+    assert effective.retries == {"max_attempts": 0}
+    assert (effective.read_timeout, effective.connect_timeout) == (3, 3)
+
+
+def test_provider_names_ignore_case_and_hyphens() -> None:
+    """'Azure-OpenAI' and 'azure_openai' name the same provider."""
+    assert ProviderRegistry().get("Azure-OpenAI").name == "azure_openai"
+
+
+def test_looking_up_a_broken_plugin_says_it_failed_to_load() -> None:
+    """A row naming a plugin that failed to import gets the load error, not 'unknown'."""
+    from llmpool.errors import ProviderLoadError
+
+    broken = EntryPoint("broken", "llmpool_no_such_module:PROVIDER", "llmpool.providers")
+    registry = ProviderRegistry(entry_points=[broken])
+    with pytest.raises(ProviderLoadError, match='failed to load.*"broken"') as info:
+        registry.get("broken")
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+def test_a_plugin_cannot_shadow_a_provider_of_another_distribution() -> None:
+    """The first provider of a name stays; a second one is reported as a load error."""
+    first = EntryPoint("fake", "llmpool.providers.builtin:FAKE", "llmpool.providers")
+    second = EntryPoint("fake", "llmpool.providers.builtin:OPENAI", "llmpool.providers")
+    registry = ProviderRegistry(entry_points=[first, second])
+    assert registry.get("fake").name == "fake"
+    [error] = registry.load_errors
+    assert "already provided" in str(error)
