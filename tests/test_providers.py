@@ -91,6 +91,7 @@ def test_injected_entry_points_load_and_broken_ones_are_reported() -> None:
     registry = ProviderRegistry(entry_points=[broken, good, not_provider])
     assert "fake" in registry
     assert "fakeish" in registry
+    assert [provider.name for provider in registry] == ["fake"]  # one provider, two names
     errors = registry.load_errors
     assert [type(e.__cause__).__name__ for e in errors] == ["ModuleNotFoundError", "TypeError"]
     assert 'provider plugin "broken"' in str(errors[0])

@@ -449,6 +449,12 @@ class ProviderRegistry:
 
         Raises:
             UnknownProviderError: None is registered; the message lists those that are.
+            ProviderLoadError: A plugin of that name is installed but failed to load; the
+                message names its distribution and the cause is the original error.
+
+        Example:
+            >>> ProviderRegistry().get("bedrock_converse").extra
+            'bedrock'
         """
         self._ensure_loaded()
         key = self.canonical(name)
@@ -475,8 +481,10 @@ class ProviderRegistry:
         return self.canonical(name) in self._providers
 
     def __iter__(self) -> Iterator[Provider]:
+        """Iterate over the providers by name, each once (however many names it has)."""
         self._ensure_loaded()
-        return iter(dict(sorted(self._providers.items())).values())
+        unique = {id(p): p for _, p in sorted(self._providers.items(), reverse=True)}
+        return iter(sorted(unique.values(), key=lambda p: p.name))
 
     def names(self) -> list[str]:
         """Return the registered provider names, sorted."""
@@ -502,6 +510,7 @@ class ProviderRegistry:
 
         Raises:
             UnknownProviderError: No such provider.
+            ProviderLoadError: The provider's plugin failed to load.
             ProviderNotInstalledError: Its package is missing.
             EnvNotAllowedError: A reference is outside the allowlist.
             MissingSecretError: A referenced variable is unset.
