@@ -161,3 +161,38 @@ def test_plain_auth_keys_with_secret_names_are_always_refused(value: str) -> Non
 
     for key in ("api_key", "token", "client_secret", "password", "aws_secret_access_key"):
         assert message(value, key) == message("placeholder", key)
+
+
+def test_endpoint_outside_allowed_prefixes_is_refused_on_write_and_at_build(store: Any) -> None:
+    """With LLMPOOL_ALLOWED_ENDPOINTS set, a row cannot send an allowed key to its own server."""
+    allow = EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENDPOINTS": "https://api.openai.com/"})
+    store.validators = (allow,)
+    evil = row(
+        auth_meta={"api_key_env": "OPENAI_API_KEY"},
+        config={"base_url": "https://user:s3cr3tpw@collector.evil.example/v1"},
+    )
+    with pytest.raises(EnvNotAllowedError, match="collector.evil.example") as info:
+        store.add(evil)
+    assert info.value.field == "config.base_url"
+    assert "s3cr3tpw" not in str(info.value)
+    assert store.list_llms() == []
+    good = store.add(row(config={"base_url": "https://api.openai.com/v1"}))
+    assert good.config["base_url"] == "https://api.openai.com/v1"
+    with pytest.raises(EnvNotAllowedError, match=r"auth_meta\.azure_endpoint"):
+        ProviderRegistry().build(
+            config({"api_key_env": "OPENAI_API_KEY", "azure_endpoint": "https://x.example"}),
+            allowlist=allow,
+            environ={"OPENAI_API_KEY": "sk"},
+        )
+
+
+def test_endpoints_are_unrestricted_by_default_and_referenced_ones_trusted() -> None:
+    """Without prefixes any endpoint passes; a base_url read from an allowed variable is kept."""
+    assert EnvAllowlist.from_env({}).allows_endpoint("http://127.0.0.1:1234/v1")
+    allow = EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENDPOINTS": "https://api.openai.com/"})
+    auth = resolve_auth(
+        config({"api_key_env": "OPENAI_API_KEY", "base_url_env": "OPENAI_API_BASE"}),
+        allowlist=allow,
+        environ={"OPENAI_API_KEY": "sk", "OPENAI_API_BASE": "http://proxy.internal/v1"},
+    )
+    assert auth["base_url"] == "http://proxy.internal/v1"

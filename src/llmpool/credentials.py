@@ -10,7 +10,10 @@ Why an allowlist: whoever can edit a row must not be able to point ``api_key_env
 The allowlist is set in code or by ``LLMPOOL_ALLOWED_ENV``, never by the database, and
 ``DATABASE_URL`` and llmpool's own variables are never allowed. For the same reason ``_file``
 references may only point inside ``/run/secrets``, ``/var/run/secrets`` or the directories in
-``LLMPOOL_SECRET_DIRS``.
+``LLMPOOL_SECRET_DIRS``. The other half of that attack, a row sending an allowed key to a
+``base_url`` of its own, is closed by ``LLMPOOL_ALLOWED_ENDPOINTS`` (URL prefixes): when set, an
+endpoint written into a row (``base_url``, ``azure_endpoint``, ``endpoint_url``...) must start
+with one of them. Endpoints read from referenced variables are the operator's and not checked.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ALLOWED_ENV",
     "DEFAULT_SECRET_DIRS",
+    "ENDPOINT_KEYS",
     "NEVER_ALLOWED_ENV",
     "EnvAllowlist",
     "is_secret_key",
@@ -77,6 +82,22 @@ NEVER_ALLOWED_ENV = ("DATABASE_URL", "LLMPOOL_*")
 
 DEFAULT_SECRET_DIRS = ("/run/secrets", "/var/run/secrets")
 
+#: Row keys (in ``config`` or plain ``auth_meta``) that say where requests, and keys, are sent.
+ENDPOINT_KEYS = frozenset(
+    {
+        "base_url",
+        "api_base",
+        "openai_api_base",
+        "azure_endpoint",
+        "endpoint",
+        "endpoint_url",
+        "api_endpoint",
+        "anthropic_api_url",
+        "fireworks_api_base",
+        "host",
+    }
+)
+
 
 def is_secret_key(key: str) -> bool:
     """Return whether a resolved ``auth_meta`` key holds a secret (``api_key``, ``*token*``...).
@@ -102,6 +123,7 @@ class EnvAllowlist:
     Attributes:
         names: Allowed variable names; ``PREFIX_*`` patterns are allowed too.
         secret_dirs: Directories that ``*_file`` references may point inside.
+        endpoints: URL prefixes a row's literal endpoints must start with; empty: any.
 
     Example:
         >>> allow = EnvAllowlist.from_env({}).extend("MYCO_LLM_KEY")
@@ -111,6 +133,7 @@ class EnvAllowlist:
 
     names: frozenset[str] = DEFAULT_ALLOWED_ENV
     secret_dirs: tuple[str, ...] = DEFAULT_SECRET_DIRS
+    endpoints: tuple[str, ...] = ()
     _patterns: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
@@ -119,8 +142,9 @@ class EnvAllowlist:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EnvAllowlist:
-        """Return the default allowlist extended by ``LLMPOOL_ALLOWED_ENV`` and
-        ``LLMPOOL_SECRET_DIRS`` (comma- or space-separated; ``os.pathsep`` for directories).
+        """Return the default allowlist extended by ``LLMPOOL_ALLOWED_ENV``,
+        ``LLMPOOL_SECRET_DIRS`` and ``LLMPOOL_ALLOWED_ENDPOINTS`` (comma- or space-separated;
+        ``os.pathsep`` for directories).
 
         Args:
             environ: The environment to read; ``os.environ`` by default.
@@ -130,14 +154,29 @@ class EnvAllowlist:
         dirs = DEFAULT_SECRET_DIRS + tuple(
             item for item in env.get("LLMPOOL_SECRET_DIRS", "").split(os.pathsep) if item
         )
-        return cls(names=names, secret_dirs=dirs)
+        endpoints = tuple(_split(env.get("LLMPOOL_ALLOWED_ENDPOINTS", "")))
+        return cls(names=names, secret_dirs=dirs, endpoints=endpoints)
 
-    def extend(self, *names: str, secret_dirs: Iterable[str] = ()) -> EnvAllowlist:
-        """Return a copy that also allows ``names`` (and ``secret_dirs``)."""
+    def extend(
+        self, *names: str, secret_dirs: Iterable[str] = (), endpoints: Iterable[str] = ()
+    ) -> EnvAllowlist:
+        """Return a copy that also allows ``names`` (and ``secret_dirs``, ``endpoints``)."""
         return EnvAllowlist(
             names=self.names | frozenset(names),
             secret_dirs=self.secret_dirs + tuple(secret_dirs),
+            endpoints=self.endpoints + tuple(endpoints),
         )
+
+    def allows_endpoint(self, url: str) -> bool:
+        """Return whether a row may send requests to ``url`` (always, when no prefix is set).
+
+        Example:
+            >>> allow = EnvAllowlist(endpoints=("https://api.openai.com/",))
+            >>> allow.allows_endpoint("https://api.openai.com/v1"), allow.allows_endpoint(
+            ...     "https://api.openai.com.evil.example/v1")
+            (True, False)
+        """
+        return not self.endpoints or any(url.startswith(prefix) for prefix in self.endpoints)
 
     def allows(self, name: str) -> bool:
         """Return whether a row may reference the environment variable ``name``."""
@@ -178,6 +217,20 @@ class EnvAllowlist:
                 )
                 raise EnvNotAllowedError(
                     msg, llm_name=config.name, llm_id=config.id, field=f"auth_meta.{key}"
+                )
+        literal = [("config", k, v) for k, v in config.config.items()]
+        literal += [("auth_meta", k, v) for k, v in config.auth_meta.items()]
+        for where, key, value in literal:
+            if key.lower() in ENDPOINT_KEYS and not self.allows_endpoint(str(value)):
+                msg = (
+                    # the host only: a URL may carry a password
+                    f"{config.describe()}: {where}.{key} points at host "
+                    f"{urlsplit(str(value)).hostname!r}, which is outside the "
+                    f"allowed endpoints ({', '.join(self.endpoints)}); extend "
+                    "LLMPOOL_ALLOWED_ENDPOINTS or reference a variable instead"
+                )
+                raise EnvNotAllowedError(
+                    msg, llm_name=config.name, llm_id=config.id, field=f"{where}.{key}"
                 )
 
 
