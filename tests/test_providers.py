@@ -317,3 +317,17 @@ def test_a_plugin_cannot_shadow_a_provider_of_another_distribution() -> None:
     assert registry.get("fake").name == "fake"
     [error] = registry.load_errors
     assert "already provided" in str(error)
+
+
+def test_set_registry_replaces_at_once_and_restores_as_a_context_manager() -> None:
+    """set_registry works as a plain call (reset with None) and as a restoring block."""
+    before = get_registry()
+    mine = ProviderRegistry(entry_points=[])
+    try:
+        set_registry(mine)
+        assert get_registry() is mine
+    finally:
+        set_registry(before)
+    with set_registry(None):
+        assert get_registry() is not before  # a fresh registry, discovered anew
+    assert get_registry() is before

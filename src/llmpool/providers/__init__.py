@@ -21,7 +21,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
@@ -544,19 +543,44 @@ def get_registry() -> ProviderRegistry:
     return _registry
 
 
-@contextmanager
-def set_registry(registry: ProviderRegistry | None) -> Iterator[ProviderRegistry | None]:
-    """Replace the process-wide registry for the block, then restore the previous one.
+class _RegistryRestorer:
+    """Returned by `set_registry`: as a context manager, puts the previous registry back."""
+
+    def __init__(self, registry: ProviderRegistry | None, previous: ProviderRegistry | None):
+        self.registry = registry
+        self.previous = previous
+
+    def __enter__(self) -> ProviderRegistry | None:
+        return self.registry
+
+    def __exit__(self, *exc: object) -> None:
+        global _registry
+        _registry = self.previous
+
+
+def set_registry(registry: ProviderRegistry | None) -> _RegistryRestorer:
+    """Replace the process-wide registry now; as a context manager, restore the previous one.
 
     ``None`` resets it: the next `get_registry` discovers entry points anew.
+
+    Args:
+        registry: The registry `get_registry` returns from now on.
+
+    Returns:
+        A context manager that restores the previous registry on exit.
+
+    Example:
+        >>> with set_registry(ProviderRegistry(entry_points=[])) as empty:
+        ...     get_registry() is empty
+        True
+        >>> get_registry() is empty
+        False
     """
     global _registry
-    previous = _registry
-    _registry = registry
-    try:
-        yield registry
-    finally:
-        _registry = previous
+    with _registry_lock:
+        previous = _registry
+        _registry = registry
+    return _RegistryRestorer(registry, previous)
 
 
 def register_provider(
