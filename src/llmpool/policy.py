@@ -135,6 +135,16 @@ def _is_context_length(error: BaseException) -> bool:
     return any(marker in text for marker in _CONTEXT_LENGTH_MARKERS)
 
 
+_MRO_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _mro_names(cls: type) -> frozenset[str]:
+    names = _MRO_NAMES.get(cls)
+    if names is None:
+        names = _MRO_NAMES[cls] = frozenset(klass.__name__ for klass in cls.__mro__)
+    return names
+
+
 def classify_error(error: BaseException) -> Outcome:
     """Classify an error raised by a candidate.
 
@@ -150,7 +160,7 @@ def classify_error(error: BaseException) -> Outcome:
     """
     if not isinstance(error, Exception):
         return Outcome.PROPAGATE  # KeyboardInterrupt, SystemExit, CancelledError
-    names = {cls.__name__ for cls in type(error).__mro__}
+    names = _mro_names(type(error))
     if "ContextOverflowError" in names:
         return Outcome.FALLBACK_KEEP_BREAKER
     code = status_code(error)
