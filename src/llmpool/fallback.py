@@ -4,8 +4,9 @@
 a chat model accept it (they reject LangChain's ``RunnableWithFallbacks``). Compared with
 ``Runnable.with_fallbacks`` it:
 
-- writes the candidate loop once (`_Walk`, the decision core) and drives it from four thin
-  shells (invoke, ainvoke, stream, astream; batch and abatch go through invoke and ainvoke);
+- writes the candidate loop once (`llmpool.candidates.Walk`, the decision core) and drives
+  it from four thin shells (invoke, ainvoke, stream, astream; batch and abatch go through
+  invoke and ainvoke);
 - falls back only on provider errors (see `llmpool.policy`), so a `TypeError` stays a bug;
 - raises one `AllLLMsFailedError` that lists every candidate and its error, in order;
 - applies ``bind_tools`` / ``with_structured_output`` to every candidate explicitly, skipping
@@ -23,350 +24,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
-
-# Whether LangSmith tracing is on: the same check LangChain's callback manager makes.
-from langchain_core.tracers.context import _tracing_v2_is_enabled
 from pydantic import ConfigDict, PrivateAttr
 
-from llmpool.breaker import Admission, BreakerBoard
-from llmpool.errors import (
-    AllLLMsFailedError,
-    AllLLMsFailedToInitializeError,
-    CandidateFailure,
-    MidStreamError,
+from llmpool.breaker import BreakerBoard
+from llmpool.candidates import (
+    Candidate,
+    Walk,
+    answered,
+    callbacks_active,
+    ensure_buildable,
+    maybe_await,
+    tag,
+    text_of,
 )
-from llmpool.models import LLMConfig
-from llmpool.policy import FallbackPolicy, Outcome, describe_error
+from llmpool.policy import FallbackPolicy
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "ensure_buildable"]
 
 _DEFAULT_POLICY = FallbackPolicy()
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One row, turned into a chat model, or the reason it could not be.
-
-    Attributes:
-        config: The row.
-        model: Its chat model, when it could be built.
-        error: Why it could not be built (missing secret, missing package, bad config).
-    """
-
-    config: LLMConfig
-    model: BaseChatModel | None = None
-    error: BaseException | None = None
-
-    @property
-    def key(self) -> str:
-        """The circuit breaker key: the row's id."""
-        return self.config.id
-
-    @classmethod
-    def from_model(cls, model: BaseChatModel, *, name: str | None = None) -> Candidate:
-        """Wrap a model supplied in code (no row), e.g. an environment-configured Ollama.
-
-        Example:
-            >>> from llmpool.providers.fake import FakeChatModel
-            >>> Candidate.from_model(FakeChatModel(model="local")).config.name
-            'code:FakeChatModel(local)'
-        """
-        label = getattr(model, "model", None) or getattr(model, "model_name", None)
-        name = name or f"code:{type(model).__name__}" + (f"({label})" if label else "")
-        config = LLMConfig(
-            id=name, name=name, provider="code", model_name=str(label or type(model).__name__)
-        )
-        return cls(config=config, model=model)
-
-
-def ensure_buildable(candidates: Sequence[Candidate], *, scope: str | None = None) -> None:
-    """Raise when no candidate could be built.
-
-    Raises:
-        AllLLMsFailedToInitializeError: "All LLMs failed to initialize", listing every row
-            with its reason.
-    """
-    if any(candidate.model is not None for candidate in candidates):
-        return
-    failures = [
-        CandidateFailure(
-            c.config.id, c.config.name, c.config.provider, describe_error(c.error), c.error
-        )
-        for c in candidates
-        if c.error is not None
-    ]
-    error = AllLLMsFailedToInitializeError(failures, scope=scope)
-    if failures and failures[-1].error is not None:
-        raise error from failures[-1].error
-    raise error
-
-
-def _callbacks_active(config: RunnableConfig | None) -> bool:
-    # The fast path skips LangChain's callback machinery entirely when nobody listens.
-    if config and config.get("callbacks"):
-        return True
-    return bool(_tracing_v2_is_enabled())
-
-
-@dataclass
-class _Attempt:
-    candidate: Candidate
-    runner: Runnable[Any, Any]
-    number: int
-    delay: float
-    config: RunnableConfig | None
-
-
-class _Walk:
-    """The decision core of one call: which candidate next, retry or not, breaker or not."""
-
-    def __init__(
-        self,
-        model: FallbackChatModel,
-        config: RunnableConfig | None,
-        candidates: Sequence[Candidate] | None = None,
-    ) -> None:
-        self.model = model
-        self.policy = model.policy
-        self.config = config
-        self.started = time.monotonic()
-        self.candidates = model._current_candidates() if candidates is None else candidates
-        self.index = 0
-        self.number = 0  # attempt number of the current candidate
-        self.delay = 0.0
-        self.failures: list[CandidateFailure] = []
-        self.attempts: list[dict[str, Any]] = []
-        self.tried_any = False
-        self.probe_forced = False
-        self.run_manager: Any = None
-
-    # -- choosing ------------------------------------------------------------------------------
-
-    def _skip(self, candidate: Candidate, reason: str, error: BaseException | None) -> None:
-        c = candidate.config
-        self.failures.append(CandidateFailure(c.id, c.name, c.provider, reason, error))
-        self.attempts.append(
-            {"llm_id": c.id, "name": c.name, "outcome": "skipped", "reason": reason}
-        )
-
-    def next_attempt(self) -> _Attempt | None:
-        """Return the next attempt to make, or ``None`` when every candidate is done."""
-        while self.index < len(self.candidates):
-            candidate = self.candidates[self.index]
-            if self.number > 0:  # a retry of the current candidate
-                return self._attempt(candidate)
-            if candidate.model is None:
-                self._skip(
-                    candidate,
-                    describe_error(candidate.error) if candidate.error else "could not be built",
-                    candidate.error,
-                )
-                self.index += 1
-                continue
-            if self._past_deadline():
-                self._skip(
-                    candidate, f"not tried: the {self.policy.deadline}s deadline passed", None
-                )
-                self.index += 1
-                continue
-            admission = self.model.breakers.admit(candidate.key)
-            if admission is Admission.OPEN:
-                self._skip(candidate, "skipped: cooling down after repeated failures", None)
-                self.index += 1
-                continue
-            runner = self.model._runner(candidate)
-            if isinstance(runner, BaseException):
-                self._skip(candidate, f"cannot do this: {describe_error(runner)}", runner)
-                self.index += 1
-                continue
-            return self._attempt(candidate, runner)
-        return self._forced_probe()
-
-    def resume(self, first: Candidate) -> _Attempt:
-        """Account for a first attempt already made on ``first`` by the fast path."""
-        self.number = 1
-        self.tried_any = True
-        return _Attempt(first, first.model, 1, 0.0, self.config)  # type: ignore[arg-type]
-
-    def _forced_probe(self) -> _Attempt | None:
-        # Every buildable candidate was cooling down: probe the one that reopens first
-        # rather than fail without trying.
-        if self.tried_any or self.probe_forced:
-            return None
-        self.probe_forced = True
-        cooling = [
-            c
-            for c in self.candidates
-            if c.model is not None and not isinstance(self.model._runner(c), BaseException)
-        ]
-        if not cooling:
-            return None
-        candidate = min(cooling, key=lambda c: self.model.breakers.reopens_at(c.key))
-        self.model.breakers.force_probe(candidate.key)
-        self.index = self.candidates.index(candidate)
-        self.failures = [f for f in self.failures if f.llm_id != candidate.key]
-        return self._attempt(candidate)
-
-    def _attempt(self, candidate: Candidate, runner: Any = None) -> _Attempt:
-        self.number += 1
-        self.tried_any = True
-        if runner is None:
-            runner = self.model._runner(candidate)
-        config = self.config
-        if self.run_manager is not None:
-            config = {
-                **(config or {}),
-                "callbacks": self.run_manager.get_child(),
-                "run_name": candidate.config.name,
-            }
-        delay, self.delay = self.delay, 0.0
-        return _Attempt(candidate, runner, self.number, delay, config)
-
-    def _past_deadline(self, extra: float = 0.0) -> bool:
-        deadline = self.policy.deadline
-        return deadline is not None and time.monotonic() - self.started + extra >= deadline
-
-    # -- outcomes ------------------------------------------------------------------------------
-
-    def succeeded(self, attempt: _Attempt) -> dict[str, Any]:
-        """Record a success; return the ``llmpool`` metadata for the response."""
-        c = attempt.candidate.config
-        self.model.breakers.success(attempt.candidate.key)
-        self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "ok"})
-        return {
-            "llm_id": c.id,
-            "name": c.name,
-            "provider": c.provider,
-            "model_name": c.model_name,
-            "attempts": self.attempts,
-        }
-
-    def failed(self, attempt: _Attempt, error: Exception) -> None:
-        """Record a failure and decide: retry, next candidate, or re-raise ``error``."""
-        outcome = self.policy.classify(error)
-        if outcome is Outcome.PROPAGATE:
-            raise error
-        c = attempt.candidate.config
-        reason = describe_error(error)
-        self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "error", "error": reason})
-        if outcome is not Outcome.FALLBACK_KEEP_BREAKER:
-            self.model.breakers.failure(
-                attempt.candidate.key,
-                threshold=self.policy.failure_threshold,
-                cooldown=self.policy.cooldown_for,
-            )
-        if outcome is Outcome.RETRY and attempt.number < self.policy.attempts:
-            delay = self.policy.wait(attempt.number, error)
-            if not self._past_deadline(delay) and (
-                self.model.breakers.admit(attempt.candidate.key) is not Admission.OPEN
-            ):
-                self.delay = delay
-                return
-        self.failures.append(CandidateFailure(c.id, c.name, c.provider, reason, error))
-        self.index += 1
-        self.number = 0
-
-    def failed_midstream(self, attempt: _Attempt, error: Exception, text: str) -> MidStreamError:
-        """Record a stream that broke after emitting chunks; return the error to raise."""
-        if self.policy.classify(error) is Outcome.PROPAGATE:
-            raise error
-        c = attempt.candidate.config
-        self.model.breakers.failure(
-            attempt.candidate.key,
-            threshold=self.policy.failure_threshold,
-            cooldown=self.policy.cooldown_for,
-        )
-        msg = (
-            f"{c.describe()} failed after streaming {len(text)} characters "
-            f"({describe_error(error)}); not switching model mid-answer"
-        )
-        return MidStreamError(msg, partial_text=text, llm_id=c.id, llm_name=c.name)
-
-    def error(self) -> AllLLMsFailedError:
-        """Return the error for a call where every candidate failed."""
-        cls = AllLLMsFailedError if self.tried_any else AllLLMsFailedToInitializeError
-        return cls(self.failures, scope=self.model.scope)
-
-    def last_error(self) -> BaseException | None:
-        """Return the last original exception, to chain from."""
-        for failure in reversed(self.failures):
-            if failure.error is not None:
-                return failure.error
-        return None
-
-    # -- callbacks -----------------------------------------------------------------------------
-
-    def start_run(self, inputs: Any) -> None:
-        """Open a chain run for this call when callbacks or tracing are active."""
-        if not _callbacks_active(self.config):
-            return
-        from langchain_core.runnables.config import ensure_config, get_callback_manager_for_config
-
-        config = ensure_config(self.config)
-        manager = get_callback_manager_for_config(config)
-        self.run_manager = manager.on_chain_start(
-            None,
-            {"input": inputs},
-            name=config.get("run_name") or self.model.get_name(),
-            run_id=config.pop("run_id", None),
-        )
-        self.config = config
-
-    async def astart_run(self, inputs: Any) -> None:
-        """Async twin of `start_run`."""
-        if not _callbacks_active(self.config):
-            return
-        from langchain_core.runnables.config import (
-            ensure_config,
-            get_async_callback_manager_for_config,
-        )
-
-        config = ensure_config(self.config)
-        manager = get_async_callback_manager_for_config(config)
-        self.run_manager = await manager.on_chain_start(
-            None,
-            {"input": inputs},
-            name=config.get("run_name") or self.model.get_name(),
-            run_id=config.pop("run_id", None),
-        )
-        self.config = config
-
-    def end_run(self, output: Any = None, error: BaseException | None = None) -> Any:
-        """Close the chain run (sync or async run manager); return an awaitable if async."""
-        if self.run_manager is None:
-            return None
-        if error is not None:
-            return self.run_manager.on_chain_error(error)
-        return self.run_manager.on_chain_end({"output": output})
-
-
-def _answered(candidate: Candidate) -> dict[str, Any]:
-    c = candidate.config
-    return {
-        "llm_id": c.id,
-        "name": c.name,
-        "provider": c.provider,
-        "model_name": c.model_name,
-        "attempts": [{"llm_id": c.id, "name": c.name, "outcome": "ok"}],
-    }
-
-
-def _tag(result: Any, metadata: dict[str, Any]) -> Any:
-    if isinstance(result, BaseMessage):
-        result.response_metadata["llmpool"] = metadata
-    return result
-
-
-def _text(chunk: Any) -> str:
-    content = getattr(chunk, "content", chunk)
-    return content if isinstance(content, str) else str(content)
 
 
 class FallbackChatModel(BaseChatModel):
@@ -441,7 +122,7 @@ class FallbackChatModel(BaseChatModel):
     def _quick(self, config: RunnableConfig | None) -> tuple[Sequence[Candidate], Candidate] | None:
         """The fast path's precondition: the first candidate is built and healthy, nobody
         listens to callbacks, no transform; then the call costs one candidate call."""
-        if self.candidate_transform is not None or _callbacks_active(config):
+        if self.candidate_transform is not None or callbacks_active(config):
             return None
         candidates = self._current_candidates()
         if not candidates:
@@ -459,12 +140,12 @@ class FallbackChatModel(BaseChatModel):
             try:
                 result = first.model.invoke(input, config, **kwargs)  # type: ignore[union-attr]
             except Exception as error:
-                walk = _Walk(self, config, candidates)
+                walk = Walk(self, config, candidates)
                 walk.failed(walk.resume(first), error)
             else:
-                return _tag(result, _answered(first))
+                return tag(result, answered(first))
         else:
-            walk = _Walk(self, config)
+            walk = Walk(self, config)
             walk.start_run(input)
         try:
             while (attempt := walk.next_attempt()) is not None:
@@ -475,7 +156,7 @@ class FallbackChatModel(BaseChatModel):
                 except Exception as error:
                     walk.failed(attempt, error)
                     continue
-                result = _tag(result, walk.succeeded(attempt))
+                result = tag(result, walk.succeeded(attempt))
                 walk.end_run(result)
                 return result
             raise walk.error() from walk.last_error()
@@ -491,12 +172,12 @@ class FallbackChatModel(BaseChatModel):
             try:
                 result = await first.model.ainvoke(input, config, **kwargs)  # type: ignore[union-attr]
             except Exception as error:
-                walk = _Walk(self, config, candidates)
+                walk = Walk(self, config, candidates)
                 walk.failed(walk.resume(first), error)
             else:
-                return _tag(result, _answered(first))
+                return tag(result, answered(first))
         else:
-            walk = _Walk(self, config)
+            walk = Walk(self, config)
             await walk.astart_run(input)
         try:
             while (attempt := walk.next_attempt()) is not None:
@@ -507,12 +188,12 @@ class FallbackChatModel(BaseChatModel):
                 except Exception as error:
                     walk.failed(attempt, error)
                     continue
-                result = _tag(result, walk.succeeded(attempt))
-                await _maybe_await(walk.end_run(result))
+                result = tag(result, walk.succeeded(attempt))
+                await maybe_await(walk.end_run(result))
                 return result
             raise walk.error() from walk.last_error()
         except BaseException as error:
-            await _maybe_await(walk.end_run(error=error))
+            await maybe_await(walk.end_run(error=error))
             raise
 
     def stream(
@@ -523,7 +204,7 @@ class FallbackChatModel(BaseChatModel):
         An error before the first chunk falls back; an error after it raises `MidStreamError`
         with the partial text (never a silent switch, never duplicated text).
         """
-        walk = _Walk(self, config)
+        walk = Walk(self, config)
         walk.start_run(input)
         try:
             while (attempt := walk.next_attempt()) is not None:
@@ -534,8 +215,8 @@ class FallbackChatModel(BaseChatModel):
                     for chunk in attempt.runner.stream(input, attempt.config, **kwargs):
                         if not parts:
                             metadata = walk.succeeded(attempt)
-                            chunk = _tag(chunk, metadata)
-                        parts.append(_text(chunk))
+                            chunk = tag(chunk, metadata)
+                        parts.append(text_of(chunk))
                         yield chunk
                 except Exception as error:
                     if parts:
@@ -555,7 +236,7 @@ class FallbackChatModel(BaseChatModel):
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """Async twin of `stream`."""
-        walk = _Walk(self, config)
+        walk = Walk(self, config)
         await walk.astart_run(input)
         try:
             while (attempt := walk.next_attempt()) is not None:
@@ -565,8 +246,8 @@ class FallbackChatModel(BaseChatModel):
                 try:
                     async for chunk in attempt.runner.astream(input, attempt.config, **kwargs):
                         if not parts:
-                            chunk = _tag(chunk, walk.succeeded(attempt))
-                        parts.append(_text(chunk))
+                            chunk = tag(chunk, walk.succeeded(attempt))
+                        parts.append(text_of(chunk))
                         yield chunk
                 except Exception as error:
                     if parts:
@@ -575,11 +256,11 @@ class FallbackChatModel(BaseChatModel):
                     continue
                 if not parts:
                     walk.succeeded(attempt)
-                await _maybe_await(walk.end_run("".join(parts)))
+                await maybe_await(walk.end_run("".join(parts)))
                 return
             raise walk.error() from walk.last_error()
         except BaseException as error:
-            await _maybe_await(walk.end_run(error=error))
+            await maybe_await(walk.end_run(error=error))
             raise
 
     # -- the BaseChatModel contract, for code that calls generate() ---------------------------
@@ -641,8 +322,3 @@ class FallbackChatModel(BaseChatModel):
             A fallback runnable returning the parsed structure.
         """
         return self._with_transform(lambda model: model.with_structured_output(schema, **kwargs))
-
-
-async def _maybe_await(value: Any) -> None:
-    if asyncio.iscoroutine(value):
-        await value
