@@ -80,6 +80,10 @@ class TcpProxy:
 
     def stop(self) -> None:
         """Refuse new connections and cut the open ones."""
+        # shutdown() wakes the thread blocked in accept(); close() alone would leave the
+        # kernel socket listening while that call holds it.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(self._socket_mod.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             conns, self._conns = self._conns, []

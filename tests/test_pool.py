@@ -24,9 +24,10 @@ from llmpool.errors import (
     NoDefaultLLMError,
 )
 from llmpool.fallback import FallbackChatModel
+from llmpool.functions import get_llm, get_llm_with_fallback, set_pool
 from llmpool.migrate import migrate
 from llmpool.policy import FallbackPolicy
-from llmpool.pool import LLMPool, get_llm, get_llm_with_fallback, set_pool
+from llmpool.pool import LLMPool
 from llmpool.providers import FactoryProvider, ProviderRegistry
 from llmpool.providers.fake import FakeChatModel
 from llmpool.repository.memory import InMemoryStore

@@ -41,12 +41,7 @@ if TYPE_CHECKING:
         UnsupportedParameterError,
     )
     from llmpool.fallback import FallbackChatModel
-    from llmpool.legacy import get_anthropic_llm, get_ollama_llm, get_openai_llm
-    from llmpool.migrate import migrate, seed_starter_rows
-    from llmpool.models import AuditEntry, BadRow, LLMConfig
-    from llmpool.policy import FallbackPolicy
-    from llmpool.pool import (
-        LLMPool,
+    from llmpool.functions import (
         aget_default_llm_config,
         aget_llm,
         aget_llm_with_fallback,
@@ -59,6 +54,11 @@ if TYPE_CHECKING:
         get_pool,
         set_pool,
     )
+    from llmpool.legacy import get_anthropic_llm, get_ollama_llm, get_openai_llm
+    from llmpool.migrate import migrate, seed_starter_rows
+    from llmpool.models import AuditEntry, BadRow, LLMConfig
+    from llmpool.policy import FallbackPolicy
+    from llmpool.pool import LLMPool
     from llmpool.providers import Provider, ProviderRegistry, get_registry, register_provider
     from llmpool.repository import LLMRepository, LLMStore, Snapshot
     from llmpool.repository.memory import InMemoryStore
@@ -67,18 +67,18 @@ if TYPE_CHECKING:
 # name -> module that defines it. Resolved lazily by __getattr__ below.
 _EXPORTS: dict[str, str] = {
     # the seed's functions
-    "get_llm": "llmpool.pool",
-    "get_llm_with_fallback": "llmpool.pool",
-    "get_llms_from_db": "llmpool.pool",
-    "get_default_llm_config": "llmpool.pool",
-    "create_llm_instance": "llmpool.pool",
-    "aget_llm": "llmpool.pool",
-    "aget_llm_with_fallback": "llmpool.pool",
-    "aget_llms_from_db": "llmpool.pool",
-    "aget_default_llm_config": "llmpool.pool",
+    "get_llm": "llmpool.functions",
+    "get_llm_with_fallback": "llmpool.functions",
+    "get_llms_from_db": "llmpool.functions",
+    "get_default_llm_config": "llmpool.functions",
+    "create_llm_instance": "llmpool.functions",
+    "aget_llm": "llmpool.functions",
+    "aget_llm_with_fallback": "llmpool.functions",
+    "aget_llms_from_db": "llmpool.functions",
+    "aget_default_llm_config": "llmpool.functions",
     "LLMPool": "llmpool.pool",
-    "get_pool": "llmpool.pool",
-    "set_pool": "llmpool.pool",
+    "get_pool": "llmpool.functions",
+    "set_pool": "llmpool.functions",
     # legacy, deprecated
     "get_openai_llm": "llmpool.legacy",
     "get_anthropic_llm": "llmpool.legacy",

@@ -5,17 +5,15 @@ built models keyed by ``(row id, row version)`` so their HTTP connection pools s
 circuit breakers, and a watcher that keeps its snapshot of the table current without a restart.
 After the first load, serving a chain costs no database round trip.
 
-The module functions (`get_llm`, `get_llm_with_fallback`, ...) use a default pool built lazily
-from configuration; `set_pool` replaces it (and restores the previous one when used as a
-context manager).
+The usage guide's module functions (`get_llm`, `get_llm_with_fallback`, ...) live in
+`llmpool.functions`, over a default pool built lazily from configuration.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmpool.breaker import BreakerBoard
@@ -35,20 +33,7 @@ if TYPE_CHECKING:
     from llmpool.repository import AsyncLLMRepository, LLMRepository, Snapshot
     from llmpool.watch import Watcher
 
-__all__ = [
-    "LLMPool",
-    "aget_default_llm_config",
-    "aget_llm",
-    "aget_llm_with_fallback",
-    "aget_llms_from_db",
-    "create_llm_instance",
-    "get_default_llm_config",
-    "get_llm",
-    "get_llm_with_fallback",
-    "get_llms_from_db",
-    "get_pool",
-    "set_pool",
-]
+__all__ = ["LLMPool"]
 
 logger = logging.getLogger(__name__)
 
@@ -446,105 +431,3 @@ class _RefreshingStore:
             return result
 
         return write
-
-
-# -- the module functions the seed uses ------------------------------------------------------
-
-_pool: LLMPool | None = None
-_pool_lock = threading.Lock()
-
-
-def get_pool() -> LLMPool:
-    """Return the default pool, built on first use from configuration."""
-    global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                _pool = LLMPool()
-    return _pool
-
-
-@contextmanager
-def _restore(previous: LLMPool | None) -> Iterator[None]:
-    global _pool
-    try:
-        yield
-    finally:
-        _pool = previous
-
-
-def set_pool(pool: LLMPool | None) -> Any:
-    """Replace the default pool now; as a context manager, restore the previous one after.
-
-    ``None`` resets it: the next call builds a new one from configuration.
-
-    Example:
-        >>> from llmpool.repository.memory import InMemoryStore
-        >>> with set_pool(LLMPool(repository=InMemoryStore(), poll_interval=0)):
-        ...     get_llms_from_db()
-        []
-    """
-    global _pool
-    previous = _pool
-    _pool = pool
-    return _restore(previous)
-
-
-def get_llms_from_db(enabled_only: bool = True, scope: str = "global") -> list[LLMConfig]:
-    """Return the scope's rows in priority order (see `LLMPool.get_llms_from_db`)."""
-    return get_pool().get_llms_from_db(enabled_only, scope)
-
-
-def get_default_llm_config(scope: str = "global") -> LLMConfig:
-    """Return the scope's default row; "No default LLM configured" when there is none."""
-    return get_pool().get_default_llm_config(scope)
-
-
-def create_llm_instance(config: LLMConfig | Mapping[str, Any]) -> BaseChatModel:
-    """Build the chat model of a row (see `LLMPool.create_llm_instance`)."""
-    return get_pool().create_llm_instance(config)
-
-
-def get_llm(llm_id: str | None = None, scope: str = "global") -> BaseChatModel:
-    """Return the default model, or one row's model by id (see `LLMPool.get_llm`)."""
-    return get_pool().get_llm(llm_id, scope)
-
-
-def get_llm_with_fallback(
-    scope: str = "global",
-    *,
-    fallbacks: Sequence[BaseChatModel] = (),
-    policy: FallbackPolicy | None = None,
-) -> FallbackChatModel:
-    """Return the scope's live fallback model (see `LLMPool.get_llm_with_fallback`).
-
-    Example:
-        >>> llm = get_llm_with_fallback()               # doctest: +SKIP
-        >>> llm.invoke("Explain machine learning").content  # doctest: +SKIP
-    """
-    return get_pool().get_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)
-
-
-async def aget_llms_from_db(enabled_only: bool = True, scope: str = "global") -> list[LLMConfig]:
-    """Async twin of `get_llms_from_db`."""
-    return await get_pool().aget_llms_from_db(enabled_only, scope)
-
-
-async def aget_default_llm_config(scope: str = "global") -> LLMConfig:
-    """Async twin of `get_default_llm_config`."""
-    return await get_pool().aget_default_llm_config(scope)
-
-
-async def aget_llm(llm_id: str | None = None, scope: str = "global") -> BaseChatModel:
-    """Async twin of `get_llm`."""
-    return await get_pool().aget_llm(llm_id, scope)
-
-
-async def aget_llm_with_fallback(
-    scope: str = "global",
-    *,
-    fallbacks: Sequence[BaseChatModel] = (),
-    policy: FallbackPolicy | None = None,
-) -> FallbackChatModel:
-    """Async twin of `get_llm_with_fallback`."""
-    return await get_pool().aget_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)
