@@ -100,7 +100,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     deadline = time.monotonic() + 10
     while True:
         try:
-            mode = cursor.execute("PRAGMA journal_mode").fetchone()
+            cursor.execute("PRAGMA journal_mode")
+            mode = cursor.fetchone()
             if mode and str(mode[0]).lower() in ("wal", "memory"):
                 break
             cursor.execute("PRAGMA journal_mode=WAL")
