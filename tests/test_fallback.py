@@ -347,6 +347,40 @@ def test_only_one_half_open_probe_goes_out_at_a_time() -> None:
     assert board.admit("k") is Admission.CLOSED
 
 
+class Flaky(FakeChatModel):
+    """A model that fails while its ``down`` flag is set."""
+
+    down: bool = False
+
+    def _fail(self) -> None:
+        if self.down:
+            raise ConnectionError("down")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_success_clears_earlier_failures_so_only_consecutive_ones_open_the_breaker(
+    mode: str,
+) -> None:
+    """Fail, answer, fail: with a threshold of two the breaker stays closed."""
+    flaky = Flaky(responses=["primary"])
+    llm = FallbackChatModel(
+        candidates=[Candidate(row("a"), flaky), Candidate(row("b"), FakeChatModel())],
+        policy=FallbackPolicy(attempts=1, failure_threshold=2),
+    )
+
+    def call() -> Any:
+        return llm.invoke("hi") if mode == "sync" else asyncio.run(llm.ainvoke("hi"))
+
+    for down in (True, False, True):
+        flaky.down = down
+        answer = call()
+        assert answer.response_metadata["llmpool"]["name"] == ("b" if down else "a")
+    assert llm.breakers.admit("id-a") is Admission.CLOSED
+    flaky.down = True
+    call()
+    assert llm.breakers.admit("id-a") is Admission.OPEN
+
+
 @pytest.mark.parametrize(
     ("error", "outcome"),
     [

@@ -130,6 +130,7 @@ class BreakerBoard:
 
         def take(current: BreakerState) -> BreakerState:
             nonlocal taken
+            taken = False  # a store may run this again after losing a race
             if current.open_until and now >= current.open_until and now >= current.probe_until:
                 taken = True
                 return replace(current, probe_until=now + self.probe_lease)

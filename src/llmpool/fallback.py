@@ -119,30 +119,42 @@ class FallbackChatModel(BaseChatModel):
 
     # -- the four shells -----------------------------------------------------------------------
 
-    def _quick(self, config: RunnableConfig | None) -> tuple[Sequence[Candidate], Candidate] | None:
-        """The fast path's precondition: the first candidate is built and healthy, nobody
-        listens to callbacks, no transform; then the call costs one candidate call."""
+    def _quick(
+        self, config: RunnableConfig | None
+    ) -> tuple[Sequence[Candidate], Candidate, bool] | None:
+        """The fast path's precondition: the first candidate is built and its breaker closed,
+        nobody listens to callbacks, no transform; then the call costs one candidate call.
+
+        Returns:
+            The candidates, the first one, and whether its breaker holds failures to clear on
+            success; ``None`` when the full walk must decide.
+        """
         if self.candidate_transform is not None or callbacks_active(config):
             return None
         candidates = self._current_candidates()
         if not candidates:
             return None
         first = candidates[0]
-        if first.model is None or self.breakers.store.get(first.key) is not None:
+        if first.model is None:
             return None
-        return candidates, first
+        state = self.breakers.store.get(first.key)
+        if state is not None and state.open_until != 0.0:  # open or half-open
+            return None
+        return candidates, first, state is not None
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Invoke the first candidate that answers (see the class docstring)."""
         quick = self._quick(config)
         if quick is not None:
-            candidates, first = quick
+            candidates, first, had_failures = quick
             try:
                 result = first.model.invoke(input, config, **kwargs)  # type: ignore[union-attr]
             except Exception as error:
                 walk = Walk(self, config, candidates)
                 walk.failed(walk.resume(first), error)
             else:
+                if had_failures:
+                    self.breakers.success(first.key)
                 return tag(result, answered(first))
         else:
             walk = Walk(self, config)
@@ -168,13 +180,15 @@ class FallbackChatModel(BaseChatModel):
         """Async twin of `invoke`."""
         quick = self._quick(config)
         if quick is not None:
-            candidates, first = quick
+            candidates, first, had_failures = quick
             try:
                 result = await first.model.ainvoke(input, config, **kwargs)  # type: ignore[union-attr]
             except Exception as error:
                 walk = Walk(self, config, candidates)
                 walk.failed(walk.resume(first), error)
             else:
+                if had_failures:
+                    self.breakers.success(first.key)
                 return tag(result, answered(first))
         else:
             walk = Walk(self, config)
