@@ -293,6 +293,40 @@ def test_bedrock_sdk_retries_are_off_and_timeout_is_whole_seconds() -> None:
     assert (effective.read_timeout, effective.connect_timeout) == (3, 3)
 
 
+@pytest.mark.parametrize(
+    ("provider", "auth", "read_timeout"),
+    [
+        ("openai", {"api_key_env": "OPENAI_API_KEY"}, lambda m: m.request_timeout),
+        ("anthropic", {"api_key_env": "ANTHROPIC_API_KEY"}, lambda m: m.default_request_timeout),
+        ("fireworks", {"api_key_env": "FIREWORKS_API_KEY"}, lambda m: m.request_timeout),
+        ("ollama", {}, lambda m: m._client._client.timeout.read),
+        ("bedrock", {"region_env": "AWS_REGION"}, lambda m: m._get_effective_config().read_timeout),
+    ],
+)
+def test_a_row_without_timeout_gets_the_default_not_the_sdks_ten_minutes(
+    provider: str, auth: dict[str, str], read_timeout: Any
+) -> None:
+    """Each request is bounded by DEFAULT_TIMEOUT unless the row sets its own timeout."""
+    from llmpool.providers import DEFAULT_TIMEOUT
+
+    environ = {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k", "FIREWORKS_API_KEY": "k"}
+    environ["AWS_REGION"] = "us-east-1"
+    registry = ProviderRegistry()
+    model: Any = registry.build(config(provider, auth_meta=auth), environ=environ)
+    assert read_timeout(model) == DEFAULT_TIMEOUT
+    row = config(provider, auth_meta=auth, config={"timeout": 5})
+    assert read_timeout(registry.build(row, environ=environ)) == 5
+
+
+def test_a_provider_registered_under_a_mixed_case_name_is_found() -> None:
+    """register() files a provider under its canonical name, so 'MyProv' finds it."""
+    registry = ProviderRegistry(entry_points=[])
+    registry.register(FactoryProvider("MyProv", lambda c, a: FakeChatModel()))
+    assert registry.get("MyProv").name == "MyProv"
+    assert "my-prov" not in registry
+    assert "myprov" in registry
+
+
 def test_provider_names_ignore_case_and_hyphens() -> None:
     """'Azure-OpenAI' and 'azure_openai' name the same provider."""
     assert ProviderRegistry().get("Azure-OpenAI").name == "azure_openai"

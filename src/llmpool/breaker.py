@@ -139,10 +139,44 @@ class BreakerBoard:
         self.store.update(key, take)
         return Admission.PROBE if taken else Admission.OPEN
 
-    def force_probe(self, key: str) -> None:
-        """Take the probe slot of ``key`` even though its cooldown has not ended."""
+    def force_probe(self, key: str) -> bool:
+        """Take the probe slot of ``key`` even though its cooldown has not ended.
+
+        Returns:
+            Whether the slot was taken: ``False`` while another caller's probe is in flight.
+        """
         now = self.clock()
-        self.store.update(key, lambda s: replace(s, probe_until=now + self.probe_lease))
+        taken = False
+
+        def take(current: BreakerState) -> BreakerState:
+            nonlocal taken
+            taken = False  # a store may run this again after losing a race
+            if now >= current.probe_until:
+                taken = True
+                return replace(current, probe_until=now + self.probe_lease)
+            return current
+
+        self.store.update(key, take)
+        return taken
+
+    def release(self, key: str) -> None:
+        """Give back a probe slot whose call ended without a verdict on the candidate.
+
+        A probe cancelled, interrupted, or failed for a reason that is not the candidate's
+        (a bug in the caller, a context-length error) must not keep the candidate locked out
+        until the probe lease ends.
+        """
+        state = self.store.get(key)
+        if state is not None and state.probe_until:
+            self.store.update(key, lambda current: replace(current, probe_until=0.0))
+
+    def is_open(self, key: str) -> bool:
+        """Return whether ``key`` is cooling down, without taking a probe slot."""
+        state = self.store.get(key)
+        if state is None or state.open_until == 0.0:
+            return False
+        now = self.clock()
+        return now < state.open_until or now < state.probe_until
 
     def reopens_at(self, key: str) -> float:
         """Return when ``key``'s cooldown ends (0 when closed)."""
@@ -154,22 +188,38 @@ class BreakerBoard:
         if self.store.get(key) is not None:
             self.store.update(key, lambda _state: None)
 
-    def failure(self, key: str, *, threshold: int, cooldown: Callable[[int], float]) -> None:
+    def failure(
+        self,
+        key: str,
+        *,
+        threshold: int,
+        cooldown: Callable[[int], float],
+        probe: bool = False,
+    ) -> None:
         """Record a failure; open (or reopen) the breaker when due.
+
+        Only two failures move the cooldown: the one that reaches ``threshold`` on a closed
+        breaker, and a failed probe. A call that was already in flight when the breaker opened
+        and fails afterwards adds nothing: it is old news, not a new trip.
 
         Args:
             key: The candidate.
             threshold: Consecutive failures that open a closed breaker.
             cooldown: Trips -> cooldown seconds.
+            probe: Whether the failed call held the probe slot (half-open, or forced).
         """
         now = self.clock()
 
         def fail(state: BreakerState) -> BreakerState:
+            if probe:
+                trips = state.trips + 1
+                return BreakerState(state.failures + 1, now + cooldown(trips), trips)
+            if state.open_until != 0.0:  # open: a straggler from before it opened
+                return state
             failures = state.failures + 1
-            half_open = state.open_until != 0.0
-            if half_open or failures >= threshold:
+            if failures >= threshold:
                 trips = state.trips + 1
                 return BreakerState(failures, now + cooldown(trips), trips)
-            return BreakerState(failures, state.open_until, state.trips, state.probe_until)
+            return BreakerState(failures)
 
         self.store.update(key, fail)

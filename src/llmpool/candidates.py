@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 # Runtime imports: pydantic resolves Candidate's fields when FallbackChatModel is defined.
@@ -36,7 +36,15 @@ if TYPE_CHECKING:
 
     from llmpool.fallback import FallbackChatModel
 
-__all__ = ["Candidate", "Walk", "answered", "callbacks_active", "ensure_buildable", "tag"]
+__all__ = [
+    "Candidate",
+    "StreamGate",
+    "Walk",
+    "answered",
+    "callbacks_active",
+    "ensure_buildable",
+    "tag",
+]
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,7 @@ class Attempt:
     number: int
     delay: float
     config: RunnableConfig | None
+    probe: bool = False  # holds the candidate's half-open probe slot
 
 
 class Walk:
@@ -121,19 +130,24 @@ class Walk:
         model: FallbackChatModel,
         config: RunnableConfig | None,
         candidates: Sequence[Candidate] | None = None,
+        *,
+        started: float | None = None,
     ) -> None:
         self.model = model
         self.policy = model.policy
         self.config = config
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
         self.candidates = model._current_candidates() if candidates is None else candidates
         self.index = 0
         self.number = 0  # attempt number of the current candidate
         self.delay = 0.0
+        self.probe = False  # whether the next attempt of the current candidate holds a probe
         self.failures: list[CandidateFailure] = []
         self.attempts: list[dict[str, Any]] = []
         self.tried_any = False
-        self.probe_forced = False
+        self.forced: str | None = None  # the key probed although every candidate was cooling
+        self.in_flight: Attempt | None = None
+        self.last_exception: BaseException | None = None
         self.run_manager: Any = None
 
     # -- choosing ------------------------------------------------------------------------------
@@ -165,16 +179,17 @@ class Walk:
                 )
                 self.index += 1
                 continue
-            admission = self.model.breakers.admit(candidate.key)
-            if admission is Admission.OPEN:
-                self._skip(candidate, "skipped: cooling down after repeated failures", None)
-                self.index += 1
-                continue
             runner = self.model._runner(candidate)
             if isinstance(runner, BaseException):
                 self._skip(candidate, f"cannot do this: {describe_error(runner)}", runner)
                 self.index += 1
                 continue
+            admission = self.model.breakers.admit(candidate.key)
+            if admission is Admission.OPEN:
+                self._skip(candidate, "skipped: cooling down after repeated failures", None)
+                self.index += 1
+                continue
+            self.probe = admission is Admission.PROBE
             return self._attempt(candidate, runner)
         return self._forced_probe()
 
@@ -186,22 +201,30 @@ class Walk:
 
     def _forced_probe(self) -> Attempt | None:
         # Every buildable candidate was cooling down: probe the one that reopens first
-        # rather than fail without trying.
-        if self.tried_any or self.probe_forced:
+        # rather than fail without trying. Of concurrent callers in that state, one probes
+        # each candidate; a caller that finds every probe slot taken fails at once.
+        if self.tried_any or self.forced is not None:
             return None
-        self.probe_forced = True
         cooling = [
             c
             for c in self.candidates
             if c.model is not None and not isinstance(self.model._runner(c), BaseException)
         ]
-        if not cooling:
-            return None
-        candidate = min(cooling, key=lambda c: self.model.breakers.reopens_at(c.key))
-        self.model.breakers.force_probe(candidate.key)
-        self.index = self.candidates.index(candidate)
-        self.failures = [f for f in self.failures if f.llm_id != candidate.key]
-        return self._attempt(candidate)
+        breakers = self.model.breakers
+        for candidate in sorted(cooling, key=lambda c: breakers.reopens_at(c.key)):
+            if breakers.force_probe(candidate.key):
+                self.forced = candidate.key
+                self.index = self.candidates.index(candidate)
+                self.probe = True
+                return self._attempt(candidate)
+        if cooling:
+            self.failures = [
+                replace(f, reason=f"{f.reason}; another caller's probe is in flight")
+                if f.reason.startswith("skipped: cooling")
+                else f
+                for f in self.failures
+            ]
+        return None
 
     def _attempt(self, candidate: Candidate, runner: Any = None) -> Attempt:
         self.number += 1
@@ -216,17 +239,33 @@ class Walk:
                 "run_name": candidate.config.name,
             }
         delay, self.delay = self.delay, 0.0
-        return Attempt(candidate, runner, self.number, delay, config)
+        probe, self.probe = self.probe, False
+        attempt = Attempt(candidate, runner, self.number, delay, config, probe)
+        if probe:
+            self.in_flight = attempt
+        return attempt
 
-    def _past_deadline(self, extra: float = 0.0) -> bool:
+    def abandon(self) -> None:
+        """Give back a probe slot held by an attempt that ended without a verdict
+        (cancelled, interrupted, or a bug in the caller)."""
+        attempt, self.in_flight = self.in_flight, None
+        if attempt is not None:
+            self.model.breakers.release(attempt.candidate.key)
+
+    def _past_deadline(self) -> bool:
+        left = self._time_left()
+        return left is not None and left <= 0.0
+
+    def _time_left(self) -> float | None:
         deadline = self.policy.deadline
-        return deadline is not None and time.monotonic() - self.started + extra >= deadline
+        return None if deadline is None else deadline - (time.monotonic() - self.started)
 
     # -- outcomes ------------------------------------------------------------------------------
 
     def succeeded(self, attempt: Attempt) -> dict[str, Any]:
         """Record a success; return the ``llmpool`` metadata for the response."""
         c = attempt.candidate.config
+        self.in_flight = None
         self.model.breakers.success(attempt.candidate.key)
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "ok"})
         return {
@@ -241,26 +280,42 @@ class Walk:
         """Record a failure and decide: retry, next candidate, or re-raise ``error``."""
         outcome = self.policy.classify(error)
         if outcome is Outcome.PROPAGATE:
+            self.abandon()
             raise error
+        self.in_flight = None
+        self.last_exception = error
+        key = attempt.candidate.key
         c = attempt.candidate.config
         reason = describe_error(error)
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "error", "error": reason})
-        if outcome is not Outcome.FALLBACK_KEEP_BREAKER:
-            self.model.breakers.failure(
-                attempt.candidate.key,
+        breakers = self.model.breakers
+        if outcome is Outcome.FALLBACK_KEEP_BREAKER:
+            if attempt.probe:
+                breakers.release(key)
+        else:
+            breakers.failure(
+                key,
                 threshold=self.policy.failure_threshold,
                 cooldown=self.policy.cooldown_for,
+                probe=attempt.probe,
             )
         if outcome is Outcome.RETRY and attempt.number < self.policy.attempts:
-            delay = self.policy.wait(attempt.number, error)
-            if not self._past_deadline(delay) and (
-                self.model.breakers.admit(attempt.candidate.key) is not Admission.OPEN
-            ):
-                self.delay = delay
-                return
-        self.failures.append(CandidateFailure(c.id, c.name, c.provider, reason, error))
-        self.index += 1
+            delay = self.policy.retry_delay(attempt.number, error, self._time_left())
+            if delay is not None:
+                admission = breakers.admit(key)
+                if admission is not Admission.OPEN:
+                    self.delay = delay
+                    self.probe = admission is Admission.PROBE
+                    return
+        failure = CandidateFailure(c.id, c.name, c.provider, reason, error)
         self.number = 0
+        if self.forced == key:
+            # The forced probe ends the walk; its failure replaces its "cooling down" entry.
+            self.failures = [failure if f.llm_id == key else f for f in self.failures]
+            self.index = len(self.candidates)
+            return
+        self.failures.append(failure)
+        self.index += 1
 
     def failed_midstream(self, attempt: Attempt, error: Exception, text: str) -> MidStreamError:
         """Record a stream that broke after emitting chunks; return the error to raise."""
@@ -271,6 +326,7 @@ class Walk:
             attempt.candidate.key,
             threshold=self.policy.failure_threshold,
             cooldown=self.policy.cooldown_for,
+            probe=attempt.probe,
         )
         msg = (
             f"{c.describe()} failed after streaming {len(text)} characters "
@@ -285,6 +341,8 @@ class Walk:
 
     def last_error(self) -> BaseException | None:
         """Return the last original exception, to chain from."""
+        if self.last_exception is not None:
+            return self.last_exception
         for failure in reversed(self.failures):
             if failure.error is not None:
                 return failure.error
@@ -351,6 +409,62 @@ def tag(result: Any, metadata: dict[str, Any]) -> Any:
     if isinstance(result, BaseMessage):
         result.response_metadata["llmpool"] = metadata
     return result
+
+
+class StreamGate:
+    """One streamed attempt's chunks: held back until the first content, then passed on.
+
+    A provider may send a role header or empty deltas before it fails (an error event at the
+    start of a stream). Those chunks carry nothing the caller could have used, so holding them
+    back keeps the attempt switchable until real content (text or a tool call) is out.
+    """
+
+    def __init__(self, walk: Walk, attempt: Attempt) -> None:
+        self.walk = walk
+        self.attempt = attempt
+        self.open = False
+        self._held: list[Any] = []
+        self._parts: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """The text passed on so far."""
+        return "".join(self._parts)
+
+    def push(self, chunk: Any) -> list[Any]:
+        """Take one chunk; return the chunks to pass on now."""
+        if self.open:
+            self._parts.append(text_of(chunk))
+            return [chunk]
+        self._held.append(chunk)
+        return self._release() if has_content(chunk) else []
+
+    def finish(self) -> list[Any]:
+        """The stream ended cleanly: return what is still held back (possibly nothing)."""
+        if self.open:
+            return []
+        return self._release()
+
+    def _release(self) -> list[Any]:
+        self.open = True
+        held, self._held = self._held, []
+        metadata = self.walk.succeeded(self.attempt)
+        if held:
+            held[0] = tag(held[0], metadata)
+        self._parts.extend(text_of(chunk) for chunk in held)
+        return held
+
+
+def has_content(chunk: Any) -> bool:
+    """Whether a streamed chunk carries anything the caller could use."""
+    content = getattr(chunk, "content", chunk)
+    if content:
+        return True
+    return bool(
+        getattr(chunk, "tool_call_chunks", None)
+        or getattr(chunk, "additional_kwargs", None)
+        or getattr(chunk, "invalid_tool_calls", None)
+    )
 
 
 def text_of(chunk: Any) -> str:

@@ -35,19 +35,20 @@ from pydantic import ConfigDict, PrivateAttr
 from llmpool.breaker import BreakerBoard
 from llmpool.candidates import (
     Candidate,
+    StreamGate,
     Walk,
     answered,
     callbacks_active,
     ensure_buildable,
     maybe_await,
     tag,
-    text_of,
 )
 from llmpool.policy import FallbackPolicy
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "ensure_buildable"]
 
 _DEFAULT_POLICY = FallbackPolicy()
+_MAX_RUNNERS = 256  # bound models cached per fallback model (bind_tools, structured output)
 
 
 class FallbackChatModel(BaseChatModel):
@@ -63,6 +64,7 @@ class FallbackChatModel(BaseChatModel):
         scope: The scope, for messages.
 
     Example:
+        >>> from llmpool.models import LLMConfig
         >>> from llmpool.providers.fake import FakeChatModel
         >>> row = LLMConfig(id="1", name="Fake", provider="fake", model_name="echo")
         >>> down = LLMConfig(id="0", name="Down", provider="fake", model_name="echo")
@@ -85,7 +87,7 @@ class FallbackChatModel(BaseChatModel):
     candidate_transform: Callable[[BaseChatModel], Runnable[Any, Any]] | None = None
 
     _code_candidates: tuple[Candidate, ...] = PrivateAttr(default=())
-    _runners: dict[int, Any] = PrivateAttr(default_factory=dict)
+    _runners: dict[int, tuple[BaseChatModel, Any]] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any, /) -> None:
         """Fill defaults that need an instance: the breaker board, the code candidates."""
@@ -103,19 +105,23 @@ class FallbackChatModel(BaseChatModel):
 
     def _runner(self, candidate: Candidate) -> Any:
         model = candidate.model
-        if self.candidate_transform is None:
+        if self.candidate_transform is None or model is None:
             return model
         key = id(model)
-        runner = self._runners.get(key)
-        if runner is None:
+        entry = self._runners.get(key)
+        if entry is None:
+            runner: Any
             try:
-                runner = self.candidate_transform(model)  # type: ignore[arg-type]
+                runner = self.candidate_transform(model)
             except Exception as error:  # this candidate cannot do it; the others may
                 runner = error
-            # keep the model alive with its runner so the id() key cannot be reused
-            self._runners[key] = runner
-            self._runners[-key - 1] = model
-        return runner
+            if len(self._runners) >= _MAX_RUNNERS:
+                # A live source replaces models as rows change: forget the oldest runners.
+                for stale in list(self._runners)[: _MAX_RUNNERS // 2]:
+                    self._runners.pop(stale, None)
+            # the entry keeps the model alive, so its id() cannot be reused while cached
+            entry = self._runners[key] = (model, runner)
+        return entry[1]
 
     # -- the four shells -----------------------------------------------------------------------
 
@@ -147,10 +153,11 @@ class FallbackChatModel(BaseChatModel):
         quick = self._quick(config)
         if quick is not None:
             candidates, first, had_failures = quick
+            started = time.monotonic()
             try:
                 result = first.model.invoke(input, config, **kwargs)  # type: ignore[union-attr]
             except Exception as error:
-                walk = Walk(self, config, candidates)
+                walk = Walk(self, config, candidates, started=started)
                 walk.failed(walk.resume(first), error)
             else:
                 if had_failures:
@@ -173,6 +180,7 @@ class FallbackChatModel(BaseChatModel):
                 return result
             raise walk.error() from walk.last_error()
         except BaseException as error:
+            walk.abandon()
             walk.end_run(error=error)
             raise
 
@@ -181,10 +189,11 @@ class FallbackChatModel(BaseChatModel):
         quick = self._quick(config)
         if quick is not None:
             candidates, first, had_failures = quick
+            started = time.monotonic()
             try:
                 result = await first.model.ainvoke(input, config, **kwargs)  # type: ignore[union-attr]
             except Exception as error:
-                walk = Walk(self, config, candidates)
+                walk = Walk(self, config, candidates, started=started)
                 walk.failed(walk.resume(first), error)
             else:
                 if had_failures:
@@ -207,6 +216,7 @@ class FallbackChatModel(BaseChatModel):
                 return result
             raise walk.error() from walk.last_error()
         except BaseException as error:
+            walk.abandon()
             await maybe_await(walk.end_run(error=error))
             raise
 
@@ -215,8 +225,10 @@ class FallbackChatModel(BaseChatModel):
     ) -> Iterator[Any]:
         """Stream from the first candidate that starts answering.
 
-        An error before the first chunk falls back; an error after it raises `MidStreamError`
-        with the partial text (never a silent switch, never duplicated text).
+        An error before the first content falls back; an error after it raises
+        `MidStreamError` with the partial text (never a silent switch, never duplicated text).
+        Leading chunks without content (a role header, empty deltas) are held back until the
+        first content arrives, so a provider's error event right after them still falls back.
         """
         walk = Walk(self, config)
         walk.start_run(input)
@@ -224,25 +236,21 @@ class FallbackChatModel(BaseChatModel):
             while (attempt := walk.next_attempt()) is not None:
                 if attempt.delay:
                     time.sleep(attempt.delay)
-                parts: list[str] = []
+                gate = StreamGate(walk, attempt)
                 try:
                     for chunk in attempt.runner.stream(input, attempt.config, **kwargs):
-                        if not parts:
-                            metadata = walk.succeeded(attempt)
-                            chunk = tag(chunk, metadata)
-                        parts.append(text_of(chunk))
-                        yield chunk
+                        yield from gate.push(chunk)
                 except Exception as error:
-                    if parts:
-                        raise walk.failed_midstream(attempt, error, "".join(parts)) from error
+                    if gate.open:
+                        raise walk.failed_midstream(attempt, error, gate.text) from error
                     walk.failed(attempt, error)
                     continue
-                if not parts:  # an empty stream is a valid answer
-                    walk.succeeded(attempt)
-                walk.end_run("".join(parts))
+                yield from gate.finish()  # an empty stream is a valid answer
+                walk.end_run(gate.text)
                 return
             raise walk.error() from walk.last_error()
         except BaseException as error:
+            walk.abandon()
             walk.end_run(error=error)
             raise
 
@@ -256,24 +264,23 @@ class FallbackChatModel(BaseChatModel):
             while (attempt := walk.next_attempt()) is not None:
                 if attempt.delay:
                     await asyncio.sleep(attempt.delay)
-                parts: list[str] = []
+                gate = StreamGate(walk, attempt)
                 try:
                     async for chunk in attempt.runner.astream(input, attempt.config, **kwargs):
-                        if not parts:
-                            chunk = tag(chunk, walk.succeeded(attempt))
-                        parts.append(text_of(chunk))
-                        yield chunk
+                        for out in gate.push(chunk):
+                            yield out
                 except Exception as error:
-                    if parts:
-                        raise walk.failed_midstream(attempt, error, "".join(parts)) from error
+                    if gate.open:
+                        raise walk.failed_midstream(attempt, error, gate.text) from error
                     walk.failed(attempt, error)
                     continue
-                if not parts:
-                    walk.succeeded(attempt)
-                await maybe_await(walk.end_run("".join(parts)))
+                for out in gate.finish():
+                    yield out
+                await maybe_await(walk.end_run(gate.text))
                 return
             raise walk.error() from walk.last_error()
         except BaseException as error:
+            walk.abandon()
             await maybe_await(walk.end_run(error=error))
             raise
 
@@ -286,8 +293,8 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        # generate() already opened an LLM run; the attempts report to the same handlers.
-        config: RunnableConfig = {"callbacks": run_manager.handlers} if run_manager else {}
+        # generate() already opened an LLM run; the attempts are its children.
+        config: RunnableConfig = {"callbacks": _child_of(run_manager)} if run_manager else {}
         result = self.invoke(messages, config, stop=stop, **kwargs)
         message = result if isinstance(result, BaseMessage) else AIMessage(content=str(result))
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -299,7 +306,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config: RunnableConfig = {"callbacks": run_manager.handlers} if run_manager else {}
+        config: RunnableConfig = {"callbacks": _child_of(run_manager)} if run_manager else {}
         result = await self.ainvoke(messages, config, stop=stop, **kwargs)
         message = result if isinstance(result, BaseMessage) else AIMessage(content=str(result))
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -336,3 +343,24 @@ class FallbackChatModel(BaseChatModel):
             A fallback runnable returning the parsed structure.
         """
         return self._with_transform(lambda model: model.with_structured_output(schema, **kwargs))
+
+
+def _child_of(run_manager: Any) -> Any:
+    # An LLM run manager has no get_child(); build the same child manager by hand, so that
+    # the attempts nest under the run generate() opened.
+    from langchain_core.callbacks import (
+        AsyncCallbackManager,
+        AsyncCallbackManagerForLLMRun,
+        CallbackManager,
+    )
+
+    cls = (
+        AsyncCallbackManager
+        if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
+        else CallbackManager
+    )
+    manager = cls(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    return manager

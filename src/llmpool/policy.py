@@ -12,6 +12,7 @@ names of the classes in their MRO, so classifying costs nothing at import time.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -119,14 +120,35 @@ def status_code(error: BaseException) -> int | None:
 
 
 def retry_after(error: BaseException) -> float | None:
-    """Return the seconds a ``Retry-After`` header on the error's response asks for."""
+    """Return the seconds the error's response asks to wait before retrying, if it says.
+
+    Reads ``retry-after-ms`` (OpenAI, Anthropic), then ``Retry-After`` as seconds or as an
+    HTTP date.
+
+    Example:
+        >>> class Response: headers = {"retry-after": "2.5"}
+        >>> class RateLimited(Exception): response = Response()
+        >>> retry_after(RateLimited())
+        2.5
+    """
     headers = getattr(getattr(error, "response", None), "headers", None)
-    if headers is None:
+    if headers is None or not hasattr(headers, "get"):
         return None
     try:
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            return max(0.0, float(millis) / 1000.0)
         value = headers.get("retry-after")
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+
+            when = parsedate_to_datetime(str(value))
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -182,7 +204,30 @@ def classify_error(error: BaseException) -> Outcome:
         return Outcome.RETRY
     if names & _FALLBACK_NAMES:
         return Outcome.FALLBACK
+    if names & _SDK_ERROR_NAMES:
+        # A provider SDK's error with no HTTP error status: an error event inside a stream
+        # (OpenAI's ``{"error": ...}`` chunk, Anthropic's ``overloaded_error`` event, Ollama's
+        # error line). Its type says whether the request or the provider is at fault.
+        kind = _error_type(error)
+        if any(word in kind for word in _REQUEST_FAULT_TYPES):
+            return Outcome.FALLBACK
+        return Outcome.RETRY
     return Outcome.PROPAGATE
+
+
+_SDK_ERROR_NAMES = frozenset({"APIError", "APIStatusError", "ResponseError"})
+_REQUEST_FAULT_TYPES = ("invalid_request", "authentication", "permission", "not_found")
+
+
+def _error_type(error: BaseException) -> str:
+    kinds = [getattr(error, "type", None)]
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        kinds.append(body.get("type"))
+        inner = body.get("error")
+        if isinstance(inner, dict):
+            kinds.append(inner.get("type"))
+    return " ".join(kind for kind in kinds if isinstance(kind, str)).lower()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,12 +273,48 @@ class FallbackPolicy:
             msg = "FallbackPolicy.failure_threshold must be at least 1"
             raise ValueError(msg)
 
+    def retry_delay(
+        self, attempt_number: int, error: BaseException, time_left: float | None = None
+    ) -> float | None:
+        """Return seconds to wait before retrying a candidate, or ``None`` to fall back now.
+
+        The wait is tenacity's exponential-with-jitter schedule, or the server's
+        ``Retry-After`` when that is longer. A server that asks for more than ``backoff_max``,
+        or a wait that would run past the deadline, means falling back at once: retrying
+        earlier than asked only earns another 429.
+
+        Args:
+            attempt_number: The attempt that just failed (1 for the first).
+            error: Its error.
+            time_left: Seconds left before the call's deadline, if it has one.
+
+        Example:
+            >>> FallbackPolicy(backoff_jitter=0).retry_delay(1, TimeoutError())
+            0.25
+        """
+        delay = self._backoff(attempt_number)
+        hinted = retry_after(error)
+        if hinted is not None:
+            if hinted > self.backoff_max:
+                return None
+            delay = max(delay, hinted)
+        if time_left is not None and delay >= time_left:
+            return None
+        return delay
+
     def wait(self, attempt_number: int, error: BaseException) -> float:
         """Return seconds to wait before attempt ``attempt_number + 1`` of one candidate.
 
         The exponential-with-jitter schedule is tenacity's; a ``Retry-After`` header wins when
         longer, up to ``backoff_max``.
         """
+        delay = self._backoff(attempt_number)
+        hinted = retry_after(error)
+        if hinted is not None:
+            delay = max(delay, min(hinted, self.backoff_max))
+        return delay
+
+    def _backoff(self, attempt_number: int) -> float:
         from tenacity import RetryCallState, wait_exponential_jitter
 
         strategy = wait_exponential_jitter(
@@ -241,11 +322,7 @@ class FallbackPolicy:
         )
         state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         state.attempt_number = attempt_number
-        delay = float(strategy(state))
-        hinted = retry_after(error)
-        if hinted is not None:
-            delay = max(delay, min(hinted, self.backoff_max))
-        return delay
+        return float(strategy(state))
 
     def cooldown_for(self, trips: int) -> float:
         """Return the cooldown after the breaker opened ``trips`` times in a row."""

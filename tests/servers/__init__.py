@@ -17,7 +17,9 @@ Real LangChain clients are pointed at them through ``base_url``::
 Behaviours, consumed one per request, then the default (`Reply`):
 `Reply(text, tool_call=None)`, `Status(code, message=None, headers=None, context_length=False)`
 (the provider's own error body), `Hang(seconds)` (a read timeout for the client), `Cut(after)`
-(a stream that breaks after ``after`` chunks), `Empty()` (a stream with no content).
+(a stream that breaks after ``after`` chunks), `Empty()` (a stream with no content),
+`StreamError(after, kind)` (a stream that sends ``after`` chunks, then the provider's own
+in-stream error event, e.g. Anthropic's ``overloaded_error``, and ends cleanly).
 
 `closed_port_url()` gives a URL where nothing listens. Streams use chunked transfer encoding so
 that `Cut` is a real protocol error for the client, not a clean end of file.
@@ -46,6 +48,7 @@ __all__ = [
     "Reply",
     "Request",
     "Status",
+    "StreamError",
     "closed_port_url",
 ]
 
@@ -88,7 +91,16 @@ class Empty:
     """A stream (or answer) with no content at all."""
 
 
-Behaviour = Reply | Status | Hang | Cut | Empty
+@dataclass(frozen=True)
+class StreamError:
+    """Stream ``after`` chunks, then the provider's in-stream error event of type ``kind``."""
+
+    after: int = 0
+    kind: str = "server_error"
+    text: str = "This answer stops with an error event."
+
+
+Behaviour = Reply | Status | Hang | Cut | Empty | StreamError
 
 
 @dataclass(frozen=True)
@@ -229,6 +241,13 @@ class ProviderServer:
         text = "" if isinstance(behaviour, Empty) else behaviour.text  # type: ignore[union-attr]
         tool = behaviour.tool_call if isinstance(behaviour, Reply) else None
         events = list(self.stream_events(request, words(text) if text else [], tool))
+        if isinstance(behaviour, StreamError):
+            for event in events[: self.opening_events + behaviour.after]:
+                self._chunk(handler, event)
+            self._chunk(handler, self.error_event(behaviour.kind))
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+            return
         if isinstance(behaviour, Cut):
             # the opening event(s) plus `after` content chunks, then the connection drops
             keep = self.opening_events + behaviour.after
@@ -278,6 +297,10 @@ class ProviderServer:
 
     def error_body(self, status: Status) -> Any:
         """The provider's error body."""
+        raise NotImplementedError
+
+    def error_event(self, kind: str) -> bytes:
+        """The provider's in-stream error event, already framed."""
         raise NotImplementedError
 
 
@@ -351,6 +374,9 @@ class OpenAIServer(ProviderServer):
                 "code": kinds.get(status.code),
             }
         }
+
+    def error_event(self, kind: str) -> bytes:
+        return _sse({"error": {"message": f"Local stream error ({kind})", "type": kind}})
 
 
 class AnthropicServer(ProviderServer):
@@ -438,6 +464,10 @@ class AnthropicServer(ProviderServer):
             "error": {"type": kinds.get(status.code, "api_error"), "message": message},
         }
 
+    def error_event(self, kind: str) -> bytes:
+        body = {"type": "error", "error": {"type": kind, "message": f"Local stream error ({kind})"}}
+        return _sse(body, "error")
+
 
 class OllamaServer(ProviderServer):
     """Ollama's chat API."""
@@ -482,3 +512,6 @@ class OllamaServer(ProviderServer):
         if status.context_length:
             message = "input is too long for the model's context length"
         return {"error": message}
+
+    def error_event(self, kind: str) -> bytes:
+        return (json.dumps({"error": f"Local stream error ({kind})"}) + "\n").encode()

@@ -20,19 +20,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from importlib import import_module
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pydantic import ValidationError
-
-from llmpool.errors import (
-    ProviderLoadError,
-    ProviderNotInstalledError,
-    UnknownProviderError,
-    UnsupportedParameterError,
+from llmpool.errors import ProviderLoadError, UnknownProviderError
+from llmpool.providers.chat import (
+    ALL_CAPABILITIES,
+    DEFAULT_TIMEOUT,
+    ChatProvider,
+    Factory,
+    FactoryProvider,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALIASES",
+    "ALL_CAPABILITIES",
+    "DEFAULT_TIMEOUT",
     "ENTRY_POINT_GROUP",
     "ChatProvider",
     "FactoryProvider",
@@ -72,8 +72,6 @@ ALIASES: Mapping[str, str] = {
     "chat_anthropic": "anthropic",
     "fireworks_ai": "fireworks",
 }
-
-Factory = Callable[["LLMConfig", Mapping[str, Any]], "BaseChatModel"]
 
 
 @runtime_checkable
@@ -105,207 +103,14 @@ class Provider(Protocol):
         ...
 
 
-ALL_CAPABILITIES = frozenset({"tools", "streaming", "structured_output"})
-
-
-@dataclass(frozen=True)
-class ChatProvider:
-    """A provider backed by one LangChain chat model class, named as ``"module:Class"``.
-
-    The class is imported on first build. Keyword arguments are, in order of precedence: the
-    row's ``config``, the resolved ``auth_meta`` (renamed through ``auth_names``), the model
-    name (as ``model_param``) and ``defaults`` (``max_retries=0``: llmpool's fallback retries,
-    and SDK retries would multiply the time to fail over). Every key is checked against the
-    class's pydantic fields and their aliases, and a field given under two names (``timeout``
-    and ``request_timeout``) counts once, with the precedence above. A key the class does not
-    accept is refused with `UnsupportedParameterError` naming the row and the key.
-
-    Attributes:
-        name: The provider's registry name.
-        chat_class: ``"module:Class"`` of the LangChain chat model.
-        extra: The ``llmpool[...]`` extra that installs its package.
-        package: The distribution that ships the class.
-        capabilities: What its models support.
-        model_param: The keyword that takes the row's ``model_name``.
-        auth_names: Renames of resolved ``auth_meta`` keys (``region`` -> ``region_name``).
-        defaults: Keyword arguments used when the row gives none (dropped when the class
-            lacks them).
-        deployment_from_model: Azure: the deployment defaults to the row's model name.
-        prepare: Adapts the final keyword arguments (e.g. ChatOllama takes its timeout inside
-            ``client_kwargs``); it runs before the parameter check.
-
-    Example:
-        >>> p = ChatProvider("fake", "llmpool.providers.fake:FakeChatModel", extra=None)
-        >>> p.name, "tools" in p.capabilities
-        ('fake', True)
-    """
-
-    name: str
-    chat_class: str
-    extra: str | None
-    package: str | None = None
-    capabilities: frozenset[str] = ALL_CAPABILITIES
-    model_param: str = "model"
-    auth_names: Mapping[str, str] = field(default_factory=dict)
-    defaults: Mapping[str, Any] = field(default_factory=lambda: {"max_retries": 0})
-    deployment_from_model: bool = False
-    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-
-    def load_class(self) -> type[BaseChatModel]:
-        """Import and return the chat model class.
-
-        Raises:
-            ProviderNotInstalledError: Its package is missing; the message names the
-                ``pip install`` to run.
-
-        Example:
-            >>> ChatProvider("x", "llmpool_missing:Chat", extra="x").load_class()
-            Traceback (most recent call last):
-            ...
-            llmpool.errors.ProviderNotInstalledError: Provider 'x' needs the package \
-llmpool_missing, which is not installed (No module named 'llmpool_missing'); \
-run: pip install "llmpool[x]"
-        """
-        module_name, _, class_name = self.chat_class.partition(":")
-        try:
-            module = import_module(module_name)
-        except ImportError as error:
-            hint = (
-                f'pip install "llmpool[{self.extra}]"'
-                if self.extra
-                else "pip install " + (self.package or module_name)
-            )
-            msg = (
-                f"Provider {self.name!r} needs the package {self.package or module_name}, "
-                f"which is not installed ({error}); run: {hint}"
-            )
-            raise ProviderNotInstalledError(msg) from error
-        cls: type[BaseChatModel] = getattr(module, class_name)
-        return cls
-
-    def accepted_parameters(self, cls: type[BaseChatModel]) -> dict[str, str]:
-        """Return every keyword the class accepts (field names and aliases) -> its canonical form.
-
-        The canonical form is the alias when the field has one (pydantic always validates by
-        alias), else the field name.
-        """
-        names: dict[str, str] = {}
-        for name, info in cls.model_fields.items():
-            canonical = info.alias or name
-            names[name] = canonical
-            if info.alias:
-                names[info.alias] = canonical
-        return names
-
-    def _refuse(self, config: LLMConfig, cls: type[BaseChatModel], source: str) -> None:
-        hint = (
-            "; put provider-specific extras under 'model_kwargs'"
-            if source.startswith("config.") and "model_kwargs" in cls.model_fields
-            else ""
-        )
-        msg = (
-            f"{config.describe()}: {source} is not a parameter of {cls.__name__} "
-            f"(provider {self.name!r}){hint}"
-        )
-        raise UnsupportedParameterError(msg)
-
-    def arguments(
-        self, config: LLMConfig, auth: Mapping[str, Any], cls: type[BaseChatModel]
-    ) -> dict[str, Any]:
-        """Return the keyword arguments for ``cls`` (see the class docstring).
-
-        Raises:
-            UnsupportedParameterError: A key of ``config`` or ``auth_meta`` is not a parameter
-                of ``cls``; the message names the row and the key.
-        """
-        accepted = self.accepted_parameters(cls)
-        merged: dict[str, Any] = {}
-        origin: dict[str, str] = {}  # keyword -> the row field it came from, for errors
-
-        def put(key: str, value: Any, source: str) -> None:
-            merged.pop(key, None)
-            merged[key] = value
-            origin[key] = source
-
-        for key, value in self.defaults.items():
-            if key in accepted:
-                put(key, value, f"defaults.{key}")
-        put(self.model_param, config.model_name, "model_name")
-        references = {_strip_suffix(ref): ref for ref in config.auth_meta}
-        for key, value in auth.items():
-            put(self.auth_names.get(key, key), value, f"auth_meta.{references.get(key, key)}")
-        for key, value in config.config.items():
-            put(key, value, f"config.{key}")
-        if self.deployment_from_model and not {"azure_deployment", "deployment_name"} & set(merged):
-            # Azure addresses a deployment; the row's model name is it unless the row names one.
-            put("azure_deployment", config.model_name, "model_name")
-        if self.prepare is not None:
-            merged = self.prepare(merged)
-        kwargs: dict[str, Any] = {}
-        for key, value in merged.items():
-            if key not in accepted:
-                self._refuse(config, cls, origin.get(key, f"config.{key}"))
-            kwargs.pop(accepted[key], None)  # a later layer wins, under any of the names
-            kwargs[accepted[key]] = value
-        return kwargs
-
-    def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
-        """Return a chat model for ``config`` (see the class docstring for the arguments).
-
-        Raises:
-            ProviderNotInstalledError: The package is missing.
-            UnsupportedParameterError: The class does not take a key, or refuses a value.
-        """
-        cls = self.load_class()
-        kwargs = self.arguments(config, auth, cls)
-        try:
-            return cls(**kwargs)
-        except ValidationError as error:
-            # Field names and messages only: inputs may be secrets.
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc']) or cls.__name__}: {item['msg']}"
-                for item in error.errors(include_url=False, include_input=False)
-            )
-            msg = f"{config.describe()}: {cls.__name__} refused its parameters: {problems}"
-            raise UnsupportedParameterError(msg) from None
-        except (TypeError, ValueError) as error:
-            text = str(error).splitlines()[0] if str(error) else type(error).__name__
-            msg = f"{config.describe()}: {cls.__name__} refused its parameters: {text}"
-            raise UnsupportedParameterError(msg) from None
-
-
-@dataclass(frozen=True)
-class FactoryProvider:
-    """A provider from a plain factory ``(config, auth) -> BaseChatModel``.
-
-    Example:
-        >>> from langchain_core.language_models import FakeListChatModel
-        >>> p = FactoryProvider("echo", lambda config, auth: FakeListChatModel(responses=["hi"]))
-        >>> p.name
-        'echo'
-    """
-
-    name: str
-    factory: Factory
-    extra: str | None = None
-    package: str | None = None
-    capabilities: frozenset[str] = frozenset({"streaming"})
-
-    def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
-        """Return ``factory(config, auth)``."""
-        return self.factory(config, auth)
+def _key(name: str) -> str:
+    # Provider names ignore case and treat "-" as "_": "Azure-OpenAI" is "azure_openai".
+    return name.strip().lower().replace("-", "_")
 
 
 def _distribution(entry_point: EntryPoint) -> str | None:
     dist = getattr(entry_point, "dist", None)
     return dist.name if dist is not None else None
-
-
-def _strip_suffix(key: str) -> str:
-    for suffix in ("_env", "_file"):
-        if key.endswith(suffix):
-            return key[: -len(suffix)]
-    return key
 
 
 class ProviderRegistry:
@@ -370,7 +175,7 @@ class ProviderRegistry:
         failure = ProviderLoadError(msg, distribution=dist)
         failure.__cause__ = error
         self._errors.append(failure)
-        self._failed[entry_point.name.lower()] = failure
+        self._failed[_key(entry_point.name)] = failure
         logger.warning(msg, extra={"provider": entry_point.name, "distribution": dist})
         logger.debug("provider plugin traceback", exc_info=error)
 
@@ -390,7 +195,7 @@ class ProviderRegistry:
         except Exception as error:  # a broken plugin must not break the others
             self._fail(entry_point, dist, error)
             return
-        for name in dict.fromkeys((entry_point.name.lower(), provider.name)):
+        for name in dict.fromkeys((_key(entry_point.name), _key(provider.name))):
             existing = self._providers.get(name)
             if existing is not None and existing is not provider:
                 if existing == provider:  # the same distribution seen twice on sys.path
@@ -423,10 +228,7 @@ class ProviderRegistry:
             >>> ProviderRegistry(entry_points=[]).canonical("Azure-OpenAI")
             'azure_openai'
         """
-        key = name.strip().lower()
-        if key in self._providers:
-            return key
-        key = key.replace("-", "_")
+        key = _key(name)
         return key if key in self._providers else ALIASES.get(key, key)
 
     def register(self, provider: Provider, *, replace: bool = False) -> None:
@@ -437,11 +239,12 @@ class ProviderRegistry:
         """
         self._ensure_loaded()
         with self._lock:
-            if provider.name in self._providers and not replace:
+            key = _key(provider.name)
+            if key in self._providers and not replace:
                 msg = f"A provider named {provider.name!r} is already registered"
                 raise ValueError(msg)
-            self._providers[provider.name] = provider
-            self._manual.add(provider.name)
+            self._providers[key] = provider
+            self._manual.add(key)
 
     def get(self, name: str) -> Provider:
         """Return the provider called ``name`` (or an alias of it).
@@ -459,7 +262,7 @@ class ProviderRegistry:
         key = self.canonical(name)
         provider = self._providers.get(key)
         if provider is None:
-            failure = self._failed.get(key) or self._failed.get(name.strip().lower())
+            failure = self._failed.get(key) or self._failed.get(_key(name))
             if failure is not None:
                 # The plugin is installed but broken: say so, rather than "unknown".
                 msg = f"Provider {name!r} is installed but failed to load: {failure}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from llmpool.providers import ChatProvider
+from llmpool.providers import DEFAULT_TIMEOUT, ChatProvider
 
 __all__ = [
     "ANTHROPIC",
@@ -26,9 +26,8 @@ __all__ = [
 
 def _ollama_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     """ChatOllama has no timeout field: its HTTP clients take it through ``client_kwargs``."""
-    if "timeout" in kwargs:
-        timeout = kwargs.pop("timeout")
-        kwargs["client_kwargs"] = {"timeout": timeout, **(kwargs.get("client_kwargs") or {})}
+    timeout = kwargs.pop("timeout", DEFAULT_TIMEOUT)
+    kwargs["client_kwargs"] = {"timeout": timeout, **(kwargs.get("client_kwargs") or {})}
     return kwargs
 
 
