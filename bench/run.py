@@ -602,7 +602,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a few iterations; no file written")
     parser.add_argument("--only", help="run the sections whose name contains this")
     parser.add_argument("--iterations", type=int, help="rounds per measurement")
-    parser.add_argument("--output", default=str(HERE / "results.md"))
+    parser.add_argument(
+        "--output",
+        help="where to write the results (default bench/results.md; a partial run with --only "
+        "writes only when this is given, so it never replaces the full results)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         n = {
@@ -639,8 +643,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_first_answer(n, Path(tmp))
     text = render(rows, n)
     print(text)
-    if not args.smoke:
-        Path(args.output).write_text(text, "utf-8")
+    output = args.output or (None if args.only else str(HERE / "results.md"))
+    if not args.smoke and output:
+        Path(output).write_text(text, "utf-8")
     return 0
 
 
