@@ -9,7 +9,7 @@ import pytest
 from helpers import row
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from llmpool.credentials import DEFAULT_ALLOWED_ENV, EnvAllowlist, resolve_auth
 from llmpool.errors import EnvNotAllowedError, MissingSecretError
@@ -31,6 +31,9 @@ SEED_VARIABLES = {
     "OLLAMA_BASE_URL",
     "OPENAI_API_BASE",
 }
+
+
+ROW = {"id": "id-7", "name": "GPT-4", "provider": "openai", "model_name": "gpt-4"}
 
 
 def config(auth_meta: dict[str, Any], **values: Any) -> LLMConfig:
@@ -163,18 +166,64 @@ def test_plain_auth_keys_with_secret_names_are_always_refused(value: str) -> Non
         assert message(value, key) == message("placeholder", key)
 
 
+SECRET_VALUES = st.one_of(
+    st.from_regex(r"\Ask-proj-[A-Za-z0-9_-]{16,48}\Z"),
+    st.from_regex(r"\Aghp_[A-Za-z0-9]{36}\Z"),
+    st.from_regex(r"\AAKIA[A-Z0-9]{16}\Z"),
+    st.from_regex(r"\A[A-Za-z0-9+/]{30,40}\Z").filter(lambda v: "/" in v or "+" in v),
+)
+
+
+@given(SECRET_VALUES)
+def test_secret_pasted_into_a_reference_is_refused_and_never_echoed(secret: str) -> None:
+    """{"api_key_env": "sk-proj-..."}: refused as a secret, the message the same for any value."""
+    from llmpool.errors import LiteralSecretError
+
+    def refusal(value: str) -> str:
+        with pytest.raises(LiteralSecretError) as info:
+            LLMConfig.from_row({**ROW, "auth_meta": {"api_key_env": value}})
+        assert info.value.field == "auth_meta.api_key_env"
+        with pytest.raises(ValidationError) as direct:  # the constructor's own error
+            config({"api_key_env": value})
+        assert value not in str(direct.value)
+        return str(info.value)
+
+    text = refusal(secret)
+    assert secret not in text
+    assert "must name an environment variable" in text
+    assert "looks like a secret" in text
+    assert text == refusal("sk-proj-placeholder-value-0000")
+
+
+@given(st.builds("{} {}".format, st.text(max_size=15), st.text(max_size=15)))
+def test_reference_that_is_not_a_name_is_refused_without_echo(value: str) -> None:
+    """Any non-name in a *_env reference gets one fixed message that never repeats the value."""
+    from llmpool.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError) as info:
+        LLMConfig.from_row({**ROW, "auth_meta": {"api_key_env": value}})
+    with pytest.raises(InvalidConfigError) as fixed:
+        LLMConfig.from_row({**ROW, "auth_meta": {"api_key_env": "not a name"}})
+    assert str(info.value) == str(fixed.value)
+
+
+def test_seed_and_allowlist_variable_names_never_look_like_secrets() -> None:
+    """Every variable the allowlist admits is a valid reference, not mistaken for a secret."""
+    for name in DEFAULT_ALLOWED_ENV | SEED_VARIABLES:
+        assert config({"api_key_env": name}).auth_meta == {"api_key_env": name}
+
+
 def test_endpoint_outside_allowed_prefixes_is_refused_on_write_and_at_build(store: Any) -> None:
     """With LLMPOOL_ALLOWED_ENDPOINTS set, a row cannot send an allowed key to its own server."""
     allow = EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENDPOINTS": "https://api.openai.com/"})
     store.validators = (allow,)
     evil = row(
         auth_meta={"api_key_env": "OPENAI_API_KEY"},
-        config={"base_url": "https://user:s3cr3tpw@collector.evil.example/v1"},
+        config={"base_url": "https://collector.evil.example/v1"},
     )
     with pytest.raises(EnvNotAllowedError, match="collector.evil.example") as info:
         store.add(evil)
     assert info.value.field == "config.base_url"
-    assert "s3cr3tpw" not in str(info.value)
     assert store.list_llms() == []
     good = store.add(row(config={"base_url": "https://api.openai.com/v1"}))
     assert good.config["base_url"] == "https://api.openai.com/v1"

@@ -5,12 +5,24 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import traceback
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
-from llmpool.database import CONNECT_TIMEOUT, mask_url, resolve_database_url
-from llmpool.errors import DatabaseUnavailableError
+from llmpool.database import (
+    CONNECT_TIMEOUT,
+    create_async_engine,
+    create_engine,
+    db_errors,
+    mask_url,
+    resolve_database_url,
+)
+from llmpool.errors import DatabaseError, DatabaseUnavailableError
 from llmpool.repository.sql import SQLStore
 
 
@@ -108,3 +120,90 @@ def test_silent_server_times_out_within_the_connect_timeout(blackhole: int) -> N
     assert time.monotonic() - started < CONNECT_TIMEOUT * 2 + 2
     assert "s3cret-pw" not in str(info.value)
     store.engine.dispose()
+
+
+@pytest.mark.parametrize("where", ["missing directory", "directory as the file"])
+def test_unopenable_sqlite_file_is_a_typed_unavailable_error(tmp_path: Path, where: str) -> None:
+    """A SQLite path in a missing directory, or a directory, is DatabaseUnavailableError."""
+    path = tmp_path / "no-such-dir" / "x.sqlite3" if where == "missing directory" else tmp_path
+    store = SQLStore(f"sqlite:///{path}")
+    with pytest.raises(DatabaseUnavailableError, match="unable to open the database file"):
+        store.list_llms()
+    store.engine.dispose()
+
+
+def _on_server(server_url: str, **parts: str) -> str:
+    url = make_url(server_url.replace("postgresql+psycopg://", "postgresql://")).set(**parts)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.mark.postgres
+def test_missing_database_is_named_not_called_unreachable(postgres_server_url: str) -> None:
+    """A wrong database name says the database does not exist, keeping the driver's cause."""
+    name = f"nope_{uuid.uuid4().hex[:8]}"
+    store = SQLStore(_on_server(postgres_server_url, database=name))
+    with pytest.raises(DatabaseError) as info:
+        store.list_llms()
+    assert not isinstance(info.value, DatabaseUnavailableError)
+    assert f'database "{name}" does not exist' in str(info.value)
+    assert "unreachable" not in str(info.value)
+    assert info.value.__cause__ is not None
+    store.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_unknown_user_is_named_with_the_password_masked(postgres_server_url: str) -> None:
+    """A nonexistent role says so; the URL's password is masked everywhere in the error."""
+    user = f"nouser_{uuid.uuid4().hex[:8]}"
+    store = SQLStore(_on_server(postgres_server_url, username=user, password="s3cret-pw"))
+    with pytest.raises(DatabaseError) as info:
+        store.generation()
+    assert not isinstance(info.value, DatabaseUnavailableError)
+    assert f'role "{user}" does not exist' in str(info.value)
+    assert "***" in str(info.value)
+    assert "s3cret-pw" not in "".join(traceback.format_exception(info.value))
+    store.engine.dispose()
+
+
+@pytest.mark.parametrize("echoed", [False, True])
+def test_refused_login_never_shows_the_password(echoed: bool) -> None:
+    """Authentication failure is named; if the driver's text held the password it is masked."""
+    import psycopg
+
+    url = "postgresql+psycopg://app:hunter2-pw@db.example:5432/app"
+    text = (
+        'connection failed: connection to server at "10.0.0.5", port 5432 failed: '
+        'FATAL:  password authentication failed for user "app"'
+        + (" (password hunter2-pw)" if echoed else "")
+        + "\nsecond line"
+    )
+    driver = sa.exc.OperationalError("connect", None, psycopg.OperationalError(text))
+    with pytest.raises(DatabaseError) as info, db_errors(url, "list LLMs"):
+        raise driver
+    message = str(info.value)
+    assert 'password authentication failed for user "app"' in message
+    assert "app:***@db.example" in message and "second line" not in message
+    assert not isinstance(info.value, DatabaseUnavailableError)
+    assert "hunter2-pw" not in "".join(traceback.format_exception(info.value))
+    assert (info.value.__cause__ is None) is echoed
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u:pw@h/db", "mssql+pyodbc://u:pw@h/db", "oracle://u:pw@h/db"]
+)
+def test_unsupported_url_scheme_is_a_typed_error(url: str) -> None:
+    """Other databases are refused naming the scheme and what is supported, never an ImportError."""
+    scheme = url.split("://")[0]
+    for build in (SQLStore, create_engine, create_async_engine):
+        with pytest.raises(DatabaseError) as info:
+            build(url)
+        assert repr(scheme) in str(info.value)
+        assert "postgresql://" in str(info.value) and "sqlite://" in str(info.value)
+        assert "pw@" not in str(info.value)
+
+
+def test_missing_driver_is_a_typed_error() -> None:
+    """A supported database whose driver is not installed names the scheme; no ImportError."""
+    with pytest.raises(DatabaseError, match="postgresql\\+nosuchdriver") as info:
+        create_engine("postgresql+nosuchdriver://u:pw@h/db")
+    assert "cannot be loaded" in str(info.value) and "pw@" not in str(info.value)

@@ -11,13 +11,19 @@ from hypothesis import strategies as st
 
 from llmpool.errors import InvalidConfigError
 from llmpool.models import LLMConfig
+from llmpool.secret_checks import is_secret_name
 
 BASE = {"id": "id-1", "name": "GPT-4", "provider": "openai", "model_name": "gpt-4"}
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+# Text that the secret checks leave alone (they have their own tests in test_secret_checks.py).
+plain_text = st.text().filter(
+    lambda t: "://" not in t and not any(w in t.lower() for w in ("bearer", "basic"))
+)
+plain_keys = st.text().filter(lambda k: not is_secret_name(k) and not k.endswith(("_env", "_file")))
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | plain_text
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(plain_keys, inner, max_size=3),
     max_leaves=8,
 )
 safe_keys = st.sampled_from(["temperature", "max_tokens", "top_p", "stop", "seed", "timeout"])

@@ -327,3 +327,255 @@ def test_raw_sql_update_bumps_version_and_generation(sql_store: Any) -> None:
     assert sql_store.get(added.id).version == added.version + 1
     assert sql_store.generation() > before
     assert sql_store.list_llms()[0].priority == 7
+
+
+# -- audit fixes: secrets anywhere, defaults moving scope, ids, names in messages --------------
+
+SECRET = "sk-proj-Zq8xT3vK9mW2pL7nR4sJ"
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"config": {"model_kwargs": {"api_key": SECRET}}}, "config.model_kwargs.api_key"),
+        ({"auth_meta": {"Authorization": f"Bearer {SECRET}"}}, "auth_meta.Authorization"),
+        ({"auth_meta": {"base_url": f"https://u:{SECRET}@h.example"}}, "auth_meta.base_url"),
+        ({"config": {"base_url": f"https://h.example/v1?key={SECRET}"}}, "config.base_url"),
+        ({"auth_meta": {"api_key_env": SECRET}}, "auth_meta.api_key_env"),
+    ],
+)
+def test_hidden_secret_is_refused_on_write_without_echo(
+    store: Any, values: dict[str, Any], field: str
+) -> None:
+    """Nested keys, credential URLs and pasted references are refused by add and update alike."""
+    with pytest.raises(LiteralSecretError) as info:
+        store.add({**row("Leaky"), **values})
+    assert info.value.field == field
+    assert SECRET not in str(info.value)
+    added = store.add(row("Clean"))
+    with pytest.raises(LiteralSecretError) as info:
+        store.update(added.id, values)
+    assert SECRET not in str(info.value)
+    assert [c.name for c in store.list_llms()] == ["Clean"]
+    assert SECRET not in repr([e.model_dump() for e in store.audit_log()])
+
+
+def test_raw_rows_hiding_secrets_are_reported_and_the_others_load(
+    sql_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows inserted by raw SQL with a nested key or a credential URL are bad rows, by name/id."""
+    good = sql_store.add(row("good"))
+    raw = {
+        "22222222-2222-2222-2222-222222222222": (
+            "Nested Key",
+            "{}",
+            f'{{"model_kwargs": {{"api_key": "{SECRET}"}}}}',
+        ),
+        "33333333-3333-3333-3333-333333333333": (
+            "Url Password",
+            f'{{"base_url": "https://u:{SECRET}@h.example"}}',
+            "{}",
+        ),
+    }
+    with sql_store.engine.begin() as conn:
+        for llm_id, (name, auth, config) in raw.items():
+            conn.execute(
+                sa.text(
+                    "INSERT INTO llms (id, name, provider, model_name, scope, priority, enabled,"
+                    " is_default, auth_meta, config, created_at, updated_at, version) VALUES"
+                    " (:id, :name, 'openai', 'gpt-4', 'global', 5, true, false,"
+                    " :auth, :config, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1)"
+                ),
+                {"id": llm_id, "name": name, "auth": auth, "config": config},
+            )
+    with caplog.at_level("WARNING", logger="llmpool.repository"):
+        assert [c.id for c in sql_store.list_llms()] == [good.id]
+        snapshot = sql_store.snapshot()
+    assert sorted((b.llm_id, b.name) for b in snapshot.bad_rows) == sorted(
+        (llm_id, name) for llm_id, (name, _, _) in raw.items()
+    )
+    assert SECRET not in caplog.text
+    assert all(SECRET not in b.error for b in snapshot.bad_rows)
+
+
+def test_moving_a_default_into_a_scope_with_a_default_is_refused_naming_both(store: Any) -> None:
+    """A default row moved to a scope that has a default: ConflictError naming both, no change."""
+    mover = store.add(row("Mover", is_default=True))
+    holder = store.add(row("Holder", scope="team", is_default=True))
+    audited = len(store.audit_log())
+    with pytest.raises(ConflictError) as info:
+        store.update(mover.id, {"scope": "team"})
+    text = str(info.value)
+    assert "Mover" in text and mover.id in text
+    assert "Holder" in text and holder.id in text
+    assert store.get(mover.id) == mover and store.get(holder.id) == holder
+    assert len(store.audit_log()) == audited
+
+
+def test_moving_a_default_into_an_empty_scope_keeps_it_the_default(store: Any) -> None:
+    """With no default in the target scope, the moved row becomes its default."""
+    mover = store.add(row("Mover", is_default=True))
+    moved = store.update(mover.id, {"scope": "team"})
+    assert moved.is_default and store.get_default("team").id == mover.id
+    with pytest.raises(NoDefaultLLMError):
+        store.get_default()
+
+
+def test_moving_with_is_default_true_takes_over_the_target_scope(store: Any) -> None:
+    """Asking for is_default=True explicitly clears the target scope's default at once."""
+    mover = store.add(row("Mover", is_default=True))
+    holder = store.add(row("Holder", scope="team", is_default=True))
+    store.update(mover.id, {"scope": "team", "is_default": True})
+    assert store.get_default("team").id == mover.id
+    assert not store.get(holder.id).is_default
+    plain = store.add(row("Plain", scope="team"))
+    store.update(plain.id, {"scope": "global"})
+    assert store.get_default("team").id == mover.id
+
+
+def test_second_default_by_raw_sql_is_a_conflict_on_every_database(sql_store: Any) -> None:
+    """The partial unique index's violation reads as ConflictError on SQLite and PostgreSQL."""
+    from llmpool.database import db_errors
+
+    sql_store.add(row("a", is_default=True))
+    b = sql_store.add(row("b"))
+    with (
+        pytest.raises(ConflictError, match="only one default LLM per scope"),
+        db_errors(sql_store.engine, "make b a default"),
+        sql_store.engine.begin() as conn,
+    ):
+        conn.execute(sa.text("UPDATE llms SET is_default = true WHERE id = :id"), {"id": b.id})
+
+
+def _insert_raw_default(sql_store: Any, llm_id: str, name: str) -> None:
+    with sql_store.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO llms (id, name, provider, model_name, scope, priority, enabled,"
+                " is_default, auth_meta, config, created_at, updated_at, version) VALUES"
+                " (:id, :name, 'openai', 'gpt-4', 'global', 5, true, true,"
+                " :auth, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1)"
+            ),
+            {"id": llm_id, "name": name, "auth": f'{{"api_key": "{SECRET}"}}'},
+        )
+
+
+async def test_invalid_default_row_is_named_not_called_missing(sql_store: Any) -> None:
+    """A default that fails validation is named by name and id; a scope with none keeps the text."""
+    from llmpool.errors import InvalidDefaultLLMError
+    from llmpool.repository.sql import AsyncSQLRepository
+
+    bad_id = "44444444-4444-4444-4444-444444444444"
+    _insert_raw_default(sql_store, bad_id, "Broken Default")
+    async_repo = AsyncSQLRepository(sql_store.engine.url.render_as_string(hide_password=False))
+    try:
+        for error in (InvalidDefaultLLMError, NoDefaultLLMError, InvalidConfigError):
+            with pytest.raises(error) as info:
+                sql_store.get_default()
+            text = str(info.value)
+            assert "Broken Default" in text and bad_id in text
+            assert not text.startswith("No default LLM configured")
+            assert "auth_meta.api_key" in text and SECRET not in text
+        with pytest.raises(InvalidDefaultLLMError, match="Broken Default"):
+            await async_repo.get_default()
+        with pytest.raises(NoDefaultLLMError, match=r"^No default LLM configured") as info:
+            sql_store.get_default("other")
+        assert not isinstance(info.value, InvalidDefaultLLMError)
+    finally:
+        await async_repo.aclose()
+    replacement = sql_store.add(row("Replacement"))
+    sql_store.set_default(replacement.id)
+    assert sql_store.get_default().id == replacement.id
+    assert [e.action for e in sql_store.audit_log(llm_id=bad_id)] == ["update"]
+    assert SECRET not in repr([e.model_dump() for e in sql_store.audit_log()])
+
+
+@pytest.mark.parametrize("bad_id", ["not a uuid", "-leading-dash", "x" * 65, 42])
+def test_an_id_that_is_neither_a_uuid_nor_a_key_is_refused(store: Any, bad_id: Any) -> None:
+    """A malformed id is refused on every store, naming the field, before the database sees it."""
+    with pytest.raises(InvalidConfigError) as info:
+        store.add(row("Odd", id=bad_id))
+    assert info.value.field == "id"
+    assert "'id'" in str(info.value) and "UUID" in str(info.value) and "Odd" in str(info.value)
+    assert store.list_llms() == []
+
+
+def test_the_usage_guides_key_id_works_where_the_column_can_hold_it(store: Any) -> None:
+    """ "abc-123-def-456" is a valid id on memory and SQLite; PostgreSQL's uuid column refuses it
+    with a typed error naming the field, never a raw database error."""
+    dialect = getattr(getattr(store, "engine", None), "dialect", None)
+    if dialect is not None and dialect.name == "postgresql":
+        with pytest.raises(InvalidConfigError, match="stores ids as uuid") as info:
+            store.add(row("Guide", id="abc-123-def-456"))
+        assert info.value.field == "id"
+        return
+    added = store.add(row("Guide", id="abc-123-def-456"))
+    assert store.get("abc-123-def-456") == added
+
+
+def test_uuid_ids_are_stored_in_canonical_form_and_found_either_way(store: Any) -> None:
+    """An upper-case or unhyphenated UUID is stored lower-case hyphenated on every store."""
+    given = "1B4E28BA2FA111D2883F0016D3CCA427"
+    added = store.add(row(id=given))
+    assert added.id == "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    assert store.get(given) == store.get(added.id) == added
+
+
+@pytest.mark.parametrize("bad_id", ["abc", "abc-123-def-456", "1b4e28ba-2fa1-11d2-883f"])
+def test_lookups_by_a_malformed_id_are_a_typed_not_found(store: Any, bad_id: str) -> None:
+    """get, update, set_default and the bulk writes give LLMNotFoundError, never DatabaseError."""
+    store.add(row())
+    operations = [
+        lambda: store.get(bad_id),
+        lambda: store.update(bad_id, {"priority": 1}),
+        lambda: store.set_default(bad_id),
+        lambda: store.enable([bad_id]),
+        lambda: store.disable(bad_id),
+        lambda: store.delete(bad_id),
+    ]
+    for operation in operations:
+        with pytest.raises(LLMNotFoundError, match=bad_id):
+            operation()
+    assert store.audit_log(llm_id=bad_id) == []
+
+
+def test_failed_update_names_the_row_by_its_current_name_and_id(store: Any) -> None:
+    """A refused update names the row as it is, never by the refused new value."""
+    from llmpool.credentials import EnvAllowlist
+
+    added = store.add(row("Current"))
+    with pytest.raises(InvalidConfigError) as info:
+        store.update(added.id, {"name": "x" * 300})
+    assert "x" * 200 not in str(info.value)
+    assert info.value.field == "name"
+    assert "Current" in str(info.value) and added.id in str(info.value)
+    store.validators = (EnvAllowlist.from_env({}),)
+    with pytest.raises(InvalidConfigError) as info:
+        store.update(added.id, {"name": "Renamed", "auth_meta": {"api_key_env": "DATABASE_URL"}})
+    assert "Current" in str(info.value) and "Renamed" not in str(info.value)
+    assert info.value.llm_id == added.id and info.value.llm_name == "Current"
+
+
+def test_conflicts_name_the_row_by_name_and_id(store: Any) -> None:
+    """A ConflictError names the row being written by its name and id."""
+    store.add(row("Taken"))
+    other = store.add(row("Other"))
+    with pytest.raises(ConflictError) as info:
+        store.update(other.id, {"name": "Taken"})
+    assert "'Other'" in str(info.value) and other.id in str(info.value)
+    given = "55555555-5555-5555-5555-555555555555"
+    with pytest.raises(ConflictError) as info:
+        store.add(row("Taken", id=given))
+    assert "'Taken'" in str(info.value) and given in str(info.value)
+
+
+def test_both_stores_share_one_implementation_of_the_bulk_writes() -> None:
+    """delete, enable and disable are written once, over each store's all-or-nothing _bulk."""
+    from llmpool.repository import BulkWrites
+    from llmpool.repository.memory import InMemoryStore
+    from llmpool.repository.sql import SQLStore
+
+    for cls in (InMemoryStore, SQLStore):
+        assert issubclass(cls, BulkWrites)
+        for name in ("delete", "enable", "disable"):
+            assert getattr(cls, name) is getattr(BulkWrites, name)

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from llmpool.errors import EnvNotAllowedError, MissingSecretError
-from llmpool.models import SECRET_WORDS
+from llmpool.secret_checks import SECRET_WORDS, is_secret_name
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -106,7 +106,7 @@ def is_secret_key(key: str) -> bool:
         >>> is_secret_key("api_key"), is_secret_key("base_url")
         (True, False)
     """
-    return any(word in key.lower() for word in SECRET_WORDS)
+    return any(word in key.lower() for word in SECRET_WORDS) or is_secret_name(key)
 
 
 def _split(value: str) -> list[str]:

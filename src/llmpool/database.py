@@ -9,9 +9,10 @@ and ``postgresql+psycopg://`` all mean psycopg 3.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "SUPPORTED_SCHEMES",
     "create_async_engine",
     "create_engine",
     "db_errors",
@@ -36,6 +38,12 @@ __all__ = [
 
 #: Seconds to wait for a PostgreSQL connection before `DatabaseUnavailableError`.
 CONNECT_TIMEOUT = 5
+
+#: What `resolve_database_url` accepts, as messages say it.
+SUPPORTED_SCHEMES = (
+    "postgresql:// (also postgres://, postgresql+psycopg://; psycopg 3) and sqlite:// "
+    "(embedded; sqlite+aiosqlite:// for async)"
+)
 
 _UNIQUE_RULES = {
     "uq_llms_default_per_scope": "only one default LLM per scope",
@@ -72,6 +80,13 @@ def resolve_database_url(url: str | URL | None = None) -> URL:
         raise DatabaseError(msg) from None
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        scheme = parsed.drivername
+        msg = (
+            f"Unsupported database URL scheme {scheme!r} ({mask_url(parsed)}): llmpool "
+            f"supports {SUPPORTED_SCHEMES}"
+        )
+        raise DatabaseError(msg)
     return parsed
 
 
@@ -158,18 +173,32 @@ def create_engine(url_or_engine: Engine | str | URL | None = None, **kwargs: Any
     if isinstance(url_or_engine, Engine):
         return url_or_engine
     url = resolve_database_url(url_or_engine)
-    if url.get_backend_name() == "postgresql":
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT, **kwargs.pop("connect_args", {})}
-        kwargs.setdefault("pool_pre_ping", True)
-        return sa.create_engine(url, connect_args=connect_args, **kwargs)
-    if url.get_backend_name() == "sqlite":
+    with _driver_errors(url):
+        if url.get_backend_name() == "postgresql":
+            connect_args = {"connect_timeout": CONNECT_TIMEOUT, **kwargs.pop("connect_args", {})}
+            kwargs.setdefault("pool_pre_ping", True)
+            return sa.create_engine(url, connect_args=connect_args, **kwargs)
         connect_args = {"isolation_level": None, **kwargs.pop("connect_args", {})}
         connect_args.setdefault("check_same_thread", False)
         engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(url, **kwargs)
+
+
+@contextmanager
+def _driver_errors(url: URL) -> Iterator[None]:
+    # A driver that is not installed (asyncpg, aiosqlite...) or not a sync/async driver where
+    # one is needed: a typed error naming the scheme, never a ModuleNotFoundError.
+    try:
+        yield
+    except (ImportError, exc.NoSuchModuleError, exc.InvalidRequestError) as error:
+        detail = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        msg = (
+            f"Cannot use database URL scheme {url.drivername!r} ({mask_url(url)}): its driver "
+            f"cannot be loaded ({detail}); llmpool supports {SUPPORTED_SCHEMES}"
+        )
+        raise DatabaseError(msg) from error
 
 
 def create_async_engine(
@@ -194,16 +223,15 @@ def create_async_engine(
     if isinstance(url_or_engine, AsyncEngine):
         return url_or_engine
     url = resolve_database_url(url_or_engine)
-    if url.get_backend_name() == "postgresql":
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT, **kwargs.pop("connect_args", {})}
-        kwargs.setdefault("pool_pre_ping", True)
-        return _create(url, connect_args=connect_args, **kwargs)
-    if url.get_backend_name() == "sqlite":
+    with _driver_errors(url):
+        if url.get_backend_name() == "postgresql":
+            connect_args = {"connect_timeout": CONNECT_TIMEOUT, **kwargs.pop("connect_args", {})}
+            kwargs.setdefault("pool_pre_ping", True)
+            return _create(url, connect_args=connect_args, **kwargs)
         url = url.set(drivername="sqlite+aiosqlite")
         engine = _create(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return _create(url, **kwargs)
 
 
 def _constraint_rule(error: exc.IntegrityError) -> str | None:
@@ -211,61 +239,128 @@ def _constraint_rule(error: exc.IntegrityError) -> str | None:
     for name, rule in _UNIQUE_RULES.items():
         if name in text:
             return rule
-    if "llms.scope, llms.is_default" in text:
-        return _UNIQUE_RULES["uq_llms_default_per_scope"]
+    # SQLite names the columns, not the index: (scope, name) is the name rule, and the partial
+    # index on (scope) WHERE is_default reads "UNIQUE constraint failed: llms.scope".
     if "llms.scope, llms.name" in text:
         return _UNIQUE_RULES["uq_llms_scope_name"]
+    first = (text.strip().splitlines() or [""])[0]
+    if re.search(r"llms\.scope(, llms\.is_default)?\s*$", first):
+        return _UNIQUE_RULES["uq_llms_default_per_scope"]
     return None
 
 
 @contextmanager
-def db_errors(engine: Engine | URL | str, what: str) -> Iterator[None]:
+def db_errors(engine: Engine | URL | str, what: str | Callable[[], str]) -> Iterator[None]:
     """Translate driver errors raised inside the block into llmpool's errors.
 
     Args:
         engine: The engine (or URL) in use, named in messages with its password masked.
-        what: What was being done, e.g. ``"set the default LLM"``.
+        what: What was being done, e.g. ``"set the default LLM"``; a callable is asked when an
+            error happens, so a write can name its row once it has read it.
 
     Raises:
         DatabaseUnavailableError: The database could not be reached.
         ConflictError: A uniqueness rule was broken or the write lost a race.
-        DatabaseError: Any other database failure.
+        DatabaseError: Any other database failure, including a refused login or a missing
+            database (named, with the driver's first message line and the password masked).
     """
     try:
         yield
     except exc.IntegrityError as error:
+        doing = _doing(what)
         rule = _constraint_rule(error)
         if rule is None:
-            msg = f"Could not {what}: the database refused it ({_describe(error)})"
+            msg = f"Could not {doing}: the database refused it ({_describe(error)})"
             raise DatabaseError(msg) from error
-        msg = f"Could not {what}: {rule}"
+        msg = f"Could not {doing}: {rule}"
         raise ConflictError(msg) from error
     except exc.OperationalError as error:
+        doing = _doing(what)
         text = str(error.orig).lower()
         if any(word in text for word in ("deadlock", "could not serialize", "database is locked")):
-            msg = f"Could not {what}: it conflicted with a concurrent write; retry"
+            msg = f"Could not {doing}: it conflicted with a concurrent write; retry"
             raise ConflictError(msg) from error
+        if _is_refusal(text):
+            refused, leaked = _refused(engine, doing, error)
+            # Keep the driver's error as the cause, unless its text holds the password.
+            if leaked:
+                raise refused from None
+            raise refused from error
         if error.connection_invalidated or _is_connect_error(text):
-            msg = f"Could not {what}: database {mask_url(_url_of(engine))} is unreachable"
-            raise DatabaseUnavailableError(msg) from None
+            raise _unreachable(engine, doing, text) from None
         if "no such table" in text:
-            raise _missing_tables(what) from error
-        msg = f"Could not {what}: {_describe(error)}"
+            raise _missing_tables(doing) from error
+        msg = f"Could not {doing}: {_describe(error)}"
         raise DatabaseError(msg) from error
     except exc.ProgrammingError as error:
+        doing = _doing(what)
         if "does not exist" in str(error.orig) and "relation" in str(error.orig):
-            raise _missing_tables(what) from error
-        msg = f"Could not {what}: {_describe(error)}"
+            raise _missing_tables(doing) from error
+        msg = f"Could not {doing}: {_describe(error)}"
         raise DatabaseError(msg) from error
     except exc.DBAPIError as error:
+        doing = _doing(what)
         if error.connection_invalidated:
-            msg = f"Could not {what}: database {mask_url(_url_of(engine))} is unreachable"
-            raise DatabaseUnavailableError(msg) from None
-        msg = f"Could not {what}: {_describe(error)}"
+            raise _unreachable(engine, doing, "") from None
+        msg = f"Could not {doing}: {_describe(error)}"
         raise DatabaseError(msg) from error
     except exc.SQLAlchemyError as error:
-        msg = f"Could not {what}: {type(error).__name__}: {str(error).strip()[:200]}"
+        doing = _doing(what)
+        msg = f"Could not {doing}: {type(error).__name__}: {str(error).strip()[:200]}"
         raise DatabaseError(msg) from error
+
+
+# libpq / psycopg texts of a server that answered and refused: wrong password, unknown role,
+# unknown database, pg_hba.conf. Reachable, so not DatabaseUnavailableError, and no retry helps.
+_REFUSALS = (
+    "password authentication failed",
+    "authentication failed",
+    "no password supplied",
+    "pg_hba.conf",
+    "does not exist",
+    "permission denied for database",
+)
+
+
+def _is_refusal(text: str) -> bool:
+    at_connect = "connection to server" in text or "connection failed" in text
+    return at_connect and any(word in text for word in _REFUSALS)
+
+
+def _refused(
+    engine: Engine | URL | str, doing: str, error: exc.DBAPIError
+) -> tuple[DatabaseError, bool]:
+    url = _url_of(engine)
+    password = _password_of(url)
+    first = (str(error.orig).strip().splitlines() or [""])[0]
+    # "connection failed: connection to server at "h", port 5432 failed: FATAL:  database "x"
+    # does not exist": the part after FATAL is what the admin needs.
+    reason = re.split(r"FATAL:\s*", first)[-1].strip() or type(error.orig).__name__
+    leaked = bool(password and password in str(error))
+    if password:
+        reason = reason.replace(password, "***")
+    msg = f"Could not {doing}: database {mask_url(url)} refused the connection: {reason}"
+    return DatabaseError(msg), leaked
+
+
+def _unreachable(engine: Engine | URL | str, doing: str, text: str) -> DatabaseUnavailableError:
+    url = _url_of(engine)
+    hint = ""
+    if "unable to open database" in text:
+        hint = " (unable to open the database file: does its directory exist, and is it a file?)"
+    msg = f"Could not {doing}: database {mask_url(url)} is unreachable{hint}"
+    return DatabaseUnavailableError(msg)
+
+
+def _password_of(url: URL | str) -> str | None:
+    try:
+        return make_url(url).password
+    except exc.ArgumentError:
+        return None
+
+
+def _doing(what: str | Callable[[], str]) -> str:
+    return what() if callable(what) else what
 
 
 def _missing_tables(what: str) -> DatabaseError:

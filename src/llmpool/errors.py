@@ -9,6 +9,7 @@ variable) and never a secret's value::
     │   └── EnvNotAllowedError                  a reference outside the environment allowlist
     ├── LLMNotFoundError (LookupError)          no row with that id (or name)
     ├── NoDefaultLLMError (LookupError)         "No default LLM configured"
+    │   └── InvalidDefaultLLMError (+ InvalidConfigError)   the default row fails validation
     ├── ConflictError                           a write lost a race or broke a uniqueness rule
     ├── DatabaseError                           the database failed or refused
     │   └── DatabaseUnavailableError            it could not be reached (password masked)
@@ -41,6 +42,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "EnvNotAllowedError",
     "InvalidConfigError",
+    "InvalidDefaultLLMError",
     "LLMNotFoundError",
     "LLMPoolError",
     "LiteralSecretError",
@@ -122,6 +124,14 @@ class LLMNotFoundError(LLMPoolError, LookupError):
 
 class NoDefaultLLMError(LLMPoolError, LookupError):
     """The scope has no default row. The message starts "No default LLM configured"."""
+
+
+class InvalidDefaultLLMError(NoDefaultLLMError, InvalidConfigError):
+    """The scope's default row exists but fails validation; the message names it by name and id.
+
+    It is a `NoDefaultLLMError` (there is no usable default) and an `InvalidConfigError` (naming
+    the row and the field), so code written for either keeps working.
+    """
 
 
 class ConflictError(LLMPoolError):

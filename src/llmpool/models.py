@@ -7,7 +7,6 @@ like an object (``config.name``), because the seed's examples do both.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
@@ -22,7 +21,15 @@ from pydantic import (
     field_validator,
 )
 
-from llmpool.errors import InvalidConfigError, LiteralSecretError, describe_row
+from llmpool.errors import InvalidConfigError, describe_row
+
+# Re-exported: the secret rules lived here before they had a module of their own.
+from llmpool.secret_checks import (
+    REFERENCE_SUFFIXES,
+    SECRET_WORDS,
+    check_auth_meta,
+    check_config,
+)
 
 __all__ = [
     "AuditEntry",
@@ -34,14 +41,6 @@ __all__ = [
     "check_config",
     "parse_json_object",
 ]
-
-#: Suffixes that mark an ``auth_meta`` key as a reference rather than a value.
-REFERENCE_SUFFIXES = ("_env", "_file")
-
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-# A plain (non-reference) auth_meta key that contains one of these words holds a secret.
-SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential")
 
 
 def parse_json_object(value: Any, *, field: str, row: str) -> Any:
@@ -74,96 +73,6 @@ def parse_json_object(value: Any, *, field: str, row: str) -> Any:
     return value
 
 
-# Client parameters that carry credentials: they belong in auth_meta, as references.
-CREDENTIAL_PARAMETERS = frozenset(
-    {
-        "api_key",
-        "azure_ad_token",
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "aws_session_token",
-        "credentials",
-        "password",
-        "client_secret",
-        "default_headers",
-        "headers",
-    }
-)
-
-
-def check_config(config: Mapping[str, Any], *, row: str = "LLM row") -> None:
-    """Refuse model parameters that would carry a credential (they belong in ``auth_meta``).
-
-    Raises:
-        LiteralSecretError: ``config`` has a credential parameter such as ``api_key``.
-
-    Example:
-        >>> check_config({"temperature": 0.2, "max_tokens": 256})
-    """
-    for key in config:
-        lowered = str(key).lower()
-        if lowered in CREDENTIAL_PARAMETERS or lowered.endswith(
-            ("_api_key", "_secret", "_password", "_token")
-        ):
-            msg = (
-                f"{row}: config.{key} would carry a credential; put a reference in auth_meta "
-                f'instead: {{"{key}_env": "NAME_OF_ENV_VAR"}}'
-            )
-            raise LiteralSecretError(msg, field=f"config.{key}")
-
-
-def check_auth_meta(auth_meta: Mapping[str, Any], *, row: str = "LLM row") -> None:
-    """Refuse an ``auth_meta`` that holds a secret, or a reference that is not a name.
-
-    A key ending in ``_env`` must name an environment variable; a key ending in ``_file`` must
-    name a path. Any other key is a plain, non-secret setting (``region``, ``api_version``) unless
-    its name says it is a secret (``api_key``, ``*token*``, ``*secret*``, ``*password*``).
-
-    Args:
-        auth_meta: The mapping to check.
-        row: How the row is named in error messages.
-
-    Raises:
-        LiteralSecretError: A key holds a secret value instead of a reference.
-        InvalidConfigError: A reference is empty or not a valid variable name.
-
-    Example:
-        >>> check_auth_meta({"api_key_env": "OPENAI_API_KEY"})
-        >>> check_auth_meta({"api_key": "sk-..."})
-        Traceback (most recent call last):
-        ...
-        llmpool.errors.LiteralSecretError: LLM row: auth_meta.api_key holds a literal secret; \
-store a reference instead: {"api_key_env": "NAME_OF_ENV_VAR"}
-    """
-    for key, value in auth_meta.items():
-        field = f"auth_meta.{key}"
-        if not isinstance(key, str) or not key:
-            msg = f"{row}: auth_meta keys must be non-empty strings"
-            raise InvalidConfigError(msg, field="auth_meta")
-        if key.endswith("_env"):
-            if not isinstance(value, str) or not ENV_NAME.match(value):
-                msg = (
-                    f"{row}: {field} must name an environment variable "
-                    f"(letters, digits and '_'), got a {type(value).__name__}"
-                    + ("" if not isinstance(value, str) else f" {value!r}")
-                )
-                raise InvalidConfigError(msg, field=field)
-        elif key.endswith("_file"):
-            if not isinstance(value, str) or not value.strip():
-                msg = f"{row}: {field} must be a non-empty file path"
-                raise InvalidConfigError(msg, field=field)
-        elif any(word in key.lower() for word in SECRET_WORDS):
-            # Never echo the value: it is presumably the secret itself.
-            msg = (
-                f"{row}: {field} holds a literal secret; store a reference instead: "
-                f'{{"{key}_env": "NAME_OF_ENV_VAR"}}'
-            )
-            raise LiteralSecretError(msg, field=field)
-        elif not isinstance(value, (str, int, float, bool)) and value is not None:
-            msg = f"{row}: {field} must be a string, number or boolean"
-            raise InvalidConfigError(msg, field=field)
-
-
 class LLMConfig(BaseModel):
     """One row of the ``llms`` table, validated and frozen.
 
@@ -188,7 +97,11 @@ class LLMConfig(BaseModel):
         ('GPT-4', 100)
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    # hide_input_in_errors: a ValidationError raised by the constructor would otherwise print
+    # the refused input, which may be the very secret it refuses.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", str_strip_whitespace=True, hide_input_in_errors=True
+    )
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "id",
@@ -238,11 +151,13 @@ class LLMConfig(BaseModel):
         return value
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> LLMConfig:
+    def from_row(cls, row: Mapping[str, Any], *, current: LLMConfig | None = None) -> LLMConfig:
         """Validate a mapping (a database row, a form) into a config.
 
         Args:
             row: Column name to value.
+            current: For an update, the row as it is now: errors name it (its current name
+                and id), never the new values, which may be the very thing that is wrong.
 
         Returns:
             The validated config.
@@ -256,8 +171,13 @@ class LLMConfig(BaseModel):
             ...                     "model_name": "m", "priority": 5}).priority
             5
         """
-        name = row.get("name") if isinstance(row.get("name"), str) else None
-        llm_id = str(row["id"]) if row.get("id") is not None else None
+        name: str | None
+        llm_id: str | None
+        if current is not None:
+            name, llm_id = current.name, current.id
+        else:
+            name = row.get("name") if isinstance(row.get("name"), str) else None
+            llm_id = str(row["id"]) if row.get("id") is not None else None
         where = describe_row(name, llm_id)
         try:
             return cls.model_validate(dict(row))

@@ -15,13 +15,18 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from llmpool.models import AuditEntry, BadRow, LLMConfig
 
+from llmpool.errors import LLMNotFoundError, NoDefaultLLMError
+
 __all__ = [
     "DEFAULT_ACTOR",
     "AsyncLLMRepository",
+    "BulkWrites",
     "ConfigValidator",
     "LLMRepository",
     "LLMStore",
     "Snapshot",
+    "no_default_error",
+    "not_found_error",
     "sort_key",
 ]
 
@@ -43,6 +48,19 @@ def sort_key(config: LLMConfig) -> tuple[int, str, str]:
         ['a', 'b']
     """
     return (config.priority, config.name, config.id)
+
+
+def not_found_error(llm_id: str) -> LLMNotFoundError:
+    """Return the error of every store for an id with no row (a malformed id included)."""
+    return LLMNotFoundError(f"No LLM with id {llm_id!r}")
+
+
+def no_default_error(scope: str) -> NoDefaultLLMError:
+    """Return the seed's "No default LLM configured" error for a scope with no default row."""
+    return NoDefaultLLMError(
+        f"No default LLM configured for scope {scope!r}: mark one with set_default() "
+        "or `llmpool set-default ID`"
+    )
 
 
 @dataclass(frozen=True)
@@ -88,7 +106,11 @@ class LLMRepository(Protocol):
         ...
 
     def get_default(self, scope: str = "global") -> LLMConfig:
-        """Return the scope's default row; raise `NoDefaultLLMError` when there is none."""
+        """Return the scope's default row; raise `NoDefaultLLMError` when there is none.
+
+        A default row that fails validation raises `InvalidDefaultLLMError` (a subclass)
+        naming it by name and id.
+        """
         ...
 
     def snapshot(self) -> Snapshot:
@@ -141,13 +163,18 @@ class LLMStore(LLMRepository, Protocol):
     """
 
     def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
-        """Insert a row (``id`` is generated when absent) and return it."""
+        """Insert a row (``id``, a UUID, is generated when absent) and return it."""
         ...
 
     def update(
         self, llm_id: str, changes: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR
     ) -> LLMConfig:
-        """Apply a partial update and return the row after it."""
+        """Apply a partial update and return the row after it.
+
+        ``is_default=True`` clears the scope's other default in the same transaction. A default
+        row moved to another scope stays its default only when that scope has none; else the
+        update raises `ConflictError` naming both rows (pass ``is_default`` explicitly).
+        """
         ...
 
     def delete(self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR) -> int:
@@ -180,3 +207,43 @@ class LLMStore(LLMRepository, Protocol):
     ) -> list[AuditEntry]:
         """Return audit entries, newest first, filtered by row and time."""
         ...
+
+
+class BulkWrites:
+    """The bulk writes of `LLMStore`, written once over a store's all-or-nothing ``_bulk``.
+
+    A store subclasses this and implements ``_bulk(llm_ids, action, actor)``: for ``action`` in
+    ``delete``, ``enable``, ``disable``, act on every id in one transaction (an unknown id
+    rolls back all of them) and return the rows after (before, for ``delete``).
+    """
+
+    def _bulk(self, llm_ids: str | Sequence[str], action: str, actor: str) -> list[LLMConfig]:
+        raise NotImplementedError
+
+    def delete(self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR) -> int:
+        """Delete one row or many, all or none; return how many were deleted.
+
+        Raises:
+            LLMNotFoundError: An id has no row; nothing is deleted.
+        """
+        return len(self._bulk(llm_ids, "delete", actor))
+
+    def enable(
+        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Enable one row or many, all or none; return the rows after.
+
+        Raises:
+            LLMNotFoundError: An id has no row; nothing is changed.
+        """
+        return self._bulk(llm_ids, "enable", actor)
+
+    def disable(
+        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Disable one row or many, all or none; return the rows after.
+
+        Raises:
+            LLMNotFoundError: An id has no row; nothing is changed.
+        """
+        return self._bulk(llm_ids, "disable", actor)

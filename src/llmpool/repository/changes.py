@@ -5,18 +5,28 @@ Both stores (SQL and in-memory) use these, so validation and its messages are th
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import InvalidConfigError, describe_row
+from llmpool.errors import ConflictError, InvalidConfigError, describe_row
 from llmpool.models import LLMConfig, parse_json_object
 
 if TYPE_CHECKING:
     from llmpool.repository import ConfigValidator
 
-__all__ = ["READ_ONLY_FIELDS", "as_id_list", "new_config", "updated_config"]
+__all__ = [
+    "READ_ONLY_FIELDS",
+    "as_id_list",
+    "canonical_id",
+    "default_move_conflict",
+    "default_rule",
+    "doing",
+    "new_config",
+    "updated_config",
+]
 
 #: Fields a write may not set: the store manages them.
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "version"})
@@ -36,31 +46,137 @@ def as_id_list(llm_ids: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def canonical_id(llm_id: str) -> str:
+    """Return a UUID in its canonical form (lower case, hyphenated); any other text unchanged.
+
+    Example:
+        >>> canonical_id("1B4E28BA2FA111D2883F0016D3CCA427"), canonical_id("abc-123")
+        ('1b4e28ba-2fa1-11d2-883f-0016d3cca427', 'abc-123')
+    """
+    try:
+        return str(uuid.UUID(str(llm_id)))
+    except ValueError:
+        return str(llm_id)
+
+
+#: Ids a caller may choose on stores without a uuid column: the usage guide's own example
+#: id, ``abc-123-def-456``, is one.
+_KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def _new_id(value: Any, name: str | None, *, uuid_only: bool) -> str:
+    # llmpool generates UUIDs. A caller-chosen id is stored in canonical form when it is a
+    # UUID; otherwise it must be a short key, and only where the column can hold one
+    # (PostgreSQL's id is a uuid column; SQLite and memory take keys such as the usage
+    # guide's "abc-123-def-456").
+    if value is None or value == "":
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        pass
+    if not uuid_only and isinstance(value, str) and _KEY_ID.fullmatch(value):
+        return value
+    rule = (
+        "must be a UUID (this database stores ids as uuid)"
+        if uuid_only
+        else "must be a UUID or a key of up to 64 letters, digits and . _ : -"
+    )
+    msg = (
+        f"{describe_row(name, None)}: field 'id' {rule}, "
+        "e.g. 1b4e28ba-2fa1-11d2-883f-0016d3cca427, or left out to have one generated"
+    )
+    raise InvalidConfigError(msg, llm_name=name, field="id") from None
+
+
+def doing(action: str, row: str) -> str:
+    """Return how an error message says what a write was doing to ``row``.
+
+    Example:
+        >>> doing("set_default", "LLM 'a' (id 1)")
+        "set the default LLM to LLM 'a' (id 1)"
+    """
+    verb = {"create": "add", "set_default": "set the default LLM to"}.get(action, action)
+    return f"{verb} {row}"
+
+
+def default_rule(current: LLMConfig, target: LLMConfig, changes: Mapping[str, Any]) -> str | None:
+    """Return what an update does to the default of the row's (new) scope.
+
+    ``"take"``: the update asks for ``is_default=True``, so the scope's other default is
+    cleared in the same transaction. ``"check"``: a default row moves to another scope, which
+    must not have a default already (an admin chooses that scope's default explicitly).
+    ``None``: nothing to do.
+
+    Example:
+        >>> a = LLMConfig(id="1", name="a", provider="fake", model_name="m", is_default=True)
+        >>> default_rule(a, a.model_copy(update={"scope": "other"}), {"scope": "other"})
+        'check'
+    """
+    if not target.is_default:
+        return None
+    if "is_default" in changes:
+        return "take"
+    return "check" if target.scope != current.scope else None
+
+
+def default_move_conflict(current: LLMConfig, scope: str, holder: str) -> ConflictError:
+    """Return the refusal to move a default row into a scope that has a default (``holder``)."""
+    msg = (
+        f"Could not update {current.describe()}: it is the default of scope {current.scope!r}, "
+        f"and scope {scope!r} already has a default, {holder}; move it with is_default=False, "
+        "or pass is_default=True as well to make it that scope's default instead"
+    )
+    return ConflictError(msg)
+
+
 def _parse_json_fields(values: dict[str, Any], row: str) -> None:
     for field in ("auth_meta", "config"):
         if field in values:
             values[field] = parse_json_object(values[field], field=field, row=row)
 
 
-def _validate(values: Mapping[str, Any], validators: Sequence[ConfigValidator]) -> LLMConfig:
-    config = LLMConfig.from_row(values)
+def _validate(
+    values: Mapping[str, Any],
+    validators: Sequence[ConfigValidator],
+    current: LLMConfig | None = None,
+) -> LLMConfig:
+    config = LLMConfig.from_row(values, current=current)
     for validator in validators:
-        validator(config)
+        try:
+            validator(config)
+        except InvalidConfigError as exc:
+            if current is None or config.describe() == current.describe():
+                raise
+            # An update that also renames the row: name it as it is, not as it would be.
+            text = str(exc).replace(config.describe(), current.describe())
+            try:
+                renamed = type(exc)(text, llm_name=current.name, llm_id=current.id, field=exc.field)
+            except TypeError:  # a validator's own error class, with its own signature
+                raise exc from None
+            raise renamed from exc
     return config
 
 
-def new_config(values: Mapping[str, Any], validators: Sequence[ConfigValidator] = ()) -> LLMConfig:
+def new_config(
+    values: Mapping[str, Any],
+    validators: Sequence[ConfigValidator] = (),
+    *,
+    uuid_ids: bool = False,
+) -> LLMConfig:
     """Validate a new row; generate its id and timestamps.
 
     Args:
-        values: Column values; ``id`` is generated when absent.
+        values: Column values; ``id`` (a UUID) is generated when absent.
         validators: Extra checks (for example the environment allowlist).
+        uuid_ids: Accept only UUIDs as ids (the store's column is a uuid).
 
     Returns:
         The validated row.
 
     Raises:
-        InvalidConfigError: A field is missing or invalid (the message names row and field).
+        InvalidConfigError: A field is missing or invalid, or ``id`` is neither a UUID nor
+            (where allowed) a short key; the message names row and field.
     """
     data = dict(values)
     name = data.get("name") if isinstance(data.get("name"), str) else None
@@ -69,9 +185,9 @@ def new_config(values: Mapping[str, Any], validators: Sequence[ConfigValidator] 
         field = sorted(unknown)[0]
         msg = f"{describe_row(name, None)}: unknown field {field!r}"
         raise InvalidConfigError(msg, llm_name=name, field=field)
-    _parse_json_fields(data, describe_row(name, data.get("id")))
+    data["id"] = _new_id(data.get("id"), name, uuid_only=uuid_ids)
+    _parse_json_fields(data, describe_row(name, data["id"]))
     now = datetime.now(timezone.utc)
-    data["id"] = str(data.get("id") or uuid.uuid4())
     data["created_at"] = now
     data["updated_at"] = now
     data["version"] = 1
@@ -94,7 +210,8 @@ def updated_config(
         The row as it will be (the store sets ``version`` and ``updated_at``).
 
     Raises:
-        InvalidConfigError: A field is read-only, unknown or invalid.
+        InvalidConfigError: A field is read-only, unknown or invalid; the message names the row
+            by its current name and id.
     """
     where = current.describe()
     data = dict(changes)
@@ -107,4 +224,4 @@ def updated_config(
             raise InvalidConfigError(msg, llm_name=current.name, llm_id=current.id, field=field)
     _parse_json_fields(data, where)
     merged = {**current.model_dump(), **data, "updated_at": datetime.now(timezone.utc)}
-    return _validate(merged, validators)
+    return _validate(merged, validators, current)

@@ -8,10 +8,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import ConflictError, LLMNotFoundError, NoDefaultLLMError
+from llmpool.errors import ConflictError
 from llmpool.models import AuditEntry, LLMConfig
-from llmpool.repository import DEFAULT_ACTOR, Snapshot, sort_key
-from llmpool.repository.changes import as_id_list, new_config, updated_config
+from llmpool.repository import (
+    DEFAULT_ACTOR,
+    BulkWrites,
+    Snapshot,
+    no_default_error,
+    not_found_error,
+    sort_key,
+)
+from llmpool.repository.changes import (
+    as_id_list,
+    canonical_id,
+    default_move_conflict,
+    default_rule,
+    doing,
+    new_config,
+    updated_config,
+)
 
 if TYPE_CHECKING:
     from llmpool.repository import ConfigValidator
@@ -19,7 +34,12 @@ if TYPE_CHECKING:
 __all__ = ["InMemoryStore"]
 
 
-class InMemoryStore:
+def _find(rows: Mapping[str, LLMConfig], llm_id: str) -> LLMConfig | None:
+    found = rows.get(llm_id)
+    return found if found is not None else rows.get(canonical_id(llm_id))
+
+
+class InMemoryStore(BulkWrites):
     """Rows kept in a dict, with an audit log and a generation counter; thread-safe.
 
     Args:
@@ -47,7 +67,7 @@ class InMemoryStore:
         self._generation = 1
         for item in configs:
             config = item if isinstance(item, LLMConfig) else new_config(item, self.validators)
-            self._check_unique(config)
+            self._check_unique(self._rows, config, config, "create")
             self._rows[config.id] = config
 
     def __repr__(self) -> str:
@@ -84,21 +104,17 @@ class InMemoryStore:
     def get(self, llm_id: str) -> LLMConfig:
         """Return one row; raise `LLMNotFoundError` when there is none."""
         with self._lock:
-            try:
-                return self._rows[llm_id]
-            except KeyError:
-                raise LLMNotFoundError(f"No LLM with id {llm_id!r}") from None
+            found = _find(self._rows, llm_id)
+        if found is None:
+            raise not_found_error(llm_id)
+        return found
 
     def get_default(self, scope: str = "global") -> LLMConfig:
         """Return the scope's default; raise `NoDefaultLLMError` when there is none."""
         for row in self.list_llms(scope=scope):
             if row.is_default:
                 return row
-        msg = (
-            f"No default LLM configured for scope {scope!r}: mark one with set_default() "
-            "or `llmpool set-default ID`"
-        )
-        raise NoDefaultLLMError(msg)
+        raise no_default_error(scope)
 
     def snapshot(self) -> Snapshot:
         """Return every row of every scope and the generation."""
@@ -140,13 +156,14 @@ class InMemoryStore:
 
     # -- writes: each builds the new state aside and swaps it in whole -------------------------
 
-    def _check_unique(self, config: LLMConfig) -> None:
-        for other in self._rows.values():
-            if (other.id, other.scope, other.name) != (config.id, config.scope, config.name) and (
-                other.scope,
-                other.name,
-            ) == (config.scope, config.name):
-                msg = f"Could not write {config.describe()}: LLM names are unique within a scope"
+    @staticmethod
+    def _check_unique(
+        rows: Mapping[str, LLMConfig], config: LLMConfig, who: LLMConfig, action: str
+    ) -> None:
+        for other in rows.values():
+            if other.id != config.id and (other.scope, other.name) == (config.scope, config.name):
+                what = doing(action, who.describe())
+                msg = f"Could not {what}: LLM names are unique within a scope"
                 raise ConflictError(msg)
 
     def _commit(
@@ -168,15 +185,17 @@ class InMemoryStore:
                 )
             )
 
+    @staticmethod
     def _put(
-        self,
         rows: dict[str, LLMConfig],
         entries: list[tuple[str, str, Any, Any]],
         before: LLMConfig | None,
         after: LLMConfig,
         action: str,
+        *,
+        take_default: bool,
     ) -> None:
-        if after.is_default:
+        if after.is_default and take_default:
             for other in list(rows.values()):
                 if other.scope == after.scope and other.is_default and other.id != after.id:
                     cleared = other.model_copy(
@@ -191,12 +210,12 @@ class InMemoryStore:
         """Insert a row and return it (see `LLMStore.add`)."""
         config = new_config(llm, self.validators)
         with self._lock:
-            self._check_unique(config)
+            self._check_unique(self._rows, config, config, "create")
             if config.id in self._rows:
                 raise ConflictError(f"Could not add {config.describe()}: the id is taken")
             rows = dict(self._rows)
             entries: list[tuple[str, str, Any, Any]] = []
-            self._put(rows, entries, None, config, "create")
+            self._put(rows, entries, None, config, "create", take_default=True)
             self._commit(rows, entries, actor)
         return config
 
@@ -216,13 +235,18 @@ class InMemoryStore:
         changes: Mapping[str, Any],
         action: str,
     ) -> LLMConfig:
-        current = rows.get(llm_id)
+        current = _find(rows, llm_id)
         if current is None:
-            raise LLMNotFoundError(f"No LLM with id {llm_id!r}")
+            raise not_found_error(llm_id)
         after = updated_config(current, changes, self.validators)
         after = after.model_copy(update={"version": current.version + 1})
-        self._check_unique(after)
-        self._put(rows, entries, current, after, action)
+        self._check_unique(rows, after, current, action)
+        rule = default_rule(current, after, changes)
+        if rule == "check":
+            for other in rows.values():
+                if other.scope == after.scope and other.is_default and other.id != after.id:
+                    raise default_move_conflict(current, after.scope, other.describe())
+        self._put(rows, entries, current, after, action, take_default=rule == "take")
         return after
 
     def update(
@@ -245,29 +269,14 @@ class InMemoryStore:
             results: list[LLMConfig] = []
             for llm_id in ids:
                 if action == "delete":
-                    current = rows.pop(llm_id, None)
+                    current = _find(rows, llm_id)
                     if current is None:
-                        raise LLMNotFoundError(f"No LLM with id {llm_id!r}")
-                    entries.append((llm_id, "delete", current, None))
+                        raise not_found_error(llm_id)
+                    del rows[current.id]
+                    entries.append((current.id, "delete", current, None))
                     results.append(current)
                 else:
                     changes = {"enabled": action == "enable"}
                     results.append(self._apply(rows, entries, llm_id, changes, action))
             self._commit(rows, entries, actor)
         return results
-
-    def delete(self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR) -> int:
-        """Delete one row or many, all or none; return how many were deleted."""
-        return len(self._bulk(llm_ids, "delete", actor))
-
-    def enable(
-        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
-    ) -> list[LLMConfig]:
-        """Enable one row or many, all or none; return the rows after."""
-        return self._bulk(llm_ids, "enable", actor)
-
-    def disable(
-        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
-    ) -> list[LLMConfig]:
-        """Disable one row or many, all or none; return the rows after."""
-        return self._bulk(llm_ids, "disable", actor)

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from llmpool.errors import InvalidConfigError
+from llmpool.errors import InvalidConfigError, InvalidDefaultLLMError, describe_row
 from llmpool.models import AuditEntry, BadRow, LLMConfig
-from llmpool.repository import Snapshot, sort_key
+from llmpool.repository import Snapshot, no_default_error, not_found_error, sort_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +27,9 @@ __all__ = [
     "audit",
     "audit_entry",
     "db_values",
+    "default_config",
     "llms",
+    "one_config",
     "select_generation",
     "select_llms",
     "RowParser",
@@ -117,7 +120,15 @@ def select_llms(
             )
         )
     if llm_id is not None:
-        stmt = stmt.where(sa.cast(llms.c.id, sa.String) == llm_id)
+        try:
+            canonical = str(uuid.UUID(str(llm_id)))
+        except ValueError:
+            # Never a row on PostgreSQL (and compared as text there, so never an error); on
+            # SQLite it still finds a row written by raw SQL with a non-UUID id.
+            stmt = stmt.where(sa.cast(llms.c.id, sa.String) == llm_id)
+        else:
+            # Stored canonical by llmpool; as given by raw SQL on SQLite.
+            stmt = stmt.where(llms.c.id.in_(sorted({canonical, llm_id})))
     return stmt
 
 
@@ -213,6 +224,33 @@ class RowParser:
 def parse_rows(rows: Iterable[Mapping[Any, Any]]) -> tuple[list[LLMConfig], list[BadRow]]:
     """Validate rows with a one-off `RowParser` (no caching across calls)."""
     return RowParser().parse(rows)
+
+
+def one_config(rows: Sequence[Mapping[Any, Any]], llm_id: str) -> LLMConfig:
+    """Return the one config of a lookup by id (`LLMNotFoundError`; a bad row: its error)."""
+    if not rows:
+        raise not_found_error(llm_id)
+    configs, bad = parse_rows(rows)
+    if bad:
+        raise InvalidConfigError(bad[0].error, llm_name=bad[0].name, llm_id=bad[0].llm_id)
+    return configs[0]
+
+
+def default_config(rows: Sequence[Mapping[Any, Any]], scope: str) -> LLMConfig:
+    """Return the scope's default from its rows (`NoDefaultLLMError`, `InvalidDefaultLLMError`)."""
+    configs, bad = parse_rows(rows)
+    for config in configs:
+        if config.is_default:
+            return config
+    if bad:
+        # There is a default row, but it cannot be used: say which, not "no default".
+        row = describe_row(bad[0].name, bad[0].llm_id)
+        msg = (
+            f"The default LLM of scope {scope!r}, {row}, is invalid and cannot be used: "
+            f"{bad[0].error}. Fix the row, or make another row the default"
+        )
+        raise InvalidDefaultLLMError(msg, llm_name=bad[0].name, llm_id=bad[0].llm_id)
+    raise no_default_error(scope)
 
 
 def snapshot_from_rows(rows: Sequence[Mapping[Any, Any]], parser: RowParser) -> Snapshot:

@@ -1,7 +1,8 @@
 """The `llms` table through SQLAlchemy 2 Core, on PostgreSQL (psycopg 3) and SQLite.
 
 `SQLStore` is the admin API: every write is one transaction that also appends its audit row,
-and when any part fails nothing is written. `AsyncSQLRepository` is the async read side.
+and when any part fails nothing is written. `AsyncSQLRepository` (in ``async_sql``, re-exported
+here) is the async read side.
 """
 
 from __future__ import annotations
@@ -12,17 +13,27 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from llmpool.database import create_async_engine, create_engine, db_errors, write_transaction
-from llmpool.errors import InvalidConfigError, LLMNotFoundError, NoDefaultLLMError
-from llmpool.repository import DEFAULT_ACTOR, Snapshot
-from llmpool.repository.changes import as_id_list, new_config, updated_config
+from llmpool.database import create_engine, db_errors, write_transaction
+from llmpool.errors import describe_row
+from llmpool.repository import DEFAULT_ACTOR, BulkWrites, Snapshot
+from llmpool.repository.async_sql import AsyncSQLRepository
+from llmpool.repository.changes import (
+    as_id_list,
+    default_move_conflict,
+    default_rule,
+    doing,
+    new_config,
+    updated_config,
+)
 from llmpool.repository.schema import (
     RowParser,
     audit,
     audit_entry,
     audit_values,
     db_values,
+    default_config,
     llms,
+    one_config,
     parse_rows,
     select_generation,
     select_llms,
@@ -34,7 +45,6 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from sqlalchemy.engine import URL, Connection, Engine
-    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from llmpool.models import AuditEntry, LLMConfig
     from llmpool.repository import ConfigValidator
@@ -42,34 +52,17 @@ if TYPE_CHECKING:
 __all__ = ["AsyncSQLRepository", "SQLRepository", "SQLStore"]
 
 
-def _not_found(llm_id: str) -> LLMNotFoundError:
-    return LLMNotFoundError(f"No LLM with id {llm_id!r}")
+class _Doing:
+    """What a write is doing, for its error messages; refined once the row has been read."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __call__(self) -> str:
+        return self.text
 
 
-def _no_default(scope: str) -> NoDefaultLLMError:
-    return NoDefaultLLMError(
-        f"No default LLM configured for scope {scope!r}: mark one with set_default() "
-        "or `llmpool set-default ID`"
-    )
-
-
-def _one(rows: Sequence[Mapping[Any, Any]], llm_id: str) -> LLMConfig:
-    if not rows:
-        raise _not_found(llm_id)
-    configs, bad = parse_rows(rows)
-    if bad:
-        raise InvalidConfigError(bad[0].error, llm_name=bad[0].name, llm_id=bad[0].llm_id)
-    return configs[0]
-
-
-def _default_of(configs: Sequence[LLMConfig], scope: str) -> LLMConfig:
-    for config in configs:
-        if config.is_default:
-            return config
-    raise _no_default(scope)
-
-
-class SQLStore:
+class SQLStore(BulkWrites):
     """Rows of the `llms` table, read and written through an `Engine`.
 
     Args:
@@ -120,12 +113,12 @@ class SQLStore:
 
     def get(self, llm_id: str) -> LLMConfig:
         """Return one row; raise `LLMNotFoundError` when there is none."""
-        return _one(self._rows(select_llms(scope=None, llm_id=llm_id), "read an LLM"), llm_id)
+        return one_config(self._rows(select_llms(scope=None, llm_id=llm_id), "read an LLM"), llm_id)
 
     def get_default(self, scope: str = "global") -> LLMConfig:
         """Return the scope's default; raise `NoDefaultLLMError` ("No default LLM configured")."""
         stmt = select_llms(scope=scope).where(llms.c.is_default.is_(True))
-        return _default_of(parse_rows(self._rows(stmt, "read the default LLM"))[0], scope)
+        return default_config(self._rows(stmt, "read the default LLM"), scope)
 
     def snapshot(self) -> Snapshot:
         """Return every row of every scope and the generation, read in one query."""
@@ -171,7 +164,7 @@ class SQLStore:
         stmt = select_llms(scope=None, llm_id=llm_id)
         if self._dialect == "postgresql":
             stmt = stmt.with_for_update()
-        return _one(list(conn.execute(stmt).mappings()), llm_id)
+        return one_config(list(conn.execute(stmt).mappings()), llm_id)
 
     def _audit(
         self,
@@ -196,20 +189,43 @@ class SQLStore:
             )
         )
 
-    def _clear_default(self, conn: Connection, scope: str, keep: str, actor: str) -> None:
-        stmt = select_llms(scope=scope).where(
-            llms.c.is_default.is_(True), sa.cast(llms.c.id, sa.String) != keep
-        )
+    def _other_defaults(self, conn: Connection, scope: str, keep: str) -> list[Mapping[Any, Any]]:
+        stmt = select_llms(scope=scope).where(llms.c.is_default.is_(True), llms.c.id != keep)
         if self._dialect == "postgresql":
             stmt = stmt.with_for_update()
-        for previous in parse_rows(list(conn.execute(stmt).mappings()))[0]:
+        return list(conn.execute(stmt).mappings())
+
+    def _clear_default(self, conn: Connection, scope: str, keep: str, actor: str) -> None:
+        previous_rows, bad = parse_rows(self._other_defaults(conn, scope, keep))
+        for previous in previous_rows:
             after = self._write_update(conn, previous, {"is_default": False})
             self._audit(conn, actor=actor, action="update", before=previous, after=after)
+        for row in bad:
+            # A broken default (raw SQL) must not block choosing a new one. Its content is not
+            # valid, and may hold the secret that made it invalid: audited without before/after.
+            conn.execute(llms.update().where(llms.c.id == row.llm_id).values(is_default=False))
+            conn.execute(
+                audit.insert().values(
+                    audit_values(
+                        llm_id=row.llm_id,
+                        actor=actor,
+                        action="update",
+                        before=None,
+                        after=None,
+                        dialect=self._dialect,
+                    )
+                )
+            )
 
     def _write_update(
-        self, conn: Connection, current: LLMConfig, changes: Mapping[str, Any]
+        self,
+        conn: Connection,
+        current: LLMConfig,
+        changes: Mapping[str, Any],
+        target: LLMConfig | None = None,
     ) -> LLMConfig:
-        target = updated_config(current, changes, self.validators)
+        if target is None:
+            target = updated_config(current, changes, self.validators)
         values = db_values(target, self._dialect)
         for name in ("id", "created_at"):
             values.pop(name)
@@ -217,19 +233,17 @@ class SQLStore:
         values["version"] = llms.c.version + 1
         row = (
             conn.execute(
-                llms.update()
-                .where(sa.cast(llms.c.id, sa.String) == current.id)
-                .values(values)
-                .returning(*llms.columns)
+                llms.update().where(llms.c.id == current.id).values(values).returning(*llms.columns)
             )
             .mappings()
             .one()
         )
-        return _one([row], current.id)
+        return one_config([row], current.id)
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[Connection]:
-        # One connection and one transaction per admin call; errors become llmpool errors.
+    def _write(self, what: _Doing) -> Iterator[Connection]:
+        # One connection and one transaction per admin call; errors become llmpool errors,
+        # naming the row as `what` says once the row is known.
         with (
             db_errors(self.engine, what),
             self.engine.connect() as conn,
@@ -241,8 +255,8 @@ class SQLStore:
         """Insert a row and return it.
 
         Args:
-            llm: Column values; ``id`` is generated when absent; ``auth_meta`` and ``config``
-                may be mappings or JSON text.
+            llm: Column values; ``id`` (a UUID) is generated when absent; ``auth_meta`` and
+                ``config`` may be mappings or JSON text.
             actor: Recorded in the audit log.
 
         Returns:
@@ -252,8 +266,8 @@ class SQLStore:
             InvalidConfigError: A field is invalid (named with the row).
             ConflictError: The name is taken in the scope, or a concurrent default won.
         """
-        config = new_config(llm, self.validators)
-        with self._write(f"add {config.describe()}") as conn:
+        config = new_config(llm, self.validators, uuid_ids=self._dialect == "postgresql")
+        with self._write(_Doing(doing("create", config.describe()))) as conn:
             if config.is_default:
                 self._clear_default(conn, config.scope, config.id, actor)
             row = (
@@ -263,7 +277,7 @@ class SQLStore:
                 .mappings()
                 .one()
             )
-            stored = _one([row], config.id)
+            stored = one_config([row], config.id)
             self._audit(conn, actor=actor, action="create", before=None, after=stored)
         return stored
 
@@ -272,30 +286,42 @@ class SQLStore:
     ) -> LLMConfig:
         """Apply a partial update and return the row after it.
 
-        ``is_default=True`` clears the scope's other default in the same transaction.
+        ``is_default=True`` clears the scope's other default in the same transaction. A default
+        row moved to another scope (``{"scope": "b"}``) keeps being a default only when scope
+        ``b`` has none: else the update is refused, naming both rows.
 
         Raises:
             LLMNotFoundError: No such row.
             InvalidConfigError: A field is read-only, unknown or invalid.
             ConflictError: A uniqueness rule was broken or a concurrent write won.
         """
-        with self._write(f"update LLM id {llm_id}") as conn:
+        what = _Doing(doing("update", f"LLM id {llm_id}"))
+        with self._write(what) as conn:
             current = self._locked(conn, llm_id)
+            what.text = doing("update", current.describe())
             target = updated_config(current, changes, self.validators)
-            if target.is_default and not current.is_default:
+            rule = default_rule(current, target, changes)
+            if rule == "take":
                 self._clear_default(conn, target.scope, current.id, actor)
-            after = self._write_update(conn, current, changes)
+            elif rule == "check":
+                holders = self._other_defaults(conn, target.scope, current.id)
+                if holders:
+                    holder = describe_row(holders[0]["name"], str(holders[0]["id"]))
+                    raise default_move_conflict(current, target.scope, holder)
+            after = self._write_update(conn, current, changes, target)
             self._audit(conn, actor=actor, action="update", before=current, after=after)
         return after
 
     def _bulk(self, llm_ids: str | Sequence[str], action: str, actor: str) -> list[LLMConfig]:
         ids = as_id_list(llm_ids)
         results: list[LLMConfig] = []
-        with self._write(f"{action} {len(ids)} LLM(s)") as conn:
+        what = _Doing(doing(action, f"{len(ids)} LLM(s)"))
+        with self._write(what) as conn:
             for llm_id in ids:
                 current = self._locked(conn, llm_id)
+                what.text = doing(action, current.describe())
                 if action == "delete":
-                    conn.execute(llms.delete().where(sa.cast(llms.c.id, sa.String) == llm_id))
+                    conn.execute(llms.delete().where(llms.c.id == current.id))
                     self._audit(conn, actor=actor, action=action, before=current, after=None)
                     results.append(current)
                     continue
@@ -304,22 +330,6 @@ class SQLStore:
                 results.append(after)
         return results
 
-    def delete(self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR) -> int:
-        """Delete one row or many, all or none; return how many were deleted."""
-        return len(self._bulk(llm_ids, "delete", actor))
-
-    def enable(
-        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
-    ) -> list[LLMConfig]:
-        """Enable one row or many, all or none; return the rows after."""
-        return self._bulk(llm_ids, "enable", actor)
-
-    def disable(
-        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
-    ) -> list[LLMConfig]:
-        """Disable one row or many, all or none; return the rows after."""
-        return self._bulk(llm_ids, "disable", actor)
-
     def set_default(self, llm_id: str, *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
         """Make the row its scope's default, clearing the others in the same transaction.
 
@@ -327,8 +337,10 @@ class SQLStore:
             LLMNotFoundError: No such row.
             ConflictError: A concurrent `set_default` on the same scope won the race.
         """
-        with self._write(f"set the default LLM to id {llm_id}") as conn:
+        what = _Doing(doing("set_default", f"LLM id {llm_id}"))
+        with self._write(what) as conn:
             current = self._locked(conn, llm_id)
+            what.text = doing("set_default", current.describe())
             self._clear_default(conn, current.scope, current.id, actor)
             after = self._write_update(conn, current, {"is_default": True})
             self._audit(conn, actor=actor, action="set_default", before=current, after=after)
@@ -337,62 +349,3 @@ class SQLStore:
 
 #: `SQLStore` satisfies the read protocol too; the name reads better where nothing is written.
 SQLRepository = SQLStore
-
-
-class AsyncSQLRepository:
-    """The async read side of the `llms` table (psycopg 3 async, aiosqlite).
-
-    Args:
-        engine: An async engine, a URL, or ``None`` for the configured database.
-
-    Example:
-        >>> repo = AsyncSQLRepository("sqlite://")  # doctest: +SKIP
-        >>> configs = await repo.list_llms()          # doctest: +SKIP
-    """
-
-    def __init__(self, engine: AsyncEngine | str | URL | None = None) -> None:
-        self.engine = create_async_engine(engine)
-        self._parser = RowParser()
-
-    async def _rows(self, stmt: sa.Select[Any], what: str) -> list[Mapping[Any, Any]]:
-        with db_errors(self.engine.sync_engine, what):
-            async with self.engine.connect() as conn:
-                return list((await conn.execute(stmt)).mappings())
-
-    async def list_llms(
-        self,
-        *,
-        enabled_only: bool = False,
-        scope: str | None = "global",
-        provider: str | None = None,
-        search: str | None = None,
-    ) -> list[LLMConfig]:
-        """Return rows in fallback order, as `SQLStore.list_llms`."""
-        stmt = select_llms(enabled_only=enabled_only, scope=scope, provider=provider, search=search)
-        return self._parser.parse(await self._rows(stmt, "list LLMs"))[0]
-
-    async def get(self, llm_id: str) -> LLMConfig:
-        """Return one row, as `SQLStore.get`."""
-        rows = await self._rows(select_llms(scope=None, llm_id=llm_id), "read an LLM")
-        return _one(rows, llm_id)
-
-    async def get_default(self, scope: str = "global") -> LLMConfig:
-        """Return the scope's default, as `SQLStore.get_default`."""
-        stmt = select_llms(scope=scope).where(llms.c.is_default.is_(True))
-        rows = await self._rows(stmt, "read the default LLM")
-        return _default_of(parse_rows(rows)[0], scope)
-
-    async def snapshot(self) -> Snapshot:
-        """Return every row and the generation, as `SQLStore.snapshot`."""
-        return snapshot_from_rows(
-            await self._rows(select_snapshot(), "read the LLM table"), self._parser
-        )
-
-    async def generation(self) -> int:
-        """Return the table's change counter."""
-        rows = await self._rows(select_generation(), "read the change counter")
-        return int(next(iter(rows[0].values())))
-
-    async def aclose(self) -> None:
-        """Dispose of the engine's connections."""
-        await self.engine.dispose()

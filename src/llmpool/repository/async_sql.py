@@ -1,0 +1,86 @@
+"""The async read side of the `llms` table: psycopg 3 async on PostgreSQL, aiosqlite on SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from llmpool.database import create_async_engine, db_errors
+from llmpool.repository.schema import (
+    RowParser,
+    default_config,
+    llms,
+    one_config,
+    select_generation,
+    select_llms,
+    select_snapshot,
+    snapshot_from_rows,
+)
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from llmpool.models import LLMConfig
+    from llmpool.repository import Snapshot
+
+__all__ = ["AsyncSQLRepository"]
+
+
+class AsyncSQLRepository:
+    """The async read side of the `llms` table (psycopg 3 async, aiosqlite).
+
+    Args:
+        engine: An async engine, a URL, or ``None`` for the configured database.
+
+    Example:
+        >>> repo = AsyncSQLRepository("sqlite://")  # doctest: +SKIP
+        >>> configs = await repo.list_llms()          # doctest: +SKIP
+    """
+
+    def __init__(self, engine: AsyncEngine | str | URL | None = None) -> None:
+        self.engine = create_async_engine(engine)
+        self._parser = RowParser()
+
+    async def _rows(self, stmt: sa.Select[Any], what: str) -> list[Mapping[Any, Any]]:
+        with db_errors(self.engine.sync_engine, what):
+            async with self.engine.connect() as conn:
+                return list((await conn.execute(stmt)).mappings())
+
+    async def list_llms(
+        self,
+        *,
+        enabled_only: bool = False,
+        scope: str | None = "global",
+        provider: str | None = None,
+        search: str | None = None,
+    ) -> list[LLMConfig]:
+        """Return rows in fallback order, as `SQLStore.list_llms`."""
+        stmt = select_llms(enabled_only=enabled_only, scope=scope, provider=provider, search=search)
+        return self._parser.parse(await self._rows(stmt, "list LLMs"))[0]
+
+    async def get(self, llm_id: str) -> LLMConfig:
+        """Return one row, as `SQLStore.get`."""
+        rows = await self._rows(select_llms(scope=None, llm_id=llm_id), "read an LLM")
+        return one_config(rows, llm_id)
+
+    async def get_default(self, scope: str = "global") -> LLMConfig:
+        """Return the scope's default, as `SQLStore.get_default`."""
+        stmt = select_llms(scope=scope).where(llms.c.is_default.is_(True))
+        return default_config(await self._rows(stmt, "read the default LLM"), scope)
+
+    async def snapshot(self) -> Snapshot:
+        """Return every row and the generation, as `SQLStore.snapshot`."""
+        return snapshot_from_rows(
+            await self._rows(select_snapshot(), "read the LLM table"), self._parser
+        )
+
+    async def generation(self) -> int:
+        """Return the table's change counter."""
+        rows = await self._rows(select_generation(), "read the change counter")
+        return int(next(iter(rows[0].values())))
+
+    async def aclose(self) -> None:
+        """Dispose of the engine's connections."""
+        await self.engine.dispose()

@@ -1,0 +1,174 @@
+"""Literal secrets in a row: which keys and URLs are refused, at any depth, never echoed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from llmpool.errors import InvalidConfigError, LiteralSecretError
+from llmpool.models import LLMConfig
+from llmpool.secret_checks import is_secret_name, looks_like_secret, url_credential
+
+SECRET = "sk-proj-Zq8xT3vK9mW2pL7nR4sJ"
+ROW = {"id": "r-1", "name": "GPT-4", "provider": "openai", "model_name": "gpt-4"}
+
+REFUSED_KEYS = [
+    "api_key",
+    "apiKey",
+    "APIKey",
+    "x-api-key",
+    "openai_api_key",
+    "Authorization",
+    "proxy_authorization",
+    "bearer",
+    "bearer_token",
+    "access_token",
+    "token",
+    "auth",
+    "basic_auth",
+    "private_key",
+    "privateKey",
+    "client_secret",
+    "secret",
+    "password",
+    "db_passwd",
+    "credential",
+    "credentials",
+    "aws_secret_access_key",
+    "aws_access_key_id",
+    "subscription_key",
+    "Cookie",
+]
+ACCEPTED_KEYS = [
+    "max_tokens",
+    "max_new_tokens",
+    "maxTokens",
+    "auth_meta",
+    "auth_type",
+    "timeout",
+    "temperature",
+    "top_k",
+    "keep_alive",
+    "prompt_cache_key",
+    "tokenizer",
+    "pad_token_id",
+    "token_limit",
+    "key",
+    "metadata",
+    "author",
+    "api_version",
+    "base_url",
+    "model_kwargs",
+    "stop",
+]
+
+
+@pytest.mark.parametrize("key", REFUSED_KEYS)
+def test_secret_key_names_are_recognised(key: str) -> None:
+    """Keys whose name says they hold a credential are secret names, in any case or style."""
+    assert is_secret_name(key)
+
+
+@pytest.mark.parametrize("key", ACCEPTED_KEYS)
+def test_ordinary_parameter_names_are_not_secret_names(key: str) -> None:
+    """Model parameters such as max_tokens, timeout, auth_meta and prompt_cache_key pass."""
+    assert not is_secret_name(key)
+    assert LLMConfig.from_row({**ROW, "config": {key: 1, "model_kwargs": {key: "x"}}})
+
+
+@given(st.lists(st.sampled_from(ACCEPTED_KEYS), min_size=1, max_size=3), st.data())
+def test_keys_joined_from_ordinary_words_stay_accepted(words: list[str], data: Any) -> None:
+    """Any nesting of ordinary parameter names is accepted in config."""
+    value: Any = data.draw(st.integers() | st.text(alphabet="abc xyz", max_size=10))
+    for word in reversed(words):
+        value = {word: value}
+    assert LLMConfig.from_row({**ROW, "config": {"model_kwargs": value}})
+
+
+@given(
+    st.lists(st.sampled_from(ACCEPTED_KEYS), max_size=3),
+    st.sampled_from(REFUSED_KEYS),
+    st.text(min_size=1, max_size=20),
+)
+def test_a_secret_key_at_any_depth_of_config_is_refused_without_echo(
+    path: list[str], key: str, value: str
+) -> None:
+    """A credential key nested anywhere under config is refused, naming its path, not its value."""
+    nested: Any = {key: value + SECRET}
+    for word in reversed(path):
+        nested = {word: nested}
+    with pytest.raises(LiteralSecretError) as info:
+        LLMConfig.from_row({**ROW, "config": {"model_kwargs": nested}})
+    assert info.value.field == ".".join(["config", "model_kwargs", *path, key])
+    assert SECRET not in str(info.value)
+    assert "GPT-4" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"config": {"model_kwargs": {"api_key": SECRET}}}, "config.model_kwargs.api_key"),
+        (
+            {"config": {"model_kwargs": {"extra_headers": {"Authorization": f"Bearer {SECRET}"}}}},
+            "config.model_kwargs.extra_headers.Authorization",
+        ),
+        ({"config": {"fallbacks": [{"api_key": SECRET}]}}, "config.fallbacks[0].api_key"),
+        ({"auth_meta": {"Authorization": f"Bearer {SECRET}"}}, "auth_meta.Authorization"),
+        ({"auth_meta": {"base_url": f"https://user:{SECRET}@host.example"}}, "auth_meta.base_url"),
+        ({"config": {"base_url": f"https://user:{SECRET}@host.example/v1"}}, "config.base_url"),
+        ({"config": {"base_url": f"https://host.example/v1?key={SECRET}"}}, "config.base_url"),
+        (
+            {"config": {"model_kwargs": {"url": f"https://h.example/?api_key={SECRET}"}}},
+            "config.model_kwargs.url",
+        ),
+        ({"auth_meta": {"endpoint": f"https://h.example/?token={SECRET}"}}, "auth_meta.endpoint"),
+        ({"config": {"base_url": f"https://{SECRET}@host.example/v1"}}, "config.base_url"),
+        ({"config": {"model_kwargs": {"x": f"Bearer {SECRET}"}}}, "config.model_kwargs.x"),
+        ({"auth_meta": {"api_key_env": SECRET}}, "auth_meta.api_key_env"),
+        ({"auth_meta": {"api_key_file": SECRET}}, "auth_meta.api_key_file"),
+    ],
+)
+def test_hidden_secrets_are_refused_naming_the_field_never_the_value(
+    values: dict[str, Any], field: str
+) -> None:
+    """Nested keys, header values, URLs with credentials and pasted references are refused."""
+    with pytest.raises(LiteralSecretError) as info:
+        LLMConfig.from_row({**ROW, **values})
+    assert info.value.field == field
+    assert SECRET not in str(info.value)
+    assert "GPT-4" in str(info.value) and "r-1" in str(info.value)
+    with pytest.raises(ValidationError) as direct:  # the constructor's own error hides input too
+        LLMConfig(**{**ROW, **values})
+    assert SECRET not in str(direct.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.openai.com/v1",
+        "http://127.0.0.1:11434",
+        "https://myco.openai.azure.com/?api-version=2024-06-01",
+        "https://deploy@host.example/v1",
+        "not a url",
+        "http://[::1",
+    ],
+)
+def test_urls_without_credentials_are_accepted(url: str) -> None:
+    """Endpoints, query settings and a plain user name are not credentials."""
+    assert url_credential(url) is None
+    assert LLMConfig.from_row({**ROW, "config": {"base_url": url}, "auth_meta": {"host": url}})
+
+
+def test_reference_messages_say_what_is_wrong() -> None:
+    """A pasted key is called a secret value; a non-name is called that; both ask for a name."""
+    with pytest.raises(LiteralSecretError, match="looks like a secret value"):
+        LLMConfig.from_row({**ROW, "auth_meta": {"api_key_env": SECRET}})
+    with pytest.raises(InvalidConfigError, match="value is not a name") as info:
+        LLMConfig.from_row({**ROW, "auth_meta": {"api_key_env": "my key"}})
+    assert not isinstance(info.value, LiteralSecretError)
+    assert looks_like_secret("AKIAIOSFODNN7EXAMPLE")
+    assert not looks_like_secret("AZURE_OPENAI_DEPLOYMENT_NAME")
