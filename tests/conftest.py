@@ -72,6 +72,15 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_url(postgres_url: str) -> str:
+    """A migrated PostgreSQL schema."""
+    from llmpool.migrate import migrate
+
+    migrate(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A URL of a new SQLite file in the test's temporary directory."""
     return f"sqlite:///{tmp_path / 'llmpool.sqlite3'}"

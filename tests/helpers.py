@@ -6,6 +6,18 @@ import contextlib
 from typing import Any
 
 
+def fake(name: str, priority: int, answer: str, **values: Any) -> dict[str, Any]:
+    """A row of the ``fake`` provider answering ``answer``; keywords override its fields."""
+    return {
+        "name": name,
+        "provider": "fake",
+        "model_name": "m",
+        "priority": priority,
+        "config": {"responses": [answer]},
+        **values,
+    }
+
+
 def row(name: str = "GPT-4", **values: Any) -> dict[str, Any]:
     """A valid new row; keywords override its fields."""
     base: dict[str, Any] = {

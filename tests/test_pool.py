@@ -6,17 +6,15 @@ import asyncio
 import subprocess
 import sys
 import threading
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
-from helpers import TcpProxy, wait_until
-from servers import OpenAIServer, Status
+from helpers import TcpProxy, fake, wait_until
 
-from llmpool.breaker_redis import RedisBreakerStore
+from llmpool.database import create_engine
 from llmpool.errors import (
     AllLLMsFailedToInitializeError,
     DatabaseUnavailableError,
@@ -26,30 +24,11 @@ from llmpool.errors import (
 from llmpool.fallback import FallbackChatModel
 from llmpool.functions import get_llm, get_llm_with_fallback, set_pool
 from llmpool.migrate import migrate
-from llmpool.policy import FallbackPolicy
 from llmpool.pool import LLMPool
 from llmpool.providers import FactoryProvider, ProviderRegistry
 from llmpool.providers.fake import FakeChatModel
+from llmpool.repository import Snapshot
 from llmpool.repository.memory import InMemoryStore
-
-
-def fake(name: str, priority: int, answer: str, **values: Any) -> dict[str, Any]:
-    """A fake row answering ``answer``."""
-    return {
-        "name": name,
-        "provider": "fake",
-        "model_name": "m",
-        "priority": priority,
-        "config": {"responses": [answer]},
-        **values,
-    }
-
-
-@pytest.fixture
-def pg_url(postgres_url: str) -> str:
-    """A migrated PostgreSQL schema."""
-    migrate(postgres_url)
-    return postgres_url
 
 
 def test_seed_functions_on_a_pool() -> None:
@@ -101,17 +80,21 @@ def test_module_functions_use_the_replaceable_default_pool() -> None:
     pool.close()
 
 
-def test_cached_get_llm_with_fallback_makes_no_database_round_trip(sqlite_url: str) -> None:
-    """After the first load, getting the chain and invoking it issues no SQL at all."""
-    pool = LLMPool(sqlite_url, poll_interval=0)
-    pool.store.add(fake("A", 1, "a"))
-    pool.get_llm_with_fallback()
-    statements: list[str] = []
-    sa.event.listen(pool._engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
-    for _ in range(100):
-        assert pool.get_llm_with_fallback().invoke("x").content == "a"
-    assert statements == []
-    pool.close()
+def test_cached_get_llm_with_fallback_makes_no_database_round_trip(migrated_url: str) -> None:
+    """After the first load, getting the chain and invoking it issues no SQL (SQLite and PG)."""
+    engine = create_engine(migrated_url)
+    pool = LLMPool(engine, poll_interval=0)
+    try:
+        pool.store.add(fake("A", 1, "a"))
+        pool.get_llm_with_fallback()
+        statements: list[str] = []
+        sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        for _ in range(100):
+            assert pool.get_llm_with_fallback().invoke("x").content == "a"
+        assert statements == []
+    finally:
+        pool.close()
+        engine.dispose()
 
 
 def test_models_are_cached_per_row_version() -> None:
@@ -137,45 +120,69 @@ def test_models_are_cached_per_row_version() -> None:
         assert len(builds) == 2
 
 
-@pytest.mark.parametrize("listen", [True, False], ids=["notify", "polling"])
-def test_a_change_through_one_pool_reaches_another(pg_url: str, listen: bool) -> None:
-    """Disable a row through pool A; pool B (own engine) stops using it, NOTIFY or polling."""
-    a = LLMPool(pg_url, poll_interval=0.2)
-    b = LLMPool(pg_url, poll_interval=0.2, listen=listen)
+def listening(pool: LLMPool) -> bool:
+    """Whether the pool's watcher holds an open LISTEN connection."""
+    return pool._watcher is not None and pool._watcher.listening
+
+
+# NOTIFY variants poll every 30 s, so only NOTIFY can deliver the change within the deadline.
+WATCH_MODES = pytest.mark.parametrize(
+    ("listen", "poll_interval"), [(True, 30.0), (False, 0.2)], ids=["notify", "polling"]
+)
+
+
+@WATCH_MODES
+def test_a_change_through_one_pool_reaches_another(
+    pg_url: str, listen: bool, poll_interval: float
+) -> None:
+    """Disable a row through pool A; pool B (own engine) stops using it, by NOTIFY or polling."""
+    a = LLMPool(pg_url, poll_interval=0)
+    b = LLMPool(pg_url, poll_interval=poll_interval, listen=listen)
     try:
         first = a.store.add(fake("First", 1, "first"))
         a.store.add(fake("Second", 2, "second"))
         live = b.get_llm_with_fallback()
         assert live.invoke("x").content == "first"
         if listen:
-            wait_until(lambda: b._watcher is not None and b._watcher.listening)
+            wait_until(lambda: listening(b))
         a.store.disable(first.id)
-        took = wait_until(lambda: live.invoke("x").content == "second", timeout=3)
-        assert took < (1.0 if listen else 2.0)
+        wait_until(lambda: live.invoke("x").content == "second", timeout=3)
         a.store.update(first.id, {"enabled": True, "priority": 3})
-        wait_until(lambda: [c.name for c in b.get_llms_from_db()] == ["Second", "First"])
+        wait_until(lambda: [c.name for c in b.get_llms_from_db()] == ["Second", "First"], 3)
     finally:
         a.close()
         b.close()
 
 
-def test_a_change_reaches_another_process(pg_url: str) -> None:
-    """A pool in another process sees a row disabled here."""
-    script = """
+CHILD = """
 import sys, time
 from llmpool.pool import LLMPool
-pool = LLMPool(sys.argv[1], poll_interval=0.2)
-print("ready", [c.name for c in pool.get_llms_from_db()], flush=True)
-deadline = time.monotonic() + 20
-while [c.name for c in pool.get_llms_from_db()] != ["Second"] and time.monotonic() < deadline:
+url, listen, poll_interval, deadline = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3]), 5
+pool = LLMPool(url, poll_interval=poll_interval, listen=listen)
+names = [c.name for c in pool.get_llms_from_db()]
+started = time.monotonic()
+while listen and not pool._watcher.listening and time.monotonic() - started < deadline:
+    time.sleep(0.01)
+print("ready", names, flush=True)
+started = time.monotonic()
+while [c.name for c in pool.get_llms_from_db()] != ["Second"]:
+    if time.monotonic() - started > deadline:
+        break
     time.sleep(0.01)
 print("saw", [c.name for c in pool.get_llms_from_db()], flush=True)
+pool.close()
 """
+
+
+@WATCH_MODES
+def test_a_change_reaches_another_process(pg_url: str, listen: bool, poll_interval: float) -> None:
+    """A pool in another process sees a row disabled here within 5 s, by NOTIFY or polling."""
     with LLMPool(pg_url, poll_interval=0) as here:
         first = here.store.add(fake("First", 1, "first"))
         here.store.add(fake("Second", 2, "second"))
+        args = [pg_url, "1" if listen else "0", str(poll_interval)]
         child = subprocess.Popen(
-            [sys.executable, "-c", script, pg_url], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", CHILD, *args], stdout=subprocess.PIPE, text=True
         )
         assert child.stdout is not None
         assert child.stdout.readline().startswith("ready ['First', 'Second']")
@@ -184,31 +191,118 @@ print("saw", [c.name for c in pool.get_llms_from_db()], flush=True)
     assert out.strip() == "saw ['Second']"
 
 
-def test_live_runnable_follows_a_priority_change(sqlite_url: str) -> None:
+def backend_exists(pg_url: str, pid: int) -> bool:
+    """Whether a PostgreSQL backend with this pid is still LISTENing."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND query ILIKE 'LISTEN%%'",
+            [pid],
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_dropped_listen_connection_catches_up_and_listens_again(pg_url: str) -> None:
+    """After pg_terminate_backend, a change made meanwhile is seen, then NOTIFY works again."""
+    import psycopg
+
+    writer = LLMPool(pg_url, poll_interval=0)
+    reader = LLMPool(pg_url, poll_interval=30, listen_retry=1.0)
+    try:
+        first = writer.store.add(fake("First", 1, "first"))
+        writer.store.add(fake("Second", 2, "second"))
+        live = reader.get_llm_with_fallback()
+        watcher = reader._watcher
+        assert watcher is not None
+        wait_until(lambda: watcher.listening)
+        pid = watcher.backend_pid
+        assert pid is not None and backend_exists(pg_url, pid)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        wait_until(lambda: not watcher.listening)
+        writer.store.disable(first.id)
+        assert not watcher.listening  # the change was made while the listener was away
+        wait_until(lambda: live.invoke("x").content == "second")
+        wait_until(lambda: watcher.listening)
+        assert watcher.backend_pid != pid
+        writer.store.enable(first.id)
+        wait_until(lambda: live.invoke("x").content == "first", timeout=3)
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_close_stops_the_watcher_and_leaves_no_listen_backend(pg_url: str) -> None:
+    """close() ends the watcher thread before returning, though it polls only every 30 s."""
+    pool = LLMPool(pg_url, poll_interval=30)
+    pool.get_llms_from_db()
+    watcher = pool._watcher
+    assert watcher is not None
+    wait_until(lambda: watcher.listening)
+    pid = watcher.backend_pid
+    assert pid is not None and backend_exists(pg_url, pid)
+    pool.close()
+    assert not watcher.alive
+    wait_until(lambda: not backend_exists(pg_url, pid))
+
+
+async def test_aclose_does_not_block_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While aclose() stops the watcher, other coroutines keep running on the loop."""
+    pool = LLMPool(repository=InMemoryStore(), poll_interval=30)
+    await pool.aget_llms_from_db()
+    watcher = pool._watcher
+    assert watcher is not None
+    released = threading.Event()
+    waited: list[bool] = []
+    real_stop = watcher.stop
+
+    def stop(timeout: float = 5.0) -> None:
+        waited.append(released.wait(5))  # set by a coroutine: only if the loop is free
+        real_stop(timeout)
+
+    monkeypatch.setattr(watcher, "stop", stop)
+
+    async def release() -> None:
+        released.set()
+
+    await asyncio.gather(pool.aclose(), release())
+    assert waited == [True]
+    assert not watcher.alive
+
+
+def test_live_runnable_follows_a_priority_change(migrated_url: str) -> None:
     """A runnable obtained at startup follows the new order after a priority change."""
-    with LLMPool(sqlite_url, poll_interval=0.05) as pool:
+    with LLMPool(migrated_url, poll_interval=0.05) as pool:
         a = pool.store.add(fake("A", 1, "a"))
         pool.store.add(fake("B", 2, "b"))
         llm = pool.get_llm_with_fallback()
         assert llm.invoke("x").content == "a"
-        other = LLMPool(sqlite_url, poll_interval=0)  # a write from elsewhere
+        other = LLMPool(migrated_url, poll_interval=0)  # a write from elsewhere
         other.store.update(a.id, {"priority": 9})
         other.close()
         wait_until(lambda: llm.invoke("x").content == "b")
 
 
-def test_database_down_serves_the_snapshot_and_writes_fail_loudly(pg_url: str) -> None:
-    """Connections refused mid-run: answers continue, writes raise, recovery sees new changes."""
+@pytest.mark.parametrize("listen", [False, True], ids=["polling", "notify"])
+def test_database_down_serves_the_snapshot_and_writes_fail_loudly(
+    pg_url: str, listen: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connections refused mid-run: answers continue, writes raise, the outage is logged once,
+    and after recovery changes are seen again."""
+    caplog.set_level("WARNING", logger="llmpool")
     parts = urlsplit(pg_url)
     proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
     proxied = pg_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}")
     direct = LLMPool(pg_url, poll_interval=0)
-    pool = LLMPool(proxied, poll_interval=0.1, listen=False)
+    pool = LLMPool(proxied, poll_interval=0.1, listen=listen, listen_retry=0.05)
     try:
         first = direct.store.add(fake("First", 1, "first"))
         direct.store.add(fake("Second", 2, "second"))
         llm = pool.get_llm_with_fallback()
         assert llm.invoke("x").content == "first"
+        if listen:
+            wait_until(lambda: listening(pool))
         proxy.stop()
         for _ in range(20):
             assert llm.invoke("x").content == "first"
@@ -216,81 +310,50 @@ def test_database_down_serves_the_snapshot_and_writes_fail_loudly(pg_url: str) -
         with pytest.raises(DatabaseUnavailableError):
             pool.store.disable(first.id)
         direct.store.disable(first.id)  # changed while the pool cannot see the database
+        wait_until(lambda: "cannot read the LLM table" in caplog.text)
+        watcher = pool._watcher
+        assert watcher is not None
+        for _ in range(5):  # several failed polls (and reconnects) while it is down
+            polls = watcher.polls
+            wait_until(lambda polls=polls: watcher.polls > polls)
         proxy.start()
         wait_until(lambda: llm.invoke("x").content == "second", timeout=10)
+        direct.store.enable(first.id)
+        wait_until(lambda: llm.invoke("x").content == "first", timeout=10)
+        if listen:
+            wait_until(lambda: listening(pool), timeout=10)
     finally:
         pool.close()
         direct.close()
         proxy.stop()
+    assert caplog.text.count("cannot read the LLM table") == 1
+    assert caplog.text.count("can read the LLM table again") == 1
+    assert caplog.text.count("LISTEN unavailable") == (1 if listen else 0)
+    assert caplog.text.count("LISTEN works again") == (1 if listen else 0)
 
 
-def test_replica_b_skips_a_candidate_whose_breaker_replica_a_opened() -> None:
-    """With Redis, A's failures open the breaker and B skips the candidate with no request."""
-    import redis
+class CountingStore(InMemoryStore):
+    """An in-memory store that counts snapshot loads."""
 
-    prefix = f"llmpool-test:{uuid.uuid4().hex}:"
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis on 127.0.0.1:6379 is required for this test")
-    policy = FallbackPolicy(attempts=1, failure_threshold=2, cooldown=60)
-    with OpenAIServer() as dead:
-        dead.script(*[Status(500)] * 10)
-        rows = [
-            {
-                "id": "11111111-0000-0000-0000-000000000001",
-                "name": "Dead",
-                "provider": "openai",
-                "model_name": "m",
-                "priority": 1,
-                "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
-                "config": {"base_url": dead.url + "/v1"},
-            },
-            fake("Backup", 2, "backup"),
-        ]
-        replicas = [
-            LLMPool(
-                repository=InMemoryStore(rows),
-                policy=policy,
-                poll_interval=0,
-                breaker_store=RedisBreakerStore(prefix=prefix),
-            )
-            for _ in range(2)
-        ]
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("OPENAI_API_KEY", "sk-x")
-            a, b = (r.get_llm_with_fallback() for r in replicas)
-            assert a.invoke("x").content == "backup"
-            assert a.invoke("x").content == "backup"
-            assert dead.count == 2
-            answer = b.invoke("x")
-        assert answer.content == "backup"
-        assert dead.count == 2
-        assert answer.response_metadata["llmpool"]["attempts"][0]["outcome"] == "skipped"
-        for replica in replicas:
-            replica.close()
-    for key in client.scan_iter(prefix + "*"):
-        client.delete(key)
-    client.close()
+    loads = 0
+
+    def snapshot(self) -> Snapshot:
+        """Count, then load."""
+        self.loads += 1
+        return super().snapshot()
 
 
-def test_redis_down_falls_back_to_local_state(caplog: pytest.LogCaptureFixture) -> None:
-    """An unreachable Redis degrades to per-replica state and says so once."""
-    from llmpool.breaker import BreakerBoard
-
-    store = RedisBreakerStore("redis://127.0.0.1:1/0", prefix="x:")
-    board = BreakerBoard(store)
-    with caplog.at_level("WARNING", logger="llmpool.breaker_redis"):
-        for _ in range(3):
-            board.failure("k", threshold=3, cooldown=lambda trips: 30.0)
-        assert board.admit("k").value == "open"
-    assert caplog.text.count("cannot reach Redis") == 1
+def is_snapshot_query(statement: str) -> bool:
+    """Whether a SQL statement is the one-query snapshot of the table."""
+    return "llmpool_state LEFT OUTER JOIN llms" in statement
 
 
-@pytest.fixture
-def counting_pool() -> Iterator[tuple[LLMPool, list[str]]]:
-    """A pool whose provider counts builds."""
+@pytest.fixture(params=["memory", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def counting_pool(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[LLMPool, list[str], Callable[[], int]]]:
+    """A cold pool (in memory, or on PostgreSQL through an engine passed in) whose provider
+    counts builds; with a function returning how many snapshots it has loaded."""
     builds: list[str] = []
     lock = threading.Lock()
 
@@ -301,28 +364,36 @@ def counting_pool() -> Iterator[tuple[LLMPool, list[str]]]:
 
     registry = ProviderRegistry(entry_points=[])
     registry.register(FactoryProvider("counting", factory))
-    store = InMemoryStore(
-        [
-            {
-                "name": f"M{i}",
-                "provider": "counting",
-                "model_name": "m",
-                "priority": i,
-                "is_default": i == 0,
-            }
-            for i in range(3)
-        ]
-    )
-    pool = LLMPool(repository=store, registry=registry, poll_interval=0)
-    yield pool, builds
+    rows = [
+        {"name": f"M{i}", "provider": "counting", "model_name": "m", "priority": i}
+        | {"is_default": i == 0}
+        for i in range(3)
+    ]
+    if request.param == "memory":
+        store = CountingStore(rows)
+        pool = LLMPool(repository=store, registry=registry, poll_interval=0)
+        yield pool, builds, lambda: store.loads
+        pool.close()
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    migrate(url)
+    with LLMPool(url, poll_interval=0) as writer:
+        for row in rows:
+            writer.store.add(row)
+    engine = create_engine(url)
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    pool = LLMPool(engine, registry=registry, poll_interval=30)
+    yield pool, builds, lambda: sum(is_snapshot_query(s) for s in statements)
     pool.close()
+    engine.dispose()
 
 
 def test_200_threads_answer_and_each_model_is_built_once(
-    counting_pool: tuple[LLMPool, list[str]],
+    counting_pool: tuple[LLMPool, list[str], Callable[[], int]],
 ) -> None:
     """A stampede of threads on a cold pool: every call answers, each row built once."""
-    pool, builds = counting_pool
+    pool, builds, loads = counting_pool
     barrier = threading.Barrier(200)
     answers: list[str] = []
 
@@ -337,13 +408,15 @@ def test_200_threads_answer_and_each_model_is_built_once(
         thread.join()
     assert answers == ["M0"] * 200
     assert sorted(builds) == ["M0", "M1", "M2"]
+    assert loads() == 1
 
 
 async def test_1000_concurrent_tasks_answer_and_each_model_is_built_once(
-    counting_pool: tuple[LLMPool, list[str]],
+    counting_pool: tuple[LLMPool, list[str], Callable[[], int]],
 ) -> None:
-    """1,000 concurrent ainvoke calls through the async API all answer; builds happen once."""
-    pool, builds = counting_pool
+    """1,000 concurrent calls through the async API on a cold pool all answer; one snapshot
+    is loaded and each model is built once."""
+    pool, builds, loads = counting_pool
 
     async def call() -> str:
         llm = await pool.aget_llm_with_fallback()
@@ -352,6 +425,7 @@ async def test_1000_concurrent_tasks_answer_and_each_model_is_built_once(
     answers = await asyncio.gather(*(call() for _ in range(1000)))
     assert set(answers) == {"M0"}
     assert sorted(builds) == ["M0", "M1", "M2"]
+    assert loads() == 1
 
 
 async def test_async_api_reads_through_the_async_engine(database_url: str) -> None:

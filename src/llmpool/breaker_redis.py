@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -31,13 +32,25 @@ logger = logging.getLogger(__name__)
 class RedisBreakerStore:
     """A `BreakerStore` in Redis: one key per candidate, updated with optimistic transactions.
 
+    An update WATCHes the key, computes the change and commits it with MULTI/EXEC; when
+    another replica changed the key in between, it starts over, up to `MAX_RACES` times. Each
+    replica's change is applied at most once in Redis, so after a cooldown exactly one
+    replica gets the half-open probe. A replica that loses every one of those races (extreme
+    contention on one key) applies its change to its own in-process state instead, as when
+    Redis is down, and logs that once: a breaker decision is never an error for the caller.
+
     Args:
         url: The Redis URL, e.g. ``redis://127.0.0.1:6379/0``.
         prefix: Key prefix, so several pools (or tests) can share one Redis.
-        ttl: Seconds a breaker key lives after its last change (stale state expires).
+        ttl: Seconds a breaker key lives after its last change, counted from the end of its
+            cooldown or probe lease when that is later (stale state expires, a live cooldown
+            never does); at least one second.
         retry_after: Seconds to wait before trying Redis again after it failed.
         client: An existing ``redis.Redis`` client instead of ``url``.
     """
+
+    #: Lost WATCH races after which an update falls back to in-process state.
+    MAX_RACES = 20
 
     def __init__(
         self,
@@ -61,6 +74,7 @@ class RedisBreakerStore:
         self.retry_after = retry_after
         self.local = LocalBreakerStore()
         self._down_until = 0.0
+        self._contention_reported = False
 
     def __repr__(self) -> str:
         return f"RedisBreakerStore(prefix={self.prefix!r})"
@@ -110,7 +124,7 @@ class RedisBreakerStore:
             return self.local.update(key, change)
         name = self._key(key)
         try:
-            for _ in range(20):
+            for _ in range(self.MAX_RACES):
                 with self.client.pipeline() as pipe:
                     try:
                         pipe.watch(name)
@@ -120,14 +134,30 @@ class RedisBreakerStore:
                         if new is None or new == BreakerState():
                             pipe.delete(name)
                         else:
-                            pipe.set(name, json.dumps(asdict(new)), ex=int(self.ttl))
+                            pipe.set(name, json.dumps(asdict(new)), ex=self._expiry(new))
                         pipe.execute()
                         self._recovered()
                         return new
                     except Exception as error:
                         if type(error).__name__ != "WatchError":
                             raise
-            return self.local.update(key, change)
         except Exception as error:
             self._failed(error)
             return self.local.update(key, change)
+        self._contended(key)
+        return self.local.update(key, change)
+
+    def _expiry(self, state: BreakerState) -> int:
+        # Redis refuses EX 0, and a key must outlive the cooldown or probe lease it records.
+        pending = max(state.open_until, state.probe_until) - time.time()
+        return max(1, math.ceil(max(pending, 0.0) + self.ttl))
+
+    def _contended(self, key: str) -> None:
+        if not self._contention_reported:
+            self._contention_reported = True
+            logger.warning(
+                "llmpool lost %d Redis races in a row on a circuit breaker; "
+                "this change applies to this replica's local state only",
+                self.MAX_RACES,
+                extra={"breaker": key},
+            )

@@ -1,9 +1,10 @@
 """`LLMPool`: the facade that serves the table's rows as chat models, and the seed's functions.
 
 A pool owns a repository (a store, when it can be written), the provider registry, a cache of
-built models keyed by ``(row id, row version)`` so their HTTP connection pools stay warm, the
-circuit breakers, and a watcher that keeps its snapshot of the table current without a restart.
-After the first load, serving a chain costs no database round trip.
+built models keyed by ``(row id, row version)`` so their HTTP connection pools stay warm
+(`llmpool.cache`), the circuit breakers, and the snapshot of the table that a watcher keeps
+current without a restart (`llmpool.snapshots`). After the first load, serving a chain costs
+no database round trip.
 
 The usage guide's module functions (`get_llm`, `get_llm_with_fallback`, ...) live in
 `llmpool.functions`, over a default pool built lazily from configuration.
@@ -12,25 +13,34 @@ The usage guide's module functions (`get_llm`, `get_llm_with_fallback`, ...) liv
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmpool.breaker import BreakerBoard
+from llmpool.cache import ModelCache
 from llmpool.credentials import EnvAllowlist
-from llmpool.errors import LLMNotFoundError, LLMPoolError, NoDefaultLLMError
+from llmpool.errors import (
+    InvalidDefaultLLMError,
+    LLMNotFoundError,
+    LLMPoolError,
+    ProviderLoadError,
+)
 from llmpool.models import LLMConfig
 from llmpool.policy import FallbackPolicy
-from llmpool.repository import LLMStore, sort_key
+from llmpool.repository import LLMStore, no_default_error, sort_key
+from llmpool.snapshots import SnapshotKeeper
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from sqlalchemy.engine import URL, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from llmpool.breaker import BreakerStore
-    from llmpool.fallback import Candidate, FallbackChatModel
+    from llmpool.candidates import Candidate
+    from llmpool.fallback import FallbackChatModel
     from llmpool.providers import ProviderRegistry
-    from llmpool.repository import AsyncLLMRepository, LLMRepository, Snapshot
+    from llmpool.repository import LLMRepository, Snapshot
     from llmpool.watch import Watcher
 
 __all__ = ["LLMPool"]
@@ -38,11 +48,11 @@ __all__ = ["LLMPool"]
 logger = logging.getLogger(__name__)
 
 
-def _no_default(scope: str) -> NoDefaultLLMError:
-    return NoDefaultLLMError(
-        f"No default LLM configured for scope {scope!r}: mark one with "
-        "store.set_default(id) or `llmpool set-default ID`"
-    )
+def _default_of(snapshot: Snapshot, scope: str) -> LLMConfig | None:
+    for config in snapshot.configs:
+        if config.scope == scope and config.is_default:
+            return config
+    return None
 
 
 class LLMPool:
@@ -52,15 +62,26 @@ class LLMPool:
         database: An engine or URL; ``None`` for the configured database
             (``LLMPOOL_DATABASE_URL``, ``DATABASE_URL``, else ``./llmpool.sqlite3``).
         repository: Read rows from this instead (an `InMemoryStore`, a custom source).
+        async_database: The async engine (or its URL) the ``aget_*`` methods read through.
+            By default: an async engine on the same URL when llmpool made the engine from a
+            URL; when you passed an `Engine` (whose ``creator`` or ``connect_args`` an async
+            engine could not copy), the sync engine in a worker thread.
         registry: The provider registry; the process-wide one by default.
         allowlist: Environment variables rows may reference; from the environment by default.
         policy: Retry, deadline and circuit-breaker settings of the fallback chains.
-        poll_interval: Seconds between change checks when NOTIFY is unavailable.
+        poll_interval: Seconds between change checks (the safety net under NOTIFY, and all
+            there is without it); ``0`` to never look for changes.
         listen: Use PostgreSQL LISTEN/NOTIFY to see changes at once.
+        listen_retry: Seconds before reopening a lost LISTEN connection; doubles on each
+            failure, up to 30 s.
         breaker_store: Where circuit breaker state lives (e.g. a `RedisBreakerStore` shared by
             replicas); in-process by default.
         auto_migrate: Apply llmpool's migrations on first use; by default only for SQLite,
             where the database is embedded.
+        retry_failed_builds_after: Seconds a row that could not be built (a missing variable,
+            a plugin that raised) stays skipped before it is built again; a refresh retries it
+            at once.
+        clock: Monotonic seconds, for that delay; injectable for tests.
 
     Example:
         >>> from llmpool.repository.memory import InMemoryStore
@@ -76,42 +97,49 @@ class LLMPool:
         database: Engine | str | URL | None = None,
         *,
         repository: LLMRepository | None = None,
+        async_database: AsyncEngine | str | URL | None = None,
         registry: ProviderRegistry | None = None,
         allowlist: EnvAllowlist | None = None,
         policy: FallbackPolicy | None = None,
         poll_interval: float = 1.0,
         listen: bool = True,
+        listen_retry: float = 1.0,
         breaker_store: BreakerStore | None = None,
         auto_migrate: bool | None = None,
+        retry_failed_builds_after: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.allowlist = allowlist if allowlist is not None else EnvAllowlist.from_env()
         self.policy = policy if policy is not None else FallbackPolicy()
         self.breakers = BreakerBoard(breaker_store)
-        self.poll_interval = poll_interval
         self._registry = registry
-        self._engine: Engine | None = None
-        self._database = database
-        self._async_repository: AsyncLLMRepository | None = None
+        engine: Engine | None = None
         if repository is None:
             from llmpool.repository.sql import SQLStore
 
             sql_store = SQLStore(database, validators=[self.allowlist])
-            self._engine = sql_store.engine
+            engine = sql_store.engine
             repository = sql_store
             if auto_migrate is None:
-                auto_migrate = sql_store.engine.dialect.name == "sqlite"
+                auto_migrate = engine.dialect.name == "sqlite"
         self.repository: LLMRepository = repository
-        self._auto_migrate = bool(auto_migrate)
-        self._listen = listen
-        self._snapshot: Snapshot | None = None
-        self._load_lock = threading.Lock()
-        self._build_locks: dict[tuple[str, int], threading.Lock] = {}
-        self._build_locks_guard = threading.Lock()
-        self._models: dict[tuple[str, int], Candidate] = {}
-        self._chains: dict[str, tuple[int, tuple[Candidate, ...]]] = {}
+        self._cache = ModelCache(
+            self._build, retry_failed_after=retry_failed_builds_after, clock=clock
+        )
+        # scope -> (generation, when a skipped row is due for a rebuild or None, chain)
+        self._chains: dict[str, tuple[int, float | None, tuple[Candidate, ...]]] = {}
         self._live: dict[str, FallbackChatModel] = {}
-        self._watcher: Watcher | None = None
-        self._closed = False
+        self._snapshots = SnapshotKeeper(
+            repository,
+            self._pruned,
+            engine=engine,
+            database=database,
+            async_database=async_database,
+            poll_interval=poll_interval,
+            listen=listen,
+            listen_retry=listen_retry,
+            auto_migrate=bool(auto_migrate),
+        )
 
     def __repr__(self) -> str:
         return f"<LLMPool repository={self.repository!r}>"
@@ -135,74 +163,46 @@ class LLMPool:
         if not isinstance(self.repository, LLMStore):
             msg = f"{self.repository!r} is read-only: it has no admin API"
             raise LLMPoolError(msg)
-        self._ensure_schema()
-        return _RefreshingStore(self.repository, self)
+        self._snapshots.ensure_schema()
+        return _RefreshingStore(self.repository, self._snapshots.refresh_after_write)
 
-    def _ensure_schema(self) -> None:
-        if self._auto_migrate:
-            with self._load_lock:
-                if self._auto_migrate:
-                    from llmpool.migrate import migrate
-
-                    migrate(self._engine)
-                    self._auto_migrate = False
+    # -- the snapshot --------------------------------------------------------------------------
 
     # -- the snapshot --------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
         """Return the current snapshot of the table, loading it on first use."""
-        snapshot = self._snapshot
-        if snapshot is None:
-            self._ensure_schema()
-            with self._load_lock:
-                if self._snapshot is None:
-                    self._snapshot = self.repository.snapshot()
-                    self._start_watcher(self._snapshot.generation)
-                snapshot = self._snapshot
-        return snapshot
+        return self._snapshots.current or self._snapshots.get()
 
     def refresh(self) -> Snapshot:
-        """Reload the snapshot now (the watcher does this on every change)."""
-        snapshot = self.repository.snapshot()
-        with self._load_lock:
-            if self._snapshot is None or snapshot.generation >= self._snapshot.generation:
-                self._snapshot = snapshot
-            live = {(c.id, c.version) for c in snapshot.configs}
-            for key in [k for k in self._models if k not in live]:
-                self._models.pop(key, None)
-        return snapshot
+        """Reload the snapshot now (the watcher does this on every change).
 
-    def _on_change(self, generation: int) -> None:
-        self.refresh()
+        Returns:
+            The pool's snapshot after the reload: the one just read, unless a newer one was
+            installed meanwhile.
+        """
+        return self._snapshots.refresh()
 
-    def _start_watcher(self, generation: int) -> None:
-        if self._closed or self.poll_interval <= 0:
-            return
-        from llmpool.watch import Watcher
+    def _pruned(self, snapshot: Snapshot) -> None:
+        # Rows that could not be built are dropped too, so a refresh retries them.
+        self._cache.prune({(c.id, c.version) for c in snapshot.configs})
+        self._chains.clear()
 
-        engine = self._engine if self._listen else None
-        self._watcher = Watcher(
-            self.repository,
-            self._on_change,
-            poll_interval=self.poll_interval,
-            engine=engine,
-        )
-        self._watcher.start(generation)
+    @property
+    def _watcher(self) -> Watcher | None:
+        return self._snapshots.watcher
 
     def close(self) -> None:
-        """Stop watching the table and release the database connections."""
-        self._closed = True
-        if self._watcher is not None:
-            self._watcher.stop()
-        if self._engine is not None and self._database is not self._engine:
-            self._engine.dispose()
+        """Stop watching the table and release the database connections.
+
+        Returns promptly: the watcher closes its LISTEN connection and ends within a fraction
+        of a second, whatever ``poll_interval`` is.
+        """
+        self._snapshots.close()
 
     async def aclose(self) -> None:
-        """`close`, and also release the async engine's connections."""
-        self.close()
-        repository = self._async_repository
-        if repository is not None and hasattr(repository, "aclose"):
-            await repository.aclose()
+        """`close` without blocking the event loop; also release the async engine llmpool made."""
+        await self._snapshots.aclose()
 
     def __enter__(self) -> LLMPool:
         return self
@@ -231,11 +231,26 @@ class LLMPool:
 
         Raises:
             NoDefaultLLMError: "No default LLM configured for scope ...".
+            InvalidDefaultLLMError: The scope's default row fails validation (a
+                `NoDefaultLLMError` naming the row and why).
         """
-        for config in self.snapshot().configs:
-            if config.scope == scope and config.is_default:
-                return config
-        raise _no_default(scope)
+        snapshot = self.snapshot()
+        config = _default_of(snapshot, scope)
+        if config is not None:
+            return config
+        if snapshot.bad_rows:
+            self._raise_invalid_default(scope)
+        raise no_default_error(scope)
+
+    def _raise_invalid_default(self, scope: str) -> None:
+        # Bad rows carry no scope: the repository's own lookup names an invalid default row.
+        # Only on this error path, and only when some row failed validation.
+        try:
+            self.repository.get_default(scope)
+        except InvalidDefaultLLMError:
+            raise
+        except Exception as error:  # none there either, or the database is down
+            logger.debug("no invalid default row found: %s", type(error).__name__)
 
     def _config(self, llm_id: str) -> LLMConfig:
         for config in self.snapshot().configs:
@@ -245,30 +260,25 @@ class LLMPool:
 
     # -- models --------------------------------------------------------------------------------
 
-    def _candidate(self, config: LLMConfig) -> Candidate:
-        key = (config.id, config.version)
-        cached = self._models.get(key)
-        if cached is not None and cached.config == config:
-            return cached
-        with self._build_locks_guard:
-            lock = self._build_locks.setdefault(key, threading.Lock())
-        from llmpool.fallback import Candidate
-
-        with lock:  # a stampede on one row builds it once
-            cached = self._models.get(key)
-            if cached is not None and cached.config == config:
-                return cached
-            try:
-                candidate = Candidate(config, model=self._build(config))
-            except LLMPoolError as error:
-                candidate = Candidate(config, error=error)
-            self._models[key] = candidate
-        with self._build_locks_guard:
-            self._build_locks.pop(key, None)
-        return candidate
-
     def _build(self, config: LLMConfig) -> BaseChatModel:
-        return self.registry.build(config, allowlist=self.allowlist)
+        try:
+            return self.registry.build(config, allowlist=self.allowlist)
+        except LLMPoolError:
+            raise
+        except Exception as exc:  # a plugin's bug must skip its row, not break the chain
+            text = str(exc).strip()
+            first = f": {text.splitlines()[0][:200]}" if text else ""
+            msg = (
+                f"{config.describe()}: provider {config.provider!r} failed to build the chat "
+                f"model: {type(exc).__name__}{first}"
+            )
+            raise ProviderLoadError(msg, distribution=self._distribution(config)) from exc
+
+    def _distribution(self, config: LLMConfig) -> str | None:
+        try:
+            return self.registry.distribution_of(config.provider)
+        except LLMPoolError:
+            return None
 
     def create_llm_instance(self, config: LLMConfig | Mapping[str, Any]) -> BaseChatModel:
         """Build the chat model of a row (cached per row id and version).
@@ -279,10 +289,11 @@ class LLMPool:
         Raises:
             MissingSecretError, ProviderNotInstalledError, UnknownProviderError,
             UnsupportedParameterError, EnvNotAllowedError: The row cannot be built.
+            ProviderLoadError: The provider raised something else while building.
         """
         if not isinstance(config, LLMConfig):
             config = LLMConfig.from_row({"id": "adhoc", **dict(config)})
-        candidate = self._candidate(config)
+        candidate = self._cache.get(config)
         if candidate.model is None:
             assert candidate.error is not None
             raise candidate.error
@@ -301,11 +312,16 @@ class LLMPool:
     def _chain(self, scope: str) -> tuple[Candidate, ...]:
         snapshot = self.snapshot()
         cached = self._chains.get(scope)
-        if cached is not None and cached[0] == snapshot.generation:
-            return cached[1]
+        if (
+            cached is not None
+            and cached[0] == snapshot.generation
+            and (cached[1] is None or self._cache.clock() < cached[1])
+        ):
+            return cached[2]
         rows = sorted((c for c in snapshot.configs if c.scope == scope and c.enabled), key=sort_key)
-        chain = tuple(self._candidate(c) for c in rows)
-        self._chains[scope] = (snapshot.generation, chain)
+        chain = tuple(self._cache.get(c) for c in rows)
+        due = [at for c in chain if (at := self._cache.retry_due(c)) is not None]
+        self._chains[scope] = (snapshot.generation, min(due) if due else None, chain)
         return chain
 
     def get_llm_with_fallback(
@@ -356,43 +372,30 @@ class LLMPool:
 
     # -- async ---------------------------------------------------------------------------------
 
-    def _async_repo(self) -> AsyncLLMRepository | None:
-        if self._async_repository is None and self._engine is not None:
-            from llmpool.repository.sql import AsyncSQLRepository
-
-            self._async_repository = AsyncSQLRepository(self._engine.url)
-        return self._async_repository
-
-    async def _asnapshot(self) -> Snapshot:
-        if self._snapshot is not None:
-            return self._snapshot
-        repo = self._async_repo()
-        if repo is None or self._auto_migrate:
-            import asyncio
-
-            return await asyncio.to_thread(self.snapshot)
-        snapshot = await repo.snapshot()
-        with self._load_lock:
-            if self._snapshot is None:
-                self._snapshot = snapshot
-                self._start_watcher(snapshot.generation)
-            return self._snapshot
-
     async def aget_llms_from_db(
         self, enabled_only: bool = True, scope: str = "global"
     ) -> list[LLMConfig]:
         """Async twin of `get_llms_from_db`."""
-        await self._asnapshot()
+        await self._snapshots.aget()
         return self.get_llms_from_db(enabled_only, scope)
 
     async def aget_default_llm_config(self, scope: str = "global") -> LLMConfig:
         """Async twin of `get_default_llm_config`."""
-        await self._asnapshot()
-        return self.get_default_llm_config(scope)
+        snapshot = await self._snapshots.aget()
+        config = _default_of(snapshot, scope)
+        if config is not None:
+            return config
+        if snapshot.bad_rows:  # the error path may read the table: not on the event loop
+            import asyncio
+
+            return await asyncio.to_thread(self.get_default_llm_config, scope)
+        raise no_default_error(scope)
 
     async def aget_llm(self, llm_id: str | None = None, scope: str = "global") -> BaseChatModel:
         """Async twin of `get_llm`."""
-        await self._asnapshot()
+        await self._snapshots.aget()
+        if llm_id is None:
+            return self.create_llm_instance(await self.aget_default_llm_config(scope))
         return self.get_llm(llm_id, scope)
 
     async def aget_llm_with_fallback(
@@ -403,18 +406,23 @@ class LLMPool:
         policy: FallbackPolicy | None = None,
     ) -> FallbackChatModel:
         """Async twin of `get_llm_with_fallback`."""
-        await self._asnapshot()
+        await self._snapshots.aget()
         return self.get_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)
 
 
 class _RefreshingStore:
-    """The pool's store: every successful write refreshes the pool's snapshot at once."""
+    """The pool's store: every successful write refreshes the pool's snapshot at once.
+
+    A write is committed before the refresh; when the refresh fails (the database went away
+    in between), the write still returns its result, the failure is logged once, and the
+    watcher catches up.
+    """
 
     _WRITES = frozenset({"add", "update", "delete", "enable", "disable", "set_default"})
 
-    def __init__(self, store: LLMStore, pool: LLMPool) -> None:
+    def __init__(self, store: LLMStore, refresh: Callable[[], None]) -> None:
         self._store = store
-        self._pool = pool
+        self._refresh = refresh
 
     def __repr__(self) -> str:
         return repr(self._store)
@@ -426,8 +434,7 @@ class _RefreshingStore:
 
         def write(*args: Any, **kwargs: Any) -> Any:
             result = attr(*args, **kwargs)
-            if self._pool._snapshot is not None:
-                self._pool.refresh()
+            self._refresh()
             return result
 
         return write

@@ -1,13 +1,24 @@
 """Seeing changes to the `llms` table without a restart.
 
 On PostgreSQL a daemon thread LISTENs on ``llmpool_changes`` (the migrations' trigger sends a
-NOTIFY for every INSERT, UPDATE and DELETE, with the schema in its payload) and reacts within
-milliseconds. Between notifications, and everywhere NOTIFY is unavailable (SQLite, an in-memory
-repository, a PostgreSQL proxy that drops it), the thread polls the repository's cheap
-``generation()`` query every ``poll_interval`` seconds.
+NOTIFY for every INSERT, UPDATE and DELETE, with the schema in its payload) and reloads as soon
+as a NOTIFY for its own schema arrives. A safety-net poll of the repository's cheap
+``generation()`` query runs on its own timer every ``poll_interval`` seconds, so a missed NOTIFY
+is still seen; where NOTIFY is unavailable (SQLite, an in-memory repository, a proxy that drops
+it, a lost connection) that poll is all there is.
 
-When the database is down the watcher keeps going: the pool keeps serving its last good
-snapshot, and the first successful poll after the outage refreshes it.
+Three states are tracked and each change of state is logged once:
+
+* the table cannot be read (the database is down): the pool keeps serving its last good
+  snapshot, and the first successful poll after the outage refreshes it;
+* LISTEN is unavailable while the table can be read: the watcher polls, and reconnects with a
+  backoff that doubles from ``listen_retry`` up to ``listen_retry_max`` seconds;
+* both are fine again.
+
+The LISTEN connection is opened through the engine (`Engine.raw_connection`, then detached from
+its pool), so a ``creator`` or ``connect_args`` the application gave its engine apply to it as
+well. It needs the psycopg 3 driver. The thread waits for notifications in short slices, so
+`Watcher.stop` returns promptly, and it closes the LISTEN connection on its way out.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +42,13 @@ logger = logging.getLogger(__name__)
 #: The NOTIFY channel the migrations' trigger uses.
 CHANNEL = "llmpool_changes"
 
+#: Longest uninterrupted wait for a NOTIFY: bounds how long `Watcher.stop` takes.
+NOTIFY_SLICE = 0.2
+
+
+class _ListenUnsupportedError(Exception):
+    """The engine's driver cannot LISTEN (not psycopg 3): poll for good, do not retry."""
+
 
 class Watcher:
     """Calls ``on_change`` when the table's generation moves.
@@ -37,8 +56,16 @@ class Watcher:
     Args:
         repository: Read for the generation.
         on_change: Called (from the watcher thread) with the new generation.
-        poll_interval: Seconds between generation polls.
+        poll_interval: Seconds between safety-net generation polls.
         engine: A PostgreSQL engine to LISTEN through; ``None`` to poll only.
+        listen_retry: Seconds before the first attempt to reopen a lost LISTEN connection.
+        listen_retry_max: The reconnect delay doubles up to this many seconds.
+
+    Attributes:
+        listening: A LISTEN connection is open and has caught up.
+        backend_pid: The PostgreSQL backend of the LISTEN connection, while it is open.
+        notifications: NOTIFYs received so far, for this schema or not.
+        polls: Generation polls made so far (safety net, catch-up, or after a NOTIFY).
     """
 
     def __init__(
@@ -48,16 +75,27 @@ class Watcher:
         *,
         poll_interval: float = 1.0,
         engine: Engine | None = None,
+        listen_retry: float = 1.0,
+        listen_retry_max: float = 30.0,
     ) -> None:
         self.repository = repository
         self.on_change = on_change
         self.poll_interval = poll_interval
         self.engine = engine
+        self.listen_retry = listen_retry
+        self.listen_retry_max = max(listen_retry_max, listen_retry)
         self.generation: int | None = None
         self.listening = False
+        self.backend_pid: int | None = None
+        self.notifications = 0
+        self.polls = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="llmpool-watcher", daemon=True)
+        self._conn: Any = None
+        self._schema: str | None = None
+        self._retry_delay = listen_retry
         self._down = False
+        self._listen_down = False
 
     def start(self, generation: int) -> None:
         """Start watching from ``generation`` (the one already loaded)."""
@@ -65,28 +103,70 @@ class Watcher:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread and wait for it."""
+        """Stop the thread and wait for it; the thread closes its LISTEN connection."""
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """The thread is running."""
+        return self._thread.is_alive()
 
     # -- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._close_listener()
+
+    def _loop(self) -> None:
+        want_listen = self.engine is not None and self.engine.dialect.name == "postgresql"
+        next_poll = time.monotonic() + self.poll_interval
+        next_listen = 0.0
         while not self._stop.is_set():
-            if self.engine is not None and self.engine.dialect.name == "postgresql":
+            if want_listen and self._conn is None and time.monotonic() >= next_listen:
                 try:
-                    self._listen()
-                except Exception as error:  # the listener must never die; polling takes over
-                    self.listening = False
-                    self._report_down(error)
-                    self._poll_once()
-                    self._stop.wait(self.poll_interval)
-            else:
+                    self._connect()
+                except _ListenUnsupportedError as error:
+                    want_listen = False
+                    self._report_listen_down(str(error))
+                except Exception as error:  # the watcher must never die; polling takes over
+                    self._report_listen_down(type(error).__name__)
+                    next_listen = time.monotonic() + self._backoff()
+                else:
+                    next_poll = time.monotonic() + self.poll_interval
+                    continue
+            now = time.monotonic()
+            if now >= next_poll:
                 self._poll_once()
-                self._stop.wait(self.poll_interval)
+                next_poll = time.monotonic() + self.poll_interval
+                continue
+            wait = next_poll - now
+            if self._conn is None:
+                if want_listen:
+                    wait = min(wait, max(0.0, next_listen - now))
+                self._stop.wait(wait)
+                continue
+            try:
+                relevant = self._wait_for_notify(min(wait, NOTIFY_SLICE))
+            except Exception as error:  # the connection was lost: reconnect after a delay
+                self._close_listener()
+                self._report_listen_down(type(error).__name__)
+                next_listen = time.monotonic() + self._backoff()
+                continue
+            if relevant:
+                self._poll_once()
+                next_poll = time.monotonic() + self.poll_interval
+
+    def _backoff(self) -> float:
+        delay = self._retry_delay
+        self._retry_delay = min(delay * 2, self.listen_retry_max)
+        return delay
 
     def _poll_once(self) -> None:
+        self.polls += 1
         try:
             generation = self.repository.generation()
         except Exception as error:  # the database is down: keep serving the snapshot
@@ -104,6 +184,67 @@ class Watcher:
             return
         self.generation = generation
 
+    # -- LISTEN --------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._conn = self._open_listener()
+        self._retry_delay = self.listen_retry
+        self._poll_once()  # a change may have landed before LISTEN: catch up once now
+        self.listening = True
+        self._report_listen_up()
+
+    def _open_listener(self) -> Any:
+        assert self.engine is not None
+        try:
+            import psycopg
+        except ImportError:
+            msg = "LISTEN needs the psycopg 3 driver, which is not installed"
+            raise _ListenUnsupportedError(msg) from None
+        raw = self.engine.raw_connection()
+        try:
+            conn = raw.driver_connection  # read before detach, which drops the pool record
+            raw.detach()  # ours for good: the engine's pool forgets it
+            if not isinstance(conn, psycopg.Connection):
+                msg = f"LISTEN needs the psycopg 3 driver, not {self.engine.dialect.driver}"
+                raise _ListenUnsupportedError(msg)
+            conn.rollback()  # a pre-ping may have opened a transaction
+            conn.autocommit = True
+            row = conn.execute("SELECT current_schema(), pg_backend_pid()").fetchone()
+            conn.execute(f"LISTEN {CHANNEL}")
+        except BaseException:
+            raw.close()
+            raise
+        self._schema = row[0] if row else None
+        self.backend_pid = row[1] if row else None
+        return conn
+
+    def _wait_for_notify(self, timeout: float) -> bool:
+        relevant = False
+        for notify in self._conn.notifies(timeout=max(0.0, timeout), stop_after=1):
+            self.notifications += 1
+            relevant = self._relevant(notify.payload, self._schema) or relevant
+        return relevant
+
+    def _close_listener(self) -> None:
+        conn, self._conn = self._conn, None
+        self.listening = False
+        self.backend_pid = None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as error:  # closing a broken connection may fail; it is gone
+                logger.debug("closing the LISTEN connection failed: %s", type(error).__name__)
+
+    @staticmethod
+    def _relevant(payload: str, schema: Any) -> bool:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return True
+        return not isinstance(data, dict) or data.get("schema") in (None, schema)
+
+    # -- logging each change of state once -----------------------------------------------------
+
     def _report_down(self, error: BaseException) -> None:
         if not self._down:
             self._down = True
@@ -118,32 +259,18 @@ class Watcher:
             self._down = False
             logger.warning("llmpool can read the LLM table again")
 
-    def _listen(self) -> None:
-        import psycopg
+    def _report_listen_down(self, reason: str) -> None:
+        # ``reason`` is an exception's type name or a fixed text: never a URL or a secret.
+        if not self._listen_down:
+            self._listen_down = True
+            logger.warning(
+                "llmpool LISTEN unavailable (%s); polling every %s s for changes",
+                reason,
+                self.poll_interval,
+                extra={"error": reason, "poll_interval": self.poll_interval},
+            )
 
-        assert self.engine is not None
-        url = self.engine.url.set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
-            schema = conn.execute("SELECT current_schema()").fetchone()
-            my_schema = schema[0] if schema else None
-            conn.execute(f"LISTEN {CHANNEL}")
-            self.listening = True
-            # A change may have landed between the snapshot and LISTEN: check once now.
-            self._poll_once()
-            while not self._stop.is_set():
-                moved = False
-                for notify in conn.notifies(timeout=self.poll_interval, stop_after=1):
-                    moved = moved or self._relevant(notify.payload, my_schema)
-                if moved:
-                    self._poll_once()
-                elif not self._stop.is_set():
-                    self._poll_once()  # the safety net: a missed NOTIFY is seen within a poll
-
-    @staticmethod
-    def _relevant(payload: str, schema: Any) -> bool:
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            return True
-        return not isinstance(data, dict) or data.get("schema") in (None, schema)
+    def _report_listen_up(self) -> None:
+        if self._listen_down:
+            self._listen_down = False
+            logger.warning("llmpool LISTEN works again; changes are seen at once")

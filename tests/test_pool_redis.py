@@ -1,0 +1,178 @@
+"""Circuit breakers shared through Redis by replicas (real Redis on 127.0.0.1:6379)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import pytest
+from servers import OpenAIServer, Status
+
+from llmpool.breaker import Admission, BreakerBoard, BreakerState
+from llmpool.breaker_redis import RedisBreakerStore
+from llmpool.policy import FallbackPolicy
+from llmpool.pool import LLMPool
+from llmpool.repository.memory import InMemoryStore
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[tuple[Any, str]]:
+    """A Redis client and a fresh key prefix, whose keys are deleted afterwards."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis on 127.0.0.1:6379 is required for this test")
+    prefix = f"llmpool-test:{uuid.uuid4().hex}:"
+    yield client, prefix
+    for key in client.scan_iter(prefix + "*"):
+        client.delete(key)
+    client.close()
+
+
+def test_replica_b_skips_a_candidate_whose_breaker_replica_a_opened(
+    redis_prefix: tuple[Any, str],
+) -> None:
+    """With Redis, A's failures open the breaker and B skips the candidate with no request."""
+    _, prefix = redis_prefix
+    policy = FallbackPolicy(attempts=1, failure_threshold=2, cooldown=60)
+    with OpenAIServer() as dead:
+        dead.script(*[Status(500)] * 10)
+        rows = [
+            {
+                "id": "11111111-0000-0000-0000-000000000001",
+                "name": "Dead",
+                "provider": "openai",
+                "model_name": "m",
+                "priority": 1,
+                "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
+                "config": {"base_url": dead.url + "/v1"},
+            },
+            {
+                "name": "Backup",
+                "provider": "fake",
+                "model_name": "m",
+                "priority": 2,
+                "config": {"responses": ["backup"]},
+            },
+        ]
+        replicas = [
+            LLMPool(
+                repository=InMemoryStore(rows),
+                policy=policy,
+                poll_interval=0,
+                breaker_store=RedisBreakerStore(REDIS_URL, prefix=prefix),
+            )
+            for _ in range(2)
+        ]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("OPENAI_API_KEY", "sk-x")
+            a, b = (r.get_llm_with_fallback() for r in replicas)
+            assert a.invoke("x").content == "backup"
+            assert a.invoke("x").content == "backup"
+            assert dead.count == 2
+            answer = b.invoke("x")
+        assert answer.content == "backup"
+        assert dead.count == 2
+        assert answer.response_metadata["llmpool"]["attempts"][0]["outcome"] == "skipped"
+        for replica in replicas:
+            replica.close()
+
+
+def test_redis_down_falls_back_to_local_state(caplog: pytest.LogCaptureFixture) -> None:
+    """An unreachable Redis degrades to per-replica state and says so once."""
+    store = RedisBreakerStore("redis://127.0.0.1:1/0", prefix="x:")
+    board = BreakerBoard(store)
+    with caplog.at_level("WARNING", logger="llmpool.breaker_redis"):
+        for _ in range(3):
+            board.failure("k", threshold=3, cooldown=lambda trips: 30.0)
+        assert board.admit("k").value == "open"
+    assert caplog.text.count("cannot reach Redis") == 1
+
+
+def test_eight_replicas_get_exactly_one_probe_after_the_cooldown(
+    redis_prefix: tuple[Any, str],
+) -> None:
+    """Eight replicas asking at once after a cooldown: exactly one probes, in every trial."""
+    _, prefix = redis_prefix
+    boards = [BreakerBoard(RedisBreakerStore(REDIS_URL, prefix=prefix)) for _ in range(8)]
+    probes_per_trial: list[int] = []
+    for trial in range(40):
+        key = f"row-{trial}"
+        boards[0].failure(key, threshold=1, cooldown=lambda trips: 0.0)  # the cooldown is over
+        barrier = threading.Barrier(len(boards))
+        admissions: list[Admission] = []
+        lock = threading.Lock()
+
+        def ask(
+            board: BreakerBoard,
+            key: str = key,
+            barrier: Any = barrier,
+            lock: Any = lock,
+            admissions: list[Admission] = admissions,
+        ) -> None:
+            barrier.wait()
+            admission = board.admit(key)
+            with lock:
+                admissions.append(admission)
+
+        threads = [threading.Thread(target=ask, args=(board,)) for board in boards]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        probes_per_trial.append(admissions.count(Admission.PROBE))
+    assert probes_per_trial == [1] * 40
+
+
+def test_a_sub_second_ttl_keeps_the_key_through_its_cooldown(
+    redis_prefix: tuple[Any, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """ttl=0.5 is no EX 0 (which Redis refuses): the key outlives the breaker's cooldown."""
+    client, prefix = redis_prefix
+    caplog.set_level("WARNING", logger="llmpool.breaker_redis")
+    board = BreakerBoard(RedisBreakerStore(REDIS_URL, prefix=prefix, ttl=0.5))
+    board.failure("row", threshold=1, cooldown=lambda trips: 30.0)
+    assert 30 <= client.ttl(prefix + "row") <= 32
+    assert board.admit("row") is Admission.OPEN
+    assert caplog.text == ""
+
+
+def test_a_key_without_a_cooldown_expires_after_the_ttl(redis_prefix: tuple[Any, str]) -> None:
+    """A failure count below the threshold lives ttl seconds (at least one)."""
+    client, prefix = redis_prefix
+    store = RedisBreakerStore(REDIS_URL, prefix=prefix, ttl=0.2)
+    store.update("row", lambda state: BreakerState(failures=1))
+    assert client.ttl(prefix + "row") == 1
+
+
+def test_losing_every_watch_race_applies_locally_and_says_so_once(
+    redis_prefix: tuple[Any, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica that never wins the optimistic transaction changes its local state and
+    logs that once."""
+    client, prefix = redis_prefix
+    caplog.set_level("WARNING", logger="llmpool.breaker_redis")
+    store = RedisBreakerStore(REDIS_URL, prefix=prefix)
+    calls = [0]
+
+    def change(state: BreakerState) -> BreakerState:
+        calls[0] += 1
+        rival = BreakerState(failures=calls[0])  # another replica writes in between, every time
+        client.set(prefix + "row", json.dumps(asdict(rival)))
+        return BreakerState(failures=99)
+
+    assert store.update("row", change) == BreakerState(failures=99)
+    store.update("row", change)
+    assert calls[0] == 2 * (RedisBreakerStore.MAX_RACES + 1)
+    assert store.local.get("row") == BreakerState(failures=99)
+    assert caplog.text.count(f"lost {RedisBreakerStore.MAX_RACES} Redis races") == 1
+    assert "cannot reach Redis" not in caplog.text
