@@ -1,6 +1,9 @@
 """The usage guide's Fallback Chain Example: GPT-4, then GPT-3.5, then Ollama; Claude is disabled.
 
 Run: python examples/fallback.py
+
+Needs nothing else: offline, GPT-4, GPT-3.5 (no OPENAI_API_KEY) and Ollama (no OLLAMA_BASE_URL)
+are skipped and "Local Fake" answers. Set those variables to watch real providers fail over.
 """
 
 from _setup import local_database

@@ -2,13 +2,16 @@
 provider (the usage guide's code, unchanged apart from the import lines).
 
 Run: python examples/listing_and_selection.py
-"""
 
-import os
+Needs OPENAI_API_KEY and ANTHROPIC_API_KEY (with OPENAI_API_BASE / ANTHROPIC_BASE_URL for
+compatible servers): it calls the first row, GPT-4, and one OpenAI and one Anthropic model, so
+"Claude 3 Opus" is added enabled here. A provider whose key is unset answers from a local
+stand-in server in its wire format instead (examples/_standins.py), so it also runs offline.
+"""
 
 from _setup import local_database
 
-local_database(enable_claude=bool(os.environ.get("ANTHROPIC_API_KEY")))
+local_database(enable_claude=True, standins=("openai", "anthropic"))
 
 # --- List All LLMs ------------------------------------------------------------------------
 from llmpool import get_llms_from_db

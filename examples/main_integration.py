@@ -1,7 +1,15 @@
 """The usage guide's main.py integration: the database's LLMs with fallback, else an Ollama
-configured by environment variables.
+configured by environment variables (OLLAMA_BASE_URL, OLLAMA_CHAT_MODEL).
 
 Run: python examples/main_integration.py
+
+Needs langchain-ollama (pip install "llmpool[ollama]"). With the example database, the
+database's chain loads (offline, "Local Fake" answers). To see the fallback to the environment's
+Ollama, give it a database with no usable rows and an Ollama server:
+
+    llmpool migrate --database-url sqlite:///empty.sqlite3
+    LLMPOOL_DATABASE_URL=sqlite:///empty.sqlite3 OLLAMA_BASE_URL=http://localhost:11434 \
+        python examples/main_integration.py
 """
 
 import os
@@ -26,9 +34,11 @@ except Exception as e:
     print(f"⚠ Falling back to environment-configured Ollama: {OLLAMA_CHAT_MODEL}")
     llm = ChatOllama(model=OLLAMA_CHAT_MODEL, base_url=OLLAMA_BASE_URL, temperature=0.2)
 
+print("llm:", llm.invoke("Hello!").content)
+
 # Better: keep the environment-configured Ollama as the last candidate of the chain itself,
 # so it also answers when every database LLM fails at call time.
 resilient = get_llm_with_fallback(
     fallbacks=[ChatOllama(model=OLLAMA_CHAT_MODEL, base_url=OLLAMA_BASE_URL, temperature=0.2)]
 )
-print(resilient.invoke("Hello!").content)
+print("resilient:", resilient.invoke("Hello!").content)

@@ -4,6 +4,9 @@ The guide's class calls create_llm_instance without importing it; the import lin
 it (the only change to the guide's code).
 
 Run: python examples/multi_llm_service.py
+
+Needs nothing else: offline, the comparison shows each row's error and the chat is answered by
+"Local Fake". Set OPENAI_API_KEY (and OPENAI_API_BASE), OLLAMA_BASE_URL, ... for real answers.
 """
 
 from _setup import local_database

@@ -1,6 +1,9 @@
 """Quick Start: the three ways to load an LLM (the usage guide's first section).
 
 Run: python examples/quickstart.py
+
+Needs nothing else: offline, the rows that need a key or a server are skipped and "Local Fake"
+answers. Set OPENAI_API_KEY (and OPENAI_API_BASE), OLLAMA_BASE_URL, ... to use real providers.
 """
 
 from _setup import local_database

@@ -24,7 +24,7 @@ def run_example(name: str, env: dict[str, str], tmp_path: Path, *args: str) -> s
     }
     environ.pop("DATABASE_URL", None)
     environ.update(
-        LLMPOOL_EXAMPLE_DB=str(tmp_path / "example.sqlite3"),
+        LLMPOOL_SQLITE_PATH=str(tmp_path / "example.sqlite3"),
         LLMPOOL_DISABLE_PLUGIN_AUTOLOAD="1",
         **env,
     )
@@ -122,23 +122,63 @@ def test_multi_llm_service_example(
 
 
 def test_main_integration_example_falls_back_to_env_ollama(tmp_path: Path) -> None:
-    """When the database's chain cannot answer, the environment's Ollama does."""
+    """When the database has no usable row, the environment's Ollama is built and answers."""
+    from llmpool.migrate import migrate
+
+    empty = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    migrate(empty)  # the seed's "database isn't seeded" case: llmpool's tables, no rows
     with OllamaServer() as ollama:
-        ollama.script(Reply("env ollama answers"))
-        env = {"OLLAMA_BASE_URL": ollama.url, "OLLAMA_CHAT_MODEL": "llama3"}
+        ollama.script(Reply("env ollama answers"), Reply("env ollama again"))
+        env = {
+            "LLMPOOL_DATABASE_URL": empty,
+            "OLLAMA_BASE_URL": ollama.url,
+            "OLLAMA_CHAT_MODEL": "llama3",
+        }
         out = run_example("main_integration.py", env, tmp_path)
-    assert "Loaded LLM from database with fallback support" in out
+        models = [request.body["model"] for request in ollama.requests]
+    assert "Loaded LLM from database" not in out
+    assert "⚠ Failed to load LLM from database: All LLMs failed to initialize" in out
+    assert "⚠ Falling back to environment-configured Ollama: llama3" in out
+    assert "llm: env ollama answers" in out
+    assert "resilient: env ollama again" in out
+    assert models == ["llama3", "llama3"]
 
 
-def test_legacy_example_warns(
-    providers: tuple[OpenAIServer, AnthropicServer, OllamaServer, dict[str, str]],
-    tmp_path: Path,
-) -> None:
-    """The legacy functions still work and emit a DeprecationWarning."""
-    _openai, _anthropic, _ollama, env = providers
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "OLLAMA"))}
+def test_listing_and_selection_runs_offline_on_local_standins(tmp_path: Path) -> None:
+    """Without provider keys, its OpenAI and Anthropic calls answer from local stand-ins."""
+    out = run_example("listing_and_selection.py", {}, tmp_path)
+    assert "OpenAI GPT-4 says: (offline stand-in for gpt-4) You said: Test message" in out
+    assert "openai: (offline stand-in for gpt-4) You said: Hi" in out
+    assert "anthropic: (offline stand-in for claude-3-opus-20240229) You said: Hi" in out
+    assert (tmp_path / "example.sqlite3").exists()  # LLMPOOL_SQLITE_PATH, not examples/
+
+
+def test_an_existing_llmpool_sqlite_path_database_is_used_as_it_is(tmp_path: Path) -> None:
+    """A database at LLMPOOL_SQLITE_PATH that has rows is neither recreated nor seeded."""
+    from llmpool.migrate import migrate
+    from llmpool.repository.sql import SQLStore
+
+    url = f"sqlite:///{tmp_path / 'example.sqlite3'}"
+    migrate(url)
+    store = SQLStore(url)
+    store.add({"name": "Mine", "provider": "fake", "model_name": "m", "priority": 1,
+               "config": {"responses": ["my own row answers"]}})  # fmt: skip
+    out = run_example("fallback.py", {}, tmp_path)
+    assert "my own row answers" in out
+    assert "tried Mine: ok" in out
+    assert [c.name for c in store.list_llms(scope=None)] == ["Mine"]
+    store.engine.dispose()
+
+
+def test_legacy_example_warns_and_runs_offline(tmp_path: Path) -> None:
+    """The legacy functions still work and warn; without OPENAI_API_KEY a stand-in answers."""
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI", "OLLAMA", "ANTHROPIC", "LLMPOOL_DATABASE", "DATABASE_URL"))
+    }
     environ.update(
-        env, LLMPOOL_EXAMPLE_DB=str(tmp_path / "x.sqlite3"), LLMPOOL_DISABLE_PLUGIN_AUTOLOAD="1"
+        LLMPOOL_SQLITE_PATH=str(tmp_path / "x.sqlite3"), LLMPOOL_DISABLE_PLUGIN_AUTOLOAD="1"
     )
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "legacy_migration.py")],
@@ -150,6 +190,8 @@ def test_legacy_example_warns(
     assert result.returncode == 0, result.stderr
     assert "DeprecationWarning" in result.stderr
     assert "get_openai_llm() is deprecated" in result.stderr
+    assert "note: OPENAI_API_KEY is unset: openai answers from a local stand-in" in result.stderr
+    assert result.stdout.strip() == "(offline stand-in for gpt-4) You said: Hello"
 
 
 @pytest.mark.slow

@@ -1,8 +1,11 @@
 """The ``llmpool`` command: the admin API and health checks from a terminal.
 
-Every command takes ``--database-url`` (else the library's configuration) and ``--json``.
-Exit codes: 0 success, 1 the operation failed, 2 a usage error. A user's mistake prints one
-line, never a traceback.
+The common options (``--database-url``, ``--json``, ``--actor``) go before or after the command
+name. The database is ``--database-url``, else the library's configuration. Exit codes: 0
+success, 1 the operation failed, 2 a usage error. An error is one line on stderr, never a
+traceback, and any URL in it has its password masked. When the reader of the output goes away
+(``llmpool list | head -1``), the command stops quietly with exit code 1, as CPython's
+documentation on ``SIGPIPE`` recommends.
 """
 
 from __future__ import annotations
@@ -10,15 +13,26 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
 
-from llmpool.cli_commands import COMMANDS, UsageError
+from llmpool.cli_commands import COMMANDS, CommandFailed, UsageError, one_line
+from llmpool.cli_runtime import RUNTIME_COMMANDS
 from llmpool.errors import LLMPoolError
 
-__all__ = ["UsageError", "build_parser", "main"]
+__all__ = ["CommandFailed", "UsageError", "build_parser", "main"]
+
+_ADD_EPILOG = (
+    "--from-json takes one object or a list of objects with the row's fields (name, "
+    "provider, model_name, scope, priority, enabled, is_default, auth_meta, config). Every "
+    "item is validated first (fields, secrets, the allowlist, names already taken, one "
+    "default per scope) and nothing is written unless all pass; the rows are then added one "
+    "by one, not in a single transaction, so a concurrent change can still stop the batch "
+    "halfway, and the error then names the rows already added."
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,10 +48,10 @@ def _json_arg(text: str) -> Any:
         raise argparse.ArgumentTypeError(msg) from None
 
 
-def _row_flags(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    parser.add_argument("--name", required=False)
-    parser.add_argument("--provider", required=False)
-    parser.add_argument("--model", dest="model_name", required=False)
+def _row_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name")
+    parser.add_argument("--provider")
+    parser.add_argument("--model", dest="model_name")
     parser.add_argument("--priority", type=int)
     parser.add_argument("--scope")
     parser.add_argument(
@@ -49,19 +63,43 @@ def _row_flags(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--config", type=_json_arg, help="e.g. '{\"temperature\": 0.2}'")
 
 
+def _common_options(*, suppress: bool) -> _Parser:
+    # The same options on the main parser (with defaults) and on every command (without, so a
+    # value given before the command name is not overwritten by the command's default).
+    common = _Parser(add_help=False)
+    default: Any = argparse.SUPPRESS if suppress else None
+    common.add_argument(
+        "--database-url", default=default, help="database URL (default: the configured one)"
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="print JSON instead of a table",
+    )
+    common.add_argument("--actor", default=default, help="name recorded in the audit log")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``llmpool`` command."""
-    common = _Parser(add_help=False)
-    common.add_argument("--database-url", help="database URL (default: the configured one)")
-    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    common.add_argument("--actor", default=None, help="name recorded in the audit log")
-
-    parser = _Parser(prog="llmpool", description="Manage the LLMs in the llms table.")
+    parser = _Parser(
+        prog="llmpool",
+        description="Manage the LLMs in the llms table.",
+        epilog=(
+            "--database-url, --json and --actor go before or after COMMAND. Exit codes: 0 "
+            "success, 1 the operation failed, 2 a usage error."
+        ),
+        parents=[_common_options(suppress=False)],
+    )
+    common = _common_options(suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, parents=[common], description=help_text)
+    def command(name: str, help_text: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_text, parents=[common], description=help_text, epilog=epilog
+        )
 
     p = command("list", "list LLMs, in fallback order")
     p.add_argument("--provider")
@@ -76,20 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("show", "show one LLM by id or name")
     p.add_argument("ref", metavar="ID|NAME")
 
-    p = command("add", "add an LLM (flags, or --from-json FILE)")
-    _row_flags(p, required=True)
+    p = command("add", "add an LLM (flags, or --from-json FILE)", _ADD_EPILOG)
+    _row_flags(p)
     p.add_argument("--disabled", action="store_true", help="add it disabled (test first)")
     p.add_argument("--default", dest="is_default", action="store_true")
     p.add_argument(
         "--from-json",
         dest="from_json",
         metavar="FILE",
-        help="a JSON object or list of objects ('-' for stdin)",
+        help="a JSON object or list of objects ('-' for stdin); all validated before any write",
     )
 
     p = command("edit", "change fields of an LLM")
     p.add_argument("id")
-    _row_flags(p, required=False)
+    _row_flags(p)
 
     for name, help_text in (
         ("enable", "enable LLMs"),
@@ -108,9 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default="global")
 
     p = command("check", "build each LLM and send a tiny prompt (works on disabled rows)")
-    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("ids", nargs="*", metavar="ID|NAME")
     p.add_argument("--scope", default="global")
-    p.add_argument("--timeout", type=float, default=20.0)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=20.0,
+        help="seconds each row may take; passed to its client and enforced (default: 20)",
+    )
 
     p = command("audit", "the audit log, newest first")
     p.add_argument("--llm", dest="llm_id")
@@ -122,14 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("providers", "providers found, their extras, and plugins that failed to load")
 
-    command("demo", "a fallback walk on an embedded SQLite database, offline")
+    command(
+        "demo",
+        "a fallback walk on a temporary SQLite database, offline (ignores --database-url)",
+    )
     return parser
 
 
 def _print_error(message: str) -> None:
-    print(f"llmpool: error: {message.strip().splitlines()[0]}", file=sys.stderr)
-    for line in message.strip().splitlines()[1:]:
-        print(f"  {line.strip()}", file=sys.stderr)
+    print(f"llmpool: error: {one_line(message) or 'unknown error'}", file=sys.stderr)
+
+
+def _user_error(error: Exception) -> str | None:
+    """Describe an error caused by the command line or its configuration, else ``None``."""
+    if isinstance(error, ImportError):
+        # e.g. a database URL whose driver is not installed (mysql://, oracle://)
+        return f"a module it needs is not installed: {error}"
+    if isinstance(error, ValueError):
+        return f"{type(error).__name__}: {error}"
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is not None and isinstance(error, sqlalchemy_exc.ArgumentError):
+        return f"unsupported database URL: {error}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,32 +205,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     args.actor = args.actor or os.environ.get("LLMPOOL_ACTOR") or _os_user()
     _log_warnings()
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {**COMMANDS, **RUNTIME_COMMANDS}
     try:
-        return COMMANDS[args.command](args)
+        code = commands[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        return _reader_gone()
     except UsageError as error:
         _print_error(str(error))
         return 2
-    except LLMPoolError as error:
+    except (LLMPoolError, CommandFailed) as error:
         _print_error(str(error))
         return 1
     except KeyboardInterrupt:
         _print_error("interrupted")
         return 130
+    except Exception as error:
+        described = _user_error(error)
+        if described is None:
+            raise  # a bug: keep the traceback
+        _print_error(described)
+        return 1
+    return code
+
+
+def _reader_gone() -> int:
+    # CPython's recommendation (signal module docs, "Note on SIGPIPE"): point stdout at devnull
+    # so the interpreter's final flush does not fail again, and exit with an error status.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, one line per record."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"llmpool: warning: {one_line(record.getMessage())}"
 
 
 def _log_warnings() -> None:
     # The command is an application: it shows llmpool's warnings (a plugin that failed to
     # load, a bad row skipped) as one line each, without tracebacks.
-    import logging
-
-    class _OneLine(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return f"llmpool: warning: {record.getMessage()}"
-
     logger = logging.getLogger("llmpool")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_OneLine())
+        handler = _StderrHandler()
         handler.setLevel(logging.WARNING)
         logger.addHandler(handler)
 

@@ -1,4 +1,7 @@
-"""The ``llmpool`` subcommands: thin layers over the public API, printing tables or JSON."""
+"""The ``llmpool`` admin subcommands: thin layers over the public API, printing tables or JSON.
+
+The output helpers here (`table`, `emit`, `one_line`, ...) are shared with `llmpool.cli_runtime`.
+"""
 
 from __future__ import annotations
 
@@ -6,62 +9,87 @@ import argparse
 import json
 import re
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import (
-    EnvNotAllowedError,
-    LLMNotFoundError,
-    LLMPoolError,
-    MissingSecretError,
-    ProviderNotInstalledError,
-    UnknownProviderError,
-)
+from llmpool.errors import LLMNotFoundError, LLMPoolError
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.pool import LLMPool
 
-__all__ = ["COMMANDS", "UsageError"]
+__all__ = ["COMMANDS", "CommandFailed", "UsageError"]
 
 
 class UsageError(Exception):
     """A command line that cannot be run as written (exit code 2)."""
 
 
+class CommandFailed(Exception):
+    """The operation was refused or failed, with a message for the user (exit code 1)."""
+
+
 # -- output ----------------------------------------------------------------------------------
 
+# scheme://user:password@host...: up to a space, quote, bracket, comma or semicolon, without
+# trailing punctuation (so "(postgresql://u:pw@db/app)." keeps its brackets and full stop).
+_URL_WITH_PASSWORD = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"<>(),;]*:(?P<password>[^\s@/'\"<>(),;]+)@"
+    r"[^\s'\"<>(),;]*[^\s'\"<>(),;:.]"
+)
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+
+def _mask(match: re.Match[str]) -> str:
+    from llmpool.database import mask_url
+
+    return match.group(0) if match.group("password") == "***" else mask_url(match.group(0))
+
+
+def one_line(message: str) -> str:
+    """Return ``message`` as one line, with the password of any URL in it masked.
+
+    Example:
+        >>> one_line("Could not connect:\\n  (postgresql://app:pw@db/app) refused")
+        'Could not connect: (postgresql://app:***@db/app) refused'
+    """
+    parts = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    text = parts[0] if parts else ""
+    for part in parts[1:]:
+        text += (" " if text.endswith(":") else "; ") + part
+    return _URL_WITH_PASSWORD.sub(_mask, text)
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Render rows as a plain-text table with upper-case column headers."""
     if not rows:
         return "(none)"
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
+    """Render one value for a table: yes/no, ``-`` for none, JSON for objects, one line."""
     if value is True:
         return "yes"
     if value is False:
         return "no"
     if value is None:
         return "-"
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
+    text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
+    return one_line(text)
 
 
-def _emit(args: argparse.Namespace, data: Any, table: Callable[[], str]) -> None:
+def emit(args: argparse.Namespace, data: Any, render: Callable[[], str]) -> None:
+    """Print ``data`` as JSON with ``--json``, else the table ``render`` returns."""
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
-        print(table())
+        print(render())
 
 
 def _row(config: LLMConfig) -> dict[str, Any]:
@@ -84,13 +112,15 @@ _LIST_COLUMNS = (
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _pool(args: argparse.Namespace, **kwargs: Any) -> LLMPool:
+def open_pool(args: argparse.Namespace, **kwargs: Any) -> LLMPool:
+    """Return a pool on the command's database, without background change detection."""
     from llmpool.pool import LLMPool
 
-    return LLMPool(args.database_url, poll_interval=0, **kwargs)
+    return LLMPool(args.database_url, poll_interval=0, listen=False, **kwargs)
 
 
-def _find(pool: LLMPool, ref: str) -> LLMConfig:
+def find_llm(pool: LLMPool, ref: str) -> LLMConfig:
+    """Return the row whose id, or else whose (unique) name, is ``ref``."""
     store = pool.store
     try:
         return store.get(ref)
@@ -117,7 +147,7 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """``llmpool list``."""
-    with _pool(args) as pool:
+    with open_pool(args) as pool:
         rows = pool.store.list_llms(
             enabled_only=args.enabled,
             scope=None if args.all_scopes else args.scope,
@@ -127,29 +157,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.disabled:
         rows = [r for r in rows if not r.enabled]
     data = [_row(r) for r in rows]
-    _emit(args, data, lambda: _table(data, _LIST_COLUMNS))
+    emit(args, data, lambda: table(data, _LIST_COLUMNS))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """``llmpool show ID|NAME``."""
-    with _pool(args) as pool:
-        config = _find(pool, args.ref)
+    with open_pool(args) as pool:
+        config = find_llm(pool, args.ref)
     data = _row(config)
-    _emit(args, data, lambda: "\n".join(f"{k:>11}: {_cell(v)}" for k, v in data.items()))
+    emit(args, data, lambda: "\n".join(f"{k:>11}: {cell(v)}" for k, v in data.items()))
     return 0
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    """``llmpool add``."""
+    """``llmpool add``: one row from flags, or every row of ``--from-json``, all or none."""
+    batch = False
     if args.from_json:
-        text = sys.stdin.read() if args.from_json == "-" else _read(args.from_json)
-        try:
-            loaded = json.loads(text)
-        except ValueError as error:
-            msg = f"{args.from_json} is not valid JSON: {error}"
-            raise UsageError(msg) from None
-        items = loaded if isinstance(loaded, list) else [loaded]
+        items, batch = _json_items(args.from_json)
     else:
         missing = [f for f in ("name", "provider", "model_name") if getattr(args, f) is None]
         if missing:
@@ -160,16 +185,98 @@ def cmd_add(args: argparse.Namespace) -> int:
         item["enabled"] = not args.disabled
         item["is_default"] = args.is_default
         items = [item]
-    with _pool(args) as pool:
-        store = pool.store
-        added = [store.add(item, actor=args.actor) for item in items]
+    with open_pool(args) as pool:
+        if args.from_json:
+            _check_batch(pool, items)
+        added: list[LLMConfig] = []
+        for index, item in enumerate(items):
+            try:
+                added.append(pool.store.add(item, actor=args.actor))
+            except LLMPoolError as error:
+                if not added:
+                    raise
+                done = ", ".join(c.describe() for c in added)
+                msg = f"item {index} {_label(item)}: {one_line(str(error))} (already added: {done})"
+                raise CommandFailed(msg) from error
     data = [_row(c) for c in added]
-    _emit(
+    emit(
         args,
-        data if len(data) > 1 else data[0],
+        data if batch else data[0],
         lambda: "\n".join(f"added {c.describe()}" for c in added),
     )
     return 0
+
+
+def _json_items(source: str) -> tuple[list[dict[str, Any]], bool]:
+    """Return the objects in ``source`` and whether it held a list."""
+    text = sys.stdin.read() if source == "-" else _read(source)
+    try:
+        loaded = json.loads(text)
+    except ValueError as error:
+        msg = f"{source} is not valid JSON: {error}"
+        raise UsageError(msg) from None
+    items = loaded if isinstance(loaded, list) else [loaded]
+    if not items:
+        msg = f"{source} holds an empty list: nothing to add"
+        raise UsageError(msg)
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            where = f"item {index} of {source}" if isinstance(loaded, list) else source
+            msg = (
+                f"{where} is a JSON {_json_type(item)}, not an object; expected e.g. "
+                '{"name": "GPT-4", "provider": "openai", "model_name": "gpt-4"}'
+            )
+            raise UsageError(msg)
+    return items, isinstance(loaded, list)
+
+
+def _json_type(value: Any) -> str:
+    names = {str: "string", bool: "boolean", int: "number", float: "number", list: "array"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _label(item: Mapping[str, Any]) -> str:
+    name = item.get("name")
+    return f"({name!r})" if isinstance(name, str) else "(no name)"
+
+
+def _check_batch(pool: LLMPool, items: Sequence[Mapping[str, Any]]) -> None:
+    """Validate every item as the store would, and the batch against the table, before writing.
+
+    Raises:
+        CommandFailed: An item is invalid or would conflict; names it by index and name.
+    """
+    from llmpool.repository.changes import new_config
+
+    validators = getattr(pool.repository, "validators", None) or [pool.allowlist]
+    configs: list[LLMConfig] = []
+    for index, item in enumerate(items):
+        try:
+            configs.append(new_config(item, validators))
+        except LLMPoolError as error:
+            msg = f"item {index} {_label(item)}: {one_line(str(error))}; nothing was added"
+            raise CommandFailed(msg) from None
+    existing = pool.store.list_llms(scope=None)
+    taken = {(c.scope, c.name): c.describe() for c in existing}
+    ids = {c.id for c in existing}
+    defaults: dict[str, int] = {}
+    for index, config in enumerate(configs):
+        problem = None
+        if (config.scope, config.name) in taken:
+            other = taken[(config.scope, config.name)]
+            problem = f"the name is taken in scope {config.scope!r} by {other}"
+        elif "id" in items[index] and config.id in ids:
+            problem = f"id {config.id} is taken"
+        elif config.is_default and config.scope in defaults:
+            first = defaults[config.scope]
+            problem = f"item {first} is already the default of scope {config.scope!r}"
+        if problem:
+            msg = f"item {index} {_label(items[index])}: {problem}; nothing was added"
+            raise CommandFailed(msg)
+        taken[(config.scope, config.name)] = f"item {index}"
+        ids.add(config.id)
+        if config.is_default:
+            defaults[config.scope] = index
 
 
 def _read(path: str) -> str:
@@ -177,6 +284,9 @@ def _read(path: str) -> str:
         return Path(path).read_text("utf-8")
     except OSError as error:
         msg = f"cannot read {path}: {error.strerror}"
+        raise UsageError(msg) from None
+    except UnicodeDecodeError:
+        msg = f"cannot read {path}: not UTF-8 text"
         raise UsageError(msg) from None
 
 
@@ -186,18 +296,18 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if not changes:
         msg = "edit needs at least one field to change (e.g. --priority 5)"
         raise UsageError(msg)
-    with _pool(args) as pool:
+    with open_pool(args) as pool:
         after = pool.store.update(args.id, changes, actor=args.actor)
-    _emit(args, _row(after), lambda: f"updated {after.describe()}")
+    emit(args, _row(after), lambda: f"updated {after.describe()}")
     return 0
 
 
 def _bulk(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        with _pool(args) as pool:
+        with open_pool(args) as pool:
             rows = getattr(pool.store, action)(args.ids, actor=args.actor)
         data = [_row(r) for r in rows]
-        _emit(args, data, lambda: "\n".join(f"{action}d {r.describe()}" for r in rows))
+        emit(args, data, lambda: "\n".join(f"{action}d {r.describe()}" for r in rows))
         return 0
 
     return run
@@ -213,108 +323,18 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    with _pool(args) as pool:
+    with open_pool(args) as pool:
         count = pool.store.delete(args.ids, actor=args.actor)
-    _emit(args, {"deleted": count}, lambda: f"deleted {count} LLM(s)")
+    emit(args, {"deleted": count}, lambda: f"deleted {count} LLM(s)")
     return 0
 
 
 def cmd_set_default(args: argparse.Namespace) -> int:
     """``llmpool set-default ID``."""
-    with _pool(args) as pool:
+    with open_pool(args) as pool:
         after = pool.store.set_default(args.id, actor=args.actor)
-    _emit(args, _row(after), lambda: f"{after.describe()} is now the default of {after.scope!r}")
+    emit(args, _row(after), lambda: f"{after.describe()} is now the default of {after.scope!r}")
     return 0
-
-
-def _why_not(pool: LLMPool, config: LLMConfig) -> tuple[str, str | None]:
-    """Return (status, reason) for one row of a chain."""
-    if not config.enabled:
-        return "skipped", "disabled"
-    try:
-        pool.registry.build(config, allowlist=pool.allowlist)
-    except MissingSecretError as error:
-        return "skipped", f"missing environment variable {error.variable}"
-    except ProviderNotInstalledError as error:
-        return "skipped", f"provider package not installed: {str(error).split('run: ')[-1]}"
-    except EnvNotAllowedError as error:
-        return "skipped", f"not on the allowlist: {error.field}"
-    except UnknownProviderError:
-        return "skipped", f"unknown provider {config.provider!r}"
-    except LLMPoolError as error:
-        return "skipped", str(error).splitlines()[0]
-    from llmpool.breaker import Admission
-
-    if pool.breakers.admit(config.id) is Admission.OPEN:
-        return "skipped", "cooling down after repeated failures"
-    return "would be tried", None
-
-
-def cmd_chain(args: argparse.Namespace) -> int:
-    """``llmpool chain``: the fallback order and why a row would not be tried."""
-    with _pool(args) as pool:
-        rows = pool.store.list_llms(scope=args.scope)
-        data = []
-        for position, config in enumerate(rows, 1):
-            status, reason = _why_not(pool, config)
-            data.append(
-                {
-                    "position": position,
-                    "id": config.id,
-                    "name": config.name,
-                    "provider": config.provider,
-                    "priority": config.priority,
-                    "status": status,
-                    "reason": reason,
-                }
-            )
-    _emit(
-        args,
-        data,
-        lambda: _table(data, ("position", "name", "provider", "priority", "status", "reason")),
-    )
-    return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    """``llmpool check``: build each row and send a tiny prompt."""
-    with _pool(args) as pool:
-        store = pool.store
-        rows = [store.get(i) for i in args.ids] if args.ids else store.list_llms(scope=args.scope)
-        data = []
-        for config in rows:
-            started = time.perf_counter()
-            entry: dict[str, Any] = {
-                "id": config.id,
-                "name": config.name,
-                "provider": config.provider,
-                "enabled": config.enabled,
-            }
-            try:
-                model = pool.create_llm_instance(config)
-                reply = model.invoke("Reply with the single word OK.")
-                entry.update(
-                    ok=True,
-                    latency_ms=round((time.perf_counter() - started) * 1000, 1),
-                    reply=str(reply.content)[:60],
-                    error=None,
-                )
-            except Exception as error:  # a health check reports every failure, then goes on
-                entry.update(
-                    ok=False,
-                    latency_ms=None,
-                    reply=None,
-                    error=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-                    if str(error)
-                    else type(error).__name__,
-                )
-            data.append(entry)
-    _emit(
-        args,
-        data,
-        lambda: _table(data, ("name", "provider", "enabled", "ok", "latency_ms", "error")),
-    )
-    return 0 if all(d["ok"] for d in data) else 1
 
 
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
@@ -339,11 +359,11 @@ def _since(text: str | None) -> datetime | None:
 def cmd_audit(args: argparse.Namespace) -> int:
     """``llmpool audit``."""
     since = _since(args.since)
-    with _pool(args) as pool:
+    with open_pool(args) as pool:
         entries = pool.store.audit_log(llm_id=args.llm_id, since=since, limit=args.limit)
     data = [e.model_dump(mode="json") for e in entries]
     rows = [{**d, "name": (d["after"] or d["before"] or {}).get("name")} for d in data]
-    _emit(args, data, lambda: _table(rows, ("at", "actor", "action", "name", "llm_id")))
+    emit(args, data, lambda: table(rows, ("at", "actor", "action", "name", "llm_id")))
     return 0
 
 
@@ -354,10 +374,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     applied = migrate(args.database_url)
     seeded: list[str] = []
     if args.seed:
-        with _pool(args, auto_migrate=False) as pool:
+        with open_pool(args, auto_migrate=False) as pool:
             seeded = [c.name for c in seed_starter_rows(pool.store, actor=args.actor)]
     data = {"applied": applied, "seeded": seeded}
-    _emit(
+    emit(
         args,
         data,
         lambda: (
@@ -365,44 +385,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             + "".join(f"\nseeded {name}" for name in seeded)
         ),
     )
-    return 0
-
-
-def cmd_providers(args: argparse.Namespace) -> int:
-    """``llmpool providers``."""
-    import importlib.util
-
-    from llmpool.providers import ChatProvider, get_registry
-
-    registry = get_registry()
-    data = []
-    for provider in registry:
-        installed: bool | None = None
-        if isinstance(provider, ChatProvider):
-            module = provider.chat_class.partition(":")[0]
-            installed = importlib.util.find_spec(module.split(".")[0]) is not None
-        data.append(
-            {
-                "name": provider.name,
-                "extra": provider.extra,
-                "package": provider.package,
-                "installed": installed,
-                "distribution": registry.distribution_of(provider.name),
-                "capabilities": sorted(provider.capabilities),
-            }
-        )
-    failed = [{"distribution": e.distribution, "error": str(e)} for e in registry.load_errors]
-    payload = {"providers": data, "load_errors": failed}
-
-    def table() -> str:
-        text = _table(data, ("name", "extra", "installed", "distribution"))
-        if failed:
-            text += "\n\nplugins that failed to load:\n" + "\n".join(
-                f"  {f['distribution']}: {f['error']}" for f in failed
-            )
-        return text
-
-    _emit(args, payload, table)
     return 0
 
 
@@ -415,18 +397,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "disable": _bulk("disable"),
     "delete": cmd_delete,
     "set-default": cmd_set_default,
-    "chain": cmd_chain,
-    "check": cmd_check,
     "audit": cmd_audit,
     "migrate": cmd_migrate,
-    "providers": cmd_providers,
 }
-
-
-def _register_demo() -> None:
-    from llmpool.cli_demo import cmd_demo
-
-    COMMANDS["demo"] = cmd_demo
-
-
-_register_demo()

@@ -1,14 +1,41 @@
-"""``llmpool demo``: the seed's example rows plus a fake one, and a real fallback walk, offline."""
+"""The commands that turn rows into chat models: ``providers``, ``chain``, ``check``, ``demo``.
+
+``demo`` shows the seed's example rows plus a fake one in a real fallback walk, offline: it
+always works on a temporary SQLite file, never on a configured database, and hides the
+provider variables the rows reference, so it never calls a real provider.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DEMO_ROW", "cmd_demo"]
+from llmpool.cli_commands import UsageError, emit, find_llm, one_line, open_pool, table
+from llmpool.errors import (
+    EnvNotAllowedError,
+    LLMPoolError,
+    MissingSecretError,
+    ProviderNotInstalledError,
+    UnknownProviderError,
+    UnsupportedParameterError,
+)
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from llmpool.models import LLMConfig
+    from llmpool.pool import LLMPool
+
+__all__ = ["DEMO_ROW", "RUNTIME_COMMANDS", "cmd_check", "cmd_demo"]
 
 #: The row that answers when nothing else can: langchain-core's fake chat model.
 DEMO_ROW: dict[str, Any] = {
@@ -19,45 +46,255 @@ DEMO_ROW: dict[str, Any] = {
     "config": {"responses": ["Machine learning is software that improves from examples."]},
 }
 
+#: What ``check`` sends to each row.
+PROBE_PROMPT = "Reply with the single word OK."
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    """``llmpool providers``."""
+    import importlib.util
+
+    from llmpool.providers import ChatProvider, get_registry
+
+    registry = get_registry()
+    data = []
+    for provider in registry:
+        installed: bool | None = None
+        if isinstance(provider, ChatProvider):
+            module = provider.chat_class.partition(":")[0]
+            installed = importlib.util.find_spec(module.split(".")[0]) is not None
+        data.append(
+            {
+                "name": provider.name,
+                "extra": provider.extra,
+                "package": provider.package,
+                "installed": installed,
+                "distribution": registry.distribution_of(provider.name),
+                "capabilities": sorted(provider.capabilities),
+            }
+        )
+    failed = [
+        {"distribution": e.distribution, "error": one_line(str(e))} for e in registry.load_errors
+    ]
+    payload = {"providers": data, "load_errors": failed}
+
+    def render() -> str:
+        text = table(data, ("name", "extra", "installed", "distribution"))
+        if failed:
+            text += "\n\nplugins that failed to load:\n" + "\n".join(
+                f"  {f['distribution']}: {f['error']}" for f in failed
+            )
+        return text
+
+    emit(args, payload, render)
+    return 0
+
+
+# -- chain -----------------------------------------------------------------------------------
+
+
+def _why_not(pool: LLMPool, config: LLMConfig) -> tuple[str, str | None]:
+    """Return (status, reason) for one row of a chain."""
+    if not config.enabled:
+        return "skipped", "disabled"
+    try:
+        pool.registry.build(config, allowlist=pool.allowlist)
+    except MissingSecretError as error:
+        return "skipped", f"missing environment variable {error.variable}"
+    except ProviderNotInstalledError as error:
+        return "skipped", f"provider package not installed: {str(error).split('run: ')[-1]}"
+    except EnvNotAllowedError as error:
+        return "skipped", f"not on the allowlist: {error.field}"
+    except UnknownProviderError:
+        return "skipped", f"unknown provider {config.provider!r}"
+    except LLMPoolError as error:
+        return "skipped", one_line(str(error))
+    if pool.breakers.is_open(config.id):  # a look only: never takes a probe slot
+        return "skipped", "cooling down after repeated failures"
+    return "would be tried", None
+
+
+def cmd_chain(args: argparse.Namespace) -> int:
+    """``llmpool chain``: the fallback order and why a row would not be tried."""
+    with open_pool(args) as pool:
+        rows = pool.store.list_llms(scope=args.scope)
+        data = []
+        for position, config in enumerate(rows, 1):
+            status, reason = _why_not(pool, config)
+            data.append(
+                {
+                    "position": position,
+                    "id": config.id,
+                    "name": config.name,
+                    "provider": config.provider,
+                    "priority": config.priority,
+                    "status": status,
+                    "reason": reason,
+                }
+            )
+    emit(
+        args,
+        data,
+        lambda: table(data, ("position", "name", "provider", "priority", "status", "reason")),
+    )
+    return 0
+
+
+# -- check -----------------------------------------------------------------------------------
+
+
+class ProbeTimeout(Exception):
+    """A probe did not finish within its deadline."""
+
+
+def build_bounded(pool: LLMPool, config: LLMConfig, timeout: float) -> BaseChatModel:
+    """Build the row's model with ``timeout`` as its request timeout, where its client takes one.
+
+    A smaller timeout already in the row's ``config`` is kept. A client without a timeout
+    parameter is built from the row as it is (the caller's deadline still bounds it).
+
+    Raises:
+        LLMPoolError: The row cannot be built.
+    """
+    key = "request_timeout" if "request_timeout" in config.config else "timeout"
+    current = config.config.get(key)
+    if isinstance(current, (int, float)) and not isinstance(current, bool):
+        timeout = min(float(current), timeout)
+    bounded = config.model_copy(update={"config": {**config.config, key: timeout}})
+    try:
+        return pool.registry.build(bounded, allowlist=pool.allowlist)
+    except UnsupportedParameterError:
+        return pool.registry.build(config, allowlist=pool.allowlist)
+
+
+def call_with_deadline(call: Callable[[], Any], timeout: float) -> Any:
+    """Return ``call()``, or raise `ProbeTimeout` when it takes longer than ``timeout`` seconds.
+
+    The call runs on a daemon thread: a client that ignores its own timeout is abandoned (and
+    ends with the process) instead of hanging the command.
+
+    Raises:
+        ProbeTimeout: The deadline passed.
+        Exception: Whatever the call raised.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=target, name="llmpool-check", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise ProbeTimeout(f"timed out after {timeout:g}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _probe(pool: LLMPool, config: LLMConfig, timeout: float) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": config.id,
+        "name": config.name,
+        "provider": config.provider,
+        "enabled": config.enabled,
+        "ok": False,
+        "latency_ms": None,
+        "reply": None,
+        "error": None,
+    }
+    started = time.perf_counter()
+    try:
+        model = build_bounded(pool, config, timeout)
+        reply = call_with_deadline(lambda: model.invoke(PROBE_PROMPT), timeout)
+    except ProbeTimeout as error:
+        entry["error"] = str(error)
+    except Exception as error:  # a health check reports every failure, then goes on
+        text = one_line(str(error))[:200] if str(error).strip() else ""
+        if "timeout" in type(error).__name__.lower() or isinstance(error, TimeoutError):
+            entry["error"] = f"timed out after {timeout:g}s ({type(error).__name__})"
+        else:
+            entry["error"] = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    else:
+        entry.update(
+            ok=True,
+            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            reply=one_line(str(reply.content))[:60],
+        )
+    return entry
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``llmpool check``: build each row and send a tiny prompt, each within ``--timeout``."""
+    if args.timeout <= 0:
+        msg = f"--timeout must be a positive number of seconds, not {args.timeout:g}"
+        raise UsageError(msg)
+    with open_pool(args) as pool:
+        refs = args.ids
+        rows = [find_llm(pool, ref) for ref in refs] if refs else None
+        if rows is None:
+            rows = pool.store.list_llms(scope=args.scope)
+        data = [_probe(pool, config, args.timeout) for config in rows]
+    emit(
+        args,
+        data,
+        lambda: table(data, ("name", "provider", "enabled", "ok", "latency_ms", "error")),
+    )
+    return 0 if all(d["ok"] for d in data) else 1
+
+
+# -- demo ------------------------------------------------------------------------------------
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Create a database, add the seed's rows and a fake row, and walk the fallback chain."""
+    """Create a temporary database, add the seed's rows and a fake row, walk the fallback chain."""
+    from llmpool.database import mask_url
     from llmpool.migrate import migrate, seed_starter_rows
     from llmpool.policy import FallbackPolicy
     from llmpool.pool import LLMPool
 
+    if args.database_url:
+        print(
+            "llmpool: note: demo always uses a temporary SQLite database; "
+            "--database-url is ignored",
+            file=sys.stderr,
+        )
     with tempfile.TemporaryDirectory(prefix="llmpool-demo-") as tmp:
-        url = args.database_url or f"sqlite:///{Path(tmp) / 'demo.sqlite3'}"
+        url = f"sqlite:///{Path(tmp) / 'demo.sqlite3'}"
+        shown = mask_url(url)
         migrate(url)
         policy = FallbackPolicy(attempts=1, deadline=30)
-        with LLMPool(url, poll_interval=0, policy=policy) as pool:
+        with LLMPool(url, poll_interval=0, listen=False, policy=policy) as pool:
             store = pool.store
             seed_starter_rows(store, actor=args.actor)
-            if not any(c.name == DEMO_ROW["name"] for c in store.list_llms()):
-                store.add(DEMO_ROW, actor=args.actor)
+            store.add(DEMO_ROW, actor=args.actor)
             rows = store.list_llms()
-            llm = pool.get_llm_with_fallback()
-            answer = llm.invoke("Explain machine learning")
-        meta = answer.response_metadata["llmpool"]
-        walk = [
-            {
-                "name": a["name"],
-                "outcome": a["outcome"],
-                "detail": a.get("reason") or a.get("error"),
-            }
-            for a in meta["attempts"]
-        ]
-        data = {
-            "database": url,
-            "rows": [r.name for r in rows],
-            "walk": walk,
-            "answered_by": meta["name"],
-            "answer": str(answer.content),
+            with _hidden(v for r in rows for k, v in r.auth_meta.items() if k.endswith("_env")):
+                answer = pool.get_llm_with_fallback().invoke("Explain machine learning")
+    meta = answer.response_metadata["llmpool"]
+    walk = [
+        {
+            "name": a["name"],
+            "outcome": a["outcome"],
+            "detail": one_line(str(a.get("reason") or a.get("error") or "")) or None,
         }
+        for a in meta["attempts"]
+    ]
+    data = {
+        "database": shown,
+        "temporary": True,
+        "rows": [r.name for r in rows],
+        "walk": walk,
+        "answered_by": meta["name"],
+        "answer": str(answer.content),
+    }
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(f"database: {url}")
+    print(f"database: {shown} (temporary, deleted on exit)")
     print(
         "rows in priority order: "
         + ", ".join(f"{r.name} ({r.priority}{'' if r.enabled else ', disabled'})" for r in rows)
@@ -69,3 +306,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  {step['name']:<16} {mark}{detail}")
     print(f"\nanswer from {meta['name']}: {answer.content}")
     return 0
+
+
+@contextlib.contextmanager
+def _hidden(names: Iterable[str]) -> Iterator[None]:
+    # The demo must stay offline even where OPENAI_API_KEY and friends are set.
+    saved = {name: os.environ.pop(name) for name in set(names) if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+RUNTIME_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "providers": cmd_providers,
+    "chain": cmd_chain,
+    "check": cmd_check,
+    "demo": cmd_demo,
+}
