@@ -41,7 +41,15 @@ _pool_lock = threading.Lock()
 
 
 def get_pool() -> LLMPool:
-    """Return the default pool, built on first use from configuration."""
+    """Return the default pool, built on first use from configuration.
+
+    Example:
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> mine = LLMPool(repository=InMemoryStore(), poll_interval=0)
+        >>> with set_pool(mine):
+        ...     get_pool() is mine
+        True
+    """
     global _pool
     if _pool is None:
         with _pool_lock:
@@ -77,22 +85,62 @@ def set_pool(pool: LLMPool | None) -> Any:
 
 
 def get_llms_from_db(enabled_only: bool = True, scope: str = "global") -> list[LLMConfig]:
-    """Return the scope's rows in priority order (see `LLMPool.get_llms_from_db`)."""
+    """Return the scope's rows in priority order (see `LLMPool.get_llms_from_db`).
+
+    Example:
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
+        ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
+        >>> pool = LLMPool(repository=InMemoryStore(rows), poll_interval=0)
+        >>> with set_pool(pool):
+        ...     [(c["name"], c["priority"]) for c in get_llms_from_db(enabled_only=True)]
+        [('Fake', 100)]
+    """
     return get_pool().get_llms_from_db(enabled_only, scope)
 
 
 def get_default_llm_config(scope: str = "global") -> LLMConfig:
-    """Return the scope's default row; "No default LLM configured" when there is none."""
+    """Return the scope's default row; "No default LLM configured" when there is none.
+
+    Example:
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
+        ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
+        >>> pool = LLMPool(repository=InMemoryStore(rows), poll_interval=0)
+        >>> with set_pool(pool):
+        ...     get_default_llm_config(scope="global")["name"]
+        'Fake'
+    """
     return get_pool().get_default_llm_config(scope)
 
 
 def create_llm_instance(config: LLMConfig | Mapping[str, Any]) -> BaseChatModel:
-    """Build the chat model of a row (see `LLMPool.create_llm_instance`)."""
+    """Build the chat model of a row (see `LLMPool.create_llm_instance`).
+
+    Example:
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
+        ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
+        >>> pool = LLMPool(repository=InMemoryStore(rows), poll_interval=0)
+        >>> with set_pool(pool):
+        ...     create_llm_instance(get_llms_from_db()[0]).invoke("Test message").content
+        'hi'
+    """
     return get_pool().create_llm_instance(config)
 
 
 def get_llm(llm_id: str | None = None, scope: str = "global") -> BaseChatModel:
-    """Return the default model, or one row's model by id (see `LLMPool.get_llm`)."""
+    """Return the default model, or one row's model by id (see `LLMPool.get_llm`).
+
+    Example:
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
+        ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
+        >>> pool = LLMPool(repository=InMemoryStore(rows), poll_interval=0)
+        >>> with set_pool(pool):
+        ...     get_llm(llm_id="abc-123-def-456").invoke("What is Python?").content
+        'hi'
+    """
     return get_pool().get_llm(llm_id, scope)
 
 
@@ -105,24 +153,64 @@ def get_llm_with_fallback(
     """Return the scope's live fallback model (see `LLMPool.get_llm_with_fallback`).
 
     Example:
-        >>> llm = get_llm_with_fallback()               # doctest: +SKIP
-        >>> llm.invoke("Explain machine learning").content  # doctest: +SKIP
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
+        ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
+        >>> pool = LLMPool(repository=InMemoryStore(rows), poll_interval=0)
+        >>> with set_pool(pool):
+        ...     get_llm_with_fallback().invoke("Explain machine learning").content
+        'hi'
     """
     return get_pool().get_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)
 
 
 async def aget_llms_from_db(enabled_only: bool = True, scope: str = "global") -> list[LLMConfig]:
-    """Async twin of `get_llms_from_db`."""
+    """Async twin of `get_llms_from_db`.
+
+    Example:
+        >>> import asyncio
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
+        ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
+        >>> pool = LLMPool(repository=InMemoryStore(rows), poll_interval=0)
+        >>> with set_pool(pool):
+        ...     [c.name for c in asyncio.run(aget_llms_from_db())]
+        ['Fake']
+    """
     return await get_pool().aget_llms_from_db(enabled_only, scope)
 
 
 async def aget_default_llm_config(scope: str = "global") -> LLMConfig:
-    """Async twin of `get_default_llm_config`."""
+    """Async twin of `get_default_llm_config`.
+
+    Example:
+        >>> import asyncio
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
+        ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
+        >>> pool = LLMPool(repository=InMemoryStore(rows), poll_interval=0)
+        >>> with set_pool(pool):
+        ...     asyncio.run(aget_default_llm_config()).name
+        'Fake'
+    """
     return await get_pool().aget_default_llm_config(scope)
 
 
 async def aget_llm(llm_id: str | None = None, scope: str = "global") -> BaseChatModel:
-    """Async twin of `get_llm`."""
+    """Async twin of `get_llm`.
+
+    Example:
+        >>> import asyncio
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
+        ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
+        >>> pool = LLMPool(repository=InMemoryStore(rows), poll_interval=0)
+        >>> async def ask() -> str:
+        ...     return (await (await aget_llm()).ainvoke("hello")).content
+        >>> with set_pool(pool):
+        ...     asyncio.run(ask())
+        'hi'
+    """
     return await get_pool().aget_llm(llm_id, scope)
 
 
@@ -132,5 +220,18 @@ async def aget_llm_with_fallback(
     fallbacks: Sequence[BaseChatModel] = (),
     policy: FallbackPolicy | None = None,
 ) -> FallbackChatModel:
-    """Async twin of `get_llm_with_fallback`."""
+    """Async twin of `get_llm_with_fallback`.
+
+    Example:
+        >>> import asyncio
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
+        ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
+        >>> pool = LLMPool(repository=InMemoryStore(rows), poll_interval=0)
+        >>> async def ask() -> str:
+        ...     return (await (await aget_llm_with_fallback()).ainvoke("hello")).content
+        >>> with set_pool(pool):
+        ...     asyncio.run(ask())
+        'hi'
+    """
     return await get_pool().aget_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)

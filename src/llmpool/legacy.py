@@ -40,6 +40,9 @@ def get_openai_llm(**overrides: Any) -> BaseChatModel:
     """Return ``ChatOpenAI`` from ``OPENAI_API_KEY``, ``OPENAI_API_BASE`` and ``OPENAI_MODEL``.
 
     Deprecated: use `llmpool.get_llm_with_fallback`.
+
+    Example:
+        >>> llm = get_openai_llm()  # needs OPENAI_API_KEY  # doctest: +SKIP
     """
     _deprecated("get_openai_llm")
     cls = OPENAI.load_class()
@@ -57,6 +60,9 @@ def get_anthropic_llm(**overrides: Any) -> BaseChatModel:
     """Return ``ChatAnthropic`` from ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_MODEL``.
 
     Deprecated: use `llmpool.get_llm_with_fallback`.
+
+    Example:
+        >>> llm = get_anthropic_llm()  # needs ANTHROPIC_API_KEY  # doctest: +SKIP
     """
     _deprecated("get_anthropic_llm")
     cls = ANTHROPIC.load_class()
@@ -74,6 +80,14 @@ def get_ollama_llm(**overrides: Any) -> BaseChatModel:
     """Return ``ChatOllama`` from ``OLLAMA_BASE_URL`` and ``OLLAMA_CHAT_MODEL``.
 
     Deprecated: use `llmpool.get_llm_with_fallback`.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     llm = get_ollama_llm(model="llama3")
+        >>> llm.model, caught[0].category.__name__
+        ('llama3', 'DeprecationWarning')
     """
     _deprecated("get_ollama_llm")
     cls = OLLAMA.load_class()

@@ -337,7 +337,13 @@ _registry_lock = threading.Lock()
 
 
 def get_registry() -> ProviderRegistry:
-    """Return the process-wide registry, created on first use."""
+    """Return the process-wide registry, created on first use.
+
+    Example:
+        >>> registry = get_registry()
+        >>> "openai" in registry, registry.get("google_vertexai").extra
+        (True, 'vertexai')
+    """
     global _registry
     if _registry is None:
         with _registry_lock:
