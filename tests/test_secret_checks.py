@@ -42,6 +42,8 @@ REFUSED_KEYS = [
     "aws_access_key_id",
     "subscription_key",
     "Cookie",
+    "x-goog-api-key",
+    "Proxy-Authorization",
 ]
 ACCEPTED_KEYS = [
     "max_tokens",
@@ -64,6 +66,11 @@ ACCEPTED_KEYS = [
     "base_url",
     "model_kwargs",
     "stop",
+    "credentials_profile_name",
+    "credentials_path",
+    "token_type",
+    "default_headers",
+    "X-Title",
 ]
 
 
@@ -172,3 +179,12 @@ def test_reference_messages_say_what_is_wrong() -> None:
     assert not isinstance(info.value, LiteralSecretError)
     assert looks_like_secret("AKIAIOSFODNN7EXAMPLE")
     assert not looks_like_secret("AZURE_OPENAI_DEPLOYMENT_NAME")
+
+
+def test_headers_are_checked_by_name_not_refused_wholesale() -> None:
+    """default_headers may carry X-Title; an Authorization or x-api-key header is refused."""
+    ok = {"default_headers": {"X-Title": "my app", "HTTP-Referer": "https://example.com"}}
+    assert LLMConfig.from_row({**ROW, "config": ok})
+    for header in ("Authorization", "x-api-key"):
+        with pytest.raises(LiteralSecretError, match=f"config.default_headers.{header}"):
+            LLMConfig.from_row({**ROW, "config": {"default_headers": {header: "v"}}})

@@ -64,8 +64,6 @@ CREDENTIAL_PARAMETERS = frozenset(
         "credentials",
         "password",
         "client_secret",
-        "default_headers",
-        "headers",
     }
 )
 
@@ -90,6 +88,9 @@ _ANY_WORD = frozenset(
     }
 )
 _LAST_WORD = frozenset({"token", "auth"})
+# A key that ends in one of these names or locates a credential rather than holding one:
+# Bedrock's "credentials_profile_name", a "credentials_path".
+_NAMING_WORDS = frozenset({"name", "path", "profile", "location", "type"})
 _KEY_QUALIFIERS = frozenset(
     {
         "api",
@@ -136,7 +137,7 @@ def is_secret_name(key: str) -> bool:
         [True, True, False, False]
     """
     words = _words(key)
-    if not words:
+    if not words or words[-1] in _NAMING_WORDS:
         return False
     if any(word in _ANY_WORD for word in words) or words[-1] in _LAST_WORD:
         return True
@@ -262,8 +263,9 @@ def _check_entry(key: str, value: Any, field: str, row: str) -> None:
 def check_config(config: Mapping[str, Any], *, row: str = "LLM row") -> None:
     """Refuse model parameters that would carry a credential (they belong in ``auth_meta``).
 
-    Keys are checked at every depth (``model_kwargs.api_key``, ``headers.Authorization``), and so
-    are URLs (a password or a ``key=`` parameter in ``base_url``).
+    Keys are checked at every depth (``model_kwargs.api_key``, ``default_headers.Authorization``;
+    ``default_headers`` with ``X-Title`` alone passes), and so are URLs (a password or a
+    ``key=`` parameter in ``base_url``).
 
     Args:
         config: The model parameters.
