@@ -452,6 +452,10 @@ def bench_postgres(n: dict[str, int]) -> list[Row]:
             {
                 "raw psycopg fetch": raw_fetch,
                 "SQLStore.list_llms (validated LLMConfig)": lambda: store.list_llms(scope=None),
+                # A store that has seen none of the rows: every row parsed and validated.
+                "SQLStore.list_llms, first read (every row validated)": lambda: SQLStore(
+                    store.engine
+                ).list_llms(scope=None),
             },
             **small,
         )

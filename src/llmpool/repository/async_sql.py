@@ -46,7 +46,7 @@ class AsyncSQLRepository:
     async def _rows(self, stmt: sa.Select[Any], what: str) -> list[Mapping[Any, Any]]:
         with db_errors(self.engine.sync_engine, what):
             async with self.engine.connect() as conn:
-                return list((await conn.execute(stmt)).mappings())
+                return list((await conn.execute(stmt)).mappings().all())
 
     async def list_llms(
         self,

@@ -95,6 +95,22 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _read_columns() -> list[sa.ColumnElement[Any]]:
+    # What reads select: the id and the JSON columns as text. A row version already validated
+    # is served from `RowParser`'s cache, so its JSON is never parsed again, and psycopg makes
+    # no UUID object only for it to become a string.
+    as_text = {"id": sa.String, "auth_meta": sa.Text, "config": sa.Text}
+    return [
+        sa.cast(column, as_text[column.name]).label(column.name)
+        if column.name in as_text
+        else column
+        for column in llms.columns
+    ]
+
+
+_READ = _read_columns()
+
+
 def select_llms(
     *,
     enabled_only: bool = False,
@@ -104,7 +120,7 @@ def select_llms(
     llm_id: str | None = None,
 ) -> sa.Select[Any]:
     """Return the SELECT of rows matching the filters, in fallback order."""
-    stmt = sa.select(llms).order_by(*_ORDER)
+    stmt = sa.select(*_READ).order_by(*_ORDER)
     if enabled_only:
         stmt = stmt.where(llms.c.enabled.is_(True))
     if scope is not None:
@@ -140,7 +156,7 @@ def select_generation() -> sa.Select[Any]:
 def select_snapshot() -> sa.Select[Any]:
     """Return one query for the generation and every row (one row of NULLs when empty)."""
     return (
-        sa.select(state.c.generation, *llms.columns)
+        sa.select(state.c.generation, *_READ)
         .select_from(state.outerjoin(llms, sa.true()))
         .where(state.c.id == 1)
         .order_by(*_ORDER)

@@ -97,7 +97,7 @@ class SQLStore(BulkWrites):
 
     def _rows(self, stmt: sa.Select[Any], what: str) -> list[Mapping[Any, Any]]:
         with db_errors(self.engine, what), self.engine.connect() as conn:
-            return list(conn.execute(stmt).mappings())
+            return list(conn.execute(stmt).mappings().all())
 
     def list_llms(
         self,
@@ -164,7 +164,7 @@ class SQLStore(BulkWrites):
         stmt = select_llms(scope=None, llm_id=llm_id)
         if self._dialect == "postgresql":
             stmt = stmt.with_for_update()
-        return one_config(list(conn.execute(stmt).mappings()), llm_id)
+        return one_config(list(conn.execute(stmt).mappings().all()), llm_id)
 
     def _audit(
         self,
@@ -193,7 +193,7 @@ class SQLStore(BulkWrites):
         stmt = select_llms(scope=scope).where(llms.c.is_default.is_(True), llms.c.id != keep)
         if self._dialect == "postgresql":
             stmt = stmt.with_for_update()
-        return list(conn.execute(stmt).mappings())
+        return list(conn.execute(stmt).mappings().all())
 
     def _clear_default(self, conn: Connection, scope: str, keep: str, actor: str) -> None:
         previous_rows, bad = parse_rows(self._other_defaults(conn, scope, keep))
