@@ -238,6 +238,16 @@ def test_import_llmpool_loads_no_provider_and_no_database() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_importing_the_usage_guides_functions_loads_no_pydantic_sqlalchemy_or_langchain() -> None:
+    """from llmpool import get_llm_with_fallback defers every heavy import to the first call."""
+    code = (
+        "import sys; from llmpool import get_llm, get_llm_with_fallback, get_llms_from_db;"
+        "print([m for m in ('pydantic', 'sqlalchemy', 'langchain_core') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_auth_reference_the_client_does_not_take_names_the_auth_meta_key() -> None:
     """A resolved auth_meta key the client has no parameter for is refused under its row name."""
     row = config("ollama", auth_meta={"api_key_env": "OPENAI_API_KEY"})

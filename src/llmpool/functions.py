@@ -12,14 +12,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from llmpool.pool import LLMPool
-
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from llmpool.fallback import FallbackChatModel
     from llmpool.models import LLMConfig
     from llmpool.policy import FallbackPolicy
+    from llmpool.pool import LLMPool
 
 __all__ = [
     "aget_default_llm_config",
@@ -44,6 +43,7 @@ def get_pool() -> LLMPool:
     """Return the default pool, built on first use from configuration.
 
     Example:
+        >>> from llmpool import LLMPool
         >>> from llmpool.repository.memory import InMemoryStore
         >>> mine = LLMPool(repository=InMemoryStore(), poll_interval=0)
         >>> with set_pool(mine):
@@ -52,6 +52,10 @@ def get_pool() -> LLMPool:
     """
     global _pool
     if _pool is None:
+        # Imported here: importing the functions stays cheap (no pydantic models, no
+        # SQLAlchemy) until one is called.
+        from llmpool.pool import LLMPool
+
         with _pool_lock:
             if _pool is None:
                 _pool = LLMPool()
@@ -73,6 +77,7 @@ def set_pool(pool: LLMPool | None) -> Any:
     ``None`` resets it: the next call builds a new one from configuration.
 
     Example:
+        >>> from llmpool import LLMPool
         >>> from llmpool.repository.memory import InMemoryStore
         >>> with set_pool(LLMPool(repository=InMemoryStore(), poll_interval=0)):
         ...     get_llms_from_db()
@@ -88,6 +93,7 @@ def get_llms_from_db(enabled_only: bool = True, scope: str = "global") -> list[L
     """Return the scope's rows in priority order (see `LLMPool.get_llms_from_db`).
 
     Example:
+        >>> from llmpool import LLMPool
         >>> from llmpool.repository.memory import InMemoryStore
         >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
         ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
@@ -103,6 +109,7 @@ def get_default_llm_config(scope: str = "global") -> LLMConfig:
     """Return the scope's default row; "No default LLM configured" when there is none.
 
     Example:
+        >>> from llmpool import LLMPool
         >>> from llmpool.repository.memory import InMemoryStore
         >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
         ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
@@ -118,6 +125,7 @@ def create_llm_instance(config: LLMConfig | Mapping[str, Any]) -> BaseChatModel:
     """Build the chat model of a row (see `LLMPool.create_llm_instance`).
 
     Example:
+        >>> from llmpool import LLMPool
         >>> from llmpool.repository.memory import InMemoryStore
         >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
         ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
@@ -133,6 +141,7 @@ def get_llm(llm_id: str | None = None, scope: str = "global") -> BaseChatModel:
     """Return the default model, or one row's model by id (see `LLMPool.get_llm`).
 
     Example:
+        >>> from llmpool import LLMPool
         >>> from llmpool.repository.memory import InMemoryStore
         >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
         ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
@@ -153,6 +162,7 @@ def get_llm_with_fallback(
     """Return the scope's live fallback model (see `LLMPool.get_llm_with_fallback`).
 
     Example:
+        >>> from llmpool import LLMPool
         >>> from llmpool.repository.memory import InMemoryStore
         >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
         ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
@@ -169,6 +179,7 @@ async def aget_llms_from_db(enabled_only: bool = True, scope: str = "global") ->
 
     Example:
         >>> import asyncio
+        >>> from llmpool import LLMPool
         >>> from llmpool.repository.memory import InMemoryStore
         >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
         ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
@@ -185,6 +196,7 @@ async def aget_default_llm_config(scope: str = "global") -> LLMConfig:
 
     Example:
         >>> import asyncio
+        >>> from llmpool import LLMPool
         >>> from llmpool.repository.memory import InMemoryStore
         >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
         ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
@@ -201,6 +213,7 @@ async def aget_llm(llm_id: str | None = None, scope: str = "global") -> BaseChat
 
     Example:
         >>> import asyncio
+        >>> from llmpool import LLMPool
         >>> from llmpool.repository.memory import InMemoryStore
         >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
         ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
@@ -224,6 +237,7 @@ async def aget_llm_with_fallback(
 
     Example:
         >>> import asyncio
+        >>> from llmpool import LLMPool
         >>> from llmpool.repository.memory import InMemoryStore
         >>> rows = [{"id": "abc-123-def-456", "name": "Fake", "provider": "fake",
         ...          "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]
