@@ -647,6 +647,10 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_first_answer(n, Path(tmp))
     text = render(rows, n)
     print(text)
+    if args.smoke:
+        from bench import instructions
+
+        instructions.main(["--smoke"])
     output = args.output or (None if args.only else str(HERE / "results.md"))
     if not args.smoke and output:
         Path(output).write_text(text, "utf-8")

@@ -6,7 +6,6 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -167,7 +166,7 @@ def test_losing_every_watch_race_applies_locally_and_says_so_once(
     def change(state: BreakerState) -> BreakerState:
         calls[0] += 1
         rival = BreakerState(failures=calls[0])  # another replica writes in between, every time
-        client.set(prefix + "row", json.dumps(asdict(rival)))
+        client.set(prefix + "row", json.dumps(rival._asdict()))
         return BreakerState(failures=99)
 
     assert store.update("row", change) == BreakerState(failures=99)

@@ -18,7 +18,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from llmpool.breaker import BreakerState, LocalBreakerStore
@@ -134,7 +133,7 @@ class RedisBreakerStore:
                         if new is None or new == BreakerState():
                             pipe.delete(name)
                         else:
-                            pipe.set(name, json.dumps(asdict(new)), ex=self._expiry(new))
+                            pipe.set(name, json.dumps(new._asdict()), ex=self._expiry(new))
                         pipe.execute()
                         self._recovered()
                         return new

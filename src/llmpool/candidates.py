@@ -112,7 +112,7 @@ def callbacks_active(config: RunnableConfig | None) -> bool:
     return bool(_tracing_v2_is_enabled())
 
 
-@dataclass
+@dataclass(slots=True)
 class Attempt:
     candidate: Candidate
     runner: Runnable[Any, Any]
@@ -124,6 +124,25 @@ class Attempt:
 
 class Walk:
     """The decision core of one call: which candidate next, retry or not, breaker or not."""
+
+    __slots__ = (
+        "attempts",
+        "candidates",
+        "config",
+        "delay",
+        "failures",
+        "forced",
+        "in_flight",
+        "index",
+        "last_exception",
+        "model",
+        "number",
+        "policy",
+        "probe",
+        "run_manager",
+        "started",
+        "tried_any",
+    )
 
     def __init__(
         self,
@@ -266,6 +285,11 @@ class Walk:
         """Record a success; return the ``llmpool`` metadata for the response."""
         c = attempt.candidate.config
         self.in_flight = None
+        # The metadata keeps descriptions, not exceptions: letting go of them here breaks the
+        # exception -> traceback -> frame -> walk cycle, so a failover leaves no garbage for
+        # the cyclic collector.
+        self.failures.clear()
+        self.last_exception = None
         self.model.breakers.success(attempt.candidate.key)
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "ok"})
         return {

@@ -101,7 +101,8 @@ class FallbackChatModel(BaseChatModel):
 
     def _current_candidates(self) -> Sequence[Candidate]:
         base = self.source() if self.source is not None else self.candidates
-        return (*base, *self._code_candidates) if self._code_candidates else base
+        # `fallbacks` first: a pydantic private attribute costs microseconds to read.
+        return (*base, *self._code_candidates) if self.fallbacks else base
 
     def _runner(self, candidate: Candidate) -> Any:
         model = candidate.model

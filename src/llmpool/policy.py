@@ -332,7 +332,7 @@ class FallbackPolicy:
 
 def describe_error(error: BaseException) -> str:
     """Return a one-line description of an error for messages and metadata."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = str(error).strip()
     code = status_code(error)
-    prefix = f"{type(error).__name__}" + (f" (HTTP {code})" if code else "")
-    return f"{prefix}: {text[:300]}" if text else prefix
+    prefix = type(error).__name__ + (f" (HTTP {code})" if code else "")
+    return f"{prefix}: {text.splitlines()[0][:300]}" if text else prefix

@@ -1,0 +1,157 @@
+"""The invoke overheads in CPU instructions, counted by valgrind's callgrind: noise-free ratios.
+
+Wall-clock ratios on a shared 2-core machine move by 10-20 % between runs; an instruction count
+is the same for the same binary and inputs whatever else the machine does. Each subject runs in
+a process of its own under ``valgrind --tool=callgrind``, once with no measured calls and once
+with ``--calls`` of them; the difference divided by the calls is its cost per call, and every
+ratio is against the bare fake model counted in the same run.
+
+Run from the repository root (needs valgrind; about 40 s of start-up per process, two at a
+time)::
+
+    python -m bench.instructions              # prints the table, writes bench/instructions.md
+    python -m bench.instructions --smoke      # each subject in-process, no valgrind (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WARMUP = 50
+
+
+def subjects() -> dict[str, Callable[[], Any]]:
+    """The measured calls, by name: the same subjects as ``bench.run``'s invoke section."""
+    from bench.run import _candidates, _failing, _fake
+    from llmpool.fallback import FallbackChatModel
+    from llmpool.policy import FallbackPolicy
+
+    bare = _fake()
+    failing = _failing()
+    no_breaker = FallbackPolicy(attempts=1, failure_threshold=10**9)
+    answers = FallbackChatModel(candidates=_candidates(_fake(), _fake()))
+    raises = FallbackChatModel(candidates=_candidates(_failing(), _fake()), policy=no_breaker)
+    lc_answers = _fake().with_fallbacks([_fake()])
+    lc_raises = _failing().with_fallbacks([_fake()], exceptions_to_handle=(ConnectionError,))
+
+    def floor() -> None:
+        try:
+            failing.invoke("hi")
+        except ConnectionError:
+            bare.invoke("hi")
+
+    return {
+        "bare fake model": lambda: bare.invoke("hi"),
+        "primary answers: LangChain with_fallbacks": lambda: lc_answers.invoke("hi"),
+        "primary answers: llmpool FallbackChatModel": lambda: answers.invoke("hi"),
+        "primary raises: floor (the two calls, no fallback code)": floor,
+        "primary raises: LangChain with_fallbacks": lambda: lc_raises.invoke("hi"),
+        "primary raises: llmpool FallbackChatModel": lambda: raises.invoke("hi"),
+    }
+
+
+TARGETS = {
+    "primary answers: llmpool FallbackChatModel": 1.10,
+    "primary raises: llmpool FallbackChatModel": 2.0,
+}
+
+
+def _child(name: str, calls: int) -> None:
+    call = subjects()[name]
+    for _ in range(WARMUP + calls):
+        call()
+
+
+def _count(name: str, calls: int) -> int:
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "bench.instructions",
+        "--child",
+        name,
+        str(calls),
+    ]
+    out = subprocess.run(
+        command, capture_output=True, text=True, check=True, cwd=HERE.parent, env=os.environ
+    )
+    for line in out.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1])
+    msg = f"callgrind printed no count for {name!r}:\n{out.stderr[-2000:]}"
+    raise RuntimeError(msg)
+
+
+def measure(calls: int) -> dict[str, float]:
+    """Return the instructions per call of every subject."""
+    names = list(subjects())
+    jobs = [(name, n) for name in names for n in (0, calls)]
+    with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+        counts = dict(zip(jobs, pool.map(lambda job: _count(*job), jobs), strict=True))
+    return {name: (counts[(name, calls)] - counts[(name, 0)]) / calls for name in names}
+
+
+def render(per_call: dict[str, float], calls: int) -> str:
+    """The counts as a Markdown document."""
+    from bench.run import _machine, _versions
+
+    bare = per_call["bare fake model"]
+    lines = [
+        "# llmpool invoke overhead in instructions (callgrind)",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {_machine()}",
+        f"- versions: {_versions()}",
+        f"- {calls} measured calls per subject after {WARMUP} warm-up calls, one process each",
+        "",
+        "| subject | instructions per call | ratio to bare | target | |",
+        "|---|---|---|---|---|",
+    ]
+    for name, count in per_call.items():
+        ratio = count / bare
+        target = TARGETS.get(name)
+        verdict = "" if target is None else ("pass" if ratio <= target else "miss")
+        shown = f"≤ {target:.2f}x" if target is not None else ""
+        lines.append(f"| {name} | {count:,.0f} | {ratio:.2f}x | {shown} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Count, print and write the table (or, with --smoke, run each subject once)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions")
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--smoke", action="store_true", help="run each subject in-process")
+    parser.add_argument("--output", default=str(HERE / "instructions.md"))
+    parser.add_argument("--child", nargs=2, metavar=("NAME", "CALLS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args.child[0], int(args.child[1]))
+        return 0
+    if args.smoke:
+        for call in subjects().values():
+            call()
+        print("bench.instructions: every subject ran (smoke; no valgrind)")
+        return 0
+    if shutil.which("valgrind") is None:
+        print("bench.instructions: valgrind is not installed", file=sys.stderr)
+        return 1
+    text = render(measure(args.calls), args.calls)
+    print(text)
+    Path(args.output).write_text(text, "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
