@@ -293,7 +293,7 @@ def test_every_command_prints_its_table_and_its_json(database_url: str, tmp_path
     assert [r["NAME"] for r in rows if r["SCOPE"] == "global"] == SEED
 
 
-def _mistakes(tmp: Path) -> list[tuple[tuple[str, ...], int, str]]:
+def _mistakes(tmp: Path) -> list[tuple[tuple[str, ...], int, str | tuple[str, ...]]]:
     """Command lines a user gets wrong, the exit code and a phrase the one-line error holds."""
     rows = {
         "objects.json": ["a"],
@@ -326,11 +326,14 @@ def _mistakes(tmp: Path) -> list[tuple[tuple[str, ...], int, str]]:
         (("add", "--name", "OpenAI GPT-4", "--provider", "fake", "--model", "m"), 1, "unique"),
         (("add", "--from-json", files["objects.json"]), 2, "item 0 of"),
         (("add", "--from-json", files["string.json"]), 2, "is a JSON string, not an object"),
-        (("add", "--from-json", files["half_bad.json"]), 1, "item 1 ('Half Bad'): "),
-        (("add", "--from-json", files["twins.json"]), 1, "item 1 ('Twin'): the name is taken"),
-        (("add", "--from-json", files["taken.json"]), 1, "item 1 ('OpenAI GPT-4'): the name"),
+        (("add", "--from-json", files["half_bad.json"]), 1, "item 1: LLM 'Half Bad'"),
+        (("add", "--from-json", files["twins.json"]), 1, ("LLM 'Twin' (id ", UNIQUE_AT_ITEM_1)),
+        (("add", "--from-json", files["taken.json"]), 1, ("'OpenAI GPT-4' (id ", UNIQUE_AT_ITEM_1)),
         (("add", "--from-json", str(tmp / "missing.json")), 2, "cannot read"),
     ]
+
+
+UNIQUE_AT_ITEM_1 = "(item 1): LLM names are unique within a scope; nothing was added"
 
 
 def test_mistakes_give_one_line_and_no_traceback(database_url: str, tmp_path: Path) -> None:
@@ -343,7 +346,8 @@ def test_mistakes_give_one_line_and_no_traceback(database_url: str, tmp_path: Pa
     for (args, code, needle), result in zip(cases, results, strict=True):
         assert (result.returncode, result.stdout) == (code, ""), (args, result.stderr)
         assert result.stderr.startswith("llmpool: error: "), (args, result.stderr)
-        assert needle in result.stderr, (args, result.stderr)
+        for text in needle if isinstance(needle, tuple) else (needle,):
+            assert text in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert "sk-live-123" not in result.stderr

@@ -219,11 +219,11 @@ def test_a_value_error_is_one_line_but_a_bug_keeps_its_traceback(
         cli.main(["list"])
 
 
-def test_add_help_says_a_batch_is_validated_before_anything_is_written() -> None:
-    """add --help documents that --from-json checks every item first, and is not a transaction."""
+def test_add_help_says_a_batch_is_one_transaction() -> None:
+    """add --help documents that --from-json adds a list in one transaction, all or none."""
     text = " ".join(ok(run("add", "--help")).split())
-    assert "Every item is validated first" in text
-    assert "not in a single transaction" in text
+    assert "in a single transaction" in text
+    assert "nothing is written" in text
 
 
 def test_add_from_json_answers_an_object_with_an_object_and_a_list_with_a_list(

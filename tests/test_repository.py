@@ -579,3 +579,30 @@ def test_both_stores_share_one_implementation_of_the_bulk_writes() -> None:
         assert issubclass(cls, BulkWrites)
         for name in ("delete", "enable", "disable"):
             assert getattr(cls, name) is getattr(BulkWrites, name)
+
+
+def test_add_many_is_all_or_none_and_names_the_item_at_fault(store: Any) -> None:
+    """A batch whose second row takes a used name adds nothing and audits nothing."""
+    store.add(row("Taken"))
+    before = len(store.audit_log())
+    with pytest.raises(ConflictError, match=r"'Taken' \(id [^)]+\) \(item 1\)"):
+        store.add_many([row("Fresh"), row("Taken")])
+    with pytest.raises(InvalidConfigError, match=r"^item 1: LLM 'Bad'") as info:
+        store.add_many([row("Fresh"), row("Bad", priority="high")])
+    assert info.value.field == "priority"
+    assert [c.name for c in store.list_llms()] == ["Taken"]
+    assert len(store.audit_log()) == before
+
+
+def test_add_many_adds_every_row_in_one_write_with_an_audit_row_each(store: Any) -> None:
+    """Rows come back as stored, in order; a later default of a scope takes over."""
+    added = store.add_many(
+        [row("A", is_default=True), row("B", priority=5), row("C", is_default=True)],
+        actor="alice",
+    )
+    assert [c.name for c in added] == ["A", "B", "C"]
+    assert [c.name for c in store.list_llms()] == ["B", "A", "C"]
+    assert store.get_default().name == "C"
+    creates = [e for e in store.audit_log() if e.action == "create"]
+    assert sorted(e.llm_id for e in creates) == sorted(c.id for c in added)
+    assert {e.actor for e in creates} == {"alice"}

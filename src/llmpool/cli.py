@@ -27,11 +27,10 @@ __all__ = ["CommandFailed", "UsageError", "build_parser", "main"]
 
 _ADD_EPILOG = (
     "--from-json takes one object or a list of objects with the row's fields (name, "
-    "provider, model_name, scope, priority, enabled, is_default, auth_meta, config). Every "
-    "item is validated first (fields, secrets, the allowlist, names already taken, one "
-    "default per scope) and nothing is written unless all pass; the rows are then added one "
-    "by one, not in a single transaction, so a concurrent change can still stop the batch "
-    "halfway, and the error then names the rows already added."
+    "provider, model_name, scope, priority, enabled, is_default, auth_meta, config). A list "
+    "is added in a single transaction (store.add_many): every item is validated first, and "
+    "if any item is refused (a bad field, a secret, a name or id already taken) nothing is "
+    "written; the error names the item by its number."
 )
 
 

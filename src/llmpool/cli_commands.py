@@ -186,18 +186,13 @@ def cmd_add(args: argparse.Namespace) -> int:
         item["is_default"] = args.is_default
         items = [item]
     with open_pool(args) as pool:
-        if args.from_json:
-            _check_batch(pool, items)
-        added: list[LLMConfig] = []
-        for index, item in enumerate(items):
+        if not batch:
+            added = [pool.store.add(items[0], actor=args.actor)]
+        else:
             try:
-                added.append(pool.store.add(item, actor=args.actor))
+                added = pool.store.add_many(items, actor=args.actor)
             except LLMPoolError as error:
-                if not added:
-                    raise
-                done = ", ".join(c.describe() for c in added)
-                msg = f"item {index} {_label(item)}: {one_line(str(error))} (already added: {done})"
-                raise CommandFailed(msg) from error
+                raise CommandFailed(f"{one_line(str(error))}; nothing was added") from error
     data = [_row(c) for c in added]
     emit(
         args,
@@ -233,50 +228,6 @@ def _json_items(source: str) -> tuple[list[dict[str, Any]], bool]:
 def _json_type(value: Any) -> str:
     names = {str: "string", bool: "boolean", int: "number", float: "number", list: "array"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _label(item: Mapping[str, Any]) -> str:
-    name = item.get("name")
-    return f"({name!r})" if isinstance(name, str) else "(no name)"
-
-
-def _check_batch(pool: LLMPool, items: Sequence[Mapping[str, Any]]) -> None:
-    """Validate every item as the store would, and the batch against the table, before writing.
-
-    Raises:
-        CommandFailed: An item is invalid or would conflict; names it by index and name.
-    """
-    from llmpool.repository.changes import new_config
-
-    validators = getattr(pool.repository, "validators", None) or [pool.allowlist]
-    configs: list[LLMConfig] = []
-    for index, item in enumerate(items):
-        try:
-            configs.append(new_config(item, validators))
-        except LLMPoolError as error:
-            msg = f"item {index} {_label(item)}: {one_line(str(error))}; nothing was added"
-            raise CommandFailed(msg) from None
-    existing = pool.store.list_llms(scope=None)
-    taken = {(c.scope, c.name): c.describe() for c in existing}
-    ids = {c.id for c in existing}
-    defaults: dict[str, int] = {}
-    for index, config in enumerate(configs):
-        problem = None
-        if (config.scope, config.name) in taken:
-            other = taken[(config.scope, config.name)]
-            problem = f"the name is taken in scope {config.scope!r} by {other}"
-        elif "id" in items[index] and config.id in ids:
-            problem = f"id {config.id} is taken"
-        elif config.is_default and config.scope in defaults:
-            first = defaults[config.scope]
-            problem = f"item {first} is already the default of scope {config.scope!r}"
-        if problem:
-            msg = f"item {index} {_label(items[index])}: {problem}; nothing was added"
-            raise CommandFailed(msg)
-        taken[(config.scope, config.name)] = f"item {index}"
-        ids.add(config.id)
-        if config.is_default:
-            defaults[config.scope] = index
 
 
 def _read(path: str) -> str:

@@ -418,7 +418,7 @@ class _RefreshingStore:
     watcher catches up.
     """
 
-    _WRITES = frozenset({"add", "update", "delete", "enable", "disable", "set_default"})
+    _WRITES = frozenset({"add", "add_many", "update", "delete", "enable", "disable", "set_default"})
 
     def __init__(self, store: LLMStore, refresh: Callable[[], None]) -> None:
         self._store = store

@@ -166,6 +166,12 @@ class LLMStore(LLMRepository, Protocol):
         """Insert a row (``id``, a UUID, is generated when absent) and return it."""
         ...
 
+    def add_many(
+        self, llms: Sequence[Mapping[str, Any]], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Insert several rows in one transaction, all or none; errors name the item."""
+        ...
+
     def update(
         self, llm_id: str, changes: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR
     ) -> LLMConfig:

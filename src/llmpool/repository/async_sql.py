@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmpool.database import create_async_engine, db_errors
@@ -43,10 +43,11 @@ class AsyncSQLRepository:
         self.engine = create_async_engine(engine)
         self._parser = RowParser()
 
-    async def _rows(self, stmt: sa.Select[Any], what: str) -> list[Mapping[Any, Any]]:
+    async def _rows(self, stmt: sa.Select[Any], what: str) -> Sequence[Mapping[Any, Any]]:
         with db_errors(self.engine.sync_engine, what):
             async with self.engine.connect() as conn:
-                return list((await conn.execute(stmt)).mappings().all())
+                rows: Sequence[Mapping[Any, Any]] = (await conn.execute(stmt)).mappings().all()
+                return rows
 
     async def list_llms(
         self,

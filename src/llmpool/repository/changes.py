@@ -194,6 +194,32 @@ def new_config(
     return _validate(data, validators)
 
 
+def new_configs(
+    llms: Sequence[Mapping[str, Any]],
+    validators: Sequence[ConfigValidator] = (),
+    *,
+    uuid_ids: bool = False,
+) -> list[LLMConfig]:
+    """Validate several new rows, as `new_config`; an error says which item is at fault.
+
+    Raises:
+        InvalidConfigError: An item is invalid; the message starts with ``item N:``.
+    """
+    configs: list[LLMConfig] = []
+    for index, values in enumerate(llms):
+        try:
+            configs.append(new_config(values, validators, uuid_ids=uuid_ids))
+        except InvalidConfigError as error:
+            error.args = (f"item {index}: {error.args[0]}", *error.args[1:])
+            raise
+    return configs
+
+
+def item_label(config: LLMConfig, index: int, numbered: bool) -> str:
+    """Return how a write names a row: with its place in a batch when there is one."""
+    return f"{config.describe()} (item {index})" if numbered else config.describe()
+
+
 def updated_config(
     current: LLMConfig,
     changes: Mapping[str, Any],

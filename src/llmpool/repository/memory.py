@@ -24,7 +24,9 @@ from llmpool.repository.changes import (
     default_move_conflict,
     default_rule,
     doing,
+    item_label,
     new_config,
+    new_configs,
     updated_config,
 )
 
@@ -158,11 +160,15 @@ class InMemoryStore(BulkWrites):
 
     @staticmethod
     def _check_unique(
-        rows: Mapping[str, LLMConfig], config: LLMConfig, who: LLMConfig, action: str
+        rows: Mapping[str, LLMConfig],
+        config: LLMConfig,
+        who: LLMConfig,
+        action: str,
+        label: str | None = None,
     ) -> None:
         for other in rows.values():
             if other.id != config.id and (other.scope, other.name) == (config.scope, config.name):
-                what = doing(action, who.describe())
+                what = doing(action, label or who.describe())
                 msg = f"Could not {what}: LLM names are unique within a scope"
                 raise ConflictError(msg)
 
@@ -208,16 +214,28 @@ class InMemoryStore(BulkWrites):
 
     def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
         """Insert a row and return it (see `LLMStore.add`)."""
-        config = new_config(llm, self.validators)
+        return self._insert([new_config(llm, self.validators)], actor, numbered=False)[0]
+
+    def add_many(
+        self, llms: Sequence[Mapping[str, Any]], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Insert several rows, all or none, and return them (see `LLMStore.add_many`)."""
+        return self._insert(new_configs(llms, self.validators), actor, numbered=True)
+
+    def _insert(
+        self, configs: Sequence[LLMConfig], actor: str, *, numbered: bool
+    ) -> list[LLMConfig]:
         with self._lock:
-            self._check_unique(self._rows, config, config, "create")
-            if config.id in self._rows:
-                raise ConflictError(f"Could not add {config.describe()}: the id is taken")
             rows = dict(self._rows)
             entries: list[tuple[str, str, Any, Any]] = []
-            self._put(rows, entries, None, config, "create", take_default=True)
+            for index, config in enumerate(configs):
+                label = item_label(config, index, numbered)
+                self._check_unique(rows, config, config, "create", label)
+                if config.id in rows:
+                    raise ConflictError(f"Could not add {label}: the id is taken")
+                self._put(rows, entries, None, config, "create", take_default=True)
             self._commit(rows, entries, actor)
-        return config
+        return list(configs)
 
     def _change(self, llm_id: str, changes: Mapping[str, Any], action: str, actor: str) -> Any:
         with self._lock:

@@ -22,7 +22,9 @@ from llmpool.repository.changes import (
     default_move_conflict,
     default_rule,
     doing,
+    item_label,
     new_config,
+    new_configs,
     updated_config,
 )
 from llmpool.repository.schema import (
@@ -95,9 +97,9 @@ class SQLStore(BulkWrites):
 
     # -- reads -------------------------------------------------------------------------------
 
-    def _rows(self, stmt: sa.Select[Any], what: str) -> list[Mapping[Any, Any]]:
+    def _rows(self, stmt: sa.Select[Any], what: str) -> Sequence[Mapping[Any, Any]]:
         with db_errors(self.engine, what), self.engine.connect() as conn:
-            return list(conn.execute(stmt).mappings().all())
+            return conn.execute(stmt).mappings().all()
 
     def list_llms(
         self,
@@ -164,7 +166,7 @@ class SQLStore(BulkWrites):
         stmt = select_llms(scope=None, llm_id=llm_id)
         if self._dialect == "postgresql":
             stmt = stmt.with_for_update()
-        return one_config(list(conn.execute(stmt).mappings().all()), llm_id)
+        return one_config(conn.execute(stmt).mappings().all(), llm_id)
 
     def _audit(
         self,
@@ -189,11 +191,13 @@ class SQLStore(BulkWrites):
             )
         )
 
-    def _other_defaults(self, conn: Connection, scope: str, keep: str) -> list[Mapping[Any, Any]]:
+    def _other_defaults(
+        self, conn: Connection, scope: str, keep: str
+    ) -> Sequence[Mapping[Any, Any]]:
         stmt = select_llms(scope=scope).where(llms.c.is_default.is_(True), llms.c.id != keep)
         if self._dialect == "postgresql":
             stmt = stmt.with_for_update()
-        return list(conn.execute(stmt).mappings().all())
+        return conn.execute(stmt).mappings().all()
 
     def _clear_default(self, conn: Connection, scope: str, keep: str, actor: str) -> None:
         previous_rows, bad = parse_rows(self._other_defaults(conn, scope, keep))
@@ -267,18 +271,46 @@ class SQLStore(BulkWrites):
             ConflictError: The name is taken in the scope, or a concurrent default won.
         """
         config = new_config(llm, self.validators, uuid_ids=self._dialect == "postgresql")
-        with self._write(_Doing(doing("create", config.describe()))) as conn:
-            if config.is_default:
-                self._clear_default(conn, config.scope, config.id, actor)
-            row = (
-                conn.execute(
-                    llms.insert().values(db_values(config, self._dialect)).returning(*llms.columns)
+        return self._insert([config], actor, numbered=False)[0]
+
+    def add_many(
+        self, llms: Sequence[Mapping[str, Any]], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Insert several rows in one transaction, all or none, and return them.
+
+        Every item is validated before anything is written; the database then checks names,
+        ids and defaults as for `add`. A later default of a scope takes over from an earlier
+        one, as successive `add` calls would.
+
+        Raises:
+            InvalidConfigError: An item is invalid (``item N: ...``); nothing is written.
+            ConflictError: An item's name or id is taken (named with ``(item N)``); nothing
+                is written.
+        """
+        configs = new_configs(llms, self.validators, uuid_ids=self._dialect == "postgresql")
+        return self._insert(configs, actor, numbered=True)
+
+    def _insert(
+        self, configs: Sequence[LLMConfig], actor: str, *, numbered: bool
+    ) -> list[LLMConfig]:
+        what = _Doing("add LLMs")
+        stored: list[LLMConfig] = []
+        with self._write(what) as conn:
+            for index, config in enumerate(configs):
+                what.text = doing("create", item_label(config, index, numbered))
+                if config.is_default:
+                    self._clear_default(conn, config.scope, config.id, actor)
+                row = (
+                    conn.execute(
+                        llms.insert()
+                        .values(db_values(config, self._dialect))
+                        .returning(*llms.columns)
+                    )
+                    .mappings()
+                    .one()
                 )
-                .mappings()
-                .one()
-            )
-            stored = one_config([row], config.id)
-            self._audit(conn, actor=actor, action="create", before=None, after=stored)
+                stored.append(one_config([row], config.id))
+                self._audit(conn, actor=actor, action="create", before=None, after=stored[-1])
         return stored
 
     def update(
