@@ -35,7 +35,6 @@ from pydantic import ConfigDict, PrivateAttr
 from llmpool.breaker import BreakerBoard
 from llmpool.candidates import (
     Candidate,
-    StreamGate,
     Walk,
     answered,
     callbacks_active,
@@ -44,6 +43,7 @@ from llmpool.candidates import (
     tag,
 )
 from llmpool.policy import FallbackPolicy
+from llmpool.streaming import StreamGate
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "ensure_buildable"]
 

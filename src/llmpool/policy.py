@@ -302,18 +302,6 @@ class FallbackPolicy:
             return None
         return delay
 
-    def wait(self, attempt_number: int, error: BaseException) -> float:
-        """Return seconds to wait before attempt ``attempt_number + 1`` of one candidate.
-
-        The exponential-with-jitter schedule is tenacity's; a ``Retry-After`` header wins when
-        longer, up to ``backoff_max``.
-        """
-        delay = self._backoff(attempt_number)
-        hinted = retry_after(error)
-        if hinted is not None:
-            delay = max(delay, min(hinted, self.backoff_max))
-        return delay
-
     def _backoff(self, attempt_number: int) -> float:
         from tenacity import RetryCallState, wait_exponential_jitter
 
