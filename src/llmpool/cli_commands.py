@@ -48,7 +48,8 @@ def _mask(match: re.Match[str]) -> str:
 
 
 def one_line(message: str) -> str:
-    """Return ``message`` as one line, with the password of any URL in it masked.
+    """Return ``message`` as one line, with the password of any URL in it masked, and every
+    resolved secret value redacted (`llmpool.redaction`).
 
     Example:
         >>> one_line("Could not connect:\\n  (postgresql://app:pw@db/app) refused")
@@ -58,7 +59,9 @@ def one_line(message: str) -> str:
     text = parts[0] if parts else ""
     for part in parts[1:]:
         text += (" " if text.endswith(":") else "; ") + part
-    return _URL_WITH_PASSWORD.sub(_mask, text)
+    from llmpool.redaction import redact
+
+    return redact(_URL_WITH_PASSWORD.sub(_mask, text))
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

@@ -319,8 +319,14 @@ class FallbackPolicy:
 
 
 def describe_error(error: BaseException) -> str:
-    """Return a one-line description of an error for messages and metadata."""
-    text = str(error).strip()
+    """Return a one-line description of an error for messages and metadata.
+
+    Resolved secret values are redacted (`llmpool.redaction`): a provider's error body may
+    echo the key it was sent.
+    """
+    from llmpool.redaction import redact
+
+    text = redact(str(error).strip())
     code = status_code(error)
     prefix = type(error).__name__ + (f" (HTTP {code})" if code else "")
     return f"{prefix}: {text.splitlines()[0][:300]}" if text else prefix
