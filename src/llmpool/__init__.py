@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from llmpool.errors import (
         AllLLMsFailedError,
         AllLLMsFailedToInitializeError,
+        ArgumentTooLongError,
         CandidateFailure,
         ConflictError,
         DatabaseError,
@@ -112,6 +113,7 @@ _EXPORTS: dict[str, str] = {
     "LLMPoolError": "llmpool.errors",
     "AllLLMsFailedError": "llmpool.errors",
     "AllLLMsFailedToInitializeError": "llmpool.errors",
+    "ArgumentTooLongError": "llmpool.errors",
     "CandidateFailure": "llmpool.errors",
     "ConflictError": "llmpool.errors",
     "DatabaseError": "llmpool.errors",
@@ -135,6 +137,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "AllLLMsFailedError",
     "AllLLMsFailedToInitializeError",
+    "ArgumentTooLongError",
     "AsyncSQLRepository",
     "AuditEntry",
     "BadRow",

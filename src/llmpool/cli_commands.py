@@ -6,6 +6,7 @@ The output helpers here (`table`, `emit`, `one_line`, ...) are shared with `llmp
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import sys
@@ -14,13 +15,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import LLMNotFoundError, LLMPoolError
+from llmpool.errors import LLMNotFoundError, LLMPoolError, shorten, visible
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.pool import LLMPool
 
-__all__ = ["COMMANDS", "CommandFailed", "UsageError"]
+__all__ = ["COMMANDS", "CommandFailed", "UsageError", "mask_passwords", "one_line"]
 
 
 class UsageError(Exception):
@@ -35,33 +36,62 @@ class CommandFailed(Exception):
 
 # scheme://user:password@host...: up to a space, quote, bracket, comma or semicolon, without
 # trailing punctuation (so "(postgresql://u:pw@db/app)." keeps its brackets and full stop).
+#
+# Linear in the text. The lookbehind lets a match start only where a run of scheme characters
+# starts (elsewhere it fails at once), and a scheme needs a letter: digits, "+", "." and "-"
+# may lead, as the leftmost-letter start of a scheme would skip them. Each attempt then reads
+# its own run, the user and password that follow "://" (neither holds "/", so they end before
+# the next "://"), and the host and path: those are consumed when the attempt matches, and hold
+# only ":" and "." when it fails. So no character is read by more than a bounded number of
+# attempts. (A pattern free to start at every letter is quadratic on a long run of letters: a
+# 100 KB name takes seconds.)
 _URL_WITH_PASSWORD = re.compile(
-    r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"<>(),;]*:(?P<password>[^\s@/'\"<>(),;]+)@"
+    r"(?<![A-Za-z0-9+.\-])[0-9+.\-]*[A-Za-z][A-Za-z0-9+.\-]*://"
+    r"[^\s:/@'\"<>(),;]*:(?P<password>[^\s@/'\"<>(),;]+)@"
     r"[^\s'\"<>(),;]*[^\s'\"<>(),;:.]"
 )
 
+#: The longest line the command prints for an error or a warning.
+MAX_MESSAGE = 4000
+
 
 def _mask(match: re.Match[str]) -> str:
-    from llmpool.database import mask_url
+    url, start = match.group(0), match.start()
+    return url[: match.start("password") - start] + "***" + url[match.end("password") - start :]
 
-    return match.group(0) if match.group("password") == "***" else mask_url(match.group(0))
+
+def mask_passwords(text: str) -> str:
+    """Return ``text`` with the password of every ``scheme://user:password@host`` replaced.
+
+    Linear in the length of the text, whatever it holds.
+
+    Example:
+        >>> mask_passwords("(postgresql://app:pw@db/app). sqlite:///x.db")
+        '(postgresql://app:***@db/app). sqlite:///x.db'
+    """
+    return _URL_WITH_PASSWORD.sub(_mask, text)
 
 
 def one_line(message: str) -> str:
-    """Return ``message`` as one line, with the password of any URL in it masked, and every
-    resolved secret value redacted (`llmpool.redaction`).
+    """Return ``message`` as one line that is safe to print.
+
+    The password of any URL in it is masked, every resolved secret value redacted
+    (`llmpool.redaction`), and control characters (a terminal escape sequence in a row's name)
+    written as visible escapes (`llmpool.errors.visible`).
 
     Example:
         >>> one_line("Could not connect:\\n  (postgresql://app:pw@db/app) refused")
         'Could not connect: (postgresql://app:***@db/app) refused'
+        >>> one_line("\\x1b[31mred")
+        '\\\\x1b[31mred'
     """
     parts = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    text = parts[0] if parts else ""
-    for part in parts[1:]:
-        text += (" " if text.endswith(":") else "; ") + part
+    pieces = parts[:1]
+    for before, part in itertools.pairwise(parts):
+        pieces += [" " if before.endswith(":") else "; ", part]
     from llmpool.redaction import redact
 
-    return redact(_URL_WITH_PASSWORD.sub(_mask, text))
+    return visible(redact(mask_passwords("".join(pieces))))
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -81,8 +111,10 @@ def cell(value: Any) -> str:
         return "yes"
     if value is False:
         return "no"
-    if value is None:
+    if value is None or value == []:
         return "-"
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return one_line(", ".join(value))
     text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
     return one_line(text)
 
@@ -123,12 +155,22 @@ def open_pool(args: argparse.Namespace, **kwargs: Any) -> LLMPool:
 
 
 def find_llm(pool: LLMPool, ref: str) -> LLMConfig:
-    """Return the row whose id, or else whose (unique) name, is ``ref``."""
+    """Return the row whose id, or else whose (unique) name, is ``ref``.
+
+    Raises:
+        ArgumentTooLongError: ``ref`` is longer than any name (or id) could be.
+        LLMNotFoundError: No row has that id or name.
+        UsageError: Several rows, in different scopes, have that name.
+    """
+    from llmpool.models import MAX_LENGTHS, check_argument
+
+    check_argument("name", ref, MAX_LENGTHS["name"])
     store = pool.store
-    try:
-        return store.get(ref)
-    except LLMNotFoundError:
-        pass
+    if len(ref) <= MAX_LENGTHS["id"]:
+        try:
+            return store.get(ref)
+        except LLMNotFoundError:
+            pass
     matches = [c for c in store.list_llms(scope=None) if c.name == ref]
     if len(matches) == 1:
         return matches[0]
@@ -136,7 +178,7 @@ def find_llm(pool: LLMPool, ref: str) -> LLMConfig:
         scopes = ", ".join(sorted(c.scope for c in matches))
         msg = f"{len(matches)} LLMs are named {ref!r} (scopes: {scopes}); use the id"
         raise UsageError(msg)
-    msg = f"No LLM with id or name {ref!r}"
+    msg = f"No LLM with id or name {shorten(ref)!r}"
     raise LLMNotFoundError(msg)
 
 
@@ -207,11 +249,18 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def _json_items(source: str) -> tuple[list[dict[str, Any]], bool]:
     """Return the objects in ``source`` and whether it held a list."""
+    from llmpool.models import MAX_JSON_DEPTH, json_text_depth
+
     text = sys.stdin.read() if source == "-" else _read(source)
+    # A list of rows whose fields nest at most MAX_JSON_DEPTH levels: parsed only when no
+    # deeper (json.loads recurses once per level).
+    if json_text_depth(text) > MAX_JSON_DEPTH + 2:
+        msg = f"{source} nests deeper than a list of rows can ({MAX_JSON_DEPTH + 2} levels)"
+        raise UsageError(msg)
     try:
         loaded = json.loads(text)
-    except ValueError as error:
-        msg = f"{source} is not valid JSON: {error}"
+    except (ValueError, RecursionError) as error:
+        msg = f"{source} is not valid JSON: {shorten(str(error), 200)}"
         raise UsageError(msg) from None
     items = loaded if isinstance(loaded, list) else [loaded]
     if not items:
@@ -273,7 +322,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             msg = "delete asks for confirmation; pass --yes when not on a terminal"
             raise UsageError(msg)
-        answer = input(f"Delete {len(args.ids)} LLM(s) {', '.join(args.ids)}? [y/N] ")
+        shown = shorten(visible(", ".join(args.ids)), 400)
+        answer = input(f"Delete {len(args.ids)} LLM(s) {shown}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
@@ -291,21 +341,23 @@ def cmd_set_default(args: argparse.Namespace) -> int:
     return 0
 
 
-_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
+_RELATIVE = re.compile(r"^(\d{1,9})([smhdw])$")
 
 
 def _since(text: str | None) -> datetime | None:
     if text is None:
         return None
     match = _RELATIVE.match(text.strip())
-    if match:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-        delta = timedelta(**{unit[match.group(2)]: int(match.group(1))})
-        return datetime.now(timezone.utc) - delta
     try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        msg = f"--since {text!r}: use an ISO date/time or 30m, 12h, 7d"
+        if match:
+            unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+            delta = timedelta(**{unit[match.group(2)]: int(match.group(1))})
+            return datetime.now(timezone.utc) - delta
+        value = datetime.fromisoformat(text) if len(text) <= 64 else None
+    except (ValueError, OverflowError):
+        value = None
+    if value is None:
+        msg = f"--since {shorten(text)!r}: use an ISO date/time or 30m, 12h, 7d"
         raise UsageError(msg) from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 

@@ -7,6 +7,7 @@ variable) and never a secret's value::
     ├── InvalidConfigError (ValueError)         a row or a write failed validation
     │   ├── LiteralSecretError                  auth_meta holds a secret instead of a reference
     │   └── EnvNotAllowedError                  a reference outside the environment allowlist
+    ├── ArgumentTooLongError (ValueError)       a lookup's text argument is longer than allowed
     ├── LLMNotFoundError (LookupError)          no row with that id (or name)
     ├── NoDefaultLLMError (LookupError)         "No default LLM configured"
     │   └── InvalidDefaultLLMError (+ InvalidConfigError)   the default row fails validation
@@ -26,6 +27,8 @@ variable) and never a secret's value::
     └── MidStreamError                          a stream broke after chunks were emitted
 
 Not-found errors subclass `LookupError`, never `KeyError`, whose message prints in quotes.
+Text that came from a caller or from a row (a name, an id, a scope) is shortened in messages to
+`MESSAGE_TEXT_LIMIT` characters (`shorten`): a 10 MB name never makes a 10 MB error.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "MESSAGE_TEXT_LIMIT",
     "AllLLMsFailedError",
+    "ArgumentTooLongError",
     "AllLLMsFailedToInitializeError",
     "CandidateFailure",
     "ConflictError",
@@ -57,11 +62,65 @@ __all__ = [
     "UnknownProviderError",
     "UnsupportedParameterError",
     "describe_row",
+    "shorten",
+    "visible",
 ]
+
+#: How many characters of a caller's or a row's text a message quotes before cutting it short.
+MESSAGE_TEXT_LIMIT = 80
+
+
+def shorten(text: str, limit: int = MESSAGE_TEXT_LIMIT) -> str:
+    """Return ``text`` cut to ``limit`` characters, with ``…`` when something was cut.
+
+    Args:
+        text: Text to quote in a message.
+        limit: The most characters kept.
+
+    Returns:
+        ``text`` itself when it is short enough, else its first ``limit`` characters and ``…``.
+
+    Example:
+        >>> shorten("GPT-4"), shorten("x" * 100, 5)
+        ('GPT-4', 'xxxxx…')
+    """
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _control_escapes() -> dict[int, str]:
+    codes = [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+    table = {code: f"\\x{code:02x}" for code in codes}
+    table.update({ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"})
+    return table
+
+
+_CONTROL_ESCAPES = _control_escapes()
+
+
+def visible(text: str) -> str:
+    """Return ``text`` with its control characters (C0, DEL, C1) written as visible escapes.
+
+    A name holding a terminal escape sequence must not recolour, move or clear the terminal of
+    whoever reads a message or a table: ``ESC`` prints as ``\\x1b``, a tab as ``\\t``.
+
+    Args:
+        text: Text from a row or a caller.
+
+    Returns:
+        The same text, each control character replaced by its escape.
+
+    Example:
+        >>> visible("\\x1b[2Jname\\tx")
+        '\\\\x1b[2Jname\\\\tx'
+    """
+    return text.translate(_CONTROL_ESCAPES)
 
 
 def describe_row(name: str | None, llm_id: str | None) -> str:
     """Return the way every message names a row: ``LLM 'GPT-4' (id abc-123)``.
+
+    The name and the id are shortened (`shorten`); the name is quoted with ``repr`` and the id
+    has its control characters escaped (`visible`), so neither can write to the terminal.
 
     Args:
         name: The row's name, if known.
@@ -73,7 +132,13 @@ def describe_row(name: str | None, llm_id: str | None) -> str:
     Example:
         >>> describe_row("GPT-4", "abc")
         "LLM 'GPT-4' (id abc)"
+        >>> describe_row("\\x1b[31mred", None)
+        "LLM '\\\\x1b[31mred'"
     """
+    if name:
+        name = shorten(name)
+    if llm_id:
+        llm_id = shorten(visible(llm_id))
     if name and llm_id:
         return f"LLM {name!r} (id {llm_id})"
     if name:
@@ -116,6 +181,28 @@ class LiteralSecretError(InvalidConfigError):
 
 class EnvNotAllowedError(InvalidConfigError):
     """A row references an environment variable that the allowlist does not admit."""
+
+
+class ArgumentTooLongError(LLMPoolError, ValueError):
+    """A text argument of a lookup (a scope, a search, an id, a name) is longer than allowed.
+
+    Nothing is looked up: no row can hold such a value. The message quotes the argument's
+    first characters only.
+
+    Attributes:
+        argument: The argument at fault (``scope``, ``search``, ``llm_id``, ...).
+        length: Its length, in characters.
+        limit: The most characters it may have.
+    """
+
+    def __init__(self, argument: str, value: str, limit: int) -> None:
+        super().__init__(
+            f"{argument} {shorten(value)!r} is {len(value)} characters long; "
+            f"at most {limit} are allowed"
+        )
+        self.argument = argument
+        self.length = len(value)
+        self.limit = limit
 
 
 class LLMNotFoundError(LLMPoolError, LookupError):

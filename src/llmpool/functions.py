@@ -2,7 +2,9 @@
 
 The default pool reads ``LLMPOOL_DATABASE_URL``, else ``DATABASE_URL``, else an embedded SQLite
 file. `set_pool` replaces it, and as a context manager restores the previous one (the escape
-hatch for tests and for applications that build their own pool).
+hatch for tests and for applications that build their own pool). A ``scope`` or ``llm_id``
+longer than any row could hold is refused with `llmpool.errors.ArgumentTooLongError` before
+the pool is built.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ __all__ = [
 
 _pool: LLMPool | None = None
 _pool_lock = threading.Lock()
+
+
+def _check(scope: str, llm_id: str | None = None) -> None:
+    # Before the default pool is built: an argument no row could match opens no database.
+    from llmpool.models import MAX_LENGTHS, check_argument
+
+    check_argument("scope", scope, MAX_LENGTHS["scope"])
+    if llm_id is not None:
+        check_argument("llm_id", llm_id, MAX_LENGTHS["id"])
 
 
 def get_pool() -> LLMPool:
@@ -102,6 +113,7 @@ def get_llms_from_db(enabled_only: bool = True, scope: str = "global") -> list[L
         ...     [(c["name"], c["priority"]) for c in get_llms_from_db(enabled_only=True)]
         [('Fake', 100)]
     """
+    _check(scope)
     return get_pool().get_llms_from_db(enabled_only, scope)
 
 
@@ -118,6 +130,7 @@ def get_default_llm_config(scope: str = "global") -> LLMConfig:
         ...     get_default_llm_config(scope="global")["name"]
         'Fake'
     """
+    _check(scope)
     return get_pool().get_default_llm_config(scope)
 
 
@@ -150,6 +163,7 @@ def get_llm(llm_id: str | None = None, scope: str = "global") -> BaseChatModel:
         ...     get_llm(llm_id="abc-123-def-456").invoke("What is Python?").content
         'hi'
     """
+    _check(scope, llm_id)
     return get_pool().get_llm(llm_id, scope)
 
 
@@ -171,6 +185,7 @@ def get_llm_with_fallback(
         ...     get_llm_with_fallback().invoke("Explain machine learning").content
         'hi'
     """
+    _check(scope)
     return get_pool().get_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)
 
 
@@ -188,6 +203,7 @@ async def aget_llms_from_db(enabled_only: bool = True, scope: str = "global") ->
         ...     [c.name for c in asyncio.run(aget_llms_from_db())]
         ['Fake']
     """
+    _check(scope)
     return await get_pool().aget_llms_from_db(enabled_only, scope)
 
 
@@ -205,6 +221,7 @@ async def aget_default_llm_config(scope: str = "global") -> LLMConfig:
         ...     asyncio.run(aget_default_llm_config()).name
         'Fake'
     """
+    _check(scope)
     return await get_pool().aget_default_llm_config(scope)
 
 
@@ -224,6 +241,7 @@ async def aget_llm(llm_id: str | None = None, scope: str = "global") -> BaseChat
         ...     asyncio.run(ask())
         'hi'
     """
+    _check(scope, llm_id)
     return await get_pool().aget_llm(llm_id, scope)
 
 
@@ -248,4 +266,5 @@ async def aget_llm_with_fallback(
         ...     asyncio.run(ask())
         'hi'
     """
+    _check(scope)
     return await get_pool().aget_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)

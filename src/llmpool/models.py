@@ -2,13 +2,29 @@
 
 `LLMConfig` is one validated row. It indexes like a dict (``config["name"]``) as well as
 like an object (``config.name``), because the seed's examples do both.
+
+Whoever can write a row (raw SQL included) must not be able to stall or crash the readers, so
+every field is bounded, and checked before anything else looks at it:
+
+- text fields: `MAX_LENGTHS` characters (``name`` 200, ``provider`` 100, ``model_name`` 200,
+  ``scope`` 100, ``id`` 64);
+- ``priority``: `MIN_PRIORITY` to `MAX_PRIORITY` (-1,000,000 to 1,000,000);
+- ``auth_meta`` and ``config``: nested at most `MAX_JSON_DEPTH` (32) levels and at most
+  `MAX_JSON_SIZE` (64 KiB) as JSON text. JSON text is measured before it is parsed: its
+  nesting depth by a linear scan, its length against `MAX_JSON_TEXT`, so ``json.loads`` never
+  sees 100,000 levels of brackets.
+
+Lookups refuse text arguments no row could hold (`check_argument`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
+from itertools import accumulate
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from pydantic import (
@@ -21,7 +37,7 @@ from pydantic import (
     field_validator,
 )
 
-from llmpool.errors import InvalidConfigError, describe_row
+from llmpool.errors import ArgumentTooLongError, InvalidConfigError, describe_row, shorten
 
 # Re-exported: the secret rules lived here before they had a module of their own.
 from llmpool.secret_checks import (
@@ -32,15 +48,179 @@ from llmpool.secret_checks import (
 )
 
 __all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_SIZE",
+    "MAX_JSON_TEXT",
+    "MAX_LENGTHS",
+    "MAX_PRIORITY",
+    "MAX_SEARCH_LENGTH",
+    "MIN_PRIORITY",
     "AuditEntry",
     "BadRow",
     "LLMConfig",
     "REFERENCE_SUFFIXES",
     "SECRET_WORDS",
+    "check_argument",
     "check_auth_meta",
     "check_config",
+    "check_json_bounds",
+    "check_json_text",
+    "json_text_depth",
     "parse_json_object",
 ]
+
+#: The most characters each text field holds (the columns' widths); lookups by these fields
+#: refuse longer arguments.
+MAX_LENGTHS: Mapping[str, int] = MappingProxyType(
+    {"id": 64, "name": 200, "provider": 100, "model_name": 200, "scope": 100}
+)
+
+#: The longest ``search`` a listing accepts: a part of a name or a model name.
+MAX_SEARCH_LENGTH = 200
+
+#: The range of ``priority``: far beyond any real chain, well inside every integer column.
+MIN_PRIORITY = -1_000_000
+MAX_PRIORITY = 1_000_000
+
+#: How deeply ``auth_meta`` and ``config`` may nest objects and lists (the row's own object is
+#: level 1). Model parameters nest a few levels; the secret checks walk every level.
+MAX_JSON_DEPTH = 32
+
+#: The most characters ``auth_meta`` and ``config`` may take as JSON text (``json.dumps``).
+MAX_JSON_SIZE = 64 * 1024
+
+#: JSON text longer than this is refused before it is parsed (room for indentation).
+MAX_JSON_TEXT = 4 * MAX_JSON_SIZE
+
+# A JSON string, closing quote optional so that an unterminated one still matches in one pass
+# (no retry from every later quote): each character is consumed exactly once.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def check_argument(argument: str, value: object, limit: int) -> None:
+    """Refuse a lookup's text argument longer than any row could hold.
+
+    Args:
+        argument: The argument's name, for the message (``scope``, ``llm_id``, ...).
+        value: The argument; anything but a string is left to the lookup.
+        limit: The most characters allowed (see `MAX_LENGTHS`).
+
+    Raises:
+        ArgumentTooLongError: ``value`` is longer than ``limit``; the message quotes its
+            first characters only.
+
+    Example:
+        >>> check_argument("scope", "global", MAX_LENGTHS["scope"])
+        >>> check_argument("scope", "x" * 101, MAX_LENGTHS["scope"])
+        Traceback (most recent call last):
+        ...
+        llmpool.errors.ArgumentTooLongError: scope 'xxx...' is 101 characters long; at most 100 ...
+    """
+    if isinstance(value, str) and len(value) > limit:
+        raise ArgumentTooLongError(argument, value, limit)
+
+
+def json_text_depth(text: str) -> int:
+    """Return how deeply JSON text nests objects and lists, without parsing it.
+
+    Linear in the text: strings are skipped in one pass, then the brackets are counted.
+
+    Example:
+        >>> json_text_depth('{"a": [1, {"b": "]]]"}]}'), json_text_depth("3")
+        (3, 0)
+    """
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
+
+
+def check_json_text(text: str | bytes, *, field: str, row: str) -> str:
+    """Refuse JSON text too long or too deep to be parsed safely; return it as ``str``.
+
+    Args:
+        text: JSON text, as ``str`` or as bytes in any encoding ``json.loads`` reads.
+        field: The field, for the message.
+        row: How the row is named in the message.
+
+    Raises:
+        InvalidConfigError: The text is longer than `MAX_JSON_TEXT`, or nests deeper than
+            `MAX_JSON_DEPTH`.
+
+    Example:
+        >>> check_json_text("[" * 100_000, field="config", row="LLM 'x'")
+        Traceback (most recent call last):
+        ...
+        llmpool.errors.InvalidConfigError: LLM 'x': field 'config' nests deeper than 32 levels
+    """
+    if len(text) > MAX_JSON_TEXT:
+        msg = (
+            f"{row}: field {field!r} is {len(text)} characters of JSON; "
+            f"at most {MAX_JSON_SIZE} are allowed"
+        )
+        raise InvalidConfigError(msg, field=field)
+    if isinstance(text, bytes):
+        try:
+            text = text.decode(json.detect_encoding(text), "surrogatepass")
+        except UnicodeDecodeError:
+            msg = f"{row}: field {field!r} is not valid JSON (not text in a Unicode encoding)"
+            raise InvalidConfigError(msg, field=field) from None
+    if json_text_depth(text) > MAX_JSON_DEPTH:
+        msg = f"{row}: field {field!r} nests deeper than {MAX_JSON_DEPTH} levels"
+        raise InvalidConfigError(msg, field=field)
+    return text
+
+
+def check_json_bounds(value: Any, *, field: str, row: str) -> None:
+    """Refuse a parsed ``auth_meta`` or ``config`` nested too deeply or too big as JSON.
+
+    The walk is iterative and stops at the first level past the limit, so a structure nested
+    100,000 deep (or referring to itself) costs no more than one 33 deep.
+
+    Args:
+        value: The parsed value (objects, lists and scalars).
+        field: The field, for the message.
+        row: How the row is named in the message.
+
+    Raises:
+        InvalidConfigError: It nests deeper than `MAX_JSON_DEPTH` levels, or takes more than
+            `MAX_JSON_SIZE` characters as JSON text.
+
+    Example:
+        >>> check_json_bounds({"temperature": 0.2}, field="config", row="LLM 'x'")
+        >>> check_json_bounds({"pad": "x" * 70_000}, field="config", row="LLM 'x'")
+        Traceback (most recent call last):
+        ...
+        llmpool.errors.InvalidConfigError: LLM 'x': field 'config' takes 70011 characters ...
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    nodes = 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_JSON_SIZE:  # every value takes at least one character
+            msg = f"{row}: field {field!r} takes more than {MAX_JSON_SIZE} characters as JSON"
+            raise InvalidConfigError(msg, field=field)
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            msg = f"{row}: field {field!r} nests deeper than {MAX_JSON_DEPTH} levels"
+            raise InvalidConfigError(msg, field=field)
+        stack.extend((child, depth + 1) for child in children)
+    try:
+        size = len(json.dumps(value, default=str))
+    except (TypeError, ValueError):  # keys JSON cannot hold: refused by what writes the row
+        return
+    if size > MAX_JSON_SIZE:
+        msg = (
+            f"{row}: field {field!r} takes {size} characters as JSON; "
+            f"at most {MAX_JSON_SIZE} are allowed"
+        )
+        raise InvalidConfigError(msg, field=field)
 
 
 def parse_json_object(value: Any, *, field: str, row: str) -> Any:
@@ -55,15 +235,20 @@ def parse_json_object(value: Any, *, field: str, row: str) -> Any:
         The parsed object, or ``value`` unchanged when it is not a string.
 
     Raises:
-        InvalidConfigError: ``value`` is malformed JSON or JSON of something other than an object.
+        InvalidConfigError: ``value`` is malformed JSON, JSON of something other than an object,
+            or too long or too deeply nested to parse (`check_json_text`).
 
     Example:
         >>> parse_json_object('{"temperature": 0.2}', field="config", row="LLM 'x'")
         {'temperature': 0.2}
     """
     if isinstance(value, (str, bytes)):
+        text = check_json_text(value, field=field, row=row)
         try:
-            value = json.loads(value)
+            value = json.loads(text)
+        except RecursionError:  # the stack was already deep: the text itself is bounded
+            msg = f"{row}: field {field!r} nests too deeply to be read"
+            raise InvalidConfigError(msg, field=field) from None
         except ValueError as exc:
             msg = f"{row}: field {field!r} is not valid JSON ({exc.__class__.__name__}: {exc})"
             raise InvalidConfigError(msg, field=field) from None
@@ -82,11 +267,14 @@ class LLMConfig(BaseModel):
         provider: A provider registry name (``openai``, ``anthropic``, a plugin's, ...).
         model_name: The provider's model id.
         scope: Defaults and fallback chains are per scope.
-        priority: Lower is tried first; ties are broken by name, then id.
+        priority: Lower is tried first; ties are broken by name, then id. From `MIN_PRIORITY`
+            to `MAX_PRIORITY` (-1,000,000 to 1,000,000).
         enabled: Whether the row takes part in fallback chains.
         is_default: At most one default per scope.
         auth_meta: Environment-variable (``*_env``) and secret-file (``*_file``) references.
         config: Model parameters handed to the client (temperature, max_tokens, timeout, ...).
+            ``auth_meta`` and ``config`` nest at most `MAX_JSON_DEPTH` (32) levels and take at
+            most `MAX_JSON_SIZE` (64 KiB) as JSON; text fields are at most `MAX_LENGTHS` long.
         created_at: When the row was created.
         updated_at: When the row last changed.
         version: Incremented on every change; caches key on ``(id, version)``.
@@ -119,12 +307,12 @@ class LLMConfig(BaseModel):
         "version",
     )
 
-    id: str = Field(min_length=1)
-    name: str = Field(min_length=1, max_length=200)
-    provider: str = Field(min_length=1, max_length=100)
-    model_name: str = Field(min_length=1, max_length=200)
-    scope: str = Field(default="global", min_length=1, max_length=100)
-    priority: StrictInt = 100
+    id: str = Field(min_length=1, max_length=MAX_LENGTHS["id"])
+    name: str = Field(min_length=1, max_length=MAX_LENGTHS["name"])
+    provider: str = Field(min_length=1, max_length=MAX_LENGTHS["provider"])
+    model_name: str = Field(min_length=1, max_length=MAX_LENGTHS["model_name"])
+    scope: str = Field(default="global", min_length=1, max_length=MAX_LENGTHS["scope"])
+    priority: StrictInt = Field(default=100, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     enabled: StrictBool = True
     is_default: StrictBool = False
     auth_meta: dict[str, Any] = Field(default_factory=dict)
@@ -136,7 +324,10 @@ class LLMConfig(BaseModel):
     @field_validator("auth_meta", "config", mode="before")
     @classmethod
     def _parse_json(cls, value: Any, info: Any) -> Any:
-        return parse_json_object(value, field=info.field_name, row="LLM row")
+        # Before any other check: the secret checks walk every level of what passes here.
+        value = parse_json_object(value, field=info.field_name, row="LLM row")
+        check_json_bounds(value, field=info.field_name, row="LLM row")
+        return value
 
     @field_validator("auth_meta", mode="after")
     @classmethod
@@ -216,6 +407,10 @@ def _renamed(
     return type(exc)(text, llm_name=name, llm_id=llm_id, field=exc.field)
 
 
+# How many of a row's problems an error message lists.
+_MAX_PROBLEMS = 5
+
+
 def _from_validation_error(
     exc: ValidationError, where: str, name: str | None, llm_id: str | None
 ) -> InvalidConfigError:
@@ -224,10 +419,12 @@ def _from_validation_error(
     for error in exc.errors(include_url=False, include_input=False):
         field = ".".join(str(part) for part in error["loc"]) or "row"
         first_field = first_field or field
-        problems.append(f"field {field!r}: {error['msg']}")
+        problems.append(f"field {shorten(field)!r}: {error['msg']}")
         ctx_error = (error.get("ctx") or {}).get("error")
         if isinstance(ctx_error, InvalidConfigError):
             return _renamed(ctx_error, where, name, llm_id)
+    if len(problems) > _MAX_PROBLEMS:  # e.g. a mapping with thousands of unknown keys
+        problems[_MAX_PROBLEMS:] = [f"and {len(problems) - _MAX_PROBLEMS} more"]
     msg = f"{where} is invalid: " + "; ".join(problems)
     return InvalidConfigError(msg, llm_name=name, llm_id=llm_id, field=first_field)
 
@@ -236,9 +433,10 @@ class BadRow(BaseModel):
     """A row in the table that failed validation when it was read.
 
     Attributes:
-        llm_id: The row's id as stored.
-        name: The row's name as stored, if readable.
-        error: Why it was refused, naming the field; never a secret's value.
+        llm_id: The row's id as stored (so that it can be addressed).
+        name: The row's name as stored, if readable, cut to `MESSAGE_TEXT_LIMIT` characters
+            (`llmpool.errors.shorten`).
+        error: Why it was refused, naming the field and never a value; bounded in length.
     """
 
     model_config = ConfigDict(frozen=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from llmpool.models import AuditEntry, BadRow, LLMConfig
 
-from llmpool.errors import LLMNotFoundError, NoDefaultLLMError
+from llmpool.errors import LLMNotFoundError, NoDefaultLLMError, shorten, visible
 
 __all__ = [
     "DEFAULT_ACTOR",
@@ -51,15 +51,24 @@ def sort_key(config: LLMConfig) -> tuple[int, str, str]:
 
 
 def not_found_error(llm_id: str) -> LLMNotFoundError:
-    """Return the error of every store for an id with no row (a malformed id included)."""
-    return LLMNotFoundError(f"No LLM with id {llm_id!r}")
+    """Return the error of every store for an id with no row (a malformed id included).
+
+    The id is quoted shortened (`llmpool.errors.shorten`).
+
+    Example:
+        >>> str(not_found_error("abc"))
+        "No LLM with id 'abc'"
+        >>> len(str(not_found_error("x" * 10_000)))
+        98
+    """
+    return LLMNotFoundError(f"No LLM with id {shorten(str(llm_id))!r}")
 
 
 def no_default_error(scope: str) -> NoDefaultLLMError:
     """Return the seed's "No default LLM configured" error for a scope with no default row."""
     return NoDefaultLLMError(
-        f"No default LLM configured for scope {scope!r}: mark one with set_default() "
-        "or `llmpool set-default ID`"
+        f"No default LLM configured for scope {shorten(visible(str(scope)))!r}: mark one with "
+        "set_default() or `llmpool set-default ID`"
     )
 
 

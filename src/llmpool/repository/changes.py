@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import ConflictError, InvalidConfigError, describe_row
+from llmpool.errors import ConflictError, InvalidConfigError, describe_row, shorten
 from llmpool.models import LLMConfig, parse_json_object
 
 if TYPE_CHECKING:
@@ -182,8 +182,8 @@ def new_config(
     name = data.get("name") if isinstance(data.get("name"), str) else None
     unknown = set(data) - set(LLMConfig.FIELDS)
     if unknown:
-        field = sorted(unknown)[0]
-        msg = f"{describe_row(name, None)}: unknown field {field!r}"
+        field = sorted(map(str, unknown))[0]
+        msg = f"{describe_row(name, None)}: unknown field {shorten(field)!r}"
         raise InvalidConfigError(msg, llm_name=name, field=field)
     data["id"] = _new_id(data.get("id"), name, uuid_only=uuid_ids)
     _parse_json_fields(data, describe_row(name, data["id"]))
@@ -246,7 +246,7 @@ def updated_config(
             msg = f"{where}: field {field!r} cannot be changed"
             raise InvalidConfigError(msg, llm_name=current.name, llm_id=current.id, field=field)
         if field not in LLMConfig.FIELDS:
-            msg = f"{where}: unknown field {field!r}"
+            msg = f"{where}: unknown field {shorten(str(field))!r}"
             raise InvalidConfigError(msg, llm_name=current.name, llm_id=current.id, field=field)
     _parse_json_fields(data, where)
     merged = {**current.model_dump(), **data, "updated_at": datetime.now(timezone.utc)}

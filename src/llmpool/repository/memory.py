@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import ConflictError
-from llmpool.models import AuditEntry, LLMConfig
+from llmpool.models import MAX_LENGTHS, MAX_SEARCH_LENGTH, AuditEntry, LLMConfig, check_argument
 from llmpool.repository import (
     DEFAULT_ACTOR,
     BulkWrites,
@@ -37,6 +37,7 @@ __all__ = ["InMemoryStore"]
 
 
 def _find(rows: Mapping[str, LLMConfig], llm_id: str) -> LLMConfig | None:
+    check_argument("llm_id", llm_id, MAX_LENGTHS["id"])
     found = rows.get(llm_id)
     return found if found is not None else rows.get(canonical_id(llm_id))
 
@@ -45,7 +46,8 @@ class InMemoryStore(BulkWrites):
     """Rows kept in a dict, with an audit log and a generation counter; thread-safe.
 
     Args:
-        configs: Initial rows (configs or mappings; not audited).
+        configs: Initial rows (configs or mappings; not audited), validated as every write is
+            (a config made with ``model_copy`` or ``model_construct`` included).
         validators: Checks run on every row before it is written.
 
     Example:
@@ -68,7 +70,11 @@ class InMemoryStore(BulkWrites):
         self._audit_ids = itertools.count(1)
         self._generation = 1
         for item in configs:
-            config = item if isinstance(item, LLMConfig) else new_config(item, self.validators)
+            if isinstance(item, LLMConfig):
+                # model_copy(update=...) and model_construct skip validation: check it again.
+                config = LLMConfig.from_row(item.model_dump())
+            else:
+                config = new_config(item, self.validators)
             self._check_unique(self._rows, config, config, "create")
             self._rows[config.id] = config
 
@@ -85,7 +91,14 @@ class InMemoryStore(BulkWrites):
         provider: str | None = None,
         search: str | None = None,
     ) -> list[LLMConfig]:
-        """Return rows in fallback order, filtered as `LLMRepository.list_llms` says."""
+        """Return rows in fallback order, filtered as `LLMRepository.list_llms` says.
+
+        Raises:
+            ArgumentTooLongError: A text filter is longer than any row could hold.
+        """
+        check_argument("scope", scope, MAX_LENGTHS["scope"])
+        check_argument("provider", provider, MAX_LENGTHS["provider"])
+        check_argument("search", search, MAX_SEARCH_LENGTH)
         needle = search.lower() if search else None
         with self._lock:
             rows = list(self._rows.values())

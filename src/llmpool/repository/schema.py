@@ -2,10 +2,16 @@
 
 The tables are created by the SQL files in ``migrations_sql/``; these descriptions only let
 SQLAlchemy build queries. The statements are shared by the sync and async repositories.
+
+Reads never let one row break the others: a value SQLAlchemy would convert for the whole
+result at fetch time (a timestamp, a boolean; SQLite stores whatever raw SQL gives it) is read
+as the driver returns it and checked row by row (`row_mapping`), and `RowParser` turns any
+failure of one row into a `BadRow` instead of an exception.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -15,8 +21,15 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from llmpool.errors import InvalidConfigError, InvalidDefaultLLMError, describe_row
-from llmpool.models import AuditEntry, BadRow, LLMConfig
+from llmpool.errors import InvalidConfigError, InvalidDefaultLLMError, describe_row, shorten
+from llmpool.models import (
+    MAX_LENGTHS,
+    MAX_SEARCH_LENGTH,
+    AuditEntry,
+    BadRow,
+    LLMConfig,
+    check_argument,
+)
 from llmpool.repository import Snapshot, no_default_error, not_found_error, sort_key
 
 if TYPE_CHECKING:
@@ -95,17 +108,30 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+#: Columns read as the driver returns them, without SQLAlchemy's result processing, which runs
+#: on the whole result at fetch: on SQLite, one ``created_at = 'yesterday'`` written by raw SQL
+#: would break every read, and the text ``'false'`` in ``enabled`` would read as true.
+#: `row_mapping` checks them row by row. (PostgreSQL's driver returns datetimes and booleans.)
+RAW_COLUMNS = frozenset({"created_at", "updated_at", "enabled", "is_default"})
+
+#: The longest error text a `BadRow` (and its log record) carries.
+MAX_BAD_ROW_ERROR = 1000
+
+
 def _read_columns() -> list[sa.ColumnElement[Any]]:
     # What reads select: the id and the JSON columns as text. A row version already validated
     # is served from `RowParser`'s cache, so its JSON is never parsed again, and psycopg makes
     # no UUID object only for it to become a string.
     as_text = {"id": sa.String, "auth_meta": sa.Text, "config": sa.Text}
-    return [
-        sa.cast(column, as_text[column.name]).label(column.name)
-        if column.name in as_text
-        else column
-        for column in llms.columns
-    ]
+    read: list[sa.ColumnElement[Any]] = []
+    for column in llms.columns:
+        if column.name in as_text:
+            read.append(sa.cast(column, as_text[column.name]).label(column.name))
+        elif column.name in RAW_COLUMNS:
+            read.append(sa.type_coerce(column, sa.types.NullType()).label(column.name))
+        else:
+            read.append(column)
+    return read
 
 
 _READ = _read_columns()
@@ -119,7 +145,16 @@ def select_llms(
     search: str | None = None,
     llm_id: str | None = None,
 ) -> sa.Select[Any]:
-    """Return the SELECT of rows matching the filters, in fallback order."""
+    """Return the SELECT of rows matching the filters, in fallback order.
+
+    Raises:
+        ArgumentTooLongError: A text filter is longer than any row could hold.
+    """
+    check_argument("scope", scope, MAX_LENGTHS["scope"])
+    check_argument("provider", provider, MAX_LENGTHS["provider"])
+    check_argument("search", search, MAX_SEARCH_LENGTH)
+    if llm_id is not None:
+        check_argument("llm_id", str(llm_id), MAX_LENGTHS["id"])
     stmt = sa.select(*_READ).order_by(*_ORDER)
     if enabled_only:
         stmt = stmt.where(llms.c.enabled.is_(True))
@@ -169,12 +204,51 @@ def _aware(value: Any) -> Any:
     return value
 
 
+def _where(row: Mapping[Any, Any]) -> str:
+    name = row["name"]
+    return describe_row(name if isinstance(name, str) else None, str(row["id"]))
+
+
+def _timestamp(row: Mapping[Any, Any], field: str) -> datetime | None:
+    value = row[field]
+    # SQLite holds the text SQLAlchemy (or CURRENT_TIMESTAMP) wrote; SQLAlchemy reads it with
+    # fromisoformat too. No timestamp is longer than 64 characters.
+    if isinstance(value, str) and len(value) <= 64:
+        with contextlib.suppress(ValueError):
+            value = datetime.fromisoformat(value)
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    msg = f"{_where(row)}: field {field!r} is not a timestamp ({type(value).__name__})"
+    raise InvalidConfigError(msg, field=field)
+
+
+def _flag(row: Mapping[Any, Any], field: str) -> bool:
+    value = row[field]
+    if isinstance(value, bool):
+        return value
+    # SQLite's booleans are the integers 0 and 1; the text 'false' is not one.
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    msg = f"{_where(row)}: field {field!r} is not a boolean, 0 or 1 ({type(value).__name__})"
+    raise InvalidConfigError(msg, field=field)
+
+
 def row_mapping(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """Return a row of `llms` as a plain dict ready for `LLMConfig.from_row`."""
+    """Return a row of `llms` as a plain dict ready for `LLMConfig.from_row`.
+
+    Timestamps and booleans are read strictly, row by row (see `RAW_COLUMNS`).
+
+    Raises:
+        InvalidConfigError: A timestamp or a boolean holds something else; names the field.
+    """
     values = {name: row[name] for name in COLUMNS}
     values["id"] = str(values["id"])
-    values["created_at"] = _aware(values["created_at"])
-    values["updated_at"] = _aware(values["updated_at"])
+    for field in ("created_at", "updated_at"):
+        values[field] = _timestamp(row, field)
+    for field in ("enabled", "is_default"):
+        values[field] = _flag(row, field)
     return values
 
 
@@ -184,11 +258,15 @@ class RowParser:
     Rows change rarely and are read often, so a row whose ``(id, version, updated_at)`` was
     already validated is served from the previous result. The triggers bump ``version`` on
     every UPDATE, raw SQL included, so a changed row is always validated again.
+
+    Whatever one row holds, it fails alone: any exception while reading it (a validation error,
+    a ``RecursionError``, a ``TypeError``) makes it a `BadRow`, and every other row is served.
     """
 
     def __init__(self) -> None:
         self._validated: dict[str, tuple[Any, LLMConfig]] = {}
-        self._reported: set[tuple[str, Any]] = set()
+        # id -> the version last reported: one warning per bad row version.
+        self._reported: dict[str, Any] = {}
 
     def parse(
         self, rows: Iterable[Mapping[Any, Any]], *, complete: bool = False
@@ -203,38 +281,48 @@ class RowParser:
         bad: list[BadRow] = []
         validated = self._validated
         seen: dict[str, tuple[Any, LLMConfig]] = {}
+        ids: set[str] = set()
         for row in rows:
             llm_id = str(row["id"])
-            stamp = (row["version"], row["updated_at"])
-            cached = validated.get(llm_id)
-            if cached is not None and cached[0] == stamp:
-                configs.append(cached[1])
-                seen[llm_id] = cached
-                continue
-            values = row_mapping(row)
+            ids.add(llm_id)
             try:
-                config = LLMConfig.from_row(values)
-            except InvalidConfigError as error:
-                bad.append(self._report(values, error))
+                stamp = (row["version"], row["updated_at"])
+                cached = validated.get(llm_id)
+                if cached is not None and cached[0] == stamp:
+                    configs.append(cached[1])
+                    seen[llm_id] = cached
+                    continue
+                config = LLMConfig.from_row(row_mapping(row))
+            except Exception as error:  # one row, whatever it holds, never stops the others
+                bad.append(self._report(row, llm_id, error))
                 continue
             configs.append(config)
             seen[llm_id] = validated[llm_id] = (stamp, config)
         if complete:
             self._validated = seen
+            self._reported = {k: v for k, v in self._reported.items() if k in ids}
         configs.sort(key=sort_key)
         return configs, bad
 
-    def _report(self, values: Mapping[str, Any], error: InvalidConfigError) -> BadRow:
-        name = values.get("name") if isinstance(values.get("name"), str) else None
-        key = (values["id"], values.get("version"))
-        if key not in self._reported:
-            self._reported.add(key)
+    def _report(self, row: Mapping[Any, Any], llm_id: str, error: Exception) -> BadRow:
+        raw_name = row.get("name")
+        name = shorten(raw_name) if isinstance(raw_name, str) else None
+        kind = type(error).__name__
+        if isinstance(error, InvalidConfigError):
+            # llmpool's own messages name the field and never a value.
+            text = shorten(str(error), MAX_BAD_ROW_ERROR)
+        else:  # anything else may quote the value: say only what failed
+            text = f"{describe_row(name, llm_id)} could not be read ({kind})"
+        version = row.get("version")
+        if llm_id not in self._reported or self._reported[llm_id] != version:
+            self._reported[llm_id] = version
             logger.warning(
-                "llmpool skipped an invalid row: %s",
-                error,
-                extra={"llm_id": values["id"], "llm_name": name},
+                "llmpool skipped an invalid row (%s): %s",
+                kind,
+                text,
+                extra={"llm_id": shorten(llm_id), "llm_name": name, "error": kind},
             )
-        return BadRow(llm_id=values["id"], name=name, error=str(error))
+        return BadRow(llm_id=llm_id, name=name, error=text)
 
 
 def parse_rows(rows: Iterable[Mapping[Any, Any]]) -> tuple[list[LLMConfig], list[BadRow]]:
