@@ -68,11 +68,76 @@ def test_missing_variable_names_variable_and_row_never_a_value() -> None:
     assert "id-7" in str(info.value)
 
 
-def test_default_allowlist_covers_the_seed_variables() -> None:
-    """Every variable of the usage guide's list is allowed by default."""
+SEED_PROVIDERS = {
+    "OPENAI_API_KEY": "openai",
+    "OPENAI_API_BASE": "openai",
+    "AZURE_OPENAI_API_KEY": "azure_openai",
+    "AZURE_OPENAI_API_BASE": "azure_openai",
+    "AZURE_OPENAI_DEPLOYMENT_NAME": "azure_openai",
+    "AZURE_OPENAI_API_VERSION": "azure_openai",
+    "ANTHROPIC_API_KEY": "anthropic",
+    "AWS_ACCESS_KEY_ID": "bedrock",
+    "AWS_SECRET_ACCESS_KEY": "bedrock",
+    "AWS_REGION": "bedrock",
+    "GOOGLE_CLOUD_PROJECT": "vertexai",
+    "FIREWORKS_API_KEY": "fireworks",
+    "OLLAMA_BASE_URL": "ollama",
+}
+
+
+def test_default_allowlist_covers_the_seed_variables_for_their_own_provider() -> None:
+    """Every variable of the usage guide's list is allowed by default to its provider's rows."""
     assert SEED_VARIABLES <= DEFAULT_ALLOWED_ENV
+    assert set(SEED_PROVIDERS) == SEED_VARIABLES
     allow = EnvAllowlist.from_env({})
-    assert all(allow.allows(name) for name in SEED_VARIABLES)
+    for name, provider in SEED_PROVIDERS.items():
+        assert allow.allows(name, provider=provider), name
+
+
+@pytest.mark.parametrize(
+    ("provider", "variable"),
+    [
+        ("openai", "AWS_SECRET_ACCESS_KEY"),
+        ("openai", "AWS_SESSION_TOKEN"),
+        ("openai", "ANTHROPIC_API_KEY"),
+        ("anthropic", "OPENAI_API_KEY"),
+        ("ollama", "OPENAI_API_KEY"),
+        ("fake", "OPENAI_API_KEY"),
+        ("no_such_provider", "OPENAI_API_KEY"),
+    ],
+)
+def test_a_row_may_not_reference_another_providers_variables(provider: str, variable: str) -> None:
+    """An openai row cannot read the AWS secret key; an unknown provider gets the operator's."""
+    row_config = LLMConfig(
+        id="id-7",
+        name="Row",
+        provider=provider,
+        model_name="m",
+        auth_meta={"api_key_env": variable},
+    )
+    allow = EnvAllowlist.from_env({})
+    assert not allow.allows(variable, provider=provider)
+    with pytest.raises(EnvNotAllowedError, match=variable) as info:
+        resolve_auth(row_config, allowlist=allow, environ={variable: "value-of-the-secret"})
+    assert info.value.field == "auth_meta.api_key_env"
+    assert repr(provider) in str(info.value)
+    operator = EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENV": variable})
+    assert operator.allows(variable, provider=provider)
+
+
+def test_a_provider_cannot_declare_the_database_url_or_llmpools_variables() -> None:
+    """DATABASE_URL and LLMPOOL_* stay refused even when a plugin declares them."""
+    from llmpool.providers import FactoryProvider
+
+    greedy = FactoryProvider(
+        "greedy",
+        lambda config, auth: None,  # type: ignore[arg-type,return-value]
+        secret_env=frozenset({"DATABASE_URL", "LLMPOOL_DATABASE_URL", "GREEDY_KEY"}),
+    )
+    allow = EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENV": "DATABASE_URL LLMPOOL_*"})
+    assert allow.allows("GREEDY_KEY", provider=greedy)
+    assert not allow.allows("DATABASE_URL", provider=greedy)
+    assert not allow.allows("LLMPOOL_DATABASE_URL", provider=greedy)
 
 
 @pytest.mark.parametrize("variable", ["DATABASE_URL", "LLMPOOL_DATABASE_URL", "HOME"])
@@ -245,3 +310,221 @@ def test_endpoints_are_unrestricted_by_default_and_referenced_ones_trusted() -> 
         environ={"OPENAI_API_KEY": "sk", "OPENAI_API_BASE": "http://proxy.internal/v1"},
     )
     assert auth["base_url"] == "http://proxy.internal/v1"
+
+
+def test_default_secret_directories_are_llmpools_own() -> None:
+    """Other Docker secrets and the Kubernetes service-account token are outside the defaults."""
+    allow = EnvAllowlist.from_env({})
+    assert allow.allows_file("/run/secrets/llmpool/openai_api_key")
+    assert allow.allows_file("/var/run/secrets/llmpool/openai_api_key")
+    assert not allow.allows_file("/run/secrets/db_password")
+    assert not allow.allows_file("/run/secrets/llmpool-other/key")
+    assert not allow.allows_file("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    assert not allow.allows_file("/run/secrets/llmpool/../db_password")
+    extended = EnvAllowlist.from_env({"LLMPOOL_SECRET_DIRS": "/run/secrets"})
+    assert extended.allows_file("/run/secrets/db_password")
+
+
+def test_operator_variables_are_secrets_unless_marked_plain() -> None:
+    """LLMPOOL_ALLOWED_ENV="MYCO_KEY MYCO_BASE_URL:plain": the key a SecretStr, the URL plain."""
+    allow = EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENV": "MYCO_KEY, MYCO_BASE_URL:plain TEAM_*"})
+    assert allow.kind("MYCO_KEY") == "secret"
+    assert allow.kind("MYCO_BASE_URL") == "plain"
+    assert allow.kind("TEAM_ANYTHING") == "secret"
+    assert EnvAllowlist().extend("MYCO_REGION", plain=["MYCO_ZONE"]).kind("MYCO_ZONE") == "plain"
+    assert EnvAllowlist().extend("MYCO_REGION:plain").kind("MYCO_REGION") == "plain"
+    row_config = LLMConfig(
+        id="id-7",
+        name="Plugin row",
+        provider="no_such_provider",
+        model_name="m",
+        auth_meta={"organization_env": "MYCO_KEY", "base_url_env": "MYCO_BASE_URL"},
+    )
+    environ = {"MYCO_KEY": "myco-secret-value-1234", "MYCO_BASE_URL": "http://myco.internal/v1"}
+    auth = resolve_auth(row_config, allowlist=allow, environ=environ)
+    assert isinstance(auth["organization"], SecretStr)  # the variable decides, not the key
+    assert auth["base_url"] == "http://myco.internal/v1"
+    with pytest.raises(ValueError, match="NAME:plain"):
+        EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENV": "MYCO_KEY:public"})
+
+
+def test_a_provider_declared_plain_setting_resolves_as_plain_text() -> None:
+    """A built-in's plain settings (region, base URL) stay plain; its credentials are secrets."""
+    row_config = LLMConfig(
+        id="b",
+        name="Bedrock",
+        provider="bedrock",
+        model_name="m",
+        auth_meta={"region_env": "AWS_REGION", "aws_session_token_env": "AWS_SESSION_TOKEN"},
+    )
+    environ = {"AWS_REGION": "eu-west-1", "AWS_SESSION_TOKEN": "session-token-value"}
+    auth = resolve_auth(row_config, environ=environ)
+    assert auth["region"] == "eu-west-1"
+    assert isinstance(auth["aws_session_token"], SecretStr)
+
+
+def test_every_resolved_secret_is_redacted_from_llmpools_texts() -> None:
+    """resolve_auth remembers each secret value, so describe_error and the CLI mask it."""
+    from llmpool.redaction import redact
+
+    value = "sk-remembered-by-resolve-auth-0c1d"
+    resolve_auth(config({"api_key_env": "OPENAI_API_KEY"}), environ={"OPENAI_API_KEY": value})
+    assert value not in redact(f"Incorrect API key provided: {value}")
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://api.openai.com/v1", True),
+        ("https://API.OpenAI.com./v1/", True),
+        ("https://api.openai.com:443/v1/chat/completions", True),
+        ("https://api.openai.com/v1/../v1/x", True),
+        ("https://api.openai.com.evil.example/v1", False),
+        ("https://api.openai.com:8443/v1", False),
+        ("http://api.openai.com/v1", False),
+        ("https://api.openai.com/v1evil", False),
+        ("https://api.openai.com/v2", False),
+        ("https://api.openai.com/v1/../v2", False),
+        ("https://api.openai.com/v1/%2e%2e/v2", False),
+        ("https://api.openai.com@evil.example/v1", False),
+        ("https://api.openai.com\\@evil.example/v1", False),
+        ("https://user:pw@api.openai.com/v1", False),
+        ("https://evil.example/?https://api.openai.com/v1", False),
+        ("api.openai.com/v1", True),
+        ("http://localhost:8080/", True),
+        ("http://localhost:80800/", False),
+        ("http://localhost/", False),
+    ],
+)
+def test_allowed_endpoints_compare_scheme_host_port_and_path_segments(
+    url: str, allowed: bool
+) -> None:
+    """A URL passes only on the same scheme, host and port, under the path, on segment bounds."""
+    allow = EnvAllowlist.from_env(
+        {"LLMPOOL_ALLOWED_ENDPOINTS": "https://api.openai.com/v1 http://localhost:8080"}
+    )
+    assert allow.allows_endpoint(url) is allowed
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"config": {"openai_proxy": "http://collector.evil.example:3128"}}, "config.openai_proxy"),
+        (
+            {"config": {"client_kwargs": {"proxy": "http://collector.evil.example"}}},
+            "config.client_kwargs.proxy",
+        ),
+        (
+            {"config": {"model_kwargs": {"mirrors": ["https://collector.evil.example/v1"]}}},
+            "config.model_kwargs.mirrors[0]",
+        ),
+        ({"config": {"base_url": "collector.evil.example/v1"}}, "config.base_url"),
+        (
+            {"auth_meta": {"azure_openai_api_base": "https://collector.evil.example"}},
+            "auth_meta.azure_openai_api_base",
+        ),
+        ({"auth_meta": {"host": "collector.evil.example:11434"}}, "auth_meta.host"),
+    ],
+)
+def test_every_endpoint_a_row_writes_is_checked(
+    values: dict[str, Any], field: str, store: Any
+) -> None:
+    """Proxies, nested URLs, schemeless hosts and Azure's api base are all endpoints."""
+    allow = EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENDPOINTS": "https://api.openai.com/v1"})
+    store.validators = (allow,)
+    with pytest.raises(EnvNotAllowedError, match="collector.evil.example") as info:
+        store.add(row(**values))
+    assert info.value.field == field
+    assert store.list_llms() == []
+
+
+def test_header_values_and_settings_are_not_endpoints() -> None:
+    """An HTTP-Referer header and a Bedrock base_model are not where requests go."""
+    from llmpool.credentials import literal_endpoints
+
+    row_config = LLMConfig(
+        id="1",
+        name="x",
+        provider="bedrock",
+        model_name="m",
+        config={
+            "default_headers": {"HTTP-Referer": "https://myapp.example", "X-Title": "app"},
+            "base_model": "anthropic.claude-3-sonnet",
+            "endpoint_version": "v1",
+        },
+    )
+    assert literal_endpoints(row_config) == []
+    allow = EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENDPOINTS": "https://api.openai.com/v1"})
+    allow(row_config)
+
+
+def test_user_info_in_an_endpoint_is_refused_without_an_allowlist() -> None:
+    """user@host hides the real host: refused whether or not endpoints are configured."""
+    allow = EnvAllowlist.from_env({})
+    assert not allow.allows_endpoint("http://localhost@127.0.0.1:8080/v1")
+    assert not allow.allows_endpoint("localhost@127.0.0.1:8080")
+    with pytest.raises(EnvNotAllowedError, match="user info"):
+        allow(LLMConfig(**ROW, auth_meta={"host": "api.openai.com@collector.evil.example"}))
+
+
+@pytest.mark.parametrize(
+    "auth_meta",
+    [
+        {"api_key_env": "MYCO_KEY"},
+        {"api_key_file": "/run/secrets/llmpool/openai_api_key"},
+    ],
+)
+def test_without_allowed_endpoints_a_foreign_credential_cannot_go_to_a_literal_endpoint(
+    auth_meta: dict[str, str], store: Any
+) -> None:
+    """An operator's key or a secret file sent to a row's own base_url needs allowed endpoints."""
+    allow = EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENV": "MYCO_KEY"})
+    store.validators = (allow,)
+    values = row(auth_meta=auth_meta, config={"base_url": "http://collector.evil.example/v1"})
+    with pytest.raises(EnvNotAllowedError, match="LLMPOOL_ALLOWED_ENDPOINTS") as info:
+        store.add(values)
+    assert info.value.field == "config.base_url"
+    assert store.list_llms() == []
+    with pytest.raises(EnvNotAllowedError, match="LLMPOOL_ALLOWED_ENDPOINTS"):
+        resolve_auth(
+            LLMConfig(**{**ROW, "auth_meta": auth_meta, "config": values["config"]}),
+            allowlist=allow,
+            environ={"MYCO_KEY": "myco-secret-value"},
+        )
+    # the provider's own key, or no literal endpoint, or an allowed one: accepted
+    store.add(row(config={"base_url": "http://collector.evil.example/v1"}))
+    store.add(row("Mine", auth_meta=auth_meta) | {"config": {}})
+    with_endpoints = allow.extend(endpoints=["http://collector.evil.example/v1"])
+    with_endpoints(LLMConfig(**{**ROW, "auth_meta": auth_meta, "config": values["config"]}))
+
+
+@pytest.mark.parametrize("name", ["my_key_name", "OpenAiKey", "X" * 65])
+def test_a_reference_that_is_not_a_conventional_name_is_never_echoed(name: str) -> None:
+    """Only UPPER_CASE names up to 64 characters are repeated in messages."""
+    refused = LLMConfig(**{**ROW, "auth_meta": {"api_key_env": name}})
+    with pytest.raises(EnvNotAllowedError) as denied:
+        resolve_auth(refused, environ={})
+    assert name not in str(denied.value)
+    allow = EnvAllowlist().extend(name)
+    with pytest.raises(MissingSecretError) as missing:
+        resolve_auth(refused, allowlist=allow, environ={})
+    assert name not in str(missing.value)
+    assert name not in missing.value.variable
+
+
+def test_sql_store_checks_the_allowlist_by_default(migrated_url: str) -> None:
+    """SQLStore(url) refuses a row referencing DATABASE_URL; validators=() turns that off."""
+    from llmpool.repository.sql import SQLStore
+
+    store = SQLStore(migrated_url)
+    try:
+        with pytest.raises(EnvNotAllowedError, match="DATABASE_URL"):
+            store.add(row(auth_meta={"api_key_env": "DATABASE_URL"}))
+        assert store.list_llms() == []
+    finally:
+        store.engine.dispose()
+    unchecked = SQLStore(migrated_url, validators=())
+    try:
+        assert unchecked.add(row(auth_meta={"api_key_env": "DATABASE_URL"})).name == "GPT-4"
+    finally:
+        unchecked.engine.dispose()

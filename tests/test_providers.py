@@ -250,9 +250,13 @@ def test_importing_the_usage_guides_functions_loads_no_pydantic_sqlalchemy_or_la
 
 def test_auth_reference_the_client_does_not_take_names_the_auth_meta_key() -> None:
     """A resolved auth_meta key the client has no parameter for is refused under its row name."""
-    row = config("ollama", auth_meta={"api_key_env": "OPENAI_API_KEY"})
+    from llmpool.credentials import EnvAllowlist
+
+    row = config("ollama", auth_meta={"api_key_env": "MYCO_KEY"})
     with pytest.raises(UnsupportedParameterError, match=r"auth_meta\.api_key_env.*ChatOllama"):
-        ProviderRegistry().build(row, environ={"OPENAI_API_KEY": "k"})
+        ProviderRegistry().build(
+            row, allowlist=EnvAllowlist().extend("MYCO_KEY"), environ={"MYCO_KEY": "k"}
+        )
 
 
 def test_a_field_given_under_alias_and_name_counts_once_config_winning() -> None:
@@ -375,3 +379,121 @@ def test_set_registry_replaces_at_once_and_restores_as_a_context_manager() -> No
     with set_registry(None):
         assert get_registry() is not before  # a fresh registry, discovered anew
     assert get_registry() is before
+
+
+def test_builtins_declare_their_variables_and_together_make_the_default_list() -> None:
+    """Each built-in declares its credentials and plain settings; their union is the old list."""
+    from llmpool.credentials import DEFAULT_ALLOWED_ENV
+    from llmpool.providers import declared_env
+    from llmpool.providers.builtin import BEDROCK, BUILTINS, OPENAI
+
+    union: set[str] = set()
+    for provider in BUILTINS:
+        secret, plain = declared_env(provider)
+        assert not secret & plain
+        union |= secret | plain
+    assert union == DEFAULT_ALLOWED_ENV
+    assert declared_env(OPENAI) == (
+        {"OPENAI_API_KEY"},
+        {"OPENAI_API_BASE", "OPENAI_BASE_URL", "OPENAI_ORGANIZATION"},
+    )
+    assert "AWS_SECRET_ACCESS_KEY" in declared_env(BEDROCK)[0]
+
+
+def test_a_plugin_without_declarations_declares_nothing() -> None:
+    """A provider object without secret_env/plain_env (or with a bare string) declares nothing."""
+    from llmpool.providers import declared_env
+
+    class Bare:
+        name = "bare"
+        secret_env = "OPENAI_API_KEY"  # a string, not a set: not read letter by letter
+
+    assert declared_env(Bare()) == (frozenset(), frozenset())
+    assert declared_env(FactoryProvider("f", lambda c, a: FakeChatModel())) == (
+        frozenset(),
+        frozenset(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "operator"),
+    [("OPENAI_API_KEY", ""), ("MYCO_ORG_SECRET", "MYCO_ORG_SECRET")],
+)
+def test_a_secret_bound_to_a_plain_parameter_is_refused(variable: str, operator: str) -> None:
+    """organization_env: OPENAI_API_KEY would put the key in repr: refused, naming all four."""
+    from llmpool.credentials import EnvAllowlist
+    from llmpool.errors import EnvNotAllowedError
+
+    row = config(
+        "openai",
+        "gpt-4",
+        auth_meta={"api_key_env": "OPENAI_API_KEY", "organization_env": variable},
+    )
+    allow = EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENV": operator})
+    environ = {"OPENAI_API_KEY": "sk-never-shown-1", variable: "sk-never-shown-2"}
+    with pytest.raises(EnvNotAllowedError) as info:
+        ProviderRegistry().build(row, allowlist=allow, environ=environ)
+    text = str(info.value)
+    assert info.value.field == "auth_meta.organization_env"
+    for part in ("openai row", "row-1", "auth_meta.organization_env", variable, "organization"):
+        assert part in text
+    assert "sk-never-shown" not in text
+
+
+def test_an_operator_variable_marked_plain_reaches_a_plain_parameter() -> None:
+    """MYCO_ORG:plain may fill organization; the key still goes to the secret api_key."""
+    from llmpool.credentials import EnvAllowlist
+
+    row = config(
+        "openai",
+        "gpt-4",
+        auth_meta={"api_key_env": "OPENAI_API_KEY", "organization_env": "MYCO_ORG"},
+    )
+    allow = EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENV": "MYCO_ORG:plain"})
+    environ = {"OPENAI_API_KEY": "sk-secret-key-0001", "MYCO_ORG": "org-myco"}
+    model: Any = ProviderRegistry().build(row, allowlist=allow, environ=environ)
+    assert model.openai_organization == "org-myco"
+    assert "sk-secret-key-0001" not in repr(model)
+
+
+@pytest.mark.parametrize(
+    ("provider", "auth", "values", "read_timeout"),
+    [
+        (
+            "openai",
+            {"api_key_env": "OPENAI_API_KEY"},
+            {"timeout": None},
+            lambda m: m.request_timeout,
+        ),
+        (
+            "openai",
+            {"api_key_env": "OPENAI_API_KEY"},
+            {"request_timeout": None},
+            lambda m: m.request_timeout,
+        ),
+        (
+            "anthropic",
+            {"api_key_env": "ANTHROPIC_API_KEY"},
+            {"default_request_timeout": None},
+            lambda m: m.default_request_timeout,
+        ),
+        ("ollama", {}, {"timeout": None}, lambda m: m._client._client.timeout.read),
+        (
+            "ollama",
+            {},
+            {"client_kwargs": {"timeout": None}},
+            lambda m: m._client._client.timeout.read,
+        ),
+    ],
+)
+def test_a_null_timeout_keeps_the_default(
+    provider: str, auth: dict[str, str], values: dict[str, Any], read_timeout: Any
+) -> None:
+    """timeout: null in a row leaves DEFAULT_TIMEOUT in place; it never means "wait forever"."""
+    from llmpool.providers import DEFAULT_TIMEOUT
+
+    environ = {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"}
+    model: Any = ProviderRegistry().build(
+        config(provider, auth_meta=auth, config=values), environ=environ
+    )
+    assert read_timeout(model) == DEFAULT_TIMEOUT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from servers import (
     AnthropicServer,
+    Hang,
     OllamaServer,
     OpenAIServer,
     ProviderServer,
@@ -260,3 +262,38 @@ async def test_vertexai_answers_plain_and_streaming_over_http() -> None:
     assert requests[0].path.startswith(prefix + "gemini-1.5-pro:generateContent")
     assert requests[1].path.startswith(prefix + "gemini-1.5-pro:streamGenerateContent")
     assert requests[0].body["contents"][0]["parts"][0]["text"] == "What is Python?"
+
+
+@pytest.mark.parametrize(
+    ("defaults_timeout", "values"),
+    [
+        (0.5, {"timeout": None}),
+        (60.0, {"timeout": 0.5, "request_timeout": None}),
+    ],
+)
+def test_a_null_timeout_still_ends_a_hung_request(
+    defaults_timeout: float, values: dict[str, Any]
+) -> None:
+    """A hung server is abandoned at the default (or the row's own) timeout despite a null."""
+    import openai
+
+    from llmpool.providers.builtin import OPENAI
+
+    provider = dataclasses.replace(OPENAI, defaults={"max_retries": 0, "timeout": defaults_timeout})
+    with OpenAIServer() as server:
+        server.script(Hang(15))
+        row = LLMConfig(
+            id="h1",
+            name="Hung",
+            provider="openai",
+            model_name="gpt-4",
+            auth_meta={"api_key_env": "OPENAI_API_KEY"},
+            config={"base_url": server.url + "/v1", **values},
+        )
+        model = provider.build(row, {"api_key": "sk-test"})
+        started = time.monotonic()
+        with pytest.raises(openai.APITimeoutError):
+            model.invoke("hello")
+        elapsed = time.monotonic() - started
+        server.wait_for_requests(1)
+    assert elapsed < 5

@@ -41,7 +41,15 @@ def test_list_is_ordered_by_priority_then_name_then_id(store: Any) -> None:
 def test_list_filters_by_enabled_scope_provider_and_search(store: Any) -> None:
     """The seed's admin filters: enabled status, scope, provider and a name search."""
     store.add(row("OpenAI GPT-4"))
-    store.add(row("Claude 3 Opus", provider="anthropic", model_name="claude-3", enabled=False))
+    store.add(
+        row(
+            "Claude 3 Opus",
+            provider="anthropic",
+            model_name="claude-3",
+            enabled=False,
+            auth_meta={"api_key_env": "ANTHROPIC_API_KEY"},
+        )
+    )
     store.add(row("Team GPT", scope="team-a"))
     assert [c.name for c in store.list_llms(enabled_only=True)] == ["OpenAI GPT-4"]
     assert [c.name for c in store.list_llms(provider="anthropic")] == ["Claude 3 Opus"]

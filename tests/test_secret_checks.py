@@ -11,7 +11,14 @@ from pydantic import ValidationError
 
 from llmpool.errors import InvalidConfigError, LiteralSecretError
 from llmpool.models import LLMConfig
-from llmpool.secret_checks import is_secret_name, looks_like_secret, url_credential
+from llmpool.secret_checks import (
+    MAX_DEPTH,
+    check_config,
+    is_secret_name,
+    looks_like_secret,
+    shown_reference,
+    url_credential,
+)
 
 SECRET = "sk-proj-Zq8xT3vK9mW2pL7nR4sJ"
 ROW = {"id": "r-1", "name": "GPT-4", "provider": "openai", "model_name": "gpt-4"}
@@ -159,7 +166,6 @@ def test_hidden_secrets_are_refused_naming_the_field_never_the_value(
         "https://api.openai.com/v1",
         "http://127.0.0.1:11434",
         "https://myco.openai.azure.com/?api-version=2024-06-01",
-        "https://deploy@host.example/v1",
         "not a url",
         "http://[::1",
     ],
@@ -188,3 +194,112 @@ def test_headers_are_checked_by_name_not_refused_wholesale() -> None:
     for header in ("Authorization", "x-api-key"):
         with pytest.raises(LiteralSecretError, match=f"config.default_headers.{header}"):
             LLMConfig.from_row({**ROW, "config": {"default_headers": {header: "v"}}})
+
+
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ."
+    "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"config": {"default_headers": {"X-Custom": SECRET}}}, "config.default_headers.X-Custom"),
+        (
+            {"config": {"default_headers": {"X-Custom": f"key={SECRET}"}}},
+            "config.default_headers.X-Custom",
+        ),
+        (
+            {"config": {"model_kwargs": {"user": "AKIAIOSFODNN7EXAMPLE"}}},
+            "config.model_kwargs.user",
+        ),
+        ({"config": {"metadata": {"note": JWT}}}, "config.metadata.note"),
+        ({"config": {"stop": ["ok", SECRET]}}, "config.stop[1]"),
+        ({"auth_meta": {"organization": SECRET}}, "auth_meta.organization"),
+        ({"auth_meta": {"region": JWT}}, "auth_meta.region"),
+    ],
+)
+def test_keys_and_tokens_under_neutral_keys_are_refused_without_echo(
+    values: dict[str, Any], field: str
+) -> None:
+    """An API key, AWS key id or JWT is refused wherever it sits in config or plain auth_meta."""
+    with pytest.raises(LiteralSecretError) as info:
+        LLMConfig.from_row({**ROW, **values})
+    assert info.value.field == field
+    for secret in (SECRET, "AKIAIOSFODNN7EXAMPLE", JWT):
+        assert secret not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value", ["sk-learn", "task-force-alpha", "hf_transfer", "eyJ", "AKIA", "gpt-4o-mini"]
+)
+def test_ordinary_values_that_share_a_key_prefix_pass(value: str) -> None:
+    """Short words that start like a key prefix are not keys."""
+    assert LLMConfig.from_row({**ROW, "config": {"metadata": {"note": value}}})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://deploy@host.example/v1",
+        "http://localhost@127.0.0.1:8080/v1",
+        "http://api.example\\@127.0.0.1:8080/v1",
+    ],
+)
+def test_urls_with_user_info_are_refused_anywhere(url: str) -> None:
+    """user@host in a URL hides where requests go: refused in config and auth_meta alike."""
+    for values, field in (
+        ({"config": {"base_url": url}}, "config.base_url"),
+        ({"config": {"client_kwargs": {"proxy": url}}}, "config.client_kwargs.proxy"),
+        ({"auth_meta": {"azure_openai_api_base": url}}, "auth_meta.azure_openai_api_base"),
+    ):
+        with pytest.raises(InvalidConfigError, match="user info") as info:
+            LLMConfig.from_row({**ROW, **values})
+        assert info.value.field == field
+
+
+HEX_KEYS = st.from_regex(r"\A[a-f][0-9a-f]{31}\Z")
+ALNUM_KEYS = st.from_regex(r"\A[A-Za-z][A-Za-z0-9]{19,80}\Z").filter(
+    lambda v: any(ch.isdigit() for ch in v)
+)
+
+
+@given(st.one_of(HEX_KEYS, ALNUM_KEYS))
+def test_a_key_that_looks_like_a_variable_name_is_refused_as_a_secret(secret: str) -> None:
+    """{"api_key_env": "<32 hex>"} (Azure's key format) is a pasted key, refused without echo."""
+    with pytest.raises(LiteralSecretError) as info:
+        LLMConfig.from_row({**ROW, "auth_meta": {"api_key_env": secret}})
+    assert secret not in str(info.value)
+    assert "looks like a secret" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT_NAME", "MYCO_LLM_KEY_2", "my_openai_key", "TEAM_A"],
+)
+def test_variable_names_are_not_mistaken_for_keys(name: str) -> None:
+    """Conventional and lower-case variable names stay valid references."""
+    assert not looks_like_secret(name)
+    assert LLMConfig.from_row({**ROW, "auth_meta": {"api_key_env": name}})
+
+
+def test_only_conventional_variable_names_are_shown() -> None:
+    """Messages repeat UPPER_CASE names of up to 64 characters, nothing else."""
+    assert shown_reference("OPENAI_API_KEY") == "OPENAI_API_KEY"
+    for hidden in ("my_key", "X" * 65, "3f2a9c0e4b7d4e1f3f2a9c0e4b7d4e1f", None):
+        assert shown_reference(hidden) != hidden
+
+
+def test_hostile_nesting_is_refused_instead_of_recursed() -> None:
+    """A config nested 600 levels deep raises InvalidConfigError, not RecursionError."""
+    nested: Any = "leaf"
+    for _ in range(600):
+        nested = {"a": [nested]}
+    with pytest.raises(InvalidConfigError, match=f"deeper than {MAX_DEPTH}") as info:
+        check_config({"model_kwargs": nested})
+    assert info.value.field == "config.model_kwargs"
+    shallow: Any = "leaf"
+    for _ in range(MAX_DEPTH // 2 - 2):
+        shallow = {"a": [shallow]}
+    check_config({"model_kwargs": shallow})

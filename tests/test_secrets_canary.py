@@ -70,3 +70,72 @@ def test_missing_key_error_names_the_variable_not_a_value(
     with pytest.raises(Exception, match="OPENAI_API_BASE") as info:
         ProviderRegistry().build(config)
     assert canary not in "".join(traceback.format_exception(info.value))
+
+
+def echoed_key_failure(
+    canary: str, store: Any, caplog: pytest.LogCaptureFixture
+) -> AllLLMsFailedError:
+    """Call a row whose provider answers 401 with a body that repeats the key it was sent."""
+    with OpenAIServer() as server, caplog.at_level(logging.DEBUG):
+        server.script(Status(401, f"Incorrect API key provided: {canary}. Find your key at ..."))
+        added = store.add(
+            row(
+                auth_meta={"api_key_env": "OPENAI_API_KEY"}, config={"base_url": server.url + "/v1"}
+            )
+        )
+        config = store.get(added.id)
+        model = ProviderRegistry().build(config)
+        llm = FallbackChatModel(candidates=[Candidate(config, model)])
+        with pytest.raises(AllLLMsFailedError) as info:
+            llm.invoke("hello")
+        server.wait_for_requests(1)
+    return info.value
+
+
+def test_a_provider_error_echoing_the_key_is_masked_in_the_error_and_logs(
+    canary: str, store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 401 body that repeats the key: masked in str(AllLLMsFailedError) and DEBUG logs."""
+    error = echoed_key_failure(canary, store, caplog)
+    assert "401" in str(error)
+    assert "Incorrect API key provided" in str(error)
+    assert canary not in str(error)
+    assert canary not in caplog.text
+
+
+def test_a_provider_error_echoing_the_key_is_masked_in_the_traceback(
+    canary: str, store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The traceback of AllLLMsFailedError, causes included, never shows the echoed key."""
+    error = echoed_key_failure(canary, store, caplog)
+    assert canary not in "".join(traceback.format_exception(error))
+
+
+def test_llmpool_check_never_prints_a_key_the_provider_echoes(
+    canary: str, migrated_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``llmpool check`` reports the 401 with the echoed key masked, in text and in JSON."""
+    from llmpool.cli import main
+    from llmpool.repository.sql import SQLStore
+
+    with OpenAIServer() as server:
+        server.script(*[Status(401, f"Incorrect API key provided: {canary}.")] * 2)
+        store = SQLStore(migrated_url)
+        try:
+            store.add(
+                row(
+                    auth_meta={"api_key_env": "OPENAI_API_KEY"},
+                    config={"base_url": server.url + "/v1"},
+                )
+            )
+        finally:
+            store.engine.dispose()
+        codes = [
+            main(["check", "--database-url", migrated_url]),
+            main(["check", "--json", "--database-url", migrated_url]),
+        ]
+        server.wait_for_requests(2)
+    out, err = capsys.readouterr()
+    assert codes == [1, 1]
+    assert "401" in out
+    assert canary not in out + err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -54,11 +55,12 @@ def cmd_providers(args: argparse.Namespace) -> int:
     """``llmpool providers``."""
     import importlib.util
 
-    from llmpool.providers import ChatProvider, get_registry
+    from llmpool.providers import ChatProvider, declared_env, get_registry
 
     registry = get_registry()
     data = []
     for provider in registry:
+        secret_env, plain_env = declared_env(provider)
         installed: bool | None = None
         if isinstance(provider, ChatProvider):
             module = provider.chat_class.partition(":")[0]
@@ -71,15 +73,20 @@ def cmd_providers(args: argparse.Namespace) -> int:
                 "installed": installed,
                 "distribution": registry.distribution_of(provider.name),
                 "capabilities": sorted(provider.capabilities),
+                "secret_env": sorted(secret_env),
+                "plain_env": sorted(plain_env),
             }
         )
     failed = [
-        {"distribution": e.distribution, "error": one_line(str(e))} for e in registry.load_errors
+        {"distribution": one_line(str(e.distribution)), "error": one_line(str(e))}
+        for e in registry.load_errors
     ]
     payload = {"providers": data, "load_errors": failed}
 
     def render() -> str:
-        text = table(data, ("name", "extra", "installed", "distribution"))
+        text = table(
+            data, ("name", "extra", "installed", "distribution", "secret_env", "plain_env")
+        )
         if failed:
             text += "\n\nplugins that failed to load:\n" + "\n".join(
                 f"  {f['distribution']}: {f['error']}" for f in failed
@@ -229,7 +236,7 @@ def _probe(pool: LLMPool, config: LLMConfig, timeout: float) -> dict[str, Any]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """``llmpool check``: build each row and send a tiny prompt, each within ``--timeout``."""
-    if args.timeout <= 0:
+    if not math.isfinite(args.timeout) or args.timeout <= 0:
         msg = f"--timeout must be a positive number of seconds, not {args.timeout:g}"
         raise UsageError(msg)
     with open_pool(args) as pool:

@@ -12,6 +12,7 @@ The usage guide's module functions (`get_llm`, `get_llm_with_fallback`, ...) liv
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,13 +23,12 @@ from llmpool.cache import ModelCache
 from llmpool.credentials import EnvAllowlist
 from llmpool.errors import (
     InvalidDefaultLLMError,
-    LLMNotFoundError,
     LLMPoolError,
     ProviderLoadError,
 )
-from llmpool.models import LLMConfig
+from llmpool.models import MAX_LENGTHS, LLMConfig, check_argument
 from llmpool.policy import FallbackPolicy
-from llmpool.repository import LLMStore, no_default_error, sort_key
+from llmpool.repository import LLMStore, no_default_error, not_found_error, sort_key
 from llmpool.snapshots import SnapshotKeeper
 
 if TYPE_CHECKING:
@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 __all__ = ["LLMPool"]
 
 logger = logging.getLogger(__name__)
+
+
+def _check_scope(scope: str) -> None:
+    check_argument("scope", scope, MAX_LENGTHS["scope"])
 
 
 def _default_of(snapshot: Snapshot, scope: str) -> LLMConfig | None:
@@ -109,7 +113,11 @@ class LLMPool:
         retry_failed_builds_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.allowlist = allowlist if allowlist is not None else EnvAllowlist.from_env()
+        allow = allowlist if allowlist is not None else EnvAllowlist.from_env()
+        if registry is not None and allow.registry is None:
+            # Rows are checked against the providers this pool builds with.
+            allow = dataclasses.replace(allow, registry=registry)
+        self.allowlist = allow
         self.policy = policy if policy is not None else FallbackPolicy()
         self.breakers = BreakerBoard(breaker_store)
         self._registry = registry
@@ -219,7 +227,11 @@ class LLMPool:
             >>> from llmpool.repository.memory import InMemoryStore
             >>> LLMPool(repository=InMemoryStore(), poll_interval=0).get_llms_from_db()
             []
+
+        Raises:
+            ArgumentTooLongError: ``scope`` is longer than any row's scope could be.
         """
+        _check_scope(scope)
         return [
             c
             for c in self.snapshot().configs
@@ -233,7 +245,9 @@ class LLMPool:
             NoDefaultLLMError: "No default LLM configured for scope ...".
             InvalidDefaultLLMError: The scope's default row fails validation (a
                 `NoDefaultLLMError` naming the row and why).
+            ArgumentTooLongError: ``scope`` is longer than any row's scope could be.
         """
+        _check_scope(scope)
         snapshot = self.snapshot()
         config = _default_of(snapshot, scope)
         if config is not None:
@@ -253,10 +267,11 @@ class LLMPool:
             logger.debug("no invalid default row found: %s", type(error).__name__)
 
     def _config(self, llm_id: str) -> LLMConfig:
+        check_argument("llm_id", llm_id, MAX_LENGTHS["id"])
         for config in self.snapshot().configs:
             if config.id == llm_id:
                 return config
-        raise LLMNotFoundError(f"No LLM with id {llm_id!r}")
+        raise not_found_error(llm_id)
 
     # -- models --------------------------------------------------------------------------------
 
@@ -305,7 +320,9 @@ class LLMPool:
         Raises:
             NoDefaultLLMError: No id given and the scope has no default.
             LLMNotFoundError: No row has that id.
+            ArgumentTooLongError: ``llm_id`` or ``scope`` is longer than any row's could be.
         """
+        _check_scope(scope)
         config = self.get_default_llm_config(scope) if llm_id is None else self._config(llm_id)
         return self.create_llm_instance(config)
 
@@ -344,9 +361,11 @@ class LLMPool:
         Raises:
             AllLLMsFailedToInitializeError: "All LLMs failed to initialize": no row could be
                 built (and no code fallback was given); lists every row and why.
+            ArgumentTooLongError: ``scope`` is longer than any row's scope could be.
         """
         from llmpool.fallback import ensure_buildable
 
+        _check_scope(scope)
         chain = self._chain(scope)
         if not fallbacks:
             ensure_buildable(chain, scope=scope)
@@ -376,11 +395,13 @@ class LLMPool:
         self, enabled_only: bool = True, scope: str = "global"
     ) -> list[LLMConfig]:
         """Async twin of `get_llms_from_db`."""
+        _check_scope(scope)
         await self._snapshots.aget()
         return self.get_llms_from_db(enabled_only, scope)
 
     async def aget_default_llm_config(self, scope: str = "global") -> LLMConfig:
         """Async twin of `get_default_llm_config`."""
+        _check_scope(scope)
         snapshot = await self._snapshots.aget()
         config = _default_of(snapshot, scope)
         if config is not None:
@@ -393,6 +414,9 @@ class LLMPool:
 
     async def aget_llm(self, llm_id: str | None = None, scope: str = "global") -> BaseChatModel:
         """Async twin of `get_llm`."""
+        _check_scope(scope)
+        if llm_id is not None:
+            check_argument("llm_id", llm_id, MAX_LENGTHS["id"])
         await self._snapshots.aget()
         if llm_id is None:
             return self.create_llm_instance(await self.aget_default_llm_config(scope))
@@ -406,6 +430,7 @@ class LLMPool:
         policy: FallbackPolicy | None = None,
     ) -> FallbackChatModel:
         """Async twin of `get_llm_with_fallback`."""
+        _check_scope(scope)
         await self._snapshots.aget()
         return self.get_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)
 

@@ -5,7 +5,11 @@ secret file) and plain non-secret settings (``region``, ``api_version``); its ``
 model parameters. Neither may hold a secret: not under a key whose name says it is one
 (``api_key``, ``Authorization``, ``client_secret``, ``private_key``...) at any depth of nested
 objects and lists, not as a reference that is really a pasted value (``"api_key_env":
-"sk-proj-..."``), and not inside a URL (``https://user:pw@host``, ``https://host/?key=...``).
+"sk-proj-..."``, or 32 hex digits, Azure's key format), not inside a URL
+(``https://user:pw@host``, ``https://host/?key=...``), and not as a recognisable key or token
+under any key at all (an ``sk-...`` key in a custom header, an ``AKIA...`` key id, a JSON Web
+Token). A URL may not carry user info either (``http://api.example@evil.example/``): it hides
+where requests go. Nesting deeper than `MAX_DEPTH` is refused rather than walked.
 
 Every message names the row and the field and never the value: a refused value is presumably the
 secret itself. The models call these checks in their validators, so a row is refused when it is
@@ -23,21 +27,33 @@ from urllib.parse import parse_qsl, urlsplit
 from llmpool.errors import InvalidConfigError, LiteralSecretError
 
 __all__ = [
+    "CONVENTIONAL_ENV_NAME",
     "CREDENTIAL_PARAMETERS",
     "ENV_NAME",
+    "MAX_DEPTH",
     "REFERENCE_SUFFIXES",
     "SECRET_WORDS",
     "check_auth_meta",
     "check_config",
+    "find_secret",
     "is_secret_name",
     "looks_like_secret",
+    "shown_reference",
     "url_credential",
+    "url_userinfo",
 ]
 
 #: Suffixes that mark a key as a reference rather than a value.
 REFERENCE_SUFFIXES = ("_env", "_file")
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+#: How environment variables are conventionally named: upper case, digits and ``_``, at most 64
+#: characters. Only such a name is ever repeated in a message; anything else may be a pasted key.
+CONVENTIONAL_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+
+#: How deep ``config`` and ``auth_meta`` may nest before a row is refused outright.
+MAX_DEPTH = 64
 
 # A plain (non-reference) auth_meta key that contains one of these holds a secret. auth_meta is
 # references-only territory, so substrings are matched: "apitoken" and "x_api_key" both count.
@@ -119,6 +135,29 @@ _SECRET_PREFIX = re.compile(
     r"^(sk-|sk_|rk_|pk_live_|ghp_|gho_|ghs_|ghu_|github_pat_|glpat-|xox[abprs]-|hf_|fw_|"
     r"(AKIA|ASIA)[A-Z0-9]{16}$|AIza[0-9A-Za-z_-]{30,})"
 )
+# The same keys and tokens found inside any string (a header value, a URL, a list item): a
+# well-known prefix followed by a long key body, an AWS access key id, a JSON Web Token.
+_EMBEDDED_TOKENS = (
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9])(?:sk-|sk_|rk_|pk_live_|ghp_|gho_|ghs_|ghu_|github_pat_|glpat-|"
+            r"xox[abprs]-|hf_|fw_)[A-Za-z0-9_-]{16,}"
+        ),
+        "an API key",
+    ),
+    (
+        re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
+        "an AWS access key id",
+    ),
+    (re.compile(r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{30,}"), "a Google API key"),
+    (
+        re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+        "a JSON Web Token",
+    ),
+)
+# Key bodies: 32+ hex digits (Azure's keys), or a long run of letters and digits with no "_".
+_HEX_KEY = re.compile(r"^[0-9A-Fa-f]{32,}$")
+_ALNUM_KEY = re.compile(r"^[A-Za-z0-9]{20,}$")
 _HEADER_VALUE = re.compile(r"^\s*(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}\s*$", re.IGNORECASE)
 _QUERY_SECRETS = frozenset({"key", "sig", "signature", "code", "pass", "pwd", "auth"})
 
@@ -127,6 +166,21 @@ _SUGGESTION = 'reference it from auth_meta instead: {"api_key_env": "NAME_OF_ENV
 
 def _words(key: str) -> list[str]:
     return [word.lower() for word in _WORD.findall(key)]
+
+
+def shown_reference(name: object) -> str:
+    """Return how a message may show a referenced variable name: itself if conventional.
+
+    A value that is not a conventional variable name (upper case, digits, ``_``, at most 64
+    characters) may be a key pasted where a name belongs, so it is never repeated.
+
+    Example:
+        >>> shown_reference("OPENAI_API_KEY"), shown_reference("3f2a9c0e4b7d4e1f")
+        ('OPENAI_API_KEY', '(a name that is not shown)')
+    """
+    if isinstance(name, str) and CONVENTIONAL_ENV_NAME.match(name):
+        return name
+    return "(a name that is not shown)"
 
 
 def is_secret_name(key: str) -> bool:
@@ -165,7 +219,11 @@ def looks_like_secret(value: str) -> bool:
     text = value.strip()
     if any(ch.isspace() for ch in text):
         return False  # keys and tokens are one word; this is prose or a typo
-    if _SECRET_PREFIX.match(text):
+    if _SECRET_PREFIX.match(text) or find_secret(text) is not None:
+        return True
+    if _HEX_KEY.match(text):
+        return True
+    if _ALNUM_KEY.match(text) and re.search(r"\d", text) and re.search(r"[A-Za-z]", text):
         return True
     if len(text) >= 20 and re.search(r"[-/+.=]", text):
         return True
@@ -175,6 +233,45 @@ def looks_like_secret(value: str) -> bool:
         and any(ch.isupper() for ch in text)
         and any(ch.isdigit() for ch in text)
     )
+
+
+def find_secret(text: str) -> str | None:
+    """Return what kind of key or token ``text`` contains (never the value), or ``None``.
+
+    Well-known API key prefixes followed by a long key body, AWS access key ids and JSON Web
+    Tokens are found anywhere in the text: in a header value, a URL, a list item.
+
+    Example:
+        >>> find_secret("X-Custom: sk-proj-Zq8xT3vK9mW2pL7nR4sJ")
+        'an API key'
+        >>> find_secret("sk-learn") is None
+        True
+    """
+    for pattern, kind in _EMBEDDED_TOKENS:
+        if pattern.search(text):
+            return kind
+    return None
+
+
+def url_userinfo(value: str) -> bool:
+    """Return whether a URL carries user info (``user@``, ``user:pw@``) before its host.
+
+    A URL a row carries may not: ``http://api.example@evil.example/`` sends requests to
+    ``evil.example``, whatever its first word suggests.
+
+    Example:
+        >>> url_userinfo("http://localhost@127.0.0.1:8080/"), url_userinfo("http://localhost/")
+        (True, False)
+    """
+    text = value.strip()
+    if "://" not in text:
+        return False
+    authority = text.split("://", 1)[1]
+    # Not cut at a backslash: some clients read it as "/" and some as part of the host, so an
+    # "@" after one is user info for the latter.
+    for end in "/?#":
+        authority = authority.split(end, 1)[0]
+    return "@" in authority
 
 
 def url_credential(value: str) -> str | None:
@@ -234,30 +331,46 @@ def _check_string(value: str, field: str, row: str) -> None:
     if carried is not None:
         msg = f"{row}: {field} is a URL carrying a credential ({carried}); {_SUGGESTION}"
         raise LiteralSecretError(msg, field=field)
+    if url_userinfo(value):
+        msg = (
+            f"{row}: {field} is a URL with user info before its host (user@host), which is "
+            "refused: it can hide where requests go; write the URL without it"
+        )
+        raise InvalidConfigError(msg, field=field)
     if _HEADER_VALUE.match(value):
         msg = f"{row}: {field} holds an authorization header value; {_SUGGESTION}"
         raise LiteralSecretError(msg, field=field)
+    kind = find_secret(value)
+    if kind is not None:
+        msg = f"{row}: {field} holds what looks like {kind}; {_SUGGESTION}"
+        raise LiteralSecretError(msg, field=field)
 
 
-def _check_nested(value: Any, field: str, row: str) -> None:
+def _check_nested(value: Any, field: str, row: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        # A hostile row must not exhaust the stack; no configuration nests this deep.
+        top = re.match(r"[^.\[]+(?:\.[^.\[]+)?", field)
+        where = top.group(0) if top else field
+        msg = f"{row}: {where} nests deeper than {MAX_DEPTH} levels"
+        raise InvalidConfigError(msg, field=where)
     if isinstance(value, Mapping):
         for key, item in value.items():
-            _check_entry(str(key), item, f"{field}.{key}", row)
+            _check_entry(str(key), item, f"{field}.{key}", row, depth + 1)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _check_nested(item, f"{field}[{index}]", row)
+            _check_nested(item, f"{field}[{index}]", row, depth + 1)
     elif isinstance(value, str):
         _check_string(value, field, row)
 
 
-def _check_entry(key: str, value: Any, field: str, row: str) -> None:
+def _check_entry(key: str, value: Any, field: str, row: str, depth: int) -> None:
     if key.endswith(REFERENCE_SUFFIXES):
         _check_reference(key, value, field, row)
         return
     if is_secret_name(key):
         msg = f"{row}: {field} would carry a credential; {_SUGGESTION}"
         raise LiteralSecretError(msg, field=field)
-    _check_nested(value, field, row)
+    _check_nested(value, field, row, depth)
 
 
 def check_config(config: Mapping[str, Any], *, row: str = "LLM row") -> None:
@@ -288,7 +401,7 @@ def check_config(config: Mapping[str, Any], *, row: str = "LLM row") -> None:
                 f'instead: {{"{key}_env": "NAME_OF_ENV_VAR"}}'
             )
             raise LiteralSecretError(msg, field=field)
-        _check_entry(str(key), value, field, row)
+        _check_entry(str(key), value, field, row, 1)
 
 
 def check_auth_meta(auth_meta: Mapping[str, Any], *, row: str = "LLM row") -> None:

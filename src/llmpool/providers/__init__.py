@@ -12,7 +12,9 @@ A plugin package declares, in its ``pyproject.toml``::
     echo = "llmpool_echo:PROVIDER"
 
 where ``PROVIDER`` is a `Provider` (for example a `ChatProvider`) or a zero-argument callable
-returning one.
+returning one. A provider declares the environment variables its rows may reference
+(``secret_env``, ``plain_env``); one that declares none gets only those the operator allows
+(`llmpool.credentials.EnvAllowlist`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "FactoryProvider",
     "Provider",
     "ProviderRegistry",
+    "declared_env",
     "get_registry",
     "register_provider",
     "set_registry",
@@ -84,6 +87,16 @@ class Provider(Protocol):
         package: The distribution that provides the client class, if any.
         capabilities: What its models support: ``"tools"``, ``"streaming"``,
             ``"structured_output"``.
+
+    Optional attributes (read with `declared_env`; a provider without them declares nothing):
+
+    - ``secret_env``: ``frozenset`` of the variables holding its credentials
+      (``OPENAI_API_KEY``): its rows may reference them, and their values stay secret.
+    - ``plain_env``: ``frozenset`` of the variables holding plain settings (a base URL, a
+      region, an API version, a project): its rows may reference them, as plain values.
+
+    Names are exact (no patterns); ``DATABASE_URL`` and ``LLMPOOL_*`` are never allowed, even
+    when declared.
     """
 
     @property
@@ -101,6 +114,27 @@ class Provider(Protocol):
     def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
         """Return a chat model for ``config`` with the resolved ``auth``."""
         ...
+
+
+def declared_env(provider: object) -> tuple[frozenset[str], frozenset[str]]:
+    """Return the ``(secret_env, plain_env)`` a provider declares; empty sets when it does not.
+
+    A name declared both ways counts as secret.
+
+    Example:
+        >>> secret, plain = declared_env(get_registry().get("openai"))
+        >>> "OPENAI_API_KEY" in secret, "OPENAI_API_BASE" in plain
+        (True, True)
+    """
+
+    def names(attribute: str) -> frozenset[str]:
+        value = getattr(provider, attribute, None)
+        if isinstance(value, (set, frozenset, list, tuple)):
+            return frozenset(item for item in value if isinstance(item, str))
+        return frozenset()  # a bare string would otherwise declare its letters
+
+    secret = names("secret_env")
+    return secret, names("plain_env") - secret
 
 
 def _key(name: str) -> str:
@@ -314,7 +348,8 @@ class ProviderRegistry:
             UnknownProviderError: No such provider.
             ProviderLoadError: The provider's plugin failed to load.
             ProviderNotInstalledError: Its package is missing.
-            EnvNotAllowedError: A reference is outside the allowlist.
+            EnvNotAllowedError: A reference or an endpoint is outside the allowlist, or a
+                secret would reach a client parameter that does not keep it secret.
             MissingSecretError: A referenced variable is unset.
             UnsupportedParameterError: ``config`` has a key the client rejects.
 
@@ -328,7 +363,7 @@ class ProviderRegistry:
         from llmpool.credentials import resolve_auth
 
         provider = self.get(config.provider)
-        auth = resolve_auth(config, allowlist=allowlist, environ=environ)
+        auth = resolve_auth(config, allowlist=allowlist, environ=environ, provider=provider)
         return provider.build(config, auth)
 
 
@@ -405,7 +440,8 @@ def register_provider(
         provider: A `Provider`, or a name used with ``factory``.
         factory: ``(config, auth) -> BaseChatModel``, when ``provider`` is a name.
         replace: Replace a provider of the same name.
-        **kwargs: ``extra``, ``package``, ``capabilities`` for a factory provider.
+        **kwargs: ``extra``, ``package``, ``capabilities``, ``secret_env``, ``plain_env`` for
+            a factory provider.
 
     Returns:
         The registered provider.

@@ -1,12 +1,16 @@
 """llmpool's built-in providers, declared through its own ``llmpool.providers`` entry points.
 
 Each is a table entry naming its LangChain class as a ``"module:Class"`` string, imported only
-when a row first needs it, with the ``llmpool[...]`` extra that installs it.
+when a row first needs it, with the ``llmpool[...]`` extra that installs it, and the environment
+variables its rows may reference: its credentials (``secret_env``) and its plain settings
+(``plain_env``). A row of one provider cannot reference another's: an openai row may not read
+``AWS_SECRET_ACCESS_KEY``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from llmpool.providers import DEFAULT_TIMEOUT, ChatProvider
@@ -25,9 +29,15 @@ __all__ = [
 
 
 def _ollama_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """ChatOllama has no timeout field: its HTTP clients take it through ``client_kwargs``."""
+    """ChatOllama has no timeout field: its HTTP clients take it through ``client_kwargs``.
+
+    A ``client_kwargs`` timeout of ``None`` would remove the bound: it leaves the default.
+    """
     timeout = kwargs.pop("timeout", DEFAULT_TIMEOUT)
-    kwargs["client_kwargs"] = {"timeout": timeout, **(kwargs.get("client_kwargs") or {})}
+    client_kwargs = kwargs.get("client_kwargs") or {}
+    if isinstance(client_kwargs, Mapping):
+        given = {k: v for k, v in client_kwargs.items() if not (k == "timeout" and v is None)}
+        kwargs["client_kwargs"] = {"timeout": timeout, **given}
     return kwargs
 
 
@@ -45,6 +55,8 @@ OPENAI = ChatProvider(
     extra="openai",
     package="langchain-openai",
     auth_names={"api_base": "base_url", "openai_api_base": "base_url"},
+    secret_env=frozenset({"OPENAI_API_KEY"}),
+    plain_env=frozenset({"OPENAI_API_BASE", "OPENAI_BASE_URL", "OPENAI_ORGANIZATION"}),
 )
 
 AZURE_OPENAI = ChatProvider(
@@ -61,6 +73,15 @@ AZURE_OPENAI = ChatProvider(
         "deployment": "azure_deployment",
     },
     deployment_from_model=True,
+    secret_env=frozenset({"AZURE_OPENAI_API_KEY"}),
+    plain_env=frozenset(
+        {
+            "AZURE_OPENAI_API_BASE",
+            "AZURE_OPENAI_ENDPOINT",
+            "AZURE_OPENAI_DEPLOYMENT_NAME",
+            "AZURE_OPENAI_API_VERSION",
+        }
+    ),
 )
 
 ANTHROPIC = ChatProvider(
@@ -68,6 +89,8 @@ ANTHROPIC = ChatProvider(
     "langchain_anthropic:ChatAnthropic",
     extra="anthropic",
     package="langchain-anthropic",
+    secret_env=frozenset({"ANTHROPIC_API_KEY"}),
+    plain_env=frozenset({"ANTHROPIC_BASE_URL"}),
 )
 
 BEDROCK = ChatProvider(
@@ -84,6 +107,8 @@ BEDROCK = ChatProvider(
     },
     # max_retries=0 becomes botocore's retries={"max_attempts": 0}: no SDK retries.
     prepare=_bedrock_arguments,
+    secret_env=frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}),
+    plain_env=frozenset({"AWS_REGION", "AWS_DEFAULT_REGION"}),
 )
 
 VERTEXAI = ChatProvider(
@@ -92,6 +117,7 @@ VERTEXAI = ChatProvider(
     extra="vertexai",
     package="langchain-google-vertexai",
     auth_names={"google_cloud_project": "project", "project_id": "project"},
+    plain_env=frozenset({"GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION"}),
 )
 
 FIREWORKS = ChatProvider(
@@ -99,6 +125,7 @@ FIREWORKS = ChatProvider(
     "langchain_fireworks:ChatFireworks",
     extra="fireworks",
     package="langchain-fireworks",
+    secret_env=frozenset({"FIREWORKS_API_KEY"}),
 )
 
 OLLAMA = ChatProvider(
@@ -109,6 +136,7 @@ OLLAMA = ChatProvider(
     capabilities=frozenset({"tools", "streaming", "structured_output"}),
     auth_names={"api_base": "base_url", "host": "base_url"},
     prepare=_ollama_arguments,
+    plain_env=frozenset({"OLLAMA_BASE_URL"}),
 )
 
 FAKE = ChatProvider(

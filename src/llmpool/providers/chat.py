@@ -8,14 +8,20 @@ Both satisfy `llmpool.providers.Provider`.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from llmpool.errors import ProviderNotInstalledError, UnsupportedParameterError
+from llmpool.errors import (
+    EnvNotAllowedError,
+    ProviderNotInstalledError,
+    UnsupportedParameterError,
+)
+from llmpool.secret_checks import shown_reference
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -31,6 +37,38 @@ ALL_CAPABILITIES = frozenset({"tools", "streaming", "structured_output"})
 #: Seconds one request may take when a row sets no ``timeout``. The SDKs' own default is ten
 #: minutes, longer than the fallback deadline: one hung provider would use up the whole call.
 DEFAULT_TIMEOUT = 60.0
+
+#: Keywords whose ``None`` would remove the request timeout: a row's ``null`` leaves the default.
+TIMEOUT_KEYS = frozenset({"timeout", "request_timeout", "default_request_timeout"})
+
+
+def _types_secret(annotation: Any, depth: int = 0) -> bool:
+    """Return whether a field annotation admits a `SecretStr` (``SecretStr | None``...)."""
+    if annotation is SecretStr:
+        return True
+    if depth > 8:
+        return False
+    return any(_types_secret(arg, depth + 1) for arg in typing.get_args(annotation))
+
+
+def secret_parameters(cls: type[BaseChatModel]) -> frozenset[str]:
+    """Return the keywords of ``cls`` (field names and aliases) typed to hold a `SecretStr`.
+
+    Only these may receive a secret: the client keeps them out of its ``repr``, its
+    serialisation and callback payloads.
+
+    Example:
+        >>> from langchain_openai import ChatOpenAI
+        >>> sorted(secret_parameters(ChatOpenAI))
+        ['api_key', 'openai_api_key']
+    """
+    names: set[str] = set()
+    for name, info in cls.model_fields.items():
+        if _types_secret(info.annotation):
+            names.add(name)
+            if info.alias:
+                names.add(info.alias)
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -60,6 +98,14 @@ class ChatProvider:
         deployment_from_model: Azure: the deployment defaults to the row's model name.
         prepare: Adapts the final keyword arguments (e.g. ChatOllama takes its timeout inside
             ``client_kwargs``); it runs before the parameter check.
+        secret_env: Environment variables holding its credentials, which its rows may
+            reference (see `llmpool.providers.Provider`).
+        plain_env: Environment variables holding plain settings (base URL, region, version).
+
+    A resolved secret (a `SecretStr`) is passed only to a parameter the class types as
+    ``SecretStr``; bound to any other, it would show in the model's ``repr``, serialisation
+    and callbacks, so the row is refused with `EnvNotAllowedError`. A ``timeout`` (or
+    ``request_timeout``) of ``None`` leaves the default in place rather than removing it.
 
     Example:
         >>> p = ChatProvider("fake", "llmpool.providers.fake:FakeChatModel", extra=None)
@@ -79,6 +125,8 @@ class ChatProvider:
     )
     deployment_from_model: bool = False
     prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    secret_env: frozenset[str] = frozenset()
+    plain_env: frozenset[str] = frozenset()
 
     def load_class(self) -> type[BaseChatModel]:
         """Import and return the chat model class.
@@ -138,6 +186,25 @@ run: pip install "llmpool[x]"
         )
         raise UnsupportedParameterError(msg)
 
+    def _refuse_secret(
+        self, config: LLMConfig, cls: type[BaseChatModel], source: str, parameter: str
+    ) -> None:
+        reference = source.partition(".")[2]
+        target = config.auth_meta.get(reference)
+        what = (
+            f"environment variable {shown_reference(target)}"
+            if reference.endswith("_env")
+            else "a secret file"
+        )
+        msg = (
+            f"{config.describe()}: {source} reads {what}, a secret, and would pass it to "
+            f"{cls.__name__} parameter {parameter!r}, which does not keep it secret (it would "
+            "show in the model's repr, serialisation and callbacks); reference secrets only "
+            "from keys such as api_key_env, or mark an operator's variable NAME:plain in "
+            "LLMPOOL_ALLOWED_ENV if it is not a secret"
+        )
+        raise EnvNotAllowedError(msg, llm_name=config.name, llm_id=config.id, field=source)
+
     def arguments(
         self, config: LLMConfig, auth: Mapping[str, Any], cls: type[BaseChatModel]
     ) -> dict[str, Any]:
@@ -146,12 +213,16 @@ run: pip install "llmpool[x]"
         Raises:
             UnsupportedParameterError: A key of ``config`` or ``auth_meta`` is not a parameter
                 of ``cls``; the message names the row and the key.
+            EnvNotAllowedError: A secret would reach a parameter not typed ``SecretStr``; the
+                message names the row, the ``auth_meta`` key, the variable and the parameter.
         """
         accepted = self.accepted_parameters(cls)
         merged: dict[str, Any] = {}
         origin: dict[str, str] = {}  # keyword -> the row field it came from, for errors
 
         def put(key: str, value: Any, source: str) -> None:
+            if value is None and key in TIMEOUT_KEYS:
+                return  # null would mean "wait forever", not "the default"
             merged.pop(key, None)
             merged[key] = value
             origin[key] = source
@@ -171,9 +242,12 @@ run: pip install "llmpool[x]"
         if self.prepare is not None:
             merged = self.prepare(merged)
         kwargs: dict[str, Any] = {}
+        secrets = secret_parameters(cls)
         for key, value in merged.items():
             if key not in accepted:
                 self._refuse(config, cls, origin.get(key, f"config.{key}"))
+            if isinstance(value, SecretStr) and key not in secrets:
+                self._refuse_secret(config, cls, origin.get(key, f"auth_meta.{key}"), key)
             kwargs.pop(accepted[key], None)  # a later layer wins, under any of the names
             kwargs[accepted[key]] = value
         return kwargs
@@ -207,6 +281,10 @@ run: pip install "llmpool[x]"
 class FactoryProvider:
     """A provider from a plain factory ``(config, auth) -> BaseChatModel``.
 
+    ``secret_env`` and ``plain_env`` declare the environment variables its rows may reference,
+    as `ChatProvider`'s do; by default none (only those the operator allows). The factory gets
+    secrets as `SecretStr`.
+
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
         >>> p = FactoryProvider("echo", lambda config, auth: FakeListChatModel(responses=["hi"]))
@@ -219,6 +297,8 @@ class FactoryProvider:
     extra: str | None = None
     package: str | None = None
     capabilities: frozenset[str] = frozenset({"streaming"})
+    secret_env: frozenset[str] = frozenset()
+    plain_env: frozenset[str] = frozenset()
 
     def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
         """Return ``factory(config, auth)``."""

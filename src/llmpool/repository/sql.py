@@ -71,8 +71,10 @@ class SQLStore(BulkWrites):
         engine: An engine, a URL, or ``None`` for the configured database (see
             `llmpool.database.resolve_database_url`). The schema must be migrated
             (`llmpool.migrate.migrate`).
-        validators: Checks run on every row before it is written, such as the environment
-            allowlist.
+        validators: Checks run on every row before it is written; by default the environment
+            allowlist (`llmpool.credentials.EnvAllowlist.from_env`), so that a row referencing
+            ``DATABASE_URL`` is refused when written, not only when built. ``()`` turns the
+            checks off.
 
     Example:
         >>> from llmpool.migrate import migrate
@@ -83,9 +85,13 @@ class SQLStore(BulkWrites):
         self,
         engine: Engine | str | URL | None = None,
         *,
-        validators: Sequence[ConfigValidator] = (),
+        validators: Sequence[ConfigValidator] | None = None,
     ) -> None:
         self.engine = create_engine(engine)
+        if validators is None:
+            from llmpool.credentials import EnvAllowlist
+
+            validators = (EnvAllowlist.from_env(),)
         self.validators = tuple(validators)
         self._dialect = self.engine.dialect.name
         self._parser = RowParser()
