@@ -105,6 +105,56 @@ class TcpProxy:
             conn.close()
 
 
+class StallingProxy(TcpProxy):
+    """A `TcpProxy` that can also stall: after `hold`, the bytes it receives stay with it.
+
+    Connections stay open and new ones are accepted, but nothing is forwarded in either
+    direction until `release`: the peers' kernels see their packets acknowledged and no answer,
+    as behind a middlebox that stopped forwarding.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        import threading
+
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._stopped = False
+        super().__init__(target_host, target_port)
+
+    def hold(self) -> None:
+        """Stop forwarding, in both directions, without closing anything."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        """Forward again, starting with what was held."""
+        self._flowing.set()
+
+    def _pipe(self, src: Any, dst: Any) -> None:  # type: ignore[override]
+        try:
+            while data := src.recv(65536):
+                self._flowing.wait()
+                if self._stopped:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            # Shut down before closing: the other direction's thread may be blocked in recv()
+            # on one of these sockets, and a bare close() would neither wake it nor tell the
+            # peer (the kernel keeps the connection while that call holds it).
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(self._socket_mod.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones, held or not; the peers see them end."""
+        super().stop()
+        self._stopped = True
+        self._flowing.set()
+
+
 def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.005) -> float:
     """Poll ``predicate`` until it is true; return the seconds it took, fail after ``timeout``."""
     import time

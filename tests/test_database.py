@@ -207,3 +207,57 @@ def test_missing_driver_is_a_typed_error() -> None:
     with pytest.raises(DatabaseError, match="postgresql\\+nosuchdriver") as info:
         create_engine("postgresql+nosuchdriver://u:pw@h/db")
     assert "cannot be loaded" in str(info.value) and "pw@" not in str(info.value)
+
+
+@pytest.mark.postgres
+def test_too_many_connections_is_named_not_called_unreachable(postgres_server_url: str) -> None:
+    """A reachable server refusing because a role is at its CONNECTION LIMIT says the database
+    has too many connections (DatabaseUnavailableError: it is transient), never unreachable."""
+    import psycopg
+
+    admin_dsn = postgres_server_url.replace("postgresql+psycopg://", "postgresql://")
+    role = f"llmpool_full_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 1')
+        try:
+            url = _on_server(postgres_server_url, username=role, password="s3cret-pw")
+            with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")):
+                store = SQLStore(url)  # the role's one connection is taken above
+                with pytest.raises(DatabaseUnavailableError) as info:
+                    store.list_llms()
+                store.engine.dispose()
+        finally:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            admin.execute(f'DROP ROLE "{role}"')
+    message = str(info.value)
+    assert "too many connections" in message
+    assert f'too many connections for role "{role}"' in message
+    assert "unreachable" not in message
+    assert "s3cret-pw" not in message and "***" in message
+
+
+@pytest.mark.parametrize(
+    "fatal",
+    [
+        "sorry, too many clients already",
+        "remaining connection slots are reserved for non-replication superuser connections",
+        'too many connections for database "app"',
+    ],
+)
+def test_a_full_server_is_reported_as_having_too_many_connections(fatal: str) -> None:
+    """Each of PostgreSQL's "server is full" refusals reads as too many connections."""
+    import psycopg
+
+    url = "postgresql+psycopg://app:hunter2-pw@db.example:5432/app"
+    text = (
+        f'connection failed: connection to server at "10.0.0.5", port 5432 failed: FATAL:  {fatal}'
+    )
+    driver = sa.exc.OperationalError("connect", None, psycopg.OperationalError(text))
+    with pytest.raises(DatabaseUnavailableError) as info, db_errors(url, "list LLMs"):
+        raise driver
+    message = str(info.value)
+    assert "too many connections" in message and fatal in message
+    assert "unreachable" not in message and "hunter2-pw" not in message

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import venv
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import sqlalchemy as sa
 
 from llmpool.database import create_engine
 from llmpool.errors import MigrationChecksumError
-from llmpool.migrate import load_migrations, migrate
+from llmpool.migrate import _ADVISORY_LOCK_KEY, load_migrations, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +46,30 @@ def test_migration_files_are_numbered_and_documented() -> None:
     assert postgres == sqlite
     for migration in load_migrations("postgresql") + load_migrations("sqlite"):
         assert migration.sql.startswith("-- ")
+
+
+@pytest.mark.postgres
+def test_migrate_waits_for_another_migrator_past_the_statement_timeout(postgres_url: str) -> None:
+    """A migration waits for another process's migration longer than the engine's statement
+    and client timeouts allow a statement, then applies; the engine's bounds are restored."""
+    import psycopg
+
+    engine = create_engine(postgres_url, statement_timeout=0.3, client_timeout=0.5)
+    other = psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://"))
+    other.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
+    done = threading.Timer(1.5, other.execute, ("SELECT pg_advisory_unlock_all()",))
+    try:
+        done.start()
+        started = time.monotonic()
+        assert migrate(engine) == ["0001_llms.sql"]
+        assert time.monotonic() - started > 1.0
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "300ms"
+    finally:
+        done.cancel()
+        done.join()
+        other.close()
+        engine.dispose()
 
 
 @pytest.mark.slow

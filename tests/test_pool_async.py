@@ -1,8 +1,9 @@
-"""LLMPool's async API: how it connects, and one shared first load."""
+"""LLMPool's async API: how it connects, and one shared first load (also across threads)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from typing import Any
 
@@ -15,6 +16,7 @@ from llmpool.migrate import migrate
 from llmpool.pool import LLMPool
 from llmpool.repository import Snapshot
 from llmpool.repository.memory import InMemoryStore
+from llmpool.snapshots import SnapshotKeeper
 
 
 @pytest.fixture
@@ -131,5 +133,78 @@ async def test_a_failed_first_load_is_tried_again_by_the_next_call() -> None:
     pool = LLMPool(repository=store, poll_interval=0)
     with pytest.raises(ConnectionError):
         await pool.aget_llms_from_db()
+    assert [c.name for c in await pool.aget_llms_from_db()] == ["A"]
+    await pool.aclose()
+
+
+def blocked_in(thread: threading.Thread, function: Any) -> bool:
+    """Whether ``thread`` waits inside ``function``: in a threading wait below it, or on a lock
+    taken in it."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    if frame is None:
+        return False
+    if frame.f_code is function.__code__:
+        return True
+    if frame.f_code.co_filename != threading.__file__:
+        return False
+    while frame is not None:
+        if frame.f_code is function.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class FailingLoadStore(BlockingStore):
+    """A blocking store whose first load, once released, fails."""
+
+    def snapshot(self) -> Snapshot:
+        """Count, wait for the release, then fail the first load only."""
+        self.loads += 1
+        self.entered.set()
+        self.release.wait(5)
+        if self.loads == 1:
+            msg = "the database is restarting"
+            raise ConnectionError(msg)
+        return InMemoryStore.snapshot(self)
+
+
+def test_threads_waiting_for_a_failed_first_load_all_get_its_error_at_once() -> None:
+    """Ten threads asking a cold pool share one load; its failure reaches all of them, none
+    loads again in turn, and a call after the failure starts a new load."""
+    store = FailingLoadStore([fake("A", 1, "a")])
+    pool = LLMPool(repository=store, poll_interval=0)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            pool.get_llms_from_db()
+        except ConnectionError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    assert store.entered.wait(5)
+    wait_until(lambda: all(blocked_in(thread, SnapshotKeeper.get) for thread in threads))
+    store.release.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(errors) == 10
+    assert store.loads == 1
+    assert [c.name for c in pool.get_llms_from_db()] == ["A"]
+    assert store.loads == 2
+    pool.close()
+
+
+async def test_tasks_waiting_for_a_failed_first_load_all_get_its_error() -> None:
+    """Tasks asking a cold pool share one load, and its failure reaches every one of them."""
+    store = FailingLoadStore([fake("A", 1, "a")])
+    pool = LLMPool(repository=store, poll_interval=0)
+    tasks = [asyncio.create_task(pool.aget_llms_from_db()) for _ in range(10)]
+    assert await asyncio.to_thread(store.entered.wait, 5)
+    store.release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(result, ConnectionError) for result in results)
+    assert store.loads == 1
     assert [c.name for c in await pool.aget_llms_from_db()] == ["A"]
     await pool.aclose()

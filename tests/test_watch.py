@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from helpers import fake, wait_until
 
 from llmpool import watch
 from llmpool.pool import LLMPool
+from llmpool.repository import Snapshot
 from llmpool.repository.memory import InMemoryStore
 from llmpool.repository.sql import SQLStore
 from llmpool.watch import Watcher
@@ -73,7 +75,8 @@ def test_listen_connects_through_the_engine_creator(
         pool.close()
         writer.close()
         engine.dispose()
-    assert "llmpool" not in caplog.text
+    # Plugin discovery may warn about a broken plugin installed for its own tests.
+    assert not [r.getMessage() for r in caplog.records if r.name != "llmpool.providers"]
 
 
 def test_listen_failures_are_logged_once_apart_from_outages_and_back_off(
@@ -164,3 +167,95 @@ def test_close_racing_the_first_snapshot_leaves_no_watcher(
     closer.join(5)
     assert not closer.is_alive()
     assert [w.alive for w in started] in ([], [False])
+
+
+class FailingStore(InMemoryStore):
+    """An in-memory store whose reloads (snapshot) or polls (generation) raise an exception of
+    a chosen type while it is set, counting each call."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.snapshot_failure: type[BaseException] | None = None
+        self.generation_failure: type[BaseException] | None = None
+        self.snapshots = 0
+        self.generations = 0
+
+    def snapshot(self) -> Snapshot:
+        """Count, then fail or read."""
+        self.snapshots += 1
+        if self.snapshot_failure is not None:
+            raise self.snapshot_failure
+        return super().snapshot()
+
+    def generation(self) -> int:
+        """Count, then fail or read."""
+        self.generations += 1
+        if self.generation_failure is not None:
+            raise self.generation_failure
+        return super().generation()
+
+
+def watch_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the watcher logged."""
+    return [r.getMessage() for r in caplog.records if r.name == "llmpool.watch"]
+
+
+@pytest.mark.parametrize("failure", [RecursionError, asyncio.CancelledError])
+def test_a_reload_that_keeps_failing_is_logged_once_and_later_changes_are_seen(
+    failure: type[BaseException], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload raising anything (a RecursionError from a row, even a BaseException) is
+    logged once, not at every poll; the watcher goes on and shows the change once it loads."""
+    caplog.set_level("WARNING", logger="llmpool.watch")
+    store = FailingStore([fake("A", 1, "a")])
+    pool = LLMPool(repository=store, poll_interval=0.01)
+    try:
+        assert [c.name for c in pool.get_llms_from_db()] == ["A"]
+        store.snapshot_failure = failure
+        store.add(fake("B", 2, "b"))
+        wait_until(lambda: store.snapshots >= 6)  # five failed reloads
+        store.snapshot_failure = None
+        wait_until(lambda: [c.name for c in pool.get_llms_from_db()] == ["A", "B"])
+    finally:
+        pool.close()
+    messages = watch_messages(caplog)
+    assert sum("cannot reload the LLM table" in m for m in messages) == 1
+    assert sum("reloads the LLM table again" in m for m in messages) == 1
+    assert not any("cannot read" in m or "can read" in m for m in messages)
+
+
+def test_a_poll_raising_any_exception_leaves_the_watcher_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Polls that raise, a BaseException included, are an outage logged once; the watcher
+    goes on and sees the change made meanwhile."""
+    caplog.set_level("WARNING", logger="llmpool.watch")
+    store = FailingStore([fake("A", 1, "a")])
+    pool = LLMPool(repository=store, poll_interval=0.01)
+    try:
+        pool.get_llms_from_db()
+        store.generation_failure = asyncio.CancelledError
+        polls = store.generations
+        wait_until(lambda: store.generations >= polls + 5)
+        store.add(fake("B", 2, "b"))
+        store.generation_failure = None
+        wait_until(lambda: [c.name for c in pool.get_llms_from_db()] == ["A", "B"])
+        assert pool._watcher is not None and pool._watcher.alive
+    finally:
+        pool.close()
+    messages = watch_messages(caplog)
+    assert sum("cannot read the LLM table" in m for m in messages) == 1
+    assert sum("can read the LLM table again" in m for m in messages) == 1
+
+
+def test_a_notify_nested_too_deep_for_json_keeps_listen_open(
+    counting_watcher: tuple[Watcher, CountingSQLStore], pg_url: str
+) -> None:
+    """A NOTIFY payload nested past the JSON parser's depth counts as relevant (one poll); the
+    LISTEN connection stays open."""
+    watcher, store = counting_watcher
+    backend, polls = watcher.backend_pid, store.polls
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_notify('llmpool_changes', %s)", ("[" * 3000 + "]" * 3000,))
+        wait_until(lambda: watcher.notifications == 1 and store.polls == polls + 1, timeout=3)
+    assert watcher.listening and watcher.backend_pid == backend

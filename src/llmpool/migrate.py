@@ -4,7 +4,9 @@ Migrations are plain SQL files, ``migrations_sql/<dialect>/NNNN_name.sql``, ship
 wheel and read with `importlib.resources`. Each is applied once, in order, in its own
 transaction, and recorded in ``llmpool_migrations`` with its SHA-256; a file that changed after it
 was applied stops the migrator with `MigrationChecksumError`. Several processes may migrate at
-once: PostgreSQL serializes them with an advisory lock, SQLite with ``BEGIN IMMEDIATE``.
+once: PostgreSQL serializes them with an advisory lock, SQLite with ``BEGIN IMMEDIATE``. A
+migration's statements, and the wait for another process's migration, may each take up to
+`llmpool.database.MIGRATION_TIMEOUT` seconds instead of the engine's statement timeout.
 
 Seeding is separate and explicit (`seed_starter_rows`): schema changes are safe to run on every
 deploy, while inserting rows that reference API keys is a decision for an admin, not a side effect
@@ -23,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from llmpool.database import create_engine, db_errors, write_transaction
+from llmpool.database import (
+    MIGRATION_TIMEOUT,
+    create_engine,
+    db_errors,
+    longer_bounds,
+    write_transaction,
+)
 from llmpool.errors import ConflictError, MigrationChecksumError, MigrationError
 
 if TYPE_CHECKING:
@@ -140,7 +148,11 @@ def _migrate(engine: Engine) -> list[str]:
     dialect = engine.dialect.name
     migrations = load_migrations(dialect)
     applied_now: list[str] = []
-    with db_errors(engine, "migrate the database"), engine.connect() as conn:
+    with (
+        db_errors(engine, "migrate the database"),
+        engine.connect() as connection,
+        longer_bounds(connection, MIGRATION_TIMEOUT) as conn,
+    ):
         if dialect == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_lock({_ADVISORY_LOCK_KEY})")
             conn.commit()

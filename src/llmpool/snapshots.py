@@ -1,11 +1,16 @@
 """The pool's snapshot of the ``llms`` table: loaded once, then kept current without a restart.
 
-`SnapshotKeeper` loads every row once (sync, or async on an async engine, one load in flight
-per event loop however many tasks ask), and starts a `llmpool.watch.Watcher` that reloads it
-when the table changes (PostgreSQL LISTEN/NOTIFY, else polling). Readers take the current
-snapshot without a lock: a reload swaps it in one assignment, and a slower reload of an older
-generation never replaces a newer one. While the database is down the last good snapshot is
-served.
+`SnapshotKeeper` loads every row once (sync, or async on an async engine), and starts a
+`llmpool.watch.Watcher` that reloads it when the table changes (PostgreSQL LISTEN/NOTIFY, else
+polling). Readers take the current snapshot without a lock: a reload swaps it in one assignment,
+and a slower reload of an older generation never replaces a newer one. While the database is
+down the last good snapshot is served.
+
+The first load is shared: however many threads (or tasks of one event loop) ask for the
+snapshot before it is loaded, one load runs, and its result or its error reaches them all at
+once. A caller arriving after a failed load starts a new one. Each load is bounded by the
+database's own bounds (`llmpool.database.DatabaseBounds`), so no caller waits longer than one
+load takes.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,6 +33,10 @@ if TYPE_CHECKING:
 __all__ = ["SnapshotKeeper"]
 
 logger = logging.getLogger(__name__)
+
+
+class _InterruptedLoadError(Exception):
+    """The thread running the first load was interrupted (KeyboardInterrupt, SystemExit)."""
 
 
 class SnapshotKeeper:
@@ -69,6 +79,8 @@ class SnapshotKeeper:
         self._auto_migrate = auto_migrate
         self._snapshot: Snapshot | None = None
         self._load_lock = threading.Lock()
+        self._first_guard = threading.Lock()
+        self._first_load: Future[Snapshot] | None = None
         self._watcher: Watcher | None = None
         self._closed = False
         self._refresh_failing = False
@@ -98,16 +110,51 @@ class SnapshotKeeper:
                     self._auto_migrate = False
 
     def get(self) -> Snapshot:
-        """Return the current snapshot of the table, loading it on first use."""
-        snapshot = self._snapshot
-        if snapshot is None:
+        """Return the current snapshot of the table, loading it on first use.
+
+        Callers that arrive while the first load runs wait for it and get its snapshot, or its
+        error, together; one arriving after it failed starts a new load.
+        """
+        while True:
+            snapshot = self._snapshot
+            if snapshot is not None:
+                return snapshot
+            with self._first_guard:
+                if self._snapshot is not None:
+                    return self._snapshot
+                load = self._first_load
+                leading = load is None
+                if load is None:
+                    load = self._first_load = Future()
+            if leading:
+                return self._load_first(load)
+            try:
+                return load.result()
+            except _InterruptedLoadError:
+                continue  # the loading thread was interrupted, not the load refused: load again
+
+    def _load_first(self, load: Future[Snapshot]) -> Snapshot:
+        try:
             self.ensure_schema()
-            with self._load_lock:
-                if self._snapshot is None:
-                    self._snapshot = self.repository.snapshot()
-                    self._start_watcher(self._snapshot.generation)
-                snapshot = self._snapshot
+            snapshot = self._adopt(self.repository.snapshot())
+        except Exception as error:
+            self._forget_first_load(load)
+            load.set_exception(error)
+            raise
+        except BaseException:
+            self._forget_first_load(load)
+            load.set_exception(_InterruptedLoadError())
+            raise
+        self._forget_first_load(load)
+        load.set_result(snapshot)
         return snapshot
+
+    def _forget_first_load(self, load: Future[Snapshot]) -> None:
+        # Forgotten before it is settled: a caller arriving after a failure starts afresh
+        # instead of receiving an error that is already old.
+        with self._first_guard:
+            if self._first_load is load:
+                self._first_load = None
 
     def refresh(self) -> Snapshot:
         """Reload the snapshot now (the watcher does this on every change).
@@ -203,7 +250,11 @@ class SnapshotKeeper:
             return self._async_repository
 
     async def aget(self) -> Snapshot:
-        """Async twin of `get`: one load in flight per event loop, on the async engine."""
+        """Async twin of `get`: one load in flight per event loop, on the async engine.
+
+        Its result or its error reaches every task waiting for it at once; a task arriving
+        after it failed starts a new load.
+        """
         snapshot = self._snapshot
         if snapshot is not None:
             return snapshot
@@ -214,7 +265,7 @@ class SnapshotKeeper:
         loop = asyncio.get_running_loop()
         with self._async_guard:
             task = self._async_loads.get(loop)
-            if task is None:
+            if task is None or task.done():  # done: failed, and not yet forgotten
                 task = loop.create_task(self._aload())
                 self._async_loads[loop] = task
                 task.add_done_callback(self._aload_done)

@@ -7,18 +7,24 @@ as a NOTIFY for its own schema arrives. A safety-net poll of the repository's ch
 is still seen; where NOTIFY is unavailable (SQLite, an in-memory repository, a proxy that drops
 it, a lost connection) that poll is all there is.
 
-Three states are tracked and each change of state is logged once:
+Each state is tracked and each change of state is logged once:
 
 * the table cannot be read (the database is down): the pool keeps serving its last good
   snapshot, and the first successful poll after the outage refreshes it;
+* the table can be read but reloading it fails (a row the parser cannot handle, a failing
+  ``on_change``): the last good snapshot is served, and the reload is retried at each poll;
 * LISTEN is unavailable while the table can be read: the watcher polls, and reconnects with a
   backoff that doubles from ``listen_retry`` up to ``listen_retry_max`` seconds;
-* both are fine again.
+* all are fine again.
+
+Nothing a poll, a reload or a NOTIFY raises stops the thread (only `Watcher.stop` does): a
+running pool keeps seeing changes once the cause is gone.
 
 The LISTEN connection is opened through the engine (`Engine.raw_connection`, then detached from
 its pool), so a ``creator`` or ``connect_args`` the application gave its engine apply to it as
 well. It needs the psycopg 3 driver. The thread waits for notifications in short slices, so
-`Watcher.stop` returns promptly, and it closes the LISTEN connection on its way out.
+`Watcher.stop` returns promptly, and it closes the LISTEN connection on its way out. Setting
+LISTEN up is bounded like any other round trip (`llmpool.database.bounded_round_trip`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ CHANNEL = "llmpool_changes"
 
 #: Longest uninterrupted wait for a NOTIFY: bounds how long `Watcher.stop` takes.
 NOTIFY_SLICE = 0.2
+
+#: What the thread lets through: the interpreter shutting down or the user interrupting it.
+_FATAL = (KeyboardInterrupt, SystemExit)
 
 
 class _ListenUnsupportedError(Exception):
@@ -95,7 +104,9 @@ class Watcher:
         self._schema: str | None = None
         self._retry_delay = listen_retry
         self._down = False
+        self._reload_failing = False
         self._listen_down = False
+        self._unexpected: set[str] = set()
 
     def start(self, generation: int) -> None:
         """Start watching from ``generation`` (the one already loaded)."""
@@ -117,7 +128,17 @@ class Watcher:
 
     def _run(self) -> None:
         try:
-            self._loop()
+            while not self._stop.is_set():
+                try:
+                    self._loop()
+                except _FATAL:
+                    raise
+                except BaseException as error:  # the thread must go on
+                    # Unexpected here (each step handles its own failures): start over after
+                    # a pause, with a fresh LISTEN connection.
+                    self._close_listener()
+                    self._report_broken(error)
+                    self._stop.wait(max(self.poll_interval, NOTIFY_SLICE))
         finally:
             self._close_listener()
 
@@ -169,7 +190,9 @@ class Watcher:
         self.polls += 1
         try:
             generation = self.repository.generation()
-        except Exception as error:  # the database is down: keep serving the snapshot
+        except _FATAL:
+            raise
+        except BaseException as error:  # the database is down: serve the snapshot
             self._report_down(error)
             return
         self._report_up()
@@ -179,9 +202,12 @@ class Watcher:
     def _changed(self, generation: int) -> None:
         try:
             self.on_change(generation)
-        except Exception as error:
-            self._report_down(error)
+        except _FATAL:
+            raise
+        except BaseException as error:  # retried at the next poll
+            self._report_reload_failing(error)
             return
+        self._report_reloaded()
         self.generation = generation
 
     # -- LISTEN --------------------------------------------------------------------------------
@@ -200,6 +226,8 @@ class Watcher:
         except ImportError:
             msg = "LISTEN needs the psycopg 3 driver, which is not installed"
             raise _ListenUnsupportedError(msg) from None
+        from llmpool.database import bounded_round_trip, database_bounds
+
         raw = self.engine.raw_connection()
         try:
             conn = raw.driver_connection  # read before detach, which drops the pool record
@@ -207,10 +235,11 @@ class Watcher:
             if not isinstance(conn, psycopg.Connection):
                 msg = f"LISTEN needs the psycopg 3 driver, not {self.engine.dialect.driver}"
                 raise _ListenUnsupportedError(msg)
-            conn.rollback()  # a pre-ping may have opened a transaction
-            conn.autocommit = True
-            row = conn.execute("SELECT current_schema(), pg_backend_pid()").fetchone()
-            conn.execute(f"LISTEN {CHANNEL}")
+            with bounded_round_trip(conn, database_bounds(self.engine).client):
+                conn.rollback()  # a pre-ping may have opened a transaction
+                conn.autocommit = True
+                row = conn.execute("SELECT current_schema(), pg_backend_pid()").fetchone()
+                conn.execute(f"LISTEN {CHANNEL}")
         except BaseException:
             raw.close()
             raise
@@ -239,7 +268,7 @@ class Watcher:
     def _relevant(payload: str, schema: Any) -> bool:
         try:
             data = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # not llmpool's payload: look, to be safe
             return True
         return not isinstance(data, dict) or data.get("schema") in (None, schema)
 
@@ -258,6 +287,31 @@ class Watcher:
         if self._down:
             self._down = False
             logger.warning("llmpool can read the LLM table again")
+
+    def _report_reload_failing(self, error: BaseException) -> None:
+        if not self._reload_failing:
+            self._reload_failing = True
+            logger.warning(
+                "llmpool cannot reload the LLM table; serving the last good snapshot and "
+                "retrying at each change check: %s",
+                type(error).__name__,
+                extra={"error": type(error).__name__},
+            )
+
+    def _report_reloaded(self) -> None:
+        if self._reload_failing:
+            self._reload_failing = False
+            logger.warning("llmpool reloads the LLM table again")
+
+    def _report_broken(self, error: BaseException) -> None:
+        # Once per kind of error: a cause that persists would otherwise log at every restart.
+        if type(error).__name__ not in self._unexpected:
+            self._unexpected.add(type(error).__name__)
+            logger.warning(
+                "llmpool's change watcher hit an unexpected %s; it goes on",
+                type(error).__name__,
+                extra={"error": type(error).__name__},
+            )
 
     def _report_listen_down(self, reason: str) -> None:
         # ``reason`` is an exception's type name or a fixed text: never a URL or a secret.

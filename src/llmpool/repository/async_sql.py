@@ -1,11 +1,18 @@
-"""The async read side of the `llms` table: psycopg 3 async on PostgreSQL, aiosqlite on SQLite."""
+"""The async read side of the `llms` table: psycopg 3 async on PostgreSQL, aiosqlite on SQLite.
+
+Each read is bounded twice: every round trip by the engine's client bound (see
+`llmpool.database`), and the whole read by `DatabaseBounds.operation` through
+`asyncio.wait_for`, which also covers what runs outside a round trip (aiosqlite's thread, a
+name lookup); past either, `DatabaseUnavailableError` says it timed out.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from llmpool.database import create_async_engine, db_errors
+from llmpool.database import create_async_engine, database_bounds, db_errors, timeout_error
 from llmpool.repository.schema import (
     RowParser,
     default_config,
@@ -42,12 +49,19 @@ class AsyncSQLRepository:
     def __init__(self, engine: AsyncEngine | str | URL | None = None) -> None:
         self.engine = create_async_engine(engine)
         self._parser = RowParser()
+        self._timeout = database_bounds(self.engine).operation
 
     async def _rows(self, stmt: sa.Select[Any], what: str) -> Sequence[Mapping[Any, Any]]:
         with db_errors(self.engine.sync_engine, what):
-            async with self.engine.connect() as conn:
-                rows: Sequence[Mapping[Any, Any]] = (await conn.execute(stmt)).mappings().all()
-                return rows
+            try:
+                return await asyncio.wait_for(self._fetch(stmt), self._timeout)
+            except asyncio.TimeoutError:
+                raise timeout_error(self.engine, what, self._timeout) from None
+
+    async def _fetch(self, stmt: sa.Select[Any]) -> Sequence[Mapping[Any, Any]]:
+        async with self.engine.connect() as conn:
+            rows: Sequence[Mapping[Any, Any]] = (await conn.execute(stmt)).mappings().all()
+            return rows
 
     async def list_llms(
         self,
