@@ -9,9 +9,11 @@ sync and async shells in `llmpool.fallback` only run what it decides.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 # Runtime imports: pydantic resolves Candidate's fields when FallbackChatModel is defined.
@@ -60,10 +62,17 @@ class Candidate:
     model: BaseChatModel | None = None
     error: BaseException | None = None
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """The circuit breaker key: the row's id."""
+        """The circuit breaker key: the row's id (read once: the fast path reads it per call)."""
         return self.config.id
+
+    @cached_property
+    def client_timeout(self) -> float:
+        """Seconds its client may wait for one answer, read once (`streaming.client_timeout`)."""
+        from llmpool.streaming import client_timeout
+
+        return math.inf if self.model is None else client_timeout(self.model)
 
     @classmethod
     def from_model(cls, model: BaseChatModel, *, name: str | None = None) -> Candidate:
@@ -119,6 +128,9 @@ class Attempt:
     delay: float
     config: RunnableConfig | None
     probe: bool = False  # holds the candidate's half-open probe slot
+    # When the call's deadline must cut this attempt short (monotonic time): set only when
+    # its client could wait longer than the deadline leaves.
+    ends_at: float | None = None
 
 
 class Walk:
@@ -129,6 +141,7 @@ class Walk:
         "candidates",
         "config",
         "delay",
+        "ends_at",
         "failures",
         "forced",
         "in_flight",
@@ -155,6 +168,8 @@ class Walk:
         self.policy = model.policy
         self.config = config
         self.started = time.monotonic() if started is None else started
+        deadline = self.policy.deadline
+        self.ends_at = None if deadline is None else self.started + deadline
         self.candidates = model._current_candidates() if candidates is None else candidates
         self.index = 0
         self.number = 0  # attempt number of the current candidate
@@ -258,7 +273,10 @@ class Walk:
             }
         delay, self.delay = self.delay, 0.0
         probe, self.probe = self.probe, False
-        attempt = Attempt(candidate, runner, self.number, delay, config, probe)
+        ends_at = self.ends_at
+        if ends_at is not None and candidate.client_timeout <= ends_at - time.monotonic() - delay:
+            ends_at = None  # its client gives up before the deadline: no bound needed
+        attempt = Attempt(candidate, runner, self.number, delay, config, probe, ends_at)
         if probe:
             self.in_flight = attempt
         return attempt
@@ -363,13 +381,18 @@ class Walk:
         return cls(self.failures, scope=self.model.scope)
 
     def last_error(self) -> BaseException | None:
-        """Return the last original exception, to chain from."""
-        if self.last_exception is not None:
-            return self.last_exception
-        for failure in reversed(self.failures):
-            if failure.error is not None:
-                return failure.error
-        return None
+        """Return the last original exception, to chain from, unless its text holds a secret.
+
+        A provider's error body may echo the key it was sent; chained, it would print in the
+        traceback. Such an exception stays reachable through ``failures[i].error``.
+        """
+        error = self.last_exception
+        if error is None:
+            for failure in reversed(self.failures):
+                if failure.error is not None:
+                    error = failure.error
+                    break
+        return None if error is None or _holds_secret(error) else error
 
     # -- callbacks -----------------------------------------------------------------------------
 
@@ -415,6 +438,20 @@ class Walk:
         if error is not None:
             return self.run_manager.on_chain_error(error)
         return self.run_manager.on_chain_end({"output": output})
+
+
+def _holds_secret(error: BaseException) -> bool:
+    from llmpool.redaction import redact
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:  # the chain printed with it
+        seen.add(id(current))
+        text = str(current)
+        if redact(text) != text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def answered(candidate: Candidate) -> dict[str, Any]:

@@ -11,8 +11,9 @@ a chat model accept it (they reject LangChain's ``RunnableWithFallbacks``). Comp
 - raises one `AllLLMsFailedError` that lists every candidate and its error, in order;
 - applies ``bind_tools`` / ``with_structured_output`` to every candidate explicitly, skipping
   (and recording) a candidate that cannot, instead of forwarding through ``__getattr__``;
-- retries transient errors per candidate (bounded attempts and a total deadline), and skips a
-  candidate whose circuit breaker is open with no network call;
+- retries transient errors per candidate (bounded attempts and a total deadline that also
+  cuts short an attempt whose client would wait past it), and skips a candidate whose circuit
+  breaker is open with no network call;
 - says which candidate answered: ``response_metadata["llmpool"]``.
 
 When callbacks or tracing are active, the call is one chain run and each attempt a child run
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -43,7 +45,13 @@ from llmpool.candidates import (
     tag,
 )
 from llmpool.policy import FallbackPolicy
-from llmpool.streaming import StreamGate
+from llmpool.streaming import (
+    StreamGate,
+    acall_within,
+    astream_within,
+    call_within,
+    stream_within,
+)
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "ensure_buildable"]
 
@@ -130,7 +138,8 @@ class FallbackChatModel(BaseChatModel):
         self, config: RunnableConfig | None
     ) -> tuple[Sequence[Candidate], Candidate, bool] | None:
         """The fast path's precondition: the first candidate is built and its breaker closed,
-        nobody listens to callbacks, no transform; then the call costs one candidate call.
+        its client gives up before the deadline, nobody listens to callbacks, no transform;
+        then the call costs one candidate call.
 
         Returns:
             The candidates, the first one, and whether its breaker holds failures to clear on
@@ -144,6 +153,9 @@ class FallbackChatModel(BaseChatModel):
         first = candidates[0]
         if first.model is None:
             return None
+        deadline = self.policy.deadline
+        if deadline is not None and first.client_timeout > deadline:
+            return None  # the walk bounds an attempt that could outlive the deadline
         state = self.breakers.store.get(first.key)
         if state is not None and state.open_until != 0.0:  # open or half-open
             return None
@@ -172,7 +184,11 @@ class FallbackChatModel(BaseChatModel):
                 if attempt.delay:
                     time.sleep(attempt.delay)
                 try:
-                    result = attempt.runner.invoke(input, attempt.config, **kwargs)
+                    if attempt.ends_at is None:
+                        result = attempt.runner.invoke(input, attempt.config, **kwargs)
+                    else:
+                        call = partial(attempt.runner.invoke, input, attempt.config, **kwargs)
+                        result = call_within(walk, attempt, call)
                 except Exception as error:
                     walk.failed(attempt, error)
                     continue
@@ -208,7 +224,10 @@ class FallbackChatModel(BaseChatModel):
                 if attempt.delay:
                     await asyncio.sleep(attempt.delay)
                 try:
-                    result = await attempt.runner.ainvoke(input, attempt.config, **kwargs)
+                    pending = attempt.runner.ainvoke(input, attempt.config, **kwargs)
+                    if attempt.ends_at is not None:
+                        pending = acall_within(walk, attempt, pending)
+                    result = await pending
                 except Exception as error:
                     walk.failed(attempt, error)
                     continue
@@ -239,7 +258,12 @@ class FallbackChatModel(BaseChatModel):
                     time.sleep(attempt.delay)
                 gate = StreamGate(walk, attempt)
                 try:
-                    for chunk in attempt.runner.stream(input, attempt.config, **kwargs):
+                    if attempt.ends_at is None:
+                        chunks = attempt.runner.stream(input, attempt.config, **kwargs)
+                    else:
+                        start = partial(attempt.runner.stream, input, attempt.config, **kwargs)
+                        chunks = stream_within(walk, attempt, start)
+                    for chunk in chunks:
                         yield from gate.push(chunk)
                 except Exception as error:
                     if gate.open:
@@ -267,7 +291,10 @@ class FallbackChatModel(BaseChatModel):
                     await asyncio.sleep(attempt.delay)
                 gate = StreamGate(walk, attempt)
                 try:
-                    async for chunk in attempt.runner.astream(input, attempt.config, **kwargs):
+                    achunks = attempt.runner.astream(input, attempt.config, **kwargs)
+                    if attempt.ends_at is not None:
+                        achunks = astream_within(walk, attempt, achunks)
+                    async for chunk in achunks:
                         for out in gate.push(chunk):
                             yield out
                 except Exception as error:

@@ -7,16 +7,25 @@ Defaults are narrow: llmpool moves on for provider errors (refused connections, 
 Provider packages are never imported here: errors are recognized by their status code
 (``status_code``, ``response.status_code``, ``code``, botocore's ``response`` dict) and by the
 names of the classes in their MRO, so classifying costs nothing at import time.
+
+A provider may also answer 200 with a body its client cannot read (an HTML page from a proxy,
+``{}``, ``{"choices": null}``): the client then raises a plain ``ValueError`` (a
+``JSONDecodeError``, a pydantic ``ValidationError``), ``TypeError``, ``KeyError``,
+``IndexError`` or ``AttributeError``. Those are told apart from the caller's own bugs by where
+they were raised (see `raised_by_provider`).
 """
 
 from __future__ import annotations
 
 import enum
+import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 
-__all__ = ["FallbackPolicy", "Outcome", "classify_error", "retry_after"]
+__all__ = ["FallbackPolicy", "Outcome", "classify_error", "raised_by_provider", "retry_after"]
 
 
 class Outcome(enum.Enum):
@@ -170,6 +179,10 @@ def _mro_names(cls: type) -> frozenset[str]:
 def classify_error(error: BaseException) -> Outcome:
     """Classify an error raised by a candidate.
 
+    A ``ValueError``, ``TypeError``, ``KeyError``, ``IndexError`` or ``AttributeError`` is a
+    bug and propagates, unless the provider's client raised it reading a body it could not use
+    (`raised_by_provider`): then the candidate falls back, and it counts against its breaker.
+
     Args:
         error: What the candidate raised.
 
@@ -212,11 +225,102 @@ def classify_error(error: BaseException) -> Outcome:
         if any(word in kind for word in _REQUEST_FAULT_TYPES):
             return Outcome.FALLBACK
         return Outcome.RETRY
+    if isinstance(error, _UNREADABLE_ANSWER_ERRORS) and raised_by_provider(error):
+        return Outcome.FALLBACK
     return Outcome.PROPAGATE
 
 
 _SDK_ERROR_NAMES = frozenset({"APIError", "APIStatusError", "ResponseError"})
 _REQUEST_FAULT_TYPES = ("invalid_request", "authentication", "permission", "not_found")
+
+
+# What a client raises when it cannot read a 200's body; also what a caller's bug raises.
+_UNREADABLE_ANSWER_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+# A call that does not fit a signature is the caller's (unknown keyword passed through to the
+# SDK's ``create()``), wherever in the client it surfaces.
+_SIGNATURE_MISMATCH = re.compile(
+    r"unexpected keyword argument|missing \d+ required (?:positional|keyword-only) argument"
+    r"|takes (?:\d+|from \d+ to \d+) positional argument|got multiple values for argument"
+    r"|positional-only arguments passed as keyword"
+)
+# langchain-core's words for a stream that carried no chunk at all: the provider sent nothing
+# a client could read (an SSE stream of lines that are not events).
+_NOTHING_STREAMED = frozenset(
+    {"No generation chunks were returned", "No generations found in stream."}
+)
+_CALLER_SIDE = frozenset({"langchain_core", "llmpool"})
+# Frames that only pass an error along: the standard library, and the validation libraries
+# everyone calls (a pydantic ValidationError is raised in pydantic for whoever called it).
+_PASS_THROUGH = frozenset(sys.stdlib_module_names) | {"pydantic", "pydantic_core"}
+_INSTALLED_DIRS = ("/site-packages/", "/dist-packages/")
+_SKIP, _CORE, _INSTALLED, _CALLER = range(4)
+_FRAME_KINDS: dict[str, int] = {}
+
+
+def _frame_kind(frame: FrameType) -> int:
+    module = frame.f_globals.get("__name__")
+    module = module if isinstance(module, str) else ""
+    kind = _FRAME_KINDS.get(module)
+    if kind is None:
+        top = module.partition(".")[0]
+        if top in _PASS_THROUGH:
+            kind = _SKIP
+        elif top in _CALLER_SIDE:
+            kind = _CORE
+        else:
+            path = frame.f_code.co_filename.replace("\\", "/")
+            kind = _INSTALLED if any(d in path for d in _INSTALLED_DIRS) else _CALLER
+        _FRAME_KINDS[module] = kind
+    return kind
+
+
+def raised_by_provider(error: BaseException) -> bool:
+    """Whether an error was raised inside a provider's client, not by the caller's code.
+
+    Walks the traceback from where the error was raised outwards, past the standard library
+    and pydantic. The first other frame decides:
+
+    - in an installed package other than langchain-core and llmpool (``langchain_openai``,
+      ``openai``, ``httpx``, ``ollama``, ...): the provider's client, unless that code was
+      called by langchain-core's callback manager (then it is a callback handler, the caller's);
+    - in langchain-core or llmpool: the caller's input or configuration (``llm.invoke(123)``),
+      except langchain-core's report of a stream that carried no chunk at all;
+    - anywhere else (the application, its tests, its callback handlers): the caller's code.
+
+    A call that does not fit a signature (``got an unexpected keyword argument``) is always
+    the caller's, wherever it surfaces.
+
+    Args:
+        error: What a candidate raised, with its traceback.
+
+    Returns:
+        ``True`` when the provider is at fault; ``False`` for a bug (or no traceback at all).
+
+    Example:
+        >>> raised_by_provider(ValueError("no traceback, no verdict"))
+        False
+    """
+    if _SIGNATURE_MISMATCH.search(str(error)):
+        return False
+    frames: list[FrameType] = []
+    tb = error.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    in_client = False
+    for frame in reversed(frames):
+        kind = _frame_kind(frame)
+        if kind == _SKIP or (in_client and kind != _CORE):
+            continue
+        if in_client:  # the nearest caller-side frame around the client's code
+            module = frame.f_globals.get("__name__")
+            return not (isinstance(module, str) and module.startswith("langchain_core.callbacks"))
+        if kind == _CORE:
+            return isinstance(error, ValueError) and str(error) in _NOTHING_STREAMED
+        if kind == _CALLER:
+            return False
+        in_client = True
+    return in_client
 
 
 def _error_type(error: BaseException) -> str:

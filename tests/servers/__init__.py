@@ -19,7 +19,10 @@ Behaviours, consumed one per request, then the default (`Reply`):
 (the provider's own error body), `Hang(seconds)` (a read timeout for the client), `Cut(after)`
 (a stream that breaks after ``after`` chunks), `Empty()` (a stream with no content),
 `StreamError(after, kind)` (a stream that sends ``after`` chunks, then the provider's own
-in-stream error event, e.g. Anthropic's ``overloaded_error``, and ends cleanly).
+in-stream error event, e.g. Anthropic's ``overloaded_error``, and ends cleanly),
+`Garbage(body, content_type)` (a 200 whose body the client cannot use: not JSON, ``{}``,
+``{"choices": null}``; a stream of such lines, each framed as the provider's events),
+`Stall(after, seconds)` (a stream that sends ``after`` chunks, then nothing for ``seconds``).
 
 `closed_port_url()` gives a URL where nothing listens. Streams use chunked transfer encoding so
 that `Cut` is a real protocol error for the client, not a clean end of file.
@@ -41,12 +44,14 @@ __all__ = [
     "AnthropicServer",
     "Cut",
     "Empty",
+    "Garbage",
     "Hang",
     "OllamaServer",
     "OpenAIServer",
     "ProviderServer",
     "Reply",
     "Request",
+    "Stall",
     "Status",
     "StreamError",
     "closed_port_url",
@@ -100,7 +105,29 @@ class StreamError:
     text: str = "This answer stops with an error event."
 
 
-Behaviour = Reply | Status | Hang | Cut | Empty | StreamError
+@dataclass(frozen=True)
+class Garbage:
+    """Answer 200 with ``body``, which no client can read as an answer.
+
+    A plain request gets ``body`` as is, with ``content_type`` (``application/json`` unless
+    given). A stream gets each line of ``body`` framed as one of the provider's events (an SSE
+    ``data:`` line, an NDJSON line), with the provider's stream content type unless given.
+    """
+
+    body: str = "<html>upstream proxy error</html>"
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Stream ``after`` chunks, then send nothing more for ``seconds`` (a hung stream)."""
+
+    after: int = 2
+    seconds: float = 30.0
+    text: str = "This answer stops halfway and never ends."
+
+
+Behaviour = Reply | Status | Hang | Cut | Empty | StreamError | Garbage | Stall
 
 
 @dataclass(frozen=True)
@@ -173,7 +200,10 @@ class ProviderServer:
         self.stopping = threading.Event()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for the serving loop to notice it.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -229,6 +259,9 @@ class ProviderServer:
         if isinstance(behaviour, Status):
             self._send_json(handler, behaviour.code, self.error_body(behaviour), behaviour.headers)
             return
+        if isinstance(behaviour, Garbage):
+            self._send_garbage(handler, request, behaviour)
+            return
         if not request.stream:
             text = "" if isinstance(behaviour, Empty) else getattr(behaviour, "text", "")
             tool = behaviour.tool_call if isinstance(behaviour, Reply) else None
@@ -248,6 +281,12 @@ class ProviderServer:
             handler.wfile.write(b"0\r\n\r\n")
             handler.wfile.flush()
             return
+        if isinstance(behaviour, Stall):
+            for event in events[: self.opening_events + behaviour.after]:
+                self._chunk(handler, event)
+            self.stopping.wait(behaviour.seconds)
+            handler.close_connection = True
+            return
         if isinstance(behaviour, Cut):
             # the opening event(s) plus `after` content chunks, then the connection drops
             keep = self.opening_events + behaviour.after
@@ -260,6 +299,25 @@ class ProviderServer:
             return
         for event in events:
             self._chunk(handler, event)
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.wfile.flush()
+
+    def _send_garbage(self, handler: _Handler, request: Request, garbage: Garbage) -> None:
+        if not request.stream:
+            payload = garbage.body.encode()
+            handler.send_response(200)
+            handler.send_header("content-type", garbage.content_type or "application/json")
+            handler.send_header("content-length", str(len(payload)))
+            handler.end_headers()
+            handler.wfile.write(payload)
+            handler.wfile.flush()
+            return
+        handler.send_response(200)
+        handler.send_header("content-type", garbage.content_type or self.stream_type)
+        handler.send_header("transfer-encoding", "chunked")
+        handler.end_headers()
+        for line in garbage.body.splitlines():
+            self._chunk(handler, self.frame(line))
         handler.wfile.write(b"0\r\n\r\n")
         handler.wfile.flush()
 
@@ -302,6 +360,10 @@ class ProviderServer:
     def error_event(self, kind: str) -> bytes:
         """The provider's in-stream error event, already framed."""
         raise NotImplementedError
+
+    def frame(self, line: str) -> bytes:
+        """One raw line framed as a streamed event (an SSE ``data:`` line by default)."""
+        return f"data: {line}\n\n".encode()
 
 
 def _sse(data: Any, event: str | None = None) -> bytes:
@@ -515,3 +577,6 @@ class OllamaServer(ProviderServer):
 
     def error_event(self, kind: str) -> bytes:
         return (json.dumps({"error": f"Local stream error ({kind})"}) + "\n").encode()
+
+    def frame(self, line: str) -> bytes:
+        return (line + "\n").encode()
