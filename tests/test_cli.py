@@ -1,26 +1,25 @@
-"""The ``llmpool`` console script, driven as a user would, on SQLite and PostgreSQL.
+"""The ``llmpool`` command, driven as a user would, on SQLite and PostgreSQL.
 
-Every command runs through the installed script (a subprocess each time), and each is checked
-twice: its human table (headers and the row's values) and its ``--json``. Independent command
-lines run at once, to keep the file fast.
+Every command runs in this process through `cli_runner.run_cli` (``llmpool.cli.main`` with
+its own stdin, stdout, stderr and environment, as a fresh process would have them), and each is
+checked twice: its human table (headers and the row's values) and its ``--json``. A few smoke
+tests run the installed console script in a subprocess: a read with ``--json``, a write from a
+stdin pipe, a failing command, and ``--help``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-SCRIPT = shutil.which("llmpool", path=str(Path(sys.executable).parent))
+from cli_runner import Result, run_cli, run_script
+
 SECRET = "sk-cli-test-not-a-real-key-7f3a"
-WORKERS = (os.cpu_count() or 2) + 2
 SEED = ["OpenAI GPT-4", "OpenAI GPT-3.5", "Claude 3 Opus", "Ollama Llama2"]
 LIST_HEADERS = [
     "ID",
@@ -32,31 +31,14 @@ LIST_HEADERS = [
     "ENABLED",
     "IS_DEFAULT",
 ]
-Result = subprocess.CompletedProcess[str]
-
-
-def run(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> Result:
-    """Run the installed console script, with stdin a pipe (never a terminal)."""
-    assert SCRIPT, "the llmpool console script is not installed next to this interpreter"
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI", "OLLAMA", "ANTHROPIC", "LLMPOOL_DATABASE"))
-    }
-    environ.pop("DATABASE_URL", None)
-    environ["LLMPOOL_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    environ.update(env or {})
-    return subprocess.run(
-        [SCRIPT, *args], capture_output=True, text=True, env=environ, input=stdin, timeout=120
-    )
 
 
 def ok(result: Result) -> str:
     """Return the output of a command that must have succeeded, without a secret in it."""
-    assert result.returncode == 0, (result.args, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert SECRET not in result.stdout + result.stderr
-    return result.stdout
+    assert result.code == 0, (result.args, result.err)
+    assert "Traceback" not in result.err
+    assert SECRET not in result.out + result.err
+    return result.out
 
 
 def as_json(result: Result) -> Any:
@@ -104,26 +86,26 @@ def fake(name: str, scope: str, priority: int, **values: Any) -> dict[str, Any]:
 def _table_lifecycle(db: Sequence[str], tmp: Path) -> None:
     """add, add --from-json, edit, enable, disable, set-default, check, audit, delete: tables."""
     scope = ("--scope", "cli-table")
-    out = ok(run("add", "--name", "Table Fake", "--provider", "fake", "--model", "fake-t",
-                 *scope, "--priority", "5", "--disabled", "--config", '{"responses": ["pong-t"]}',
-                 "--actor", "alice", *db))  # fmt: skip
+    out = ok(run_cli("add", "--name", "Table Fake", "--provider", "fake", "--model", "fake-t",
+                     *scope, "--priority", "5", "--disabled",
+                     "--config", '{"responses": ["pong-t"]}', "--actor", "alice", *db))  # fmt: skip
     assert out.startswith("added LLM 'Table Fake' (id ")
     llm = id_in(out)
     batch = write_rows(tmp / "t.json", [fake("T1", "cli-table", 30), fake("T2", "cli-table", 31)])
-    lines = ok(run("add", "--from-json", batch, *db)).splitlines()
+    lines = ok(run_cli("add", "--from-json", batch, *db)).splitlines()
     assert [line.split(" (id")[0] for line in lines] == ["added LLM 'T1'", "added LLM 'T2'"]
     t1, t2 = (id_in(line) for line in lines)
     assert t1 != t2 != llm
 
-    assert ok(run("edit", llm, "--priority", "7", *db)).strip() == (
+    assert ok(run_cli("edit", llm, "--priority", "7", *db)).strip() == (
         f"updated LLM 'Table Fake' (id {llm})"
     )
-    assert ok(run("enable", llm, *db)).strip() == f"enabled LLM 'Table Fake' (id {llm})"
-    assert ok(run("disable", t2, *db)).strip() == f"disabled LLM 'T2' (id {t2})"
-    assert ok(run("set-default", llm, *db)).strip() == (
+    assert ok(run_cli("enable", llm, *db)).strip() == f"enabled LLM 'Table Fake' (id {llm})"
+    assert ok(run_cli("disable", t2, *db)).strip() == f"disabled LLM 'T2' (id {t2})"
+    assert ok(run_cli("set-default", llm, *db)).strip() == (
         f"LLM 'Table Fake' (id {llm}) is now the default of 'cli-table'"
     )
-    headers, rows = parse_table(ok(run("check", llm, *db)))
+    headers, rows = parse_table(ok(run_cli("check", llm, *db)))
     assert headers == ["NAME", "PROVIDER", "ENABLED", "OK", "LATENCY_MS", "ERROR"]
     (row,) = rows
     assert (row["NAME"], row["PROVIDER"], row["ENABLED"], row["OK"], row["ERROR"]) == (
@@ -131,22 +113,22 @@ def _table_lifecycle(db: Sequence[str], tmp: Path) -> None:
     )  # fmt: skip
     assert float(row["LATENCY_MS"]) > 0
 
-    headers, rows = parse_table(ok(run("audit", "--llm", llm, *db)))
+    headers, rows = parse_table(ok(run_cli("audit", "--llm", llm, *db)))
     assert headers == ["AT", "ACTOR", "ACTION", "NAME", "LLM_ID"]
     assert [r["ACTION"] for r in rows] == ["set_default", "enable", "update", "create"]
     assert {r["NAME"] for r in rows} == {"Table Fake"}
     assert {r["LLM_ID"] for r in rows} == {llm}
     assert rows[-1]["ACTOR"] == "alice"
 
-    assert ok(run("delete", t1, "--yes", *db)).strip() == "deleted 1 LLM(s)"
+    assert ok(run_cli("delete", t1, "--yes", *db)).strip() == "deleted 1 LLM(s)"
 
 
 def _json_lifecycle(db: Sequence[str], tmp: Path) -> None:
     """The same commands with --json, the common options given before the command name."""
     scope = ("--scope", "cli-json")
-    added = as_json(run(*db, "--json", "add", "--name", "Json Fake", "--provider", "fake",
-                        "--model", "fake-j", *scope, "--priority", "6", "--disabled",
-                        "--config", '{"responses": ["pong-j"]}', "--actor", "bob"))  # fmt: skip
+    added = as_json(run_cli(*db, "--json", "add", "--name", "Json Fake", "--provider", "fake",
+                            "--model", "fake-j", *scope, "--priority", "6", "--disabled",
+                            "--config", '{"responses": ["pong-j"]}', "--actor", "bob"))  # fmt: skip
     assert {k: added[k] for k in ("name", "provider", "model_name", "scope")} == {
         "name": "Json Fake", "provider": "fake", "model_name": "fake-j", "scope": "cli-json",
     }  # fmt: skip
@@ -154,32 +136,31 @@ def _json_lifecycle(db: Sequence[str], tmp: Path) -> None:
     assert added["config"] == {"responses": ["pong-j"]}
     llm = added["id"]
     batch = write_rows(tmp / "j.json", [fake("J1", "cli-json", 30), fake("J2", "cli-json", 31)])
-    j1, j2 = as_json(run(*db, "--json", "add", "--from-json", batch))
+    j1, j2 = as_json(run_cli(*db, "--json", "add", "--from-json", batch))
     assert [(j1["name"], j1["priority"]), (j2["name"], j2["priority"])] == [("J1", 30), ("J2", 31)]
 
-    edited = as_json(run(*db, "edit", llm, "--priority", "8", "--json"))
+    edited = as_json(run_cli(*db, "edit", llm, "--priority", "8", "--json"))
     assert (edited["id"], edited["priority"], edited["version"]) == (llm, 8, 2)
-    assert [(r["id"], r["enabled"]) for r in as_json(run(*db, "--json", "enable", llm))] == [
+    assert [(r["id"], r["enabled"]) for r in as_json(run_cli(*db, "--json", "enable", llm))] == [
         (llm, True)
     ]
-    assert [(r["id"], r["enabled"]) for r in as_json(run("disable", j2["id"], "--json", *db))] == [
-        (j2["id"], False)
-    ]
-    default = as_json(run("--json", "set-default", llm, *db))
+    disabled = as_json(run_cli("disable", j2["id"], "--json", *db))
+    assert [(r["id"], r["enabled"]) for r in disabled] == [(j2["id"], False)]
+    default = as_json(run_cli("--json", "set-default", llm, *db))
     assert (default["id"], default["is_default"], default["scope"]) == (llm, True, "cli-json")
 
-    (probe,) = as_json(run(*db, "check", "Json Fake", "--json"))
+    (probe,) = as_json(run_cli(*db, "check", "Json Fake", "--json"))
     assert (probe["id"], probe["ok"], probe["reply"], probe["error"]) == (llm, True, "pong-j", None)
     assert probe["latency_ms"] > 0
 
-    log = as_json(run(*db, "--json", "audit", "--llm", llm, "--since", "1h"))
+    log = as_json(run_cli(*db, "--json", "audit", "--llm", llm, "--since", "1h"))
     assert [e["action"] for e in log] == ["set_default", "enable", "update", "create"]
     assert (log[-1]["actor"], log[-1]["before"], log[-1]["after"]["name"]) == (
         "bob", None, "Json Fake",
     )  # fmt: skip
     assert log[0]["after"]["is_default"] is True
 
-    assert as_json(run(*db, "--json", "delete", llm, j1["id"], "--yes")) == {"deleted": 2}
+    assert as_json(run_cli(*db, "--json", "delete", llm, j1["id"], "--yes")) == {"deleted": 2}
 
 
 def _seed_reads(db: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -255,36 +236,40 @@ def _check_seed_reads(results: dict[str, Result]) -> None:
     assert as_json(results["migrate_json"]) == {"applied": [], "seeded": []}
 
     headers, rows = parse_table(ok(results["providers"]))
-    assert headers == ["NAME", "EXTRA", "INSTALLED", "DISTRIBUTION"]
+    assert headers == ["NAME", "EXTRA", "INSTALLED", "DISTRIBUTION", "SECRET_ENV", "PLAIN_ENV"]
     by_name = {r["NAME"]: r for r in rows}
-    assert list(by_name["openai"].values()) == ["openai", "openai", "yes", "llmpool"]
-    assert by_name["fake"]["EXTRA"] == "-"
+    assert list(by_name["openai"].values()) == [
+        "openai",
+        "openai",
+        "yes",
+        "llmpool",
+        "OPENAI_API_KEY",
+        "OPENAI_API_BASE, OPENAI_BASE_URL, OPENAI_ORGANIZATION",
+    ]
+    assert (by_name["fake"]["EXTRA"], by_name["fake"]["SECRET_ENV"]) == ("-", "-")
     providers = {p["name"]: p for p in as_json(results["providers_json"])["providers"]}
     assert set(providers) == set(by_name)
     assert (providers["openai"]["extra"], providers["openai"]["installed"]) == ("openai", True)
     assert providers["fake"]["distribution"] == "llmpool"
+    assert providers["bedrock"]["secret_env"] == [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ]
 
 
 def test_every_command_prints_its_table_and_its_json(database_url: str, tmp_path: Path) -> None:
-    """Each command, through the console script, prints the expected table and JSON."""
+    """Each command, run as the console script runs it, prints the expected table and JSON."""
     db = ("--database-url", database_url)
-    seeded = as_json(run("migrate", "--seed", "--json", *db))
+    seeded = as_json(run_cli("migrate", "--seed", "--json", *db))
     assert seeded["seeded"] == SEED
     assert seeded["applied"]
     env = {"OPENAI_API_KEY": SECRET}
-    with ThreadPoolExecutor(WORKERS) as executor:
-        lifecycles = [
-            executor.submit(_table_lifecycle, db, tmp_path),
-            executor.submit(_json_lifecycle, db, tmp_path),
-        ]
-        reads: dict[str, Future[Result]] = {
-            name: executor.submit(run, *args, env=env) for name, args in _seed_reads(db).items()
-        }
-        for lifecycle in lifecycles:
-            lifecycle.result()
-        _check_seed_reads({name: future.result() for name, future in reads.items()})
+    _table_lifecycle(db, tmp_path)
+    _json_lifecycle(db, tmp_path)
+    _check_seed_reads({name: run_cli(*args, env=env) for name, args in _seed_reads(db).items()})
     # what the table commands changed, seen in a table; what the JSON commands deleted is gone
-    _, rows = parse_table(ok(run("list", "--all-scopes", *db)))
+    _, rows = parse_table(ok(run_cli("list", "--all-scopes", *db)))
     assert sorted(tuple(r.values())[1:] for r in rows if r["SCOPE"] != "global") == [
         ("J2", "fake", "m", "cli-json", "31", "no", "no"),
         ("T2", "fake", "m", "cli-table", "31", "no", "no"),
@@ -339,17 +324,64 @@ UNIQUE_AT_ITEM_1 = "(item 1): LLM names are unique within a scope; nothing was a
 def test_mistakes_give_one_line_and_no_traceback(database_url: str, tmp_path: Path) -> None:
     """A typo, a missing id or a bad flag: one line on stderr, exit 2 or 1, and nothing written."""
     db = ("--database-url", database_url)
-    assert as_json(run("migrate", "--seed", "--json", *db))["seeded"] == SEED
+    assert as_json(run_cli("migrate", "--seed", "--json", *db))["seeded"] == SEED
     cases = _mistakes(tmp_path)
-    with ThreadPoolExecutor(WORKERS) as executor:
-        results = list(executor.map(lambda case: run(*case[0], *db), cases))
-    for (args, code, needle), result in zip(cases, results, strict=True):
-        assert (result.returncode, result.stdout) == (code, ""), (args, result.stderr)
-        assert result.stderr.startswith("llmpool: error: "), (args, result.stderr)
+    for args, code, needle in cases:
+        result = run_cli(*args, *db)
+        assert (result.code, result.out) == (code, ""), (args, result.err)
+        assert result.err.startswith("llmpool: error: "), (args, result.err)
         for text in needle if isinstance(needle, tuple) else (needle,):
-            assert text in result.stderr, (args, result.stderr)
-        assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
-        assert "Traceback" not in result.stderr
-        assert "sk-live-123" not in result.stderr
-    after = as_json(run("list", "--all-scopes", "--json", *db))
+            assert text in result.err, (args, result.err)
+        assert len(result.err.strip().splitlines()) == 1, (args, result.err)
+        assert "Traceback" not in result.err
+        assert "sk-live-123" not in result.err
+    after = as_json(run_cli("list", "--all-scopes", "--json", *db))
     assert [(r["name"], r["version"]) for r in after] == [(name, 1) for name in SEED]
+
+
+def test_a_run_in_this_process_leaves_no_state_behind(sqlite_url: str) -> None:
+    """After a run, the logger's handlers, the registry, the environment and the remembered
+    secrets are as they were, so the next run starts as a new process would."""
+    from llmpool import redaction
+    from llmpool.providers import get_registry
+
+    logger = logging.getLogger("llmpool")
+    handlers, registry, environ = list(logger.handlers), get_registry(), dict(os.environ)
+    db = ("--database-url", sqlite_url)
+    ok(run_cli("migrate", "--seed", *db))
+    chain = run_cli("chain", "--json", *db, env={"OPENAI_API_KEY": SECRET}, stdin="ignored")
+    assert [c["status"] for c in as_json(chain)][:2] == ["would be tried", "would be tried"]
+    assert (logger.handlers, get_registry(), dict(os.environ)) == (handlers, registry, environ)
+    assert redaction.redact(SECRET) == SECRET
+
+
+# -- the installed console script, in a subprocess ------------------------------------------
+
+
+def test_the_script_adds_rows_from_a_stdin_pipe_and_lists_them_as_json(sqlite_url: str) -> None:
+    """The console script reads --from-json - from a pipe and lists the rows as JSON."""
+    db = ("--database-url", sqlite_url)
+    rows = [fake("Piped", "global", 5), fake("Piped Too", "global", 6)]
+    added = as_json(run_script("add", "--from-json", "-", "--json", *db, stdin=json.dumps(rows)))
+    assert [r["name"] for r in added] == ["Piped", "Piped Too"]
+    listed = as_json(run_script("list", "--json", *db, env={"OPENAI_API_KEY": SECRET}))
+    assert [(r["id"], r["name"], r["priority"]) for r in listed] == [
+        (added[0]["id"], "Piped", 5),
+        (added[1]["id"], "Piped Too", 6),
+    ]
+
+
+def test_the_script_fails_with_its_exit_code_and_one_line(sqlite_url: str) -> None:
+    """A failing command, run by the console script, exits 1 with one line and no traceback."""
+    result = run_script("show", "no-such-llm", "--database-url", sqlite_url)
+    assert (result.code, result.out) == (1, ""), result.err
+    assert result.err == "llmpool: error: No LLM with id or name 'no-such-llm'\n"
+
+
+def test_the_script_prints_its_help() -> None:
+    """``llmpool --help`` lists the commands on stdout and exits 0."""
+    text = " ".join(ok(run_script("--help")).split())
+    assert text.startswith("usage: llmpool ")
+    for command in ("list", "add", "check", "migrate", "demo"):
+        assert f" {command} " in text
+    assert "Exit codes: 0 success, 1 the operation failed, 2 a usage error." in text

@@ -8,13 +8,13 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import SCRIPT, Result, run_cli, script_environ
 from servers import Hang, OpenAIServer
-from test_cli import SCRIPT, WORKERS, as_json, ok, run
+from test_cli import as_json, ok
 
 from llmpool import cli, cli_commands
 from llmpool.errors import ConflictError
@@ -31,14 +31,14 @@ def _restore_llmpool_log_handlers() -> Iterator[None]:
     logger.handlers[:] = handlers
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+def assert_one_line_error(result: Result, code: int) -> str:
     """Check a failed command: the exit code, one line on stderr, no traceback, no password."""
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    assert result.code == code, result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
     assert lines[0].startswith("llmpool: error: ")
-    assert "Traceback" not in result.stderr
-    assert PASSWORD not in result.stdout + result.stderr
+    assert "Traceback" not in result.err
+    assert PASSWORD not in result.out + result.err
     return lines[0]
 
 
@@ -48,17 +48,11 @@ def test_demo_uses_a_temporary_sqlite_file_whatever_the_database_url(tmp_path: P
     real = tmp_path / "real.sqlite3"
     postgres = f"postgresql://demo:{PASSWORD}@127.0.0.1:9/production"
     keys = {"OPENAI_API_KEY": "sk-demo-must-not-use", "OLLAMA_BASE_URL": "http://127.0.0.1:9"}
-    with ThreadPoolExecutor(WORKERS) as executor:
-        as_table, as_data, plain = executor.map(
-            lambda args: run(*args[1:], env=args[0]),
-            [
-                ({}, "demo", "--database-url", f"sqlite:///{real}"),
-                (keys, "--database-url", postgres, "demo", "--json"),
-                ({}, "demo"),
-            ],
-        )
+    as_table = run_cli("demo", "--database-url", f"sqlite:///{real}")
+    as_data = run_cli("--database-url", postgres, "demo", "--json", env=keys)
+    plain = run_cli("demo")
     for result in (as_table, as_data):
-        assert result.stderr.strip() == (
+        assert result.err.strip() == (
             "llmpool: note: demo always uses a temporary SQLite database; --database-url is ignored"
         )
     assert not real.exists()
@@ -73,8 +67,8 @@ def test_demo_uses_a_temporary_sqlite_file_whatever_the_database_url(tmp_path: P
         assert text.startswith("database: sqlite:///")
         assert "(temporary, deleted on exit)" in text
         assert "answer from Demo Fake: Machine learning is software" in text
-    assert plain.stderr == ""
-    assert PASSWORD not in as_data.stdout + as_data.stderr
+    assert plain.err == ""
+    assert PASSWORD not in as_data.out + as_data.err
 
 
 @pytest.mark.parametrize(
@@ -89,12 +83,12 @@ def test_an_unsupported_database_url_is_one_line_without_its_password(
     args: tuple[str, ...],
 ) -> None:
     """A database llmpool cannot use fails with exit 1 and one line, the password masked."""
-    assert_one_line_error(run(*args), 1)
+    assert_one_line_error(run_cli(*args), 1)
 
 
 def test_output_into_a_closed_pipe_stops_quietly(sqlite_url: str) -> None:
     """Writing into a pipe whose reader has gone (``| head``) exits 1 without a traceback."""
-    as_json(run("migrate", "--seed", "--json", "--database-url", sqlite_url))
+    as_json(run_cli("migrate", "--seed", "--json", "--database-url", sqlite_url))
     assert SCRIPT
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the command writes anything
@@ -105,7 +99,7 @@ def test_output_into_a_closed_pipe_stops_quietly(sqlite_url: str) -> None:
             stderr=subprocess.PIPE,
             text=True,
             timeout=60,
-            env={**os.environ, "LLMPOOL_DISABLE_PLUGIN_AUTOLOAD": "1"},
+            env=script_environ(),
         )
     finally:
         os.close(write_end)
@@ -128,12 +122,12 @@ def test_check_timeout_bounds_each_row_and_goes_on(sqlite_url: str) -> None:
         ]  # fmt: skip
         batch = Path(sqlite_url.removeprefix("sqlite:///")).with_name("rows.json")
         batch.write_text(json.dumps(rows))
-        ok(run("add", "--from-json", str(batch), *db))
+        ok(run_cli("add", "--from-json", str(batch), *db))
         started = time.monotonic()
-        result = run("check", "--timeout", "1.5", "--json", *db, env={"OPENAI_API_KEY": "sk-x"})
+        result = run_cli("check", "--timeout", "1.5", "--json", *db, env={"OPENAI_API_KEY": "sk-x"})
         elapsed = time.monotonic() - started
-    assert result.returncode == 1, result.stderr
-    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert result.code == 1, result.err
+    checks = {c["name"]: c for c in json.loads(result.out)}
     assert checks["Sleepy"]["error"] == "timed out after 1.5s"
     assert checks["Hung"]["error"].startswith("timed out after 1.5s")
     assert (checks["Quick"]["ok"], checks["Quick"]["reply"]) == (True, "OK")
@@ -221,7 +215,7 @@ def test_a_value_error_is_one_line_but_a_bug_keeps_its_traceback(
 
 def test_add_help_says_a_batch_is_one_transaction() -> None:
     """add --help documents that --from-json adds a list in one transaction, all or none."""
-    text = " ".join(ok(run("add", "--help")).split())
+    text = " ".join(ok(run_cli("add", "--help")).split())
     assert "in a single transaction" in text
     assert "nothing is written" in text
 

@@ -11,17 +11,18 @@ documentation on ``SIGPIPE`` recommends.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
-from llmpool.cli_commands import COMMANDS, CommandFailed, UsageError, one_line
+from llmpool.cli_commands import COMMANDS, MAX_MESSAGE, CommandFailed, UsageError, one_line
 from llmpool.cli_runtime import RUNTIME_COMMANDS
-from llmpool.errors import LLMPoolError
+from llmpool.errors import LLMPoolError, shorten
 
 __all__ = ["CommandFailed", "UsageError", "build_parser", "main"]
 
@@ -40,6 +41,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _json_arg(text: str) -> Any:
+    from llmpool.models import MAX_JSON_DEPTH, MAX_JSON_TEXT, json_text_depth
+
+    # Measured before it is parsed: json.loads recurses once per level.
+    if len(text) > MAX_JSON_TEXT or json_text_depth(text) > MAX_JSON_DEPTH:
+        msg = (
+            f"JSON longer than {MAX_JSON_TEXT} characters or nested deeper than "
+            f"{MAX_JSON_DEPTH} levels"
+        )
+        raise argparse.ArgumentTypeError(msg)
     try:
         return json.loads(text)
     except ValueError as error:
@@ -47,7 +57,23 @@ def _json_arg(text: str) -> Any:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _bounded(field: str) -> Callable[[str], str]:
+    """Return an argparse type refusing a lookup longer than ``field`` can hold (exit code 2)."""
+
+    def text(value: str) -> str:
+        from llmpool.models import MAX_LENGTHS, MAX_SEARCH_LENGTH
+
+        limit = MAX_SEARCH_LENGTH if field == "search" else MAX_LENGTHS[field]
+        if len(value) > limit:
+            msg = f"{shorten(value)!r} is {len(value)} characters long; at most {limit} allowed"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return text
+
+
 def _row_flags(parser: argparse.ArgumentParser) -> None:
+    # Values to write are checked by the store, whose error names the row and the field.
     parser.add_argument("--name")
     parser.add_argument("--provider")
     parser.add_argument("--model", dest="model_name")
@@ -101,17 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     p = command("list", "list LLMs, in fallback order")
-    p.add_argument("--provider")
+    p.add_argument("--provider", type=_bounded("provider"))
     state = p.add_mutually_exclusive_group()
     state.add_argument("--enabled", action="store_true")
     state.add_argument("--disabled", action="store_true")
-    p.add_argument("--search", help="part of the name or model name")
+    p.add_argument("--search", type=_bounded("search"), help="part of the name or model name")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--scope", default="global")
+    where.add_argument("--scope", type=_bounded("scope"), default="global")
     where.add_argument("--all-scopes", action="store_true")
 
     p = command("show", "show one LLM by id or name")
-    p.add_argument("ref", metavar="ID|NAME")
+    p.add_argument("ref", metavar="ID|NAME", type=_bounded("name"))
 
     p = command("add", "add an LLM (flags, or --from-json FILE)", _ADD_EPILOG)
     _row_flags(p)
@@ -125,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command("edit", "change fields of an LLM")
-    p.add_argument("id")
+    p.add_argument("id", type=_bounded("id"))
     _row_flags(p)
 
     for name, help_text in (
@@ -134,19 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
         ("delete", "delete LLMs"),
     ):
         p = command(name, help_text)
-        p.add_argument("ids", nargs="+", metavar="ID")
+        p.add_argument("ids", nargs="+", metavar="ID", type=_bounded("id"))
         if name == "delete":
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     p = command("set-default", "make an LLM its scope's default")
-    p.add_argument("id")
+    p.add_argument("id", type=_bounded("id"))
 
     p = command("chain", "the fallback order, and why a row would not be tried")
-    p.add_argument("--scope", default="global")
+    p.add_argument("--scope", type=_bounded("scope"), default="global")
 
     p = command("check", "build each LLM and send a tiny prompt (works on disabled rows)")
-    p.add_argument("ids", nargs="*", metavar="ID|NAME")
-    p.add_argument("--scope", default="global")
+    p.add_argument("ids", nargs="*", metavar="ID|NAME", type=_bounded("name"))
+    p.add_argument("--scope", type=_bounded("scope"), default="global")
     p.add_argument(
         "--timeout",
         type=float,
@@ -155,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command("audit", "the audit log, newest first")
-    p.add_argument("--llm", dest="llm_id")
+    p.add_argument("--llm", dest="llm_id", type=_bounded("id"))
     p.add_argument("--since", help="ISO date/time, or relative: 30m, 12h, 7d")
     p.add_argument("--limit", type=int, default=100)
 
@@ -172,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_error(message: str) -> None:
-    print(f"llmpool: error: {one_line(message) or 'unknown error'}", file=sys.stderr)
+    # Cut before the scan: an argparse message may quote a whole (huge) argument.
+    text = one_line(shorten(message, MAX_MESSAGE))
+    print(f"llmpool: error: {text or 'unknown error'}", file=sys.stderr)
 
 
 def _user_error(error: Exception) -> str | None:
@@ -203,7 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     args.actor = args.actor or os.environ.get("LLMPOOL_ACTOR") or _os_user()
-    _log_warnings()
+    with _warnings_shown():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {**COMMANDS, **RUNTIME_COMMANDS}
     try:
         code = commands[args.command](args)
@@ -231,8 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _reader_gone() -> int:
     # CPython's recommendation (signal module docs, "Note on SIGPIPE"): point stdout at devnull
     # so the interpreter's final flush does not fail again, and exit with an error status.
+    # Only a real file descriptor is redirected: `main` called in-process with a captured
+    # stdout has none, and must not point its host's descriptor 1 at devnull.
+    try:
+        fileno = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return 1
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, fileno)
     return 1
 
 
@@ -248,17 +286,22 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"llmpool: warning: {one_line(record.getMessage())}"
+        return f"llmpool: warning: {one_line(shorten(record.getMessage(), MAX_MESSAGE))}"
 
 
-def _log_warnings() -> None:
+@contextlib.contextmanager
+def _warnings_shown() -> Iterator[None]:
     # The command is an application: it shows llmpool's warnings (a plugin that failed to
-    # load, a bad row skipped) as one line each, without tracebacks.
+    # load, a bad row skipped) as one line each, without tracebacks, for the command's run
+    # only, so `main` called in-process leaves the host's logging as it found it.
     logger = logging.getLogger("llmpool")
-    if not logger.handlers:
-        handler = _StderrHandler()
-        handler.setLevel(logging.WARNING)
-        logger.addHandler(handler)
+    handler = _StderrHandler()
+    handler.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _os_user() -> str:
