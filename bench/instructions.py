@@ -33,8 +33,8 @@ WARMUP = 50
 def subjects() -> dict[str, Callable[[], Any]]:
     """The measured calls, by name: the same subjects as ``bench.run``'s invoke section."""
     from bench.run import _candidates, _failing, _fake
-    from llmpool.fallback import FallbackChatModel
-    from llmpool.policy import FallbackPolicy
+    from llmpool.fallback.model import FallbackChatModel
+    from llmpool.fallback.policy import FallbackPolicy
 
     bare = _fake()
     failing = _failing()

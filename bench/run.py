@@ -51,7 +51,7 @@ def _failing() -> Any:
 
 
 def _candidates(*models: Any) -> list[Any]:
-    from llmpool.fallback import Candidate
+    from llmpool.fallback.model import Candidate
     from llmpool.models import LLMConfig
 
     return [
@@ -115,8 +115,8 @@ def _ratio_rows(
 
 def bench_invoke(n: dict[str, int]) -> list[Row]:
     """Sync invoke overhead when the primary answers, and when it raises at once."""
-    from llmpool.fallback import FallbackChatModel
-    from llmpool.policy import FallbackPolicy
+    from llmpool.fallback.model import FallbackChatModel
+    from llmpool.fallback.policy import FallbackPolicy
 
     bare = _fake()
     no_breaker = FallbackPolicy(attempts=1, failure_threshold=10**9)
@@ -175,8 +175,8 @@ def bench_failover_closed_port(n: dict[str, int]) -> list[Row]:
 
     from langchain_openai import ChatOpenAI
 
-    from llmpool.fallback import FallbackChatModel
-    from llmpool.policy import FallbackPolicy
+    from llmpool.fallback.model import FallbackChatModel
+    from llmpool.fallback.policy import FallbackPolicy
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -208,7 +208,7 @@ def bench_failover_closed_port(n: dict[str, int]) -> list[Row]:
 
 def bench_concurrent(n: dict[str, int]) -> list[Row]:
     """1,000 concurrent ainvoke calls."""
-    from llmpool.fallback import FallbackChatModel
+    from llmpool.fallback.model import FallbackChatModel
 
     bare = _fake()
     lc = _fake().with_fallbacks([_fake()])
@@ -296,8 +296,8 @@ def bench_import(n: dict[str, int]) -> list[Row]:
 
 def bench_first_answer(n: dict[str, int], tmp: Path) -> list[Row]:
     """Time to a first answer from SQLite in a new process."""
-    from llmpool.migrate import migrate
-    from llmpool.repository.sql import SQLStore
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
 
     url = f"sqlite:///{tmp / 'first.sqlite3'}"
     migrate(url)
@@ -321,7 +321,7 @@ def bench_first_answer(n: dict[str, int], tmp: Path) -> list[Row]:
 
 def bench_cached(n: dict[str, int]) -> list[Row]:
     """Cached against uncached get_llm_with_fallback()."""
-    from llmpool.pool import LLMPool
+    from llmpool.pool.facade import LLMPool
     from llmpool.repository.memory import InMemoryStore
 
     rows = [
@@ -409,8 +409,8 @@ def bench_postgres(n: dict[str, int]) -> list[Row]:
     """Listing 10,000 rows, and change propagation between two pools."""
     import psycopg
 
-    from llmpool.migrate import migrate
-    from llmpool.repository.sql import SQLStore
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
 
     try:
         schema, url = _pg_schema()
@@ -483,7 +483,7 @@ def bench_postgres(n: dict[str, int]) -> list[Row]:
 def _propagation(url: str, n: dict[str, int]) -> list[Row]:
     import statistics
 
-    from llmpool.pool import LLMPool
+    from llmpool.pool.facade import LLMPool
 
     out = []
     with LLMPool(url, poll_interval=0) as writer:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from llmpool.repository.sql import SQLStore
+    from llmpool.repository.sql.store import SQLStore
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,8 +44,8 @@ def local_database(*, enable_claude: bool = False, standins: Sequence[str] = ())
     configured = os.environ.get("LLMPOOL_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if configured:
         return configured
-    from llmpool.migrate import migrate
-    from llmpool.repository.sql import SQLStore
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
 
     chosen = os.environ.get("LLMPOOL_SQLITE_PATH")
     path = Path(chosen) if chosen else HERE / "example.sqlite3"
@@ -62,7 +62,7 @@ def local_database(*, enable_claude: bool = False, standins: Sequence[str] = ())
 
 
 def _add_rows(store: SQLStore, *, enable_claude: bool) -> None:
-    from llmpool.migrate import STARTER_ROWS
+    from llmpool.repository.sql.migrate import STARTER_ROWS
 
     offline = not os.environ.get("OLLAMA_BASE_URL")
     for row in STARTER_ROWS:

@@ -1,6 +1,6 @@
 """Run the ``llmpool`` command in this process as a fresh process would, or through its script.
 
-`run_cli` calls ``llmpool.cli.main(argv)`` with stdin, stdout and stderr swapped for strings
+`run_cli` calls ``llmpool.cli.main.main(argv)`` with stdin, stdout and stderr swapped for strings
 and the environment the console script gets from `run_script`: no provider variables, no
 configured database, plugins off. Whatever ``main`` leaves behind in the process is put back
 after each run, so that one run cannot see another: the provider registry (discovered afresh,
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from llmpool import cli, redaction
+from llmpool.cli import main as cli
+from llmpool.credentials import redaction
 from llmpool.providers import set_registry
 
 #: The installed console script next to this interpreter.

@@ -74,7 +74,7 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
 @pytest.fixture
 def pg_url(postgres_url: str) -> str:
     """A migrated PostgreSQL schema."""
-    from llmpool.migrate import migrate
+    from llmpool.repository.sql.migrate import migrate
 
     migrate(postgres_url)
     return postgres_url
@@ -97,7 +97,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def migrated_url(database_url: str) -> str:
     """A URL of a database (SQLite or PostgreSQL) with llmpool's migrations applied."""
-    from llmpool.migrate import migrate
+    from llmpool.repository.sql.migrate import migrate
 
     migrate(database_url)
     return database_url
@@ -106,7 +106,7 @@ def migrated_url(database_url: str) -> str:
 @pytest.fixture
 def sql_store(migrated_url: str) -> Iterator[Any]:
     """A `SQLStore` on a migrated database, on SQLite and on PostgreSQL."""
-    from llmpool.repository.sql import SQLStore
+    from llmpool.repository.sql.store import SQLStore
 
     store = SQLStore(migrated_url)
     yield store
@@ -116,9 +116,9 @@ def sql_store(migrated_url: str) -> Iterator[Any]:
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """The same admin-API test on the in-memory store, SQLite and PostgreSQL."""
-    from llmpool.migrate import migrate
     from llmpool.repository.memory import InMemoryStore
-    from llmpool.repository.sql import SQLStore
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
 
     if request.param == "memory":
         yield InMemoryStore()

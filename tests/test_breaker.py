@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from pydantic import Field
 
-from llmpool.breaker import Admission, BreakerBoard
 from llmpool.errors import AllLLMsFailedError
-from llmpool.fallback import Candidate, FallbackChatModel
+from llmpool.fallback.breakers import Admission, BreakerBoard
+from llmpool.fallback.model import Candidate, FallbackChatModel
+from llmpool.fallback.policy import FallbackPolicy
 from llmpool.models import LLMConfig
-from llmpool.policy import FallbackPolicy
 from llmpool.providers.fake import FakeChatModel
 
 ONE_STRIKE = FallbackPolicy(attempts=1, failure_threshold=1, cooldown=10)

@@ -1,6 +1,6 @@
 """The ``llmpool`` command, driven as a user would, on SQLite and PostgreSQL.
 
-Every command runs in this process through `cli_runner.run_cli` (``llmpool.cli.main`` with
+Every command runs in this process through `cli_runner.run_cli` (``llmpool.cli.main.main`` with
 its own stdin, stdout, stderr and environment, as a fresh process would have them), and each is
 checked twice: its human table (headers and the row's values) and its ``--json``. A few smoke
 tests run the installed console script in a subprocess: a read with ``--json``, a write from a
@@ -342,7 +342,7 @@ def test_mistakes_give_one_line_and_no_traceback(database_url: str, tmp_path: Pa
 def test_a_run_in_this_process_leaves_no_state_behind(sqlite_url: str) -> None:
     """After a run, the logger's handlers, the registry, the environment and the remembered
     secrets are as they were, so the next run starts as a new process would."""
-    from llmpool import redaction
+    from llmpool.credentials import redaction
     from llmpool.providers import get_registry
 
     logger = logging.getLogger("llmpool")

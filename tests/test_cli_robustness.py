@@ -16,7 +16,8 @@ from cli_runner import SCRIPT, Result, run_cli, script_environ
 from servers import Hang, OpenAIServer
 from test_cli import as_json, ok
 
-from llmpool import cli, cli_commands
+from llmpool.cli import admin as cli_commands
+from llmpool.cli import main as cli
 from llmpool.errors import ConflictError
 
 PASSWORD = "hunter2-not-a-real-password"
@@ -138,9 +139,9 @@ def test_check_passes_its_timeout_to_a_client_that_takes_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The probe's client gets --timeout as its request timeout, unless the row's is smaller."""
-    from llmpool.cli_runtime import build_bounded
+    from llmpool.cli.runtime import build_bounded
     from llmpool.models import LLMConfig
-    from llmpool.pool import LLMPool
+    from llmpool.pool.facade import LLMPool
     from llmpool.repository.memory import InMemoryStore
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-from llmpool.credentials import DEFAULT_ALLOWED_ENV, EnvAllowlist, resolve_auth
+from llmpool.credentials.allowlist import DEFAULT_ALLOWED_ENV, EnvAllowlist, resolve_auth
 from llmpool.errors import EnvNotAllowedError, MissingSecretError
 from llmpool.models import LLMConfig
 from llmpool.providers import ProviderRegistry
@@ -365,7 +365,7 @@ def test_a_provider_declared_plain_setting_resolves_as_plain_text() -> None:
 
 def test_every_resolved_secret_is_redacted_from_llmpools_texts() -> None:
     """resolve_auth remembers each secret value, so describe_error and the CLI mask it."""
-    from llmpool.redaction import redact
+    from llmpool.credentials.redaction import redact
 
     value = "sk-remembered-by-resolve-auth-0c1d"
     resolve_auth(config({"api_key_env": "OPENAI_API_KEY"}), environ={"OPENAI_API_KEY": value})
@@ -440,7 +440,7 @@ def test_every_endpoint_a_row_writes_is_checked(
 
 def test_header_values_and_settings_are_not_endpoints() -> None:
     """An HTTP-Referer header and a Bedrock base_model are not where requests go."""
-    from llmpool.credentials import literal_endpoints
+    from llmpool.credentials.allowlist import literal_endpoints
 
     row_config = LLMConfig(
         id="1",
@@ -514,7 +514,7 @@ def test_a_reference_that_is_not_a_conventional_name_is_never_echoed(name: str) 
 
 def test_sql_store_checks_the_allowlist_by_default(migrated_url: str) -> None:
     """SQLStore(url) refuses a row referencing DATABASE_URL; validators=() turns that off."""
-    from llmpool.repository.sql import SQLStore
+    from llmpool.repository.sql.store import SQLStore
 
     store = SQLStore(migrated_url)
     try:

@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from llmpool.database import (
+from llmpool.errors import DatabaseError, DatabaseUnavailableError
+from llmpool.repository.sql.engine import (
     CONNECT_TIMEOUT,
     create_async_engine,
     create_engine,
@@ -22,8 +23,7 @@ from llmpool.database import (
     mask_url,
     resolve_database_url,
 )
-from llmpool.errors import DatabaseError, DatabaseUnavailableError
-from llmpool.repository.sql import SQLStore
+from llmpool.repository.sql.store import SQLStore
 
 
 def test_explicit_url_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,9 @@ import pytest
 import sqlalchemy as sa
 from helpers import StallingProxy, row
 
-from llmpool.database import (
+from llmpool.errors import ConflictError, DatabaseError, DatabaseUnavailableError
+from llmpool.pool.facade import LLMPool
+from llmpool.repository.sql.engine import (
     IDLE_IN_TRANSACTION_TIMEOUT,
     KEEPALIVES,
     SQLITE_BUSY_TIMEOUT,
@@ -29,9 +31,7 @@ from llmpool.database import (
     mask_url,
     resolve_database_url,
 )
-from llmpool.errors import ConflictError, DatabaseError, DatabaseUnavailableError
-from llmpool.pool import LLMPool
-from llmpool.repository.sql import AsyncSQLRepository, SQLStore
+from llmpool.repository.sql.store import AsyncSQLRepository, SQLStore
 
 CONNECT = 2.0  # libpq's smallest connect timeout
 STATEMENT = 0.5

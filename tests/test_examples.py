@@ -123,7 +123,7 @@ def test_multi_llm_service_example(
 
 def test_main_integration_example_falls_back_to_env_ollama(tmp_path: Path) -> None:
     """When the database has no usable row, the environment's Ollama is built and answers."""
-    from llmpool.migrate import migrate
+    from llmpool.repository.sql.migrate import migrate
 
     empty = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
     migrate(empty)  # the seed's "database isn't seeded" case: llmpool's tables, no rows
@@ -155,8 +155,8 @@ def test_listing_and_selection_runs_offline_on_local_standins(tmp_path: Path) ->
 
 def test_an_existing_llmpool_sqlite_path_database_is_used_as_it_is(tmp_path: Path) -> None:
     """A database at LLMPOOL_SQLITE_PATH that has rows is neither recreated nor seeded."""
-    from llmpool.migrate import migrate
-    from llmpool.repository.sql import SQLStore
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
 
     url = f"sqlite:///{tmp_path / 'example.sqlite3'}"
     migrate(url)
@@ -242,8 +242,8 @@ def test_alembic_revision_creates_llmpools_tables(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "['0001_llms.sql']" in result.stdout
-    from llmpool.migrate import migrate
-    from llmpool.repository.sql import SQLStore
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
 
     assert migrate(url) == []
     store = SQLStore(url)

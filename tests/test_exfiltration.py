@@ -19,10 +19,10 @@ from helpers import fake, row
 from langchain_core.callbacks import BaseCallbackHandler
 from servers import OllamaServer, OpenAIServer
 
-from llmpool.credentials import EnvAllowlist
+from llmpool.credentials.allowlist import EnvAllowlist
 from llmpool.errors import AllLLMsFailedError, EnvNotAllowedError, InvalidConfigError
-from llmpool.pool import LLMPool
-from llmpool.repository.schema import llms
+from llmpool.pool.facade import LLMPool
+from llmpool.repository.sql.schema import llms
 
 SECRETS = {
     "OPENAI_API_KEY": "openai",

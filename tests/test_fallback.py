@@ -15,11 +15,11 @@ from langchain_core.tools import tool
 from pydantic import BaseModel
 from servers import OpenAIServer, Reply, Status
 
-from llmpool.breaker import Admission, BreakerBoard
 from llmpool.errors import AllLLMsFailedError, AllLLMsFailedToInitializeError, MissingSecretError
-from llmpool.fallback import Candidate, FallbackChatModel, ensure_buildable
+from llmpool.fallback.breakers import Admission, BreakerBoard
+from llmpool.fallback.model import Candidate, FallbackChatModel, ensure_buildable
+from llmpool.fallback.policy import FallbackPolicy, Outcome, classify_error
 from llmpool.models import LLMConfig
-from llmpool.policy import FallbackPolicy, Outcome, classify_error
 from llmpool.providers.fake import FakeChatModel
 
 FAST = FallbackPolicy(attempts=1)

@@ -19,12 +19,12 @@ from servers import (
     closed_port_url,
 )
 
-from llmpool.breaker import BreakerBoard
 from llmpool.errors import AllLLMsFailedError, MidStreamError
-from llmpool.fallback import Candidate, FallbackChatModel
+from llmpool.fallback.breakers import BreakerBoard
+from llmpool.fallback.model import Candidate, FallbackChatModel
+from llmpool.fallback.policy import FallbackPolicy
 from llmpool.models import LLMConfig
-from llmpool.policy import FallbackPolicy
-from llmpool.pool import LLMPool
+from llmpool.pool.facade import LLMPool
 from llmpool.repository.memory import InMemoryStore
 
 FAST = FallbackPolicy(attempts=2, backoff_initial=0.001, backoff_max=0.01, backoff_jitter=0)

@@ -12,9 +12,9 @@ from langchain_core.messages import HumanMessage
 from servers import AnthropicServer, OllamaServer, OpenAIServer, ProviderServer, Status, StreamError
 
 from llmpool.errors import AllLLMsFailedError, MidStreamError
-from llmpool.fallback import Candidate, FallbackChatModel
+from llmpool.fallback.model import Candidate, FallbackChatModel
+from llmpool.fallback.policy import FallbackPolicy, Outcome, classify_error, retry_after
 from llmpool.models import LLMConfig
-from llmpool.policy import FallbackPolicy, Outcome, classify_error, retry_after
 from llmpool.providers.fake import FakeChatModel
 
 

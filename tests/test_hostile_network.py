@@ -20,14 +20,14 @@ from servers import (
     Stall,
 )
 
-from llmpool.breaker import Admission, BreakerBoard
 from llmpool.errors import AllLLMsFailedError, MidStreamError
-from llmpool.fallback import Candidate, FallbackChatModel
+from llmpool.fallback.breakers import Admission, BreakerBoard
+from llmpool.fallback.model import Candidate, FallbackChatModel
+from llmpool.fallback.policy import FallbackPolicy, Outcome, classify_error
+from llmpool.fallback.streaming import client_timeout
 from llmpool.models import LLMConfig
-from llmpool.policy import FallbackPolicy, Outcome, classify_error
-from llmpool.pool import LLMPool
+from llmpool.pool.facade import LLMPool
 from llmpool.repository.memory import InMemoryStore
-from llmpool.streaming import client_timeout
 
 SECONDARY_ANSWER = "Hello from the local server."
 SERVERS: dict[str, type[ProviderServer]] = {

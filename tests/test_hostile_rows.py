@@ -11,15 +11,15 @@ import pytest
 import sqlalchemy as sa
 from helpers import fake, wait_until
 
-from llmpool.cli import main
-from llmpool.database import create_engine
+from llmpool.cli.main import main
 from llmpool.errors import InvalidConfigError, InvalidDefaultLLMError, shorten
-from llmpool.migrate import migrate
 from llmpool.models import MAX_JSON_DEPTH, LLMConfig
-from llmpool.pool import LLMPool
+from llmpool.pool.facade import LLMPool
 from llmpool.repository.memory import InMemoryStore
-from llmpool.repository.schema import RowParser
-from llmpool.repository.sql import SQLStore
+from llmpool.repository.sql.engine import create_engine
+from llmpool.repository.sql.migrate import migrate
+from llmpool.repository.sql.schema import RowParser
+from llmpool.repository.sql.store import SQLStore
 
 DEEP_CONFIG = '{"a":' * 600 + "{}" + "}" * 600
 ABSURD_AUTH_META = '{"a":' * 100_000 + "{}" + "}" * 100_000

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from llmpool.database import create_engine
 from llmpool.errors import MigrationChecksumError
-from llmpool.migrate import _ADVISORY_LOCK_KEY, load_migrations, migrate
+from llmpool.repository.sql.engine import create_engine
+from llmpool.repository.sql.migrate import _ADVISORY_LOCK_KEY, load_migrations, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_migrate_waits_for_another_migrator_past_the_statement_timeout(postgres_
 def test_five_processes_migrating_at_once_apply_once(database_url: str) -> None:
     """Five processes migrating one empty database: one applies, the others find nothing."""
     script = (
-        "import json, sys; from llmpool.migrate import migrate; "
+        "import json, sys; from llmpool.repository.sql.migrate import migrate; "
         "print(json.dumps(migrate(sys.argv[1])))"
     )
     processes = [
@@ -141,7 +141,7 @@ def test_wheel_ships_the_migrations(tmp_path: Path) -> None:
     deps = next(p for p in sys.path if p.endswith("site-packages"))
     database = tmp_path / "wheel.sqlite3"
     code = (
-        "import llmpool, llmpool.migrate as m, sys; "
+        "import llmpool, llmpool.repository.sql.migrate as m, sys; "
         "print(llmpool.__file__); print(m.migrate(sys.argv[1]))"
     )
     result = subprocess.run(

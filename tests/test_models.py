@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llmpool.credentials.checks import is_secret_name
 from llmpool.errors import InvalidConfigError
 from llmpool.models import LLMConfig
-from llmpool.secret_checks import is_secret_name
 
 BASE = {"id": "id-1", "name": "GPT-4", "provider": "openai", "model_name": "gpt-4"}
 

@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 
-from llmpool.pool import LLMPool
+from llmpool.pool.facade import LLMPool
 from llmpool.providers import ProviderRegistry, set_registry
 from llmpool.repository.memory import InMemoryStore
 
@@ -44,8 +44,8 @@ def test_installed_plugin_answers_through_module_get_llm_and_create_llm_instance
 ) -> None:
     """llmpool.get_llm() and create_llm_instance() serve a SQL row of the plugin's provider."""
     import llmpool
-    from llmpool.migrate import migrate
-    from llmpool.repository.sql import SQLStore
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
 
     migrate(sqlite_url)
     store = SQLStore(sqlite_url)

@@ -14,21 +14,21 @@ import pytest
 import sqlalchemy as sa
 from helpers import TcpProxy, fake, wait_until
 
-from llmpool.database import create_engine
+from llmpool.api import get_llm, get_llm_with_fallback, set_pool
 from llmpool.errors import (
     AllLLMsFailedToInitializeError,
     DatabaseUnavailableError,
     LLMNotFoundError,
     NoDefaultLLMError,
 )
-from llmpool.fallback import FallbackChatModel
-from llmpool.functions import get_llm, get_llm_with_fallback, set_pool
-from llmpool.migrate import migrate
-from llmpool.pool import LLMPool
+from llmpool.fallback.model import FallbackChatModel
+from llmpool.pool.facade import LLMPool
 from llmpool.providers import FactoryProvider, ProviderRegistry
 from llmpool.providers.fake import FakeChatModel
 from llmpool.repository import Snapshot
 from llmpool.repository.memory import InMemoryStore
+from llmpool.repository.sql.engine import create_engine
+from llmpool.repository.sql.migrate import migrate
 
 
 def test_seed_functions_on_a_pool() -> None:
@@ -156,7 +156,7 @@ def test_a_change_through_one_pool_reaches_another(
 
 CHILD = """
 import sys, time
-from llmpool.pool import LLMPool
+from llmpool.pool.facade import LLMPool
 url, listen, poll_interval, deadline = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3]), 5
 pool = LLMPool(url, poll_interval=poll_interval, listen=listen)
 names = [c.name for c in pool.get_llms_from_db()]

@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 from helpers import fake, wait_until
 
-from llmpool.database import create_async_engine, create_engine
-from llmpool.migrate import migrate
-from llmpool.pool import LLMPool
+from llmpool.pool.facade import LLMPool
+from llmpool.pool.snapshots import SnapshotKeeper
 from llmpool.repository import Snapshot
 from llmpool.repository.memory import InMemoryStore
-from llmpool.snapshots import SnapshotKeeper
+from llmpool.repository.sql.engine import create_async_engine, create_engine
+from llmpool.repository.sql.migrate import migrate
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from llmpool.credentials import EnvAllowlist
+from llmpool.credentials.allowlist import EnvAllowlist
 from llmpool.errors import (
     AllLLMsFailedToInitializeError,
     InvalidConfigError,
@@ -20,12 +20,12 @@ from llmpool.errors import (
     ProviderLoadError,
 )
 from llmpool.models import LLMConfig
-from llmpool.pool import LLMPool
+from llmpool.pool.facade import LLMPool
 from llmpool.providers import FactoryProvider, ProviderRegistry
 from llmpool.providers.fake import FakeChatModel
 from llmpool.repository import Snapshot
 from llmpool.repository.memory import InMemoryStore
-from llmpool.repository.schema import llms
+from llmpool.repository.sql.schema import llms
 
 
 def counting_registry(builds: list[str]) -> ProviderRegistry:
@@ -108,7 +108,7 @@ def test_a_write_whose_reload_fails_returns_its_result_and_logs_once(
 ) -> None:
     """A committed write never reports the failed reload after it as its own error; the
     watcher catches up."""
-    caplog.set_level("WARNING", logger="llmpool.pool")
+    caplog.set_level("WARNING", logger="llmpool.pool.facade")
     store = FlakySnapshotStore()
     with LLMPool(repository=store, poll_interval=0.05) as pool:
         assert pool.get_llms_from_db() == []

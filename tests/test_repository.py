@@ -18,8 +18,8 @@ from llmpool.errors import (
     LLMNotFoundError,
     NoDefaultLLMError,
 )
-from llmpool.migrate import seed_starter_rows
 from llmpool.repository import LLMStore
+from llmpool.repository.sql.migrate import seed_starter_rows
 
 
 def test_store_satisfies_the_protocol(store: Any) -> None:
@@ -443,7 +443,7 @@ def test_moving_with_is_default_true_takes_over_the_target_scope(store: Any) -> 
 
 def test_second_default_by_raw_sql_is_a_conflict_on_every_database(sql_store: Any) -> None:
     """The partial unique index's violation reads as ConflictError on SQLite and PostgreSQL."""
-    from llmpool.database import db_errors
+    from llmpool.repository.sql.engine import db_errors
 
     sql_store.add(row("a", is_default=True))
     b = sql_store.add(row("b"))
@@ -471,7 +471,7 @@ def _insert_raw_default(sql_store: Any, llm_id: str, name: str) -> None:
 async def test_invalid_default_row_is_named_not_called_missing(sql_store: Any) -> None:
     """A default that fails validation is named by name and id; a scope with none keeps the text."""
     from llmpool.errors import InvalidDefaultLLMError
-    from llmpool.repository.sql import AsyncSQLRepository
+    from llmpool.repository.sql.store import AsyncSQLRepository
 
     bad_id = "44444444-4444-4444-4444-444444444444"
     _insert_raw_default(sql_store, bad_id, "Broken Default")
@@ -549,7 +549,7 @@ def test_lookups_by_a_malformed_id_are_a_typed_not_found(store: Any, bad_id: str
 
 def test_failed_update_names_the_row_by_its_current_name_and_id(store: Any) -> None:
     """A refused update names the row as it is, never by the refused new value."""
-    from llmpool.credentials import EnvAllowlist
+    from llmpool.credentials.allowlist import EnvAllowlist
 
     added = store.add(row("Current"))
     with pytest.raises(InvalidConfigError) as info:
@@ -581,7 +581,7 @@ def test_both_stores_share_one_implementation_of_the_bulk_writes() -> None:
     """delete, enable and disable are written once, over each store's all-or-nothing _bulk."""
     from llmpool.repository import BulkWrites
     from llmpool.repository.memory import InMemoryStore
-    from llmpool.repository.sql import SQLStore
+    from llmpool.repository.sql.store import SQLStore
 
     for cls in (InMemoryStore, SQLStore):
         assert issubclass(cls, BulkWrites)

@@ -9,9 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from llmpool.errors import InvalidConfigError, LiteralSecretError
-from llmpool.models import LLMConfig
-from llmpool.secret_checks import (
+from llmpool.credentials.checks import (
     MAX_DEPTH,
     check_config,
     is_secret_name,
@@ -19,6 +17,8 @@ from llmpool.secret_checks import (
     shown_reference,
     url_credential,
 )
+from llmpool.errors import InvalidConfigError, LiteralSecretError
+from llmpool.models import LLMConfig
 
 SECRET = "sk-proj-Zq8xT3vK9mW2pL7nR4sJ"
 ROW = {"id": "r-1", "name": "GPT-4", "provider": "openai", "model_name": "gpt-4"}

@@ -12,7 +12,7 @@ from helpers import row
 from servers import OpenAIServer, Status
 
 from llmpool.errors import AllLLMsFailedError
-from llmpool.fallback import Candidate, FallbackChatModel
+from llmpool.fallback.model import Candidate, FallbackChatModel
 from llmpool.models import LLMConfig
 from llmpool.providers import ProviderRegistry
 
@@ -115,8 +115,8 @@ def test_llmpool_check_never_prints_a_key_the_provider_echoes(
     canary: str, migrated_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``llmpool check`` reports the 401 with the echoed key masked, in text and in JSON."""
-    from llmpool.cli import main
-    from llmpool.repository.sql import SQLStore
+    from llmpool.cli.main import main
+    from llmpool.repository.sql.store import SQLStore
 
     with OpenAIServer() as server:
         server.script(*[Status(401, f"Incorrect API key provided: {canary}.")] * 2)

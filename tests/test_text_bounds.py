@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from helpers import fake
 
-from llmpool import functions
-from llmpool.cli import main
-from llmpool.cli_commands import cell, mask_passwords, one_line
+from llmpool import api as functions
+from llmpool.cli.admin import cell, mask_passwords, one_line
+from llmpool.cli.main import main
 from llmpool.errors import (
     ArgumentTooLongError,
     InvalidConfigError,
@@ -21,9 +21,9 @@ from llmpool.errors import (
     LLMPoolError,
     describe_row,
 )
-from llmpool.pool import LLMPool
+from llmpool.pool.facade import LLMPool
 from llmpool.repository.memory import InMemoryStore
-from llmpool.repository.schema import RowParser
+from llmpool.repository.sql.schema import RowParser
 
 MB = 10**6
 

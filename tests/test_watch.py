@@ -12,12 +12,12 @@ import pytest
 import sqlalchemy as sa
 from helpers import fake, wait_until
 
-from llmpool import watch
-from llmpool.pool import LLMPool
+from llmpool.pool import watch
+from llmpool.pool.facade import LLMPool
+from llmpool.pool.watch import Watcher
 from llmpool.repository import Snapshot
 from llmpool.repository.memory import InMemoryStore
-from llmpool.repository.sql import SQLStore
-from llmpool.watch import Watcher
+from llmpool.repository.sql.store import SQLStore
 
 
 def split_schema(url: str) -> tuple[str, str]:
@@ -197,7 +197,7 @@ class FailingStore(InMemoryStore):
 
 def watch_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     """What the watcher logged."""
-    return [r.getMessage() for r in caplog.records if r.name == "llmpool.watch"]
+    return [r.getMessage() for r in caplog.records if r.name == "llmpool.pool.watch"]
 
 
 @pytest.mark.parametrize("failure", [RecursionError, asyncio.CancelledError])
@@ -206,7 +206,7 @@ def test_a_reload_that_keeps_failing_is_logged_once_and_later_changes_are_seen(
 ) -> None:
     """A reload raising anything (a RecursionError from a row, even a BaseException) is
     logged once, not at every poll; the watcher goes on and shows the change once it loads."""
-    caplog.set_level("WARNING", logger="llmpool.watch")
+    caplog.set_level("WARNING", logger="llmpool.pool.watch")
     store = FailingStore([fake("A", 1, "a")])
     pool = LLMPool(repository=store, poll_interval=0.01)
     try:
@@ -229,7 +229,7 @@ def test_a_poll_raising_any_exception_leaves_the_watcher_running(
 ) -> None:
     """Polls that raise, a BaseException included, are an outage logged once; the watcher
     goes on and sees the change made meanwhile."""
-    caplog.set_level("WARNING", logger="llmpool.watch")
+    caplog.set_level("WARNING", logger="llmpool.pool.watch")
     store = FailingStore([fake("A", 1, "a")])
     pool = LLMPool(repository=store, poll_interval=0.01)
     try:

@@ -15,8 +15,20 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llmpool.credentials import EnvAllowlist, resolve_auth
-    from llmpool.database import create_engine, mask_url, resolve_database_url
+    from llmpool.api import (
+        aget_default_llm_config,
+        aget_llm,
+        aget_llm_with_fallback,
+        aget_llms_from_db,
+        create_llm_instance,
+        get_default_llm_config,
+        get_llm,
+        get_llm_with_fallback,
+        get_llms_from_db,
+        get_pool,
+        set_pool,
+    )
+    from llmpool.credentials.allowlist import EnvAllowlist, resolve_auth
     from llmpool.errors import (
         AllLLMsFailedError,
         AllLLMsFailedToInitializeError,
@@ -41,45 +53,33 @@ if TYPE_CHECKING:
         UnknownProviderError,
         UnsupportedParameterError,
     )
-    from llmpool.fallback import FallbackChatModel
-    from llmpool.functions import (
-        aget_default_llm_config,
-        aget_llm,
-        aget_llm_with_fallback,
-        aget_llms_from_db,
-        create_llm_instance,
-        get_default_llm_config,
-        get_llm,
-        get_llm_with_fallback,
-        get_llms_from_db,
-        get_pool,
-        set_pool,
-    )
+    from llmpool.fallback.model import FallbackChatModel
+    from llmpool.fallback.policy import FallbackPolicy
     from llmpool.legacy import get_anthropic_llm, get_ollama_llm, get_openai_llm
-    from llmpool.migrate import migrate, seed_starter_rows
     from llmpool.models import AuditEntry, BadRow, LLMConfig
-    from llmpool.policy import FallbackPolicy
-    from llmpool.pool import LLMPool
+    from llmpool.pool.facade import LLMPool
     from llmpool.providers import Provider, ProviderRegistry, get_registry, register_provider
     from llmpool.repository import LLMRepository, LLMStore, Snapshot
     from llmpool.repository.memory import InMemoryStore
-    from llmpool.repository.sql import AsyncSQLRepository, SQLStore
+    from llmpool.repository.sql.engine import create_engine, mask_url, resolve_database_url
+    from llmpool.repository.sql.migrate import migrate, seed_starter_rows
+    from llmpool.repository.sql.store import AsyncSQLRepository, SQLStore
 
 # name -> module that defines it. Resolved lazily by __getattr__ below.
 _EXPORTS: dict[str, str] = {
     # the seed's functions
-    "get_llm": "llmpool.functions",
-    "get_llm_with_fallback": "llmpool.functions",
-    "get_llms_from_db": "llmpool.functions",
-    "get_default_llm_config": "llmpool.functions",
-    "create_llm_instance": "llmpool.functions",
-    "aget_llm": "llmpool.functions",
-    "aget_llm_with_fallback": "llmpool.functions",
-    "aget_llms_from_db": "llmpool.functions",
-    "aget_default_llm_config": "llmpool.functions",
-    "LLMPool": "llmpool.pool",
-    "get_pool": "llmpool.functions",
-    "set_pool": "llmpool.functions",
+    "get_llm": "llmpool.api",
+    "get_llm_with_fallback": "llmpool.api",
+    "get_llms_from_db": "llmpool.api",
+    "get_default_llm_config": "llmpool.api",
+    "create_llm_instance": "llmpool.api",
+    "aget_llm": "llmpool.api",
+    "aget_llm_with_fallback": "llmpool.api",
+    "aget_llms_from_db": "llmpool.api",
+    "aget_default_llm_config": "llmpool.api",
+    "LLMPool": "llmpool.pool.facade",
+    "get_pool": "llmpool.api",
+    "set_pool": "llmpool.api",
     # legacy, deprecated
     "get_openai_llm": "llmpool.legacy",
     "get_anthropic_llm": "llmpool.legacy",
@@ -92,23 +92,23 @@ _EXPORTS: dict[str, str] = {
     "LLMStore": "llmpool.repository",
     "Snapshot": "llmpool.repository",
     "InMemoryStore": "llmpool.repository.memory",
-    "SQLStore": "llmpool.repository.sql",
-    "AsyncSQLRepository": "llmpool.repository.sql",
-    "create_engine": "llmpool.database",
-    "resolve_database_url": "llmpool.database",
-    "mask_url": "llmpool.database",
-    "migrate": "llmpool.migrate",
-    "seed_starter_rows": "llmpool.migrate",
+    "SQLStore": "llmpool.repository.sql.store",
+    "AsyncSQLRepository": "llmpool.repository.sql.store",
+    "create_engine": "llmpool.repository.sql.engine",
+    "resolve_database_url": "llmpool.repository.sql.engine",
+    "mask_url": "llmpool.repository.sql.engine",
+    "migrate": "llmpool.repository.sql.migrate",
+    "seed_starter_rows": "llmpool.repository.sql.migrate",
     # credentials and providers
-    "EnvAllowlist": "llmpool.credentials",
-    "resolve_auth": "llmpool.credentials",
+    "EnvAllowlist": "llmpool.credentials.allowlist",
+    "resolve_auth": "llmpool.credentials.allowlist",
     "Provider": "llmpool.providers",
     "ProviderRegistry": "llmpool.providers",
     "get_registry": "llmpool.providers",
     "register_provider": "llmpool.providers",
     # fallback
-    "FallbackChatModel": "llmpool.fallback",
-    "FallbackPolicy": "llmpool.policy",
+    "FallbackChatModel": "llmpool.fallback.model",
+    "FallbackPolicy": "llmpool.fallback.policy",
     # errors
     "LLMPoolError": "llmpool.errors",
     "AllLLMsFailedError": "llmpool.errors",

@@ -37,15 +37,14 @@ from pydantic import (
     field_validator,
 )
 
-from llmpool.errors import ArgumentTooLongError, InvalidConfigError, describe_row, shorten
-
 # Re-exported: the secret rules lived here before they had a module of their own.
-from llmpool.secret_checks import (
+from llmpool.credentials.checks import (
     REFERENCE_SUFFIXES,
     SECRET_WORDS,
     check_auth_meta,
     check_config,
 )
+from llmpool.errors import ArgumentTooLongError, InvalidConfigError, describe_row, shorten
 
 __all__ = [
     "MAX_JSON_DEPTH",

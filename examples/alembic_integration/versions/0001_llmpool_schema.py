@@ -6,7 +6,7 @@ Revises:
 
 from alembic import op
 
-from llmpool.migrate import migrate_connection
+from llmpool.repository.sql.migrate import migrate_connection
 
 revision = "0001_llmpool"
 down_revision = None

@@ -14,7 +14,7 @@ A plugin package declares, in its ``pyproject.toml``::
 where ``PROVIDER`` is a `Provider` (for example a `ChatProvider`) or a zero-argument callable
 returning one. A provider declares the environment variables its rows may reference
 (``secret_env``, ``plain_env``); one that declares none gets only those the operator allows
-(`llmpool.credentials.EnvAllowlist`).
+(`llmpool.credentials.allowlist.EnvAllowlist`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from llmpool.providers.chat import (
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-    from llmpool.credentials import EnvAllowlist
+    from llmpool.credentials.allowlist import EnvAllowlist
     from llmpool.models import LLMConfig
 
 __all__ = [
@@ -360,7 +360,7 @@ class ProviderRegistry:
             >>> ProviderRegistry().build(row).invoke("hello").content
             'hi'
         """
-        from llmpool.credentials import resolve_auth
+        from llmpool.credentials.allowlist import resolve_auth
 
         provider = self.get(config.provider)
         auth = resolve_auth(config, allowlist=allowlist, environ=environ, provider=provider)

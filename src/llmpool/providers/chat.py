@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
+from llmpool.credentials.checks import shown_reference
 from llmpool.errors import (
     EnvNotAllowedError,
     ProviderNotInstalledError,
     UnsupportedParameterError,
 )
-from llmpool.secret_checks import shown_reference
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel

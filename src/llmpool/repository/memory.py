@@ -18,7 +18,7 @@ from llmpool.repository import (
     not_found_error,
     sort_key,
 )
-from llmpool.repository.changes import (
+from llmpool.repository.rules import (
     as_id_list,
     canonical_id,
     default_move_conflict,

@@ -943,7 +943,7 @@ def _doing(what: str | Callable[[], str]) -> str:
 def _missing_tables(what: str) -> DatabaseError:
     return DatabaseError(
         f"Could not {what}: llmpool's tables are missing; run `llmpool migrate` "
-        "(or llmpool.migrate()) against this database first"
+        "(or llmpool.repository.sql.migrate()) against this database first"
     )
 
 

@@ -1,6 +1,6 @@
 """The ``llmpool`` admin subcommands: thin layers over the public API, printing tables or JSON.
 
-The output helpers here (`table`, `emit`, `one_line`, ...) are shared with `llmpool.cli_runtime`.
+The output helpers here (`table`, `emit`, `one_line`, ...) are shared with `llmpool.cli.runtime`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from llmpool.errors import LLMNotFoundError, LLMPoolError, shorten, visible
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
-    from llmpool.pool import LLMPool
+    from llmpool.pool.facade import LLMPool
 
 __all__ = ["COMMANDS", "CommandFailed", "UsageError", "mask_passwords", "one_line"]
 
@@ -76,8 +76,8 @@ def one_line(message: str) -> str:
     """Return ``message`` as one line that is safe to print.
 
     The password of any URL in it is masked, every resolved secret value redacted
-    (`llmpool.redaction`), and control characters (a terminal escape sequence in a row's name)
-    written as visible escapes (`llmpool.errors.visible`).
+    (`llmpool.credentials.redaction`), and control characters (a terminal escape
+    sequence in a row's name) written as visible escapes (`llmpool.errors.visible`).
 
     Example:
         >>> one_line("Could not connect:\\n  (postgresql://app:pw@db/app) refused")
@@ -89,7 +89,7 @@ def one_line(message: str) -> str:
     pieces = parts[:1]
     for before, part in itertools.pairwise(parts):
         pieces += [" " if before.endswith(":") else "; ", part]
-    from llmpool.redaction import redact
+    from llmpool.credentials.redaction import redact
 
     return visible(redact(mask_passwords("".join(pieces))))
 
@@ -149,7 +149,7 @@ _LIST_COLUMNS = (
 
 def open_pool(args: argparse.Namespace, **kwargs: Any) -> LLMPool:
     """Return a pool on the command's database, without background change detection."""
-    from llmpool.pool import LLMPool
+    from llmpool.pool.facade import LLMPool
 
     return LLMPool(args.database_url, poll_interval=0, listen=False, **kwargs)
 
@@ -375,7 +375,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """``llmpool migrate [--seed]``."""
-    from llmpool.migrate import migrate, seed_starter_rows
+    from llmpool.repository.sql.migrate import migrate, seed_starter_rows
 
     applied = migrate(args.database_url)
     seeded: list[str] = []

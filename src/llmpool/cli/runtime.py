@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmpool.cli_commands import UsageError, emit, find_llm, one_line, open_pool, table
+from llmpool.cli.admin import UsageError, emit, find_llm, one_line, open_pool, table
 from llmpool.errors import (
     EnvNotAllowedError,
     LLMPoolError,
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from llmpool.models import LLMConfig
-    from llmpool.pool import LLMPool
+    from llmpool.pool.facade import LLMPool
 
 __all__ = ["DEMO_ROW", "RUNTIME_COMMANDS", "cmd_check", "cmd_demo"]
 
@@ -258,10 +258,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Create a temporary database, add the seed's rows and a fake row, walk the fallback chain."""
-    from llmpool.database import mask_url
-    from llmpool.migrate import migrate, seed_starter_rows
-    from llmpool.policy import FallbackPolicy
-    from llmpool.pool import LLMPool
+    from llmpool.fallback.policy import FallbackPolicy
+    from llmpool.pool.facade import LLMPool
+    from llmpool.repository.sql.engine import mask_url
+    from llmpool.repository.sql.migrate import migrate, seed_starter_rows
 
     if args.database_url:
         print(

@@ -1,7 +1,7 @@
 """The pool's snapshot of the ``llms`` table: loaded once, then kept current without a restart.
 
 `SnapshotKeeper` loads every row once (sync, or async on an async engine), and starts a
-`llmpool.watch.Watcher` that reloads it when the table changes (PostgreSQL LISTEN/NOTIFY, else
+`llmpool.pool.watch.Watcher` that reloads it when the table changes (PostgreSQL LISTEN/NOTIFY, else
 polling). Readers take the current snapshot without a lock: a reload swaps it in one assignment,
 and a slower reload of an older generation never replaces a newer one. While the database is
 down the last good snapshot is served.
@@ -9,8 +9,8 @@ down the last good snapshot is served.
 The first load is shared: however many threads (or tasks of one event loop) ask for the
 snapshot before it is loaded, one load runs, and its result or its error reaches them all at
 once. A caller arriving after a failed load starts a new one. Each load is bounded by the
-database's own bounds (`llmpool.database.DatabaseBounds`), so no caller waits longer than one
-load takes.
+database's own bounds (`llmpool.repository.sql.engine.DatabaseBounds`), so no caller waits
+longer than one load takes.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from llmpool.pool.watch import Watcher
     from llmpool.repository import AsyncLLMRepository, LLMRepository, Snapshot
-    from llmpool.watch import Watcher
 
 __all__ = ["SnapshotKeeper"]
 
@@ -104,7 +104,7 @@ class SnapshotKeeper:
         if self._auto_migrate:
             with self._load_lock:
                 if self._auto_migrate:
-                    from llmpool.migrate import migrate
+                    from llmpool.repository.sql.migrate import migrate
 
                     migrate(self._engine)
                     self._auto_migrate = False
@@ -198,7 +198,7 @@ class SnapshotKeeper:
         # Called with `_load_lock` held, so `close` cannot slip in between.
         if self._closed or self.poll_interval <= 0:
             return
-        from llmpool.watch import Watcher
+        from llmpool.pool.watch import Watcher
 
         self._watcher = Watcher(
             self.repository,
@@ -243,7 +243,7 @@ class SnapshotKeeper:
                 return None
             from sqlalchemy.ext.asyncio import AsyncEngine
 
-            from llmpool.repository.sql import AsyncSQLRepository
+            from llmpool.repository.sql.store import AsyncSQLRepository
 
             self._owns_async_engine = not isinstance(source, AsyncEngine)
             self._async_repository = AsyncSQLRepository(source)

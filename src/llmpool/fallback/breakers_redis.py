@@ -6,7 +6,7 @@ in-process state, says so once in the log, and goes back to Redis when it answer
 
 Example:
     >>> from llmpool import LLMPool
-    >>> from llmpool.breaker_redis import RedisBreakerStore
+    >>> from llmpool.fallback.breakers_redis import RedisBreakerStore
     >>> store = RedisBreakerStore("redis://127.0.0.1:6379/0")  # doctest: +SKIP
     >>> pool = LLMPool(breaker_store=store)  # doctest: +SKIP
 """
@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmpool.breaker import BreakerState, LocalBreakerStore
 from llmpool.errors import ProviderNotInstalledError
+from llmpool.fallback.breakers import BreakerState, LocalBreakerStore
 
 __all__ = ["RedisBreakerStore"]
 

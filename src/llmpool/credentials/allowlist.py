@@ -12,10 +12,10 @@ token) or send one to a server of their own. So:
   ``plain_env``: ``OPENAI_*`` for openai rows, ``AWS_*`` for bedrock rows...) and those the
   operator allows, in code (`EnvAllowlist.extend`) or with ``LLMPOOL_ALLOWED_ENV``, never through
   the database. ``DATABASE_URL`` and ``LLMPOOL_*`` are never allowed.
-- A value read from a variable is a secret (a `SecretStr`, remembered by `llmpool.redaction`)
-  unless the variable is a declared plain setting (a base URL, a region, an API version); an
-  operator marks one of theirs plain as ``NAME:plain``. A provider passes a secret only to a
-  client parameter typed as secret.
+- A value read from a variable is a secret (a `SecretStr`, remembered by
+  `llmpool.credentials.redaction`) unless the variable is a declared plain setting (a base
+  URL, a region, an API version); an operator marks one of theirs plain as ``NAME:plain``.
+  A provider passes a secret only to a client parameter typed as secret.
 - ``_file`` references may only point inside llmpool's own secret directories
   (``/run/secrets/llmpool``, ``/var/run/secrets/llmpool``) or those in ``LLMPOOL_SECRET_DIRS``.
 - Every endpoint written into a row (``base_url``, ``azure_openai_api_base``, ``openai_proxy``, a
@@ -41,9 +41,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from llmpool.errors import EnvNotAllowedError, LLMPoolError, MissingSecretError
-from llmpool.redaction import remember
-from llmpool.secret_checks import (
+from llmpool.credentials.checks import (
     MAX_DEPTH,
     REFERENCE_SUFFIXES,
     SECRET_WORDS,
@@ -52,6 +50,8 @@ from llmpool.secret_checks import (
     shown_reference,
     url_userinfo,
 )
+from llmpool.credentials.redaction import remember
+from llmpool.errors import EnvNotAllowedError, LLMPoolError, MissingSecretError
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -310,7 +310,7 @@ class EnvAllowlist:
     and ``names``. A value read from a variable is a secret unless the provider declares it a
     plain setting or it is in ``plain``. Callable as a store validator:
     ``SQLStore(url, validators=[EnvAllowlist.from_env()])`` refuses a write that uses anything
-    outside it (`llmpool.repository.sql.SQLStore` does so by default).
+    outside it (`llmpool.repository.sql.store.SQLStore` does so by default).
 
     Attributes:
         names: Variable names (``PREFIX_*`` patterns too) the operator allows to rows of any
@@ -627,8 +627,8 @@ def resolve_auth(
 ) -> dict[str, Any]:
     """Resolve a row's ``auth_meta`` into client arguments.
 
-    Every secret value resolved is remembered by `llmpool.redaction`, so that no text llmpool
-    produces shows it.
+    Every secret value resolved is remembered by `llmpool.credentials.redaction`, so that
+    no text llmpool produces shows it.
 
     Args:
         config: The row.

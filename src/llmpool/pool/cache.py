@@ -20,7 +20,7 @@ from llmpool.models import LLMConfig
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-    from llmpool.candidates import Candidate
+    from llmpool.fallback.walk import Candidate
 
 __all__ = ["ModelCache"]
 
@@ -74,7 +74,7 @@ class ModelCache:
             return cached
         with self._locks_guard:
             lock = self._locks.setdefault(key, threading.Lock())
-        from llmpool.candidates import Candidate
+        from llmpool.fallback.walk import Candidate
 
         with lock:  # a stampede on one row builds it once
             cached = self.models.get(key)

@@ -2,12 +2,12 @@
 
 A pool owns a repository (a store, when it can be written), the provider registry, a cache of
 built models keyed by ``(row id, row version)`` so their HTTP connection pools stay warm
-(`llmpool.cache`), the circuit breakers, and the snapshot of the table that a watcher keeps
-current without a restart (`llmpool.snapshots`). After the first load, serving a chain costs
+(`llmpool.pool.cache`), the circuit breakers, and the snapshot of the table that a watcher keeps
+current without a restart (`llmpool.pool.snapshots`). After the first load, serving a chain costs
 no database round trip.
 
 The usage guide's module functions (`get_llm`, `get_llm_with_fallback`, ...) live in
-`llmpool.functions`, over a default pool built lazily from configuration.
+`llmpool.api`, over a default pool built lazily from configuration.
 """
 
 from __future__ import annotations
@@ -18,30 +18,30 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from llmpool.breaker import BreakerBoard
-from llmpool.cache import ModelCache
-from llmpool.credentials import EnvAllowlist
+from llmpool.credentials.allowlist import EnvAllowlist
 from llmpool.errors import (
     InvalidDefaultLLMError,
     LLMPoolError,
     ProviderLoadError,
 )
+from llmpool.fallback.breakers import BreakerBoard
+from llmpool.fallback.policy import FallbackPolicy
 from llmpool.models import MAX_LENGTHS, LLMConfig, check_argument
-from llmpool.policy import FallbackPolicy
+from llmpool.pool.cache import ModelCache
+from llmpool.pool.snapshots import SnapshotKeeper
 from llmpool.repository import LLMStore, no_default_error, not_found_error, sort_key
-from llmpool.snapshots import SnapshotKeeper
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from sqlalchemy.engine import URL, Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from llmpool.breaker import BreakerStore
-    from llmpool.candidates import Candidate
-    from llmpool.fallback import FallbackChatModel
+    from llmpool.fallback.breakers import BreakerStore
+    from llmpool.fallback.model import FallbackChatModel
+    from llmpool.fallback.walk import Candidate
+    from llmpool.pool.watch import Watcher
     from llmpool.providers import ProviderRegistry
     from llmpool.repository import LLMRepository, Snapshot
-    from llmpool.watch import Watcher
 
 __all__ = ["LLMPool"]
 
@@ -123,7 +123,7 @@ class LLMPool:
         self._registry = registry
         engine: Engine | None = None
         if repository is None:
-            from llmpool.repository.sql import SQLStore
+            from llmpool.repository.sql.store import SQLStore
 
             sql_store = SQLStore(database, validators=[self.allowlist])
             engine = sql_store.engine
@@ -363,7 +363,7 @@ class LLMPool:
                 built (and no code fallback was given); lists every row and why.
             ArgumentTooLongError: ``scope`` is longer than any row's scope could be.
         """
-        from llmpool.fallback import ensure_buildable
+        from llmpool.fallback.model import ensure_buildable
 
         _check_scope(scope)
         chain = self._chain(scope)
@@ -379,7 +379,7 @@ class LLMPool:
     def _fallback_model(
         self, scope: str, fallbacks: Sequence[BaseChatModel], policy: FallbackPolicy | None
     ) -> FallbackChatModel:
-        from llmpool.fallback import FallbackChatModel
+        from llmpool.fallback.model import FallbackChatModel
 
         return FallbackChatModel(
             source=lambda: self._chain(scope),

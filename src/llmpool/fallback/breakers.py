@@ -5,7 +5,8 @@ candidate is skipped with no network call. When the cooldown ends, exactly one c
 half-open probe while concurrent callers keep skipping; the probe's success closes the breaker,
 its failure reopens it with a longer cooldown.
 
-State lives behind `BreakerStore`, so replicas can share it (see ``llmpool.breaker_redis``).
+State lives behind `BreakerStore`, so replicas can share it (see
+``llmpool.fallback.breakers_redis``).
 Times are wall-clock seconds (`time.time`) so that several processes agree on them.
 """
 

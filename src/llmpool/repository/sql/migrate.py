@@ -6,7 +6,7 @@ transaction, and recorded in ``llmpool_migrations`` with its SHA-256; a file tha
 was applied stops the migrator with `MigrationChecksumError`. Several processes may migrate at
 once: PostgreSQL serializes them with an advisory lock, SQLite with ``BEGIN IMMEDIATE``. A
 migration's statements, and the wait for another process's migration, may each take up to
-`llmpool.database.MIGRATION_TIMEOUT` seconds instead of the engine's statement timeout.
+`llmpool.repository.sql.engine.MIGRATION_TIMEOUT` seconds instead of the engine's statement timeout.
 
 Seeding is separate and explicit (`seed_starter_rows`): schema changes are safe to run on every
 deploy, while inserting rows that reference API keys is a decision for an admin, not a side effect
@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from llmpool.database import (
+from llmpool.errors import ConflictError, MigrationChecksumError, MigrationError
+from llmpool.repository.sql.engine import (
     MIGRATION_TIMEOUT,
     create_engine,
     db_errors,
     longer_bounds,
     write_transaction,
 )
-from llmpool.errors import ConflictError, MigrationChecksumError, MigrationError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection, Engine
@@ -82,7 +82,7 @@ def _migrations_dir(dialect: str) -> Any:
     if packaged.is_dir():
         return packaged
     # An editable install runs from the repository, where the files sit at the top level.
-    source = Path(__file__).resolve().parents[2] / "migrations_sql" / dialect
+    source = Path(__file__).resolve().parents[4] / "migrations_sql" / dialect
     if source.is_dir():
         return source
     msg = f"No migrations for dialect {dialect!r}: llmpool supports postgresql and sqlite"

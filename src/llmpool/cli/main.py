@@ -20,8 +20,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
-from llmpool.cli_commands import COMMANDS, MAX_MESSAGE, CommandFailed, UsageError, one_line
-from llmpool.cli_runtime import RUNTIME_COMMANDS
+from llmpool.cli.admin import COMMANDS, MAX_MESSAGE, CommandFailed, UsageError, one_line
+from llmpool.cli.runtime import RUNTIME_COMMANDS
 from llmpool.errors import LLMPoolError, shorten
 
 __all__ = ["CommandFailed", "UsageError", "build_parser", "main"]

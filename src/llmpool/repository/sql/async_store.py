@@ -1,7 +1,7 @@
 """The async read side of the `llms` table: psycopg 3 async on PostgreSQL, aiosqlite on SQLite.
 
 Each read is bounded twice: every round trip by the engine's client bound (see
-`llmpool.database`), and the whole read by `DatabaseBounds.operation` through
+`llmpool.repository.sql.engine`), and the whole read by `DatabaseBounds.operation` through
 `asyncio.wait_for`, which also covers what runs outside a round trip (aiosqlite's thread, a
 name lookup); past either, `DatabaseUnavailableError` says it timed out.
 """
@@ -12,8 +12,13 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from llmpool.database import create_async_engine, database_bounds, db_errors, timeout_error
-from llmpool.repository.schema import (
+from llmpool.repository.sql.engine import (
+    create_async_engine,
+    database_bounds,
+    db_errors,
+    timeout_error,
+)
+from llmpool.repository.sql.schema import (
     RowParser,
     default_config,
     llms,

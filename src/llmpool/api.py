@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-    from llmpool.fallback import FallbackChatModel
+    from llmpool.fallback.model import FallbackChatModel
+    from llmpool.fallback.policy import FallbackPolicy
     from llmpool.models import LLMConfig
-    from llmpool.policy import FallbackPolicy
-    from llmpool.pool import LLMPool
+    from llmpool.pool.facade import LLMPool
 
 __all__ = [
     "aget_default_llm_config",
@@ -65,7 +65,7 @@ def get_pool() -> LLMPool:
     if _pool is None:
         # Imported here: importing the functions stays cheap (no pydantic models, no
         # SQLAlchemy) until one is called.
-        from llmpool.pool import LLMPool
+        from llmpool.pool.facade import LLMPool
 
         with _pool_lock:
             if _pool is None:

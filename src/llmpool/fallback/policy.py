@@ -425,10 +425,10 @@ class FallbackPolicy:
 def describe_error(error: BaseException) -> str:
     """Return a one-line description of an error for messages and metadata.
 
-    Resolved secret values are redacted (`llmpool.redaction`): a provider's error body may
-    echo the key it was sent.
+    Resolved secret values are redacted (`llmpool.credentials.redaction`): a provider's
+    error body may echo the key it was sent.
     """
-    from llmpool.redaction import redact
+    from llmpool.credentials.redaction import redact
 
     text = redact(str(error).strip())
     code = status_code(error)

@@ -3,7 +3,7 @@
 `Candidate` is one row turned into a chat model (or the reason it could not be). `Walk` is one
 call's walk through the candidates: which one next, whether its breaker lets it through,
 whether an error is retried, skipped past or raised, and what the answer's metadata says. The
-sync and async shells in `llmpool.fallback` only run what it decides.
+sync and async shells in `llmpool.fallback.model` only run what it decides.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ from langchain_core.messages import BaseMessage
 # Whether LangSmith tracing is on: the same check LangChain's callback manager makes.
 from langchain_core.tracers.context import _tracing_v2_is_enabled
 
-from llmpool.breaker import Admission
 from llmpool.errors import (
     AllLLMsFailedError,
     AllLLMsFailedToInitializeError,
     CandidateFailure,
     MidStreamError,
 )
+from llmpool.fallback.breakers import Admission
+from llmpool.fallback.policy import Outcome, describe_error
 from llmpool.models import LLMConfig
-from llmpool.policy import Outcome, describe_error
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable, RunnableConfig
 
-    from llmpool.fallback import FallbackChatModel
+    from llmpool.fallback.model import FallbackChatModel
 
 __all__ = [
     "Candidate",
@@ -70,7 +70,7 @@ class Candidate:
     @cached_property
     def client_timeout(self) -> float:
         """Seconds its client may wait for one answer, read once (`streaming.client_timeout`)."""
-        from llmpool.streaming import client_timeout
+        from llmpool.fallback.streaming import client_timeout
 
         return math.inf if self.model is None else client_timeout(self.model)
 
@@ -441,7 +441,7 @@ class Walk:
 
 
 def _holds_secret(error: BaseException) -> bool:
-    from llmpool.redaction import redact
+    from llmpool.credentials.redaction import redact
 
     seen: set[int] = set()
     current: BaseException | None = error

@@ -13,11 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from llmpool.database import create_engine, db_errors, write_transaction
 from llmpool.errors import describe_row
 from llmpool.repository import DEFAULT_ACTOR, BulkWrites, Snapshot
-from llmpool.repository.async_sql import AsyncSQLRepository
-from llmpool.repository.changes import (
+from llmpool.repository.rules import (
     as_id_list,
     default_move_conflict,
     default_rule,
@@ -27,7 +25,9 @@ from llmpool.repository.changes import (
     new_configs,
     updated_config,
 )
-from llmpool.repository.schema import (
+from llmpool.repository.sql.async_store import AsyncSQLRepository
+from llmpool.repository.sql.engine import create_engine, db_errors, write_transaction
+from llmpool.repository.sql.schema import (
     RowParser,
     audit,
     audit_entry,
@@ -69,15 +69,15 @@ class SQLStore(BulkWrites):
 
     Args:
         engine: An engine, a URL, or ``None`` for the configured database (see
-            `llmpool.database.resolve_database_url`). The schema must be migrated
-            (`llmpool.migrate.migrate`).
+            `llmpool.repository.sql.engine.resolve_database_url`). The schema must be migrated
+            (`llmpool.repository.sql.migrate.migrate`).
         validators: Checks run on every row before it is written; by default the environment
-            allowlist (`llmpool.credentials.EnvAllowlist.from_env`), so that a row referencing
-            ``DATABASE_URL`` is refused when written, not only when built. ``()`` turns the
-            checks off.
+            allowlist (`llmpool.credentials.allowlist.EnvAllowlist.from_env`), so that a row
+            referencing ``DATABASE_URL`` is refused when written, not only when built. ``()``
+            turns the checks off.
 
     Example:
-        >>> from llmpool.migrate import migrate
+        >>> from llmpool.repository.sql.migrate import migrate
         >>> store = SQLStore("sqlite://")  # doctest: +SKIP
     """
 
@@ -89,7 +89,7 @@ class SQLStore(BulkWrites):
     ) -> None:
         self.engine = create_engine(engine)
         if validators is None:
-            from llmpool.credentials import EnvAllowlist
+            from llmpool.credentials.allowlist import EnvAllowlist
 
             validators = (EnvAllowlist.from_env(),)
         self.validators = tuple(validators)
@@ -97,7 +97,7 @@ class SQLStore(BulkWrites):
         self._parser = RowParser()
 
     def __repr__(self) -> str:
-        from llmpool.database import mask_url
+        from llmpool.repository.sql.engine import mask_url
 
         return f"SQLStore({mask_url(self.engine)!r})"
 

@@ -4,10 +4,10 @@
 a chat model accept it (they reject LangChain's ``RunnableWithFallbacks``). Compared with
 ``Runnable.with_fallbacks`` it:
 
-- writes the candidate loop once (`llmpool.candidates.Walk`, the decision core) and drives
+- writes the candidate loop once (`llmpool.fallback.walk.Walk`, the decision core) and drives
   it from four thin shells (invoke, ainvoke, stream, astream; batch and abatch go through
   invoke and ainvoke);
-- falls back only on provider errors (see `llmpool.policy`), so a `TypeError` stays a bug;
+- falls back only on provider errors (see `llmpool.fallback.policy`), so a `TypeError` stays a bug;
 - raises one `AllLLMsFailedError` that lists every candidate and its error, in order;
 - applies ``bind_tools`` / ``with_structured_output`` to every candidate explicitly, skipping
   (and recording) a candidate that cannot, instead of forwarding through ``__getattr__``;
@@ -34,8 +34,16 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, PrivateAttr
 
-from llmpool.breaker import BreakerBoard
-from llmpool.candidates import (
+from llmpool.fallback.breakers import BreakerBoard
+from llmpool.fallback.policy import FallbackPolicy
+from llmpool.fallback.streaming import (
+    StreamGate,
+    acall_within,
+    astream_within,
+    call_within,
+    stream_within,
+)
+from llmpool.fallback.walk import (
     Candidate,
     Walk,
     answered,
@@ -43,14 +51,6 @@ from llmpool.candidates import (
     ensure_buildable,
     maybe_await,
     tag,
-)
-from llmpool.policy import FallbackPolicy
-from llmpool.streaming import (
-    StreamGate,
-    acall_within,
-    astream_within,
-    call_within,
-    stream_within,
 )
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "ensure_buildable"]

@@ -27,10 +27,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from llmpool.candidates import tag
+from llmpool.fallback.walk import tag
 
 if TYPE_CHECKING:
-    from llmpool.candidates import Attempt, Walk
+    from llmpool.fallback.walk import Attempt, Walk
 
 __all__ = [
     "StreamGate",
