@@ -20,6 +20,7 @@ from helpers import StallingProxy, row
 
 from llmpool.errors import ConflictError, DatabaseError, DatabaseUnavailableError
 from llmpool.pool.facade import LLMPool
+from llmpool.repository.sql.async_store import AsyncSQLRepository
 from llmpool.repository.sql.engine import (
     IDLE_IN_TRANSACTION_TIMEOUT,
     KEEPALIVES,
@@ -31,7 +32,7 @@ from llmpool.repository.sql.engine import (
     mask_url,
     resolve_database_url,
 )
-from llmpool.repository.sql.store import AsyncSQLRepository, SQLStore
+from llmpool.repository.sql.store import SQLStore
 
 CONNECT = 2.0  # libpq's smallest connect timeout
 STATEMENT = 0.5

@@ -471,7 +471,7 @@ def _insert_raw_default(sql_store: Any, llm_id: str, name: str) -> None:
 async def test_invalid_default_row_is_named_not_called_missing(sql_store: Any) -> None:
     """A default that fails validation is named by name and id; a scope with none keeps the text."""
     from llmpool.errors import InvalidDefaultLLMError
-    from llmpool.repository.sql.store import AsyncSQLRepository
+    from llmpool.repository.sql.async_store import AsyncSQLRepository
 
     bad_id = "44444444-4444-4444-4444-444444444444"
     _insert_raw_default(sql_store, bad_id, "Broken Default")

@@ -1,7 +1,8 @@
 """llmpool: LLMs as rows of a SQL table, served as LangChain chat models with fallback.
 
-The public API is what ``__all__`` lists. Names are resolved on first use, so ``import llmpool``
-opens no database, scans no entry points and imports no provider package.
+The public API is the export table below (``__all__`` is derived from it); every other module
+may change. Names are resolved on first use, so ``import llmpool`` opens no database, scans no
+entry points and imports no provider package.
 
 Example:
     >>> from llmpool import get_llm_with_fallback   # doctest: +SKIP
@@ -14,60 +15,73 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from llmpool.api import (
-        aget_default_llm_config,
-        aget_llm,
-        aget_llm_with_fallback,
-        aget_llms_from_db,
-        create_llm_instance,
-        get_default_llm_config,
-        get_llm,
-        get_llm_with_fallback,
-        get_llms_from_db,
-        get_pool,
-        set_pool,
-    )
-    from llmpool.credentials.allowlist import EnvAllowlist, resolve_auth
-    from llmpool.errors import (
-        AllLLMsFailedError,
-        AllLLMsFailedToInitializeError,
-        ArgumentTooLongError,
-        CandidateFailure,
-        ConflictError,
-        DatabaseError,
-        DatabaseUnavailableError,
-        EnvNotAllowedError,
-        InvalidConfigError,
-        LiteralSecretError,
-        LLMNotFoundError,
-        LLMPoolError,
-        MidStreamError,
-        MigrationChecksumError,
-        MigrationError,
-        MissingSecretError,
-        NoDefaultLLMError,
-        ProviderError,
-        ProviderLoadError,
-        ProviderNotInstalledError,
-        UnknownProviderError,
-        UnsupportedParameterError,
-    )
-    from llmpool.fallback.model import FallbackChatModel
-    from llmpool.fallback.policy import FallbackPolicy
-    from llmpool.legacy import get_anthropic_llm, get_ollama_llm, get_openai_llm
-    from llmpool.models import AuditEntry, BadRow, LLMConfig
-    from llmpool.pool.facade import LLMPool
-    from llmpool.providers import Provider, ProviderRegistry, get_registry, register_provider
-    from llmpool.repository import LLMRepository, LLMStore, Snapshot
-    from llmpool.repository.memory import InMemoryStore
-    from llmpool.repository.sql.engine import create_engine, mask_url, resolve_database_url
-    from llmpool.repository.sql.migrate import migrate, seed_starter_rows
-    from llmpool.repository.sql.store import AsyncSQLRepository, SQLStore
+if TYPE_CHECKING:  # the same table, for type checkers (explicit re-exports)
+    from llmpool.api import aget_default_llm_config as aget_default_llm_config
+    from llmpool.api import aget_llm as aget_llm
+    from llmpool.api import aget_llm_with_fallback as aget_llm_with_fallback
+    from llmpool.api import aget_llms_from_db as aget_llms_from_db
+    from llmpool.api import create_llm_instance as create_llm_instance
+    from llmpool.api import get_default_llm_config as get_default_llm_config
+    from llmpool.api import get_llm as get_llm
+    from llmpool.api import get_llm_with_fallback as get_llm_with_fallback
+    from llmpool.api import get_llms_from_db as get_llms_from_db
+    from llmpool.api import get_pool as get_pool
+    from llmpool.api import set_pool as set_pool
+    from llmpool.credentials.allowlist import EnvAllowlist as EnvAllowlist
+    from llmpool.credentials.allowlist import resolve_auth as resolve_auth
+    from llmpool.errors import AllLLMsFailedError as AllLLMsFailedError
+    from llmpool.errors import AllLLMsFailedToInitializeError as AllLLMsFailedToInitializeError
+    from llmpool.errors import ArgumentTooLongError as ArgumentTooLongError
+    from llmpool.errors import CandidateFailure as CandidateFailure
+    from llmpool.errors import ConflictError as ConflictError
+    from llmpool.errors import DatabaseError as DatabaseError
+    from llmpool.errors import DatabaseUnavailableError as DatabaseUnavailableError
+    from llmpool.errors import EnvNotAllowedError as EnvNotAllowedError
+    from llmpool.errors import InvalidConfigError as InvalidConfigError
+    from llmpool.errors import InvalidDefaultLLMError as InvalidDefaultLLMError
+    from llmpool.errors import LiteralSecretError as LiteralSecretError
+    from llmpool.errors import LLMNotFoundError as LLMNotFoundError
+    from llmpool.errors import LLMPoolError as LLMPoolError
+    from llmpool.errors import MidStreamError as MidStreamError
+    from llmpool.errors import MigrationChecksumError as MigrationChecksumError
+    from llmpool.errors import MigrationError as MigrationError
+    from llmpool.errors import MissingSecretError as MissingSecretError
+    from llmpool.errors import NoDefaultLLMError as NoDefaultLLMError
+    from llmpool.errors import ProviderError as ProviderError
+    from llmpool.errors import ProviderLoadError as ProviderLoadError
+    from llmpool.errors import ProviderNotInstalledError as ProviderNotInstalledError
+    from llmpool.errors import UnknownProviderError as UnknownProviderError
+    from llmpool.errors import UnsupportedParameterError as UnsupportedParameterError
+    from llmpool.fallback.breakers import BreakerStore as BreakerStore
+    from llmpool.fallback.breakers import LocalBreakerStore as LocalBreakerStore
+    from llmpool.fallback.breakers_redis import RedisBreakerStore as RedisBreakerStore
+    from llmpool.fallback.model import FallbackChatModel as FallbackChatModel
+    from llmpool.fallback.policy import FallbackPolicy as FallbackPolicy
+    from llmpool.fallback.policy import Outcome as Outcome
+    from llmpool.fallback.walk import Candidate as Candidate
+    from llmpool.legacy import get_anthropic_llm as get_anthropic_llm
+    from llmpool.legacy import get_ollama_llm as get_ollama_llm
+    from llmpool.legacy import get_openai_llm as get_openai_llm
+    from llmpool.models import AuditEntry as AuditEntry
+    from llmpool.models import BadRow as BadRow
+    from llmpool.models import LLMConfig as LLMConfig
+    from llmpool.pool.facade import LLMPool as LLMPool
+    from llmpool.providers import Provider as Provider
+    from llmpool.providers import ProviderRegistry as ProviderRegistry
+    from llmpool.providers import get_registry as get_registry
+    from llmpool.providers import register_provider as register_provider
+    from llmpool.repository import LLMRepository as LLMRepository
+    from llmpool.repository import LLMStore as LLMStore
+    from llmpool.repository import Snapshot as Snapshot
+    from llmpool.repository.memory import InMemoryStore as InMemoryStore
+    from llmpool.repository.sql.async_store import AsyncSQLRepository as AsyncSQLRepository
+    from llmpool.repository.sql.migrate import migrate as migrate
+    from llmpool.repository.sql.migrate import seed_starter_rows as seed_starter_rows
+    from llmpool.repository.sql.store import SQLStore as SQLStore
 
-# name -> module that defines it. Resolved lazily by __getattr__ below.
+# name -> the module that defines it; resolved lazily by __getattr__ below.
 _EXPORTS: dict[str, str] = {
-    # the seed's functions
+    # the usage guide's functions
     "get_llm": "llmpool.api",
     "get_llm_with_fallback": "llmpool.api",
     "get_llms_from_db": "llmpool.api",
@@ -77,9 +91,10 @@ _EXPORTS: dict[str, str] = {
     "aget_llm_with_fallback": "llmpool.api",
     "aget_llms_from_db": "llmpool.api",
     "aget_default_llm_config": "llmpool.api",
-    "LLMPool": "llmpool.pool.facade",
     "get_pool": "llmpool.api",
     "set_pool": "llmpool.api",
+    # the pool
+    "LLMPool": "llmpool.pool.facade",
     # legacy, deprecated
     "get_openai_llm": "llmpool.legacy",
     "get_anthropic_llm": "llmpool.legacy",
@@ -88,27 +103,31 @@ _EXPORTS: dict[str, str] = {
     "LLMConfig": "llmpool.models",
     "AuditEntry": "llmpool.models",
     "BadRow": "llmpool.models",
+    # repositories and stores
     "LLMRepository": "llmpool.repository",
     "LLMStore": "llmpool.repository",
     "Snapshot": "llmpool.repository",
     "InMemoryStore": "llmpool.repository.memory",
     "SQLStore": "llmpool.repository.sql.store",
-    "AsyncSQLRepository": "llmpool.repository.sql.store",
-    "create_engine": "llmpool.repository.sql.engine",
-    "resolve_database_url": "llmpool.repository.sql.engine",
-    "mask_url": "llmpool.repository.sql.engine",
+    "AsyncSQLRepository": "llmpool.repository.sql.async_store",
     "migrate": "llmpool.repository.sql.migrate",
     "seed_starter_rows": "llmpool.repository.sql.migrate",
-    # credentials and providers
+    # credentials
     "EnvAllowlist": "llmpool.credentials.allowlist",
     "resolve_auth": "llmpool.credentials.allowlist",
+    # providers
     "Provider": "llmpool.providers",
     "ProviderRegistry": "llmpool.providers",
     "get_registry": "llmpool.providers",
     "register_provider": "llmpool.providers",
     # fallback
     "FallbackChatModel": "llmpool.fallback.model",
+    "Candidate": "llmpool.fallback.walk",
     "FallbackPolicy": "llmpool.fallback.policy",
+    "Outcome": "llmpool.fallback.policy",
+    "BreakerStore": "llmpool.fallback.breakers",
+    "LocalBreakerStore": "llmpool.fallback.breakers",
+    "RedisBreakerStore": "llmpool.fallback.breakers_redis",
     # errors
     "LLMPoolError": "llmpool.errors",
     "AllLLMsFailedError": "llmpool.errors",
@@ -120,6 +139,7 @@ _EXPORTS: dict[str, str] = {
     "DatabaseUnavailableError": "llmpool.errors",
     "EnvNotAllowedError": "llmpool.errors",
     "InvalidConfigError": "llmpool.errors",
+    "InvalidDefaultLLMError": "llmpool.errors",
     "LiteralSecretError": "llmpool.errors",
     "LLMNotFoundError": "llmpool.errors",
     "MidStreamError": "llmpool.errors",
@@ -134,67 +154,7 @@ _EXPORTS: dict[str, str] = {
     "UnsupportedParameterError": "llmpool.errors",
 }
 
-__all__ = [
-    "AllLLMsFailedError",
-    "AllLLMsFailedToInitializeError",
-    "ArgumentTooLongError",
-    "AsyncSQLRepository",
-    "AuditEntry",
-    "BadRow",
-    "CandidateFailure",
-    "ConflictError",
-    "DatabaseError",
-    "DatabaseUnavailableError",
-    "EnvAllowlist",
-    "EnvNotAllowedError",
-    "FallbackChatModel",
-    "FallbackPolicy",
-    "InMemoryStore",
-    "InvalidConfigError",
-    "LLMConfig",
-    "LLMNotFoundError",
-    "LLMPool",
-    "LLMPoolError",
-    "LLMRepository",
-    "LLMStore",
-    "LiteralSecretError",
-    "MidStreamError",
-    "MigrationChecksumError",
-    "MigrationError",
-    "MissingSecretError",
-    "NoDefaultLLMError",
-    "Provider",
-    "ProviderError",
-    "ProviderLoadError",
-    "ProviderNotInstalledError",
-    "ProviderRegistry",
-    "SQLStore",
-    "Snapshot",
-    "UnknownProviderError",
-    "UnsupportedParameterError",
-    "aget_default_llm_config",
-    "aget_llm",
-    "aget_llm_with_fallback",
-    "aget_llms_from_db",
-    "create_engine",
-    "create_llm_instance",
-    "get_anthropic_llm",
-    "get_default_llm_config",
-    "get_llm",
-    "get_llm_with_fallback",
-    "get_llms_from_db",
-    "get_ollama_llm",
-    "get_openai_llm",
-    "get_pool",
-    "get_registry",
-    "mask_url",
-    "migrate",
-    "register_provider",
-    "resolve_auth",
-    "resolve_database_url",
-    "seed_starter_rows",
-    "set_pool",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

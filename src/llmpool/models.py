@@ -37,13 +37,7 @@ from pydantic import (
     field_validator,
 )
 
-# Re-exported: the secret rules lived here before they had a module of their own.
-from llmpool.credentials.checks import (
-    REFERENCE_SUFFIXES,
-    SECRET_WORDS,
-    check_auth_meta,
-    check_config,
-)
+from llmpool.credentials.checks import check_auth_meta, check_config
 from llmpool.errors import ArgumentTooLongError, InvalidConfigError, describe_row, shorten
 
 __all__ = [
@@ -57,11 +51,7 @@ __all__ = [
     "AuditEntry",
     "BadRow",
     "LLMConfig",
-    "REFERENCE_SUFFIXES",
-    "SECRET_WORDS",
     "check_argument",
-    "check_auth_meta",
-    "check_config",
     "check_json_bounds",
     "check_json_text",
     "json_text_depth",

@@ -44,9 +44,8 @@ from pydantic import SecretStr
 from llmpool.credentials.checks import (
     MAX_DEPTH,
     REFERENCE_SUFFIXES,
-    SECRET_WORDS,
     find_secret,
-    is_secret_name,
+    is_secret_key,
     shown_reference,
     url_userinfo,
 )
@@ -64,7 +63,6 @@ __all__ = [
     "ENDPOINT_KEYS",
     "NEVER_ALLOWED_ENV",
     "EnvAllowlist",
-    "is_secret_key",
     "literal_endpoints",
     "resolve_auth",
 ]
@@ -147,16 +145,6 @@ _ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)
 _MARKS = ("plain", "secret")
 
 Kind = Literal["secret", "plain"]
-
-
-def is_secret_key(key: str) -> bool:
-    """Return whether a resolved ``auth_meta`` key holds a secret (``api_key``, ``*token*``...).
-
-    Example:
-        >>> is_secret_key("api_key"), is_secret_key("base_url")
-        (True, False)
-    """
-    return any(word in key.lower() for word in SECRET_WORDS) or is_secret_name(key)
 
 
 def _split(value: str) -> list[str]:

@@ -36,6 +36,7 @@ __all__ = [
     "check_auth_meta",
     "check_config",
     "find_secret",
+    "is_secret_key",
     "is_secret_name",
     "looks_like_secret",
     "shown_reference",
@@ -201,7 +202,16 @@ def is_secret_name(key: str) -> bool:
     return False
 
 
-def _is_secret_auth_key(key: str) -> bool:
+def is_secret_key(key: str) -> bool:
+    """Return whether a plain ``auth_meta`` key (or a resolved one) names a secret.
+
+    ``auth_meta`` is references-only territory, so substrings count (``apitoken``,
+    ``x_api_key``), on top of the word rules of `is_secret_name`.
+
+    Example:
+        >>> is_secret_key("api_key"), is_secret_key("base_url")
+        (True, False)
+    """
     lowered = key.lower()
     return any(word in lowered for word in SECRET_WORDS) or is_secret_name(key)
 
@@ -298,7 +308,7 @@ def url_credential(value: str) -> str | None:
         return "a key in its user info"
     for part, where in ((parts.query, "query"), (parts.fragment, "fragment")):
         for name, _ in parse_qsl(part, keep_blank_values=True):
-            if name.lower() in _QUERY_SECRETS or _is_secret_auth_key(name):
+            if name.lower() in _QUERY_SECRETS or is_secret_key(name):
                 return f"a {name!r} {where} parameter"
     return None
 
@@ -435,7 +445,7 @@ store a reference instead: {"api_key_env": "NAME_OF_ENV_VAR"}
             raise InvalidConfigError(msg, field="auth_meta")
         if key.endswith(REFERENCE_SUFFIXES):
             _check_reference(key, value, field, row)
-        elif _is_secret_auth_key(key):
+        elif is_secret_key(key):
             # Never echo the value: it is presumably the secret itself.
             msg = (
                 f"{row}: {field} holds a literal secret; store a reference instead: "

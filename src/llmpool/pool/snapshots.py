@@ -243,7 +243,7 @@ class SnapshotKeeper:
                 return None
             from sqlalchemy.ext.asyncio import AsyncEngine
 
-            from llmpool.repository.sql.store import AsyncSQLRepository
+            from llmpool.repository.sql.async_store import AsyncSQLRepository
 
             self._owns_async_engine = not isinstance(source, AsyncEngine)
             self._async_repository = AsyncSQLRepository(source)

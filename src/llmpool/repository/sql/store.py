@@ -1,8 +1,8 @@
 """The `llms` table through SQLAlchemy 2 Core, on PostgreSQL (psycopg 3) and SQLite.
 
 `SQLStore` is the admin API: every write is one transaction that also appends its audit row,
-and when any part fails nothing is written. `AsyncSQLRepository` (in ``async_sql``, re-exported
-here) is the async read side.
+and when any part fails nothing is written. `AsyncSQLRepository` (in
+``async_store``) is the async read side.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from llmpool.repository.rules import (
     new_configs,
     updated_config,
 )
-from llmpool.repository.sql.async_store import AsyncSQLRepository
 from llmpool.repository.sql.engine import create_engine, db_errors, write_transaction
 from llmpool.repository.sql.schema import (
     RowParser,
@@ -51,7 +50,7 @@ if TYPE_CHECKING:
     from llmpool.models import AuditEntry, LLMConfig
     from llmpool.repository import ConfigValidator
 
-__all__ = ["AsyncSQLRepository", "SQLRepository", "SQLStore"]
+__all__ = ["SQLStore"]
 
 
 class _Doing:
@@ -386,4 +385,3 @@ class SQLStore(BulkWrites):
 
 
 #: `SQLStore` satisfies the read protocol too; the name reads better where nothing is written.
-SQLRepository = SQLStore
