@@ -16,8 +16,8 @@ from cli_runner import SCRIPT, Result, run_cli, script_environ
 from servers import Hang, OpenAIServer
 from test_cli import as_json, ok
 
-from llmpool.cli import admin as cli_commands
 from llmpool.cli import main as cli
+from llmpool.cli import rows as cli_commands
 from llmpool.errors import ConflictError
 
 PASSWORD = "hunter2-not-a-real-password"

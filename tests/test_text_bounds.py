@@ -12,8 +12,8 @@ import pytest
 from helpers import fake
 
 from llmpool import api as functions
-from llmpool.cli.admin import cell, mask_passwords, one_line
 from llmpool.cli.main import main
+from llmpool.cli.output import cell, mask_passwords, one_line
 from llmpool.errors import (
     ArgumentTooLongError,
     InvalidConfigError,

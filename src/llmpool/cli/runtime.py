@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmpool.cli.admin import UsageError, emit, find_llm, one_line, open_pool, table
+from llmpool.cli.args import AddCommand, Handler, bounded
+from llmpool.cli.output import UsageError, emit, find_llm, one_line, open_pool, table
 from llmpool.errors import (
     EnvNotAllowedError,
     LLMPoolError,
@@ -36,7 +37,27 @@ if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.pool.facade import LLMPool
 
-__all__ = ["DEMO_ROW", "RUNTIME_COMMANDS", "cmd_check", "cmd_demo"]
+__all__ = ["COMMANDS", "DEMO_ROW", "cmd_check", "cmd_demo", "register"]
+
+
+def register(add: AddCommand) -> None:
+    """Add the parsers of the commands that build models."""
+    p = add("chain", "the fallback order, and why a row would not be tried")
+    p.add_argument("--scope", type=bounded("scope"), default="global")
+
+    p = add("check", "build each LLM and send a tiny prompt (works on disabled rows)")
+    p.add_argument("ids", nargs="*", metavar="ID|NAME", type=bounded("name"))
+    p.add_argument("--scope", type=bounded("scope"), default="global")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=20.0,
+        help="seconds each row may take; passed to its client and enforced (default: 20)",
+    )
+
+    add("providers", "providers found, their extras, and plugins that failed to load")
+    add("demo", "a fallback walk on a temporary SQLite database, offline (ignores --database-url)")
+
 
 #: The row that answers when nothing else can: langchain-core's fake chat model.
 DEMO_ROW: dict[str, Any] = {
@@ -325,7 +346,7 @@ def _hidden(names: Iterable[str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-RUNTIME_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+COMMANDS: dict[str, Handler] = {
     "providers": cmd_providers,
     "chain": cmd_chain,
     "check": cmd_check,

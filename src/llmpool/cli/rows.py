@@ -1,130 +1,92 @@
-"""The ``llmpool`` admin subcommands: thin layers over the public API, printing tables or JSON.
-
-The output helpers here (`table`, `emit`, `one_line`, ...) are shared with `llmpool.cli.runtime`.
+"""The row commands of ``llmpool``: list, show, add, edit, enable, disable, delete, set-default
+and audit; each command's parser next to its handler.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import LLMNotFoundError, LLMPoolError, shorten, visible
+from llmpool.cli.args import AddCommand, Handler, bounded, row_flags
+from llmpool.cli.output import (
+    CommandFailed,
+    UsageError,
+    cell,
+    emit,
+    find_llm,
+    one_line,
+    open_pool,
+    table,
+)
+from llmpool.errors import LLMPoolError, shorten, visible
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
-    from llmpool.pool.facade import LLMPool
 
-__all__ = ["COMMANDS", "CommandFailed", "UsageError", "mask_passwords", "one_line"]
+__all__ = ["COMMANDS", "register"]
 
-
-class UsageError(Exception):
-    """A command line that cannot be run as written (exit code 2)."""
-
-
-class CommandFailed(Exception):
-    """The operation was refused or failed, with a message for the user (exit code 1)."""
-
-
-# -- output ----------------------------------------------------------------------------------
-
-# scheme://user:password@host...: up to a space, quote, bracket, comma or semicolon, without
-# trailing punctuation (so "(postgresql://u:pw@db/app)." keeps its brackets and full stop).
-#
-# Linear in the text. The lookbehind lets a match start only where a run of scheme characters
-# starts (elsewhere it fails at once), and a scheme needs a letter: digits, "+", "." and "-"
-# may lead, as the leftmost-letter start of a scheme would skip them. Each attempt then reads
-# its own run, the user and password that follow "://" (neither holds "/", so they end before
-# the next "://"), and the host and path: those are consumed when the attempt matches, and hold
-# only ":" and "." when it fails. So no character is read by more than a bounded number of
-# attempts. (A pattern free to start at every letter is quadratic on a long run of letters: a
-# 100 KB name takes seconds.)
-_URL_WITH_PASSWORD = re.compile(
-    r"(?<![A-Za-z0-9+.\-])[0-9+.\-]*[A-Za-z][A-Za-z0-9+.\-]*://"
-    r"[^\s:/@'\"<>(),;]*:(?P<password>[^\s@/'\"<>(),;]+)@"
-    r"[^\s'\"<>(),;]*[^\s'\"<>(),;:.]"
+_ADD_EPILOG = (
+    "--from-json takes one object or a list of objects with the row's fields (name, "
+    "provider, model_name, scope, priority, enabled, is_default, auth_meta, config). A list "
+    "is added in a single transaction (store.add_many): every item is validated first, and "
+    "if any item is refused (a bad field, a secret, a name or id already taken) nothing is "
+    "written; the error names the item by its number."
 )
 
-#: The longest line the command prints for an error or a warning.
-MAX_MESSAGE = 4000
 
+def register(add: AddCommand) -> None:
+    """Add the row commands' parsers."""
+    p = add("list", "list LLMs, in fallback order")
+    p.add_argument("--provider", type=bounded("provider"))
+    state = p.add_mutually_exclusive_group()
+    state.add_argument("--enabled", action="store_true")
+    state.add_argument("--disabled", action="store_true")
+    p.add_argument("--search", type=bounded("search"), help="part of the name or model name")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scope", type=bounded("scope"), default="global")
+    where.add_argument("--all-scopes", action="store_true")
 
-def _mask(match: re.Match[str]) -> str:
-    url, start = match.group(0), match.start()
-    return url[: match.start("password") - start] + "***" + url[match.end("password") - start :]
+    p = add("show", "show one LLM by id or name")
+    p.add_argument("ref", metavar="ID|NAME", type=bounded("name"))
 
+    p = add("add", "add an LLM (flags, or --from-json FILE)", _ADD_EPILOG)
+    row_flags(p)
+    p.add_argument("--disabled", action="store_true", help="add it disabled (test first)")
+    p.add_argument("--default", dest="is_default", action="store_true")
+    p.add_argument(
+        "--from-json",
+        dest="from_json",
+        metavar="FILE",
+        help="a JSON object or list of objects ('-' for stdin); all validated before any write",
+    )
 
-def mask_passwords(text: str) -> str:
-    """Return ``text`` with the password of every ``scheme://user:password@host`` replaced.
+    p = add("edit", "change fields of an LLM")
+    p.add_argument("id", type=bounded("id"))
+    row_flags(p)
 
-    Linear in the length of the text, whatever it holds.
+    for name, help_text in (
+        ("enable", "enable LLMs"),
+        ("disable", "disable LLMs"),
+        ("delete", "delete LLMs"),
+    ):
+        p = add(name, help_text)
+        p.add_argument("ids", nargs="+", metavar="ID", type=bounded("id"))
+        if name == "delete":
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
-    Example:
-        >>> mask_passwords("(postgresql://app:pw@db/app). sqlite:///x.db")
-        '(postgresql://app:***@db/app). sqlite:///x.db'
-    """
-    return _URL_WITH_PASSWORD.sub(_mask, text)
+    p = add("set-default", "make an LLM its scope's default")
+    p.add_argument("id", type=bounded("id"))
 
-
-def one_line(message: str) -> str:
-    """Return ``message`` as one line that is safe to print.
-
-    The password of any URL in it is masked, every resolved secret value redacted
-    (`llmpool.credentials.redaction`), and control characters (a terminal escape
-    sequence in a row's name) written as visible escapes (`llmpool.errors.visible`).
-
-    Example:
-        >>> one_line("Could not connect:\\n  (postgresql://app:pw@db/app) refused")
-        'Could not connect: (postgresql://app:***@db/app) refused'
-        >>> one_line("\\x1b[31mred")
-        '\\\\x1b[31mred'
-    """
-    parts = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    pieces = parts[:1]
-    for before, part in itertools.pairwise(parts):
-        pieces += [" " if before.endswith(":") else "; ", part]
-    from llmpool.credentials.redaction import redact
-
-    return visible(redact(mask_passwords("".join(pieces))))
-
-
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """Render rows as a plain-text table with upper-case column headers."""
-    if not rows:
-        return "(none)"
-    cells = [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def cell(value: Any) -> str:
-    """Render one value for a table: yes/no, ``-`` for none, JSON for objects, one line."""
-    if value is True:
-        return "yes"
-    if value is False:
-        return "no"
-    if value is None or value == []:
-        return "-"
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return one_line(", ".join(value))
-    text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
-    return one_line(text)
-
-
-def emit(args: argparse.Namespace, data: Any, render: Callable[[], str]) -> None:
-    """Print ``data`` as JSON with ``--json``, else the table ``render`` returns."""
-    if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
-    else:
-        print(render())
+    p = add("audit", "the audit log, newest first")
+    p.add_argument("--llm", dest="llm_id", type=bounded("id"))
+    p.add_argument("--since", help="ISO date/time, or relative: 30m, 12h, 7d")
+    p.add_argument("--limit", type=int, default=100)
 
 
 def _row(config: LLMConfig) -> dict[str, Any]:
@@ -144,50 +106,9 @@ _LIST_COLUMNS = (
 )
 
 
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def open_pool(args: argparse.Namespace, **kwargs: Any) -> LLMPool:
-    """Return a pool on the command's database, without background change detection."""
-    from llmpool.pool.facade import LLMPool
-
-    return LLMPool(args.database_url, poll_interval=0, listen=False, **kwargs)
-
-
-def find_llm(pool: LLMPool, ref: str) -> LLMConfig:
-    """Return the row whose id, or else whose (unique) name, is ``ref``.
-
-    Raises:
-        ArgumentTooLongError: ``ref`` is longer than any name (or id) could be.
-        LLMNotFoundError: No row has that id or name.
-        UsageError: Several rows, in different scopes, have that name.
-    """
-    from llmpool.models import MAX_LENGTHS, check_argument
-
-    check_argument("name", ref, MAX_LENGTHS["name"])
-    store = pool.store
-    if len(ref) <= MAX_LENGTHS["id"]:
-        try:
-            return store.get(ref)
-        except LLMNotFoundError:
-            pass
-    matches = [c for c in store.list_llms(scope=None) if c.name == ref]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        scopes = ", ".join(sorted(c.scope for c in matches))
-        msg = f"{len(matches)} LLMs are named {ref!r} (scopes: {scopes}); use the id"
-        raise UsageError(msg)
-    msg = f"No LLM with id or name {shorten(ref)!r}"
-    raise LLMNotFoundError(msg)
-
-
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
     fields = ("name", "provider", "model_name", "priority", "scope", "auth_meta", "config")
     return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
-
-
-# -- commands --------------------------------------------------------------------------------
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -373,28 +294,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
-    """``llmpool migrate [--seed]``."""
-    from llmpool.repository.sql.migrate import migrate, seed_starter_rows
-
-    applied = migrate(args.database_url)
-    seeded: list[str] = []
-    if args.seed:
-        with open_pool(args, auto_migrate=False) as pool:
-            seeded = [c.name for c in seed_starter_rows(pool.store, actor=args.actor)]
-    data = {"applied": applied, "seeded": seeded}
-    emit(
-        args,
-        data,
-        lambda: (
-            "\n".join([f"applied {name}" for name in applied] or ["database is up to date"])
-            + "".join(f"\nseeded {name}" for name in seeded)
-        ),
-    )
-    return 0
-
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+COMMANDS: dict[str, Handler] = {
     "list": cmd_list,
     "show": cmd_show,
     "add": cmd_add,
@@ -404,5 +304,4 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "delete": cmd_delete,
     "set-default": cmd_set_default,
     "audit": cmd_audit,
-    "migrate": cmd_migrate,
 }

@@ -1,0 +1,172 @@
+"""What every ``llmpool`` command shares: its errors, safe one-line text, tables and JSON, and
+the pool and row lookups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from llmpool.errors import LLMNotFoundError, shorten, visible
+
+if TYPE_CHECKING:
+    from llmpool.models import LLMConfig
+    from llmpool.pool.facade import LLMPool
+
+__all__ = [
+    "MAX_MESSAGE",
+    "CommandFailed",
+    "UsageError",
+    "cell",
+    "emit",
+    "find_llm",
+    "mask_passwords",
+    "one_line",
+    "open_pool",
+    "table",
+]
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as written (exit code 2)."""
+
+
+class CommandFailed(Exception):
+    """The operation was refused or failed, with a message for the user (exit code 1)."""
+
+
+# -- output ----------------------------------------------------------------------------------
+
+# scheme://user:password@host...: up to a space, quote, bracket, comma or semicolon, without
+# trailing punctuation (so "(postgresql://u:pw@db/app)." keeps its brackets and full stop).
+#
+# Linear in the text. The lookbehind lets a match start only where a run of scheme characters
+# starts (elsewhere it fails at once), and a scheme needs a letter: digits, "+", "." and "-"
+# may lead, as the leftmost-letter start of a scheme would skip them. Each attempt then reads
+# its own run, the user and password that follow "://" (neither holds "/", so they end before
+# the next "://"), and the host and path: those are consumed when the attempt matches, and hold
+# only ":" and "." when it fails. So no character is read by more than a bounded number of
+# attempts. (A pattern free to start at every letter is quadratic on a long run of letters: a
+# 100 KB name takes seconds.)
+_URL_WITH_PASSWORD = re.compile(
+    r"(?<![A-Za-z0-9+.\-])[0-9+.\-]*[A-Za-z][A-Za-z0-9+.\-]*://"
+    r"[^\s:/@'\"<>(),;]*:(?P<password>[^\s@/'\"<>(),;]+)@"
+    r"[^\s'\"<>(),;]*[^\s'\"<>(),;:.]"
+)
+
+#: The longest line the command prints for an error or a warning.
+MAX_MESSAGE = 4000
+
+
+def _mask(match: re.Match[str]) -> str:
+    url, start = match.group(0), match.start()
+    return url[: match.start("password") - start] + "***" + url[match.end("password") - start :]
+
+
+def mask_passwords(text: str) -> str:
+    """Return ``text`` with the password of every ``scheme://user:password@host`` replaced.
+
+    Linear in the length of the text, whatever it holds.
+
+    Example:
+        >>> mask_passwords("(postgresql://app:pw@db/app). sqlite:///x.db")
+        '(postgresql://app:***@db/app). sqlite:///x.db'
+    """
+    return _URL_WITH_PASSWORD.sub(_mask, text)
+
+
+def one_line(message: str) -> str:
+    """Return ``message`` as one line that is safe to print.
+
+    The password of any URL in it is masked, every resolved secret value redacted
+    (`llmpool.credentials.redaction`), and control characters (a terminal escape
+    sequence in a row's name) written as visible escapes (`llmpool.errors.visible`).
+
+    Example:
+        >>> one_line("Could not connect:\\n  (postgresql://app:pw@db/app) refused")
+        'Could not connect: (postgresql://app:***@db/app) refused'
+        >>> one_line("\\x1b[31mred")
+        '\\\\x1b[31mred'
+    """
+    parts = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    pieces = parts[:1]
+    for before, part in itertools.pairwise(parts):
+        pieces += [" " if before.endswith(":") else "; ", part]
+    from llmpool.credentials.redaction import redact
+
+    return visible(redact(mask_passwords("".join(pieces))))
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Render rows as a plain-text table with upper-case column headers."""
+    if not rows:
+        return "(none)"
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cell(value: Any) -> str:
+    """Render one value for a table: yes/no, ``-`` for none, JSON for objects, one line."""
+    if value is True:
+        return "yes"
+    if value is False:
+        return "no"
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return one_line(", ".join(value))
+    text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
+    return one_line(text)
+
+
+def emit(args: argparse.Namespace, data: Any, render: Callable[[], str]) -> None:
+    """Print ``data`` as JSON with ``--json``, else the table ``render`` returns."""
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        print(render())
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def open_pool(args: argparse.Namespace, **kwargs: Any) -> LLMPool:
+    """Return a pool on the command's database, without background change detection."""
+    from llmpool.pool.facade import LLMPool
+
+    return LLMPool(args.database_url, poll_interval=0, listen=False, **kwargs)
+
+
+def find_llm(pool: LLMPool, ref: str) -> LLMConfig:
+    """Return the row whose id, or else whose (unique) name, is ``ref``.
+
+    Raises:
+        ArgumentTooLongError: ``ref`` is longer than any name (or id) could be.
+        LLMNotFoundError: No row has that id or name.
+        UsageError: Several rows, in different scopes, have that name.
+    """
+    from llmpool.models import MAX_LENGTHS, check_argument
+
+    check_argument("name", ref, MAX_LENGTHS["name"])
+    store = pool.store
+    if len(ref) <= MAX_LENGTHS["id"]:
+        try:
+            return store.get(ref)
+        except LLMNotFoundError:
+            pass
+    matches = [c for c in store.list_llms(scope=None) if c.name == ref]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        scopes = ", ".join(sorted(c.scope for c in matches))
+        msg = f"{len(matches)} LLMs are named {ref!r} (scopes: {scopes}); use the id"
+        raise UsageError(msg)
+    msg = f"No LLM with id or name {shorten(ref)!r}"
+    raise LLMNotFoundError(msg)

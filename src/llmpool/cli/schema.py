@@ -1,0 +1,40 @@
+"""``llmpool migrate``: apply llmpool's migrations, and seed the usage guide's example rows."""
+
+from __future__ import annotations
+
+import argparse
+
+from llmpool.cli.args import AddCommand, Handler
+from llmpool.cli.output import emit, open_pool
+
+__all__ = ["COMMANDS", "register"]
+
+
+def register(add: AddCommand) -> None:
+    """Add the ``migrate`` parser."""
+    p = add("migrate", "apply llmpool's migrations")
+    p.add_argument("--seed", action="store_true", help="also add the example rows")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``llmpool migrate [--seed]``."""
+    from llmpool.repository.sql.migrate import migrate, seed_starter_rows
+
+    applied = migrate(args.database_url)
+    seeded: list[str] = []
+    if args.seed:
+        with open_pool(args, auto_migrate=False) as pool:
+            seeded = [c.name for c in seed_starter_rows(pool.store, actor=args.actor)]
+    data = {"applied": applied, "seeded": seeded}
+    emit(
+        args,
+        data,
+        lambda: (
+            "\n".join([f"applied {name}" for name in applied] or ["database is up to date"])
+            + "".join(f"\nseeded {name}" for name in seeded)
+        ),
+    )
+    return 0
+
+
+COMMANDS: dict[str, Handler] = {"migrate": cmd_migrate}
