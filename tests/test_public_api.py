@@ -42,6 +42,7 @@ PUBLIC = [
     "MissingSecretError",
     "NoDefaultLLMError",
     "Outcome",
+    "PoolOptions",
     "Provider",
     "ProviderError",
     "ProviderLoadError",

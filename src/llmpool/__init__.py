@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # the same table, for type checkers (explicit re-exports)
     from llmpool.models import BadRow as BadRow
     from llmpool.models import LLMConfig as LLMConfig
     from llmpool.pool.facade import LLMPool as LLMPool
+    from llmpool.pool.options import PoolOptions as PoolOptions
     from llmpool.providers import Provider as Provider
     from llmpool.providers import ProviderRegistry as ProviderRegistry
     from llmpool.providers import get_registry as get_registry
@@ -95,6 +96,7 @@ _EXPORTS: dict[str, str] = {
     "set_pool": "llmpool.api",
     # the pool
     "LLMPool": "llmpool.pool.facade",
+    "PoolOptions": "llmpool.pool.options",
     # legacy, deprecated
     "get_openai_llm": "llmpool.legacy",
     "get_anthropic_llm": "llmpool.legacy",

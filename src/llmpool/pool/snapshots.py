@@ -1,15 +1,18 @@
 """The pool's snapshot of the ``llms`` table: loaded once, then kept current without a restart.
 
-`SnapshotKeeper` loads every row once (sync, or async on an async engine), and starts a
-`llmpool.pool.watch.Watcher` that reloads it when the table changes (PostgreSQL LISTEN/NOTIFY, else
-polling). Readers take the current snapshot without a lock: a reload swaps it in one assignment,
-and a slower reload of an older generation never replaces a newer one. While the database is
-down the last good snapshot is served.
+`SnapshotKeeper` loads every row once (sync, or async through the store's async reader), and
+starts a `llmpool.pool.watch.Watcher` that reloads it when the table changes (PostgreSQL
+LISTEN/NOTIFY through the store's engine, else polling). What the database needs (its engine,
+its async reader, its migration) is the store's: the keeper only asks for it. Readers take the
+current snapshot without a lock: a reload swaps it in one assignment, and a slower reload of an
+older generation never replaces a newer one. While the database is down the last good snapshot
+is served. A committed write reloads it at once: the pool subscribes `refresh_after_write` to
+its store.
 
 The first load is shared: however many threads (or tasks of one event loop) ask for the
 snapshot before it is loaded, one load runs, and its result or its error reaches them all at
 once. A caller arriving after a failed load starts a new one. Each load is bounded by the
-database's own bounds (`llmpool.repository.sql.engine.DatabaseBounds`), so no caller waits
+database's own bounds (`llmpool.repository.sql.bounds.DatabaseBounds`), so no caller waits
 longer than one load takes.
 """
 
@@ -19,13 +22,12 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import asyncio
 
-    from sqlalchemy.engine import URL, Engine
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.engine import Engine
 
     from llmpool.pool.watch import Watcher
     from llmpool.repository import AsyncLLMRepository, LLMRepository, Snapshot
@@ -33,6 +35,29 @@ if TYPE_CHECKING:
 __all__ = ["SnapshotKeeper"]
 
 logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class DatabaseStore(Protocol):
+    """A repository over a SQL database that owns its engine, async reader and migration."""
+
+    @property
+    def engine(self) -> Engine:
+        """The engine rows are read through (LISTENed through on PostgreSQL)."""
+        ...
+
+    @property
+    def schema_pending(self) -> bool:
+        """Whether a migration is still to run on first use."""
+        ...
+
+    def async_reader(self) -> AsyncLLMRepository | None:
+        """The async read side, or ``None`` when async reads must run the sync engine."""
+        ...
+
+
+#: What a commit listener lets through: the interpreter shutting down or the user interrupting.
+_FATAL = (KeyboardInterrupt, SystemExit)
 
 
 class _InterruptedLoadError(Exception):
@@ -43,16 +68,13 @@ class SnapshotKeeper:
     """The current snapshot of a repository, and the watcher that keeps it current.
 
     Args:
-        repository: Where rows are read.
+        repository: Where rows are read; a `DatabaseStore` lends its engine to the watcher
+            and its async reader to `aget`.
         on_refresh: Called with the installed snapshot after each reload (under the load
             lock), e.g. to drop models of deleted rows.
-        engine: The SQL engine behind ``repository``, if any: LISTENed through, migrated.
-        database: What the caller passed for it (an engine they own is not disposed).
-        async_database: The async engine or URL the async reads use (see `LLMPool`).
         poll_interval: Seconds between change checks; ``0`` to never look.
         listen: LISTEN/NOTIFY on PostgreSQL.
         listen_retry: First delay before reopening a lost LISTEN connection.
-        auto_migrate: Apply the migrations before the first load.
     """
 
     def __init__(
@@ -60,23 +82,16 @@ class SnapshotKeeper:
         repository: LLMRepository,
         on_refresh: Callable[[Snapshot], None],
         *,
-        engine: Engine | None = None,
-        database: Engine | str | URL | None = None,
-        async_database: AsyncEngine | str | URL | None = None,
         poll_interval: float = 1.0,
         listen: bool = True,
         listen_retry: float = 1.0,
-        auto_migrate: bool = False,
     ) -> None:
         self.repository = repository
         self.on_refresh = on_refresh
         self.poll_interval = poll_interval
         self.listen_retry = listen_retry
-        self._engine = engine
-        self._database = database
-        self._async_database = async_database
+        self._database = repository if isinstance(repository, DatabaseStore) else None
         self._listen = listen
-        self._auto_migrate = auto_migrate
         self._snapshot: Snapshot | None = None
         self._load_lock = threading.Lock()
         self._first_guard = threading.Lock()
@@ -84,8 +99,6 @@ class SnapshotKeeper:
         self._watcher: Watcher | None = None
         self._closed = False
         self._refresh_failing = False
-        self._async_repository: AsyncLLMRepository | None = None
-        self._owns_async_engine = False
         self._async_loads: dict[asyncio.AbstractEventLoop, asyncio.Task[Snapshot]] = {}
         self._async_guard = threading.Lock()
 
@@ -98,16 +111,6 @@ class SnapshotKeeper:
     def watcher(self) -> Watcher | None:
         """The running watcher, if any."""
         return self._watcher
-
-    def ensure_schema(self) -> None:
-        """Apply llmpool's migrations once, when this keeper is to (the embedded SQLite)."""
-        if self._auto_migrate:
-            with self._load_lock:
-                if self._auto_migrate:
-                    from llmpool.repository.sql.migrate import migrate
-
-                    migrate(self._engine)
-                    self._auto_migrate = False
 
     def get(self) -> Snapshot:
         """Return the current snapshot of the table, loading it on first use.
@@ -135,7 +138,6 @@ class SnapshotKeeper:
 
     def _load_first(self, load: Future[Snapshot]) -> Snapshot:
         try:
-            self.ensure_schema()
             snapshot = self._adopt(self.repository.snapshot())
         except Exception as error:
             self._forget_first_load(load)
@@ -174,14 +176,22 @@ class SnapshotKeeper:
     def _on_change(self, generation: int) -> None:
         self.refresh()
 
-    def refresh_after_write(self) -> None:
-        """Reload after a committed admin write; a failure is logged once, never raised."""
+    def refresh_after_write(self, action: str = "write") -> None:
+        """Reload after a committed write (a commit listener); a failure is logged once.
+
+        The table's change counter is read first: when the snapshot already shows the write
+        (the watcher was faster), or the table cannot be read, nothing is reloaded here.
+        """
         # The write is committed: a failed reload must not turn it into an error.
-        if self._snapshot is None:
+        current = self._snapshot
+        if current is None:
             return
         try:
-            self.refresh()
-        except Exception as error:
+            if self.repository.generation() != current.generation:
+                self.refresh()
+        except _FATAL:
+            raise
+        except BaseException as error:  # a reload raising anything leaves the write committed
             if not self._refresh_failing:
                 self._refresh_failing = True
                 after = "the watcher will catch up" if self._watcher else "call refresh()"
@@ -204,13 +214,13 @@ class SnapshotKeeper:
             self.repository,
             self._on_change,
             poll_interval=self.poll_interval,
-            engine=self._engine if self._listen else None,
+            engine=self._database.engine if self._database and self._listen else None,
             listen_retry=self.listen_retry,
         )
         self._watcher.start(generation)
 
     def close(self) -> None:
-        """Stop watching the table and release the connections of an engine llmpool made.
+        """Stop watching the table (the store's connections are the store's to release).
 
         Returns promptly: the watcher closes its LISTEN connection and ends within a fraction
         of a second, whatever ``poll_interval`` is.
@@ -220,34 +230,6 @@ class SnapshotKeeper:
             watcher = self._watcher
         if watcher is not None:
             watcher.stop()
-        if self._engine is not None and self._database is not self._engine:
-            self._engine.dispose()
-
-    async def aclose(self) -> None:
-        """`close` without blocking the event loop; also release an async engine llmpool made."""
-        import asyncio
-
-        await asyncio.to_thread(self.close)
-        repository = self._async_repository
-        if repository is not None and self._owns_async_engine and hasattr(repository, "aclose"):
-            await repository.aclose()
-
-    def _async_repo(self) -> AsyncLLMRepository | None:
-        with self._async_guard:
-            if self._async_repository is not None:
-                return self._async_repository
-            source = self._async_database
-            if source is None and self._engine is not None and self._engine is not self._database:
-                source = self._engine.url  # llmpool made the engine from this URL
-            if source is None:
-                return None
-            from sqlalchemy.ext.asyncio import AsyncEngine
-
-            from llmpool.repository.sql.async_store import AsyncSQLRepository
-
-            self._owns_async_engine = not isinstance(source, AsyncEngine)
-            self._async_repository = AsyncSQLRepository(source)
-            return self._async_repository
 
     async def aget(self) -> Snapshot:
         """Async twin of `get`: one load in flight per event loop, on the async engine.
@@ -281,7 +263,8 @@ class SnapshotKeeper:
     async def _aload(self) -> Snapshot:
         import asyncio
 
-        repo = None if self._auto_migrate else self._async_repo()
+        database = self._database
+        repo = None if database is None or database.schema_pending else database.async_reader()
         if repo is None:
             return await asyncio.to_thread(self.get)
         snapshot = await repo.snapshot()

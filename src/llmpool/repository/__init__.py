@@ -2,12 +2,15 @@
 
 `LLMRepository` is what the rest of llmpool reads from; anything with these methods (an
 in-memory list, a file, a SQL table) is a repository. `LLMStore` adds the writes of the admin
-API: each write is one transaction that also appends an audit row.
+API: each write is one transaction that also appends an audit row. A store tells its
+`CommitListeners` after every committed write (`CommitNotifier.subscribe`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -21,6 +24,9 @@ __all__ = [
     "DEFAULT_ACTOR",
     "AsyncLLMRepository",
     "BulkWrites",
+    "CommitListener",
+    "CommitListeners",
+    "CommitNotifier",
     "ConfigValidator",
     "LLMRepository",
     "LLMStore",
@@ -35,6 +41,74 @@ DEFAULT_ACTOR = "llmpool"
 
 #: A check run on every row a store is about to write (e.g. the environment allowlist).
 ConfigValidator = Callable[["LLMConfig"], None]
+
+#: Called after a write is committed, with the write method's name (``"add"``, ``"delete"``, ...).
+CommitListener = Callable[[str], None]
+
+logger = logging.getLogger(__name__)
+
+
+class CommitListeners:
+    """The listeners of a store's committed writes.
+
+    A listener's failure is logged, never raised: the write it follows is already committed.
+
+    Args:
+        listeners: The first listeners.
+
+    Example:
+        >>> seen = []
+        >>> listeners = CommitListeners([seen.append])
+        >>> listeners.notify("add")
+        >>> seen
+        ['add']
+    """
+
+    def __init__(self, listeners: Iterable[CommitListener] = ()) -> None:
+        self._lock = threading.Lock()
+        self._listeners: tuple[CommitListener, ...] = tuple(listeners)
+
+    def __len__(self) -> int:
+        return len(self._listeners)
+
+    def subscribe(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener`` after every committed write; return the call that stops it."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                listeners = list(self._listeners)
+                if listener in listeners:
+                    listeners.remove(listener)
+                    self._listeners = tuple(listeners)
+
+        return unsubscribe
+
+    def notify(self, action: str) -> None:
+        """Tell every listener that a ``action`` write was committed; log their failures."""
+        for listener in self._listeners:
+            try:
+                listener(action)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as error:  # the write is committed: nothing undoes it
+                logger.warning(
+                    "llmpool committed the %s, but a commit listener failed (%s)",
+                    action,
+                    type(error).__name__,
+                    exc_info=True,
+                    extra={"error": type(error).__name__},
+                )
+
+
+@runtime_checkable
+class CommitNotifier(Protocol):
+    """A store that tells its listeners about every committed write."""
+
+    def subscribe(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener`` after every committed write; return the call that stops it."""
+        ...
 
 
 def sort_key(config: LLMConfig) -> tuple[int, str, str]:

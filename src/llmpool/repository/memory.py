@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from llmpool.models import MAX_LENGTHS, MAX_SEARCH_LENGTH, AuditEntry, LLMConfig
 from llmpool.repository import (
     DEFAULT_ACTOR,
     BulkWrites,
+    CommitListeners,
     Snapshot,
     no_default_error,
     not_found_error,
@@ -31,7 +33,10 @@ from llmpool.repository.rules import (
 )
 
 if TYPE_CHECKING:
-    from llmpool.repository import ConfigValidator
+    from llmpool.repository import CommitListener, ConfigValidator
+
+#: The rows being written and their audit entries (id, action, before, after).
+_Draft = tuple[dict[str, LLMConfig], list[tuple[str, str, Any, Any]]]
 
 __all__ = ["InMemoryStore"]
 
@@ -49,6 +54,7 @@ class InMemoryStore(BulkWrites):
         configs: Initial rows (configs or mappings; not audited), validated as every write is
             (a config made with ``model_copy`` or ``model_construct`` included).
         validators: Checks run on every row before it is written.
+        on_commit: Called after every committed write (see `subscribe`).
 
     Example:
         >>> store = InMemoryStore([{"name": "Fake", "provider": "fake", "model_name": "echo",
@@ -62,8 +68,10 @@ class InMemoryStore(BulkWrites):
         configs: Iterable[LLMConfig | Mapping[str, Any]] = (),
         *,
         validators: Sequence[ConfigValidator] = (),
+        on_commit: CommitListener | None = None,
     ) -> None:
         self.validators = tuple(validators)
+        self._listeners = CommitListeners(() if on_commit is None else (on_commit,))
         self._lock = threading.Lock()
         self._rows: dict[str, LLMConfig] = {}
         self._audit: list[AuditEntry] = []
@@ -80,6 +88,16 @@ class InMemoryStore(BulkWrites):
 
     def __repr__(self) -> str:
         return f"InMemoryStore({len(self._rows)} rows)"
+
+    def subscribe(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener`` with the write's name after every committed write.
+
+        A listener that raises is logged; the write stays committed and returns its result.
+
+        Returns:
+            The call that unsubscribes ``listener``.
+        """
+        return self._listeners.subscribe(listener)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -185,6 +203,16 @@ class InMemoryStore(BulkWrites):
                 msg = f"Could not {what}: LLM names are unique within a scope"
                 raise ConflictError(msg)
 
+    @contextmanager
+    def _transaction(self, action: str, actor: str) -> Iterator[_Draft]:
+        # The one commit point: the draft is swapped in whole, then the listeners are told.
+        with self._lock:
+            rows = dict(self._rows)
+            entries: list[tuple[str, str, Any, Any]] = []
+            yield rows, entries
+            self._commit(rows, entries, actor)
+        self._listeners.notify(action)
+
     def _commit(
         self, rows: dict[str, LLMConfig], entries: list[tuple[str, str, Any, Any]], actor: str
     ) -> None:
@@ -238,24 +266,18 @@ class InMemoryStore(BulkWrites):
     def _insert(
         self, configs: Sequence[LLMConfig], actor: str, *, numbered: bool
     ) -> list[LLMConfig]:
-        with self._lock:
-            rows = dict(self._rows)
-            entries: list[tuple[str, str, Any, Any]] = []
+        with self._transaction("add_many" if numbered else "add", actor) as (rows, entries):
             for index, config in enumerate(configs):
                 label = item_label(config, index, numbered)
                 self._check_unique(rows, config, config, "create", label)
                 if config.id in rows:
                     raise ConflictError(f"Could not add {label}: the id is taken")
                 self._put(rows, entries, None, config, "create", take_default=True)
-            self._commit(rows, entries, actor)
         return list(configs)
 
     def _change(self, llm_id: str, changes: Mapping[str, Any], action: str, actor: str) -> Any:
-        with self._lock:
-            rows = dict(self._rows)
-            entries: list[tuple[str, str, Any, Any]] = []
+        with self._transaction(action, actor) as (rows, entries):
             after = self._apply(rows, entries, llm_id, changes, action)
-            self._commit(rows, entries, actor)
         return after
 
     def _apply(
@@ -294,10 +316,8 @@ class InMemoryStore(BulkWrites):
 
     def _bulk(self, llm_ids: str | Sequence[str], action: str, actor: str) -> list[LLMConfig]:
         ids = as_id_list(llm_ids)
-        with self._lock:
-            rows = dict(self._rows)
-            entries: list[tuple[str, str, Any, Any]] = []
-            results: list[LLMConfig] = []
+        results: list[LLMConfig] = []
+        with self._transaction(action, actor) as (rows, entries):
             for llm_id in ids:
                 if action == "delete":
                     current = _find(rows, llm_id)
@@ -309,5 +329,4 @@ class InMemoryStore(BulkWrites):
                 else:
                     changes = {"enabled": action == "enable"}
                     results.append(self._apply(rows, entries, llm_id, changes, action))
-            self._commit(rows, entries, actor)
         return results
