@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from llmpool.providers import ProviderRegistry
 
 __all__ = [
-    "DEFAULT_ALLOWED_ENV",
+    "DEFAULT_ALLOWED_ENV",  # noqa: F822 - read from the providers on first use (__getattr__)
     "DEFAULT_PORTS",
     "DEFAULT_SECRET_DIRS",
     "ENDPOINT_KEYS",
@@ -68,41 +68,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The variables the built-in providers declare, together (the usage guide's "Environment
-#: Variables Required" and close companions). Each is admitted only to rows of the provider
-#: that declares it: an openai row may not reference ``AWS_SECRET_ACCESS_KEY``.
-DEFAULT_ALLOWED_ENV = frozenset(
-    {
-        # OpenAI
-        "OPENAI_API_KEY",
-        "OPENAI_API_BASE",
-        "OPENAI_BASE_URL",
-        "OPENAI_ORGANIZATION",
-        # Azure OpenAI
-        "AZURE_OPENAI_API_KEY",
-        "AZURE_OPENAI_API_BASE",
-        "AZURE_OPENAI_ENDPOINT",
-        "AZURE_OPENAI_DEPLOYMENT_NAME",
-        "AZURE_OPENAI_API_VERSION",
-        # Anthropic
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_BASE_URL",
-        # AWS Bedrock
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        # Google Vertex AI
-        "GOOGLE_CLOUD_PROJECT",
-        "GOOGLE_CLOUD_LOCATION",
-        # Fireworks
-        "FIREWORKS_API_KEY",
-        # Ollama
-        "OLLAMA_BASE_URL",
-    }
-)
 
 #: Never allowed, whatever the configuration or a provider says.
 NEVER_ALLOWED_ENV = ("DATABASE_URL", "LLMPOOL_*")
@@ -192,8 +157,34 @@ def _parse_endpoint(value: str) -> _Endpoint | None:
     return _Endpoint(scheme, host, port, path)
 
 
-def _names_endpoint(key: str) -> bool:
+def __getattr__(name: str) -> frozenset[str]:
+    if name == "DEFAULT_ALLOWED_ENV":
+        return _builtin_env()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def _builtin_env() -> frozenset[str]:
+    """The variables the built-in providers declare, together (``DEFAULT_ALLOWED_ENV``).
+
+    Each is admitted only to rows of the provider that declares it: an openai row may not
+    reference ``AWS_SECRET_ACCESS_KEY``. Read from the providers, so a provider's variables are
+    declared in one place.
+    """
+    from llmpool.providers import declared_env
+    from llmpool.providers.builtin import BUILTINS
+
+    names: set[str] = set()
+    for provider in BUILTINS:
+        secret, plain = declared_env(provider)
+        names |= secret | plain
+    return frozenset(names)
+
+
+def _names_endpoint(key: str, declared: frozenset[str] = frozenset()) -> bool:
     lowered = key.lower()
+    if lowered in declared:  # the provider knows its own keys
+        return True
     if lowered in ENDPOINT_KEYS or lowered.endswith("api_base"):
         return True
     words = [word.lower() for word in _WORD.findall(key)]
@@ -201,7 +192,13 @@ def _names_endpoint(key: str) -> bool:
 
 
 def _walk_endpoints(
-    key: str, value: Any, where: str, found: list[tuple[str, str]], depth: int, headers: bool
+    key: str,
+    value: Any,
+    where: str,
+    found: list[tuple[str, str]],
+    depth: int,
+    headers: bool,
+    declared: frozenset[str] = frozenset(),
 ) -> None:
     if depth > MAX_DEPTH:  # the row's own validation refuses this depth
         return
@@ -210,16 +207,16 @@ def _walk_endpoints(
             return  # an empty endpoint is the client's default
         # A header value never decides where a request goes ("HTTP-Referer": "https://..."),
         # unless the header names a host.
-        named = _names_endpoint(key)
+        named = _names_endpoint(key, declared)
         if named or (not headers and _ABSOLUTE_URL.match(value)):
             found.append((where, value))
     elif isinstance(value, Mapping):
         inner = [word.lower() for word in _WORD.findall(key)][-1:] == ["headers"]
         for child, item in value.items():
-            _walk_endpoints(str(child), item, f"{where}.{child}", found, depth + 1, inner)
+            _walk_endpoints(str(child), item, f"{where}.{child}", found, depth + 1, inner, declared)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _walk_endpoints(key, item, f"{where}[{index}]", found, depth + 1, headers)
+            _walk_endpoints(key, item, f"{where}[{index}]", found, depth + 1, headers, declared)
 
 
 def literal_endpoints(config: LLMConfig, provider: object = None) -> list[tuple[str, str]]:
@@ -227,13 +224,15 @@ def literal_endpoints(config: LLMConfig, provider: object = None) -> list[tuple[
 
     An endpoint is any string in ``config`` or plain ``auth_meta`` that is an absolute URL, or
     that sits under a key naming an endpoint (``base_url``, ``*_url``, ``*endpoint``, ``host``,
-    ``*proxy``, ``*api_base``), also after the provider renames it (Azure's
-    ``azure_openai_api_base`` becomes ``azure_endpoint``). Header values are not endpoints.
+    ``*proxy``, ``*api_base``) or under a key its provider declares (``endpoint_keys``), also
+    after the provider renames it (Azure's ``azure_openai_api_base`` becomes
+    ``azure_endpoint``). Header values are not endpoints.
     References (``*_env``, ``*_file``) are the operator's and not listed.
 
     Args:
         config: The row.
-        provider: Its provider, whose ``auth_names`` renames apply; optional.
+        provider: Its provider, whose ``endpoint_keys`` and ``auth_names`` renames apply;
+            optional.
 
     Example:
         >>> from llmpool.models import LLMConfig
@@ -242,16 +241,20 @@ def literal_endpoints(config: LLMConfig, provider: object = None) -> list[tuple[
         >>> literal_endpoints(row)
         [('config.client_kwargs.proxy', 'http://proxy.example:3128')]
     """
+    from llmpool.providers.declarations import declared_endpoint_keys
+
+    declared = declared_endpoint_keys(provider)
     renames = getattr(provider, "auth_names", None)
     renames = renames if isinstance(renames, Mapping) else {}
     found: list[tuple[str, str]] = []
     for key, value in config.config.items():
-        _walk_endpoints(str(key), value, f"config.{key}", found, 1, False)
+        _walk_endpoints(str(key), value, f"config.{key}", found, 1, False, declared)
     for key, value in config.auth_meta.items():
         if key.endswith(REFERENCE_SUFFIXES) or not isinstance(value, str) or not value.strip():
             continue
         target = str(renames.get(key, key))
-        if _names_endpoint(key) or _names_endpoint(target) or _ABSOLUTE_URL.match(value):
+        named = _names_endpoint(key, declared) or _names_endpoint(target, declared)
+        if named or _ABSOLUTE_URL.match(value):
             found.append((f"auth_meta.{key}", value))
     return found
 

@@ -6,7 +6,9 @@ Defaults are narrow: llmpool moves on for provider errors (refused connections, 
 
 Provider packages are never imported here: errors are recognized by their status code
 (``status_code``, ``response.status_code``, ``code``, botocore's ``response`` dict) and by the
-names of the classes in their MRO, so classifying costs nothing at import time.
+names of the classes in their MRO, so classifying costs nothing at import time. A provider
+declares its own client's error classes and their outcomes (``error_outcomes``, see
+`llmpool.providers.Provider`); those are consulted before the generic names below.
 
 A provider may also answer 200 with a body its client cannot read (an HTML page from a proxy,
 ``{}``, ``{"choices": null}``): the client then raises a plain ``ValueError`` (a
@@ -25,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
+from llmpool.providers.declarations import error_outcome
+
 __all__ = ["FallbackPolicy", "Outcome", "classify_error", "raised_by_provider", "retry_after"]
 
 
@@ -42,14 +46,10 @@ class Outcome(enum.Enum):
     """Not a provider failure (a bug): raise it unchanged."""
 
 
+# Errors every client may raise (httpx's transport errors, langchain-core's standard ones). The
+# names specific to one SDK are declared by its provider (`llmpool.providers.builtin`).
 _RETRY_NAMES = frozenset(
     {
-        "RateLimitError",
-        "InternalServerError",
-        "APIConnectionError",
-        "APITimeoutError",
-        "ServiceUnavailableError",
-        "OverloadedError",
         "TransportError",
         "TimeoutException",
         "ConnectError",
@@ -60,28 +60,10 @@ _RETRY_NAMES = frozenset(
         "ReadError",
         "RemoteProtocolError",
         "NetworkError",
-        "EndpointConnectionError",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-        "ConnectionClosedError",
-        "ServiceUnavailable",
-        "TooManyRequests",
-        "DeadlineExceeded",
-        "ResourceExhausted",
     }
 )
 _FALLBACK_NAMES = frozenset(
     {
-        "AuthenticationError",
-        "PermissionDeniedError",
-        "NotFoundError",
-        "BadRequestError",
-        "UnprocessableEntityError",
-        "NoCredentialsError",
-        "PartialCredentialsError",
-        "Unauthenticated",
-        "PermissionDenied",
-        "DefaultCredentialsError",
         "ModelAuthenticationError",
         "ModelPermissionDeniedError",
         "ModelNotFoundError",
@@ -179,6 +161,10 @@ def _mro_names(cls: type) -> frozenset[str]:
 def classify_error(error: BaseException) -> Outcome:
     """Classify an error raised by a candidate.
 
+    In order: langchain-core's context overflow, the HTTP status the error carries, botocore's
+    AWS error code, the outcome a provider declares for the error's class (or the nearest
+    declared base class), then the generic transport errors and names.
+
     A ``ValueError``, ``TypeError``, ``KeyError``, ``IndexError`` or ``AttributeError`` is a
     bug and propagates, unless the provider's client raised it reading a body it could not use
     (`raised_by_provider`): then the candidate falls back, and it counts against its breaker.
@@ -213,6 +199,9 @@ def classify_error(error: BaseException) -> Outcome:
         if _is_context_length(error):
             return Outcome.FALLBACK_KEEP_BREAKER
         return Outcome.FALLBACK
+    declared = error_outcome(type(error))
+    if declared is not None:
+        return Outcome(declared)
     if names & _RETRY_NAMES or isinstance(error, (ConnectionError, TimeoutError)):
         return Outcome.RETRY
     if names & _FALLBACK_NAMES:

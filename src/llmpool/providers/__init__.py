@@ -34,6 +34,14 @@ from llmpool.providers.chat import (
     Factory,
     FactoryProvider,
 )
+from llmpool.providers.declarations import (
+    ConfigKeysCheck,
+    accepted_config,
+    declared_endpoint_keys,
+    declared_env,
+    declared_error_outcomes,
+    record_error_outcomes,
+)
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -47,10 +55,14 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ENTRY_POINT_GROUP",
     "ChatProvider",
+    "ConfigKeysCheck",
     "FactoryProvider",
     "Provider",
     "ProviderRegistry",
+    "accepted_config",
+    "declared_endpoint_keys",
     "declared_env",
+    "declared_error_outcomes",
     "get_registry",
     "register_provider",
     "set_registry",
@@ -88,15 +100,25 @@ class Provider(Protocol):
         capabilities: What its models support: ``"tools"``, ``"streaming"``,
             ``"structured_output"``.
 
-    Optional attributes (read with `declared_env`; a provider without them declares nothing):
+    Optional attributes, what only the provider knows (read through
+    `llmpool.providers.declarations`; a provider without one gets today's generic behaviour):
 
     - ``secret_env``: ``frozenset`` of the variables holding its credentials
       (``OPENAI_API_KEY``): its rows may reference them, and their values stay secret.
     - ``plain_env``: ``frozenset`` of the variables holding plain settings (a base URL, a
       region, an API version, a project): its rows may reference them, as plain values.
-
-    Names are exact (no patterns); ``DATABASE_URL`` and ``LLMPOOL_*`` are never allowed, even
-    when declared.
+      Names are exact (no patterns); ``DATABASE_URL`` and ``LLMPOOL_*`` are never allowed,
+      even when declared.
+    - ``endpoint_keys``: ``frozenset`` of the ``config``/``auth_meta`` keys that say where
+      requests go (``azure_endpoint``), checked against the allowed endpoints in addition to
+      the generic rules (``*_url``, ``*api_base``, absolute URLs).
+    - ``error_outcomes``: mapping of its client's error classes (``"RateLimitError"`` or
+      ``"module:Class"``) to ``"retry"``, ``"fallback"``, ``"fallback_keep_breaker"`` or
+      ``"propagate"``; consulted before the generic rules of
+      `llmpool.fallback.policy.classify_error` (an HTTP status on the error still decides
+      first).
+    - ``accepted_config``: ``frozenset`` of the ``config`` keys it accepts, or ``None`` when it
+      cannot tell; `ConfigKeysCheck` refuses other keys when a row is written.
     """
 
     @property
@@ -114,27 +136,6 @@ class Provider(Protocol):
     def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
         """Return a chat model for ``config`` with the resolved ``auth``."""
         ...
-
-
-def declared_env(provider: object) -> tuple[frozenset[str], frozenset[str]]:
-    """Return the ``(secret_env, plain_env)`` a provider declares; empty sets when it does not.
-
-    A name declared both ways counts as secret.
-
-    Example:
-        >>> secret, plain = declared_env(get_registry().get("openai"))
-        >>> "OPENAI_API_KEY" in secret, "OPENAI_API_BASE" in plain
-        (True, True)
-    """
-
-    def names(attribute: str) -> frozenset[str]:
-        value = getattr(provider, attribute, None)
-        if isinstance(value, (set, frozenset, list, tuple)):
-            return frozenset(item for item in value if isinstance(item, str))
-        return frozenset()  # a bare string would otherwise declare its letters
-
-    secret = names("secret_env")
-    return secret, names("plain_env") - secret
 
 
 def _key(name: str) -> str:
@@ -226,6 +227,7 @@ class ProviderRegistry:
                     "(name, extra, package, capabilities, build)"
                 )
                 raise TypeError(msg)
+            record_error_outcomes(provider)
         except Exception as error:  # a broken plugin must not break the others
             self._fail(entry_point, dist, error)
             return
@@ -269,7 +271,8 @@ class ProviderRegistry:
         """Register a provider in this process.
 
         Raises:
-            ValueError: A provider of that name exists and ``replace`` is false.
+            ValueError: A provider of that name exists and ``replace`` is false, or it declares
+                an error outcome that does not exist.
         """
         self._ensure_loaded()
         with self._lock:
@@ -277,6 +280,7 @@ class ProviderRegistry:
             if key in self._providers and not replace:
                 msg = f"A provider named {provider.name!r} is already registered"
                 raise ValueError(msg)
+            record_error_outcomes(provider)
             self._providers[key] = provider
             self._manual.add(key)
 
@@ -440,8 +444,8 @@ def register_provider(
         provider: A `Provider`, or a name used with ``factory``.
         factory: ``(config, auth) -> BaseChatModel``, when ``provider`` is a name.
         replace: Replace a provider of the same name.
-        **kwargs: ``extra``, ``package``, ``capabilities``, ``secret_env``, ``plain_env`` for
-            a factory provider.
+        **kwargs: ``extra``, ``package``, ``capabilities``, ``secret_env``, ``plain_env``,
+            ``endpoint_keys``, ``error_outcomes``, ``accepted_config`` for a factory provider.
 
     Returns:
         The registered provider.

@@ -4,7 +4,10 @@ Each is a table entry naming its LangChain class as a ``"module:Class"`` string,
 when a row first needs it, with the ``llmpool[...]`` extra that installs it, and the environment
 variables its rows may reference: its credentials (``secret_env``) and its plain settings
 (``plain_env``). A row of one provider cannot reference another's: an openai row may not read
-``AWS_SECRET_ACCESS_KEY``.
+``AWS_SECRET_ACCESS_KEY``. Each also names the keys of its rows that say where requests go
+(``endpoint_keys``) and its SDK's error classes with what the fallback loop does with them
+(``error_outcomes``); errors every client shares (httpx's, ``ConnectionError``,
+``TimeoutError``, langchain-core's) stay generic in `llmpool.fallback.policy`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,50 @@ __all__ = [
     "OPENAI",
     "VERTEXAI",
 ]
+
+
+RETRY, FALLBACK = "retry", "fallback"
+
+#: The openai SDK's errors (also raised by clients built on it).
+_OPENAI_ERRORS: Mapping[str, str] = {
+    "RateLimitError": RETRY,
+    "InternalServerError": RETRY,
+    "APIConnectionError": RETRY,
+    "APITimeoutError": RETRY,
+    "AuthenticationError": FALLBACK,
+    "PermissionDeniedError": FALLBACK,
+    "NotFoundError": FALLBACK,
+    "BadRequestError": FALLBACK,
+    "UnprocessableEntityError": FALLBACK,
+}
+
+#: The anthropic SDK's errors: the openai SDK's names, and its 503 and 529.
+_ANTHROPIC_ERRORS: Mapping[str, str] = {
+    **_OPENAI_ERRORS,
+    "ServiceUnavailableError": RETRY,
+    "OverloadedError": RETRY,
+}
+
+#: botocore's transport and credential errors (its ``ClientError`` is read by AWS error code).
+_BOTOCORE_ERRORS: Mapping[str, str] = {
+    "EndpointConnectionError": RETRY,
+    "ConnectTimeoutError": RETRY,
+    "ReadTimeoutError": RETRY,
+    "ConnectionClosedError": RETRY,
+    "NoCredentialsError": FALLBACK,
+    "PartialCredentialsError": FALLBACK,
+}
+
+#: google-api-core's and google-auth's errors.
+_GOOGLE_ERRORS: Mapping[str, str] = {
+    "ServiceUnavailable": RETRY,
+    "TooManyRequests": RETRY,
+    "DeadlineExceeded": RETRY,
+    "ResourceExhausted": RETRY,
+    "Unauthenticated": FALLBACK,
+    "PermissionDenied": FALLBACK,
+    "DefaultCredentialsError": FALLBACK,
+}
 
 
 def _ollama_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +104,8 @@ OPENAI = ChatProvider(
     auth_names={"api_base": "base_url", "openai_api_base": "base_url"},
     secret_env=frozenset({"OPENAI_API_KEY"}),
     plain_env=frozenset({"OPENAI_API_BASE", "OPENAI_BASE_URL", "OPENAI_ORGANIZATION"}),
+    endpoint_keys=frozenset({"base_url", "api_base", "openai_api_base", "openai_proxy"}),
+    error_outcomes=_OPENAI_ERRORS,
 )
 
 AZURE_OPENAI = ChatProvider(
@@ -82,6 +131,18 @@ AZURE_OPENAI = ChatProvider(
             "AZURE_OPENAI_API_VERSION",
         }
     ),
+    endpoint_keys=frozenset(
+        {
+            "azure_endpoint",
+            "azure_openai_api_base",
+            "endpoint",
+            "api_base",
+            "base_url",
+            "openai_api_base",
+            "openai_proxy",
+        }
+    ),
+    error_outcomes=_OPENAI_ERRORS,
 )
 
 ANTHROPIC = ChatProvider(
@@ -91,6 +152,8 @@ ANTHROPIC = ChatProvider(
     package="langchain-anthropic",
     secret_env=frozenset({"ANTHROPIC_API_KEY"}),
     plain_env=frozenset({"ANTHROPIC_BASE_URL"}),
+    endpoint_keys=frozenset({"base_url", "anthropic_api_url", "anthropic_proxy"}),
+    error_outcomes=_ANTHROPIC_ERRORS,
 )
 
 BEDROCK = ChatProvider(
@@ -109,6 +172,8 @@ BEDROCK = ChatProvider(
     prepare=_bedrock_arguments,
     secret_env=frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}),
     plain_env=frozenset({"AWS_REGION", "AWS_DEFAULT_REGION"}),
+    endpoint_keys=frozenset({"endpoint_url", "base_url"}),
+    error_outcomes=_BOTOCORE_ERRORS,
 )
 
 VERTEXAI = ChatProvider(
@@ -118,6 +183,8 @@ VERTEXAI = ChatProvider(
     package="langchain-google-vertexai",
     auth_names={"google_cloud_project": "project", "project_id": "project"},
     plain_env=frozenset({"GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION"}),
+    endpoint_keys=frozenset({"api_endpoint", "base_url"}),
+    error_outcomes=_GOOGLE_ERRORS,
 )
 
 FIREWORKS = ChatProvider(
@@ -126,6 +193,9 @@ FIREWORKS = ChatProvider(
     extra="fireworks",
     package="langchain-fireworks",
     secret_env=frozenset({"FIREWORKS_API_KEY"}),
+    endpoint_keys=frozenset({"base_url", "fireworks_api_base"}),
+    # langchain-fireworks raises the openai SDK's error classes
+    error_outcomes=_OPENAI_ERRORS,
 )
 
 OLLAMA = ChatProvider(
@@ -136,7 +206,9 @@ OLLAMA = ChatProvider(
     capabilities=frozenset({"tools", "streaming", "structured_output"}),
     auth_names={"api_base": "base_url", "host": "base_url"},
     prepare=_ollama_arguments,
+    prepared_keys=frozenset({"timeout"}),
     plain_env=frozenset({"OLLAMA_BASE_URL"}),
+    endpoint_keys=frozenset({"base_url", "host"}),
 )
 
 FAKE = ChatProvider(

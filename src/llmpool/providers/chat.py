@@ -101,6 +101,11 @@ class ChatProvider:
         secret_env: Environment variables holding its credentials, which its rows may
             reference (see `llmpool.providers.Provider`).
         plain_env: Environment variables holding plain settings (base URL, region, version).
+        endpoint_keys: Row keys that say where requests go, beyond the generic rules.
+        error_outcomes: The client's error classes -> ``"retry"``, ``"fallback"``,
+            ``"fallback_keep_breaker"`` or ``"propagate"`` (see `llmpool.providers.Provider`).
+        prepared_keys: ``config`` keys that are not fields of the class but that ``prepare``
+            consumes (ChatOllama's ``timeout``); they count as accepted.
 
     A resolved secret (a `SecretStr`) is passed only to a parameter the class types as
     ``SecretStr``; bound to any other, it would show in the model's ``repr``, serialisation
@@ -127,6 +132,25 @@ class ChatProvider:
     prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     secret_env: frozenset[str] = frozenset()
     plain_env: frozenset[str] = frozenset()
+    endpoint_keys: frozenset[str] = frozenset()
+    error_outcomes: Mapping[str, str] = field(default_factory=dict)
+    prepared_keys: frozenset[str] = frozenset()
+
+    @property
+    def accepted_config(self) -> frozenset[str] | None:
+        """The ``config`` keys a row may set: the class's fields and aliases, and
+        ``prepared_keys``; ``None`` when the class cannot be imported here.
+
+        Example:
+            >>> p = ChatProvider("fake", "llmpool.providers.fake:FakeChatModel", extra=None)
+            >>> "responses" in p.accepted_config
+            True
+        """
+        try:
+            cls = self.load_class()
+        except (ProviderNotInstalledError, AttributeError):
+            return None
+        return frozenset(self.accepted_parameters(cls)) | self.prepared_keys
 
     def load_class(self) -> type[BaseChatModel]:
         """Import and return the chat model class.
@@ -283,7 +307,8 @@ class FactoryProvider:
 
     ``secret_env`` and ``plain_env`` declare the environment variables its rows may reference,
     as `ChatProvider`'s do; by default none (only those the operator allows). The factory gets
-    secrets as `SecretStr`.
+    secrets as `SecretStr`. ``endpoint_keys``, ``error_outcomes`` and ``accepted_config``
+    (``None``: any key) are described in `llmpool.providers.Provider`.
 
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
@@ -299,6 +324,9 @@ class FactoryProvider:
     capabilities: frozenset[str] = frozenset({"streaming"})
     secret_env: frozenset[str] = frozenset()
     plain_env: frozenset[str] = frozenset()
+    endpoint_keys: frozenset[str] = frozenset()
+    error_outcomes: Mapping[str, str] = field(default_factory=dict)
+    accepted_config: frozenset[str] | None = None
 
     def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
         """Return ``factory(config, auth)``."""
