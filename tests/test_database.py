@@ -15,15 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from llmpool.errors import DatabaseError, DatabaseUnavailableError
-from llmpool.repository.sql.engine import (
-    CONNECT_TIMEOUT,
-    create_async_engine,
-    create_engine,
-    db_errors,
-    mask_url,
-    resolve_database_url,
-)
+from llmpool.repository.sql.bounds import CONNECT_TIMEOUT
+from llmpool.repository.sql.engine import create_async_engine, create_engine
+from llmpool.repository.sql.errors import db_errors
 from llmpool.repository.sql.store import SQLStore
+from llmpool.repository.sql.url import mask_url, resolve_database_url
 
 
 def test_explicit_url_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

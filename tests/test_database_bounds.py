@@ -21,18 +21,17 @@ from helpers import StallingProxy, row
 from llmpool.errors import ConflictError, DatabaseError, DatabaseUnavailableError
 from llmpool.pool.facade import LLMPool
 from llmpool.repository.sql.async_store import AsyncSQLRepository
-from llmpool.repository.sql.engine import (
+from llmpool.repository.sql.bounds import (
     IDLE_IN_TRANSACTION_TIMEOUT,
     KEEPALIVES,
     SQLITE_BUSY_TIMEOUT,
     STATEMENT_TIMEOUT,
-    create_engine,
     database_bounds,
-    db_errors,
-    mask_url,
-    resolve_database_url,
 )
+from llmpool.repository.sql.engine import create_engine
+from llmpool.repository.sql.errors import db_errors
 from llmpool.repository.sql.store import SQLStore
+from llmpool.repository.sql.url import mask_url, resolve_database_url
 
 CONNECT = 2.0  # libpq's smallest connect timeout
 STATEMENT = 0.5

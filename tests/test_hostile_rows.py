@@ -290,7 +290,7 @@ def test_the_memory_store_validates_configs_it_is_given_again() -> None:
 
 def test_json_nested_exactly_to_the_limit_is_accepted(store: Any) -> None:
     """The limits refuse what exceeds them, not what reaches them."""
-    deepest = {"responses": ["ok"], "opts": _nested(MAX_JSON_DEPTH - 1)}
+    deepest = {"responses": ["ok"], "metadata": _nested(MAX_JSON_DEPTH - 1)}
     added = store.add(fake("Deep Enough", 1, "ok", config=deepest))
     assert store.get(added.id).config == deepest
     assert store.update(added.id, {"priority": 1_000_000}).priority == 1_000_000

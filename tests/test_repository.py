@@ -443,7 +443,7 @@ def test_moving_with_is_default_true_takes_over_the_target_scope(store: Any) -> 
 
 def test_second_default_by_raw_sql_is_a_conflict_on_every_database(sql_store: Any) -> None:
     """The partial unique index's violation reads as ConflictError on SQLite and PostgreSQL."""
-    from llmpool.repository.sql.engine import db_errors
+    from llmpool.repository.sql.errors import db_errors
 
     sql_store.add(row("a", is_default=True))
     b = sql_store.add(row("b"))

@@ -281,8 +281,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Create a temporary database, add the seed's rows and a fake row, walk the fallback chain."""
     from llmpool.fallback.policy import FallbackPolicy
     from llmpool.pool.facade import LLMPool
-    from llmpool.repository.sql.engine import mask_url
     from llmpool.repository.sql.migrate import migrate, seed_starter_rows
+    from llmpool.repository.sql.url import mask_url
 
     if args.database_url:
         print(

@@ -24,7 +24,7 @@ The LISTEN connection is opened through the engine (`Engine.raw_connection`, the
 its pool), so a ``creator`` or ``connect_args`` the application gave its engine apply to it as
 well. It needs the psycopg 3 driver. The thread waits for notifications in short slices, so
 `Watcher.stop` returns promptly, and it closes the LISTEN connection on its way out. Setting
-LISTEN up is bounded like any other round trip (`llmpool.repository.sql.engine.bounded_round_trip`).
+LISTEN up is bounded like any other round trip (`llmpool.repository.sql.bounds.bounded_round_trip`).
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ class Watcher:
         except ImportError:
             msg = "LISTEN needs the psycopg 3 driver, which is not installed"
             raise _ListenUnsupportedError(msg) from None
-        from llmpool.repository.sql.engine import bounded_round_trip, database_bounds
+        from llmpool.repository.sql.bounds import bounded_round_trip, database_bounds
 
         raw = self.engine.raw_connection()
         try:

@@ -12,12 +12,9 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from llmpool.repository.sql.engine import (
-    create_async_engine,
-    database_bounds,
-    db_errors,
-    timeout_error,
-)
+from llmpool.repository.sql.bounds import database_bounds
+from llmpool.repository.sql.engine import create_async_engine
+from llmpool.repository.sql.errors import db_errors, timeout_error
 from llmpool.repository.sql.schema import (
     RowParser,
     default_config,

@@ -6,7 +6,7 @@ transaction, and recorded in ``llmpool_migrations`` with its SHA-256; a file tha
 was applied stops the migrator with `MigrationChecksumError`. Several processes may migrate at
 once: PostgreSQL serializes them with an advisory lock, SQLite with ``BEGIN IMMEDIATE``. A
 migration's statements, and the wait for another process's migration, may each take up to
-`llmpool.repository.sql.engine.MIGRATION_TIMEOUT` seconds instead of the engine's statement timeout.
+`llmpool.repository.sql.bounds.MIGRATION_TIMEOUT` seconds instead of the engine's statement timeout.
 
 Seeding is separate and explicit (`seed_starter_rows`): schema changes are safe to run on every
 deploy, while inserting rows that reference API keys is a decision for an admin, not a side effect
@@ -26,13 +26,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from llmpool.errors import ConflictError, MigrationChecksumError, MigrationError
-from llmpool.repository.sql.engine import (
-    MIGRATION_TIMEOUT,
-    create_engine,
-    db_errors,
-    longer_bounds,
-    write_transaction,
-)
+from llmpool.repository.sql.bounds import MIGRATION_TIMEOUT, longer_bounds
+from llmpool.repository.sql.engine import create_engine, write_transaction
+from llmpool.repository.sql.errors import db_errors
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection, Engine

@@ -1,20 +1,21 @@
 """The `llms` table through SQLAlchemy 2 Core, on PostgreSQL (psycopg 3) and SQLite.
 
 `SQLStore` is the admin API: every write is one transaction that also appends its audit row,
-and when any part fails nothing is written. `AsyncSQLRepository` (in
-``async_store``) is the async read side.
+and when any part fails nothing is written; once it is committed, the store's commit listeners
+are told. `AsyncSQLRepository` (in ``async_store``) is the async read side; the store makes
+one on demand and owns what it made (``lifecycle``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from llmpool.errors import describe_row
-from llmpool.repository import DEFAULT_ACTOR, BulkWrites, Snapshot
+from llmpool.repository import DEFAULT_ACTOR, BulkWrites, CommitListeners, Snapshot
 from llmpool.repository.rules import (
     as_id_list,
     default_move_conflict,
@@ -25,7 +26,9 @@ from llmpool.repository.rules import (
     new_configs,
     updated_config,
 )
-from llmpool.repository.sql.engine import create_engine, db_errors, write_transaction
+from llmpool.repository.sql.engine import write_transaction
+from llmpool.repository.sql.errors import db_errors
+from llmpool.repository.sql.lifecycle import DatabaseResources
 from llmpool.repository.sql.schema import (
     RowParser,
     audit,
@@ -46,9 +49,10 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from sqlalchemy.engine import URL, Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from llmpool.models import AuditEntry, LLMConfig
-    from llmpool.repository import ConfigValidator
+    from llmpool.repository import CommitListener, ConfigValidator
 
 __all__ = ["SQLStore"]
 
@@ -63,17 +67,23 @@ class _Doing:
         return self.text
 
 
-class SQLStore(BulkWrites):
+class SQLStore(DatabaseResources, BulkWrites):
     """Rows of the `llms` table, read and written through an `Engine`.
 
     Args:
         engine: An engine, a URL, or ``None`` for the configured database (see
-            `llmpool.repository.sql.engine.resolve_database_url`). The schema must be migrated
-            (`llmpool.repository.sql.migrate.migrate`).
+            `llmpool.repository.sql.url.resolve_database_url`). An engine made here is
+            disposed by `close`; an `Engine` you pass stays yours. The schema must be migrated
+            (`llmpool.repository.sql.migrate.migrate`), or ``auto_migrate`` set.
         validators: Checks run on every row before it is written; by default the environment
             allowlist (`llmpool.credentials.allowlist.EnvAllowlist.from_env`), so that a row
-            referencing ``DATABASE_URL`` is refused when written, not only when built. ``()``
-            turns the checks off.
+            referencing ``DATABASE_URL`` is refused when written, not only when built, and the
+            provider's accepted config keys (`llmpool.providers.ConfigKeysCheck`), so that a
+            misspelt ``temprature`` is refused with a suggestion. ``()`` turns the checks off.
+        async_engine: The async engine (or its URL) of `async_reader`; by default one on the
+            store's URL when the store made its engine (see `lifecycle`).
+        auto_migrate: Apply llmpool's migrations on first use; ``None`` for SQLite only.
+        on_commit: Called after every committed write (see `subscribe`).
 
     Example:
         >>> from llmpool.repository.sql.migrate import migrate
@@ -85,24 +95,42 @@ class SQLStore(BulkWrites):
         engine: Engine | str | URL | None = None,
         *,
         validators: Sequence[ConfigValidator] | None = None,
+        async_engine: AsyncEngine | str | URL | None = None,
+        auto_migrate: bool | None = False,
+        on_commit: CommitListener | None = None,
     ) -> None:
-        self.engine = create_engine(engine)
+        super().__init__(engine, async_engine=async_engine, auto_migrate=auto_migrate)
+        self._listeners = CommitListeners(() if on_commit is None else (on_commit,))
         if validators is None:
             from llmpool.credentials.allowlist import EnvAllowlist
+            from llmpool.providers import ConfigKeysCheck
 
-            validators = (EnvAllowlist.from_env(),)
+            validators = (EnvAllowlist.from_env(), ConfigKeysCheck())
         self.validators = tuple(validators)
         self._dialect = self.engine.dialect.name
         self._parser = RowParser()
 
     def __repr__(self) -> str:
-        from llmpool.repository.sql.engine import mask_url
+        from llmpool.repository.sql.url import mask_url
 
         return f"SQLStore({mask_url(self.engine)!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def subscribe(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener`` with the write's name after every committed write.
+
+        A listener that raises is logged; the write stays committed and returns its result.
+
+        Returns:
+            The call that unsubscribes ``listener``.
+        """
+        return self._listeners.subscribe(listener)
 
     # -- reads -------------------------------------------------------------------------------
 
     def _rows(self, stmt: sa.Select[Any], what: str) -> Sequence[Mapping[Any, Any]]:
+        self.ensure_schema()
         with db_errors(self.engine, what), self.engine.connect() as conn:
             return conn.execute(stmt).mappings().all()
 
@@ -133,6 +161,7 @@ class SQLStore(BulkWrites):
 
     def generation(self) -> int:
         """Return the table's change counter."""
+        self.ensure_schema()
         with db_errors(self.engine, "read the change counter"), self.engine.connect() as conn:
             return int(conn.execute(select_generation()).scalar_one())
 
@@ -250,15 +279,18 @@ class SQLStore(BulkWrites):
         return one_config([row], current.id)
 
     @contextmanager
-    def _write(self, what: _Doing) -> Iterator[Connection]:
-        # One connection and one transaction per admin call; errors become llmpool errors,
-        # naming the row as `what` says once the row is known.
+    def _write(self, what: _Doing, action: str) -> Iterator[Connection]:
+        # The one commit point: one connection and one transaction per admin call; errors
+        # become llmpool errors, naming the row as `what` says once the row is known. The
+        # listeners hear of the write only once it is committed.
+        self.ensure_schema()
         with (
             db_errors(self.engine, what),
             self.engine.connect() as conn,
             write_transaction(conn),
         ):
             yield conn
+        self._listeners.notify(action)
 
     def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
         """Insert a row and return it.
@@ -300,7 +332,7 @@ class SQLStore(BulkWrites):
     ) -> list[LLMConfig]:
         what = _Doing("add LLMs")
         stored: list[LLMConfig] = []
-        with self._write(what) as conn:
+        with self._write(what, "add_many" if numbered else "add") as conn:
             for index, config in enumerate(configs):
                 what.text = doing("create", item_label(config, index, numbered))
                 if config.is_default:
@@ -333,7 +365,7 @@ class SQLStore(BulkWrites):
             ConflictError: A uniqueness rule was broken or a concurrent write won.
         """
         what = _Doing(doing("update", f"LLM id {llm_id}"))
-        with self._write(what) as conn:
+        with self._write(what, "update") as conn:
             current = self._locked(conn, llm_id)
             what.text = doing("update", current.describe())
             target = updated_config(current, changes, self.validators)
@@ -353,7 +385,7 @@ class SQLStore(BulkWrites):
         ids = as_id_list(llm_ids)
         results: list[LLMConfig] = []
         what = _Doing(doing(action, f"{len(ids)} LLM(s)"))
-        with self._write(what) as conn:
+        with self._write(what, action) as conn:
             for llm_id in ids:
                 current = self._locked(conn, llm_id)
                 what.text = doing(action, current.describe())
@@ -375,13 +407,10 @@ class SQLStore(BulkWrites):
             ConflictError: A concurrent `set_default` on the same scope won the race.
         """
         what = _Doing(doing("set_default", f"LLM id {llm_id}"))
-        with self._write(what) as conn:
+        with self._write(what, "set_default") as conn:
             current = self._locked(conn, llm_id)
             what.text = doing("set_default", current.describe())
             self._clear_default(conn, current.scope, current.id, actor)
             after = self._write_update(conn, current, {"is_default": True})
             self._audit(conn, actor=actor, action="set_default", before=current, after=after)
         return after
-
-
-#: `SQLStore` satisfies the read protocol too; the name reads better where nothing is written.

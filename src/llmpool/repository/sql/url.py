@@ -1,0 +1,80 @@
+"""Where the database is: the URL llmpool uses, normalized, and how it is shown (password
+masked).
+
+The URL comes from, in order: an explicit URL or engine; ``LLMPOOL_DATABASE_URL``;
+``DATABASE_URL`` (the variable the seed's services already set); else an embedded SQLite file,
+``./llmpool.sqlite3`` or the path in ``LLMPOOL_SQLITE_PATH``. ``postgresql://``, ``postgres://``
+and ``postgresql+psycopg://`` all mean psycopg 3.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy import exc
+from sqlalchemy.engine import URL, Engine, make_url
+
+from llmpool.errors import DatabaseError
+
+__all__ = ["SUPPORTED_SCHEMES", "mask_url", "resolve_database_url"]
+
+#: What `resolve_database_url` accepts, as messages say it.
+SUPPORTED_SCHEMES = (
+    "postgresql:// (also postgres://, postgresql+psycopg://; psycopg 3) and sqlite:// "
+    "(embedded; sqlite+aiosqlite:// for async)"
+)
+
+
+def resolve_database_url(url: str | URL | None = None) -> URL:
+    """Return the database URL llmpool uses, normalized to a SQLAlchemy `URL`.
+
+    Args:
+        url: An explicit URL; when ``None``, the environment decides (see the module docstring).
+
+    Returns:
+        The URL, with PostgreSQL URLs set to the psycopg 3 driver.
+
+    Raises:
+        DatabaseError: The URL cannot be parsed (the message never shows its password).
+
+    Example:
+        >>> resolve_database_url("postgresql://u:p@db/app").drivername
+        'postgresql+psycopg'
+    """
+    if url is None:
+        url = (
+            os.environ.get("LLMPOOL_DATABASE_URL")
+            or os.environ.get("DATABASE_URL")
+            or "sqlite:///" + os.environ.get("LLMPOOL_SQLITE_PATH", "llmpool.sqlite3")
+        )
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        msg = "Could not parse the database URL; expected e.g. postgresql://user:pass@host/db"
+        raise DatabaseError(msg) from None
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        scheme = parsed.drivername
+        msg = (
+            f"Unsupported database URL scheme {scheme!r} ({mask_url(parsed)}): llmpool "
+            f"supports {SUPPORTED_SCHEMES}"
+        )
+        raise DatabaseError(msg)
+    return parsed
+
+
+def mask_url(url: str | URL | Engine) -> str:
+    """Render a URL with its password replaced by ``***``.
+
+    Example:
+        >>> mask_url("postgresql://app:hunter2@db:5432/app")
+        'postgresql://app:***@db:5432/app'
+    """
+    if isinstance(url, Engine):
+        url = url.url
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        return "<unparseable database URL>"
+    return parsed.render_as_string(hide_password=True)
