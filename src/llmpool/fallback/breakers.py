@@ -5,8 +5,10 @@ candidate is skipped with no network call. When the cooldown ends, exactly one c
 half-open probe while concurrent callers keep skipping; the probe's success closes the breaker,
 its failure reopens it with a longer cooldown.
 
-State lives behind `BreakerStore`, so replicas can share it (see
-``llmpool.fallback.breakers_redis``).
+The board holds the runtime state of each candidate under `breaker_key`: the row's id and
+version, so an edited row (its version goes up) starts with a clean breaker while the state of
+the version it replaced expires. State lives behind `BreakerStore`, so replicas can share it
+(see ``llmpool.fallback.breakers_redis``).
 Times are wall-clock seconds (`time.time`) so that several processes agree on them.
 """
 
@@ -18,7 +20,27 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["Admission", "BreakerBoard", "BreakerState", "BreakerStore", "LocalBreakerStore"]
+__all__ = [
+    "Admission",
+    "BreakerBoard",
+    "BreakerState",
+    "BreakerStore",
+    "LocalBreakerStore",
+    "breaker_key",
+]
+
+
+def breaker_key(llm_id: str, version: int = 1) -> str:
+    """Return the board key of one version of a row: ``"<id>:<version>"``.
+
+    A row as first written (version 1) keeps its bare id, the key state had before versions
+    were part of it, so breakers already recorded (in Redis too) stay in force.
+
+    Example:
+        >>> breaker_key("row-1"), breaker_key("row-1", 3)
+        ('row-1', 'row-1:3')
+    """
+    return llm_id if version <= 1 else f"{llm_id}:{version}"
 
 
 class BreakerState(NamedTuple):

@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 class RedisBreakerStore:
     """A `BreakerStore` in Redis: one key per candidate, updated with optimistic transactions.
 
+    Key layout: ``<prefix><board key>``, e.g. ``llmpool:breaker:row-1`` for a row at version 1
+    and ``llmpool:breaker:row-1:3`` once it has been edited to version 3 (see
+    `llmpool.fallback.breakers.breaker_key`); the value is the `BreakerState` as a JSON
+    object of its fields.
+
     An update WATCHes the key, computes the change and commits it with MULTI/EXEC; when
     another replica changed the key in between, it starts over, up to `MAX_RACES` times. Each
     replica's change is applied at most once in Redis, so after a cooldown exactly one

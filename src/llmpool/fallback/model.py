@@ -22,10 +22,7 @@ named after its row; when they are not, no callback machinery runs at all.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from functools import partial
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -36,22 +33,8 @@ from pydantic import ConfigDict, PrivateAttr
 
 from llmpool.fallback.breakers import BreakerBoard
 from llmpool.fallback.policy import FallbackPolicy
-from llmpool.fallback.streaming import (
-    StreamGate,
-    acall_within,
-    astream_within,
-    call_within,
-    stream_within,
-)
-from llmpool.fallback.walk import (
-    Candidate,
-    Walk,
-    answered,
-    callbacks_active,
-    ensure_buildable,
-    maybe_await,
-    tag,
-)
+from llmpool.fallback.routing import Routing
+from llmpool.fallback.walk import Candidate, Walk, ensure_buildable
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "ensure_buildable"]
 
@@ -70,6 +53,9 @@ class FallbackChatModel(BaseChatModel):
         policy: Retries, deadline and circuit breaker settings.
         breakers: Shared breaker state (every runnable of one pool shares one board).
         scope: The scope, for messages.
+        routing: Orders the candidates for each call (e.g. `PriorityRouting`; the pool passes
+            its own); ``None`` tries them in the order given. The ``fallbacks`` follow them in
+            their own order.
 
     Example:
         >>> from llmpool.models import LLMConfig
@@ -92,6 +78,7 @@ class FallbackChatModel(BaseChatModel):
     policy: FallbackPolicy = _DEFAULT_POLICY
     breakers: BreakerBoard = None  # type: ignore[assignment]
     scope: str | None = None
+    routing: Routing | None = None
     candidate_transform: Callable[[BaseChatModel], Runnable[Any, Any]] | None = None
 
     _code_candidates: tuple[Candidate, ...] = PrivateAttr(default=())
@@ -109,6 +96,8 @@ class FallbackChatModel(BaseChatModel):
 
     def _current_candidates(self) -> Sequence[Candidate]:
         base = self.source() if self.source is not None else self.candidates
+        if self.routing is not None:
+            base = self.routing.order(base)
         # `fallbacks` first: a pydantic private attribute costs microseconds to read.
         return (*base, *self._code_candidates) if self.fallbacks else base
 
@@ -134,111 +123,45 @@ class FallbackChatModel(BaseChatModel):
 
     # -- the four shells -----------------------------------------------------------------------
 
-    def _quick(
-        self, config: RunnableConfig | None
-    ) -> tuple[Sequence[Candidate], Candidate, bool] | None:
-        """The fast path's precondition: the first candidate is built and its breaker closed,
-        its client gives up before the deadline, nobody listens to callbacks, no transform;
-        then the call costs one candidate call.
+    def _walk(self, config: RunnableConfig | None, inputs: Any, streaming: bool = False) -> Walk:
+        base = self.source() if self.source is not None else self.candidates
+        # By position (keywords cost measurably on the fast path), in the order of Walk's
+        # arguments: candidates, policy, breakers, runner, routing, then, scope, name, config,
+        # inputs, streaming. `fallbacks` is read first: a pydantic private attribute is slow.
+        return Walk(
+            base,
+            self.policy,
+            self.breakers,
+            None if self.candidate_transform is None else self._runner,
+            self.routing,
+            self._code_candidates if self.fallbacks else (),
+            self.scope,
+            self.get_name,
+            config,
+            inputs,
+            streaming,
+        )
 
-        Returns:
-            The candidates, the first one, and whether its breaker holds failures to clear on
-            success; ``None`` when the full walk must decide.
-        """
-        if self.candidate_transform is not None or callbacks_active(config):
-            return None
-        candidates = self._current_candidates()
-        if not candidates:
-            return None
-        first = candidates[0]
-        if first.model is None:
-            return None
-        deadline = self.policy.deadline
-        if deadline is not None and first.client_timeout > deadline:
-            return None  # the walk bounds an attempt that could outlive the deadline
-        state = self.breakers.store.get(first.key)
-        if state is not None and state.open_until != 0.0:  # open or half-open
-            return None
-        return candidates, first, state is not None
+    def _quick(self, config: RunnableConfig | None) -> Candidate | None:
+        """The candidate the fast path would call with no bookkeeping, or ``None``."""
+        return self._walk(config, None).first_if_quick()
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Invoke the first candidate that answers (see the class docstring)."""
-        quick = self._quick(config)
-        if quick is not None:
-            candidates, first, had_failures = quick
-            started = time.monotonic()
-            try:
-                result = first.model.invoke(input, config, **kwargs)  # type: ignore[union-attr]
-            except Exception as error:
-                walk = Walk(self, config, candidates, started=started)
-                walk.failed(walk.resume(first), error)
-            else:
-                if had_failures:
-                    self.breakers.success(first.key)
-                return tag(result, answered(first))
-        else:
-            walk = Walk(self, config)
-            walk.start_run(input)
-        try:
-            while (attempt := walk.next_attempt()) is not None:
-                if attempt.delay:
-                    time.sleep(attempt.delay)
-                try:
-                    if attempt.ends_at is None:
-                        result = attempt.runner.invoke(input, attempt.config, **kwargs)
-                    else:
-                        call = partial(attempt.runner.invoke, input, attempt.config, **kwargs)
-                        result = call_within(walk, attempt, call)
-                except Exception as error:
-                    walk.failed(attempt, error)
-                    continue
-                result = tag(result, walk.succeeded(attempt))
-                walk.end_run(result)
-                return result
-            raise walk.error() from walk.last_error()
-        except BaseException as error:
-            walk.abandon()
-            walk.end_run(error=error)
-            raise
+        walk = self._walk(config, input)
+        for attempt in walk:
+            with attempt:
+                return walk.answer(attempt, attempt.runner.invoke(input, attempt.config, **kwargs))
+        raise walk.error()
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Async twin of `invoke`."""
-        quick = self._quick(config)
-        if quick is not None:
-            candidates, first, had_failures = quick
-            started = time.monotonic()
-            try:
-                result = await first.model.ainvoke(input, config, **kwargs)  # type: ignore[union-attr]
-            except Exception as error:
-                walk = Walk(self, config, candidates, started=started)
-                walk.failed(walk.resume(first), error)
-            else:
-                if had_failures:
-                    self.breakers.success(first.key)
-                return tag(result, answered(first))
-        else:
-            walk = Walk(self, config)
-            await walk.astart_run(input)
-        try:
-            while (attempt := walk.next_attempt()) is not None:
-                if attempt.delay:
-                    await asyncio.sleep(attempt.delay)
-                try:
-                    pending = attempt.runner.ainvoke(input, attempt.config, **kwargs)
-                    if attempt.ends_at is not None:
-                        pending = acall_within(walk, attempt, pending)
-                    result = await pending
-                except Exception as error:
-                    walk.failed(attempt, error)
-                    continue
-                result = tag(result, walk.succeeded(attempt))
-                await maybe_await(walk.end_run(result))
-                return result
-            raise walk.error() from walk.last_error()
-        except BaseException as error:
-            walk.abandon()
-            await maybe_await(walk.end_run(error=error))
-            raise
+        walk = self._walk(config, input)
+        async for attempt in walk:
+            async with attempt:
+                result = await attempt.runner.ainvoke(input, attempt.config, **kwargs)
+                return walk.answer(attempt, result)
+        raise walk.error()
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -250,67 +173,33 @@ class FallbackChatModel(BaseChatModel):
         Leading chunks without content (a role header, empty deltas) are held back until the
         first content arrives, so a provider's error event right after them still falls back.
         """
-        walk = Walk(self, config)
-        walk.start_run(input)
-        try:
-            while (attempt := walk.next_attempt()) is not None:
-                if attempt.delay:
-                    time.sleep(attempt.delay)
-                gate = StreamGate(walk, attempt)
-                try:
-                    if attempt.ends_at is None:
-                        chunks = attempt.runner.stream(input, attempt.config, **kwargs)
-                    else:
-                        start = partial(attempt.runner.stream, input, attempt.config, **kwargs)
-                        chunks = stream_within(walk, attempt, start)
-                    for chunk in chunks:
-                        yield from gate.push(chunk)
-                except Exception as error:
-                    if gate.open:
-                        raise walk.failed_midstream(attempt, error, gate.text) from error
-                    walk.failed(attempt, error)
-                    continue
+        walk = self._walk(config, input, streaming=True)
+        for attempt in walk:
+            with attempt:
+                gate = attempt.gate
+                assert gate is not None  # a streaming walk gates every attempt
+                for chunk in attempt.runner.stream(input, attempt.config, **kwargs):
+                    yield from gate.push(chunk)
                 yield from gate.finish()  # an empty stream is a valid answer
-                walk.end_run(gate.text)
                 return
-            raise walk.error() from walk.last_error()
-        except BaseException as error:
-            walk.abandon()
-            walk.end_run(error=error)
-            raise
+        raise walk.error()
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """Async twin of `stream`."""
-        walk = Walk(self, config)
-        await walk.astart_run(input)
-        try:
-            while (attempt := walk.next_attempt()) is not None:
-                if attempt.delay:
-                    await asyncio.sleep(attempt.delay)
-                gate = StreamGate(walk, attempt)
-                try:
-                    achunks = attempt.runner.astream(input, attempt.config, **kwargs)
-                    if attempt.ends_at is not None:
-                        achunks = astream_within(walk, attempt, achunks)
-                    async for chunk in achunks:
-                        for out in gate.push(chunk):
-                            yield out
-                except Exception as error:
-                    if gate.open:
-                        raise walk.failed_midstream(attempt, error, gate.text) from error
-                    walk.failed(attempt, error)
-                    continue
+        walk = self._walk(config, input, streaming=True)
+        async for attempt in walk:
+            async with attempt:
+                gate = attempt.gate
+                assert gate is not None  # a streaming walk gates every attempt
+                async for chunk in attempt.runner.astream(input, attempt.config, **kwargs):
+                    for out in gate.push(chunk):
+                        yield out
                 for out in gate.finish():
                     yield out
-                await maybe_await(walk.end_run(gate.text))
                 return
-            raise walk.error() from walk.last_error()
-        except BaseException as error:
-            walk.abandon()
-            await maybe_await(walk.end_run(error=error))
-            raise
+        raise walk.error()
 
     # -- the BaseChatModel contract, for code that calls generate() ---------------------------
 
@@ -353,6 +242,7 @@ class FallbackChatModel(BaseChatModel):
             policy=self.policy,
             breakers=self.breakers,
             scope=self.scope,
+            routing=self.routing,
             candidate_transform=step,
         )
 

@@ -25,14 +25,16 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from llmpool.fallback.walk import tag
+from langchain_core.messages import BaseMessage
 
 if TYPE_CHECKING:
     from llmpool.fallback.walk import Attempt, Walk
 
 __all__ = [
+    "Bounded",
     "StreamGate",
     "acall_within",
     "astream_within",
@@ -40,6 +42,7 @@ __all__ = [
     "client_timeout",
     "has_content",
     "stream_within",
+    "tag",
     "text_of",
 ]
 
@@ -91,6 +94,13 @@ class StreamGate:
             held[0] = tag(held[0], metadata)
         self._parts.extend(text_of(chunk) for chunk in held)
         return held
+
+
+def tag(result: Any, metadata: dict[str, Any]) -> Any:
+    """Put the ``llmpool`` metadata on a message (anything else passes unchanged)."""
+    if isinstance(result, BaseMessage):
+        result.response_metadata["llmpool"] = metadata
+    return result
 
 
 def has_content(chunk: Any) -> bool:
@@ -185,6 +195,41 @@ def _expired(walk: Walk, attempt: Attempt) -> TimeoutError:
         extra={"llm_id": c.id, "llm_name": c.name, "deadline": deadline},
     )
     return TimeoutError(f"no answer within the call's {deadline}s deadline; attempt abandoned")
+
+
+class Bounded:
+    """A runner whose calls end at the attempt's deadline (`call_within` and its twins).
+
+    The walk hands it out as ``attempt.runner`` when the candidate's client could wait longer
+    than the deadline leaves, so a shell calls every runner the same way.
+    """
+
+    __slots__ = ("attempt", "runner", "walk")
+
+    def __init__(self, walk: Walk, attempt: Attempt, runner: Any) -> None:
+        self.walk = walk
+        self.attempt = attempt
+        self.runner = runner
+
+    def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        """`Runnable.invoke` in a daemon thread, waited for until the deadline."""
+        call = partial(self.runner.invoke, input, config, **kwargs)
+        return call_within(self.walk, self.attempt, call)
+
+    async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        """`Runnable.ainvoke`, cancelled at the deadline."""
+        pending = self.runner.ainvoke(input, config, **kwargs)
+        return await acall_within(self.walk, self.attempt, pending)
+
+    def stream(self, input: Any, config: Any = None, **kwargs: Any) -> Iterator[Any]:
+        """`Runnable.stream` read in a daemon thread, each chunk waited for until the deadline."""
+        start = partial(self.runner.stream, input, config, **kwargs)
+        return stream_within(self.walk, self.attempt, start)
+
+    def astream(self, input: Any, config: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
+        """`Runnable.astream`, the wait for each chunk cancelled at the deadline."""
+        chunks = self.runner.astream(input, config, **kwargs)
+        return astream_within(self.walk, self.attempt, chunks)
 
 
 def call_within(walk: Walk, attempt: Attempt, call: Callable[[], T]) -> T:

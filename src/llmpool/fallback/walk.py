@@ -2,8 +2,14 @@
 
 `Candidate` is one row turned into a chat model (or the reason it could not be). `Walk` is one
 call's walk through the candidates: which one next, whether its breaker lets it through,
-whether an error is retried, skipped past or raised, and what the answer's metadata says. The
-sync and async shells in `llmpool.fallback.model` only run what it decides.
+whether an error is retried, skipped past or raised, and what the answer's metadata says. It
+takes its collaborators explicitly (candidates, routing, policy, breaker board, runner lookup),
+so it runs without a chat model; the shells in `llmpool.fallback.model` drive it in one loop::
+
+    for attempt in walk:              # `async for` in the async shells
+        with attempt:                 # classifies, records, swallows what falls back
+            return walk.answer(attempt, attempt.runner.invoke(input, attempt.config))
+    raise walk.error()
 """
 
 from __future__ import annotations
@@ -11,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 # Runtime imports: pydantic resolves Candidate's fields when FallbackChatModel is defined.
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
 
 # Whether LangSmith tracing is on: the same check LangChain's callback manager makes.
 from langchain_core.tracers.context import _tracing_v2_is_enabled
@@ -29,16 +34,18 @@ from llmpool.errors import (
     CandidateFailure,
     MidStreamError,
 )
-from llmpool.fallback.breakers import Admission
-from llmpool.fallback.policy import Outcome, describe_error
+from llmpool.fallback.breakers import Admission, BreakerBoard, breaker_key
+from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error
+from llmpool.fallback.streaming import Bounded, StreamGate, client_timeout, tag
 from llmpool.models import LLMConfig
 
 if TYPE_CHECKING:
-    from langchain_core.runnables import Runnable, RunnableConfig
+    from langchain_core.runnables import RunnableConfig
 
-    from llmpool.fallback.model import FallbackChatModel
+    from llmpool.fallback.routing import Routing
 
 __all__ = [
+    "Attempt",
     "Candidate",
     "Walk",
     "answered",
@@ -64,14 +71,19 @@ class Candidate:
 
     @cached_property
     def key(self) -> str:
-        """The circuit breaker key: the row's id (read once: the fast path reads it per call)."""
-        return self.config.id
+        """Its key on the breaker board (`breaker_key`; read once: the fast path reads it)."""
+        return breaker_key(self.config.id, self.config.version)
+
+    @cached_property
+    def answer_fields(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Its part of an answer's metadata, and its "ok" attempt entry (read once)."""
+        c = self.config
+        head = {"llm_id": c.id, "name": c.name, "provider": c.provider, "model_name": c.model_name}
+        return head, {"llm_id": c.id, "name": c.name, "outcome": "ok"}
 
     @cached_property
     def client_timeout(self) -> float:
         """Seconds its client may wait for one answer, read once (`streaming.client_timeout`)."""
-        from llmpool.fallback.streaming import client_timeout
-
         return math.inf if self.model is None else client_timeout(self.model)
 
     @classmethod
@@ -120,70 +132,291 @@ def callbacks_active(config: RunnableConfig | None) -> bool:
     return bool(_tracing_v2_is_enabled())
 
 
-@dataclass(slots=True)
 class Attempt:
-    candidate: Candidate
-    runner: Runnable[Any, Any]
-    number: int
-    delay: float
-    config: RunnableConfig | None
-    probe: bool = False  # holds the candidate's half-open probe slot
-    # When the call's deadline must cut this attempt short (monotonic time): set only when
-    # its client could wait longer than the deadline leaves.
-    ends_at: float | None = None
+    """One call to one candidate: the runner to call, and the context that settles its outcome.
 
-
-class Walk:
-    """The decision core of one call: which candidate next, retry or not, breaker or not."""
+    ``with attempt:`` (``async with`` in the async shells) classifies an error raised inside,
+    records it, and swallows it when the walk goes on (retry or next candidate); an error that
+    must propagate (a bug, an interruption, a stream broken mid-answer) leaves it.
+    """
 
     __slots__ = (
-        "attempts",
-        "candidates",
+        "candidate",
         "config",
         "delay",
+        "dirty",
         "ends_at",
-        "failures",
-        "forced",
-        "in_flight",
-        "index",
-        "last_exception",
-        "model",
+        "fast",
+        "gate",
         "number",
-        "policy",
+        "output",
         "probe",
-        "run_manager",
-        "started",
-        "tried_any",
+        "runner",
+        "walk",
     )
 
     def __init__(
         self,
-        model: FallbackChatModel,
+        walk: Walk,
+        candidate: Candidate,
+        runner: Any,
+        number: int,
+        delay: float,
         config: RunnableConfig | None,
-        candidates: Sequence[Candidate] | None = None,
-        *,
+    ) -> None:
+        self.walk = walk
+        self.candidate = candidate
+        self.runner = runner
+        self.number = number
+        self.delay = delay
+        self.config = config
+        self.probe = False  # holds the candidate's half-open probe slot
+        # When the call's deadline cuts this attempt short (monotonic time): set only when its
+        # client could wait longer than the deadline leaves.
+        self.ends_at: float | None = None
+        self.fast = False  # made by the fast path: no bookkeeping unless it fails
+        self.dirty = False  # (fast path) its breaker holds failures to clear on success
+        self.gate: StreamGate | None = None  # (streaming) holds chunks until the first content
+        self.output: Any = None  # the answer, for the chain run
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> bool:
+        walk = self.walk
+        if error is None:
+            if walk.run_manager is not None:
+                walk.end_run(self._output())
+            return False
+        escaping = self._verdict(error)
+        if escaping is None:
+            return True
+        walk.end_run(error=escaping)
+        if escaping is error:
+            return False
+        raise escaping
+
+    async def __aenter__(self) -> Attempt:
+        return self
+
+    async def __aexit__(self, kind: Any, error: BaseException | None, traceback: Any) -> bool:
+        walk = self.walk
+        if error is None:
+            if walk.run_manager is not None:
+                await maybe_await(walk.end_run(self._output()))
+            return False
+        escaping = self._verdict(error)
+        if escaping is None:
+            return True
+        await maybe_await(walk.end_run(error=escaping))
+        if escaping is error:
+            return False
+        raise escaping
+
+    def _output(self) -> Any:
+        return self.gate.text if self.gate is not None else self.output
+
+    def _verdict(self, error: BaseException) -> BaseException | None:
+        # None: the walk goes on; otherwise the exception that ends the call.
+        walk = self.walk
+        if self.fast:
+            walk._resume()
+        if isinstance(error, Exception):
+            gate = self.gate
+            if gate is not None and gate.open:
+                midstream = walk.failed_midstream(self, error, gate.text)
+                if midstream is not None:
+                    midstream.__cause__ = error
+                    walk.abandon()
+                    return midstream
+            elif walk.failed(self, error):
+                return None
+        walk.abandon()
+        return error
+
+
+class Walk:
+    """The decision core of one call: which candidate next, retry or not, breaker or not.
+
+    Iterate it for the attempts to make (``for`` in sync code, ``async for`` in async code; a
+    retry's delay is slept before it is handed out), run each inside ``with attempt:``, and
+    hand a result to `answer`. When the first candidate is built, its breaker closed, its
+    client gives up before the deadline, nobody listens to callbacks and no runner lookup is
+    given, the first attempt is made with no bookkeeping at all: the call costs one candidate
+    call unless it fails.
+
+    Args:
+        candidates: The chain's candidates, ordered by ``routing``.
+        policy: Retries, deadline and breaker settings.
+        breakers: The breaker board.
+        runner: Candidate -> what to call (e.g. the model with tools bound), or the exception
+            saying why it cannot; ``None`` calls each candidate's model.
+        routing: Orders ``candidates`` for this call; ``None`` keeps their order.
+        then: Candidates tried after the routed ones, in their own order (models from code).
+        scope: The scope, for messages.
+        name: The chain run's name (a callable is asked only when a run is opened).
+        config: The call's runnable config.
+        inputs: The call's input, for the chain run.
+        streaming: Whether the attempts stream (each gets a `StreamGate`; no fast path).
+        started: When the call started (monotonic), if not now.
+
+    Example:
+        >>> from llmpool.fallback.breakers import BreakerBoard
+        >>> from llmpool.fallback.policy import FallbackPolicy
+        >>> from llmpool.providers.fake import FakeChatModel
+        >>> walk = Walk([Candidate.from_model(FakeChatModel(responses=["hi"]))],
+        ...             policy=FallbackPolicy(), breakers=BreakerBoard())
+        >>> for attempt in walk:
+        ...     with attempt:
+        ...         answer = walk.answer(attempt, attempt.runner.invoke("hello"))
+        ...         break
+        >>> answer.content
+        'hi'
+    """
+
+    # The state of a walk that has not made an attempt yet, as class attributes: the fast path
+    # (one attempt, no bookkeeping) then writes none of them.
+    index = 0  # the current candidate
+    number = 0  # attempt number of the current candidate
+    delay = 0.0  # before the next attempt
+    probe = False  # whether the next attempt of the current candidate holds a probe
+    tried_any = False
+    forced: str | None = None  # the key probed although every candidate was cooling
+    in_flight: Attempt | None = None  # the attempt holding a probe slot
+    last_exception: BaseException | None = None
+    run_manager: Any = None
+    final: AllLLMsFailedError | None = None
+    fresh = True  # no attempt handed out yet
+
+    def __init__(
+        self,
+        candidates: Sequence[Candidate],
+        policy: FallbackPolicy,
+        breakers: BreakerBoard,
+        runner: Callable[[Candidate], Any] | None = None,
+        routing: Routing | None = None,
+        then: Sequence[Candidate] = (),
+        scope: str | None = None,
+        name: str | Callable[[], str] = "FallbackChatModel",
+        config: RunnableConfig | None = None,
+        inputs: Any = None,
+        streaming: bool = False,
         started: float | None = None,
     ) -> None:
-        self.model = model
-        self.policy = model.policy
+        # Every argument may be passed by position: a shell does, as keywords cost a call time.
+        if routing is not None:
+            candidates = routing.order(candidates)
+        self.candidates = (*candidates, *then) if then else candidates
+        self.policy = policy
+        self.breakers = breakers
+        self.runner = runner
+        self.scope = scope
+        self.name = name
         self.config = config
+        self.inputs = inputs
+        self.streaming = streaming
         self.started = time.monotonic() if started is None else started
+
+    def _begin(self) -> None:
+        # The bookkeeping of a walk beyond its fast path (made only when it is needed).
         deadline = self.policy.deadline
         self.ends_at = None if deadline is None else self.started + deadline
-        self.candidates = model._current_candidates() if candidates is None else candidates
-        self.index = 0
-        self.number = 0  # attempt number of the current candidate
-        self.delay = 0.0
-        self.probe = False  # whether the next attempt of the current candidate holds a probe
         self.failures: list[CandidateFailure] = []
         self.attempts: list[dict[str, Any]] = []
-        self.tried_any = False
-        self.forced: str | None = None  # the key probed although every candidate was cooling
-        self.in_flight: Attempt | None = None
-        self.last_exception: BaseException | None = None
-        self.run_manager: Any = None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def __iter__(self) -> Walk:
+        return self
+
+    def __next__(self) -> Attempt:
+        if self.fresh:
+            self.fresh = False
+            attempt = self._fast()
+            if attempt is not None:
+                return attempt
+            self._begin()
+            self.start_run(self.inputs)
+        attempt = self.next_attempt()
+        if attempt is None:
+            self.end_run(error=self.error())
+            raise StopIteration
+        if attempt.delay:
+            time.sleep(attempt.delay)
+        return attempt
+
+    def __aiter__(self) -> Walk:
+        return self
+
+    async def __anext__(self) -> Attempt:
+        if self.fresh:
+            self.fresh = False
+            attempt = self._fast()
+            if attempt is not None:
+                return attempt
+            self._begin()
+            await self.astart_run(self.inputs)
+        attempt = self.next_attempt()
+        if attempt is None:
+            await maybe_await(self.end_run(error=self.error()))
+            raise StopAsyncIteration
+        if attempt.delay:
+            await asyncio.sleep(attempt.delay)
+        return attempt
+
+    def answer(self, attempt: Attempt, result: Any) -> Any:
+        """Record that ``attempt`` answered ``result``; return it tagged with its metadata."""
+        if attempt.fast:
+            if attempt.dirty:
+                self.breakers.success(attempt.candidate.key)
+            return tag(result, answered(attempt.candidate))
+        result = attempt.output = tag(result, self.succeeded(attempt))
+        return result
 
     # -- choosing ------------------------------------------------------------------------------
+
+    def first_if_quick(self) -> Candidate | None:
+        """Return the first candidate when the fast path may call it, else ``None``."""
+        quick = self._quick()
+        return None if quick is None else quick[0]
+
+    def _quick(self) -> tuple[Candidate, bool] | None:
+        # The first candidate, and whether its (closed) breaker holds failures to clear.
+        if self.runner is not None or self.streaming or callbacks_active(self.config):
+            return None
+        candidates = self.candidates
+        if not candidates:
+            return None
+        first = candidates[0]
+        if first.model is None:
+            return None
+        deadline = self.policy.deadline
+        if deadline is not None and first.client_timeout > deadline:
+            return None  # the walk bounds an attempt that could outlive the deadline
+        state = self.breakers.store.get(first.key)
+        if state is not None and state.open_until != 0.0:  # open or half-open
+            return None
+        return first, state is not None
+
+    def _fast(self) -> Attempt | None:
+        quick = self._quick()
+        if quick is None:
+            return None
+        first, dirty = quick
+        attempt = Attempt(self, first, first.model, 1, 0.0, self.config)
+        attempt.fast = True
+        if dirty:
+            attempt.dirty = True
+        return attempt
+
+    def _resume(self) -> None:
+        # The fast attempt failed: keep the books from here on, counting that first attempt.
+        self._begin()
+        self.number = 1
+        self.tried_any = True
+
+    def _run(self, candidate: Candidate) -> Any:
+        return candidate.model if self.runner is None else self.runner(candidate)
 
     def _skip(self, candidate: Candidate, reason: str, error: BaseException | None) -> None:
         c = candidate.config
@@ -212,12 +445,12 @@ class Walk:
                 )
                 self.index += 1
                 continue
-            runner = self.model._runner(candidate)
+            runner = self._run(candidate)
             if isinstance(runner, BaseException):
                 self._skip(candidate, f"cannot do this: {describe_error(runner)}", runner)
                 self.index += 1
                 continue
-            admission = self.model.breakers.admit(candidate.key)
+            admission = self.breakers.admit(candidate.key)
             if admission is Admission.OPEN:
                 self._skip(candidate, "skipped: cooling down after repeated failures", None)
                 self.index += 1
@@ -225,12 +458,6 @@ class Walk:
             self.probe = admission is Admission.PROBE
             return self._attempt(candidate, runner)
         return self._forced_probe()
-
-    def resume(self, first: Candidate) -> Attempt:
-        """Account for a first attempt already made on ``first`` by the fast path."""
-        self.number = 1
-        self.tried_any = True
-        return Attempt(first, first.model, 1, 0.0, self.config)  # type: ignore[arg-type]
 
     def _forced_probe(self) -> Attempt | None:
         # Every buildable candidate was cooling down: probe the one that reopens first
@@ -241,9 +468,9 @@ class Walk:
         cooling = [
             c
             for c in self.candidates
-            if c.model is not None and not isinstance(self.model._runner(c), BaseException)
+            if c.model is not None and not isinstance(self._run(c), BaseException)
         ]
-        breakers = self.model.breakers
+        breakers = self.breakers
         for candidate in sorted(cooling, key=lambda c: breakers.reopens_at(c.key)):
             if breakers.force_probe(candidate.key):
                 self.forced = candidate.key
@@ -263,7 +490,7 @@ class Walk:
         self.number += 1
         self.tried_any = True
         if runner is None:
-            runner = self.model._runner(candidate)
+            runner = self._run(candidate)
         config = self.config
         if self.run_manager is not None:
             config = {
@@ -276,8 +503,14 @@ class Walk:
         ends_at = self.ends_at
         if ends_at is not None and candidate.client_timeout <= ends_at - time.monotonic() - delay:
             ends_at = None  # its client gives up before the deadline: no bound needed
-        attempt = Attempt(candidate, runner, self.number, delay, config, probe, ends_at)
+        attempt = Attempt(self, candidate, runner, self.number, delay, config)
+        if ends_at is not None:
+            attempt.ends_at = ends_at
+            attempt.runner = Bounded(self, attempt, runner)
+        if self.streaming:
+            attempt.gate = StreamGate(self, attempt)
         if probe:
+            attempt.probe = True
             self.in_flight = attempt
         return attempt
 
@@ -286,7 +519,7 @@ class Walk:
         (cancelled, interrupted, or a bug in the caller)."""
         attempt, self.in_flight = self.in_flight, None
         if attempt is not None:
-            self.model.breakers.release(attempt.candidate.key)
+            self.breakers.release(attempt.candidate.key)
 
     def _past_deadline(self) -> bool:
         left = self._time_left()
@@ -307,7 +540,7 @@ class Walk:
         # the cyclic collector.
         self.failures.clear()
         self.last_exception = None
-        self.model.breakers.success(attempt.candidate.key)
+        self.breakers.success(attempt.candidate.key)
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "ok"})
         return {
             "llm_id": c.id,
@@ -317,19 +550,23 @@ class Walk:
             "attempts": self.attempts,
         }
 
-    def failed(self, attempt: Attempt, error: Exception) -> None:
-        """Record a failure and decide: retry, next candidate, or re-raise ``error``."""
+    def failed(self, attempt: Attempt, error: Exception) -> bool:
+        """Record a failure and decide: retry, next candidate, or propagate ``error``.
+
+        Returns:
+            Whether the walk goes on; ``False`` when ``error`` must propagate (a bug).
+        """
         outcome = self.policy.classify(error)
         if outcome is Outcome.PROPAGATE:
             self.abandon()
-            raise error
+            return False
         self.in_flight = None
         self.last_exception = error
         key = attempt.candidate.key
         c = attempt.candidate.config
         reason = describe_error(error)
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "error", "error": reason})
-        breakers = self.model.breakers
+        breakers = self.breakers
         if outcome is Outcome.FALLBACK_KEEP_BREAKER:
             if attempt.probe:
                 breakers.release(key)
@@ -347,23 +584,30 @@ class Walk:
                 if admission is not Admission.OPEN:
                     self.delay = delay
                     self.probe = admission is Admission.PROBE
-                    return
+                    return True
         failure = CandidateFailure(c.id, c.name, c.provider, reason, error)
         self.number = 0
         if self.forced == key:
             # The forced probe ends the walk; its failure replaces its "cooling down" entry.
             self.failures = [failure if f.llm_id == key else f for f in self.failures]
             self.index = len(self.candidates)
-            return
+            return True
         self.failures.append(failure)
         self.index += 1
+        return True
 
-    def failed_midstream(self, attempt: Attempt, error: Exception, text: str) -> MidStreamError:
-        """Record a stream that broke after emitting chunks; return the error to raise."""
+    def failed_midstream(
+        self, attempt: Attempt, error: Exception, text: str
+    ) -> MidStreamError | None:
+        """Record a stream that broke after emitting chunks.
+
+        Returns:
+            The error to raise, or ``None`` when ``error`` itself must propagate (a bug).
+        """
         if self.policy.classify(error) is Outcome.PROPAGATE:
-            raise error
+            return None
         c = attempt.candidate.config
-        self.model.breakers.failure(
+        self.breakers.failure(
             attempt.candidate.key,
             threshold=self.policy.failure_threshold,
             cooldown=self.policy.cooldown_for,
@@ -376,9 +620,16 @@ class Walk:
         return MidStreamError(msg, partial_text=text, llm_id=c.id, llm_name=c.name)
 
     def error(self) -> AllLLMsFailedError:
-        """Return the error for a call where every candidate failed."""
-        cls = AllLLMsFailedError if self.tried_any else AllLLMsFailedToInitializeError
-        return cls(self.failures, scope=self.model.scope)
+        """Return the error for a call where every candidate failed (made once).
+
+        It is chained from the last original exception (see `last_error`).
+        """
+        if self.final is None:
+            cls = AllLLMsFailedError if self.tried_any else AllLLMsFailedToInitializeError
+            final = cls(self.failures, scope=self.scope)
+            final.__cause__ = self.last_error()  # as ``raise ... from``: no implicit context
+            self.final = final
+        return self.final
 
     def last_error(self) -> BaseException | None:
         """Return the last original exception, to chain from, unless its text holds a secret.
@@ -407,7 +658,7 @@ class Walk:
         self.run_manager = manager.on_chain_start(
             None,
             {"input": inputs},
-            name=config.get("run_name") or self.model.get_name(),
+            name=config.get("run_name") or self._name(),
             run_id=config.pop("run_id", None),
         )
         self.config = config
@@ -426,10 +677,13 @@ class Walk:
         self.run_manager = await manager.on_chain_start(
             None,
             {"input": inputs},
-            name=config.get("run_name") or self.model.get_name(),
+            name=config.get("run_name") or self._name(),
             run_id=config.pop("run_id", None),
         )
         self.config = config
+
+    def _name(self) -> str:
+        return self.name if isinstance(self.name, str) else self.name()
 
     def end_run(self, output: Any = None, error: BaseException | None = None) -> Any:
         """Close the chain run (sync or async run manager); return an awaitable if async."""
@@ -455,20 +709,9 @@ def _holds_secret(error: BaseException) -> bool:
 
 
 def answered(candidate: Candidate) -> dict[str, Any]:
-    c = candidate.config
-    return {
-        "llm_id": c.id,
-        "name": c.name,
-        "provider": c.provider,
-        "model_name": c.model_name,
-        "attempts": [{"llm_id": c.id, "name": c.name, "outcome": "ok"}],
-    }
-
-
-def tag(result: Any, metadata: dict[str, Any]) -> Any:
-    if isinstance(result, BaseMessage):
-        result.response_metadata["llmpool"] = metadata
-    return result
+    """The ``llmpool`` metadata of an answer from the first attempt (fresh dicts each time)."""
+    head, ok = candidate.answer_fields
+    return {**head, "attempts": [ok.copy()]}
 
 
 async def maybe_await(value: Any) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,22 +27,28 @@ from llmpool.fallback.breakers import BreakerBoard
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.models import MAX_LENGTHS, LLMConfig, check_argument
 from llmpool.pool.cache import ModelCache
+from llmpool.pool.options import PoolOptions
 from llmpool.pool.snapshots import SnapshotKeeper
-from llmpool.repository import LLMStore, no_default_error, not_found_error, sort_key
+from llmpool.repository import (
+    CommitNotifier,
+    LLMRepository,
+    LLMStore,
+    no_default_error,
+    not_found_error,
+)
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from sqlalchemy.engine import URL, Engine
-    from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from llmpool.fallback.breakers import BreakerStore
     from llmpool.fallback.model import FallbackChatModel
     from llmpool.fallback.walk import Candidate
     from llmpool.pool.watch import Watcher
     from llmpool.providers import ProviderRegistry
-    from llmpool.repository import LLMRepository, Snapshot
+    from llmpool.repository import Snapshot
+    from llmpool.repository.sql.store import SQLStore
 
-__all__ = ["LLMPool"]
+__all__ = ["LLMPool", "PoolOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,34 +68,23 @@ class LLMPool:
     """Rows of the ``llms`` table, served as LangChain chat models.
 
     Args:
-        database: An engine or URL; ``None`` for the configured database
-            (``LLMPOOL_DATABASE_URL``, ``DATABASE_URL``, else ``./llmpool.sqlite3``).
-        repository: Read rows from this instead (an `InMemoryStore`, a custom source).
-        async_database: The async engine (or its URL) the ``aget_*`` methods read through.
-            By default: an async engine on the same URL when llmpool made the engine from a
-            URL; when you passed an `Engine` (whose ``creator`` or ``connect_args`` an async
-            engine could not copy), the sync engine in a worker thread.
-        registry: The provider registry; the process-wide one by default.
-        allowlist: Environment variables rows may reference; from the environment by default.
-        policy: Retry, deadline and circuit-breaker settings of the fallback chains.
-        poll_interval: Seconds between change checks (the safety net under NOTIFY, and all
-            there is without it); ``0`` to never look for changes.
-        listen: Use PostgreSQL LISTEN/NOTIFY to see changes at once.
-        listen_retry: Seconds before reopening a lost LISTEN connection; doubles on each
-            failure, up to 30 s.
-        breaker_store: Where circuit breaker state lives (e.g. a `RedisBreakerStore` shared by
-            replicas); in-process by default.
-        auto_migrate: Apply llmpool's migrations on first use; by default only for SQLite,
-            where the database is embedded.
-        retry_failed_builds_after: Seconds a row that could not be built (a missing variable,
-            a plugin that raised) stays skipped before it is built again; a refresh retries it
-            at once.
-        clock: Monotonic seconds, for that delay; injectable for tests.
+        source: Where rows come from: an engine or URL (the pool makes a `SQLStore` on it,
+            and closes it with the pool), a store or repository of yours (an `InMemoryStore`,
+            a `SQLStore`, a custom source: left open), or ``None`` for the configured
+            database (``LLMPOOL_DATABASE_URL``, ``DATABASE_URL``, else ``./llmpool.sqlite3``).
+        options: How the pool builds, watches and reads (`PoolOptions`).
+        repository: The same as passing a repository as ``source``.
+        **settings: Any field of `PoolOptions` (``poll_interval=0``, ``registry=...``), taken
+            over the ones in ``options``.
+
+    The pool subscribes to its store: every committed write, through `store` or straight to
+    the store, reloads the pool's snapshot at once.
 
     Example:
         >>> from llmpool.repository.memory import InMemoryStore
-        >>> pool = LLMPool(repository=InMemoryStore([{"name": "Fake", "provider": "fake",
-        ...     "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]))
+        >>> pool = LLMPool(InMemoryStore([{"name": "Fake", "provider": "fake",
+        ...     "model_name": "echo", "is_default": True, "config": {"responses": ["hi"]}}]),
+        ...     options=PoolOptions(poll_interval=0))
         >>> pool.get_llm_with_fallback().invoke("hello").content
         'hi'
         >>> pool.close()
@@ -98,56 +92,54 @@ class LLMPool:
 
     def __init__(
         self,
-        database: Engine | str | URL | None = None,
+        source: Engine | str | URL | LLMRepository | None = None,
         *,
+        options: PoolOptions | None = None,
         repository: LLMRepository | None = None,
-        async_database: AsyncEngine | str | URL | None = None,
-        registry: ProviderRegistry | None = None,
-        allowlist: EnvAllowlist | None = None,
-        policy: FallbackPolicy | None = None,
-        poll_interval: float = 1.0,
-        listen: bool = True,
-        listen_retry: float = 1.0,
-        breaker_store: BreakerStore | None = None,
-        auto_migrate: bool | None = None,
-        retry_failed_builds_after: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
+        **settings: Any,
     ) -> None:
-        allow = allowlist if allowlist is not None else EnvAllowlist.from_env()
-        if registry is not None and allow.registry is None:
+        options = options if options is not None else PoolOptions()
+        if settings:
+            options = dataclasses.replace(options, **settings)
+        self.options = options
+        if repository is not None:
+            source = repository
+        allow = options.allowlist if options.allowlist is not None else EnvAllowlist.from_env()
+        if options.registry is not None and allow.registry is None:
             # Rows are checked against the providers this pool builds with.
-            allow = dataclasses.replace(allow, registry=registry)
+            allow = dataclasses.replace(allow, registry=options.registry)
         self.allowlist = allow
-        self.policy = policy if policy is not None else FallbackPolicy()
-        self.breakers = BreakerBoard(breaker_store)
-        self._registry = registry
-        engine: Engine | None = None
-        if repository is None:
+        self.policy = options.policy if options.policy is not None else FallbackPolicy()
+        self.breakers = BreakerBoard(options.breaker_store)
+        self._registry = options.registry
+        self._owned: SQLStore | None = None
+        if not isinstance(source, LLMRepository):  # an engine, a URL, or the configured one
+            from llmpool.providers import ConfigKeysCheck
             from llmpool.repository.sql.store import SQLStore
 
-            sql_store = SQLStore(database, validators=[self.allowlist])
-            engine = sql_store.engine
-            repository = sql_store
-            if auto_migrate is None:
-                auto_migrate = engine.dialect.name == "sqlite"
-        self.repository: LLMRepository = repository
+            source = self._owned = SQLStore(
+                source,
+                validators=[self.allowlist, ConfigKeysCheck(registry=options.registry)],
+                async_engine=options.async_database,
+                auto_migrate=options.auto_migrate,
+            )
+        self.repository: LLMRepository = source
         self._cache = ModelCache(
-            self._build, retry_failed_after=retry_failed_builds_after, clock=clock
+            self._build, retry_failed_after=options.retry_failed_builds_after, clock=options.clock
         )
         # scope -> (generation, when a skipped row is due for a rebuild or None, chain)
         self._chains: dict[str, tuple[int, float | None, tuple[Candidate, ...]]] = {}
         self._live: dict[str, FallbackChatModel] = {}
         self._snapshots = SnapshotKeeper(
-            repository,
+            source,
             self._pruned,
-            engine=engine,
-            database=database,
-            async_database=async_database,
-            poll_interval=poll_interval,
-            listen=listen,
-            listen_retry=listen_retry,
-            auto_migrate=bool(auto_migrate),
+            poll_interval=options.poll_interval,
+            listen=options.listen,
+            listen_retry=options.listen_retry,
         )
+        self._unsubscribe: Callable[[], None] | None = None
+        if isinstance(source, CommitNotifier):
+            self._unsubscribe = source.subscribe(self._snapshots.refresh_after_write)
 
     def __repr__(self) -> str:
         return f"<LLMPool repository={self.repository!r}>"
@@ -163,7 +155,7 @@ class LLMPool:
 
     @property
     def store(self) -> LLMStore:
-        """The admin API: writes go through the allowlist and are seen by this pool at once.
+        """The pool's store, the admin API: its committed writes are seen by this pool at once.
 
         Raises:
             LLMPoolError: The pool's repository is read-only.
@@ -171,10 +163,7 @@ class LLMPool:
         if not isinstance(self.repository, LLMStore):
             msg = f"{self.repository!r} is read-only: it has no admin API"
             raise LLMPoolError(msg)
-        self._snapshots.ensure_schema()
-        return _RefreshingStore(self.repository, self._snapshots.refresh_after_write)
-
-    # -- the snapshot --------------------------------------------------------------------------
+        return self.repository
 
     # -- the snapshot --------------------------------------------------------------------------
 
@@ -201,16 +190,28 @@ class LLMPool:
         return self._snapshots.watcher
 
     def close(self) -> None:
-        """Stop watching the table and release the database connections.
+        """Stop watching the table and close the store the pool made from a URL or engine.
 
         Returns promptly: the watcher closes its LISTEN connection and ends within a fraction
-        of a second, whatever ``poll_interval`` is.
+        of a second, whatever ``poll_interval`` is. A store you passed is left open.
         """
-        self._snapshots.close()
+        self._stop()
+        if self._owned is not None:
+            self._owned.close()
 
     async def aclose(self) -> None:
         """`close` without blocking the event loop; also release the async engine llmpool made."""
-        await self._snapshots.aclose()
+        import asyncio
+
+        await asyncio.to_thread(self._stop)
+        if self._owned is not None:
+            await self._owned.aclose()
+
+    def _stop(self) -> None:
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
+        self._snapshots.close()
 
     def __enter__(self) -> LLMPool:
         return self
@@ -335,8 +336,11 @@ class LLMPool:
             and (cached[1] is None or self._cache.clock() < cached[1])
         ):
             return cached[2]
-        rows = sorted((c for c in snapshot.configs if c.scope == scope and c.enabled), key=sort_key)
-        chain = tuple(self._cache.get(c) for c in rows)
+        from llmpool.fallback.routing import PriorityRouting
+
+        rows = [c for c in snapshot.configs if c.scope == scope and c.enabled]
+        # The same routing every call's walk applies: the walk then finds the chain in order.
+        chain = tuple(PriorityRouting().order(tuple(self._cache.get(c) for c in rows)))
         due = [at for c in chain if (at := self._cache.retry_due(c)) is not None]
         self._chains[scope] = (snapshot.generation, min(due) if due else None, chain)
         return chain
@@ -380,6 +384,7 @@ class LLMPool:
         self, scope: str, fallbacks: Sequence[BaseChatModel], policy: FallbackPolicy | None
     ) -> FallbackChatModel:
         from llmpool.fallback.model import FallbackChatModel
+        from llmpool.fallback.routing import PriorityRouting
 
         return FallbackChatModel(
             source=lambda: self._chain(scope),
@@ -387,6 +392,7 @@ class LLMPool:
             policy=policy or self.policy,
             breakers=self.breakers,
             scope=scope,
+            routing=PriorityRouting(),
         )
 
     # -- async ---------------------------------------------------------------------------------
@@ -433,33 +439,3 @@ class LLMPool:
         _check_scope(scope)
         await self._snapshots.aget()
         return self.get_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)
-
-
-class _RefreshingStore:
-    """The pool's store: every successful write refreshes the pool's snapshot at once.
-
-    A write is committed before the refresh; when the refresh fails (the database went away
-    in between), the write still returns its result, the failure is logged once, and the
-    watcher catches up.
-    """
-
-    _WRITES = frozenset({"add", "add_many", "update", "delete", "enable", "disable", "set_default"})
-
-    def __init__(self, store: LLMStore, refresh: Callable[[], None]) -> None:
-        self._store = store
-        self._refresh = refresh
-
-    def __repr__(self) -> str:
-        return repr(self._store)
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if name not in self._WRITES:
-            return attr
-
-        def write(*args: Any, **kwargs: Any) -> Any:
-            result = attr(*args, **kwargs)
-            self._refresh()
-            return result
-
-        return write
