@@ -1,8 +1,13 @@
-"""Circuit breakers shared through Redis by replicas (real Redis on 127.0.0.1:6379)."""
+"""Circuit breakers shared through Redis by replicas (real Redis on 127.0.0.1:6379).
+
+The database number comes from ``LLMPOOL_TEST_REDIS_DB`` (default 15, never the application's
+usual 0), and each test deletes only the keys under its own fresh prefix.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,7 +22,7 @@ from llmpool.fallback.policy import FallbackPolicy
 from llmpool.pool.facade import LLMPool
 from llmpool.repository.memory import InMemoryStore
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('LLMPOOL_TEST_REDIS_DB', '15'))}"
 
 
 @pytest.fixture

@@ -123,6 +123,8 @@ def cmd_providers(args: argparse.Namespace) -> int:
 
 def _why_not(pool: LLMPool, config: LLMConfig) -> tuple[str, str | None]:
     """Return (status, reason) for one row of a chain."""
+    from llmpool.fallback.breakers import breaker_key
+
     if not config.enabled:
         return "skipped", "disabled"
     try:
@@ -137,7 +139,8 @@ def _why_not(pool: LLMPool, config: LLMConfig) -> tuple[str, str | None]:
         return "skipped", f"unknown provider {config.provider!r}"
     except LLMPoolError as error:
         return "skipped", one_line(str(error))
-    if pool.breakers.is_open(config.id):  # a look only: never takes a probe slot
+    # a look only: never takes a probe slot
+    if pool.breakers.is_open(breaker_key(config.id, config.version)):
         return "skipped", "cooling down after repeated failures"
     return "would be tried", None
 
