@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-from llmpool.credentials.allowlist import DEFAULT_ALLOWED_ENV, EnvAllowlist, resolve_auth
+from llmpool.credentials.allowlist import DEFAULT_ALLOWED_ENV, EnvAllowlist
+from llmpool.credentials.resolve import resolve_auth
 from llmpool.errors import EnvNotAllowedError, MissingSecretError
 from llmpool.models import LLMConfig
 from llmpool.providers import ProviderRegistry
@@ -440,7 +441,7 @@ def test_every_endpoint_a_row_writes_is_checked(
 
 def test_header_values_and_settings_are_not_endpoints() -> None:
     """An HTTP-Referer header and a Bedrock base_model are not where requests go."""
-    from llmpool.credentials.allowlist import literal_endpoints
+    from llmpool.credentials.endpoints import literal_endpoints
 
     row_config = LLMConfig(
         id="1",

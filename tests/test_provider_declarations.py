@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from langchain_core.language_models import BaseChatModel, FakeListChatModel
 
-from llmpool.credentials.allowlist import EnvAllowlist, literal_endpoints
+from llmpool.credentials.allowlist import EnvAllowlist
+from llmpool.credentials.endpoints import literal_endpoints
 from llmpool.errors import EnvNotAllowedError, InvalidConfigError
 from llmpool.fallback.policy import FallbackPolicy, Outcome, classify_error
 from llmpool.models import LLMConfig

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the same table, for type checkers (explicit re-exports)
     from llmpool.api import get_pool as get_pool
     from llmpool.api import set_pool as set_pool
     from llmpool.credentials.allowlist import EnvAllowlist as EnvAllowlist
-    from llmpool.credentials.allowlist import resolve_auth as resolve_auth
+    from llmpool.credentials.resolve import resolve_auth as resolve_auth
     from llmpool.errors import AllLLMsFailedError as AllLLMsFailedError
     from llmpool.errors import AllLLMsFailedToInitializeError as AllLLMsFailedToInitializeError
     from llmpool.errors import ArgumentTooLongError as ArgumentTooLongError
@@ -116,7 +116,7 @@ _EXPORTS: dict[str, str] = {
     "seed_starter_rows": "llmpool.repository.sql.migrate",
     # credentials
     "EnvAllowlist": "llmpool.credentials.allowlist",
-    "resolve_auth": "llmpool.credentials.allowlist",
+    "resolve_auth": "llmpool.credentials.resolve",
     # providers
     "Provider": "llmpool.providers",
     "ProviderRegistry": "llmpool.providers",

@@ -31,26 +31,22 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-import posixpath
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
-from urllib.parse import urlsplit
-
-from pydantic import SecretStr
+from typing import TYPE_CHECKING, Literal
 
 from llmpool.credentials.checks import (
-    MAX_DEPTH,
-    REFERENCE_SUFFIXES,
-    find_secret,
-    is_secret_key,
     shown_reference,
-    url_userinfo,
 )
-from llmpool.credentials.redaction import remember
-from llmpool.errors import EnvNotAllowedError, LLMPoolError, MissingSecretError
+from llmpool.credentials.endpoints import (
+    Endpoint,
+    has_userinfo,
+    host_of,
+    literal_endpoints,
+    parse_endpoint,
+)
+from llmpool.errors import EnvNotAllowedError, LLMPoolError
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -58,13 +54,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ALLOWED_ENV",  # noqa: F822 - read from the providers on first use (__getattr__)
-    "DEFAULT_PORTS",
     "DEFAULT_SECRET_DIRS",
-    "ENDPOINT_KEYS",
     "NEVER_ALLOWED_ENV",
     "EnvAllowlist",
-    "literal_endpoints",
-    "resolve_auth",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,38 +67,6 @@ NEVER_ALLOWED_ENV = ("DATABASE_URL", "LLMPOOL_*")
 #: llmpool's own secret directories; others only through ``LLMPOOL_SECRET_DIRS``.
 DEFAULT_SECRET_DIRS = ("/run/secrets/llmpool", "/var/run/secrets/llmpool")
 
-#: Row keys (in ``config`` or plain ``auth_meta``) that say where requests, and keys, are sent.
-#: Any key whose last word is ``url``, ``uri``, ``endpoint``, ``host`` or ``proxy`` counts too,
-#: and so does any string that is an absolute URL.
-ENDPOINT_KEYS = frozenset(
-    {
-        "base_url",
-        "api_base",
-        "openai_api_base",
-        "azure_openai_api_base",
-        "azure_endpoint",
-        "endpoint",
-        "endpoint_url",
-        "api_endpoint",
-        "anthropic_api_url",
-        "fireworks_api_base",
-        "host",
-        "openai_proxy",
-        "anthropic_proxy",
-        "proxy",
-        "proxies",
-    }
-)
-
-#: Ports a URL without one uses.
-DEFAULT_PORTS: Mapping[str, int] = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-_ENDPOINT_WORDS = frozenset(
-    {"url", "urls", "uri", "endpoint", "endpoints", "host", "hosts", "hostname", "proxy", "proxies"}
-)
-_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
-_ABSOLUTE_URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
-_ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)
 _MARKS = ("plain", "secret")
 
 Kind = Literal["secret", "plain"]
@@ -114,47 +74,6 @@ Kind = Literal["secret", "plain"]
 
 def _split(value: str) -> list[str]:
     return [item for item in value.replace(",", " ").split() if item]
-
-
-class _Endpoint(NamedTuple):
-    scheme: str
-    host: str
-    port: int
-    path: str
-
-    def within(self, allowed: _Endpoint) -> bool:
-        if (self.scheme, self.host, self.port) != (allowed.scheme, allowed.host, allowed.port):
-            return False
-        # On segment boundaries: "/v1" admits "/v1/chat", never "/v1evil".
-        return allowed.path in ("/", self.path) or self.path.startswith(allowed.path + "/")
-
-
-def _parse_endpoint(value: str) -> _Endpoint | None:
-    """Return a URL's scheme, host, port and path, normalised; ``None`` when it is not plain.
-
-    A URL without a scheme is read as ``https://``. Anything a client could read differently
-    from this parser (user info, a backslash, white space, an encoded separator in the path)
-    is not plain.
-    """
-    text = value.strip()
-    if not text or any(ch.isspace() or ch == "\\" or ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        return None
-    if "://" not in text:
-        text = "https://" + text
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        return None
-    if "@" in parts.netloc:
-        return None
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").rstrip(".")
-    port = port if port is not None else DEFAULT_PORTS.get(scheme)
-    if not host or port is None or _ENCODED_SEPARATOR.search(parts.path):
-        return None
-    path = posixpath.normpath("/" + parts.path.lstrip("/")).rstrip("/") or "/"
-    return _Endpoint(scheme, host, port, path)
 
 
 def __getattr__(name: str) -> frozenset[str]:
@@ -179,99 +98,6 @@ def _builtin_env() -> frozenset[str]:
         secret, plain = declared_env(provider)
         names |= secret | plain
     return frozenset(names)
-
-
-def _names_endpoint(key: str, declared: frozenset[str] = frozenset()) -> bool:
-    lowered = key.lower()
-    if lowered in declared:  # the provider knows its own keys
-        return True
-    if lowered in ENDPOINT_KEYS or lowered.endswith("api_base"):
-        return True
-    words = [word.lower() for word in _WORD.findall(key)]
-    return bool(words) and words[-1] in _ENDPOINT_WORDS
-
-
-def _walk_endpoints(
-    key: str,
-    value: Any,
-    where: str,
-    found: list[tuple[str, str]],
-    depth: int,
-    headers: bool,
-    declared: frozenset[str] = frozenset(),
-) -> None:
-    if depth > MAX_DEPTH:  # the row's own validation refuses this depth
-        return
-    if isinstance(value, str):
-        if not value.strip():
-            return  # an empty endpoint is the client's default
-        # A header value never decides where a request goes ("HTTP-Referer": "https://..."),
-        # unless the header names a host.
-        named = _names_endpoint(key, declared)
-        if named or (not headers and _ABSOLUTE_URL.match(value)):
-            found.append((where, value))
-    elif isinstance(value, Mapping):
-        inner = [word.lower() for word in _WORD.findall(key)][-1:] == ["headers"]
-        for child, item in value.items():
-            _walk_endpoints(str(child), item, f"{where}.{child}", found, depth + 1, inner, declared)
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _walk_endpoints(key, item, f"{where}[{index}]", found, depth + 1, headers, declared)
-
-
-def literal_endpoints(config: LLMConfig, provider: object = None) -> list[tuple[str, str]]:
-    """Return every endpoint written into a row, as ``(field, value)`` pairs.
-
-    An endpoint is any string in ``config`` or plain ``auth_meta`` that is an absolute URL, or
-    that sits under a key naming an endpoint (``base_url``, ``*_url``, ``*endpoint``, ``host``,
-    ``*proxy``, ``*api_base``) or under a key its provider declares (``endpoint_keys``), also
-    after the provider renames it (Azure's ``azure_openai_api_base`` becomes
-    ``azure_endpoint``). Header values are not endpoints.
-    References (``*_env``, ``*_file``) are the operator's and not listed.
-
-    Args:
-        config: The row.
-        provider: Its provider, whose ``endpoint_keys`` and ``auth_names`` renames apply;
-            optional.
-
-    Example:
-        >>> from llmpool.models import LLMConfig
-        >>> row = LLMConfig(id="1", name="x", provider="openai", model_name="m",
-        ...                 config={"client_kwargs": {"proxy": "http://proxy.example:3128"}})
-        >>> literal_endpoints(row)
-        [('config.client_kwargs.proxy', 'http://proxy.example:3128')]
-    """
-    from llmpool.providers.declarations import declared_endpoint_keys
-
-    declared = declared_endpoint_keys(provider)
-    renames = getattr(provider, "auth_names", None)
-    renames = renames if isinstance(renames, Mapping) else {}
-    found: list[tuple[str, str]] = []
-    for key, value in config.config.items():
-        _walk_endpoints(str(key), value, f"config.{key}", found, 1, False, declared)
-    for key, value in config.auth_meta.items():
-        if key.endswith(REFERENCE_SUFFIXES) or not isinstance(value, str) or not value.strip():
-            continue
-        target = str(renames.get(key, key))
-        named = _names_endpoint(key, declared) or _names_endpoint(target, declared)
-        if named or _ABSOLUTE_URL.match(value):
-            found.append((f"auth_meta.{key}", value))
-    return found
-
-
-def _has_userinfo(url: str) -> bool:
-    if "://" in url:
-        return url_userinfo(url)
-    return "@" in re.split(r"[/?#]", url.strip(), maxsplit=1)[0]  # "user@host" written bare
-
-
-def _host(value: str) -> str:
-    # The host alone: a URL may carry more than its author meant to show.
-    try:
-        text = value.strip()
-        return repr(urlsplit(text if "://" in text else "https://" + text).hostname)
-    except ValueError:
-        return "(unreadable)"
 
 
 def _parse_names(names: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
@@ -327,7 +153,7 @@ class EnvAllowlist:
     registry: ProviderRegistry | None = field(default=None, repr=False, compare=False)
     _patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
     _plain_patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
-    _allowed: tuple[_Endpoint, ...] = field(default=(), repr=False, compare=False)
+    _allowed: tuple[Endpoint, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names, marked = _parse_names(self.names)
@@ -341,11 +167,11 @@ class EnvAllowlist:
         )
         allowed = []
         for entry in self.endpoints:
-            parsed = _parse_endpoint(entry)
+            parsed = parse_endpoint(entry)
             if parsed is None:
                 logger.warning(
                     "allowed endpoint ignored: not a plain URL",
-                    extra={"endpoint_host": _host(entry)},
+                    extra={"endpoint_host": host_of(entry)},
                 )
             else:
                 allowed.append(parsed)
@@ -498,11 +324,11 @@ class EnvAllowlist:
             ...     "https://api.openai.com.evil.example/v1", "https://api.openai.com/v1evil")]
             [True, False, False]
         """
-        if _has_userinfo(url):
+        if has_userinfo(url):
             return False
         if not self.endpoints:
             return True
-        parsed = _parse_endpoint(url)
+        parsed = parse_endpoint(url)
         return parsed is not None and any(parsed.within(allowed) for allowed in self._allowed)
 
     # -- the check ---------------------------------------------------------------------------
@@ -575,18 +401,18 @@ class EnvAllowlist:
             if not self.allows_endpoint(url):
                 reason = (
                     "which has user info before its host (user@host): write it without"
-                    if _has_userinfo(url)
+                    if has_userinfo(url)
                     else f"which is outside the allowed endpoints ({', '.join(self.endpoints)}); "
                     "extend LLMPOOL_ALLOWED_ENDPOINTS or reference a variable instead"
                 )
-                msg = f"{config.describe()}: {where} points at host {_host(url)}, {reason}"
+                msg = f"{config.describe()}: {where} points at host {host_of(url)}, {reason}"
                 raise EnvNotAllowedError(msg, llm_name=config.name, llm_id=config.id, field=where)
         if endpoints and foreign is not None and not self.endpoints:
             # With no endpoints configured, a row's own endpoint may only get its provider's
             # own credentials: an operator's key or a secret file could go anywhere.
             where, url = endpoints[0]
             msg = (
-                f"{config.describe()}: {where} sends requests to host {_host(url)} with "
+                f"{config.describe()}: {where} sends requests to host {host_of(url)} with "
                 f"{foreign[0]} ({foreign[1]}), which is not provider {config.provider!r}'s own "
                 "credential; set LLMPOOL_ALLOWED_ENDPOINTS to the endpoints rows may use, or "
                 "reference the endpoint from a variable"
@@ -600,92 +426,3 @@ class EnvAllowlist:
             EnvNotAllowedError: Naming the row, the field and the variable.
         """
         self.check(config)
-
-
-def _shown_path(path: object) -> str:
-    # A path is shown only when it reads as one: a value pasted here may be a key.
-    if isinstance(path, str) and os.path.isabs(path) and find_secret(path) is None:
-        return path
-    return "(a path that is not shown)"
-
-
-def resolve_auth(
-    config: LLMConfig,
-    *,
-    allowlist: EnvAllowlist | None = None,
-    environ: Mapping[str, str] | None = None,
-    provider: object = None,
-) -> dict[str, Any]:
-    """Resolve a row's ``auth_meta`` into client arguments.
-
-    Every secret value resolved is remembered by `llmpool.credentials.redaction`, so that
-    no text llmpool produces shows it.
-
-    Args:
-        config: The row.
-        allowlist: What it may reference; `EnvAllowlist.from_env` by default.
-        environ: Where variables are read; ``os.environ`` by default.
-        provider: The row's provider; looked up in the allowlist's registry by default.
-
-    Returns:
-        Resolved keys (suffix dropped) to values: `SecretStr` for secrets (every value read from
-        a file or from a variable that is not a plain setting), plain otherwise.
-
-    Raises:
-        EnvNotAllowedError: A reference or an endpoint is outside the allowlist.
-        MissingSecretError: A variable is unset or empty, or a file is missing; the message
-            names the variable and the row, never a value.
-
-    Example:
-        >>> from llmpool.models import LLMConfig
-        >>> row = LLMConfig(id="1", name="GPT-4", provider="openai", model_name="gpt-4",
-        ...                 auth_meta={"api_key_env": "OPENAI_API_KEY"})
-        >>> resolve_auth(row, environ={"OPENAI_API_KEY": "sk-test"})
-        {'api_key': SecretStr('**********')}
-    """
-    env = os.environ if environ is None else environ
-    allow = allowlist if allowlist is not None else EnvAllowlist.from_env(env)
-    kinds = allow.check(config, provider)
-    resolved: dict[str, Any] = {}
-    for key, reference in config.auth_meta.items():
-        if key.endswith("_env"):
-            name = key[: -len("_env")]
-            value = env.get(reference)
-            if not value:
-                shown = shown_reference(reference)
-                msg = (
-                    f"{config.describe()}: environment variable {shown} (auth_meta.{key}) "
-                    "is not set"
-                )
-                raise MissingSecretError(
-                    msg, variable=shown, llm_name=config.name, llm_id=config.id
-                )
-        elif key.endswith("_file"):
-            name = key[: -len("_file")]
-            shown = _shown_path(reference)
-            label = f"secret file {shown}"
-            try:
-                # The path that was checked, links resolved.
-                value = Path(os.path.realpath(reference)).read_text("utf-8").strip()
-            except OSError as error:
-                msg = (
-                    f"{config.describe()}: {label} (auth_meta.{key}) "
-                    f"cannot be read ({error.strerror or type(error).__name__})"
-                )
-                raise MissingSecretError(
-                    msg, variable=shown, llm_name=config.name, llm_id=config.id
-                ) from None
-            if not value:
-                msg = f"{config.describe()}: {label} (auth_meta.{key}) is empty"
-                raise MissingSecretError(
-                    msg, variable=shown, llm_name=config.name, llm_id=config.id
-                )
-        else:
-            resolved[key] = reference
-            continue
-        if kinds.get(key) == "secret" or is_secret_key(name):
-            remember(value)
-            resolved[name] = SecretStr(value)
-        else:
-            resolved[name] = value
-    return resolved

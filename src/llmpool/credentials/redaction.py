@@ -2,7 +2,7 @@
 
 A provider's error body may echo the key it was sent (``Incorrect API key provided:
 sk-proj-...``), and that text reaches `AllLLMsFailedError`, log records and ``llmpool check``.
-`remember` is told every secret value `llmpool.credentials.allowlist.resolve_auth`
+`remember` is told every secret value `llmpool.credentials.resolve.resolve_auth`
 resolves; `redact` replaces each, and its common encodings, with ``***`` in any text:
 
 - the value itself (and so ``Bearer <value>``);

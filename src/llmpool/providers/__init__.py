@@ -364,7 +364,7 @@ class ProviderRegistry:
             >>> ProviderRegistry().build(row).invoke("hello").content
             'hi'
         """
-        from llmpool.credentials.allowlist import resolve_auth
+        from llmpool.credentials.resolve import resolve_auth
 
         provider = self.get(config.provider)
         auth = resolve_auth(config, allowlist=allowlist, environ=environ, provider=provider)
