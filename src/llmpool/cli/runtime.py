@@ -23,11 +23,6 @@ from typing import TYPE_CHECKING, Any
 from llmpool.cli.args import AddCommand, Handler, bounded
 from llmpool.cli.output import UsageError, emit, find_llm, one_line, open_pool, table
 from llmpool.errors import (
-    EnvNotAllowedError,
-    LLMPoolError,
-    MissingSecretError,
-    ProviderNotInstalledError,
-    UnknownProviderError,
     UnsupportedParameterError,
 )
 
@@ -121,48 +116,12 @@ def cmd_providers(args: argparse.Namespace) -> int:
 # -- chain -----------------------------------------------------------------------------------
 
 
-def _why_not(pool: LLMPool, config: LLMConfig) -> tuple[str, str | None]:
-    """Return (status, reason) for one row of a chain."""
-    from llmpool.fallback.breakers import breaker_key
-
-    if not config.enabled:
-        return "skipped", "disabled"
-    try:
-        pool.registry.build(config, allowlist=pool.allowlist)
-    except MissingSecretError as error:
-        return "skipped", f"missing environment variable {error.variable}"
-    except ProviderNotInstalledError as error:
-        return "skipped", f"provider package not installed: {str(error).split('run: ')[-1]}"
-    except EnvNotAllowedError as error:
-        return "skipped", f"not on the allowlist: {error.field}"
-    except UnknownProviderError:
-        return "skipped", f"unknown provider {config.provider!r}"
-    except LLMPoolError as error:
-        return "skipped", one_line(str(error))
-    # a look only: never takes a probe slot
-    if pool.breakers.is_open(breaker_key(config.id, config.version)):
-        return "skipped", "cooling down after repeated failures"
-    return "would be tried", None
-
-
 def cmd_chain(args: argparse.Namespace) -> int:
-    """``llmpool chain``: the fallback order and why a row would not be tried."""
+    """``llmpool chain``: the fallback order, and why a row would not be tried."""
     with open_pool(args) as pool:
-        rows = pool.store.list_llms(scope=args.scope)
-        data = []
-        for position, config in enumerate(rows, 1):
-            status, reason = _why_not(pool, config)
-            data.append(
-                {
-                    "position": position,
-                    "id": config.id,
-                    "name": config.name,
-                    "provider": config.provider,
-                    "priority": config.priority,
-                    "status": status,
-                    "reason": reason,
-                }
-            )
+        data = [step.as_dict() for step in pool.explain(args.scope)]
+    for step in data:
+        step["reason"] = one_line(step["reason"]) if step["reason"] else None
     emit(
         args,
         data,

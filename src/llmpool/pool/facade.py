@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from llmpool.fallback.model import FallbackChatModel
     from llmpool.fallback.walk import Candidate
+    from llmpool.pool.explain import ChainStep
     from llmpool.pool.watch import Watcher
     from llmpool.providers import ProviderRegistry
     from llmpool.repository import Snapshot
@@ -220,6 +221,23 @@ class LLMPool:
         self.close()
 
     # -- configs -------------------------------------------------------------------------------
+
+    def explain(self, scope: str = "global") -> list[ChainStep]:
+        """Return the scope's rows in the order a call would try them, and why any would not be
+        tried (disabled, not buildable, breaker cooling down): the pool's own view.
+
+        Example:
+            >>> from llmpool.repository.memory import InMemoryStore
+            >>> pool = LLMPool(repository=InMemoryStore([
+            ...     {"name": "On", "provider": "fake", "model_name": "m"}]))
+            >>> [(step.name, step.status) for step in pool.explain()]
+            [('On', 'would be tried')]
+            >>> pool.close()
+        """
+        from llmpool.pool.explain import explain_chain
+
+        check_argument("scope", scope, MAX_LENGTHS["scope"])
+        return explain_chain(self, scope)
 
     def get_llms_from_db(self, enabled_only: bool = True, scope: str = "global") -> list[LLMConfig]:
         """Return the scope's rows in priority order (ties by name, then id).
