@@ -14,11 +14,45 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from llmpool.errors import MigrationChecksumError
+from llmpool.errors import MigrationChecksumError, MigrationError
 from llmpool.repository.sql.engine import create_engine
-from llmpool.repository.sql.migrate import _ADVISORY_LOCK_KEY, load_migrations, migrate
+from llmpool.repository.sql.migrate import (
+    _ADVISORY_LOCK_KEY,
+    downgrade_connection,
+    load_down_migrations,
+    load_migrations,
+    migrate,
+    migrate_connection,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
+ALL = [m.name for m in load_migrations("sqlite")]
+
+
+def catalog(url: str) -> set[tuple[str, str]]:
+    """Every table, index, sequence, view, trigger and function in the database's schema."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                rows = conn.exec_driver_sql(
+                    "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+                ).all()
+            else:
+                rows = conn.exec_driver_sql(
+                    "SELECT 'relation:' || relkind::text, relname FROM pg_class "
+                    "WHERE relnamespace = current_schema()::regnamespace "
+                    "UNION ALL SELECT 'function', proname FROM pg_proc "
+                    "WHERE pronamespace = current_schema()::regnamespace "
+                    "UNION ALL SELECT 'type', typname FROM pg_type "
+                    "WHERE typnamespace = current_schema()::regnamespace AND typtype IN ('e', 'd') "
+                    "UNION ALL SELECT 'trigger', tgname FROM pg_trigger t "
+                    "JOIN pg_class c ON c.oid = t.tgrelid "
+                    "WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
+                ).all()
+    finally:
+        engine.dispose()
+    return {(str(kind), str(name)) for kind, name in rows}
 
 
 def test_migrate_applies_each_file_once(database_url: str) -> None:
@@ -48,6 +82,76 @@ def test_migration_files_are_numbered_and_documented() -> None:
         assert migration.sql.startswith("-- ")
 
 
+def test_every_migration_has_a_reverse_script() -> None:
+    """Each dialect's down/ holds one documented script per migration, under the same name,
+    and nothing else."""
+    for dialect in ("postgresql", "sqlite"):
+        ups = [m.name for m in load_migrations(dialect)]
+        downs = load_down_migrations(dialect)
+        assert [m.name for m in downs] == ups, dialect
+        for script in downs:
+            assert script.sql.startswith("-- "), script.name
+
+
+def test_each_reverse_script_drops_exactly_what_its_migration_created(database_url: str) -> None:
+    """Migrating one step at a time, then reverting one step at a time, passes through the same
+    schemas (tables, indexes, triggers, functions, types) back to an empty database."""
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    versions = [m.version for m in load_migrations(engine.dialect.name)]
+    seen = [catalog(database_url)]
+    for version in versions:
+        with engine.begin() as conn:
+            assert len(migrate_connection(conn, to=version)) == 1
+        seen.append(catalog(database_url))
+    assert len(set(map(frozenset, seen))) == len(seen)  # every migration changed something
+    for index in range(len(versions) - 1, -1, -1):
+        with engine.begin() as conn:
+            keep = versions[index - 1] if index else 0
+            assert len(downgrade_connection(conn, to=keep)) == 1
+        assert catalog(database_url) == seen[index], versions[index]
+    engine.dispose()
+    assert migrate(database_url) == ALL
+
+
+def test_migrate_connection_is_undone_with_the_callers_transaction(database_url: str) -> None:
+    """migrate_connection commits nothing itself: rolling back the caller's transaction leaves
+    an empty database, on SQLite's default driver too."""
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        assert migrate_connection(conn) == ALL
+        conn.rollback()
+    engine.dispose()
+    assert catalog(database_url) == set()
+
+
+def test_downgrade_refuses_a_migration_without_its_reverse_script(migrated_url: str) -> None:
+    """An applied migration this llmpool cannot revert stops the downgrade, naming it; the
+    caller's transaction then rolls back whatever was reverted before it."""
+    engine = create_engine(migrated_url)
+    with engine.connect() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO llmpool_migrations (version, name, checksum) VALUES (9999, :n, 'x')"
+            ),
+            {"n": "9999_future.sql"},
+        )
+        conn.commit()
+        before = catalog(migrated_url)
+        with pytest.raises(MigrationError, match="9999_future.sql"):
+            downgrade_connection(conn)
+        conn.rollback()
+    engine.dispose()
+    assert catalog(migrated_url) == before
+
+
+def test_downgrade_of_an_empty_database_does_nothing(database_url: str) -> None:
+    """With no llmpool_migrations table there is nothing to revert."""
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        assert downgrade_connection(conn) == []
+    engine.dispose()
+
+
 @pytest.mark.postgres
 def test_migrate_waits_for_another_migrator_past_the_statement_timeout(postgres_url: str) -> None:
     """A migration waits for another process's migration longer than the engine's statement
@@ -61,7 +165,7 @@ def test_migrate_waits_for_another_migrator_past_the_statement_timeout(postgres_
     try:
         done.start()
         started = time.monotonic()
-        assert migrate(engine) == ["0001_llms.sql"]
+        assert migrate(engine) == ALL
         assert time.monotonic() - started > 1.0
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "300ms"
@@ -93,7 +197,7 @@ def test_five_processes_migrating_at_once_apply_once(database_url: str) -> None:
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
         results.append(json.loads(out))
-    assert sorted(results, key=len) == [[], [], [], [], ["0001_llms.sql"]]
+    assert sorted(results, key=len) == [[], [], [], [], ALL]
 
 
 @pytest.mark.slow
@@ -154,4 +258,4 @@ def test_wheel_ships_the_migrations(tmp_path: Path) -> None:
     )
     location, applied = result.stdout.splitlines()
     assert location.startswith(str(site))
-    assert applied == "['0001_llms.sql']"
+    assert applied == str(ALL)

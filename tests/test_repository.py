@@ -566,7 +566,7 @@ def test_failed_update_names_the_row_by_its_current_name_and_id(store: Any) -> N
 
 def test_conflicts_name_the_row_by_name_and_id(store: Any) -> None:
     """A ConflictError names the row being written by its name and id."""
-    store.add(row("Taken"))
+    taken = store.add(row("Taken"))
     other = store.add(row("Other"))
     with pytest.raises(ConflictError) as info:
         store.update(other.id, {"name": "Taken"})
@@ -574,7 +574,9 @@ def test_conflicts_name_the_row_by_name_and_id(store: Any) -> None:
     given = "55555555-5555-5555-5555-555555555555"
     with pytest.raises(ConflictError) as info:
         store.add(row("Taken", id=given))
-    assert "'Taken'" in str(info.value) and given in str(info.value)
+    # the refused row has no id anywhere: the message names the row that has the name
+    assert f"LLM 'Taken' (id {taken.id}) has that name" in str(info.value)
+    assert given not in str(info.value)
 
 
 def test_both_stores_share_one_implementation_of_the_bulk_writes() -> None:
@@ -593,7 +595,7 @@ def test_add_many_is_all_or_none_and_names_the_item_at_fault(store: Any) -> None
     """A batch whose second row takes a used name adds nothing and audits nothing."""
     store.add(row("Taken"))
     before = len(store.audit_log())
-    with pytest.raises(ConflictError, match=r"'Taken' \(id [^)]+\) \(item 1\)"):
+    with pytest.raises(ConflictError, match=r"'Taken' \(item 1\): LLM names are unique"):
         store.add_many([row("Fresh"), row("Taken")])
     with pytest.raises(InvalidConfigError, match=r"^item 1: LLM 'Bad'") as info:
         store.add_many([row("Fresh"), row("Bad", priority="high")])

@@ -101,6 +101,11 @@ def test_the_row_parser_handles_a_megabyte_name_at_once(caplog: pytest.LogCaptur
         "created_at": "2024-01-01 00:00:00",
         "updated_at": "2024-01-01 00:00:00",
         "version": 1,
+        "kind": "chat",
+        "space": None,
+        "weight": 1,
+        "rpm": None,
+        "tpm": None,
     }
     with caplog.at_level(logging.WARNING, logger="llmpool.repository"):
         (configs, bad), seconds = timed(lambda: RowParser().parse([row]))

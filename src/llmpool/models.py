@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from itertools import accumulate
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -46,7 +46,9 @@ __all__ = [
     "MAX_JSON_TEXT",
     "MAX_LENGTHS",
     "MAX_PRIORITY",
+    "MAX_RATE",
     "MAX_SEARCH_LENGTH",
+    "MAX_WEIGHT",
     "MIN_PRIORITY",
     "AuditEntry",
     "BadRow",
@@ -61,11 +63,17 @@ __all__ = [
 #: The most characters each text field holds (the columns' widths); lookups by these fields
 #: refuse longer arguments.
 MAX_LENGTHS: Mapping[str, int] = MappingProxyType(
-    {"id": 64, "name": 200, "provider": 100, "model_name": 200, "scope": 100}
+    {"id": 64, "name": 200, "provider": 100, "model_name": 200, "scope": 100, "space": 200}
 )
 
 #: The longest ``search`` a listing accepts: a part of a name or a model name.
 MAX_SEARCH_LENGTH = 200
+
+#: The largest ``weight`` of a row.
+MAX_WEIGHT = 1_000_000
+
+#: The largest ``rpm`` or ``tpm`` of a row (the columns are 32-bit integers).
+MAX_RATE = 2_147_483_647
 
 #: The range of ``priority``: far beyond any real chain, well inside every integer column.
 MIN_PRIORITY = -1_000_000
@@ -259,7 +267,7 @@ class LLMConfig(BaseModel):
         priority: Lower is tried first; ties are broken by name, then id. From `MIN_PRIORITY`
             to `MAX_PRIORITY` (-1,000,000 to 1,000,000).
         enabled: Whether the row takes part in fallback chains.
-        is_default: At most one default per scope.
+        is_default: At most one default per scope and kind.
         auth_meta: Environment-variable (``*_env``) and secret-file (``*_file``) references.
         config: Model parameters handed to the client (temperature, max_tokens, timeout, ...).
             ``auth_meta`` and ``config`` nest at most `MAX_JSON_DEPTH` (32) levels and take at
@@ -267,6 +275,16 @@ class LLMConfig(BaseModel):
         created_at: When the row was created.
         updated_at: When the row last changed.
         version: Incremented on every change; caches key on ``(id, version)``.
+        kind: ``"chat"`` (the default) or ``"embedding"``: chat functions see only chat rows,
+            embedding functions only embedding rows; defaults are per scope and kind.
+        space: An embedding row's vector space label, for rows of different model names that
+            produce the same vectors (two deployments of one model); ``None``: the space is
+            the model name and ``config["dimensions"]`` (`llmpool.embeddings.space_of`).
+        weight: The row's share of calls among rows of equal priority when its scope routes
+            ``weighted`` (0 to `MAX_WEIGHT`; 0 only as a fallback); default 1.
+        rpm: Requests per minute the row takes at most (``None``: no limit); a row at its
+            limit is skipped before any network call.
+        tpm: Tokens per minute (input and output) the row takes at most (``None``: no limit).
 
     Example:
         >>> cfg = LLMConfig(id="1", name="GPT-4", provider="openai", model_name="gpt-4")
@@ -294,6 +312,11 @@ class LLMConfig(BaseModel):
         "created_at",
         "updated_at",
         "version",
+        "kind",
+        "space",
+        "weight",
+        "rpm",
+        "tpm",
     )
 
     id: str = Field(min_length=1, max_length=MAX_LENGTHS["id"])
@@ -309,6 +332,11 @@ class LLMConfig(BaseModel):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     version: StrictInt = 1
+    kind: Literal["chat", "embedding"] = "chat"
+    space: str | None = Field(default=None, min_length=1, max_length=MAX_LENGTHS["space"])
+    weight: StrictInt = Field(default=1, ge=0, le=MAX_WEIGHT)
+    rpm: StrictInt | None = Field(default=None, gt=0, le=MAX_RATE)
+    tpm: StrictInt | None = Field(default=None, gt=0, le=MAX_RATE)
 
     @field_validator("auth_meta", "config", mode="before")
     @classmethod
@@ -317,6 +345,12 @@ class LLMConfig(BaseModel):
         value = parse_json_object(value, field=info.field_name, row="LLM row")
         check_json_bounds(value, field=info.field_name, row="LLM row")
         return value
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _blank_space_is_none(cls, value: Any) -> Any:
+        # An admin clears the label with "" (`llmpool edit ID --space ""`).
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("auth_meta", mode="after")
     @classmethod

@@ -1,4 +1,4 @@
-"""Create llmpool's tables (llms, llm_audit, llmpool_state) from llmpool's own SQL files.
+"""Create llmpool's tables from llmpool's own SQL files, in this revision's transaction.
 
 Revision ID: 0001_llmpool
 Revises:
@@ -6,19 +6,18 @@ Revises:
 
 from alembic import op
 
-from llmpool.repository.sql.migrate import migrate_connection
+import llmpool.alembic
 
 revision = "0001_llmpool"
 down_revision = None
 
 
 def upgrade() -> None:
-    applied = migrate_connection(op.get_bind())
+    applied = llmpool.alembic.upgrade(op)
     print("llmpool migrations applied:", applied)
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE IF EXISTS llm_audit")
-    op.execute("DROP TABLE IF EXISTS llms")
-    op.execute("DROP TABLE IF EXISTS llmpool_state")
-    op.execute("DROP TABLE IF EXISTS llmpool_migrations")
+    # Every table, index, trigger and function upgrade() created, newest migration first.
+    reverted = llmpool.alembic.downgrade(op)
+    print("llmpool migrations reverted:", reverted)

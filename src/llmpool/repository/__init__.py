@@ -154,12 +154,19 @@ class Snapshot:
         configs: The valid rows of every scope, in fallback order.
         bad_rows: Rows that failed validation, reported by name and id.
         generation: The table's change counter when the rows were read.
+        routing: How each scope routes its calls (``"weighted"``, ...), for the scopes that
+            have a ``llm_scopes`` row; any other scope routes by ``"priority"``.
     """
 
     configs: tuple[LLMConfig, ...]
     bad_rows: tuple[BadRow, ...] = ()
     generation: int = 0
     read_at: datetime | None = field(default=None, compare=False)
+    routing: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def routing_of(self, scope: str) -> str:
+        """Return how ``scope`` routes its calls: ``"priority"`` unless set otherwise."""
+        return self.routing.get(scope, "priority")
 
 
 @runtime_checkable

@@ -27,10 +27,12 @@ from llmpool.repository.rules import (
     default_rule,
     doing,
     item_label,
+    name_taken_error,
     new_config,
     new_configs,
     updated_config,
 )
+from llmpool.repository.scopes import check_routing, routing_audit
 
 if TYPE_CHECKING:
     from llmpool.repository import CommitListener, ConfigValidator
@@ -77,6 +79,7 @@ class InMemoryStore(BulkWrites):
         self._audit: list[AuditEntry] = []
         self._audit_ids = itertools.count(1)
         self._generation = 1
+        self._routing: dict[str, str] = {}  # scope -> strategy, as llm_scopes holds them
         for item in configs:
             if isinstance(item, LLMConfig):
                 # model_copy(update=...) and model_construct skip validation: check it again.
@@ -142,10 +145,10 @@ class InMemoryStore(BulkWrites):
             raise not_found_error(llm_id)
         return found
 
-    def get_default(self, scope: str = "global") -> LLMConfig:
-        """Return the scope's default; raise `NoDefaultLLMError` when there is none."""
+    def get_default(self, scope: str = "global", *, kind: str = "chat") -> LLMConfig:
+        """Return the scope's default of ``kind``; raise `NoDefaultLLMError` when there is none."""
         for row in self.list_llms(scope=scope):
-            if row.is_default:
+            if row.is_default and row.kind == kind:
                 return row
         raise no_default_error(scope)
 
@@ -153,10 +156,43 @@ class InMemoryStore(BulkWrites):
         """Return every row of every scope and the generation."""
         with self._lock:
             rows, generation = list(self._rows.values()), self._generation
+            routing = dict(self._routing)
         return Snapshot(
             configs=tuple(sorted(rows, key=sort_key)),
             generation=generation,
             read_at=datetime.now(timezone.utc),
+            routing=routing,
+        )
+
+    def get_routing(self, scope: str = "global") -> str:
+        """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
+        check_argument("scope", scope, MAX_LENGTHS["scope"])
+        return self._routing.get(scope, "priority")
+
+    def set_routing(self, scope: str, strategy: str, *, actor: str = DEFAULT_ACTOR) -> str:
+        """Set how ``scope`` routes its calls, audited (see `SQLStore.set_routing`)."""
+        scope, strategy = check_routing(scope, strategy)
+        with self._lock:
+            self._routing_in(scope, strategy, actor)
+            self._generation += 1
+        self._listeners.notify("set_routing")
+        return strategy
+
+    def _routing_in(self, scope: str, strategy: str, actor: str) -> None:
+        # Set a scope's strategy with its audit entry (the caller holds the lock).
+        before = self._routing.get(scope, "priority")
+        self._routing[scope] = strategy
+        audit_id, old, new = routing_audit(scope, before, strategy)
+        self._audit.append(
+            AuditEntry(
+                id=next(self._audit_ids),
+                llm_id=audit_id,
+                actor=actor,
+                action="set_routing",
+                before=dict(old),
+                after=dict(new),
+                at=datetime.now(timezone.utc),
+            )
         )
 
     def generation(self) -> int:
@@ -199,6 +235,8 @@ class InMemoryStore(BulkWrites):
     ) -> None:
         for other in rows.values():
             if other.id != config.id and (other.scope, other.name) == (config.scope, config.name):
+                if action == "create":
+                    raise name_taken_error(label or who.describe(), other.describe(), other.scope)
                 what = doing(action, label or who.describe())
                 msg = f"Could not {what}: LLM names are unique within a scope"
                 raise ConflictError(msg)
@@ -244,7 +282,11 @@ class InMemoryStore(BulkWrites):
     ) -> None:
         if after.is_default and take_default:
             for other in list(rows.values()):
-                if other.scope == after.scope and other.is_default and other.id != after.id:
+                if (
+                    (other.scope, other.kind) == (after.scope, after.kind)
+                    and other.is_default
+                    and other.id != after.id
+                ):
                     cleared = other.model_copy(
                         update={"is_default": False, "version": other.version + 1}
                     )
@@ -297,8 +339,12 @@ class InMemoryStore(BulkWrites):
         rule = default_rule(current, after, changes)
         if rule == "check":
             for other in rows.values():
-                if other.scope == after.scope and other.is_default and other.id != after.id:
-                    raise default_move_conflict(current, after.scope, other.describe())
+                if (
+                    (other.scope, other.kind) == (after.scope, after.kind)
+                    and other.is_default
+                    and other.id != after.id
+                ):
+                    raise default_move_conflict(current, after.scope, other.describe(), after.kind)
         self._put(rows, entries, current, after, action, take_default=rule == "take")
         return after
 
@@ -330,3 +376,34 @@ class InMemoryStore(BulkWrites):
                     changes = {"enabled": action == "enable"}
                     results.append(self._apply(rows, entries, llm_id, changes, action))
         return results
+
+    def apply_changes(
+        self,
+        *,
+        add: Sequence[Mapping[str, Any]] = (),
+        update: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        delete: Sequence[str] = (),
+        routing: Mapping[str, str] | None = None,
+        actor: str = DEFAULT_ACTOR,
+    ) -> list[LLMConfig]:
+        """Delete, update and add rows at once, all or none (see `SQLStore.apply_changes`)."""
+        configs = new_configs(add, self.validators)
+        strategies = [check_routing(scope, strategy) for scope, strategy in (routing or {}).items()]
+        changed: list[LLMConfig] = []
+        with self._transaction("apply", actor) as (rows, entries):
+            for llm_id in delete:
+                current = _find(rows, llm_id)
+                if current is None:
+                    raise not_found_error(llm_id)
+                del rows[current.id]
+                entries.append((current.id, "delete", current, None))
+            for llm_id, changes in update:
+                changed.append(self._apply(rows, entries, llm_id, changes, "update"))
+            for index, config in enumerate(configs):
+                label = item_label(config, index, True)
+                self._check_unique(rows, config, config, "create", label)
+                self._put(rows, entries, None, config, "create", take_default=True)
+                changed.append(config)
+            for scope, strategy in strategies:  # the last step: nothing after it can refuse
+                self._routing_in(scope, strategy, actor)
+        return changed

@@ -5,6 +5,7 @@ Both stores (SQL and in-memory) use these, so validation and its messages are th
 
 from __future__ import annotations
 
+import difflib
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,9 @@ __all__ = [
     "default_move_conflict",
     "default_rule",
     "doing",
+    "edited_values",
+    "item_label",
+    "name_taken_error",
     "new_config",
     "updated_config",
 ]
@@ -101,12 +105,13 @@ def doing(action: str, row: str) -> str:
 
 
 def default_rule(current: LLMConfig, target: LLMConfig, changes: Mapping[str, Any]) -> str | None:
-    """Return what an update does to the default of the row's (new) scope.
+    """Return what an update does to the default of the row's (new) scope and kind.
 
-    ``"take"``: the update asks for ``is_default=True``, so the scope's other default is
-    cleared in the same transaction. ``"check"``: a default row moves to another scope, which
-    must not have a default already (an admin chooses that scope's default explicitly).
-    ``None``: nothing to do.
+    Defaults are per scope and kind: a scope has one default chat model and one default
+    embedding model. ``"take"``: the update asks for ``is_default=True``, so the other default
+    of its scope and kind is cleared in the same transaction. ``"check"``: a default row moves
+    to another scope (or kind), which must not have a default already (an admin chooses that
+    default explicitly). ``None``: nothing to do.
 
     Example:
         >>> a = LLMConfig(id="1", name="a", provider="fake", model_name="m", is_default=True)
@@ -117,15 +122,21 @@ def default_rule(current: LLMConfig, target: LLMConfig, changes: Mapping[str, An
         return None
     if "is_default" in changes:
         return "take"
-    return "check" if target.scope != current.scope else None
+    moved = target.scope != current.scope or target.kind != current.kind
+    return "check" if moved else None
 
 
-def default_move_conflict(current: LLMConfig, scope: str, holder: str) -> ConflictError:
-    """Return the refusal to move a default row into a scope that has a default (``holder``)."""
+def default_move_conflict(
+    current: LLMConfig, scope: str, holder: str, kind: str = "chat"
+) -> ConflictError:
+    """Return the refusal to move a default row into a scope that has a default (``holder``)
+    of the row's (new) ``kind``."""
+    of_kind = "" if kind == "chat" else f" {kind} model"
     msg = (
         f"Could not update {current.describe()}: it is the default of scope {current.scope!r}, "
-        f"and scope {scope!r} already has a default, {holder}; move it with is_default=False, "
-        "or pass is_default=True as well to make it that scope's default instead"
+        f"and scope {scope!r} already has a default{of_kind}, {holder}; move it with "
+        "is_default=False, or pass is_default=True as well to make it that scope's default "
+        "instead"
     )
     return ConflictError(msg)
 
@@ -134,6 +145,22 @@ def _parse_json_fields(values: dict[str, Any], row: str) -> None:
     for field in ("auth_meta", "config"):
         if field in values:
             values[field] = parse_json_object(values[field], field=field, row=row)
+
+
+def _failed_before(
+    validator: ConfigValidator, current: LLMConfig, target: LLMConfig, exc: InvalidConfigError
+) -> bool:
+    """Whether ``current`` already fails ``validator`` the same way, in a field left as it is."""
+    if exc.field is None:
+        return False
+    field = exc.field.split(".")[0]
+    if field not in LLMConfig.FIELDS or getattr(current, field) != getattr(target, field):
+        return False
+    try:
+        validator(current)
+    except InvalidConfigError as before:
+        return type(before) is type(exc) and before.field == exc.field
+    return False
 
 
 def _validate(
@@ -146,6 +173,12 @@ def _validate(
         try:
             validator(config)
         except InvalidConfigError as exc:
+            # A problem the row already had, in a field this write leaves as it was, does not
+            # block the write: a row referencing a variable allowed only on the service's
+            # hosts (LLMPOOL_ALLOWED_ENV) can still be re-prioritised or disabled from a shell
+            # that lacks the setting, and a row of a plugin not installed here can be edited.
+            if current is not None and _failed_before(validator, current, config, exc):
+                continue
             if current is None or config.describe() == current.describe():
                 raise
             # An update that also renames the row: name it as it is, not as it would be.
@@ -216,8 +249,108 @@ def new_configs(
 
 
 def item_label(config: LLMConfig, index: int, numbered: bool) -> str:
-    """Return how a write names a row: with its place in a batch when there is one."""
-    return f"{config.describe()} (item {index})" if numbered else config.describe()
+    """Return how an insert names a row: by name, with its place in a batch when there is one.
+
+    The id is left out: a refused row's id was generated for it and exists nowhere.
+
+    Example:
+        >>> row = LLMConfig(id="1", name="a", provider="fake", model_name="m")
+        >>> item_label(row, 2, True), item_label(row, 0, False)
+        ("LLM 'a' (item 2)", "LLM 'a'")
+    """
+    label = describe_row(config.name, None)
+    return f"{label} (item {index})" if numbered else label
+
+
+def name_taken_error(label: str, holder: str, scope: str) -> ConflictError:
+    """Return the refusal of a row whose name ``holder`` already has in ``scope``."""
+    msg = (
+        f"Could not add {label}: LLM names are unique within a scope, and {holder} has that "
+        f"name in scope {shorten(scope)!r}"
+    )
+    return ConflictError(msg)
+
+
+def edited_values(
+    current: Mapping[str, Any],
+    sets: Mapping[str, Any] | None = None,
+    unsets: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Return the changes that set and unset dotted paths of a row, merging nested objects.
+
+    ``config.temperature`` sets one key of ``config`` and keeps the others; ``priority`` sets
+    a field. Unsetting a field resets it to its default; unsetting a key that is not there is
+    an error naming it.
+
+    Args:
+        current: The row's fields as they are (``LLMConfig.model_dump()`` or a stored row).
+        sets: Dotted path -> new value.
+        unsets: Dotted paths to remove.
+
+    Returns:
+        The fields to change, each with its whole new value (for `LLMStore.update`).
+
+    Raises:
+        InvalidConfigError: A path names no field, goes through a value that is not an
+            object, or unsets a key that is not there.
+
+    Example:
+        >>> edited_values({"priority": 1, "config": {"temperature": 0.1, "max_tokens": 9}},
+        ...               {"config.temperature": 0.2}, ["config.max_tokens"])
+        {'config': {'temperature': 0.2}}
+    """
+    import copy
+
+    changes: dict[str, Any] = {}
+
+    def field_of(path: str) -> tuple[str, list[str]]:
+        field, *keys = path.split(".")
+        if field not in LLMConfig.FIELDS or field in READ_ONLY_FIELDS:
+            close = difflib.get_close_matches(field, _writable(), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            msg = f"{shorten(path)!r} names no field that can be changed{hint}"
+            raise InvalidConfigError(msg, field=field)
+        if keys and field not in changes:
+            value = current.get(field)
+            if not isinstance(value, Mapping):
+                msg = f"{shorten(path)!r}: field {field!r} is not an object"
+                raise InvalidConfigError(msg, field=field)
+            changes[field] = copy.deepcopy(dict(value))
+        return field, keys
+
+    def parent(field: str, keys: list[str], path: str, *, create: bool) -> dict[str, Any]:
+        node: dict[str, Any] = changes[field]
+        for key in keys[:-1]:
+            child = node.get(key)
+            if child is None and create:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                msg = f"{shorten(path)!r}: {key!r} is not an object"
+                raise InvalidConfigError(msg, field=field)
+            node = child
+        return node
+
+    for path in unsets:
+        field, keys = field_of(path)
+        if not keys:
+            changes[field] = LLMConfig.model_fields[field].get_default(call_default_factory=True)
+            continue
+        node = parent(field, keys, path, create=False)
+        if keys[-1] not in node:
+            msg = f"cannot unset {shorten(path)!r}: there is no such key"
+            raise InvalidConfigError(msg, field=field)
+        del node[keys[-1]]
+    for path, value in (sets or {}).items():
+        field, keys = field_of(path)
+        if not keys:
+            changes[field] = value
+        else:
+            parent(field, keys, path, create=True)[keys[-1]] = value
+    return changes
+
+
+def _writable() -> list[str]:
+    return [f for f in LLMConfig.FIELDS if f not in READ_ONLY_FIELDS]
 
 
 def updated_config(

@@ -82,9 +82,9 @@ class AsyncSQLRepository:
         rows = await self._rows(select_llms(scope=None, llm_id=llm_id), "read an LLM")
         return one_config(rows, llm_id)
 
-    async def get_default(self, scope: str = "global") -> LLMConfig:
-        """Return the scope's default, as `SQLStore.get_default`."""
-        stmt = select_llms(scope=scope).where(llms.c.is_default.is_(True))
+    async def get_default(self, scope: str = "global", *, kind: str = "chat") -> LLMConfig:
+        """Return the scope's default of ``kind``, as `SQLStore.get_default`."""
+        stmt = select_llms(scope=scope).where(llms.c.is_default.is_(True), llms.c.kind == kind)
         return default_config(await self._rows(stmt, "read the default LLM"), scope)
 
     async def snapshot(self) -> Snapshot:

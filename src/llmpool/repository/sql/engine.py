@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "create_async_engine",
     "create_engine",
+    "hold_in_transaction",
     "write_transaction",
 ]
 
@@ -92,6 +93,33 @@ def write_transaction(conn: Connection) -> Iterator[Connection]:
         conn.info["llmpool_immediate"] = True
     with conn.begin():
         yield conn
+
+
+def hold_in_transaction(conn: Connection) -> None:
+    """Make sure the database itself has begun the connection's transaction.
+
+    pysqlite's default mode begins a transaction only before INSERT/UPDATE/DELETE: a CREATE
+    TABLE or a SAVEPOINT before any of them runs outside one (a SAVEPOINT then commits when
+    released). On such a connection this emits ``BEGIN``, so that the caller's commit or
+    rollback covers everything that follows. Other drivers, and a SQLite connection already
+    in a transaction (or in ``autocommit=True`` mode, whose commit does nothing), are left
+    alone.
+
+    Args:
+        conn: A connection; the caller commits or rolls back its transaction.
+    """
+    if conn.dialect.name != "sqlite":
+        return
+    # The first statement makes SQLAlchemy begin its own transaction (where llmpool's engines
+    # emit their BEGIN) before the driver's state is read.
+    conn.exec_driver_sql("SELECT 1")
+    driver = conn.connection.dbapi_connection
+    if (
+        driver is not None
+        and not getattr(driver, "in_transaction", True)
+        and getattr(driver, "autocommit", -1) is not True
+    ):
+        conn.exec_driver_sql("BEGIN")
 
 
 def create_engine(

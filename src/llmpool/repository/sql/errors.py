@@ -36,11 +36,12 @@ def _constraint_rule(error: exc.IntegrityError) -> str | None:
         if name in text:
             return rule
     # SQLite names the columns, not the index: (scope, name) is the name rule, and the partial
-    # index on (scope) WHERE is_default reads "UNIQUE constraint failed: llms.scope".
+    # index on (scope, kind) WHERE is_default reads "UNIQUE constraint failed: llms.scope,
+    # llms.kind" (before 0003_kinds, on (scope): "llms.scope").
     if "llms.scope, llms.name" in text:
         return _UNIQUE_RULES["uq_llms_scope_name"]
     first = (text.strip().splitlines() or [""])[0]
-    if re.search(r"llms\.scope(, llms\.is_default)?\s*$", first):
+    if re.search(r"llms\.scope(, llms\.kind)?(, llms\.is_default)?\s*$", first):
         return _UNIQUE_RULES["uq_llms_default_per_scope"]
     return None
 

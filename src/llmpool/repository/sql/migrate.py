@@ -8,6 +8,11 @@ once: PostgreSQL serializes them with an advisory lock, SQLite with ``BEGIN IMME
 migration's statements, and the wait for another process's migration, may each take up to
 `llmpool.repository.sql.bounds.MIGRATION_TIMEOUT` seconds instead of the engine's statement timeout.
 
+Each migration has a reverse script, ``migrations_sql/<dialect>/down/NNNN_name.sql``, that drops
+exactly what it created; `downgrade_connection` runs them (the Alembic integration,
+`llmpool.alembic`, does). `migrate_connection` and `downgrade_connection` work inside a caller's
+transaction (an Alembic revision's) and never begin or commit one of their own.
+
 Seeding is separate and explicit (`seed_starter_rows`): schema changes are safe to run on every
 deploy, while inserting rows that reference API keys is a decision for an admin, not a side effect
 of starting a service.
@@ -27,7 +32,7 @@ import sqlalchemy as sa
 
 from llmpool.errors import ConflictError, MigrationChecksumError, MigrationError
 from llmpool.repository.sql.bounds import MIGRATION_TIMEOUT, longer_bounds
-from llmpool.repository.sql.engine import create_engine, write_transaction
+from llmpool.repository.sql.engine import create_engine, hold_in_transaction, write_transaction
 from llmpool.repository.sql.errors import db_errors
 
 if TYPE_CHECKING:
@@ -39,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = [
     "STARTER_ROWS",
     "Migration",
+    "downgrade_connection",
+    "load_down_migrations",
     "load_migrations",
     "migrate",
     "migrate_connection",
@@ -101,8 +108,35 @@ def load_migrations(dialect: str) -> list[Migration]:
         >>> [m.name for m in load_migrations("sqlite")][:1]
         ['0001_llms.sql']
     """
+    return _load(_migrations_dir(dialect))
+
+
+def load_down_migrations(dialect: str) -> list[Migration]:
+    """Return the reverse scripts of a dialect (``down/NNNN_name.sql``), in order.
+
+    A reverse script has the name of the migration it reverses and drops exactly what that
+    migration created.
+
+    Args:
+        dialect: ``postgresql`` or ``sqlite``.
+
+    Returns:
+        The reverse scripts, sorted by version (not in the order they run).
+
+    Raises:
+        MigrationError: There are no migrations for this dialect, or a file name is malformed.
+
+    Example:
+        >>> [m.name for m in load_down_migrations("sqlite")][:1]
+        ['0001_llms.sql']
+    """
+    down = _migrations_dir(dialect) / "down"
+    return _load(down) if down.is_dir() else []
+
+
+def _load(directory: Any) -> list[Migration]:
     found: list[Migration] = []
-    for entry in _migrations_dir(dialect).iterdir():
+    for entry in directory.iterdir():
         if not entry.name.endswith(".sql"):
             continue
         match = _FILE_NAME.match(entry.name)
@@ -129,7 +163,7 @@ def migrate(engine_or_url: Engine | str | URL | None = None) -> list[str]:
         DatabaseUnavailableError: The database could not be reached.
 
     Example:
-        >>> migrate("sqlite://")
+        >>> migrate("sqlite://")[:1]
         ['0001_llms.sql']
     """
     engine = create_engine(engine_or_url)
@@ -208,21 +242,118 @@ _CREATE_TABLE = (
 )
 
 
-def migrate_connection(conn: Connection) -> list[str]:
+def migrate_connection(conn: Connection, *, to: int | None = None) -> list[str]:
     """Apply pending migrations inside the caller's transaction (e.g. an Alembic revision).
 
-    The caller owns the transaction and any locking; the files and their checksums are
-    recorded exactly as `migrate` records them, so either may run later.
+    Nothing here begins, commits or rolls back: the caller's transaction holds every change,
+    so a failure leaves nothing behind once the caller rolls back. On PostgreSQL the
+    transaction takes the advisory lock `migrate` takes, so it waits for (and is waited for
+    by) a concurrent ``llmpool migrate``; the lock ends with the transaction. On SQLite, a
+    connection whose driver would run DDL outside any transaction (pysqlite's default) is put
+    in one first. The files and their checksums are recorded exactly as `migrate` records
+    them, so either may run later.
 
     Args:
-        conn: A connection in a transaction, such as Alembic's ``op.get_bind()``.
+        conn: A connection, such as Alembic's ``op.get_bind()``.
+        to: Apply only the migrations numbered up to this one (``None``: all), so that an
+            Alembic revision always builds the same schema whichever llmpool is installed.
 
     Returns:
         The file names applied now.
+
+    Raises:
+        MigrationChecksumError: An applied file has changed since it was applied.
+        MigrationError: A migration failed (the caller's transaction should roll back).
+
+    Example:
+        >>> import sqlalchemy as sa
+        >>> with sa.create_engine("sqlite://").begin() as conn:
+        ...     migrate_connection(conn, to=1)
+        ['0001_llms.sql']
     """
     dialect = conn.dialect.name
+    _join_transaction(conn)
     conn.exec_driver_sql(_CREATE_TABLE)
-    return [m.name for m in load_migrations(dialect) if _apply_in(conn, dialect, m)]
+    applied: list[str] = []
+    for migration in load_migrations(dialect):
+        if to is not None and migration.version > to:
+            break
+        try:
+            if _apply_in(conn, dialect, migration):
+                applied.append(migration.name)
+        except sa.exc.DBAPIError as error:
+            msg = f"Migration {migration.name} failed: {error.orig}"
+            raise MigrationError(msg) from error
+    if applied:
+        logger.info("llmpool migrations applied", extra={"migrations": applied})
+    return applied
+
+
+def downgrade_connection(conn: Connection, *, to: int = 0) -> list[str]:
+    """Revert applied migrations inside the caller's transaction, newest first.
+
+    Each applied migration numbered above ``to`` has its reverse script run
+    (``down/NNNN_name.sql``) and its record deleted from ``llmpool_migrations``; when no
+    record is left, ``llmpool_migrations`` is dropped too, so that the database is as it was
+    before the first migration. Transactions and locking as for `migrate_connection`.
+
+    Args:
+        conn: A connection, such as Alembic's ``op.get_bind()``.
+        to: Keep the migrations numbered up to this one; ``0`` reverts them all.
+
+    Returns:
+        The file names reverted now, in the order they were reverted.
+
+    Raises:
+        MigrationError: An applied migration has no reverse script in this llmpool, or one
+            failed (the caller's transaction should roll back).
+
+    Example:
+        >>> import sqlalchemy as sa
+        >>> with sa.create_engine("sqlite://").begin() as conn:
+        ...     _ = migrate_connection(conn, to=1)
+        ...     downgrade_connection(conn)
+        ['0001_llms.sql']
+    """
+    dialect = conn.dialect.name
+    _join_transaction(conn)
+    if not sa.inspect(conn).has_table("llmpool_migrations"):
+        return []
+    rows = conn.execute(
+        sa.text("SELECT version, name FROM llmpool_migrations ORDER BY version DESC")
+    ).all()
+    scripts = {m.version: m for m in load_down_migrations(dialect)}
+    reverted: list[str] = []
+    for version, name in rows:
+        if version <= to:
+            continue
+        script = scripts.get(version)
+        if script is None or script.name != name:
+            msg = (
+                f"Migration {name} is applied but this llmpool has no reverse script "
+                f"down/{name} for {dialect}; downgrade with the llmpool release that applied it"
+            )
+            raise MigrationError(msg)
+        try:
+            _run_script(conn, dialect, script.sql)
+        except sa.exc.DBAPIError as error:
+            msg = f"Reverting migration {name} failed: {error.orig}"
+            raise MigrationError(msg) from error
+        conn.execute(sa.text("DELETE FROM llmpool_migrations WHERE version = :v"), {"v": version})
+        reverted.append(name)
+    left = conn.execute(sa.text("SELECT COUNT(*) FROM llmpool_migrations")).scalar_one()
+    if not left:
+        conn.exec_driver_sql("DROP TABLE llmpool_migrations")
+    if reverted:
+        logger.info("llmpool migrations reverted", extra={"migrations": reverted})
+    return reverted
+
+
+def _join_transaction(conn: Connection) -> None:
+    """Make the caller's transaction a real one that holds DDL too, and take the lock."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_KEY})")
+    hold_in_transaction(conn)
 
 
 def _run_script(conn: Connection, dialect: str, sql: str) -> None:

@@ -77,6 +77,21 @@ llms = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("space", sa.String(200), nullable=True),
+    sa.Column("weight", sa.Integer, nullable=False),
+    sa.Column("rpm", sa.Integer, nullable=True),
+    sa.Column("tpm", sa.Integer, nullable=True),
+)
+
+#: How each scope routes its calls (migration 0002); a scope without a row routes by priority.
+scopes = sa.Table(
+    "llm_scopes",
+    metadata,
+    sa.Column("scope", sa.String(100), primary_key=True),
+    sa.Column("routing", sa.String(32), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
 )
 
 audit = sa.Table(
@@ -188,10 +203,20 @@ def select_generation() -> sa.Select[Any]:
     return sa.select(state.c.generation).where(state.c.id == 1)
 
 
+#: Separators of the scopes' routing in a snapshot's one text value (never in a scope name).
+_PAIR, _RECORD = "\x1f", "\x1e"
+
+
 def select_snapshot() -> sa.Select[Any]:
-    """Return one query for the generation and every row (one row of NULLs when empty)."""
+    """Return one query for the generation, every scope's routing and every row (one row of
+    NULLs when empty)."""
+    routing = (
+        sa.select(sa.func.aggregate_strings(scopes.c.scope + _PAIR + scopes.c.routing, _RECORD))
+        .scalar_subquery()
+        .label("scope_routing")
+    )
     return (
-        sa.select(state.c.generation, *_READ)
+        sa.select(state.c.generation, routing, *_READ)
         .select_from(state.outerjoin(llms, sa.true()))
         .where(state.c.id == 1)
         .order_by(*_ORDER)
@@ -367,7 +392,16 @@ def snapshot_from_rows(rows: Sequence[Mapping[Any, Any]], parser: RowParser) -> 
         bad_rows=tuple(bad),
         generation=generation,
         read_at=datetime.now(timezone.utc),
+        routing=parse_routing(rows[0]["scope_routing"] if rows else None),
     )
+
+
+def parse_routing(text: Any) -> Mapping[str, str]:
+    """Return the scopes' routing from `select_snapshot`'s one text value (scope -> strategy)."""
+    if not isinstance(text, str) or not text:
+        return {}
+    pairs = (record.partition(_PAIR) for record in text.split(_RECORD))
+    return {scope: strategy for scope, _, strategy in pairs if strategy}
 
 
 def db_values(config: LLMConfig, dialect: str) -> dict[str, Any]:
@@ -398,6 +432,34 @@ def audit_values(
             return None
         data = config.model_dump(mode="json")
         return data if dialect == "postgresql" else json.dumps(data, sort_keys=True)
+
+    now = datetime.now(timezone.utc)
+    return {
+        "llm_id": llm_id,
+        "actor": actor,
+        "action": action,
+        "before": dump(before),
+        "after": dump(after),
+        "at": now if dialect == "postgresql" else now.replace(tzinfo=None),
+    }
+
+
+def raw_audit_values(
+    *,
+    llm_id: str,
+    actor: str,
+    action: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    dialect: str,
+) -> dict[str, Any]:
+    """Return the values of one audit row whose before and after are plain JSON objects (a
+    scope's routing change)."""
+
+    def dump(value: Mapping[str, Any] | None) -> Any:
+        if value is None:
+            return None
+        return dict(value) if dialect == "postgresql" else json.dumps(dict(value), sort_keys=True)
 
     now = datetime.now(timezone.utc)
     return {

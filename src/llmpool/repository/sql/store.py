@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from llmpool.errors import describe_row
+from llmpool.errors import InvalidConfigError, describe_row
+from llmpool.models import MAX_LENGTHS, check_argument
 from llmpool.repository import DEFAULT_ACTOR, BulkWrites, CommitListeners, Snapshot
 from llmpool.repository.rules import (
     as_id_list,
@@ -22,11 +23,13 @@ from llmpool.repository.rules import (
     default_rule,
     doing,
     item_label,
+    name_taken_error,
     new_config,
     new_configs,
     updated_config,
 )
-from llmpool.repository.sql.engine import write_transaction
+from llmpool.repository.scopes import check_routing, routing_audit
+from llmpool.repository.sql import repair
 from llmpool.repository.sql.errors import db_errors
 from llmpool.repository.sql.lifecycle import DatabaseResources
 from llmpool.repository.sql.schema import (
@@ -39,6 +42,8 @@ from llmpool.repository.sql.schema import (
     llms,
     one_config,
     parse_rows,
+    raw_audit_values,
+    scopes,
     select_generation,
     select_llms,
     select_snapshot,
@@ -73,13 +78,16 @@ class SQLStore(DatabaseResources, BulkWrites):
     Args:
         engine: An engine, a URL, or ``None`` for the configured database (see
             `llmpool.repository.sql.url.resolve_database_url`). An engine made here is
-            disposed by `close`; an `Engine` you pass stays yours. The schema must be migrated
-            (`llmpool.repository.sql.migrate.migrate`), or ``auto_migrate`` set.
+            disposed by `close`; an `Engine` you pass stays yours. A `Connection` (Alembic's
+            ``op.get_bind()``) is used for every read and write, inside its transaction, which
+            the caller commits (see `llmpool.repository.sql.lifecycle`). The schema must be
+            migrated (`llmpool.repository.sql.migrate.migrate`), or ``auto_migrate`` set.
         validators: Checks run on every row before it is written; by default the environment
             allowlist (`llmpool.credentials.allowlist.EnvAllowlist.from_env`), so that a row
             referencing ``DATABASE_URL`` is refused when written, not only when built, and the
             provider's accepted config keys (`llmpool.providers.ConfigKeysCheck`), so that a
-            misspelt ``temprature`` is refused with a suggestion. ``()`` turns the checks off.
+            misspelt ``temprature`` is refused with a suggestion, and that the provider is
+            known (`llmpool.providers.KnownProviderCheck`). ``()`` turns the checks off.
         async_engine: The async engine (or its URL) of `async_reader`; by default one on the
             store's URL when the store made its engine (see `lifecycle`).
         auto_migrate: Apply llmpool's migrations on first use; ``None`` for SQLite only.
@@ -92,7 +100,7 @@ class SQLStore(DatabaseResources, BulkWrites):
 
     def __init__(
         self,
-        engine: Engine | str | URL | None = None,
+        engine: Engine | Connection | str | URL | None = None,
         *,
         validators: Sequence[ConfigValidator] | None = None,
         async_engine: AsyncEngine | str | URL | None = None,
@@ -103,9 +111,9 @@ class SQLStore(DatabaseResources, BulkWrites):
         self._listeners = CommitListeners(() if on_commit is None else (on_commit,))
         if validators is None:
             from llmpool.credentials.allowlist import EnvAllowlist
-            from llmpool.providers import ConfigKeysCheck
+            from llmpool.providers import ConfigKeysCheck, KnownProviderCheck
 
-            validators = (EnvAllowlist.from_env(), ConfigKeysCheck())
+            validators = (EnvAllowlist.from_env(), KnownProviderCheck(), ConfigKeysCheck())
         self.validators = tuple(validators)
         self._dialect = self.engine.dialect.name
         self._parser = RowParser()
@@ -131,7 +139,7 @@ class SQLStore(DatabaseResources, BulkWrites):
 
     def _rows(self, stmt: sa.Select[Any], what: str) -> Sequence[Mapping[Any, Any]]:
         self.ensure_schema()
-        with db_errors(self.engine, what), self.engine.connect() as conn:
+        with db_errors(self.engine, what), self.connect() as conn:
             return conn.execute(stmt).mappings().all()
 
     def list_llms(
@@ -150,19 +158,24 @@ class SQLStore(DatabaseResources, BulkWrites):
         """Return one row; raise `LLMNotFoundError` when there is none."""
         return one_config(self._rows(select_llms(scope=None, llm_id=llm_id), "read an LLM"), llm_id)
 
-    def get_default(self, scope: str = "global") -> LLMConfig:
-        """Return the scope's default; raise `NoDefaultLLMError` ("No default LLM configured")."""
-        stmt = select_llms(scope=scope).where(llms.c.is_default.is_(True))
+    def get_default(self, scope: str = "global", *, kind: str = "chat") -> LLMConfig:
+        """Return the scope's default of ``kind``; raise `NoDefaultLLMError` ("No default LLM
+        configured")."""
+        stmt = select_llms(scope=scope).where(llms.c.is_default.is_(True), llms.c.kind == kind)
         return default_config(self._rows(stmt, "read the default LLM"), scope)
 
     def snapshot(self) -> Snapshot:
         """Return every row of every scope and the generation, read in one query."""
         return snapshot_from_rows(self._rows(select_snapshot(), "read the LLM table"), self._parser)
 
+    def raw_rows(self, *, scope: str | None = None) -> Sequence[Mapping[Any, Any]]:
+        """Return the rows as stored, invalid ones included (see `llmpool.repository.stored`)."""
+        return self._rows(select_llms(scope=scope), "read the LLM table")
+
     def generation(self) -> int:
         """Return the table's change counter."""
         self.ensure_schema()
-        with db_errors(self.engine, "read the change counter"), self.engine.connect() as conn:
+        with db_errors(self.engine, "read the change counter"), self.connect() as conn:
             return int(conn.execute(select_generation()).scalar_one())
 
     def audit_log(
@@ -226,15 +239,20 @@ class SQLStore(DatabaseResources, BulkWrites):
         )
 
     def _other_defaults(
-        self, conn: Connection, scope: str, keep: str
+        self, conn: Connection, scope: str, keep: str, kind: str = "chat"
     ) -> Sequence[Mapping[Any, Any]]:
-        stmt = select_llms(scope=scope).where(llms.c.is_default.is_(True), llms.c.id != keep)
+        # Defaults are per scope and kind (the partial unique index of 0003_kinds).
+        stmt = select_llms(scope=scope).where(
+            llms.c.is_default.is_(True), llms.c.id != keep, llms.c.kind == kind
+        )
         if self._dialect == "postgresql":
             stmt = stmt.with_for_update()
         return conn.execute(stmt).mappings().all()
 
-    def _clear_default(self, conn: Connection, scope: str, keep: str, actor: str) -> None:
-        previous_rows, bad = parse_rows(self._other_defaults(conn, scope, keep))
+    def _clear_default(
+        self, conn: Connection, scope: str, keep: str, actor: str, kind: str = "chat"
+    ) -> None:
+        previous_rows, bad = parse_rows(self._other_defaults(conn, scope, keep, kind))
         for previous in previous_rows:
             after = self._write_update(conn, previous, {"is_default": False})
             self._audit(conn, actor=actor, action="update", before=previous, after=after)
@@ -282,13 +300,10 @@ class SQLStore(DatabaseResources, BulkWrites):
     def _write(self, what: _Doing, action: str) -> Iterator[Connection]:
         # The one commit point: one connection and one transaction per admin call; errors
         # become llmpool errors, naming the row as `what` says once the row is known. The
-        # listeners hear of the write only once it is committed.
+        # listeners hear of the write only once it is committed (on a caller's Connection:
+        # once its SAVEPOINT is released; see `lifecycle`).
         self.ensure_schema()
-        with (
-            db_errors(self.engine, what),
-            self.engine.connect() as conn,
-            write_transaction(conn),
-        ):
+        with db_errors(self.engine, what), self.transaction() as conn:
             yield conn
         self._listeners.notify(action)
 
@@ -331,23 +346,36 @@ class SQLStore(DatabaseResources, BulkWrites):
         self, configs: Sequence[LLMConfig], actor: str, *, numbered: bool
     ) -> list[LLMConfig]:
         what = _Doing("add LLMs")
-        stored: list[LLMConfig] = []
         with self._write(what, "add_many" if numbered else "add") as conn:
-            for index, config in enumerate(configs):
-                what.text = doing("create", item_label(config, index, numbered))
-                if config.is_default:
-                    self._clear_default(conn, config.scope, config.id, actor)
-                row = (
-                    conn.execute(
-                        llms.insert()
-                        .values(db_values(config, self._dialect))
-                        .returning(*llms.columns)
-                    )
-                    .mappings()
-                    .one()
-                )
-                stored.append(one_config([row], config.id))
-                self._audit(conn, actor=actor, action="create", before=None, after=stored[-1])
+            return [
+                self._insert_in(conn, what, config, item_label(config, index, numbered), actor)
+                for index, config in enumerate(configs)
+            ]
+
+    def _insert_in(
+        self, conn: Connection, what: _Doing, config: LLMConfig, label: str, actor: str
+    ) -> LLMConfig:
+        what.text = doing("create", label)
+        # Checked first so that the refusal names the row that has the name (not the refused
+        # row's generated id); the unique index still decides a race.
+        holder = conn.execute(
+            sa.select(llms.c.id, llms.c.name).where(
+                llms.c.scope == config.scope, llms.c.name == config.name
+            )
+        ).first()
+        if holder is not None:
+            raise name_taken_error(label, describe_row(holder.name, str(holder.id)), config.scope)
+        if config.is_default:
+            self._clear_default(conn, config.scope, config.id, actor, config.kind)
+        row = (
+            conn.execute(
+                llms.insert().values(db_values(config, self._dialect)).returning(*llms.columns)
+            )
+            .mappings()
+            .one()
+        )
+        stored = one_config([row], config.id)
+        self._audit(conn, actor=actor, action="create", before=None, after=stored)
         return stored
 
     def update(
@@ -366,19 +394,60 @@ class SQLStore(DatabaseResources, BulkWrites):
         """
         what = _Doing(doing("update", f"LLM id {llm_id}"))
         with self._write(what, "update") as conn:
+            return self._update_in(conn, what, llm_id, changes, actor)
+
+    def _update_in(
+        self, conn: Connection, what: _Doing, llm_id: str, changes: Mapping[str, Any], actor: str
+    ) -> LLMConfig:
+        try:
             current = self._locked(conn, llm_id)
-            what.text = doing("update", current.describe())
-            target = updated_config(current, changes, self.validators)
-            rule = default_rule(current, target, changes)
-            if rule == "take":
-                self._clear_default(conn, target.scope, current.id, actor)
-            elif rule == "check":
-                holders = self._other_defaults(conn, target.scope, current.id)
-                if holders:
-                    holder = describe_row(holders[0]["name"], str(holders[0]["id"]))
-                    raise default_move_conflict(current, target.scope, holder)
-            after = self._write_update(conn, current, changes, target)
-            self._audit(conn, actor=actor, action="update", before=current, after=after)
+        except InvalidConfigError as error:  # an invalid row (raw SQL): the repair path
+            return self._repair_in(conn, what, llm_id, changes, actor, error)
+        what.text = doing("update", current.describe())
+        target = updated_config(current, changes, self.validators)
+        rule = default_rule(current, target, changes)
+        if rule == "take":
+            self._clear_default(conn, target.scope, current.id, actor, target.kind)
+        elif rule == "check":
+            holders = self._other_defaults(conn, target.scope, current.id, target.kind)
+            if holders:
+                holder = describe_row(holders[0]["name"], str(holders[0]["id"]))
+                raise default_move_conflict(current, target.scope, holder, target.kind)
+        after = self._write_update(conn, current, changes, target)
+        self._audit(conn, actor=actor, action="update", before=current, after=after)
+        return after
+
+    def _repair_in(
+        self,
+        conn: Connection,
+        what: _Doing,
+        llm_id: str,
+        changes: Mapping[str, Any],
+        actor: str,
+        error: InvalidConfigError,
+    ) -> LLMConfig:
+        row = repair.locked_raw(conn, llm_id, self._dialect)
+        if row is None:  # pragma: no cover - it was there a moment ago, under the same lock
+            raise error
+        target = repair.repaired(row, changes, self.validators, error)
+        what.text = doing("update", describe_row(target.name, target.id))
+        if target.is_default:
+            self._clear_default(conn, target.scope, target.id, actor, target.kind)
+        values = db_values(target, self._dialect)
+        for name in ("id", "created_at"):
+            values.pop(name)
+        values["version"] = llms.c.version + 1
+        conn.execute(llms.update().where(llms.c.id == target.id).values(values))
+        after = self._locked(conn, target.id)
+        repair.raw_audit(
+            conn,
+            llm_id=after.id,
+            actor=actor,
+            action="update",
+            before=repair.summary(row),
+            after=after,
+            dialect=self._dialect,
+        )
         return after
 
     def _bulk(self, llm_ids: str | Sequence[str], action: str, actor: str) -> list[LLMConfig]:
@@ -387,17 +456,62 @@ class SQLStore(DatabaseResources, BulkWrites):
         what = _Doing(doing(action, f"{len(ids)} LLM(s)"))
         with self._write(what, action) as conn:
             for llm_id in ids:
-                current = self._locked(conn, llm_id)
-                what.text = doing(action, current.describe())
-                if action == "delete":
-                    conn.execute(llms.delete().where(llms.c.id == current.id))
-                    self._audit(conn, actor=actor, action=action, before=current, after=None)
-                    results.append(current)
-                    continue
-                after = self._write_update(conn, current, {"enabled": action == "enable"})
-                self._audit(conn, actor=actor, action=action, before=current, after=after)
-                results.append(after)
+                results.append(self._bulk_in(conn, what, llm_id, action, actor))
         return results
+
+    def _bulk_in(
+        self, conn: Connection, what: _Doing, llm_id: str, action: str, actor: str
+    ) -> LLMConfig:
+        try:
+            current = self._locked(conn, llm_id)
+        except InvalidConfigError as error:  # an invalid row: deleted or disabled as stored
+            return self._bulk_raw(conn, what, llm_id, action, actor, error)
+        what.text = doing(action, current.describe())
+        if action == "delete":
+            conn.execute(llms.delete().where(llms.c.id == current.id))
+            self._audit(conn, actor=actor, action=action, before=current, after=None)
+            return current
+        after = self._write_update(conn, current, {"enabled": action == "enable"})
+        self._audit(conn, actor=actor, action=action, before=current, after=after)
+        return after
+
+    def _bulk_raw(
+        self,
+        conn: Connection,
+        what: _Doing,
+        llm_id: str,
+        action: str,
+        actor: str,
+        error: InvalidConfigError,
+    ) -> LLMConfig:
+        row = repair.locked_raw(conn, llm_id, self._dialect)
+        if row is None:  # pragma: no cover - it was there a moment ago, under the same lock
+            raise error
+        before = repair.summary(row)
+        what.text = doing(action, describe_row(error.llm_name, str(row["id"])))
+        after: dict[str, Any] | None = None
+        if action == "delete":
+            conn.execute(llms.delete().where(llms.c.id == row["id"]))
+        elif action == "disable":
+            after = repair.summary(repair.disable_raw(conn, str(row["id"]), self._dialect))
+        else:
+            raise repair.refusal(action, row, error)
+        repair.raw_audit(
+            conn,
+            llm_id=str(row["id"]),
+            actor=actor,
+            action=action,
+            before=before,
+            after=after,
+            dialect=self._dialect,
+        )
+        # The row as stored, secrets hidden: it is invalid, so it is returned unvalidated.
+        shown = after or before
+        from llmpool.models import LLMConfig
+
+        return LLMConfig.model_construct(
+            **{k: v for k, v in shown.items() if k in LLMConfig.model_fields}
+        )
 
     def set_default(self, llm_id: str, *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
         """Make the row its scope's default, clearing the others in the same transaction.
@@ -410,7 +524,102 @@ class SQLStore(DatabaseResources, BulkWrites):
         with self._write(what, "set_default") as conn:
             current = self._locked(conn, llm_id)
             what.text = doing("set_default", current.describe())
-            self._clear_default(conn, current.scope, current.id, actor)
+            self._clear_default(conn, current.scope, current.id, actor, current.kind)
             after = self._write_update(conn, current, {"is_default": True})
             self._audit(conn, actor=actor, action="set_default", before=current, after=after)
         return after
+
+    # -- routing (llm_scopes, migration 0002) ---------------------------------------------------
+
+    def get_routing(self, scope: str = "global") -> str:
+        """Return how ``scope`` routes its calls (``"priority"`` when never set).
+
+        Raises:
+            ArgumentTooLongError: ``scope`` is longer than any scope could be.
+        """
+        check_argument("scope", scope, MAX_LENGTHS["scope"])
+        stmt = sa.select(scopes.c.routing).where(scopes.c.scope == scope)
+        rows = self._rows(stmt, f"read the routing of scope {scope!r}")
+        return str(rows[0]["routing"]) if rows else "priority"
+
+    def set_routing(self, scope: str, strategy: str, *, actor: str = DEFAULT_ACTOR) -> str:
+        """Set how ``scope`` routes its calls: one transaction with its audit entry.
+
+        Every running pool on the table switches at once (NOTIFY) or at its next poll.
+
+        Args:
+            scope: The scope (it need not have rows yet).
+            strategy: ``priority``, ``weighted``, ``latency`` or ``least_busy``.
+            actor: Recorded in the audit log.
+
+        Returns:
+            The strategy now in force.
+
+        Raises:
+            InvalidConfigError: An unknown strategy (field ``routing``) or an empty scope.
+        """
+        scope, strategy = check_routing(scope, strategy)
+        what = _Doing(f"set the routing of scope {scope!r}")
+        with self._write(what, "set_routing") as conn:
+            self._routing_in(conn, scope, strategy, actor)
+        return strategy
+
+    def _routing_in(self, conn: Connection, scope: str, strategy: str, actor: str) -> None:
+        # Upsert the scope's strategy and write its audit entry, in the caller's transaction.
+        found = conn.execute(
+            sa.select(scopes.c.routing).where(scopes.c.scope == scope)
+        ).scalar_one_or_none()
+        if self._dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        stmt = insert(scopes).values(scope=scope, routing=strategy)
+        conn.execute(
+            stmt.on_conflict_do_update(index_elements=["scope"], set_={"routing": strategy})
+        )
+        llm_id, before, after = routing_audit(scope, found or "priority", strategy)
+        conn.execute(
+            audit.insert().values(
+                raw_audit_values(
+                    llm_id=llm_id,
+                    actor=actor,
+                    action="set_routing",
+                    before=before,
+                    after=after,
+                    dialect=self._dialect,
+                )
+            )
+        )
+
+    def apply_changes(
+        self,
+        *,
+        add: Sequence[Mapping[str, Any]] = (),
+        update: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        delete: Sequence[str] = (),
+        routing: Mapping[str, str] | None = None,
+        actor: str = DEFAULT_ACTOR,
+    ) -> list[LLMConfig]:
+        """Delete, update and add rows in one transaction, all or none (`llmpool.declarative`).
+
+        Deletes go first (a removed row frees its name), then updates in the order given,
+        then inserts, then the scopes' strategies (``routing``: scope -> strategy); each row
+        changed and each strategy set gets its audit entry. When anything is refused, nothing
+        is written and no audit entry is kept.
+
+        Returns:
+            The rows updated and added, in that order.
+        """
+        configs = new_configs(add, self.validators, uuid_ids=self._dialect == "postgresql")
+        strategies = [check_routing(scope, strategy) for scope, strategy in (routing or {}).items()]
+        what = _Doing("apply changes")
+        with self._write(what, "apply") as conn:
+            for llm_id in delete:
+                self._bulk_in(conn, what, llm_id, "delete", actor)
+            changed = [self._update_in(conn, what, i, c, actor) for i, c in update]
+            for index, config in enumerate(configs):
+                label = item_label(config, index, True)
+                changed.append(self._insert_in(conn, what, config, label, actor))
+            for scope, strategy in strategies:
+                self._routing_in(conn, scope, strategy, actor)
+        return changed

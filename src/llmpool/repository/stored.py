@@ -1,0 +1,224 @@
+"""Rows as they are stored, the invalid ones included: what an admin addresses and repairs.
+
+Serving skips a row that fails validation (`llmpool.models.BadRow`); an admin must still be
+able to see it, find it by id or name, disable it, fix it or delete it. `stored_rows` reads
+every row of a store as a `StoredRow`: the validated config when there is one, else the error
+and the row's fields as stored with anything that may be a secret hidden. `find_row` resolves
+an id or a name (``scope`` disambiguates).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmpool.errors import (
+    AmbiguousNameError,
+    InvalidConfigError,
+    LLMNotFoundError,
+    describe_row,
+    shorten,
+)
+from llmpool.models import MAX_JSON_TEXT, MAX_LENGTHS, LLMConfig, check_argument
+
+__all__ = ["HIDDEN", "StoredRow", "find_row", "safe_fields", "stored_rows"]
+
+#: What a value that may be a secret shows as.
+HIDDEN = "<hidden>"
+
+# A reference's value that is safe to show: a variable name, or an absolute file path.
+_REFERENCE = re.compile(r"[A-Z_][A-Z0-9_]{0,127}|/[\w./-]{1,300}")
+_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential", "auth")
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """One row as stored.
+
+    Attributes:
+        id: The row's id as stored.
+        name: Its name, when it is text.
+        scope: Its scope, when it is text.
+        config: The validated row, or ``None`` when it fails validation.
+        error: Why it fails validation (names the field, never a value), or ``None``.
+        fields: Its fields as stored, values that may be secrets replaced by `HIDDEN`.
+        values: Its fields as stored, JSON parsed where it can be: what an edit merges into.
+            Never printed (it may hold the very secret that makes the row invalid).
+    """
+
+    id: str
+    name: str | None
+    scope: str | None
+    config: LLMConfig | None
+    error: InvalidConfigError | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def valid(self) -> bool:
+        """Whether the row passes validation."""
+        return self.config is not None
+
+    def describe(self) -> str:
+        """Return how messages name the row: ``LLM 'GPT-4' (id abc)``."""
+        return describe_row(self.name, self.id)
+
+
+def _hide(value: Any, key: str = "") -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _hide(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide(v, key) for v in value]
+    lowered = key.lower()
+    if lowered.endswith(("_env", "_file")):
+        return value if isinstance(value, str) and _REFERENCE.fullmatch(value) else HIDDEN
+    if any(word in lowered for word in _SECRET_WORDS):
+        return HIDDEN
+    if isinstance(value, str):
+        return shorten(value, 200)
+    return value
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, (str, bytes)):
+        if len(value) > MAX_JSON_TEXT:
+            return f"<{len(value)} characters>"
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return "<not valid JSON>"
+    return value
+
+
+def safe_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a stored row's fields for display and audit, hiding what may be a secret.
+
+    In ``auth_meta`` and ``config``, a reference (``*_env``, ``*_file``) shows only when it
+    looks like a variable name or a path, and a key naming a credential never shows its value.
+
+    Example:
+        >>> safe_fields({"name": "x", "auth_meta": '{"api_key": "sk-raw"}'})
+        {'name': 'x', 'auth_meta': {'api_key': '<hidden>'}}
+    """
+    shown: dict[str, Any] = {}
+    for name, value in row.items():
+        if name in ("auth_meta", "config"):
+            shown[name] = _hide(_json(value))
+        elif value is None or isinstance(value, (bool, int, float)):
+            shown[name] = value
+        elif isinstance(value, str):
+            shown[name] = shorten(value, MAX_LENGTHS.get(name, 200))
+        elif hasattr(value, "isoformat"):
+            shown[name] = value.isoformat()
+        else:
+            shown[name] = f"<{type(value).__name__}>"
+    return shown
+
+
+def _from_raw(row: Mapping[str, Any]) -> StoredRow:
+    from llmpool.repository.sql.schema import row_mapping
+
+    llm_id = str(row["id"])
+    name = row.get("name") if isinstance(row.get("name"), str) else None
+    scope = row.get("scope") if isinstance(row.get("scope"), str) else None
+    raw = {str(k): v for k, v in row.items() if k != "generation"}
+    try:
+        config = LLMConfig.from_row(row_mapping(row))
+    except Exception as error:  # whatever one row holds, it is reported, never raised
+        if not isinstance(error, InvalidConfigError):
+            msg = f"{describe_row(name, llm_id)} could not be read ({type(error).__name__})"
+            error = InvalidConfigError(msg, llm_name=name, llm_id=llm_id)
+        values = {k: _json(v) if k in ("auth_meta", "config") else v for k, v in raw.items()}
+        return StoredRow(llm_id, name, scope, None, error, safe_fields(raw), values)
+    return StoredRow(
+        llm_id, config.name, config.scope, config, None, _valid_fields(config), config.model_dump()
+    )
+
+
+def _valid_fields(config: LLMConfig) -> dict[str, Any]:
+    data: dict[str, Any] = config.model_dump(mode="json")
+    return data
+
+
+def stored_rows(store: Any, *, scope: str | None = None) -> list[StoredRow]:
+    """Return every row of ``store`` (of one scope, or all), the invalid ones included.
+
+    A SQL store is read as stored; any other store holds valid rows only, plus the bad rows
+    its snapshot reports.
+
+    Args:
+        store: An `LLMStore` (or any repository).
+        scope: One scope, or ``None`` for all.
+
+    Example:
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> store = InMemoryStore([{"name": "A", "provider": "fake", "model_name": "m"}])
+        >>> [(r.name, r.valid) for r in stored_rows(store)]
+        [('A', True)]
+    """
+    check_argument("scope", scope, MAX_LENGTHS["scope"])
+    raw_rows = getattr(store, "raw_rows", None)
+    if callable(raw_rows):
+        return [_from_raw(row) for row in raw_rows(scope=scope)]
+    snapshot = store.snapshot()
+    rows = [
+        StoredRow(c.id, c.name, c.scope, c, None, _valid_fields(c), c.model_dump())
+        for c in snapshot.configs
+        if scope is None or c.scope == scope
+    ]
+    for bad in snapshot.bad_rows:
+        error = InvalidConfigError(bad.error, llm_name=bad.name, llm_id=bad.llm_id)
+        rows.append(StoredRow(bad.llm_id, bad.name, None, None, error, {"id": bad.llm_id}))
+    return rows
+
+
+def find_row(store: Any, ref: str, *, scope: str | None = None) -> StoredRow:
+    """Return the row whose id is ``ref``, or else whose name is ``ref``.
+
+    Args:
+        store: The store to look in.
+        ref: An id, or a name.
+        scope: Only rows of this scope (to tell rows of the same name apart).
+
+    Raises:
+        ArgumentTooLongError: ``ref`` is longer than any id or name could be.
+        LLMNotFoundError: No row has that id or name; the message suggests close names.
+        AmbiguousNameError: Several rows (in different scopes) have that name; the message
+            lists them by scope and id.
+
+    Example:
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> store = InMemoryStore([{"name": "A", "provider": "fake", "model_name": "m"}])
+        >>> find_row(store, "A").name
+        'A'
+    """
+    from llmpool.repository.rules import canonical_id
+
+    check_argument("name", ref, MAX_LENGTHS["name"])
+    rows = stored_rows(store, scope=scope)
+    for row in rows:
+        if row.id in (ref, canonical_id(ref)):
+            return row
+    matches = [row for row in rows if row.name == ref]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        listed = ", ".join(
+            f"scope {shorten(r.scope or '?')!r} (id {r.id})"
+            for r in sorted(matches, key=lambda r: (r.scope or "", r.id))
+        )
+        msg = (
+            f"{len(matches)} LLMs are named {shorten(ref)!r}: {listed}; "
+            "give the id, or the scope (--scope)"
+        )
+        raise AmbiguousNameError(msg, candidates=[r.id for r in matches])
+    where = f" in scope {shorten(scope)!r}" if scope is not None else ""
+    names = sorted({row.name for row in rows if row.name})
+    close = difflib.get_close_matches(ref, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    msg = f"No LLM with id or name {shorten(ref)!r}{where}{hint}"
+    raise LLMNotFoundError(msg)
