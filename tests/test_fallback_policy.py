@@ -216,7 +216,11 @@ def test_generate_nests_the_attempts_under_its_own_run() -> None:
     parents = Parents()
     row = LLMConfig(id="a", name="A", provider="x", model_name="m")
     llm = FallbackChatModel(candidates=[Candidate(row, FakeChatModel())])
-    llm.generate([[HumanMessage("hi")]], callbacks=[parents])
-    top, attempt = parents.chat_runs
+    result = llm.generate([[HumanMessage("hi")]], callbacks=[parents])
+    # generate() opens one run per prompt, as invoke does; the attempt's chat model run is its
+    # only chat model run (an LLM run around it would report the answer's usage twice).
+    (attempt,) = parents.chat_runs
+    assert result.run is not None
+    top = result.run[0].run_id
     assert parents.parent[top] is None
     assert top in parents.ancestors(attempt)

@@ -64,6 +64,13 @@ logger = logging.getLogger(__name__)
 #: Never allowed, whatever the configuration or a provider says.
 NEVER_ALLOWED_ENV = ("DATABASE_URL", "LLMPOOL_*")
 
+
+def _never_allowed(name: object) -> bool:
+    return isinstance(name, str) and any(
+        fnmatch.fnmatchcase(name, banned) for banned in NEVER_ALLOWED_ENV
+    )
+
+
 #: llmpool's own secret directories; others only through ``LLMPOOL_SECRET_DIRS``.
 DEFAULT_SECRET_DIRS = ("/run/secrets/llmpool", "/var/run/secrets/llmpool")
 
@@ -365,11 +372,17 @@ class EnvAllowlist:
             if key.endswith("_env"):
                 kind = self._kind(value, declared) if isinstance(value, str) else None
                 if kind is None:
+                    remedy = (
+                        "allow it in code (EnvAllowlist.extend) or with LLMPOOL_ALLOWED_ENV"
+                        if not _never_allowed(value)
+                        else "it holds llmpool's own settings and is never allowed, "
+                        "LLMPOOL_ALLOWED_ENV cannot allow it; reference the variable that "
+                        "holds the provider's key"
+                    )
                     msg = (
                         f"{config.describe()}: {where} references environment variable "
                         f"{shown_reference(value)}, which is not on the allowlist for provider "
-                        f"{config.provider!r}; allow it in code (EnvAllowlist.extend) or with "
-                        "LLMPOOL_ALLOWED_ENV"
+                        f"{config.provider!r}; {remedy}"
                     )
                     raise EnvNotAllowedError(
                         msg, llm_name=config.name, llm_id=config.id, field=where

@@ -188,12 +188,15 @@ def is_secret_name(key: str) -> bool:
     """Return whether a key's name says its value is a secret (word rules, for any depth).
 
     Example:
-        >>> [is_secret_name(k) for k in ("api_key", "Authorization", "max_tokens", "auth_meta")]
-        [True, True, False, False]
+        >>> keys = ("api_key", "Authorization", "max_tokens", "auth_meta", "input_cost_per_token")
+        >>> [is_secret_name(k) for k in keys]
+        [True, True, False, False, False]
     """
     words = _words(key)
     if not words or words[-1] in _NAMING_WORDS:
         return False
+    if len(words) >= 2 and words[-2] == "per":
+        return False  # a rate (``input_cost_per_token``, ``calls_per_key``), not a credential
     if any(word in _ANY_WORD for word in words) or words[-1] in _LAST_WORD:
         return True
     for before, word in itertools.pairwise(words):
@@ -403,8 +406,9 @@ def check_config(config: Mapping[str, Any], *, row: str = "LLM row") -> None:
     for key, value in config.items():
         field = f"config.{key}"
         lowered = str(key).lower()
-        if lowered in CREDENTIAL_PARAMETERS or lowered.endswith(
-            ("_api_key", "_secret", "_password", "_token")
+        if lowered in CREDENTIAL_PARAMETERS or (
+            lowered.endswith(("_api_key", "_secret", "_password", "_token"))
+            and not lowered.endswith("_per_token")  # a rate: input_cost_per_token
         ):
             msg = (
                 f"{row}: {field} would carry a credential; put a reference in auth_meta "

@@ -23,10 +23,12 @@ from typing import NamedTuple, Protocol, runtime_checkable
 __all__ = [
     "Admission",
     "BreakerBoard",
+    "BreakerChange",
     "BreakerState",
     "BreakerStore",
     "LocalBreakerStore",
     "breaker_key",
+    "state_name",
 ]
 
 
@@ -57,6 +59,42 @@ class BreakerState(NamedTuple):
     open_until: float = 0.0
     trips: int = 0
     probe_until: float = 0.0
+
+
+def state_name(state: BreakerState | None, now: float) -> str:
+    """Return ``"closed"``, ``"open"`` (cooling down) or ``"half_open"`` for a state at ``now``.
+
+    Half-open is a probe in flight, or a cooldown that has ended: the next call probes.
+
+    Example:
+        >>> state_name(None, 0.0), state_name(BreakerState(3, 100.0, 1), 50.0)
+        ('closed', 'open')
+    """
+    if state is None or state.open_until == 0.0:
+        return "closed"
+    if now < state.probe_until or now >= state.open_until:
+        return "half_open"
+    return "open"
+
+
+class BreakerChange(NamedTuple):
+    """A breaker's change of state, as `BreakerBoard.failure` and `success` report it.
+
+    Attributes:
+        key: The board key.
+        previous: ``"closed"``, ``"open"`` or ``"half_open"``.
+        state: The new state.
+        failures: Consecutive failures now counted.
+        trips: Times in a row it opened.
+        reopens_at: When the cooldown ends (wall clock); 0 when closed.
+    """
+
+    key: str
+    previous: str
+    state: str
+    failures: int = 0
+    trips: int = 0
+    reopens_at: float = 0.0
 
 
 class Admission(enum.Enum):
@@ -199,15 +237,34 @@ class BreakerBoard:
         now = self.clock()
         return now < state.open_until or now < state.probe_until
 
+    @property
+    def shared(self) -> bool:
+        """Whether the state lives outside this process (e.g. Redis), seen by every replica."""
+        return not isinstance(self.store, LocalBreakerStore)
+
+    def state(self, key: str) -> tuple[str, BreakerState | None]:
+        """Return the state's name (`state_name`) and the state of ``key``: only a look."""
+        state = self.store.get(key)
+        return state_name(state, self.clock()), state
+
     def reopens_at(self, key: str) -> float:
         """Return when ``key``'s cooldown ends (0 when closed)."""
         state = self.store.get(key)
         return state.open_until if state is not None else 0.0
 
-    def success(self, key: str) -> None:
-        """Record a success: the breaker closes."""
-        if self.store.get(key) is not None:
-            self.store.update(key, lambda _state: None)
+    def success(self, key: str) -> BreakerChange | None:
+        """Record a success: the breaker closes.
+
+        Returns:
+            The change, when the breaker was open or half-open; ``None`` when it was closed.
+        """
+        state = self.store.get(key)
+        if state is None:
+            return None
+        self.store.update(key, lambda _state: None)
+        if state.open_until == 0.0:
+            return None
+        return BreakerChange(key, state_name(state, self.clock()), "closed")
 
     def failure(
         self,
@@ -216,7 +273,7 @@ class BreakerBoard:
         threshold: int,
         cooldown: Callable[[int], float],
         probe: bool = False,
-    ) -> None:
+    ) -> BreakerChange | None:
         """Record a failure; open (or reopen) the breaker when due.
 
         Only two failures move the cooldown: the one that reaches ``threshold`` on a closed
@@ -228,19 +285,33 @@ class BreakerBoard:
             threshold: Consecutive failures that open a closed breaker.
             cooldown: Trips -> cooldown seconds.
             probe: Whether the failed call held the probe slot (half-open, or forced).
+
+        Returns:
+            The change when the breaker opened (from closed, or from half-open after a failed
+            probe); ``None`` otherwise.
         """
         now = self.clock()
+        change: BreakerChange | None = None
 
         def fail(state: BreakerState) -> BreakerState:
+            nonlocal change
+            change = None  # a store may run this again after losing a race
             if probe:
                 trips = state.trips + 1
-                return BreakerState(state.failures + 1, now + cooldown(trips), trips)
+                new = BreakerState(state.failures + 1, now + cooldown(trips), trips)
+                change = BreakerChange(
+                    key, "half_open", "open", new.failures, trips, new.open_until
+                )
+                return new
             if state.open_until != 0.0:  # open: a straggler from before it opened
                 return state
             failures = state.failures + 1
             if failures >= threshold:
                 trips = state.trips + 1
-                return BreakerState(failures, now + cooldown(trips), trips)
+                new = BreakerState(failures, now + cooldown(trips), trips)
+                change = BreakerChange(key, "closed", "open", failures, trips, new.open_until)
+                return new
             return BreakerState(failures)
 
         self.store.update(key, fail)
+        return change

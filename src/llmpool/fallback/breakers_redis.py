@@ -92,6 +92,11 @@ class RedisBreakerStore:
             return None
         return BreakerState(**json.loads(raw))
 
+    @property
+    def reachable(self) -> bool:
+        """Whether Redis answered last time it was asked (else local state is in use)."""
+        return self._down_until == 0.0
+
     def _available(self) -> bool:
         return time.monotonic() >= self._down_until
 
@@ -100,13 +105,17 @@ class RedisBreakerStore:
             logger.warning(
                 "llmpool cannot reach Redis for shared circuit breakers; using local state: %s",
                 type(error).__name__,
+                extra={"event": "redis_down", "error_class": type(error).__name__},
             )
         self._down_until = time.monotonic() + self.retry_after
 
     def _recovered(self) -> None:
         if self._down_until != 0.0:
             self._down_until = 0.0
-            logger.warning("llmpool reaches Redis again for shared circuit breakers")
+            logger.warning(
+                "llmpool reaches Redis again for shared circuit breakers",
+                extra={"event": "redis_up"},
+            )
 
     def get(self, key: str) -> BreakerState | None:
         """Return the state of ``key`` from Redis (or local state while Redis is down)."""
@@ -163,5 +172,5 @@ class RedisBreakerStore:
                 "llmpool lost %d Redis races in a row on a circuit breaker; "
                 "this change applies to this replica's local state only",
                 self.MAX_RACES,
-                extra={"breaker": key},
+                extra={"event": "redis_contended", "breaker": key},
             )

@@ -23,11 +23,16 @@ import enum
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from llmpool.providers.declarations import error_outcome
+
+if TYPE_CHECKING:
+    from llmpool.observe.hooks import Hooks
 
 __all__ = ["FallbackPolicy", "Outcome", "classify_error", "raised_by_provider", "retry_after"]
 
@@ -341,6 +346,9 @@ class FallbackPolicy:
         cooldown_multiplier: Growth of the cooldown each time a half-open probe fails.
         max_cooldown: Longest cooldown.
         classify: Error -> `Outcome`; `classify_error` by default.
+        observers: `llmpool.observe.Observer` objects told about every attempt, failover,
+            breaker change and call, after the built-in ones (logging; OpenTelemetry when its
+            API is installed).
 
     Example:
         >>> FallbackPolicy(attempts=3, cooldown=10).attempts
@@ -357,14 +365,24 @@ class FallbackPolicy:
     cooldown_multiplier: float = 2.0
     max_cooldown: float = 600.0
     classify: Callable[[BaseException], Outcome] = field(default=classify_error, repr=False)
+    observers: Sequence[Any] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.observers, tuple):
+            object.__setattr__(self, "observers", tuple(self.observers))
         if self.attempts < 1:
             msg = f"FallbackPolicy.attempts must be at least 1, got {self.attempts}"
             raise ValueError(msg)
         if self.failure_threshold < 1:
             msg = "FallbackPolicy.failure_threshold must be at least 1"
             raise ValueError(msg)
+
+    @cached_property
+    def hooks(self) -> Hooks:
+        """The built-in observers and ``observers``, made on first use (never at import)."""
+        from llmpool.observe.hooks import Hooks, builtin_observers
+
+        return Hooks((*builtin_observers(), *self.observers))
 
     def retry_delay(
         self, attempt_number: int, error: BaseException, time_left: float | None = None

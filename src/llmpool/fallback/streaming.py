@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.messages import BaseMessage
 
+from llmpool.fallback.admission import add_usage, usage_of
+
 if TYPE_CHECKING:
     from llmpool.fallback.walk import Attempt, Walk
 
@@ -74,6 +76,10 @@ class StreamGate:
 
     def push(self, chunk: Any) -> list[Any]:
         """Take one chunk; return the chunks to pass on now."""
+        attempt = self.attempt
+        # The checks and the observers hear the stream's token usage: its chunks' sum.
+        if attempt.admitted or self.walk.rec is not None:
+            attempt.usage = add_usage(getattr(attempt, "usage", None), usage_of(chunk))
         if self.open:
             self._parts.append(text_of(chunk))
             return [chunk]
@@ -97,9 +103,12 @@ class StreamGate:
 
 
 def tag(result: Any, metadata: dict[str, Any]) -> Any:
-    """Put the ``llmpool`` metadata on a message (anything else passes unchanged)."""
+    """Put the ``llmpool`` metadata on a message, or on the raw message of a structured answer
+    (``include_raw=True``); anything else passes unchanged."""
     if isinstance(result, BaseMessage):
         result.response_metadata["llmpool"] = metadata
+    elif isinstance(result, dict) and isinstance(result.get("raw"), BaseMessage):
+        result["raw"].response_metadata["llmpool"] = metadata
     return result
 
 

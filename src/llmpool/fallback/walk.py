@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ from llmpool.errors import (
     CandidateFailure,
     MidStreamError,
 )
+from llmpool.fallback.admission import usage_of
 from llmpool.fallback.breakers import Admission, BreakerBoard, breaker_key
 from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error
 from llmpool.fallback.streaming import Bounded, StreamGate, client_timeout, tag
@@ -42,7 +43,9 @@ from llmpool.models import LLMConfig
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
 
+    from llmpool.fallback.admission import AdmissionCheck
     from llmpool.fallback.routing import Routing
+    from llmpool.observe.recorder import CallRecorder
 
 __all__ = [
     "Attempt",
@@ -141,6 +144,8 @@ class Attempt:
     """
 
     __slots__ = (
+        "admitted",
+        "began",
         "candidate",
         "config",
         "delay",
@@ -152,8 +157,14 @@ class Attempt:
         "output",
         "probe",
         "runner",
+        "started",
+        "usage",
         "walk",
     )
+
+    began: float  # (admitted attempts) when the call began, `time.perf_counter`
+    started: float  # (observed attempts) when it started, `time.monotonic`
+    usage: Mapping[str, Any] | None  # (admitted attempts) the answer's token usage
 
     def __init__(
         self,
@@ -178,13 +189,20 @@ class Attempt:
         self.dirty = False  # (fast path) its breaker holds failures to clear on success
         self.gate: StreamGate | None = None  # (streaming) holds chunks until the first content
         self.output: Any = None  # the answer, for the chain run
+        # The admission checks that let this attempt through, told its outcome once (then
+        # emptied); `began` and `usage` are set only when there are some.
+        self.admitted: tuple[AdmissionCheck, ...] = ()
 
     def __enter__(self) -> Attempt:
         return self
 
     def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> bool:
         walk = self.walk
+        if self.admitted:
+            walk.settle(self, error is None)
         if error is None:
+            if self.gate is not None:
+                walk.streamed(self)
             if walk.run_manager is not None:
                 walk.end_run(self._output())
             return False
@@ -201,7 +219,11 @@ class Attempt:
 
     async def __aexit__(self, kind: Any, error: BaseException | None, traceback: Any) -> bool:
         walk = self.walk
+        if self.admitted:
+            walk.settle(self, error is None)
         if error is None:
+            if self.gate is not None:
+                walk.streamed(self)
             if walk.run_manager is not None:
                 await maybe_await(walk.end_run(self._output()))
             return False
@@ -259,6 +281,9 @@ class Walk:
         inputs: The call's input, for the chain run.
         streaming: Whether the attempts stream (each gets a `StreamGate`; no fast path).
         started: When the call started (monotonic), if not now.
+        admissions: Asked, in order, before each attempt of a candidate whether it may be
+            called now, and told how it went (`llmpool.fallback.admission`); a refusal skips
+            the candidate with its reason, like an open breaker.
 
     Example:
         >>> from llmpool.fallback.breakers import BreakerBoard
@@ -287,6 +312,9 @@ class Walk:
     run_manager: Any = None
     final: AllLLMsFailedError | None = None
     fresh = True  # no attempt handed out yet
+    rec: CallRecorder | None = None  # tells the policy's observers (made beyond the fast path)
+    refused: tuple[Candidate, str] | None = None  # the fast path's first, refused admission
+    refused_keys: frozenset[str] = frozenset()  # candidates an admission check skipped
 
     def __init__(
         self,
@@ -302,6 +330,7 @@ class Walk:
         inputs: Any = None,
         streaming: bool = False,
         started: float | None = None,
+        admissions: Sequence[AdmissionCheck] = (),
     ) -> None:
         # Every argument may be passed by position: a shell does, as keywords cost a call time.
         if routing is not None:
@@ -316,6 +345,8 @@ class Walk:
         self.inputs = inputs
         self.streaming = streaming
         self.started = time.monotonic() if started is None else started
+        self.admissions = admissions
+        self.routed = routing is not None  # the answer reports the order the routing chose
 
     def _begin(self) -> None:
         # The bookkeeping of a walk beyond its fast path (made only when it is needed).
@@ -323,6 +354,9 @@ class Walk:
         self.ends_at = None if deadline is None else self.started + deadline
         self.failures: list[CandidateFailure] = []
         self.attempts: list[dict[str, Any]] = []
+        from llmpool.observe.recorder import CallRecorder
+
+        self.rec = CallRecorder(self.policy.hooks, self.scope, self.streaming, self.started)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -366,12 +400,29 @@ class Walk:
 
     def answer(self, attempt: Attempt, result: Any) -> Any:
         """Record that ``attempt`` answered ``result``; return it tagged with its metadata."""
+        if attempt.admitted:
+            attempt.usage = usage_of(result)
         if attempt.fast:
             if attempt.dirty:
                 self.breakers.success(attempt.candidate.key)
-            return tag(result, answered(attempt.candidate))
+            hooks = self.policy.hooks
+            if hooks.every_call:  # else a healthy call tells no observer: it costs nothing
+                from llmpool.observe.recorder import fast_answer
+
+                fast_answer(hooks, self.scope, attempt.candidate, self.started, result)
+            metadata = answered(attempt.candidate)
+            if self.routed:
+                metadata["order"] = self.order()
+            return tag(result, metadata)
         result = attempt.output = tag(result, self.succeeded(attempt))
+        if self.rec is not None:
+            self.rec.answered(attempt, usage_of(result))
         return result
+
+    def streamed(self, attempt: Attempt) -> None:
+        """Record that a streamed ``attempt`` ended cleanly: its observers hear it now."""
+        if self.rec is not None:
+            self.rec.answered(attempt, getattr(attempt, "usage", None))
 
     # -- choosing ------------------------------------------------------------------------------
 
@@ -407,6 +458,13 @@ class Walk:
         attempt.fast = True
         if dirty:
             attempt.dirty = True
+        if self.admissions:
+            admitted = self._admit(first)
+            if isinstance(admitted, str):  # the full walk records the skip, not asking again
+                self.refused = (first, admitted)
+                return None
+            attempt.admitted = admitted
+            attempt.began = time.perf_counter()
         return attempt
 
     def _resume(self) -> None:
@@ -419,6 +477,8 @@ class Walk:
         return candidate.model if self.runner is None else self.runner(candidate)
 
     def _skip(self, candidate: Candidate, reason: str, error: BaseException | None) -> None:
+        if self.rec is not None:
+            self.rec.skipped(candidate, reason, error)
         c = candidate.config
         self.failures.append(CandidateFailure(c.id, c.name, c.provider, reason, error))
         self.attempts.append(
@@ -429,8 +489,15 @@ class Walk:
         """Return the next attempt to make, or ``None`` when every candidate is done."""
         while self.index < len(self.candidates):
             candidate = self.candidates[self.index]
-            if self.number > 0:  # a retry of the current candidate
-                return self._attempt(candidate)
+            if self.number > 0:  # a retry of the current candidate: a new call to admit
+                again = self._admit(candidate) if self.admissions else ()
+                if isinstance(again, str):
+                    if self.probe:
+                        self.breakers.release(candidate.key)
+                    self.probe, self.delay, self.number = False, 0.0, 0
+                    self._refuse(candidate, again)
+                    continue
+                return self._admitted(self._attempt(candidate), again)
             if candidate.model is None:
                 self._skip(
                     candidate,
@@ -455,9 +522,69 @@ class Walk:
                 self._skip(candidate, "skipped: cooling down after repeated failures", None)
                 self.index += 1
                 continue
+            admitted: tuple[AdmissionCheck, ...] | str = ()
+            if self.admissions:
+                refused = self.refused
+                if refused is not None and refused[0] is candidate:
+                    self.refused = None
+                    admitted = refused[1]
+                else:
+                    admitted = self._admit(candidate)
+            if isinstance(admitted, str):
+                if admission is Admission.PROBE:
+                    self.breakers.release(candidate.key)
+                self._refuse(candidate, admitted)
+                continue
             self.probe = admission is Admission.PROBE
-            return self._attempt(candidate, runner)
+            if self.probe and self.rec is not None:
+                self.rec.probing(candidate, self.breakers)
+            return self._admitted(self._attempt(candidate, runner), admitted)
         return self._forced_probe()
+
+    # -- admission checks ----------------------------------------------------------------------
+
+    def _admit(self, candidate: Candidate) -> tuple[AdmissionCheck, ...] | str:
+        # Every check in turn: the ones that admitted, or the first refusal (the ones that
+        # admitted before it are released: no call follows).
+        checks = self.admissions
+        if len(checks) == 1:  # the common case: no list, no tuple to build
+            reason = checks[0].admit(candidate)
+            return tuple(checks) if reason is None else reason
+        admitted: list[AdmissionCheck] = []
+        try:
+            for check in self.admissions:
+                reason = check.admit(candidate)
+                if reason is not None:
+                    for earlier in admitted:
+                        earlier.release(candidate)
+                    return reason
+                admitted.append(check)
+        except BaseException:
+            for earlier in admitted:
+                earlier.release(candidate)
+            raise
+        return tuple(admitted)
+
+    def _refuse(self, candidate: Candidate, reason: str) -> None:
+        self._skip(candidate, reason, None)
+        self.refused_keys = self.refused_keys | {candidate.key}
+        self.index += 1
+
+    @staticmethod
+    def _admitted(attempt: Attempt, admitted: tuple[AdmissionCheck, ...]) -> Attempt:
+        if admitted:
+            attempt.admitted = admitted
+            attempt.began = time.perf_counter() + attempt.delay
+        return attempt
+
+    def settle(self, attempt: Attempt, ok: bool) -> None:
+        """Tell the checks that admitted ``attempt`` how it went (once; then it has none)."""
+        admitted, attempt.admitted = attempt.admitted, ()
+        latency = time.perf_counter() - attempt.began
+        usage = getattr(attempt, "usage", None) if ok else None
+        candidate = attempt.candidate
+        for check in admitted:
+            check.record(candidate, ok=ok, latency=latency, usage=usage)
 
     def _forced_probe(self) -> Attempt | None:
         # Every buildable candidate was cooling down: probe the one that reopens first
@@ -465,18 +592,27 @@ class Walk:
         # each candidate; a caller that finds every probe slot taken fails at once.
         if self.tried_any or self.forced is not None:
             return None
+        refused = self.refused_keys
         cooling = [
             c
             for c in self.candidates
-            if c.model is not None and not isinstance(self._run(c), BaseException)
+            if c.model is not None
+            and c.key not in refused
+            and not isinstance(self._run(c), BaseException)
         ]
         breakers = self.breakers
         for candidate in sorted(cooling, key=lambda c: breakers.reopens_at(c.key)):
             if breakers.force_probe(candidate.key):
+                admitted = self._admit(candidate) if self.admissions else ()
+                if isinstance(admitted, str):
+                    breakers.release(candidate.key)
+                    continue
                 self.forced = candidate.key
                 self.index = self.candidates.index(candidate)
                 self.probe = True
-                return self._attempt(candidate)
+                if self.rec is not None:
+                    self.rec.probing(candidate, self.breakers, forced=True)
+                return self._admitted(self._attempt(candidate), admitted)
         if cooling:
             self.failures = [
                 replace(f, reason=f"{f.reason}; another caller's probe is in flight")
@@ -504,6 +640,8 @@ class Walk:
         if ends_at is not None and candidate.client_timeout <= ends_at - time.monotonic() - delay:
             ends_at = None  # its client gives up before the deadline: no bound needed
         attempt = Attempt(self, candidate, runner, self.number, delay, config)
+        if self.rec is not None:
+            self.rec.begin(attempt)
         if ends_at is not None:
             attempt.ends_at = ends_at
             attempt.runner = Bounded(self, attempt, runner)
@@ -540,15 +678,25 @@ class Walk:
         # the cyclic collector.
         self.failures.clear()
         self.last_exception = None
-        self.breakers.success(attempt.candidate.key)
+        change = self.breakers.success(attempt.candidate.key)
+        if change is not None and self.rec is not None:
+            self.rec.breaker(attempt.candidate, change)
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "ok"})
-        return {
+        metadata = {
             "llm_id": c.id,
             "name": c.name,
             "provider": c.provider,
             "model_name": c.model_name,
             "attempts": self.attempts,
         }
+        if self.routed:
+            metadata["order"] = self.order()
+        return metadata
+
+    def order(self) -> list[str]:
+        """The names of this call's candidates in the order the routing chose (the fallback
+        order beyond the first)."""
+        return [candidate.config.name for candidate in self.candidates]
 
     def failed(self, attempt: Attempt, error: Exception) -> bool:
         """Record a failure and decide: retry, next candidate, or propagate ``error``.
@@ -567,16 +715,18 @@ class Walk:
         reason = describe_error(error)
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "error", "error": reason})
         breakers = self.breakers
+        change = None
         if outcome is Outcome.FALLBACK_KEEP_BREAKER:
             if attempt.probe:
                 breakers.release(key)
         else:
-            breakers.failure(
+            change = breakers.failure(
                 key,
                 threshold=self.policy.failure_threshold,
                 cooldown=self.policy.cooldown_for,
                 probe=attempt.probe,
             )
+        retry = False
         if outcome is Outcome.RETRY and attempt.number < self.policy.attempts:
             delay = self.policy.retry_delay(attempt.number, error, self._time_left())
             if delay is not None:
@@ -584,7 +734,11 @@ class Walk:
                 if admission is not Admission.OPEN:
                     self.delay = delay
                     self.probe = admission is Admission.PROBE
-                    return True
+                    retry = True
+        if self.rec is not None:
+            self.rec.failed(attempt, error, reason, "retry" if retry else "fallback", change)
+        if retry:
+            return True
         failure = CandidateFailure(c.id, c.name, c.provider, reason, error)
         self.number = 0
         if self.forced == key:
@@ -607,7 +761,7 @@ class Walk:
         if self.policy.classify(error) is Outcome.PROPAGATE:
             return None
         c = attempt.candidate.config
-        self.breakers.failure(
+        change = self.breakers.failure(
             attempt.candidate.key,
             threshold=self.policy.failure_threshold,
             cooldown=self.policy.cooldown_for,
@@ -617,7 +771,11 @@ class Walk:
             f"{c.describe()} failed after streaming {len(text)} characters "
             f"({describe_error(error)}); not switching model mid-answer"
         )
-        return MidStreamError(msg, partial_text=text, llm_id=c.id, llm_name=c.name)
+        midstream = MidStreamError(msg, partial_text=text, llm_id=c.id, llm_name=c.name)
+        if self.rec is not None:
+            self.rec.failed(attempt, error, describe_error(error), "raise", change)
+            self.rec.gave_up(midstream)
+        return midstream
 
     def error(self) -> AllLLMsFailedError:
         """Return the error for a call where every candidate failed (made once).
@@ -629,6 +787,8 @@ class Walk:
             final = cls(self.failures, scope=self.scope)
             final.__cause__ = self.last_error()  # as ``raise ... from``: no implicit context
             self.final = final
+            if self.rec is not None:
+                self.rec.gave_up(final)
         return self.final
 
     def last_error(self) -> BaseException | None:

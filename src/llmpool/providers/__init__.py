@@ -36,6 +36,7 @@ from llmpool.providers.chat import (
 )
 from llmpool.providers.declarations import (
     ConfigKeysCheck,
+    KnownProviderCheck,
     accepted_config,
     declared_endpoint_keys,
     declared_env,
@@ -44,6 +45,7 @@ from llmpool.providers.declarations import (
 )
 
 if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
     from langchain_core.language_models import BaseChatModel
 
     from llmpool.credentials.allowlist import EnvAllowlist
@@ -57,6 +59,7 @@ __all__ = [
     "ChatProvider",
     "ConfigKeysCheck",
     "FactoryProvider",
+    "KnownProviderCheck",
     "Provider",
     "ProviderRegistry",
     "accepted_config",
@@ -119,6 +122,10 @@ class Provider(Protocol):
       first).
     - ``accepted_config``: ``frozenset`` of the ``config`` keys it accepts, or ``None`` when it
       cannot tell; `ConfigKeysCheck` refuses other keys when a row is written.
+    - ``build_embeddings(config, auth) -> Embeddings``: builds its embedding rows
+      (``kind='embedding'``), with ``auth`` resolved as for chat; ``embeddings_config``: the
+      ``config`` keys those rows accept. Without it, the provider serves chat rows only (the
+      built-ins have theirs in `llmpool.providers.embeddings`).
     """
 
     @property
@@ -356,6 +363,8 @@ class ProviderRegistry:
                 secret would reach a client parameter that does not keep it secret.
             MissingSecretError: A referenced variable is unset.
             UnsupportedParameterError: ``config`` has a key the client rejects.
+            InvalidConfigError: A price or budget key is invalid (`llmpool.usage.prices`;
+                those keys are removed before the provider builds the client).
 
         Example:
             >>> from llmpool.models import LLMConfig
@@ -365,10 +374,43 @@ class ProviderRegistry:
             'hi'
         """
         from llmpool.credentials.resolve import resolve_auth
+        from llmpool.usage.prices import client_config
 
         provider = self.get(config.provider)
         auth = resolve_auth(config, allowlist=allowlist, environ=environ, provider=provider)
-        return provider.build(config, auth)
+        # Prices and budget are llmpool's keys: the client never sees them.
+        return provider.build(client_config(config), auth)
+
+    def build_embeddings(
+        self,
+        config: LLMConfig,
+        *,
+        allowlist: EnvAllowlist | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Embeddings:
+        """Turn an embedding row into a LangChain ``Embeddings``, resolving its auth as `build`.
+
+        Raises:
+            ProviderError: The provider builds no embeddings; and every error of `build`.
+
+        Example:
+            >>> from llmpool.models import LLMConfig
+            >>> row = LLMConfig(id="1", name="Vectors", provider="fake", model_name="m",
+            ...                 kind="embedding", config={"dimensions": 3})
+            >>> len(ProviderRegistry().build_embeddings(row).embed_query("hello"))
+            3
+        """
+        from llmpool.credentials.resolve import resolve_auth
+        from llmpool.providers.embeddings import embeddings_builder, no_embeddings_error
+
+        provider = self.get(config.provider)
+        builder = embeddings_builder(provider)
+        if builder is None:
+            raise no_embeddings_error(config, provider)
+        auth = resolve_auth(config, allowlist=allowlist, environ=environ, provider=provider)
+        from llmpool.usage.prices import client_config
+
+        return builder(client_config(config), auth)
 
 
 _registry: ProviderRegistry | None = None

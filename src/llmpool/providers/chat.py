@@ -28,7 +28,15 @@ if TYPE_CHECKING:
 
     from llmpool.models import LLMConfig
 
-__all__ = ["ALL_CAPABILITIES", "DEFAULT_TIMEOUT", "ChatProvider", "Factory", "FactoryProvider"]
+__all__ = [
+    "ALL_CAPABILITIES",
+    "DEFAULT_TIMEOUT",
+    "STANDALONE_RETRIES",
+    "ChatProvider",
+    "Factory",
+    "FactoryProvider",
+    "standalone_config",
+]
 
 Factory = Callable[["LLMConfig", Mapping[str, Any]], "BaseChatModel"]
 
@@ -40,6 +48,11 @@ DEFAULT_TIMEOUT = 60.0
 
 #: Keywords whose ``None`` would remove the request timeout: a row's ``null`` leaves the default.
 TIMEOUT_KEYS = frozenset({"timeout", "request_timeout", "default_request_timeout"})
+
+#: Retries the client itself makes when its model is served alone (`LLMPool.get_llm`,
+#: `LLMPool.create_llm_instance`): the openai and anthropic SDKs' own default. Models in a
+#: fallback chain make none (``max_retries=0``), because the walk retries and fails over.
+STANDALONE_RETRIES = 2
 
 
 def _types_secret(annotation: Any, depth: int = 0) -> bool:
@@ -78,7 +91,8 @@ class ChatProvider:
     The class is imported on first build. Keyword arguments are, in order of precedence: the
     row's ``config``, the resolved ``auth_meta`` (renamed through ``auth_names``), the model
     name (as ``model_param``) and ``defaults`` (``max_retries=0``: llmpool's fallback retries,
-    and SDK retries would multiply the time to fail over; ``timeout=DEFAULT_TIMEOUT``: a
+    and SDK retries would multiply the time to fail over; a model served alone gets them back,
+    see `standalone_config`; ``timeout=DEFAULT_TIMEOUT``: a
     hung provider must fail over long before the SDK's ten minutes). Every key is checked
     against the class's pydantic fields and their aliases, and a field given under two names
     (``timeout`` and ``request_timeout``) counts once, with the precedence above. A key the
@@ -331,6 +345,43 @@ class FactoryProvider:
     def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
         """Return ``factory(config, auth)``."""
         return self.factory(config, auth)
+
+
+def standalone_config(config: LLMConfig, provider: object) -> LLMConfig:
+    """Return the row as its model is built when served alone, outside a fallback chain.
+
+    Alone, nothing retries for the model: its client gets its own retries back,
+    ``max_retries=STANDALONE_RETRIES`` (the SDK's backoff, bounded, each attempt bounded by
+    the request timeout), when its class takes ``max_retries`` and the row does not set it
+    (a row's ``max_retries`` always wins). A client without retries of its own (ChatOllama,
+    the fake model, a plugin that does not declare ``max_retries``) is built as it is; the
+    row is returned unchanged, so its model is the one its fallback chain uses.
+
+    Args:
+        config: The row.
+        provider: Its provider (``accepted_config`` says whether it takes ``max_retries``).
+
+    Returns:
+        ``config`` itself, or a copy whose ``config`` adds ``max_retries``.
+
+    Example:
+        >>> from llmpool.models import LLMConfig
+        >>> from llmpool.providers.builtin import FAKE, OPENAI
+        >>> row = LLMConfig(id="1", name="GPT", provider="openai", model_name="gpt-4")
+        >>> standalone_config(row, OPENAI).config
+        {'max_retries': 2}
+        >>> standalone_config(row, FAKE) is row
+        True
+    """
+    from llmpool.providers.declarations import accepted_config
+
+    if "max_retries" in config.config:
+        return config
+    accepted = accepted_config(provider)
+    if accepted is None or "max_retries" not in accepted:
+        return config
+    retried = {**config.config, "max_retries": STANDALONE_RETRIES}
+    return config.model_copy(update={"config": retried})
 
 
 def _strip_suffix(key: str) -> str:

@@ -11,7 +11,8 @@ A `llmpool.providers.Provider` may declare, besides ``name`` and ``build``:
   ``"propagate"`` (`declared_error_outcomes`; consulted by
   `llmpool.fallback.policy.classify_error` through `error_outcome`);
 - ``accepted_config``: the ``config`` keys it accepts, or ``None`` when it cannot tell
-  (`accepted_config`; checked when a row is written by `ConfigKeysCheck`).
+  (`accepted_config`; checked when a row is written by `ConfigKeysCheck`, which also accepts
+  and checks llmpool's own price and budget keys, `llmpool.usage.prices.USAGE_CONFIG_KEYS`).
 
 Every reader here returns the "declares nothing" default for a provider without the attribute,
 so a plugin written before an attribute existed keeps working.
@@ -25,7 +26,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from llmpool.errors import InvalidConfigError, LLMPoolError
+from llmpool.errors import InvalidConfigError, LLMPoolError, UnknownProviderError
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OUTCOMES",
     "ConfigKeysCheck",
+    "KnownProviderCheck",
     "accepted_config",
     "declared_endpoint_keys",
     "declared_env",
@@ -253,17 +255,24 @@ parameter of provider 'fake'; did you mean 'responses'?
                 accepted key.
         """
         from llmpool.providers import get_registry
+        from llmpool.usage.prices import USAGE_CONFIG_KEYS, check_usage_config
 
+        check_usage_config(config)  # prices and budget: llmpool's keys, for every provider
         registry = self.registry if self.registry is not None else get_registry()
         try:
             provider = registry.get(config.provider)
         except LLMPoolError:  # unknown or broken: checked when built, if ever
             return
-        accepted = accepted_config(provider)
+        if getattr(config, "kind", "chat") == "embedding":  # its embeddings class's keys
+            from llmpool.providers.embeddings import embeddings_accepted_config
+
+            accepted = embeddings_accepted_config(config, provider)
+        else:
+            accepted = accepted_config(provider)
         if accepted is None:
             return
         for key in config.config:
-            if key not in accepted:
+            if key not in accepted and key not in USAGE_CONFIG_KEYS:
                 raise _unknown_key(config, str(key), provider, accepted)
 
 
@@ -277,3 +286,57 @@ def _unknown_key(
     name = getattr(provider, "name", config.provider)
     msg = f"{config.describe()}: config.{key} is not a parameter of provider {name!r}{hint}"
     return InvalidConfigError(msg, llm_name=config.name, llm_id=config.id, field=f"config.{key}")
+
+
+class KnownProviderCheck:
+    """A write-time check: a row's ``provider`` must be one this machine knows.
+
+    A misspelt ``openia`` is refused when the row is written, with the closest name, instead
+    of failing when a service builds the model. A provider whose plugin is installed but fails
+    to load passes (it is known). For rows of a plugin not installed where the admin runs,
+    leave the check out (``llmpool add --allow-unknown-provider``).
+
+    Args:
+        registry: Where providers are looked up; the process-wide registry by default.
+
+    Example:
+        >>> from llmpool.models import LLMConfig
+        >>> row = LLMConfig(id="1", name="A", provider="openia", model_name="m")
+        >>> KnownProviderCheck()(row)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        llmpool.errors.InvalidConfigError: LLM 'A' (id 1): provider 'openia' is not a ...
+    """
+
+    def __init__(self, registry: ProviderRegistry | None = None) -> None:
+        self.registry = registry
+
+    def __repr__(self) -> str:
+        return f"KnownProviderCheck(registry={self.registry!r})"
+
+    def __call__(self, config: LLMConfig) -> None:
+        """Refuse a row whose provider is not registered.
+
+        Raises:
+            InvalidConfigError: Naming the row, the field ``provider`` and the closest name.
+        """
+        from llmpool.providers import ALIASES, get_registry
+
+        registry = self.registry if self.registry is not None else get_registry()
+        try:
+            registry.get(config.provider)
+        except UnknownProviderError:
+            pass
+        except LLMPoolError:  # installed but broken: known, reported when built
+            return
+        else:
+            return
+        known = sorted({*registry.names(), *ALIASES})
+        close = difflib.get_close_matches(config.provider, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        msg = (
+            f"{config.describe()}: provider {config.provider!r} is not a known provider{hint} "
+            f"(known: {', '.join(registry.names())}; for a plugin not installed here, "
+            "use --allow-unknown-provider)"
+        )
+        raise InvalidConfigError(msg, llm_name=config.name, llm_id=config.id, field="provider")

@@ -3,10 +3,18 @@
 A row scripts it through ``config``: ``responses`` (answers, cycled), ``sleep`` (seconds per
 answer) and ``error`` (every call fails with `ConnectionError` carrying that text, like a
 provider that is down, so a demo can show fallback).
+
+An embedding row of the ``fake`` provider is a `FakeEmbeddings`: deterministic vectors of
+``dimensions`` numbers, a function of the model name and the text (two models give different
+vectors for the same text, as two real spaces do), with ``error`` as above.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import struct
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -14,12 +22,13 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import FakeListChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FakeChatModel"]
+__all__ = ["FakeChatModel", "FakeEmbeddings"]
 
 
 class FakeChatModel(FakeListChatModel):
@@ -86,3 +95,66 @@ class FakeChatModel(FakeListChatModel):
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
         """Accept tools and ignore them: the scripted answers stay the same."""
         return self
+
+
+class FakeEmbeddings(BaseModel, Embeddings):
+    """Deterministic embeddings: the same model and text always give the same vector.
+
+    Each number is read from a BLAKE2b digest of the model name and the text, scaled to
+    [-1, 1): no network, no randomness, and different models give different vectors.
+
+    Attributes:
+        model: The model name, part of every vector's seed.
+        dimensions: Numbers per vector.
+        error: When set, every call fails with `ConnectionError` carrying this text.
+        sleep: Seconds each call waits, to simulate a slow provider.
+
+    Example:
+        >>> FakeEmbeddings(model="m", dimensions=2).embed_query("hi") == FakeEmbeddings(
+        ...     model="m", dimensions=2).embed_query("hi")
+        True
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "fake"
+    dimensions: int = Field(default=8, ge=1, le=4096)
+    error: str | None = None
+    sleep: float | None = None
+
+    def _vector(self, text: str) -> list[float]:
+        count = self.dimensions
+        digest = b""
+        seed = f"{self.model}\x00{text}".encode("utf-8", "surrogatepass")
+        block = 0
+        while len(digest) < 4 * count:
+            digest += hashlib.blake2b(seed, digest_size=64, salt=block.to_bytes(16, "big")).digest()
+            block += 1
+        numbers = struct.unpack(f">{count}I", digest[: 4 * count])
+        return [n / 2_147_483_648.0 - 1.0 for n in numbers]
+
+    def _fail(self) -> None:
+        if self.error is not None:
+            raise ConnectionError(self.error)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Return one vector per text, or raise `ConnectionError` when ``error`` is set."""
+        if self.sleep:
+            time.sleep(self.sleep)
+        self._fail()
+        return [self._vector(text) for text in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        """Return the text's vector, or raise `ConnectionError` when ``error`` is set."""
+        return self.embed_documents([text])[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Async twin of `embed_documents` (no thread: nothing blocks)."""
+        if self.sleep:
+            await asyncio.sleep(self.sleep)
+        self._fail()
+        return [self._vector(text) for text in texts]
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Async twin of `embed_query`."""
+        return (await self.aembed_documents([text]))[0]

@@ -1,0 +1,249 @@
+"""A row's prices and budget: ``config`` keys read by llmpool, never passed to the client.
+
+A row prices its calls with two ``config`` keys, in any currency (USD by convention), per
+million tokens as the providers' price lists quote them:
+
+- ``input_cost_per_million_tokens``: the price of a million input (prompt) tokens;
+- ``output_cost_per_million_tokens``: the price of a million output (completion) tokens.
+
+LiteLLM's per-token names, ``input_cost_per_token`` and ``output_cost_per_token``, are accepted
+too (a row sets one name or the other for each direction, not both), so a LiteLLM price list
+can be copied as it is. A row may cap its spend with ``max_spend``:
+``{"amount": 5.0, "period": "day"}`` (or ``"month"``); once its calls in the current UTC day
+or month cost that much, the row is skipped, like a rate-limited one, until the period rolls
+over.
+
+`USAGE_CONFIG_KEYS` are removed from the row before its provider builds the client
+(`client_config`), and the write-time config check accepts them (and checks their values,
+`check_usage_config`).
+
+Example:
+    >>> from llmpool.models import LLMConfig
+    >>> row = LLMConfig(id="1", name="GPT", provider="fake", model_name="m", config={
+    ...     "input_cost_per_million_tokens": 2.5, "output_cost_per_million_tokens": 10,
+    ...     "max_spend": {"amount": 5, "period": "day"}})
+    >>> terms = usage_terms(row)
+    >>> terms.prices.cost(1000, 500), terms.budget
+    (0.0075, Budget(amount=5.0, period='day'))
+    >>> litellm = row.model_copy(update={"config": {"input_cost_per_token": 2.5e-06}})
+    >>> usage_terms(litellm).prices.input_per_million
+    2.5
+    >>> sorted(client_config(row).config)
+    []
+"""
+
+from __future__ import annotations
+
+import math
+from calendar import monthrange
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+from llmpool.errors import InvalidConfigError
+
+if TYPE_CHECKING:
+    from llmpool.models import LLMConfig
+
+__all__ = [
+    "INPUT_PRICE_KEY",
+    "INPUT_TOKEN_PRICE_KEY",
+    "MAX_SPEND_KEY",
+    "OUTPUT_PRICE_KEY",
+    "OUTPUT_TOKEN_PRICE_KEY",
+    "PERIODS",
+    "USAGE_CONFIG_KEYS",
+    "Budget",
+    "Prices",
+    "UsageTerms",
+    "check_usage_config",
+    "client_config",
+    "usage_terms",
+]
+
+INPUT_PRICE_KEY = "input_cost_per_million_tokens"
+OUTPUT_PRICE_KEY = "output_cost_per_million_tokens"
+MAX_SPEND_KEY = "max_spend"
+#: LiteLLM's names: the price of one token.
+INPUT_TOKEN_PRICE_KEY = "input_cost_per_token"
+OUTPUT_TOKEN_PRICE_KEY = "output_cost_per_token"
+
+#: The ``config`` keys llmpool reads for itself; a provider's client never sees them.
+USAGE_CONFIG_KEYS = frozenset(
+    {
+        INPUT_PRICE_KEY,
+        OUTPUT_PRICE_KEY,
+        INPUT_TOKEN_PRICE_KEY,
+        OUTPUT_TOKEN_PRICE_KEY,
+        MAX_SPEND_KEY,
+    }
+)
+
+#: The periods a budget may cover (UTC calendar day or month).
+PERIODS = ("day", "month")
+
+Period = Literal["day", "month"]
+
+
+@dataclass(frozen=True)
+class Prices:
+    """What a row's tokens cost, per million tokens.
+
+    Attributes:
+        input_per_million: The price of a million input tokens.
+        output_per_million: The price of a million output tokens.
+
+    Example:
+        >>> Prices(input_per_million=1.0, output_per_million=2.0).cost(10, 5)
+        2e-05
+    """
+
+    input_per_million: float = 0.0
+    output_per_million: float = 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """Return the cost of one call's tokens."""
+        return (
+            input_tokens * self.input_per_million + output_tokens * self.output_per_million
+        ) / 1e6
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The most a row may spend per UTC day or month.
+
+    Attributes:
+        amount: The spend at which the row is skipped, in the prices' currency.
+        period: ``"day"`` or ``"month"``.
+
+    Example:
+        >>> budget = Budget(5.0, "month")
+        >>> now = datetime(2025, 2, 14, 10, tzinfo=timezone.utc).timestamp()
+        >>> datetime.fromtimestamp(budget.start(now), timezone.utc).isoformat()
+        '2025-02-01T00:00:00+00:00'
+        >>> datetime.fromtimestamp(budget.end(now), timezone.utc).isoformat()
+        '2025-03-01T00:00:00+00:00'
+    """
+
+    amount: float
+    period: Period
+
+    def start(self, now: float) -> float:
+        """Return when the period holding ``now`` (epoch seconds) began, in epoch seconds."""
+        moment = datetime.fromtimestamp(now, timezone.utc)
+        if self.period == "day":
+            begun = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        else:
+            begun = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return begun.timestamp()
+
+    def end(self, now: float) -> float:
+        """Return when the period holding ``now`` ends (the next one begins), in epoch seconds."""
+        begun = self.start(now)
+        if self.period == "day":
+            return begun + 86400.0
+        moment = datetime.fromtimestamp(begun, timezone.utc)
+        return begun + monthrange(moment.year, moment.month)[1] * 86400.0
+
+
+@dataclass(frozen=True)
+class UsageTerms:
+    """A row's prices and budget, as its ``config`` sets them.
+
+    Attributes:
+        prices: Its prices; ``None`` when it sets none (its calls cost 0).
+        budget: Its budget; ``None`` when it has none.
+    """
+
+    prices: Prices | None = None
+    budget: Budget | None = None
+
+
+_NONE = UsageTerms()
+
+
+def _refuse(config: LLMConfig, key: str, problem: str) -> InvalidConfigError:
+    msg = f"{config.describe()}: config.{key} {problem}"
+    return InvalidConfigError(msg, llm_name=config.name, llm_id=config.id, field=f"config.{key}")
+
+
+def _amount(config: LLMConfig, key: str, value: Any, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _refuse(config, key, f"must be a number, not {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        which = "greater than 0" if positive else "0 or more"
+        raise _refuse(config, key, f"must be a finite number {which}, not {value!r}")
+    return number
+
+
+def _budget(config: LLMConfig, value: Any) -> Budget:
+    key = MAX_SPEND_KEY
+    shape = '{"amount": 5.0, "period": "day"} (period "day" or "month", UTC)'
+    if not isinstance(value, dict):
+        raise _refuse(config, key, f"must be an object like {shape}")
+    unknown = sorted(str(k) for k in value if k not in ("amount", "period"))
+    if unknown:
+        raise _refuse(config, key, f"has unknown key {unknown[0]!r}; expected {shape}")
+    if "amount" not in value:
+        raise _refuse(config, key, f"needs an amount: {shape}")
+    amount = _amount(config, f"{key}.amount", value["amount"], positive=True)
+    period = value.get("period", "day")
+    if period not in PERIODS:
+        raise _refuse(config, f"{key}.period", f'must be "day" or "month", not {period!r}')
+    return Budget(amount, period)
+
+
+def _per_million(config: LLMConfig, values: dict[str, Any], million: str, token: str) -> float:
+    if million in values and token in values:
+        raise _refuse(config, token, f"and config.{million} both price the same tokens; keep one")
+    if token in values:
+        return _amount(config, token, values[token]) * 1e6
+    return _amount(config, million, values.get(million, 0))
+
+
+def usage_terms(config: LLMConfig) -> UsageTerms:
+    """Return the prices and budget a row's ``config`` sets.
+
+    Raises:
+        InvalidConfigError: A price is not a finite number of 0 or more, or ``max_spend`` is
+            not ``{"amount": <number > 0>, "period": "day" | "month"}``; the message names
+            the row and the key.
+    """
+    values = config.config
+    if not any(key in values for key in USAGE_CONFIG_KEYS):
+        return _NONE
+    prices: Prices | None = None
+    named = (INPUT_PRICE_KEY, OUTPUT_PRICE_KEY, INPUT_TOKEN_PRICE_KEY, OUTPUT_TOKEN_PRICE_KEY)
+    if any(key in values for key in named):
+        prices = Prices(
+            _per_million(config, values, INPUT_PRICE_KEY, INPUT_TOKEN_PRICE_KEY),
+            _per_million(config, values, OUTPUT_PRICE_KEY, OUTPUT_TOKEN_PRICE_KEY),
+        )
+    budget = _budget(config, values[MAX_SPEND_KEY]) if MAX_SPEND_KEY in values else None
+    return UsageTerms(prices, budget)
+
+
+def check_usage_config(config: LLMConfig) -> None:
+    """A write-time check of a row's price and budget keys (see `usage_terms`).
+
+    Raises:
+        InvalidConfigError: A value is invalid; the message names the row and the key.
+    """
+    usage_terms(config)
+
+
+def client_config(config: LLMConfig) -> LLMConfig:
+    """Return the row without its `USAGE_CONFIG_KEYS`: what its provider builds the client from.
+
+    The row itself comes back when it has none of them.
+
+    Raises:
+        InvalidConfigError: A price or budget value is invalid (see `usage_terms`).
+    """
+    values = config.config
+    if not any(key in values for key in USAGE_CONFIG_KEYS):
+        return config
+    usage_terms(config)
+    kept = {key: value for key, value in values.items() if key not in USAGE_CONFIG_KEYS}
+    return config.model_copy(update={"config": kept})
