@@ -377,7 +377,7 @@ def counting_pool(
         return
     url: str = request.getfixturevalue("postgres_url")
     migrate(url)
-    with LLMPool(url, poll_interval=0) as writer:
+    with LLMPool(url, registry=registry, poll_interval=0) as writer:
         for row in rows:
             writer.store.add(row)
     engine = create_engine(url)

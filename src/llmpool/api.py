@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
     from langchain_core.language_models import BaseChatModel
 
+    from llmpool.embeddings.model import FallbackEmbeddings
     from llmpool.fallback.model import FallbackChatModel
     from llmpool.fallback.policy import FallbackPolicy
     from llmpool.models import LLMConfig
@@ -24,11 +26,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "aget_default_llm_config",
+    "aget_embeddings",
+    "aget_embeddings_with_fallback",
     "aget_llm",
     "aget_llm_with_fallback",
     "aget_llms_from_db",
     "create_llm_instance",
     "get_default_llm_config",
+    "get_embeddings",
+    "get_embeddings_with_fallback",
     "get_llm",
     "get_llm_with_fallback",
     "get_llms_from_db",
@@ -268,3 +274,85 @@ async def aget_llm_with_fallback(
     """
     _check(scope)
     return await get_pool().aget_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)
+
+
+def get_embeddings(scope: str = "global", llm_id: str | None = None) -> Embeddings:
+    """Return the scope's default embedding model, or one embedding row's by id.
+
+    See `LLMPool.get_embeddings`. Chat functions never see embedding rows, and this function
+    never serves a chat row (`llmpool.errors.WrongKindError`).
+
+    Example:
+        >>> from llmpool import LLMPool
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"name": "Vectors", "provider": "fake", "model_name": "m",
+        ...          "kind": "embedding", "is_default": True, "config": {"dimensions": 4}}]
+        >>> with set_pool(LLMPool(repository=InMemoryStore(rows), poll_interval=0)):
+        ...     len(get_embeddings().embed_query("What is Python?"))
+        4
+    """
+    _check(scope, llm_id)
+    return get_pool().get_embeddings(scope, llm_id)
+
+
+def get_embeddings_with_fallback(
+    scope: str = "global", *, space: str | None = None, policy: FallbackPolicy | None = None
+) -> FallbackEmbeddings:
+    """Return live embeddings over the scope's embedding rows of one vector space.
+
+    See `LLMPool.get_embeddings_with_fallback`: the rows fail over as chat rows do, but only
+    within one space, and each answer says which row and space produced it.
+
+    Example:
+        >>> from llmpool import LLMPool
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"name": "Vectors", "provider": "fake", "model_name": "m",
+        ...          "kind": "embedding"}]
+        >>> with set_pool(LLMPool(repository=InMemoryStore(rows), poll_interval=0)):
+        ...     vectors = get_embeddings_with_fallback().embed_documents(["a", "b"])
+        >>> len(vectors), vectors.response_metadata["llmpool"]["space"]
+        (2, 'm')
+    """
+    _check(scope)
+    return get_pool().get_embeddings_with_fallback(scope, space=space, policy=policy)
+
+
+async def aget_embeddings(scope: str = "global", llm_id: str | None = None) -> Embeddings:
+    """Async twin of `get_embeddings`.
+
+    Example:
+        >>> import asyncio
+        >>> from llmpool import LLMPool
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"name": "Vectors", "provider": "fake", "model_name": "m",
+        ...          "kind": "embedding", "is_default": True, "config": {"dimensions": 4}}]
+        >>> async def embed() -> int:
+        ...     return len(await (await aget_embeddings()).aembed_query("hello"))
+        >>> with set_pool(LLMPool(repository=InMemoryStore(rows), poll_interval=0)):
+        ...     asyncio.run(embed())
+        4
+    """
+    _check(scope, llm_id)
+    return await get_pool().aget_embeddings(scope, llm_id)
+
+
+async def aget_embeddings_with_fallback(
+    scope: str = "global", *, space: str | None = None, policy: FallbackPolicy | None = None
+) -> FallbackEmbeddings:
+    """Async twin of `get_embeddings_with_fallback`.
+
+    Example:
+        >>> import asyncio
+        >>> from llmpool import LLMPool
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> rows = [{"name": "Vectors", "provider": "fake", "model_name": "m",
+        ...          "kind": "embedding"}]
+        >>> async def embed() -> str:
+        ...     vectors = await (await aget_embeddings_with_fallback()).aembed_documents(["a"])
+        ...     return vectors.response_metadata["llmpool"]["name"]
+        >>> with set_pool(LLMPool(repository=InMemoryStore(rows), poll_interval=0)):
+        ...     asyncio.run(embed())
+        'Vectors'
+    """
+    _check(scope)
+    return await get_pool().aget_embeddings_with_fallback(scope, space=space, policy=policy)

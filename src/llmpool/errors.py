@@ -9,8 +9,11 @@ variable) and never a secret's value::
     │   └── EnvNotAllowedError                  a reference outside the environment allowlist
     ├── ArgumentTooLongError (ValueError)       a lookup's text argument is longer than allowed
     ├── LLMNotFoundError (LookupError)          no row with that id (or name)
+    │   ├── AmbiguousNameError                  a name held by several rows (scopes listed)
+    │   └── WrongKindError                      a chat row asked for as embeddings, or back
     ├── NoDefaultLLMError (LookupError)         "No default LLM configured"
     │   └── InvalidDefaultLLMError (+ InvalidConfigError)   the default row fails validation
+    ├── MixedSpacesError (ValueError)           an embedding chain would mix vector spaces
     ├── ConflictError                           a write lost a race or broke a uniqueness rule
     ├── DatabaseError                           the database failed or refused
     │   └── DatabaseUnavailableError            it could not be reached (password masked)
@@ -33,7 +36,7 @@ Text that came from a caller or from a row (a name, an id, a scope) is shortened
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "AllLLMsFailedError",
     "ArgumentTooLongError",
     "AllLLMsFailedToInitializeError",
+    "AmbiguousNameError",
     "CandidateFailure",
     "ConflictError",
     "DatabaseError",
@@ -51,6 +55,7 @@ __all__ = [
     "LLMNotFoundError",
     "LLMPoolError",
     "LiteralSecretError",
+    "MixedSpacesError",
     "MidStreamError",
     "MigrationChecksumError",
     "MigrationError",
@@ -61,6 +66,7 @@ __all__ = [
     "ProviderNotInstalledError",
     "UnknownProviderError",
     "UnsupportedParameterError",
+    "WrongKindError",
     "describe_row",
     "shorten",
     "visible",
@@ -209,6 +215,18 @@ class LLMNotFoundError(LLMPoolError, LookupError):
     """No row has the requested id (or name)."""
 
 
+class AmbiguousNameError(LLMNotFoundError):
+    """Several rows have the name asked for; the message lists each by scope and id.
+
+    Attributes:
+        candidates: The ids of the rows that have the name.
+    """
+
+    def __init__(self, message: str, *, candidates: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.candidates = tuple(candidates)
+
+
 class NoDefaultLLMError(LLMPoolError, LookupError):
     """The scope has no default row. The message starts "No default LLM configured"."""
 
@@ -311,13 +329,24 @@ class CandidateFailure:
     error: BaseException | None = None
 
 
+def _without_row(reason: str, row: str) -> str:
+    """Return ``reason`` without the row's own name, which the line already starts with.
+
+    Example:
+        >>> _without_row("MissingSecretError: LLM 'a' (id 1): OPENAI_API_KEY is not set",
+        ...              "LLM 'a' (id 1)")
+        'MissingSecretError: OPENAI_API_KEY is not set'
+    """
+    if reason.startswith(f"{row}: "):
+        return reason[len(row) + 2 :]
+    return reason.replace(f": {row}: ", ": ", 1)
+
+
 def _format_failures(header: str, failures: Sequence[CandidateFailure]) -> str:
     lines = [header]
     for index, failure in enumerate(failures, 1):
-        lines.append(
-            f"  {index}. {describe_row(failure.name, failure.llm_id)} "
-            f"[{failure.provider}]: {failure.reason}"
-        )
+        row = describe_row(failure.name, failure.llm_id)
+        lines.append(f"  {index}. {row} [{failure.provider}]: {_without_row(failure.reason, row)}")
     if not failures:
         lines.append("  (no enabled LLMs in this scope)")
     return "\n".join(lines)
@@ -359,3 +388,34 @@ class MidStreamError(LLMPoolError):
         self.partial_text = partial_text
         self.llm_id = llm_id
         self.llm_name = llm_name
+
+
+class WrongKindError(LLMNotFoundError):
+    """The row asked for is of another kind: an embedding row given to a chat function, or
+    a chat row given to an embedding function. The message names the row and the function to
+    use instead.
+
+    Attributes:
+        llm_id: The row.
+        kind: Its kind (``"chat"`` or ``"embedding"``).
+    """
+
+    def __init__(self, message: str, *, llm_id: str, kind: str) -> None:
+        super().__init__(message)
+        self.llm_id = llm_id
+        self.kind = kind
+
+
+class MixedSpacesError(LLMPoolError, ValueError):
+    """A fallback chain of embedding rows would cross between vector spaces.
+
+    Vectors of two spaces cannot share an index: the chain is refused, naming every row with
+    its space, instead of writing vectors of another model into the same index.
+
+    Attributes:
+        spaces: Space label -> the rows (``LLM 'name' (id ...)``) declaring it.
+    """
+
+    def __init__(self, message: str, *, spaces: Mapping[str, Sequence[str]]) -> None:
+        super().__init__(message)
+        self.spaces = {space: tuple(rows) for space, rows in spaces.items()}

@@ -1,10 +1,10 @@
 """Why each row of a scope's chain would, or would not, be tried: the pool's own view.
 
-`explain_chain` walks the scope's rows in the order a call would try them (the same routing
-the pool's fallback models use) and says for each whether it would be tried, and if not, why:
-disabled, a missing variable, a package not installed, a reference outside the allowlist, an
-unknown provider, any other build error, or a circuit breaker cooling down. It builds nothing
-into the pool's cache and takes no breaker probe slot: it only looks.
+`explain_chain` is `llmpool.pool.status.scope_status` cut down to the verdicts: the scope's
+rows in the order a call would try them, each saying whether it would be tried, and if not,
+why: disabled, a missing variable, a package not installed, a reference outside the allowlist,
+an unknown provider, any other build error, or a circuit breaker cooling down. It takes no
+breaker probe slot: it only looks.
 """
 
 from __future__ import annotations
@@ -12,19 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import (
-    EnvNotAllowedError,
-    LLMPoolError,
-    MissingSecretError,
-    ProviderNotInstalledError,
-    UnknownProviderError,
-)
-from llmpool.fallback.breakers import breaker_key
-from llmpool.fallback.routing import PriorityRouting
-from llmpool.fallback.walk import Candidate
-
 if TYPE_CHECKING:
-    from llmpool.models import LLMConfig
     from llmpool.pool.facade import LLMPool
 
 __all__ = ["ChainStep", "explain_chain"]
@@ -57,32 +45,13 @@ class ChainStep:
         return asdict(self)
 
 
-def _why_not(pool: LLMPool, config: LLMConfig) -> str | None:
-    if not config.enabled:
-        return "disabled"
-    try:
-        pool.registry.build(config, allowlist=pool.allowlist)
-    except MissingSecretError as error:
-        return f"missing environment variable {error.variable}"
-    except ProviderNotInstalledError as error:
-        return f"provider package not installed: {str(error).split('run: ')[-1]}"
-    except EnvNotAllowedError as error:
-        return f"not on the allowlist: {error.field}"
-    except UnknownProviderError:
-        return f"unknown provider {config.provider!r}"
-    except LLMPoolError as error:
-        return str(error)
-    if pool.breakers.is_open(breaker_key(config.id, config.version)):  # a look, not a probe
-        return "cooling down after repeated failures"
-    return None
-
-
-def explain_chain(pool: LLMPool, scope: str = "global") -> list[ChainStep]:
+def explain_chain(pool: LLMPool, scope: str = "global", kind: str = "chat") -> list[ChainStep]:
     """Return the scope's rows in the order a call would try them, each with its verdict.
 
     Args:
-        pool: The pool whose snapshot, registry, allowlist and breakers decide.
+        pool: The pool whose snapshot, builds and breakers decide.
         scope: The scope.
+        kind: The chain's kind: ``"chat"``, or ``"embedding"`` for its embedding rows.
 
     Example:
         >>> from llmpool.pool.facade import LLMPool
@@ -94,21 +63,17 @@ def explain_chain(pool: LLMPool, scope: str = "global") -> list[ChainStep]:
         [('Off', 'skipped', 'disabled'), ('On', 'would be tried', None)]
         >>> pool.close()
     """
-    configs = [c for c in pool.snapshot().configs if c.scope == scope]
-    ordered = PriorityRouting().order([Candidate(config) for config in configs])
-    steps = []
-    for position, candidate in enumerate(ordered, 1):
-        config = candidate.config
-        reason = _why_not(pool, config)
-        steps.append(
-            ChainStep(
-                position=position,
-                id=config.id,
-                name=config.name,
-                provider=config.provider,
-                priority=config.priority,
-                status="skipped" if reason is not None else "would be tried",
-                reason=reason,
-            )
+    from llmpool.pool.status import scope_status
+
+    return [
+        ChainStep(
+            position=row["position"],
+            id=row["id"],
+            name=row["name"],
+            provider=row["provider"],
+            priority=row["priority"],
+            status=row["status"],
+            reason=row["reason"],
         )
-    return steps
+        for row in scope_status(pool, scope, kind)["rows"]
+    ]

@@ -16,8 +16,11 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from llmpool.credentials.allowlist import EnvAllowlist
+    from llmpool.fallback.admission import AdmissionCheck
     from llmpool.fallback.breakers import BreakerStore
     from llmpool.fallback.policy import FallbackPolicy
+    from llmpool.limits import LimitStore
+    from llmpool.observe.hooks import Observer
     from llmpool.providers import ProviderRegistry
 
 __all__ = ["PoolOptions"]
@@ -49,6 +52,27 @@ class PoolOptions:
             pool was given a URL; when given an `Engine` (whose ``creator`` or
             ``connect_args`` an async engine could not copy), the sync engine in a worker
             thread.
+        track_usage: Count every call's tokens and cost per row and minute, flushed to the
+            ``llm_usage`` table (`llmpool.usage`; in memory for a repository that is not SQL),
+            and skip a row whose ``max_spend`` is reached. On by default.
+        usage_flush_interval: Seconds between flushes of the counted usage (a crash loses at
+            most this much); ``0`` flushes only on ``close``, ``usage()`` and exit.
+        budget_refresh: Seconds between readings of the budgeted rows' spend from the table
+            (what other replicas spent); never read per call.
+        usage_clock: Wall-clock seconds since the epoch, for usage minutes and budget periods;
+            injectable for tests.
+        limits: Where the rows' ``rpm`` and ``tpm`` windows are counted: in this process by
+            default (`llmpool.limits.LocalLimits`), or shared by every replica
+            (`llmpool.limits.redis.RedisLimits`).
+        admissions: Checks of yours asked before every call whether a row may be called now,
+            and told how each call went (`llmpool.fallback.admission.AdmissionCheck`); asked
+            after the pool's own.
+        observers: `llmpool.observe.Observer` objects told about every attempt, failover,
+            breaker change, call, reload and row that cannot be built, besides the built-in
+            logging and OpenTelemetry ones; added to the pool's policy and to any policy
+            passed to `LLMPool.get_llm_with_fallback`.
+        routing_seed: Seeds the random choices of the ``weighted`` and ``latency`` strategies
+            (repeatable orders, for tests); random by default.
 
     Example:
         >>> PoolOptions(poll_interval=0).listen
@@ -66,3 +90,11 @@ class PoolOptions:
     retry_failed_builds_after: float = 5.0
     clock: Callable[[], float] = field(default=time.monotonic)
     async_database: AsyncEngine | str | URL | None = None
+    observers: tuple[Observer, ...] = ()
+    limits: LimitStore | None = None
+    admissions: tuple[AdmissionCheck, ...] = ()
+    routing_seed: int | None = None
+    track_usage: bool = True
+    usage_flush_interval: float = 10.0
+    budget_refresh: float = 5.0
+    usage_clock: Callable[[], float] = field(default=time.time)

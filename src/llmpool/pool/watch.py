@@ -280,13 +280,17 @@ class Watcher:
             logger.warning(
                 "llmpool cannot read the LLM table; serving the last good snapshot: %s",
                 type(error).__name__,
-                extra={"error": type(error).__name__},
+                extra={
+                    "event": "database_down",
+                    "error": type(error).__name__,
+                    "error_class": type(error).__name__,
+                },
             )
 
     def _report_up(self) -> None:
         if self._down:
             self._down = False
-            logger.warning("llmpool can read the LLM table again")
+            logger.warning("llmpool can read the LLM table again", extra={"event": "database_up"})
 
     def _report_reload_failing(self, error: BaseException) -> None:
         if not self._reload_failing:
@@ -295,13 +299,17 @@ class Watcher:
                 "llmpool cannot reload the LLM table; serving the last good snapshot and "
                 "retrying at each change check: %s",
                 type(error).__name__,
-                extra={"error": type(error).__name__},
+                extra={
+                    "event": "reload_failing",
+                    "error": type(error).__name__,
+                    "error_class": type(error).__name__,
+                },
             )
 
     def _report_reloaded(self) -> None:
         if self._reload_failing:
             self._reload_failing = False
-            logger.warning("llmpool reloads the LLM table again")
+            logger.warning("llmpool reloads the LLM table again", extra={"event": "reload_ok"})
 
     def _report_broken(self, error: BaseException) -> None:
         # Once per kind of error: a cause that persists would otherwise log at every restart.
