@@ -30,6 +30,7 @@ LIST_HEADERS = [
     "PRIORITY",
     "ENABLED",
     "IS_DEFAULT",
+    "KIND",
 ]
 
 
@@ -186,10 +187,13 @@ def _check_seed_reads(results: dict[str, Result]) -> None:
     headers, rows = parse_table(ok(results["list"]))
     assert headers == LIST_HEADERS
     assert [list(r.values())[1:] for r in rows] == [
-        ["OpenAI GPT-4", "openai", "gpt-4", "global", "10", "yes", "no"],
-        ["OpenAI GPT-3.5", "openai", "gpt-3.5-turbo", "global", "20", "yes", "no"],
-        ["Claude 3 Opus", "anthropic", "claude-3-opus-20240229", "global", "42", "no", "no"],
-        ["Ollama Llama2", "ollama", "llama2", "global", "80", "yes", "yes"],
+        ["OpenAI GPT-4", "openai", "gpt-4", "global", "10", "yes", "no", "chat"],
+        ["OpenAI GPT-3.5", "openai", "gpt-3.5-turbo", "global", "20", "yes", "no", "chat"],
+        [
+            *("Claude 3 Opus", "anthropic", "claude-3-opus-20240229", "global", "42", "no"),
+            *("no", "chat"),
+        ],
+        ["Ollama Llama2", "ollama", "llama2", "global", "80", "yes", "yes", "chat"],
     ]
     listed = as_json(results["list_json"])
     assert [r["id"] for r in listed] == [r["ID"] for r in rows]
@@ -221,10 +225,15 @@ def _check_seed_reads(results: dict[str, Result]) -> None:
         ("4", "Ollama Llama2", "ollama", "80", "skipped",
          "missing environment variable OLLAMA_BASE_URL"),
     ]  # fmt: skip
-    headers, rows = parse_table(ok(results["chain"]))
-    assert headers == ["POSITION", "NAME", "PROVIDER", "PRIORITY", "STATUS", "REASON"]
-    assert [tuple(r.values()) for r in rows] == expected
-    chain = as_json(results["chain_json"])
+    chain_table, _, footer = ok(results["chain"]).partition("\n\n")
+    headers, rows = parse_table(chain_table)
+    assert headers == [
+        "POSITION", "NAME", "PROVIDER", "PRIORITY", "STATUS", "REASON", "BREAKER", "LAST_ERROR",
+        "LATENCY_MS", "ERROR_RATE",
+    ]  # fmt: skip
+    assert [tuple(r.values())[:6] for r in rows] == expected
+    assert footer.strip() == "scope 'global': OpenAI GPT-4 would answer now; breakers: local"
+    chain = as_json(results["chain_json"])["rows"]
     assert [
         (str(c["position"]), c["name"], c["provider"], str(c["priority"]), c["status"],
          c["reason"] or "-")
@@ -232,8 +241,9 @@ def _check_seed_reads(results: dict[str, Result]) -> None:
     ] == expected  # fmt: skip
     assert [c["id"] for c in chain] == [r["id"] for r in listed]
 
-    assert ok(results["migrate"]).strip() == "database is up to date"
-    assert as_json(results["migrate_json"]) == {"applied": [], "seeded": []}
+    assert ok(results["migrate"]).splitlines()[1:] == ["database is up to date"]
+    migrated = as_json(results["migrate_json"])
+    assert (migrated["applied"], migrated["seeded"]) == ([], [])
 
     headers, rows = parse_table(ok(results["providers"]))
     assert headers == ["NAME", "EXTRA", "INSTALLED", "DISTRIBUTION", "SECRET_ENV", "PLAIN_ENV"]
@@ -271,9 +281,9 @@ def test_every_command_prints_its_table_and_its_json(database_url: str, tmp_path
     # what the table commands changed, seen in a table; what the JSON commands deleted is gone
     _, rows = parse_table(ok(run_cli("list", "--all-scopes", *db)))
     assert sorted(tuple(r.values())[1:] for r in rows if r["SCOPE"] != "global") == [
-        ("J2", "fake", "m", "cli-json", "31", "no", "no"),
-        ("T2", "fake", "m", "cli-table", "31", "no", "no"),
-        ("Table Fake", "fake", "fake-t", "cli-table", "7", "yes", "yes"),
+        ("J2", "fake", "m", "cli-json", "31", "no", "no", "chat"),
+        ("T2", "fake", "m", "cli-table", "31", "no", "no", "chat"),
+        ("Table Fake", "fake", "fake-t", "cli-table", "7", "yes", "yes", "chat"),
     ]
     assert [r["NAME"] for r in rows if r["SCOPE"] == "global"] == SEED
 
@@ -301,7 +311,7 @@ def _mistakes(tmp: Path) -> list[tuple[tuple[str, ...], int, str | tuple[str, ..
         (("delete", "no-such-id"), 2, "pass --yes"),
         (("set-default", "no-such-id"), 1, "No LLM with id"),
         (("edit", "no-such-id", "--priority", "3"), 1, "No LLM with id"),
-        (("edit", "abc"), 2, "at least one field"),
+        (("edit", "OpenAI GPT-4"), 2, "at least one field"),
         (("edit", "no-such-id", "--priority", "high"), 2, "invalid int value"),
         (("check", "--timeout", "0"), 2, "--timeout must be a positive"),
         (("audit", "--since", "yesterday-ish"), 2, "--since"),
@@ -312,13 +322,13 @@ def _mistakes(tmp: Path) -> list[tuple[tuple[str, ...], int, str | tuple[str, ..
         (("add", "--from-json", files["objects.json"]), 2, "item 0 of"),
         (("add", "--from-json", files["string.json"]), 2, "is a JSON string, not an object"),
         (("add", "--from-json", files["half_bad.json"]), 1, "item 1: LLM 'Half Bad'"),
-        (("add", "--from-json", files["twins.json"]), 1, ("LLM 'Twin' (id ", UNIQUE_AT_ITEM_1)),
-        (("add", "--from-json", files["taken.json"]), 1, ("'OpenAI GPT-4' (id ", UNIQUE_AT_ITEM_1)),
+        (("add", "--from-json", files["twins.json"]), 1, ("LLM 'Twin' (item 1)", UNIQUE)),
+        (("add", "--from-json", files["taken.json"]), 1, ("'OpenAI GPT-4' (item 1)", UNIQUE)),
         (("add", "--from-json", str(tmp / "missing.json")), 2, "cannot read"),
     ]
 
 
-UNIQUE_AT_ITEM_1 = "(item 1): LLM names are unique within a scope; nothing was added"
+UNIQUE = "LLM names are unique within a scope, and LLM "
 
 
 def test_mistakes_give_one_line_and_no_traceback(database_url: str, tmp_path: Path) -> None:
@@ -350,7 +360,7 @@ def test_a_run_in_this_process_leaves_no_state_behind(sqlite_url: str) -> None:
     db = ("--database-url", sqlite_url)
     ok(run_cli("migrate", "--seed", *db))
     chain = run_cli("chain", "--json", *db, env={"OPENAI_API_KEY": SECRET}, stdin="ignored")
-    assert [c["status"] for c in as_json(chain)][:2] == ["would be tried", "would be tried"]
+    assert [c["status"] for c in as_json(chain)["rows"]][:2] == ["would be tried"] * 2
     assert (logger.handlers, get_registry(), dict(os.environ)) == (handlers, registry, environ)
     assert redaction.redact(SECRET) == SECRET
 

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import getpass
 import importlib
+import json
 import logging
 import os
 import sys
@@ -28,7 +29,15 @@ from llmpool.errors import LLMPoolError, shorten
 __all__ = ["build_parser", "main"]
 
 #: The command groups, each registering its parsers next to its handlers.
-_GROUPS = ("llmpool.cli.rows", "llmpool.cli.schema", "llmpool.cli.runtime")
+_GROUPS = (
+    "llmpool.cli.rows",
+    "llmpool.cli.schema",
+    "llmpool.cli.runtime",
+    "llmpool.cli.doctor",
+    "llmpool.cli.apply",
+    "llmpool.cli.usage",
+    "llmpool.cli.routing",
+)
 
 
 def _groups() -> list[ModuleType]:
@@ -46,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         parents=[common_options(suppress=False)],
     )
+    from llmpool.version import __version__
+
+    parser.add_argument("--version", action="version", version=f"llmpool {__version__}")
     common = common_options(suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
@@ -60,10 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_error(message: str) -> None:
+#: Whether this run prints its errors as JSON (``--json``), set once the command line is read.
+_json_errors = False
+
+
+def _print_error(message: str, error: BaseException | None = None, code: int = 1) -> None:
     # Cut before the scan: an argparse message may quote a whole (huge) argument.
-    text = one_line(shorten(message, MAX_MESSAGE))
-    print(f"llmpool: error: {text or 'unknown error'}", file=sys.stderr)
+    text = one_line(shorten(message, MAX_MESSAGE)) or "unknown error"
+    if _json_errors:
+        kind = type(error).__name__ if error is not None else "UsageError"
+        payload = {"error": text, "type": kind, "exit_code": code}
+        print(json.dumps(payload), file=sys.stderr)
+        return
+    print(f"llmpool: error: {text}", file=sys.stderr)
 
 
 def _user_error(error: Exception) -> str | None:
@@ -85,11 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Example:
         >>> main(["--help"])  # doctest: +SKIP
     """
+    global _json_errors
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _json_errors = "--json" in argv
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as error:
-        _print_error(str(error))
+        _print_error(str(error), error, 2)
         return 2
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
@@ -108,19 +132,19 @@ def _run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return _reader_gone()
     except UsageError as error:
-        _print_error(str(error))
+        _print_error(str(error), error, 2)
         return 2
     except (LLMPoolError, CommandFailed) as error:
-        _print_error(str(error))
+        _print_error(str(error), error)
         return 1
-    except KeyboardInterrupt:
-        _print_error("interrupted")
+    except KeyboardInterrupt as error:
+        _print_error("interrupted", error, 130)
         return 130
     except Exception as error:
         described = _user_error(error)
         if described is None:
             raise  # a bug: keep the traceback
-        _print_error(described)
+        _print_error(described, error)
         return 1
     return code
 

@@ -11,11 +11,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import LLMNotFoundError, shorten, visible
+from llmpool.errors import visible
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.pool.facade import LLMPool
+    from llmpool.repository.stored import StoredRow
 
 __all__ = [
     "MAX_MESSAGE",
@@ -23,7 +24,10 @@ __all__ = [
     "UsageError",
     "cell",
     "emit",
+    "allow_unknown_flag",
+    "allow_unknown_providers",
     "find_llm",
+    "find_stored",
     "mask_passwords",
     "one_line",
     "open_pool",
@@ -144,29 +148,48 @@ def open_pool(args: argparse.Namespace, **kwargs: Any) -> LLMPool:
     return LLMPool(args.database_url, poll_interval=0, listen=False, **kwargs)
 
 
-def find_llm(pool: LLMPool, ref: str) -> LLMConfig:
-    """Return the row whose id, or else whose (unique) name, is ``ref``.
+def find_stored(pool: LLMPool, ref: str, *, scope: str | None = None) -> StoredRow:
+    """Return the row (valid or not) whose id, or else whose name, is ``ref``.
 
     Raises:
         ArgumentTooLongError: ``ref`` is longer than any name (or id) could be.
         LLMNotFoundError: No row has that id or name.
-        UsageError: Several rows, in different scopes, have that name.
+        AmbiguousNameError: Several rows, in different scopes, have that name.
     """
-    from llmpool.models import MAX_LENGTHS, check_argument
+    from llmpool.repository.stored import find_row
 
-    check_argument("name", ref, MAX_LENGTHS["name"])
-    store = pool.store
-    if len(ref) <= MAX_LENGTHS["id"]:
-        try:
-            return store.get(ref)
-        except LLMNotFoundError:
-            pass
-    matches = [c for c in store.list_llms(scope=None) if c.name == ref]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        scopes = ", ".join(sorted(c.scope for c in matches))
-        msg = f"{len(matches)} LLMs are named {ref!r} (scopes: {scopes}); use the id"
-        raise UsageError(msg)
-    msg = f"No LLM with id or name {shorten(ref)!r}"
-    raise LLMNotFoundError(msg)
+    return find_row(pool.store, ref, scope=scope)
+
+
+def find_llm(pool: LLMPool, ref: str, *, scope: str | None = None) -> LLMConfig:
+    """Return the valid row whose id, or else whose (unique) name, is ``ref``.
+
+    Raises:
+        ArgumentTooLongError: ``ref`` is longer than any name (or id) could be.
+        LLMNotFoundError: No row has that id or name.
+        AmbiguousNameError: Several rows, in different scopes, have that name.
+        InvalidConfigError: The row fails validation (what is wrong with it).
+    """
+    row = find_stored(pool, ref, scope=scope)
+    if row.config is None:
+        assert row.error is not None
+        raise row.error
+    return row.config
+
+
+def allow_unknown_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--allow-unknown-provider`` to a command that writes rows."""
+    parser.add_argument(
+        "--allow-unknown-provider",
+        action="store_true",
+        help="accept a provider this machine does not know (its plugin is installed only "
+        "where the models are served)",
+    )
+
+
+def allow_unknown_providers(store: Any) -> None:
+    """Drop the known-provider check from ``store``'s write-time validators."""
+    from llmpool.providers import KnownProviderCheck
+
+    validators = getattr(store, "validators", ())
+    store.validators = tuple(v for v in validators if not isinstance(v, KnownProviderCheck))

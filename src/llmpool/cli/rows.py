@@ -13,23 +13,40 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmpool.cli.args import AddCommand, Handler, bounded, row_flags
+from llmpool.cli.args import (
+    AddCommand,
+    Handler,
+    bounded,
+    edit_flags,
+    row_fields,
+    row_flags,
+    scope_selector,
+)
 from llmpool.cli.output import (
     CommandFailed,
     UsageError,
+    allow_unknown_flag,
+    allow_unknown_providers,
     cell,
     emit,
-    find_llm,
+    find_stored,
     one_line,
     open_pool,
     table,
 )
-from llmpool.errors import LLMPoolError, shorten, visible
+from llmpool.errors import LLMNotFoundError, LLMPoolError, shorten, visible
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
 
 __all__ = ["COMMANDS", "register"]
+
+_EDIT_EPILOG = (
+    "--config and --auth-meta replace the whole object. --set PATH=VALUE and --unset PATH "
+    "change one field or key and keep the others: edit NAME --set config.temperature=0.2 "
+    "--unset config.max_tokens. On an invalid row (written by raw SQL), change the field at "
+    "fault: edit ID --unset auth_meta.api_key --set auth_meta.api_key_env=OPENAI_API_KEY."
+)
 
 _ADD_EPILOG = (
     "--from-json takes one object or a list of objects with the row's fields (name, "
@@ -48,12 +65,14 @@ def register(add: AddCommand) -> None:
     state.add_argument("--enabled", action="store_true")
     state.add_argument("--disabled", action="store_true")
     p.add_argument("--search", type=bounded("search"), help="part of the name or model name")
+    p.add_argument("--kind", choices=("chat", "embedding"), help="only rows of this kind")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scope", type=bounded("scope"), default="global")
     where.add_argument("--all-scopes", action="store_true")
 
-    p = add("show", "show one LLM by id or name")
+    p = add("show", "show one LLM by id or name (an invalid row too, with what is wrong)")
     p.add_argument("ref", metavar="ID|NAME", type=bounded("name"))
+    scope_selector(p)
 
     p = add("add", "add an LLM (flags, or --from-json FILE)", _ADD_EPILOG)
     row_flags(p)
@@ -65,32 +84,46 @@ def register(add: AddCommand) -> None:
         metavar="FILE",
         help="a JSON object or list of objects ('-' for stdin); all validated before any write",
     )
+    allow_unknown_flag(p)
 
-    p = add("edit", "change fields of an LLM")
-    p.add_argument("id", type=bounded("id"))
-    row_flags(p)
+    p = add("edit", "change fields of an LLM (an invalid row too)", _EDIT_EPILOG)
+    p.add_argument("ref", metavar="ID|NAME", type=bounded("name"))
+    scope_selector(p)
+    row_flags(p, skip=("scope",))
+    edit_flags(p)
+    allow_unknown_flag(p)
 
     for name, help_text in (
         ("enable", "enable LLMs"),
-        ("disable", "disable LLMs"),
-        ("delete", "delete LLMs"),
+        ("disable", "disable LLMs (an invalid row too)"),
+        ("delete", "delete LLMs (an invalid row too)"),
     ):
         p = add(name, help_text)
-        p.add_argument("ids", nargs="+", metavar="ID", type=bounded("id"))
+        p.add_argument("refs", nargs="+", metavar="ID|NAME", type=bounded("name"))
+        scope_selector(p)
         if name == "delete":
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     p = add("set-default", "make an LLM its scope's default")
-    p.add_argument("id", type=bounded("id"))
+    p.add_argument("ref", metavar="ID|NAME", type=bounded("name"))
+    scope_selector(p)
 
     p = add("audit", "the audit log, newest first")
-    p.add_argument("--llm", dest="llm_id", type=bounded("id"))
+    p.add_argument(
+        "--llm",
+        dest="llm_ref",
+        metavar="ID|NAME",
+        type=bounded("name"),
+        help="one row's entries, by id or name (a deleted row's name too)",
+    )
+    scope_selector(p)
     p.add_argument("--since", help="ISO date/time, or relative: 30m, 12h, 7d")
     p.add_argument("--limit", type=int, default=100)
 
 
 def _row(config: LLMConfig) -> dict[str, Any]:
-    data: dict[str, Any] = config.model_dump(mode="json")
+    # warnings=False: a row disabled or deleted while invalid is returned as stored.
+    data: dict[str, Any] = config.model_dump(mode="json", warnings=False)
     return data
 
 
@@ -103,12 +136,12 @@ _LIST_COLUMNS = (
     "priority",
     "enabled",
     "is_default",
+    "kind",
 )
 
 
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
-    fields = ("name", "provider", "model_name", "priority", "scope", "auth_meta", "config")
-    return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    return {f: getattr(args, f) for f in row_fields() if getattr(args, f, None) is not None}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -122,6 +155,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
     if args.disabled:
         rows = [r for r in rows if not r.enabled]
+    if args.kind:
+        rows = [r for r in rows if r.kind == args.kind]
     data = [_row(r) for r in rows]
     emit(args, data, lambda: table(data, _LIST_COLUMNS))
     return 0
@@ -130,8 +165,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """``llmpool show ID|NAME``."""
     with open_pool(args) as pool:
-        config = find_llm(pool, args.ref)
-    data = _row(config)
+        row = find_stored(pool, args.ref, scope=args.ref_scope)
+    if row.config is not None:
+        data = _row(row.config)
+    else:
+        data = {**row.fields, "problem": one_line(str(row.error))}
     emit(args, data, lambda: "\n".join(f"{k:>11}: {cell(v)}" for k, v in data.items()))
     return 0
 
@@ -152,6 +190,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         item["is_default"] = args.is_default
         items = [item]
     with open_pool(args) as pool:
+        if args.allow_unknown_provider:
+            allow_unknown_providers(pool.store)
         if not batch:
             added = [pool.store.add(items[0], actor=args.actor)]
         else:
@@ -215,21 +255,33 @@ def _read(path: str) -> str:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    """``llmpool edit ID ...``."""
+    """``llmpool edit ID|NAME ...``: flags replace fields; --set/--unset merge."""
+    from llmpool.repository.rules import edited_values
+
     changes = _changes(args)
-    if not changes:
-        msg = "edit needs at least one field to change (e.g. --priority 5)"
+    if not changes and not args.sets and not args.unsets:
+        msg = "edit needs at least one field to change (e.g. --priority 5 or --set KEY=VALUE)"
         raise UsageError(msg)
     with open_pool(args) as pool:
-        after = pool.store.update(args.id, changes, actor=args.actor)
+        if args.allow_unknown_provider:
+            allow_unknown_providers(pool.store)
+        row = find_stored(pool, args.ref, scope=args.ref_scope)
+        if args.sets or args.unsets:
+            current = {**row.values, **changes}
+            changes.update(edited_values(current, dict(args.sets), args.unsets))
+        after = pool.store.update(row.id, changes, actor=args.actor)
     emit(args, _row(after), lambda: f"updated {after.describe()}")
     return 0
+
+
+def _ids(pool: Any, args: argparse.Namespace) -> list[str]:
+    return [find_stored(pool, ref, scope=args.ref_scope).id for ref in args.refs]
 
 
 def _bulk(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         with open_pool(args) as pool:
-            rows = getattr(pool.store, action)(args.ids, actor=args.actor)
+            rows = getattr(pool.store, action)(_ids(pool, args), actor=args.actor)
         data = [_row(r) for r in rows]
         emit(args, data, lambda: "\n".join(f"{action}d {r.describe()}" for r in rows))
         return 0
@@ -238,26 +290,27 @@ def _bulk(action: str) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    """``llmpool delete ID... [--yes]``."""
+    """``llmpool delete ID|NAME... [--yes]``."""
     if not args.yes:
         if not sys.stdin.isatty():
             msg = "delete asks for confirmation; pass --yes when not on a terminal"
             raise UsageError(msg)
-        shown = shorten(visible(", ".join(args.ids)), 400)
-        answer = input(f"Delete {len(args.ids)} LLM(s) {shown}? [y/N] ")
+        shown = shorten(visible(", ".join(args.refs)), 400)
+        answer = input(f"Delete {len(args.refs)} LLM(s) {shown}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
     with open_pool(args) as pool:
-        count = pool.store.delete(args.ids, actor=args.actor)
+        count = pool.store.delete(_ids(pool, args), actor=args.actor)
     emit(args, {"deleted": count}, lambda: f"deleted {count} LLM(s)")
     return 0
 
 
 def cmd_set_default(args: argparse.Namespace) -> int:
-    """``llmpool set-default ID``."""
+    """``llmpool set-default ID|NAME``."""
     with open_pool(args) as pool:
-        after = pool.store.set_default(args.id, actor=args.actor)
+        llm_id = find_stored(pool, args.ref, scope=args.ref_scope).id
+        after = pool.store.set_default(llm_id, actor=args.actor)
     emit(args, _row(after), lambda: f"{after.describe()} is now the default of {after.scope!r}")
     return 0
 
@@ -287,11 +340,44 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """``llmpool audit``."""
     since = _since(args.since)
     with open_pool(args) as pool:
-        entries = pool.store.audit_log(llm_id=args.llm_id, since=since, limit=args.limit)
+        if args.llm_ref is None:
+            entries = pool.store.audit_log(since=since, limit=args.limit)
+        else:
+            entries = _audit_of(pool, args, since)
     data = [e.model_dump(mode="json") for e in entries]
     rows = [{**d, "name": (d["after"] or d["before"] or {}).get("name")} for d in data]
     emit(args, data, lambda: table(rows, ("at", "actor", "action", "name", "llm_id")))
     return 0
+
+
+def _audit_of(pool: Any, args: argparse.Namespace, since: datetime | None) -> list[Any]:
+    """The entries of the row ``--llm`` names: by id, by a current name, or by a former one."""
+    try:
+        llm_id = find_stored(pool, args.llm_ref, scope=args.ref_scope).id
+    except LLMNotFoundError as error:
+        if type(error) is not LLMNotFoundError:  # ambiguous: the candidates are listed
+            raise
+        # A deleted (or renamed) row: its name is in the audit log.
+        ref, scope = args.llm_ref, args.ref_scope
+        ids = {
+            e.llm_id
+            for e in pool.store.audit_log(limit=None)
+            for state in (e.before, e.after)
+            if state
+            and (state.get("id") == ref or state.get("name") == ref)
+            and (scope is None or state.get("scope") == scope)
+        }
+        if not ids:
+            raise
+        entries = [
+            entry
+            for llm_id in ids
+            for entry in pool.store.audit_log(llm_id=llm_id, since=since, limit=None)
+        ]
+        entries.sort(key=lambda e: (e.at, e.id), reverse=True)
+        return entries[: args.limit]
+    result: list[Any] = pool.store.audit_log(llm_id=llm_id, since=since, limit=args.limit)
+    return result
 
 
 COMMANDS: dict[str, Handler] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -37,8 +38,17 @@ __all__ = ["COMMANDS", "DEMO_ROW", "cmd_check", "cmd_demo", "register"]
 
 def register(add: AddCommand) -> None:
     """Add the parsers of the commands that build models."""
-    p = add("chain", "the fallback order, and why a row would not be tried")
+    p = add(
+        "chain",
+        "the scope's health: each row in call order, its breaker, and who would answer now",
+        epilog=(
+            "Prints LLMPool.status(). Breakers are read from Redis with --redis-url (or "
+            "LLMPOOL_REDIS_URL): the fleet's view. Exit code 1 when no row can answer."
+        ),
+    )
     p.add_argument("--scope", type=bounded("scope"), default="global")
+    p.add_argument("--kind", choices=("chat", "embedding"), default="chat", help="which chain")
+    _redis_options(p)
 
     p = add("check", "build each LLM and send a tiny prompt (works on disabled rows)")
     p.add_argument("ids", nargs="*", metavar="ID|NAME", type=bounded("name"))
@@ -48,6 +58,12 @@ def register(add: AddCommand) -> None:
         type=float,
         default=20.0,
         help="seconds each row may take; passed to its client and enforced (default: 20)",
+    )
+    p.add_argument(
+        "--ready",
+        action="store_true",
+        help="exit 0 when at least one enabled row answers (a readiness probe); "
+        "by default any failure exits 1",
     )
 
     add("providers", "providers found, their extras, and plugins that failed to load")
@@ -116,18 +132,87 @@ def cmd_providers(args: argparse.Namespace) -> int:
 # -- chain -----------------------------------------------------------------------------------
 
 
-def cmd_chain(args: argparse.Namespace) -> int:
-    """``llmpool chain``: the fallback order, and why a row would not be tried."""
-    with open_pool(args) as pool:
-        data = [step.as_dict() for step in pool.explain(args.scope)]
-    for step in data:
-        step["reason"] = one_line(step["reason"]) if step["reason"] else None
-    emit(
-        args,
-        data,
-        lambda: table(data, ("position", "name", "provider", "priority", "status", "reason")),
+def _redis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="the Redis of the service's shared circuit breakers (default: LLMPOOL_REDIS_URL)",
     )
-    return 0
+    parser.add_argument(
+        "--redis-prefix",
+        default=None,
+        help="their key prefix (default: LLMPOOL_REDIS_PREFIX, else llmpool:breaker:)",
+    )
+
+
+def _breaker_store(args: argparse.Namespace) -> Any:
+    url = args.redis_url or os.environ.get("LLMPOOL_REDIS_URL")
+    if not url:
+        return None
+    from llmpool.fallback.breakers_redis import RedisBreakerStore
+
+    prefix = args.redis_prefix or os.environ.get("LLMPOOL_REDIS_PREFIX") or "llmpool:breaker:"
+    return RedisBreakerStore(url, prefix=prefix)
+
+
+#: What ``chain`` says when it sees only this shell's own breakers.
+LOCAL_VIEW = (
+    "no shared breaker store configured (--redis-url or LLMPOOL_REDIS_URL): breaker states "
+    "are this shell's own, not the service's; buildability is judged from this shell's "
+    "environment"
+)
+
+
+def _chain_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for row in status["rows"]:
+        breaker = row["breaker"]
+        state = breaker["state"]
+        if breaker["reopens_in"] is not None:
+            state = f"{state} ({breaker['reopens_in']:.0f}s)"
+        latency = row["latency"]
+        last = row["last_error"]
+        rows.append(
+            {
+                **row,
+                "reason": one_line(row["reason"]) if row["reason"] else None,
+                "breaker": state,
+                "latency_ms": latency["p50_ms"] if latency else None,
+                "last_error": last["error_class"] if last else None,
+            }
+        )
+    return rows
+
+
+def cmd_chain(args: argparse.Namespace) -> int:
+    """``llmpool chain``: `LLMPool.status` of the scope; exit 1 when no row can answer."""
+    store = _breaker_store(args)
+    with open_pool(args, breaker_store=store) as pool:
+        status: dict[str, Any] = dict(pool.status(args.scope, args.kind))
+    for row in status["rows"]:
+        row["reason"] = one_line(row["reason"]) if row["reason"] else None
+        row["build_error"] = one_line(row["build_error"]) if row["build_error"] else None
+    if store is None:
+        status["note"] = "; ".join(n for n in (status["note"], LOCAL_VIEW) if n)
+        print(f"llmpool: note: {LOCAL_VIEW}", file=sys.stderr)
+    elif status["breakers"] != "shared":
+        print("llmpool: note: Redis did not answer: breaker states are local", file=sys.stderr)
+
+    def render() -> str:
+        columns = ("position", "name", "provider", "priority", "status", "reason", "breaker")
+        text = table(_chain_rows(status), (*columns, "last_error", "latency_ms", "error_rate"))
+        answering = status["answering"]
+        who = (
+            f"{one_line(answering['name'])} would answer now"
+            if answering
+            else f"no row can answer now ({status['note']})"
+        )
+        return (
+            f"{text}\n\nscope {one_line(status['scope'])!r}: {who}; breakers: {status['breakers']}"
+        )
+
+    emit(args, status, render)
+    return 0 if status["can_answer"] else 1
 
 
 # -- check -----------------------------------------------------------------------------------
@@ -151,10 +236,12 @@ def build_bounded(pool: LLMPool, config: LLMConfig, timeout: float) -> BaseChatM
     if isinstance(current, (int, float)) and not isinstance(current, bool):
         timeout = min(float(current), timeout)
     bounded = config.model_copy(update={"config": {**config.config, key: timeout}})
+    registry = pool.registry
+    build: Any = registry.build_embeddings if config.kind == "embedding" else registry.build
     try:
-        return pool.registry.build(bounded, allowlist=pool.allowlist)
+        return build(bounded, allowlist=pool.allowlist)  # type: ignore[no-any-return]
     except UnsupportedParameterError:
-        return pool.registry.build(config, allowlist=pool.allowlist)
+        return build(config, allowlist=pool.allowlist)  # type: ignore[no-any-return]
 
 
 def call_with_deadline(call: Callable[[], Any], timeout: float) -> Any:
@@ -196,10 +283,13 @@ def _probe(pool: LLMPool, config: LLMConfig, timeout: float) -> dict[str, Any]:
         "reply": None,
         "error": None,
     }
-    started = time.perf_counter()
     try:
+        # Timed from here: building the client (and importing its package) is not latency.
         model = build_bounded(pool, config, timeout)
-        reply = call_with_deadline(lambda: model.invoke(PROBE_PROMPT), timeout)
+        started = time.perf_counter()
+        client: Any = model  # an embedding row's client embeds the prompt
+        ask = client.embed_query if config.kind == "embedding" else client.invoke
+        reply = call_with_deadline(lambda: ask(PROBE_PROMPT), timeout)
     except ProbeTimeout as error:
         entry["error"] = str(error)
     except Exception as error:  # a health check reports every failure, then goes on
@@ -209,16 +299,56 @@ def _probe(pool: LLMPool, config: LLMConfig, timeout: float) -> dict[str, Any]:
         else:
             entry["error"] = f"{type(error).__name__}: {text}" if text else type(error).__name__
     else:
+        said = f"a vector of {len(reply)} numbers" if isinstance(reply, list) else reply.content
         entry.update(
             ok=True,
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
-            reply=one_line(str(reply.content))[:60],
+            reply=one_line(str(said))[:60],
         )
     return entry
 
 
+class Progress:
+    """Says on stderr as each row's check finishes: a line rewritten in place on a terminal,
+    one plain line per row otherwise (a log, a CI job)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.tty = sys.stderr.isatty()
+        self._lock = threading.Lock()
+
+    def finished(self, entry: dict[str, Any]) -> None:
+        """Report one finished row."""
+        with self._lock:
+            self.done += 1
+            name = one_line(entry["name"])
+            if entry["ok"]:
+                verdict = f"ok in {entry['latency_ms']} ms"
+            else:
+                verdict = f"failed: {one_line(str(entry['error']))}"
+            if self.tty:
+                line = f"[{self.done}/{self.total}] {name}: {verdict}"
+                sys.stderr.write("\r\x1b[2K" + line[:200])
+                if self.done == self.total:
+                    sys.stderr.write("\r\x1b[2K")
+            else:
+                sys.stderr.write(f"llmpool: check {self.done}/{self.total}: {name}: {verdict}\n")
+            sys.stderr.flush()
+
+
+#: Rows checked at once.
+CHECK_WORKERS = 8
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """``llmpool check``: build each row and send a tiny prompt, each within ``--timeout``."""
+    """``llmpool check``: build each row and send a tiny prompt, each within ``--timeout``.
+
+    Rows are checked at once (up to `CHECK_WORKERS`), each reported on stderr as it finishes;
+    the table (or ``--json``) lists them in order at the end.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     if not math.isfinite(args.timeout) or args.timeout <= 0:
         msg = f"--timeout must be a positive number of seconds, not {args.timeout:g}"
         raise UsageError(msg)
@@ -227,13 +357,23 @@ def cmd_check(args: argparse.Namespace) -> int:
         rows = [find_llm(pool, ref) for ref in refs] if refs else None
         if rows is None:
             rows = pool.store.list_llms(scope=args.scope)
-        data = [_probe(pool, config, args.timeout) for config in rows]
+        progress = Progress(len(rows))
+
+        def probe(config: LLMConfig) -> dict[str, Any]:
+            entry = _probe(pool, config, args.timeout)
+            progress.finished(entry)
+            return entry
+
+        with ThreadPoolExecutor(max(1, min(CHECK_WORKERS, len(rows)))) as workers:
+            data = list(workers.map(probe, rows))
     emit(
         args,
         data,
         lambda: table(data, ("name", "provider", "enabled", "ok", "latency_ms", "error")),
     )
-    return 0 if all(d["ok"] for d in data) else 1
+    if args.ready:
+        return 0 if any(d["ok"] and d["enabled"] for d in data) else 1
+    return 0 if data and all(d["ok"] for d in data) else 1
 
 
 # -- demo ------------------------------------------------------------------------------------
@@ -262,7 +402,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             seed_starter_rows(store, actor=args.actor)
             store.add(DEMO_ROW, actor=args.actor)
             rows = store.list_llms()
-            with _hidden(v for r in rows for k, v in r.auth_meta.items() if k.endswith("_env")):
+            hidden = _hidden(v for r in rows for k, v in r.auth_meta.items() if k.endswith("_env"))
+            with hidden, _quiet("llmpool.pool"):  # the walk below shows why rows are skipped
                 answer = pool.get_llm_with_fallback().invoke("Explain machine learning")
     meta = answer.response_metadata["llmpool"]
     walk = [
@@ -296,6 +437,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  {step['name']:<16} {mark}{detail}")
     print(f"\nanswer from {meta['name']}: {answer.content}")
     return 0
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -19,18 +19,22 @@ def register(add: AddCommand) -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """``llmpool migrate [--seed]``."""
     from llmpool.repository.sql.migrate import migrate, seed_starter_rows
+    from llmpool.repository.sql.url import mask_url, resolve_database_url
 
+    # Named in the output: without --database-url or a configured URL it is a local file.
+    database = mask_url(resolve_database_url(args.database_url))
     applied = migrate(args.database_url)
     seeded: list[str] = []
     if args.seed:
         with open_pool(args, auto_migrate=False) as pool:
             seeded = [c.name for c in seed_starter_rows(pool.store, actor=args.actor)]
-    data = {"applied": applied, "seeded": seeded}
+    data = {"database": database, "applied": applied, "seeded": seeded}
     emit(
         args,
         data,
         lambda: (
-            "\n".join([f"applied {name}" for name in applied] or ["database is up to date"])
+            f"database: {database}\n"
+            + "\n".join([f"applied {name}" for name in applied] or ["database is up to date"])
             + "".join(f"\nseeded {name}" for name in seeded)
         ),
     )

@@ -1,0 +1,85 @@
+"""``llmpool usage``: the calls, tokens and cost of the rows, from the ``llm_usage`` table.
+
+``llmpool usage --since 1d`` lists each row's calls, errors, tokens and cost over the last day;
+``--by scope`` or ``--by day`` groups them otherwise; ``--json`` prints the typed rows
+(`llmpool.usage.UsageRow`) and their total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime
+from typing import Any
+
+from llmpool.cli.args import AddCommand, Handler, bounded
+from llmpool.cli.output import emit, open_pool, table
+
+__all__ = ["COMMANDS", "register"]
+
+_COLUMNS = {
+    "row": ["name", "scope", "provider", "model_name"],
+    "scope": ["scope"],
+    "day": ["day"],
+}
+_COUNTS = ["calls", "errors", "input_tokens", "output_tokens", "cost"]
+
+
+def _moment(text: str) -> datetime:
+    from llmpool.usage.report import parse_since
+
+    try:
+        return parse_since(text, time.time())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def register(add: AddCommand) -> None:
+    """Add the ``usage`` parser."""
+    p = add(
+        "usage",
+        "calls, tokens and cost per row, scope or day (from the llm_usage table)",
+        epilog="Times: a duration before now (30m, 12h, 1d, 2w) or an ISO date or time (UTC).",
+    )
+    p.add_argument(
+        "--since", type=_moment, default=None, help="from when (default: 1d, the last day)"
+    )
+    p.add_argument("--until", type=_moment, default=None, help="until when (default: now)")
+    p.add_argument(
+        "--by", choices=["row", "scope", "day"], default="row", help="group by (default: row)"
+    )
+    p.add_argument("--scope", type=bounded("scope"), default=None, help="only this scope")
+
+
+def _cost(value: float) -> str:
+    return f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    """``llmpool usage [--since 1d] [--until T] [--by row|scope|day] [--scope S]``."""
+    since = args.since if args.since is not None else _moment("1d")
+    with open_pool(args) as pool:
+        rows = pool.usage(since=since, until=args.until, by=args.by, scope=args.scope)
+    total = {name: sum(getattr(row, name) for row in rows) for name in _COUNTS}
+    data: dict[str, Any] = {
+        "since": since.isoformat(),
+        "until": args.until.isoformat() if args.until is not None else None,
+        "by": args.by,
+        "rows": [row.as_dict() for row in rows],
+        "total": total,
+    }
+
+    def render() -> str:
+        columns = _COLUMNS[args.by] + _COUNTS
+        lines = [{**row.as_dict(), "cost": _cost(row.cost)} for row in rows]
+        if not lines:
+            return f"no calls recorded since {since:%Y-%m-%d %H:%M} UTC"
+        first = _COLUMNS[args.by][0]
+        lines.append({first: "TOTAL", **total, "cost": _cost(total["cost"])})
+        return table(lines, columns)
+
+    emit(args, data, render)
+    return 0
+
+
+COMMANDS: dict[str, Handler] = {"usage": cmd_usage}

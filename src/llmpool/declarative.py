@@ -1,0 +1,441 @@
+"""The table as a file: export rows, plan the changes a file asks for, apply them at once.
+
+A document is ``{"llms": [entry, ...], "scopes": {scope: {"routing": strategy}}}`` (JSON, or
+YAML with PyYAML installed:
+``pip install "llmpool[yaml]"``). An entry holds a row's writable fields (every field of
+`LLMConfig` but ``id``, ``created_at``, ``updated_at`` and ``version``), references only, never
+secret values. Rows are matched by ``(scope, name)``; ``scope`` defaults to ``global``.
+``scopes`` is optional: each scope it names gets that routing strategy (``priority``,
+``weighted``, ``latency`` or ``least_busy``); a scope it leaves out keeps its own.
+
+- `export_rows` writes the rows of a scope (or of all) as a document.
+- `plan` compares a document with the table: rows to add, rows to change (with each field's
+  before and after), and, with ``prune``, rows of the document's scopes that it does not list,
+  to remove. A field an entry leaves out is left as it is (a new row gets its default).
+  Every entry is validated as a write would be, so a plan that shows is a plan that applies.
+- `apply` writes a plan in one transaction (`LLMStore.apply_changes`), one audit entry per row
+  changed; when anything is refused, nothing is written and no audit entry is kept.
+
+Exporting, then applying the export, plans nothing and writes nothing.
+
+Example:
+    >>> from llmpool.repository.memory import InMemoryStore
+    >>> store = InMemoryStore()
+    >>> doc = {"llms": [{"name": "Fake", "provider": "fake", "model_name": "echo"}]}
+    >>> print(apply(store, doc).render())
+    + add LLM 'Fake' in scope 'global'
+    >>> apply(store, export_rows(store)).empty
+    True
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llmpool.errors import InvalidConfigError, LLMPoolError, describe_row, shorten
+from llmpool.models import LLMConfig
+
+if TYPE_CHECKING:
+    from llmpool.repository.stored import StoredRow
+
+__all__ = [
+    "Plan",
+    "Step",
+    "apply",
+    "dumps",
+    "export_rows",
+    "loads",
+    "managed_fields",
+    "plan",
+]
+
+_MATCH = ("scope", "name")
+
+
+def managed_fields() -> tuple[str, ...]:
+    """Return the fields a document holds: every writable field of `LLMConfig`, in order."""
+    from llmpool.repository.rules import READ_ONLY_FIELDS
+
+    return tuple(f for f in LLMConfig.FIELDS if f not in READ_ONLY_FIELDS)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row's change.
+
+    Attributes:
+        action: ``add``, ``change``, ``remove``, or ``routing`` (a scope's strategy).
+        scope: The row's scope.
+        name: The row's name.
+        llm_id: The row's id (``None`` for a row to add).
+        changes: For ``change``: field -> ``(before, after)``; for ``add``: field -> value.
+    """
+
+    action: str
+    scope: str
+    name: str
+    llm_id: str | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """Return the step as one line of a plan."""
+        if self.action == "routing":
+            before, after = self.changes["routing"]
+            return f"~ route scope {shorten(self.scope)!r}: {before} -> {after}"
+        row = describe_row(self.name, self.llm_id)
+        if self.action == "add":
+            return f"+ add {row} in scope {shorten(self.scope)!r}"
+        if self.action == "remove":
+            return f"- remove {row} from scope {shorten(self.scope)!r}"
+        diff = "; ".join(
+            f"{name}: {_shown(before)} -> {_shown(after)}"
+            for name, (before, after) in self.changes.items()
+        )
+        return f"~ change {row}: {diff}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the step as a JSON-ready dict."""
+        changes: Any = self.changes
+        if self.action in ("change", "routing"):
+            changes = {k: {"before": b, "after": a} for k, (b, a) in self.changes.items()}
+        return {
+            "action": self.action,
+            "scope": self.scope,
+            "name": self.name,
+            "id": self.llm_id,
+            "changes": changes,
+        }
+
+
+def _shown(value: Any) -> str:
+    return shorten(json.dumps(value, sort_keys=True, default=str), 200)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What applying a document changes, in the order it is applied.
+
+    Attributes:
+        steps: Removals, then changes, then additions, then the scopes' strategies.
+    """
+
+    steps: tuple[Step, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """Whether the table already matches the document."""
+        return not self.steps
+
+    def render(self) -> str:
+        """Return the plan, one line per row (``no changes`` when empty)."""
+        return "\n".join(step.describe() for step in self.steps) or "no changes"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the plan as a JSON-ready dict."""
+        return {"steps": [step.as_dict() for step in self.steps]}
+
+
+# -- documents ---------------------------------------------------------------------------------
+
+
+def export_rows(store: Any, *, scope: str | None = "global") -> dict[str, Any]:
+    """Return the valid rows of ``scope`` (``None``: every scope) as a document.
+
+    A row that fails validation is left out (its fields may hold a secret) and logged; `diagnose`
+    (`llmpool doctor`) says what is wrong with it.
+
+    Example:
+        >>> from llmpool.repository.memory import InMemoryStore
+        >>> store = InMemoryStore([{"name": "A", "provider": "fake", "model_name": "m"}])
+        >>> export_rows(store)["llms"][0]["name"]
+        'A'
+    """
+    import logging
+
+    from llmpool.repository.stored import stored_rows
+
+    fields = managed_fields()
+    entries = []
+    for row in stored_rows(store, scope=scope):
+        if row.config is None:
+            logging.getLogger(__name__).warning(
+                "export left out an invalid row: %s",
+                row.describe(),
+                extra={"llm_id": row.id},
+            )
+            continue
+        data = row.config.model_dump(mode="json")
+        entries.append({name: data[name] for name in fields})
+    entries.sort(key=lambda e: (e["scope"], e["priority"], e["name"]))
+    document: dict[str, Any] = {"llms": entries}
+    get_routing = getattr(store, "get_routing", None)
+    if get_routing is not None:
+        names = sorted({e["scope"] for e in entries} | ({scope} if scope is not None else set()))
+        document["scopes"] = {name: {"routing": get_routing(name)} for name in names}
+    return document
+
+
+def dumps(document: Mapping[str, Any], fmt: str = "json") -> str:
+    """Return a document as ``json`` or ``yaml`` text.
+
+    Raises:
+        LLMPoolError: ``yaml`` without PyYAML installed.
+    """
+    if fmt == "yaml":
+        yaml = _yaml()
+        text: str = yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True)
+        return text
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def loads(text: str, fmt: str | None = None) -> dict[str, Any]:
+    """Parse a document from JSON or YAML text (``fmt`` ``None``: JSON when it parses as JSON).
+
+    Raises:
+        InvalidConfigError: The text is not a document (a mapping with an ``llms`` list).
+        LLMPoolError: YAML without PyYAML installed.
+    """
+    from llmpool.models import MAX_JSON_DEPTH, json_text_depth
+
+    if json_text_depth(text) > MAX_JSON_DEPTH + 3:
+        msg = f"the document nests deeper than {MAX_JSON_DEPTH + 3} levels"
+        raise InvalidConfigError(msg)
+    loaded: Any
+    if fmt != "yaml":
+        try:
+            loaded = json.loads(text)
+        except ValueError as error:
+            if fmt == "json":
+                msg = f"the document is not valid JSON: {shorten(str(error), 200)}"
+                raise InvalidConfigError(msg) from None
+            fmt = "yaml"
+    if fmt == "yaml":
+        yaml = _yaml()
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            msg = f"the document is not valid YAML: {shorten(one_line_text(str(error)), 200)}"
+            raise InvalidConfigError(msg) from None
+    if isinstance(loaded, list):
+        loaded = {"llms": loaded}
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("llms", []), list):
+        msg = 'a document is an object with a list of rows under "llms"'
+        raise InvalidConfigError(msg)
+    unknown = sorted(set(loaded) - {"llms", "scopes"})
+    if unknown:
+        msg = f'a document holds only "llms" and "scopes"; unknown key {shorten(str(unknown[0]))!r}'
+        raise InvalidConfigError(msg)
+    document: dict[str, Any] = {"llms": list(loaded.get("llms") or [])}
+    if loaded.get("scopes") is not None:
+        document["scopes"] = loaded["scopes"]
+    return document
+
+
+def one_line_text(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _yaml() -> Any:
+    try:
+        import yaml
+    except ImportError:
+        msg = 'YAML needs PyYAML: pip install "llmpool[yaml]" (or use JSON)'
+        raise LLMPoolError(msg) from None
+    return yaml
+
+
+# -- planning ----------------------------------------------------------------------------------
+
+
+def _entries(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    fields = managed_fields()
+    entries: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    defaults: dict[tuple[str, str], str] = {}
+    for index, entry in enumerate(document.get("llms", [])):
+        if not isinstance(entry, Mapping):
+            msg = f"entry {index} is not an object"
+            raise InvalidConfigError(msg)
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            msg = f"entry {index} has no name (rows are matched by scope and name)"
+            raise InvalidConfigError(msg, field="name")
+        where = f"entry {index} ({describe_row(name, None)})"
+        for key in entry:
+            if key not in fields:
+                close = difflib.get_close_matches(str(key), fields, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                reason = "is set by the store" if key in LLMConfig.FIELDS else "is not a field"
+                msg = f"{where}: {shorten(str(key))!r} {reason}{hint}"
+                raise InvalidConfigError(msg, llm_name=name, field=str(key))
+        values = {"scope": "global", **entry}
+        key = (str(values["scope"]), name)
+        if key in seen:
+            msg = f"{where}: scope {shorten(key[0])!r} lists this name twice"
+            raise InvalidConfigError(msg, llm_name=name, field="name")
+        seen.add(key)
+        if values.get("is_default") is True:
+            kind = (key[0], str(values.get("kind", "chat")))
+            if kind in defaults:
+                msg = (
+                    f"{where}: scope {shorten(key[0])!r} already has a default in this "
+                    f"document, {describe_row(defaults[kind], None)}"
+                )
+                raise InvalidConfigError(msg, llm_name=name, field="is_default")
+            defaults[kind] = name
+        entries.append(values)
+    return entries
+
+
+def _strategies(document: Mapping[str, Any]) -> dict[str, str]:
+    from llmpool.repository.scopes import check_routing
+
+    listed = document.get("scopes") or {}
+    if not isinstance(listed, Mapping):
+        msg = 'scopes must be an object: {"scope": {"routing": "weighted"}}'
+        raise InvalidConfigError(msg, field="scopes")
+    strategies: dict[str, str] = {}
+    for scope, settings in listed.items():
+        where = f"scopes.{shorten(str(scope))}"
+        if not isinstance(settings, Mapping):
+            msg = f'{where} must be an object like {{"routing": "weighted"}}'
+            raise InvalidConfigError(msg, field=where)
+        for key in settings:
+            if key != "routing":
+                msg = f"{where}: {shorten(str(key))!r} is not a scope setting (only 'routing')"
+                raise InvalidConfigError(msg, field=f"{where}.{shorten(str(key))}")
+        if "routing" in settings:
+            name, strategy = check_routing(str(scope), settings["routing"])
+            strategies[name] = strategy
+    return strategies
+
+
+def _diff(row: StoredRow, entry: Mapping[str, Any]) -> dict[str, Any]:
+    current = row.fields
+    return {
+        name: (current.get(name), value)
+        for name, value in entry.items()
+        if name not in _MATCH and current.get(name) != value
+    }
+
+
+def plan(
+    store: Any, document: Mapping[str, Any], *, prune: bool = False, scopes: Sequence[str] = ()
+) -> Plan:
+    """Return what applying ``document`` to ``store`` would change; change nothing.
+
+    Args:
+        store: An `LLMStore`.
+        document: ``{"llms": [...]}`` (see `loads`).
+        prune: Also remove the rows of the document's scopes (and of ``scopes``) it does not
+            list.
+        scopes: More scopes ``prune`` applies to (a document listing no row of a scope
+            empties it).
+
+    Raises:
+        InvalidConfigError: An entry is invalid, or would be refused when written; the
+            message names the entry (its number and name) and the field.
+    """
+    from llmpool.repository.rules import new_config, updated_config
+    from llmpool.repository.stored import stored_rows
+
+    entries = _entries(document)
+    strategies = _strategies(document)
+    rows = stored_rows(store, scope=None)
+    by_key = {(r.scope, r.name): r for r in rows if r.scope is not None and r.name is not None}
+    validators = tuple(getattr(store, "validators", ()))
+    adds: list[Step] = []
+    changes: list[Step] = []
+    for index, entry in enumerate(entries):
+        scope, name = str(entry["scope"]), str(entry["name"])
+        row = by_key.get((scope, name))
+        try:
+            if row is None:
+                new_config(entry, validators)
+                adds.append(Step("add", scope, name, None, dict(entry)))
+                continue
+            diff = _diff(row, entry)
+            if not diff:
+                continue
+            if row.config is not None:
+                updated_config(row.config, {k: a for k, (_, a) in diff.items()}, validators)
+            changes.append(Step("change", scope, name, row.id, diff))
+        except InvalidConfigError as error:
+            error.args = (f"entry {index}: {error.args[0]}", *error.args[1:])
+            raise
+    removes: list[Step] = []
+    if prune:
+        covered = {str(e["scope"]) for e in entries} | set(scopes)
+        listed = {(str(e["scope"]), str(e["name"])) for e in entries}
+        for row in rows:
+            if row.scope in covered and (row.scope, row.name) not in listed:
+                removes.append(Step("remove", row.scope or "", row.name or "", row.id))
+    # Defaults given up first, taken last: no row is cleared behind the plan's back.
+    changes.sort(key=lambda s: _default_order(s.changes.get("is_default")))
+    routes: list[Step] = []
+    if strategies:
+        get_routing = getattr(store, "get_routing", None)
+        if get_routing is None:
+            msg = f"{store!r} keeps no routing strategies; leave 'scopes' out of the document"
+            raise InvalidConfigError(msg, field="scopes")
+        for scope, strategy in sorted(strategies.items()):
+            before = get_routing(scope)
+            if before != strategy:
+                routes.append(Step("routing", scope, "", None, {"routing": (before, strategy)}))
+    return Plan((*removes, *changes, *adds, *routes))
+
+
+def _default_order(change: Any) -> int:
+    if change is None:
+        return 1
+    return 2 if change[1] is True else 0
+
+
+def apply(
+    store: Any,
+    document: Mapping[str, Any],
+    *,
+    prune: bool = False,
+    scopes: Sequence[str] = (),
+    dry_run: bool = False,
+    actor: str | None = None,
+) -> Plan:
+    """Make the table match ``document`` (see `plan`), in one transaction; return the plan.
+
+    Args:
+        store: An `LLMStore` with ``apply_changes`` (`SQLStore`, `InMemoryStore`).
+        document: ``{"llms": [...]}``.
+        prune: Remove the rows of the document's scopes that it does not list.
+        scopes: More scopes ``prune`` applies to.
+        dry_run: Only plan; write nothing.
+        actor: Recorded in the audit log.
+
+    Raises:
+        InvalidConfigError: An entry is invalid; nothing is written.
+        ConflictError: A write was refused by the database; nothing is written.
+    """
+    from llmpool.repository import DEFAULT_ACTOR
+
+    steps = plan(store, document, prune=prune, scopes=scopes)
+    if dry_run or steps.empty:
+        return steps
+    write = getattr(store, "apply_changes", None)
+    if write is None:
+        msg = f"{store!r} cannot apply a document (it has no apply_changes)"
+        raise LLMPoolError(msg)
+    write(
+        add=[s.changes for s in steps.steps if s.action == "add"],
+        update=[
+            (s.llm_id, {k: a for k, (_, a) in s.changes.items()})
+            for s in steps.steps
+            if s.action == "change"
+        ],
+        delete=[s.llm_id for s in steps.steps if s.action == "remove"],
+        routing={s.scope: s.changes["routing"][1] for s in steps.steps if s.action == "routing"},
+        actor=actor or DEFAULT_ACTOR,
+    )
+    return steps

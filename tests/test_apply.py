@@ -1,0 +1,153 @@
+"""Declarative config: export, plan, apply (and `llmpool export` / `llmpool apply`), on the
+in-memory store, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_runner import run_cli
+
+from llmpool.declarative import apply, dumps, export_rows, loads, managed_fields, plan
+from llmpool.errors import InvalidConfigError
+from llmpool.providers import KnownProviderCheck
+
+
+def _row(name: str, **values: Any) -> dict[str, Any]:
+    return {"name": name, "provider": "fake", "model_name": "m", **values}
+
+
+def test_export_then_apply_is_a_no_op(store: Any) -> None:
+    """Applying what was just exported plans nothing and writes nothing (no audit entry)."""
+    store.add(_row("A", priority=1, config={"responses": ["a"]}, is_default=True))
+    store.add(_row("B", scope="other"))
+    before = len(store.audit_log())
+    document = export_rows(store, scope=None)
+    assert [e["name"] for e in document["llms"]] == ["A", "B"]
+    assert set(document["llms"][0]) == set(managed_fields())
+    for fmt in ("json", "yaml"):
+        assert apply(store, loads(dumps(document, fmt), fmt)).empty
+    assert len(store.audit_log()) == before
+
+
+def test_apply_adds_changes_and_prunes_with_one_audit_entry_per_row(store: Any) -> None:
+    """The plan adds, changes with a field diff, removes only with prune; one entry per row."""
+    keep = store.add(_row("Keep", priority=5, is_default=True))
+    gone = store.add(_row("Gone"))
+    store.add(_row("Elsewhere", scope="untouched"))
+    document = {"llms": [_row("Keep", priority=2, is_default=False), _row("New", is_default=True)]}
+    planned = plan(store, document)
+    assert [(s.action, s.name) for s in planned.steps] == [("change", "Keep"), ("add", "New")]
+    assert planned.steps[0].changes == {"priority": (5, 2), "is_default": (True, False)}
+    assert "~ change LLM 'Keep'" in planned.render() and "priority: 5 -> 2" in planned.render()
+    pruned = plan(store, document, prune=True)
+    assert (pruned.steps[0].action, pruned.steps[0].name) == ("remove", "Gone")
+    assert apply(store, document, prune=True, dry_run=True).steps == pruned.steps
+    assert {r.name for r in store.list_llms()} == {"Keep", "Gone"}
+
+    before = len(store.audit_log())
+    apply(store, document, prune=True, actor="ops")
+    entries = store.audit_log()[: len(store.audit_log()) - before]
+    assert sorted((e.action, e.llm_id) for e in entries) == sorted(
+        [("update", keep.id), ("delete", gone.id), ("create", store.get_default().id)]
+    )
+    assert {e.actor for e in entries} == {"ops"}
+    assert [(r.name, r.priority) for r in store.list_llms()] == [("Keep", 2), ("New", 100)]
+    assert [r.name for r in store.list_llms(scope="untouched")] == ["Elsewhere"]
+    assert plan(store, document, prune=True).empty
+
+
+def test_a_failing_apply_changes_nothing_and_writes_no_audit_entry(store: Any) -> None:
+    """An entry the store refuses fails the whole apply: no row changed, no audit entry."""
+    store.add(_row("A", priority=5))
+    before = (store.list_llms(), len(store.audit_log()))
+    bad = {"llms": [_row("A", priority=1), _row("B", provider="openia")]}
+    store.validators = (*store.validators, KnownProviderCheck())
+    with pytest.raises(InvalidConfigError, match=r"entry 1: .*did you mean 'openai'"):
+        apply(store, bad)
+    with pytest.raises(InvalidConfigError, match="priorty"):
+        apply(store, {"llms": [_row("A", priorty=1)]})
+    with pytest.raises(InvalidConfigError, match="lists this name twice"):
+        apply(store, {"llms": [_row("A"), _row("A")]})
+    assert (store.list_llms(), len(store.audit_log())) == before
+
+
+def test_a_database_refusal_rolls_the_whole_apply_back(sql_store: Any) -> None:
+    """A write the database refuses mid-apply leaves every row and the audit log as they were."""
+    from llmpool.errors import LLMPoolError
+
+    sql_store.add(_row("A", priority=5))
+    before = (sql_store.list_llms(), len(sql_store.audit_log()))
+    with pytest.raises(LLMPoolError):
+        sql_store.apply_changes(
+            add=[_row("B"), _row("C")],
+            update=[(before[0][0].id, {"priority": 1})],
+            delete=["00000000-0000-0000-0000-000000000000"],
+        )
+    assert (sql_store.list_llms(), len(sql_store.audit_log())) == before
+
+
+def test_the_commands_export_and_apply_yaml_with_a_plan(migrated_url: str, tmp_path: Path) -> None:
+    """export writes YAML; apply --dry-run prints the plan; apply writes it; again: no changes."""
+    db = ("--database-url", migrated_url)
+    assert run_cli("add", "--name", "A", "--provider", "fake", "--model", "m", *db).code == 0
+    out = tmp_path / "llms.yaml"
+    assert run_cli("export", "-o", str(out), *db).code == 0
+    text = out.read_text()
+    assert "name: A" in text
+    out.write_text(text.replace("priority: 100", "priority: 3"))
+    dry = run_cli("apply", str(out), "--dry-run", *db)
+    assert dry.code == 0, dry.err
+    assert dry.out.splitlines()[-2:] == [
+        dry.out.splitlines()[-2],
+        "dry run: nothing was changed",
+    ]
+    assert "priority: 100 -> 3" in dry.out
+    done = json.loads(run_cli("apply", str(out), "--json", *db).out)
+    assert done["applied"] is True
+    assert [s["action"] for s in done["steps"]] == ["change"]
+    assert run_cli("apply", str(out), *db).out.strip() == "no changes"
+    listed = json.loads(run_cli("list", "--json", *db).out)
+    assert [(r["name"], r["priority"]) for r in listed] == [("A", 3)]
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"llms": []}')
+    pruned = run_cli("apply", str(empty), "--prune", "--scope", "global", *db)
+    assert pruned.out.splitlines()[0].startswith("- remove LLM 'A'")
+    assert json.loads(run_cli("list", "--json", *db).out) == []
+
+
+def test_scope_routing_is_exported_and_applied_with_the_rows_in_one_transaction(
+    store: Any,
+) -> None:
+    """A document's ``scopes`` set each scope's strategy with its audit entry; export carries
+    them, so a round trip is a no-op; a refused document sets no strategy either."""
+    store.add(_row("A", weight=3))
+    store.add(_row("B", weight=1))
+    store.set_routing("global", "weighted")
+    document = export_rows(store)
+    assert document["scopes"] == {"global": {"routing": "weighted"}}
+    assert apply(store, loads(dumps(document, "yaml"), "yaml")).empty
+
+    document["scopes"]["global"]["routing"] = "latency"
+    document["llms"][1]["weight"] = 2
+    planned = plan(store, document)
+    assert [s.action for s in planned.steps] == ["change", "routing"]
+    assert "~ route scope 'global': weighted -> latency" in planned.render()
+    before = len(store.audit_log())
+    apply(store, document, actor="ops")
+    assert store.get_routing("global") == "latency"
+    actions = sorted(e.action for e in store.audit_log()[: len(store.audit_log()) - before])
+    assert actions == ["set_routing", "update"]
+
+    refused = {"llms": [_row("C", priority="high")], "scopes": {"global": {"routing": "weighted"}}}
+    with pytest.raises(InvalidConfigError):
+        apply(store, refused)
+    assert store.get_routing("global") == "latency"
+    with pytest.raises(InvalidConfigError) as info:
+        plan(store, {"scopes": {"global": {"routing": "fastest"}}})
+    assert info.value.field == "routing"
+    with pytest.raises(InvalidConfigError) as info:
+        plan(store, {"scopes": {"global": {"strategy": "weighted"}}})
+    assert info.value.field == "scopes.global.strategy"

@@ -1,0 +1,98 @@
+"""`llmpool doctor`: one of each kind of bad row is named with its fix (exit 1); a clean table
+exits 0, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from admin_rows import insert_raw
+from cli_runner import run_cli
+
+from llmpool.doctor import KINDS, diagnose
+from llmpool.repository.memory import InMemoryStore
+
+RAW_SECRET = "sk-doctorsecret0123456789abcdefghijklmn"
+
+
+def _seed_bad_rows(store: Any) -> dict[str, str]:
+    """One row of each kind of problem; returns kind -> id."""
+    return {
+        "invalid_row": insert_raw(store, "Bad Priority", priority=5_000_000),
+        "literal_secret": insert_raw(store, "Pasted Key", auth_meta={"api_key": RAW_SECRET}),
+        "unresolvable_reference": store.add(
+            {
+                "name": "Keyless",
+                "provider": "openai",
+                "model_name": "gpt-4",
+                "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
+            }
+        ).id,
+        "unknown_provider": insert_raw(store, "Typo", provider="openia"),
+        "unknown_config_key": insert_raw(store, "Old Key", config={"respones": ["x"]}),
+        "similar_names": [
+            insert_raw(store, "Twin", scope="dup"),
+            insert_raw(store, "twin ", scope="dup"),
+        ][1],
+        "disabled_default": store.add(
+            {
+                "name": "Off Default",
+                "provider": "fake",
+                "model_name": "m",
+                "scope": "off",
+                "enabled": False,
+                "is_default": True,
+            }
+        ).id,
+    }
+
+
+def test_doctor_names_each_bad_row_with_its_fix_and_exits_1(
+    sql_store: Any, migrated_url: str
+) -> None:
+    """Every kind of problem is reported for its row, with a command, and the exit code is 1."""
+    ids = _seed_bad_rows(sql_store)
+    # a namesake in another scope is not a problem
+    sql_store.add({"name": "Twin", "provider": "fake", "model_name": "m", "scope": "elsewhere"})
+    result = run_cli("doctor", "--json", "--database-url", migrated_url)
+    assert result.code == 1, result.err
+    report = json.loads(result.out)
+    assert report["ok"] is False
+    found = {(f["kind"], f["llm_id"]) for f in report["findings"]}
+    assert found == {(kind, llm_id) for kind, llm_id in ids.items()}
+    assert [f["kind"] for f in report["findings"]] == list(KINDS)
+    for finding in report["findings"]:
+        assert finding["fix"].startswith(("llmpool ", "set ")), finding
+        assert finding["llm_id"] in finding["fix"], finding
+    assert RAW_SECRET not in result.out + result.err
+    text = run_cli("doctor", "--database-url", migrated_url)
+    assert text.code == 1
+    assert text.out.startswith("7 problem(s) found (database: ")
+    for name in ("Bad Priority", "Pasted Key", "Keyless", "Typo", "Old Key", "twin", "Off Default"):
+        assert name in text.out
+
+
+def test_doctor_fixes_lead_to_a_clean_table_that_exits_0(sql_store: Any, migrated_url: str) -> None:
+    """Running the suggested repairs empties the report, and doctor then exits 0."""
+    ids = _seed_bad_rows(sql_store)
+    db = ("--database-url", migrated_url)
+    env = {"OPENAI_API_KEY": "sk-test-doctor"}
+    for command in (
+        ("edit", ids["invalid_row"], "--set", "priority=5"),
+        ("edit", ids["literal_secret"], "--unset", "auth_meta.api_key"),
+        ("edit", ids["unknown_provider"], "--set", "provider=fake"),
+        ("edit", ids["unknown_config_key"], "--unset", "config.respones"),
+        ("edit", ids["similar_names"], "--set", "name=Twin Two"),
+        ("enable", ids["disabled_default"]),
+    ):
+        assert run_cli(*command, *db).code == 0, command
+    result = run_cli("doctor", *db, env=env)
+    assert (result.code, result.out.split(" (")[0]) == (0, "no problems found"), result.out
+
+
+def test_diagnose_on_a_clean_store_finds_nothing() -> None:
+    """A table with nothing wrong has no findings."""
+    store = InMemoryStore(
+        [{"name": "A", "provider": "fake", "model_name": "m", "is_default": True}]
+    )
+    assert diagnose(store) == []
