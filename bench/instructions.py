@@ -57,12 +57,65 @@ def subjects() -> dict[str, Callable[[], Any]]:
         "primary raises: floor (the two calls, no fallback code)": floor,
         "primary raises: LangChain with_fallbacks": lambda: lc_raises.invoke("hi"),
         "primary raises: llmpool FallbackChatModel": lambda: raises.invoke("hi"),
+        **_embedding_subjects(),
+        **_routing_subjects(),
     }
+
+
+def _routing_subjects() -> dict[str, Callable[[], Any]]:
+    """The strategies (a pool over two rows of equal priority) and one local limit check."""
+    from bench.routing import limit_check, model_subjects, strategy_subjects
+
+    return {
+        **model_subjects(),
+        **strategy_subjects(),
+        "rate limit: one local check": limit_check(),
+    }
+
+
+#: The embedding subjects' texts: one ``embed_documents`` call of 100.
+TEXTS = [f"document number {i}" for i in range(100)]
+
+
+def _embedding_subjects() -> dict[str, Callable[[], Any]]:
+    """A bare fake ``embed_documents`` of 100 texts, and the fallback whose primary answers."""
+    from llmpool.embeddings.model import EmbeddingRunner, FallbackEmbeddings
+    from llmpool.fallback.walk import Candidate
+    from llmpool.models import LLMConfig
+    from llmpool.providers.fake import FakeEmbeddings
+
+    bare = FakeEmbeddings(model="m")
+    rows = [
+        LLMConfig(id=n, name=n, provider="fake", model_name="m", kind="embedding", priority=p)
+        for n, p in (("primary", 1), ("secondary", 2))
+    ]
+    fallback = FallbackEmbeddings(
+        candidates=[Candidate(row, EmbeddingRunner(FakeEmbeddings(model="m"))) for row in rows]
+    )
+    return {
+        "bare fake embed_documents (100 texts)": lambda: bare.embed_documents(TEXTS),
+        "embeddings, primary answers: llmpool FallbackEmbeddings": (
+            lambda: fallback.embed_documents(TEXTS)
+        ),
+    }
+
+
+#: Subjects measured against another baseline than the bare fake chat model.
+BASELINES = {
+    "embeddings, primary answers: llmpool FallbackEmbeddings": (
+        "bare fake embed_documents (100 texts)"
+    ),
+}
 
 
 TARGETS = {
     "primary answers: llmpool FallbackChatModel": 1.10,
+    **{
+        f"primary answers: llmpool FallbackChatModel, {s}": 1.10
+        for s in ("weighted", "latency", "least_busy")
+    },
     "primary raises: llmpool FallbackChatModel": 2.0,
+    "embeddings, primary answers: llmpool FallbackEmbeddings": 1.10,
 }
 
 
@@ -120,7 +173,7 @@ def render(per_call: dict[str, float], calls: int) -> str:
         "|---|---|---|---|---|",
     ]
     for name, count in per_call.items():
-        ratio = count / bare
+        ratio = count / per_call.get(BASELINES.get(name, ""), bare)
         target = TARGETS.get(name)
         verdict = "" if target is None else ("pass" if ratio <= target else "miss")
         shown = f"≤ {target:.2f}x" if target is not None else ""

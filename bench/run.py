@@ -536,6 +536,7 @@ SECTIONS = {
     "import": bench_import,
     "cached": bench_cached,
     "postgres": bench_postgres,
+    "routing": lambda n: __import__("bench.routing", fromlist=["x"]).bench_routing(n),
 }
 
 
