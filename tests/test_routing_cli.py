@@ -68,6 +68,29 @@ def test_status_shows_weight_limits_window_use_and_routing() -> None:
     assert status["answering"]["name"] == "B"  # type: ignore[index]
 
 
+def test_chain_table_shows_weight_window_use_spend_and_routing(migrated_url: str) -> None:
+    """``llmpool chain`` shows weight, limits with the current window and spend against budget
+    as columns when the scope uses them, and the scope's routing in its footer."""
+    db = ("--database-url", migrated_url)
+    budget = '{"responses": ["a"], "max_spend": {"amount": 5, "period": "day"}}'
+    for args in (
+        ("--name", "A", "--priority", "1", "--weight", "3", "--rpm", "60", "--config", budget),
+        ("--name", "B", "--priority", "2"),
+    ):
+        added = run_cli("add", "--provider", "fake", "--model", "m", *args, *db)
+        assert added.code == 0, added.err
+    assert run_cli("routing", "global", "weighted", *db).code == 0
+    shown = run_cli("chain", *db)
+    assert shown.code == 0, shown.err
+    header, first = shown.out.splitlines()[:2]
+    for column in ("WEIGHT", "LIMITS", "SPEND"):
+        assert column in header
+    assert "rpm 0/60" in first and "0/5 day" in first
+    assert "routing: weighted" in shown.out
+    plain = run_cli("chain", "--scope", "other", *db)
+    assert "WEIGHT" not in plain.out and "LIMITS" not in plain.out
+
+
 def test_export_carries_weight_and_limits() -> None:
     """The export/apply document holds weight, rpm and tpm, and applying it changes nothing."""
     from llmpool.declarative import apply, export_rows

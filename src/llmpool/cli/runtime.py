@@ -179,9 +179,41 @@ def _chain_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
                 "breaker": state,
                 "latency_ms": latency["p50_ms"] if latency else None,
                 "last_error": last["error_class"] if last else None,
+                "limits": _limits_cell(row.get("limits")),
+                "spend": _spend_cell(row.get("budget")),
             }
         )
     return rows
+
+
+def _limits_cell(limits: dict[str, Any] | None) -> str | None:
+    # The current window against each limit: "rpm 12/60, tpm 900/10000".
+    if not limits:
+        return None
+    parts = [
+        f"{name} {limits[used]}/{limits[name]}"
+        for name, used in (("rpm", "requests"), ("tpm", "tokens"))
+        if limits.get(name) is not None
+    ]
+    return ", ".join(parts) or None
+
+
+def _spend_cell(budget: dict[str, Any] | None) -> str | None:
+    # Spend this period against the budget: "1.25/5 day".
+    if not budget:
+        return None
+    return f"{budget['spent']:.4g}/{budget['amount']:.4g} {budget['period']}"
+
+
+def _chain_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    # Weight, limits and spend only when the scope uses them: the common table stays narrow.
+    columns = ["position", "name", "provider", "priority", "status", "reason", "breaker"]
+    if any(row.get("weight", 1) != 1 for row in rows):
+        columns.insert(4, "weight")
+    for extra in ("limits", "spend"):
+        if any(row.get(extra) for row in rows):
+            columns.append(extra)
+    return (*columns, "last_error", "latency_ms", "error_rate")
 
 
 def cmd_chain(args: argparse.Namespace) -> int:
@@ -199,8 +231,8 @@ def cmd_chain(args: argparse.Namespace) -> int:
         print("llmpool: note: Redis did not answer: breaker states are local", file=sys.stderr)
 
     def render() -> str:
-        columns = ("position", "name", "provider", "priority", "status", "reason", "breaker")
-        text = table(_chain_rows(status), (*columns, "last_error", "latency_ms", "error_rate"))
+        rows = _chain_rows(status)
+        text = table(rows, _chain_columns(rows))
         answering = status["answering"]
         who = (
             f"{one_line(answering['name'])} would answer now"
@@ -208,7 +240,8 @@ def cmd_chain(args: argparse.Namespace) -> int:
             else f"no row can answer now ({status['note']})"
         )
         return (
-            f"{text}\n\nscope {one_line(status['scope'])!r}: {who}; breakers: {status['breakers']}"
+            f"{text}\n\nscope {one_line(status['scope'])!r}: {who}; routing: "
+            f"{status['routing']}; breakers: {status['breakers']}"
         )
 
     emit(args, status, render)
