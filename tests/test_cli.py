@@ -232,7 +232,10 @@ def _check_seed_reads(results: dict[str, Result]) -> None:
         "LATENCY_MS", "ERROR_RATE",
     ]  # fmt: skip
     assert [tuple(r.values())[:6] for r in rows] == expected
-    assert footer.strip() == "scope 'global': OpenAI GPT-4 would answer now; routing: priority; breakers: local"
+    assert (
+        footer.strip()
+        == "scope 'global': OpenAI GPT-4 would answer now; routing: priority; breakers: local"
+    )
     chain = as_json(results["chain_json"])["rows"]
     assert [
         (str(c["position"]), c["name"], c["provider"], str(c["priority"]), c["status"],
