@@ -250,16 +250,18 @@ class RoutingStats(CheckBase):
         """The call ended: count it out, and fold a success's latency into the mean."""
         key = candidate.key
         lock = self._lock
-        lock.acquire()
-        try:
-            self._count_out(key)
-            if ok:
-                mean = self._latency.get(key)
-                self._latency[key] = (
-                    latency if mean is None else mean + self._alpha * (latency - mean)
-                )
-        finally:
-            lock.release()
+        lock.acquire()  # nothing below can raise: no try (it costs on every call)
+        in_flight = self._in_flight  # _count_out, inlined for the same reason
+        left = in_flight.get(key, 0) - 1
+        if left > 0:
+            in_flight[key] = left
+        else:
+            in_flight.pop(key, None)
+        if ok:
+            means = self._latency
+            mean = means.get(key)
+            means[key] = latency if mean is None else mean + self._alpha * (latency - mean)
+        lock.release()
 
     def _done(self, key: str) -> None:
         with self._lock:
