@@ -118,6 +118,8 @@ def usage_of(result: Any) -> Mapping[str, Any] | None:
         4
     """
     usage = getattr(result, "usage_metadata", None)
+    if usage is None or type(usage) is dict:  # the usual cases, without an ABC check
+        return usage
     return usage if isinstance(usage, Mapping) else None
 
 
