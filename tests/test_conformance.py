@@ -26,6 +26,7 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 from servers.openai_compat import OpenAICompatServer, ServerDown
 
+from llmpool import set_pool
 from llmpool.fallback.model import FallbackChatModel
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.pool.facade import LLMPool
@@ -142,7 +143,9 @@ class _LLMPool(_Common):
         primary = down if self.primary_down else compat
         store = InMemoryStore(rows(primary.url, backup.url))
         self.pool = LLMPool(repository=store, policy=POLICY, poll_interval=0)
-        yield
+        # The service's default pool: a serialized model loads as its scope's chain there.
+        with set_pool(self.pool):
+            yield
         self.pool.close()
 
     @property
@@ -186,8 +189,21 @@ class TestChatOpenAIUnit(_BareOpenAI, ChatModelUnitTests):
     """Unit tests: bare ChatOpenAI."""
 
 
+_CORE_ALLOWLIST = (
+    "langchain-core's load(allowed_objects='all') admits only the classes in its own mapping "
+    "of partner integrations, so no class outside it can load there; serializing and loading "
+    "with allowed_objects=[FallbackChatModel] is tested in test_conformance_fallback.py"
+)
+
+
 class TestLLMPoolUnit(_LLMPool, ChatModelUnitTests):
     """Unit tests: llmpool, primary healthy."""
+
+    @pytest.mark.xfail(reason=_CORE_ALLOWLIST, strict=True, raises=ValueError)
+    def test_serdes(self, model: BaseChatModel, snapshot: Any) -> None:
+        """Expected to fail: the serialized form matches its snapshot, but loading it with
+        langchain-core's default allowlist is refused for any third-party class."""
+        super().test_serdes(model, snapshot)
 
 
 class TestChatOpenAIIntegration(_BareOpenAI, ChatModelIntegrationTests):

@@ -329,3 +329,50 @@ def test_code_fallback_model_answers_with_its_own_identity() -> None:
     assert llm._llm_type == "llmpool-fake"
     assert llm.model_name == "local"
     assert llm.invoke("hello").content == "hi"
+
+
+@pytest.mark.filterwarnings("ignore::langchain_core._api.beta_decorator.LangChainBetaWarning")
+def test_a_live_chain_serializes_as_a_reference_and_loads_onto_the_default_pool() -> None:
+    """dumpd(get_llm_with_fallback()) holds the scope and forwarded parameters, nothing of the
+    rows; load() with FallbackChatModel allowed gives that scope's chain on the default pool,
+    which answers; a chain with code models or bound tools is not serializable."""
+    import json
+
+    from langchain_core.load import dumpd, load
+
+    from llmpool import LLMPool, set_pool
+    from llmpool.fallback.model import FallbackChatModel
+    from llmpool.providers.fake import FakeChatModel
+    from llmpool.repository.memory import InMemoryStore
+
+    store = InMemoryStore(
+        [
+            {"name": "A", "provider": "fake", "model_name": "m", "scope": "svc",
+             "config": {"responses": ["from A"]}},
+        ]
+    )  # fmt: skip
+    pool = LLMPool(repository=store, poll_interval=0)
+    try:
+        with set_pool(pool):
+            model = FallbackChatModel(
+                **{
+                    k: getattr(pool.get_llm_with_fallback("svc"), k)
+                    for k in ("source", "routing", "breakers", "policy", "admissions", "scope")
+                },
+                temperature=0.0,
+            )
+            data = dumpd(model)
+            assert data["kwargs"] == {"scope": "svc", "temperature": 0.0}
+            assert "from A" not in json.dumps(data) and '"A"' not in json.dumps(data)
+            loaded = load(data, valid_namespaces=["llmpool"], allowed_objects=[FallbackChatModel])
+            assert isinstance(loaded, FallbackChatModel)
+            assert loaded.invoke("hi").content == "from A"
+            assert loaded.model_dump() == model.model_dump()
+            plain = dumpd(pool.get_llm_with_fallback("svc"))
+            assert plain["kwargs"] == {"scope": "svc"}
+            with_code = pool.get_llm_with_fallback("svc", fallbacks=[FakeChatModel()])
+            assert dumpd(with_code)["type"] == "not_implemented"
+            bound = pool.get_llm_with_fallback("svc").bind_tools([get_weather])
+            assert '"type": "not_implemented"' in json.dumps(dumpd(bound))
+    finally:
+        pool.close()

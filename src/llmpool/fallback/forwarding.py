@@ -96,6 +96,15 @@ class CandidateStep:
         configured = self.configure(model)
         return configured if self.step is None else self.step(configured)
 
+    def __eq__(self, other: object) -> bool:
+        # Two models forwarding the same parameters through the same step compare equal (a
+        # model and its serialized-then-loaded copy, say); the rebuilt models are a cache.
+        if not isinstance(other, CandidateStep):
+            return NotImplemented
+        return self.overrides == other.overrides and self.step == other.step
+
+    __hash__ = None  # type: ignore[assignment]  # mutable cache inside: not hashable
+
 
 def child_of(run_manager: Any) -> Any:
     """A callback manager whose runs nest under an LLM run (which has no ``get_child()``)."""

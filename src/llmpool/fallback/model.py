@@ -127,7 +127,19 @@ class FallbackChatModel(BaseChatModel):
         super().__init__(**values)
 
     def model_post_init(self, context: Any, /) -> None:
-        """Fill defaults that need an instance: the breaker board, the code candidates."""
+        """Fill defaults that need an instance: the breaker board, the code candidates.
+
+        A model given only a ``scope`` (no ``candidates``, ``source`` or ``fallbacks``) is that
+        scope's live chain on the default pool (`llmpool.get_pool`): what `load` makes of a
+        serialized `get_llm_with_fallback` model.
+        """
+        given = self.model_fields_set
+        if self.scope is not None and not given & {"candidates", "source", "fallbacks"}:
+            from llmpool.api import get_pool
+
+            live = get_pool().get_llm_with_fallback(self.scope)
+            for name in ("source", "routing", "breakers", "policy", "admissions"):
+                object.__setattr__(self, name, getattr(live, name))
         if self.breakers is None:
             object.__setattr__(self, "breakers", BreakerBoard())
         self._code_candidates = tuple(Candidate.from_model(m) for m in self.fallbacks)
@@ -137,6 +149,42 @@ class FallbackChatModel(BaseChatModel):
             if isinstance(step, CandidateStep):
                 step = step.step
             object.__setattr__(self, "candidate_transform", CandidateStep(overrides, step))
+
+    # -- serialization: a reference to the scope's chain, never rows or secrets --------------
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """A live chain serializes as a reference (scope and forwarded parameters)."""
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        """Where `load` finds the class: ``llmpool.fallback.model``."""
+        return ["llmpool", "fallback", "model"]
+
+    def to_json(self) -> Any:
+        """The model as LangChain's serialized form: its scope and forwarded parameters.
+
+        Loading it (``langchain_core.load.load(..., valid_namespaces=["llmpool"])``) gives the
+        scope's live chain on the default pool (`llmpool.get_pool`, configured by
+        ``LLMPOOL_DATABASE_URL`` / ``DATABASE_URL``), as a serialized ``ChatOpenAI`` reads its
+        key from the environment. No row, credential or endpoint is written. A model that
+        cannot be described that way (candidates or fallback models given in code, tools or a
+        structured output bound) serializes as "not implemented", as LangChain does for any
+        object it cannot rebuild.
+        """
+        step = self.candidate_transform
+        bound = step is not None and not (isinstance(step, CandidateStep) and step.step is None)
+        if self.scope is None or self.source is None or self.fallbacks or bound:
+            return self.to_json_not_implemented()
+        kwargs: dict[str, Any] = {"scope": self.scope}
+        kwargs.update({k: getattr(self, k) for k in FORWARDED if k in self.model_fields_set})
+        return {
+            "lc": 1,
+            "type": "constructor",
+            "id": [*self.get_lc_namespace(), type(self).__name__],
+            "kwargs": kwargs,
+        }
 
     # -- which model is this: the candidate that would answer first -------------------------
 
