@@ -90,6 +90,7 @@ def test_an_invalid_row_is_shown_disabled_fixed_and_deleted_by_id_and_name(
 
     assert ok(run_cli("disable", "Raw", *db)).strip() == f"disabled LLM 'Raw' (id {bad})"
     assert "cannot be used as it is" in failed(run_cli("enable", bad, *db))
+    assert "then make it the default" in failed(run_cli("set-default", bad, *db))
     # an edit that leaves the secret is refused; one that removes it repairs the row
     assert "this change leaves it so" in failed(run_cli("edit", "Raw", "--priority", "3", *db))
     ok(

@@ -518,11 +518,19 @@ class SQLStore(DatabaseResources, BulkWrites):
 
         Raises:
             LLMNotFoundError: No such row.
+            InvalidConfigError: The row fails validation (written by raw SQL); the message
+                says what is wrong and the command that fixes it.
             ConflictError: A concurrent `set_default` on the same scope won the race.
         """
         what = _Doing(doing("set_default", f"LLM id {llm_id}"))
         with self._write(what, "set_default") as conn:
-            current = self._locked(conn, llm_id)
+            try:
+                current = self._locked(conn, llm_id)
+            except InvalidConfigError as error:  # an invalid row: say how to repair it first
+                row = repair.locked_raw(conn, llm_id, self._dialect)
+                if row is None:  # pragma: no cover - it was there a moment ago
+                    raise
+                raise repair.refusal("set_default", row, error) from None
             what.text = doing("set_default", current.describe())
             self._clear_default(conn, current.scope, current.id, actor, current.kind)
             after = self._write_update(conn, current, {"is_default": True})
