@@ -254,3 +254,16 @@ def test_migrate_stays_a_function_after_the_pool_imports_its_module(tmp_path: An
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "0001_llms.sql" in done.stdout
+
+
+def test_a_refused_new_row_is_not_named_by_the_id_made_for_it(store: Any) -> None:
+    """A new row refused by a check names the row, not an id it never had; a given id stays."""
+    from llmpool.errors import InvalidConfigError
+    from llmpool.providers import KnownProviderCheck
+
+    store.validators = (*store.validators, KnownProviderCheck())
+    with pytest.raises(InvalidConfigError) as info:
+        store.add({"name": "X", "provider": "openia", "model_name": "m"})
+    assert str(info.value).startswith("LLM 'X': provider 'openia'")
+    assert info.value.llm_id is None and "(id " not in str(info.value)
+    assert store.list_llms(enabled_only=False) == []

@@ -218,13 +218,22 @@ def new_config(
         field = sorted(map(str, unknown))[0]
         msg = f"{describe_row(name, None)}: unknown field {shorten(field)!r}"
         raise InvalidConfigError(msg, llm_name=name, field=field)
+    given = data.get("id") is not None
     data["id"] = _new_id(data.get("id"), name, uuid_only=uuid_ids)
-    _parse_json_fields(data, describe_row(name, data["id"]))
     now = datetime.now(timezone.utc)
     data["created_at"] = now
     data["updated_at"] = now
     data["version"] = 1
-    return _validate(data, validators)
+    try:
+        _parse_json_fields(data, describe_row(name, data["id"]))
+        return _validate(data, validators)
+    except InvalidConfigError as error:
+        if not given:  # a refused row never had the id made for it: do not show it
+            shown = describe_row(name, data["id"])
+            error.args = (str(error.args[0]).replace(shown, describe_row(name, None)),
+                          *error.args[1:])  # fmt: skip
+            error.llm_id = None
+        raise
 
 
 def new_configs(
