@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 
 from llmpool.cli.args import AddCommand, Handler, bounded
-from llmpool.cli.output import UsageError, allow_unknown_flag, allow_unknown_providers, open_pool
+from llmpool.cli.output import (
+    UsageError,
+    allow_unknown_flag,
+    allow_unknown_providers,
+    open_pool,
+    read_input,
+)
 
 __all__ = ["COMMANDS", "register"]
 
@@ -80,24 +86,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        return Path(path).read_text("utf-8")
-    except OSError as error:
-        msg = f"cannot read {path}: {error.strerror}"
-        raise UsageError(msg) from None
-    except UnicodeDecodeError:
-        msg = f"cannot read {path}: not UTF-8 text"
-        raise UsageError(msg) from None
-
-
 def cmd_apply(args: argparse.Namespace) -> int:
     """``llmpool apply FILE [--dry-run] [--prune]``."""
     from llmpool.declarative import apply, loads
 
-    document = loads(_read(args.file), _format(args.file, args.format))
+    document = loads(read_input(args.file), _format(args.file, args.format))
     with open_pool(args) as pool:
         if args.allow_unknown_provider:
             allow_unknown_providers(pool.store)

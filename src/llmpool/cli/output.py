@@ -39,6 +39,23 @@ class UsageError(Exception):
     """A command line that cannot be run as written (exit code 2)."""
 
 
+def read_input(path: str) -> str:
+    """Return the text of ``path`` (``-``: standard input), or a `UsageError` naming it."""
+    import sys
+    from pathlib import Path
+
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text("utf-8")
+    except OSError as error:
+        msg = f"cannot read {path}: {error.strerror}"
+        raise UsageError(msg) from None
+    except UnicodeDecodeError:
+        msg = f"cannot read {path}: not UTF-8 text"
+        raise UsageError(msg) from None
+
+
 class CommandFailed(Exception):
     """The operation was refused or failed, with a message for the user (exit code 1)."""
 

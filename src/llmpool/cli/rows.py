@@ -10,7 +10,6 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmpool.cli.args import (
@@ -32,6 +31,7 @@ from llmpool.cli.output import (
     find_stored,
     one_line,
     open_pool,
+    read_input,
     table,
 )
 from llmpool.errors import LLMNotFoundError, LLMPoolError, shorten, visible
@@ -212,7 +212,7 @@ def _json_items(source: str) -> tuple[list[dict[str, Any]], bool]:
     """Return the objects in ``source`` and whether it held a list."""
     from llmpool.models import MAX_JSON_DEPTH, json_text_depth
 
-    text = sys.stdin.read() if source == "-" else _read(source)
+    text = read_input(source)
     # A list of rows whose fields nest at most MAX_JSON_DEPTH levels: parsed only when no
     # deeper (json.loads recurses once per level).
     if json_text_depth(text) > MAX_JSON_DEPTH + 2:
@@ -241,17 +241,6 @@ def _json_items(source: str) -> tuple[list[dict[str, Any]], bool]:
 def _json_type(value: Any) -> str:
     names = {str: "string", bool: "boolean", int: "number", float: "number", list: "array"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text("utf-8")
-    except OSError as error:
-        msg = f"cannot read {path}: {error.strerror}"
-        raise UsageError(msg) from None
-    except UnicodeDecodeError:
-        msg = f"cannot read {path}: not UTF-8 text"
-        raise UsageError(msg) from None
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
