@@ -187,6 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Concurrent tests open many connections at once; the default backlog of 5 can refuse
+    # some under load, which a client counts as a failed attempt the server never saw.
+    request_queue_size = 128
     owner: ProviderServer
 
 
