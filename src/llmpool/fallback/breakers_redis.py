@@ -23,9 +23,27 @@ from typing import Any
 from llmpool.errors import ProviderNotInstalledError
 from llmpool.fallback.breakers import BreakerState, LocalBreakerStore
 
-__all__ = ["RedisBreakerStore"]
+__all__ = ["RedisBreakerStore", "redis_client"]
 
 logger = logging.getLogger(__name__)
+
+
+def redis_client(url: str, needed_by: str) -> Any:
+    """Return a ``redis.Redis`` for ``url`` whose every round trip is bounded (0.5 s).
+
+    A call never waits on a stalled Redis longer than that: the callers fall back to counting
+    in the process.
+
+    Raises:
+        ProviderNotInstalledError: The redis package is not installed; the message says which
+            feature (``needed_by``) needs it and how to install it.
+    """
+    try:
+        import redis
+    except ImportError as error:
+        msg = f'{needed_by} need the redis package: pip install "llmpool[redis]"'
+        raise ProviderNotInstalledError(msg) from error
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
 class RedisBreakerStore:
@@ -66,12 +84,7 @@ class RedisBreakerStore:
         client: Any = None,
     ) -> None:
         if client is None:
-            try:
-                import redis
-            except ImportError as error:
-                msg = 'Shared breakers need the redis package: pip install "llmpool[redis]"'
-                raise ProviderNotInstalledError(msg) from error
-            client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            client = redis_client(url, "Shared breakers")
         self.client = client
         self.prefix = prefix
         self.ttl = ttl

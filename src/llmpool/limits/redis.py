@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from llmpool.errors import ProviderNotInstalledError
+from llmpool.fallback.breakers_redis import redis_client
 from llmpool.limits.local import LocalLimits, WindowUse, describe_refusal
 
 __all__ = ["RedisLimits"]
@@ -109,12 +109,7 @@ class RedisLimits:
         client: Any = None,
     ) -> None:
         if client is None:
-            try:
-                import redis
-            except ImportError as error:
-                msg = 'Shared rate limits need the redis package: pip install "llmpool[redis]"'
-                raise ProviderNotInstalledError(msg) from error
-            client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            client = redis_client(url, "Shared rate limits")
         self.client = client
         self.prefix = prefix
         self.window = window
