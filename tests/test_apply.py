@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from cli_runner import run_cli
 
-from llmpool.declarative import apply, dumps, export_rows, loads, managed_fields, plan
 from llmpool.errors import InvalidConfigError
 from llmpool.providers import KnownProviderCheck
+from llmpool.repository.declarative import apply, dumps, export_rows, loads, managed_fields, plan
 
 
 def _row(name: str, **values: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 from admin_rows import insert_raw
 from cli_runner import run_cli
 
-from llmpool.doctor import KINDS, diagnose
+from llmpool.pool.doctor import KINDS, diagnose
 from llmpool.repository.memory import InMemoryStore
 
 RAW_SECRET = "sk-doctorsecret0123456789abcdefghijklmn"

@@ -93,7 +93,7 @@ def test_chain_table_shows_weight_window_use_spend_and_routing(migrated_url: str
 
 def test_export_carries_weight_and_limits() -> None:
     """The export/apply document holds weight, rpm and tpm, and applying it changes nothing."""
-    from llmpool.declarative import apply, export_rows
+    from llmpool.repository.declarative import apply, export_rows
 
     store = InMemoryStore([fake("A", 1, "a", weight=4, rpm=10, tpm=500)])
     document = export_rows(store)

@@ -1,6 +1,6 @@
 """``llmpool export`` and ``llmpool apply``: the table as a JSON or YAML file.
 
-See `llmpool.declarative`.
+See `llmpool.repository.declarative`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _format(path: str | None, given: str | None) -> str | None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``llmpool export [--scope S | --all-scopes] [--format F] [-o FILE]``."""
-    from llmpool.declarative import dumps, export_rows
+    from llmpool.repository.declarative import dumps, export_rows
 
     with open_pool(args) as pool:
         document = export_rows(pool.store, scope=None if args.all_scopes else args.scope)
@@ -88,7 +88,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     """``llmpool apply FILE [--dry-run] [--prune]``."""
-    from llmpool.declarative import apply, loads
+    from llmpool.repository.declarative import apply, loads
 
     document = loads(read_input(args.file), _format(args.file, args.format))
     with open_pool(args) as pool:

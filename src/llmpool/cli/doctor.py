@@ -1,6 +1,6 @@
 """``llmpool doctor``: every problem of the table's rows, with the command that fixes each.
 
-Exit code 0 when nothing is wrong, 1 when something is (see `llmpool.doctor`).
+Exit code 0 when nothing is wrong, 1 when something is (see `llmpool.pool.doctor`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def register(add: AddCommand) -> None:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """``llmpool doctor [--scope S]``."""
-    from llmpool.doctor import diagnose
+    from llmpool.pool.doctor import diagnose
     from llmpool.repository.sql.url import mask_url
 
     with open_pool(args) as pool:

@@ -608,7 +608,7 @@ class SQLStore(DatabaseResources, BulkWrites):
         routing: Mapping[str, str] | None = None,
         actor: str = DEFAULT_ACTOR,
     ) -> list[LLMConfig]:
-        """Delete, update and add rows in one transaction, all or none (`llmpool.declarative`).
+        """Delete, update and add rows in one transaction, all or none (see `declarative`).
 
         Deletes go first (a removed row frees its name), then updates in the order given,
         then inserts, then the scopes' strategies (``routing``: scope -> strategy); each row
