@@ -39,13 +39,13 @@ from llmpool.fallback.breakers import Admission, BreakerBoard, breaker_key
 from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error
 from llmpool.fallback.streaming import Bounded, StreamGate, client_timeout, tag
 from llmpool.models import LLMConfig
+from llmpool.observe.recorder import CallRecorder, fast_answer
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
 
     from llmpool.fallback.admission import AdmissionCheck
     from llmpool.fallback.routing import Routing
-    from llmpool.observe.recorder import CallRecorder
 
 __all__ = [
     "Attempt",
@@ -354,8 +354,6 @@ class Walk:
         self.ends_at = None if deadline is None else self.started + deadline
         self.failures: list[CandidateFailure] = []
         self.attempts: list[dict[str, Any]] = []
-        from llmpool.observe.recorder import CallRecorder
-
         self.rec = CallRecorder(self.policy.hooks, self.scope, self.streaming, self.started)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -407,8 +405,6 @@ class Walk:
                 self.breakers.success(attempt.candidate.key)
             hooks = self.policy.hooks
             if hooks.every_call:  # else a healthy call tells no observer: it costs nothing
-                from llmpool.observe.recorder import fast_answer
-
                 fast_answer(hooks, self.scope, attempt.candidate, self.started, result)
             metadata = answered(attempt.candidate)
             if self.routed:

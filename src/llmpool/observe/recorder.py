@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from llmpool.fallback.admission import usage_of as answer_usage
 from llmpool.observe.events import (
     AttemptEvent,
     BreakerEvent,
@@ -28,8 +29,8 @@ __all__ = ["CallRecorder", "fast_answer", "usage_of"]
 
 
 def usage_of(result: Any) -> dict[str, Any] | None:
-    """Return a message's ``usage_metadata`` as a plain dict, if it has one."""
-    usage = getattr(result, "usage_metadata", None)
+    """Return a message's ``usage_metadata`` as a plain dict (a copy), if it has one."""
+    usage = answer_usage(result)
     return dict(usage) if usage else None
 
 
