@@ -38,3 +38,23 @@ def insert_raw(store: Any, name: str, **values: Any) -> str:
     with store.engine.begin() as conn:
         conn.execute(sql, row)
     return str(row["id"])
+
+
+def set_routing_raw(store: Any, scope: str, routing: str) -> None:
+    """Write a scope's routing with raw SQL, past the CHECK constraint that refuses it (turned
+    off for the statement on SQLite, dropped on PostgreSQL, as an operator could)."""
+    postgres = store.engine.dialect.name == "postgresql"
+    with store.engine.begin() as conn:
+        if postgres:
+            conn.execute(
+                sa.text("ALTER TABLE llm_scopes DROP CONSTRAINT IF EXISTS ck_llm_scopes_routing")
+            )
+        else:
+            conn.execute(sa.text("PRAGMA ignore_check_constraints = ON"))
+        conn.execute(sa.text("DELETE FROM llm_scopes WHERE scope = :scope"), {"scope": scope})
+        conn.execute(
+            sa.text("INSERT INTO llm_scopes (scope, routing) VALUES (:scope, :routing)"),
+            {"scope": scope, "routing": routing},
+        )
+        if not postgres:
+            conn.execute(sa.text("PRAGMA ignore_check_constraints = OFF"))

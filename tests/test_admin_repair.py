@@ -267,3 +267,15 @@ def test_a_refused_new_row_is_not_named_by_the_id_made_for_it(store: Any) -> Non
     assert str(info.value).startswith("LLM 'X': provider 'openia'")
     assert info.value.llm_id is None and "(id " not in str(info.value)
     assert store.list_llms(enabled_only=False) == []
+
+
+def test_set_default_command_refuses_a_disabled_row(migrated_url: str) -> None:
+    """``llmpool set-default`` of a disabled row exits 1 saying to enable it first."""
+    db = ("--database-url", migrated_url)
+    added = ok(run_cli("add", "--name", "Off", "--provider", "fake", "--model", "m", *db))
+    llm_id = added.split("(id ")[1].split(")")[0]
+    ok(run_cli("disable", "Off", *db))
+    refused = failed(run_cli("set-default", "Off", *db))
+    assert "is disabled" in refused and f"llmpool enable {llm_id}" in refused
+    ok(run_cli("enable", "Off", *db))
+    ok(run_cli("set-default", "Off", *db))

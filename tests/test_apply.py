@@ -151,3 +151,32 @@ def test_scope_routing_is_exported_and_applied_with_the_rows_in_one_transaction(
     with pytest.raises(InvalidConfigError) as info:
         plan(store, {"scopes": {"global": {"strategy": "weighted"}}})
     assert info.value.field == "scopes.global.strategy"
+
+
+def test_apply_refuses_control_characters_in_a_scope_naming_the_entry(store: Any) -> None:
+    """A scope holding control characters, in an entry or under ``scopes``, is refused naming
+    the entry and the field; nothing is written."""
+    store.add(_row("A"))
+    before = (store.list_llms(scope=None), len(store.audit_log()))
+    with pytest.raises(InvalidConfigError) as entry:
+        apply(store, {"llms": [_row("B", scope="x\x1eglobal\x1flatency")]})
+    assert entry.value.field == "scope" and str(entry.value).startswith("entry 0: ")
+    with pytest.raises(InvalidConfigError) as scopes:
+        apply(store, {"llms": [], "scopes": {"x\x1eglobal\x1flatency": {"routing": "weighted"}}})
+    assert scopes.value.field == "scope" and "U+001E" in str(scopes.value)
+    assert (store.list_llms(scope=None), len(store.audit_log())) == before
+    assert store.get_routing("global") == "priority"
+
+
+def test_a_scope_strategy_applies_with_the_rows_the_same_document_adds(store: Any) -> None:
+    """A document may set the strategy of a scope whose rows it adds; a strategy for a scope
+    left without rows is refused, and nothing of the document is written."""
+    document = {"llms": [_row("A", scope="new")], "scopes": {"new": {"routing": "weighted"}}}
+    apply(store, document)
+    assert store.get_routing("new") == "weighted"
+    before = (store.list_llms(scope=None), len(store.audit_log()))
+    orphan = {"llms": [_row("B")], "scopes": {"empty": {"routing": "latency"}}}
+    with pytest.raises(InvalidConfigError, match="scope 'empty' by latency: the scope has no rows"):
+        apply(store, orphan)
+    assert (store.list_llms(scope=None), len(store.audit_log())) == before
+    assert store.get_routing("empty") == "priority"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from admin_rows import insert_raw
+from admin_rows import insert_raw, set_routing_raw
 from cli_runner import run_cli
 
 from llmpool.pool.doctor import KINDS, diagnose
@@ -16,7 +16,8 @@ RAW_SECRET = "sk-doctorsecret0123456789abcdefghijklmn"
 
 
 def _seed_bad_rows(store: Any) -> dict[str, str]:
-    """One row of each kind of problem; returns kind -> id."""
+    """One row of each kind of problem; returns kind -> id (empty for a scope's problem)."""
+    set_routing_raw(store, "global", " Weighted ")
     return {
         "invalid_row": insert_raw(store, "Bad Priority", priority=5_000_000),
         "literal_secret": insert_raw(store, "Pasted Key", auth_meta={"api_key": RAW_SECRET}),
@@ -44,6 +45,7 @@ def _seed_bad_rows(store: Any) -> dict[str, str]:
                 "is_default": True,
             }
         ).id,
+        "invalid_routing": "",
     }
 
 
@@ -67,9 +69,11 @@ def test_doctor_names_each_bad_row_with_its_fix_and_exits_1(
     assert RAW_SECRET not in result.out + result.err
     text = run_cli("doctor", "--database-url", migrated_url)
     assert text.code == 1
-    assert text.out.startswith("7 problem(s) found (database: ")
+    assert text.out.startswith("8 problem(s) found (database: ")
     for name in ("Bad Priority", "Pasted Key", "Keyless", "Typo", "Old Key", "twin", "Off Default"):
         assert name in text.out
+    assert "scope 'global' has the stored routing ' Weighted '" in text.out
+    assert "fix: llmpool routing global priority" in text.out
 
 
 def test_doctor_fixes_lead_to_a_clean_table_that_exits_0(sql_store: Any, migrated_url: str) -> None:
@@ -84,6 +88,7 @@ def test_doctor_fixes_lead_to_a_clean_table_that_exits_0(sql_store: Any, migrate
         ("edit", ids["unknown_config_key"], "--unset", "config.respones"),
         ("edit", ids["similar_names"], "--set", "name=Twin Two"),
         ("enable", ids["disabled_default"]),
+        ("routing", "global", "priority"),
     ):
         assert run_cli(*command, *db).code == 0, command
     result = run_cli("doctor", *db, env=env)

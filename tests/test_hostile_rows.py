@@ -37,6 +37,9 @@ POISON: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "priority-beyond-sqlite": ({"priority": 10**12}, ("sqlite",)),
     "priority-beyond-range": ({"priority": 2_000_000_000}, ("sqlite", "postgresql")),
     "100-kb-name": ({"name": LONG_NAME}, ("sqlite",)),
+    "separators-in-name": ({"name": "Poison\x1fglobal\x1eweighted"}, ("sqlite", "postgresql")),
+    "newline-in-model-name": ({"model_name": "m\nx"}, ("sqlite", "postgresql")),
+    "bidi-override-in-provider": ({"provider": "fa\u202eke"}, ("sqlite", "postgresql")),
 }
 
 CASES = [
@@ -297,16 +300,35 @@ def test_json_nested_exactly_to_the_limit_is_accepted(store: Any) -> None:
     assert store.update(added.id, {"priority": -1_000_000}).priority == -1_000_000
 
 
-def test_a_name_with_terminal_escapes_is_shown_escaped(
+def test_a_name_with_terminal_escapes_is_an_invalid_row_shown_escaped(
     migrated_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """list and show print ESC and other control characters escaped; --json stays valid JSON."""
+    """A name with ESC and other control characters (raw SQL) is an invalid row: list skips it
+    with a warning naming the field, show prints it; both escape it, so the terminal never
+    receives the characters."""
     name = "\x1b[2J\x1b[31mEvil\x07\x9b"
     bad_id = insert_raw(migrated_url, name=name, model_name="m\x1b]0;title\x07")
-    for args in (["list"], ["show", bad_id]):
-        assert main(["--database-url", migrated_url, *args]) == 0
-        out = capsys.readouterr().out
-        assert "\\x1b[2J\\x1b[31mEvil\\x07\\x9b" in out and "\\x1b]0;title\\x07" in out
-        assert not any(ch in out for ch in "\x1b\x07\x9b")
-    assert main(["--database-url", migrated_url, "list", "--json"]) == 0
-    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == [name]
+    assert main(["--database-url", migrated_url, "list"]) == 0
+    listed = capsys.readouterr()
+    assert listed.out.strip() == "(none)"
+    assert "\\x1b[2J\\x1b[31mEvil\\x07\\x9b" in listed.err and "field 'name'" in listed.err
+    assert main(["--database-url", migrated_url, "show", bad_id]) == 0
+    shown = capsys.readouterr()
+    assert "\\x1b[2J\\x1b[31mEvil\\x07\\x9b" in shown.out and "\\x1b]0;title\\x07" in shown.out
+    for text in (listed.out, listed.err, shown.out, shown.err):
+        assert not any(ch in text for ch in "\x1b\x07\x9b")
+
+
+@pytest.mark.parametrize("scope", ["global\x1f", "\u2028global", "glo\x1ebal"])
+def test_a_raw_row_whose_scope_holds_control_characters_is_a_bad_row(
+    migrated_url: str, scope: str
+) -> None:
+    """A row whose scope holds a control or separator character (raw SQL) is skipped and
+    reported, never served in the scope it resembles once stripped."""
+    add_healthy(migrated_url)
+    bad_id = insert_raw(migrated_url, name="Lookalike", scope=scope)
+    with LLMPool(migrated_url, poll_interval=0, listen=False) as pool:
+        assert pool.get_llm_with_fallback().invoke("hi").content == "healthy"
+        bad = pool.snapshot().bad_rows
+    assert [(b.llm_id, b.name) for b in bad] == [(bad_id, "Lookalike")]
+    assert "field 'scope'" in bad[0].error

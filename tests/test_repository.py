@@ -498,7 +498,7 @@ async def test_invalid_default_row_is_named_not_called_missing(sql_store: Any) -
     assert SECRET not in repr([e.model_dump() for e in sql_store.audit_log()])
 
 
-@pytest.mark.parametrize("bad_id", ["not a uuid", "-leading-dash", "x" * 65, 42])
+@pytest.mark.parametrize("bad_id", ["not a uuid", "-leading-dash", "x" * 65, 42, "scope:global"])
 def test_an_id_that_is_neither_a_uuid_nor_a_key_is_refused(store: Any, bad_id: Any) -> None:
     """A malformed id is refused on every store, naming the field, before the database sees it."""
     with pytest.raises(InvalidConfigError) as info:
@@ -616,3 +616,69 @@ def test_add_many_adds_every_row_in_one_write_with_an_audit_row_each(store: Any)
     creates = [e for e in store.audit_log() if e.action == "create"]
     assert sorted(e.llm_id for e in creates) == sorted(c.id for c in added)
     assert {e.actor for e in creates} == {"alice"}
+
+
+#: Characters no name may hold (`llmpool.models.REFUSED_CATEGORIES`), each in one of the
+#: fields that name things: the snapshot's old separators, a newline, DEL, a C1 control, a
+#: bidirectional override, a zero-width joiner, a line separator, a lone surrogate.
+INVISIBLE = [
+    ("\x1f", "scope"),
+    ("\x1e", "name"),
+    ("\n", "provider"),
+    ("\x7f", "model_name"),
+    ("\x9b", "space"),
+    ("\u202e", "name"),
+    ("\u200d", "scope"),
+    ("\u2028", "model_name"),
+    ("\ud800", "name"),
+]
+
+
+@pytest.mark.parametrize(
+    ("char", "field"), INVISIBLE, ids=[f"U+{ord(c):04X}" for c, _ in INVISIBLE]
+)
+def test_a_control_or_invisible_character_in_a_name_is_refused_naming_the_field(
+    store: Any, char: str, field: str
+) -> None:
+    """add and update refuse a name, scope, provider, model name or space holding a control,
+    format or line separator character, naming the field and the code point; nothing is
+    written."""
+    kept = store.add(row("Kept"))
+    before = (store.list_llms(scope=None), len(store.audit_log()))
+    value = f"a{char}b"
+    with pytest.raises(InvalidConfigError) as added:
+        store.add({**row("New"), field: value})
+    with pytest.raises(InvalidConfigError) as updated:
+        store.update(kept.id, {field: value})
+    for error in (added.value, updated.value):
+        assert error.field == field
+        assert f"U+{ord(char):04X}" in str(error) and value not in str(error)
+    assert "LLM 'Kept'" in str(updated.value)
+    assert (store.list_llms(scope=None), len(store.audit_log())) == before
+
+
+def test_control_characters_at_the_edges_are_refused_not_stripped(store: Any) -> None:
+    """A scope " global\\x1f" is refused, not stripped into "global" as ordinary spaces are."""
+    with pytest.raises(InvalidConfigError) as info:
+        store.add(row("A", scope="\x1fglobal"))
+    assert info.value.field == "scope"
+    added = store.add({**row("B\u00a0b "), "scope": " global "})
+    assert (added.name, added.scope) == ("B\u00a0b", "global")
+
+
+def test_set_default_on_a_disabled_row_is_refused_with_the_fix(store: Any) -> None:
+    """set_default of a disabled row is refused naming the row and `llmpool enable ID`; the
+    scope's default stays as it was."""
+    current = store.add(row("Current", is_default=True))
+    off = store.add(row("Off", enabled=False))
+    before = len(store.audit_log())
+    with pytest.raises(InvalidConfigError) as info:
+        store.set_default(off.id)
+    assert info.value.field == "enabled"
+    assert (info.value.llm_name, info.value.llm_id) == ("Off", off.id)
+    assert "is disabled" in str(info.value) and f"llmpool enable {off.id}" in str(info.value)
+    assert store.get_default().id == current.id
+    assert not store.get(off.id).is_default
+    assert len(store.audit_log()) == before
+    store.enable(off.id)
+    assert store.set_default(off.id).is_default

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from admin_rows import set_routing_raw
 from helpers import fake
 from servers import OpenAIServer
 
@@ -165,6 +167,7 @@ def test_set_routing_is_audited_and_seen_live_by_a_running_pool(store: Any) -> N
 
 def test_routing_is_per_scope(store: Any) -> None:
     """Each scope keeps its own strategy."""
+    store.add(fake("S", 1, "s", scope="support"))
     store.set_routing("support", "least_busy")
     assert store.get_routing("support") == "least_busy"
     assert store.get_routing("global") == "priority"
@@ -387,3 +390,74 @@ def test_async_calls_and_streams_go_through_the_checks() -> None:
     name, text = asyncio.run(run())
     assert (name, text) == ("b", "b")
     assert [(n, ok) for n, ok, _ in check.records] == [("b", True), ("b", True)]
+
+
+def test_a_scope_named_with_separators_cannot_rewrite_another_scopes_routing(
+    sql_store: Any,
+) -> None:
+    """A stored scope holding the characters once used to join the snapshot's routing (raw
+    SQL) is one scope among others: global still routes by priority and answers."""
+    sql_store.add_many([fake("A", 1, "a"), fake("B", 2, "b")])
+    set_routing_raw(sql_store, "x\x1eglobal\x1flatency", "weighted")
+    snapshot = sql_store.snapshot()
+    assert snapshot.routing_of("global") == "priority"
+    assert snapshot.routing["x\x1eglobal\x1flatency"] == "weighted"
+    pool = _pool(sql_store)
+    try:
+        assert _name(pool.get_llm_with_fallback().invoke("hi")) == "A"
+    finally:
+        pool.close()
+
+
+def test_set_routing_refuses_a_scope_holding_control_characters(store: Any) -> None:
+    """set_routing refuses a scope with control characters, naming the field; nothing is
+    written, and no other scope's routing changes."""
+    store.add(fake("A", 1, "a"))
+    before = len(store.audit_log())
+    with pytest.raises(InvalidConfigError) as caught:
+        store.set_routing("x\x1eglobal\x1flatency", "weighted")
+    assert caught.value.field == "scope"
+    assert "U+001E" in str(caught.value)
+    assert store.snapshot().routing == {}
+    assert len(store.audit_log()) == before
+
+
+@pytest.mark.parametrize("stored", ["garbage", "Weighted", " weighted "])
+def test_a_stored_routing_that_is_no_strategy_serves_by_priority_with_one_warning(
+    sql_store: Any, stored: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A strategy raw SQL wrote that is none of the four serves the scope by priority, with
+    one warning per snapshot naming the scope (event ``invalid_routing``)."""
+    sql_store.add_many([fake("B", 1, "b"), fake("A", 1, "a"), fake("C", 0, "c")])
+    set_routing_raw(sql_store, "global", stored)
+    pool = _pool(sql_store)
+    try:
+        with caplog.at_level(logging.WARNING, logger="llmpool"):
+            llm = pool.get_llm_with_fallback()
+            assert [_name(llm.invoke("hi")) for _ in range(3)] == ["C", "C", "C"]
+            assert pool.routing_of() == "priority"
+        warnings = [r for r in caplog.records if getattr(r, "event", "") == "invalid_routing"]
+        assert len(warnings) == 1
+        assert warnings[0].levelno == logging.WARNING
+        assert (getattr(warnings[0], "scope", None), getattr(warnings[0], "routing", None)) == (
+            "global",
+            stored,
+        )
+        assert sql_store.get_routing("global") == "priority"
+    finally:
+        pool.close()
+
+
+def test_routing_a_scope_without_rows_is_refused(store: Any) -> None:
+    """A strategy other than priority is refused for a scope with no rows (a misspelt scope),
+    naming the scope field and what to do; nothing is written. priority is always allowed."""
+    store.add(fake("S", 1, "s", scope="support"))
+    before = len(store.audit_log())
+    with pytest.raises(InvalidConfigError) as caught:
+        store.set_routing("suport", "weighted")
+    assert caught.value.field == "scope"
+    assert "'suport'" in str(caught.value) and "has no rows" in str(caught.value)
+    assert store.get_routing("suport") == "priority"
+    assert len(store.audit_log()) == before
+    assert store.set_routing("suport", "priority") == "priority"
+    assert store.set_routing("support", "weighted") == "weighted"

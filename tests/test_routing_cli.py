@@ -15,6 +15,7 @@ from llmpool.repository.memory import InMemoryStore
 def test_routing_command_shows_and_sets_a_scopes_strategy(migrated_url: str) -> None:
     """``llmpool routing SCOPE [STRATEGY]`` prints the strategy, sets it, and audits it."""
     db = ("--database-url", migrated_url)
+    assert run_cli("add", "--name", "A", "--provider", "fake", "--model", "m", *db).code == 0
     shown = run_cli("routing", "global", *db)
     assert shown.code == 0, shown.err
     assert shown.out.strip() == "scope 'global' routes by priority"
@@ -144,3 +145,25 @@ def test_a_routing_change_reaches_another_pool_through_notify(pg_url: str) -> No
     finally:
         pool.close()
         writer.close()
+
+
+def test_routing_command_refuses_a_scope_without_rows_or_with_control_characters(
+    migrated_url: str,
+) -> None:
+    """``llmpool routing`` refuses, exit 1 in one line, a scope with no rows (a typo) and a scope
+    holding control characters; neither is created, and global keeps its routing."""
+    db = ("--database-url", migrated_url)
+    assert run_cli("add", "--name", "A", "--provider", "fake", "--model", "m", *db).code == 0
+    typo = run_cli("routing", "globl", "weighted", *db)
+    assert typo.code == 1
+    assert "scope 'globl' by weighted: the scope has no rows" in typo.err
+    assert typo.err.count("\n") == 1
+    forged = run_cli("routing", "x\x1eglobal\x1flatency", "weighted", *db)
+    assert forged.code == 1
+    assert "field 'scope' holds the character U+001E" in forged.err
+    assert "\x1e" not in forged.err
+    assert json.loads(run_cli("routing", "global", "--json", *db).out)["routing"] == "priority"
+    assert json.loads(run_cli("routing", "globl", "--json", *db).out)["routing"] == "priority"
+    assert not any(
+        e["action"] == "set_routing" for e in json.loads(run_cli("audit", "--json", *db).out)
+    )

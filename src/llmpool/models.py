@@ -7,7 +7,10 @@ Whoever can write a row (raw SQL included) must not be able to stall or crash th
 every field is bounded, and checked before anything else looks at it:
 
 - text fields: `MAX_LENGTHS` characters (``name`` 200, ``provider`` 100, ``model_name`` 200,
-  ``scope`` 100, ``id`` 64);
+  ``scope`` 100, ``id`` 64), and no character of the Unicode categories `REFUSED_CATEGORIES`
+  (controls, invisible format characters such as bidirectional overrides and zero-width
+  joiners, lone surrogates, line and paragraph separators): a name is what an admin reads and
+  types, and what the stores match rows by, so it holds nothing invisible (`check_text`);
 - ``priority``: `MIN_PRIORITY` to `MAX_PRIORITY` (-1,000,000 to 1,000,000);
 - ``auth_meta`` and ``config``: nested at most `MAX_JSON_DEPTH` (32) levels and at most
   `MAX_JSON_SIZE` (64 KiB) as JSON text. JSON text is measured before it is parsed: its
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from itertools import accumulate
@@ -50,12 +54,15 @@ __all__ = [
     "MAX_SEARCH_LENGTH",
     "MAX_WEIGHT",
     "MIN_PRIORITY",
+    "REFUSED_CATEGORIES",
+    "TEXT_FIELDS",
     "AuditEntry",
     "BadRow",
     "LLMConfig",
     "check_argument",
     "check_json_bounds",
     "check_json_text",
+    "check_text",
     "json_text_depth",
     "parse_json_object",
 ]
@@ -65,6 +72,15 @@ __all__ = [
 MAX_LENGTHS: Mapping[str, int] = MappingProxyType(
     {"id": 64, "name": 200, "provider": 100, "model_name": 200, "scope": 100, "space": 200}
 )
+
+#: The text fields that name things (`check_text`): ``kind`` is one of two words, ``id`` a key.
+TEXT_FIELDS = ("name", "provider", "model_name", "scope", "space")
+
+#: The Unicode categories no name may hold: controls (Cc: C0, DEL, C1, tab and newline
+#: included), format characters (Cf: zero-width joiners and spaces, bidirectional overrides,
+#: soft hyphens), lone surrogates (Cs), line and paragraph separators (Zl, Zp). Spaces, the
+#: no-break space included, are allowed; private-use and unassigned characters too.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 #: The longest ``search`` a listing accepts: a part of a name or a model name.
 MAX_SEARCH_LENGTH = 200
@@ -117,6 +133,38 @@ def check_argument(argument: str, value: object, limit: int) -> None:
     """
     if isinstance(value, str) and len(value) > limit:
         raise ArgumentTooLongError(argument, value, limit)
+
+
+def check_text(value: object, *, field: str, row: str) -> None:
+    """Refuse a name, scope, provider or model name holding an invisible or control character.
+
+    Args:
+        value: The value; anything but a string is left to the field's own validation.
+        field: The field, for the message.
+        row: How the row (or the write) is named in the message.
+
+    Raises:
+        InvalidConfigError: ``value`` holds a character of `REFUSED_CATEGORIES`; the message
+            names the field, the character's code point and its position, never the value.
+
+    Example:
+        >>> check_text("global", field="scope", row="LLM 'x'")
+        >>> check_text("a\x1fb", field="scope", row="LLM 'x'")
+        Traceback (most recent call last):
+        ...
+        llmpool.errors.InvalidConfigError: LLM 'x': field 'scope' holds the character U+001F ...
+    """
+    if not isinstance(value, str) or value.isprintable():  # the fast path: nearly every name
+        return
+    for position, char in enumerate(value):
+        category = unicodedata.category(char)
+        if category in REFUSED_CATEGORIES:
+            msg = (
+                f"{row}: field {field!r} holds the character U+{ord(char):04X} (Unicode "
+                f"category {category}) at position {position}; names may not hold control, "
+                "invisible format or line separator characters"
+            )
+            raise InvalidConfigError(msg, field=field)
 
 
 def json_text_depth(text: str) -> int:
@@ -344,6 +392,13 @@ class LLMConfig(BaseModel):
         # Before any other check: the secret checks walk every level of what passes here.
         value = parse_json_object(value, field=info.field_name, row="LLM row")
         check_json_bounds(value, field=info.field_name, row="LLM row")
+        return value
+
+    @field_validator(*TEXT_FIELDS, mode="before")
+    @classmethod
+    def _no_invisible_characters(cls, value: Any, info: Any) -> Any:
+        # Before whitespace is stripped: a stored "\x1fglobal" is not read as "global".
+        check_text(value, field=info.field_name, row="LLM row")
         return value
 
     @field_validator("space", mode="before")

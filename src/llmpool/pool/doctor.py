@@ -12,7 +12,9 @@
 - ``similar_names``: names in one scope that differ only by case or surrounding spaces
   (``GPT-4`` and ``gpt-4 ``), which an admin cannot tell apart; the same name in different
   scopes is fine;
-- ``disabled_default``: a scope's default is disabled, so ``get_llm()`` has no default.
+- ``disabled_default``: a scope's default is disabled, so ``get_llm()`` has no default;
+- ``invalid_routing``: a scope's stored routing (``llm_scopes``, written by raw SQL) is not a
+  strategy, so the scope is served by priority; the finding's ``llm_id`` is empty.
 
 Example:
     >>> from llmpool.repository.memory import InMemoryStore
@@ -32,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import LiteralSecretError, LLMPoolError, describe_row, shorten
+from llmpool.errors import LiteralSecretError, LLMPoolError, describe_row, shorten, visible
 
 if TYPE_CHECKING:
     from llmpool.credentials.allowlist import EnvAllowlist
@@ -51,6 +53,7 @@ KINDS = (
     "unknown_config_key",
     "similar_names",
     "disabled_default",
+    "invalid_routing",
 )
 
 
@@ -238,6 +241,32 @@ def _disabled_default(config: LLMConfig) -> list[Finding]:
     ]
 
 
+def _invalid_routing(store: Any, scope: str | None) -> list[Finding]:
+    from llmpool.repository.scopes import STRATEGIES
+
+    scope_routing = getattr(store, "scope_routing", None)
+    if scope_routing is None:
+        return []
+    findings: list[Finding] = []
+    for name, stored in sorted(scope_routing().items()):
+        if stored in STRATEGIES or (scope is not None and name != scope):
+            continue
+        shown = shorten(visible(stored), 40)
+        findings.append(
+            Finding(
+                "invalid_routing",
+                "",
+                None,
+                name,
+                "routing",
+                f"scope {shorten(visible(name))!r} has the stored routing {shown!r}, which is "
+                f"not a strategy ({', '.join(STRATEGIES)}): the scope is served by priority",
+                f"llmpool routing {_q(name)} priority (or another strategy)",
+            )
+        )
+    return findings
+
+
 def diagnose(
     store: Any,
     *,
@@ -275,5 +304,6 @@ def diagnose(
         findings += _provider(row.config, registry)
         findings += _disabled_default(row.config)
     findings += _similar_names(rows)
+    findings += _invalid_routing(store, scope)
     order = {kind: index for index, kind in enumerate(KINDS)}
     return sorted(findings, key=lambda f: (order[f.kind], f.scope or "", f.name or "", f.llm_id))

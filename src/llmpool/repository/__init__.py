@@ -163,10 +163,21 @@ class Snapshot:
     generation: int = 0
     read_at: datetime | None = field(default=None, compare=False)
     routing: Mapping[str, str] = field(default_factory=dict, compare=False)
+    _warned: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def routing_of(self, scope: str) -> str:
-        """Return how ``scope`` routes its calls: ``"priority"`` unless set otherwise."""
-        return self.routing.get(scope, "priority")
+        """Return how ``scope`` routes its calls: ``"priority"`` unless set otherwise.
+
+        A strategy that is not one of `llmpool.repository.scopes.STRATEGIES` (raw SQL wrote
+        it) routes by ``"priority"``, with a warning once per snapshot and scope.
+        """
+        from llmpool.repository.scopes import usable_strategy
+
+        stored = self.routing.get(scope, "priority")
+        strategy = usable_strategy(scope, stored, warn=scope not in self._warned)
+        if strategy != stored:
+            self._warned.add(scope)
+        return strategy
 
 
 @runtime_checkable
@@ -290,7 +301,10 @@ class LLMStore(LLMRepository, Protocol):
         ...
 
     def set_default(self, llm_id: str, *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
-        """Make the row its scope's default, clearing the others in the same transaction."""
+        """Make the row its scope's default, clearing the others in the same transaction.
+
+        A disabled row is refused (`InvalidConfigError`, field ``enabled``): enable it first.
+        """
         ...
 
     def audit_log(

@@ -25,6 +25,7 @@ from llmpool.repository.rules import (
     canonical_id,
     default_move_conflict,
     default_rule,
+    disabled_default_error,
     doing,
     item_label,
     name_taken_error,
@@ -32,7 +33,7 @@ from llmpool.repository.rules import (
     new_configs,
     updated_config,
 )
-from llmpool.repository.scopes import check_routing, routing_audit
+from llmpool.repository.scopes import check_routing, no_rows_error, routing_audit
 
 if TYPE_CHECKING:
     from llmpool.repository import CommitListener, ConfigValidator
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
 _Draft = tuple[dict[str, LLMConfig], list[tuple[str, str, Any, Any]]]
 
 __all__ = ["InMemoryStore"]
+
+
+def _check_has_rows(rows: Mapping[str, LLMConfig], scope: str, strategy: str) -> None:
+    if strategy != "priority" and not any(row.scope == scope for row in rows.values()):
+        raise no_rows_error(scope, strategy)
 
 
 def _find(rows: Mapping[str, LLMConfig], llm_id: str) -> LLMConfig | None:
@@ -169,17 +175,24 @@ class InMemoryStore(BulkWrites):
         check_argument("scope", scope, MAX_LENGTHS["scope"])
         return self._routing.get(scope, "priority")
 
+    def scope_routing(self) -> dict[str, str]:
+        """Return every scope's routing as stored (see `SQLStore.scope_routing`)."""
+        with self._lock:
+            return dict(self._routing)
+
     def set_routing(self, scope: str, strategy: str, *, actor: str = DEFAULT_ACTOR) -> str:
         """Set how ``scope`` routes its calls, audited (see `SQLStore.set_routing`)."""
         scope, strategy = check_routing(scope, strategy)
         with self._lock:
+            _check_has_rows(self._rows, scope, strategy)
             self._routing_in(scope, strategy, actor)
             self._generation += 1
         self._listeners.notify("set_routing")
         return strategy
 
     def _routing_in(self, scope: str, strategy: str, actor: str) -> None:
-        # Set a scope's strategy with its audit entry (the caller holds the lock).
+        # Set a scope's strategy with its audit entry (the caller holds the lock and has
+        # checked the scope's rows).
         before = self._routing.get(scope, "priority")
         self._routing[scope] = strategy
         audit_id, old, new = routing_audit(scope, before, strategy)
@@ -333,6 +346,8 @@ class InMemoryStore(BulkWrites):
         current = _find(rows, llm_id)
         if current is None:
             raise not_found_error(llm_id)
+        if action == "set_default" and not current.enabled:
+            raise disabled_default_error(current)
         after = updated_config(current, changes, self.validators)
         after = after.model_copy(update={"version": current.version + 1})
         self._check_unique(rows, after, current, action)
@@ -404,6 +419,8 @@ class InMemoryStore(BulkWrites):
                 self._check_unique(rows, config, config, "create", label)
                 self._put(rows, entries, None, config, "create", take_default=True)
                 changed.append(config)
+            for scope, strategy in strategies:  # refused before any is written
+                _check_has_rows(rows, scope, strategy)
             for scope, strategy in strategies:  # the last step: nothing after it can refuse
                 self._routing_in(scope, strategy, actor)
         return changed

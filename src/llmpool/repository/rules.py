@@ -24,6 +24,7 @@ __all__ = [
     "canonical_id",
     "default_move_conflict",
     "default_rule",
+    "disabled_default_error",
     "doing",
     "edited_values",
     "item_label",
@@ -79,12 +80,21 @@ def _new_id(value: Any, name: str | None, *, uuid_only: bool) -> str:
         return str(uuid.UUID(str(value)))
     except ValueError:
         pass
-    if not uuid_only and isinstance(value, str) and _KEY_ID.fullmatch(value):
+    from llmpool.repository.scopes import AUDIT_PREFIX
+
+    # "scope:..." names a scope's routing changes in the audit log: never a row.
+    if (
+        not uuid_only
+        and isinstance(value, str)
+        and _KEY_ID.fullmatch(value)
+        and not value.startswith(AUDIT_PREFIX)
+    ):
         return value
     rule = (
         "must be a UUID (this database stores ids as uuid)"
         if uuid_only
-        else "must be a UUID or a key of up to 64 letters, digits and . _ : -"
+        else f"must be a UUID or a key of up to 64 letters, digits and . _ : - (not starting "
+        f"with {AUDIT_PREFIX!r})"
     )
     msg = (
         f"{describe_row(name, None)}: field 'id' {rule}, "
@@ -139,6 +149,21 @@ def default_move_conflict(
         "instead"
     )
     return ConflictError(msg)
+
+
+def disabled_default_error(current: LLMConfig) -> InvalidConfigError:
+    """Return the refusal to make a disabled row its scope's default (`LLMStore.set_default`).
+
+    ``get_llm()`` serves no disabled row, so such a default would leave the scope without one.
+    (An update may still write ``is_default`` and ``enabled=False`` together: a document that
+    `llmpool apply` reads back from an export holds what the table held.)
+    """
+    msg = (
+        f"Could not {doing('set_default', current.describe())}: it is disabled, and get_llm() "
+        f"serves no disabled row; enable it first (llmpool enable {current.id}), or make "
+        f"another row of scope {shorten(current.scope)!r} the default"
+    )
+    return InvalidConfigError(msg, llm_name=current.name, llm_id=current.id, field="enabled")
 
 
 def _parse_json_fields(values: dict[str, Any], row: str) -> None:

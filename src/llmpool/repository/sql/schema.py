@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
 
 from llmpool.errors import InvalidConfigError, InvalidDefaultLLMError, describe_row, shorten
 from llmpool.models import (
@@ -46,7 +48,9 @@ __all__ = [
     "select_generation",
     "select_llms",
     "RowParser",
+    "parse_routing",
     "parse_rows",
+    "select_routing",
     "select_snapshot",
     "snapshot_from_rows",
     "state",
@@ -203,18 +207,42 @@ def select_generation() -> sa.Select[Any]:
     return sa.select(state.c.generation).where(state.c.id == 1)
 
 
-#: Separators of the scopes' routing in a snapshot's one text value (never in a scope name).
-_PAIR, _RECORD = "\x1f", "\x1e"
+class _ScopeRouting(FunctionElement[Any]):
+    """Every ``llm_scopes`` row as one JSON text, ``[[scope, routing], ...]``.
+
+    JSON escapes whatever a value holds, so no scope name can pose as another scope's routing
+    (as it could in text joined with separators). On SQLite a value that is not text (a BLOB or
+    a number written by raw SQL) reads as ``null`` instead of failing the whole snapshot.
+    """
+
+    type = sa.Text()
+    inherit_cache = True
+
+
+@compiles(_ScopeRouting, "postgresql")
+def _scope_routing_postgresql(element: _ScopeRouting, compiler: Any, **kw: Any) -> str:
+    pairs = sa.func.json_agg(sa.func.json_build_array(scopes.c.scope, scopes.c.routing))
+    return str(compiler.process(sa.cast(pairs, sa.Text), **kw))
+
+
+@compiles(_ScopeRouting)
+def _scope_routing_sqlite(element: _ScopeRouting, compiler: Any, **kw: Any) -> str:
+    def text(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+        return sa.case((sa.func.typeof(column) == "text", column))
+
+    pairs = sa.func.json_array(text(scopes.c.scope), text(scopes.c.routing))
+    return str(compiler.process(sa.func.json_group_array(pairs), **kw))
+
+
+def select_routing() -> sa.Select[Any]:
+    """Return the one-value query of every scope's routing, as `parse_routing` reads it."""
+    return sa.select(_ScopeRouting()).select_from(scopes)
 
 
 def select_snapshot() -> sa.Select[Any]:
     """Return one query for the generation, every scope's routing and every row (one row of
     NULLs when empty)."""
-    routing = (
-        sa.select(sa.func.aggregate_strings(scopes.c.scope + _PAIR + scopes.c.routing, _RECORD))
-        .scalar_subquery()
-        .label("scope_routing")
-    )
+    routing = select_routing().scalar_subquery().label("scope_routing")
     return (
         sa.select(state.c.generation, routing, *_READ)
         .select_from(state.outerjoin(llms, sa.true()))
@@ -397,11 +425,18 @@ def snapshot_from_rows(rows: Sequence[Mapping[Any, Any]], parser: RowParser) -> 
 
 
 def parse_routing(text: Any) -> Mapping[str, str]:
-    """Return the scopes' routing from `select_snapshot`'s one text value (scope -> strategy)."""
-    if not isinstance(text, str) or not text:
+    """Return the scopes' routing from `select_snapshot`'s JSON text (scope -> strategy as
+    stored, an unknown one included: `Snapshot.routing_of` serves it by priority)."""
+    if isinstance(text, (str, bytes)):
+        with contextlib.suppress(ValueError, RecursionError):
+            text = json.loads(text)
+    if not isinstance(text, list):
         return {}
-    pairs = (record.partition(_PAIR) for record in text.split(_RECORD))
-    return {scope: strategy for scope, _, strategy in pairs if strategy}
+    routing: dict[str, str] = {}
+    for pair in text:
+        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
+            routing[pair[0]] = pair[1] if isinstance(pair[1], str) else "<not text>"
+    return routing
 
 
 def db_values(config: LLMConfig, dialect: str) -> dict[str, Any]:

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from llmpool.errors import InvalidConfigError, describe_row
+from llmpool.errors import InvalidConfigError, describe_row, shorten, visible
 from llmpool.models import MAX_LENGTHS, check_argument
 from llmpool.repository import DEFAULT_ACTOR, BulkWrites, CommitListeners, Snapshot
 from llmpool.repository.rules import (
     as_id_list,
     default_move_conflict,
     default_rule,
+    disabled_default_error,
     doing,
     item_label,
     name_taken_error,
@@ -28,7 +29,12 @@ from llmpool.repository.rules import (
     new_configs,
     updated_config,
 )
-from llmpool.repository.scopes import check_routing, routing_audit
+from llmpool.repository.scopes import (
+    check_routing,
+    no_rows_error,
+    routing_audit,
+    usable_strategy,
+)
 from llmpool.repository.sql import repair
 from llmpool.repository.sql.errors import db_errors
 from llmpool.repository.sql.lifecycle import DatabaseResources
@@ -41,11 +47,13 @@ from llmpool.repository.sql.schema import (
     default_config,
     llms,
     one_config,
+    parse_routing,
     parse_rows,
     raw_audit_values,
     scopes,
     select_generation,
     select_llms,
+    select_routing,
     select_snapshot,
     snapshot_from_rows,
 )
@@ -518,8 +526,9 @@ class SQLStore(DatabaseResources, BulkWrites):
 
         Raises:
             LLMNotFoundError: No such row.
-            InvalidConfigError: The row fails validation (written by raw SQL); the message
-                says what is wrong and the command that fixes it.
+            InvalidConfigError: The row fails validation (written by raw SQL), or is disabled
+                (field ``enabled``); the message says what is wrong and the command that fixes
+                it.
             ConflictError: A concurrent `set_default` on the same scope won the race.
         """
         what = _Doing(doing("set_default", f"LLM id {llm_id}"))
@@ -532,6 +541,8 @@ class SQLStore(DatabaseResources, BulkWrites):
                     raise
                 raise repair.refusal("set_default", row, error) from None
             what.text = doing("set_default", current.describe())
+            if not current.enabled:
+                raise disabled_default_error(current)
             self._clear_default(conn, current.scope, current.id, actor, current.kind)
             after = self._write_update(conn, current, {"is_default": True})
             self._audit(conn, actor=actor, action="set_default", before=current, after=after)
@@ -547,8 +558,13 @@ class SQLStore(DatabaseResources, BulkWrites):
         """
         check_argument("scope", scope, MAX_LENGTHS["scope"])
         stmt = sa.select(scopes.c.routing).where(scopes.c.scope == scope)
-        rows = self._rows(stmt, f"read the routing of scope {scope!r}")
-        return str(rows[0]["routing"]) if rows else "priority"
+        rows = self._rows(stmt, f"read the routing of scope {shorten(visible(scope))!r}")
+        return usable_strategy(scope, rows[0]["routing"]) if rows else "priority"
+
+    def scope_routing(self) -> dict[str, str]:
+        """Return every scope's routing as stored (``llm_scopes``), an invalid one included."""
+        rows = self._rows(select_routing(), "read the scopes' routing")
+        return dict(parse_routing(next(iter(rows[0].values()))))
 
     def set_routing(self, scope: str, strategy: str, *, actor: str = DEFAULT_ACTOR) -> str:
         """Set how ``scope`` routes its calls: one transaction with its audit entry.
@@ -556,7 +572,7 @@ class SQLStore(DatabaseResources, BulkWrites):
         Every running pool on the table switches at once (NOTIFY) or at its next poll.
 
         Args:
-            scope: The scope (it need not have rows yet).
+            scope: The scope; it must have rows, unless ``strategy`` is ``priority``.
             strategy: ``priority``, ``weighted``, ``latency`` or ``least_busy``.
             actor: Recorded in the audit log.
 
@@ -564,16 +580,21 @@ class SQLStore(DatabaseResources, BulkWrites):
             The strategy now in force.
 
         Raises:
-            InvalidConfigError: An unknown strategy (field ``routing``) or an empty scope.
+            InvalidConfigError: An unknown strategy (field ``routing``); an empty scope, one
+                holding a control character, or one without rows (field ``scope``).
         """
         scope, strategy = check_routing(scope, strategy)
-        what = _Doing(f"set the routing of scope {scope!r}")
+        what = _Doing(f"set the routing of scope {shorten(scope)!r}")
         with self._write(what, "set_routing") as conn:
             self._routing_in(conn, scope, strategy, actor)
         return strategy
 
     def _routing_in(self, conn: Connection, scope: str, strategy: str, actor: str) -> None:
         # Upsert the scope's strategy and write its audit entry, in the caller's transaction.
+        if strategy != "priority":
+            rows = sa.select(llms.c.id).where(llms.c.scope == scope).limit(1)
+            if conn.execute(rows).first() is None:
+                raise no_rows_error(scope, strategy)
         found = conn.execute(
             sa.select(scopes.c.routing).where(scopes.c.scope == scope)
         ).scalar_one_or_none()
