@@ -168,6 +168,78 @@ def test_apply_refuses_control_characters_in_a_scope_naming_the_entry(store: Any
     assert store.get_routing("global") == "priority"
 
 
+DEEP_DOCUMENTS = {
+    "yaml-block-sequences": ("- " * 5000 + "x", "yaml"),
+    "yaml-block-mappings": (
+        "".join("  " * i + "a:\n" for i in range(1500)) + "  " * 1500 + "x",
+        "yaml",
+    ),
+    "yaml-inside-an-entry": (
+        "llms:\n- name: A\n  config:\n" + "".join("    " + "  " * i + "- \n" for i in range(3000)),
+        None,
+    ),
+    "json-brackets": ('{"llms": ' + "[" * 100_000 + "]" * 100_000 + "}", "json"),
+}
+
+
+@pytest.mark.parametrize("case", DEEP_DOCUMENTS, ids=list(DEEP_DOCUMENTS))
+def test_a_document_nested_thousands_deep_is_refused_naming_the_limit(case: str) -> None:
+    """A document nested thousands of levels deep, in YAML block syntax or in JSON, is refused
+    with a typed error naming the depth limit, not a RecursionError."""
+    text, fmt = DEEP_DOCUMENTS[case]
+    with pytest.raises(InvalidConfigError, match="nests deeper than 35 levels"):
+        loads(text, fmt)
+
+
+def test_the_apply_command_refuses_a_deep_document_in_one_line(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """``llmpool apply`` of a YAML document nested 5,000 deep exits 1 with one line, no
+    traceback, and writes nothing."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("- " * 5000 + "x")
+    result = run_cli("apply", str(path), "--database-url", migrated_url)
+    assert result.code == 1
+    assert result.err.count("\n") == 1 and "nests deeper than 35 levels" in result.err
+    assert "Traceback" not in result.err
+
+
+REPEATED_KEYS = {
+    "json": ('{"llms": [{"name": "A", "provider": "fake", "model_name": "m", "priority": 1, '
+             '"priority": 50}]}', "json", "entry 0 (LLM 'A')", "priority"),
+    "yaml": ("llms:\n- name: A\n  provider: fake\n  model_name: m\n  priority: 1\n  priority: 50\n",
+             "yaml", "entry 0 (LLM 'A')", "priority"),
+    "yaml-config": ("llms:\n- name: A\n  provider: fake\n  model_name: m\n"
+                    "  config: {responses: [a], responses: [b]}\n",
+                    "yaml", "entry 0 (LLM 'A') at config", "responses"),
+    "json-scopes": ('{"llms": [], "scopes": {"global": {"routing": "weighted", '
+                    '"routing": "latency"}}}', None, "the document at scopes.global", "routing"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", REPEATED_KEYS, ids=list(REPEATED_KEYS))
+def test_a_key_given_twice_in_one_object_is_refused_naming_the_key_and_entry(
+    case: str, store: Any
+) -> None:
+    """JSON or YAML giving a key twice in one object (an entry, its config, a scope) is
+    refused, naming the key and where it is; nothing is written."""
+    text, fmt, where, key = REPEATED_KEYS[case]
+    with pytest.raises(InvalidConfigError) as caught:
+        apply(store, loads(text, fmt))
+    assert str(caught.value).startswith(f"{where}: the key {key!r} is given twice")
+    assert caught.value.field == key
+    assert store.list_llms(scope=None) == [] and store.audit_log() == []
+
+
+def test_yaml_merge_keys_are_not_repeated_keys() -> None:
+    """A YAML merge (``<<: *base``) overridden by an entry's own key is not a repeated key."""
+    text = (
+        "llms:\n- &base {name: A, provider: fake, model_name: m, priority: 1}\n"
+        "- <<: *base\n  name: B\n"
+    )
+    assert [e["name"] for e in loads(text, "yaml")["llms"]] == ["A", "B"]
+
+
 def test_a_scope_strategy_applies_with_the_rows_the_same_document_adds(store: Any) -> None:
     """A document may set the strategy of a scope whose rows it adds; a strategy for a scope
     left without rows is refused, and nothing of the document is written."""

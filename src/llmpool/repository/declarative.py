@@ -1,8 +1,8 @@
 """The table as a file: export rows, plan the changes a file asks for, apply them at once.
 
 A document is ``{"llms": [entry, ...], "scopes": {scope: {"routing": strategy}}}`` (JSON, or
-YAML with PyYAML installed:
-``pip install "llmpool[yaml]"``). An entry holds a row's writable fields (every field of
+YAML with PyYAML installed: ``pip install "llmpool[yaml]"``; read and written by
+`llmpool.repository.documents`). An entry holds a row's writable fields (every field of
 `LLMConfig` but ``id``, ``created_at``, ``updated_at`` and ``version``), references only, never
 secret values. Rows are matched by ``(scope, name)``; ``scope`` defaults to ``global``.
 ``scopes`` is optional: each scope it names gets that routing strategy (``priority``,
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import InvalidConfigError, LLMPoolError, describe_row, shorten
 from llmpool.models import LLMConfig
+from llmpool.repository.documents import dumps, loads
 
 if TYPE_CHECKING:
     from llmpool.repository.stored import StoredRow
@@ -177,75 +178,6 @@ def export_rows(store: Any, *, scope: str | None = "global") -> dict[str, Any]:
         names = sorted({e["scope"] for e in entries} | ({scope} if scope is not None else set()))
         document["scopes"] = {name: {"routing": get_routing(name)} for name in names}
     return document
-
-
-def dumps(document: Mapping[str, Any], fmt: str = "json") -> str:
-    """Return a document as ``json`` or ``yaml`` text.
-
-    Raises:
-        LLMPoolError: ``yaml`` without PyYAML installed.
-    """
-    if fmt == "yaml":
-        yaml = _yaml()
-        text: str = yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True)
-        return text
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-
-
-def loads(text: str, fmt: str | None = None) -> dict[str, Any]:
-    """Parse a document from JSON or YAML text (``fmt`` ``None``: JSON when it parses as JSON).
-
-    Raises:
-        InvalidConfigError: The text is not a document (a mapping with an ``llms`` list).
-        LLMPoolError: YAML without PyYAML installed.
-    """
-    from llmpool.models import MAX_JSON_DEPTH, json_text_depth
-
-    if json_text_depth(text) > MAX_JSON_DEPTH + 3:
-        msg = f"the document nests deeper than {MAX_JSON_DEPTH + 3} levels"
-        raise InvalidConfigError(msg)
-    loaded: Any
-    if fmt != "yaml":
-        try:
-            loaded = json.loads(text)
-        except ValueError as error:
-            if fmt == "json":
-                msg = f"the document is not valid JSON: {shorten(str(error), 200)}"
-                raise InvalidConfigError(msg) from None
-            fmt = "yaml"
-    if fmt == "yaml":
-        yaml = _yaml()
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            msg = f"the document is not valid YAML: {shorten(one_line_text(str(error)), 200)}"
-            raise InvalidConfigError(msg) from None
-    if isinstance(loaded, list):
-        loaded = {"llms": loaded}
-    if not isinstance(loaded, dict) or not isinstance(loaded.get("llms", []), list):
-        msg = 'a document is an object with a list of rows under "llms"'
-        raise InvalidConfigError(msg)
-    unknown = sorted(set(loaded) - {"llms", "scopes"})
-    if unknown:
-        msg = f'a document holds only "llms" and "scopes"; unknown key {shorten(str(unknown[0]))!r}'
-        raise InvalidConfigError(msg)
-    document: dict[str, Any] = {"llms": list(loaded.get("llms") or [])}
-    if loaded.get("scopes") is not None:
-        document["scopes"] = loaded["scopes"]
-    return document
-
-
-def one_line_text(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _yaml() -> Any:
-    try:
-        import yaml
-    except ImportError:
-        msg = 'YAML needs PyYAML: pip install "llmpool[yaml]" (or use JSON)'
-        raise LLMPoolError(msg) from None
-    return yaml
 
 
 # -- planning ----------------------------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""Documents as text: JSON or YAML in (`loads`), JSON or YAML out (`dumps`).
+
+A document is what `llmpool.repository.declarative` plans and applies. Reading one never
+fails with anything but `InvalidConfigError`, whatever the text holds:
+
+- nesting is bounded while the text is read, in either syntax, to `MAX_DOCUMENT_DEPTH`
+  objects and lists (PyYAML composes nodes recursively, and a block sequence ``- - - x``
+  nested a few thousand levels deep would exhaust the stack);
+- an object that gives a key twice is refused, naming the key and the entry: JSON and YAML
+  keep the last value without a word, so a document saying ``priority: 1`` and later
+  ``priority: 50`` in one entry would apply 50 silently.
+
+Example:
+    >>> loads('[{"name": "A", "provider": "fake", "model_name": "m"}]')["llms"][0]["name"]
+    'A'
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from llmpool.errors import InvalidConfigError, LLMPoolError, describe_row, shorten, visible
+from llmpool.models import MAX_JSON_DEPTH, json_text_depth
+
+__all__ = ["MAX_DOCUMENT_DEPTH", "dumps", "loads"]
+
+
+def dumps(document: Mapping[str, Any], fmt: str = "json") -> str:
+    """Return a document as ``json`` or ``yaml`` text.
+
+    Raises:
+        LLMPoolError: ``yaml`` without PyYAML installed.
+    """
+    if fmt == "yaml":
+        yaml = _yaml()
+        text: str = yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True)
+        return text
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+#: How deeply a document nests objects and lists: ``{"llms": [{"config": ...}]}`` around the
+#: `llmpool.models.MAX_JSON_DEPTH` levels a row's ``config`` may take.
+MAX_DOCUMENT_DEPTH = MAX_JSON_DEPTH + 3
+
+
+def loads(text: str, fmt: str | None = None) -> dict[str, Any]:
+    """Parse a document from JSON or YAML text (``fmt`` ``None``: JSON when it parses as JSON).
+
+    The nesting is bounded while the text is read (`MAX_DOCUMENT_DEPTH` objects and lists, in
+    either syntax), and an object that gives a key twice is refused: JSON and YAML would keep
+    the last value without a word.
+
+    Raises:
+        InvalidConfigError: The text is not a document (a mapping with an ``llms`` list), nests
+            deeper than `MAX_DOCUMENT_DEPTH`, or gives a key twice in one object (the message
+            names the key and the entry).
+        LLMPoolError: YAML without PyYAML installed.
+
+    Example:
+        >>> loads('{"llms": [{"name": "A", "priority": 1, "priority": 2}]}')
+        Traceback (most recent call last):
+        ...
+        llmpool.errors.InvalidConfigError: entry 0 (LLM 'A'): the key 'priority' is given twice...
+    """
+    if json_text_depth(text) > MAX_DOCUMENT_DEPTH:
+        raise _too_deep()
+    loaded: Any
+    if fmt != "yaml":
+        try:
+            loaded = json.loads(text, object_pairs_hook=_object)
+        except RecursionError:  # the stack was already deep: the text itself is bounded
+            raise _too_deep() from None
+        except ValueError as error:
+            if fmt == "json":
+                msg = f"the document is not valid JSON: {shorten(str(error), 200)}"
+                raise InvalidConfigError(msg) from None
+            fmt = "yaml"
+    if fmt == "yaml":
+        loaded = _load_yaml(text)
+    if isinstance(loaded, list):
+        loaded = {"llms": loaded}
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("llms", []), list):
+        msg = 'a document is an object with a list of rows under "llms"'
+        raise InvalidConfigError(msg)
+    _refuse_repeated_keys(loaded)
+    unknown = sorted(set(loaded) - {"llms", "scopes"})
+    if unknown:
+        msg = f'a document holds only "llms" and "scopes"; unknown key {shorten(str(unknown[0]))!r}'
+        raise InvalidConfigError(msg)
+    document: dict[str, Any] = {"llms": list(loaded.get("llms") or [])}
+    if loaded.get("scopes") is not None:
+        document["scopes"] = loaded["scopes"]
+    return document
+
+
+def one_line_text(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _too_deep() -> InvalidConfigError:
+    return InvalidConfigError(f"the document nests deeper than {MAX_DOCUMENT_DEPTH} levels")
+
+
+class _Repeated(dict[Any, Any]):
+    """An object of the document that gave ``key`` twice (refused by `_refuse_repeated_keys`)."""
+
+    def __init__(self, key: Any) -> None:
+        super().__init__()
+        self.key = key
+
+
+#: What `_first_repeated` returns when no key is repeated (``None`` may be a YAML key).
+_NO_KEY = object()
+
+
+def _first_repeated(keys: Iterable[Any]) -> Any:
+    seen: set[Any] = set()
+    for key in keys:
+        if key in seen:
+            return key
+        seen.add(key)
+    return _NO_KEY
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads's object_pairs_hook: every pair of the object, a repeated key included.
+    data = dict(pairs)
+    if len(data) == len(pairs):
+        return data
+    repeated = _Repeated(_first_repeated(key for key, _ in pairs))
+    repeated.update(data)
+    return repeated
+
+
+def _refuse_repeated_keys(document: dict[str, Any]) -> None:
+    # Every object of the document, walked once (a YAML alias may make a cycle).
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(document, ())]
+    seen: set[int] = set()
+    while stack:
+        value, path = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, _Repeated):
+            where = _path_text(document, path)
+            msg = (
+                f"{where}: the key {shorten(visible(str(value.key)))!r} is given twice in one "
+                "object; give it once (the last value would silently win)"
+            )
+            raise InvalidConfigError(msg, field=shorten(str(value.key)))
+        if isinstance(value, dict):
+            stack.extend((child, (*path, key)) for key, child in value.items())
+        elif isinstance(value, list):
+            stack.extend((child, (*path, index)) for index, child in enumerate(value))
+
+
+def _path_text(document: dict[str, Any], path: tuple[Any, ...]) -> str:
+    # "entry 3 (LLM 'A') at config.extra" for a row's entry; "scopes.global" elsewhere.
+    if len(path) >= 2 and path[0] == "llms" and isinstance(path[1], int):
+        entry = document["llms"][path[1]]
+        name = entry.get("name") if isinstance(entry, dict) else None
+        where = f"entry {path[1]} ({describe_row(name if isinstance(name, str) else None, None)})"
+        rest = path[2:]
+        return where + (f" at {_dotted(rest)}" if rest else "")
+    return f"the document at {_dotted(path)}" if path else "the document"
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return shorten(visible(".".join(str(part) for part in path)), 200)
+
+
+def _yaml() -> Any:
+    try:
+        import yaml
+    except ImportError:
+        msg = 'YAML needs PyYAML: pip install "llmpool[yaml]" (or use JSON)'
+        raise LLMPoolError(msg) from None
+    return yaml
+
+
+def _load_yaml(text: str) -> Any:
+    yaml = _yaml()
+    try:
+        return yaml.load(text, Loader=_bounded_loader())  # a SafeLoader (see there)
+    except yaml.YAMLError as error:
+        msg = f"the document is not valid YAML: {shorten(one_line_text(str(error)), 200)}"
+        raise InvalidConfigError(msg) from None
+    except RecursionError:  # not reached with the depth bound; never a traceback
+        raise _too_deep() from None
+
+
+@functools.cache
+def _bounded_loader() -> type:
+    """PyYAML's safe loader that counts nesting as it composes, and marks repeated keys.
+
+    PyYAML composes nodes recursively: a block sequence (``- - - x``) or mapping nested a few
+    thousand levels deep exhausts the stack. Here composing stops at `MAX_DOCUMENT_DEPTH`.
+    """
+    import yaml
+
+    class BoundedSafeLoader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_sequence_node(self, anchor: Any) -> Any:
+            return self._nested(super().compose_sequence_node, anchor)
+
+        def compose_mapping_node(self, anchor: Any) -> Any:
+            return self._nested(super().compose_mapping_node, anchor)
+
+        def _nested(self, compose: Any, anchor: Any) -> Any:
+            if self.depth >= MAX_DOCUMENT_DEPTH:
+                raise _too_deep()
+            self.depth += 1
+            try:
+                return compose(anchor)
+            finally:
+                self.depth -= 1
+
+        def construct_yaml_map(self, node: Any) -> Any:
+            repeated = _first_repeated(
+                self.construct_object(key)
+                for key, _ in node.value
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge"
+            )
+            data: dict[Any, Any] = {} if repeated is _NO_KEY else _Repeated(repeated)
+            yield data
+            data.update(self.construct_mapping(node))
+
+    BoundedSafeLoader.add_constructor("tag:yaml.org,2002:map", BoundedSafeLoader.construct_yaml_map)
+    return BoundedSafeLoader
