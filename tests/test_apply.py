@@ -113,7 +113,7 @@ def test_the_commands_export_and_apply_yaml_with_a_plan(migrated_url: str, tmp_p
     assert [(r["name"], r["priority"]) for r in listed] == [("A", 3)]
     empty = tmp_path / "empty.json"
     empty.write_text('{"llms": []}')
-    pruned = run_cli("apply", str(empty), "--prune", "--scope", "global", *db)
+    pruned = run_cli("apply", str(empty), "--prune", "--scope", "global", "--yes", *db)
     assert pruned.out.splitlines()[0].startswith("- remove LLM 'A'")
     assert json.loads(run_cli("list", "--json", *db).out) == []
 
@@ -238,6 +238,29 @@ def test_yaml_merge_keys_are_not_repeated_keys() -> None:
         "- <<: *base\n  name: B\n"
     )
     assert [e["name"] for e in loads(text, "yaml")["llms"]] == ["A", "B"]
+
+
+def test_apply_prune_asks_for_yes_like_delete(migrated_url: str, tmp_path: Path) -> None:
+    """apply --prune that would remove rows refuses without --yes off a terminal (exit 2,
+    nothing removed) as delete does; --dry-run, and a prune removing nothing, need no --yes."""
+    db = ("--database-url", migrated_url)
+    assert run_cli("add", "--name", "A", "--provider", "fake", "--model", "m", *db).code == 0
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"llms": []}')
+    refused = run_cli("apply", str(empty), "--prune", "--scope", "global", *db)
+    assert refused.code == 2
+    assert "apply --prune asks for confirmation; pass --yes" in refused.err
+    deleted = run_cli("delete", "A", *db)
+    assert deleted.code == 2 and "delete asks for confirmation; pass --yes" in deleted.err
+    assert [r["name"] for r in json.loads(run_cli("list", "--json", *db).out)] == ["A"]
+    dry = run_cli("apply", str(empty), "--prune", "--scope", "global", "--dry-run", *db)
+    assert dry.code == 0 and dry.out.startswith("- remove LLM 'A'")
+    keep = tmp_path / "keep.json"
+    keep.write_text('{"llms": [{"name": "A", "provider": "fake", "model_name": "m"}]}')
+    assert run_cli("apply", str(keep), "--prune", *db).code == 0
+    done = run_cli("apply", str(empty), "--prune", "--scope", "global", "--yes", *db)
+    assert done.code == 0, done.err
+    assert json.loads(run_cli("list", "--json", *db).out) == []
 
 
 def test_a_scope_strategy_applies_with_the_rows_the_same_document_adds(store: Any) -> None:

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from llmpool.cli.args import AddCommand, Handler, bounded
 from llmpool.cli.output import (
@@ -26,7 +27,8 @@ _APPLY_EPILOG = (
     "field before -> after) and, with --prune, rows of the file's scopes (and of --scope) that "
     "it does not list, to remove. A field an entry leaves out is left as it is. The plan is "
     "applied in one transaction with one audit entry per row changed: when anything is "
-    "refused, nothing is written. Export, then apply the export: no changes."
+    "refused, nothing is written. --prune asks before it removes rows, as delete does (pass "
+    "--yes when not on a terminal). Export, then apply the export: no changes."
 )
 
 
@@ -52,6 +54,9 @@ def register(add: AddCommand) -> None:
         default=[],
         type=bounded("scope"),
         help="with --prune: a scope to empty of unlisted rows even if the file has none of it",
+    )
+    p.add_argument(
+        "--yes", action="store_true", help="with --prune: remove rows without asking (as delete)"
     )
     p.add_argument("--format", choices=("json", "yaml"), help="default: from the suffix, else JSON")
     allow_unknown_flag(p)
@@ -94,6 +99,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     with open_pool(args) as pool:
         if args.allow_unknown_provider:
             allow_unknown_providers(pool.store)
+        if args.prune and not args.dry_run and not _removals_confirmed(args, pool.store, document):
+            print("nothing applied")
+            return 1
         plan = apply(
             pool.store,
             document,
@@ -112,6 +120,19 @@ def cmd_apply(args: argparse.Namespace) -> int:
     elif applied:
         print(f"applied {len(plan.steps)} change(s)")
     return 0
+
+
+def _removals_confirmed(args: argparse.Namespace, store: Any, document: Any) -> bool:
+    # --prune deletes rows: confirmed as `llmpool delete` is, when the plan removes any.
+    from llmpool.cli.rows import confirmed
+    from llmpool.repository.declarative import plan
+
+    planned = plan(store, document, prune=True, scopes=args.scopes)
+    removed = [step.describe() for step in planned.steps if step.action == "remove"]
+    if not removed:
+        return True
+    question = f"Remove {len(removed)} LLM(s): {'; '.join(removed)}?"
+    return confirmed(args, "apply --prune", question)
 
 
 COMMANDS: dict[str, Handler] = {"export": cmd_export, "apply": cmd_apply}

@@ -278,17 +278,31 @@ def _bulk(action: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def confirmed(args: argparse.Namespace, command: str, question: str) -> bool:
+    """Return whether a command that deletes rows may go on: ``--yes``, or "y" at the prompt.
+
+    Args:
+        args: The command's arguments (with ``yes``).
+        command: The command, for the refusal (``delete``, ``apply --prune``).
+        question: What the prompt asks (its text escaped, at most 400 characters).
+
+    Raises:
+        UsageError: No ``--yes``, and standard input is not a terminal to ask on.
+    """
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        msg = f"{command} asks for confirmation; pass --yes when not on a terminal"
+        raise UsageError(msg)
+    answer = input(f"{shorten(visible(question), 400)} [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     """``llmpool delete ID|NAME... [--yes]``."""
-    if not args.yes:
-        if not sys.stdin.isatty():
-            msg = "delete asks for confirmation; pass --yes when not on a terminal"
-            raise UsageError(msg)
-        shown = shorten(visible(", ".join(args.refs)), 400)
-        answer = input(f"Delete {len(args.refs)} LLM(s) {shown}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing deleted")
-            return 1
+    if not confirmed(args, "delete", f"Delete {len(args.refs)} LLM(s) {', '.join(args.refs)}?"):
+        print("nothing deleted")
+        return 1
     with open_pool(args) as pool:
         count = pool.store.delete(_ids(pool, args), actor=args.actor)
     emit(args, {"deleted": count}, lambda: f"deleted {count} LLM(s)")
