@@ -59,11 +59,11 @@ KINDS = (
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem of one row.
+    """One problem of one row (or of one scope's routing).
 
     Attributes:
         kind: One of `KINDS`.
-        llm_id: The row's id.
+        llm_id: The row's id; empty for a scope's problem (``invalid_routing``).
         name: The row's name, when it is readable.
         scope: The row's scope, when it is readable.
         field: The field at fault, when there is one (``auth_meta.api_key``).
