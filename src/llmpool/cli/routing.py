@@ -3,7 +3,8 @@
 Without ``STRATEGY`` it prints the scope's strategy; with one it sets it (audited), and every
 running pool switches at once. The strategies: ``priority`` (the default), ``weighted`` (by each
 row's ``weight``), ``latency`` (lowest recent latency) and ``least_busy`` (fewest calls in
-flight), each among rows of equal priority.
+flight), each among rows of equal priority. Setting a strategy other than ``priority`` on a
+scope without rows is refused (`llmpool.repository.scopes.no_rows_error`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def register(add: AddCommand) -> None:
         "routing",
         "show or set how a scope routes its calls (priority, weighted, latency, least_busy)",
         epilog="Strategies reorder only rows of equal priority; a failing row falls back to "
-        "its siblings, then to the next priority.",
+        "its siblings, then to the next priority. A strategy other than priority is refused "
+        "for a scope without rows (add its rows first).",
     )
     p.add_argument("scope", type=bounded("scope"), help="the scope, e.g. global")
     p.add_argument("strategy", nargs="?", choices=STRATEGIES, help="the strategy to set")

@@ -154,8 +154,9 @@ class Snapshot:
         configs: The valid rows of every scope, in fallback order.
         bad_rows: Rows that failed validation, reported by name and id.
         generation: The table's change counter when the rows were read.
-        routing: How each scope routes its calls (``"weighted"``, ...), for the scopes that
-            have a ``llm_scopes`` row; any other scope routes by ``"priority"``.
+        routing: How each scope routes its calls (``"weighted"``, ...), as stored, for the
+            scopes that have a ``llm_scopes`` row; any other scope routes by ``"priority"``.
+            Read it through `routing_of`, which never hands on an unknown strategy.
     """
 
     configs: tuple[LLMConfig, ...]
