@@ -327,16 +327,17 @@ def _block_sql(dialect: str) -> list[str]:
     ]
 
 
-def test_failed_flush_writes_nothing_and_its_retry_counts_once(
+def test_flush_failing_on_every_bucket_writes_nothing_and_its_retry_counts_once(
     migrated_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A flush failing on its second bucket rolls back the first; the retry adds each once."""
+    """A flush the database refuses for every bucket writes nothing and keeps the batch; the
+    retry adds each once."""
     store = SQLStore(migrated_url)
     engine = store.engine
     with engine.begin() as conn:
         for statement in _block_sql(engine.dialect.name):
             conn.execute(sa.text(statement))
-        conn.execute(sa.text("INSERT INTO usage_block VALUES ('r2')"))
+        conn.execute(sa.text("INSERT INTO usage_block VALUES ('r1'), ('r2')"))
     meter = UsageMeter(SQLUsageTable(engine), flush_interval=0, budget_refresh=0)
     first, second = config_row(), config_row().model_copy(update={"id": "r2"})
     for _ in range(4):
@@ -353,6 +354,34 @@ def test_failed_flush_writes_nothing_and_its_retry_counts_once(
     assert meter.flush()  # nothing left: nothing added again
     assert usage_counts(migrated_url) == {"r1": (5, 0, 5, 5, 0.0), "r2": (1, 1, 0, 0, 0.0)}
     meter.close()
+    store.close()
+
+
+def test_a_bucket_the_database_refuses_is_dropped_and_the_others_land(
+    migrated_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One bucket the database refuses while the others land is logged (naming its row) and
+    dropped: it never holds the other rows' usage back, and close() reports the loss."""
+    store = SQLStore(migrated_url)
+    engine = store.engine
+    with engine.begin() as conn:
+        for statement in _block_sql(engine.dialect.name):
+            conn.execute(sa.text(statement))
+        conn.execute(sa.text("INSERT INTO usage_block VALUES ('r2')"))
+    meter = UsageMeter(SQLUsageTable(engine), flush_interval=0, budget_refresh=0, clock=Clock())
+    first = config_row()
+    second = config_row().model_copy(update={"id": "r2", "name": "Refused"})
+    for _ in range(4):
+        meter.record(first, ok=True, usage={"input_tokens": 1, "output_tokens": 1})
+    meter.record(second, ok=True, usage=None)
+    with caplog.at_level(logging.WARNING, logger="llmpool.usage"):
+        assert not meter.flush()
+    dropped = [r for r in caplog.records if getattr(r, "event", None) == "usage_dropped"]
+    assert [(r.llm_id, r.llm_name, r.calls) for r in dropped] == [("r2", "Refused", 1)]  # type: ignore[attr-defined]
+    assert usage_counts(migrated_url) == {"r1": (4, 0, 4, 4, 0.0)}
+    meter.record(first, ok=True, usage=None)
+    assert meter.close()
+    assert usage_counts(migrated_url) == {"r1": (5, 0, 4, 4, 0.0)}
     store.close()
 
 
@@ -430,4 +459,57 @@ def test_down_migration_drops_the_usage_table(migrated_url: str) -> None:
                 conn.execute(sa.text(body))
     assert "llm_usage" not in sa.inspect(engine).get_table_names()
     assert "llms" in sa.inspect(engine).get_table_names()
+    engine.dispose()
+
+
+# -- absurd counts and bad buckets -------------------------------------------------------------
+
+
+def refused_fields(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str, str]]:
+    """The (event, llm_id, llm_name, field) of each refused usage value logged."""
+    return [
+        (r.event, r.llm_id, r.llm_name, r.field)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "event", None) == "usage_value_refused"
+    ]
+
+
+def test_absurd_token_counts_are_refused_and_every_bucket_lands(
+    migrated_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Token counts past any real call (2**64, 1e30, negative) count as 0 with a WARNING naming
+    the row and the field; the flush then writes every row's usage."""
+    engine = SQLStore(migrated_url).engine
+    meter = UsageMeter(SQLUsageTable(engine), flush_interval=0, budget_refresh=0, clock=Clock())
+    good = config_row(output_cost_per_million_tokens=1e6)
+    bad = good.model_copy(update={"id": "r2", "name": "Liar"})
+    meter.record(good, ok=True, usage={"input_tokens": 3, "output_tokens": 5})
+    with caplog.at_level(logging.WARNING, logger="llmpool.usage"):
+        meter.record(bad, ok=True, usage={"input_tokens": 2**64, "output_tokens": 1e30})
+        meter.record(bad, ok=True, usage={"input_tokens": -1, "output_tokens": 2})
+    assert refused_fields(caplog) == [
+        ("usage_value_refused", "r2", "Liar", "input_tokens"),
+        ("usage_value_refused", "r2", "Liar", "output_tokens"),
+        ("usage_value_refused", "r2", "Liar", "input_tokens"),
+    ]
+    assert "18446744073709551616" in caplog.text
+    assert meter.close()
+    assert usage_counts(migrated_url) == {"r1": (1, 0, 3, 5, 5.0), "r2": (2, 0, 0, 2, 2.0)}
+    engine.dispose()
+
+
+def test_a_cost_too_large_to_store_is_refused_never_infinite(
+    migrated_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A price so high that a call's cost passes any real figure counts the call at cost 0
+    (logged): the cost column never holds infinity."""
+    engine = SQLStore(migrated_url).engine
+    meter = UsageMeter(SQLUsageTable(engine), flush_interval=0, budget_refresh=0, clock=Clock())
+    row = config_row(output_cost_per_million_tokens=1e305)
+    with caplog.at_level(logging.WARNING, logger="llmpool.usage"):
+        for _ in range(2):
+            meter.record(row, ok=True, usage={"input_tokens": 1, "output_tokens": 10**9})
+    assert refused_fields(caplog) == [("usage_value_refused", "r1", "Priced", "cost")] * 2
+    assert meter.close()
+    assert usage_counts(migrated_url) == {"r1": (2, 0, 2, 2 * 10**9, 0.0)}
     engine.dispose()

@@ -9,7 +9,9 @@ last flush.
 
 Nothing is counted twice: a batch stays with the meter until its transaction commits; a flush
 that fails puts its batch back (its transaction rolled back) and the next flush retries it,
-merged with what came since.
+merged with what came since. Nothing absurd is counted: a call's token counts are bounded
+(`MAX_CALL_TOKENS`) and so is its cost (`MAX_CALL_COST`), and a bucket the database refuses
+while the others land is dropped (logged), so one bad bucket never holds back the others.
 
 Budgets read the spend of a row's current period from the table (every replica's flushed
 calls) plus this process's calls not yet in that reading: the pending buckets, the batch being
@@ -29,7 +31,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import LLMPoolError
+from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row, shorten
 from llmpool.usage.prices import UsageTerms, usage_terms
 from llmpool.usage.report import BY, By, UsageRow, as_epoch, group
 from llmpool.usage.table import UsageBucket, UsageTable
@@ -40,9 +42,15 @@ if TYPE_CHECKING:
     from llmpool.usage.flusher import Flusher
     from llmpool.usage.prices import Budget
 
-__all__ = ["UsageMeter", "table_for"]
+__all__ = ["MAX_CALL_COST", "MAX_CALL_TOKENS", "UsageMeter", "table_for"]
 
 logger = logging.getLogger(__name__)
+
+#: The most input (or output) tokens one call counts: a larger figure is no real call's (the
+#: longest context windows hold about 10**7), and summed it would overflow the columns.
+MAX_CALL_TOKENS = 10**9
+#: The most one call costs, in the prices' currency: more comes from an absurd price.
+MAX_CALL_COST = 1e12
 
 # minute -> [calls, errors, input_tokens, output_tokens, cost]
 _Minutes = dict[int, list[Any]]
@@ -57,17 +65,39 @@ def _flush_open_meters() -> None:
         meter.close()
 
 
-def _tokens(usage: Mapping[str, Any], key: str) -> int:
-    # A count from a provider's answer that is not a plain int: a float, a numeric text; else 0.
-    value = usage.get(key)
-    if isinstance(value, bool):
+def _refuse(config: LLMConfig, field: str, value: Any, bound: float) -> None:
+    # The value is a number from a provider's usage or our own cost, never prompt text.
+    shown = shorten(repr(value), 40) if isinstance(value, (int, float)) else type(value).__name__
+    logger.warning(
+        "LLM usage value refused, counted as 0: %s %s of %s is not from 0 to %g",
+        field,
+        shown,
+        config.describe(),
+        bound,
+        extra={
+            "event": "usage_value_refused",
+            "llm_id": config.id,
+            "llm_name": config.name,
+            "field": field,
+        },
+    )
+
+
+def _tokens(config: LLMConfig, field: str, value: Any) -> int:
+    # A count that is not a plain int in bounds: a whole float or a numeric text is read;
+    # anything else (negative, past MAX_CALL_TOKENS, not a number) is refused and counts 0.
+    if value is None:
         return 0
-    if not isinstance(value, int):
+    if not isinstance(value, bool):
         try:
-            value = int(value or 0)
+            count = int(value)
         except (TypeError, ValueError, OverflowError):
-            return 0
-    return value if value > 0 else 0
+            pass
+        else:
+            if 0 <= count <= MAX_CALL_TOKENS:
+                return count
+    _refuse(config, field, value, MAX_CALL_TOKENS)
+    return 0
 
 
 class UsageMeter:
@@ -158,24 +188,32 @@ class UsageMeter:
         ok: bool,
         usage: Mapping[str, Any] | None,
         key: str | None = None,
-    ) -> None:
+    ) -> float:
         """Count one call to a row: answered (``ok``) or failed, with its answer's usage.
 
-        Never writes to the database and never raises for a strange ``usage``. ``key`` is as
-        for `terms`.
+        Never writes to the database and never raises for a strange ``usage``: a token count
+        that is not a whole number from 0 to `MAX_CALL_TOKENS`, or a cost above
+        `MAX_CALL_COST`, counts as 0 and is logged (a WARNING, ``event`` ``usage_value_refused``
+        naming the row and the field). ``key`` is as for `terms`.
+
+        Returns:
+            The call's cost as counted.
         """
         input_tokens = output_tokens = 0
         cost = 0.0
         if ok and usage:
             input_tokens = usage.get("input_tokens", 0)
-            if type(input_tokens) is not int or input_tokens < 0:
-                input_tokens = _tokens(usage, "input_tokens")
+            if type(input_tokens) is not int or not 0 <= input_tokens <= MAX_CALL_TOKENS:
+                input_tokens = _tokens(config, "input_tokens", input_tokens)
             output_tokens = usage.get("output_tokens", 0)
-            if type(output_tokens) is not int or output_tokens < 0:
-                output_tokens = _tokens(usage, "output_tokens")
+            if type(output_tokens) is not int or not 0 <= output_tokens <= MAX_CALL_TOKENS:
+                output_tokens = _tokens(config, "output_tokens", output_tokens)
             prices = self.terms(config, key).prices
             if prices is not None:
                 cost = prices.cost(input_tokens, output_tokens)
+                if not cost <= MAX_CALL_COST:
+                    _refuse(config, "cost", cost, MAX_CALL_COST)
+                    cost = 0.0
         minute = int(self.clock() // 60)
         llm_id = config.id
         with self._lock:
@@ -195,6 +233,7 @@ class UsageMeter:
             self._labels[llm_id] = config
         if self._flusher is None and not self._closed:
             self._start()
+        return cost
 
     def spent(self, config: LLMConfig, budget: Budget) -> float:
         """Return what a row spent in its budget's current period: every replica's flushed
@@ -221,11 +260,17 @@ class UsageMeter:
     # -- flushing --------------------------------------------------------------------------
 
     def flush(self) -> bool:
-        """Add the pending counts to the table now, in one transaction.
+        """Add the pending counts to the table now.
+
+        The batch goes in one transaction. When the database refuses it, each bucket (a row's
+        minute) is tried alone: the ones that land stay, and a bucket refused while others
+        landed is dropped and logged (a WARNING, ``event`` ``usage_dropped``, naming the row),
+        so one bad bucket never holds the other rows' usage back. When none lands (the
+        database is down, the table missing) the batch is kept for the next flush: nothing is
+        counted twice.
 
         Returns:
-            Whether everything counted so far is in the table. On a failure (logged as a
-            WARNING) the batch is kept for the next flush: nothing is lost or counted twice.
+            Whether everything counted so far is in the table (failures are logged).
         """
         with self._flush_lock:
             with self._lock:
@@ -239,25 +284,60 @@ class UsageMeter:
                 for llm_id, minutes in batch.items()
                 for minute, counts in minutes.items()
             ]
-            try:
-                self.table.add(buckets)
-            except Exception as error:  # a background step: keep the batch, never raise
-                with self._lock:
-                    self._in_flight = {}
+            landed, refused = self._write(buckets)
+            with self._lock:
+                self._in_flight = {}
+                if not landed:  # keep the batch, never raise: a background step
                     _merge(self._pending, batch)
+                for bucket in landed:
+                    if bucket.llm_id in self._budgets:
+                        unread = self._unread.setdefault(bucket.llm_id, {})
+                        unread[bucket.minute] = unread.get(bucket.minute, 0.0) + bucket.cost
+            if not landed:
+                error = refused[0][1]
                 logger.warning(
                     "LLM usage not flushed, kept for the next flush: %s",
-                    str(error).splitlines()[0] if str(error) else type(error).__name__,
+                    _first_line(error),
                     extra={"buckets": len(buckets), "error_class": type(error).__name__},
                 )
                 return False
-            with self._lock:
-                self._in_flight = {}
-                for llm_id in batch.keys() & self._budgets.keys():
-                    unread = self._unread.setdefault(llm_id, {})
-                    for minute, counts in batch[llm_id].items():
-                        unread[minute] = unread.get(minute, 0.0) + counts[4]
-            return True
+            for bucket, error in refused:
+                logger.warning(
+                    "LLM usage of %d calls to %s dropped: the database refused it: %s",
+                    bucket.calls,
+                    describe_row(bucket.name, bucket.llm_id),
+                    _first_line(error),
+                    extra={
+                        "event": "usage_dropped",
+                        "llm_id": bucket.llm_id,
+                        "llm_name": bucket.name,
+                        "calls": bucket.calls,
+                        "error_class": type(error).__name__,
+                    },
+                )
+            return not refused
+
+    def _write(
+        self, buckets: list[UsageBucket]
+    ) -> tuple[list[UsageBucket], list[tuple[UsageBucket, Exception]]]:
+        # The buckets that landed, and those refused with their errors.
+        try:
+            self.table.add(buckets)
+        except Exception as error:
+            if len(buckets) == 1 or isinstance(error, DatabaseUnavailableError):
+                return [], [(bucket, error) for bucket in buckets]
+        else:
+            return buckets, []
+        landed: list[UsageBucket] = []
+        refused: list[tuple[UsageBucket, Exception]] = []
+        for bucket in buckets:
+            try:
+                self.table.add([bucket])
+            except Exception as error:
+                refused.append((bucket, error))
+            else:
+                landed.append(bucket)
+        return landed, refused
 
     def refresh_budgets(self) -> None:
         """Read the spend of every budgeted row from the table (the flusher does this)."""
@@ -274,7 +354,7 @@ class UsageMeter:
             except Exception as error:  # keep calling; the next refresh reads again
                 logger.warning(
                     "LLM spend not read; its budget counts this process's calls only: %s",
-                    str(error).splitlines()[0] if str(error) else type(error).__name__,
+                    _first_line(error),
                     extra={"llm_id": llm_id, "error_class": type(error).__name__},
                 )
                 spent = None
@@ -353,11 +433,16 @@ class UsageMeter:
             flusher.stop()
         _open_meters.discard(self)
         done = self.flush()
-        if not done:
-            with self._lock:
-                calls = sum(c[0] for minutes in self._pending.values() for c in minutes.values())
+        with self._lock:
+            calls = sum(c[0] for minutes in self._pending.values() for c in minutes.values())
+        if calls:
             logger.warning("LLM usage of %d calls lost: the last flush failed", calls)
         return done
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _bucket(minute: int, config: LLMConfig, counts: list[Any]) -> UsageBucket:
