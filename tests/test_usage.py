@@ -377,7 +377,9 @@ def test_a_bucket_the_database_refuses_is_dropped_and_the_others_land(
     with caplog.at_level(logging.WARNING, logger="llmpool.usage"):
         assert not meter.flush()
     dropped = [r for r in caplog.records if getattr(r, "event", None) == "usage_dropped"]
-    assert [(r.llm_id, r.llm_name, r.calls) for r in dropped] == [("r2", "Refused", 1)]  # type: ignore[attr-defined]
+    assert [
+        (r.__dict__["llm_id"], r.__dict__["llm_name"], r.__dict__["calls"]) for r in dropped
+    ] == [("r2", "Refused", 1)]
     assert usage_counts(migrated_url) == {"r1": (4, 0, 4, 4, 0.0)}
     meter.record(first, ok=True, usage=None)
     assert meter.close()
