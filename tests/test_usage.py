@@ -515,3 +515,34 @@ def test_a_cost_too_large_to_store_is_refused_never_infinite(
     assert meter.close()
     assert usage_counts(migrated_url) == {"r1": (2, 0, 2, 2 * 10**9, 0.0)}
     engine.dispose()
+
+
+# -- money -------------------------------------------------------------------------------------
+
+
+def test_cost_and_budget_read_back_as_decimals_without_float_noise(migrated_url: str) -> None:
+    """Three calls of 2e-05 each report 0.00006 exactly (not 6.000000000000001e-05): a Decimal
+    in UsageRow and in the budget's status, a decimal string in as_dict."""
+    from decimal import Decimal
+
+    from llmpool.usage.check import budget_status
+
+    engine = SQLStore(migrated_url).engine
+    meter = UsageMeter(SQLUsageTable(engine), flush_interval=0, budget_refresh=0, clock=Clock())
+    row = config_row(
+        input_cost_per_million_tokens=2.5,
+        output_cost_per_million_tokens=2.5,
+        max_spend={"amount": 0.1, "period": "day"},
+    )
+    for _ in range(3):
+        meter.record(row, ok=True, usage={"input_tokens": 3, "output_tokens": 5})
+    (line,) = meter.report(since=None)
+    assert type(line.cost) is Decimal
+    assert str(line.cost) == "0.00006"
+    assert line.as_dict()["cost"] == "0.00006"
+    status = budget_status(meter, row)
+    assert status is not None
+    assert (status["spent"], status["amount"]) == (Decimal("0.00006"), Decimal("0.1"))
+    assert type(status["spent"]) is Decimal and str(status["amount"]) == "0.1"
+    meter.close()
+    engine.dispose()

@@ -29,9 +29,11 @@ import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from llmpool.fallback.admission import CheckBase
+from llmpool.usage.report import money
 
 if TYPE_CHECKING:
     from llmpool.fallback.walk import Candidate
@@ -48,12 +50,13 @@ _RECENT = 0.2
 
 
 class BudgetStatus(TypedDict):
-    """A row's budget and its spend in the current period (``LLMPool.status``)."""
+    """A row's budget and its spend in the current period (``LLMPool.status``); money as
+    `decimal.Decimal` (`llmpool.usage.report.money`)."""
 
-    amount: float
+    amount: Decimal
     period: str
     """``"day"`` or ``"month"`` (UTC)."""
-    spent: float
+    spent: Decimal
     """Spent so far this period: the table's (every replica's) plus this process's unflushed."""
     reached: bool
     resets_at: str
@@ -74,7 +77,7 @@ def budget_status(meter: UsageMeter, config: LLMConfig) -> BudgetStatus | None:
         ...                 config={"max_spend": {"amount": 5, "period": "day"}})
         >>> status = budget_status(meter, row)
         >>> status["spent"], status["reached"], status["resets_at"], status["resets_in"]
-        (0.0, False, '1970-01-02T00:00:00Z', 86400.0)
+        (Decimal('0'), False, '1970-01-02T00:00:00Z', 86400.0)
         >>> meter.close()
         True
     """
@@ -85,9 +88,9 @@ def budget_status(meter: UsageMeter, config: LLMConfig) -> BudgetStatus | None:
     now = meter.clock()
     end = budget.end(now)
     return {
-        "amount": budget.amount,
+        "amount": money(budget.amount),
         "period": budget.period,
-        "spent": spent,
+        "spent": money(spent),
         "reached": spent >= budget.amount,
         "resets_at": datetime.fromtimestamp(end, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "resets_in": end - now,

@@ -117,6 +117,7 @@ class UsageMeter:
         ...                 config={"input_cost_per_million_tokens": 1.0})
         >>> meter = UsageMeter(MemoryUsageTable(), flush_interval=0)
         >>> meter.record(row, ok=True, usage={"input_tokens": 3, "output_tokens": 5})
+        3e-06
         >>> meter.flush()
         True
         >>> meter.table.spend(0, ["1"])

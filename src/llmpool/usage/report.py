@@ -4,6 +4,11 @@
 per row, day and set of labels (`UsagePart`), and `group` folds them into the report's lines,
 so the SQL and in-memory tables report alike. `parse_since` reads the ``--since`` of the
 command line (``30m``, ``12h``, ``1d``, ``2w``, or an ISO date or time).
+
+Money is read back as `decimal.Decimal` (`money`): the ``cost`` column holds a binary double,
+whose sums carry noise (``6.000000000000001e-05``), so a cost is rounded to `MONEY_PLACES`
+decimal places (a billionth of the currency unit: a token at 0.01 per million tokens still
+shows) without trailing zeros; JSON carries it as a decimal string (`money_text`).
 """
 
 from __future__ import annotations
@@ -12,9 +17,21 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
+from decimal import Context, Decimal
 from typing import Any, Literal
 
-__all__ = ["BY", "By", "UsagePart", "UsageRow", "as_epoch", "group", "parse_since"]
+__all__ = [
+    "BY",
+    "MONEY_PLACES",
+    "By",
+    "UsagePart",
+    "UsageRow",
+    "as_epoch",
+    "group",
+    "money",
+    "money_text",
+    "parse_since",
+]
 
 By = Literal["row", "scope", "day"]
 
@@ -23,6 +40,35 @@ BY: tuple[By, ...] = ("row", "scope", "day")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+#: The decimal places of a cost read back.
+MONEY_PLACES = 9
+_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
+_EXACT = Context(prec=400)  # every finite double, to the last place
+
+
+def money(value: float) -> Decimal:
+    """Return a cost as a `Decimal` rounded to `MONEY_PLACES` places, without trailing zeros.
+
+    Example:
+        >>> money(6.000000000000001e-05), money(3.0), money(1e-10)
+        (Decimal('0.00006'), Decimal('3'), Decimal('0'))
+    """
+    amount = Decimal(value)
+    if not amount.is_finite():  # never written by llmpool; shown as it is
+        return amount
+    text = format(amount.quantize(_QUANTUM, context=_EXACT), "f")
+    return Decimal(text.rstrip("0").rstrip(".") if "." in text else text)
+
+
+def money_text(amount: Decimal) -> str:
+    """Return an amount as plain decimal text, never in exponent form (JSON's cost).
+
+    Example:
+        >>> money_text(money(6e-08)), money_text(money(1500.5))
+        ('0.00000006', '1500.5')
+    """
+    return format(amount, "f")
 
 
 @dataclass(frozen=True)
@@ -43,7 +89,7 @@ class UsageRow:
         errors: Those of the calls that failed.
         input_tokens: Input tokens of the calls that answered.
         output_tokens: Output tokens of the calls that answered.
-        cost: Their cost, in the prices' currency.
+        cost: Their cost, in the prices' currency (`money`: rounded to `MONEY_PLACES`).
     """
 
     llm_id: str | None = None
@@ -56,11 +102,13 @@ class UsageRow:
     errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    cost: float = 0.0
+    cost: Decimal = Decimal(0)
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the line as a JSON-ready dict."""
-        return asdict(self)
+        """Return the line as a JSON-ready dict (``cost`` a decimal string: `money_text`)."""
+        line = asdict(self)
+        line["cost"] = money_text(self.cost)
+        return line
 
 
 @dataclass(frozen=True)
@@ -107,7 +155,7 @@ def group(parts: Iterable[UsagePart], by: By) -> list[UsageRow]:
     lines = []
     for key, sums in totals.items():
         calls, errors, input_tokens, output_tokens = (int(n) for n in sums[:4])
-        cost = float(sums[4])
+        cost = money(sums[4])
         if by == "row":
             part = labels[key][1]
             lines.append(
