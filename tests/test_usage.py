@@ -168,6 +168,29 @@ def test_since_reads_durations_and_iso_times_and_refuses_others() -> None:
         parse_since("yesterday", NOW)
 
 
+@pytest.mark.parametrize(
+    ("since", "until", "message"),
+    [
+        ("1d", "2d", r"until \(2025-04-29T12:00:00Z\) is not after since \(2025-04-30T12:00:00Z\)"),
+        ("1h", "1h", "is not after since"),
+        ("99999999999d", None, "out of range"),
+        (datetime(1, 1, 1), None, "out of range"),
+        (float("nan"), None, "out of range"),
+        (None, "3000000000000w", "out of range"),
+        ("yesterday", None, "not a duration or a date"),
+    ],
+)
+def test_report_refuses_an_empty_window_and_absurd_times(
+    since: Any, until: Any, message: str
+) -> None:
+    """``until`` not after ``since``, a time before 1970 or past 9999, or text that is no time
+    is a ValueError naming what is wrong (and both ends of an empty window)."""
+    meter = UsageMeter(MemoryUsageTable(), flush_interval=0, budget_refresh=0, clock=Clock())
+    with pytest.raises(ValueError, match=message):
+        meter.report(since=since, until=until)
+    meter.close()
+
+
 # -- the meter ---------------------------------------------------------------------------------
 
 

@@ -311,6 +311,13 @@ def test_cli_usage_lists_rows_scopes_and_days(
     bad = run_cli("usage", "--since", "yesterday", "--database-url", migrated_url)
     assert bad.code == 2
     assert "not a duration or a date" in bad.err
+    backwards = run_cli("usage", "--since", "1d", "--until", "2d", "--database-url", migrated_url)
+    assert backwards.code == 2
+    assert "--until" in backwards.err and "is not after --since" in backwards.err
+    for absurd in ("99999999999d", "0001-01-01"):
+        refused = run_cli("usage", "--since", absurd, "--database-url", migrated_url)
+        assert refused.code == 2, refused.err
+        assert "out of range" in refused.err and "Traceback" not in refused.err
 
 
 def test_cli_usage_reports_cost_as_decimal_text(

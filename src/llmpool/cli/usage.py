@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from llmpool.cli.args import AddCommand, Handler, bounded
-from llmpool.cli.output import emit, open_pool, table
+from llmpool.cli.output import UsageError, emit, open_pool, table
 
 __all__ = ["COMMANDS", "register"]
 
@@ -27,12 +27,15 @@ _COUNTS = ["calls", "errors", "input_tokens", "output_tokens", "cost"]
 
 
 def _moment(text: str) -> datetime:
-    from llmpool.usage.report import parse_since
+    from llmpool.usage.report import as_epoch, parse_since
 
+    now = time.time()
     try:
-        return parse_since(text, time.time())
+        moment = parse_since(text, now)
+        as_epoch(moment, now)  # within range
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return moment
 
 
 def register(add: AddCommand) -> None:
@@ -57,6 +60,12 @@ def cmd_usage(args: argparse.Namespace) -> int:
     from llmpool.usage.report import money_text
 
     since = args.since if args.since is not None else _moment("1d")
+    if args.until is not None and args.until <= since:
+        msg = (
+            f"--until ({args.until:%Y-%m-%d %H:%M:%S} UTC) is not after --since "
+            f"({since:%Y-%m-%d %H:%M:%S} UTC): the window is empty"
+        )
+        raise UsageError(msg)
     with open_pool(args) as pool:
         rows = pool.usage(since=since, until=args.until, by=args.by, scope=args.scope)
     total: dict[str, Any] = {name: sum(getattr(row, name) for row in rows) for name in _COUNTS}

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row, shorten
 from llmpool.usage.prices import UsageTerms, usage_terms
-from llmpool.usage.report import BY, By, UsageRow, as_epoch, group
+from llmpool.usage.report import BY, By, UsageRow, group, window
 from llmpool.usage.table import UsageBucket, UsageTable
 
 if TYPE_CHECKING:
@@ -390,11 +390,11 @@ class UsageMeter:
             llm_id: Only this row.
 
         Raises:
-            ValueError: ``by`` or a time is not understood.
+            ValueError: ``by`` or a time is not understood, a time is before 1970 or after
+                9999, or ``until`` is not after ``since``.
             DatabaseError: The table could not be read.
         """
-        now = self.clock()
-        start, end = as_epoch(since, now), as_epoch(until, now)
+        start, end = window(since, until, self.clock())
         if by not in BY:
             msg = f"by must be one of {', '.join(BY)}, not {by!r}"
             raise ValueError(msg)

@@ -20,6 +20,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Context, Decimal
 from typing import Any, Literal
 
+from llmpool.errors import shorten
+
 __all__ = [
     "BY",
     "MONEY_PLACES",
@@ -31,6 +33,7 @@ __all__ = [
     "money",
     "money_text",
     "parse_since",
+    "window",
 ]
 
 By = Literal["row", "scope", "day"]
@@ -188,6 +191,14 @@ def group(parts: Iterable[UsagePart], by: By) -> list[UsageRow]:
     return lines
 
 
+#: The times a report may name: from the epoch to the end of year 9999 (UTC).
+_EARLIEST, _LATEST = 0.0, 253402300800.0
+
+
+def _out_of_range(shown: str) -> ValueError:
+    return ValueError(f"{shorten(shown, 40)} is out of range: a time from 1970-01-01 to 9999-12-31")
+
+
 def as_epoch(moment: datetime | timedelta | float | str | None, now: float) -> float | None:
     """Return a time argument as epoch seconds.
 
@@ -197,19 +208,53 @@ def as_epoch(moment: datetime | timedelta | float | str | None, now: float) -> f
         now: The current time, epoch seconds.
 
     Raises:
-        ValueError: A text that is neither a duration nor an ISO date or time.
+        ValueError: A text that is neither a duration nor an ISO date or time, or a time before
+            1970 or after 9999 (UTC).
     """
     if moment is None:
         return None
     if isinstance(moment, str):
         moment = parse_since(moment, now)
-    if isinstance(moment, timedelta):
-        return now - moment.total_seconds()
-    if isinstance(moment, datetime):
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.timestamp()
-    return float(moment)
+    try:
+        if isinstance(moment, timedelta):
+            epoch = now - moment.total_seconds()
+        elif isinstance(moment, datetime):
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            epoch = moment.timestamp()
+        else:
+            epoch = float(moment)
+    except (OverflowError, OSError):
+        raise _out_of_range(str(moment)) from None
+    if not _EARLIEST <= epoch < _LATEST:  # NaN too
+        raise _out_of_range(str(moment))
+    return epoch
+
+
+def window(
+    since: datetime | timedelta | float | str | None,
+    until: datetime | timedelta | float | str | None,
+    now: float,
+) -> tuple[float | None, float | None]:
+    """Return a report's ``[since, until)`` as epoch seconds (`as_epoch`).
+
+    Example:
+        >>> window("1d", None, 86400.0 * 2)
+        (86400.0, None)
+
+    Raises:
+        ValueError: A time is not understood or out of range, or ``until`` is not after
+            ``since`` (both named).
+    """
+    start, end = as_epoch(since, now), as_epoch(until, now)
+    if start is not None and end is not None and end <= start:
+        msg = f"until ({_iso(end)}) is not after since ({_iso(start)}): the window is empty"
+        raise ValueError(msg)
+    return start, end
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_since(text: str, now: float) -> datetime:
@@ -224,12 +269,15 @@ def parse_since(text: str, now: float) -> datetime:
         '2025-04-30T00:00:00+00:00'
 
     Raises:
-        ValueError: The text is neither; the message gives examples.
+        ValueError: The text is neither (the message gives examples), or a duration reaches
+            before 1970.
     """
     match = _DURATION.match(text)
     if match:
-        seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
-        return datetime.fromtimestamp(now - seconds, timezone.utc)
+        epoch = now - float(match.group(1)) * _UNITS[match.group(2).lower()]
+        if not _EARLIEST <= epoch < _LATEST:
+            raise _out_of_range(text)
+        return datetime.fromtimestamp(epoch, timezone.utc)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
