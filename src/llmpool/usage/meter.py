@@ -9,9 +9,9 @@ last flush.
 
 Nothing is counted twice: a batch stays with the meter until its transaction commits; a flush
 that fails puts its batch back (its transaction rolled back) and the next flush retries it,
-merged with what came since. Nothing absurd is counted: a call's token counts are bounded
-(`MAX_CALL_TOKENS`) and so is its cost (`MAX_CALL_COST`), and a bucket the database refuses
-while the others land is dropped (logged), so one bad bucket never holds back the others.
+merged with what came since. Nothing absurd is counted (a call's token counts and cost are
+bounded: `llmpool.usage.counts`), and a bucket the database refuses while the others land is
+dropped (logged), so one bad bucket never holds back the others.
 
 Budgets read the spend of a row's current period from the table (every replica's flushed
 calls) plus this process's calls not yet in that reading: the pending buckets, the batch being
@@ -31,7 +31,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row, shorten
+from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row
+from llmpool.usage.counts import call_counts
 from llmpool.usage.prices import UsageTerms, usage_terms
 from llmpool.usage.report import BY, By, UsageRow, group, window
 from llmpool.usage.table import UsageBucket, UsageTable
@@ -42,15 +43,9 @@ if TYPE_CHECKING:
     from llmpool.usage.flusher import Flusher
     from llmpool.usage.prices import Budget
 
-__all__ = ["MAX_CALL_COST", "MAX_CALL_TOKENS", "UsageMeter", "table_for"]
+__all__ = ["UsageMeter", "table_for"]
 
 logger = logging.getLogger(__name__)
-
-#: The most input (or output) tokens one call counts: a larger figure is no real call's (the
-#: longest context windows hold about 10**7), and summed it would overflow the columns.
-MAX_CALL_TOKENS = 10**9
-#: The most one call costs, in the prices' currency: more comes from an absurd price.
-MAX_CALL_COST = 1e12
 
 # minute -> [calls, errors, input_tokens, output_tokens, cost]
 _Minutes = dict[int, list[Any]]
@@ -63,41 +58,6 @@ _atexit_lock = threading.Lock()
 def _flush_open_meters() -> None:
     for meter in list(_open_meters):
         meter.close()
-
-
-def _refuse(config: LLMConfig, field: str, value: Any, bound: float) -> None:
-    # The value is a number from a provider's usage or our own cost, never prompt text.
-    shown = shorten(repr(value), 40) if isinstance(value, (int, float)) else type(value).__name__
-    logger.warning(
-        "LLM usage value refused, counted as 0: %s %s of %s is not from 0 to %g",
-        field,
-        shown,
-        config.describe(),
-        bound,
-        extra={
-            "event": "usage_value_refused",
-            "llm_id": config.id,
-            "llm_name": config.name,
-            "field": field,
-        },
-    )
-
-
-def _tokens(config: LLMConfig, field: str, value: Any) -> int:
-    # A count that is not a plain int in bounds: a whole float or a numeric text is read;
-    # anything else (negative, past MAX_CALL_TOKENS, not a number) is refused and counts 0.
-    if value is None:
-        return 0
-    if not isinstance(value, bool):
-        try:
-            count = int(value)
-        except (TypeError, ValueError, OverflowError):
-            pass
-        else:
-            if 0 <= count <= MAX_CALL_TOKENS:
-                return count
-    _refuse(config, field, value, MAX_CALL_TOKENS)
-    return 0
 
 
 class UsageMeter:
@@ -192,10 +152,9 @@ class UsageMeter:
     ) -> float:
         """Count one call to a row: answered (``ok``) or failed, with its answer's usage.
 
-        Never writes to the database and never raises for a strange ``usage``: a token count
-        that is not a whole number from 0 to `MAX_CALL_TOKENS`, or a cost above
-        `MAX_CALL_COST`, counts as 0 and is logged (a WARNING, ``event`` ``usage_value_refused``
-        naming the row and the field). ``key`` is as for `terms`.
+        Never writes to the database and never raises for a strange ``usage``: an absurd
+        token count or cost counts as 0 and is logged (`llmpool.usage.counts`). ``key`` is as
+        for `terms`.
 
         Returns:
             The call's cost as counted.
@@ -203,18 +162,8 @@ class UsageMeter:
         input_tokens = output_tokens = 0
         cost = 0.0
         if ok and usage:
-            input_tokens = usage.get("input_tokens", 0)
-            if type(input_tokens) is not int or not 0 <= input_tokens <= MAX_CALL_TOKENS:
-                input_tokens = _tokens(config, "input_tokens", input_tokens)
-            output_tokens = usage.get("output_tokens", 0)
-            if type(output_tokens) is not int or not 0 <= output_tokens <= MAX_CALL_TOKENS:
-                output_tokens = _tokens(config, "output_tokens", output_tokens)
             prices = self.terms(config, key).prices
-            if prices is not None:
-                cost = prices.cost(input_tokens, output_tokens)
-                if not cost <= MAX_CALL_COST:
-                    _refuse(config, "cost", cost, MAX_CALL_COST)
-                    cost = 0.0
+            input_tokens, output_tokens, cost = call_counts(config, usage, prices)
         minute = int(self.clock() // 60)
         llm_id = config.id
         with self._lock:
