@@ -537,6 +537,7 @@ SECTIONS = {
     "cached": bench_cached,
     "postgres": bench_postgres,
     "routing": lambda n: __import__("bench.routing", fromlist=["x"]).bench_routing(n),
+    "budget": lambda n: __import__("bench.budget", fromlist=["x"]).bench_budget(n),
 }
 
 

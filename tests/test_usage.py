@@ -168,6 +168,29 @@ def test_since_reads_durations_and_iso_times_and_refuses_others() -> None:
         parse_since("yesterday", NOW)
 
 
+@pytest.mark.parametrize(
+    ("since", "until", "message"),
+    [
+        ("1d", "2d", r"until \(2025-04-29T12:00:00Z\) is not after since \(2025-04-30T12:00:00Z\)"),
+        ("1h", "1h", "is not after since"),
+        ("99999999999d", None, "out of range"),
+        (datetime(1, 1, 1), None, "out of range"),
+        (float("nan"), None, "out of range"),
+        (None, "3000000000000w", "out of range"),
+        ("yesterday", None, "not a duration or a date"),
+    ],
+)
+def test_report_refuses_an_empty_window_and_absurd_times(
+    since: Any, until: Any, message: str
+) -> None:
+    """``until`` not after ``since``, a time before 1970 or past 9999, or text that is no time
+    is a ValueError naming what is wrong (and both ends of an empty window)."""
+    meter = UsageMeter(MemoryUsageTable(), flush_interval=0, budget_refresh=0, clock=Clock())
+    with pytest.raises(ValueError, match=message):
+        meter.report(since=since, until=until)
+    meter.close()
+
+
 # -- the meter ---------------------------------------------------------------------------------
 
 
@@ -327,16 +350,17 @@ def _block_sql(dialect: str) -> list[str]:
     ]
 
 
-def test_failed_flush_writes_nothing_and_its_retry_counts_once(
+def test_flush_failing_on_every_bucket_writes_nothing_and_its_retry_counts_once(
     migrated_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A flush failing on its second bucket rolls back the first; the retry adds each once."""
+    """A flush the database refuses for every bucket writes nothing and keeps the batch; the
+    retry adds each once."""
     store = SQLStore(migrated_url)
     engine = store.engine
     with engine.begin() as conn:
         for statement in _block_sql(engine.dialect.name):
             conn.execute(sa.text(statement))
-        conn.execute(sa.text("INSERT INTO usage_block VALUES ('r2')"))
+        conn.execute(sa.text("INSERT INTO usage_block VALUES ('r1'), ('r2')"))
     meter = UsageMeter(SQLUsageTable(engine), flush_interval=0, budget_refresh=0)
     first, second = config_row(), config_row().model_copy(update={"id": "r2"})
     for _ in range(4):
@@ -353,6 +377,36 @@ def test_failed_flush_writes_nothing_and_its_retry_counts_once(
     assert meter.flush()  # nothing left: nothing added again
     assert usage_counts(migrated_url) == {"r1": (5, 0, 5, 5, 0.0), "r2": (1, 1, 0, 0, 0.0)}
     meter.close()
+    store.close()
+
+
+def test_a_bucket_the_database_refuses_is_dropped_and_the_others_land(
+    migrated_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One bucket the database refuses while the others land is logged (naming its row) and
+    dropped: it never holds the other rows' usage back, and close() reports the loss."""
+    store = SQLStore(migrated_url)
+    engine = store.engine
+    with engine.begin() as conn:
+        for statement in _block_sql(engine.dialect.name):
+            conn.execute(sa.text(statement))
+        conn.execute(sa.text("INSERT INTO usage_block VALUES ('r2')"))
+    meter = UsageMeter(SQLUsageTable(engine), flush_interval=0, budget_refresh=0, clock=Clock())
+    first = config_row()
+    second = config_row().model_copy(update={"id": "r2", "name": "Refused"})
+    for _ in range(4):
+        meter.record(first, ok=True, usage={"input_tokens": 1, "output_tokens": 1})
+    meter.record(second, ok=True, usage=None)
+    with caplog.at_level(logging.WARNING, logger="llmpool.usage"):
+        assert not meter.flush()
+    dropped = [r for r in caplog.records if getattr(r, "event", None) == "usage_dropped"]
+    assert [
+        (r.__dict__["llm_id"], r.__dict__["llm_name"], r.__dict__["calls"]) for r in dropped
+    ] == [("r2", "Refused", 1)]
+    assert usage_counts(migrated_url) == {"r1": (4, 0, 4, 4, 0.0)}
+    meter.record(first, ok=True, usage=None)
+    assert meter.close()
+    assert usage_counts(migrated_url) == {"r1": (5, 0, 4, 4, 0.0)}
     store.close()
 
 
@@ -430,4 +484,88 @@ def test_down_migration_drops_the_usage_table(migrated_url: str) -> None:
                 conn.execute(sa.text(body))
     assert "llm_usage" not in sa.inspect(engine).get_table_names()
     assert "llms" in sa.inspect(engine).get_table_names()
+    engine.dispose()
+
+
+# -- absurd counts and bad buckets -------------------------------------------------------------
+
+
+def refused_fields(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str, str]]:
+    """The (event, llm_id, llm_name, field) of each refused usage value logged."""
+    return [
+        (r.event, r.llm_id, r.llm_name, r.field)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "event", None) == "usage_value_refused"
+    ]
+
+
+def test_absurd_token_counts_are_refused_and_every_bucket_lands(
+    migrated_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Token counts past any real call (2**64, 1e30, negative) count as 0 with a WARNING naming
+    the row and the field; the flush then writes every row's usage."""
+    engine = SQLStore(migrated_url).engine
+    meter = UsageMeter(SQLUsageTable(engine), flush_interval=0, budget_refresh=0, clock=Clock())
+    good = config_row(output_cost_per_million_tokens=1e6)
+    bad = good.model_copy(update={"id": "r2", "name": "Liar"})
+    meter.record(good, ok=True, usage={"input_tokens": 3, "output_tokens": 5})
+    with caplog.at_level(logging.WARNING, logger="llmpool.usage"):
+        meter.record(bad, ok=True, usage={"input_tokens": 2**64, "output_tokens": 1e30})
+        meter.record(bad, ok=True, usage={"input_tokens": -1, "output_tokens": 2})
+    assert refused_fields(caplog) == [
+        ("usage_value_refused", "r2", "Liar", "input_tokens"),
+        ("usage_value_refused", "r2", "Liar", "output_tokens"),
+        ("usage_value_refused", "r2", "Liar", "input_tokens"),
+    ]
+    assert "18446744073709551616" in caplog.text
+    assert meter.close()
+    assert usage_counts(migrated_url) == {"r1": (1, 0, 3, 5, 5.0), "r2": (2, 0, 0, 2, 2.0)}
+    engine.dispose()
+
+
+def test_a_cost_too_large_to_store_is_refused_never_infinite(
+    migrated_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A price so high that a call's cost passes any real figure counts the call at cost 0
+    (logged): the cost column never holds infinity."""
+    engine = SQLStore(migrated_url).engine
+    meter = UsageMeter(SQLUsageTable(engine), flush_interval=0, budget_refresh=0, clock=Clock())
+    row = config_row(output_cost_per_million_tokens=1e305)
+    with caplog.at_level(logging.WARNING, logger="llmpool.usage"):
+        for _ in range(2):
+            meter.record(row, ok=True, usage={"input_tokens": 1, "output_tokens": 10**9})
+    assert refused_fields(caplog) == [("usage_value_refused", "r1", "Priced", "cost")] * 2
+    assert meter.close()
+    assert usage_counts(migrated_url) == {"r1": (2, 0, 2, 2 * 10**9, 0.0)}
+    engine.dispose()
+
+
+# -- money -------------------------------------------------------------------------------------
+
+
+def test_cost_and_budget_read_back_as_decimals_without_float_noise(migrated_url: str) -> None:
+    """Three calls of 2e-05 each report 0.00006 exactly (not 6.000000000000001e-05): a Decimal
+    in UsageRow and in the budget's status, a decimal string in as_dict."""
+    from decimal import Decimal
+
+    from llmpool.usage.check import budget_status
+
+    engine = SQLStore(migrated_url).engine
+    meter = UsageMeter(SQLUsageTable(engine), flush_interval=0, budget_refresh=0, clock=Clock())
+    row = config_row(
+        input_cost_per_million_tokens=2.5,
+        output_cost_per_million_tokens=2.5,
+        max_spend={"amount": 0.1, "period": "day"},
+    )
+    for _ in range(3):
+        meter.record(row, ok=True, usage={"input_tokens": 3, "output_tokens": 5})
+    (line,) = meter.report(since=None)
+    assert type(line.cost) is Decimal
+    assert str(line.cost) == "0.00006"
+    assert line.as_dict()["cost"] == "0.00006"
+    status = budget_status(meter, row)
+    assert status is not None
+    assert (status["spent"], status["amount"]) == (Decimal("0.00006"), Decimal("0.1"))
+    assert type(status["spent"]) is Decimal and str(status["amount"]) == "0.1"
+    meter.close()
     engine.dispose()

@@ -301,7 +301,8 @@ def test_cli_usage_lists_rows_scopes_and_days(
         ("B", 1, 0),
     ]
     assert data["total"]["calls"] == 5
-    assert data["total"]["cost"] == pytest.approx(2.0 + 3.0)
+    assert [r["cost"] for r in data["rows"]] == ["2", "3"]
+    assert data["total"]["cost"] == "5"
     text = run_cli("usage", "--by", "day", "--database-url", migrated_url).out.splitlines()
     assert text[0].split() == ["DAY", "CALLS", "ERRORS", "INPUT_TOKENS", "OUTPUT_TOKENS", "COST"]
     assert text[-1].split() == ["TOTAL", "5", "2", "9", "15", "5"]
@@ -310,6 +311,38 @@ def test_cli_usage_lists_rows_scopes_and_days(
     bad = run_cli("usage", "--since", "yesterday", "--database-url", migrated_url)
     assert bad.code == 2
     assert "not a duration or a date" in bad.err
+    backwards = run_cli("usage", "--since", "1d", "--until", "2d", "--database-url", migrated_url)
+    assert backwards.code == 2
+    assert "--until" in backwards.err and "is not after --since" in backwards.err
+    for absurd in ("99999999999d", "0001-01-01"):
+        refused = run_cli("usage", "--since", absurd, "--database-url", migrated_url)
+        assert refused.code == 2, refused.err
+        assert "out of range" in refused.err and "Traceback" not in refused.err
+
+
+def test_cli_usage_reports_cost_as_decimal_text(
+    migrated_url: str, servers: tuple[OpenAIServer, AnthropicServer]
+) -> None:
+    """Three answers of 2e-05 each cost 0.00006 in the JSON (a string) and in the table, never
+    a binary float's 6.000000000000001e-05."""
+    a, _ = servers
+    row = priced_rows(a.url, "")[0]
+    row["config"] = {
+        "base_url": a.url + "/v1",
+        "input_cost_per_million_tokens": 2.5,
+        "output_cost_per_million_tokens": 2.5,
+    }
+    seed(migrated_url, [row])
+    pool = LLMPool(migrated_url, poll_interval=0, listen=False, policy=POLICY)
+    llm = pool.get_llm_with_fallback()
+    for _ in range(3):
+        llm.invoke("hi")
+    pool.close()
+    db = ("--database-url", migrated_url)
+    data = json.loads(run_cli("usage", "--json", *db).out)
+    assert [r["cost"] for r in data["rows"]] == ["0.00006"]
+    assert data["total"]["cost"] == "0.00006"
+    assert run_cli("usage", *db).out.splitlines()[-1].split()[-1] == "0.00006"
 
 
 def test_usage_rows_survive_a_row_deleted_later(migrated_url: str) -> None:

@@ -2,7 +2,7 @@
 
 ``llmpool usage --since 1d`` lists each row's calls, errors, tokens and cost over the last day;
 ``--by scope`` or ``--by day`` groups them otherwise; ``--json`` prints the typed rows
-(`llmpool.usage.UsageRow`) and their total.
+(`llmpool.usage.UsageRow`) and their total, each cost a decimal string (``"0.00006"``).
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import time
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from llmpool.cli.args import AddCommand, Handler, bounded
-from llmpool.cli.output import emit, open_pool, table
+from llmpool.cli.output import UsageError, emit, open_pool, table
 
 __all__ = ["COMMANDS", "register"]
 
@@ -26,12 +27,15 @@ _COUNTS = ["calls", "errors", "input_tokens", "output_tokens", "cost"]
 
 
 def _moment(text: str) -> datetime:
-    from llmpool.usage.report import parse_since
+    from llmpool.usage.report import as_epoch, parse_since
 
+    now = time.time()
     try:
-        return parse_since(text, time.time())
+        moment = parse_since(text, now)
+        as_epoch(moment, now)  # within range
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return moment
 
 
 def register(add: AddCommand) -> None:
@@ -51,32 +55,35 @@ def register(add: AddCommand) -> None:
     p.add_argument("--scope", type=bounded("scope"), default=None, help="only this scope")
 
 
-def _cost(value: float) -> str:
-    return f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
-
-
 def cmd_usage(args: argparse.Namespace) -> int:
     """``llmpool usage [--since 1d] [--until T] [--by row|scope|day] [--scope S]``."""
+    from llmpool.usage.report import money_text
+
     since = args.since if args.since is not None else _moment("1d")
+    if args.until is not None and args.until <= since:
+        msg = (
+            f"--until ({args.until:%Y-%m-%d %H:%M:%S} UTC) is not after --since "
+            f"({since:%Y-%m-%d %H:%M:%S} UTC): the window is empty"
+        )
+        raise UsageError(msg)
     with open_pool(args) as pool:
         rows = pool.usage(since=since, until=args.until, by=args.by, scope=args.scope)
-    total = {name: sum(getattr(row, name) for row in rows) for name in _COUNTS}
+    total: dict[str, Any] = {name: sum(getattr(row, name) for row in rows) for name in _COUNTS}
+    total["cost"] = money_text(sum((row.cost for row in rows), Decimal(0)))
+    lines = [row.as_dict() for row in rows]
     data: dict[str, Any] = {
         "since": since.isoformat(),
         "until": args.until.isoformat() if args.until is not None else None,
         "by": args.by,
-        "rows": [row.as_dict() for row in rows],
+        "rows": lines,
         "total": total,
     }
 
     def render() -> str:
-        columns = _COLUMNS[args.by] + _COUNTS
-        lines = [{**row.as_dict(), "cost": _cost(row.cost)} for row in rows]
         if not lines:
             return f"no calls recorded since {since:%Y-%m-%d %H:%M} UTC"
         first = _COLUMNS[args.by][0]
-        lines.append({first: "TOTAL", **total, "cost": _cost(total["cost"])})
-        return table(lines, columns)
+        return table([*lines, {first: "TOTAL", **total}], _COLUMNS[args.by] + _COUNTS)
 
     emit(args, data, render)
     return 0

@@ -3,8 +3,10 @@
 - `prices`: a row's prices and budget (``config`` keys the client never sees);
 - `meter`: every call counted in memory by row and minute, flushed in batches by a background
   thread (`flusher`) to a table (`table` in memory, `sql` the ``llm_usage`` table);
-- `check`: the meter and the budgets on the fallback walk's admission seam;
-- `report`: usage read back as typed rows, by row, scope or day.
+- `counts`: one call's token counts and cost, bounded (absurd values count as 0, logged);
+- `check`: the meter and the budgets on the fallback walk's admission seam (calls in flight
+  count against a budget at their expected cost);
+- `report`: usage read back as typed rows, by row, scope or day, money as `decimal.Decimal`.
 
 A pool counts its calls by default (`llmpool.pool.options.PoolOptions.track_usage`) and reports
 them with `llmpool.LLMPool.usage`; ``llmpool usage --since 1d`` prints them.

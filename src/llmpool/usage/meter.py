@@ -9,7 +9,9 @@ last flush.
 
 Nothing is counted twice: a batch stays with the meter until its transaction commits; a flush
 that fails puts its batch back (its transaction rolled back) and the next flush retries it,
-merged with what came since.
+merged with what came since. Nothing absurd is counted (a call's token counts and cost are
+bounded: `llmpool.usage.counts`), and a bucket the database refuses while the others land is
+dropped (logged), so one bad bucket never holds back the others.
 
 Budgets read the spend of a row's current period from the table (every replica's flushed
 calls) plus this process's calls not yet in that reading: the pending buckets, the batch being
@@ -29,9 +31,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import LLMPoolError
+from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row
+from llmpool.usage.counts import call_counts
 from llmpool.usage.prices import UsageTerms, usage_terms
-from llmpool.usage.report import BY, By, UsageRow, as_epoch, group
+from llmpool.usage.report import BY, By, UsageRow, group, window
 from llmpool.usage.table import UsageBucket, UsageTable
 
 if TYPE_CHECKING:
@@ -57,19 +60,6 @@ def _flush_open_meters() -> None:
         meter.close()
 
 
-def _tokens(usage: Mapping[str, Any], key: str) -> int:
-    # A count from a provider's answer that is not a plain int: a float, a numeric text; else 0.
-    value = usage.get(key)
-    if isinstance(value, bool):
-        return 0
-    if not isinstance(value, int):
-        try:
-            value = int(value or 0)
-        except (TypeError, ValueError, OverflowError):
-            return 0
-    return value if value > 0 else 0
-
-
 class UsageMeter:
     """Counts calls, errors, tokens and cost per row and minute; flushes them to a table.
 
@@ -87,6 +77,7 @@ class UsageMeter:
         ...                 config={"input_cost_per_million_tokens": 1.0})
         >>> meter = UsageMeter(MemoryUsageTable(), flush_interval=0)
         >>> meter.record(row, ok=True, usage={"input_tokens": 3, "output_tokens": 5})
+        3e-06
         >>> meter.flush()
         True
         >>> meter.table.spend(0, ["1"])
@@ -158,24 +149,21 @@ class UsageMeter:
         ok: bool,
         usage: Mapping[str, Any] | None,
         key: str | None = None,
-    ) -> None:
+    ) -> float:
         """Count one call to a row: answered (``ok``) or failed, with its answer's usage.
 
-        Never writes to the database and never raises for a strange ``usage``. ``key`` is as
+        Never writes to the database and never raises for a strange ``usage``: an absurd
+        token count or cost counts as 0 and is logged (`llmpool.usage.counts`). ``key`` is as
         for `terms`.
+
+        Returns:
+            The call's cost as counted.
         """
         input_tokens = output_tokens = 0
         cost = 0.0
         if ok and usage:
-            input_tokens = usage.get("input_tokens", 0)
-            if type(input_tokens) is not int or input_tokens < 0:
-                input_tokens = _tokens(usage, "input_tokens")
-            output_tokens = usage.get("output_tokens", 0)
-            if type(output_tokens) is not int or output_tokens < 0:
-                output_tokens = _tokens(usage, "output_tokens")
             prices = self.terms(config, key).prices
-            if prices is not None:
-                cost = prices.cost(input_tokens, output_tokens)
+            input_tokens, output_tokens, cost = call_counts(config, usage, prices)
         minute = int(self.clock() // 60)
         llm_id = config.id
         with self._lock:
@@ -195,6 +183,7 @@ class UsageMeter:
             self._labels[llm_id] = config
         if self._flusher is None and not self._closed:
             self._start()
+        return cost
 
     def spent(self, config: LLMConfig, budget: Budget) -> float:
         """Return what a row spent in its budget's current period: every replica's flushed
@@ -221,11 +210,17 @@ class UsageMeter:
     # -- flushing --------------------------------------------------------------------------
 
     def flush(self) -> bool:
-        """Add the pending counts to the table now, in one transaction.
+        """Add the pending counts to the table now.
+
+        The batch goes in one transaction. When the database refuses it, each bucket (a row's
+        minute) is tried alone: the ones that land stay, and a bucket refused while others
+        landed is dropped and logged (a WARNING, ``event`` ``usage_dropped``, naming the row),
+        so one bad bucket never holds the other rows' usage back. When none lands (the
+        database is down, the table missing) the batch is kept for the next flush: nothing is
+        counted twice.
 
         Returns:
-            Whether everything counted so far is in the table. On a failure (logged as a
-            WARNING) the batch is kept for the next flush: nothing is lost or counted twice.
+            Whether everything counted so far is in the table (failures are logged).
         """
         with self._flush_lock:
             with self._lock:
@@ -239,25 +234,60 @@ class UsageMeter:
                 for llm_id, minutes in batch.items()
                 for minute, counts in minutes.items()
             ]
-            try:
-                self.table.add(buckets)
-            except Exception as error:  # a background step: keep the batch, never raise
-                with self._lock:
-                    self._in_flight = {}
+            landed, refused = self._write(buckets)
+            with self._lock:
+                self._in_flight = {}
+                if not landed:  # keep the batch, never raise: a background step
                     _merge(self._pending, batch)
+                for bucket in landed:
+                    if bucket.llm_id in self._budgets:
+                        unread = self._unread.setdefault(bucket.llm_id, {})
+                        unread[bucket.minute] = unread.get(bucket.minute, 0.0) + bucket.cost
+            if not landed:
+                error = refused[0][1]
                 logger.warning(
                     "LLM usage not flushed, kept for the next flush: %s",
-                    str(error).splitlines()[0] if str(error) else type(error).__name__,
+                    _first_line(error),
                     extra={"buckets": len(buckets), "error_class": type(error).__name__},
                 )
                 return False
-            with self._lock:
-                self._in_flight = {}
-                for llm_id in batch.keys() & self._budgets.keys():
-                    unread = self._unread.setdefault(llm_id, {})
-                    for minute, counts in batch[llm_id].items():
-                        unread[minute] = unread.get(minute, 0.0) + counts[4]
-            return True
+            for bucket, error in refused:
+                logger.warning(
+                    "LLM usage of %d calls to %s dropped: the database refused it: %s",
+                    bucket.calls,
+                    describe_row(bucket.name, bucket.llm_id),
+                    _first_line(error),
+                    extra={
+                        "event": "usage_dropped",
+                        "llm_id": bucket.llm_id,
+                        "llm_name": bucket.name,
+                        "calls": bucket.calls,
+                        "error_class": type(error).__name__,
+                    },
+                )
+            return not refused
+
+    def _write(
+        self, buckets: list[UsageBucket]
+    ) -> tuple[list[UsageBucket], list[tuple[UsageBucket, Exception]]]:
+        # The buckets that landed, and those refused with their errors.
+        try:
+            self.table.add(buckets)
+        except Exception as error:
+            if len(buckets) == 1 or isinstance(error, DatabaseUnavailableError):
+                return [], [(bucket, error) for bucket in buckets]
+        else:
+            return buckets, []
+        landed: list[UsageBucket] = []
+        refused: list[tuple[UsageBucket, Exception]] = []
+        for bucket in buckets:
+            try:
+                self.table.add([bucket])
+            except Exception as error:
+                refused.append((bucket, error))
+            else:
+                landed.append(bucket)
+        return landed, refused
 
     def refresh_budgets(self) -> None:
         """Read the spend of every budgeted row from the table (the flusher does this)."""
@@ -274,7 +304,7 @@ class UsageMeter:
             except Exception as error:  # keep calling; the next refresh reads again
                 logger.warning(
                     "LLM spend not read; its budget counts this process's calls only: %s",
-                    str(error).splitlines()[0] if str(error) else type(error).__name__,
+                    _first_line(error),
                     extra={"llm_id": llm_id, "error_class": type(error).__name__},
                 )
                 spent = None
@@ -309,11 +339,11 @@ class UsageMeter:
             llm_id: Only this row.
 
         Raises:
-            ValueError: ``by`` or a time is not understood.
+            ValueError: ``by`` or a time is not understood, a time is before 1970 or after
+                9999, or ``until`` is not after ``since``.
             DatabaseError: The table could not be read.
         """
-        now = self.clock()
-        start, end = as_epoch(since, now), as_epoch(until, now)
+        start, end = window(since, until, self.clock())
         if by not in BY:
             msg = f"by must be one of {', '.join(BY)}, not {by!r}"
             raise ValueError(msg)
@@ -353,11 +383,16 @@ class UsageMeter:
             flusher.stop()
         _open_meters.discard(self)
         done = self.flush()
-        if not done:
-            with self._lock:
-                calls = sum(c[0] for minutes in self._pending.values() for c in minutes.values())
+        with self._lock:
+            calls = sum(c[0] for minutes in self._pending.values() for c in minutes.values())
+        if calls:
             logger.warning("LLM usage of %d calls lost: the last flush failed", calls)
         return done
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _bucket(minute: int, config: LLMConfig, counts: list[Any]) -> UsageBucket:
