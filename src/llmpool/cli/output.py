@@ -158,11 +158,44 @@ def emit(args: argparse.Namespace, data: Any, render: Callable[[], str]) -> None
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def open_pool(args: argparse.Namespace, **kwargs: Any) -> LLMPool:
-    """Return a pool on the command's database, without background change detection."""
+def open_pool(args: argparse.Namespace, *, writes: bool = False, **kwargs: Any) -> LLMPool:
+    """Return a pool on the command's database, without background change detection.
+
+    A read (the default) never creates or migrates anything: a SQLite file that does not
+    exist is not created, and a database without llmpool's tables fails the read with an
+    error naming ``llmpool migrate``. A command that ``writes`` keeps the library's default:
+    an embedded SQLite database is created and migrated on first use.
+
+    Raises:
+        DatabaseError: A read names a SQLite file that does not exist.
+    """
     from llmpool.pool.facade import LLMPool
 
+    if not writes:
+        _require_sqlite_file(args.database_url)
+        kwargs.setdefault("auto_migrate", False)
     return LLMPool(args.database_url, poll_interval=0, listen=False, **kwargs)
+
+
+def _require_sqlite_file(url: str | None) -> None:
+    # SQLite creates a missing file on connect: a read (a typo in the path) must not.
+    from pathlib import Path
+
+    from llmpool.errors import DatabaseError
+    from llmpool.repository.sql.url import mask_url, resolve_database_url
+
+    parsed = resolve_database_url(url)
+    path = parsed.database or ""
+    # In memory (nothing to create) or a URI filename (?uri=true: its mode says what to create).
+    if parsed.get_backend_name() != "sqlite" or path in ("", ":memory:") or path[:5] == "file:":
+        return
+    if Path(path).exists():
+        return
+    msg = (
+        f"Could not open {mask_url(parsed)}: the file does not exist, so llmpool's tables are "
+        "missing; run `llmpool migrate` against this database first (a read creates nothing)"
+    )
+    raise DatabaseError(msg)
 
 
 def find_stored(pool: LLMPool, ref: str, *, scope: str | None = None) -> StoredRow:

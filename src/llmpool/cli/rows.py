@@ -189,7 +189,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         item["enabled"] = not args.disabled
         item["is_default"] = args.is_default
         items = [item]
-    with open_pool(args) as pool:
+    with open_pool(args, writes=True) as pool:
         if args.allow_unknown_provider:
             allow_unknown_providers(pool.store)
         if not batch:
@@ -251,7 +251,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if not changes and not args.sets and not args.unsets:
         msg = "edit needs at least one field to change (e.g. --priority 5 or --set KEY=VALUE)"
         raise UsageError(msg)
-    with open_pool(args) as pool:
+    with open_pool(args, writes=True) as pool:
         if args.allow_unknown_provider:
             allow_unknown_providers(pool.store)
         row = find_stored(pool, args.ref, scope=args.ref_scope)
@@ -269,7 +269,7 @@ def _ids(pool: Any, args: argparse.Namespace) -> list[str]:
 
 def _bulk(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        with open_pool(args) as pool:
+        with open_pool(args, writes=True) as pool:
             rows = getattr(pool.store, action)(_ids(pool, args), actor=args.actor)
         data = [_row(r) for r in rows]
         emit(args, data, lambda: "\n".join(f"{action}d {r.describe()}" for r in rows))
@@ -289,7 +289,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    with open_pool(args) as pool:
+    with open_pool(args, writes=True) as pool:
         count = pool.store.delete(_ids(pool, args), actor=args.actor)
     emit(args, {"deleted": count}, lambda: f"deleted {count} LLM(s)")
     return 0
@@ -297,7 +297,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_set_default(args: argparse.Namespace) -> int:
     """``llmpool set-default ID|NAME``."""
-    with open_pool(args) as pool:
+    with open_pool(args, writes=True) as pool:
         llm_id = find_stored(pool, args.ref, scope=args.ref_scope).id
         after = pool.store.set_default(llm_id, actor=args.actor)
     emit(args, _row(after), lambda: f"{after.describe()} is now the default of {after.scope!r}")
