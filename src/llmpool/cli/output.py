@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import visible
+from llmpool.errors import describe_row, visible
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -31,6 +31,7 @@ __all__ = [
     "mask_passwords",
     "one_line",
     "open_pool",
+    "row_reason",
     "table",
 ]
 
@@ -120,6 +121,24 @@ def one_line(message: str) -> str:
     from llmpool.credentials.redaction import redact
 
     return visible(redact(mask_passwords("".join(pieces))))
+
+
+def row_reason(text: str | None, name: str | None, llm_id: str | None) -> str | None:
+    """Return why a row is skipped or invalid as one safe line, without the row's own name
+    and id: the row is already named beside it.
+
+    Example:
+        >>> row_reason("LLM 'A' (id 1): config.temperature is not a number", "A", "1")
+        'config.temperature is not a number'
+        >>> row_reason("LLM 'A' (id 1) is invalid: field 'priority': not an integer", "A", "1")
+        "field 'priority': not an integer"
+    """
+    if not text:
+        return None
+    own = describe_row(name, llm_id)
+    if text.startswith(own):
+        text = text[len(own) :].removeprefix(" is invalid").removeprefix(":").strip()
+    return one_line(text.replace(own, "the row"))
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

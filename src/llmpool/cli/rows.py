@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -32,12 +33,14 @@ from llmpool.cli.output import (
     one_line,
     open_pool,
     read_input,
+    row_reason,
     table,
 )
 from llmpool.errors import LLMNotFoundError, LLMPoolError, shorten, visible
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
+    from llmpool.repository.stored import StoredRow
 
 __all__ = ["COMMANDS", "register"]
 
@@ -46,6 +49,13 @@ _EDIT_EPILOG = (
     "change one field or key and keep the others: edit NAME --set config.temperature=0.2 "
     "--unset config.max_tokens. On an invalid row (written by raw SQL), change the field at "
     "fault: edit ID --unset auth_meta.api_key --set auth_meta.api_key_env=OPENAI_API_KEY."
+)
+
+_LIST_EPILOG = (
+    "A row that fails validation (written by raw SQL, or holding a literal secret) is listed "
+    "too, marked INVALID with the reason (the field at fault, never its value). With --json "
+    'it is an object with "invalid": true and "reason", and the fields that could be read '
+    "(a value that may be a secret hidden); valid rows are printed as before."
 )
 
 _ADD_EPILOG = (
@@ -59,7 +69,7 @@ _ADD_EPILOG = (
 
 def register(add: AddCommand) -> None:
     """Add the row commands' parsers."""
-    p = add("list", "list LLMs, in fallback order")
+    p = add("list", "list LLMs, in fallback order (invalid ones too, marked)", _LIST_EPILOG)
     p.add_argument("--provider", type=bounded("provider"))
     state = p.add_mutually_exclusive_group()
     state.add_argument("--enabled", action="store_true")
@@ -145,21 +155,50 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """``llmpool list``."""
+    """``llmpool list``: every row as stored, an invalid one marked with what is wrong."""
+    from llmpool.repository.stored import stored_rows
+
     with open_pool(args) as pool:
-        rows = pool.store.list_llms(
-            enabled_only=args.enabled,
-            scope=None if args.all_scopes else args.scope,
-            provider=args.provider,
-            search=args.search,
-        )
-    if args.disabled:
-        rows = [r for r in rows if not r.enabled]
-    if args.kind:
-        rows = [r for r in rows if r.kind == args.kind]
-    data = [_row(r) for r in rows]
-    emit(args, data, lambda: table(data, _LIST_COLUMNS))
+        stored = stored_rows(pool.store, scope=None if args.all_scopes else args.scope)
+    data = [_listed(r) for r in sorted(stored, key=_fallback_order)]
+    data = [d for d in data if _selected(d, args)]
+    columns = _LIST_COLUMNS + (("invalid", "reason") if any(d.get("invalid") for d in data) else ())
+    emit(args, data, lambda: table(data, columns))
     return 0
+
+
+def _fallback_order(row: StoredRow) -> tuple[float, str, str]:
+    # Priority, name, id (`llmpool.repository.sort_key`); a row without a readable priority last.
+    priority = row.fields.get("priority")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        priority = math.inf
+    return (priority, row.name or "", row.id)
+
+
+def _listed(row: StoredRow) -> dict[str, Any]:
+    """A row for ``list``: a valid one as always; an invalid one with what could be read."""
+    if row.config is not None:
+        return _row(row.config)
+    # SQLite hands booleans back as 0 and 1.
+    flags = {k: bool(v) for k, v in row.fields.items() if k in _FLAGS and v in (0, 1)}
+    why = row_reason(str(row.error), row.name, row.id)
+    return {**row.fields, **flags, "id": row.id, "invalid": True, "reason": why}
+
+
+_FLAGS = ("enabled", "is_default")
+
+
+def _selected(row: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether ``row`` passes ``list``'s filters (a field an invalid row lacks fails them)."""
+    search = (args.search or "").casefold()
+    texts = [str(row.get(k) or "").casefold() for k in ("name", "model_name")]
+    return (
+        (not args.enabled or row.get("enabled") is True)
+        and (not args.disabled or row.get("enabled") is False)
+        and (args.provider is None or row.get("provider") == args.provider)
+        and (args.kind is None or row.get("kind", "chat") == args.kind)
+        and (not search or any(search in text for text in texts))
+    )
 
 
 def cmd_show(args: argparse.Namespace) -> int:

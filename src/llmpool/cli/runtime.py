@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmpool.cli.args import AddCommand, Handler, bounded
-from llmpool.cli.output import UsageError, emit, find_llm, one_line, open_pool, table
+from llmpool.cli.output import (
+    UsageError,
+    emit,
+    find_llm,
+    one_line,
+    open_pool,
+    row_reason,
+    table,
+)
 from llmpool.errors import (
     UnsupportedParameterError,
 )
@@ -175,7 +183,6 @@ def _chain_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {
                 **row,
-                "reason": one_line(row["reason"]) if row["reason"] else None,
                 "breaker": state,
                 "latency_ms": latency["p50_ms"] if latency else None,
                 "last_error": last["error_class"] if last else None,
@@ -218,12 +225,28 @@ def _chain_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
 
 def cmd_chain(args: argparse.Namespace) -> int:
     """``llmpool chain``: `LLMPool.status` of the scope; exit 1 when no row can answer."""
+    from llmpool.repository.stored import stored_rows
+
     store = _breaker_store(args)
     with open_pool(args, breaker_store=store) as pool:
         status: dict[str, Any] = dict(pool.status(args.scope, args.kind))
+        stored = stored_rows(pool.store, scope=args.scope)
     for row in status["rows"]:
-        row["reason"] = one_line(row["reason"]) if row["reason"] else None
+        row["reason"] = row_reason(row["reason"], row["name"], row["id"])
         row["build_error"] = one_line(row["build_error"]) if row["build_error"] else None
+    # Rows that fail validation are never tried: listed apart, with what is wrong.
+    status["invalid_rows"] = [
+        {
+            "id": row.id,
+            "name": row.name,
+            "provider": row.fields.get("provider"),
+            "priority": row.fields.get("priority"),
+            "status": "invalid",
+            "reason": row_reason(str(row.error), row.name, row.id),
+        }
+        for row in stored
+        if not row.valid and row.fields.get("kind", "chat") == args.kind
+    ]
     if store is None:
         status["note"] = "; ".join(n for n in (status["note"], LOCAL_VIEW) if n)
         print(f"llmpool: note: {LOCAL_VIEW}", file=sys.stderr)
@@ -231,7 +254,7 @@ def cmd_chain(args: argparse.Namespace) -> int:
         print("llmpool: note: Redis did not answer: breaker states are local", file=sys.stderr)
 
     def render() -> str:
-        rows = _chain_rows(status)
+        rows = _chain_rows(status) + status["invalid_rows"]
         text = table(rows, _chain_columns(rows))
         answering = status["answering"]
         who = (
