@@ -239,3 +239,18 @@ def test_a_canary_key_never_shows_in_logs_spans_metrics_status_or_the_cli(
     assert "401" in outputs[2].out
     for text in texts:
         assert key not in text
+
+
+def test_chain_says_it_sees_only_this_shell_once(tmp_path: Path) -> None:
+    """Without Redis and with no row able to answer, the local-view note is printed once."""
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
+
+    url = f"sqlite:///{tmp_path / 'once.sqlite3'}"
+    migrate(url)
+    store = SQLStore(url)
+    store.add(rows("http://127.0.0.1:9")[0])
+    store.close()
+    result = run_cli("chain", "--database-url", url)
+    assert result.code == 1
+    assert (result.out + result.err).count("no shared breaker store configured") == 1

@@ -248,7 +248,6 @@ def cmd_chain(args: argparse.Namespace) -> int:
         if not row.valid and row.fields.get("kind", "chat") == args.kind
     ]
     if store is None:
-        status["note"] = "; ".join(n for n in (status["note"], LOCAL_VIEW) if n)
         print(f"llmpool: note: {LOCAL_VIEW}", file=sys.stderr)
     elif status["breakers"] != "shared":
         print("llmpool: note: Redis did not answer: breaker states are local", file=sys.stderr)
