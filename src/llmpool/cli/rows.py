@@ -58,13 +58,20 @@ _LIST_EPILOG = (
     "(a value that may be a secret hidden); valid rows are printed as before."
 )
 
-_ADD_EPILOG = (
-    "--from-json takes one object or a list of objects with the row's fields (name, "
-    "provider, model_name, scope, priority, enabled, is_default, auth_meta, config). A list "
-    "is added in a single transaction (store.add_many): every item is validated first, and "
-    "if any item is refused (a bad field, a secret, a name or id already taken) nothing is "
-    "written; the error names the item by its number."
-)
+
+def _add_epilog() -> str:
+    from llmpool.models import LLMConfig
+    from llmpool.repository.rules import READ_ONLY_FIELDS
+
+    # From the model: a field added to LLMConfig is documented here at once.
+    fields = ", ".join(f for f in LLMConfig.FIELDS if f not in READ_ONLY_FIELDS)
+    return (
+        "--from-json takes one object or a list of objects with the row's fields: "
+        f"{fields}; name, provider and model_name are required, and an id is made "
+        "when absent. A list is added in a single transaction (store.add_many): every item "
+        "is validated first, and if any item is refused (a bad field, a secret, a name or id "
+        "already taken) nothing is written; the error names the item by its number."
+    )
 
 
 def register(add: AddCommand) -> None:
@@ -84,7 +91,7 @@ def register(add: AddCommand) -> None:
     p.add_argument("ref", metavar="ID|NAME", type=bounded("name"))
     scope_selector(p)
 
-    p = add("add", "add an LLM (flags, or --from-json FILE)", _ADD_EPILOG)
+    p = add("add", "add an LLM (flags, or --from-json FILE)", _add_epilog())
     row_flags(p)
     p.add_argument("--disabled", action="store_true", help="add it disabled (test first)")
     p.add_argument("--default", dest="is_default", action="store_true")
