@@ -51,7 +51,9 @@ def register(add: AddCommand) -> None:
         "the scope's health: each row in call order, its breaker, and who would answer now",
         epilog=(
             "Prints LLMPool.status(). Breakers are read from Redis with --redis-url (or "
-            "LLMPOOL_REDIS_URL): the fleet's view. Exit code 1 when no row can answer."
+            "LLMPOOL_REDIS_URL): the fleet's view; when Redis does not answer, each breaker "
+            "is shown as unknown, with a warning. Exit code 1 when no row can answer, or when "
+            "the shared breakers could not be read."
         ),
     )
     p.add_argument("--scope", type=bounded("scope"), default="global")
@@ -225,10 +227,13 @@ def _chain_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
 
 def cmd_chain(args: argparse.Namespace) -> int:
     """``llmpool chain``: `LLMPool.status` of the scope; exit 1 when no row can answer."""
+    from llmpool.fallback import breakers_redis
     from llmpool.repository.stored import stored_rows
 
     store = _breaker_store(args)
-    with open_pool(args, breaker_store=store) as pool:
+    unreachable = False
+    # An unreachable Redis is said once, below, as what it means here: states unknown.
+    with open_pool(args, breaker_store=store) as pool, _quiet(breakers_redis.__name__):
         status: dict[str, Any] = dict(pool.status(args.scope, args.kind))
         stored = stored_rows(pool.store, scope=args.scope)
     for row in status["rows"]:
@@ -250,7 +255,12 @@ def cmd_chain(args: argparse.Namespace) -> int:
     if store is None:
         print(f"llmpool: note: {LOCAL_VIEW}", file=sys.stderr)
     elif status["breakers"] != "shared":
-        print("llmpool: note: Redis did not answer: breaker states are local", file=sys.stderr)
+        unreachable = True
+        url = one_line(args.redis_url or os.environ.get("LLMPOOL_REDIS_URL") or "")
+        print(
+            f"llmpool: warning: Redis {url} did not answer: the shared breaker states are unknown",
+            file=sys.stderr,
+        )
 
     def render() -> str:
         rows = _chain_rows(status) + status["invalid_rows"]
@@ -267,7 +277,7 @@ def cmd_chain(args: argparse.Namespace) -> int:
         )
 
     emit(args, status, render)
-    return 0 if status["can_answer"] else 1
+    return 0 if status["can_answer"] and not unreachable else 1
 
 
 # -- check -----------------------------------------------------------------------------------

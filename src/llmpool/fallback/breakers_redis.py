@@ -132,15 +132,24 @@ class RedisBreakerStore:
 
     def get(self, key: str) -> BreakerState | None:
         """Return the state of ``key`` from Redis (or local state while Redis is down)."""
+        known, state = self.read(key)
+        return state if known else self.local.get(key)
+
+    def read(self, key: str) -> tuple[bool, BreakerState | None]:
+        """Return whether Redis answered, and the state of ``key`` it holds.
+
+        Unlike `get`, never this process's local state: while Redis cannot be reached this
+        returns ``(False, None)``, so a health view can say "unknown" instead of "closed".
+        """
         if not self._available():
-            return self.local.get(key)
+            return False, None
         try:
             state = self._decode(self.client.get(self._key(key)))
-        except Exception as error:  # any Redis failure: degrade to local state
+        except Exception as error:  # any Redis failure: the fleet's state is unknown
             self._failed(error)
-            return self.local.get(key)
+            return False, None
         self._recovered()
-        return state
+        return True, state
 
     def update(
         self, key: str, change: Callable[[BreakerState], BreakerState | None]
