@@ -245,10 +245,14 @@ class UsageMeter:
                 with self._lock:
                     self._in_flight = {}
                     _merge(self._pending, batch)
+                from llmpool.observe.fields import log_fields
+
                 logger.warning(
                     "LLM usage not flushed, kept for the next flush: %s",
                     str(error).splitlines()[0] if str(error) else type(error).__name__,
-                    extra={"buckets": len(buckets), "error_class": type(error).__name__},
+                    extra=log_fields(
+                        "usage_not_flushed", buckets=len(buckets), error_class=type(error).__name__
+                    ),
                 )
                 return False
             with self._lock:
@@ -272,10 +276,14 @@ class UsageMeter:
             try:
                 spent = self.table.spend(start, [llm_id]).get(llm_id, 0.0)
             except Exception as error:  # keep calling; the next refresh reads again
+                from llmpool.observe.fields import log_fields
+
                 logger.warning(
                     "LLM spend not read; its budget counts this process's calls only: %s",
                     str(error).splitlines()[0] if str(error) else type(error).__name__,
-                    extra={"llm_id": llm_id, "error_class": type(error).__name__},
+                    extra=log_fields(
+                        "spend_not_read", llm_id=llm_id, error_class=type(error).__name__
+                    ),
                 )
                 spent = None
             with self._lock:
@@ -356,7 +364,13 @@ class UsageMeter:
         if not done:
             with self._lock:
                 calls = sum(c[0] for minutes in self._pending.values() for c in minutes.values())
-            logger.warning("LLM usage of %d calls lost: the last flush failed", calls)
+            from llmpool.observe.fields import log_fields
+
+            logger.warning(
+                "LLM usage of %d calls lost: the last flush failed",
+                calls,
+                extra=log_fields("usage_lost", calls=calls),
+            )
         return done
 
 
