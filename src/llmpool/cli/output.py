@@ -5,10 +5,12 @@ the pool and row lookups.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import describe_row, visible
@@ -31,6 +33,7 @@ __all__ = [
     "mask_passwords",
     "one_line",
     "open_pool",
+    "quiet",
     "row_reason",
     "table",
 ]
@@ -244,6 +247,18 @@ def find_llm(pool: LLMPool, ref: str, *, scope: str | None = None) -> LLMConfig:
         assert row.error is not None
         raise row.error
     return row.config
+
+
+@contextlib.contextmanager
+def quiet(name: str) -> Iterator[None]:
+    """Raise the logger ``name`` to ERROR for the block: the command says it in its own words."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def allow_unknown_flag(parser: argparse.ArgumentParser) -> None:
