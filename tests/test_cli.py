@@ -386,6 +386,7 @@ def test_the_script_adds_rows_from_a_stdin_pipe_and_lists_them_as_json(sqlite_ur
 
 def test_the_script_fails_with_its_exit_code_and_one_line(sqlite_url: str) -> None:
     """A failing command, run by the console script, exits 1 with one line and no traceback."""
+    ok(run_script("migrate", "--database-url", sqlite_url))
     result = run_script("show", "no-such-llm", "--database-url", sqlite_url)
     assert (result.code, result.out) == (1, ""), result.err
     assert result.err == "llmpool: error: No LLM with id or name 'no-such-llm'\n"

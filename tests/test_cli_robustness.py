@@ -221,6 +221,16 @@ def test_add_help_says_a_batch_is_one_transaction() -> None:
     assert "nothing is written" in text
 
 
+def test_add_help_lists_every_field_a_row_accepts() -> None:
+    """add --help names every field --from-json accepts, kind, space, weight, rpm and tpm too."""
+    from llmpool.models import LLMConfig
+
+    text = " ".join(ok(run_cli("add", "--help")).split())
+    fields = text.partition("with the row's fields: ")[2].partition(";")[0].split(", ")
+    assert {"kind", "space", "weight", "rpm", "tpm"} <= set(fields)
+    assert set(fields) | {"id", "created_at", "updated_at", "version"} == set(LLMConfig.FIELDS)
+
+
 def test_add_from_json_answers_an_object_with_an_object_and_a_list_with_a_list(
     tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

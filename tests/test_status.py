@@ -239,3 +239,61 @@ def test_a_canary_key_never_shows_in_logs_spans_metrics_status_or_the_cli(
     assert "401" in outputs[2].out
     for text in texts:
         assert key not in text
+
+
+def test_chain_says_it_sees_only_this_shell_once(tmp_path: Path) -> None:
+    """Without Redis and with no row able to answer, the local-view note is printed once."""
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
+
+    url = f"sqlite:///{tmp_path / 'once.sqlite3'}"
+    migrate(url)
+    store = SQLStore(url)
+    store.add(rows("http://127.0.0.1:9")[0])
+    store.close()
+    result = run_cli("chain", "--database-url", url)
+    assert result.code == 1
+    assert (result.out + result.err).count("no shared breaker store configured") == 1
+
+
+DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+def test_status_with_redis_down_says_breakers_are_unknown_not_closed(key: str) -> None:
+    """With the shared breaker store unreachable, each row's breaker reads "unknown" and the
+    pool says "shared, unreachable"; the call order (and can_answer) is computed as before."""
+    store = RedisBreakerStore(DOWN, prefix="x:")
+    with LLMPool(InMemoryStore(rows("http://127.0.0.1:9")), poll_interval=0,
+                 breaker_store=store) as pool:  # fmt: skip
+        status = pool.status()
+        answer = pool.get_llm_with_fallback().invoke("hi").content
+    assert status["breakers"] == "shared, unreachable"
+    assert {r["breaker"]["state"] for r in status["rows"]} == {"unknown"}
+    assert (status["can_answer"], status["answering"]["name"]) == (True, "Primary")
+    assert answer == "backup"  # the calls still fall back to this process's own breakers
+
+
+def test_chain_with_redis_down_shows_unknown_breakers_warns_and_exits_1(
+    key: str, tmp_path: Path
+) -> None:
+    """``chain --redis-url`` of an unreachable Redis: breakers "unknown" in the table and the
+    JSON, one warning on stderr, exit code 1."""
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
+
+    url = f"sqlite:///{tmp_path / 'down.sqlite3'}"
+    migrate(url)
+    store = SQLStore(url)
+    store.add_many(rows("http://127.0.0.1:9")[1:3])
+    store.close()
+    args = ("chain", "--database-url", url, "--redis-url", DOWN)
+    text, data = run_cli(*args), run_cli(*args, "--json")
+    assert (text.code, data.code) == (1, 1)
+    table, _, footer = text.out.partition("\n\n")
+    assert [line.split()[-4] for line in table.splitlines()[1:]] == ["unknown", "unknown"]
+    assert "breakers: shared, unreachable" in footer
+    shown = json.loads(data.out)
+    assert [r["breaker"]["state"] for r in shown["rows"]] == ["unknown", "unknown"]
+    for result in (text, data):
+        (warning,) = [line for line in result.err.splitlines() if "Redis" in line]
+        assert warning.startswith("llmpool: warning: ") and "unknown" in warning

@@ -238,6 +238,9 @@ def test_the_cli_quotes_a_missing_name_shortened_and_escaped(
     sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``show`` of a name no row has names it in 80 characters, escape sequences made visible."""
+    from llmpool.repository.sql.migrate import migrate
+
+    migrate(sqlite_url)  # a read creates nothing: the table must exist for show to look in
     ref = "\x1b[31m" + "q" * 190
     assert main(["--database-url", sqlite_url, "show", ref]) == 1
     err = capsys.readouterr().err

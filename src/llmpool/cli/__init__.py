@@ -6,5 +6,6 @@ handler).
   one-line text, tables and JSON.
 - `llmpool.cli.rows`: list, show, add, edit, enable, disable, delete, set-default, audit.
 - `llmpool.cli.schema`: migrate.
-- `llmpool.cli.runtime`: the commands that build models (providers, chain, check, demo).
+- `llmpool.cli.chain`: chain, the scope's health (`LLMPool.status`).
+- `llmpool.cli.runtime`: the commands that build models (providers, check, demo).
 """

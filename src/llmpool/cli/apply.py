@@ -96,7 +96,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from llmpool.repository.declarative import apply, loads
 
     document = loads(read_input(args.file), _format(args.file, args.format))
-    with open_pool(args) as pool:
+    with open_pool(args, writes=not args.dry_run) as pool:
         if args.allow_unknown_provider:
             allow_unknown_providers(pool.store)
         if args.prune and not args.dry_run and not _removals_confirmed(args, pool.store, document):

@@ -32,6 +32,7 @@ __all__ = ["build_parser", "main"]
 _GROUPS = (
     "llmpool.cli.rows",
     "llmpool.cli.schema",
+    "llmpool.cli.chain",
     "llmpool.cli.runtime",
     "llmpool.cli.doctor",
     "llmpool.cli.apply",

@@ -5,13 +5,15 @@ the pool and row lookups.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import visible
+from llmpool.errors import describe_row, visible
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -31,6 +33,8 @@ __all__ = [
     "mask_passwords",
     "one_line",
     "open_pool",
+    "quiet",
+    "row_reason",
     "table",
 ]
 
@@ -122,6 +126,24 @@ def one_line(message: str) -> str:
     return visible(redact(mask_passwords("".join(pieces))))
 
 
+def row_reason(text: str | None, name: str | None, llm_id: str | None) -> str | None:
+    """Return why a row is skipped or invalid as one safe line, without the row's own name
+    and id: the row is already named beside it.
+
+    Example:
+        >>> row_reason("LLM 'A' (id 1): config.temperature is not a number", "A", "1")
+        'config.temperature is not a number'
+        >>> row_reason("LLM 'A' (id 1) is invalid: field 'priority': not an integer", "A", "1")
+        "field 'priority': not an integer"
+    """
+    if not text:
+        return None
+    own = describe_row(name, llm_id)
+    if text.startswith(own):
+        text = text[len(own) :].removeprefix(" is invalid").removeprefix(":").strip()
+    return one_line(text.replace(own, "the row"))
+
+
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """Render rows as a plain-text table with upper-case column headers."""
     if not rows:
@@ -158,11 +180,44 @@ def emit(args: argparse.Namespace, data: Any, render: Callable[[], str]) -> None
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def open_pool(args: argparse.Namespace, **kwargs: Any) -> LLMPool:
-    """Return a pool on the command's database, without background change detection."""
+def open_pool(args: argparse.Namespace, *, writes: bool = False, **kwargs: Any) -> LLMPool:
+    """Return a pool on the command's database, without background change detection.
+
+    A read (the default) never creates or migrates anything: a SQLite file that does not
+    exist is not created, and a database without llmpool's tables fails the read with an
+    error naming ``llmpool migrate``. A command that ``writes`` keeps the library's default:
+    an embedded SQLite database is created and migrated on first use.
+
+    Raises:
+        DatabaseError: A read names a SQLite file that does not exist.
+    """
     from llmpool.pool.facade import LLMPool
 
+    if not writes:
+        _require_sqlite_file(args.database_url)
+        kwargs.setdefault("auto_migrate", False)
     return LLMPool(args.database_url, poll_interval=0, listen=False, **kwargs)
+
+
+def _require_sqlite_file(url: str | None) -> None:
+    # SQLite creates a missing file on connect: a read (a typo in the path) must not.
+    from pathlib import Path
+
+    from llmpool.errors import DatabaseError
+    from llmpool.repository.sql.url import mask_url, resolve_database_url
+
+    parsed = resolve_database_url(url)
+    path = parsed.database or ""
+    # In memory (nothing to create) or a URI filename (?uri=true: its mode says what to create).
+    if parsed.get_backend_name() != "sqlite" or path in ("", ":memory:") or path[:5] == "file:":
+        return
+    if Path(path).exists():
+        return
+    msg = (
+        f"Could not open {mask_url(parsed)}: the file does not exist, so llmpool's tables are "
+        "missing; run `llmpool migrate` against this database first (a read creates nothing)"
+    )
+    raise DatabaseError(msg)
 
 
 def find_stored(pool: LLMPool, ref: str, *, scope: str | None = None) -> StoredRow:
@@ -192,6 +247,18 @@ def find_llm(pool: LLMPool, ref: str, *, scope: str | None = None) -> LLMConfig:
         assert row.error is not None
         raise row.error
     return row.config
+
+
+@contextlib.contextmanager
+def quiet(name: str) -> Iterator[None]:
+    """Raise the logger ``name`` to ERROR for the block: the command says it in its own words."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def allow_unknown_flag(parser: argparse.ArgumentParser) -> None:

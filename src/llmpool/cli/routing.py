@@ -34,7 +34,7 @@ def register(add: AddCommand) -> None:
 
 def cmd_routing(args: argparse.Namespace) -> int:
     """``llmpool routing SCOPE [STRATEGY]``."""
-    with open_pool(args) as pool:
+    with open_pool(args, writes=args.strategy is not None) as pool:
         store = pool.store
         if not isinstance(store, RoutingStore):
             msg = f"{store!r} keeps no routing strategies"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -32,12 +33,14 @@ from llmpool.cli.output import (
     one_line,
     open_pool,
     read_input,
+    row_reason,
     table,
 )
 from llmpool.errors import LLMNotFoundError, LLMPoolError, shorten, visible
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
+    from llmpool.repository.stored import StoredRow
 
 __all__ = ["COMMANDS", "register"]
 
@@ -48,18 +51,32 @@ _EDIT_EPILOG = (
     "fault: edit ID --unset auth_meta.api_key --set auth_meta.api_key_env=OPENAI_API_KEY."
 )
 
-_ADD_EPILOG = (
-    "--from-json takes one object or a list of objects with the row's fields (name, "
-    "provider, model_name, scope, priority, enabled, is_default, auth_meta, config). A list "
-    "is added in a single transaction (store.add_many): every item is validated first, and "
-    "if any item is refused (a bad field, a secret, a name or id already taken) nothing is "
-    "written; the error names the item by its number."
+_LIST_EPILOG = (
+    "A row that fails validation (written by raw SQL, or holding a literal secret) is listed "
+    "too, marked INVALID with the reason (the field at fault, never its value). With --json "
+    'it is an object with "invalid": true and "reason", and the fields that could be read '
+    "(a value that may be a secret hidden); valid rows are printed as before."
 )
+
+
+def _add_epilog() -> str:
+    from llmpool.models import LLMConfig
+    from llmpool.repository.rules import READ_ONLY_FIELDS
+
+    # From the model: a field added to LLMConfig is documented here at once.
+    fields = ", ".join(f for f in LLMConfig.FIELDS if f not in READ_ONLY_FIELDS)
+    return (
+        "--from-json takes one object or a list of objects with the row's fields: "
+        f"{fields}; name, provider and model_name are required, and an id is made "
+        "when absent. A list is added in a single transaction (store.add_many): every item "
+        "is validated first, and if any item is refused (a bad field, a secret, a name or id "
+        "already taken) nothing is written; the error names the item by its number."
+    )
 
 
 def register(add: AddCommand) -> None:
     """Add the row commands' parsers."""
-    p = add("list", "list LLMs, in fallback order")
+    p = add("list", "list LLMs, in fallback order (invalid ones too, marked)", _LIST_EPILOG)
     p.add_argument("--provider", type=bounded("provider"))
     state = p.add_mutually_exclusive_group()
     state.add_argument("--enabled", action="store_true")
@@ -74,7 +91,7 @@ def register(add: AddCommand) -> None:
     p.add_argument("ref", metavar="ID|NAME", type=bounded("name"))
     scope_selector(p)
 
-    p = add("add", "add an LLM (flags, or --from-json FILE)", _ADD_EPILOG)
+    p = add("add", "add an LLM (flags, or --from-json FILE)", _add_epilog())
     row_flags(p)
     p.add_argument("--disabled", action="store_true", help="add it disabled (test first)")
     p.add_argument("--default", dest="is_default", action="store_true")
@@ -145,21 +162,50 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """``llmpool list``."""
+    """``llmpool list``: every row as stored, an invalid one marked with what is wrong."""
+    from llmpool.repository.stored import stored_rows
+
     with open_pool(args) as pool:
-        rows = pool.store.list_llms(
-            enabled_only=args.enabled,
-            scope=None if args.all_scopes else args.scope,
-            provider=args.provider,
-            search=args.search,
-        )
-    if args.disabled:
-        rows = [r for r in rows if not r.enabled]
-    if args.kind:
-        rows = [r for r in rows if r.kind == args.kind]
-    data = [_row(r) for r in rows]
-    emit(args, data, lambda: table(data, _LIST_COLUMNS))
+        stored = stored_rows(pool.store, scope=None if args.all_scopes else args.scope)
+    data = [_listed(r) for r in sorted(stored, key=_fallback_order)]
+    data = [d for d in data if _selected(d, args)]
+    columns = _LIST_COLUMNS + (("invalid", "reason") if any(d.get("invalid") for d in data) else ())
+    emit(args, data, lambda: table(data, columns))
     return 0
+
+
+def _fallback_order(row: StoredRow) -> tuple[float, str, str]:
+    # Priority, name, id (`llmpool.repository.sort_key`); a row without a readable priority last.
+    priority = row.fields.get("priority")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        priority = math.inf
+    return (priority, row.name or "", row.id)
+
+
+def _listed(row: StoredRow) -> dict[str, Any]:
+    """A row for ``list``: a valid one as always; an invalid one with what could be read."""
+    if row.config is not None:
+        return _row(row.config)
+    # SQLite hands booleans back as 0 and 1.
+    flags = {k: bool(v) for k, v in row.fields.items() if k in _FLAGS and v in (0, 1)}
+    why = row_reason(str(row.error), row.name, row.id)
+    return {**row.fields, **flags, "id": row.id, "invalid": True, "reason": why}
+
+
+_FLAGS = ("enabled", "is_default")
+
+
+def _selected(row: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether ``row`` passes ``list``'s filters (a field an invalid row lacks fails them)."""
+    search = (args.search or "").casefold()
+    texts = [str(row.get(k) or "").casefold() for k in ("name", "model_name")]
+    return (
+        (not args.enabled or row.get("enabled") is True)
+        and (not args.disabled or row.get("enabled") is False)
+        and (args.provider is None or row.get("provider") == args.provider)
+        and (args.kind is None or row.get("kind", "chat") == args.kind)
+        and (not search or any(search in text for text in texts))
+    )
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -189,7 +235,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         item["enabled"] = not args.disabled
         item["is_default"] = args.is_default
         items = [item]
-    with open_pool(args) as pool:
+    with open_pool(args, writes=True) as pool:
         if args.allow_unknown_provider:
             allow_unknown_providers(pool.store)
         if not batch:
@@ -251,7 +297,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if not changes and not args.sets and not args.unsets:
         msg = "edit needs at least one field to change (e.g. --priority 5 or --set KEY=VALUE)"
         raise UsageError(msg)
-    with open_pool(args) as pool:
+    with open_pool(args, writes=True) as pool:
         if args.allow_unknown_provider:
             allow_unknown_providers(pool.store)
         row = find_stored(pool, args.ref, scope=args.ref_scope)
@@ -269,7 +315,7 @@ def _ids(pool: Any, args: argparse.Namespace) -> list[str]:
 
 def _bulk(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        with open_pool(args) as pool:
+        with open_pool(args, writes=True) as pool:
             rows = getattr(pool.store, action)(_ids(pool, args), actor=args.actor)
         data = [_row(r) for r in rows]
         emit(args, data, lambda: "\n".join(f"{action}d {r.describe()}" for r in rows))
@@ -303,7 +349,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if not confirmed(args, "delete", f"Delete {len(args.refs)} LLM(s) {', '.join(args.refs)}?"):
         print("nothing deleted")
         return 1
-    with open_pool(args) as pool:
+    with open_pool(args, writes=True) as pool:
         count = pool.store.delete(_ids(pool, args), actor=args.actor)
     emit(args, {"deleted": count}, lambda: f"deleted {count} LLM(s)")
     return 0
@@ -311,7 +357,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_set_default(args: argparse.Namespace) -> int:
     """``llmpool set-default ID|NAME``."""
-    with open_pool(args) as pool:
+    with open_pool(args, writes=True) as pool:
         llm_id = find_stored(pool, args.ref, scope=args.ref_scope).id
         after = pool.store.set_default(llm_id, actor=args.actor)
     emit(args, _row(after), lambda: f"{after.describe()} is now the default of {after.scope!r}")

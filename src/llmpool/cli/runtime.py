@@ -1,4 +1,4 @@
-"""The commands that turn rows into chat models: ``providers``, ``chain``, ``check``, ``demo``.
+"""The commands that turn rows into chat models: ``providers``, ``check``, ``demo``.
 
 ``demo`` shows the seed's example rows plus a fake one in a real fallback walk, offline: it
 always works on a temporary SQLite file, never on a configured database, and hides the
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import math
 import os
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmpool.cli.args import AddCommand, Handler, bounded
-from llmpool.cli.output import UsageError, emit, find_llm, one_line, open_pool, table
+from llmpool.cli.output import UsageError, emit, find_llm, one_line, open_pool, quiet, table
 from llmpool.errors import (
     UnsupportedParameterError,
 )
@@ -38,18 +37,6 @@ __all__ = ["COMMANDS", "DEMO_ROW", "cmd_check", "cmd_demo", "register"]
 
 def register(add: AddCommand) -> None:
     """Add the parsers of the commands that build models."""
-    p = add(
-        "chain",
-        "the scope's health: each row in call order, its breaker, and who would answer now",
-        epilog=(
-            "Prints LLMPool.status(). Breakers are read from Redis with --redis-url (or "
-            "LLMPOOL_REDIS_URL): the fleet's view. Exit code 1 when no row can answer."
-        ),
-    )
-    p.add_argument("--scope", type=bounded("scope"), default="global")
-    p.add_argument("--kind", choices=("chat", "embedding"), default="chat", help="which chain")
-    _redis_options(p)
-
     p = add("check", "build each LLM and send a tiny prompt (works on disabled rows)")
     p.add_argument("ids", nargs="*", metavar="ID|NAME", type=bounded("name"))
     p.add_argument("--scope", type=bounded("scope"), default="global")
@@ -127,125 +114,6 @@ def cmd_providers(args: argparse.Namespace) -> int:
 
     emit(args, payload, render)
     return 0
-
-
-# -- chain -----------------------------------------------------------------------------------
-
-
-def _redis_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--redis-url",
-        default=None,
-        help="the Redis of the service's shared circuit breakers (default: LLMPOOL_REDIS_URL)",
-    )
-    parser.add_argument(
-        "--redis-prefix",
-        default=None,
-        help="their key prefix (default: LLMPOOL_REDIS_PREFIX, else llmpool:breaker:)",
-    )
-
-
-def _breaker_store(args: argparse.Namespace) -> Any:
-    url = args.redis_url or os.environ.get("LLMPOOL_REDIS_URL")
-    if not url:
-        return None
-    from llmpool.fallback.breakers_redis import RedisBreakerStore
-
-    prefix = args.redis_prefix or os.environ.get("LLMPOOL_REDIS_PREFIX") or "llmpool:breaker:"
-    return RedisBreakerStore(url, prefix=prefix)
-
-
-#: What ``chain`` says when it sees only this shell's own breakers.
-LOCAL_VIEW = (
-    "no shared breaker store configured (--redis-url or LLMPOOL_REDIS_URL): breaker states "
-    "are this shell's own, not the service's; buildability is judged from this shell's "
-    "environment"
-)
-
-
-def _chain_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for row in status["rows"]:
-        breaker = row["breaker"]
-        state = breaker["state"]
-        if breaker["reopens_in"] is not None:
-            state = f"{state} ({breaker['reopens_in']:.0f}s)"
-        latency = row["latency"]
-        last = row["last_error"]
-        rows.append(
-            {
-                **row,
-                "reason": one_line(row["reason"]) if row["reason"] else None,
-                "breaker": state,
-                "latency_ms": latency["p50_ms"] if latency else None,
-                "last_error": last["error_class"] if last else None,
-                "limits": _limits_cell(row.get("limits")),
-                "spend": _spend_cell(row.get("budget")),
-            }
-        )
-    return rows
-
-
-def _limits_cell(limits: dict[str, Any] | None) -> str | None:
-    # The current window against each limit: "rpm 12/60, tpm 900/10000".
-    if not limits:
-        return None
-    parts = [
-        f"{name} {limits[used]}/{limits[name]}"
-        for name, used in (("rpm", "requests"), ("tpm", "tokens"))
-        if limits.get(name) is not None
-    ]
-    return ", ".join(parts) or None
-
-
-def _spend_cell(budget: dict[str, Any] | None) -> str | None:
-    # Spend this period against the budget: "1.25/5 day".
-    if not budget:
-        return None
-    return f"{budget['spent']:.4g}/{budget['amount']:.4g} {budget['period']}"
-
-
-def _chain_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-    # Weight, limits and spend only when the scope uses them: the common table stays narrow.
-    columns = ["position", "name", "provider", "priority", "status", "reason", "breaker"]
-    if any(row.get("weight", 1) != 1 for row in rows):
-        columns.insert(4, "weight")
-    for extra in ("limits", "spend"):
-        if any(row.get(extra) for row in rows):
-            columns.append(extra)
-    return (*columns, "last_error", "latency_ms", "error_rate")
-
-
-def cmd_chain(args: argparse.Namespace) -> int:
-    """``llmpool chain``: `LLMPool.status` of the scope; exit 1 when no row can answer."""
-    store = _breaker_store(args)
-    with open_pool(args, breaker_store=store) as pool:
-        status: dict[str, Any] = dict(pool.status(args.scope, args.kind))
-    for row in status["rows"]:
-        row["reason"] = one_line(row["reason"]) if row["reason"] else None
-        row["build_error"] = one_line(row["build_error"]) if row["build_error"] else None
-    if store is None:
-        status["note"] = "; ".join(n for n in (status["note"], LOCAL_VIEW) if n)
-        print(f"llmpool: note: {LOCAL_VIEW}", file=sys.stderr)
-    elif status["breakers"] != "shared":
-        print("llmpool: note: Redis did not answer: breaker states are local", file=sys.stderr)
-
-    def render() -> str:
-        rows = _chain_rows(status)
-        text = table(rows, _chain_columns(rows))
-        answering = status["answering"]
-        who = (
-            f"{one_line(answering['name'])} would answer now"
-            if answering
-            else f"no row can answer now ({status['note']})"
-        )
-        return (
-            f"{text}\n\nscope {one_line(status['scope'])!r}: {who}; routing: "
-            f"{status['routing']}; breakers: {status['breakers']}"
-        )
-
-    emit(args, status, render)
-    return 0 if status["can_answer"] else 1
 
 
 # -- check -----------------------------------------------------------------------------------
@@ -436,7 +304,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             store.add(DEMO_ROW, actor=args.actor)
             rows = store.list_llms()
             hidden = _hidden(v for r in rows for k, v in r.auth_meta.items() if k.endswith("_env"))
-            with hidden, _quiet("llmpool.pool"):  # the walk below shows why rows are skipped
+            with hidden, quiet("llmpool.pool"):  # the walk below shows why rows are skipped
                 answer = pool.get_llm_with_fallback().invoke("Explain machine learning")
     meta = answer.response_metadata["llmpool"]
     walk = [
@@ -473,17 +341,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextlib.contextmanager
 def _hidden(names: Iterable[str]) -> Iterator[None]:
     # The demo must stay offline even where OPENAI_API_KEY and friends are set.
     saved = {name: os.environ.pop(name) for name in set(names) if name in os.environ}
@@ -495,7 +352,6 @@ def _hidden(names: Iterable[str]) -> Iterator[None]:
 
 COMMANDS: dict[str, Handler] = {
     "providers": cmd_providers,
-    "chain": cmd_chain,
     "check": cmd_check,
     "demo": cmd_demo,
 }

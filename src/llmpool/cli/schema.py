@@ -26,7 +26,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     applied = migrate(args.database_url)
     seeded: list[str] = []
     if args.seed:
-        with open_pool(args, auto_migrate=False) as pool:
+        with open_pool(args, writes=True, auto_migrate=False) as pool:
             seeded = [c.name for c in seed_starter_rows(pool.store, actor=args.actor)]
     data = {"database": database, "applied": applied, "seeded": seeded}
     emit(

@@ -47,6 +47,7 @@ from llmpool.credentials.endpoints import (
     parse_endpoint,
 )
 from llmpool.errors import EnvNotAllowedError, LLMPoolError
+from llmpool.observe.fields import log_fields
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -178,7 +179,7 @@ class EnvAllowlist:
             if parsed is None:
                 logger.warning(
                     "allowed endpoint ignored: not a plain URL",
-                    extra={"endpoint_host": host_of(entry)},
+                    extra=log_fields("endpoint_ignored", endpoint_host=host_of(entry)),
                 )
             else:
                 allowed.append(parsed)

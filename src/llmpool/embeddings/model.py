@@ -32,6 +32,7 @@ from llmpool.fallback.breakers import BreakerBoard
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.fallback.streaming import client_timeout
 from llmpool.fallback.walk import Candidate, Walk, answered, ensure_buildable
+from llmpool.observe.fields import log_fields
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -277,7 +278,8 @@ class FallbackEmbeddings(Embeddings):
                 f"{shorten(space)!r} has {known}: the row is not in the space it declares; "
                 "fix its space label or its model"
             )
-            logger.error(msg, extra={"llm_id": c.id, "llm_name": c.name, "space": space})
+            row = {"scope": c.scope, "llm_id": c.id, "llm_name": c.name, "provider": c.provider}
+            logger.error(msg, extra=log_fields("mixed_spaces", **row, space=space))
             raise MixedSpacesError(msg, spaces={space: (c.describe(),)})
         metadata = answered(candidate) if attempt.fast else _metadata(walk, candidate)
         metadata["space"] = space

@@ -22,6 +22,7 @@ from typing import Any
 
 from llmpool.errors import ProviderNotInstalledError
 from llmpool.fallback.breakers import BreakerState, LocalBreakerStore
+from llmpool.observe.fields import log_fields
 
 __all__ = ["RedisBreakerStore", "redis_client"]
 
@@ -118,7 +119,7 @@ class RedisBreakerStore:
             logger.warning(
                 "llmpool cannot reach Redis for shared circuit breakers; using local state: %s",
                 type(error).__name__,
-                extra={"event": "redis_down", "error_class": type(error).__name__},
+                extra=log_fields("redis_down", error_class=type(error).__name__),
             )
         self._down_until = time.monotonic() + self.retry_after
 
@@ -127,20 +128,29 @@ class RedisBreakerStore:
             self._down_until = 0.0
             logger.warning(
                 "llmpool reaches Redis again for shared circuit breakers",
-                extra={"event": "redis_up"},
+                extra=log_fields("redis_up"),
             )
 
     def get(self, key: str) -> BreakerState | None:
         """Return the state of ``key`` from Redis (or local state while Redis is down)."""
+        known, state = self.read(key)
+        return state if known else self.local.get(key)
+
+    def read(self, key: str) -> tuple[bool, BreakerState | None]:
+        """Return whether Redis answered, and the state of ``key`` it holds.
+
+        Unlike `get`, never this process's local state: while Redis cannot be reached this
+        returns ``(False, None)``, so a health view can say "unknown" instead of "closed".
+        """
         if not self._available():
-            return self.local.get(key)
+            return False, None
         try:
             state = self._decode(self.client.get(self._key(key)))
-        except Exception as error:  # any Redis failure: degrade to local state
+        except Exception as error:  # any Redis failure: the fleet's state is unknown
             self._failed(error)
-            return self.local.get(key)
+            return False, None
         self._recovered()
-        return state
+        return True, state
 
     def update(
         self, key: str, change: Callable[[BreakerState], BreakerState | None]
@@ -185,5 +195,5 @@ class RedisBreakerStore:
                 "llmpool lost %d Redis races in a row on a circuit breaker; "
                 "this change applies to this replica's local state only",
                 self.MAX_RACES,
-                extra={"event": "redis_contended", "breaker": key},
+                extra=log_fields("redis_contended", breaker=key),
             )

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from langchain_core.messages import BaseMessage
 
 from llmpool.fallback.admission import add_usage, usage_of
+from llmpool.observe.fields import log_fields
 
 if TYPE_CHECKING:
     from llmpool.fallback.walk import Attempt, Walk
@@ -201,7 +202,7 @@ def _expired(walk: Walk, attempt: Attempt) -> TimeoutError:
         "llmpool stopped waiting for %s at the call's %ss deadline",
         c.describe(),
         deadline,
-        extra={"llm_id": c.id, "llm_name": c.name, "deadline": deadline},
+        extra=log_fields("deadline", llm_id=c.id, llm_name=c.name, deadline=deadline),
     )
     return TimeoutError(f"no answer within the call's {deadline}s deadline; attempt abandoned")
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from llmpool.fallback.breakers_redis import redis_client
 from llmpool.limits.local import LocalLimits, WindowUse, describe_refusal
+from llmpool.observe.fields import log_fields
 
 __all__ = ["RedisLimits"]
 
@@ -145,14 +146,17 @@ class RedisLimits:
                 "llmpool cannot reach Redis for shared rate limits; counting in this process "
                 "until it answers: %s",
                 type(error).__name__,
-                extra={"error": type(error).__name__},
+                extra=log_fields("redis_limits_down", error_class=type(error).__name__),
             )
         self._down_until = time.monotonic() + self.retry_after
 
     def _recovered(self) -> None:
         if self._down_until != 0.0:
             self._down_until = 0.0
-            logger.warning("llmpool reaches Redis again for shared rate limits")
+            logger.warning(
+                "llmpool reaches Redis again for shared rate limits",
+                extra=log_fields("redis_limits_up"),
+            )
 
     def take(self, key: str, rpm: int | None, tpm: int | None) -> str | None:
         """Take one request from ``key``'s shared window (one script, one round trip)."""

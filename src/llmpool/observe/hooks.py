@@ -28,6 +28,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from llmpool.observe.fields import log_fields
+
 if TYPE_CHECKING:
     from llmpool.observe.events import (
         AttemptEvent,
@@ -107,7 +109,7 @@ def _report(observer: Any, hook: str, error: Exception) -> None:
         key[0],
         key[1],
         hook,
-        extra={"event": "observer_error", "observer": key[0], "error_class": key[1]},
+        extra=log_fields("observer_error", observer=key[0], error_class=key[1]),
     )
 
 

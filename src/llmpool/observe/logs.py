@@ -21,8 +21,10 @@ table reloaded            INFO     ``reload``
 
 Each record carries its fields as ``extra`` (read them as ``record.llm_name``): ``event``,
 ``scope``, ``llm_id``, ``llm_name``, ``provider``, ``model``, ``attempt``, ``outcome``,
-``error_class``, ``reason``, ``latency_ms``; failovers ``to_id``/``to_name``; breaker changes
-``state``, ``previous``, ``reopens_at``. ``reason`` is redacted; prompts are never logged.
+``error_class``, ``reason``, ``latency_ms``, ``None`` where one does not apply, as every record
+of llmpool does (`llmpool.observe.fields`); failovers add ``to_id``/``to_name``; breaker
+changes ``state``, ``previous``, ``reopens_at``. ``reason`` is redacted; prompts are never
+logged.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from llmpool.observe.fields import log_fields
 from llmpool.observe.hooks import Observer
 
 if TYPE_CHECKING:
@@ -99,15 +102,15 @@ class LoggingObserver(Observer):
             text,
             event.llm_name,
             detail,
-            extra={
-                "event": kind,
+            extra=log_fields(
+                kind,
                 **_row(event),
-                "attempt": event.attempt,
-                "outcome": event.outcome,
-                "error_class": event.error_class,
-                "reason": event.reason,
-                "latency_ms": _ms(event.latency),
-            },
+                attempt=event.attempt,
+                outcome=event.outcome,
+                error_class=event.error_class,
+                reason=event.reason,
+                latency_ms=_ms(event.latency),
+            ),
         )
 
     def on_failover(self, event: FailoverEvent) -> None:
@@ -119,20 +122,20 @@ class LoggingObserver(Observer):
             event.from_name,
             event.to_name,
             event.reason or event.error_class,
-            extra={
-                "event": "failover",
-                "scope": event.scope,
-                "llm_id": event.from_id,
-                "llm_name": event.from_name,
-                "provider": event.from_provider,
-                "model": event.from_model,
-                "to_id": event.to_id,
-                "to_name": event.to_name,
-                "attempt": event.attempts,
-                "outcome": "error",
-                "error_class": event.error_class,
-                "reason": event.reason,
-            },
+            extra=log_fields(
+                "failover",
+                scope=event.scope,
+                llm_id=event.from_id,
+                llm_name=event.from_name,
+                provider=event.from_provider,
+                model=event.from_model,
+                to_id=event.to_id,
+                to_name=event.to_name,
+                attempt=event.attempts,
+                outcome="error",
+                error_class=event.error_class,
+                reason=event.reason,
+            ),
         )
 
     def on_call(self, event: CallEvent) -> None:
@@ -150,15 +153,15 @@ class LoggingObserver(Observer):
         CALLS.log(
             logging.WARNING if midstream else logging.ERROR,
             text,
-            extra={
-                "event": "midstream" if midstream else "all_failed",
+            extra=log_fields(
+                "midstream" if midstream else "all_failed",
                 **fields,
-                "attempt": last.attempt if last is not None else 0,
-                "outcome": "error",
-                "error_class": last.error_class if last is not None else event.error_class,
-                "reason": last.reason if last is not None else None,
-                "latency_ms": _ms(event.latency),
-            },
+                attempt=last.attempt if last is not None else 0,
+                outcome="error",
+                error_class=last.error_class if last is not None else event.error_class,
+                reason=last.reason if last is not None else None,
+                latency_ms=_ms(event.latency),
+            ),
         )
 
     def on_breaker_change(self, event: BreakerEvent) -> None:
@@ -180,15 +183,15 @@ class LoggingObserver(Observer):
             text,
             event.llm_name,
             value,
-            extra={
-                "event": kind,
+            extra=log_fields(
+                kind,
                 **_row(event),
-                "state": event.state,
-                "previous": event.previous,
-                "failures": event.failures,
-                "trips": event.trips,
-                "reopens_at": event.reopens_at,
-            },
+                state=event.state,
+                previous=event.previous,
+                failures=event.failures,
+                trips=event.trips,
+                reopens_at=event.reopens_at,
+            ),
         )
 
     def on_reload(self, event: ReloadEvent) -> None:
@@ -197,13 +200,13 @@ class LoggingObserver(Observer):
             "llmpool reloaded the LLM table: generation %s, %d rows",
             event.generation,
             event.rows,
-            extra={
-                "event": "reload",
-                "generation": event.generation,
-                "previous": event.previous,
-                "rows": event.rows,
-                "bad_rows": event.bad_rows,
-            },
+            extra=log_fields(
+                "reload",
+                generation=event.generation,
+                previous=event.previous,
+                rows=event.rows,
+                bad_rows=event.bad_rows,
+            ),
         )
 
     def on_build_failure(self, event: BuildFailedEvent) -> None:
@@ -220,12 +223,12 @@ class LoggingObserver(Observer):
             "llmpool skips %s: it cannot be built: %s",
             event.llm_name,
             event.reason,
-            extra={
-                "event": "build_failed",
+            extra=log_fields(
+                "build_failed",
                 **_row(event),
-                "attempt": 0,
-                "outcome": "skipped",
-                "error_class": event.error_class,
-                "reason": event.reason,
-            },
+                attempt=0,
+                outcome="skipped",
+                error_class=event.error_class,
+                reason=event.reason,
+            ),
         )

@@ -29,6 +29,7 @@ from llmpool.errors import (
 from llmpool.fallback.breakers import BreakerBoard
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.models import MAX_LENGTHS, LLMConfig, check_argument
+from llmpool.observe.fields import log_fields
 from llmpool.pool.cache import ModelCache
 from llmpool.pool.embeddings import EmbeddingChains, wrong_kind_error
 from llmpool.pool.options import PoolOptions
@@ -485,7 +486,13 @@ class LLMPool:
         except InvalidDefaultLLMError:
             raise
         except Exception as error:  # none there either, or the database is down
-            logger.debug("no invalid default row found: %s", type(error).__name__)
+            logger.debug(
+                "no invalid default row found: %s",
+                type(error).__name__,
+                extra=log_fields(
+                    "no_invalid_default", scope=scope, error_class=type(error).__name__
+                ),
+            )
 
     def _config(self, llm_id: str, kind: str = "chat") -> LLMConfig:
         check_argument("llm_id", llm_id, MAX_LENGTHS["id"])

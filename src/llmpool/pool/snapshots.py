@@ -24,6 +24,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from llmpool.observe.fields import log_fields
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -199,7 +201,7 @@ class SnapshotKeeper:
                     "llmpool saved the change but could not reload its snapshot (%s); %s",
                     type(error).__name__,
                     after,
-                    extra={"error": type(error).__name__},
+                    extra=log_fields("refresh_failed", error_class=type(error).__name__),
                 )
             return
         self._refresh_failing = False

@@ -28,7 +28,7 @@ from llmpool.errors import (
     ProviderNotInstalledError,
     UnknownProviderError,
 )
-from llmpool.fallback.breakers import breaker_key
+from llmpool.fallback.breakers import breaker_key, state_name
 from llmpool.fallback.routing import PriorityRouting
 from llmpool.fallback.walk import Candidate
 from llmpool.observe.hooks import Observer
@@ -59,9 +59,10 @@ class BreakerStatus(TypedDict):
     """A row's circuit breaker."""
 
     state: str
-    """``"closed"``, ``"open"`` (cooling down) or ``"half_open"`` (the next call probes)."""
-    failures: int
-    trips: int
+    """``"closed"``, ``"open"`` (cooling down), ``"half_open"`` (the next call probes), or
+    ``"unknown"``: the shared store cannot be read (calls use this process's own state)."""
+    failures: int | None
+    trips: int | None
     reopens_at: str | None
     """When the cooldown ends (ISO 8601, UTC), while open."""
     reopens_in: float | None
@@ -295,7 +296,14 @@ def _buildable(pool: LLMPool, config: LLMConfig) -> str | None:
 
 
 def _breaker(pool: LLMPool, config: LLMConfig, now: float) -> BreakerStatus:
-    name, state = pool.breakers.state(breaker_key(config.id, config.version))
+    key = breaker_key(config.id, config.version)
+    # A shared store that can tell "no state" from "could not read" (`RedisBreakerStore.read`).
+    read = getattr(pool.breakers.store, "read", None)
+    known, state = read(key) if read is not None else (True, pool.breakers.store.get(key))
+    if not known:
+        return {"state": "unknown", "failures": None, "trips": None, "reopens_at": None,
+                "reopens_in": None}  # fmt: skip
+    name = state_name(state, now)
     cooling = name == "open" and state is not None
     return {
         "state": name,

@@ -36,6 +36,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from llmpool.observe.fields import log_fields
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
@@ -262,7 +264,11 @@ class Watcher:
             try:
                 conn.close()
             except Exception as error:  # closing a broken connection may fail; it is gone
-                logger.debug("closing the LISTEN connection failed: %s", type(error).__name__)
+                logger.debug(
+                    "closing the LISTEN connection failed: %s",
+                    type(error).__name__,
+                    extra=log_fields("listen_close_failed", error_class=type(error).__name__),
+                )
 
     @staticmethod
     def _relevant(payload: str, schema: Any) -> bool:
@@ -280,17 +286,13 @@ class Watcher:
             logger.warning(
                 "llmpool cannot read the LLM table; serving the last good snapshot: %s",
                 type(error).__name__,
-                extra={
-                    "event": "database_down",
-                    "error": type(error).__name__,
-                    "error_class": type(error).__name__,
-                },
+                extra=log_fields("database_down", error_class=type(error).__name__),
             )
 
     def _report_up(self) -> None:
         if self._down:
             self._down = False
-            logger.warning("llmpool can read the LLM table again", extra={"event": "database_up"})
+            logger.warning("llmpool can read the LLM table again", extra=log_fields("database_up"))
 
     def _report_reload_failing(self, error: BaseException) -> None:
         if not self._reload_failing:
@@ -299,17 +301,13 @@ class Watcher:
                 "llmpool cannot reload the LLM table; serving the last good snapshot and "
                 "retrying at each change check: %s",
                 type(error).__name__,
-                extra={
-                    "event": "reload_failing",
-                    "error": type(error).__name__,
-                    "error_class": type(error).__name__,
-                },
+                extra=log_fields("reload_failing", error_class=type(error).__name__),
             )
 
     def _report_reloaded(self) -> None:
         if self._reload_failing:
             self._reload_failing = False
-            logger.warning("llmpool reloads the LLM table again", extra={"event": "reload_ok"})
+            logger.warning("llmpool reloads the LLM table again", extra=log_fields("reload_ok"))
 
     def _report_broken(self, error: BaseException) -> None:
         # Once per kind of error: a cause that persists would otherwise log at every restart.
@@ -318,7 +316,7 @@ class Watcher:
             logger.warning(
                 "llmpool's change watcher hit an unexpected %s; it goes on",
                 type(error).__name__,
-                extra={"error": type(error).__name__},
+                extra=log_fields("watcher_error", error_class=type(error).__name__),
             )
 
     def _report_listen_down(self, reason: str) -> None:
@@ -329,10 +327,13 @@ class Watcher:
                 "llmpool LISTEN unavailable (%s); polling every %s s for changes",
                 reason,
                 self.poll_interval,
-                extra={"error": reason, "poll_interval": self.poll_interval},
+                extra=log_fields("listen_down", reason=reason, poll_interval=self.poll_interval),
             )
 
     def _report_listen_up(self) -> None:
         if self._listen_down:
             self._listen_down = False
-            logger.warning("llmpool LISTEN works again; changes are seen at once")
+            logger.warning(
+                "llmpool LISTEN works again; changes are seen at once",
+                extra=log_fields("listen_up"),
+            )

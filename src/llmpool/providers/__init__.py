@@ -27,6 +27,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from llmpool.errors import ProviderLoadError, UnknownProviderError
+from llmpool.observe.fields import log_fields
 from llmpool.providers.chat import (
     ALL_CAPABILITIES,
     DEFAULT_TIMEOUT,
@@ -218,8 +219,14 @@ class ProviderRegistry:
         failure.__cause__ = error
         self._errors.append(failure)
         self._failed[_key(entry_point.name)] = failure
-        logger.warning(msg, extra={"provider": entry_point.name, "distribution": dist})
-        logger.debug("provider plugin traceback", exc_info=error)
+        fields = {"provider": entry_point.name, "distribution": dist}
+        failed = type(error).__name__
+        logger.warning(msg, extra=log_fields("plugin_load_failed", error_class=failed, **fields))
+        logger.debug(
+            "provider plugin traceback",
+            exc_info=error,
+            extra=log_fields("plugin_traceback", **fields),
+        )
 
     def _load(self, entry_point: EntryPoint) -> None:
         dist = _distribution(entry_point)

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from llmpool.errors import InvalidConfigError, LLMPoolError, UnknownProviderError
+from llmpool.observe.fields import log_fields
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -160,7 +161,11 @@ class _ErrorOutcomes:
             if existing != outcome:
                 logger.warning(
                     "declared error outcome ignored: already declared otherwise",
-                    extra={"error_class": name, "provider": getattr(provider, "name", None)},
+                    extra=log_fields(
+                        "error_outcome_ignored",
+                        error_class=name,
+                        provider=getattr(provider, "name", None),
+                    ),
                 )
         self._by_class.clear()
 

@@ -93,12 +93,14 @@ class CommitListeners:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as error:  # the write is committed: nothing undoes it
+                from llmpool.observe.fields import log_fields
+
                 logger.warning(
                     "llmpool committed the %s, but a commit listener failed (%s)",
                     action,
                     type(error).__name__,
                     exc_info=True,
-                    extra={"error": type(error).__name__},
+                    extra=log_fields("commit_listener_failed", error_class=type(error).__name__),
                 )
 
 

@@ -163,10 +163,12 @@ def export_rows(store: Any, *, scope: str | None = "global") -> dict[str, Any]:
     entries = []
     for row in stored_rows(store, scope=scope):
         if row.config is None:
+            from llmpool.observe.fields import log_fields
+
             logging.getLogger(__name__).warning(
                 "export left out an invalid row: %s",
                 row.describe(),
-                extra={"llm_id": row.id},
+                extra=log_fields("export_skipped", llm_id=row.id, llm_name=row.name),
             )
             continue
         data = row.config.model_dump(mode="json")

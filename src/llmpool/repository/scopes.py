@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from llmpool.errors import InvalidConfigError, shorten, visible
 from llmpool.models import MAX_LENGTHS, check_argument, check_text
+from llmpool.observe.fields import log_fields
 from llmpool.repository import DEFAULT_ACTOR
 
 __all__ = [
@@ -128,6 +129,6 @@ def usable_strategy(scope: str, stored: object, *, warn: bool = True) -> str:
             shorten(visible(scope)),
             shown,
             ", ".join(STRATEGIES),
-            extra={"event": "invalid_routing", "scope": shorten(scope), "routing": shown},
+            extra=log_fields("invalid_routing", scope=shorten(scope), routing=shown),
         )
     return "priority"

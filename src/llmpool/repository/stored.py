@@ -23,7 +23,7 @@ from llmpool.errors import (
     describe_row,
     shorten,
 )
-from llmpool.models import MAX_JSON_TEXT, MAX_LENGTHS, LLMConfig, check_argument
+from llmpool.models import MAX_JSON_DEPTH, MAX_JSON_TEXT, MAX_LENGTHS, LLMConfig, check_argument
 
 __all__ = ["HIDDEN", "StoredRow", "find_row", "safe_fields", "stored_rows"]
 
@@ -68,11 +68,13 @@ class StoredRow:
         return describe_row(self.name, self.id)
 
 
-def _hide(value: Any, key: str = "") -> Any:
+def _hide(value: Any, key: str = "", depth: int = 0) -> Any:
+    if depth > MAX_JSON_DEPTH:  # raw SQL may nest deeper than the stack allows a walk
+        return "<nested too deep>"
     if isinstance(value, Mapping):
-        return {str(k): _hide(v, str(k)) for k, v in value.items()}
+        return {str(k): _hide(v, str(k), depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_hide(v, key) for v in value]
+        return [_hide(v, key, depth + 1) for v in value]
     lowered = key.lower()
     if lowered.endswith(("_env", "_file")):
         return value if isinstance(value, str) and _REFERENCE.fullmatch(value) else HIDDEN

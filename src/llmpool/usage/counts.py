@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import shorten
+from llmpool.observe.fields import log_fields
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -74,12 +75,9 @@ def _refuse(config: LLMConfig, field: str, value: Any, bound: float) -> None:
         shown,
         config.describe(),
         bound,
-        extra={
-            "event": "usage_value_refused",
-            "llm_id": config.id,
-            "llm_name": config.name,
-            "field": field,
-        },
+        extra=log_fields(
+            "usage_value_refused", llm_id=config.id, llm_name=config.name, field=field
+        ),
     )
 
 

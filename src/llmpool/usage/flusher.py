@@ -68,4 +68,8 @@ class Flusher:
                     meter.refresh_budgets()
                     next_read = time.monotonic() + meter.budget_refresh
             except Exception:  # the thread must outlive any surprise; the meter logs failures
-                logger.exception("LLM usage flusher step failed")
+                from llmpool.observe.fields import log_fields
+
+                logger.exception(
+                    "LLM usage flusher step failed", extra=log_fields("flusher_failed")
+                )

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row
+from llmpool.observe.fields import log_fields
 from llmpool.usage.counts import call_counts
 from llmpool.usage.prices import UsageTerms, usage_terms
 from llmpool.usage.report import BY, By, UsageRow, group, window
@@ -248,7 +249,9 @@ class UsageMeter:
                 logger.warning(
                     "LLM usage not flushed, kept for the next flush: %s",
                     _first_line(error),
-                    extra={"buckets": len(buckets), "error_class": type(error).__name__},
+                    extra=log_fields(
+                        "usage_not_flushed", buckets=len(buckets), error_class=type(error).__name__
+                    ),
                 )
                 return False
             for bucket, error in refused:
@@ -257,13 +260,13 @@ class UsageMeter:
                     bucket.calls,
                     describe_row(bucket.name, bucket.llm_id),
                     _first_line(error),
-                    extra={
-                        "event": "usage_dropped",
-                        "llm_id": bucket.llm_id,
-                        "llm_name": bucket.name,
-                        "calls": bucket.calls,
-                        "error_class": type(error).__name__,
-                    },
+                    extra=log_fields(
+                        "usage_dropped",
+                        llm_id=bucket.llm_id,
+                        llm_name=bucket.name,
+                        calls=bucket.calls,
+                        error_class=type(error).__name__,
+                    ),
                 )
             return not refused
 
@@ -305,7 +308,9 @@ class UsageMeter:
                 logger.warning(
                     "LLM spend not read; its budget counts this process's calls only: %s",
                     _first_line(error),
-                    extra={"llm_id": llm_id, "error_class": type(error).__name__},
+                    extra=log_fields(
+                        "spend_not_read", llm_id=llm_id, error_class=type(error).__name__
+                    ),
                 )
                 spent = None
             with self._lock:
@@ -386,7 +391,11 @@ class UsageMeter:
         with self._lock:
             calls = sum(c[0] for minutes in self._pending.values() for c in minutes.values())
         if calls:
-            logger.warning("LLM usage of %d calls lost: the last flush failed", calls)
+            logger.warning(
+                "LLM usage of %d calls lost: the last flush failed",
+                calls,
+                extra=log_fields("usage_lost", calls=calls),
+            )
         return done
 
 

@@ -465,10 +465,12 @@ class _Watchdog:
                 if not closed:
                     self._cond.wait(None if nearest is None else nearest - now)
             for seconds in closed:
+                from llmpool.observe.fields import log_fields
+
                 logger.warning(
                     "llmpool closed a database connection that had no answer for %g s",
                     seconds,
-                    extra={"timeout": seconds},
+                    extra=log_fields("connection_closed", timeout=seconds),
                 )
 
 

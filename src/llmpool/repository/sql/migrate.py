@@ -198,7 +198,12 @@ def _migrate(engine: Engine) -> list[str]:
                 conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_ADVISORY_LOCK_KEY})")
                 conn.commit()
     if applied_now:
-        logger.info("llmpool migrations applied", extra={"migrations": applied_now})
+        from llmpool.observe.fields import log_fields
+
+        logger.info(
+            "llmpool migrations applied",
+            extra=log_fields("migrations_applied", migrations=applied_now),
+        )
     return applied_now
 
 
@@ -285,7 +290,11 @@ def migrate_connection(conn: Connection, *, to: int | None = None) -> list[str]:
             msg = f"Migration {migration.name} failed: {error.orig}"
             raise MigrationError(msg) from error
     if applied:
-        logger.info("llmpool migrations applied", extra={"migrations": applied})
+        from llmpool.observe.fields import log_fields
+
+        logger.info(
+            "llmpool migrations applied", extra=log_fields("migrations_applied", migrations=applied)
+        )
     return applied
 
 
@@ -345,7 +354,12 @@ def downgrade_connection(conn: Connection, *, to: int = 0) -> list[str]:
     if not left:
         conn.exec_driver_sql("DROP TABLE llmpool_migrations")
     if reverted:
-        logger.info("llmpool migrations reverted", extra={"migrations": reverted})
+        from llmpool.observe.fields import log_fields
+
+        logger.info(
+            "llmpool migrations reverted",
+            extra=log_fields("migrations_reverted", migrations=reverted),
+        )
     return reverted
 
 

@@ -369,11 +369,19 @@ class RowParser:
         version = row.get("version")
         if llm_id not in self._reported or self._reported[llm_id] != version:
             self._reported[llm_id] = version
+            from llmpool.observe.fields import log_fields
+
             logger.warning(
                 "llmpool skipped an invalid row (%s): %s",
                 kind,
                 text,
-                extra={"llm_id": shorten(llm_id), "llm_name": name, "error": kind},
+                extra=log_fields(
+                    "invalid_row",
+                    llm_id=shorten(llm_id),
+                    llm_name=name,
+                    error_class=kind,
+                    reason=text,
+                ),
             )
         return BadRow(llm_id=llm_id, name=name, error=text)
 
