@@ -15,8 +15,8 @@ __all__ = ["COMMANDS", "register"]
 _EPILOG = (
     "Reports invalid rows, literal secrets, unresolvable references (run it with the "
     "environment of the hosts that serve the models), unknown providers and config keys, "
-    "names of one scope differing only by case or spaces, and disabled defaults. Exit code 1 "
-    "when anything is found."
+    "names of one scope differing only by case or spaces, disabled defaults, and scopes whose "
+    "stored routing is no strategy. Exit code 1 when anything is found."
 )
 
 
