@@ -109,7 +109,7 @@ def _race_threads(llm: Any, n: int) -> list[str]:
 
 def spent(state: str, race: Callable[[Any, int], list[str]], n: int) -> float:
     """One round: what A spent, in calls (one costs 1.0)."""
-    from llmpool.usage.prices import usage_terms
+    from llmpool.providers.prices import usage_terms
 
     llm, meter = _model(state)
     try:

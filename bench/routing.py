@@ -4,7 +4,7 @@ Subjects (the same in the wall-clock run, ``python -m bench.run --only routing``
 instruction counts, ``python -m bench.instructions``):
 
 - a fallback model over two rows of equal priority, routed ``priority``, ``weighted``,
-  ``latency`` and ``least_busy`` (the last two with the `RoutingStats` check they read), primary
+  ``latency`` and ``least_busy`` (the last two with the `RowStats` check they read), primary
   answering: the strategies' own cost, with its target of 1.10x the bare model;
 - the same through a pool (usage tracking off; the pool's observers on), for reference;
 - a local rate-limit check (`RateLimiter.admit` on a row with an ``rpm``, then `release`);
@@ -35,7 +35,7 @@ from typing import Any
 STRATEGIES = ("priority", "weighted", "latency", "least_busy")
 
 
-def _pool(strategy: str) -> Any:
+def _pool(strategy: str, track_usage: bool = False) -> Any:
     from llmpool import LLMPool
     from llmpool.repository.memory import InMemoryStore
 
@@ -46,7 +46,7 @@ def _pool(strategy: str) -> Any:
     ]  # fmt: skip
     store = InMemoryStore(rows)
     store.set_routing("global", strategy)
-    return LLMPool(store, poll_interval=0, track_usage=False, routing_seed=1)
+    return LLMPool(store, poll_interval=0, track_usage=track_usage, routing_seed=1)
 
 
 def strategy_subjects() -> dict[str, Callable[[], Any]]:
@@ -55,22 +55,29 @@ def strategy_subjects() -> dict[str, Callable[[], Any]]:
     for strategy in STRATEGIES:
         llm = _pool(strategy).get_llm_with_fallback()
         subjects[f"primary answers: llmpool pool, {strategy}"] = lambda llm=llm: llm.invoke("hi")
+    metered = _pool("priority", track_usage=True).get_llm_with_fallback()
+    subjects[METERED] = lambda: metered.invoke("hi")
     return subjects
+
+
+#: The pool as a service runs it: counting every call's usage (in memory here: no database).
+METERED = "primary answers: llmpool pool with its usage meter"
 
 
 def model_subjects() -> dict[str, Callable[[], Any]]:
     """A fallback model over two rows of equal priority under each strategy, primary
-    answering: the strategy's own cost (the latency and least_busy ones with the `RoutingStats`
+    answering: the strategy's own cost (the latency and least_busy ones with the `RowStats`
     admission check they read), without a pool's other observers."""
     import random
 
     from bench.run import _candidates, _fake
+    from llmpool.chain.routing import make_routing
+    from llmpool.chain.stats import RowStats
     from llmpool.fallback.model import FallbackChatModel
-    from llmpool.fallback.routing import RoutingStats, make_routing
 
     subjects: dict[str, Callable[[], Any]] = {}
     for strategy in STRATEGIES:
-        stats = RoutingStats()
+        stats = RowStats()
         llm = FallbackChatModel(
             candidates=_candidates(_fake(), _fake()),
             routing=make_routing(strategy, stats, random.Random(1)),
@@ -84,7 +91,7 @@ def model_subjects() -> dict[str, Callable[[], Any]]:
 
 def limit_check() -> Callable[[], Any]:
     """One local rate-limit check: admit (a window with room) and release."""
-    from llmpool.fallback.walk import Candidate
+    from llmpool.contracts import Candidate
     from llmpool.limits import RateLimiter
     from llmpool.models import LLMConfig
 

@@ -3,11 +3,20 @@
 PostgreSQL comes from ``LLMPOOL_TEST_DATABASE_URL``; when that is unset, from a testcontainers
 container (Docker); else its tests skip, unless ``LLMPOOL_REQUIRE_POSTGRES=1``, when they fail.
 Each test gets its own PostgreSQL schema (through ``search_path``), dropped afterwards.
+
+The provider plugins of ``tests/plugins`` are real distributions with entry points, but never
+installed into the environment: `provider_plugins` puts them on ``sys.path`` for the tests that
+ask for it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,3 +151,57 @@ def _fresh_openai_async_clients() -> Iterator[None]:
     cached = getattr(module, "_cached_async_httpx_client", None)
     if cached is not None:
         cached.cache_clear()
+
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+def _plugin_sources_digest() -> str:
+    """A hash of every source file of the test plugins: a new one means a new build."""
+    digest = hashlib.sha256()
+    for path in sorted(PLUGINS.rglob("*")):
+        parts = path.relative_to(PLUGINS).parts
+        if not path.is_file() or {"build", "__pycache__"} & set(parts):
+            continue
+        digest.update("/".join(parts).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def plugin_site() -> Path:
+    """A directory holding the test plugins, installed without their dependencies.
+
+    Built once per change of their sources into ``tests/.plugins/<hash>``, under a file lock
+    so that xdist workers wait for one build, and renamed into place only when complete.
+    """
+    import fcntl
+
+    cache = PLUGINS.parent / ".plugins"
+    site = cache / _plugin_sources_digest()
+    cache.mkdir(exist_ok=True)
+    with (cache / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not site.is_dir():
+            build = tempfile.mkdtemp(dir=cache, prefix="build-")
+            packages = sorted(str(p) for p in PLUGINS.iterdir() if (p / "pyproject.toml").is_file())
+            result = subprocess.run(
+                [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                 "--no-build-isolation", "--target", build, *packages],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if result.returncode != 0:
+                shutil.rmtree(build, ignore_errors=True)
+                pytest.fail(f"installing the test plugins failed:\n{result.stderr}")
+            Path(build).rename(site)
+    return site
+
+
+@pytest.fixture
+def provider_plugins(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The test plugins (``echo``, ``broken``) found by entry-point discovery, for this test:
+    the process-wide registry is discovered anew, and put back afterwards."""
+    from llmpool.providers import set_registry
+
+    monkeypatch.syspath_prepend(str(plugin_site))
+    with set_registry(None):
+        yield plugin_site

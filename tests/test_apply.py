@@ -12,7 +12,8 @@ from cli_runner import run_cli
 
 from llmpool.errors import InvalidConfigError
 from llmpool.providers import KnownProviderCheck
-from llmpool.repository.declarative import apply, dumps, export_rows, loads, managed_fields, plan
+from llmpool.repository.declarative import apply, dumps, export_rows, loads, plan
+from llmpool.repository.rules import WRITABLE_FIELDS
 
 
 def _row(name: str, **values: Any) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def test_export_then_apply_is_a_no_op(store: Any) -> None:
     before = len(store.audit_log())
     document = export_rows(store, scope=None)
     assert [e["name"] for e in document["llms"]] == ["A", "B"]
-    assert set(document["llms"][0]) == set(managed_fields())
+    assert set(document["llms"][0]) == set(WRITABLE_FIELDS)
     for fmt in ("json", "yaml"):
         assert apply(store, loads(dumps(document, fmt), fmt)).empty
     assert len(store.audit_log()) == before

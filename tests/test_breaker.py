@@ -1,4 +1,4 @@
-"""Circuit breakers inside the fallback walk: probe slots, cooldown growth, forced probes."""
+"""Circuit breakers inside the fallback walk: probe slots, cooldown growth, open means no call."""
 
 from __future__ import annotations
 
@@ -125,8 +125,9 @@ def test_failures_of_calls_already_in_flight_do_not_grow_the_cooldown() -> None:
     assert board.reopens_at("k") == clock.now + 60
 
 
-def test_when_every_candidate_cools_concurrent_callers_send_one_probe_each() -> None:
-    """Twenty callers while both candidates cool: exactly one probe per candidate goes out."""
+def test_when_every_cooldown_ends_concurrent_callers_send_one_probe_each() -> None:
+    """Twenty callers while both candidates cool send nothing; once the cooldowns end, exactly
+    one probe per candidate goes out and the other callers fail at once."""
     clock = Clock()
     board = BreakerBoard(clock=clock)
     for key in ("id-a", "id-b"):
@@ -153,6 +154,11 @@ def test_when_every_candidate_cools_concurrent_callers_send_one_probe_each() -> 
         except AllLLMsFailedError as error:
             errors.append(error)
 
+    for _ in range(20):
+        call()
+    assert (a.calls, b.calls, len(errors)) == (0, 0, 20)
+    clock.now += 11
+    errors.clear()
     threads = [threading.Thread(target=call) for _ in range(20)]
     for thread in threads:
         thread.start()
@@ -163,16 +169,17 @@ def test_when_every_candidate_cools_concurrent_callers_send_one_probe_each() -> 
         thread.join(10)
     assert (a.calls, b.calls) == (1, 1)
     assert len(errors) == 20
-    assert sum("probe is in flight" in str(error) for error in errors) == 18
 
 
-def test_a_failed_forced_probe_lists_each_candidate_once_in_order() -> None:
-    """All cooling, the soonest is probed and fails: one entry per row, chained from the probe."""
+def test_a_failed_probe_lists_each_candidate_once_in_order() -> None:
+    """Only b's cooldown ended: b alone is probed and fails; one entry per row, in order,
+    chained from the probe."""
     clock = Clock()
     board = BreakerBoard(clock=clock)
     board.failure("id-b", threshold=1, cooldown=lambda trips: 5.0)  # reopens first
     for key in ("id-a", "id-c"):
         board.failure(key, threshold=1, cooldown=lambda trips: 50.0)
+    clock.now += 6  # b's cooldown is over, a's and c's are not
     probe_error = ConnectionError("b is still down")
     b = Scripted(errors=[probe_error])
     llm = FallbackChatModel(
@@ -191,3 +198,74 @@ def test_a_failed_forced_probe_lists_each_candidate_once_in_order() -> None:
     assert "b is still down" in info.value.failures[1].reason
     assert info.value.__cause__ is probe_error
     assert b.calls == 1
+
+
+def test_an_open_breaker_sends_nothing_while_its_neighbour_is_rate_limited() -> None:
+    """A cooling row next to a rate-limited one gets no request until its cooldown ends."""
+    from llmpool.limits import RateLimiter
+
+    clock = Clock()
+    board = BreakerBoard(clock=clock)
+    down = Scripted(errors=[ConnectionError("down")] * 50)
+    limited = LLMConfig(id="id-b", name="b", provider="fake", model_name="m", rpm=1)
+    llm = FallbackChatModel(
+        candidates=[Candidate(row("a"), down), Candidate(limited, Scripted(responses=["b"]))],
+        policy=ONE_STRIKE,
+        breakers=board,
+        admissions=[RateLimiter()],
+    )
+    assert llm.invoke("hi").content == "b"  # a fails and opens; b answers, its rpm now used
+    for _ in range(5):
+        with pytest.raises(AllLLMsFailedError, match="cooling down"):
+            llm.invoke("hi")
+    assert down.calls == 1
+    clock.now += 11  # the cooldown ends: one probe, then cooling again
+    for _ in range(3):
+        with pytest.raises(AllLLMsFailedError):
+            llm.invoke("hi")
+    assert down.calls == 2
+
+
+def test_with_every_row_down_each_row_is_probed_once_per_cooldown() -> None:
+    """Calls while every breaker is open fail at once: one probe per row per cooldown."""
+    clock = Clock()
+    board = BreakerBoard(clock=clock)
+    a = Scripted(errors=[ConnectionError("a down")] * 50)
+    b = Scripted(errors=[ConnectionError("b down")] * 50)
+    llm = FallbackChatModel(
+        candidates=[Candidate(row("a"), a), Candidate(row("b"), b)],
+        policy=ONE_STRIKE,
+        breakers=board,
+    )
+    for _ in range(10):
+        with pytest.raises(AllLLMsFailedError):
+            llm.invoke("hi")
+    assert (a.calls, b.calls) == (1, 1)
+    clock.now += 11
+    for _ in range(10):
+        with pytest.raises(AllLLMsFailedError):
+            llm.invoke("hi")
+    assert (a.calls, b.calls) == (2, 2)
+
+
+async def test_a_call_cancelled_in_its_retry_delay_gives_back_what_it_was_admitted() -> None:
+    """Cancelled while it waits to retry, a call leaves no call counted in flight."""
+    from llmpool.chain.stats import RowStats
+
+    stats = RowStats()
+    down = Scripted(errors=[ConnectionError("down")] * 5)
+    llm = FallbackChatModel(
+        candidates=[Candidate(row("a"), down)],
+        policy=FallbackPolicy(attempts=2, backoff_initial=30, backoff_max=30, backoff_jitter=0),
+        admissions=[stats],
+    )
+    task = asyncio.create_task(llm.ainvoke("hi"))
+    for _ in range(500):  # until the first attempt failed and the retry waits
+        await asyncio.sleep(0.01)
+        if down.calls == 1 and stats.in_flight(llm.candidates[0]) == 1:
+            break
+    assert stats.in_flight(llm.candidates[0]) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stats.in_flight(llm.candidates[0]) == 0

@@ -192,3 +192,63 @@ def test_show_and_disable_reach_a_row_whose_config_nests_too_deep(migrated_url: 
     shown = json.loads(ok(run_cli("show", "Deep", "--json", *db)))
     assert (shown["id"], "nested too deep" in json.dumps(shown["config"])) == (llm_id, True)
     assert "Deep" in ok(run_cli("disable", "Deep", *db))
+
+
+#: Run in a fresh interpreter: a command's exit code and the LangChain modules it loaded.
+LOADED = """
+import json, sys
+from llmpool.cli.main import main
+code = main(sys.argv[1:]) if len(sys.argv) > 1 else 0
+print(json.dumps([code, sorted(m for m in sys.modules if m.startswith("langchain"))]))
+"""
+
+#: The read commands that work on the store alone.
+STORE_READS = [
+    ("list",),
+    ("list", "--json", "--all-scopes"),
+    ("show", "GPT-4"),
+    ("audit",),
+    ("export",),
+    ("usage",),
+    ("routing", "global"),
+]
+
+
+def loaded_by(*argv: str) -> tuple[int, list[str]]:
+    """Run ``main(argv)`` (nothing: only the import) in a new process, with plugins loading as
+    they would for a user; return its exit code and the ``langchain*`` modules it imported."""
+    import subprocess
+    import sys
+
+    from cli_runner import script_environ
+
+    env = script_environ({"LLMPOOL_DISABLE_PLUGIN_AUTOLOAD": "0"})
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    code, modules = json.loads(done.stdout.strip().splitlines()[-1])
+    return code, modules
+
+
+def test_importing_the_command_loads_no_langchain() -> None:
+    """``import llmpool.cli.main`` loads no LangChain module."""
+    assert loaded_by() == (0, [])
+
+
+@pytest.mark.parametrize("args", STORE_READS, ids=" ".join)
+def test_a_store_read_loads_no_langchain(migrated_url: str, args: tuple[str, ...]) -> None:
+    """A read command works on the store alone: it imports no LangChain module (only the
+    commands that call models, check, demo and chain, load it)."""
+    from llmpool.repository.sql.store import SQLStore
+
+    store = SQLStore(migrated_url)
+    try:
+        store.add({"name": "GPT-4", "provider": "openai", "model_name": "gpt-4"})
+    finally:
+        store.close()
+    assert loaded_by(*args, "--database-url", migrated_url) == (0, [])

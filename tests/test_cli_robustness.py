@@ -187,7 +187,7 @@ def test_a_multi_line_error_prints_as_one_line(
         msg = f"Could not add:\n  LLM names are unique\n  at postgresql://app:{PASSWORD}@db/app"
         raise ConflictError(msg)
 
-    monkeypatch.setitem(cli_commands.COMMANDS, "list", conflict)
+    monkeypatch.setattr(cli_commands, "cmd_list", conflict)
     assert cli.main(["list"]) == 1
     err = capsys.readouterr().err
     assert err == (
@@ -206,10 +206,10 @@ def test_a_value_error_is_one_line_but_a_bug_keeps_its_traceback(
     def bug(_args: Any) -> int:
         raise TypeError("unsupported operand")
 
-    monkeypatch.setitem(cli_commands.COMMANDS, "list", bad_value)
+    monkeypatch.setattr(cli_commands, "cmd_list", bad_value)
     assert cli.main(["list"]) == 1
     assert capsys.readouterr().err == "llmpool: error: ValueError: scope must not be empty\n"
-    monkeypatch.setitem(cli_commands.COMMANDS, "list", bug)
+    monkeypatch.setattr(cli_commands, "cmd_list", bug)
     with pytest.raises(TypeError):
         cli.main(["list"])
 

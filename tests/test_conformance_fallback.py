@@ -148,7 +148,7 @@ def test_model_identity_is_the_first_candidates(healthy: LLMPool) -> None:
 def test_model_identity_skips_a_row_cooling_down(healthy: LLMPool) -> None:
     """With the primary's breaker open, the backup is the one that would answer first."""
     llm = healthy.get_llm_with_fallback()
-    primary = next(c for c in llm._current_candidates() if c.config.name == "Primary")
+    primary = next(c for c in llm._current().candidates if c.config.name == "Primary")
     for _ in range(3):
         healthy.breakers.failure(primary.key, threshold=1, cooldown=lambda n: 60.0)
     assert llm.model_name == BACKUP_MODEL
@@ -195,7 +195,7 @@ def test_standard_parameters_reach_every_candidate(
     try:
         live = pool.get_llm_with_fallback()
         llm = FallbackChatModel(
-            source=live.source,
+            chain=live.chain,
             breakers=live.breakers,
             policy=live.policy,
             temperature=0.3,
@@ -357,7 +357,7 @@ def test_a_live_chain_serializes_as_a_reference_and_loads_onto_the_default_pool(
             model = FallbackChatModel(
                 **{
                     k: getattr(pool.get_llm_with_fallback("svc"), k)
-                    for k in ("source", "routing", "breakers", "policy", "admissions", "scope")
+                    for k in ("chain", "breakers", "policy", "scope")
                 },
                 temperature=0.0,
             )

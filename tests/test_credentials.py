@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-from llmpool.credentials.allowlist import DEFAULT_ALLOWED_ENV, EnvAllowlist
-from llmpool.credentials.resolve import resolve_auth
 from llmpool.errors import EnvNotAllowedError, MissingSecretError
 from llmpool.models import LLMConfig
-from llmpool.providers import ProviderRegistry
+from llmpool.providers import ProviderRegistry, declared_env
+from llmpool.providers.allowlist import EnvAllowlist, resolve_auth
+from llmpool.providers.builtin import BUILTINS
 
 SEED_VARIABLES = {
     "OPENAI_API_KEY",
@@ -33,6 +33,9 @@ SEED_VARIABLES = {
     "OPENAI_API_BASE",
 }
 
+
+#: Every variable a built-in provider declares: what rows may reference by default.
+DEFAULT_ALLOWED_ENV = frozenset().union(*(s | p for s, p in map(declared_env, BUILTINS)))
 
 ROW = {"id": "id-7", "name": "GPT-4", "provider": "openai", "model_name": "gpt-4"}
 

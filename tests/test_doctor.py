@@ -18,6 +18,8 @@ RAW_SECRET = "sk-doctorsecret0123456789abcdefghijklmn"
 def _seed_bad_rows(store: Any) -> dict[str, str]:
     """One row of each kind of problem; returns kind -> id (empty for a scope's problem)."""
     set_routing_raw(store, "global", " Weighted ")
+    for name, model in (("Vectors M", "m"), ("Vectors N", "n")):
+        store.add({"name": name, "provider": "fake", "model_name": model, "kind": "embedding"})
     return {
         "invalid_row": insert_raw(store, "Bad Priority", priority=5_000_000),
         "literal_secret": insert_raw(store, "Pasted Key", auth_meta={"api_key": RAW_SECRET}),
@@ -46,6 +48,7 @@ def _seed_bad_rows(store: Any) -> dict[str, str]:
             }
         ).id,
         "invalid_routing": "",
+        "mixed_spaces": "",
     }
 
 
@@ -69,11 +72,12 @@ def test_doctor_names_each_bad_row_with_its_fix_and_exits_1(
     assert RAW_SECRET not in result.out + result.err
     text = run_cli("doctor", "--database-url", migrated_url)
     assert text.code == 1
-    assert text.out.startswith("8 problem(s) found (database: ")
+    assert text.out.startswith("9 problem(s) found (database: ")
     for name in ("Bad Priority", "Pasted Key", "Keyless", "Typo", "Old Key", "twin", "Off Default"):
         assert name in text.out
     assert "scope 'global' has the stored routing ' Weighted '" in text.out
     assert "fix: llmpool routing global priority" in text.out
+    assert "The embedding rows of scope 'global' are in 2 vector spaces" in text.out
 
 
 def test_doctor_fixes_lead_to_a_clean_table_that_exits_0(sql_store: Any, migrated_url: str) -> None:
@@ -89,10 +93,15 @@ def test_doctor_fixes_lead_to_a_clean_table_that_exits_0(sql_store: Any, migrate
         ("edit", ids["similar_names"], "--set", "name=Twin Two"),
         ("enable", ids["disabled_default"]),
         ("routing", "global", "priority"),
+        ("disable", _id_of(sql_store, "Vectors N")),
     ):
         assert run_cli(*command, *db).code == 0, command
     result = run_cli("doctor", *db, env=env)
     assert (result.code, result.out.split(" (")[0]) == (0, "no problems found"), result.out
+
+
+def _id_of(store: Any, name: str) -> str:
+    return next(row.id for row in store.list_llms() if row.name == name)
 
 
 def test_diagnose_on_a_clean_store_finds_nothing() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import warnings
 from typing import Any
 
@@ -10,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 from helpers import fake
 
-from llmpool.embeddings import FallbackEmbeddings, Vectors, space_of
-from llmpool.embeddings.model import EmbeddingRunner
+from llmpool.contracts import Candidate
 from llmpool.errors import (
+    AllLLMsFailedError,
     AllLLMsFailedToInitializeError,
     ConflictError,
     DatabaseError,
@@ -23,13 +24,14 @@ from llmpool.errors import (
     ProviderError,
     WrongKindError,
 )
+from llmpool.fallback.embeddings import FallbackEmbeddings, Vectors
 from llmpool.fallback.policy import FallbackPolicy
-from llmpool.fallback.walk import Candidate
 from llmpool.models import LLMConfig
 from llmpool.pool.facade import LLMPool
 from llmpool.providers import ProviderRegistry
 from llmpool.providers.fake import FakeEmbeddings
 from llmpool.repository.memory import InMemoryStore
+from llmpool.repository.spaces import one_space, space_of
 
 FAST = FallbackPolicy(attempts=1, backoff_initial=0.001, backoff_jitter=0)
 
@@ -180,10 +182,10 @@ def test_a_kind_outside_chat_and_embedding_is_refused_when_written(store: Any) -
 
 
 def test_space_of_is_the_label_or_the_model_and_its_dimensions() -> None:
-    """A row's space: its label, else model name and dimensions."""
+    """A row's space: its label, else its provider, model name and dimensions."""
     row = LLMConfig(id="1", name="A", provider="fake", model_name="m", kind="embedding")
-    assert space_of(row) == "m"
-    assert space_of(row.model_copy(update={"config": {"dimensions": 64}})) == "m@64"
+    assert space_of(row) == "fake/m"
+    assert space_of(row.model_copy(update={"config": {"dimensions": 64}})) == "fake/m@64"
     assert space_of(LLMConfig.from_row({**row.model_dump(), "space": "shared"})) == "shared"
     assert LLMConfig.from_row({**row.model_dump(), "space": "  "}).space is None
 
@@ -227,10 +229,10 @@ def test_live_embeddings_refuse_a_chain_that_moved_to_another_space() -> None:
     embeddings = pool.get_embeddings_with_fallback()
     row = store.list_llms()[0]
     store.update(row.id, {"config": {"dimensions": 4}})
-    with pytest.raises(MixedSpacesError, match="now in space 'm@4'"):
+    with pytest.raises(MixedSpacesError, match="now in space 'fake/m@4'"):
         embeddings.embed_documents(["x"])
     fresh = pool.get_embeddings_with_fallback()
-    assert fresh is not embeddings and fresh.space == "m@4"
+    assert fresh is not embeddings and fresh.space == "fake/m@4"
     assert len(fresh.embed_documents(["x"])[0]) == 4
     pool.close()
 
@@ -243,7 +245,7 @@ def test_a_named_space_serves_only_its_rows() -> None:
     )
     with pytest.raises(MixedSpacesError):
         pool.get_embeddings_with_fallback()
-    vectors = pool.get_embeddings_with_fallback(space="n").embed_documents(["x"])
+    vectors = pool.get_embeddings_with_fallback(space="fake/n").embed_documents(["x"])
     assert vectors.response_metadata["llmpool"]["name"] == "New"
     with pytest.raises(AllLLMsFailedToInitializeError, match="no enabled embedding rows"):
         pool.get_embeddings_with_fallback(space="missing")
@@ -259,7 +261,7 @@ class _Short(FakeEmbeddings):
 
 def _candidate(name: str, embeddings: Any, model: str = "m") -> Candidate:
     config = LLMConfig(id=name, name=name, provider="fake", model_name=model, kind="embedding")
-    return Candidate(config, EmbeddingRunner(embeddings))
+    return Candidate(config, embeddings)
 
 
 def test_an_answer_with_too_few_vectors_fails_over_whole() -> None:
@@ -275,17 +277,26 @@ def test_an_answer_with_too_few_vectors_fails_over_whole() -> None:
     assert "2 vectors for 3 texts" in meta["attempts"][0]["error"]
 
 
-def test_a_row_answering_another_length_than_its_space_is_refused() -> None:
-    """Two rows claiming one space but answering different lengths never mix silently."""
+def test_a_row_answering_another_length_than_its_space_falls_back_in_the_space() -> None:
+    """A row of the space answering another length is a failed attempt: the next row answers."""
     down = FakeEmbeddings(dimensions=8)
     embeddings = FallbackEmbeddings(
-        candidates=[_candidate("Eight", down), _candidate("Four", FakeEmbeddings(dimensions=4))],
+        candidates=[
+            _candidate("Eight", down),
+            _candidate("Four", FakeEmbeddings(dimensions=4)),
+            _candidate("Eight again", FakeEmbeddings(dimensions=8)),
+        ],
         policy=FAST,
     )
     assert len(embeddings.embed_query("x")) == 8
     down.error = "refused"
-    with pytest.raises(MixedSpacesError, match="'Four'.*4 numbers.*has 8"):
-        embeddings.embed_query("x")
+    vector = embeddings.embed_query("x")
+    assert len(vector) == 8
+    meta = vector.response_metadata["llmpool"]
+    assert meta["name"] == "Eight again"
+    assert [a["outcome"] for a in meta["attempts"]] == ["error", "error", "ok"]
+    assert "4 numbers" in meta["attempts"][1]["error"]
+    assert "has 8" in meta["attempts"][1]["error"]
 
 
 def test_a_static_chain_mixing_spaces_is_refused_when_built() -> None:
@@ -541,3 +552,71 @@ def test_a_write_conflict_on_the_default_names_the_rule(sql_store: Any) -> None:
         sql_store.engine.begin() as conn,
     ):
         conn.execute(sa.text("UPDATE llms SET is_default = true"))
+
+
+def test_without_a_label_rows_of_two_providers_are_two_spaces() -> None:
+    """The same model name at two providers is two spaces: no fallback between them."""
+    openai = LLMConfig(id="1", name="A", provider="openai", model_name="m", kind="embedding")
+    ollama = openai.model_copy(update={"id": "2", "name": "B", "provider": "ollama"})
+    assert space_of(openai) != space_of(ollama)
+    with pytest.raises(MixedSpacesError, match="LLM 'A'.*LLM 'B'"):
+        one_space([openai, ollama])
+
+
+def test_a_scope_whose_embedding_rows_mix_spaces_is_reported_unable_to_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The write that mixes spaces is warned, and status and explain say no call can answer."""
+    store = InMemoryStore([vectors_row("A", 1)])
+    with caplog.at_level(logging.WARNING, logger="llmpool"):
+        store.add(vectors_row("B", 2, model_name="other"))
+    warned = [r for r in caplog.records if getattr(r, "event", None) == "mixed_spaces"]
+    assert warned and "2 vector spaces" in warned[0].getMessage()
+    pool = LLMPool(store, poll_interval=0)
+    status = pool.status("global", "embedding")
+    assert status["can_answer"] is False and status["answering"] is None
+    assert "2 vector spaces" in (status["note"] or "")
+    assert all(step.status == "skipped" for step in pool.explain("global", "embedding"))
+    with pytest.raises(MixedSpacesError):
+        pool.get_embeddings_with_fallback()
+    assert pool.status("global", "chat")["can_answer"] is False  # no chat rows either
+    pool.close()
+
+
+def test_a_space_answers_with_one_length_in_every_process(sqlite_url: str) -> None:
+    """A row of a space answering another length than the space first had is refused, across
+    pools on one database, as in one process."""
+    from llmpool.repository.sql.migrate import migrate
+
+    migrate(sqlite_url)
+    pool_one = LLMPool(sqlite_url, poll_interval=0, policy=FAST)
+    store = pool_one.store
+    eight = store.add(vectors_row("Eight", 1, space="s", config={"dimensions": 8}))
+    store.add(vectors_row("Four", 2, space="s", config={"dimensions": 4}))
+    assert len(pool_one.get_embeddings_with_fallback().embed_query("x")) == 8
+    store.update(eight.id, {"config": {"dimensions": 8, "error": "refused"}})
+    pool_two = LLMPool(sqlite_url, poll_interval=0, policy=FAST)  # another process's view
+    with pytest.raises(AllLLMsFailedError, match="4 numbers.*has 8"):
+        pool_two.get_embeddings_with_fallback().embed_query("x")
+    pool_one.close()
+    pool_two.close()
+
+
+def test_doctor_and_chain_say_a_scope_mixing_spaces_cannot_answer(
+    migrated_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``llmpool doctor`` reports the mix (exit 1), and ``chain --kind embedding`` exits 1."""
+    from llmpool.cli.main import main
+    from llmpool.pool.doctor import diagnose
+    from llmpool.repository.sql.store import SQLStore
+
+    store = SQLStore(migrated_url)
+    store.add(vectors_row("A", 1))
+    store.add(vectors_row("B", 2, model_name="other"))
+    assert [f.kind for f in diagnose(store)] == ["mixed_spaces"]
+    store.close()
+    db = ["--database-url", migrated_url]
+    assert main(["doctor", *db]) == 1
+    assert "mixed_spaces" in capsys.readouterr().out
+    assert main(["chain", "--kind", "embedding", *db]) == 1
+    assert "2 vector spaces" in capsys.readouterr().out

@@ -77,7 +77,7 @@ def test_openai_primary_answering_500_falls_back_to_the_secondary_of_its_space(
     vectors = pool.get_embeddings_with_fallback().embed_documents(["alpha", "beta"])
     meta = vectors.response_metadata["llmpool"]
     assert meta["name"] == "Secondary"
-    assert meta["space"] == "text-embedding-3-small@16"
+    assert meta["space"] == "openai/text-embedding-3-small@16"
     assert meta["dimensions"] == 16
     assert [a["outcome"] for a in meta["attempts"]] == ["error", "error", "ok"]
     assert list(vectors) == [vector("text-embedding-3-small", t, 16) for t in ("alpha", "beta")]
@@ -94,7 +94,7 @@ def test_ollama_primary_answering_500_falls_back_to_the_secondary_of_its_space()
         )
         query = pool.get_embeddings_with_fallback().embed_query("what is python?")
         assert query.response_metadata["llmpool"]["name"] == "Ollama B"
-        assert query.response_metadata["llmpool"]["space"] == "nomic-embed-text"
+        assert query.response_metadata["llmpool"]["space"] == "ollama/nomic-embed-text"
         assert list(query) == vector("nomic-embed-text", "what is python?", 8)
         pool.close()
 
@@ -157,7 +157,7 @@ def test_an_ollama_row_of_another_model_in_an_openai_chain_is_refused_with_both_
         pool = pool_of(openai_row("OpenAI", openai.url, 1), ollama_row("Ollama", ollama.url, 2))
         with pytest.raises(MixedSpacesError, match="'OpenAI'.*'Ollama'"):
             pool.get_embeddings_with_fallback()
-        chosen = pool.get_embeddings_with_fallback(space="nomic-embed-text")
+        chosen = pool.get_embeddings_with_fallback(space="ollama/nomic-embed-text")
         vectors = chosen.embed_documents(["x"])
         assert vectors.response_metadata["llmpool"]["name"] == "Ollama"
         assert openai.requests == 0
@@ -180,7 +180,7 @@ def test_a_thousand_documents_fail_over_as_one_batch_when_the_primary_fails_on_t
         texts = thousand()
         vectors = pool.get_embeddings_with_fallback().embed_documents(texts)
         meta = vectors.response_metadata["llmpool"]
-        assert (meta["name"], meta["space"]) == ("Secondary", "text-embedding-3-small")
+        assert (meta["name"], meta["space"]) == ("Secondary", "openai/text-embedding-3-small")
         assert len(vectors) == 1000
         assert list(vectors) == [vector("text-embedding-3-small", t, 8) for t in texts]
         assert primary.batches == [100, 100]  # answered, then thrown away with the batch

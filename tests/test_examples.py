@@ -1,43 +1,104 @@
-"""Every example runs, against local servers, and prints what the usage guide promises."""
+"""Every example runs, against local servers, and prints what the usage guide promises.
+
+The examples run as scripts (``__main__``, their own ``sys.argv``, working directory and
+environment, a fresh default pool) inside the test's process, which has already imported
+LangChain: a subprocess would spend most of each test importing it again. One test still
+starts the quickstart as a new interpreter, as a user would.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import runpy
 import subprocess
 import sys
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from servers import AnthropicServer, OllamaServer, OpenAIServer, Reply, Status
 
+import llmpool.api
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 BIN = Path(sys.executable).parent
+_FOREIGN = ("OPENAI", "OLLAMA", "ANTHROPIC", "LLMPOOL_DATABASE", "DATABASE_URL")
+
+
+def _example_environ(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN)}
+    return {
+        **environ,
+        "LLMPOOL_SQLITE_PATH": str(tmp_path / "example.sqlite3"),
+        "LLMPOOL_DISABLE_PLUGIN_AUTOLOAD": "1",
+        **env,
+    }
+
+
+@contextlib.contextmanager
+def _as_script(
+    name: str, environ: dict[str, str], cwd: Path, args: tuple[str, ...]
+) -> Iterator[None]:
+    """Run in the example's own environment, directory and argv, on a default pool of its own;
+    restore everything after (the stand-in servers it started are shut down)."""
+    saved = (dict(os.environ), sys.argv, list(sys.path), os.getcwd())
+    servers: list[ThreadingHTTPServer] = []
+
+    class Recorded(ThreadingHTTPServer):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            servers.append(self)
+
+    os.environ.clear()
+    os.environ.update(environ)
+    sys.argv = [str(EXAMPLES / name), *args]
+    sys.path.insert(0, str(EXAMPLES))
+    os.chdir(cwd)
+    for module in ("_setup", "_standins"):
+        sys.modules.pop(module, None)
+    import _standins  # type: ignore[import-not-found]
+
+    _standins.ThreadingHTTPServer = Recorded
+    previous = llmpool.api._pool
+    llmpool.api.set_pool(None)
+    try:
+        yield
+    finally:
+        pool = llmpool.api._pool
+        llmpool.api.set_pool(previous)
+        if pool is not None and pool is not previous:
+            pool.close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        for module in ("_setup", "_standins"):
+            sys.modules.pop(module, None)
+        os.environ.clear()
+        os.environ.update(saved[0])
+        sys.argv, sys.path[:] = saved[1], saved[2]
+        os.chdir(saved[3])
 
 
 def run_example(name: str, env: dict[str, str], tmp_path: Path, *args: str) -> str:
-    """Run examples/<name> in a subprocess and return its output; fail on a non-zero exit."""
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI", "OLLAMA", "ANTHROPIC", "LLMPOOL_DATABASE"))
-    }
-    environ.pop("DATABASE_URL", None)
-    environ.update(
-        LLMPOOL_SQLITE_PATH=str(tmp_path / "example.sqlite3"),
-        LLMPOOL_DISABLE_PLUGIN_AUTOLOAD="1",
-        **env,
-    )
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    """Run examples/<name> as a script and return what it printed; fail if it raises."""
+    return run_example_streams(name, env, tmp_path, *args)[0]
+
+
+def run_example_streams(
+    name: str, env: dict[str, str], tmp_path: Path, *args: str
+) -> tuple[str, str]:
+    """Run examples/<name> as a script and return its stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        _as_script(name, _example_environ(tmp_path, env), tmp_path, args),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    return out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
@@ -55,8 +116,18 @@ def providers() -> Iterator[tuple[OpenAIServer, AnthropicServer, OllamaServer, d
 
 
 def test_quickstart_runs_offline(tmp_path: Path) -> None:
-    """With no provider configured, the quickstart answers from the embedded database."""
-    out = run_example("quickstart.py", {}, tmp_path)
+    """With no provider configured, the quickstart answers from the embedded database, started
+    as a user starts it: ``python examples/quickstart.py`` in a new interpreter."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        env=_example_environ(tmp_path, {}),
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
     assert out.count("This answer comes from the local fake model.") == 3
     assert "answered by: Local Fake" in out
 
@@ -172,26 +243,10 @@ def test_an_existing_llmpool_sqlite_path_database_is_used_as_it_is(tmp_path: Pat
 
 def test_legacy_example_warns_and_runs_offline(tmp_path: Path) -> None:
     """The legacy functions still work and warn; without OPENAI_API_KEY a stand-in answers."""
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI", "OLLAMA", "ANTHROPIC", "LLMPOOL_DATABASE", "DATABASE_URL"))
-    }
-    environ.update(
-        LLMPOOL_SQLITE_PATH=str(tmp_path / "x.sqlite3"), LLMPOOL_DISABLE_PLUGIN_AUTOLOAD="1"
-    )
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "legacy_migration.py")],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "DeprecationWarning" in result.stderr
-    assert "get_openai_llm() is deprecated" in result.stderr
-    assert "note: OPENAI_API_KEY is unset: openai answers from a local stand-in" in result.stderr
-    assert result.stdout.strip() == "(offline stand-in for gpt-4) You said: Hello"
+    with pytest.warns(DeprecationWarning, match=r"get_openai_llm\(\) is deprecated"):
+        out, err = run_example_streams("legacy_migration.py", {}, tmp_path)
+    assert "note: OPENAI_API_KEY is unset: openai answers from a local stand-in" in err
+    assert out.strip() == "(offline stand-in for gpt-4) You said: Hello"
 
 
 @pytest.mark.slow

@@ -19,9 +19,9 @@ from helpers import fake, row
 from langchain_core.callbacks import BaseCallbackHandler
 from servers import OllamaServer, OpenAIServer
 
-from llmpool.credentials.allowlist import EnvAllowlist
 from llmpool.errors import AllLLMsFailedError, EnvNotAllowedError, InvalidConfigError
 from llmpool.pool.facade import LLMPool
+from llmpool.providers.allowlist import EnvAllowlist
 from llmpool.repository.sql.schema import llms
 
 SECRETS = {

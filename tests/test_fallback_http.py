@@ -255,8 +255,9 @@ def test_dead_primary_behind_an_open_breaker_costs_no_network_call() -> None:
         assert primary.count == 5  # closed again
 
 
-def test_every_candidate_cooling_probes_the_one_that_reopens_first() -> None:
-    """When all breakers are open, the call still tries the candidate whose cooldown ends first."""
+def test_every_candidate_cooling_fails_at_once_until_a_cooldown_ends() -> None:
+    """When all breakers are open, a call sends nothing; once the primary's cooldown ends, its
+    probe answers."""
     clock = Clock()
     board = BreakerBoard(clock=clock)
     policy = FallbackPolicy(attempts=1, failure_threshold=1, cooldown=30)
@@ -269,6 +270,10 @@ def test_every_candidate_cooling_probes_the_one_that_reopens_first() -> None:
         with pytest.raises(AllLLMsFailedError):
             llm.invoke("hi")
         clock.now += 5
+        with pytest.raises(AllLLMsFailedError, match="cooling down"):
+            llm.invoke("hi")
+        assert (primary.count, secondary.count) == (1, 1)
+        clock.now += 30
         answer = llm.invoke("hi")
         assert answer.response_metadata["llmpool"]["name"] == "Primary"
         assert (primary.count, secondary.count) == (2, 1)

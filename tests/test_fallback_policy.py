@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from email.utils import formatdate
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -176,11 +178,24 @@ def test_batch_with_return_exceptions_returns_each_inputs_outcome() -> None:
     assert all(isinstance(result, AllLLMsFailedError) for result in results)
 
 
-def test_the_sdk_error_without_a_status_is_a_provider_error_not_a_bug() -> None:
-    """An SDK error class with no HTTP status is retried; a plain ValueError still propagates."""
-    import openai
+def sdk_request(sdk: ModuleType) -> Any:
+    """A request of the HTTP library ``sdk`` is built on, the one whose ``Timeout`` it exports:
+    httpx for openai 2 and anthropic 0.x, httpx2 for openai 3 and anthropic 2.17."""
+    for name in ("httpx2", "httpx"):
+        try:
+            http = importlib.import_module(name)
+        except ImportError:
+            continue
+        if getattr(http, "Timeout", None) is sdk.Timeout:
+            return http.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    pytest.fail(f"{sdk.__name__} exports a Timeout of neither httpx nor httpx2")
 
-    error = openai.APIError("stream broke", request=None, body={"type": "server_error"})  # type: ignore[arg-type]
+
+@pytest.mark.parametrize("sdk_name", ["openai", "anthropic"])
+def test_the_sdk_error_without_a_status_is_a_provider_error_not_a_bug(sdk_name: str) -> None:
+    """An SDK error class with no HTTP status is retried; a plain ValueError still propagates."""
+    sdk = importlib.import_module(sdk_name)
+    error = sdk.APIError("stream broke", sdk_request(sdk), body={"type": "server_error"})
     assert classify_error(error) is Outcome.RETRY
     assert classify_error(ValueError("stream broke")) is Outcome.PROPAGATE
 
@@ -211,16 +226,13 @@ class Parents(BaseCallbackHandler):
         return chain
 
 
-def test_generate_nests_the_attempts_under_its_own_run() -> None:
-    """Called through generate(), each attempt is a descendant of generate()'s run."""
+def test_generate_is_one_chat_model_run_per_prompt() -> None:
+    """Called through generate(), each prompt is one chat-model run, whichever candidate
+    answered: its attempts open no run of their own (usage is reported once)."""
     parents = Parents()
     row = LLMConfig(id="a", name="A", provider="x", model_name="m")
     llm = FallbackChatModel(candidates=[Candidate(row, FakeChatModel())])
-    result = llm.generate([[HumanMessage("hi")]], callbacks=[parents])
-    # generate() opens one run per prompt, as invoke does; the attempt's chat model run is its
-    # only chat model run (an LLM run around it would report the answer's usage twice).
-    (attempt,) = parents.chat_runs
+    result = llm.generate([[HumanMessage("hi")], [HumanMessage("ho")]], callbacks=[parents])
     assert result.run is not None
-    top = result.run[0].run_id
-    assert parents.parent[top] is None
-    assert top in parents.ancestors(attempt)
+    assert sorted(parents.chat_runs) == sorted(run.run_id for run in result.run)
+    assert all(parents.parent[run] is None for run in parents.chat_runs)

@@ -147,7 +147,7 @@ def test_tpm_counts_the_answers_usage_metadata(server: OpenAIServer) -> None:
         llm = pool.get_llm_with_fallback()
         names = [_name(llm.invoke("hi")) for _ in range(4)]  # 8 + 8 + 8 tokens: 24 >= 20
         assert names == ["A", "A", "A", "B"]
-        assert pool.limiter.use(pool._chain("global")[0]).tokens == 24
+        assert pool.limiter.use(pool.chains.get("global").candidates[0]).tokens == 24
         clock.now += 61
         assert _name(llm.invoke("hi")) == "A"
     finally:
@@ -173,9 +173,9 @@ def test_the_limiter_is_left_out_of_chains_without_limits() -> None:
     store = InMemoryStore([fake("A", 1, "a")])
     pool = LLMPool(store, poll_interval=0, track_usage=False)
     try:
-        assert pool._plan("global")[2] == ()
+        assert pool.limiter not in pool.chains.get("global").checks
         store.update(store.list_llms()[0].id, {"rpm": 5})
-        assert pool._plan("global")[2] == (pool.limiter,)
+        assert pool.limiter in pool.chains.get("global").checks
     finally:
         pool.close()
 
@@ -217,7 +217,7 @@ def test_redis_limits_share_one_window_between_two_pools(redis_prefix: tuple[Any
     try:
         llms = [pool.get_llm_with_fallback() for pool in pools]
         names = [_name(llms[i % 2].invoke("hi")) for i in range(6)]
-        use = pools[0].limiter.use(pools[0]._chain("global")[0])
+        use = pools[0].limiter.use(pools[0].chains.get("global").candidates[0])
     finally:
         for pool in pools:
             pool.close()
@@ -283,19 +283,20 @@ _WORKER = textwrap.dedent(
     names = []
     while time.monotonic() < end:
         names.append(llm.invoke("hi").response_metadata["llmpool"]["name"])
-        time.sleep(0.005)
+        time.sleep(0.02)
     pool.close()
     print(json.dumps(names))
     """
 )
 
 
-def test_rpm_is_shared_by_8_processes_through_redis(
+def test_rpm_is_shared_by_4_processes_through_redis(
     redis_prefix: tuple[Any, str], server: _Timed, tmp_path: Path
 ) -> None:
-    """8 processes sharing Redis never send the row more than rpm requests in any window."""
+    """4 processes sharing Redis never send the row more than rpm requests in any window (each
+    alone would send up to rpm)."""
     _, prefix = redis_prefix
-    rpm, window, seconds = 10, 1.0, 3.0
+    rpm, window, seconds, processes = 10, 1.0, 2.0, 4
     script = _WORKER.format(
         tests=str(Path(__file__).parent),
         row=ROW_A,
@@ -314,11 +315,11 @@ def test_rpm_is_shared_by_8_processes_through_redis(
         subprocess.Popen(
             [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         )
-        for _ in range(8)
+        for _ in range(processes)
     ]
     try:
         deadline = time.monotonic() + 120
-        while len(list(tmp_path.glob("ready-*"))) < 8:
+        while len(list(tmp_path.glob("ready-*"))) < processes:
             assert time.monotonic() < deadline, "the workers did not start"
             assert all(w.poll() is None for w in workers), [w.stderr.read() for w in workers]  # type: ignore[union-attr]
             time.sleep(0.05)
@@ -336,7 +337,7 @@ def test_rpm_is_shared_by_8_processes_through_redis(
     names = [name for out, _ in outputs for name in json.loads(out.decode().splitlines()[-1])]
     arrivals = server.arrivals[warm:]
     worst = _worst_window(arrivals, window)
-    print(f"8 processes, rpm {rpm} per {window} s: worst window {worst}, calls {len(names)}")
+    print(f"{processes} processes, rpm {rpm} per {window} s: worst {worst}, calls {len(names)}")
     assert worst <= rpm
     assert names.count("A") == len(arrivals)
     assert names.count("A") >= rpm * (seconds / window - 1)  # the row was used to its limit
@@ -346,9 +347,9 @@ def test_rpm_is_shared_by_8_processes_through_redis(
 
 def test_a_retry_is_admitted_again_and_skipped_when_the_row_is_full() -> None:
     """A retry is a new request: with the row's window full it is skipped to the next row."""
+    from llmpool.contracts import Candidate
     from llmpool.fallback.model import FallbackChatModel
     from llmpool.fallback.policy import FallbackPolicy
-    from llmpool.fallback.walk import Candidate
     from llmpool.limits import RateLimiter
     from llmpool.models import LLMConfig
     from llmpool.providers.fake import FakeChatModel

@@ -12,9 +12,9 @@ import pytest
 from servers import OpenAIServer, Status
 
 import llmpool
-from llmpool.fallback.breakers_redis import RedisBreakerStore
+from llmpool.contracts import FIELDS
+from llmpool.fallback.breakers import RedisBreakerStore
 from llmpool.fallback.policy import FallbackPolicy
-from llmpool.observe.fields import FIELDS
 from llmpool.pool.facade import LLMPool
 from llmpool.providers import ProviderRegistry
 from llmpool.repository.memory import InMemoryStore

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 import pytest
 
 from llmpool.pool.facade import LLMPool
 from llmpool.providers import ProviderRegistry, set_registry
 from llmpool.repository.memory import InMemoryStore
 
-try:
-    version("llmpool-echo-provider")
-    version("llmpool-broken-provider")
-except PackageNotFoundError:  # pragma: no cover - .ci/run installs both
-    pytest.fail(
-        "the test plugins are not installed: pip install tests/plugins/llmpool-echo-provider "
-        "tests/plugins/llmpool-broken-provider (as .ci/run does)"
-    )
+pytestmark = pytest.mark.usefixtures("provider_plugins")
 
 
 def test_installed_plugin_answers_through_get_llm() -> None:

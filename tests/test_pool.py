@@ -122,7 +122,7 @@ def test_models_are_cached_per_row_version() -> None:
 
 def listening(pool: LLMPool) -> bool:
     """Whether the pool's watcher holds an open LISTEN connection."""
-    return pool._watcher is not None and pool._watcher.listening
+    return pool._snapshots.watcher is not None and pool._snapshots.watcher.listening
 
 
 # NOTIFY variants poll every 30 s, so only NOTIFY can deliver the change within the deadline.
@@ -161,7 +161,7 @@ url, listen, poll_interval, deadline = sys.argv[1], sys.argv[2] == "1", float(sy
 pool = LLMPool(url, poll_interval=poll_interval, listen=listen)
 names = [c.name for c in pool.get_llms_from_db()]
 started = time.monotonic()
-while listen and not pool._watcher.listening and time.monotonic() - started < deadline:
+while listen and not pool._snapshots.watcher.listening and time.monotonic() - started < deadline:
     time.sleep(0.01)
 print("ready", names, flush=True)
 started = time.monotonic()
@@ -213,7 +213,7 @@ def test_a_dropped_listen_connection_catches_up_and_listens_again(pg_url: str) -
         first = writer.store.add(fake("First", 1, "first"))
         writer.store.add(fake("Second", 2, "second"))
         live = reader.get_llm_with_fallback()
-        watcher = reader._watcher
+        watcher = reader._snapshots.watcher
         assert watcher is not None
         wait_until(lambda: watcher.listening)
         pid = watcher.backend_pid
@@ -237,7 +237,7 @@ def test_close_stops_the_watcher_and_leaves_no_listen_backend(pg_url: str) -> No
     """close() ends the watcher thread before returning, though it polls only every 30 s."""
     pool = LLMPool(pg_url, poll_interval=30)
     pool.get_llms_from_db()
-    watcher = pool._watcher
+    watcher = pool._snapshots.watcher
     assert watcher is not None
     wait_until(lambda: watcher.listening)
     pid = watcher.backend_pid
@@ -251,7 +251,7 @@ async def test_aclose_does_not_block_the_event_loop(monkeypatch: pytest.MonkeyPa
     """While aclose() stops the watcher, other coroutines keep running on the loop."""
     pool = LLMPool(repository=InMemoryStore(), poll_interval=30)
     await pool.aget_llms_from_db()
-    watcher = pool._watcher
+    watcher = pool._snapshots.watcher
     assert watcher is not None
     released = threading.Event()
     waited: list[bool] = []
@@ -311,7 +311,7 @@ def test_database_down_serves_the_snapshot_and_writes_fail_loudly(
             pool.store.disable(first.id)
         direct.store.disable(first.id)  # changed while the pool cannot see the database
         wait_until(lambda: "cannot read the LLM table" in caplog.text)
-        watcher = pool._watcher
+        watcher = pool._snapshots.watcher
         assert watcher is not None
         for _ in range(5):  # several failed polls (and reconnects) while it is down
             polls = watcher.polls

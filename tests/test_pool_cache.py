@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from llmpool.credentials.allowlist import EnvAllowlist
 from llmpool.errors import (
     AllLLMsFailedToInitializeError,
     InvalidConfigError,
@@ -22,6 +21,7 @@ from llmpool.errors import (
 from llmpool.models import LLMConfig
 from llmpool.pool.facade import LLMPool
 from llmpool.providers import FactoryProvider, ProviderRegistry
+from llmpool.providers.allowlist import EnvAllowlist
 from llmpool.providers.fake import FakeChatModel
 from llmpool.repository import Snapshot
 from llmpool.repository.memory import InMemoryStore
@@ -54,7 +54,7 @@ def test_refresh_tolerates_models_built_while_it_prunes() -> None:
     store = InMemoryStore([{"name": "A", "provider": "fake", "model_name": "m"}])
     with LLMPool(repository=store, poll_interval=0) as pool:
         pool.get_llm_with_fallback()
-        pool._cache.models = InsertingDict(pool._cache.models)
+        pool.builder._built = InsertingDict(pool.builder._built)
         store.add({"name": "B", "provider": "fake", "model_name": "m"})
         assert [c.name for c in pool.refresh().configs] == ["A", "B"]
 

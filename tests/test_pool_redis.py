@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from servers import OpenAIServer, Status
 
-from llmpool.fallback.breakers import Admission, BreakerBoard, BreakerState
-from llmpool.fallback.breakers_redis import RedisBreakerStore
+from llmpool.fallback.breakers import Admission, BreakerBoard, BreakerState, RedisBreakerStore
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.pool.facade import LLMPool
 from llmpool.repository.memory import InMemoryStore
@@ -95,7 +94,7 @@ def test_redis_down_falls_back_to_local_state(caplog: pytest.LogCaptureFixture) 
     """An unreachable Redis degrades to per-replica state and says so once."""
     store = RedisBreakerStore("redis://127.0.0.1:1/0", prefix="x:")
     board = BreakerBoard(store)
-    with caplog.at_level("WARNING", logger="llmpool.fallback.breakers_redis"):
+    with caplog.at_level("WARNING", logger="llmpool.redis"):
         for _ in range(3):
             board.failure("k", threshold=3, cooldown=lambda trips: 30.0)
         assert board.admit("k").value == "open"
@@ -142,7 +141,7 @@ def test_a_sub_second_ttl_keeps_the_key_through_its_cooldown(
 ) -> None:
     """ttl=0.5 is no EX 0 (which Redis refuses): the key outlives the breaker's cooldown."""
     client, prefix = redis_prefix
-    caplog.set_level("WARNING", logger="llmpool.fallback.breakers_redis")
+    caplog.set_level("WARNING", logger="llmpool.redis")
     board = BreakerBoard(RedisBreakerStore(REDIS_URL, prefix=prefix, ttl=0.5))
     board.failure("row", threshold=1, cooldown=lambda trips: 30.0)
     assert 30 <= client.ttl(prefix + "row") <= 32
@@ -164,7 +163,7 @@ def test_losing_every_watch_race_applies_locally_and_says_so_once(
     """A replica that never wins the optimistic transaction changes its local state and
     logs that once."""
     client, prefix = redis_prefix
-    caplog.set_level("WARNING", logger="llmpool.fallback.breakers_redis")
+    caplog.set_level("WARNING", logger="llmpool.redis")
     store = RedisBreakerStore(REDIS_URL, prefix=prefix)
     calls = [0]
 

@@ -8,22 +8,15 @@ from typing import Any
 import pytest
 from langchain_core.language_models import BaseChatModel, FakeListChatModel
 
-from llmpool.credentials.allowlist import EnvAllowlist
-from llmpool.credentials.endpoints import literal_endpoints
+from llmpool.credentials.endpoints import declared_endpoint_keys, literal_endpoints
 from llmpool.errors import EnvNotAllowedError, InvalidConfigError
 from llmpool.fallback.policy import FallbackPolicy, Outcome, classify_error
 from llmpool.models import LLMConfig
 from llmpool.pool.facade import LLMPool
-from llmpool.providers import (
-    ConfigKeysCheck,
-    FactoryProvider,
-    ProviderRegistry,
-    accepted_config,
-    declared_endpoint_keys,
-    declared_error_outcomes,
-    set_registry,
-)
+from llmpool.providers import ConfigKeysCheck, FactoryProvider, ProviderRegistry, set_registry
+from llmpool.providers.allowlist import EnvAllowlist
 from llmpool.providers.builtin import ANTHROPIC, BEDROCK, BUILTINS, FAKE, OLLAMA, OPENAI
+from llmpool.providers.declarations import accepted_config, declared_error_outcomes
 
 FAST = FallbackPolicy(attempts=2, backoff_initial=0, backoff_max=0, backoff_jitter=0)
 
@@ -93,6 +86,7 @@ def test_a_registered_provider_declares_how_its_errors_are_classified() -> None:
     assert classify_error(GatewayRejected()) is Outcome.RETRY
 
 
+@pytest.mark.usefixtures("provider_plugins")
 def test_a_module_qualified_declaration_matches_its_class_and_subclasses() -> None:
     """A ``"module:Class"`` declaration names that class in its package and the classes under it."""
     from llmpool_echo import EchoOverloaded
@@ -106,6 +100,7 @@ def test_a_module_qualified_declaration_matches_its_class_and_subclasses() -> No
     assert classify_error(BusierStill()) is Outcome.RETRY
 
 
+@pytest.mark.usefixtures("provider_plugins")
 def test_declared_endpoint_keys_are_checked_as_endpoints() -> None:
     """A key the provider says names an endpoint is listed, though no generic rule matches it."""
     echo = ProviderRegistry().get("echo")
@@ -149,6 +144,7 @@ def test_config_keys_check_skips_what_it_cannot_know() -> None:
         ConfigKeysCheck()(row("absent", temprature=1))
 
 
+@pytest.mark.usefixtures("provider_plugins")
 def test_config_keys_check_refuses_a_misspelt_key_when_the_row_is_written(
     sql_store: Any,
 ) -> None:
@@ -159,6 +155,7 @@ def test_config_keys_check_refuses_a_misspelt_key_when_the_row_is_written(
     assert sql_store.add({"name": "Echo", "provider": "echo", "model_name": "e"}).name == "Echo"
 
 
+@pytest.mark.usefixtures("provider_plugins")
 def test_plugin_declared_variable_serves_a_sql_row(
     sql_store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -190,6 +187,7 @@ def test_plugin_declared_variable_serves_a_sql_row(
         )
 
 
+@pytest.mark.usefixtures("provider_plugins")
 def test_plugin_declared_error_is_retried_then_falls_back_through_the_pool(
     sql_store: Any,
 ) -> None:

@@ -250,7 +250,7 @@ def test_importing_the_usage_guides_functions_loads_no_pydantic_sqlalchemy_or_la
 
 def test_auth_reference_the_client_does_not_take_names_the_auth_meta_key() -> None:
     """A resolved auth_meta key the client has no parameter for is refused under its row name."""
-    from llmpool.credentials.allowlist import EnvAllowlist
+    from llmpool.providers.allowlist import EnvAllowlist
 
     row = config("ollama", auth_meta={"api_key_env": "MYCO_KEY"})
     with pytest.raises(UnsupportedParameterError, match=r"auth_meta\.api_key_env.*ChatOllama"):
@@ -383,7 +383,6 @@ def test_set_registry_replaces_at_once_and_restores_as_a_context_manager() -> No
 
 def test_builtins_declare_their_variables_and_together_make_the_default_list() -> None:
     """Each built-in declares its credentials and plain settings; their union is the old list."""
-    from llmpool.credentials.allowlist import DEFAULT_ALLOWED_ENV
     from llmpool.providers import declared_env
     from llmpool.providers.builtin import BEDROCK, BUILTINS, OPENAI
 
@@ -392,7 +391,28 @@ def test_builtins_declare_their_variables_and_together_make_the_default_list() -
         secret, plain = declared_env(provider)
         assert not secret & plain
         union |= secret | plain
-    assert union == DEFAULT_ALLOWED_ENV
+    assert union == {
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AZURE_OPENAI_API_BASE",
+        "AZURE_OPENAI_API_KEY",
+        "AZURE_OPENAI_API_VERSION",
+        "AZURE_OPENAI_DEPLOYMENT_NAME",
+        "AZURE_OPENAI_ENDPOINT",
+        "FIREWORKS_API_KEY",
+        "GOOGLE_CLOUD_LOCATION",
+        "GOOGLE_CLOUD_PROJECT",
+        "OLLAMA_BASE_URL",
+        "OPENAI_API_BASE",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_ORGANIZATION",
+    }
     assert declared_env(OPENAI) == (
         {"OPENAI_API_KEY"},
         {"OPENAI_API_BASE", "OPENAI_BASE_URL", "OPENAI_ORGANIZATION"},
@@ -421,8 +441,8 @@ def test_a_plugin_without_declarations_declares_nothing() -> None:
 )
 def test_a_secret_bound_to_a_plain_parameter_is_refused(variable: str, operator: str) -> None:
     """organization_env: OPENAI_API_KEY would put the key in repr: refused, naming all four."""
-    from llmpool.credentials.allowlist import EnvAllowlist
     from llmpool.errors import EnvNotAllowedError
+    from llmpool.providers.allowlist import EnvAllowlist
 
     row = config(
         "openai",
@@ -442,7 +462,7 @@ def test_a_secret_bound_to_a_plain_parameter_is_refused(variable: str, operator:
 
 def test_an_operator_variable_marked_plain_reaches_a_plain_parameter() -> None:
     """MYCO_ORG:plain may fill organization; the key still goes to the secret api_key."""
-    from llmpool.credentials.allowlist import EnvAllowlist
+    from llmpool.providers.allowlist import EnvAllowlist
 
     row = config(
         "openai",

@@ -549,7 +549,7 @@ def test_lookups_by_a_malformed_id_are_a_typed_not_found(store: Any, bad_id: str
 
 def test_failed_update_names_the_row_by_its_current_name_and_id(store: Any) -> None:
     """A refused update names the row as it is, never by the refused new value."""
-    from llmpool.credentials.allowlist import EnvAllowlist
+    from llmpool.providers.allowlist import EnvAllowlist
 
     added = store.add(row("Current"))
     with pytest.raises(InvalidConfigError) as info:
@@ -581,14 +581,14 @@ def test_conflicts_name_the_row_by_name_and_id(store: Any) -> None:
 
 def test_both_stores_share_one_implementation_of_the_bulk_writes() -> None:
     """delete, enable and disable are written once, over each store's all-or-nothing _bulk."""
-    from llmpool.repository import BulkWrites
     from llmpool.repository.memory import InMemoryStore
     from llmpool.repository.sql.store import SQLStore
+    from llmpool.repository.writes import Writes
 
     for cls in (InMemoryStore, SQLStore):
-        assert issubclass(cls, BulkWrites)
+        assert issubclass(cls, Writes)
         for name in ("delete", "enable", "disable"):
-            assert getattr(cls, name) is getattr(BulkWrites, name)
+            assert getattr(cls, name) is getattr(Writes, name)
 
 
 def test_add_many_is_all_or_none_and_names_the_item_at_fault(store: Any) -> None:

@@ -16,18 +16,17 @@ from helpers import fake
 from servers import OpenAIServer
 
 from llmpool import LLMPool
-from llmpool.errors import InvalidConfigError
-from llmpool.fallback.admission import CheckBase
-from llmpool.fallback.model import FallbackChatModel
-from llmpool.fallback.routing import (
+from llmpool.chain.routing import (
     LatencyRouting,
     LeastBusyRouting,
     PriorityRouting,
-    RoutingStats,
     WeightedRouting,
     make_routing,
 )
-from llmpool.fallback.walk import Candidate
+from llmpool.chain.stats import RowStats
+from llmpool.contracts import Candidate, CheckBase
+from llmpool.errors import InvalidConfigError
+from llmpool.fallback.model import FallbackChatModel
 from llmpool.models import LLMConfig
 from llmpool.providers.fake import FakeChatModel
 from llmpool.repository.memory import InMemoryStore
@@ -123,7 +122,7 @@ def test_weighted_order_is_a_weighted_permutation_and_weight_zero_comes_last() -
 
 def test_strategies_keep_priority_groups_in_order() -> None:
     """Every strategy reorders only within a priority; the groups stay in priority order."""
-    stats = RoutingStats()
+    stats = RowStats()
     chain = (_candidate("x", 2), _candidate("a", 1), _candidate("b", 1), _candidate("y", 3))
     for name in ("priority", "weighted", "latency", "least_busy"):
         ordered = [c.config.name for c in make_routing(name, stats).order(chain)]
@@ -139,7 +138,7 @@ def test_an_unknown_strategy_is_refused_naming_the_field(store: Any) -> None:
     assert "least_busy" in str(caught.value)
     assert store.get_routing("global") == "priority"
     with pytest.raises(ValueError, match="unknown routing strategy"):
-        make_routing("fastest", RoutingStats())
+        make_routing("fastest", RowStats())
 
 
 def test_set_routing_is_audited_and_seen_live_by_a_running_pool(store: Any) -> None:
@@ -191,7 +190,7 @@ def test_weight_and_limits_are_validated_and_stored(store: Any) -> None:
 
 def test_least_busy_prefers_the_row_with_fewer_calls_in_flight() -> None:
     """least_busy sends a call to the row with the fewest calls in flight."""
-    stats = RoutingStats()
+    stats = RowStats()
     a, b = _candidate("a"), _candidate("b")
     routing = LeastBusyRouting(stats, random.Random(0))
     stats.admit(a)
@@ -232,7 +231,7 @@ def test_least_busy_spreads_concurrent_slow_calls(store: Any) -> None:
         pool.close()
     counts = Counter(names)
     assert counts["A"] >= 3 and counts["B"] >= 3, counts
-    assert pool.routing_stats.in_flight(pool._chain("global")[0]) == 0
+    assert pool.chains.stats.in_flight(pool.chains.get("global").candidates[0]) == 0
 
 
 class _Delayed(OpenAIServer):
@@ -295,7 +294,7 @@ def test_latency_sends_most_calls_to_the_fast_server_and_moves_when_it_slows(
 
 def test_latency_explores_so_a_recovered_row_is_noticed() -> None:
     """With exploration a row measured slow is still tried now and then, and wins when fast."""
-    stats = RoutingStats(alpha=0.5)
+    stats = RowStats(alpha=0.5)
     a, b = _candidate("a"), _candidate("b")
     stats.record(a, ok=True, latency=0.5, usage=None)
     stats.record(b, ok=True, latency=0.1, usage=None)

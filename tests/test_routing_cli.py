@@ -139,7 +139,9 @@ def test_a_routing_change_reaches_another_pool_through_notify(pg_url: str) -> No
     try:
         writer.store.add(fake("A", 1, "a"))
         pool.get_llm_with_fallback()
-        wait_until(lambda: pool._watcher is not None and pool._watcher.listening)
+        wait_until(
+            lambda: pool._snapshots.watcher is not None and pool._snapshots.watcher.listening
+        )
         writer.store.set_routing("global", "least_busy")
         wait_until(lambda: pool.routing_of("global") == "least_busy", timeout=3)
     finally:

@@ -139,3 +139,19 @@ def test_llmpool_check_never_prints_a_key_the_provider_echoes(
     assert codes == [1, 1]
     assert "401" in out
     assert canary not in out + err
+
+
+def test_the_failures_an_error_carries_never_show_an_echoed_key(
+    canary: str, store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``repr(error.failures)``, each failure's ``error`` and its text are masked too."""
+    error = echoed_key_failure(canary, store, caplog)
+    failure = error.failures[0]
+    assert failure.error is not None
+    texts = [repr(error.failures), repr(failure), str(failure.error), repr(failure.error)]
+    texts += ["".join(traceback.format_exception(failure.error))]
+    for text in texts:
+        assert canary not in text
+    assert "Incorrect API key provided" in str(failure.error)
+    assert type(failure.error).__name__.endswith("AuthenticationError")
+    assert getattr(failure.error, "status_code", None) == 401

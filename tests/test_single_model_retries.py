@@ -128,6 +128,6 @@ def test_the_fallback_chains_model_keeps_no_client_retries(served: Any) -> None:
     a different client from the one served alone."""
     pool, _, _, _ = served
     alone = pool.get_llm()
-    models = [candidate.model for candidate in pool._chain("global")]
+    models = [candidate.model for candidate in pool.chains.get("global").candidates]
     assert [m.max_retries for m in models] == [0]
     assert alone is not models[0]

@@ -18,7 +18,7 @@ from cli_runner import run_cli
 from servers import OpenAIServer, Status
 from test_observe import Telemetry
 
-from llmpool.fallback.breakers_redis import RedisBreakerStore
+from llmpool.fallback.breakers import RedisBreakerStore
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.pool.facade import LLMPool
 from llmpool.repository.memory import InMemoryStore

@@ -15,11 +15,11 @@ from llmpool.errors import InvalidConfigError
 from llmpool.models import LLMConfig
 from llmpool.pool.facade import LLMPool
 from llmpool.providers import ConfigKeysCheck, get_registry
+from llmpool.providers.prices import Budget, client_config, usage_terms
 from llmpool.repository.memory import InMemoryStore
 from llmpool.repository.sql.store import SQLStore
 from llmpool.usage import UsageRow
 from llmpool.usage.meter import UsageMeter
-from llmpool.usage.prices import Budget, client_config, usage_terms
 from llmpool.usage.report import parse_since
 from llmpool.usage.sql import SQLUsageTable
 from llmpool.usage.table import MemoryUsageTable, UsageBucket
@@ -205,7 +205,7 @@ def test_meter_counts_calls_errors_tokens_and_cost_per_minute() -> None:
     clock.now += 60
     meter.record(row, ok=True, usage={"input_tokens": -4, "output_tokens": "x"})
     assert meter.flush()
-    parts = sorted(table.parts(None, None, None, None), key=lambda p: p.last)
+    parts = sorted(table.parts(None, None, None, None), key=lambda p: p.minute)
     assert [(p.calls, p.errors, p.input_tokens, p.output_tokens, p.cost) for p in parts] == [
         (2, 1, 3, 5, 3.0),
         (1, 0, 0, 0, 0.0),
@@ -273,7 +273,7 @@ def test_memory_table_drops_buckets_older_than_it_keeps() -> None:
 
     def add_and_list(minute: int) -> list[float]:
         table.add([UsageBucket(minute, "a", "global", "A", "fake", "m", 1, 0, 0, 0, 0.0)])
-        return sorted(p.last / 60 for p in table.parts(None, None, None, None))
+        return sorted(p.minute for p in table.parts(None, None, None, None))
 
     assert add_and_list(0) == [0]
     assert add_and_list(1000) == [0, 1000]

@@ -13,8 +13,8 @@ import pytest
 from helpers import wait_until
 from servers import AnthropicServer, OpenAIServer, Request
 
+from llmpool.contracts import Candidate
 from llmpool.fallback.policy import FallbackPolicy
-from llmpool.fallback.walk import Candidate
 from llmpool.models import LLMConfig
 from llmpool.pool.facade import LLMPool
 from llmpool.repository.sql.store import SQLStore

@@ -20,8 +20,8 @@ from servers import AnthropicServer, OpenAIServer, Reply, Status
 
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.pool.facade import LLMPool
+from llmpool.providers.prices import Budget
 from llmpool.repository.sql.store import SQLStore
-from llmpool.usage.prices import Budget
 
 POLICY = FallbackPolicy(
     attempts=2, backoff_initial=0.001, backoff_max=0.002, backoff_jitter=0, failure_threshold=1000
@@ -199,7 +199,7 @@ def test_budget_skips_the_row_until_the_day_rolls_over(
     assert (row["name"], row["status"], row["reason"]) == (
         "A",
         "skipped",
-        "over budget: spent 3 of 3",
+        "over budget: spent 3 of 3 this day (UTC); resets in 2 min",  # as the calls skip it
     )
     assert row["budget"] == {
         "amount": 3.0,

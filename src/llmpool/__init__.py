@@ -12,8 +12,13 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+# The logging HOWTO's advice for libraries: records reach the application's own handlers, and
+# an application that configured none is not written to by Python's last-resort handler.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:  # the same table, for type checkers (explicit re-exports)
     from llmpool.api import aget_default_llm_config as aget_default_llm_config
@@ -31,12 +36,9 @@ if TYPE_CHECKING:  # the same table, for type checkers (explicit re-exports)
     from llmpool.api import get_llms_from_db as get_llms_from_db
     from llmpool.api import get_pool as get_pool
     from llmpool.api import set_pool as set_pool
-    from llmpool.credentials.allowlist import EnvAllowlist as EnvAllowlist
-    from llmpool.credentials.resolve import resolve_auth as resolve_auth
-    from llmpool.embeddings.model import FallbackEmbeddings as FallbackEmbeddings
-    from llmpool.embeddings.model import Vector as Vector
-    from llmpool.embeddings.model import Vectors as Vectors
-    from llmpool.embeddings.space import space_of as space_of
+    from llmpool.contracts import AdmissionCheck as AdmissionCheck
+    from llmpool.contracts import Candidate as Candidate
+    from llmpool.contracts import Observer as Observer
     from llmpool.errors import AllLLMsFailedError as AllLLMsFailedError
     from llmpool.errors import AllLLMsFailedToInitializeError as AllLLMsFailedToInitializeError
     from llmpool.errors import AmbiguousNameError as AmbiguousNameError
@@ -63,14 +65,15 @@ if TYPE_CHECKING:  # the same table, for type checkers (explicit re-exports)
     from llmpool.errors import UnknownProviderError as UnknownProviderError
     from llmpool.errors import UnsupportedParameterError as UnsupportedParameterError
     from llmpool.errors import WrongKindError as WrongKindError
-    from llmpool.fallback.admission import AdmissionCheck as AdmissionCheck
     from llmpool.fallback.breakers import BreakerStore as BreakerStore
     from llmpool.fallback.breakers import LocalBreakerStore as LocalBreakerStore
-    from llmpool.fallback.breakers_redis import RedisBreakerStore as RedisBreakerStore
+    from llmpool.fallback.breakers import RedisBreakerStore as RedisBreakerStore
+    from llmpool.fallback.embeddings import FallbackEmbeddings as FallbackEmbeddings
+    from llmpool.fallback.embeddings import Vector as Vector
+    from llmpool.fallback.embeddings import Vectors as Vectors
     from llmpool.fallback.model import FallbackChatModel as FallbackChatModel
     from llmpool.fallback.policy import FallbackPolicy as FallbackPolicy
     from llmpool.fallback.policy import Outcome as Outcome
-    from llmpool.fallback.walk import Candidate as Candidate
     from llmpool.legacy import get_anthropic_llm as get_anthropic_llm
     from llmpool.legacy import get_ollama_llm as get_ollama_llm
     from llmpool.legacy import get_openai_llm as get_openai_llm
@@ -86,20 +89,22 @@ if TYPE_CHECKING:  # the same table, for type checkers (explicit re-exports)
     from llmpool.observe.events import CallEvent as CallEvent
     from llmpool.observe.events import FailoverEvent as FailoverEvent
     from llmpool.observe.events import ReloadEvent as ReloadEvent
-    from llmpool.observe.hooks import Observer as Observer
     from llmpool.observe.logs import LoggingObserver as LoggingObserver
     from llmpool.observe.otel import OpenTelemetryObserver as OpenTelemetryObserver
     from llmpool.pool.facade import LLMPool as LLMPool
+    from llmpool.pool.health import ScopeStatus as ScopeStatus
     from llmpool.pool.options import PoolOptions as PoolOptions
-    from llmpool.pool.status import ScopeStatus as ScopeStatus
     from llmpool.providers import Provider as Provider
     from llmpool.providers import ProviderRegistry as ProviderRegistry
     from llmpool.providers import get_registry as get_registry
     from llmpool.providers import register_provider as register_provider
+    from llmpool.providers.allowlist import EnvAllowlist as EnvAllowlist
+    from llmpool.providers.allowlist import resolve_auth as resolve_auth
     from llmpool.repository import LLMRepository as LLMRepository
     from llmpool.repository import LLMStore as LLMStore
     from llmpool.repository import Snapshot as Snapshot
     from llmpool.repository.memory import InMemoryStore as InMemoryStore
+    from llmpool.repository.spaces import space_of as space_of
     from llmpool.repository.sql.async_store import AsyncSQLRepository as AsyncSQLRepository
     from llmpool.repository.sql.migrate import migrate as migrate
     from llmpool.repository.sql.migrate import seed_starter_rows as seed_starter_rows
@@ -107,115 +112,94 @@ if TYPE_CHECKING:  # the same table, for type checkers (explicit re-exports)
     from llmpool.usage.report import UsageRow as UsageRow
     from llmpool.version import __version__ as __version__
 
-# name -> the module that defines it; resolved lazily by __getattr__ below.
-_EXPORTS: dict[str, str] = {
-    # the installed version, from the package metadata
-    "__version__": "llmpool.version",
-    # the usage guide's functions
-    "get_llm": "llmpool.api",
-    "get_llm_with_fallback": "llmpool.api",
-    "get_llms_from_db": "llmpool.api",
-    "get_default_llm_config": "llmpool.api",
-    "create_llm_instance": "llmpool.api",
-    "aget_llm": "llmpool.api",
-    "aget_llm_with_fallback": "llmpool.api",
-    "aget_llms_from_db": "llmpool.api",
-    "aget_default_llm_config": "llmpool.api",
-    "get_pool": "llmpool.api",
-    "set_pool": "llmpool.api",
-    # embeddings
-    "get_embeddings": "llmpool.api",
-    "get_embeddings_with_fallback": "llmpool.api",
-    "aget_embeddings": "llmpool.api",
-    "aget_embeddings_with_fallback": "llmpool.api",
-    "FallbackEmbeddings": "llmpool.embeddings.model",
-    "Vectors": "llmpool.embeddings.model",
-    "Vector": "llmpool.embeddings.model",
-    "space_of": "llmpool.embeddings.space",
-    # the pool
-    "LLMPool": "llmpool.pool.facade",
-    "PoolOptions": "llmpool.pool.options",
-    # usage and spend
-    "UsageRow": "llmpool.usage.report",
-    # legacy, deprecated
-    "get_openai_llm": "llmpool.legacy",
-    "get_anthropic_llm": "llmpool.legacy",
-    "get_ollama_llm": "llmpool.legacy",
-    # rows
-    "LLMConfig": "llmpool.models",
-    "AuditEntry": "llmpool.models",
-    "BadRow": "llmpool.models",
-    # repositories and stores
-    "LLMRepository": "llmpool.repository",
-    "LLMStore": "llmpool.repository",
-    "Snapshot": "llmpool.repository",
-    "InMemoryStore": "llmpool.repository.memory",
-    "SQLStore": "llmpool.repository.sql.store",
-    "AsyncSQLRepository": "llmpool.repository.sql.async_store",
-    "migrate": "llmpool.repository.sql.migrate",
-    "seed_starter_rows": "llmpool.repository.sql.migrate",
-    # credentials
-    "EnvAllowlist": "llmpool.credentials.allowlist",
-    "resolve_auth": "llmpool.credentials.resolve",
-    # providers
-    "Provider": "llmpool.providers",
-    "ProviderRegistry": "llmpool.providers",
-    "get_registry": "llmpool.providers",
-    "register_provider": "llmpool.providers",
-    # fallback
-    "FallbackChatModel": "llmpool.fallback.model",
-    "Candidate": "llmpool.fallback.walk",
-    "FallbackPolicy": "llmpool.fallback.policy",
-    "Outcome": "llmpool.fallback.policy",
-    "BreakerStore": "llmpool.fallback.breakers",
-    "LocalBreakerStore": "llmpool.fallback.breakers",
-    "RedisBreakerStore": "llmpool.fallback.breakers_redis",
-    "AdmissionCheck": "llmpool.fallback.admission",
-    # routing and limits
-    "RateLimiter": "llmpool.limits",
-    "LocalLimits": "llmpool.limits",
-    "RedisLimits": "llmpool.limits.redis",
-    # observability: hooks, their events, the built-in observers, the health report
-    "Observer": "llmpool.observe.hooks",
-    "AttemptEvent": "llmpool.observe.events",
-    "BreakerEvent": "llmpool.observe.events",
-    "BuildFailedEvent": "llmpool.observe.events",
-    "CallEvent": "llmpool.observe.events",
-    "FailoverEvent": "llmpool.observe.events",
-    "ReloadEvent": "llmpool.observe.events",
-    "LoggingObserver": "llmpool.observe.logs",
-    "OpenTelemetryObserver": "llmpool.observe.otel",
-    "ScopeStatus": "llmpool.pool.status",
-    # errors
-    "LLMPoolError": "llmpool.errors",
-    "AllLLMsFailedError": "llmpool.errors",
-    "AllLLMsFailedToInitializeError": "llmpool.errors",
-    "AmbiguousNameError": "llmpool.errors",
-    "ArgumentTooLongError": "llmpool.errors",
-    "CandidateFailure": "llmpool.errors",
-    "ConflictError": "llmpool.errors",
-    "DatabaseError": "llmpool.errors",
-    "DatabaseUnavailableError": "llmpool.errors",
-    "EnvNotAllowedError": "llmpool.errors",
-    "InvalidConfigError": "llmpool.errors",
-    "InvalidDefaultLLMError": "llmpool.errors",
-    "LiteralSecretError": "llmpool.errors",
-    "LLMNotFoundError": "llmpool.errors",
-    "MidStreamError": "llmpool.errors",
-    "MixedSpacesError": "llmpool.errors",
-    "MigrationChecksumError": "llmpool.errors",
-    "MigrationError": "llmpool.errors",
-    "MissingSecretError": "llmpool.errors",
-    "NoDefaultLLMError": "llmpool.errors",
-    "ProviderError": "llmpool.errors",
-    "ProviderLoadError": "llmpool.errors",
-    "ProviderNotInstalledError": "llmpool.errors",
-    "UnknownProviderError": "llmpool.errors",
-    "UnsupportedParameterError": "llmpool.errors",
-    "WrongKindError": "llmpool.errors",
+# module -> the names it exports, resolved lazily by __getattr__ below.
+_MODULES: dict[str, tuple[str, ...]] = {
+    "llmpool.version": ("__version__",),
+    "llmpool.api": (
+        "get_llm",
+        "get_llm_with_fallback",
+        "get_llms_from_db",
+        "get_default_llm_config",
+        "create_llm_instance",
+        "aget_llm",
+        "aget_llm_with_fallback",
+        "aget_llms_from_db",
+        "aget_default_llm_config",
+        "get_embeddings",
+        "get_embeddings_with_fallback",
+        "aget_embeddings",
+        "aget_embeddings_with_fallback",
+        "get_pool",
+        "set_pool",
+    ),
+    "llmpool.fallback.embeddings": ("FallbackEmbeddings", "Vectors", "Vector"),
+    "llmpool.repository.spaces": ("space_of",),
+    "llmpool.pool.facade": ("LLMPool",),
+    "llmpool.pool.options": ("PoolOptions",),
+    "llmpool.pool.health": ("ScopeStatus",),
+    "llmpool.usage.report": ("UsageRow",),
+    "llmpool.legacy": ("get_openai_llm", "get_anthropic_llm", "get_ollama_llm"),
+    "llmpool.models": ("LLMConfig", "AuditEntry", "BadRow"),
+    "llmpool.repository": ("LLMRepository", "LLMStore", "Snapshot"),
+    "llmpool.repository.memory": ("InMemoryStore",),
+    "llmpool.repository.sql.store": ("SQLStore",),
+    "llmpool.repository.sql.async_store": ("AsyncSQLRepository",),
+    "llmpool.repository.sql.migrate": ("migrate", "seed_starter_rows"),
+    "llmpool.providers.allowlist": ("EnvAllowlist", "resolve_auth"),
+    "llmpool.providers": ("Provider", "ProviderRegistry", "get_registry", "register_provider"),
+    "llmpool.fallback.model": ("FallbackChatModel",),
+    "llmpool.fallback.policy": ("FallbackPolicy", "Outcome"),
+    "llmpool.fallback.breakers": ("BreakerStore", "LocalBreakerStore", "RedisBreakerStore"),
+    "llmpool.contracts": ("Candidate", "AdmissionCheck", "Observer"),
+    "llmpool.limits": ("RateLimiter", "LocalLimits"),
+    "llmpool.limits.redis": ("RedisLimits",),
+    "llmpool.observe.events": (
+        "AttemptEvent",
+        "BreakerEvent",
+        "BuildFailedEvent",
+        "CallEvent",
+        "FailoverEvent",
+        "ReloadEvent",
+    ),
+    "llmpool.observe.logs": ("LoggingObserver",),
+    "llmpool.observe.otel": ("OpenTelemetryObserver",),
+    "llmpool.errors": (
+        "LLMPoolError",
+        "AllLLMsFailedError",
+        "AllLLMsFailedToInitializeError",
+        "AmbiguousNameError",
+        "ArgumentTooLongError",
+        "CandidateFailure",
+        "ConflictError",
+        "DatabaseError",
+        "DatabaseUnavailableError",
+        "EnvNotAllowedError",
+        "InvalidConfigError",
+        "InvalidDefaultLLMError",
+        "LiteralSecretError",
+        "LLMNotFoundError",
+        "MidStreamError",
+        "MixedSpacesError",
+        "MigrationChecksumError",
+        "MigrationError",
+        "MissingSecretError",
+        "NoDefaultLLMError",
+        "ProviderError",
+        "ProviderLoadError",
+        "ProviderNotInstalledError",
+        "UnknownProviderError",
+        "UnsupportedParameterError",
+        "WrongKindError",
+    ),
 }
+# name -> the module that defines it.
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = sorted(_EXPORTS)
+
+# The usage guide's functions over the default pool: importing them opens nothing, and lets
+# FallbackChatModel(scope=...) (a loaded serialized model) serve the default pool's scope.
+import_module("llmpool.api")
 
 
 def __getattr__(name: str) -> Any:

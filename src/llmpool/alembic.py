@@ -1,38 +1,10 @@
-"""llmpool's tables in an application whose schema Alembic manages.
+"""llmpool's tables in an application whose schema Alembic manages (see the README).
 
-llmpool's schema is plain SQL shipped in the wheel (``migrations_sql/<dialect>/NNNN_name.sql``,
-each with a reverse script in ``down/``). An application on Alembic runs it from one of its own
-revisions, on the revision's connection and inside its transaction, and keeps autogenerate
-away from the tables it did not declare:
-
-``env.py``::
-
-    import llmpool.alembic
-
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        include_object=llmpool.alembic.include_object,
-    )
-
-a revision::
-
-    from alembic import op
-    import llmpool.alembic
-
-    def upgrade() -> None:
-        llmpool.alembic.upgrade(op, to=4)       # llmpool's migrations 0001..0004
-
-    def downgrade() -> None:
-        llmpool.alembic.downgrade(op)           # everything upgrade created, in reverse
-
-Nothing here begins, commits or rolls back a transaction: every change is part of the
-revision's, with ``transaction_per_migration`` true or false, on PostgreSQL and SQLite, so a
-failing revision leaves nothing of llmpool behind. A later revision can read and write rows on
-the same connection (`store`, `seed_starter_rows`). Alembic itself is not imported: this module
-only needs the ``op`` a revision gets. Offline mode (``alembic upgrade --sql``) is not supported:
-what to apply depends on what ``llmpool_migrations`` records; ``llmpool migrate`` or these
-functions need a live connection.
+A revision runs llmpool's migrations (`upgrade`, `downgrade`) on its connection and inside its
+transaction, which nothing here begins, commits or rolls back, so a failing revision leaves
+nothing of llmpool behind; ``env.py`` passes `include_object` to keep autogenerate away from
+llmpool's tables. Alembic itself is not imported. Offline mode (``--sql``) is not supported:
+what to apply depends on what ``llmpool_migrations`` records.
 """
 
 from __future__ import annotations
@@ -57,7 +29,14 @@ __all__ = [
     "upgrade",
 ]
 
-_DIALECTS = ("postgresql", "sqlite")
+
+class Operations(Protocol):
+    """What llmpool needs of Alembic's ``op``: the revision's connection."""
+
+    def get_bind(self) -> Connection:
+        """Return the connection the revision runs on."""
+
+
 _NAME = r"\"?([A-Za-z_][A-Za-z0-9_]*)\"?"
 # What a migration does to the set of tables, statement by statement.
 _TABLE_CHANGE = re.compile(
@@ -68,20 +47,10 @@ _TABLE_CHANGE = re.compile(
 )
 
 
-class Operations(Protocol):
-    """What llmpool needs of Alembic's ``op``: the revision's connection."""
-
-    def get_bind(self) -> Connection:
-        """Return the connection the revision runs on."""
-
-
 @lru_cache(maxsize=1)
 def tables() -> frozenset[str]:
-    """Return the names of every table llmpool's migrations create, and ``llmpool_migrations``.
-
-    Read from the shipped migration files of every dialect, in order (``CREATE TABLE``, then
-    ``DROP TABLE`` and ``ALTER TABLE ... RENAME TO``), so a table a later migration adds is
-    included without a change here, and a table rebuilt under a temporary name is not.
+    """Return the names of the tables llmpool's migrations leave (``CREATE``, ``DROP`` and
+    ``RENAME`` read in order, every dialect), ``llmpool_migrations`` too.
 
     Example:
         >>> {"llms", "llm_audit", "llmpool_state", "llmpool_migrations"} <= tables()
@@ -90,46 +59,23 @@ def tables() -> frozenset[str]:
     from llmpool.repository.sql.migrate import load_migrations
 
     names = {"llmpool_migrations"}
-    for dialect in _DIALECTS:
+    for dialect in ("postgresql", "sqlite"):
         present: set[str] = set()
         for migration in load_migrations(dialect):
             for created, dropped, old, new in _TABLE_CHANGE.findall(migration.sql):
-                if created:
-                    present.add(created.lower())
-                elif dropped:
-                    present.discard(dropped.lower())
-                else:
-                    present.discard(old.lower())
-                    present.add(new.lower())
+                present.discard((dropped or old).lower())
+                if created or new:
+                    present.add((created or new).lower())
         names |= present
     return frozenset(names)
-
-
-def _table_of(obj: Any, name: str | None, type_: str) -> str | None:
-    if type_ == "table":
-        return name
-    table = getattr(obj, "table", None)
-    return getattr(table, "name", None)
 
 
 def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
-    """Alembic's ``include_object`` hook: leave llmpool's tables out of autogenerate.
-
-    A table llmpool created, and its columns, indexes and constraints, are excluded; every
-    other object is compared as usual. To combine it with your own filter, return
-    ``llmpool.alembic.include_object(...) and mine(...)``.
-
-    Args:
-        obj: The schema item (Alembic passes it first).
-        name: Its name.
-        type_: ``"table"``, ``"column"``, ``"index"``, ``"unique_constraint"``, ...
-        reflected: Whether it was read from the database.
-        compare_to: The item it is compared with, if any.
-
-    Returns:
-        ``False`` for llmpool's objects.
+    """Alembic's ``include_object`` hook: leave llmpool's tables, and their columns, indexes and
+    constraints, out of autogenerate (combine it with yours: ``include_object(...) and
+    mine(...)``).
 
     Example:
         >>> include_object(None, "llms", "table", True, None)
@@ -137,15 +83,13 @@ def include_object(
         >>> include_object(None, "invoices", "table", True, None)
         True
     """
-    table = _table_of(obj, name, type_)
+    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
     return table is None or table.lower() not in tables()
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    """Alembic's ``include_name`` hook: do not even reflect llmpool's tables.
-
-    Faster than `include_object` on a large database (the tables are never read); the two may
-    be used together.
+    """Alembic's ``include_name`` hook: do not even reflect llmpool's tables (faster than
+    `include_object` on a large database; the two may be used together).
 
     Example:
         >>> include_name("llm_audit", "table", {})
@@ -160,17 +104,9 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
 
 
 def upgrade(op: Operations, *, to: int | None = None, seed: bool = False) -> list[str]:
-    """Apply llmpool's pending migrations on the revision's connection, in its transaction.
-
-    Args:
-        op: Alembic's ``op`` (anything with ``get_bind()`` returning a `Connection`).
-        to: Apply only the migrations numbered up to this one; ``None`` for all that this
-            llmpool ships. Pinning it keeps the revision's schema the same whichever llmpool
-            release runs it; a later revision raises it.
-        seed: Also insert the usage guide's starter rows (`seed_starter_rows`).
-
-    Returns:
-        The migration files applied now.
+    """Apply llmpool's pending migrations on the revision's connection, in its transaction, up
+    to ``to`` (so the revision builds the same schema whichever llmpool release runs it; ``None``:
+    all) and, with ``seed``, the usage guide's starter rows; return the files applied now.
 
     Raises:
         MigrationChecksumError: An applied file has changed since it was applied.
@@ -196,23 +132,12 @@ def upgrade(op: Operations, *, to: int | None = None, seed: bool = False) -> lis
 
 
 def downgrade(op: Operations, *, to: int = 0) -> list[str]:
-    """Revert llmpool's migrations on the revision's connection, in its transaction.
+    """Revert llmpool's migrations numbered above ``to`` (the ``to`` of the previous revision
+    that called `upgrade`; ``0``: all) on the revision's connection, newest first; return them.
 
-    Runs the reverse script (``down/NNNN_name.sql``) of every applied migration numbered
-    above ``to``, newest first: tables, indexes, PostgreSQL functions and triggers go, and so
-    does ``llmpool_migrations`` once no migration is left, so a later `upgrade` starts from
-    nothing.
-
-    Args:
-        op: Alembic's ``op``.
-        to: Keep the migrations numbered up to this one (the ``to`` of the previous revision
-            that called `upgrade`); ``0`` reverts them all.
-
-    Returns:
-        The migration files reverted now.
-
-    Raises:
-        MigrationError: An applied migration has no reverse script here, or one failed.
+    Tables, indexes, PostgreSQL functions and triggers go, and ``llmpool_migrations`` once no
+    migration is left. `MigrationError`: an applied migration has no reverse script here, or
+    one failed.
     """
     from llmpool.repository.sql.migrate import downgrade_connection
 
@@ -220,12 +145,8 @@ def downgrade(op: Operations, *, to: int = 0) -> list[str]:
 
 
 def store(op: Operations, **options: Any) -> SQLStore:
-    """Return a `SQLStore` on the revision's connection: its writes join the revision's
-    transaction (each in a SAVEPOINT) and commit with it.
-
-    Args:
-        op: Alembic's ``op``.
-        **options: Passed to `SQLStore` (``validators``...).
+    """Return a `SQLStore` (``options`` passed on) whose writes join the revision's transaction,
+    each in a SAVEPOINT, and commit with it.
 
     Example:
         >>> import sqlalchemy as sa
@@ -246,17 +167,8 @@ def store(op: Operations, **options: Any) -> SQLStore:
 def seed_starter_rows(
     op: Operations, *, scope: str = "global", actor: str = "alembic"
 ) -> list[LLMConfig]:
-    """Insert the usage guide's starter rows that are not there yet, in the revision's
-    transaction (see `llmpool.repository.sql.migrate.seed_starter_rows`).
-
-    Args:
-        op: Alembic's ``op``.
-        scope: The scope to seed.
-        actor: Recorded in the audit log.
-
-    Returns:
-        The rows inserted now; empty when they were all there.
-    """
+    """Insert the usage guide's starter rows that ``scope`` lacks, in the revision's
+    transaction; return those inserted now (see `llmpool.repository.sql.migrate`)."""
     from llmpool.repository.sql import migrate
 
     return migrate.seed_starter_rows(store(op), scope=scope, actor=actor)

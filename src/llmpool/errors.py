@@ -29,9 +29,8 @@ variable) and never a secret's value::
     │   └── AllLLMsFailedToInitializeError      "All LLMs failed to initialize"
     └── MidStreamError                          a stream broke after chunks were emitted
 
-Not-found errors subclass `LookupError`, never `KeyError`, whose message prints in quotes.
-Text that came from a caller or from a row (a name, an id, a scope) is shortened in messages to
-`MESSAGE_TEXT_LIMIT` characters (`shorten`): a 10 MB name never makes a 10 MB error.
+Not-found errors subclass `LookupError`, never `KeyError`, whose message prints in quotes; text
+from a caller or a row is cut to `MESSAGE_TEXT_LIMIT` characters in messages (`shorten`).
 """
 
 from __future__ import annotations
@@ -39,119 +38,32 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = [
-    "MESSAGE_TEXT_LIMIT",
-    "AllLLMsFailedError",
-    "ArgumentTooLongError",
-    "AllLLMsFailedToInitializeError",
-    "AmbiguousNameError",
-    "CandidateFailure",
-    "ConflictError",
-    "DatabaseError",
-    "DatabaseUnavailableError",
-    "EnvNotAllowedError",
-    "InvalidConfigError",
-    "InvalidDefaultLLMError",
-    "LLMNotFoundError",
-    "LLMPoolError",
-    "LiteralSecretError",
-    "MixedSpacesError",
-    "MidStreamError",
-    "MigrationChecksumError",
-    "MigrationError",
-    "MissingSecretError",
-    "NoDefaultLLMError",
-    "ProviderError",
-    "ProviderLoadError",
-    "ProviderNotInstalledError",
-    "UnknownProviderError",
-    "UnsupportedParameterError",
-    "WrongKindError",
-    "describe_row",
-    "shorten",
-    "visible",
-]
-
 #: How many characters of a caller's or a row's text a message quotes before cutting it short.
 MESSAGE_TEXT_LIMIT = 80
 
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL_ESCAPES.update({ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"})
+
 
 def shorten(text: str, limit: int = MESSAGE_TEXT_LIMIT) -> str:
-    """Return ``text`` cut to ``limit`` characters, with ``…`` when something was cut.
-
-    Args:
-        text: Text to quote in a message.
-        limit: The most characters kept.
-
-    Returns:
-        ``text`` itself when it is short enough, else its first ``limit`` characters and ``…``.
-
-    Example:
-        >>> shorten("GPT-4"), shorten("x" * 100, 5)
-        ('GPT-4', 'xxxxx…')
-    """
+    """Return ``text`` cut to ``limit`` characters, with ``…`` when something was cut."""
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _control_escapes() -> dict[int, str]:
-    codes = [*range(0x20), 0x7F, *range(0x80, 0xA0)]
-    table = {code: f"\\x{code:02x}" for code in codes}
-    table.update({ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"})
-    return table
-
-
-_CONTROL_ESCAPES = _control_escapes()
-
-
 def visible(text: str) -> str:
-    """Return ``text`` with its control characters (C0, DEL, C1) written as visible escapes.
-
-    A name holding a terminal escape sequence must not recolour, move or clear the terminal of
-    whoever reads a message or a table: ``ESC`` prints as ``\\x1b``, a tab as ``\\t``.
-
-    Args:
-        text: Text from a row or a caller.
-
-    Returns:
-        The same text, each control character replaced by its escape.
-
-    Example:
-        >>> visible("\\x1b[2Jname\\tx")
-        '\\\\x1b[2Jname\\\\tx'
-    """
+    """Return ``text`` with its control characters (C0, DEL, C1) as escapes, so that a name
+    holding a terminal escape sequence cannot write to the terminal of whoever reads it."""
     return text.translate(_CONTROL_ESCAPES)
 
 
 def describe_row(name: str | None, llm_id: str | None) -> str:
-    """Return the way every message names a row: ``LLM 'GPT-4' (id abc-123)``.
-
-    The name and the id are shortened (`shorten`); the name is quoted with ``repr`` and the id
-    has its control characters escaped (`visible`), so neither can write to the terminal.
-
-    Args:
-        name: The row's name, if known.
-        llm_id: The row's id, if known.
-
-    Returns:
-        A short human description of the row.
-
-    Example:
-        >>> describe_row("GPT-4", "abc")
-        "LLM 'GPT-4' (id abc)"
-        >>> describe_row("\\x1b[31mred", None)
-        "LLM '\\\\x1b[31mred'"
-    """
-    if name:
-        name = shorten(name)
+    """Return the way every message names a row (``LLM 'GPT-4' (id abc)``), shortened and
+    unable to write to a terminal."""
+    shown = f"LLM {shorten(name)!r}" if name else "LLM"
     if llm_id:
         llm_id = shorten(visible(llm_id))
-    if name and llm_id:
-        return f"LLM {name!r} (id {llm_id})"
-    if name:
-        return f"LLM {name!r}"
-    if llm_id:
-        return f"LLM id {llm_id}"
-    return "LLM row"
+        return f"{shown} (id {llm_id})" if name else f"LLM id {llm_id}"
+    return shown if name else "LLM row"
 
 
 class LLMPoolError(Exception):
@@ -159,13 +71,7 @@ class LLMPoolError(Exception):
 
 
 class InvalidConfigError(LLMPoolError, ValueError):
-    """A row, or a write to the table, failed validation.
-
-    Attributes:
-        llm_name: The row's name, when known.
-        llm_id: The row's id, when known.
-        field: The field at fault (``priority``, ``auth_meta.api_key``, ...), when known.
-    """
+    """A row, or a write to the table, failed validation; ``field`` is the field at fault."""
 
     def __init__(
         self,
@@ -190,16 +96,7 @@ class EnvNotAllowedError(InvalidConfigError):
 
 
 class ArgumentTooLongError(LLMPoolError, ValueError):
-    """A text argument of a lookup (a scope, a search, an id, a name) is longer than allowed.
-
-    Nothing is looked up: no row can hold such a value. The message quotes the argument's
-    first characters only.
-
-    Attributes:
-        argument: The argument at fault (``scope``, ``search``, ``llm_id``, ...).
-        length: Its length, in characters.
-        limit: The most characters it may have.
-    """
+    """A lookup's text argument (a scope, a search, an id, a name) is longer than any row holds."""
 
     def __init__(self, argument: str, value: str, limit: int) -> None:
         super().__init__(
@@ -216,11 +113,7 @@ class LLMNotFoundError(LLMPoolError, LookupError):
 
 
 class AmbiguousNameError(LLMNotFoundError):
-    """Several rows have the name asked for; the message lists each by scope and id.
-
-    Attributes:
-        candidates: The ids of the rows that have the name.
-    """
+    """Several rows have the name asked for; ``candidates`` holds their ids."""
 
     def __init__(self, message: str, *, candidates: Sequence[str] = ()) -> None:
         super().__init__(message)
@@ -232,11 +125,7 @@ class NoDefaultLLMError(LLMPoolError, LookupError):
 
 
 class InvalidDefaultLLMError(NoDefaultLLMError, InvalidConfigError):
-    """The scope's default row exists but fails validation; the message names it by name and id.
-
-    It is a `NoDefaultLLMError` (there is no usable default) and an `InvalidConfigError` (naming
-    the row and the field), so code written for either keeps working.
-    """
+    """The scope's default row exists but fails validation: there is no usable default."""
 
 
 class ConflictError(LLMPoolError):
@@ -260,21 +149,10 @@ class MigrationChecksumError(MigrationError):
 
 
 class MissingSecretError(LLMPoolError):
-    """A referenced environment variable or secret file is not set.
-
-    Attributes:
-        variable: The environment variable (or file path) that was looked up.
-        llm_name: The row's name.
-        llm_id: The row's id.
-    """
+    """A referenced environment variable or secret file (``variable``) is not set."""
 
     def __init__(
-        self,
-        message: str,
-        *,
-        variable: str,
-        llm_name: str | None = None,
-        llm_id: str | None = None,
+        self, message: str, *, variable: str, llm_name: str | None = None, llm_id: str | None = None
     ) -> None:
         super().__init__(message)
         self.variable = variable
@@ -295,11 +173,7 @@ class ProviderNotInstalledError(ProviderError, ImportError):
 
 
 class ProviderLoadError(ProviderError):
-    """A provider plugin raised while it was imported or built.
-
-    Attributes:
-        distribution: The installed distribution that declared the entry point, when known.
-    """
+    """A provider plugin raised while it was imported or built (from ``distribution``)."""
 
     def __init__(self, message: str, *, distribution: str | None = None) -> None:
         super().__init__(message)
@@ -312,15 +186,7 @@ class UnsupportedParameterError(ProviderError, ValueError):
 
 @dataclass(frozen=True)
 class CandidateFailure:
-    """Why one candidate did not answer.
-
-    Attributes:
-        llm_id: The row's id.
-        name: The row's name.
-        provider: The row's provider.
-        reason: A one-line description of the failure, free of secrets.
-        error: The original exception, if any.
-    """
+    """Why one candidate did not answer: ``reason`` in one line, free of secrets."""
 
     llm_id: str
     name: str
@@ -329,41 +195,24 @@ class CandidateFailure:
     error: BaseException | None = None
 
 
-def _without_row(reason: str, row: str) -> str:
-    """Return ``reason`` without the row's own name, which the line already starts with.
-
-    Example:
-        >>> _without_row("MissingSecretError: LLM 'a' (id 1): OPENAI_API_KEY is not set",
-        ...              "LLM 'a' (id 1)")
-        'MissingSecretError: OPENAI_API_KEY is not set'
-    """
-    if reason.startswith(f"{row}: "):
-        return reason[len(row) + 2 :]
-    return reason.replace(f": {row}: ", ": ", 1)
-
-
-def _format_failures(header: str, failures: Sequence[CandidateFailure]) -> str:
-    lines = [header]
-    for index, failure in enumerate(failures, 1):
-        row = describe_row(failure.name, failure.llm_id)
-        lines.append(f"  {index}. {row} [{failure.provider}]: {_without_row(failure.reason, row)}")
-    if not failures:
-        lines.append("  (no enabled LLMs in this scope)")
-    return "\n".join(lines)
-
-
 class AllLLMsFailedError(LLMPoolError, RuntimeError):
-    """Every candidate failed. The message lists each candidate and its error, in order.
-
-    Attributes:
-        failures: One entry per candidate, in the order they were tried.
-    """
+    """Every candidate failed; ``failures`` lists each and its error, in the order tried."""
 
     header = "All LLMs failed"
 
     def __init__(self, failures: Sequence[CandidateFailure], *, scope: str | None = None) -> None:
-        where = f" in scope {scope!r}" if scope is not None else ""
-        super().__init__(_format_failures(f"{self.header}{where}:", failures))
+        lines = [f"{self.header} in scope {scope!r}:" if scope is not None else f"{self.header}:"]
+        for index, failure in enumerate(failures, 1):
+            row = describe_row(failure.name, failure.llm_id)
+            reason = failure.reason  # without the row's name: the line starts with it
+            if reason.startswith(f"{row}: "):
+                reason = reason[len(row) + 2 :]
+            else:
+                reason = reason.replace(f": {row}: ", ": ", 1)
+            lines.append(f"  {index}. {row} [{failure.provider}]: {reason}")
+        if not failures:
+            lines.append("  (no enabled LLMs in this scope)")
+        super().__init__("\n".join(lines))
         self.failures = tuple(failures)
         self.scope = scope
 
@@ -375,13 +224,8 @@ class AllLLMsFailedToInitializeError(AllLLMsFailedError):
 
 
 class MidStreamError(LLMPoolError):
-    """A stream failed after it had emitted chunks; llmpool never switches model mid-answer.
-
-    Attributes:
-        partial_text: The text emitted before the failure.
-        llm_id: The row that was streaming.
-        llm_name: Its name.
-    """
+    """A stream failed after it had emitted ``partial_text``; llmpool never switches model
+    mid-answer."""
 
     def __init__(self, message: str, *, partial_text: str, llm_id: str, llm_name: str) -> None:
         super().__init__(message)
@@ -391,14 +235,8 @@ class MidStreamError(LLMPoolError):
 
 
 class WrongKindError(LLMNotFoundError):
-    """The row asked for is of another kind: an embedding row given to a chat function, or
-    a chat row given to an embedding function. The message names the row and the function to
-    use instead.
-
-    Attributes:
-        llm_id: The row.
-        kind: Its kind (``"chat"`` or ``"embedding"``).
-    """
+    """The row is of the other ``kind`` (an embedding row asked for as a chat model, or back);
+    the message names the function to use instead."""
 
     def __init__(self, message: str, *, llm_id: str, kind: str) -> None:
         super().__init__(message)
@@ -407,14 +245,7 @@ class WrongKindError(LLMNotFoundError):
 
 
 class MixedSpacesError(LLMPoolError, ValueError):
-    """A fallback chain of embedding rows would cross between vector spaces.
-
-    Vectors of two spaces cannot share an index: the chain is refused, naming every row with
-    its space, instead of writing vectors of another model into the same index.
-
-    Attributes:
-        spaces: Space label -> the rows (``LLM 'name' (id ...)``) declaring it.
-    """
+    """An embedding chain would mix vector spaces; ``spaces`` maps each to its rows."""
 
     def __init__(self, message: str, *, spaces: Mapping[str, Sequence[str]]) -> None:
         super().__init__(message)

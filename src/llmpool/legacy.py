@@ -1,8 +1,6 @@
-"""The functions services used before llmpool, kept working and deprecated.
-
-Each builds its model from the environment variables the services already set, as before, and
-emits a `DeprecationWarning` pointing at `llmpool.get_llm_with_fallback`.
-"""
+"""The functions services used before llmpool: each builds its model from the environment
+variables the services already set, and emits a `DeprecationWarning` pointing at
+`llmpool.get_llm_with_fallback`."""
 
 from __future__ import annotations
 
@@ -16,16 +14,17 @@ from llmpool.providers.builtin import ANTHROPIC, OLLAMA, OPENAI
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-__all__ = ["get_anthropic_llm", "get_ollama_llm", "get_openai_llm"]
+    from llmpool.providers import ChatProvider
 
 
-def _deprecated(name: str) -> None:
+def _deprecated(name: str, provider: ChatProvider) -> type[BaseChatModel]:
     warnings.warn(
         f"{name}() is deprecated: keep your LLMs in the llms table and call "
         "llmpool.get_llm_with_fallback() (or get_llm()) instead",
         DeprecationWarning,
         stacklevel=3,
     )
+    return provider.load_class()
 
 
 def _required(variable: str) -> str:
@@ -39,13 +38,10 @@ def _required(variable: str) -> str:
 def get_openai_llm(**overrides: Any) -> BaseChatModel:
     """Return ``ChatOpenAI`` from ``OPENAI_API_KEY``, ``OPENAI_API_BASE`` and ``OPENAI_MODEL``.
 
-    Deprecated: use `llmpool.get_llm_with_fallback`.
-
     Example:
         >>> llm = get_openai_llm()  # needs OPENAI_API_KEY  # doctest: +SKIP
     """
-    _deprecated("get_openai_llm")
-    cls = OPENAI.load_class()
+    cls = _deprecated("get_openai_llm", OPENAI)
     kwargs: dict[str, Any] = {
         "model": os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
         "api_key": _required("OPENAI_API_KEY"),
@@ -59,13 +55,10 @@ def get_openai_llm(**overrides: Any) -> BaseChatModel:
 def get_anthropic_llm(**overrides: Any) -> BaseChatModel:
     """Return ``ChatAnthropic`` from ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_MODEL``.
 
-    Deprecated: use `llmpool.get_llm_with_fallback`.
-
     Example:
         >>> llm = get_anthropic_llm()  # needs ANTHROPIC_API_KEY  # doctest: +SKIP
     """
-    _deprecated("get_anthropic_llm")
-    cls = ANTHROPIC.load_class()
+    cls = _deprecated("get_anthropic_llm", ANTHROPIC)
     kwargs: dict[str, Any] = {
         "model": os.environ.get("ANTHROPIC_MODEL", "claude-3-5-sonnet-latest"),
         "api_key": _required("ANTHROPIC_API_KEY"),
@@ -79,8 +72,6 @@ def get_anthropic_llm(**overrides: Any) -> BaseChatModel:
 def get_ollama_llm(**overrides: Any) -> BaseChatModel:
     """Return ``ChatOllama`` from ``OLLAMA_BASE_URL`` and ``OLLAMA_CHAT_MODEL``.
 
-    Deprecated: use `llmpool.get_llm_with_fallback`.
-
     Example:
         >>> import warnings
         >>> with warnings.catch_warnings(record=True) as caught:
@@ -89,8 +80,7 @@ def get_ollama_llm(**overrides: Any) -> BaseChatModel:
         >>> llm.model, caught[0].category.__name__
         ('llama3', 'DeprecationWarning')
     """
-    _deprecated("get_ollama_llm")
-    cls = OLLAMA.load_class()
+    cls = _deprecated("get_ollama_llm", OLLAMA)
     kwargs: dict[str, Any] = {
         "model": os.environ.get("OLLAMA_CHAT_MODEL", "llama2"),
         "base_url": os.environ.get("OLLAMA_BASE_URL", "http://localhost:11434"),

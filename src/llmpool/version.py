@@ -1,6 +1,5 @@
-"""The installed llmpool's version, read from its package metadata (``llmpool.__version__``).
-
-Read when first asked for, not when ``llmpool`` is imported.
+"""The installed llmpool's version (``llmpool.__version__``), read from its package metadata
+when first asked for, not when ``llmpool`` is imported.
 
 Example:
     >>> from importlib.metadata import version
@@ -12,14 +11,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ["__version__"]
-
-
-def _installed_version() -> str:
-    try:
-        return version("llmpool")
-    except PackageNotFoundError:  # a source tree on sys.path that was never installed
-        return "0+unknown"
-
-
-__version__: str = _installed_version()
+try:
+    __version__: str = version("llmpool")
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"

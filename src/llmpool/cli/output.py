@@ -1,5 +1,5 @@
-"""What every ``llmpool`` command shares: its errors, safe one-line text, tables and JSON, and
-the pool and row lookups.
+"""What every ``llmpool`` command shares: its errors, safe one-line text, tables and JSON, the
+confirmation prompt, and the store (or, for the commands that build models, the pool) it opens.
 """
 
 from __future__ import annotations
@@ -10,132 +10,70 @@ import itertools
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import describe_row, visible
+from llmpool.errors import describe_row, shorten, visible
 
 if TYPE_CHECKING:
-    from llmpool.models import LLMConfig
     from llmpool.pool.facade import LLMPool
-    from llmpool.repository.stored import StoredRow
+    from llmpool.repository.sql.store import SQLStore
 
-__all__ = [
-    "MAX_MESSAGE",
-    "CommandFailed",
-    "UsageError",
-    "cell",
-    "emit",
-    "allow_unknown_flag",
-    "allow_unknown_providers",
-    "find_llm",
-    "find_stored",
-    "mask_passwords",
-    "one_line",
-    "open_pool",
-    "quiet",
-    "row_reason",
-    "table",
-]
+#: The longest line the command prints for an error or a warning.
+MAX_MESSAGE = 4000
 
 
 class UsageError(Exception):
     """A command line that cannot be run as written (exit code 2)."""
 
 
-def read_input(path: str) -> str:
-    """Return the text of ``path`` (``-``: standard input), or a `UsageError` naming it."""
-    import sys
-    from pathlib import Path
-
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        return Path(path).read_text("utf-8")
-    except OSError as error:
-        msg = f"cannot read {path}: {error.strerror}"
-        raise UsageError(msg) from None
-    except UnicodeDecodeError:
-        msg = f"cannot read {path}: not UTF-8 text"
-        raise UsageError(msg) from None
-
-
 class CommandFailed(Exception):
     """The operation was refused or failed, with a message for the user (exit code 1)."""
 
 
-# -- output ----------------------------------------------------------------------------------
-
-# scheme://user:password@host...: up to a space, quote, bracket, comma or semicolon, without
-# trailing punctuation (so "(postgresql://u:pw@db/app)." keeps its brackets and full stop).
-#
-# Linear in the text. The lookbehind lets a match start only where a run of scheme characters
-# starts (elsewhere it fails at once), and a scheme needs a letter: digits, "+", "." and "-"
-# may lead, as the leftmost-letter start of a scheme would skip them. Each attempt then reads
-# its own run, the user and password that follow "://" (neither holds "/", so they end before
-# the next "://"), and the host and path: those are consumed when the attempt matches, and hold
-# only ":" and "." when it fails. So no character is read by more than a bounded number of
-# attempts. (A pattern free to start at every letter is quadratic on a long run of letters: a
-# 100 KB name takes seconds.)
+# scheme://user:password@host..., up to a space, quote, bracket, comma or semicolon, without
+# trailing punctuation. Linear in the text: the lookbehind lets a match start only where a run
+# of scheme characters starts, so no character is read by more than a few attempts (a pattern
+# free to start at every letter takes seconds on a 100 KB name).
 _URL_WITH_PASSWORD = re.compile(
     r"(?<![A-Za-z0-9+.\-])[0-9+.\-]*[A-Za-z][A-Za-z0-9+.\-]*://"
     r"[^\s:/@'\"<>(),;]*:(?P<password>[^\s@/'\"<>(),;]+)@"
     r"[^\s'\"<>(),;]*[^\s'\"<>(),;:.]"
 )
 
-#: The longest line the command prints for an error or a warning.
-MAX_MESSAGE = 4000
-
-
-def _mask(match: re.Match[str]) -> str:
-    url, start = match.group(0), match.start()
-    return url[: match.start("password") - start] + "***" + url[match.end("password") - start :]
-
 
 def mask_passwords(text: str) -> str:
-    """Return ``text`` with the password of every ``scheme://user:password@host`` replaced.
+    """Return ``text`` with the password of every ``scheme://user:password@host`` replaced."""
 
-    Linear in the length of the text, whatever it holds.
+    def mask(match: re.Match[str]) -> str:
+        url, start = match.group(0), match.start()
+        return url[: match.start("password") - start] + "***" + url[match.end("password") - start :]
 
-    Example:
-        >>> mask_passwords("(postgresql://app:pw@db/app). sqlite:///x.db")
-        '(postgresql://app:***@db/app). sqlite:///x.db'
-    """
-    return _URL_WITH_PASSWORD.sub(_mask, text)
+    return _URL_WITH_PASSWORD.sub(mask, text)
 
 
 def one_line(message: str) -> str:
-    """Return ``message`` as one line that is safe to print.
-
-    The password of any URL in it is masked, every resolved secret value redacted
-    (`llmpool.credentials.redaction`), and control characters (a terminal escape
-    sequence in a row's name) written as visible escapes (`llmpool.errors.visible`).
+    """Return ``message`` as one line safe to print: URL passwords masked, resolved secrets
+    redacted, control characters escaped.
 
     Example:
         >>> one_line("Could not connect:\\n  (postgresql://app:pw@db/app) refused")
         'Could not connect: (postgresql://app:***@db/app) refused'
-        >>> one_line("\\x1b[31mred")
-        '\\\\x1b[31mred'
     """
+    from llmpool.credentials.redaction import redact
+
     parts = [line.strip() for line in message.strip().splitlines() if line.strip()]
     pieces = parts[:1]
     for before, part in itertools.pairwise(parts):
         pieces += [" " if before.endswith(":") else "; ", part]
-    from llmpool.credentials.redaction import redact
-
     return visible(redact(mask_passwords("".join(pieces))))
 
 
 def row_reason(text: str | None, name: str | None, llm_id: str | None) -> str | None:
-    """Return why a row is skipped or invalid as one safe line, without the row's own name
-    and id: the row is already named beside it.
-
-    Example:
-        >>> row_reason("LLM 'A' (id 1): config.temperature is not a number", "A", "1")
-        'config.temperature is not a number'
-        >>> row_reason("LLM 'A' (id 1) is invalid: field 'priority': not an integer", "A", "1")
-        "field 'priority': not an integer"
-    """
+    """Return why a row is skipped or invalid as one safe line, without the row's own name and
+    id (the row is named beside it)."""
     if not text:
         return None
     own = describe_row(name, llm_id)
@@ -157,52 +95,86 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
 
 def cell(value: Any) -> str:
     """Render one value for a table: yes/no, ``-`` for none, JSON for objects, one line."""
-    if value is True:
-        return "yes"
-    if value is False:
-        return "no"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if value is None or value == []:
         return "-"
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return one_line(", ".join(value))
-    text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
-    return one_line(text)
+    return one_line(json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value))
 
 
 def emit(args: argparse.Namespace, data: Any, render: Callable[[], str]) -> None:
-    """Print ``data`` as JSON with ``--json``, else the table ``render`` returns."""
-    if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
-    else:
-        print(render())
+    """Print ``data`` as JSON with ``--json``, else the text ``render`` returns."""
+    print(json.dumps(data, indent=2, sort_keys=True, default=str) if args.json else render())
 
 
-# -- helpers ---------------------------------------------------------------------------------
+def read_input(path: str) -> str:
+    """Return the text of ``path`` (``-``: standard input), or a `UsageError` naming it."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text("utf-8")
+    except OSError as error:
+        msg = f"cannot read {path}: {error.strerror}"
+    except UnicodeDecodeError:
+        msg = f"cannot read {path}: not UTF-8 text"
+    raise UsageError(msg)
 
 
-def open_pool(args: argparse.Namespace, *, writes: bool = False, **kwargs: Any) -> LLMPool:
-    """Return a pool on the command's database, without background change detection.
+def confirmed(args: argparse.Namespace, command: str, question: str) -> bool:
+    """Return whether a command that deletes rows may go on: ``--yes``, or "y" at the prompt
+    (a `UsageError` when standard input is no terminal to ask on)."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        msg = f"{command} asks for confirmation; pass --yes when not on a terminal"
+        raise UsageError(msg)
+    answer = input(f"{shorten(visible(question), 400)} [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
 
-    A read (the default) never creates or migrates anything: a SQLite file that does not
-    exist is not created, and a database without llmpool's tables fails the read with an
-    error naming ``llmpool migrate``. A command that ``writes`` keeps the library's default:
-    an embedded SQLite database is created and migrated on first use.
 
-    Raises:
-        DatabaseError: A read names a SQLite file that does not exist.
+@contextlib.contextmanager
+def open_store(
+    args: argparse.Namespace, *, writes: bool = False, checks: bool = False
+) -> Iterator[SQLStore]:
+    """Yield a store on the command's database: one that ``writes`` (or ``checks`` a plan)
+    checks rows as a pool's does, but for the known provider with ``--allow-unknown-provider``;
+    a read checks nothing, so it does not even load the checks.
+
+    A read creates and migrates nothing (`require_tables`); a write keeps the library's
+    default: an embedded SQLite database is created and migrated on first use.
     """
-    from llmpool.pool.facade import LLMPool
+    from llmpool.repository.sql.store import SQLStore
 
     if not writes:
-        _require_sqlite_file(args.database_url)
-        kwargs.setdefault("auto_migrate", False)
-    return LLMPool(args.database_url, poll_interval=0, listen=False, **kwargs)
+        require_tables(args.database_url)
+    validators = None if writes or checks else ()  # None: the checks a pool's store makes
+    migrate = None if writes else False  # None: an embedded SQLite database migrates itself
+    store = SQLStore(args.database_url, validators=validators, auto_migrate=migrate)
+    if getattr(args, "allow_unknown_provider", False):
+        from llmpool.providers import KnownProviderCheck
+
+        kept = [v for v in store.validators if not isinstance(v, KnownProviderCheck)]
+        store.validators = tuple(kept)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
-def _require_sqlite_file(url: str | None) -> None:
-    # SQLite creates a missing file on connect: a read (a typo in the path) must not.
-    from pathlib import Path
+def open_pool(args: argparse.Namespace, **options: Any) -> LLMPool:
+    """Return a pool on the command's database for the commands that build models, reading
+    only: no change detection, nothing created or migrated."""
+    from llmpool.pool.facade import LLMPool
 
+    require_tables(args.database_url)
+    return LLMPool(args.database_url, poll_interval=0, listen=False, auto_migrate=False, **options)
+
+
+def require_tables(url: str | None) -> None:
+    """Refuse a SQLite file that does not exist, which connecting would create: a read (of a
+    typo in the path) must not. Missing tables fail the read itself, naming migrate."""
     from llmpool.errors import DatabaseError
     from llmpool.repository.sql.url import mask_url, resolve_database_url
 
@@ -211,42 +183,13 @@ def _require_sqlite_file(url: str | None) -> None:
     # In memory (nothing to create) or a URI filename (?uri=true: its mode says what to create).
     if parsed.get_backend_name() != "sqlite" or path in ("", ":memory:") or path[:5] == "file:":
         return
-    if Path(path).exists():
-        return
-    msg = (
-        f"Could not open {mask_url(parsed)}: the file does not exist, so llmpool's tables are "
-        "missing; run `llmpool migrate` against this database first (a read creates nothing)"
-    )
-    raise DatabaseError(msg)
-
-
-def find_stored(pool: LLMPool, ref: str, *, scope: str | None = None) -> StoredRow:
-    """Return the row (valid or not) whose id, or else whose name, is ``ref``.
-
-    Raises:
-        ArgumentTooLongError: ``ref`` is longer than any name (or id) could be.
-        LLMNotFoundError: No row has that id or name.
-        AmbiguousNameError: Several rows, in different scopes, have that name.
-    """
-    from llmpool.repository.stored import find_row
-
-    return find_row(pool.store, ref, scope=scope)
-
-
-def find_llm(pool: LLMPool, ref: str, *, scope: str | None = None) -> LLMConfig:
-    """Return the valid row whose id, or else whose (unique) name, is ``ref``.
-
-    Raises:
-        ArgumentTooLongError: ``ref`` is longer than any name (or id) could be.
-        LLMNotFoundError: No row has that id or name.
-        AmbiguousNameError: Several rows, in different scopes, have that name.
-        InvalidConfigError: The row fails validation (what is wrong with it).
-    """
-    row = find_stored(pool, ref, scope=scope)
-    if row.config is None:
-        assert row.error is not None
-        raise row.error
-    return row.config
+    if not Path(path).exists():
+        msg = (
+            f"Could not open {mask_url(parsed)}: the file does not exist, so llmpool's tables "
+            "are missing; run `llmpool migrate` against this database first (a read creates "
+            "nothing)"
+        )
+        raise DatabaseError(msg)
 
 
 @contextlib.contextmanager
@@ -259,21 +202,3 @@ def quiet(name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def allow_unknown_flag(parser: argparse.ArgumentParser) -> None:
-    """Add ``--allow-unknown-provider`` to a command that writes rows."""
-    parser.add_argument(
-        "--allow-unknown-provider",
-        action="store_true",
-        help="accept a provider this machine does not know (its plugin is installed only "
-        "where the models are served)",
-    )
-
-
-def allow_unknown_providers(store: Any) -> None:
-    """Drop the known-provider check from ``store``'s write-time validators."""
-    from llmpool.providers import KnownProviderCheck
-
-    validators = getattr(store, "validators", ())
-    store.validators = tuple(v for v in validators if not isinstance(v, KnownProviderCheck))

@@ -1,54 +1,55 @@
-"""The row commands of ``llmpool``: list, show, add, edit, enable, disable, delete, set-default
-and audit; each command's parser next to its handler.
-"""
+"""The row commands of ``llmpool``, on the store alone: list, show, add, edit, enable, disable,
+delete, set-default and audit."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import re
-import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from llmpool.cli.args import (
-    AddCommand,
-    Handler,
-    bounded,
-    edit_flags,
-    row_fields,
-    row_flags,
-    scope_selector,
-)
+from llmpool.cli.args import AddCommand, allow_unknown_flag, bounded, json_arg, moment
 from llmpool.cli.output import (
     CommandFailed,
     UsageError,
-    allow_unknown_flag,
-    allow_unknown_providers,
     cell,
+    confirmed,
     emit,
-    find_stored,
     one_line,
-    open_pool,
+    open_store,
     read_input,
     row_reason,
     table,
 )
-from llmpool.errors import LLMNotFoundError, LLMPoolError, shorten, visible
+from llmpool.errors import LLMNotFoundError, LLMPoolError, shorten
+from llmpool.repository.stored import StoredRow, find_row, stored_rows
 
 if TYPE_CHECKING:
-    from llmpool.models import LLMConfig
-    from llmpool.repository.stored import StoredRow
+    from llmpool.models import AuditEntry, LLMConfig
+    from llmpool.repository.sql.store import SQLStore
 
-__all__ = ["COMMANDS", "register"]
+_AUTH_META_HELP = 'replaces the whole object, e.g. \'{"api_key_env": "OPENAI_API_KEY"}\''
+_CONFIG_HELP = (
+    "replaces the whole object, e.g. '{\"temperature\": 0.2}'; to change one key and keep the "
+    "others, use --set config.KEY=VALUE"
+)
 
-_EDIT_EPILOG = (
-    "--config and --auth-meta replace the whole object. --set PATH=VALUE and --unset PATH "
-    "change one field or key and keep the others: edit NAME --set config.temperature=0.2 "
-    "--unset config.max_tokens. On an invalid row (written by raw SQL), change the field at "
-    "fault: edit ID --unset auth_meta.api_key --set auth_meta.api_key_env=OPENAI_API_KEY."
+#: The row fields that ``add`` and ``edit`` take as flags: flag, field, argparse keywords.
+#: A new field needs one line here (its values are checked by the store).
+ROW_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--name", "name", {}),
+    ("--provider", "provider", {}),
+    ("--model", "model_name", {}),
+    ("--priority", "priority", {"type": int}),
+    ("--scope", "scope", {}),
+    ("--kind", "kind", {"choices": ("chat", "embedding"), "help": "chat (default) or embedding"}),
+    ("--space", "space", {"help": "an embedding row's vector space label ('' clears it)"}),
+    ("--weight", "weight", {"type": int, "help": "share among equal priority (routing weighted)"}),
+    ("--rpm", "rpm", {"type": int, "help": "requests per minute at most (--set rpm=null clears)"}),
+    ("--tpm", "tpm", {"type": int, "help": "tokens per minute at most (--set tpm=null clears)"}),
+    ("--auth-meta", "auth_meta", {"type": json_arg, "help": _AUTH_META_HELP}),
+    ("--config", "config", {"type": json_arg, "help": _CONFIG_HELP}),
 )
 
 _LIST_EPILOG = (
@@ -57,6 +58,19 @@ _LIST_EPILOG = (
     'it is an object with "invalid": true and "reason", and the fields that could be read '
     "(a value that may be a secret hidden); valid rows are printed as before."
 )
+
+_EDIT_EPILOG = (
+    "--config and --auth-meta replace the whole object. --set PATH=VALUE and --unset PATH "
+    "change one field or key and keep the others: edit NAME --set config.temperature=0.2 "
+    "--unset config.max_tokens. On an invalid row (written by raw SQL), change the field at "
+    "fault: edit ID --unset auth_meta.api_key --set auth_meta.api_key_env=OPENAI_API_KEY."
+)
+
+_LIST_COLUMNS = (
+    *("id", "name", "provider", "model_name", "scope", "priority"),
+    *("enabled", "is_default", "kind"),
+)
+_FLAGS = ("enabled", "is_default")  # SQLite hands them back as 0 and 1
 
 
 def _add_epilog() -> str:
@@ -74,9 +88,33 @@ def _add_epilog() -> str:
     )
 
 
+def _assignment(text: str) -> tuple[str, Any]:
+    # --set PATH=VALUE: VALUE as JSON when it is JSON, else as text.
+    path, sep, value = text.partition("=")
+    if not sep or not path.strip():
+        msg = f"{shorten(text)!r} is not PATH=VALUE (e.g. config.temperature=0.2)"
+        raise argparse.ArgumentTypeError(msg)
+    try:
+        return path.strip(), json_arg(value)
+    except argparse.ArgumentTypeError:
+        return path.strip(), value
+
+
+def _selector(parser: argparse.ArgumentParser, name: str = "ref", **options: Any) -> None:
+    # The row(s) a command acts on, by id or name, and the scope a name is looked up in.
+    parser.add_argument(name, metavar="ID|NAME", type=bounded("name"), **options)
+    parser.add_argument(
+        "--scope",
+        dest="ref_scope",
+        type=bounded("scope"),
+        help="look NAME up in this scope (when rows of several scopes share it)",
+    )
+
+
 def register(add: AddCommand) -> None:
     """Add the row commands' parsers."""
-    p = add("list", "list LLMs, in fallback order (invalid ones too, marked)", _LIST_EPILOG)
+    help_text = "list LLMs, in fallback order (invalid ones too, marked)"
+    p = add("list", cmd_list, help_text, _LIST_EPILOG)
     p.add_argument("--provider", type=bounded("provider"))
     state = p.add_mutually_exclusive_group()
     state.add_argument("--enabled", action="store_true")
@@ -87,54 +125,51 @@ def register(add: AddCommand) -> None:
     where.add_argument("--scope", type=bounded("scope"), default="global")
     where.add_argument("--all-scopes", action="store_true")
 
-    p = add("show", "show one LLM by id or name (an invalid row too, with what is wrong)")
-    p.add_argument("ref", metavar="ID|NAME", type=bounded("name"))
-    scope_selector(p)
+    help_text = "show one LLM by id or name (an invalid row too, with what is wrong)"
+    _selector(add("show", cmd_show, help_text))
 
-    p = add("add", "add an LLM (flags, or --from-json FILE)", _add_epilog())
-    row_flags(p)
+    p = add("add", cmd_add, "add an LLM (flags, or --from-json FILE)", _add_epilog())
+    for flag, field, options in ROW_FLAGS:
+        p.add_argument(flag, dest=field, **options)
     p.add_argument("--disabled", action="store_true", help="add it disabled (test first)")
     p.add_argument("--default", dest="is_default", action="store_true")
+    help_text = "a JSON object or list of objects ('-' for stdin); all validated before any write"
+    p.add_argument("--from-json", metavar="FILE", help=help_text)
+    allow_unknown_flag(p)
+
+    p = add("edit", cmd_edit, "change fields of an LLM (an invalid row too)", _EDIT_EPILOG)
+    _selector(p)
+    for flag, field, options in ROW_FLAGS:
+        if field != "scope":  # --scope selects the row
+            p.add_argument(flag, dest=field, **options)
     p.add_argument(
-        "--from-json",
-        dest="from_json",
-        metavar="FILE",
-        help="a JSON object or list of objects ('-' for stdin); all validated before any write",
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        type=_assignment,
+        help="set one field or key, keeping the others: priority=5, config.temperature=0.2, "
+        "auth_meta.api_key_env=OPENAI_API_KEY (VALUE is JSON, else text); repeatable",
+    )
+    help_text = "remove one key (config.max_tokens), or reset a field to its default; repeatable"
+    p.add_argument(
+        "--unset", dest="unsets", action="append", default=[], metavar="PATH", help=help_text
     )
     allow_unknown_flag(p)
 
-    p = add("edit", "change fields of an LLM (an invalid row too)", _EDIT_EPILOG)
-    p.add_argument("ref", metavar="ID|NAME", type=bounded("name"))
-    scope_selector(p)
-    row_flags(p, skip=("scope",))
-    edit_flags(p)
-    allow_unknown_flag(p)
+    _selector(add("enable", _bulk("enable"), "enable LLMs"), "refs", nargs="+")
+    p = add("disable", _bulk("disable"), "disable LLMs (an invalid row too)")
+    _selector(p, "refs", nargs="+")
+    p = add("delete", cmd_delete, "delete LLMs (an invalid row too)")
+    _selector(p, "refs", nargs="+")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _selector(add("set-default", cmd_set_default, "make an LLM its scope's default"))
 
-    for name, help_text in (
-        ("enable", "enable LLMs"),
-        ("disable", "disable LLMs (an invalid row too)"),
-        ("delete", "delete LLMs (an invalid row too)"),
-    ):
-        p = add(name, help_text)
-        p.add_argument("refs", nargs="+", metavar="ID|NAME", type=bounded("name"))
-        scope_selector(p)
-        if name == "delete":
-            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-
-    p = add("set-default", "make an LLM its scope's default")
-    p.add_argument("ref", metavar="ID|NAME", type=bounded("name"))
-    scope_selector(p)
-
-    p = add("audit", "the audit log, newest first")
-    p.add_argument(
-        "--llm",
-        dest="llm_ref",
-        metavar="ID|NAME",
-        type=bounded("name"),
-        help="one row's entries, by id or name (a deleted row's name too)",
-    )
-    scope_selector(p)
-    p.add_argument("--since", help="ISO date/time, or relative: 30m, 12h, 7d")
+    p = add("audit", cmd_audit, "the audit log, newest first")
+    help_text = "one row's entries, by id or name (a deleted row's name too)"
+    _selector(p, "--llm", dest="llm_ref", help=help_text)
+    p.add_argument("--since", type=moment, help="ISO date/time, or relative: 30m, 12h, 7d")
     p.add_argument("--limit", type=int, default=100)
 
 
@@ -144,29 +179,10 @@ def _row(config: LLMConfig) -> dict[str, Any]:
     return data
 
 
-_LIST_COLUMNS = (
-    "id",
-    "name",
-    "provider",
-    "model_name",
-    "scope",
-    "priority",
-    "enabled",
-    "is_default",
-    "kind",
-)
-
-
-def _changes(args: argparse.Namespace) -> dict[str, Any]:
-    return {f: getattr(args, f) for f in row_fields() if getattr(args, f, None) is not None}
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     """``llmpool list``: every row as stored, an invalid one marked with what is wrong."""
-    from llmpool.repository.stored import stored_rows
-
-    with open_pool(args) as pool:
-        stored = stored_rows(pool.store, scope=None if args.all_scopes else args.scope)
+    with open_store(args) as store:
+        stored = stored_rows(store, scope=None if args.all_scopes else args.scope)
     data = [_listed(r) for r in sorted(stored, key=_fallback_order)]
     data = [d for d in data if _selected(d, args)]
     columns = _LIST_COLUMNS + (("invalid", "reason") if any(d.get("invalid") for d in data) else ())
@@ -183,20 +199,16 @@ def _fallback_order(row: StoredRow) -> tuple[float, str, str]:
 
 
 def _listed(row: StoredRow) -> dict[str, Any]:
-    """A row for ``list``: a valid one as always; an invalid one with what could be read."""
+    # A valid row as always; an invalid one with what could be read, marked, and why.
     if row.config is not None:
         return _row(row.config)
-    # SQLite hands booleans back as 0 and 1.
     flags = {k: bool(v) for k, v in row.fields.items() if k in _FLAGS and v in (0, 1)}
     why = row_reason(str(row.error), row.name, row.id)
     return {**row.fields, **flags, "id": row.id, "invalid": True, "reason": why}
 
 
-_FLAGS = ("enabled", "is_default")
-
-
 def _selected(row: dict[str, Any], args: argparse.Namespace) -> bool:
-    """Whether ``row`` passes ``list``'s filters (a field an invalid row lacks fails them)."""
+    # list's filters; a field an invalid row lacks fails them.
     search = (args.search or "").casefold()
     texts = [str(row.get(k) or "").casefold() for k in ("name", "model_name")]
     return (
@@ -209,15 +221,19 @@ def _selected(row: dict[str, Any], args: argparse.Namespace) -> bool:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """``llmpool show ID|NAME``."""
-    with open_pool(args) as pool:
-        row = find_stored(pool, args.ref, scope=args.ref_scope)
+    """``llmpool show ID|NAME``: one row, or what could be read of an invalid one and why."""
+    with open_store(args) as store:
+        row = find_row(store, args.ref, scope=args.ref_scope)
     if row.config is not None:
         data = _row(row.config)
     else:
         data = {**row.fields, "problem": one_line(str(row.error))}
     emit(args, data, lambda: "\n".join(f"{k:>11}: {cell(v)}" for k, v in data.items()))
     return 0
+
+
+def _changes(args: argparse.Namespace) -> dict[str, Any]:
+    return {f: getattr(args, f) for _, f, _ in ROW_FLAGS if getattr(args, f, None) is not None}
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -231,36 +247,28 @@ def cmd_add(args: argparse.Namespace) -> int:
             flags = ", ".join("--" + ("model" if f == "model_name" else f) for f in missing)
             msg = f"add needs {flags} (or --from-json FILE)"
             raise UsageError(msg)
-        item = _changes(args)
-        item["enabled"] = not args.disabled
-        item["is_default"] = args.is_default
-        items = [item]
-    with open_pool(args, writes=True) as pool:
-        if args.allow_unknown_provider:
-            allow_unknown_providers(pool.store)
+        items = [{**_changes(args), "enabled": not args.disabled, "is_default": args.is_default}]
+    with open_store(args, writes=True) as store:
         if not batch:
-            added = [pool.store.add(items[0], actor=args.actor)]
+            added = [store.add(items[0], actor=args.actor)]
         else:
             try:
-                added = pool.store.add_many(items, actor=args.actor)
+                added = store.add_many(items, actor=args.actor)
             except LLMPoolError as error:
                 raise CommandFailed(f"{one_line(str(error))}; nothing was added") from error
     data = [_row(c) for c in added]
-    emit(
-        args,
-        data if batch else data[0],
-        lambda: "\n".join(f"added {c.describe()}" for c in added),
-    )
+    text = "\n".join(f"added {c.describe()}" for c in added)
+    emit(args, data if batch else data[0], lambda: text)
     return 0
 
 
 def _json_items(source: str) -> tuple[list[dict[str, Any]], bool]:
-    """Return the objects in ``source`` and whether it held a list."""
+    # The objects in --from-json's file, and whether it held a list.
     from llmpool.models import MAX_JSON_DEPTH, json_text_depth
 
     text = read_input(source)
-    # A list of rows whose fields nest at most MAX_JSON_DEPTH levels: parsed only when no
-    # deeper (json.loads recurses once per level).
+    # A list of rows nesting at most MAX_JSON_DEPTH levels, refused deeper before json.loads
+    # (which recurses once per level) parses it.
     if json_text_depth(text) > MAX_JSON_DEPTH + 2:
         msg = f"{source} nests deeper than a list of rows can ({MAX_JSON_DEPTH + 2} levels)"
         raise UsageError(msg)
@@ -273,20 +281,17 @@ def _json_items(source: str) -> tuple[list[dict[str, Any]], bool]:
     if not items:
         msg = f"{source} holds an empty list: nothing to add"
         raise UsageError(msg)
+    names = {str: "string", bool: "boolean", int: "number", float: "number", list: "array"}
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             where = f"item {index} of {source}" if isinstance(loaded, list) else source
+            kind = "null" if item is None else names.get(type(item), type(item).__name__)
             msg = (
-                f"{where} is a JSON {_json_type(item)}, not an object; expected e.g. "
+                f"{where} is a JSON {kind}, not an object; expected e.g. "
                 '{"name": "GPT-4", "provider": "openai", "model_name": "gpt-4"}'
             )
             raise UsageError(msg)
     return items, isinstance(loaded, list)
-
-
-def _json_type(value: Any) -> str:
-    names = {str: "string", bool: "boolean", int: "number", float: "number", list: "array"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
@@ -297,26 +302,20 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if not changes and not args.sets and not args.unsets:
         msg = "edit needs at least one field to change (e.g. --priority 5 or --set KEY=VALUE)"
         raise UsageError(msg)
-    with open_pool(args, writes=True) as pool:
-        if args.allow_unknown_provider:
-            allow_unknown_providers(pool.store)
-        row = find_stored(pool, args.ref, scope=args.ref_scope)
+    with open_store(args, writes=True) as store:
+        row = find_row(store, args.ref, scope=args.ref_scope)
         if args.sets or args.unsets:
-            current = {**row.values, **changes}
-            changes.update(edited_values(current, dict(args.sets), args.unsets))
-        after = pool.store.update(row.id, changes, actor=args.actor)
+            changes.update(edited_values({**row.values, **changes}, dict(args.sets), args.unsets))
+        after = store.update(row.id, changes, actor=args.actor)
     emit(args, _row(after), lambda: f"updated {after.describe()}")
     return 0
 
 
-def _ids(pool: Any, args: argparse.Namespace) -> list[str]:
-    return [find_stored(pool, ref, scope=args.ref_scope).id for ref in args.refs]
-
-
 def _bulk(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        with open_pool(args, writes=True) as pool:
-            rows = getattr(pool.store, action)(_ids(pool, args), actor=args.actor)
+        with open_store(args, writes=True) as store:
+            ids = [find_row(store, ref, scope=args.ref_scope).id for ref in args.refs]
+            rows = getattr(store, action)(ids, actor=args.actor)
         data = [_row(r) for r in rows]
         emit(args, data, lambda: "\n".join(f"{action}d {r.describe()}" for r in rows))
         return 0
@@ -324,85 +323,44 @@ def _bulk(action: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def confirmed(args: argparse.Namespace, command: str, question: str) -> bool:
-    """Return whether a command that deletes rows may go on: ``--yes``, or "y" at the prompt.
-
-    Args:
-        args: The command's arguments (with ``yes``).
-        command: The command, for the refusal (``delete``, ``apply --prune``).
-        question: What the prompt asks (its text escaped, at most 400 characters).
-
-    Raises:
-        UsageError: No ``--yes``, and standard input is not a terminal to ask on.
-    """
-    if args.yes:
-        return True
-    if not sys.stdin.isatty():
-        msg = f"{command} asks for confirmation; pass --yes when not on a terminal"
-        raise UsageError(msg)
-    answer = input(f"{shorten(visible(question), 400)} [y/N] ")
-    return answer.strip().lower() in ("y", "yes")
-
-
 def cmd_delete(args: argparse.Namespace) -> int:
     """``llmpool delete ID|NAME... [--yes]``."""
     if not confirmed(args, "delete", f"Delete {len(args.refs)} LLM(s) {', '.join(args.refs)}?"):
         print("nothing deleted")
         return 1
-    with open_pool(args, writes=True) as pool:
-        count = pool.store.delete(_ids(pool, args), actor=args.actor)
+    with open_store(args, writes=True) as store:
+        ids = [find_row(store, ref, scope=args.ref_scope).id for ref in args.refs]
+        count = store.delete(ids, actor=args.actor)
     emit(args, {"deleted": count}, lambda: f"deleted {count} LLM(s)")
     return 0
 
 
 def cmd_set_default(args: argparse.Namespace) -> int:
     """``llmpool set-default ID|NAME``."""
-    with open_pool(args, writes=True) as pool:
-        llm_id = find_stored(pool, args.ref, scope=args.ref_scope).id
-        after = pool.store.set_default(llm_id, actor=args.actor)
+    with open_store(args, writes=True) as store:
+        llm_id = find_row(store, args.ref, scope=args.ref_scope).id
+        after = store.set_default(llm_id, actor=args.actor)
     emit(args, _row(after), lambda: f"{after.describe()} is now the default of {after.scope!r}")
     return 0
 
 
-_RELATIVE = re.compile(r"^(\d{1,9})([smhdw])$")
-
-
-def _since(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    match = _RELATIVE.match(text.strip())
-    try:
-        if match:
-            unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-            delta = timedelta(**{unit[match.group(2)]: int(match.group(1))})
-            return datetime.now(timezone.utc) - delta
-        value = datetime.fromisoformat(text) if len(text) <= 64 else None
-    except (ValueError, OverflowError):
-        value = None
-    if value is None:
-        msg = f"--since {shorten(text)!r}: use an ISO date/time or 30m, 12h, 7d"
-        raise UsageError(msg) from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
-    """``llmpool audit``."""
-    since = _since(args.since)
-    with open_pool(args) as pool:
+    """``llmpool audit [--llm ID|NAME] [--since T] [--limit N]``: newest first."""
+    with open_store(args) as store:
         if args.llm_ref is None:
-            entries = pool.store.audit_log(since=since, limit=args.limit)
+            entries = store.audit_log(since=args.since, limit=args.limit)
         else:
-            entries = _audit_of(pool, args, since)
+            entries = _audit_of(store, args)
     data = [e.model_dump(mode="json") for e in entries]
     rows = [{**d, "name": (d["after"] or d["before"] or {}).get("name")} for d in data]
     emit(args, data, lambda: table(rows, ("at", "actor", "action", "name", "llm_id")))
     return 0
 
 
-def _audit_of(pool: Any, args: argparse.Namespace, since: datetime | None) -> list[Any]:
-    """The entries of the row ``--llm`` names: by id, by a current name, or by a former one."""
+def _audit_of(store: SQLStore, args: argparse.Namespace) -> list[AuditEntry]:
+    # The entries of the row --llm names: by id, by a current name, or by a former one.
     try:
-        llm_id = find_stored(pool, args.llm_ref, scope=args.ref_scope).id
+        llm_id = find_row(store, args.llm_ref, scope=args.ref_scope).id
     except LLMNotFoundError as error:
         if type(error) is not LLMNotFoundError:  # ambiguous: the candidates are listed
             raise
@@ -410,33 +368,15 @@ def _audit_of(pool: Any, args: argparse.Namespace, since: datetime | None) -> li
         ref, scope = args.llm_ref, args.ref_scope
         ids = {
             e.llm_id
-            for e in pool.store.audit_log(limit=None)
+            for e in store.audit_log(limit=None)
             for state in (e.before, e.after)
             if state
-            and (state.get("id") == ref or state.get("name") == ref)
+            and ref in (state.get("id"), state.get("name"))
             and (scope is None or state.get("scope") == scope)
         }
         if not ids:
             raise
-        entries = [
-            entry
-            for llm_id in ids
-            for entry in pool.store.audit_log(llm_id=llm_id, since=since, limit=None)
-        ]
+        entries = [e for i in ids for e in store.audit_log(llm_id=i, since=args.since, limit=None)]
         entries.sort(key=lambda e: (e.at, e.id), reverse=True)
         return entries[: args.limit]
-    result: list[Any] = pool.store.audit_log(llm_id=llm_id, since=since, limit=args.limit)
-    return result
-
-
-COMMANDS: dict[str, Handler] = {
-    "list": cmd_list,
-    "show": cmd_show,
-    "add": cmd_add,
-    "edit": cmd_edit,
-    "enable": _bulk("enable"),
-    "disable": _bulk("disable"),
-    "delete": cmd_delete,
-    "set-default": cmd_set_default,
-    "audit": cmd_audit,
-}
+    return store.audit_log(llm_id=llm_id, since=args.since, limit=args.limit)

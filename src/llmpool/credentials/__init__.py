@@ -1,12 +1,6 @@
-"""Credentials: what a row may reference, where it may send requests, how references resolve,
-and what must never show.
+"""Credentials, below every row: what counts as a literal secret (`checks`), where a row's
+endpoints point (`endpoints`), and resolved secrets kept out of every text (`redaction`).
 
-- `llmpool.credentials.checks`: literal secrets refused wherever they hide in a row.
-- `llmpool.credentials.allowlist`: `EnvAllowlist`, the variables and secret files a row may
-  reference, and the endpoints it may use.
-- `llmpool.credentials.endpoints`: the endpoints a row writes, parsed and compared safely.
-- `llmpool.credentials.resolve`: `resolve_auth`, ``*_env`` / ``*_file`` references into client
-  arguments.
-- `llmpool.credentials.redaction`: resolved secret values kept out of every text llmpool
-  produces.
+What a row may reference and how it resolves depend on its provider: see
+`llmpool.providers.allowlist`.
 """

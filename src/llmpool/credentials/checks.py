@@ -1,19 +1,9 @@
-"""What counts as a literal secret in a row, wherever it hides.
-
-A row's ``auth_meta`` holds references (``*_env`` names an environment variable, ``*_file`` a
-secret file) and plain non-secret settings (``region``, ``api_version``); its ``config`` holds
-model parameters. Neither may hold a secret: not under a key whose name says it is one
-(``api_key``, ``Authorization``, ``client_secret``, ``private_key``...) at any depth of nested
-objects and lists, not as a reference that is really a pasted value (``"api_key_env":
-"sk-proj-..."``, or 32 hex digits, Azure's key format), not inside a URL
-(``https://user:pw@host``, ``https://host/?key=...``), and not as a recognisable key or token
-under any key at all (an ``sk-...`` key in a custom header, an ``AKIA...`` key id, a JSON Web
-Token). A URL may not carry user info either (``http://api.example@evil.example/``): it hides
-where requests go. Nesting deeper than `MAX_DEPTH` is refused rather than walked.
-
-Every message names the row and the field and never the value: a refused value is presumably the
-secret itself. The models call these checks in their validators, so a row is refused when it is
-written and reported as a bad row (by name and id) when it is read.
+"""What counts as a literal secret in a row, wherever it hides: under a key whose name says so
+(``api_key``, ``Authorization``...) at any depth, as a reference that is really a pasted value,
+inside a URL (user info, ``?key=``), or as a recognisable key or token under any key
+(``sk-...``, ``AKIA...``, a JSON Web Token). A URL may not carry user info either: it hides
+where requests go. Messages name the row and the field, never the value; the models run these
+checks when a row is written and when it is read.
 """
 
 from __future__ import annotations
@@ -26,38 +16,19 @@ from urllib.parse import parse_qsl, urlsplit
 
 from llmpool.errors import InvalidConfigError, LiteralSecretError
 
-__all__ = [
-    "CONVENTIONAL_ENV_NAME",
-    "CREDENTIAL_PARAMETERS",
-    "ENV_NAME",
-    "MAX_DEPTH",
-    "REFERENCE_SUFFIXES",
-    "SECRET_WORDS",
-    "check_auth_meta",
-    "check_config",
-    "find_secret",
-    "is_secret_key",
-    "is_secret_name",
-    "looks_like_secret",
-    "shown_reference",
-    "url_credential",
-    "url_userinfo",
-]
-
 #: Suffixes that mark a key as a reference rather than a value.
 REFERENCE_SUFFIXES = ("_env", "_file")
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-#: How environment variables are conventionally named: upper case, digits and ``_``, at most 64
-#: characters. Only such a name is ever repeated in a message; anything else may be a pasted key.
+#: The only variable names a message repeats: anything else may be a pasted key.
 CONVENTIONAL_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 
 #: How deep ``config`` and ``auth_meta`` may nest before a row is refused outright.
 MAX_DEPTH = 64
 
-# A plain (non-reference) auth_meta key that contains one of these holds a secret. auth_meta is
-# references-only territory, so substrings are matched: "apitoken" and "x_api_key" both count.
+# A plain auth_meta key containing one of these holds a secret: auth_meta is references-only
+# territory, so substrings count ("apitoken", "x_api_key").
 SECRET_WORDS = (
     "key",
     "token",
@@ -105,8 +76,7 @@ _ANY_WORD = frozenset(
     }
 )
 _LAST_WORD = frozenset({"token", "auth"})
-# A key that ends in one of these names or locates a credential rather than holding one:
-# Bedrock's "credentials_profile_name", a "credentials_path".
+# A key ending in one of these names or locates a credential: "credentials_profile_name".
 _NAMING_WORDS = frozenset({"name", "path", "profile", "location", "type"})
 _KEY_QUALIFIERS = frozenset(
     {
@@ -136,8 +106,7 @@ _SECRET_PREFIX = re.compile(
     r"^(sk-|sk_|rk_|pk_live_|ghp_|gho_|ghs_|ghu_|github_pat_|glpat-|xox[abprs]-|hf_|fw_|"
     r"(AKIA|ASIA)[A-Z0-9]{16}$|AIza[0-9A-Za-z_-]{30,})"
 )
-# The same keys and tokens found inside any string (a header value, a URL, a list item): a
-# well-known prefix followed by a long key body, an AWS access key id, a JSON Web Token.
+# The same keys found inside any string: a prefix and a long body, an AWS key id, a JWT.
 _EMBEDDED_TOKENS = (
     (
         re.compile(
@@ -165,76 +134,45 @@ _QUERY_SECRETS = frozenset({"key", "sig", "signature", "code", "pass", "pwd", "a
 _SUGGESTION = 'reference it from auth_meta instead: {"api_key_env": "NAME_OF_ENV_VAR"}'
 
 
-def _words(key: str) -> list[str]:
+def words(key: str) -> list[str]:
+    """Return a key's words, lower-cased: ``xApiKey`` and ``x_api_key`` read x, api, key."""
     return [word.lower() for word in _WORD.findall(key)]
 
 
 def shown_reference(name: object) -> str:
-    """Return how a message may show a referenced variable name: itself if conventional.
-
-    A value that is not a conventional variable name (upper case, digits, ``_``, at most 64
-    characters) may be a key pasted where a name belongs, so it is never repeated.
-
-    Example:
-        >>> shown_reference("OPENAI_API_KEY"), shown_reference("3f2a9c0e4b7d4e1f")
-        ('OPENAI_API_KEY', '(a name that is not shown)')
-    """
+    """Return how a message may show a referenced variable name: itself only if conventional."""
     if isinstance(name, str) and CONVENTIONAL_ENV_NAME.match(name):
         return name
     return "(a name that is not shown)"
 
 
 def is_secret_name(key: str) -> bool:
-    """Return whether a key's name says its value is a secret (word rules, for any depth).
-
-    Example:
-        >>> keys = ("api_key", "Authorization", "max_tokens", "auth_meta", "input_cost_per_token")
-        >>> [is_secret_name(k) for k in keys]
-        [True, True, False, False, False]
-    """
-    words = _words(key)
-    if not words or words[-1] in _NAMING_WORDS:
+    """Return whether a key's name says its value is a secret (word rules, for any depth)."""
+    parts = words(key)
+    if not parts or parts[-1] in _NAMING_WORDS:
         return False
-    if len(words) >= 2 and words[-2] == "per":
+    if len(parts) >= 2 and parts[-2] == "per":
         return False  # a rate (``input_cost_per_token``, ``calls_per_key``), not a credential
-    if any(word in _ANY_WORD for word in words) or words[-1] in _LAST_WORD:
+    if any(word in _ANY_WORD for word in parts) or parts[-1] in _LAST_WORD:
         return True
-    for before, word in itertools.pairwise(words):
-        if word in ("key", "keys") and before in _KEY_QUALIFIERS:
-            return True
-    return False
+    return any(
+        word in ("key", "keys") and before in _KEY_QUALIFIERS
+        for before, word in itertools.pairwise(parts)
+    )
 
 
 def is_secret_key(key: str) -> bool:
-    """Return whether a plain ``auth_meta`` key (or a resolved one) names a secret.
-
-    ``auth_meta`` is references-only territory, so substrings count (``apitoken``,
-    ``x_api_key``), on top of the word rules of `is_secret_name`.
-
-    Example:
-        >>> is_secret_key("api_key"), is_secret_key("base_url")
-        (True, False)
-    """
+    """Return whether a plain ``auth_meta`` key names a secret: substrings count there."""
     lowered = key.lower()
     return any(word in lowered for word in SECRET_WORDS) or is_secret_name(key)
 
 
 def looks_like_secret(value: str) -> bool:
-    """Return whether a string looks like a key or token rather than a name.
-
-    Environment variable names are conventionally short and upper case; keys are long, mixed,
-    or carry a well-known prefix.
-
-    Example:
-        >>> looks_like_secret("sk-proj-abc123def456"), looks_like_secret("OPENAI_API_KEY")
-        (True, False)
-    """
+    """Return whether a string looks like a key or token (long, mixed, or a known prefix)."""
     text = value.strip()
     if any(ch.isspace() for ch in text):
         return False  # keys and tokens are one word; this is prose or a typo
-    if _SECRET_PREFIX.match(text) or find_secret(text) is not None:
-        return True
-    if _HEX_KEY.match(text):
+    if _SECRET_PREFIX.match(text) or find_secret(text) is not None or _HEX_KEY.match(text):
         return True
     if _ALNUM_KEY.match(text) and re.search(r"\d", text) and re.search(r"[A-Za-z]", text):
         return True
@@ -249,17 +187,7 @@ def looks_like_secret(value: str) -> bool:
 
 
 def find_secret(text: str) -> str | None:
-    """Return what kind of key or token ``text`` contains (never the value), or ``None``.
-
-    Well-known API key prefixes followed by a long key body, AWS access key ids and JSON Web
-    Tokens are found anywhere in the text: in a header value, a URL, a list item.
-
-    Example:
-        >>> find_secret("X-Custom: sk-proj-Zq8xT3vK9mW2pL7nR4sJ")
-        'an API key'
-        >>> find_secret("sk-learn") is None
-        True
-    """
+    """Return what kind of key or token ``text`` holds anywhere (never the value), or ``None``."""
     for pattern, kind in _EMBEDDED_TOKENS:
         if pattern.search(text):
             return kind
@@ -267,35 +195,19 @@ def find_secret(text: str) -> str | None:
 
 
 def url_userinfo(value: str) -> bool:
-    """Return whether a URL carries user info (``user@``, ``user:pw@``) before its host.
-
-    A URL a row carries may not: ``http://api.example@evil.example/`` sends requests to
-    ``evil.example``, whatever its first word suggests.
-
-    Example:
-        >>> url_userinfo("http://localhost@127.0.0.1:8080/"), url_userinfo("http://localhost/")
-        (True, False)
-    """
+    """Return whether a URL carries user info before its host (``http://api.example@evil/``)."""
     text = value.strip()
     if "://" not in text:
         return False
     authority = text.split("://", 1)[1]
-    # Not cut at a backslash: some clients read it as "/" and some as part of the host, so an
-    # "@" after one is user info for the latter.
+    # Not cut at a backslash: some clients read it as "/" and some as part of the host.
     for end in "/?#":
         authority = authority.split(end, 1)[0]
     return "@" in authority
 
 
 def url_credential(value: str) -> str | None:
-    """Return what credential a URL carries (never its value), or ``None``.
-
-    Example:
-        >>> url_credential("https://user:pw@example.com/v1")
-        'a password in its user info'
-        >>> url_credential("https://example.com/v1?api-version=2024-06-01") is None
-        True
-    """
+    """Return what credential a URL carries (never its value), or ``None``."""
     if "://" not in value:
         return None
     try:
@@ -316,8 +228,8 @@ def url_credential(value: str) -> str | None:
     return None
 
 
-def _check_reference(key: str, value: Any, field: str, row: str) -> None:
-    if key.endswith("_env"):
+def _check_reference(value: Any, field: str, row: str) -> None:
+    if field.endswith("_env"):
         if isinstance(value, str) and ENV_NAME.match(value) and not looks_like_secret(value):
             return
         secretish = isinstance(value, str) and looks_like_secret(value)
@@ -378,31 +290,17 @@ def _check_nested(value: Any, field: str, row: str, depth: int) -> None:
 
 def _check_entry(key: str, value: Any, field: str, row: str, depth: int) -> None:
     if key.endswith(REFERENCE_SUFFIXES):
-        _check_reference(key, value, field, row)
-        return
-    if is_secret_name(key):
+        _check_reference(value, field, row)
+    elif is_secret_name(key):
         msg = f"{row}: {field} would carry a credential; {_SUGGESTION}"
         raise LiteralSecretError(msg, field=field)
-    _check_nested(value, field, row, depth)
+    else:
+        _check_nested(value, field, row, depth)
 
 
 def check_config(config: Mapping[str, Any], *, row: str = "LLM row") -> None:
-    """Refuse model parameters that would carry a credential (they belong in ``auth_meta``).
-
-    Keys are checked at every depth (``model_kwargs.api_key``, ``default_headers.Authorization``;
-    ``default_headers`` with ``X-Title`` alone passes), and so are URLs (a password or a
-    ``key=`` parameter in ``base_url``).
-
-    Args:
-        config: The model parameters.
-        row: How the row is named in error messages.
-
-    Raises:
-        LiteralSecretError: ``config`` carries a credential; the message names the field only.
-
-    Example:
-        >>> check_config({"temperature": 0.2, "max_tokens": 256})
-    """
+    """Refuse model parameters that would carry a credential, under a key at any depth or in
+    a URL (`LiteralSecretError` naming the field only): they belong in ``auth_meta``."""
     for key, value in config.items():
         field = f"config.{key}"
         lowered = str(key).lower()
@@ -419,28 +317,9 @@ def check_config(config: Mapping[str, Any], *, row: str = "LLM row") -> None:
 
 
 def check_auth_meta(auth_meta: Mapping[str, Any], *, row: str = "LLM row") -> None:
-    """Refuse an ``auth_meta`` that holds a secret, or a reference that is not a name.
-
-    A key ending in ``_env`` must name an environment variable; a key ending in ``_file`` must
-    name a path. Any other key is a plain, non-secret setting (``region``, ``api_version``) unless
-    its name says it is a secret (``api_key``, ``*token*``, ``*secret*``, ``Authorization``...);
-    its value must be a scalar, and a URL must not carry a credential.
-
-    Args:
-        auth_meta: The mapping to check.
-        row: How the row is named in error messages.
-
-    Raises:
-        LiteralSecretError: A key holds a secret value instead of a reference.
-        InvalidConfigError: A reference is empty or not a valid variable name.
-
-    Example:
-        >>> check_auth_meta({"api_key_env": "OPENAI_API_KEY"})
-        >>> check_auth_meta({"api_key": "sk-..."})
-        Traceback (most recent call last):
-        ...
-        llmpool.errors.LiteralSecretError: LLM row: auth_meta.api_key holds a literal secret; \
-store a reference instead: {"api_key_env": "NAME_OF_ENV_VAR"}
+    """Refuse an ``auth_meta`` holding a secret (`LiteralSecretError`), or a reference that
+    is not a variable name or path (`InvalidConfigError`). Other keys are plain settings
+    (``region``): scalars whose name does not say secret, and whose URLs carry no credential.
     """
     for key, value in auth_meta.items():
         field = f"auth_meta.{key}"
@@ -448,9 +327,8 @@ store a reference instead: {"api_key_env": "NAME_OF_ENV_VAR"}
             msg = f"{row}: auth_meta keys must be non-empty strings"
             raise InvalidConfigError(msg, field="auth_meta")
         if key.endswith(REFERENCE_SUFFIXES):
-            _check_reference(key, value, field, row)
+            _check_reference(value, field, row)
         elif is_secret_key(key):
-            # Never echo the value: it is presumably the secret itself.
             msg = (
                 f"{row}: {field} holds a literal secret; store a reference instead: "
                 f'{{"{key}_env": "NAME_OF_ENV_VAR"}}'

@@ -1,17 +1,10 @@
 """Keep resolved secret values out of every text llmpool produces.
 
-A provider's error body may echo the key it was sent (``Incorrect API key provided:
-sk-proj-...``), and that text reaches `AllLLMsFailedError`, log records and ``llmpool check``.
-`remember` is told every secret value `llmpool.credentials.resolve.resolve_auth`
-resolves; `redact` replaces each, and its common encodings, with ``***`` in any text:
-
-- the value itself (and so ``Bearer <value>``);
-- URL-quoted (``quote`` and ``quote_plus``) and JSON-escaped;
-- base64, standard and URL-safe, at each of the three byte alignments, so the value is found
-  inside ``Basic base64(user:value)`` whatever the user name's length.
-
-Values live in this process's memory only, like the clients that hold them. Redaction is plain
-substring replacement: linear in the text for each remembered value.
+A provider's error may echo the key it was sent, and that text reaches `AllLLMsFailedError`,
+logs and ``llmpool check``. `remember` is told every secret `resolve_auth` resolves; `redact`
+masks it in any text, as written, URL-quoted, JSON-escaped and base64-encoded (at every byte
+alignment, so ``Basic base64(user:value)`` is caught whatever the user name). Values live in
+this process's memory only.
 """
 
 from __future__ import annotations
@@ -21,13 +14,9 @@ import json
 import threading
 from urllib.parse import quote, quote_plus
 
-__all__ = ["MASK", "MIN_LENGTH", "forget_all", "redact", "remember"]
-
-#: What a redacted value reads as.
 MASK = "***"
 
-#: Values shorter than this are not remembered: masking ``abc`` everywhere would garble text
-#: and protect nothing.
+#: Shorter values are not remembered: masking ``abc`` everywhere would garble text, protect nothing.
 MIN_LENGTH = 8
 
 _lock = threading.Lock()
@@ -57,13 +46,7 @@ def _encodings(value: str) -> set[str]:
 
 
 def remember(value: str) -> None:
-    """Redact ``value`` (and its encodings) from every text llmpool produces from now on.
-
-    Example:
-        >>> remember("sk-test-canary-1234")
-        >>> redact("Incorrect API key provided: sk-test-canary-1234.")
-        'Incorrect API key provided: ***.'
-    """
+    """Redact ``value`` (and its encodings) from every text llmpool produces from now on."""
     global _needles
     if len(value) < MIN_LENGTH or value in _values:
         return
@@ -82,14 +65,10 @@ def redact(text: str) -> str:
     Example:
         >>> import base64
         >>> remember("hunter2-is-my-password")
-        >>> basic = base64.b64encode(b"admin:hunter2-is-my-password").decode()
-        >>> MASK in redact("Authorization: Basic " + basic)
-        True
+        >>> redact("Basic " + base64.b64encode(b"admin:hunter2-is-my-password").decode())
+        'Basic YWRtaW46***A=='
     """
-    needles = _needles
-    if not needles:
-        return text
-    for needle in needles:
+    for needle in _needles:
         if needle in text:
             text = text.replace(needle, MASK)
     return text
@@ -101,3 +80,52 @@ def forget_all() -> None:
     with _lock:
         _values.clear()
         _needles = ()
+
+
+def scrubbed(error: BaseException) -> BaseException:
+    """Return ``error``, or a copy without any remembered secret in what it prints.
+
+    The copy keeps the error's class and attributes (masked), and drops its chained causes.
+
+    Example:
+        >>> remember("sk-scrub-canary-5678")
+        >>> error = scrubbed(PermissionError("key sk-scrub-canary-5678 refused"))
+        >>> type(error).__name__, str(error)
+        ('PermissionError', 'key *** refused')
+    """
+    if not _needles or not _holds_secret(error):
+        return error
+    cls = type(error)
+    try:
+        copy = cls.__new__(cls)
+        copy.__dict__.update({k: _masked(v) for k, v in vars(error).items()})
+    except (TypeError, AttributeError):  # no plain __new__ or no __dict__: a plain stand-in
+        return RuntimeError(f"{cls.__name__}: {redact(str(error))}")
+    copy.args = tuple(_masked(arg) for arg in error.args)
+    copy.__traceback__ = error.__traceback__
+    copy.__suppress_context__ = True
+    return copy
+
+
+def _holds_secret(error: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:  # the chain printed with it
+        seen.add(id(current))
+        for text in (str(current), repr(current)):
+            if redact(text) != text:
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _masked(value: object) -> object:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_masked(item) for item in value]
+    if type(value) is tuple:
+        return tuple(_masked(item) for item in value)
+    return value

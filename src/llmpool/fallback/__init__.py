@@ -1,9 +1,11 @@
-"""The fallback chat model: candidates in order, the first that answers wins.
+"""The fallback models: candidates in order, the first that answers wins.
 
-- `llmpool.fallback.model`: `FallbackChatModel`, the thin sync and async shells.
-- `llmpool.fallback.walk`: `Candidate` and `Walk`, the decision core of one call.
-- `llmpool.fallback.streaming`: the stream gate and the deadline bound of an attempt.
+- `llmpool.fallback.model`: `FallbackChatModel`, its four thin shells;
+  `llmpool.fallback.embeddings`: `FallbackEmbeddings`, on the same walk.
+- `llmpool.fallback.walk`: `Walk`, the decision core of one call.
+- `llmpool.fallback.calls`: what an attempt calls, its deadline bound and stream gate.
+- `llmpool.fallback.record`: one call's metadata, failures and events.
+- `llmpool.fallback.structured`: tools and structured output on every candidate.
 - `llmpool.fallback.policy`: which errors retry, fall back or propagate.
-- `llmpool.fallback.breakers`, `breakers_redis`: per-candidate circuit breakers, local or
-  shared.
+- `llmpool.fallback.breakers`: per-candidate circuit breakers, local or shared in Redis.
 """

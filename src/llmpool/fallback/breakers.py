@@ -7,18 +7,24 @@ its failure reopens it with a longer cooldown.
 
 The board holds the runtime state of each candidate under `breaker_key`: the row's id and
 version, so an edited row (its version goes up) starts with a clean breaker while the state of
-the version it replaced expires. State lives behind `BreakerStore`, so replicas can share it
-(see ``llmpool.fallback.breakers_redis``).
-Times are wall-clock seconds (`time.time`) so that several processes agree on them.
+the version it replaced expires. State lives behind `BreakerStore`: in the process
+(`LocalBreakerStore`), or in Redis, shared by every replica (`RedisBreakerStore`: when replica
+A finds a provider dead and opens its breaker, replica B skips it with no network call of its
+own). Times are wall-clock seconds (`time.time`) so that several processes agree on them.
 """
 
 from __future__ import annotations
 
 import enum
+import json
+import logging
+import math
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from llmpool.contracts import Shared, breaker_key, log_fields, redis_client
 
 __all__ = [
     "Admission",
@@ -27,22 +33,12 @@ __all__ = [
     "BreakerState",
     "BreakerStore",
     "LocalBreakerStore",
+    "RedisBreakerStore",
     "breaker_key",
     "state_name",
 ]
 
-
-def breaker_key(llm_id: str, version: int = 1) -> str:
-    """Return the board key of one version of a row: ``"<id>:<version>"``.
-
-    A row as first written (version 1) keeps its bare id, the key state had before versions
-    were part of it, so breakers already recorded (in Redis too) stay in force.
-
-    Example:
-        >>> breaker_key("row-1"), breaker_key("row-1", 3)
-        ('row-1', 'row-1:3')
-    """
-    return llm_id if version <= 1 else f"{llm_id}:{version}"
+logger = logging.getLogger(__name__)
 
 
 class BreakerState(NamedTuple):
@@ -101,8 +97,11 @@ class Admission(enum.Enum):
     """What the breaker says about calling a candidate now."""
 
     CLOSED = "closed"
+    """Call it."""
     PROBE = "probe"
+    """Call it as the half-open probe: its outcome closes or reopens the breaker."""
     OPEN = "open"
+    """Do not call it: cooling down."""
 
 
 @runtime_checkable
@@ -176,15 +175,25 @@ class BreakerBoard:
         self.store: BreakerStore = store if store is not None else LocalBreakerStore()
         self.clock = clock
         self.probe_lease = probe_lease
+        #: Whether the state lives outside this process (Redis), seen by every replica.
+        self.shared = not isinstance(self.store, LocalBreakerStore)
+        self._seen_open: dict[str, float] = {}  # keys this process saw open, until when
 
     def admit(self, key: str) -> Admission:
         """Return whether a call to ``key`` may go out now, taking the probe slot if due."""
+        return self.check(key)[0]
+
+    def check(self, key: str) -> tuple[Admission, bool]:
+        """`admit`, and whether ``key`` has state a success must clear (failures counted)."""
         state = self.store.get(key)
-        if state is None or state.open_until == 0.0:
-            return Admission.CLOSED
+        if state is None:
+            return Admission.CLOSED, False
+        if state.open_until == 0.0:
+            return Admission.CLOSED, True
         now = self.clock()
         if now < state.open_until or now < state.probe_until:
-            return Admission.OPEN
+            self._seen_open[key] = state.open_until
+            return Admission.OPEN, True
         taken = False
 
         def take(current: BreakerState) -> BreakerState:
@@ -196,27 +205,7 @@ class BreakerBoard:
             return current
 
         self.store.update(key, take)
-        return Admission.PROBE if taken else Admission.OPEN
-
-    def force_probe(self, key: str) -> bool:
-        """Take the probe slot of ``key`` even though its cooldown has not ended.
-
-        Returns:
-            Whether the slot was taken: ``False`` while another caller's probe is in flight.
-        """
-        now = self.clock()
-        taken = False
-
-        def take(current: BreakerState) -> BreakerState:
-            nonlocal taken
-            taken = False  # a store may run this again after losing a race
-            if now >= current.probe_until:
-                taken = True
-                return current._replace(probe_until=now + self.probe_lease)
-            return current
-
-        self.store.update(key, take)
-        return taken
+        return (Admission.PROBE if taken else Admission.OPEN), True
 
     def release(self, key: str) -> None:
         """Give back a probe slot whose call ended without a verdict on the candidate.
@@ -237,10 +226,10 @@ class BreakerBoard:
         now = self.clock()
         return now < state.open_until or now < state.probe_until
 
-    @property
-    def shared(self) -> bool:
-        """Whether the state lives outside this process (e.g. Redis), seen by every replica."""
-        return not isinstance(self.store, LocalBreakerStore)
+    def seems_open(self, key: str) -> bool:
+        """Whether ``key`` is cooling down as far as this process last saw (no store read)."""
+        until = self._seen_open.get(key)
+        return until is not None and self.clock() < until
 
     def state(self, key: str) -> tuple[str, BreakerState | None]:
         """Return the state's name (`state_name`) and the state of ``key``: only a look."""
@@ -262,6 +251,7 @@ class BreakerBoard:
         if state is None:
             return None
         self.store.update(key, lambda _state: None)
+        self._seen_open.pop(key, None)
         if state.open_until == 0.0:
             return None
         return BreakerChange(key, state_name(state, self.clock()), "closed")
@@ -284,7 +274,7 @@ class BreakerBoard:
             key: The candidate.
             threshold: Consecutive failures that open a closed breaker.
             cooldown: Trips -> cooldown seconds.
-            probe: Whether the failed call held the probe slot (half-open, or forced).
+            probe: Whether the failed call held the half-open probe slot.
 
         Returns:
             The change when the breaker opened (from closed, or from half-open after a failed
@@ -314,4 +304,122 @@ class BreakerBoard:
             return BreakerState(failures)
 
         self.store.update(key, fail)
+        if change is not None:
+            self._seen_open[key] = change.reopens_at
         return change
+
+
+class RedisBreakerStore:
+    """A `BreakerStore` in Redis: one key per candidate, updated with optimistic transactions.
+
+    Key layout: ``<prefix><board key>``, e.g. ``llmpool:breaker:row-1`` (see `breaker_key`);
+    the value is the `BreakerState` as a JSON object of its fields. An update WATCHes the
+    key, computes the change and commits it with MULTI/EXEC, starting over when another
+    replica changed the key in between, up to `MAX_RACES` times: each replica's change is
+    applied once, so after a cooldown exactly one replica gets the half-open probe. While
+    Redis cannot be reached (`llmpool.contracts.Shared`), and for a change that loses every
+    race, the replica's own state is used instead, and the log says so once.
+
+    Args:
+        url: The Redis URL, e.g. ``redis://127.0.0.1:6379/0``.
+        prefix: Key prefix, so several pools (or tests) can share one Redis.
+        ttl: Seconds a breaker key lives after its cooldown or probe lease ends.
+        retry_after: Seconds to use local state after Redis failed before trying it again.
+        client: An existing ``redis.Redis`` client instead of ``url``.
+
+    Example:
+        >>> store = RedisBreakerStore("redis://127.0.0.1:6379/0")  # doctest: +SKIP
+        >>> pool = LLMPool(breaker_store=store)  # doctest: +SKIP
+    """
+
+    #: Lost WATCH races after which an update applies to local state.
+    MAX_RACES = 20
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "llmpool:breaker:",
+        ttl: float = 3600.0,
+        retry_after: float = 5.0,
+        client: Any = None,
+    ) -> None:
+        client = client if client is not None else redis_client(url, "Shared breakers")
+        self.shared = Shared(client, what="circuit breakers", retry_after=retry_after)
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+        self.local = LocalBreakerStore()
+        self._contention_reported = False
+
+    def __repr__(self) -> str:
+        return f"RedisBreakerStore(prefix={self.prefix!r})"
+
+    @property
+    def reachable(self) -> bool:
+        """Whether Redis answered last time it was asked (else local state is in use)."""
+        return self.shared.reachable
+
+    def get(self, key: str) -> BreakerState | None:
+        """Return the state of ``key`` from Redis (local state while Redis is down)."""
+        known, state = self.read(key)
+        return state if known else self.local.get(key)
+
+    def read(self, key: str) -> tuple[bool, BreakerState | None]:
+        """Return whether Redis answered, and the state of ``key`` it holds: never this
+        process's local state, so a health view can say "unknown" instead of "closed"."""
+        name = self.prefix + key
+        return self.shared.run(
+            lambda redis: (True, _decode(redis.get(name))), lambda: (False, None)
+        )
+
+    def update(
+        self, key: str, change: Callable[[BreakerState], BreakerState | None]
+    ) -> BreakerState | None:
+        """Atomically change the state of ``key`` (WATCH/MULTI; retried on a race)."""
+        races: list[bool] = []
+
+        def remote(redis: Any) -> BreakerState | None:
+            name = self.prefix + key
+            for _ in range(self.MAX_RACES):
+                with redis.pipeline() as pipe:
+                    try:
+                        pipe.watch(name)
+                        new = change(_decode(pipe.get(name)) or _CLOSED)
+                        pipe.multi()
+                        if new is None or new == _CLOSED:
+                            pipe.delete(name)
+                        else:
+                            pipe.set(name, json.dumps(new._asdict()), ex=self._expiry(new))
+                        pipe.execute()
+                        return new
+                    except Exception as error:
+                        if type(error).__name__ != "WatchError":
+                            raise
+            races.append(True)
+            return None
+
+        new = self.shared.run(remote, lambda: self.local.update(key, change))
+        if races:
+            self._contended(key)
+            return self.local.update(key, change)
+        return new
+
+    def _expiry(self, state: BreakerState) -> int:
+        # Redis refuses EX 0, and a key must outlive the cooldown or probe lease it records.
+        pending = max(state.open_until, state.probe_until) - time.time()
+        return max(1, math.ceil(max(pending, 0.0) + self.ttl))
+
+    def _contended(self, key: str) -> None:
+        if not self._contention_reported:
+            self._contention_reported = True
+            logger.warning(
+                "llmpool lost %d Redis races in a row on a circuit breaker; this change "
+                "applies to this replica's local state only",
+                self.MAX_RACES,
+                extra=log_fields("redis_contended", breaker=key),
+            )
+
+
+def _decode(raw: Any) -> BreakerState | None:
+    return None if raw is None else BreakerState(**json.loads(raw))

@@ -1,64 +1,75 @@
 """The fallback chat model: candidates in priority order, the first that answers wins.
 
-`FallbackChatModel` is a real `BaseChatModel`, so agent builders and anything that checks for
-a chat model accept it (they reject LangChain's ``RunnableWithFallbacks``). Compared with
-``Runnable.with_fallbacks`` it:
+`FallbackChatModel` is a real `BaseChatModel`: agent builders and anything that checks for a
+chat model accept it (they reject LangChain's ``RunnableWithFallbacks``), and LangChain's own
+run machinery serves it. A call is one chat-model run to callbacks and tracers, whichever
+candidate answered: the candidates are called below that machinery (`llmpool.fallback.calls`),
+and their attempts are in the answer's ``response_metadata["llmpool"]`` and llmpool's events.
+Compared with ``Runnable.with_fallbacks`` it:
 
-- writes the candidate loop once (`llmpool.fallback.walk.Walk`, the decision core) and drives
-  it from four thin shells (invoke, ainvoke, stream, astream; batch and abatch go through
-  invoke and ainvoke);
-- falls back only on provider errors (see `llmpool.fallback.policy`), so a `TypeError` stays a bug;
+- writes the candidate loop once (`llmpool.fallback.walk.Walk`) and drives it from four thin
+  shells (``_generate``, ``_agenerate``, ``_stream``, ``_astream``);
+- falls back only on provider errors (`llmpool.fallback.policy`), so a `TypeError` stays a bug;
 - raises one `AllLLMsFailedError` that lists every candidate and its error, in order;
-- applies ``bind_tools`` / ``with_structured_output`` to every candidate explicitly, skipping
-  (and recording) a candidate that cannot, instead of forwarding through ``__getattr__``;
-  binding again replaces the tools, and tools every candidate refuses are refused when bound;
+- applies ``bind_tools`` / ``with_structured_output`` to every candidate explicitly, each in
+  its provider's native way (`llmpool.fallback.structured`), skipping a candidate that cannot;
 - behaves as the chat model that would answer first where LangChain asks which model this is
   (``model_name``, ``_llm_type``, ``_get_ls_params``, ``profile``, token counts), and forwards
   LangChain's standard constructor parameters to every candidate (`llmpool.fallback.forwarding`);
-- retries transient errors per candidate (bounded attempts and a total deadline that also
-  cuts short an attempt whose client would wait past it), and skips a candidate whose circuit
-  breaker is open with no network call;
+- retries transient errors per candidate within a total deadline, and skips a candidate whose
+  circuit breaker is open with no network call;
 - says which candidate answered: ``response_metadata["llmpool"]``.
-
-When callbacks or tracing are active, the call is one chain run and each attempt a child run
-named after its row; when they are not, no callback machinery runs at all.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import (
-    ChatGeneration,
-    ChatGenerationChunk,
-    ChatResult,
-    LLMResult,
-    RunInfo,
-)
-from langchain_core.runnables import Runnable, RunnableConfig
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from pydantic import BaseModel, ConfigDict
 
+import llmpool.contracts as contracts
+from llmpool.chain.builder import ChainSource, ScopeChain
+from llmpool.chain.routing import Routing
+from llmpool.contracts import AdmissionCheck, Candidate
 from llmpool.errors import InvalidConfigError, LLMPoolError
-from llmpool.fallback.admission import AdmissionCheck
 from llmpool.fallback.breakers import BreakerBoard
-from llmpool.fallback.forwarding import FORWARDED, CandidateStep, child_of
+from llmpool.fallback.calls import ChatCall
+from llmpool.fallback.forwarding import FORWARDED, rebuild
 from llmpool.fallback.policy import FallbackPolicy
-from llmpool.fallback.routing import Routing
-from llmpool.fallback.walk import Candidate, Walk, ensure_buildable
+from llmpool.fallback.structured import answer_parser, decompose, structured
+from llmpool.fallback.walk import Walk
 
-__all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "ensure_buildable"]
+__all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "code_candidate"]
 
 if TYPE_CHECKING:
-    from langchain_core.callbacks import Callbacks
     from langchain_core.language_models.base import LangSmithParams
 
 _DEFAULT_POLICY = FallbackPolicy()
 _Schema = TypeVar("_Schema", bound=BaseModel)
-_MAX_RUNNERS = 256  # bound models cached per fallback model (bind_tools, structured output)
+_MAX_CALLS = 256  # calls cached per fallback model (a live chain replaces its clients)
+
+
+def code_candidate(model: BaseChatModel, *, name: str | None = None) -> Candidate:
+    """Wrap a model supplied in code (no row), e.g. an environment-configured Ollama.
+
+    Example:
+        >>> from llmpool.providers.fake import FakeChatModel
+        >>> code_candidate(FakeChatModel(model="local")).config.name
+        'code:FakeChatModel(local)'
+    """
+    from llmpool.models import LLMConfig
+
+    label = getattr(model, "model", None) or getattr(model, "model_name", None)
+    name = name or f"code:{type(model).__name__}" + (f"({label})" if label else "")
+    config = LLMConfig(
+        id=name, name=name, provider="code", model_name=str(label or type(model).__name__)
+    )
+    return Candidate(config, model)
 
 
 class FallbackChatModel(BaseChatModel):
@@ -66,18 +77,17 @@ class FallbackChatModel(BaseChatModel):
 
     Args:
         candidates: Candidates in priority order (a static chain).
-        source: Called at every call for the current candidates (a live chain, e.g. the pool's
-            snapshot); used instead of ``candidates`` when given.
-        fallbacks: Models supplied in code, tried after the database's candidates.
+        chain: Where the chain in force is read at every call (a live chain: the pool's
+            `llmpool.chain.builder.ChainSource`); used instead of ``candidates``.
+        fallbacks: Models supplied in code, tried after the chain's candidates.
         policy: Retries, deadline and circuit breaker settings.
-        breakers: Shared breaker state (every runnable of one pool shares one board).
-        scope: The scope, for messages.
-        routing: Orders the candidates for each call (e.g. `PriorityRouting`; the pool passes
-            its own); ``None`` tries them in the order given. The ``fallbacks`` follow them in
-            their own order.
-        admissions: Checks asked before each attempt whether its candidate may be called now
-            (rate limits, budgets) and told how it went (`llmpool.fallback.admission`), or a
-            callable returning them at every call (the pool's, which follow the table).
+        breakers: Shared breaker state (every model of one pool shares one board).
+        scope: The scope, for messages; alone (no candidates, chain or fallbacks), the
+            scope's live chain on the default pool (`llmpool.get_pool`).
+        routing: Orders a static chain's candidates for each call (a live chain has its own);
+            ``None`` tries them in the order given.
+        admissions: Checks asked before each attempt of a static chain (a live chain has its
+            own): rate limits, budgets (`llmpool.contracts.AdmissionCheck`).
 
     Example:
         >>> from llmpool.models import LLMConfig
@@ -95,14 +105,14 @@ class FallbackChatModel(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     candidates: tuple[Candidate, ...] = ()
-    source: Callable[[], Sequence[Candidate]] | None = None
+    chain: ChainSource | None = None
     fallbacks: tuple[BaseChatModel, ...] = ()
     policy: FallbackPolicy = _DEFAULT_POLICY
     breakers: BreakerBoard = None  # type: ignore[assignment]
     scope: str | None = None
     routing: Routing | None = None
+    admissions: tuple[AdmissionCheck, ...] = ()
     candidate_transform: Callable[[BaseChatModel], Runnable[Any, Any]] | None = None
-    admissions: tuple[AdmissionCheck, ...] | Callable[[], Sequence[AdmissionCheck]] = ()
 
     # LangChain's standard parameters, forwarded to every candidate (`llmpool.fallback.forwarding`)
     temperature: float | None = None
@@ -112,8 +122,14 @@ class FallbackChatModel(BaseChatModel):
     stop: list[str] | None = None
     streaming: bool | None = None
 
-    _code_candidates: tuple[Candidate, ...] = PrivateAttr(default=())
-    _runners: dict[int, tuple[BaseChatModel, Any]] = PrivateAttr(default_factory=dict)
+    # Per-instance state read at every call, kept in the instance's __dict__ (set in
+    # `model_post_init`): a pydantic private attribute costs microseconds to read.
+    if TYPE_CHECKING:
+        _static: ScopeChain | None
+        _code: tuple[Candidate, ...]
+        _calls: dict[int, tuple[BaseChatModel, Any]]
+        _overrides: dict[str, Any]
+        _first_seen: _First
 
     def __init__(self, **values: Any) -> None:
         unknown = sorted(set(values) - _ACCEPTED)
@@ -127,28 +143,36 @@ class FallbackChatModel(BaseChatModel):
         super().__init__(**values)
 
     def model_post_init(self, context: Any, /) -> None:
-        """Fill defaults that need an instance: the breaker board, the code candidates.
-
-        A model given only a ``scope`` (no ``candidates``, ``source`` or ``fallbacks``) is that
-        scope's live chain on the default pool (`llmpool.get_pool`): what `load` makes of a
-        serialized `get_llm_with_fallback` model.
-        """
+        """Fill what needs an instance: the chain, the breaker board, the code candidates."""
         given = self.model_fields_set
-        if self.scope is not None and not given & {"candidates", "source", "fallbacks"}:
-            from llmpool.api import get_pool
-
-            live = get_pool().get_llm_with_fallback(self.scope)
-            for name in ("source", "routing", "breakers", "policy", "admissions"):
+        if self.scope is not None and not given & {"candidates", "chain", "fallbacks"}:
+            serve = contracts.default_scope_model
+            if serve is None:
+                msg = "import llmpool to serve a scope's chain on the default pool"
+                raise LLMPoolError(msg)
+            live = serve(self.scope)
+            for name in ("chain", "breakers", "policy"):
                 object.__setattr__(self, name, getattr(live, name))
         if self.breakers is None:
             object.__setattr__(self, "breakers", BreakerBoard())
-        self._code_candidates = tuple(Candidate.from_model(m) for m in self.fallbacks)
-        overrides = {k: getattr(self, k) for k in FORWARDED if k in self.model_fields_set}
-        if overrides:  # every candidate is rebuilt with them, then given the step
-            step = self.candidate_transform
-            if isinstance(step, CandidateStep):
-                step = step.step
-            object.__setattr__(self, "candidate_transform", CandidateStep(overrides, step))
+        static = None
+        if self.chain is None:
+            static = ScopeChain(
+                self.scope, "chat", 0, tuple(self.candidates), self.routing, self.admissions
+            )
+        state = {
+            "_static": static,
+            "_code": tuple(code_candidate(model) for model in self.fallbacks),
+            "_calls": {},
+            "_overrides": {k: getattr(self, k) for k in FORWARDED if k in given},
+        }
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        super().model_post_init(context)
+
+    def _current(self) -> ScopeChain:
+        static = self._static
+        return static if static is not None else self.chain.current()  # type: ignore[union-attr]
 
     # -- serialization: a reference to the scope's chain, never rows or secrets --------------
 
@@ -166,19 +190,14 @@ class FallbackChatModel(BaseChatModel):
         """The model as LangChain's serialized form: its scope and forwarded parameters.
 
         Loading it (``langchain_core.load.load(..., valid_namespaces=["llmpool"])``) gives the
-        scope's live chain on the default pool (`llmpool.get_pool`, configured by
-        ``LLMPOOL_DATABASE_URL`` / ``DATABASE_URL``), as a serialized ``ChatOpenAI`` reads its
-        key from the environment. No row, credential or endpoint is written. A model that
-        cannot be described that way (candidates or fallback models given in code, tools or a
-        structured output bound) serializes as "not implemented", as LangChain does for any
-        object it cannot rebuild.
+        scope's live chain on the default pool (`llmpool.get_pool`), as a serialized
+        ``ChatOpenAI`` reads its key from the environment. No row, credential or endpoint is
+        written. A model that cannot be described that way (candidates or fallback models
+        given in code, tools or a structured output bound) serializes as "not implemented".
         """
-        step = self.candidate_transform
-        bound = step is not None and not (isinstance(step, CandidateStep) and step.step is None)
-        if self.scope is None or self.source is None or self.fallbacks or bound:
+        if self.scope is None or self.chain is None or self.fallbacks or self.candidate_transform:
             return self.to_json_not_implemented()
-        kwargs: dict[str, Any] = {"scope": self.scope}
-        kwargs.update({k: getattr(self, k) for k in FORWARDED if k in self.model_fields_set})
+        kwargs: dict[str, Any] = {"scope": self.scope, **self._overrides}
         return {
             "lc": 1,
             "type": "constructor",
@@ -188,22 +207,34 @@ class FallbackChatModel(BaseChatModel):
 
     # -- which model is this: the candidate that would answer first -------------------------
 
-    def _first(self) -> Candidate | None:
+    def _seen_first(self) -> _First:
+        # Asked at every call (LangChain reads ``_llm_type`` and ``_get_ls_params``): what was
+        # found for the chain last seen holds while its candidate's breaker stays closed.
+        chain = self._current()
+        seen: _First | None = self.__dict__.get("_first_seen")
         breakers = self.breakers
-        for candidate in self._current_candidates():
-            if candidate.model is not None and not breakers.is_open(candidate.key):
-                return candidate
-        return None
+        if (
+            seen is not None
+            and seen.chain is chain
+            and (seen.candidate is None or not breakers.seems_open(seen.candidate.key))
+        ):
+            return seen
+        seen = _First(chain)
+        for candidate in (*chain.candidates, *self._code):
+            if candidate.model is not None and not breakers.seems_open(candidate.key):
+                call = self._call(candidate)
+                seen.candidate = candidate
+                seen.model = candidate.model if isinstance(call, BaseException) else call.model
+                break
+        object.__setattr__(self, "_first_seen", seen)
+        return seen
+
+    def _first(self) -> Candidate | None:
+        return self._seen_first().candidate
 
     def _first_model(self) -> BaseChatModel | None:
         """The model of the candidate that would answer first, with the forwarded parameters."""
-        candidate = self._first()
-        if candidate is None or candidate.model is None:
-            return None
-        step = self.candidate_transform
-        return (
-            step.configure(candidate.model) if isinstance(step, CandidateStep) else candidate.model
-        )
+        return self._seen_first().model
 
     @property
     def _llm_type(self) -> str:
@@ -217,18 +248,22 @@ class FallbackChatModel(BaseChatModel):
         return None if candidate is None else candidate.config.model_name
 
     def _resolve_model_profile(self) -> Any:
-        # The profile of the candidate that would answer first when this model was made.
         model = self._first_model()
         return None if model is None else model.profile
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        model = self._first_model()
+        seen = self._seen_first()
+        model = seen.model
         if model is None:
             params = super()._get_ls_params(stop=stop, **kwargs)
             params["ls_provider"] = "llmpool"
             params.setdefault("ls_model_name", str(kwargs.get("model") or "none"))
             return params
-        return model._get_ls_params(stop=stop, **kwargs)
+        if stop is not None or kwargs:
+            return model._get_ls_params(stop=stop, **kwargs)
+        if seen.ls_params is None:  # a built model's settings do not change: read once
+            seen.ls_params = dict(model._get_ls_params())
+        return seen.ls_params.copy()  # type: ignore[return-value]
 
     def get_token_ids(self, text: str) -> list[int]:
         """The token ids of ``text`` by the tokenizer of the candidate that would answer first."""
@@ -250,182 +285,38 @@ class FallbackChatModel(BaseChatModel):
             return super().get_num_tokens_from_messages(messages, tools)
         return model.get_num_tokens_from_messages(messages, tools)
 
-    def _current_candidates(self) -> Sequence[Candidate]:
-        base = self.source() if self.source is not None else self.candidates
-        if self.routing is not None:
-            base = self.routing.order(base)
-        # `fallbacks` first: a pydantic private attribute costs microseconds to read.
-        return (*base, *self._code_candidates) if self.fallbacks else base
-
-    def _runner(self, candidate: Candidate) -> Any:
-        model = candidate.model
-        if self.candidate_transform is None or model is None:
-            return model
-        key = id(model)
-        entry = self._runners.get(key)
-        if entry is None:
-            runner: Any
-            try:
-                runner = self.candidate_transform(model)
-            except Exception as error:  # this candidate cannot do it; the others may
-                runner = error
-            if len(self._runners) >= _MAX_RUNNERS:
-                # A live source replaces models as rows change: forget the oldest runners.
-                for stale in list(self._runners)[: _MAX_RUNNERS // 2]:
-                    self._runners.pop(stale, None)
-            # the entry keeps the model alive, so its id() cannot be reused while cached
-            entry = self._runners[key] = (model, runner)
-        return entry[1]
-
     # -- the four shells -----------------------------------------------------------------------
 
-    def _walk(self, config: RunnableConfig | None, inputs: Any, streaming: bool = False) -> Walk:
-        base = self.source() if self.source is not None else self.candidates
-        checks = self.admissions
-        admissions = checks if isinstance(checks, tuple) else checks()
-        # By position (keywords cost measurably on the fast path), in the order of Walk's
-        # arguments: candidates, policy, breakers, runner, routing, then, scope, name, config,
-        # inputs, streaming, started, admissions. `fallbacks` is read first: a pydantic private
-        # attribute is slow.
+    def _call(self, candidate: Candidate) -> Any:
+        # What the walk calls for a candidate: its client with the forwarded parameters and
+        # the bound step, or why it cannot (made once per client).
+        model = candidate.model
+        entry = self._calls.get(id(model))
+        if entry is None:
+            try:
+                configured = rebuild(model, self._overrides) if self._overrides else model
+                step = self.candidate_transform
+                call: Any = ChatCall(configured) if step is None else decompose(step(configured))
+            except Exception as error:  # this candidate cannot do it; the others may
+                call = error
+            if len(self._calls) >= _MAX_CALLS:
+                for stale in list(self._calls)[: _MAX_CALLS // 2]:
+                    self._calls.pop(stale, None)
+            # the entry keeps the model alive, so its id() cannot be reused while cached
+            entry = self._calls[id(model)] = (model, call)
+        return entry[1]
+
+    def _walk(self, streaming: bool = False) -> Walk:
+        chain = self._current()
+        if chain.problem is not None:
+            raise chain.problem
         return Walk(
-            base,
+            chain,
             self.policy,
             self.breakers,
-            None if self.candidate_transform is None else self._runner,
-            self.routing,
-            self._code_candidates if self.fallbacks else (),
-            self.scope,
-            self.get_name,
-            config,
-            inputs,
-            streaming,
-            None,
-            admissions,
-        )
-
-    def _quick(self, config: RunnableConfig | None) -> Candidate | None:
-        """The candidate the fast path would call with no bookkeeping, or ``None``."""
-        return self._walk(config, None).first_if_quick()
-
-    def invoke(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> AIMessage:
-        """Invoke the first candidate that answers (see the class docstring)."""
-        walk = self._walk(config, input)
-        for attempt in walk:
-            with attempt:
-                return walk.answer(  # type: ignore[no-any-return]
-                    attempt, attempt.runner.invoke(input, attempt.config, **kwargs)
-                )
-        raise walk.error()
-
-    async def ainvoke(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> AIMessage:
-        """Async twin of `invoke`."""
-        walk = self._walk(config, input)
-        async for attempt in walk:
-            async with attempt:
-                result = await attempt.runner.ainvoke(input, attempt.config, **kwargs)
-                return walk.answer(attempt, result)  # type: ignore[no-any-return]
-        raise walk.error()
-
-    def stream(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Iterator[AIMessageChunk]:
-        """Stream from the first candidate that starts answering.
-
-        An error before the first content falls back; an error after it raises
-        `MidStreamError` with the partial text (never a silent switch, never duplicated text).
-        Leading chunks without content (a role header, empty deltas) are held back until the
-        first content arrives, so a provider's error event right after them still falls back.
-        """
-        walk = self._walk(config, input, streaming=True)
-        for attempt in walk:
-            with attempt:
-                gate = attempt.gate
-                assert gate is not None  # a streaming walk gates every attempt
-                for chunk in attempt.runner.stream(input, attempt.config, **kwargs):
-                    yield from gate.push(chunk)
-                yield from gate.finish()  # an empty stream is a valid answer
-                return
-        raise walk.error()
-
-    async def astream(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> AsyncIterator[AIMessageChunk]:
-        """Async twin of `stream`."""
-        walk = self._walk(config, input, streaming=True)
-        async for attempt in walk:
-            async with attempt:
-                gate = attempt.gate
-                assert gate is not None  # a streaming walk gates every attempt
-                async for chunk in attempt.runner.astream(input, attempt.config, **kwargs):
-                    for out in gate.push(chunk):
-                        yield out
-                for out in gate.finish():
-                    yield out
-                return
-        raise walk.error()
-
-    # -- the BaseChatModel contract, for code that calls generate() or streams events ---------
-
-    def generate(
-        self,
-        messages: list[list[BaseMessage]],
-        stop: list[str] | None = None,
-        callbacks: Callbacks = None,
-        *,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        run_name: str | None = None,
-        run_id: uuid.UUID | None = None,
-        **kwargs: Any,
-    ) -> LLMResult:
-        """Answer each prompt as `invoke` does: one run per prompt, the attempts its children.
-
-        The answering candidate's own LLM run reports the answer and its token usage; an LLM
-        run of this model around it would report the same usage a second time.
-        """
-        generations: list[list[Any]] = []
-        runs: list[RunInfo] = []
-        for i, prompt in enumerate(messages):
-            config, run = _call_config(callbacks, tags, metadata, run_name, run_id, i)
-            message = self.invoke(prompt, config, stop=stop, **kwargs)
-            generations.append([ChatGeneration(message=message)])
-            if run is not None:
-                runs.append(RunInfo(run_id=run))
-        return LLMResult(generations=generations, run=runs or None)
-
-    async def agenerate(
-        self,
-        messages: list[list[BaseMessage]],
-        stop: list[str] | None = None,
-        callbacks: Callbacks = None,
-        *,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        run_name: str | None = None,
-        run_id: uuid.UUID | None = None,
-        **kwargs: Any,
-    ) -> LLMResult:
-        """Async twin of `generate`."""
-        import asyncio
-
-        calls = [
-            _call_config(callbacks, tags, metadata, run_name, run_id, i)
-            for i in range(len(messages))
-        ]
-        answers = await asyncio.gather(
-            *(
-                self.ainvoke(prompt, config, stop=stop, **kwargs)
-                for prompt, (config, _run) in zip(messages, calls, strict=True)
-            )
-        )
-        runs = [RunInfo(run_id=run) for _config, run in calls if run is not None]
-        return LLMResult(
-            generations=[[ChatGeneration(message=answer)] for answer in answers],
-            run=runs or None,
+            calls=self._call,
+            then=self._code,
+            streaming=streaming,
         )
 
     def _generate(
@@ -435,11 +326,11 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        # A caller that opened an LLM run for this model: the attempts are its children.
-        config: RunnableConfig = {"callbacks": child_of(run_manager)} if run_manager else {}
-        result = self.invoke(messages, config, stop=stop, **kwargs)
-        message = result if isinstance(result, BaseMessage) else AIMessage(content=str(result))
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        walk = self._walk()
+        for attempt in walk:
+            with attempt:
+                return _tagged(walk, attempt, attempt.call.generate(messages, stop, kwargs))
+        raise walk.error()
 
     async def _agenerate(
         self,
@@ -448,10 +339,12 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config: RunnableConfig = {"callbacks": child_of(run_manager)} if run_manager else {}
-        result = await self.ainvoke(messages, config, stop=stop, **kwargs)
-        message = result if isinstance(result, BaseMessage) else AIMessage(content=str(result))
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        walk = self._walk()
+        async for attempt in walk:
+            async with attempt:
+                result = await attempt.call.agenerate(messages, stop, kwargs)
+                return _tagged(walk, attempt, result)
+        raise walk.error()
 
     def _stream(
         self,
@@ -460,10 +353,19 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        # What `stream_events(version="v3")` reads: `stream`'s chunks, under the caller's run.
-        config: RunnableConfig = {"callbacks": child_of(run_manager)} if run_manager else {}
-        for chunk in self.stream(messages, config, stop=stop, **kwargs):
-            yield ChatGenerationChunk(message=_as_chunk(chunk))
+        # An error before the first content falls back; after it, `MidStreamError` with the
+        # partial text (never a silent switch, never duplicated text). Leading chunks without
+        # content are held back until the first content arrives.
+        walk = self._walk(streaming=True)
+        for attempt in walk:
+            with attempt:
+                gate = attempt.gate
+                assert gate is not None  # a streaming walk gates every attempt
+                for chunk in attempt.call.stream(messages, stop, kwargs):
+                    yield from gate.push(chunk)
+                yield from gate.finish()
+                return
+        raise walk.error()
 
     async def _astream(
         self,
@@ -472,9 +374,18 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        config: RunnableConfig = {"callbacks": child_of(run_manager)} if run_manager else {}
-        async for chunk in self.astream(messages, config, stop=stop, **kwargs):
-            yield ChatGenerationChunk(message=_as_chunk(chunk))
+        walk = self._walk(streaming=True)
+        async for attempt in walk:
+            async with attempt:
+                gate = attempt.gate
+                assert gate is not None  # a streaming walk gates every attempt
+                async for chunk in attempt.call.astream(messages, stop, kwargs):
+                    for out in gate.push(chunk):
+                        yield out
+                for out in gate.finish():
+                    yield out
+                return
+        raise walk.error()
 
     # -- tools and structured output apply to every candidate ---------------------------------
 
@@ -491,24 +402,29 @@ class FallbackChatModel(BaseChatModel):
             if name not in {"candidate_transform", "profile"}
         }
         derived = FallbackChatModel(**values, candidate_transform=step)
-        derived._check_step()
-        return derived
-
-    def _check_step(self) -> None:
-        try:
-            candidates = self._current_candidates()
-        except LLMPoolError:  # the chain cannot be read now: each call will say why
-            return
         refusal: BaseException | None = None
+        try:
+            candidates = (*derived._current().candidates, *derived._code)
+        except LLMPoolError:  # the chain cannot be read now: each call will say why
+            return derived
         for candidate in candidates:
             if candidate.model is None:
                 continue
-            runner = self._runner(candidate)
-            if not isinstance(runner, BaseException):
-                return
-            refusal = refusal or runner
+            call = derived._call(candidate)
+            if not isinstance(call, BaseException):
+                return derived
+            refusal = refusal or call
         if refusal is not None:
             raise refusal
+        return derived
+
+    def _parser_of(self, llm_id: str) -> Runnable[Any, Any] | None:
+        """The parser of the candidate ``llm_id``'s structured answer (see `answer_parser`)."""
+        for candidate in (*self._current().candidates, *self._code):
+            if candidate.config.id == llm_id and candidate.model is not None:
+                call = self._call(candidate)
+                return None if isinstance(call, BaseException) else call.parser
+        return None
 
     def bind_tools(
         self,
@@ -542,54 +458,60 @@ class FallbackChatModel(BaseChatModel):
 
     @overload
     def with_structured_output(
-        self,
-        schema: type[_Schema],
-        *,
-        include_raw: Literal[False] = False,
-        **kwargs: Any,
+        self, schema: type[_Schema], *, include_raw: Literal[False] = False, **kwargs: Any
     ) -> Runnable[LanguageModelInput, _Schema]: ...
 
     @overload
     def with_structured_output(
-        self,
-        schema: dict[str, Any] | type,
-        *,
-        include_raw: Literal[True],
-        **kwargs: Any,
+        self, schema: dict[str, Any] | type, *, include_raw: Literal[True], **kwargs: Any
     ) -> Runnable[LanguageModelInput, dict[str, Any]]: ...
 
     @overload
     def with_structured_output(
-        self,
-        schema: dict[str, Any] | type,
-        *,
-        include_raw: bool = False,
-        **kwargs: Any,
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]: ...
 
     def with_structured_output(
-        self,
-        schema: dict[str, Any] | type,
-        *,
-        include_raw: bool = False,
-        **kwargs: Any,
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[LanguageModelInput, Any]:
         """Ask every candidate for structured output; one that cannot is skipped and recorded.
 
-        Each candidate's own ``with_structured_output`` is used, so each provider answers in
-        its native way. With ``include_raw=True`` the raw message carries
-        ``response_metadata["llmpool"]`` like any answer.
+        Each candidate's own ``with_structured_output`` decides how it is asked (a JSON
+        schema response format, a forced tool call), so each provider answers in its native
+        way, and its own parser reads its answer. With ``include_raw=True`` the raw message
+        carries ``response_metadata["llmpool"]`` like any answer.
 
         Returns:
-            A fallback runnable returning the parsed structure (typed as ``schema`` when it is
-            a pydantic model).
+            A runnable returning the parsed structure (typed as ``schema`` when it is a
+            pydantic model).
 
         Raises:
             ValueError: (or the candidates' own error) every candidate refused the schema.
         """
-        return self._derive(
-            lambda model: model.with_structured_output(schema, include_raw=include_raw, **kwargs)
+        derived = self._derive(
+            lambda model: model.with_structured_output(schema, include_raw=False, **kwargs)
         )
+        return structured(derived, answer_parser(derived), schema, include_raw, kwargs)
+
+
+class _First:
+    """The candidate of a chain that would answer first, its model, and its LangSmith params."""
+
+    __slots__ = ("candidate", "chain", "ls_params", "model")
+
+    def __init__(self, chain: ScopeChain) -> None:
+        self.chain = chain
+        self.candidate: Candidate | None = None
+        self.model: BaseChatModel | None = None
+        self.ls_params: dict[str, Any] | None = None
+
+
+def _tagged(walk: Walk, attempt: Any, result: ChatResult) -> ChatResult:
+    # The walk's bookkeeping for an answer, and its metadata on the answer's message.
+    message = result.generations[0].message
+    metadata = walk.answer(attempt, getattr(message, "usage_metadata", None))
+    message.response_metadata["llmpool"] = metadata
+    return result
 
 
 # Every field, and its alias: anything else given to the constructor is refused.
@@ -597,36 +519,3 @@ _ACCEPTED = frozenset(
     {*FallbackChatModel.model_fields}
     | {info.alias for info in FallbackChatModel.model_fields.values() if info.alias}
 )
-
-
-def _as_chunk(chunk: Any) -> AIMessageChunk:
-    if isinstance(chunk, AIMessageChunk):
-        return chunk
-    if isinstance(chunk, BaseMessage):
-        data = chunk.model_dump(exclude={"type"})
-        return AIMessageChunk(**{k: v for k, v in data.items() if k in AIMessageChunk.model_fields})
-    return AIMessageChunk(content=str(chunk))
-
-
-def _call_config(
-    callbacks: Callbacks,
-    tags: list[str] | None,
-    metadata: dict[str, Any] | None,
-    run_name: str | None,
-    run_id: uuid.UUID | None,
-    index: int,
-) -> tuple[RunnableConfig, uuid.UUID | None]:
-    # generate()'s arguments for one prompt, as a runnable config; its run id when it has one.
-    config: RunnableConfig = {}
-    if callbacks is not None:
-        config["callbacks"] = callbacks
-    if tags:
-        config["tags"] = tags
-    if metadata:
-        config["metadata"] = metadata
-    if run_name:
-        config["run_name"] = run_name
-    run = (run_id if index == 0 else None) or (uuid.uuid4() if callbacks else None)
-    if run is not None:
-        config["run_id"] = run
-    return config, run

@@ -51,8 +51,9 @@ class Outcome(enum.Enum):
     """Not a provider failure (a bug): raise it unchanged."""
 
 
-# Errors every client may raise (httpx's transport errors, langchain-core's standard ones). The
-# names specific to one SDK are declared by its provider (`llmpool.providers.builtin`).
+# Errors every client may raise (the transport errors of httpx and of httpx2, which openai 3 and
+# anthropic 2.17 are built on: the same names; langchain-core's standard ones). The names
+# specific to one SDK are declared by its provider (`llmpool.providers.builtin`).
 _RETRY_NAMES = frozenset(
     {
         "TransportError",
@@ -74,6 +75,7 @@ _FALLBACK_NAMES = frozenset(
         "ModelNotFoundError",
         "ModelInvalidRequestError",
         "ModelRefusalError",
+        "EmptyStreamError",  # llmpool.fallback.calls: a stream that carried nothing readable
     }
 )
 _CONTEXT_LENGTH_MARKERS = (
@@ -275,7 +277,7 @@ def raised_by_provider(error: BaseException) -> bool:
     and pydantic. The first other frame decides:
 
     - in an installed package other than langchain-core and llmpool (``langchain_openai``,
-      ``openai``, ``httpx``, ``ollama``, ...): the provider's client, unless that code was
+      ``openai``, ``httpx``, ``httpx2``, ...): the provider's client, unless that code was
       called by langchain-core's callback manager (then it is a callback handler, the caller's);
     - in langchain-core or llmpool: the caller's input or configuration (``llm.invoke(123)``),
       except langchain-core's report of a stream that carried no chunk at all;
@@ -414,7 +416,8 @@ class FallbackPolicy:
         return delay
 
     def _backoff(self, attempt_number: int) -> float:
-        from tenacity import RetryCallState, wait_exponential_jitter
+        from tenacity import RetryCallState
+        from tenacity.wait import wait_exponential_jitter  # tenacity 8.2 does not re-export it
 
         strategy = wait_exponential_jitter(
             initial=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_jitter

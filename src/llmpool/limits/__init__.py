@@ -1,18 +1,11 @@
-"""Rate limits per row: requests per minute (``rpm``) and tokens per minute (``tpm``).
+"""Rate limits per row: requests (``rpm``) and tokens (``tpm``) in any sliding minute.
 
-`RateLimiter` is an admission check (`llmpool.fallback.admission`): before each call it asks
-its `LimitStore` whether the row has room in its window; a row at its limit is skipped with no
-network call, the reason recorded ("rate limited: rpm 60/60, frees in 12 s"), and the call goes
-on to the next row. After each call the tokens of the answer (``usage_metadata``) are counted
-for ``tpm``. Windows slide: a row with ``rpm=60`` never takes more than 60 requests in any
-60 seconds.
-
-Counting is local to the process by default (`LocalLimits`), and shared by every replica
-through Redis with `RedisLimits` (one Lua script per check, one round trip; extra ``redis``).
-Limits are keyed by row id, so editing a row keeps its window.
+A row whose window is full is skipped with no network call, its reason recorded. Windows are
+keyed by row id (editing a row keeps its window) and counted in this process (`LocalLimits`) or
+by every replica in Redis (`llmpool.limits.redis.RedisLimits`).
 
 Example:
-    >>> from llmpool.fallback.walk import Candidate
+    >>> from llmpool.contracts import Candidate
     >>> from llmpool.models import LLMConfig
     >>> row = Candidate(LLMConfig(id="1", name="A", provider="fake", model_name="m", rpm=1))
     >>> limiter = RateLimiter()
@@ -22,25 +15,48 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import math
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
-from llmpool.fallback.admission import CheckBase
-from llmpool.limits.local import LimitStore, LocalLimits, WindowUse, describe_refusal
-
-if TYPE_CHECKING:
-    from llmpool.fallback.walk import Candidate
+from llmpool.contracts import Candidate, CheckBase
 
 __all__ = ["LimitStore", "LocalLimits", "RateLimiter", "WindowUse", "describe_refusal"]
 
 
-class RateLimiter(CheckBase):
-    """The admission check of the rows' ``rpm`` and ``tpm`` limits.
+class WindowUse(NamedTuple):
+    """A row's current window: the requests taken and the tokens counted in it."""
 
-    Args:
-        store: Where the windows are counted: `LocalLimits` (this process; the default) or
-            `llmpool.limits.redis.RedisLimits` (every replica).
-    """
+    requests: int
+    tokens: int
+
+
+class LimitStore(Protocol):
+    """Where the windows are counted; each method is atomic for one key (a row id)."""
+
+    def take(self, key: str, rpm: int | None, tpm: int | None) -> str | None:
+        """Take one request from the window, or return why it is full (taking nothing)."""
+
+    def give_back(self, key: str) -> None:
+        """Undo the latest `take` (the call was not made)."""
+
+    def add_tokens(self, key: str, tokens: int) -> None:
+        """Count ``tokens`` in the window, now."""
+
+    def use(self, key: str) -> WindowUse:
+        """Return the current window."""
+
+
+def describe_refusal(kind: str, used: int, limit: int, frees_in: float) -> str:
+    """Return the skip reason of a full window: ``rate limited: rpm 60/60, frees in 12 s``."""
+    return f"rate limited: {kind} {used}/{limit}, frees in {max(1, math.ceil(frees_in))} s"
+
+
+class RateLimiter(CheckBase):
+    """The admission check of the rows' ``rpm`` and ``tpm``, counted in ``store`` (or locally)."""
 
     __slots__ = ("store",)
 
@@ -57,35 +73,117 @@ class RateLimiter(CheckBase):
     def admit(self, candidate: Candidate) -> str | None:
         """Take a request from the row's window, or say why it is full."""
         c = candidate.config
-        rpm, tpm = c.rpm, c.tpm
-        if rpm is None and tpm is None:
+        return None if c.rpm is None and c.tpm is None else self.store.take(c.id, c.rpm, c.tpm)
+
+    def peek(self, candidate: Candidate) -> str | None:
+        """Say why the row's window is full now, taking nothing; else ``None``."""
+        c = candidate.config
+        if c.rpm is None and c.tpm is None:
             return None
-        return self.store.take(c.id, rpm, tpm)
+        use = self.store.use(c.id)
+        if c.tpm is not None and use.tokens >= c.tpm:
+            return f"rate limited: tpm {use.tokens}/{c.tpm}"
+        if c.rpm is not None and use.requests >= c.rpm:
+            return f"rate limited: rpm {use.requests}/{c.rpm}"
+        return None
 
     def release(self, candidate: Candidate) -> None:
         """Give the request back: no call was made."""
-        c = candidate.config
-        if c.rpm is not None:
-            self.store.give_back(c.id)
+        if candidate.config.rpm is not None:
+            self.store.give_back(candidate.config.id)
 
     def record(
-        self,
-        candidate: Candidate,
-        *,
-        ok: bool,
-        latency: float,
-        usage: Mapping[str, Any] | None,
+        self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
     ) -> None:
         """Count the answer's tokens against the row's ``tpm``."""
-        c = candidate.config
-        if c.tpm is None or usage is None:
+        if candidate.config.tpm is None or usage is None:
             return
         tokens = usage.get("total_tokens")
         if not isinstance(tokens, int):
             tokens = int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0)
         if tokens > 0:
-            self.store.add_tokens(c.id, tokens)
+            self.store.add_tokens(candidate.config.id, tokens)
 
     def use(self, candidate: Candidate) -> WindowUse:
-        """Return the row's current window: requests and tokens in it."""
+        """Return the row's current window."""
         return self.store.use(candidate.config.id)
+
+
+class _Window:
+    __slots__ = ("requests", "tokens", "used")
+
+    def __init__(self) -> None:
+        self.requests: deque[float] = deque()
+        self.tokens: deque[tuple[float, int]] = deque()
+        self.used = 0  # the sum of `tokens`
+
+
+class LocalLimits:
+    """Sliding windows of ``window`` seconds in this process (thread-safe); ``margin`` seconds
+    added keep requests a window apart at the provider too, which they reach after a delay.
+
+    Example:
+        >>> limits = LocalLimits()
+        >>> limits.take("row", 2, None), limits.take("row", 2, None), limits.use("row")
+        (None, None, WindowUse(requests=2, tokens=0))
+    """
+
+    def __init__(
+        self,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        margin: float = 0.0,
+    ) -> None:
+        self.window = window + margin
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._windows: defaultdict[str, _Window] = defaultdict(_Window)
+
+    def __repr__(self) -> str:
+        return f"LocalLimits(window={self.window})"
+
+    def _current(self, key: str, now: float) -> _Window:
+        # The key's window without its entries older than `window` (one exactly that old stays).
+        w = self._windows[key]
+        since = now - self.window
+        while w.requests and w.requests[0] < since:
+            w.requests.popleft()
+        while w.tokens and w.tokens[0][0] < since:
+            w.used -= w.tokens.popleft()[1]
+        return w
+
+    def take(self, key: str, rpm: int | None, tpm: int | None) -> str | None:
+        """Take one request from ``key``'s window, or return why it is full."""
+        now = self.clock()
+        with self._lock:
+            w = self._current(key, now)
+            if tpm is not None and w.used >= tpm:
+                return describe_refusal("tpm", w.used, tpm, w.tokens[0][0] + self.window - now)
+            if rpm is not None:
+                if len(w.requests) >= rpm:
+                    frees = w.requests[0] + self.window - now
+                    return describe_refusal("rpm", len(w.requests), rpm, frees)
+                w.requests.append(now)
+        return None
+
+    def give_back(self, key: str) -> None:
+        """Undo the latest `take` of ``key``."""
+        with self._lock:
+            requests = self._windows[key].requests
+            if requests:
+                requests.pop()
+
+    def add_tokens(self, key: str, tokens: int) -> None:
+        """Count ``tokens`` in ``key``'s window, now."""
+        now = self.clock()
+        with self._lock:
+            w = self._windows[key]
+            w.tokens.append((now, tokens))
+            w.used += tokens
+
+    def use(self, key: str) -> WindowUse:
+        """Return ``key``'s current window."""
+        with self._lock:
+            w = self._current(key, self.clock())
+            return WindowUse(len(w.requests), w.used)

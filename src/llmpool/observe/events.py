@@ -1,9 +1,7 @@
 """What llmpool tells its observers: one frozen dataclass per kind of event.
 
-Every event names the row it is about by id, name, provider and model, and the scope of the
-call, never a secret or prompt text: ``reason`` is a redacted one-line description of an error
-(`llmpool.fallback.policy.describe_error`) or a skip reason. Times are wall-clock seconds
-(`time.time`), latencies seconds.
+An event names its row by id, name, provider and model, never a secret or prompt text:
+``reason`` is a redacted one-line error or a skip reason. Times are `time.time` seconds.
 """
 
 from __future__ import annotations
@@ -32,28 +30,9 @@ class _Event:
 
 @dataclass(frozen=True, slots=True)
 class AttemptEvent(_Event):
-    """One attempt of a call on one row: answered, failed, or skipped without a request.
-
-    Attributes:
-        scope: The scope of the call (``None`` for a chain built in code).
-        llm_id: The row's id.
-        llm_name: The row's name.
-        provider: The row's provider (``gen_ai.system``).
-        model: The row's model name.
-        attempt: The attempt number on this row (1 for the first; 0 for a skip).
-        outcome: ``"ok"``, ``"error"`` or ``"skipped"``.
-        error_class: The error's class name (``None`` unless ``outcome`` is ``"error"``, or a
-            skip caused by an error, e.g. a row that could not be built).
-        reason: Why it failed (redacted), or why it was skipped. An open string: "cooling down
-            after repeated failures", "rate limited", "could not be built: ...".
-        action: After an error, what the call does next: ``"retry"`` (this row again),
-            ``"fallback"`` (the next row), or ``"raise"`` (a stream broken mid-answer).
-        latency: Seconds the attempt took (``None`` for a skip).
-        usage: The answer's ``usage_metadata`` (input, output and total tokens) when the
-            provider reported it; summed over the chunks of a stream.
-        started: When the attempt started (wall clock).
-        streaming: Whether the call streams.
-        probe: Whether the attempt was a circuit breaker's half-open probe.
+    """One attempt of a call on one row: ``outcome`` ``"ok"``, ``"error"`` (then ``action``
+    ``"retry"``, ``"fallback"`` or ``"raise"``) or ``"skipped"`` (``attempt`` 0, no request);
+    ``usage``: the answer's ``usage_metadata``; ``probe``: a circuit breaker's half-open probe.
     """
 
     scope: str | None
@@ -75,22 +54,8 @@ class AttemptEvent(_Event):
 
 @dataclass(frozen=True, slots=True)
 class FailoverEvent(_Event):
-    """A call left a row that failed for another one (or for none: every row failed).
-
-    Attributes:
-        scope: The scope of the call.
-        from_id: The row that failed.
-        from_name: Its name.
-        from_provider: Its provider.
-        from_model: Its model.
-        error_class: The class of its last error.
-        reason: Its last error (redacted).
-        to_id: The next row tried; ``None`` when no row was left to try.
-        to_name: Its name.
-        to_provider: Its provider.
-        to_model: Its model.
-        attempts: Attempts the call made so far.
-    """
+    """A call left a failed row (``from_*``, its last error) for the next one (``to_*``), or
+    for none (``to_id`` ``None``: every row failed); ``attempts`` made so far."""
 
     scope: str | None
     from_id: str
@@ -108,23 +73,9 @@ class FailoverEvent(_Event):
 
 @dataclass(frozen=True, slots=True)
 class BreakerEvent(_Event):
-    """A row's circuit breaker changed state.
-
-    Attributes:
-        scope: The scope of the call that changed it.
-        llm_id: The row's id.
-        llm_name: The row's name.
-        provider: The row's provider.
-        model: The row's model.
-        key: The breaker's key on the board (`llmpool.fallback.breakers.breaker_key`).
-        previous: ``"closed"``, ``"open"`` or ``"half_open"``.
-        state: The new state: ``"open"`` (cooling down), ``"half_open"`` (one probe in
-            flight) or ``"closed"``.
-        failures: Consecutive failures it counts.
-        trips: Times in a row it opened.
-        reopens_at: When its cooldown ends (wall clock), when open.
-        forced: A probe taken before the cooldown ended because every row was cooling down.
-    """
+    """A row's circuit breaker went from ``previous`` to ``state``: ``"open"`` (until
+    ``reopens_at``), ``"half_open"`` (one probe; ``forced`` when every row was cooling down) or
+    ``"closed"``; ``trips`` counts the times in a row it opened."""
 
     scope: str | None
     llm_id: str
@@ -142,21 +93,9 @@ class BreakerEvent(_Event):
 
 @dataclass(frozen=True, slots=True)
 class CallEvent(_Event):
-    """One call of a fallback model, finished: answered by a row, or failed.
-
-    Attributes:
-        scope: The scope.
-        outcome: ``"ok"`` or ``"error"``.
-        llm_id: The row that answered (``None`` when none did).
-        llm_name: Its name.
-        provider: Its provider.
-        model: Its model.
-        error_class: The error the call raised (``AllLLMsFailedError``, ``MidStreamError``).
-        attempts: Every attempt and skip, in order.
-        latency: Seconds from the start of the call to its answer or error.
-        started: When the call started (wall clock).
-        streaming: Whether the call streamed.
-    """
+    """One call of a fallback model, finished: ``outcome`` ``"ok"`` with the row that answered,
+    or ``"error"`` with the error raised (``AllLLMsFailedError``, ``MidStreamError``); every
+    attempt and skip in order."""
 
     scope: str | None
     outcome: str
@@ -173,14 +112,7 @@ class CallEvent(_Event):
 
 @dataclass(frozen=True, slots=True)
 class ReloadEvent(_Event):
-    """A pool reloaded its snapshot of the table.
-
-    Attributes:
-        generation: The table's change counter now.
-        previous: The generation it replaced (``None`` when unknown).
-        rows: Rows in the snapshot.
-        bad_rows: Rows skipped because they failed validation.
-    """
+    """A pool reloaded its snapshot of the table (``bad_rows``: skipped as invalid)."""
 
     generation: int
     previous: int | None
@@ -190,17 +122,7 @@ class ReloadEvent(_Event):
 
 @dataclass(frozen=True, slots=True)
 class BuildFailedEvent(_Event):
-    """A row could not be turned into a chat model: it is skipped until it can.
-
-    Attributes:
-        scope: The row's scope.
-        llm_id: The row's id.
-        llm_name: Its name.
-        provider: Its provider.
-        model: Its model.
-        error_class: Why: ``MissingSecretError``, ``ProviderNotInstalledError``, ...
-        reason: The error, one line (names the variable, never its value).
-    """
+    """A row could not be turned into a client (``MissingSecretError``, ...): it is skipped."""
 
     scope: str
     llm_id: str

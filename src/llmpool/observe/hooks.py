@@ -1,23 +1,8 @@
-"""The hook interface: `Observer`, and `Hooks`, which hands each event to every observer.
+"""`Hooks`: hands each event to every `Observer` (`llmpool.contracts`) that implements its hook.
 
-An observer subclasses `Observer` and overrides the methods it cares about; the others are
-no-ops. Logging (`llmpool.observe.logs.LoggingObserver`) and OpenTelemetry
-(`llmpool.observe.otel.OpenTelemetryObserver`) are two observers like any other, and are
-always subscribed (OpenTelemetry only when ``opentelemetry-api`` is installed).
-
-Observers run in the caller's thread, synchronously, after the fact: a slow observer slows the
-calls. An observer that raises is reported once in the log and never breaks a call.
-
-When no observer wants every call (`Observer.every_call`), a call answered by its first row
-at the first attempt emits nothing at all: the fast path pays one attribute read.
-
-Example:
-    >>> from llmpool.observe import Observer
-    >>> class Counter(Observer):
-    ...     def __init__(self):
-    ...         self.failovers = 0
-    ...     def on_failover(self, event):
-    ...         self.failovers += 1
+Observers run in the caller's thread, after the fact; one that raises is reported once in the
+log and never breaks a call. When none wants every call (`Observer.every_call`), a call its
+first row answers at once emits nothing.
 """
 
 from __future__ import annotations
@@ -26,64 +11,20 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from llmpool.observe.fields import log_fields
-
-if TYPE_CHECKING:
-    from llmpool.observe.events import (
-        AttemptEvent,
-        BreakerEvent,
-        BuildFailedEvent,
-        CallEvent,
-        FailoverEvent,
-        ReloadEvent,
-    )
+from llmpool.contracts import Observer, log_fields
 
 __all__ = ["HOOKS", "Hooks", "Observer", "builtin_observers"]
 
 logger = logging.getLogger("llmpool.observe")
 
-#: The methods an observer may override, in the order events are usually emitted.
-HOOKS = (
-    "on_attempt",
-    "on_failover",
-    "on_breaker_change",
-    "on_call",
-    "on_reload",
-    "on_build_failure",
-)
+#: The methods an observer may override.
+HOOKS = tuple(name for name in vars(Observer) if name.startswith("on_"))
 
 
-class Observer:
-    """Receives llmpool's events; override the methods you need (the others do nothing).
-
-    Attributes:
-        every_call: Whether the observer wants the events of healthy calls too (a call
-            answered by its first row at once: an ``on_attempt`` and an ``on_call``). When
-            no observer does, such a call emits nothing and costs nothing. May be a property
-            (e.g. "only while an OpenTelemetry SDK is configured").
-    """
-
-    every_call: bool = True
-
-    def on_attempt(self, event: AttemptEvent) -> None:
-        """An attempt answered, failed, or was skipped without a request."""
-
-    def on_failover(self, event: FailoverEvent) -> None:
-        """A call left a failed row for the next one (or for none)."""
-
-    def on_breaker_change(self, event: BreakerEvent) -> None:
-        """A row's circuit breaker opened, let a probe through (half-open), or closed."""
-
-    def on_call(self, event: CallEvent) -> None:
-        """A call finished: answered, or failed with every attempt listed."""
-
-    def on_reload(self, event: ReloadEvent) -> None:
-        """A pool reloaded its snapshot of the table."""
-
-    def on_build_failure(self, event: BuildFailedEvent) -> None:
-        """A row could not be built (missing variable, package, bad config): it is skipped."""
+def _asked_per_call(observer: Any) -> bool:
+    return isinstance(inspect.getattr_static(type(observer), "every_call", None), property)
 
 
 def _overrides(observer: Any, name: str) -> bool:
@@ -114,18 +55,9 @@ def _report(observer: Any, hook: str, error: Exception) -> None:
 
 
 class Hooks:
-    """Every observer of a chain, and for each hook the observers that implement it.
+    """Every observer of a chain, in the order they are called, by the hooks they implement."""
 
-    Args:
-        observers: The observers, in the order they are called.
-
-    Example:
-        >>> hooks = Hooks([Observer()])
-        >>> hooks.every_call, hooks.wants("on_failover")
-        (True, False)
-    """
-
-    __slots__ = ("_dynamic", "_every", "_targets", "observers")
+    __slots__ = ("_asked", "_targets", "observers")
 
     def __init__(self, observers: Iterable[Any]) -> None:
         self.observers: tuple[Any, ...] = tuple(observers)
@@ -133,16 +65,10 @@ class Hooks:
             name: tuple((o, getattr(o, name)) for o in self.observers if _overrides(o, name))
             for name in HOOKS
         }
-        static = []
-        dynamic = []
-        for observer in self.observers:
-            attribute = inspect.getattr_static(type(observer), "every_call", None)
-            if isinstance(attribute, property):
-                dynamic.append(observer)
-            elif getattr(observer, "every_call", True):
-                static.append(observer)
-        self._every = bool(static)
-        self._dynamic = tuple(dynamic)
+        # The observers that may want every call: a property is asked at each call.
+        self._asked = tuple(
+            o for o in self.observers if _asked_per_call(o) or getattr(o, "every_call", True)
+        )
 
     def __repr__(self) -> str:
         names = ", ".join(type(o).__name__ for o in self.observers)
@@ -151,16 +77,10 @@ class Hooks:
     @property
     def every_call(self) -> bool:
         """Whether some observer wants the events of healthy calls (checked at each call)."""
-        if self._every:
-            return True
-        for observer in self._dynamic:  # noqa: SIM110 (asked at every call: no generator)
-            if observer.every_call:
+        for observer in self._asked:  # noqa: SIM110 (asked at every call: no generator)
+            if getattr(observer, "every_call", True):
                 return True
         return False
-
-    def wants(self, hook: str) -> bool:
-        """Whether any observer implements ``hook`` (e.g. ``"on_attempt"``)."""
-        return bool(self._targets[hook])
 
     def emit(self, hook: str, event: Any) -> None:
         """Hand ``event`` to every observer implementing ``hook``; an error is reported."""
@@ -170,31 +90,19 @@ class Hooks:
             except Exception as error:  # an observer never breaks a call
                 _report(observer, hook, error)
 
-    def with_observers(self, observers: Iterable[Any]) -> Hooks:
-        """Return hooks with ``observers`` added after these (an observer already here is
-        not added twice)."""
-        extra = [o for o in observers if all(o is not mine for mine in self.observers)]
-        return self if not extra else Hooks((*self.observers, *extra))
-
 
 _builtin: tuple[Any, ...] | None = None
 _builtin_lock = threading.Lock()
 
 
 def builtin_observers() -> tuple[Any, ...]:
-    """The observers every chain has: logging, and OpenTelemetry when its API is installed.
-
-    Made once per process, on first use (never at import).
-    """
+    """The observers every chain has (logging; OpenTelemetry when installed), made once."""
     global _builtin
-    if _builtin is None:
-        with _builtin_lock:
-            if _builtin is None:
-                from llmpool.observe.logs import LoggingObserver
-                from llmpool.observe.otel import OpenTelemetryObserver, otel_installed
+    with _builtin_lock:
+        if _builtin is None:
+            from llmpool.observe.logs import LoggingObserver
+            from llmpool.observe.otel import OpenTelemetryObserver, otel_installed
 
-                found: list[Any] = [LoggingObserver()]
-                if otel_installed():
-                    found.append(OpenTelemetryObserver())
-                _builtin = tuple(found)
-    return _builtin
+            otel = (OpenTelemetryObserver(),) if otel_installed() else ()
+            _builtin = (LoggingObserver(), *otel)
+        return _builtin

@@ -1,30 +1,6 @@
-"""`LoggingObserver`: llmpool's events as records of the ``llmpool`` logger's children.
-
-llmpool never configures handlers. Levels are chosen so that WARNING alone says whether
-production is degraded, with no record for a healthy call:
-
-========================  =======  ==========================================================
-event                     level    ``record.event``
-========================  =======  ==========================================================
-attempt failed, retried   INFO     ``retry``
-failover to another row   WARNING  ``failover``
-every row failed          ERROR    ``all_failed``
-stream broke mid-answer   WARNING  ``midstream``
-breaker opened            WARNING  ``breaker_open``
-breaker half-open probe   INFO     ``breaker_half_open``
-breaker closed again      WARNING  ``breaker_closed``
-row skipped at a call     DEBUG    ``skip``
-retry answered            INFO     ``answered``
-row cannot be built       WARNING  ``build_failed`` (once per row version and reason, then DEBUG)
-table reloaded            INFO     ``reload``
-========================  =======  ==========================================================
-
-Each record carries its fields as ``extra`` (read them as ``record.llm_name``): ``event``,
-``scope``, ``llm_id``, ``llm_name``, ``provider``, ``model``, ``attempt``, ``outcome``,
-``error_class``, ``reason``, ``latency_ms``, ``None`` where one does not apply, as every record
-of llmpool does (`llmpool.observe.fields`); failovers add ``to_id``/``to_name``; breaker
-changes ``state``, ``previous``, ``reopens_at``. ``reason`` is redacted; prompts are never
-logged.
+"""`LoggingObserver`: llmpool's events as records of ``llmpool.calls``, ``llmpool.breakers`` and
+``llmpool.pool``, each with `llmpool.contracts.FIELDS` and its ``event`` name (the README's
+Observability lists them): WARNING alone says production is degraded; a healthy call logs nothing.
 """
 
 from __future__ import annotations
@@ -33,22 +9,13 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from llmpool.observe.fields import log_fields
-from llmpool.observe.hooks import Observer
+from llmpool.contracts import FIELDS, Observer, log_fields
 
 if TYPE_CHECKING:
-    from llmpool.observe.events import (
-        AttemptEvent,
-        BreakerEvent,
-        BuildFailedEvent,
-        CallEvent,
-        FailoverEvent,
-        ReloadEvent,
-    )
+    from llmpool.observe import events
 
 __all__ = ["LoggingObserver"]
 
-#: The loggers, one per kind of event, under ``llmpool``.
 CALLS = logging.getLogger("llmpool.calls")
 BREAKERS = logging.getLogger("llmpool.breakers")
 POOL = logging.getLogger("llmpool.pool")
@@ -60,14 +27,10 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
 
 
-def _row(event: Any) -> dict[str, Any]:
-    return {
-        "scope": event.scope,
-        "llm_id": event.llm_id,
-        "llm_name": event.llm_name,
-        "provider": event.provider,
-        "model": event.model,
-    }
+def _fields(event: Any, *names: str, **extra: Any) -> dict[str, Any]:
+    # The documented fields the event has (an attempt has them all), its `names`, `extra`.
+    found = {name: getattr(event, name, None) for name in (*FIELDS[1:-1], *names)}
+    return {**found, "latency_ms": _ms(getattr(event, "latency", None)), **extra}
 
 
 class LoggingObserver(Observer):
@@ -79,92 +42,54 @@ class LoggingObserver(Observer):
         self._builds: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
 
-    def on_attempt(self, event: AttemptEvent) -> None:
+    def on_attempt(self, event: events.AttemptEvent) -> None:
         """A retry at INFO, a skip at DEBUG, an answer after a retry at INFO."""
-        if event.outcome == "error":
-            if event.action == "retry":
-                level, kind, text = logging.INFO, "retry", "llmpool retries %s after %s"
-            else:
-                return  # told by the failover, all-failed or mid-stream record
+        detail = event.reason or event.error_class or ""
+        if event.outcome == "error" and event.action == "retry":
+            level, kind, text = logging.INFO, "retry", "llmpool retries %s after %s"
         elif event.outcome == "skipped":
             level, kind, text = logging.DEBUG, "skip", "llmpool skipped %s: %s"
-        elif event.attempt > 1:  # a retry that worked (a failover has its own record)
+        elif event.outcome == "ok" and event.attempt > 1:  # a failover has its own record
             level, kind, text = logging.INFO, "answered", "llmpool got its answer from %s%s"
-        else:
-            return
-        if not CALLS.isEnabledFor(level):
-            return
-        detail = event.reason or event.error_class or ""
-        if kind == "answered":
             detail = f" at attempt {event.attempt}"
-        CALLS.log(
-            level,
-            text,
-            event.llm_name,
-            detail,
-            extra=log_fields(
-                kind,
-                **_row(event),
-                attempt=event.attempt,
-                outcome=event.outcome,
-                error_class=event.error_class,
-                reason=event.reason,
-                latency_ms=_ms(event.latency),
-            ),
-        )
+        else:  # a healthy answer, or an error the failover or all-failed record tells
+            return
+        if CALLS.isEnabledFor(level):
+            CALLS.log(level, text, event.llm_name, detail, extra=log_fields(kind, **_fields(event)))
 
-    def on_failover(self, event: FailoverEvent) -> None:
-        """A failover at WARNING."""
+    def on_failover(self, event: events.FailoverEvent) -> None:
+        """A failover at WARNING (to no row: the all-failed record says it)."""
         if event.to_id is None:
-            return  # the all-failed record says it
+            return
+        fields = _fields(event, "to_id", "to_name", attempt=event.attempts, outcome="error")
+        row = (event.from_id, event.from_name, event.from_provider, event.from_model)
+        fields.update(zip(("llm_id", "llm_name", "provider", "model"), row, strict=True))
         CALLS.warning(
             "llmpool failed over from %s to %s: %s",
             event.from_name,
             event.to_name,
             event.reason or event.error_class,
-            extra=log_fields(
-                "failover",
-                scope=event.scope,
-                llm_id=event.from_id,
-                llm_name=event.from_name,
-                provider=event.from_provider,
-                model=event.from_model,
-                to_id=event.to_id,
-                to_name=event.to_name,
-                attempt=event.attempts,
-                outcome="error",
-                error_class=event.error_class,
-                reason=event.reason,
-            ),
+            extra=log_fields("failover", **fields),
         )
 
-    def on_call(self, event: CallEvent) -> None:
+    def on_call(self, event: events.CallEvent) -> None:
         """A call that failed at ERROR (every row) or WARNING (a stream broken mid-answer)."""
         if event.outcome == "ok":
             return
         last = next((a for a in reversed(event.attempts) if a.outcome == "error"), None)
         midstream = event.error_class == "MidStreamError"
-        fields = _row(last) if last is not None else {"scope": event.scope}
         if midstream:
             text = "llmpool: a stream broke after sending text; not switching model mid-answer"
         else:
             failed = sum(1 for a in event.attempts if a.outcome == "error")
             text = f"llmpool: every LLM of the chain failed ({failed} attempts)"
+        fields = _fields(last, latency_ms=_ms(event.latency)) if last else _fields(event, attempt=0)
+        kind = "midstream" if midstream else "all_failed"
         CALLS.log(
-            logging.WARNING if midstream else logging.ERROR,
-            text,
-            extra=log_fields(
-                "midstream" if midstream else "all_failed",
-                **fields,
-                attempt=last.attempt if last is not None else 0,
-                outcome="error",
-                error_class=last.error_class if last is not None else event.error_class,
-                reason=last.reason if last is not None else None,
-                latency_ms=_ms(event.latency),
-            ),
+            logging.WARNING if midstream else logging.ERROR, text, extra=log_fields(kind, **fields)
         )
 
-    def on_breaker_change(self, event: BreakerEvent) -> None:
+    def on_breaker_change(self, event: events.BreakerEvent) -> None:
         """Open and closed at WARNING, a half-open probe at INFO."""
         if event.state == "open":
             level, kind = logging.WARNING, "breaker_open"
@@ -184,51 +109,33 @@ class LoggingObserver(Observer):
             event.llm_name,
             value,
             extra=log_fields(
-                kind,
-                **_row(event),
-                state=event.state,
-                previous=event.previous,
-                failures=event.failures,
-                trips=event.trips,
-                reopens_at=event.reopens_at,
+                kind, **_fields(event, "state", "previous", "failures", "trips", "reopens_at")
             ),
         )
 
-    def on_reload(self, event: ReloadEvent) -> None:
+    def on_reload(self, event: events.ReloadEvent) -> None:
         """A reload at INFO."""
         POOL.info(
             "llmpool reloaded the LLM table: generation %s, %d rows",
             event.generation,
             event.rows,
             extra=log_fields(
-                "reload",
-                generation=event.generation,
-                previous=event.previous,
-                rows=event.rows,
-                bad_rows=event.bad_rows,
+                "reload", **_fields(event, "generation", "previous", "rows", "bad_rows")
             ),
         )
 
-    def on_build_failure(self, event: BuildFailedEvent) -> None:
+    def on_build_failure(self, event: events.BuildFailedEvent) -> None:
         """WARNING the first time a row version fails to build for a reason, then DEBUG."""
         key = (event.llm_id, event.error_class, event.reason)
         with self._lock:
             first = key not in self._builds
-            if first:
-                if len(self._builds) >= _MAX_BUILD_REPORTS:
-                    self._builds.clear()
-                self._builds.add(key)
+            if len(self._builds) >= _MAX_BUILD_REPORTS:  # bounded: a flood reports again
+                self._builds.clear()
+            self._builds.add(key)
         POOL.log(
             logging.WARNING if first else logging.DEBUG,
             "llmpool skips %s: it cannot be built: %s",
             event.llm_name,
             event.reason,
-            extra=log_fields(
-                "build_failed",
-                **_row(event),
-                attempt=0,
-                outcome="skipped",
-                error_class=event.error_class,
-                reason=event.reason,
-            ),
+            extra=log_fields("build_failed", **_fields(event, attempt=0, outcome="skipped")),
         )

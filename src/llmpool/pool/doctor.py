@@ -1,20 +1,6 @@
 """What is wrong in the ``llms`` table, row by row, with the command that fixes each problem.
 
-`diagnose` reads every row as stored (`llmpool.repository.stored`) and reports:
-
-- ``invalid_row``: the row fails validation (a bad field written by raw SQL), so it is skipped;
-- ``literal_secret``: ``auth_meta`` (or ``config``) holds a secret value instead of a reference;
-  the row is skipped, and the secret should be rotated: it was stored in the database;
-- ``unresolvable_reference``: an ``*_env`` / ``*_file`` reference that the allowlist refuses, or
-  that is not set in the environment the check runs in (run it where the models are served);
-- ``unknown_provider``: no provider of that name is installed here;
-- ``unknown_config_key``: a ``config`` key the provider does not accept;
-- ``similar_names``: names in one scope that differ only by case or surrounding spaces
-  (``GPT-4`` and ``gpt-4 ``), which an admin cannot tell apart; the same name in different
-  scopes is fine;
-- ``disabled_default``: a scope's default is disabled, so ``get_llm()`` has no default;
-- ``invalid_routing``: a scope's stored routing (``llm_scopes``, written by raw SQL) is not a
-  strategy, so the scope is served by priority; the finding's ``llm_id`` is empty.
+`diagnose` reads every row as stored (`llmpool.repository.stored`) and reports each of `KINDS`.
 
 Example:
     >>> from llmpool.repository.memory import InMemoryStore
@@ -28,48 +14,49 @@ from __future__ import annotations
 
 import difflib
 import os
-import shlex
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from shlex import quote
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import LiteralSecretError, LLMPoolError, describe_row, shorten, visible
+from llmpool.errors import (
+    EnvNotAllowedError,
+    LiteralSecretError,
+    LLMPoolError,
+    MissingSecretError,
+    MixedSpacesError,
+    UnknownProviderError,
+    describe_row,
+    shorten,
+    visible,
+)
 
 if TYPE_CHECKING:
-    from llmpool.credentials.allowlist import EnvAllowlist
     from llmpool.models import LLMConfig
     from llmpool.providers import ProviderRegistry
+    from llmpool.providers.allowlist import EnvAllowlist
     from llmpool.repository.stored import StoredRow
 
-__all__ = ["KINDS", "Finding", "diagnose"]
 
 #: Every kind of problem `diagnose` reports, in the order it reports them.
 KINDS = (
-    "invalid_row",
-    "literal_secret",
-    "unresolvable_reference",
-    "unknown_provider",
-    "unknown_config_key",
-    "similar_names",
-    "disabled_default",
-    "invalid_routing",
+    "invalid_row",  # fails validation (a field written by raw SQL): skipped
+    "literal_secret",  # a secret value instead of a reference: skipped, and to be rotated
+    "unresolvable_reference",  # refused by the allowlist, or not set where the check runs
+    "unknown_provider",  # no provider of that name is installed here
+    "unknown_config_key",  # a config key the provider does not accept
+    "similar_names",  # names of one scope that differ only by case or surrounding spaces
+    "disabled_default",  # a scope's default is disabled: get_llm() has no default
+    "invalid_routing",  # a scope's stored routing is not a strategy: served by priority
+    "mixed_spaces",  # a scope's enabled embedding rows span several vector spaces
 )
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem of one row (or of one scope's routing).
-
-    Attributes:
-        kind: One of `KINDS`.
-        llm_id: The row's id; empty for a scope's problem (``invalid_routing``).
-        name: The row's name, when it is readable.
-        scope: The row's scope, when it is readable.
-        field: The field at fault, when there is one (``auth_meta.api_key``).
-        problem: What is wrong, naming the field and never a value.
-        fix: The command that fixes it.
-    """
+    """One problem of one row, or of one scope (``llm_id`` empty), with the command that fixes
+    it; ``problem`` names the field at fault, never a value."""
 
     kind: str
     llm_id: str
@@ -84,8 +71,12 @@ class Finding:
         return asdict(self)
 
 
-def _q(text: str) -> str:
-    return shlex.quote(text)
+def _about(
+    row: LLMConfig | StoredRow, kind: str, field: str | None, problem: str | Exception, fix: str
+) -> Finding:
+    if isinstance(problem, Exception):  # its message, cut short
+        problem = shorten(str(problem), 1000)
+    return Finding(kind, row.id, row.name, row.scope, field, problem, fix)
 
 
 def _invalid(row: StoredRow) -> Finding:
@@ -100,33 +91,23 @@ def _invalid(row: StoredRow) -> Finding:
             "(then rotate the key: it was stored in the database)"
         )
     elif field and "." in field:
-        fix = f"llmpool edit {row.id} --unset {_q(field)}  (or --set {_q(field)}=VALUE)"
+        fix = f"llmpool edit {row.id} --unset {quote(field)}  (or --set {quote(field)}=VALUE)"
     elif field:
-        fix = f"llmpool edit {row.id} --set {_q(field)}=VALUE"
+        fix = f"llmpool edit {row.id} --set {quote(field)}=VALUE"
     else:
         fix = f"llmpool show {row.id}, then llmpool edit {row.id} --set FIELD=VALUE"
     fix += f"; or llmpool delete {row.id} --yes"
-    return Finding(
-        "literal_secret" if literal else "invalid_row",
-        row.id,
-        row.name,
-        row.scope,
-        field,
-        shorten(str(error), 1000),
-        fix,
-    )
+    return _about(row, "literal_secret" if literal else "invalid_row", field, error, fix)
 
 
 def _references(
     config: LLMConfig, allowlist: EnvAllowlist, environ: Mapping[str, str]
 ) -> list[Finding]:
-    from llmpool.credentials.resolve import resolve_auth
+    from llmpool.providers.allowlist import resolve_auth
 
     try:
         resolve_auth(config, allowlist=allowlist, environ=environ)
-    except LLMPoolError as error:
-        if type(error).__name__ not in ("MissingSecretError", "EnvNotAllowedError"):
-            return []  # e.g. an unknown provider: reported as such
+    except (MissingSecretError, EnvNotAllowedError) as error:
         field = getattr(error, "field", None)
         variable = getattr(error, "variable", None)
         if variable and not field:
@@ -140,59 +121,32 @@ def _references(
             else f"llmpool edit {config.id} --set {field or 'auth_meta.KEY'}=VARIABLE "
             "(or allow it with LLMPOOL_ALLOWED_ENV / LLMPOOL_SECRET_DIRS)"
         )
-        return [
-            Finding(
-                "unresolvable_reference",
-                config.id,
-                config.name,
-                config.scope,
-                field,
-                shorten(str(error), 1000),
-                fix,
-            )
-        ]
+        return [_about(config, "unresolvable_reference", field, error, fix)]
+    except LLMPoolError:
+        return []  # e.g. an unknown provider: reported as such
     return []
 
 
 def _provider(config: LLMConfig, registry: ProviderRegistry) -> list[Finding]:
-    from llmpool.errors import UnknownProviderError
     from llmpool.providers import ALIASES, ConfigKeysCheck
 
     try:
         registry.get(config.provider)
     except UnknownProviderError:
-        known = sorted({*registry.names(), *ALIASES})
-        close = difflib.get_close_matches(config.provider, known, n=1)
+        close = difflib.get_close_matches(config.provider, {*registry.names(), *ALIASES}, n=1)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        problem = f"{config.describe()}: provider {config.provider!r} is not installed here{guess}"
         target = close[0] if close else "PROVIDER"
-        return [
-            Finding(
-                "unknown_provider",
-                config.id,
-                config.name,
-                config.scope,
-                "provider",
-                f"{config.describe()}: provider {config.provider!r} is not installed here"
-                + (f"; did you mean {close[0]!r}?" if close else ""),
-                f"llmpool edit {config.id} --set provider={target} (or install its plugin)",
-            )
-        ]
+        fix = f"llmpool edit {config.id} --set provider={target} (or install its plugin)"
+        return [_about(config, "unknown_provider", "provider", problem, fix)]
     except LLMPoolError:
         return []  # installed but broken: `llmpool providers` says why
     try:
         ConfigKeysCheck(registry)(config)
     except LLMPoolError as error:
         field = getattr(error, "field", None) or "config"
-        return [
-            Finding(
-                "unknown_config_key",
-                config.id,
-                config.name,
-                config.scope,
-                field,
-                shorten(str(error), 1000),
-                f"llmpool edit {config.id} --unset {_q(field)}",
-            )
-        ]
+        fix = f"llmpool edit {config.id} --unset {quote(field)}"
+        return [_about(config, "unknown_config_key", field, error, fix)]
     return []
 
 
@@ -203,42 +157,29 @@ def _similar_names(rows: list[StoredRow]) -> list[Finding]:
             groups[(row.scope, row.name.strip().casefold())].append(row)
     findings: list[Finding] = []
     for (scope, _), group in sorted(groups.items(), key=lambda item: str(item[0])):
-        if len(group) < 2:
-            continue
         names = ", ".join(describe_row(r.name, r.id) for r in group)
+        problem = (
+            f"{len(group)} rows of scope {shorten(scope or '?')!r} have names that differ "
+            f"only by case or spaces: {names}"
+        )
         for row in group[1:]:
-            findings.append(
-                Finding(
-                    "similar_names",
-                    row.id,
-                    row.name,
-                    scope,
-                    "name",
-                    f"{len(group)} rows of scope {shorten(scope or '?')!r} have names that "
-                    f"differ only by case or spaces: {names}",
-                    f"llmpool edit {row.id} --set name={_q('NEW NAME')} (or llmpool delete "
-                    f"{row.id} --yes)",
-                )
-            )
+            fix = f"llmpool edit {row.id} --set name='NEW NAME' (or llmpool delete {row.id} --yes)"
+            findings.append(_about(row, "similar_names", "name", problem, fix))
     return findings
 
 
 def _disabled_default(config: LLMConfig) -> list[Finding]:
     if not (config.is_default and not config.enabled):
         return []
-    return [
-        Finding(
-            "disabled_default",
-            config.id,
-            config.name,
-            config.scope,
-            "enabled",
-            f"{config.describe()} is the default of scope {config.scope!r} but is disabled: "
-            "get_llm() finds no default there",
-            f"llmpool enable {config.id}; or llmpool set-default OTHER_ID_OR_NAME "
-            f"--scope {_q(config.scope)}",
-        )
-    ]
+    problem = (
+        f"{config.describe()} is the default of scope {config.scope!r} but is disabled: "
+        "get_llm() finds no default there"
+    )
+    fix = (
+        f"llmpool enable {config.id}; or llmpool set-default OTHER_ID_OR_NAME "
+        f"--scope {quote(config.scope)}"
+    )
+    return [_about(config, "disabled_default", "enabled", problem, fix)]
 
 
 def _invalid_routing(store: Any, scope: str | None) -> list[Finding]:
@@ -247,23 +188,41 @@ def _invalid_routing(store: Any, scope: str | None) -> list[Finding]:
     scope_routing = getattr(store, "scope_routing", None)
     if scope_routing is None:
         return []
-    findings: list[Finding] = []
-    for name, stored in sorted(scope_routing().items()):
-        if stored in STRATEGIES or (scope is not None and name != scope):
-            continue
-        shown = shorten(visible(stored), 40)
-        findings.append(
-            Finding(
-                "invalid_routing",
-                "",
-                None,
-                name,
-                "routing",
-                f"scope {shorten(visible(name))!r} has the stored routing {shown!r}, which is "
-                f"not a strategy ({', '.join(STRATEGIES)}): the scope is served by priority",
-                f"llmpool routing {_q(name)} priority (or another strategy)",
-            )
+    return [
+        Finding(
+            "invalid_routing",
+            "",
+            None,
+            name,
+            "routing",
+            f"scope {shorten(visible(name))!r} has the stored routing "
+            f"{shorten(visible(stored), 40)!r}, which is not a strategy "
+            f"({', '.join(STRATEGIES)}): the scope is served by priority",
+            f"llmpool routing {quote(name)} priority (or another strategy)",
         )
+        for name, stored in sorted(scope_routing().items())
+        if stored not in STRATEGIES and (scope is None or name == scope)
+    ]
+
+
+def _mixed_spaces(rows: list[StoredRow]) -> list[Finding]:
+    from llmpool.repository.spaces import one_space
+
+    scopes: dict[str, list[LLMConfig]] = defaultdict(list)
+    for row in rows:
+        if row.config is not None and row.config.kind == "embedding" and row.config.enabled:
+            scopes[row.config.scope].append(row.config)
+    fix = (
+        "llmpool edit ID --space LABEL on the rows that serve the same vectors and llmpool "
+        "disable ID on the others, or ask for one space (get_embeddings_with_fallback(space=...))"
+    )
+    findings: list[Finding] = []
+    for name, configs in sorted(scopes.items()):
+        try:
+            one_space(configs, scope=name)
+        except MixedSpacesError as error:
+            problem = shorten(str(error), 1000)
+            findings.append(Finding("mixed_spaces", "", None, name, "space", problem, fix))
     return findings
 
 
@@ -275,20 +234,10 @@ def diagnose(
     allowlist: EnvAllowlist | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> list[Finding]:
-    """Return every problem of the table's rows (of one scope, or all), each with its fix.
-
-    Args:
-        store: An `LLMStore`; a SQL store is read as stored, invalid rows included.
-        scope: Only this scope; ``None`` for every scope.
-        registry: Where providers are looked up; the process-wide registry by default.
-        allowlist: What rows may reference; `EnvAllowlist.from_env` by default.
-        environ: Where references are resolved; ``os.environ`` by default.
-
-    Returns:
-        The findings, grouped by kind in the order of `KINDS`; empty when all is well.
-    """
-    from llmpool.credentials.allowlist import EnvAllowlist
+    """Return every problem of the table's rows (of one scope, or all), each with its fix,
+    grouped by kind in the order of `KINDS`; references are resolved in ``environ``."""
     from llmpool.providers import get_registry
+    from llmpool.providers.allowlist import EnvAllowlist
     from llmpool.repository.stored import stored_rows
 
     registry = registry if registry is not None else get_registry()
@@ -305,5 +254,6 @@ def diagnose(
         findings += _disabled_default(row.config)
     findings += _similar_names(rows)
     findings += _invalid_routing(store, scope)
+    findings += _mixed_spaces(rows)
     order = {kind: index for index, kind in enumerate(KINDS)}
     return sorted(findings, key=lambda f: (order[f.kind], f.scope or "", f.name or "", f.llm_id))

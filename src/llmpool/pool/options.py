@@ -1,29 +1,28 @@
-"""`PoolOptions`: how an `LLMPool` builds, watches and serves, in one frozen value.
-
-`LLMPool(source, options=PoolOptions(...))` is the way to configure a pool; the pool's keyword
-arguments of the same names (``LLMPool(url, poll_interval=0)``) are folded into it.
-"""
+"""`PoolOptions`: how an `LLMPool` builds, watches and serves, in one frozen value; the pool's
+keyword arguments of the same names (``LLMPool(url, poll_interval=0)``) are folded into it."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from llmpool.credentials.allowlist import EnvAllowlist
-    from llmpool.fallback.admission import AdmissionCheck
+    from llmpool.contracts import AdmissionCheck
     from llmpool.fallback.breakers import BreakerStore
     from llmpool.fallback.policy import FallbackPolicy
     from llmpool.limits import LimitStore
     from llmpool.observe.hooks import Observer
     from llmpool.providers import ProviderRegistry
-
-__all__ = ["PoolOptions"]
+    from llmpool.providers.allowlist import EnvAllowlist
+    from llmpool.repository import LLMRepository
+    from llmpool.repository.sql.store import SQLStore
+    from llmpool.usage.meter import UsageMeter
 
 
 @dataclass(frozen=True)
@@ -34,45 +33,25 @@ class PoolOptions:
         registry: The provider registry; the process-wide one by default.
         allowlist: Environment variables rows may reference; from the environment by default.
         policy: Retry, deadline and circuit-breaker settings of the fallback chains.
-        poll_interval: Seconds between change checks (the safety net under NOTIFY, and all
-            there is without it); ``0`` to never look for changes.
+        poll_interval: Seconds between change checks (under NOTIFY, or alone); ``0``: never.
         listen: Use PostgreSQL LISTEN/NOTIFY to see changes at once.
-        listen_retry: Seconds before reopening a lost LISTEN connection; doubles on each
-            failure, up to 30 s.
-        breaker_store: Where circuit breaker state lives (e.g. a `RedisBreakerStore` shared by
-            replicas); in-process by default.
-        auto_migrate: Apply llmpool's migrations on first use; by default only for SQLite,
-            where the database is embedded. For the store the pool makes from a URL or engine.
-        retry_failed_builds_after: Seconds a row that could not be built (a missing variable,
-            a plugin that raised) stays skipped before it is built again; a refresh retries it
-            at once.
-        clock: Monotonic seconds, for that delay; injectable for tests.
-        async_database: The async engine (or its URL) the ``aget_*`` methods read through, for
-            the store the pool makes. By default: an async engine on the same URL when the
-            pool was given a URL; when given an `Engine` (whose ``creator`` or
-            ``connect_args`` an async engine could not copy), the sync engine in a worker
-            thread.
-        track_usage: Count every call's tokens and cost per row and minute, flushed to the
-            ``llm_usage`` table (`llmpool.usage`; in memory for a repository that is not SQL),
-            and skip a row whose ``max_spend`` is reached. On by default.
-        usage_flush_interval: Seconds between flushes of the counted usage (a crash loses at
-            most this much); ``0`` flushes only on ``close``, ``usage()`` and exit.
-        budget_refresh: Seconds between readings of the budgeted rows' spend from the table
-            (what other replicas spent); never read per call.
-        usage_clock: Wall-clock seconds since the epoch, for usage minutes and budget periods;
-            injectable for tests.
-        limits: Where the rows' ``rpm`` and ``tpm`` windows are counted: in this process by
-            default (`llmpool.limits.LocalLimits`), or shared by every replica
-            (`llmpool.limits.redis.RedisLimits`).
-        admissions: Checks of yours asked before every call whether a row may be called now,
-            and told how each call went (`llmpool.fallback.admission.AdmissionCheck`); asked
-            after the pool's own.
-        observers: `llmpool.observe.Observer` objects told about every attempt, failover,
-            breaker change, call, reload and row that cannot be built, besides the built-in
-            logging and OpenTelemetry ones; added to the pool's policy and to any policy
-            passed to `LLMPool.get_llm_with_fallback`.
-        routing_seed: Seeds the random choices of the ``weighted`` and ``latency`` strategies
-            (repeatable orders, for tests); random by default.
+        listen_retry: Seconds before reopening a lost LISTEN connection; doubles up to 30 s.
+        breaker_store: Where circuit breaker state lives (a `RedisBreakerStore` for a fleet).
+        auto_migrate: Migrate the store the pool makes on first use; by default for SQLite.
+        retry_failed_builds_after: Seconds a row that could not be built stays skipped.
+        clock: Monotonic seconds, for that delay.
+        async_database: The async engine (or URL) the store the pool makes reads ``aget_*``
+            through; by default one on the same URL, or the sync engine in a worker thread.
+        track_usage: Count every call's tokens and cost per row and minute (``llm_usage``),
+            and skip a row whose ``max_spend`` is reached.
+        usage_flush_interval: Seconds between flushes of the counted usage; ``0``: on close.
+        budget_refresh: Seconds between readings of the budgeted rows' spend from the table.
+        usage_clock: Wall-clock seconds, for usage minutes and budget periods.
+        limits: Where the rows' ``rpm`` and ``tpm`` are counted: `LocalLimits` (the default)
+            or `RedisLimits`, shared by every replica.
+        admissions: Your `AdmissionCheck` objects, asked after the pool's own before every call.
+        observers: Your `Observer` objects, told about everything after the built-in ones.
+        routing_seed: Seeds the ``weighted`` and ``latency`` strategies' random choices.
 
     Example:
         >>> PoolOptions(poll_interval=0).listen
@@ -98,3 +77,38 @@ class PoolOptions:
     usage_flush_interval: float = 10.0
     budget_refresh: float = 5.0
     usage_clock: Callable[[], float] = field(default=time.time)
+
+    def rows_allowlist(self) -> EnvAllowlist:
+        """The allowlist rows are checked against, knowing the providers of ``registry``."""
+        from llmpool.providers.allowlist import EnvAllowlist
+
+        allow = self.allowlist if self.allowlist is not None else EnvAllowlist.from_env()
+        if self.registry is not None and allow.registry is None:
+            allow = dataclasses.replace(allow, registry=self.registry)
+        return allow
+
+    def sql_store(self, source: Any, allowlist: EnvAllowlist) -> SQLStore:
+        """The store a pool makes on an engine or URL, checking every row it writes."""
+        from llmpool.providers import ConfigKeysCheck, KnownProviderCheck
+        from llmpool.repository.sql.store import SQLStore
+
+        checks = (KnownProviderCheck(self.registry), ConfigKeysCheck(self.registry))
+        return SQLStore(
+            source,
+            validators=[allowlist, *checks],
+            async_engine=self.async_database,
+            auto_migrate=self.auto_migrate,
+        )
+
+    def usage_meter(self, repository: LLMRepository) -> UsageMeter | None:
+        """The meter of a pool on ``repository``, when it counts usage."""
+        if not self.track_usage:
+            return None
+        from llmpool.usage.meter import UsageMeter, table_for
+
+        return UsageMeter(
+            table_for(repository),
+            flush_interval=self.usage_flush_interval,
+            budget_refresh=self.budget_refresh,
+            clock=self.usage_clock,
+        )

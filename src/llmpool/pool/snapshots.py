@@ -1,19 +1,9 @@
 """The pool's snapshot of the ``llms`` table: loaded once, then kept current without a restart.
 
-`SnapshotKeeper` loads every row once (sync, or async through the store's async reader), and
-starts a `llmpool.pool.watch.Watcher` that reloads it when the table changes (PostgreSQL
-LISTEN/NOTIFY through the store's engine, else polling). What the database needs (its engine,
-its async reader, its migration) is the store's: the keeper only asks for it. Readers take the
-current snapshot without a lock: a reload swaps it in one assignment, and a slower reload of an
-older generation never replaces a newer one. While the database is down the last good snapshot
-is served. A committed write reloads it at once: the pool subscribes `refresh_after_write` to
-its store.
-
-The first load is shared: however many threads (or tasks of one event loop) ask for the
-snapshot before it is loaded, one load runs, and its result or its error reaches them all at
-once. A caller arriving after a failed load starts a new one. Each load is bounded by the
-database's own bounds (`llmpool.repository.sql.bounds.DatabaseBounds`), so no caller waits
-longer than one load takes.
+Readers take the current snapshot without a lock: a reload swaps it in one assignment, and a
+slower reload of an older generation never replaces a newer one. The first load is shared: one
+runs, however many threads (or tasks of one event loop) ask, and its result or its error reaches
+them all at once; a caller arriving after a failed load starts a new one.
 """
 
 from __future__ import annotations
@@ -24,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from llmpool.observe.fields import log_fields
+from llmpool.contracts import log_fields
 
 if TYPE_CHECKING:
     import asyncio
@@ -34,7 +24,6 @@ if TYPE_CHECKING:
     from llmpool.pool.watch import Watcher
     from llmpool.repository import AsyncLLMRepository, LLMRepository, Snapshot
 
-__all__ = ["SnapshotKeeper"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,18 +33,14 @@ class DatabaseStore(Protocol):
     """A repository over a SQL database that owns its engine, async reader and migration."""
 
     @property
-    def engine(self) -> Engine:
-        """The engine rows are read through (LISTENed through on PostgreSQL)."""
-        ...
+    def engine(self) -> Engine: ...
 
     @property
     def schema_pending(self) -> bool:
         """Whether a migration is still to run on first use."""
-        ...
 
     def async_reader(self) -> AsyncLLMRepository | None:
         """The async read side, or ``None`` when async reads must run the sync engine."""
-        ...
 
 
 #: What a commit listener lets through: the interpreter shutting down or the user interrupting.
@@ -67,17 +52,8 @@ class _InterruptedLoadError(Exception):
 
 
 class SnapshotKeeper:
-    """The current snapshot of a repository, and the watcher that keeps it current.
-
-    Args:
-        repository: Where rows are read; a `DatabaseStore` lends its engine to the watcher
-            and its async reader to `aget`.
-        on_refresh: Called with the installed snapshot after each reload (under the load
-            lock), e.g. to drop models of deleted rows.
-        poll_interval: Seconds between change checks; ``0`` to never look.
-        listen: LISTEN/NOTIFY on PostgreSQL.
-        listen_retry: First delay before reopening a lost LISTEN connection.
-    """
+    """The current snapshot of a repository, and the watcher that keeps it current;
+    ``on_refresh`` is called with each installed snapshot (under the load lock)."""
 
     def __init__(
         self,
@@ -98,7 +74,7 @@ class SnapshotKeeper:
         self._load_lock = threading.Lock()
         self._first_guard = threading.Lock()
         self._first_load: Future[Snapshot] | None = None
-        self._watcher: Watcher | None = None
+        self.watcher: Watcher | None = None  # the running watcher, if any
         self._closed = False
         self._refresh_failing = False
         self._async_loads: dict[asyncio.AbstractEventLoop, asyncio.Task[Snapshot]] = {}
@@ -109,17 +85,8 @@ class SnapshotKeeper:
         """The loaded snapshot, or ``None`` before the first load."""
         return self._snapshot
 
-    @property
-    def watcher(self) -> Watcher | None:
-        """The running watcher, if any."""
-        return self._watcher
-
     def get(self) -> Snapshot:
-        """Return the current snapshot of the table, loading it on first use.
-
-        Callers that arrive while the first load runs wait for it and get its snapshot, or its
-        error, together; one arriving after it failed starts a new load.
-        """
+        """Return the current snapshot of the table, loading it on first use (shared)."""
         while True:
             snapshot = self._snapshot
             if snapshot is not None:
@@ -141,13 +108,10 @@ class SnapshotKeeper:
     def _load_first(self, load: Future[Snapshot]) -> Snapshot:
         try:
             snapshot = self._adopt(self.repository.snapshot())
-        except Exception as error:
+        except BaseException as error:
             self._forget_first_load(load)
-            load.set_exception(error)
-            raise
-        except BaseException:
-            self._forget_first_load(load)
-            load.set_exception(_InterruptedLoadError())
+            # An interrupted thread's waiters load again rather than receive its interruption.
+            load.set_exception(error if isinstance(error, Exception) else _InterruptedLoadError())
             raise
         self._forget_first_load(load)
         load.set_result(snapshot)
@@ -161,12 +125,7 @@ class SnapshotKeeper:
                 self._first_load = None
 
     def refresh(self) -> Snapshot:
-        """Reload the snapshot now (the watcher does this on every change).
-
-        Returns:
-            The pool's snapshot after the reload: the one just read, unless a newer one was
-            installed meanwhile.
-        """
+        """Reload the snapshot now and return it (or a newer one installed meanwhile)."""
         snapshot = self.repository.snapshot()
         with self._load_lock:
             current = self._snapshot
@@ -179,11 +138,8 @@ class SnapshotKeeper:
         self.refresh()
 
     def refresh_after_write(self, action: str = "write") -> None:
-        """Reload after a committed write (a commit listener); a failure is logged once.
-
-        The table's change counter is read first: when the snapshot already shows the write
-        (the watcher was faster), or the table cannot be read, nothing is reloaded here.
-        """
+        """Reload after a committed write (a commit listener), unless the snapshot already shows
+        it; a failure is logged once."""
         # The write is committed: a failed reload must not turn it into an error.
         current = self._snapshot
         if current is None:
@@ -196,7 +152,7 @@ class SnapshotKeeper:
         except BaseException as error:  # a reload raising anything leaves the write committed
             if not self._refresh_failing:
                 self._refresh_failing = True
-                after = "the watcher will catch up" if self._watcher else "call refresh()"
+                after = "the watcher will catch up" if self.watcher else "call refresh()"
                 logger.warning(
                     "llmpool saved the change but could not reload its snapshot (%s); %s",
                     type(error).__name__,
@@ -212,33 +168,25 @@ class SnapshotKeeper:
             return
         from llmpool.pool.watch import Watcher
 
-        self._watcher = Watcher(
+        self.watcher = Watcher(
             self.repository,
             self._on_change,
             poll_interval=self.poll_interval,
             engine=self._database.engine if self._database and self._listen else None,
             listen_retry=self.listen_retry,
         )
-        self._watcher.start(generation)
+        self.watcher.start(generation)
 
     def close(self) -> None:
-        """Stop watching the table (the store's connections are the store's to release).
-
-        Returns promptly: the watcher closes its LISTEN connection and ends within a fraction
-        of a second, whatever ``poll_interval`` is.
-        """
+        """Stop watching the table, promptly (the store's connections are the store's)."""
         with self._load_lock:
             self._closed = True
-            watcher = self._watcher
+            watcher = self.watcher
         if watcher is not None:
             watcher.stop()
 
     async def aget(self) -> Snapshot:
-        """Async twin of `get`: one load in flight per event loop, on the async engine.
-
-        Its result or its error reaches every task waiting for it at once; a task arriving
-        after it failed starts a new load.
-        """
+        """Async twin of `get`: one load in flight per event loop, on the async engine."""
         snapshot = self._snapshot
         if snapshot is not None:
             return snapshot

@@ -1,30 +1,10 @@
 """Seeing changes to the `llms` table without a restart.
 
-On PostgreSQL a daemon thread LISTENs on ``llmpool_changes`` (the migrations' trigger sends a
-NOTIFY for every INSERT, UPDATE and DELETE, with the schema in its payload) and reloads as soon
-as a NOTIFY for its own schema arrives. A safety-net poll of the repository's cheap
-``generation()`` query runs on its own timer every ``poll_interval`` seconds, so a missed NOTIFY
-is still seen; where NOTIFY is unavailable (SQLite, an in-memory repository, a proxy that drops
-it, a lost connection) that poll is all there is.
-
-Each state is tracked and each change of state is logged once:
-
-* the table cannot be read (the database is down): the pool keeps serving its last good
-  snapshot, and the first successful poll after the outage refreshes it;
-* the table can be read but reloading it fails (a row the parser cannot handle, a failing
-  ``on_change``): the last good snapshot is served, and the reload is retried at each poll;
-* LISTEN is unavailable while the table can be read: the watcher polls, and reconnects with a
-  backoff that doubles from ``listen_retry`` up to ``listen_retry_max`` seconds;
-* all are fine again.
-
-Nothing a poll, a reload or a NOTIFY raises stops the thread (only `Watcher.stop` does): a
-running pool keeps seeing changes once the cause is gone.
-
-The LISTEN connection is opened through the engine (`Engine.raw_connection`, then detached from
-its pool), so a ``creator`` or ``connect_args`` the application gave its engine apply to it as
-well. It needs the psycopg 3 driver. The thread waits for notifications in short slices, so
-`Watcher.stop` returns promptly, and it closes the LISTEN connection on its way out. Setting
-LISTEN up is bounded like any other round trip (`llmpool.repository.sql.bounds.bounded_round_trip`).
+On PostgreSQL a daemon thread LISTENs (through the engine, psycopg 3) for the NOTIFY the
+migrations' trigger sends for its schema; a safety-net poll of the cheap ``generation()`` runs
+every ``poll_interval`` seconds, and is all there is without NOTIFY. Each change of state
+(the table unreadable, a reload failing, LISTEN unavailable, and back) is logged once; nothing
+but `Watcher.stop` ends the thread.
 """
 
 from __future__ import annotations
@@ -36,14 +16,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from llmpool.observe.fields import log_fields
+from llmpool.contracts import log_fields
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from llmpool.repository import LLMRepository
 
-__all__ = ["CHANNEL", "Watcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,22 +41,9 @@ class _ListenUnsupportedError(Exception):
 
 
 class Watcher:
-    """Calls ``on_change`` when the table's generation moves.
-
-    Args:
-        repository: Read for the generation.
-        on_change: Called (from the watcher thread) with the new generation.
-        poll_interval: Seconds between safety-net generation polls.
-        engine: A PostgreSQL engine to LISTEN through; ``None`` to poll only.
-        listen_retry: Seconds before the first attempt to reopen a lost LISTEN connection.
-        listen_retry_max: The reconnect delay doubles up to this many seconds.
-
-    Attributes:
-        listening: A LISTEN connection is open and has caught up.
-        backend_pid: The PostgreSQL backend of the LISTEN connection, while it is open.
-        notifications: NOTIFYs received so far, for this schema or not.
-        polls: Generation polls made so far (safety net, catch-up, or after a NOTIFY).
-    """
+    """Calls ``on_change`` (from its thread) when the table's generation moves; LISTENs through
+    ``engine`` when it is PostgreSQL's. ``listening``, ``backend_pid``, ``notifications`` (for
+    any schema) and ``polls`` tell what it is doing."""
 
     def __init__(
         self,
@@ -105,10 +71,7 @@ class Watcher:
         self._conn: Any = None
         self._schema: str | None = None
         self._retry_delay = listen_retry
-        self._down = False
-        self._reload_failing = False
-        self._listen_down = False
-        self._unexpected: set[str] = set()
+        self._failing: set[str] = set()  # the events of the states that are not well now
 
     def start(self, generation: int) -> None:
         """Start watching from ``generation`` (the one already loaded)."""
@@ -137,9 +100,13 @@ class Watcher:
                     raise
                 except BaseException as error:  # the thread must go on
                     # Unexpected here (each step handles its own failures): start over after
-                    # a pause, with a fresh LISTEN connection.
+                    # a pause, with a fresh LISTEN connection; logged once per kind of error.
                     self._close_listener()
-                    self._report_broken(error)
+                    name = type(error).__name__
+                    message = "llmpool's change watcher hit an unexpected %s; it goes on"
+                    self._once(
+                        "watcher_error", message, name, key=f"error {name}", error_class=name
+                    )
                     self._stop.wait(max(self.poll_interval, NOTIFY_SLICE))
         finally:
             self._close_listener()
@@ -154,9 +121,9 @@ class Watcher:
                     self._connect()
                 except _ListenUnsupportedError as error:
                     want_listen = False
-                    self._report_listen_down(str(error))
+                    self._listen_down(str(error))
                 except Exception as error:  # the watcher must never die; polling takes over
-                    self._report_listen_down(type(error).__name__)
+                    self._listen_down(type(error).__name__)
                     next_listen = time.monotonic() + self._backoff()
                 else:
                     next_poll = time.monotonic() + self.poll_interval
@@ -176,7 +143,7 @@ class Watcher:
                 relevant = self._wait_for_notify(min(wait, NOTIFY_SLICE))
             except Exception as error:  # the connection was lost: reconnect after a delay
                 self._close_listener()
-                self._report_listen_down(type(error).__name__)
+                self._listen_down(type(error).__name__)
                 next_listen = time.monotonic() + self._backoff()
                 continue
             if relevant:
@@ -195,9 +162,11 @@ class Watcher:
         except _FATAL:
             raise
         except BaseException as error:  # the database is down: serve the snapshot
-            self._report_down(error)
+            name = type(error).__name__
+            message = "llmpool cannot read the LLM table; serving the last good snapshot: %s"
+            self._once("database_down", message, name, error_class=name)
             return
-        self._report_up()
+        self._over("database_down", "database_up", "llmpool can read the LLM table again")
         if generation != self.generation:
             self._changed(generation)
 
@@ -207,9 +176,14 @@ class Watcher:
         except _FATAL:
             raise
         except BaseException as error:  # retried at the next poll
-            self._report_reload_failing(error)
+            name = type(error).__name__
+            message = (
+                "llmpool cannot reload the LLM table; serving the last good snapshot and "
+                "retrying at each change check: %s"
+            )
+            self._once("reload_failing", message, name, error_class=name)
             return
-        self._report_reloaded()
+        self._over("reload_failing", "reload_ok", "llmpool reloads the LLM table again")
         self.generation = generation
 
     # -- LISTEN --------------------------------------------------------------------------------
@@ -219,7 +193,9 @@ class Watcher:
         self._retry_delay = self.listen_retry
         self._poll_once()  # a change may have landed before LISTEN: catch up once now
         self.listening = True
-        self._report_listen_up()
+        self._over(
+            "listen_down", "listen_up", "llmpool LISTEN works again; changes are seen at once"
+        )
 
     def _open_listener(self) -> Any:
         assert self.engine is not None
@@ -280,60 +256,20 @@ class Watcher:
 
     # -- logging each change of state once -----------------------------------------------------
 
-    def _report_down(self, error: BaseException) -> None:
-        if not self._down:
-            self._down = True
-            logger.warning(
-                "llmpool cannot read the LLM table; serving the last good snapshot: %s",
-                type(error).__name__,
-                extra=log_fields("database_down", error_class=type(error).__name__),
-            )
+    def _once(self, event: str, message: str, *args: object, key: str = "", **fields: Any) -> None:
+        # Logged when the state (``key``, else ``event``) starts; again only after `_over`.
+        key = key or event
+        if key not in self._failing:
+            self._failing.add(key)
+            logger.warning(message, *args, extra=log_fields(event, **fields))
 
-    def _report_up(self) -> None:
-        if self._down:
-            self._down = False
-            logger.warning("llmpool can read the LLM table again", extra=log_fields("database_up"))
+    def _over(self, key: str, event: str, message: str) -> None:
+        if key in self._failing:
+            self._failing.discard(key)
+            logger.warning(message, extra=log_fields(event))
 
-    def _report_reload_failing(self, error: BaseException) -> None:
-        if not self._reload_failing:
-            self._reload_failing = True
-            logger.warning(
-                "llmpool cannot reload the LLM table; serving the last good snapshot and "
-                "retrying at each change check: %s",
-                type(error).__name__,
-                extra=log_fields("reload_failing", error_class=type(error).__name__),
-            )
-
-    def _report_reloaded(self) -> None:
-        if self._reload_failing:
-            self._reload_failing = False
-            logger.warning("llmpool reloads the LLM table again", extra=log_fields("reload_ok"))
-
-    def _report_broken(self, error: BaseException) -> None:
-        # Once per kind of error: a cause that persists would otherwise log at every restart.
-        if type(error).__name__ not in self._unexpected:
-            self._unexpected.add(type(error).__name__)
-            logger.warning(
-                "llmpool's change watcher hit an unexpected %s; it goes on",
-                type(error).__name__,
-                extra=log_fields("watcher_error", error_class=type(error).__name__),
-            )
-
-    def _report_listen_down(self, reason: str) -> None:
+    def _listen_down(self, reason: str) -> None:
         # ``reason`` is an exception's type name or a fixed text: never a URL or a secret.
-        if not self._listen_down:
-            self._listen_down = True
-            logger.warning(
-                "llmpool LISTEN unavailable (%s); polling every %s s for changes",
-                reason,
-                self.poll_interval,
-                extra=log_fields("listen_down", reason=reason, poll_interval=self.poll_interval),
-            )
-
-    def _report_listen_up(self) -> None:
-        if self._listen_down:
-            self._listen_down = False
-            logger.warning(
-                "llmpool LISTEN works again; changes are seen at once",
-                extra=log_fields("listen_up"),
-            )
+        message = "llmpool LISTEN unavailable (%s); polling every %s s for changes"
+        interval = self.poll_interval
+        self._once("listen_down", message, reason, interval, reason=reason, poll_interval=interval)

@@ -1,24 +1,15 @@
 """The provider registry: a provider name in a row -> a LangChain chat model.
 
-Providers are discovered from the entry-point group ``llmpool.providers`` on first use (never at
-import) and cached. llmpool's own built-ins are declared there too, like any plugin. A plugin
-that fails to load is recorded in `ProviderRegistry.load_errors` with its distribution name;
-every other provider keeps working. ``LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1`` skips third-party
-entry points (the built-ins still load).
-
-A plugin package declares, in its ``pyproject.toml``::
-
-    [project.entry-points."llmpool.providers"]
-    echo = "llmpool_echo:PROVIDER"
-
-where ``PROVIDER`` is a `Provider` (for example a `ChatProvider`) or a zero-argument callable
-returning one. A provider declares the environment variables its rows may reference
-(``secret_env``, ``plain_env``); one that declares none gets only those the operator allows
-(`llmpool.credentials.allowlist.EnvAllowlist`).
+Providers come from the entry-point group ``llmpool.providers``, read on first use; llmpool's
+built-ins are declared there too. A plugin declares ``echo = "llmpool_echo:PROVIDER"`` there,
+``PROVIDER`` being a `Provider` or a zero-argument callable returning one. A plugin that fails
+to load is reported in `ProviderRegistry.load_errors` and breaks no other provider;
+``LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1`` skips third-party entry points.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -26,35 +17,28 @@ from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from llmpool.contracts import log_fields
 from llmpool.errors import ProviderLoadError, UnknownProviderError
-from llmpool.observe.fields import log_fields
-from llmpool.providers.chat import (
-    ALL_CAPABILITIES,
-    DEFAULT_TIMEOUT,
-    ChatProvider,
-    Factory,
-    FactoryProvider,
-)
+from llmpool.providers.chat import DEFAULT_TIMEOUT, ChatProvider, Factory, FactoryProvider
 from llmpool.providers.declarations import (
     ConfigKeysCheck,
     KnownProviderCheck,
-    accepted_config,
-    declared_endpoint_keys,
     declared_env,
-    declared_error_outcomes,
+    embeddings_builder,
+    no_embeddings_error,
     record_error_outcomes,
 )
+from llmpool.providers.prices import client_config
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
     from langchain_core.language_models import BaseChatModel
 
-    from llmpool.credentials.allowlist import EnvAllowlist
     from llmpool.models import LLMConfig
+    from llmpool.providers.allowlist import EnvAllowlist
 
 __all__ = [
     "ALIASES",
-    "ALL_CAPABILITIES",
     "DEFAULT_TIMEOUT",
     "ENTRY_POINT_GROUP",
     "ChatProvider",
@@ -63,10 +47,7 @@ __all__ = [
     "KnownProviderCheck",
     "Provider",
     "ProviderRegistry",
-    "accepted_config",
-    "declared_endpoint_keys",
     "declared_env",
-    "declared_error_outcomes",
     "get_registry",
     "register_provider",
     "set_registry",
@@ -95,38 +76,22 @@ ALIASES: Mapping[str, str] = {
 
 @runtime_checkable
 class Provider(Protocol):
-    """What a provider is: a name, how to install it, what it can do, and how to build a model.
+    """What a provider is: the ``name`` rows write, the ``extra`` and ``package`` that install
+    its client, what its models support (``capabilities``), and how to build one.
 
-    Attributes:
-        name: The name rows use in their ``provider`` column.
-        extra: The ``llmpool[...]`` extra that installs its package, if any.
-        package: The distribution that provides the client class, if any.
-        capabilities: What its models support: ``"tools"``, ``"streaming"``,
-            ``"structured_output"``.
+    Optional attributes, what only the provider knows (without one, the generic behaviour):
 
-    Optional attributes, what only the provider knows (read through
-    `llmpool.providers.declarations`; a provider without one gets today's generic behaviour):
-
-    - ``secret_env``: ``frozenset`` of the variables holding its credentials
-      (``OPENAI_API_KEY``): its rows may reference them, and their values stay secret.
-    - ``plain_env``: ``frozenset`` of the variables holding plain settings (a base URL, a
-      region, an API version, a project): its rows may reference them, as plain values.
-      Names are exact (no patterns); ``DATABASE_URL`` and ``LLMPOOL_*`` are never allowed,
-      even when declared.
-    - ``endpoint_keys``: ``frozenset`` of the ``config``/``auth_meta`` keys that say where
-      requests go (``azure_endpoint``), checked against the allowed endpoints in addition to
-      the generic rules (``*_url``, ``*api_base``, absolute URLs).
-    - ``error_outcomes``: mapping of its client's error classes (``"RateLimitError"`` or
-      ``"module:Class"``) to ``"retry"``, ``"fallback"``, ``"fallback_keep_breaker"`` or
-      ``"propagate"``; consulted before the generic rules of
-      `llmpool.fallback.policy.classify_error` (an HTTP status on the error still decides
-      first).
-    - ``accepted_config``: ``frozenset`` of the ``config`` keys it accepts, or ``None`` when it
-      cannot tell; `ConfigKeysCheck` refuses other keys when a row is written.
-    - ``build_embeddings(config, auth) -> Embeddings``: builds its embedding rows
-      (``kind='embedding'``), with ``auth`` resolved as for chat; ``embeddings_config``: the
-      ``config`` keys those rows accept. Without it, the provider serves chat rows only (the
-      built-ins have theirs in `llmpool.providers.embeddings`).
+    - ``secret_env`` / ``plain_env``: ``frozenset`` of the variables its rows may reference,
+      holding credentials (kept secret) or plain settings (a base URL); never ``DATABASE_URL``
+      or ``LLMPOOL_*``.
+    - ``endpoint_keys``: the row keys that say where requests go (``azure_endpoint``).
+    - ``error_outcomes``: its client's error classes (``"RateLimitError"`` or
+      ``"module:Class"``) -> ``"retry"``, ``"fallback"``, ``"fallback_keep_breaker"`` or
+      ``"propagate"``, consulted by `llmpool.fallback.policy.classify_error` after the status.
+    - ``accepted_config``: the ``config`` keys it accepts (``None``: it cannot tell).
+    - ``build_embeddings(config, auth) -> Embeddings`` and ``embeddings_config`` (the keys
+      those rows accept): it serves embedding rows (a `ChatProvider` names an
+      ``embeddings_class`` instead).
     """
 
     @property
@@ -157,13 +122,9 @@ def _distribution(entry_point: EntryPoint) -> str | None:
 
 
 class ProviderRegistry:
-    """Provider name -> provider, filled lazily from entry points.
-
-    Args:
-        entry_points: Entry points to load instead of the installed ones (tests inject
-            `importlib.metadata.EntryPoint` objects here).
-        autoload: Load third-party entry points; default: unless
-            ``LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1``.
+    """Provider name -> provider, filled on first use from ``entry_points`` (the installed
+    ones by default), third-party ones only with ``autoload`` (default: unless
+    ``LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1``).
 
     Example:
         >>> registry = ProviderRegistry()
@@ -172,19 +133,13 @@ class ProviderRegistry:
     """
 
     def __init__(
-        self,
-        *,
-        entry_points: Iterable[EntryPoint] | None = None,
-        autoload: bool | None = None,
+        self, *, entry_points: Iterable[EntryPoint] | None = None, autoload: bool | None = None
     ) -> None:
         self._injected = None if entry_points is None else list(entry_points)
-        self._autoload = (
-            os.environ.get("LLMPOOL_DISABLE_PLUGIN_AUTOLOAD") != "1"
-            if autoload is None
-            else autoload
-        )
+        if autoload is None:
+            autoload = os.environ.get("LLMPOOL_DISABLE_PLUGIN_AUTOLOAD") != "1"
+        self._autoload = autoload
         self._providers: dict[str, Provider] = {}
-        self._manual: set[str] = set()
         self._distributions: dict[str, str] = {}
         self._errors: list[ProviderLoadError] = []
         self._failed: dict[str, ProviderLoadError] = {}
@@ -201,14 +156,11 @@ class ProviderRegistry:
         with self._lock:
             if self._loaded:
                 return
-            found = (
-                self._injected
-                if self._injected is not None
-                else list(entry_points(group=ENTRY_POINT_GROUP))
-            )
+            found = self._injected
+            if found is None:
+                found = list(entry_points(group=ENTRY_POINT_GROUP))
             # llmpool's own entry points first: a plugin may add providers, not shadow these.
-            found.sort(key=lambda ep: _distribution(ep) != OWN_DISTRIBUTION)
-            for entry_point in found:
+            for entry_point in sorted(found, key=lambda ep: _distribution(ep) != OWN_DISTRIBUTION):
                 self._load(entry_point)
             self._loaded = True
 
@@ -248,13 +200,12 @@ class ProviderRegistry:
         for name in dict.fromkeys((_key(entry_point.name), _key(provider.name))):
             existing = self._providers.get(name)
             if existing is not None and existing is not provider:
-                if existing == provider:  # the same distribution seen twice on sys.path
-                    continue
-                owner = self._distributions.get(name)
-                conflict = ValueError(
-                    f"provider {name!r} is already provided by distribution {owner!r}"
-                )
-                self._fail(entry_point, dist, conflict)
+                if existing != provider:  # not one distribution seen twice on sys.path
+                    owner = self._distributions.get(name)
+                    conflict = ValueError(
+                        f"provider {name!r} is already provided by distribution {owner!r}"
+                    )
+                    self._fail(entry_point, dist, conflict)
                 continue
             self._providers[name] = provider
             if dist:
@@ -272,22 +223,13 @@ class ProviderRegistry:
         return self._distributions.get(self.canonical(name))
 
     def canonical(self, name: str) -> str:
-        """Return the registered name for ``name``: case, ``-`` and aliases do not matter.
-
-        Example:
-            >>> ProviderRegistry(entry_points=[]).canonical("Azure-OpenAI")
-            'azure_openai'
-        """
+        """Return the registered name for ``name``: case, ``-`` and aliases do not matter."""
         key = _key(name)
         return key if key in self._providers else ALIASES.get(key, key)
 
     def register(self, provider: Provider, *, replace: bool = False) -> None:
-        """Register a provider in this process.
-
-        Raises:
-            ValueError: A provider of that name exists and ``replace`` is false, or it declares
-                an error outcome that does not exist.
-        """
+        """Register a provider in this process (`ValueError`: the name is taken and not
+        ``replace``, or it declares an error outcome that does not exist)."""
         self._ensure_loaded()
         with self._lock:
             key = _key(provider.name)
@@ -296,43 +238,33 @@ class ProviderRegistry:
                 raise ValueError(msg)
             record_error_outcomes(provider)
             self._providers[key] = provider
-            self._manual.add(key)
 
     def get(self, name: str) -> Provider:
         """Return the provider called ``name`` (or an alias of it).
 
         Raises:
-            UnknownProviderError: None is registered; the message lists those that are.
-            ProviderLoadError: A plugin of that name is installed but failed to load; the
-                message names its distribution and the cause is the original error.
-
-        Example:
-            >>> ProviderRegistry().get("bedrock_converse").extra
-            'bedrock'
+            UnknownProviderError: None is; the message lists those that are.
+            ProviderLoadError: Its plugin failed to load; caused by the original error.
         """
         self._ensure_loaded()
         key = self.canonical(name)
         provider = self._providers.get(key)
-        if provider is None:
-            failure = self._failed.get(key) or self._failed.get(_key(name))
-            if failure is not None:
-                # The plugin is installed but broken: say so, rather than "unknown".
-                msg = f"Provider {name!r} is installed but failed to load: {failure}"
-                raise ProviderLoadError(msg, distribution=failure.distribution) from (
-                    failure.__cause__
-                )
-            known = ", ".join(sorted(self._providers)) or "none"
-            msg = f"Unknown provider {name!r}; registered providers: {known}"
-            if not self._autoload and self._injected is None:
-                msg += " (plugins are off: LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1)"
-            raise UnknownProviderError(msg)
-        return provider
+        if provider is not None:
+            return provider
+        failure = self._failed.get(key) or self._failed.get(_key(name))
+        if failure is not None:
+            # The plugin is installed but broken: say so, rather than "unknown".
+            msg = f"Provider {name!r} is installed but failed to load: {failure}"
+            raise ProviderLoadError(msg, distribution=failure.distribution) from failure.__cause__
+        known = ", ".join(sorted(self._providers)) or "none"
+        msg = f"Unknown provider {name!r}; registered providers: {known}"
+        if not self._autoload and self._injected is None:
+            msg += " (plugins are off: LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1)"
+        raise UnknownProviderError(msg)
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
         self._ensure_loaded()
-        return self.canonical(name) in self._providers
+        return isinstance(name, str) and self.canonical(name) in self._providers
 
     def __iter__(self) -> Iterator[Provider]:
         """Iterate over the providers by name, each once (however many names it has)."""
@@ -352,40 +284,12 @@ class ProviderRegistry:
         allowlist: EnvAllowlist | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> BaseChatModel:
-        """Turn a row into a chat model: resolve its auth, then call its provider.
-
-        Args:
-            config: The row.
-            allowlist: Which variables it may reference; from the environment by default.
-            environ: Where variables are read; ``os.environ`` by default.
-
-        Returns:
-            A LangChain chat model.
-
-        Raises:
-            UnknownProviderError: No such provider.
-            ProviderLoadError: The provider's plugin failed to load.
-            ProviderNotInstalledError: Its package is missing.
-            EnvNotAllowedError: A reference or an endpoint is outside the allowlist, or a
-                secret would reach a client parameter that does not keep it secret.
-            MissingSecretError: A referenced variable is unset.
-            UnsupportedParameterError: ``config`` has a key the client rejects.
-            InvalidConfigError: A price or budget key is invalid (`llmpool.usage.prices`;
-                those keys are removed before the provider builds the client).
-
-        Example:
-            >>> from llmpool.models import LLMConfig
-            >>> row = LLMConfig(id="1", name="Fake", provider="fake", model_name="echo",
-            ...                 config={"responses": ["hi"]})
-            >>> ProviderRegistry().build(row).invoke("hello").content
-            'hi'
-        """
-        from llmpool.credentials.resolve import resolve_auth
-        from llmpool.usage.prices import client_config
+        """Turn a row into a chat model: its auth resolved within ``allowlist`` (from the
+        environment by default), its provider called without llmpool's price keys."""
+        from llmpool.providers.allowlist import resolve_auth
 
         provider = self.get(config.provider)
         auth = resolve_auth(config, allowlist=allowlist, environ=environ, provider=provider)
-        # Prices and budget are llmpool's keys: the client never sees them.
         return provider.build(client_config(config), auth)
 
     def build_embeddings(
@@ -395,28 +299,14 @@ class ProviderRegistry:
         allowlist: EnvAllowlist | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> Embeddings:
-        """Turn an embedding row into a LangChain ``Embeddings``, resolving its auth as `build`.
-
-        Raises:
-            ProviderError: The provider builds no embeddings; and every error of `build`.
-
-        Example:
-            >>> from llmpool.models import LLMConfig
-            >>> row = LLMConfig(id="1", name="Vectors", provider="fake", model_name="m",
-            ...                 kind="embedding", config={"dimensions": 3})
-            >>> len(ProviderRegistry().build_embeddings(row).embed_query("hello"))
-            3
-        """
-        from llmpool.credentials.resolve import resolve_auth
-        from llmpool.providers.embeddings import embeddings_builder, no_embeddings_error
+        """Turn an embedding row into a LangChain ``Embeddings``, as `build` does."""
+        from llmpool.providers.allowlist import resolve_auth
 
         provider = self.get(config.provider)
         builder = embeddings_builder(provider)
         if builder is None:
             raise no_embeddings_error(config, provider)
         auth = resolve_auth(config, allowlist=allowlist, environ=environ, provider=provider)
-        from llmpool.usage.prices import client_config
-
         return builder(client_config(config), auth)
 
 
@@ -428,9 +318,8 @@ def get_registry() -> ProviderRegistry:
     """Return the process-wide registry, created on first use.
 
     Example:
-        >>> registry = get_registry()
-        >>> "openai" in registry, registry.get("google_vertexai").extra
-        (True, 'vertexai')
+        >>> get_registry().get("google_vertexai").extra
+        'vertexai'
     """
     global _registry
     if _registry is None:
@@ -440,44 +329,29 @@ def get_registry() -> ProviderRegistry:
     return _registry
 
 
-class _RegistryRestorer:
-    """Returned by `set_registry`: as a context manager, puts the previous registry back."""
-
-    def __init__(self, registry: ProviderRegistry | None, previous: ProviderRegistry | None):
-        self.registry = registry
-        self.previous = previous
-
-    def __enter__(self) -> ProviderRegistry | None:
-        return self.registry
-
-    def __exit__(self, *exc: object) -> None:
-        global _registry
-        _registry = self.previous
+@contextlib.contextmanager
+def _restoring(
+    registry: ProviderRegistry | None, previous: ProviderRegistry | None
+) -> Iterator[ProviderRegistry | None]:
+    global _registry
+    try:
+        yield registry
+    finally:
+        _registry = previous
 
 
-def set_registry(registry: ProviderRegistry | None) -> _RegistryRestorer:
+def set_registry(
+    registry: ProviderRegistry | None,
+) -> contextlib.AbstractContextManager[ProviderRegistry | None]:
     """Replace the process-wide registry now; as a context manager, restore the previous one.
 
     ``None`` resets it: the next `get_registry` discovers entry points anew.
-
-    Args:
-        registry: The registry `get_registry` returns from now on.
-
-    Returns:
-        A context manager that restores the previous registry on exit.
-
-    Example:
-        >>> with set_registry(ProviderRegistry(entry_points=[])) as empty:
-        ...     get_registry() is empty
-        True
-        >>> get_registry() is empty
-        False
     """
     global _registry
     with _registry_lock:
         previous = _registry
         _registry = registry
-    return _RegistryRestorer(registry, previous)
+    return _restoring(registry, previous)
 
 
 def register_provider(
@@ -487,17 +361,8 @@ def register_provider(
     replace: bool = False,
     **kwargs: Any,
 ) -> Provider:
-    """Register a provider in the process-wide registry.
-
-    Args:
-        provider: A `Provider`, or a name used with ``factory``.
-        factory: ``(config, auth) -> BaseChatModel``, when ``provider`` is a name.
-        replace: Replace a provider of the same name.
-        **kwargs: ``extra``, ``package``, ``capabilities``, ``secret_env``, ``plain_env``,
-            ``endpoint_keys``, ``error_outcomes``, ``accepted_config`` for a factory provider.
-
-    Returns:
-        The registered provider.
+    """Register a provider in the process-wide registry, and return it: a `Provider`, or a
+    name with a ``factory`` ``(config, auth) -> BaseChatModel`` and `FactoryProvider`'s fields.
 
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
@@ -508,8 +373,6 @@ def register_provider(
         if factory is None:
             msg = "register_provider(name, factory): a factory is required with a name"
             raise TypeError(msg)
-        registered: Provider = FactoryProvider(provider, factory, **kwargs)
-    else:
-        registered = provider
-    get_registry().register(registered, replace=replace)
-    return registered
+        provider = FactoryProvider(provider, factory, **kwargs)
+    get_registry().register(provider, replace=replace)
+    return provider

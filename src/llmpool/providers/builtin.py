@@ -6,7 +6,7 @@ variables its rows may reference: its credentials (``secret_env``) and its plain
 (``plain_env``). A row of one provider cannot reference another's: an openai row may not read
 ``AWS_SECRET_ACCESS_KEY``. Each also names the keys of its rows that say where requests go
 (``endpoint_keys``) and its SDK's error classes with what the fallback loop does with them
-(``error_outcomes``); errors every client shares (httpx's, ``ConnectionError``,
+(``error_outcomes``); errors every client shares (httpx's and httpx2's, ``ConnectionError``,
 ``TimeoutError``, langchain-core's) stay generic in `llmpool.fallback.policy`.
 """
 
@@ -16,20 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from llmpool.providers import DEFAULT_TIMEOUT, ChatProvider
-
-__all__ = [
-    "ANTHROPIC",
-    "AZURE_OPENAI",
-    "BEDROCK",
-    "BUILTINS",
-    "FAKE",
-    "FIREWORKS",
-    "OLLAMA",
-    "OPENAI",
-    "VERTEXAI",
-]
-
+from llmpool.providers.chat import DEFAULT_TIMEOUT, ChatProvider
 
 RETRY, FALLBACK = "retry", "fallback"
 
@@ -76,10 +63,8 @@ _GOOGLE_ERRORS: Mapping[str, str] = {
 
 
 def _ollama_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """ChatOllama has no timeout field: its HTTP clients take it through ``client_kwargs``.
-
-    A ``client_kwargs`` timeout of ``None`` would remove the bound: it leaves the default.
-    """
+    """ChatOllama's HTTP clients take the timeout through ``client_kwargs`` (``None`` there
+    would remove the bound: it keeps the default)."""
     timeout = kwargs.pop("timeout", DEFAULT_TIMEOUT)
     client_kwargs = kwargs.get("client_kwargs") or {}
     if isinstance(client_kwargs, Mapping):
@@ -96,6 +81,22 @@ def _bedrock_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _bedrock_embeddings_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """BedrockEmbeddings takes its timeouts and retries in a botocore ``Config``: no SDK
+    retries, and the row's ``timeout`` as its connect and read timeouts."""
+    timeout = kwargs.pop("timeout", DEFAULT_TIMEOUT)
+    if "config" not in kwargs:
+        try:
+            from botocore.config import Config  # type: ignore[import-untyped]
+        except ImportError:  # the class import says which extra to install
+            return kwargs
+        seconds = math.ceil(timeout) if isinstance(timeout, (int, float)) else DEFAULT_TIMEOUT
+        kwargs["config"] = Config(
+            connect_timeout=seconds, read_timeout=seconds, retries={"max_attempts": 0}
+        )
+    return kwargs
+
+
 OPENAI = ChatProvider(
     "openai",
     "langchain_openai:ChatOpenAI",
@@ -106,6 +107,7 @@ OPENAI = ChatProvider(
     plain_env=frozenset({"OPENAI_API_BASE", "OPENAI_BASE_URL", "OPENAI_ORGANIZATION"}),
     endpoint_keys=frozenset({"base_url", "api_base", "openai_api_base", "openai_proxy"}),
     error_outcomes=_OPENAI_ERRORS,
+    embeddings_class="langchain_openai:OpenAIEmbeddings",
 )
 
 AZURE_OPENAI = ChatProvider(
@@ -143,6 +145,7 @@ AZURE_OPENAI = ChatProvider(
         }
     ),
     error_outcomes=_OPENAI_ERRORS,
+    embeddings_class="langchain_openai:AzureOpenAIEmbeddings",
 )
 
 ANTHROPIC = ChatProvider(
@@ -174,6 +177,12 @@ BEDROCK = ChatProvider(
     plain_env=frozenset({"AWS_REGION", "AWS_DEFAULT_REGION"}),
     endpoint_keys=frozenset({"endpoint_url", "base_url"}),
     error_outcomes=_BOTOCORE_ERRORS,
+    embeddings_class="langchain_aws:BedrockEmbeddings",
+    embeddings_options={
+        "model_param": "model_id",
+        "prepare": _bedrock_embeddings_arguments,
+        "prepared_keys": frozenset({"timeout"}),
+    },
 )
 
 VERTEXAI = ChatProvider(
@@ -185,6 +194,8 @@ VERTEXAI = ChatProvider(
     plain_env=frozenset({"GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION"}),
     endpoint_keys=frozenset({"api_endpoint", "base_url"}),
     error_outcomes=_GOOGLE_ERRORS,
+    embeddings_class="langchain_google_vertexai:VertexAIEmbeddings",
+    embeddings_options={"model_param": "model_name"},
 )
 
 FIREWORKS = ChatProvider(
@@ -196,6 +207,7 @@ FIREWORKS = ChatProvider(
     endpoint_keys=frozenset({"base_url", "fireworks_api_base"}),
     # langchain-fireworks raises the openai SDK's error classes
     error_outcomes=_OPENAI_ERRORS,
+    embeddings_class="langchain_fireworks:FireworksEmbeddings",
 )
 
 OLLAMA = ChatProvider(
@@ -209,6 +221,7 @@ OLLAMA = ChatProvider(
     prepared_keys=frozenset({"timeout"}),
     plain_env=frozenset({"OLLAMA_BASE_URL"}),
     endpoint_keys=frozenset({"base_url", "host"}),
+    embeddings_class="langchain_ollama:OllamaEmbeddings",
 )
 
 FAKE = ChatProvider(
@@ -217,6 +230,7 @@ FAKE = ChatProvider(
     extra=None,
     package="langchain-core",
     capabilities=frozenset({"tools", "streaming"}),
+    embeddings_class="llmpool.providers.fake:FakeEmbeddings",
 )
 
 BUILTINS = (OPENAI, AZURE_OPENAI, ANTHROPIC, BEDROCK, VERTEXAI, FIREWORKS, OLLAMA, FAKE)

@@ -1,105 +1,55 @@
-"""What a provider says about itself, read with safe defaults when it says nothing.
-
-A `llmpool.providers.Provider` may declare, besides ``name`` and ``build``:
-
-- ``secret_env`` / ``plain_env``: the environment variables its rows may reference
-  (`declared_env`);
-- ``endpoint_keys``: the config keys that name an endpoint, beyond the generic rules of
-  `llmpool.credentials.allowlist` (`declared_endpoint_keys`);
-- ``error_outcomes``: its client's error classes (a class name, or ``"module:Class"``) -> what
-  the fallback loop does with them: ``"retry"``, ``"fallback"``, ``"fallback_keep_breaker"``,
-  ``"propagate"`` (`declared_error_outcomes`; consulted by
-  `llmpool.fallback.policy.classify_error` through `error_outcome`);
-- ``accepted_config``: the ``config`` keys it accepts, or ``None`` when it cannot tell
-  (`accepted_config`; checked when a row is written by `ConfigKeysCheck`, which also accepts
-  and checks llmpool's own price and budget keys, `llmpool.usage.prices.USAGE_CONFIG_KEYS`).
-
-Every reader here returns the "declares nothing" default for a provider without the attribute,
-so a plugin written before an attribute existed keeps working.
+"""What a provider says about itself (`llmpool.providers.Provider`), read with a "declares
+nothing" default so that older plugins keep working, and the write-time checks built on it.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import threading
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
-from llmpool.errors import InvalidConfigError, LLMPoolError, UnknownProviderError
-from llmpool.observe.fields import log_fields
+from llmpool.contracts import log_fields
+from llmpool.errors import InvalidConfigError, LLMPoolError, ProviderError, UnknownProviderError
+from llmpool.providers.prices import USAGE_CONFIG_KEYS, usage_terms
 
 if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
+
     from llmpool.models import LLMConfig
     from llmpool.providers import ProviderRegistry
-
-__all__ = [
-    "OUTCOMES",
-    "ConfigKeysCheck",
-    "KnownProviderCheck",
-    "accepted_config",
-    "declared_endpoint_keys",
-    "declared_env",
-    "declared_error_outcomes",
-    "error_outcome",
-    "record_error_outcomes",
-]
 
 logger = logging.getLogger(__name__)
 
 #: What a declared error may lead to, as `llmpool.fallback.policy.Outcome` values.
 OUTCOMES = frozenset({"retry", "fallback", "fallback_keep_breaker", "propagate"})
 
+#: What builds an embedding row's client: ``(config, resolved auth) -> Embeddings``.
+EmbeddingsFactory = Callable[["LLMConfig", Mapping[str, Any]], "Embeddings"]
 
-def _names(provider: object, attribute: str) -> frozenset[str]:
-    value = getattr(provider, attribute, None)
+
+def _strings(value: object) -> frozenset[str] | None:
+    """Return a declared collection of names; ``None`` for anything else (a bare string too)."""
     if isinstance(value, (set, frozenset, list, tuple)):
         return frozenset(item for item in value if isinstance(item, str))
-    return frozenset()  # a bare string would otherwise declare its letters
+    return None
 
 
 def declared_env(provider: object) -> tuple[frozenset[str], frozenset[str]]:
-    """Return the ``(secret_env, plain_env)`` a provider declares; empty sets when it does not.
-
-    A name declared both ways counts as secret.
-
-    Example:
-        >>> from llmpool.providers import get_registry
-        >>> secret, plain = declared_env(get_registry().get("openai"))
-        >>> "OPENAI_API_KEY" in secret, "OPENAI_API_BASE" in plain
-        (True, True)
-    """
-    secret = _names(provider, "secret_env")
-    return secret, _names(provider, "plain_env") - secret
-
-
-def declared_endpoint_keys(provider: object) -> frozenset[str]:
-    """Return the config keys a provider says name an endpoint, lower-cased; empty if none.
-
-    Example:
-        >>> from llmpool.providers.builtin import AZURE_OPENAI
-        >>> "azure_endpoint" in declared_endpoint_keys(AZURE_OPENAI)
-        True
-    """
-    return frozenset(name.lower() for name in _names(provider, "endpoint_keys"))
+    """Return the ``(secret_env, plain_env)`` a provider declares; a name in both is secret."""
+    secret = _strings(getattr(provider, "secret_env", None)) or frozenset()
+    return secret, (_strings(getattr(provider, "plain_env", None)) or frozenset()) - secret
 
 
 def declared_error_outcomes(provider: object) -> dict[str, str]:
-    """Return the error classes a provider declares -> their outcome; empty if none.
-
-    Raises:
-        ValueError: An outcome is not one of `OUTCOMES`; the message names the provider and
-            the class.
-
-    Example:
-        >>> from llmpool.providers.builtin import ANTHROPIC
-        >>> declared_error_outcomes(ANTHROPIC)["OverloadedError"]
-        'retry'
-    """
+    """Return the error classes a provider declares -> their outcome; `ValueError` naming
+    the provider and the class for an outcome not in `OUTCOMES`."""
     value = getattr(provider, "error_outcomes", None)
     if not isinstance(value, Mapping):
         return {}
-    declared: dict[str, str] = {}
     for name, outcome in value.items():
         if not isinstance(name, str) or outcome not in OUTCOMES:
             who = getattr(provider, "name", type(provider).__name__)
@@ -108,57 +58,74 @@ def declared_error_outcomes(provider: object) -> dict[str, str]:
                 f"of {', '.join(sorted(OUTCOMES))}"
             )
             raise ValueError(msg)
-        declared[name] = str(outcome)
-    return declared
+    return {name: str(outcome) for name, outcome in value.items()}
 
 
-def accepted_config(provider: object) -> frozenset[str] | None:
-    """Return the ``config`` keys a provider accepts, or ``None`` when it cannot tell.
-
-    ``None`` (no write-time check) when the provider has no ``accepted_config``, or its client
-    class cannot be imported on this machine.
-
-    Example:
-        >>> from llmpool.providers.builtin import FAKE
-        >>> "responses" in accepted_config(FAKE)
-        True
-    """
+def accepted_config(provider: object, attribute: str = "accepted_config") -> frozenset[str] | None:
+    """Return the ``config`` keys a provider accepts; ``None`` when it cannot tell (it does not
+    declare them, or its client class is not installed here)."""
     try:
-        value = getattr(provider, "accepted_config", None)
+        return _strings(getattr(provider, attribute, None))
     except LLMPoolError:  # its package is not installed here
         return None
-    if isinstance(value, (set, frozenset, list, tuple)):
-        return frozenset(item for item in value if isinstance(item, str))
-    return None
 
 
-class _ErrorOutcomes:
-    """Declared error class -> outcome, for every provider loaded in this process.
+def embeddings_builder(provider: object) -> EmbeddingsFactory | None:
+    """Return what builds a provider's embedding rows: its ``build_embeddings``, or a
+    built-in's ``embeddings`` class; ``None`` when it has none."""
+    own = getattr(provider, "build_embeddings", None)
+    if callable(own):
+        return cast("EmbeddingsFactory", own)
+    embeddings = getattr(provider, "embeddings", None)
+    build = getattr(embeddings, "build", None)
+    return cast("EmbeddingsFactory", build) if callable(build) else None
 
-    The built-ins' declarations are read on first use, without loading any registry; a
-    registry adds each provider it loads. The first declaration of a name wins: a plugin
-    cannot change how a built-in's errors are handled.
-    """
 
-    def __init__(self) -> None:
-        self._by_name: dict[str, str] = {}
-        self._by_class: dict[type, str | None] = {}
-        self._seeded = False
-        self._lock = threading.Lock()
+def embeddings_config(config: LLMConfig, provider: object) -> frozenset[str] | None:
+    """Return the ``config`` keys an embedding row of ``provider`` accepts (``None``: any);
+    `InvalidConfigError` on ``kind`` when the provider builds no embeddings."""
+    if embeddings_builder(provider) is None:
+        error = no_embeddings_error(config, provider)
+        raise InvalidConfigError(str(error), llm_name=config.name, llm_id=config.id, field="kind")
+    if callable(getattr(provider, "build_embeddings", None)):
+        return accepted_config(provider, "embeddings_config")
+    return accepted_config(getattr(provider, "embeddings", None))
 
-    def _seed(self) -> None:
-        from llmpool.providers.builtin import BUILTINS
 
-        with self._lock:
-            if not self._seeded:
-                self._seeded = True
-                for provider in BUILTINS:
-                    self._add(provider)
+def no_embeddings_error(config: LLMConfig, provider: object) -> ProviderError:
+    """Return the error for an embedding row whose provider builds no embeddings."""
+    from llmpool.providers.builtin import BUILTINS
 
-    def _add(self, provider: object) -> None:
-        for name, outcome in declared_error_outcomes(provider).items():
-            existing = self._by_name.setdefault(name, outcome)
-            if existing != outcome:
+    builtins = ", ".join(sorted(p.name for p in BUILTINS if p.embeddings is not None))
+    msg = (
+        f"{config.describe()}: provider {getattr(provider, 'name', config.provider)!r} has no "
+        f"embeddings (its rows can only be chat rows); built-in embeddings: {builtins}, or a "
+        "plugin provider with build_embeddings"
+    )
+    return ProviderError(msg)
+
+
+# Declared error class name -> outcome, for every provider loaded in this process. The first
+# declaration of a name wins: a plugin cannot change how a built-in's errors are handled.
+_outcomes: dict[str, str] = {}
+_outcomes_by_class: dict[type, str | None] = {}
+_outcomes_lock = threading.Lock()
+
+
+@functools.cache
+def _builtin_outcomes() -> None:
+    """Record the built-ins' declarations first, without loading any registry."""
+    from llmpool.providers.builtin import BUILTINS
+
+    for provider in BUILTINS:
+        _record(provider)
+
+
+def _record(provider: object) -> None:
+    declared = declared_error_outcomes(provider)
+    with _outcomes_lock:
+        for name, outcome in declared.items():
+            if _outcomes.setdefault(name, outcome) != outcome:
                 logger.warning(
                     "declared error outcome ignored: already declared otherwise",
                     extra=log_fields(
@@ -167,51 +134,27 @@ class _ErrorOutcomes:
                         provider=getattr(provider, "name", None),
                     ),
                 )
-        self._by_class.clear()
-
-    def add(self, provider: object) -> None:
-        if not self._seeded:
-            self._seed()
-        with self._lock:
-            self._add(provider)
-
-    def lookup(self, cls: type) -> str | None:
-        try:
-            return self._by_class[cls]
-        except KeyError:
-            pass
-        if not self._seeded:
-            self._seed()
-        found: str | None = None
-        for klass in cls.__mro__:  # the most specific declared class decides
-            module = klass.__module__
-            for name in (f"{module}:{klass.__qualname__}", klass.__name__):
-                found = self._by_name.get(name)
-                if found is not None:
-                    break
-            if found is None:
-                # "openai:RateLimitError" also names openai._exceptions.RateLimitError
-                for name, outcome in self._by_name.items():
-                    where, _, qualname = name.partition(":")
-                    if qualname == klass.__qualname__ and module.startswith(where + "."):
-                        found = outcome
-                        break
-            if found is not None:
-                break
-        self._by_class[cls] = found
-        return found
-
-
-_outcomes = _ErrorOutcomes()
+        _outcomes_by_class.clear()
 
 
 def record_error_outcomes(provider: object) -> None:
-    """Make the error outcomes ``provider`` declares known to `error_outcome`.
+    """Make the error outcomes ``provider`` declares known to `error_outcome` (`ValueError`:
+    one is not in `OUTCOMES`)."""
+    _builtin_outcomes()
+    _record(provider)
 
-    Raises:
-        ValueError: It declares an outcome that is not one of `OUTCOMES`.
-    """
-    _outcomes.add(provider)
+
+def _declared_for(klass: type) -> str | None:
+    module, qualname = klass.__module__, klass.__qualname__
+    found = _outcomes.get(f"{module}:{qualname}") or _outcomes.get(klass.__name__)
+    if found is not None:
+        return found
+    for name, outcome in _outcomes.items():
+        # "openai:RateLimitError" also names openai._exceptions.RateLimitError
+        where, _, declared = name.partition(":")
+        if declared == qualname and module.startswith(where + "."):
+            return outcome
+    return None
 
 
 def error_outcome(error_class: type) -> str | None:
@@ -222,119 +165,75 @@ def error_outcome(error_class: type) -> str | None:
         >>> error_outcome(OverloadedError), error_outcome(KeyError)
         ('retry', None)
     """
-    return _outcomes.lookup(error_class)
+    if error_class in _outcomes_by_class:
+        return _outcomes_by_class[error_class]
+    _builtin_outcomes()
+    # The most specific declared class decides.
+    found = next((o for o in map(_declared_for, error_class.__mro__) if o is not None), None)
+    _outcomes_by_class[error_class] = found
+    return found
 
 
+def _registry(registry: ProviderRegistry | None) -> ProviderRegistry:
+    from llmpool.providers import get_registry
+
+    return registry if registry is not None else get_registry()
+
+
+@dataclass(frozen=True)
 class ConfigKeysCheck:
-    """A write-time check: a row's ``config`` keys must be ones its provider accepts.
+    """A store validator: a row's ``config`` keys must be ones its provider accepts, or
+    llmpool's own price and budget keys (whose values are checked too). A row whose provider
+    or client class is unknown here is checked only when its model is built."""
 
-    Use it as a store validator, next to the environment allowlist. A row of an unknown
-    provider, or of one whose client class cannot be imported here, is not checked (it is
-    checked when the model is built).
-
-    Args:
-        registry: Where a row's provider is looked up; the process-wide registry by default.
-
-    Example:
-        >>> from llmpool.models import LLMConfig
-        >>> row = LLMConfig(id="1", name="Fake", provider="fake", model_name="echo",
-        ...                 config={"respones": ["hi"]})
-        >>> ConfigKeysCheck()(row)
-        Traceback (most recent call last):
-        ...
-        llmpool.errors.InvalidConfigError: LLM 'Fake' (id 1): config.respones is not a \
-parameter of provider 'fake'; did you mean 'responses'?
-    """
-
-    def __init__(self, registry: ProviderRegistry | None = None) -> None:
-        self.registry = registry
-
-    def __repr__(self) -> str:
-        return f"ConfigKeysCheck(registry={self.registry!r})"
+    registry: ProviderRegistry | None = None
 
     def __call__(self, config: LLMConfig) -> None:
-        """Refuse a row whose ``config`` has a key its provider does not accept.
-
-        Raises:
-            InvalidConfigError: The message names the row, the field and the closest
-                accepted key.
-        """
-        from llmpool.providers import get_registry
-        from llmpool.usage.prices import USAGE_CONFIG_KEYS, check_usage_config
-
-        check_usage_config(config)  # prices and budget: llmpool's keys, for every provider
-        registry = self.registry if self.registry is not None else get_registry()
+        """Refuse a row whose ``config`` has a key its provider does not accept."""
+        usage_terms(config)  # prices and budget: llmpool's keys, checked for every provider
         try:
-            provider = registry.get(config.provider)
+            provider = _registry(self.registry).get(config.provider)
         except LLMPoolError:  # unknown or broken: checked when built, if ever
             return
-        if getattr(config, "kind", "chat") == "embedding":  # its embeddings class's keys
-            from llmpool.providers.embeddings import embeddings_accepted_config
-
-            accepted = embeddings_accepted_config(config, provider)
+        if getattr(config, "kind", "chat") == "embedding":
+            accepted = embeddings_config(config, provider)
         else:
             accepted = accepted_config(provider)
         if accepted is None:
             return
         for key in config.config:
-            if key not in accepted and key not in USAGE_CONFIG_KEYS:
-                raise _unknown_key(config, str(key), provider, accepted)
+            if key in accepted or key in USAGE_CONFIG_KEYS:
+                continue
+            close = difflib.get_close_matches(key, sorted(accepted), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            if not close and "model_kwargs" in accepted:
+                hint = "; put provider-specific extras under 'model_kwargs'"
+            name = getattr(provider, "name", config.provider)
+            msg = f"{config.describe()}: config.{key} is not a parameter of provider {name!r}{hint}"
+            raise InvalidConfigError(
+                msg, llm_name=config.name, llm_id=config.id, field=f"config.{key}"
+            )
 
 
-def _unknown_key(
-    config: LLMConfig, key: str, provider: object, accepted: frozenset[str]
-) -> InvalidConfigError:
-    close = difflib.get_close_matches(key, sorted(accepted), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    if not close and "model_kwargs" in accepted:
-        hint = "; put provider-specific extras under 'model_kwargs'"
-    name = getattr(provider, "name", config.provider)
-    msg = f"{config.describe()}: config.{key} is not a parameter of provider {name!r}{hint}"
-    return InvalidConfigError(msg, llm_name=config.name, llm_id=config.id, field=f"config.{key}")
-
-
+@dataclass(frozen=True)
 class KnownProviderCheck:
-    """A write-time check: a row's ``provider`` must be one this machine knows.
+    """A store validator: a row's ``provider`` must be one this machine knows (a plugin that
+    fails to load counts), so ``openia`` is refused on write with the closest name. For rows of
+    a plugin not installed here, leave it out (``llmpool add --allow-unknown-provider``)."""
 
-    A misspelt ``openia`` is refused when the row is written, with the closest name, instead
-    of failing when a service builds the model. A provider whose plugin is installed but fails
-    to load passes (it is known). For rows of a plugin not installed where the admin runs,
-    leave the check out (``llmpool add --allow-unknown-provider``).
-
-    Args:
-        registry: Where providers are looked up; the process-wide registry by default.
-
-    Example:
-        >>> from llmpool.models import LLMConfig
-        >>> row = LLMConfig(id="1", name="A", provider="openia", model_name="m")
-        >>> KnownProviderCheck()(row)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        llmpool.errors.InvalidConfigError: LLM 'A' (id 1): provider 'openia' is not a ...
-    """
-
-    def __init__(self, registry: ProviderRegistry | None = None) -> None:
-        self.registry = registry
-
-    def __repr__(self) -> str:
-        return f"KnownProviderCheck(registry={self.registry!r})"
+    registry: ProviderRegistry | None = None
 
     def __call__(self, config: LLMConfig) -> None:
-        """Refuse a row whose provider is not registered.
+        """Refuse a row whose provider is not registered, naming the closest name."""
+        from llmpool.providers import ALIASES
 
-        Raises:
-            InvalidConfigError: Naming the row, the field ``provider`` and the closest name.
-        """
-        from llmpool.providers import ALIASES, get_registry
-
-        registry = self.registry if self.registry is not None else get_registry()
+        registry = _registry(self.registry)
         try:
             registry.get(config.provider)
+            return
         except UnknownProviderError:
             pass
         except LLMPoolError:  # installed but broken: known, reported when built
-            return
-        else:
             return
         known = sorted({*registry.names(), *ALIASES})
         close = difflib.get_close_matches(config.provider, known, n=1, cutoff=0.6)

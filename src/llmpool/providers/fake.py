@@ -1,12 +1,9 @@
-"""The ``fake`` provider: langchain-core's scripted chat model, for tests and demos.
+"""The ``fake`` provider, for tests and demos: langchain-core's scripted chat model, and
+deterministic embeddings.
 
 A row scripts it through ``config``: ``responses`` (answers, cycled), ``sleep`` (seconds per
 answer) and ``error`` (every call fails with `ConnectionError` carrying that text, like a
 provider that is down, so a demo can show fallback).
-
-An embedding row of the ``fake`` provider is a `FakeEmbeddings`: deterministic vectors of
-``dimensions`` numbers, a function of the model name and the text (two models give different
-vectors for the same text, as two real spaces do), with ``error`` as above.
 """
 
 from __future__ import annotations
@@ -25,19 +22,12 @@ from langchain_core.callbacks import (
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import FakeListChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk
 from pydantic import BaseModel, ConfigDict, Field
-
-__all__ = ["FakeChatModel", "FakeEmbeddings"]
 
 
 class FakeChatModel(FakeListChatModel):
-    """A scripted chat model: answers from ``responses`` in turn, or fails with ``error``.
-
-    Example:
-        >>> FakeChatModel(model="echo", responses=["hi"]).invoke("hello").content
-        'hi'
-    """
+    """A scripted chat model: answers from ``responses`` in turn, or fails with ``error``."""
 
     model: str = "fake"
     responses: list[str] = Field(default_factory=lambda: ["This is a fake answer."])
@@ -51,25 +41,9 @@ class FakeChatModel(FakeListChatModel):
         if self.error is not None:
             raise ConnectionError(self.error)
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def _call(self, *args: Any, **kwargs: Any) -> str:
         self._fail()
-        return super()._generate(messages, stop, run_manager, **kwargs)
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        self._fail()
-        return await super()._agenerate(messages, stop, run_manager, **kwargs)
+        return super()._call(*args, **kwargs)
 
     def _stream(
         self,
@@ -98,21 +72,9 @@ class FakeChatModel(FakeListChatModel):
 
 
 class FakeEmbeddings(BaseModel, Embeddings):
-    """Deterministic embeddings: the same model and text always give the same vector.
-
-    Each number is read from a BLAKE2b digest of the model name and the text, scaled to
-    [-1, 1): no network, no randomness, and different models give different vectors.
-
-    Attributes:
-        model: The model name, part of every vector's seed.
-        dimensions: Numbers per vector.
-        error: When set, every call fails with `ConnectionError` carrying this text.
-        sleep: Seconds each call waits, to simulate a slow provider.
-
-    Example:
-        >>> FakeEmbeddings(model="m", dimensions=2).embed_query("hi") == FakeEmbeddings(
-        ...     model="m", dimensions=2).embed_query("hi")
-        True
+    """Deterministic embeddings of ``dimensions`` numbers, read from a BLAKE2b digest of the
+    model name and the text: two models give different vectors for the same text, as two real
+    spaces do. ``error`` and ``sleep`` script it as for chat.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -124,28 +86,32 @@ class FakeEmbeddings(BaseModel, Embeddings):
 
     def _vector(self, text: str) -> list[float]:
         count = self.dimensions
-        digest = b""
         seed = f"{self.model}\x00{text}".encode("utf-8", "surrogatepass")
-        block = 0
-        while len(digest) < 4 * count:
-            digest += hashlib.blake2b(seed, digest_size=64, salt=block.to_bytes(16, "big")).digest()
-            block += 1
+        digest = b"".join(
+            hashlib.blake2b(seed, digest_size=64, salt=block.to_bytes(16, "big")).digest()
+            for block in range(-(-4 * count // 64))  # 64 bytes, 16 numbers, per block
+        )
         numbers = struct.unpack(f">{count}I", digest[: 4 * count])
         return [n / 2_147_483_648.0 - 1.0 for n in numbers]
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a call may wait: no I/O, only its ``sleep`` (what a deadline reads)."""
+        return float(self.sleep or 0.0)
 
     def _fail(self) -> None:
         if self.error is not None:
             raise ConnectionError(self.error)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Return one vector per text, or raise `ConnectionError` when ``error`` is set."""
+        """Return one vector per text."""
         if self.sleep:
             time.sleep(self.sleep)
         self._fail()
         return [self._vector(text) for text in texts]
 
     def embed_query(self, text: str) -> list[float]:
-        """Return the text's vector, or raise `ConnectionError` when ``error`` is set."""
+        """Return the text's vector."""
         return self.embed_documents([text])[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:

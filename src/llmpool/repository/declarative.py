@@ -1,22 +1,11 @@
 """The table as a file: export rows, plan the changes a file asks for, apply them at once.
 
-A document is ``{"llms": [entry, ...], "scopes": {scope: {"routing": strategy}}}`` (JSON, or
-YAML with PyYAML installed: ``pip install "llmpool[yaml]"``; read and written by
-`llmpool.repository.documents`). An entry holds a row's writable fields (every field of
-`LLMConfig` but ``id``, ``created_at``, ``updated_at`` and ``version``), references only, never
-secret values. Rows are matched by ``(scope, name)``; ``scope`` defaults to ``global``.
-``scopes`` is optional: each scope it names gets that routing strategy (``priority``,
-``weighted``, ``latency`` or ``least_busy``); a scope it leaves out keeps its own.
-
-- `export_rows` writes the rows of a scope (or of all) as a document.
-- `plan` compares a document with the table: rows to add, rows to change (with each field's
-  before and after), and, with ``prune``, rows of the document's scopes that it does not list,
-  to remove. A field an entry leaves out is left as it is (a new row gets its default).
-  Every entry is validated as a write would be, so a plan that shows is a plan that applies.
-- `apply` writes a plan in one transaction (`LLMStore.apply_changes`), one audit entry per row
-  changed; when anything is refused, nothing is written and no audit entry is kept.
-
-Exporting, then applying the export, plans nothing and writes nothing.
+A document is ``{"llms": [entry, ...], "scopes": {scope: {"routing": strategy}}}`` (JSON or
+YAML, see `llmpool.repository.documents`). An entry holds a row's writable fields, references
+only, never secrets; rows are matched by ``(scope, name)``, ``scope`` defaulting to ``global``.
+A field an entry leaves out is left as it is; a scope ``scopes`` leaves out keeps its routing.
+`plan` validates every entry as a write would, so a plan that shows is a plan that applies;
+`apply` writes it in one transaction, all or nothing. Applying an export changes nothing.
 
 Example:
     >>> from llmpool.repository.memory import InMemoryStore
@@ -32,16 +21,19 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from llmpool.contracts import log_fields
 from llmpool.errors import InvalidConfigError, LLMPoolError, describe_row, shorten
 from llmpool.models import LLMConfig
+from llmpool.repository import DEFAULT_ACTOR
 from llmpool.repository.documents import dumps, loads
-
-if TYPE_CHECKING:
-    from llmpool.repository.stored import StoredRow
+from llmpool.repository.rules import WRITABLE_FIELDS, new_config, updated_config
+from llmpool.repository.scopes import check_routing
+from llmpool.repository.stored import stored_rows
 
 __all__ = [
     "Plan",
@@ -50,31 +42,16 @@ __all__ = [
     "dumps",
     "export_rows",
     "loads",
-    "managed_fields",
     "plan",
 ]
 
-_MATCH = ("scope", "name")
-
-
-def managed_fields() -> tuple[str, ...]:
-    """Return the fields a document holds: every writable field of `LLMConfig`, in order."""
-    from llmpool.repository.rules import READ_ONLY_FIELDS
-
-    return tuple(f for f in LLMConfig.FIELDS if f not in READ_ONLY_FIELDS)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One row's change.
-
-    Attributes:
-        action: ``add``, ``change``, ``remove``, or ``routing`` (a scope's strategy).
-        scope: The row's scope.
-        name: The row's name.
-        llm_id: The row's id (``None`` for a row to add).
-        changes: For ``change``: field -> ``(before, after)``; for ``add``: field -> value.
-    """
+    """One step of a plan: ``add``, ``change``, ``remove`` a row, or route a scope
+    (``routing``); ``changes`` maps field -> value to add, or -> ``(before, after)``."""
 
     action: str
     scope: str
@@ -118,11 +95,7 @@ def _shown(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """What applying a document changes, in the order it is applied.
-
-    Attributes:
-        steps: Removals, then changes, then additions, then the scopes' strategies.
-    """
+    """What applying a document changes, in order: removals, changes, additions, routing."""
 
     steps: tuple[Step, ...] = ()
 
@@ -140,14 +113,9 @@ class Plan:
         return {"steps": [step.as_dict() for step in self.steps]}
 
 
-# -- documents ---------------------------------------------------------------------------------
-
-
 def export_rows(store: Any, *, scope: str | None = "global") -> dict[str, Any]:
-    """Return the valid rows of ``scope`` (``None``: every scope) as a document.
-
-    A row that fails validation is left out (its fields may hold a secret) and logged; `diagnose`
-    (`llmpool doctor`) says what is wrong with it.
+    """Return the valid rows of ``scope`` (``None``: every scope) as a document; an invalid row
+    is left out (its fields may hold a secret) and logged.
 
     Example:
         >>> from llmpool.repository.memory import InMemoryStore
@@ -155,24 +123,17 @@ def export_rows(store: Any, *, scope: str | None = "global") -> dict[str, Any]:
         >>> export_rows(store)["llms"][0]["name"]
         'A'
     """
-    import logging
-
-    from llmpool.repository.stored import stored_rows
-
-    fields = managed_fields()
     entries = []
     for row in stored_rows(store, scope=scope):
         if row.config is None:
-            from llmpool.observe.fields import log_fields
-
-            logging.getLogger(__name__).warning(
+            logger.warning(
                 "export left out an invalid row: %s",
                 row.describe(),
                 extra=log_fields("export_skipped", llm_id=row.id, llm_name=row.name),
             )
             continue
         data = row.config.model_dump(mode="json")
-        entries.append({name: data[name] for name in fields})
+        entries.append({name: data[name] for name in WRITABLE_FIELDS})
     entries.sort(key=lambda e: (e["scope"], e["priority"], e["name"]))
     document: dict[str, Any] = {"llms": entries}
     get_routing = getattr(store, "get_routing", None)
@@ -182,11 +143,7 @@ def export_rows(store: Any, *, scope: str | None = "global") -> dict[str, Any]:
     return document
 
 
-# -- planning ----------------------------------------------------------------------------------
-
-
 def _entries(document: Mapping[str, Any]) -> list[dict[str, Any]]:
-    fields = managed_fields()
     entries: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     defaults: dict[tuple[str, str], str] = {}
@@ -200,8 +157,8 @@ def _entries(document: Mapping[str, Any]) -> list[dict[str, Any]]:
             raise InvalidConfigError(msg, field="name")
         where = f"entry {index} ({describe_row(name, None)})"
         for key in entry:
-            if key not in fields:
-                close = difflib.get_close_matches(str(key), fields, n=1)
+            if key not in WRITABLE_FIELDS:
+                close = difflib.get_close_matches(str(key), WRITABLE_FIELDS, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 reason = "is set by the store" if key in LLMConfig.FIELDS else "is not a field"
                 msg = f"{where}: {shorten(str(key))!r} {reason}{hint}"
@@ -226,8 +183,6 @@ def _entries(document: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _strategies(document: Mapping[str, Any]) -> dict[str, str]:
-    from llmpool.repository.scopes import check_routing
-
     listed = document.get("scopes") or {}
     if not isinstance(listed, Mapping):
         msg = 'scopes must be an object: {"scope": {"routing": "weighted"}}'
@@ -248,35 +203,15 @@ def _strategies(document: Mapping[str, Any]) -> dict[str, str]:
     return strategies
 
 
-def _diff(row: StoredRow, entry: Mapping[str, Any]) -> dict[str, Any]:
-    current = row.fields
-    return {
-        name: (current.get(name), value)
-        for name, value in entry.items()
-        if name not in _MATCH and current.get(name) != value
-    }
-
-
 def plan(
     store: Any, document: Mapping[str, Any], *, prune: bool = False, scopes: Sequence[str] = ()
 ) -> Plan:
     """Return what applying ``document`` to ``store`` would change; change nothing.
 
-    Args:
-        store: An `LLMStore`.
-        document: ``{"llms": [...]}`` (see `loads`).
-        prune: Also remove the rows of the document's scopes (and of ``scopes``) it does not
-            list.
-        scopes: More scopes ``prune`` applies to (a document listing no row of a scope
-            empties it).
-
-    Raises:
-        InvalidConfigError: An entry is invalid, or would be refused when written; the
-            message names the entry (its number and name) and the field.
+    ``prune`` also removes the rows of the document's scopes, and of ``scopes``, that it does
+    not list. `InvalidConfigError`: an entry is invalid or would be refused when written (named
+    by its number and name, with the field).
     """
-    from llmpool.repository.rules import new_config, updated_config
-    from llmpool.repository.stored import stored_rows
-
     entries = _entries(document)
     strategies = _strategies(document)
     rows = stored_rows(store, scope=None)
@@ -292,7 +227,11 @@ def plan(
                 new_config(entry, validators)
                 adds.append(Step("add", scope, name, None, dict(entry)))
                 continue
-            diff = _diff(row, entry)
+            diff = {
+                name: (row.fields.get(name), value)
+                for name, value in entry.items()
+                if name not in ("scope", "name") and row.fields.get(name) != value
+            }
             if not diff:
                 continue
             if row.config is not None:
@@ -338,22 +277,10 @@ def apply(
     dry_run: bool = False,
     actor: str | None = None,
 ) -> Plan:
-    """Make the table match ``document`` (see `plan`), in one transaction; return the plan.
-
-    Args:
-        store: An `LLMStore` with ``apply_changes`` (`SQLStore`, `InMemoryStore`).
-        document: ``{"llms": [...]}``.
-        prune: Remove the rows of the document's scopes that it does not list.
-        scopes: More scopes ``prune`` applies to.
-        dry_run: Only plan; write nothing.
-        actor: Recorded in the audit log.
-
-    Raises:
-        InvalidConfigError: An entry is invalid; nothing is written.
-        ConflictError: A write was refused by the database; nothing is written.
+    """Make the table match ``document`` (see `plan`) in one transaction, unless ``dry_run``;
+    return the plan. When anything is refused (`InvalidConfigError`, `ConflictError`), nothing
+    is written.
     """
-    from llmpool.repository import DEFAULT_ACTOR
-
     steps = plan(store, document, prune=prune, scopes=scopes)
     if dry_run or steps.empty:
         return steps

@@ -1,18 +1,9 @@
-"""Documents as text: JSON or YAML in (`loads`), JSON or YAML out (`dumps`).
+"""Documents (what `llmpool.repository.declarative` plans and applies) as JSON or YAML text.
 
-A document is what `llmpool.repository.declarative` plans and applies. Reading one never
-fails with anything but `InvalidConfigError`, whatever the text holds:
-
-- nesting is bounded while the text is read, in either syntax, to `MAX_DOCUMENT_DEPTH`
-  objects and lists (PyYAML composes nodes recursively, and a block sequence ``- - - x``
-  nested a few thousand levels deep would exhaust the stack);
-- an object that gives a key twice is refused, naming the key and the entry: JSON and YAML
-  keep the last value without a word, so a document saying ``priority: 1`` and later
-  ``priority: 50`` in one entry would apply 50 silently.
-
-Example:
-    >>> loads('[{"name": "A", "provider": "fake", "model_name": "m"}]')["llms"][0]["name"]
-    'A'
+Reading one fails with nothing but `InvalidConfigError`, whatever the text holds: nesting is
+bounded while the text is read, in either syntax (PyYAML composes recursively: ``- - - x``
+nested thousands deep would exhaust the stack), and an object giving a key twice is refused,
+naming the key and the entry (JSON and YAML would keep the last value without a word).
 """
 
 from __future__ import annotations
@@ -29,11 +20,7 @@ __all__ = ["MAX_DOCUMENT_DEPTH", "dumps", "loads"]
 
 
 def dumps(document: Mapping[str, Any], fmt: str = "json") -> str:
-    """Return a document as ``json`` or ``yaml`` text.
-
-    Raises:
-        LLMPoolError: ``yaml`` without PyYAML installed.
-    """
+    """Return a document as ``json`` or ``yaml`` text (`LLMPoolError`: no PyYAML for yaml)."""
     if fmt == "yaml":
         yaml = _yaml()
         text: str = yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True)
@@ -48,10 +35,6 @@ MAX_DOCUMENT_DEPTH = MAX_JSON_DEPTH + 3
 
 def loads(text: str, fmt: str | None = None) -> dict[str, Any]:
     """Parse a document from JSON or YAML text (``fmt`` ``None``: JSON when it parses as JSON).
-
-    The nesting is bounded while the text is read (`MAX_DOCUMENT_DEPTH` objects and lists, in
-    either syntax), and an object that gives a key twice is refused: JSON and YAML would keep
-    the last value without a word.
 
     Raises:
         InvalidConfigError: The text is not a document (a mapping with an ``llms`` list), nests
@@ -94,10 +77,6 @@ def loads(text: str, fmt: str | None = None) -> dict[str, Any]:
     if loaded.get("scopes") is not None:
         document["scopes"] = loaded["scopes"]
     return document
-
-
-def one_line_text(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _too_deep() -> InvalidConfigError:
@@ -186,7 +165,7 @@ def _load_yaml(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_bounded_loader())  # a SafeLoader (see there)
     except yaml.YAMLError as error:
-        msg = f"the document is not valid YAML: {shorten(one_line_text(str(error)), 200)}"
+        msg = f"the document is not valid YAML: {shorten(' '.join(str(error).split()), 200)}"
         raise InvalidConfigError(msg) from None
     except RecursionError:  # not reached with the depth bound; never a traceback
         raise _too_deep() from None

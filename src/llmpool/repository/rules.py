@@ -1,10 +1,11 @@
-"""The pure part of every write: turn a request into a validated row, before any I/O.
+"""The pure part of every write: a request turned into a validated row, before any I/O.
 
-Both stores (SQL and in-memory) use these, so validation and its messages are the same.
+Both stores use these, so validation and its messages are the same.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import uuid
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import ConflictError, InvalidConfigError, describe_row, shorten
+from llmpool.errors import InvalidConfigError, describe_row, shorten
 from llmpool.models import LLMConfig, parse_json_object
 
 if TYPE_CHECKING:
@@ -20,35 +21,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "READ_ONLY_FIELDS",
-    "as_id_list",
+    "WRITABLE_FIELDS",
     "canonical_id",
-    "default_move_conflict",
-    "default_rule",
-    "disabled_default_error",
-    "doing",
     "edited_values",
-    "item_label",
-    "name_taken_error",
     "new_config",
+    "new_configs",
     "updated_config",
 ]
 
 #: Fields a write may not set: the store manages them.
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "version"})
 
-
-def as_id_list(llm_ids: str | Sequence[str]) -> list[str]:
-    """Return one id or many as a list, refusing an empty request.
-
-    Example:
-        >>> as_id_list("a"), as_id_list(["a", "b"])
-        (['a'], ['a', 'b'])
-    """
-    ids = [llm_ids] if isinstance(llm_ids, str) else [str(i) for i in llm_ids]
-    if not ids:
-        msg = "No LLM ids given"
-        raise InvalidConfigError(msg, field="id")
-    return list(dict.fromkeys(ids))
+#: Every field a write may set, in `LLMConfig.FIELDS` order.
+WRITABLE_FIELDS = tuple(f for f in LLMConfig.FIELDS if f not in READ_ONLY_FIELDS)
 
 
 def canonical_id(llm_id: str) -> str:
@@ -64,16 +49,12 @@ def canonical_id(llm_id: str) -> str:
         return str(llm_id)
 
 
-#: Ids a caller may choose on stores without a uuid column: the usage guide's own example
-#: id, ``abc-123-def-456``, is one.
+#: Ids a caller may choose where the id column is not a uuid (the guide's ``abc-123-def-456``).
 _KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
 def _new_id(value: Any, name: str | None, *, uuid_only: bool) -> str:
-    # llmpool generates UUIDs. A caller-chosen id is stored in canonical form when it is a
-    # UUID; otherwise it must be a short key, and only where the column can hold one
-    # (PostgreSQL's id is a uuid column; SQLite and memory take keys such as the usage
-    # guide's "abc-123-def-456").
+    # A caller's UUID is stored canonical; a short key only where the column is not a uuid.
     if value is None or value == "":
         return str(uuid.uuid4())
     try:
@@ -103,69 +84,6 @@ def _new_id(value: Any, name: str | None, *, uuid_only: bool) -> str:
     raise InvalidConfigError(msg, llm_name=name, field="id") from None
 
 
-def doing(action: str, row: str) -> str:
-    """Return how an error message says what a write was doing to ``row``.
-
-    Example:
-        >>> doing("set_default", "LLM 'a' (id 1)")
-        "set the default LLM to LLM 'a' (id 1)"
-    """
-    verb = {"create": "add", "set_default": "set the default LLM to"}.get(action, action)
-    return f"{verb} {row}"
-
-
-def default_rule(current: LLMConfig, target: LLMConfig, changes: Mapping[str, Any]) -> str | None:
-    """Return what an update does to the default of the row's (new) scope and kind.
-
-    Defaults are per scope and kind: a scope has one default chat model and one default
-    embedding model. ``"take"``: the update asks for ``is_default=True``, so the other default
-    of its scope and kind is cleared in the same transaction. ``"check"``: a default row moves
-    to another scope (or kind), which must not have a default already (an admin chooses that
-    default explicitly). ``None``: nothing to do.
-
-    Example:
-        >>> a = LLMConfig(id="1", name="a", provider="fake", model_name="m", is_default=True)
-        >>> default_rule(a, a.model_copy(update={"scope": "other"}), {"scope": "other"})
-        'check'
-    """
-    if not target.is_default:
-        return None
-    if "is_default" in changes:
-        return "take"
-    moved = target.scope != current.scope or target.kind != current.kind
-    return "check" if moved else None
-
-
-def default_move_conflict(
-    current: LLMConfig, scope: str, holder: str, kind: str = "chat"
-) -> ConflictError:
-    """Return the refusal to move a default row into a scope that has a default (``holder``)
-    of the row's (new) ``kind``."""
-    of_kind = "" if kind == "chat" else f" {kind} model"
-    msg = (
-        f"Could not update {current.describe()}: it is the default of scope {current.scope!r}, "
-        f"and scope {scope!r} already has a default{of_kind}, {holder}; move it with "
-        "is_default=False, or pass is_default=True as well to make it that scope's default "
-        "instead"
-    )
-    return ConflictError(msg)
-
-
-def disabled_default_error(current: LLMConfig) -> InvalidConfigError:
-    """Return the refusal to make a disabled row its scope's default (`LLMStore.set_default`).
-
-    ``get_llm()`` serves no disabled row, so such a default would leave the scope without one.
-    (An update may still write ``is_default`` and ``enabled=False`` together: a document that
-    `llmpool apply` reads back from an export holds what the table held.)
-    """
-    msg = (
-        f"Could not {doing('set_default', current.describe())}: it is disabled, and get_llm() "
-        f"serves no disabled row; enable it first (llmpool enable {current.id}), or make "
-        f"another row of scope {shorten(current.scope)!r} the default"
-    )
-    return InvalidConfigError(msg, llm_name=current.name, llm_id=current.id, field="enabled")
-
-
 def _parse_json_fields(values: dict[str, Any], row: str) -> None:
     for field in ("auth_meta", "config"):
         if field in values:
@@ -175,7 +93,7 @@ def _parse_json_fields(values: dict[str, Any], row: str) -> None:
 def _failed_before(
     validator: ConfigValidator, current: LLMConfig, target: LLMConfig, exc: InvalidConfigError
 ) -> bool:
-    """Whether ``current`` already fails ``validator`` the same way, in a field left as it is."""
+    # Whether ``current`` already fails ``validator`` the same way, in a field left as it is.
     if exc.field is None:
         return False
     field = exc.field.split(".")[0]
@@ -222,15 +140,9 @@ def new_config(
     *,
     uuid_ids: bool = False,
 ) -> LLMConfig:
-    """Validate a new row; generate its id and timestamps.
+    """Return a new row validated, with its id (unless given) and timestamps generated.
 
-    Args:
-        values: Column values; ``id`` (a UUID) is generated when absent.
-        validators: Extra checks (for example the environment allowlist).
-        uuid_ids: Accept only UUIDs as ids (the store's column is a uuid).
-
-    Returns:
-        The validated row.
+    ``uuid_ids``: accept only UUIDs as ids (the store's column is a uuid).
 
     Raises:
         InvalidConfigError: A field is missing or invalid, or ``id`` is neither a UUID nor
@@ -255,8 +167,8 @@ def new_config(
     except InvalidConfigError as error:
         if not given:  # a refused row never had the id made for it: do not show it
             shown = describe_row(name, data["id"])
-            error.args = (str(error.args[0]).replace(shown, describe_row(name, None)),
-                          *error.args[1:])  # fmt: skip
+            text = str(error.args[0]).replace(shown, describe_row(name, None))
+            error.args = (text, *error.args[1:])
             error.llm_id = None
         raise
 
@@ -267,11 +179,7 @@ def new_configs(
     *,
     uuid_ids: bool = False,
 ) -> list[LLMConfig]:
-    """Validate several new rows, as `new_config`; an error says which item is at fault.
-
-    Raises:
-        InvalidConfigError: An item is invalid; the message starts with ``item N:``.
-    """
+    """Validate several new rows, as `new_config`; an error starts with ``item N:``."""
     configs: list[LLMConfig] = []
     for index, values in enumerate(llms):
         try:
@@ -282,29 +190,6 @@ def new_configs(
     return configs
 
 
-def item_label(config: LLMConfig, index: int, numbered: bool) -> str:
-    """Return how an insert names a row: by name, with its place in a batch when there is one.
-
-    The id is left out: a refused row's id was generated for it and exists nowhere.
-
-    Example:
-        >>> row = LLMConfig(id="1", name="a", provider="fake", model_name="m")
-        >>> item_label(row, 2, True), item_label(row, 0, False)
-        ("LLM 'a' (item 2)", "LLM 'a'")
-    """
-    label = describe_row(config.name, None)
-    return f"{label} (item {index})" if numbered else label
-
-
-def name_taken_error(label: str, holder: str, scope: str) -> ConflictError:
-    """Return the refusal of a row whose name ``holder`` already has in ``scope``."""
-    msg = (
-        f"Could not add {label}: LLM names are unique within a scope, and {holder} has that "
-        f"name in scope {shorten(scope)!r}"
-    )
-    return ConflictError(msg)
-
-
 def edited_values(
     current: Mapping[str, Any],
     sets: Mapping[str, Any] | None = None,
@@ -312,35 +197,22 @@ def edited_values(
 ) -> dict[str, Any]:
     """Return the changes that set and unset dotted paths of a row, merging nested objects.
 
-    ``config.temperature`` sets one key of ``config`` and keeps the others; ``priority`` sets
-    a field. Unsetting a field resets it to its default; unsetting a key that is not there is
-    an error naming it.
-
-    Args:
-        current: The row's fields as they are (``LLMConfig.model_dump()`` or a stored row).
-        sets: Dotted path -> new value.
-        unsets: Dotted paths to remove.
-
-    Returns:
-        The fields to change, each with its whole new value (for `LLMStore.update`).
-
-    Raises:
-        InvalidConfigError: A path names no field, goes through a value that is not an
-            object, or unsets a key that is not there.
+    ``config.temperature`` sets one key of ``config`` and keeps the others; unsetting a field
+    resets it to its default. Each changed field comes with its whole new value (for
+    `LLMStore.update`); a path naming no field, going through a non-object, or unsetting a key
+    that is not there raises `InvalidConfigError`.
 
     Example:
         >>> edited_values({"priority": 1, "config": {"temperature": 0.1, "max_tokens": 9}},
         ...               {"config.temperature": 0.2}, ["config.max_tokens"])
         {'config': {'temperature': 0.2}}
     """
-    import copy
-
     changes: dict[str, Any] = {}
 
     def field_of(path: str) -> tuple[str, list[str]]:
         field, *keys = path.split(".")
         if field not in LLMConfig.FIELDS or field in READ_ONLY_FIELDS:
-            close = difflib.get_close_matches(field, _writable(), n=1)
+            close = difflib.get_close_matches(field, WRITABLE_FIELDS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             msg = f"{shorten(path)!r} names no field that can be changed{hint}"
             raise InvalidConfigError(msg, field=field)
@@ -383,24 +255,12 @@ def edited_values(
     return changes
 
 
-def _writable() -> list[str]:
-    return [f for f in LLMConfig.FIELDS if f not in READ_ONLY_FIELDS]
-
-
 def updated_config(
     current: LLMConfig,
     changes: Mapping[str, Any],
     validators: Sequence[ConfigValidator] = (),
 ) -> LLMConfig:
-    """Validate a partial update of ``current``.
-
-    Args:
-        current: The row as it is.
-        changes: The fields to change.
-        validators: Extra checks.
-
-    Returns:
-        The row as it will be (the store sets ``version`` and ``updated_at``).
+    """Return ``current`` with ``changes`` applied and validated (the store sets ``version``).
 
     Raises:
         InvalidConfigError: A field is read-only, unknown or invalid; the message names the row

@@ -1,47 +1,27 @@
-"""How scopes route their calls: the ``llm_scopes`` rows every store writes the same way.
+"""How scopes route their calls (``llm_scopes``); a scope without a row routes by priority.
 
-A scope without a row routes by ``priority`` (the behaviour before routing strategies existed).
-`check_routing` validates a write, `routing_audit` describes it for the audit log: a routing
-change is audited under the id ``scope:<scope>`` (cut to the audit column's 64 characters),
-with ``{"scope": ..., "routing": ...}`` before and after.
-
-A strategy other than ``priority`` is set only on a scope that has rows (`no_rows_error`): a
-typo in a scope name must not create a scope silently. `apply` may set the strategy of a scope
-whose rows the same document adds: the stores write the strategies after the rows.
-
-A stored strategy that is none of `STRATEGIES` (raw SQL wrote it) is never handed on:
-`usable_strategy` serves the scope by ``priority`` and logs it, and ``llmpool doctor`` names
-it (``invalid_routing``).
+A strategy other than ``priority`` is set only on a scope that has rows (a misspelt scope must
+not be created silently); a routing change is audited under the id ``scope:<scope>``. A stored
+strategy that is none of `STRATEGIES` (raw SQL wrote it) is never handed on: `usable_strategy`
+serves the scope by priority and logs it (``invalid_routing``, which ``llmpool doctor`` names).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from llmpool.contracts import log_fields
 from llmpool.errors import InvalidConfigError, shorten, visible
 from llmpool.models import MAX_LENGTHS, check_argument, check_text
-from llmpool.observe.fields import log_fields
 from llmpool.repository import DEFAULT_ACTOR
 
-__all__ = [
-    "AUDIT_PREFIX",
-    "STRATEGIES",
-    "RoutingStore",
-    "check_routing",
-    "no_rows_error",
-    "routing_audit",
-    "usable_strategy",
-]
+__all__ = ["STRATEGIES", "RoutingStore", "check_routing", "no_rows_error", "usable_strategy"]
 
 logger = logging.getLogger(__name__)
 
 #: The strategies a scope may route by (the ``llm_scopes.routing`` column's values).
 STRATEGIES = ("priority", "weighted", "latency", "least_busy")
-
-#: The audit action of a routing change.
-ACTION = "set_routing"
 
 #: How the audit log's ``llm_id`` of a routing change starts; no row's id may start so.
 AUDIT_PREFIX = "scope:"
@@ -64,9 +44,8 @@ def check_routing(scope: str, strategy: str) -> tuple[str, str]:
     """Return ``(scope, strategy)`` checked and stripped, ready to write.
 
     Raises:
-        InvalidConfigError: An empty scope, a scope holding a control or invisible character
-            (field ``scope``, see `llmpool.models.check_text`), or a strategy not in
-            `STRATEGIES` (field ``routing``).
+        InvalidConfigError: An empty scope, one holding a control or invisible character
+            (field ``scope``), or a strategy not in `STRATEGIES` (field ``routing``).
         ArgumentTooLongError: A scope longer than 100 characters.
 
     Example:
@@ -88,15 +67,6 @@ def check_routing(scope: str, strategy: str) -> tuple[str, str]:
     return scope.strip(), strategy.strip()
 
 
-def routing_audit(scope: str, before: str, after: str) -> tuple[str, Mapping[str, Any], Any]:
-    """Return the audit log's id, before and after of a routing change."""
-    return (
-        f"{AUDIT_PREFIX}{scope}"[:64],
-        {"scope": scope, "routing": before},
-        {"scope": scope, "routing": after},
-    )
-
-
 def no_rows_error(scope: str, strategy: str) -> InvalidConfigError:
     """Return the refusal to route ``scope`` by ``strategy`` while it has no rows."""
     msg = (
@@ -108,12 +78,8 @@ def no_rows_error(scope: str, strategy: str) -> InvalidConfigError:
 
 
 def usable_strategy(scope: str, stored: object, *, warn: bool = True) -> str:
-    """Return the strategy ``stored`` names, or ``"priority"`` when it names none.
-
-    Args:
-        scope: The scope, for the log record.
-        stored: The strategy as stored (raw SQL may have written anything).
-        warn: Log a warning when ``stored`` is refused.
+    """Return the strategy ``stored`` names, or ``"priority"`` (logged, when ``warn``) when it
+    names none.
 
     Example:
         >>> usable_strategy("global", "weighted"), usable_strategy("x", " Weighted ", warn=False)

@@ -1,10 +1,8 @@
-"""Rows as they are stored, the invalid ones included: what an admin addresses and repairs.
+"""Rows as they are stored, the invalid ones included: what an admin sees, finds and repairs.
 
-Serving skips a row that fails validation (`llmpool.models.BadRow`); an admin must still be
-able to see it, find it by id or name, disable it, fix it or delete it. `stored_rows` reads
-every row of a store as a `StoredRow`: the validated config when there is one, else the error
-and the row's fields as stored with anything that may be a secret hidden. `find_row` resolves
-an id or a name (``scope`` disambiguates).
+Serving skips a row that fails validation (`llmpool.models.BadRow`); an admin must still see,
+find, disable, fix or delete it. A `StoredRow` holds the validated config when there is one,
+else the error and the fields as stored with anything that may be a secret hidden.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from llmpool.errors import (
     shorten,
 )
 from llmpool.models import MAX_JSON_DEPTH, MAX_JSON_TEXT, MAX_LENGTHS, LLMConfig, check_argument
+from llmpool.repository.rules import canonical_id
 
 __all__ = ["HIDDEN", "StoredRow", "find_row", "safe_fields", "stored_rows"]
 
@@ -37,12 +36,9 @@ _SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential", "
 
 @dataclass(frozen=True)
 class StoredRow:
-    """One row as stored.
+    """One row as stored (``name`` and ``scope`` when they are text).
 
     Attributes:
-        id: The row's id as stored.
-        name: Its name, when it is text.
-        scope: Its scope, when it is text.
         config: The validated row, or ``None`` when it fails validation.
         error: Why it fails validation (names the field, never a value), or ``None``.
         fields: Its fields as stored, values that may be secrets replaced by `HIDDEN`.
@@ -97,10 +93,9 @@ def _json(value: Any) -> Any:
 
 
 def safe_fields(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a stored row's fields for display and audit, hiding what may be a secret.
-
-    In ``auth_meta`` and ``config``, a reference (``*_env``, ``*_file``) shows only when it
-    looks like a variable name or a path, and a key naming a credential never shows its value.
+    """Return a stored row's fields for display and audit, hiding what may be a secret: in
+    ``auth_meta`` and ``config``, a reference (``*_env``, ``*_file``) shows only when it looks
+    like a variable name or a path, and a key naming a credential never shows its value.
 
     Example:
         >>> safe_fields({"name": "x", "auth_meta": '{"api_key": "sk-raw"}'})
@@ -136,42 +131,26 @@ def _from_raw(row: Mapping[str, Any]) -> StoredRow:
             error = InvalidConfigError(msg, llm_name=name, llm_id=llm_id)
         values = {k: _json(v) if k in ("auth_meta", "config") else v for k, v in raw.items()}
         return StoredRow(llm_id, name, scope, None, error, safe_fields(raw), values)
+    return _valid(config)
+
+
+def _valid(config: LLMConfig) -> StoredRow:
+    fields = config.model_dump(mode="json")
     return StoredRow(
-        llm_id, config.name, config.scope, config, None, _valid_fields(config), config.model_dump()
+        config.id, config.name, config.scope, config, None, fields, config.model_dump()
     )
 
 
-def _valid_fields(config: LLMConfig) -> dict[str, Any]:
-    data: dict[str, Any] = config.model_dump(mode="json")
-    return data
-
-
 def stored_rows(store: Any, *, scope: str | None = None) -> list[StoredRow]:
-    """Return every row of ``store`` (of one scope, or all), the invalid ones included.
-
-    A SQL store is read as stored; any other store holds valid rows only, plus the bad rows
-    its snapshot reports.
-
-    Args:
-        store: An `LLMStore` (or any repository).
-        scope: One scope, or ``None`` for all.
-
-    Example:
-        >>> from llmpool.repository.memory import InMemoryStore
-        >>> store = InMemoryStore([{"name": "A", "provider": "fake", "model_name": "m"}])
-        >>> [(r.name, r.valid) for r in stored_rows(store)]
-        [('A', True)]
+    """Return every row of ``store`` (of one scope, or all), the invalid ones included: a SQL
+    store is read as stored; any other holds valid rows plus the bad rows its snapshot reports.
     """
     check_argument("scope", scope, MAX_LENGTHS["scope"])
     raw_rows = getattr(store, "raw_rows", None)
     if callable(raw_rows):
         return [_from_raw(row) for row in raw_rows(scope=scope)]
     snapshot = store.snapshot()
-    rows = [
-        StoredRow(c.id, c.name, c.scope, c, None, _valid_fields(c), c.model_dump())
-        for c in snapshot.configs
-        if scope is None or c.scope == scope
-    ]
+    rows = [_valid(c) for c in snapshot.configs if scope is None or c.scope == scope]
     for bad in snapshot.bad_rows:
         error = InvalidConfigError(bad.error, llm_name=bad.name, llm_id=bad.llm_id)
         rows.append(StoredRow(bad.llm_id, bad.name, None, None, error, {"id": bad.llm_id}))
@@ -179,18 +158,9 @@ def stored_rows(store: Any, *, scope: str | None = None) -> list[StoredRow]:
 
 
 def find_row(store: Any, ref: str, *, scope: str | None = None) -> StoredRow:
-    """Return the row whose id is ``ref``, or else whose name is ``ref``.
-
-    Args:
-        store: The store to look in.
-        ref: An id, or a name.
-        scope: Only rows of this scope (to tell rows of the same name apart).
-
-    Raises:
-        ArgumentTooLongError: ``ref`` is longer than any id or name could be.
-        LLMNotFoundError: No row has that id or name; the message suggests close names.
-        AmbiguousNameError: Several rows (in different scopes) have that name; the message
-            lists them by scope and id.
+    """Return the row whose id is ``ref``, or else whose name is ``ref`` (in ``scope``):
+    `LLMNotFoundError` suggesting close names, or `AmbiguousNameError` listing the rows of that
+    name by scope and id.
 
     Example:
         >>> from llmpool.repository.memory import InMemoryStore
@@ -198,8 +168,6 @@ def find_row(store: Any, ref: str, *, scope: str | None = None) -> StoredRow:
         >>> find_row(store, "A").name
         'A'
     """
-    from llmpool.repository.rules import canonical_id
-
     check_argument("name", ref, MAX_LENGTHS["name"])
     rows = stored_rows(store, scope=scope)
     for row in rows:

@@ -1,5 +1,5 @@
 """The ``llm_usage`` table (migration ``0004_usage``) through SQLAlchemy Core, on PostgreSQL and
-SQLite: a `llmpool.usage.table.UsageTable` shared by every replica of a service.
+SQLite: the usage table every replica of a service adds to.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import sqlalchemy as sa
 
 from llmpool.repository.sql.engine import write_transaction
 from llmpool.repository.sql.errors import db_errors
-from llmpool.usage.report import UsagePart
+from llmpool.usage.table import COUNTS, LABELS, UsageBucket
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-
-    from llmpool.usage.table import UsageBucket
 
 __all__ = ["SQLUsageTable", "llm_usage"]
 
@@ -39,22 +37,15 @@ llm_usage = sa.Table(
     sa.Column("cost", sa.Float, nullable=False),
 )
 
-_COUNTS = ("calls", "errors", "input_tokens", "output_tokens", "cost")
-_LABELS = ("scope", "name", "provider", "model_name")
-
 
 class SQLUsageTable:
-    """The ``llm_usage`` table, through an engine (PostgreSQL or SQLite).
-
-    Args:
-        engine: The database's engine (not disposed here).
-        ensure_schema: Called before each use (e.g. a store's auto-migration).
-    """
+    """The ``llm_usage`` table through an engine, ``ensure_schema`` called before each use;
+    a failure raises `llmpool.errors.DatabaseError` (a failed `add` adds nothing)."""
 
     def __init__(self, engine: Engine, ensure_schema: Callable[[], None] | None = None) -> None:
         self.engine = engine
-        self._ensure_schema = ensure_schema
-        self._dialect = engine.dialect.name
+        self._ready = ensure_schema or (lambda: None)
+        self._postgres = engine.dialect.name == "postgresql"
 
     def __repr__(self) -> str:
         from llmpool.repository.sql.url import mask_url
@@ -64,50 +55,22 @@ class SQLUsageTable:
     def _time(self, epoch: float) -> datetime:
         moment = datetime.fromtimestamp(epoch, timezone.utc)
         # SQLite stores naive UTC text; PostgreSQL a timestamptz.
-        return moment if self._dialect == "postgresql" else moment.replace(tzinfo=None)
-
-    def _ready(self) -> None:
-        if self._ensure_schema is not None:
-            self._ensure_schema()
+        return moment if self._postgres else moment.replace(tzinfo=None)
 
     def add(self, buckets: Sequence[UsageBucket]) -> None:
-        """Add the buckets' counts in one transaction; on any error nothing is added.
-
-        Rows are written in key order, so replicas flushing at once lock them in one order.
-
-        Raises:
-            DatabaseError: The write failed (e.g. the table is missing: run ``llmpool
-                migrate``); the transaction was rolled back.
-        """
-        if not buckets:
-            return
+        """Add the buckets' counts in one transaction, in key order so that replicas flushing
+        at once lock rows in one order."""
         self._ready()
         from sqlalchemy.dialects import postgresql, sqlite
 
-        insert: Any = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        values = [
-            {
-                "bucket_start": self._time(b.minute * 60),
-                "llm_id": b.llm_id,
-                "scope": b.scope,
-                "name": b.name,
-                "provider": b.provider,
-                "model_name": b.model_name,
-                "calls": b.calls,
-                "errors": b.errors,
-                "input_tokens": b.input_tokens,
-                "output_tokens": b.output_tokens,
-                "cost": b.cost,
-            }
+        stmt: Any = (postgresql.insert if self._postgres else sqlite.insert)(llm_usage)
+        updates = {name: llm_usage.c[name] + stmt.excluded[name] for name in COUNTS}
+        updates.update({name: stmt.excluded[name] for name in LABELS[1:]})
+        stmt = stmt.on_conflict_do_update(index_elements=["bucket_start", "llm_id"], set_=updates)
+        values = [  # "minute" is no column: left out of the statement
+            {**b._asdict(), "bucket_start": self._time(b.minute * 60)}
             for b in sorted(buckets, key=lambda b: (b.minute, b.llm_id))
         ]
-        stmt = insert(llm_usage)
-        table = llm_usage.c
-        updates: dict[str, Any] = {
-            name: getattr(table, name) + getattr(stmt.excluded, name) for name in _COUNTS
-        }
-        updates.update({name: getattr(stmt.excluded, name) for name in _LABELS})
-        stmt = stmt.on_conflict_do_update(index_elements=["bucket_start", "llm_id"], set_=updates)
         with (
             db_errors(self.engine, "record LLM usage"),
             self.engine.connect() as conn,
@@ -116,13 +79,7 @@ class SQLUsageTable:
             conn.execute(stmt, values)
 
     def spend(self, since: float, llm_ids: Collection[str]) -> dict[str, float]:
-        """Return the cost of each row's calls in buckets starting at ``since`` or later.
-
-        Raises:
-            DatabaseError: The read failed.
-        """
-        if not llm_ids:
-            return {}
+        """Return the cost of each row's calls in buckets from ``since`` on."""
         self._ready()
         c = llm_usage.c
         stmt = (
@@ -133,28 +90,19 @@ class SQLUsageTable:
         with db_errors(self.engine, "read LLM spend"), self.engine.connect() as conn:
             return {str(row[0]): float(row[1] or 0.0) for row in conn.execute(stmt)}
 
-    def _day(self) -> sa.ColumnElement[str]:
-        c = llm_usage.c
-        if self._dialect == "postgresql":
-            return sa.func.to_char(sa.func.timezone("UTC", c.bucket_start), "YYYY-MM-DD")
-        return sa.func.substr(sa.cast(c.bucket_start, sa.Text), 1, 10)
-
     def parts(
         self, since: float | None, until: float | None, scope: str | None, llm_id: str | None
-    ) -> list[UsagePart]:
-        """Return the totals per row, UTC day and labels within ``[since, until)``.
-
-        Raises:
-            DatabaseError: The read failed.
-        """
+    ) -> list[UsageBucket]:
+        """Return the sums per row, UTC day and labels within ``[since, until)``."""
         self._ready()
         c = llm_usage.c
-        day = self._day().label("day")
-        keys = [c.llm_id, c.scope, c.name, c.provider, c.model_name, day]
+        if self._postgres:
+            day = sa.func.to_char(sa.func.timezone("UTC", c.bucket_start), "YYYY-MM-DD")
+        else:
+            day = sa.func.substr(sa.cast(c.bucket_start, sa.Text), 1, 10)
+        keys = [*(c[name] for name in LABELS), day]
         stmt = sa.select(
-            *keys,
-            sa.func.max(c.bucket_start).label("last"),
-            *(sa.func.sum(getattr(c, name)).label(name) for name in _COUNTS),
+            sa.func.max(c.bucket_start), *keys[:-1], *(sa.func.sum(c[name]) for name in COUNTS)
         ).group_by(*keys)
         if since is not None:
             stmt = stmt.where(c.bucket_start >= self._time(since))
@@ -165,31 +113,16 @@ class SQLUsageTable:
         if llm_id is not None:
             stmt = stmt.where(c.llm_id == llm_id)
         with db_errors(self.engine, "read LLM usage"), self.engine.connect() as conn:
-            rows = conn.execute(stmt).mappings().all()
+            rows = conn.execute(stmt).all()
+        # Each row: the latest bucket_start, the labels, the sums (PostgreSQL's are Decimal).
         return [
-            UsagePart(
-                llm_id=str(row["llm_id"]),
-                scope=row["scope"],
-                name=row["name"],
-                provider=row["provider"],
-                model_name=row["model_name"],
-                day=str(row["day"]),
-                last=_epoch(row["last"]),
-                calls=int(row["calls"] or 0),
-                errors=int(row["errors"] or 0),
-                input_tokens=int(row["input_tokens"] or 0),
-                output_tokens=int(row["output_tokens"] or 0),
-                cost=float(row["cost"] or 0.0),
-            )
-            for row in rows
+            UsageBucket._make([_minute(r[0]), str(r[1]), *r[2:6], *map(int, r[6:10]), float(r[10])])
+            for r in rows
         ]
 
 
-def _epoch(value: Any) -> float:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return float(value.timestamp())
-    if isinstance(value, str):  # SQLite's max() of the text column
-        return float(datetime.fromisoformat(value).replace(tzinfo=timezone.utc).timestamp())
-    return 0.0
+def _minute(value: Any) -> int:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value  # SQLite: text
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() // 60)

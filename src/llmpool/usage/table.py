@@ -1,38 +1,40 @@
-"""Where flushed usage goes: the `UsageTable` protocol, its batches, and a table in memory.
+"""Where flushed usage goes: `UsageBucket`, what one call may add to it, and the tables.
 
-A `UsageTable` takes a batch of minute buckets in one all-or-nothing step (`add`: on SQL one
-transaction of ``INSERT ... ON CONFLICT DO UPDATE SET calls = llm_usage.calls +
-excluded.calls, ...``, so replicas add to one count), sums a period's spend per row (`spend`,
-for budgets) and reports (`parts`, folded by `llmpool.usage.report.group`).
-
-`llmpool.usage.sql.SQLUsageTable` is the ``llm_usage`` table of migration ``0004_usage``
-(PostgreSQL and SQLite); `MemoryUsageTable` keeps the same in the process, for pools over a
-repository that is not SQL.
+`llmpool.usage.sql` is the ``llm_usage`` table every replica shares; `MemoryUsageTable` serves
+pools over a store that is not SQL. `call_counts` bounds what one call adds, so that summed
+the counts never overflow a column.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Protocol
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from llmpool.usage.report import UsagePart
+from llmpool.contracts import log_fields
+from llmpool.errors import shorten
 
-__all__ = ["MemoryUsageTable", "UsageBucket", "UsageTable"]
+if TYPE_CHECKING:
+    from llmpool.models import LLMConfig
+    from llmpool.providers.prices import Prices
+
+__all__ = ["COUNTS", "LABELS", "MemoryUsageTable", "UsageBucket", "call_counts"]
+
+logger = logging.getLogger(__name__)
+
+#: The most input (or output) tokens one call counts: context windows hold about 10**7.
+MAX_CALL_TOKENS = 10**9
+#: The most one call costs, in the prices' currency: more comes from an absurd price.
+MAX_CALL_COST = 1e12
+
+#: The fields of a bucket that name its row, and those that add up.
+LABELS = ("llm_id", "scope", "name", "provider", "model_name")
+COUNTS = ("calls", "errors", "input_tokens", "output_tokens", "cost")
 
 
-@dataclass(frozen=True)
-class UsageBucket:
-    """One row's usage in one minute, as a batch carries it.
-
-    Attributes:
-        minute: The bucket, in minutes since the epoch (UTC).
-        llm_id: The row's id.
-        scope, name, provider, model_name: The row's labels at its latest call.
-        calls, errors, input_tokens, output_tokens, cost: What to add.
-    """
+class UsageBucket(NamedTuple):
+    """A row's usage in one epoch minute (a report part: one UTC day's, ``minute`` the latest)."""
 
     minute: int
     llm_id: str
@@ -47,111 +49,98 @@ class UsageBucket:
     cost: float
 
 
-class UsageTable(Protocol):
-    """Where a pool's usage is flushed to, summed and reported from."""
-
-    def add(self, buckets: Sequence[UsageBucket]) -> None:
-        """Add the buckets' counts to the stored ones, all of them or (raising) none."""
-        ...
-
-    def spend(self, since: float, llm_ids: Collection[str]) -> dict[str, float]:
-        """Return the cost of each row's calls since ``since`` (epoch seconds)."""
-        ...
-
-    def parts(
-        self, since: float | None, until: float | None, scope: str | None, llm_id: str | None
-    ) -> list[UsagePart]:
-        """Return the totals per row, UTC day and labels, within ``[since, until)``."""
-        ...
-
-
-def _day(minute: int) -> str:
-    return datetime.fromtimestamp(minute * 60, timezone.utc).strftime("%Y-%m-%d")
-
-
 class MemoryUsageTable:
-    """A usage table in the process: what a pool over an in-memory store flushes to.
-
-    Args:
-        keep_days: Buckets older than this many days (before the newest one) are dropped, so
-            a long-running process stays bounded; a month's budget needs at most 31.
-
-    Example:
-        >>> table = MemoryUsageTable()
-        >>> table.add([UsageBucket(1, "id1", "global", "A", "fake", "m", 2, 1, 3, 5, 0.5)])
-        >>> table.spend(0, ["id1"])
-        {'id1': 0.5}
-    """
+    """A usage table in this process that drops buckets ``keep_days`` older than the newest."""
 
     def __init__(self, keep_days: int = 32) -> None:
-        self._rows: dict[tuple[int, str], list[Any]] = {}
+        self._buckets: dict[tuple[int, str], UsageBucket] = {}
         self._lock = threading.Lock()
         self._keep = keep_days * 1440  # minutes
         self._pruned = 0  # the newest minute at the last pruning
 
     def __repr__(self) -> str:
-        return f"MemoryUsageTable({len(self._rows)} buckets)"
+        return f"MemoryUsageTable({len(self._buckets)} buckets)"
 
     def add(self, buckets: Sequence[UsageBucket]) -> None:
-        """Add the buckets' counts (the newest labels replace older ones)."""
+        """Add the buckets' counts to the stored ones (the newest labels win)."""
         with self._lock:
-            for b in buckets:
-                row = self._rows.get((b.minute, b.llm_id))
-                if row is None:
-                    self._rows[b.minute, b.llm_id] = [b.scope, b.name, b.provider, b.model_name]
-                    row = self._rows[b.minute, b.llm_id]
-                    row += [0, 0, 0, 0, 0.0]
-                row[:4] = [b.scope, b.name, b.provider, b.model_name]
-                row[4] += b.calls
-                row[5] += b.errors
-                row[6] += b.input_tokens
-                row[7] += b.output_tokens
-                row[8] += b.cost
-            newest = max((b.minute for b in buckets), default=0)
+            for bucket in buckets:
+                have = self._buckets.get((bucket.minute, bucket.llm_id))
+                if have is not None:
+                    sums = {name: getattr(have, name) + getattr(bucket, name) for name in COUNTS}
+                    bucket = bucket._replace(**sums)
+                self._buckets[bucket.minute, bucket.llm_id] = bucket
+            newest = max((bucket.minute for bucket in buckets), default=0)
             if newest - self._pruned >= 60:  # at most once an hour
                 self._pruned = newest
-                for key in [key for key in self._rows if key[0] < newest - self._keep]:
-                    del self._rows[key]
+                for key in [key for key in self._buckets if key[0] < newest - self._keep]:
+                    del self._buckets[key]
 
     def spend(self, since: float, llm_ids: Collection[str]) -> dict[str, float]:
-        """Return the cost of each row's calls in buckets starting at ``since`` or later."""
-        wanted = set(llm_ids)
-        first = since / 60
+        """Return the cost of each row's calls in buckets from ``since`` on."""
         spent: dict[str, float] = {}
-        with self._lock:
-            for (minute, llm_id), row in self._rows.items():
-                if llm_id in wanted and minute >= first:
-                    spent[llm_id] = spent.get(llm_id, 0.0) + row[8]
+        for bucket in self.parts(since, None, None, None):
+            if bucket.llm_id in llm_ids:
+                spent[bucket.llm_id] = spent.get(bucket.llm_id, 0.0) + bucket.cost
         return spent
 
     def parts(
         self, since: float | None, until: float | None, scope: str | None, llm_id: str | None
-    ) -> list[UsagePart]:
-        """Return one part per bucket within ``[since, until)`` (grouped by the report)."""
+    ) -> list[UsageBucket]:
+        """Return the buckets within ``[since, until)``, of ``scope`` and ``llm_id`` if given."""
         with self._lock:
-            items = list(self._rows.items())
-        parts = []
-        for (minute, row_id), row in items:
-            start = minute * 60
-            if (since is not None and start < since) or (until is not None and start >= until):
-                continue
-            if (scope is not None and row[0] != scope) or (llm_id is not None and row_id != llm_id):
-                continue
-            scope_, name, provider, model_name, calls, errors, tokens_in, tokens_out, cost = row
-            parts.append(
-                UsagePart(
-                    llm_id=row_id,
-                    scope=scope_,
-                    name=name,
-                    provider=provider,
-                    model_name=model_name,
-                    day=_day(minute),
-                    last=float(start),
-                    calls=calls,
-                    errors=errors,
-                    input_tokens=tokens_in,
-                    output_tokens=tokens_out,
-                    cost=cost,
-                )
-            )
-        return parts
+            buckets = list(self._buckets.values())
+        return [
+            b
+            for b in buckets
+            if (since is None or b.minute * 60 >= since)
+            and (until is None or b.minute * 60 < until)
+            and scope in (None, b.scope)
+            and llm_id in (None, b.llm_id)
+        ]
+
+
+def call_counts(
+    config: LLMConfig, usage: Mapping[str, Any], prices: Prices | None
+) -> tuple[int, int, float]:
+    """Return one answered call's input tokens, output tokens and cost; a count or cost out of
+    bounds is no real call's, and counts 0 (logged: ``usage_value_refused``).
+
+    Example:
+        >>> from llmpool.models import LLMConfig
+        >>> from llmpool.providers.prices import Prices
+        >>> row = LLMConfig(id="1", name="GPT", provider="fake", model_name="m")
+        >>> call_counts(row, {"input_tokens": 3, "output_tokens": 5.0}, Prices(1e6, 0))
+        (3, 5, 3.0)
+    """
+    counts = []
+    for field in ("input_tokens", "output_tokens"):
+        value = usage.get(field)
+        try:  # a whole float or a numeric text is read
+            count = -1 if isinstance(value, bool) else 0 if value is None else int(value)
+        except (TypeError, ValueError, OverflowError):
+            count = -1
+        if not 0 <= count <= MAX_CALL_TOKENS:
+            _refuse(config, field, value, MAX_CALL_TOKENS)
+            count = 0
+        counts.append(count)
+    cost = prices.cost(counts[0], counts[1]) if prices is not None else 0.0
+    if not cost <= MAX_CALL_COST:  # NaN too
+        _refuse(config, "cost", cost, MAX_CALL_COST)
+        cost = 0.0
+    return counts[0], counts[1], cost
+
+
+def _refuse(config: LLMConfig, field: str, value: Any, bound: float) -> None:
+    # The value is a number from a provider's usage or our own cost, never prompt text.
+    shown = shorten(repr(value), 40) if isinstance(value, (int, float)) else type(value).__name__
+    logger.warning(
+        "LLM usage value refused, counted as 0: %s %s of %s is not from 0 to %g",
+        field,
+        shown,
+        config.describe(),
+        bound,
+        extra=log_fields(
+            "usage_value_refused", llm_id=config.id, llm_name=config.name, field=field
+        ),
+    )

@@ -1,9 +1,7 @@
 """The async read side of the `llms` table: psycopg 3 async on PostgreSQL, aiosqlite on SQLite.
 
-Each read is bounded twice: every round trip by the engine's client bound (see
-`llmpool.repository.sql.engine`), and the whole read by `DatabaseBounds.operation` through
-`asyncio.wait_for`, which also covers what runs outside a round trip (aiosqlite's thread, a
-name lookup); past either, `DatabaseUnavailableError` says it timed out.
+Each round trip is bounded as a sync one is, and the whole read by `DatabaseBounds.operation`
+(covering what runs outside a round trip: aiosqlite's thread, a name lookup).
 """
 
 from __future__ import annotations
@@ -38,10 +36,7 @@ __all__ = ["AsyncSQLRepository"]
 
 
 class AsyncSQLRepository:
-    """The async read side of the `llms` table (psycopg 3 async, aiosqlite).
-
-    Args:
-        engine: An async engine, a URL, or ``None`` for the configured database.
+    """The async reads of `SQLStore`, on an async engine, a URL, or the configured database.
 
     Example:
         >>> repo = AsyncSQLRepository("sqlite://")  # doctest: +SKIP
@@ -54,16 +49,16 @@ class AsyncSQLRepository:
         self._timeout = database_bounds(self.engine).operation
 
     async def _rows(self, stmt: sa.Select[Any], what: str) -> Sequence[Mapping[Any, Any]]:
+        async def fetch() -> Sequence[Mapping[Any, Any]]:
+            async with self.engine.connect() as conn:
+                rows: Sequence[Mapping[Any, Any]] = (await conn.execute(stmt)).mappings().all()
+                return rows
+
         with db_errors(self.engine.sync_engine, what):
             try:
-                return await asyncio.wait_for(self._fetch(stmt), self._timeout)
+                return await asyncio.wait_for(fetch(), self._timeout)
             except asyncio.TimeoutError:
                 raise timeout_error(self.engine, what, self._timeout) from None
-
-    async def _fetch(self, stmt: sa.Select[Any]) -> Sequence[Mapping[Any, Any]]:
-        async with self.engine.connect() as conn:
-            rows: Sequence[Mapping[Any, Any]] = (await conn.execute(stmt)).mappings().all()
-            return rows
 
     async def list_llms(
         self,

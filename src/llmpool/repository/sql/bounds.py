@@ -1,28 +1,12 @@
 """How long a wait on the database may take, and what ends one that takes longer.
 
-Every wait on a database llmpool connects to is bounded (`DatabaseBounds`):
-
-* connecting: libpq's ``connect_timeout`` (`CONNECT_TIMEOUT`);
-* a statement on the PostgreSQL server: ``statement_timeout`` (`STATEMENT_TIMEOUT`),
-  ``lock_timeout`` (two thirds of it, so that a wait for another session's lock ends first and
-  reads as a conflict) and ``idle_in_transaction_session_timeout``
-  (`IDLE_IN_TRANSACTION_TIMEOUT`), sent as libpq ``options``;
-* a peer that vanished: TCP keepalives and ``tcp_user_timeout`` (`KEEPALIVES`);
-* a link that stalls after connecting (a proxy or middlebox holding packets: the server never
-  sees them, so its timeouts cannot fire, and the proxy's kernel answers keepalives): a
-  watchdog shuts the connection's socket down when one round trip (a statement, a commit, a
-  rollback, a pool pre-ping) has waited longer than the client timeout (the statement timeout
-  plus `CLIENT_TIMEOUT_MARGIN`), so the wait ends in `DatabaseUnavailableError`;
-* SQLite waits only for another connection's lock, and its busy timeout
-  (`SQLITE_BUSY_TIMEOUT`) bounds that.
-
-Each bound is set per engine by keyword (``create_engine(url, statement_timeout=2,
-client_timeout=3)``) or in the URL (``?llmpool_statement_timeout=2&llmpool_client_timeout=3``,
-and libpq's own ``connect_timeout``, ``keepalives_*`` and ``options``). What the URL or
-``connect_args`` already set is kept. ``llmpool_statement_timeout=0`` sends no ``options`` at all
-(for a pooler that refuses them, such as PgBouncer without ``ignore_startup_parameters =
-options``: set the timeouts on the role instead) and, unless a client timeout is given, starts
-no watchdog. An `Engine` passed in is used as it is.
+PostgreSQL gets a connect timeout, server-side statement, lock (two thirds of it, so a lock
+wait reads as a conflict) and idle-in-transaction timeouts sent as libpq ``options``, TCP
+keepalives, and a watchdog that shuts a round trip's socket down past the client timeout (a
+stalled link: the server's timeouts cannot fire). SQLite waits only for a lock (busy timeout).
+Each is set by keyword or in the URL (``?llmpool_statement_timeout=2&llmpool_client_timeout=3``);
+what the URL or ``connect_args`` set is kept, and ``llmpool_statement_timeout=0`` sends no
+``options`` (for a pooler that refuses them).
 """
 
 from __future__ import annotations
@@ -50,39 +34,27 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
-    "CLIENT_TIMEOUT_MARGIN",
-    "CONNECT_TIMEOUT",
-    "ENGINE_BOUNDS",
-    "IDLE_IN_TRANSACTION_TIMEOUT",
-    "KEEPALIVES",
-    "MIGRATION_TIMEOUT",
-    "SQLITE_BOUNDS",
-    "SQLITE_BUSY_TIMEOUT",
     "STALLED",
-    "STATEMENT_TIMEOUT",
     "DatabaseBounds",
     "bounded_round_trip",
     "database_bounds",
     "install_bounds",
     "longer_bounds",
     "postgres_settings",
-    "sync_engine_of",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds to wait for a PostgreSQL connection before `DatabaseUnavailableError` (libpq's
-#: ``connect_timeout``, which counts values under 2 as 2).
+#: Seconds to wait for a PostgreSQL connection (libpq counts values under 2 as 2).
 CONNECT_TIMEOUT = 5
 
-#: Seconds one statement may run on the PostgreSQL server; its waits for another session's
-#: lock end at two thirds of it (``lock_timeout``).
+#: Seconds one statement may run on the PostgreSQL server (its lock waits: two thirds of it).
 STATEMENT_TIMEOUT = 15.0
 
 #: Seconds the PostgreSQL server lets a session sit idle inside a transaction.
 IDLE_IN_TRANSACTION_TIMEOUT = 60.0
 
-#: Seconds added to the statement timeout for the client-side bound of one round trip, so that
+#: Seconds added to the statement timeout for the client's bound of one round trip, so that
 #: the server's own cancellation, whose error is clearer, normally comes first.
 CLIENT_TIMEOUT_MARGIN = 5.0
 
@@ -99,23 +71,14 @@ KEEPALIVES: dict[str, int] = {
 #: Seconds SQLite waits for another connection's lock (``busy_timeout``), its only wait.
 SQLITE_BUSY_TIMEOUT = 30.0
 
-#: Seconds each statement of a migration may take, waiting for another process's migration
-#: included (see `longer_bounds`).
+#: Seconds each statement of a migration may take, the wait for another process's included.
 MIGRATION_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
 class DatabaseBounds:
-    """The longest each wait on one database may take, in seconds; ``None`` where there is none.
-
-    Attributes:
-        connect: Opening a connection.
-        statement: One statement on the server (PostgreSQL ``statement_timeout``; SQLite's
-            busy timeout).
-        lock: A wait for another session's lock (PostgreSQL ``lock_timeout``).
-        client: One round trip as llmpool sees it (PostgreSQL): past it, llmpool shuts the
-            connection's socket down and the wait ends in `DatabaseUnavailableError`.
-    """
+    """The longest each wait on one database may take, in seconds (``None``: no bound);
+    ``client`` is one round trip as llmpool sees it (past it, the socket is shut down)."""
 
     connect: float | None
     statement: float | None
@@ -124,9 +87,8 @@ class DatabaseBounds:
 
     @property
     def operation(self) -> float | None:
-        """The longest one read may take in all: a reconnect, then a pre-ping, the statement
-        and the rollback, each within the client bound (SQLite: its busy timeout and a margin).
-        """
+        """The longest one read may take in all: a reconnect, a pre-ping, the statement and
+        the rollback, each within the client bound (SQLite: its busy timeout and a margin)."""
         if self.client is not None:
             return (self.connect or 0.0) + 3 * self.client
         if self.statement is not None:
@@ -137,23 +99,17 @@ class DatabaseBounds:
 SQLITE_BOUNDS = DatabaseBounds(
     connect=None, statement=SQLITE_BUSY_TIMEOUT, client=None, lock=SQLITE_BUSY_TIMEOUT
 )
+_CONNECT_ONLY = DatabaseBounds(connect=CONNECT_TIMEOUT, statement=None, client=None)
 
 #: The bounds of each engine llmpool made (an async engine under its ``sync_engine``).
-ENGINE_BOUNDS: weakref.WeakKeyDictionary[Engine, DatabaseBounds] = weakref.WeakKeyDictionary()
+_ENGINE_BOUNDS: weakref.WeakKeyDictionary[Engine, DatabaseBounds] = weakref.WeakKeyDictionary()
 
 #: llmpool's URL query parameters: read by llmpool, never sent to libpq.
 _KNOBS = ("llmpool_statement_timeout", "llmpool_client_timeout")
 
 
 def database_bounds(engine: Engine | AsyncEngine | URL | str) -> DatabaseBounds:
-    """Return the bounds on waits on this engine's database.
-
-    Args:
-        engine: An engine llmpool made (its bounds), another engine or a URL (the bounds
-            llmpool would give an engine made from its URL).
-
-    Returns:
-        The bounds, in seconds.
+    """Return the bounds of an engine llmpool made, or those it would give an engine of a URL.
 
     Example:
         >>> database_bounds("postgresql://db/app?llmpool_statement_timeout=2").client
@@ -161,21 +117,16 @@ def database_bounds(engine: Engine | AsyncEngine | URL | str) -> DatabaseBounds:
     """
     sync = sync_engine_of(engine)
     if isinstance(sync, Engine):
-        known = ENGINE_BOUNDS.get(sync)
+        known = _ENGINE_BOUNDS.get(sync)
         if known is not None:
             return known
-        url = sync.url
-    else:
-        try:
-            url = resolve_database_url(sync)
-        except DatabaseError:
-            return DatabaseBounds(connect=CONNECT_TIMEOUT, statement=None, client=None)
-    if url.get_backend_name() != "postgresql":
-        return SQLITE_BOUNDS
     try:
+        url = sync.url if isinstance(sync, Engine) else resolve_database_url(sync)
+        if url.get_backend_name() != "postgresql":
+            return SQLITE_BOUNDS
         return postgres_settings(url, {}, None, None)[0]
     except DatabaseError:
-        return DatabaseBounds(connect=CONNECT_TIMEOUT, statement=None, client=None)
+        return _CONNECT_ONLY
 
 
 def postgres_settings(
@@ -184,22 +135,21 @@ def postgres_settings(
     statement_timeout: float | None,
     client_timeout: float | None,
 ) -> tuple[DatabaseBounds, dict[str, Any]]:
-    # What the driver will be given (connect_args win over the URL's query), and the
-    # connect_args that add llmpool's defaults to it.
+    """Return an engine's bounds and its ``connect_args`` with llmpool's defaults added to
+    what the caller gave (``connect_args`` win over the URL's query)."""
     given: dict[str, Any] = {**url.query, **connect_args}
     args = dict(connect_args)
     if "connect_timeout" not in given:
         args["connect_timeout"] = CONNECT_TIMEOUT
     if url.get_driver_name() != "psycopg":
-        # Another driver (given explicitly) has its own names for these: only the connect
-        # timeout, as before, and no watchdog, which needs psycopg's socket.
-        return DatabaseBounds(connect=CONNECT_TIMEOUT, statement=None, client=None), args
+        # Another driver has its own names for these, and the watchdog needs psycopg's socket.
+        return _CONNECT_ONLY, args
     for key, value in KEEPALIVES.items():
         if key not in given:
             args[key] = value
-    connect = _number(url, "connect_timeout", {**given, **args}["connect_timeout"])
+    connect = _seconds(url, "connect_timeout", {**given, **args}["connect_timeout"])
     options = str(given.get("options") or "")
-    knob = _number(url, "llmpool_statement_timeout", statement_timeout, _KNOBS[0])
+    knob = _seconds(url, _KNOBS[0], statement_timeout, knob=True)
     own_statement, statement = _option_seconds(options, "statement_timeout")
     own_lock, lock = _option_seconds(options, "lock_timeout")
     own_idle = _option_seconds(options, "idle_in_transaction_session_timeout")[0]
@@ -220,9 +170,9 @@ def postgres_settings(
     if settings:
         added = " ".join(f"-c {name}={max(1, round(value * 1000))}" for name, value in settings)
         args["options"] = f"{options} {added}".strip()
-    client = _number(url, "llmpool_client_timeout", client_timeout, _KNOBS[1])
-    if client is None:
-        client = statement + CLIENT_TIMEOUT_MARGIN if statement is not None else None
+    client = _seconds(url, _KNOBS[1], client_timeout, knob=True)
+    if client is None and statement is not None:
+        client = statement + CLIENT_TIMEOUT_MARGIN
     bounds = DatabaseBounds(
         connect=max(2.0, connect) if connect else None,
         statement=statement,
@@ -232,9 +182,9 @@ def postgres_settings(
     return bounds, args
 
 
-def _number(url: URL, name: str, value: Any, query_key: str | None = None) -> float | None:
-    if value is None and query_key is not None:
-        value = url.query.get(query_key)
+def _seconds(url: URL, name: str, value: Any, *, knob: bool = False) -> float | None:
+    if value is None and knob:
+        value = url.query.get(name)
     if value is None:
         return None
     try:
@@ -266,18 +216,17 @@ def _option_seconds(options: str, name: str) -> tuple[bool, float | None]:
 
 
 def install_bounds(engine: Engine, bounds: DatabaseBounds) -> None:
-    ENGINE_BOUNDS[engine] = bounds
+    """Record an engine's bounds; past its client bound, each round trip's socket is shut."""
+    _ENGINE_BOUNDS[engine] = bounds
     event.listen(engine, "do_connect", _drop_knobs)
     if bounds.client is not None:
-        _bound_round_trips(engine.dialect, bounds.client)
+        # SQLAlchemy has no event after a commit, a rollback or a pre-ping, so the engine's own
+        # dialect (one per engine) gets each of its round-trip methods wrapped.
+        dialect = engine.dialect
+        for name in _ROUND_TRIPS:
+            setattr(dialect, name, _bounded(getattr(dialect, name), bounds.client, dialect))
 
 
-def _drop_knobs(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
-    for key in _KNOBS:
-        cparams.pop(key, None)
-
-
-#: The dialect methods through which every round trip of SQLAlchemy goes.
 _ROUND_TRIPS = (
     "do_execute",
     "do_executemany",
@@ -288,12 +237,9 @@ _ROUND_TRIPS = (
 )
 
 
-def _bound_round_trips(dialect: Any, seconds: float) -> None:
-    # SQLAlchemy has no event after a commit, a rollback or a pool pre-ping, so the engine's own
-    # dialect (one instance per engine) gets its round-trip methods wrapped: each runs under the
-    # watchdog.
-    for name in _ROUND_TRIPS:
-        setattr(dialect, name, _bounded(getattr(dialect, name), seconds, dialect))
+def _drop_knobs(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+    for key in _KNOBS:
+        cparams.pop(key, None)
 
 
 def _bounded(method: Callable[..., Any], seconds: float, dialect: Any) -> Callable[..., Any]:
@@ -301,64 +247,46 @@ def _bounded(method: Callable[..., Any], seconds: float, dialect: Any) -> Callab
         pgconn = _pgconn_of(target)
         if pgconn is None:
             return method(target, *args, **kwargs)
-        limit = _LONGER.get(pgconn, seconds) if _LONGER else seconds
-        _WATCHDOG.arm(pgconn, limit)
-        try:
+        with _watched(pgconn, _LONGER.get(pgconn, seconds), dialect.loaded_dbapi):
             return method(target, *args, **kwargs)
-        except dialect.loaded_dbapi.Error as error:
-            if _WATCHDOG.disarm(pgconn):
-                raise dialect.loaded_dbapi.OperationalError(_stalled(limit)) from error
-            raise
-        finally:
-            _WATCHDOG.disarm(pgconn)
 
     return bounded
 
 
 @contextmanager
-def bounded_round_trip(connection: Any, seconds: float | None) -> Iterator[None]:
-    """Bound the waits on a psycopg connection used outside SQLAlchemy (a LISTEN connection).
-
-    Args:
-        connection: A psycopg connection (or SQLAlchemy's proxy of one).
-        seconds: The bound; ``None`` for none.
-
-    Yields:
-        Nothing; past ``seconds`` the connection's socket is shut down and the blocked call
-        raises the driver's ``OperationalError``, saying it had no answer in time.
-    """
-    pgconn = _pgconn_of(connection) if seconds is not None else None
-    if pgconn is None or seconds is None:
-        yield
-        return
-    import psycopg
-
+def _watched(pgconn: Any, seconds: float, dbapi: Any) -> Iterator[None]:
+    # Past ``seconds`` the watchdog shuts the socket down; the driver's error then says so.
     _WATCHDOG.arm(pgconn, seconds)
     try:
         yield
-    except psycopg.Error as error:
+    except dbapi.Error as error:
         if _WATCHDOG.disarm(pgconn):
-            raise psycopg.OperationalError(_stalled(seconds)) from error
+            msg = f"{STALLED} {seconds:g} s (the link or the server stalled); llmpool closed it"
+            raise dbapi.OperationalError(msg) from error
         raise
     finally:
         _WATCHDOG.disarm(pgconn)
 
 
 @contextmanager
+def bounded_round_trip(connection: Any, seconds: float | None) -> Iterator[None]:
+    """Bound the waits on a psycopg connection used outside SQLAlchemy (a LISTEN connection):
+    past ``seconds`` its socket is shut down and the blocked call raises ``OperationalError``."""
+    pgconn = _pgconn_of(connection) if seconds is not None else None
+    if pgconn is None or seconds is None:
+        yield
+        return
+    import psycopg
+
+    with _watched(pgconn, seconds, psycopg):
+        yield
+
+
+@contextmanager
 def longer_bounds(conn: Connection, seconds: float) -> Iterator[Connection]:
-    """Let each statement in the block take up to ``seconds`` (a migration, an advisory lock).
-
-    On PostgreSQL the session's ``statement_timeout`` and ``lock_timeout`` are raised, and the
-    client bound of its round trips with them; both are restored when the block ends (a
-    connection that cannot be restored is invalidated, never pooled with the longer bounds).
-
-    Args:
-        conn: A connection with no transaction in progress.
-        seconds: The bound for each statement.
-
-    Yields:
-        The connection.
-    """
+    """Let each statement in the block take up to ``seconds`` (a migration, an advisory lock):
+    on PostgreSQL the session's timeouts and the client bound are raised, then restored (or the
+    connection invalidated, never pooled with them). ``conn`` has no transaction running."""
     if conn.dialect.name != "postgresql":
         yield conn
         return
@@ -386,11 +314,8 @@ def longer_bounds(conn: Connection, seconds: float) -> Iterator[Connection]:
 #: Round-trip bounds raised for one connection by `longer_bounds`.
 _LONGER: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
+#: How a round trip the watchdog ended starts its error (`errors` reads the seconds after it).
 STALLED = "no answer from the database within"
-
-
-def _stalled(seconds: float) -> str:
-    return f"{STALLED} {seconds:g} s (the link or the server stalled); llmpool closed it"
 
 
 def _pgconn_of(target: Any) -> Any:
@@ -411,11 +336,8 @@ def _pgconn_of(target: Any) -> Any:
 
 
 class _Watchdog:
-    """One daemon thread that shuts down the socket of a round trip past its deadline.
-
-    Shutting the socket down (not closing it: the driver still owns the descriptor) wakes the
-    thread or event loop blocked on it with an error, as a server that hung up would.
-    """
+    """One daemon thread that shuts down (not closes: the driver owns it) the socket of a round
+    trip past its deadline, waking whatever is blocked on it as a server hanging up would."""
 
     def __init__(self) -> None:
         self.reset()
@@ -465,7 +387,7 @@ class _Watchdog:
                 if not closed:
                     self._cond.wait(None if nearest is None else nearest - now)
             for seconds in closed:
-                from llmpool.observe.fields import log_fields
+                from llmpool.contracts import log_fields
 
                 logger.warning(
                     "llmpool closed a database connection that had no answer for %g s",
@@ -493,4 +415,5 @@ if hasattr(os, "register_at_fork"):
 
 
 def sync_engine_of(engine: Engine | AsyncEngine | URL | str) -> Engine | URL | str:
+    """Return an async engine's sync engine; anything else as it is."""
     return engine if isinstance(engine, (Engine, URL, str)) else engine.sync_engine

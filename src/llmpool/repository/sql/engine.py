@@ -1,19 +1,12 @@
-"""Where the database is and how to connect to it.
-
-The URL comes from, in order: an explicit URL or engine; ``LLMPOOL_DATABASE_URL``;
-``DATABASE_URL`` (the variable the seed's services already set); else an embedded SQLite file,
-``./llmpool.sqlite3`` or the path in ``LLMPOOL_SQLITE_PATH``. ``postgresql://``, ``postgres://``
-and ``postgresql+psycopg://`` all mean psycopg 3.
-
-Every wait on an engine llmpool makes is bounded: see `llmpool.repository.sql.bounds`.
+"""Engines for llmpool's database: PostgreSQL (psycopg 3) with bounded waits (`bounds`) and
+pre-ping; SQLite with WAL, a busy timeout, foreign keys and real transactions.
 """
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +16,6 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from llmpool.errors import DatabaseError
 from llmpool.repository.sql.bounds import (
-    ENGINE_BOUNDS,
     SQLITE_BOUNDS,
     SQLITE_BUSY_TIMEOUT,
     install_bounds,
@@ -34,18 +26,7 @@ from llmpool.repository.sql.url import SUPPORTED_SCHEMES, mask_url, resolve_data
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = [
-    "create_async_engine",
-    "create_engine",
-    "hold_in_transaction",
-    "write_transaction",
-]
-
-
-logger = logging.getLogger(__name__)
-
-
-logger = logging.getLogger(__name__)
+__all__ = ["create_async_engine", "create_engine", "hold_in_transaction", "write_transaction"]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -71,24 +52,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    # pysqlite's own transaction handling is off (isolation_level=None below); begin explicitly
-    # so that SQLAlchemy's transaction is a real SQLite transaction. Writers take the write lock
-    # at BEGIN (IMMEDIATE), so concurrent writers queue on busy_timeout instead of failing on a
-    # lock upgrade halfway through.
+    # pysqlite's own transaction handling is off (isolation_level=None): begin explicitly so
+    # that SQLAlchemy's transaction is a real one. Writers take the write lock at BEGIN
+    # IMMEDIATE, so they queue on busy_timeout instead of failing on a lock upgrade halfway.
     immediate = conn.info.pop("llmpool_immediate", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 @contextmanager
 def write_transaction(conn: Connection) -> Iterator[Connection]:
-    """Run the block in one write transaction (``BEGIN IMMEDIATE`` on SQLite).
-
-    Args:
-        conn: A connection with no transaction in progress.
-
-    Yields:
-        The connection; the transaction commits when the block ends, rolls back on error.
-    """
+    """Run the block in one write transaction (``BEGIN IMMEDIATE`` on SQLite), committed when
+    it ends and rolled back on error; ``conn`` has no transaction running."""
     if conn.dialect.name == "sqlite":
         conn.info["llmpool_immediate"] = True
     with conn.begin():
@@ -96,17 +70,9 @@ def write_transaction(conn: Connection) -> Iterator[Connection]:
 
 
 def hold_in_transaction(conn: Connection) -> None:
-    """Make sure the database itself has begun the connection's transaction.
-
-    pysqlite's default mode begins a transaction only before INSERT/UPDATE/DELETE: a CREATE
-    TABLE or a SAVEPOINT before any of them runs outside one (a SAVEPOINT then commits when
-    released). On such a connection this emits ``BEGIN``, so that the caller's commit or
-    rollback covers everything that follows. Other drivers, and a SQLite connection already
-    in a transaction (or in ``autocommit=True`` mode, whose commit does nothing), are left
-    alone.
-
-    Args:
-        conn: A connection; the caller commits or rolls back its transaction.
+    """Make sure the database itself has begun the connection's transaction: pysqlite's
+    default mode begins one only before INSERT/UPDATE/DELETE, so a CREATE TABLE or a SAVEPOINT
+    would run outside it; there this emits ``BEGIN``, so the caller's commit covers everything.
     """
     if conn.dialect.name != "sqlite":
         return
@@ -129,25 +95,16 @@ def create_engine(
     client_timeout: float | None = None,
     **kwargs: Any,
 ) -> Engine:
-    """Return an engine for llmpool's database; an `Engine` passes through unchanged.
-
-    PostgreSQL gets bounded waits (see the module docstring: connect timeout, server-side
-    statement, lock and idle-in-transaction timeouts, keepalives, a client-side bound per round
-    trip) and pre-ping; SQLite gets WAL, a busy timeout and foreign keys.
+    """Return an engine for llmpool's database (``None``: the configured one); an `Engine`
+    passes through unchanged, ``kwargs`` go to `sqlalchemy.create_engine`.
 
     Args:
-        url_or_engine: An engine, a URL, or ``None`` for the configured database.
-        statement_timeout: Seconds a PostgreSQL statement may run (a wait for a lock: two
-            thirds of it); ``0`` sets no server-side timeout. Default:
-            ``llmpool_statement_timeout`` in the URL, else what the URL's ``options`` set, else
-            `STATEMENT_TIMEOUT`.
+        statement_timeout: Seconds a PostgreSQL statement may run (a lock wait: two thirds of
+            it); ``0`` sets none. Default: the URL's ``llmpool_statement_timeout``, else its
+            ``options``, else `bounds.STATEMENT_TIMEOUT`.
         client_timeout: Seconds one round trip may wait before llmpool shuts the connection
-            down; ``0`` for no such bound. Default: ``llmpool_client_timeout`` in the URL, else
-            the statement timeout plus `CLIENT_TIMEOUT_MARGIN`.
-        **kwargs: Passed to `sqlalchemy.create_engine`.
-
-    Returns:
-        The engine. No connection is opened yet.
+            down; ``0`` for none. Default: the URL's ``llmpool_client_timeout``, else the
+            statement timeout plus `bounds.CLIENT_TIMEOUT_MARGIN`.
 
     Raises:
         DatabaseError: The URL is not supported, or a timeout is not a number of seconds.
@@ -158,38 +115,10 @@ def create_engine(
     """
     if isinstance(url_or_engine, Engine):
         return url_or_engine
-    url = resolve_database_url(url_or_engine)
-    with _driver_errors(url):
-        if url.get_backend_name() == "postgresql":
-            bounds, connect_args = postgres_settings(
-                url, kwargs.pop("connect_args", {}), statement_timeout, client_timeout
-            )
-            kwargs.setdefault("pool_pre_ping", True)
-            engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
-            install_bounds(engine, bounds)
-            return engine
-        connect_args = {"isolation_level": None, **kwargs.pop("connect_args", {})}
-        connect_args.setdefault("check_same_thread", False)
-        engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
-        ENGINE_BOUNDS[engine] = SQLITE_BOUNDS
-        return engine
-
-
-@contextmanager
-def _driver_errors(url: URL) -> Iterator[None]:
-    # A driver that is not installed (asyncpg, aiosqlite...) or not a sync/async driver where
-    # one is needed: a typed error naming the scheme, never a ModuleNotFoundError.
-    try:
-        yield
-    except (ImportError, exc.NoSuchModuleError, exc.InvalidRequestError) as error:
-        detail = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        msg = (
-            f"Cannot use database URL scheme {url.drivername!r} ({mask_url(url)}): its driver "
-            f"cannot be loaded ({detail}); llmpool supports {SUPPORTED_SCHEMES}"
-        )
-        raise DatabaseError(msg) from error
+    engine: Engine = _made(
+        sa.create_engine, url_or_engine, statement_timeout, client_timeout, kwargs
+    )
+    return engine
 
 
 def create_async_engine(
@@ -199,40 +128,63 @@ def create_async_engine(
     client_timeout: float | None = None,
     **kwargs: Any,
 ) -> AsyncEngine:
-    """Return an async engine (psycopg 3 async for PostgreSQL, aiosqlite for SQLite).
-
-    Its waits are bounded as `create_engine`'s are.
-
-    Args:
-        url_or_engine: An async engine, a URL, or ``None`` for the configured database.
-        statement_timeout: As for `create_engine`.
-        client_timeout: As for `create_engine`.
-        **kwargs: Passed to `sqlalchemy.ext.asyncio.create_async_engine`.
-
-    Returns:
-        The async engine.
+    """Return an async engine (psycopg 3 async, aiosqlite), bounded as `create_engine`'s are.
 
     Example:
         >>> create_async_engine("sqlite://").dialect.driver
         'aiosqlite'
     """
     from sqlalchemy.ext.asyncio import AsyncEngine
-    from sqlalchemy.ext.asyncio import create_async_engine as _create
+    from sqlalchemy.ext.asyncio import create_async_engine as create
 
     if isinstance(url_or_engine, AsyncEngine):
         return url_or_engine
+    engine: AsyncEngine = _made(create, url_or_engine, statement_timeout, client_timeout, kwargs)
+    return engine
+
+
+def _made(
+    create: Callable[..., Any],
+    url_or_engine: str | URL | None,
+    statement_timeout: float | None,
+    client_timeout: float | None,
+    kwargs: dict[str, Any],
+) -> Any:
     url = resolve_database_url(url_or_engine)
-    with _driver_errors(url):
-        if url.get_backend_name() == "postgresql":
-            bounds, connect_args = postgres_settings(
+    is_async = create is not sa.create_engine
+    sqlite = url.get_backend_name() != "postgresql"
+    driver_url = url
+    try:
+        if sqlite:
+            bounds = SQLITE_BOUNDS
+            if is_async:
+                driver_url = url.set(drivername="sqlite+aiosqlite")
+            else:
+                given = kwargs.pop("connect_args", {})
+                kwargs["connect_args"] = {
+                    "isolation_level": None,
+                    "check_same_thread": False,
+                    **given,
+                }
+        else:
+            bounds, kwargs["connect_args"] = postgres_settings(
                 url, kwargs.pop("connect_args", {}), statement_timeout, client_timeout
             )
             kwargs.setdefault("pool_pre_ping", True)
-            engine = _create(url, connect_args=connect_args, **kwargs)
-            install_bounds(engine.sync_engine, bounds)
-            return engine
-        url = url.set(drivername="sqlite+aiosqlite")
-        engine = _create(url, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        ENGINE_BOUNDS[engine.sync_engine] = SQLITE_BOUNDS
-        return engine
+        engine = create(driver_url, **kwargs)
+    except (ImportError, exc.NoSuchModuleError, exc.InvalidRequestError) as error:
+        # A driver not installed (asyncpg, aiosqlite...), or not a sync/async one where one is
+        # needed: a typed error naming the scheme, never a ModuleNotFoundError.
+        detail = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        msg = (
+            f"Cannot use database URL scheme {url.drivername!r} ({mask_url(url)}): its driver "
+            f"cannot be loaded ({detail}); llmpool supports {SUPPORTED_SCHEMES}"
+        )
+        raise DatabaseError(msg) from error
+    sync = engine.sync_engine if is_async else engine
+    install_bounds(sync, bounds)
+    if sqlite:
+        event.listen(sync, "connect", _sqlite_pragmas)
+        if not is_async:
+            event.listen(sync, "begin", _sqlite_begin)
+    return engine

@@ -1,16 +1,11 @@
-"""What a `SQLStore` owns: its engine, its async reader, and the migration of an embedded schema.
+"""What a `SQLStore` owns: its engine, its async reader, and the migration of its schema.
 
-An engine the store made from a URL is disposed when the store closes; an `Engine` the caller
-passed stays theirs. A `Connection` the caller passed (Alembic's ``op.get_bind()``) is used for
-every read and write, inside the caller's transaction: a write runs in a SAVEPOINT, so that a
-failed one is undone without ending the caller's transaction, and nothing is committed here (the
-caller commits; Alembic does at the end of its revision or run).
-
-The async reader (`AsyncSQLRepository`) is made on first use: from the async engine or URL the
-caller gave, else from the store's own URL when the store made its engine (an `Engine` given by
-the caller may carry a ``creator`` or ``connect_args`` an async engine could not copy: then
-there is no async reader, and async reads run the sync engine in a worker thread; on a
-`Connection` there is none either). An async engine made here is disposed by ``aclose``.
+An engine made from a URL is disposed when the store closes; an `Engine` the caller passed stays
+theirs. On a caller's `Connection` (Alembic's ``op.get_bind()``) every read and write joins the
+caller's transaction, each write in a SAVEPOINT, and the caller commits. The async reader is made
+on first use, from the async engine or URL given, else the store's own URL when it made its
+engine (a caller's `Engine` may carry a ``creator`` an async engine could not copy: then async
+reads run the sync engine in a worker thread).
 """
 
 from __future__ import annotations
@@ -34,18 +29,8 @@ __all__ = ["DatabaseResources"]
 
 
 class DatabaseResources:
-    """A store's engine, its lazily made async reader, and its pending migration.
-
-    Args:
-        engine: An engine (the caller's: never disposed here), a URL or ``None`` (the
-            configured database: the engine made from it is disposed by `close`), or a
-            `Connection` (the caller's, and so is its transaction: see the module).
-        async_engine: The async engine or URL async reads go through; by default the
-            engine's URL when the engine was made here.
-        auto_migrate: Apply llmpool's migrations on first use; ``None`` for SQLite only
-            (an embedded database nobody else migrates), and never on a `Connection`, whose
-            schema its owner manages.
-    """
+    """A store's engine, its lazily made async reader, and its pending migration
+    (``auto_migrate`` ``None``: SQLite only, never on a `Connection`, whose owner migrates)."""
 
     def __init__(
         self,
@@ -61,31 +46,26 @@ class DatabaseResources:
         self.engine = create_engine(engine)
         if auto_migrate is None:
             auto_migrate = self.engine.dialect.name == "sqlite" and self.connection is None
-        self._migrate_pending = auto_migrate
+        self.schema_pending = auto_migrate  # the migrations still to apply on first use
         self._async_source = async_engine
         self._async_reader: AsyncSQLRepository | None = None
         self._owns_async_engine = False
         self._lock = threading.Lock()
         self._migrate_lock = threading.Lock()
 
-    @property
-    def schema_pending(self) -> bool:
-        """Whether the migrations are still to be applied on first use."""
-        return self._migrate_pending
-
     def ensure_schema(self) -> None:
         """Apply llmpool's migrations once, when auto-migration is on; then do nothing."""
-        if not self._migrate_pending:
+        if not self.schema_pending:
             return
         with self._migrate_lock:
-            if self._migrate_pending:
+            if self.schema_pending:
                 from llmpool.repository.sql.migrate import migrate, migrate_connection
 
                 if self.connection is not None:
                     migrate_connection(self.connection)
                 else:
                     migrate(self.engine)
-                self._migrate_pending = False
+                self.schema_pending = False
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -98,11 +78,8 @@ class DatabaseResources:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """Yield a connection in one write transaction, committed when the block ends.
-
-        On the caller's `Connection`, a SAVEPOINT inside the caller's transaction instead:
-        released (not committed) when the block ends, rolled back on error.
-        """
+        """Yield a connection in one write transaction, committed when the block ends (on the
+        caller's `Connection`: a SAVEPOINT, released when it ends, rolled back on error)."""
         if self.connection is not None:
             hold_in_transaction(self.connection)
             with self.connection.begin_nested():

@@ -1,21 +1,9 @@
-"""Apply the SQL migrations shipped with llmpool, and seed the seed's starter rows.
+"""Apply the SQL migrations shipped with llmpool, and seed the usage guide's starter rows.
 
-Migrations are plain SQL files, ``migrations_sql/<dialect>/NNNN_name.sql``, shipped inside the
-wheel and read with `importlib.resources`. Each is applied once, in order, in its own
-transaction, and recorded in ``llmpool_migrations`` with its SHA-256; a file that changed after it
-was applied stops the migrator with `MigrationChecksumError`. Several processes may migrate at
-once: PostgreSQL serializes them with an advisory lock, SQLite with ``BEGIN IMMEDIATE``. A
-migration's statements, and the wait for another process's migration, may each take up to
-`llmpool.repository.sql.bounds.MIGRATION_TIMEOUT` seconds instead of the engine's statement timeout.
-
-Each migration has a reverse script, ``migrations_sql/<dialect>/down/NNNN_name.sql``, that drops
-exactly what it created; `downgrade_connection` runs them (the Alembic integration,
-`llmpool.alembic`, does). `migrate_connection` and `downgrade_connection` work inside a caller's
-transaction (an Alembic revision's) and never begin or commit one of their own.
-
-Seeding is separate and explicit (`seed_starter_rows`): schema changes are safe to run on every
-deploy, while inserting rows that reference API keys is a decision for an admin, not a side effect
-of starting a service.
+Each file, ``migrations_sql/<dialect>/NNNN_name.sql`` in the wheel, is applied once, in order,
+in its own transaction, and recorded with its SHA-256 (a file changed since stops the migrator);
+concurrent migrators wait for each other. Seeding is explicit: inserting rows that reference API
+keys is an admin's decision, not a side effect of starting a service.
 """
 
 from __future__ import annotations
@@ -23,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -43,9 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STARTER_ROWS",
-    "Migration",
     "downgrade_connection",
-    "load_down_migrations",
     "load_migrations",
     "migrate",
     "migrate_connection",
@@ -57,18 +46,18 @@ logger = logging.getLogger(__name__)
 # Any constant works; it only has to be the same in every process that migrates.
 _ADVISORY_LOCK_KEY = 0x6C6C6D706F6F6C  # "llmpool"
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_CREATE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS llmpool_migrations ("
+    " version INTEGER PRIMARY KEY,"
+    " name VARCHAR(200) NOT NULL,"
+    " checksum VARCHAR(64) NOT NULL,"
+    " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+)
 
 
 @dataclass(frozen=True)
 class Migration:
-    """One migration file.
-
-    Attributes:
-        version: Its number, from the file name.
-        name: The file name.
-        sql: Its text.
-        checksum: SHA-256 of the text.
-    """
+    """One migration file: its number, file name and text."""
 
     version: int
     name: str
@@ -93,16 +82,7 @@ def _migrations_dir(dialect: str) -> Any:
 
 
 def load_migrations(dialect: str) -> list[Migration]:
-    """Return the shipped migrations of a dialect, in order.
-
-    Args:
-        dialect: ``postgresql`` or ``sqlite``.
-
-    Returns:
-        The migrations, sorted by version.
-
-    Raises:
-        MigrationError: There are none for this dialect, or a file name is malformed.
+    """Return the shipped migrations of ``postgresql`` or ``sqlite``, by version.
 
     Example:
         >>> [m.name for m in load_migrations("sqlite")][:1]
@@ -112,24 +92,8 @@ def load_migrations(dialect: str) -> list[Migration]:
 
 
 def load_down_migrations(dialect: str) -> list[Migration]:
-    """Return the reverse scripts of a dialect (``down/NNNN_name.sql``), in order.
-
-    A reverse script has the name of the migration it reverses and drops exactly what that
-    migration created.
-
-    Args:
-        dialect: ``postgresql`` or ``sqlite``.
-
-    Returns:
-        The reverse scripts, sorted by version (not in the order they run).
-
-    Raises:
-        MigrationError: There are no migrations for this dialect, or a file name is malformed.
-
-    Example:
-        >>> [m.name for m in load_down_migrations("sqlite")][:1]
-        ['0001_llms.sql']
-    """
+    """Return the reverse scripts of a dialect (``down/NNNN_name.sql``, each named as the
+    migration it reverses and dropping exactly what it created), by version."""
     down = _migrations_dir(dialect) / "down"
     return _load(down) if down.is_dir() else []
 
@@ -149,126 +113,79 @@ def _load(directory: Any) -> list[Migration]:
 
 
 def migrate(engine_or_url: Engine | str | URL | None = None) -> list[str]:
-    """Apply the pending migrations and return the names of the files applied now.
-
-    Args:
-        engine_or_url: The database; ``None`` for the configured one.
-
-    Returns:
-        The file names applied by this call; empty when the database was up to date.
-
-    Raises:
-        MigrationChecksumError: An applied file has changed since it was applied.
-        MigrationError: A migration failed; its transaction was rolled back.
-        DatabaseUnavailableError: The database could not be reached.
+    """Apply the pending migrations (``None``: to the configured database); return the names
+    of the files applied now (`MigrationChecksumError`: an applied file has changed;
+    `MigrationError`: one failed and was rolled back).
 
     Example:
         >>> migrate("sqlite://")[:1]
         ['0001_llms.sql']
     """
     engine = create_engine(engine_or_url)
+    dialect = engine.dialect.name
+    applied: list[str] = []
     try:
-        return _migrate(engine)
+        with (
+            db_errors(engine, "migrate the database"),
+            engine.connect() as connection,
+            longer_bounds(connection, MIGRATION_TIMEOUT) as conn,
+        ):
+            if dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({_ADVISORY_LOCK_KEY})")
+                conn.commit()
+            try:
+                with write_transaction(conn):
+                    conn.exec_driver_sql(_CREATE_TABLE)
+                for migration in load_migrations(dialect):
+                    with _failing(migration, "failed and was rolled back"), write_transaction(conn):
+                        if _apply(conn, dialect, migration):
+                            applied.append(migration.name)
+            finally:
+                if dialect == "postgresql":
+                    conn.rollback()
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_ADVISORY_LOCK_KEY})")
+                    conn.commit()
     finally:
         if engine is not engine_or_url:
             engine.dispose()
+    _log("llmpool migrations applied", "migrations_applied", applied)
+    return applied
 
 
-def _migrate(engine: Engine) -> list[str]:
-    dialect = engine.dialect.name
-    migrations = load_migrations(dialect)
-    applied_now: list[str] = []
-    with (
-        db_errors(engine, "migrate the database"),
-        engine.connect() as connection,
-        longer_bounds(connection, MIGRATION_TIMEOUT) as conn,
-    ):
-        if dialect == "postgresql":
-            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_ADVISORY_LOCK_KEY})")
-            conn.commit()
-        try:
-            with write_transaction(conn):
-                conn.exec_driver_sql(_CREATE_TABLE)
-            for migration in migrations:
-                if _apply_one(conn, dialect, migration):
-                    applied_now.append(migration.name)
-        finally:
-            if dialect == "postgresql":
-                conn.rollback()
-                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_ADVISORY_LOCK_KEY})")
-                conn.commit()
-    if applied_now:
-        from llmpool.observe.fields import log_fields
-
-        logger.info(
-            "llmpool migrations applied",
-            extra=log_fields("migrations_applied", migrations=applied_now),
-        )
-    return applied_now
-
-
-def _apply_one(conn: Connection, dialect: str, migration: Migration) -> bool:
+@contextmanager
+def _failing(migration: Migration, failed: str) -> Iterator[None]:
     try:
-        with write_transaction(conn):
-            return _apply_in(conn, dialect, migration)
+        yield
     except sa.exc.DBAPIError as error:
-        msg = f"Migration {migration.name} failed and was rolled back: {error.orig}"
-        raise MigrationError(msg) from error
+        raise MigrationError(f"Migration {migration.name} {failed}: {error.orig}") from error
 
 
-def _apply_in(conn: Connection, dialect: str, migration: Migration) -> bool:
+def _apply(conn: Connection, dialect: str, migration: Migration) -> bool:
     row = conn.execute(
         sa.text("SELECT name, checksum FROM llmpool_migrations WHERE version = :v"),
         {"v": migration.version},
     ).first()
-    if row is None:
-        _run_script(conn, dialect, migration.sql)
-        conn.execute(
-            sa.text("INSERT INTO llmpool_migrations (version, name, checksum) VALUES (:v, :n, :c)"),
-            {"v": migration.version, "n": migration.name, "c": migration.checksum},
-        )
-        return True
-    if row.checksum != migration.checksum:
-        msg = (
-            f"Migration {migration.name} was applied with checksum {row.checksum[:12]}... "
-            f"but the file now has {migration.checksum[:12]}...; applied migrations must "
-            "never change: add a new NNNN_name.sql file instead"
-        )
-        raise MigrationChecksumError(msg)
-    return False
-
-
-_CREATE_TABLE = (
-    "CREATE TABLE IF NOT EXISTS llmpool_migrations ("
-    " version INTEGER PRIMARY KEY,"
-    " name VARCHAR(200) NOT NULL,"
-    " checksum VARCHAR(64) NOT NULL,"
-    " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-)
+    if row is not None:
+        if row.checksum != migration.checksum:
+            msg = (
+                f"Migration {migration.name} was applied with checksum {row.checksum[:12]}... "
+                f"but the file now has {migration.checksum[:12]}...; applied migrations must "
+                "never change: add a new NNNN_name.sql file instead"
+            )
+            raise MigrationChecksumError(msg)
+        return False
+    _run_script(conn, dialect, migration.sql)
+    conn.execute(
+        sa.text("INSERT INTO llmpool_migrations (version, name, checksum) VALUES (:v, :n, :c)"),
+        {"v": migration.version, "n": migration.name, "c": migration.checksum},
+    )
+    return True
 
 
 def migrate_connection(conn: Connection, *, to: int | None = None) -> list[str]:
-    """Apply pending migrations inside the caller's transaction (e.g. an Alembic revision).
-
-    Nothing here begins, commits or rolls back: the caller's transaction holds every change,
-    so a failure leaves nothing behind once the caller rolls back. On PostgreSQL the
-    transaction takes the advisory lock `migrate` takes, so it waits for (and is waited for
-    by) a concurrent ``llmpool migrate``; the lock ends with the transaction. On SQLite, a
-    connection whose driver would run DDL outside any transaction (pysqlite's default) is put
-    in one first. The files and their checksums are recorded exactly as `migrate` records
-    them, so either may run later.
-
-    Args:
-        conn: A connection, such as Alembic's ``op.get_bind()``.
-        to: Apply only the migrations numbered up to this one (``None``: all), so that an
-            Alembic revision always builds the same schema whichever llmpool is installed.
-
-    Returns:
-        The file names applied now.
-
-    Raises:
-        MigrationChecksumError: An applied file has changed since it was applied.
-        MigrationError: A migration failed (the caller's transaction should roll back).
+    """Apply the pending migrations numbered up to ``to`` (``None``: all) inside the caller's
+    transaction (an Alembic revision's), which nothing here begins, commits or rolls back; it
+    takes `migrate`'s lock, and the files are recorded as `migrate` records them.
 
     Example:
         >>> import sqlalchemy as sa
@@ -283,39 +200,17 @@ def migrate_connection(conn: Connection, *, to: int | None = None) -> list[str]:
     for migration in load_migrations(dialect):
         if to is not None and migration.version > to:
             break
-        try:
-            if _apply_in(conn, dialect, migration):
+        with _failing(migration, "failed"):
+            if _apply(conn, dialect, migration):
                 applied.append(migration.name)
-        except sa.exc.DBAPIError as error:
-            msg = f"Migration {migration.name} failed: {error.orig}"
-            raise MigrationError(msg) from error
-    if applied:
-        from llmpool.observe.fields import log_fields
-
-        logger.info(
-            "llmpool migrations applied", extra=log_fields("migrations_applied", migrations=applied)
-        )
+    _log("llmpool migrations applied", "migrations_applied", applied)
     return applied
 
 
 def downgrade_connection(conn: Connection, *, to: int = 0) -> list[str]:
-    """Revert applied migrations inside the caller's transaction, newest first.
-
-    Each applied migration numbered above ``to`` has its reverse script run
-    (``down/NNNN_name.sql``) and its record deleted from ``llmpool_migrations``; when no
-    record is left, ``llmpool_migrations`` is dropped too, so that the database is as it was
-    before the first migration. Transactions and locking as for `migrate_connection`.
-
-    Args:
-        conn: A connection, such as Alembic's ``op.get_bind()``.
-        to: Keep the migrations numbered up to this one; ``0`` reverts them all.
-
-    Returns:
-        The file names reverted now, in the order they were reverted.
-
-    Raises:
-        MigrationError: An applied migration has no reverse script in this llmpool, or one
-            failed (the caller's transaction should roll back).
+    """Revert the applied migrations numbered above ``to``, newest first, by their reverse
+    scripts (``down/NNNN_name.sql``), inside the caller's transaction as `migrate_connection`
+    works; with no migration left, ``llmpool_migrations`` goes too. Return the files reverted.
 
     Example:
         >>> import sqlalchemy as sa
@@ -350,54 +245,45 @@ def downgrade_connection(conn: Connection, *, to: int = 0) -> list[str]:
             raise MigrationError(msg) from error
         conn.execute(sa.text("DELETE FROM llmpool_migrations WHERE version = :v"), {"v": version})
         reverted.append(name)
-    left = conn.execute(sa.text("SELECT COUNT(*) FROM llmpool_migrations")).scalar_one()
-    if not left:
+    if not conn.execute(sa.text("SELECT COUNT(*) FROM llmpool_migrations")).scalar_one():
         conn.exec_driver_sql("DROP TABLE llmpool_migrations")
-    if reverted:
-        from llmpool.observe.fields import log_fields
-
-        logger.info(
-            "llmpool migrations reverted",
-            extra=log_fields("migrations_reverted", migrations=reverted),
-        )
+    _log("llmpool migrations reverted", "migrations_reverted", reverted)
     return reverted
 
 
+def _log(message: str, event: str, names: list[str]) -> None:
+    if names:
+        from llmpool.contracts import log_fields
+
+        logger.info(message, extra=log_fields(event, migrations=names))
+
+
 def _join_transaction(conn: Connection) -> None:
-    """Make the caller's transaction a real one that holds DDL too, and take the lock."""
+    # Make the caller's transaction a real one that holds DDL too, and take the lock.
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_KEY})")
     hold_in_transaction(conn)
 
 
 def _run_script(conn: Connection, dialect: str, sql: str) -> None:
-    if dialect == "sqlite":
-        # sqlite3 runs one statement per execute(); split where statements are complete.
-        for statement in _split_sqlite(sql):
-            conn.exec_driver_sql(statement)
-    else:
+    if dialect != "sqlite":
         # psycopg runs a multi-statement script in one call when no parameters are given.
         conn.exec_driver_sql(sql)
-
-
-def _split_sqlite(sql: str) -> list[str]:
-    import sqlite3
-
-    statements: list[str] = []
+        return
+    # sqlite3 runs one statement per execute(): split where statements are complete.
     buffer = ""
     for line in sql.splitlines(keepends=True):
         if line.lstrip().startswith("--") and not buffer.strip():
             continue
         buffer += line
         if sqlite3.complete_statement(buffer):
-            statements.append(buffer.strip())
+            conn.exec_driver_sql(buffer.strip())
             buffer = ""
     if buffer.strip():
-        statements.append(buffer.strip())
-    return statements
+        conn.exec_driver_sql(buffer.strip())
 
 
-#: The seed's "Fallback Chain Example" rows, inserted by `seed_starter_rows`.
+#: The usage guide's "Fallback Chain Example" rows, inserted by `seed_starter_rows`.
 STARTER_ROWS: tuple[dict[str, Any], ...] = (
     {
         "name": "OpenAI GPT-4",
@@ -442,23 +328,17 @@ STARTER_ROWS: tuple[dict[str, Any], ...] = (
 def seed_starter_rows(
     store: LLMStore, *, scope: str = "global", actor: str = "llmpool seed"
 ) -> list[LLMConfig]:
-    """Insert the seed's four example rows that are not there yet (matched by scope and name).
-
-    Args:
-        store: Where to write.
-        scope: The scope to seed.
-        actor: Recorded in the audit log.
-
-    Returns:
-        The rows inserted now; empty when all were already present.
+    """Insert the usage guide's four example rows that ``scope`` lacks (matched by name);
+    return those inserted now.
 
     Example:
         >>> from llmpool.repository.memory import InMemoryStore
         >>> [row.name for row in seed_starter_rows(InMemoryStore())][:2]
         ['OpenAI GPT-4', 'OpenAI GPT-3.5']
     """
-    existing = {row.name for row in store.list_llms(scope=scope)}
-    has_default = any(row.is_default for row in store.list_llms(scope=scope))
+    rows = store.list_llms(scope=scope)
+    existing = {row.name for row in rows}
+    has_default = any(row.is_default for row in rows)
     inserted: list[LLMConfig] = []
     for row in STARTER_ROWS:
         if row["name"] in existing:

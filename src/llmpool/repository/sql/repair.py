@@ -1,14 +1,11 @@
 """Writes to a row that fails validation (raw SQL put it there): the repair path of `SQLStore`.
 
-Such a row cannot be read as an `LLMConfig`, so the ordinary writes cannot start from it. Here:
-
-- ``delete`` and ``disable`` work on it as it is (disabling a broken row is always safe);
-- an update works when the row is valid after it (``edit ID --unset auth_meta.api_key``):
-  the stored values that can be read are kept, the changes applied, the result validated;
-- ``enable`` and ``set_default`` are refused, naming what is wrong and the command that fixes it.
-
-Audit entries of such a row record its fields as stored with anything that may be a secret
-hidden (`llmpool.repository.stored.safe_fields`), never its raw ``auth_meta``.
+Such a row cannot be read as an `LLMConfig`, so the ordinary writes cannot start from it:
+``delete`` and ``disable`` work on it as stored (disabling a broken row is always safe); an
+update works when the row is valid after it (``edit ID --unset auth_meta.api_key``); ``enable``
+and ``set_default`` are refused, naming what is wrong and the command that fixes it. Its audit
+entries record its fields with anything that may be a secret hidden
+(`llmpool.repository.stored.safe_fields`), never its raw ``auth_meta``.
 """
 
 from __future__ import annotations
@@ -22,36 +19,18 @@ from typing import TYPE_CHECKING, Any
 from llmpool.errors import InvalidConfigError, describe_row
 from llmpool.models import LLMConfig
 from llmpool.repository.rules import READ_ONLY_FIELDS, updated_config
-from llmpool.repository.sql.schema import COLUMNS, audit, llms, row_mapping, select_llms
+from llmpool.repository.sql.schema import COLUMNS, row_mapping
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from sqlalchemy.engine import Connection
-
     from llmpool.repository import ConfigValidator
 
-__all__ = ["disable_raw", "locked_raw", "raw_audit", "refusal", "repaired", "summary"]
-
-
-def locked_raw(conn: Connection, llm_id: str, dialect: str) -> Mapping[str, Any] | None:
-    """Return the row with id ``llm_id`` as stored, locked for update, or ``None``."""
-    stmt = select_llms(scope=None, llm_id=llm_id)
-    if dialect == "postgresql":
-        stmt = stmt.with_for_update()
-    rows = conn.execute(stmt).mappings().all()
-    return dict(rows[0]) if rows else None
-
-
-def summary(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the row's fields as stored, safe to print and to audit."""
-    from llmpool.repository.stored import safe_fields
-
-    return safe_fields(row)
+__all__ = ["refusal", "repaired"]
 
 
 def _readable(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The stored values, each read as well as it can be; unreadable ones left as stored."""
+    # The stored values, each read as well as it can be; unreadable ones left as stored.
     values = {name: row[name] for name in COLUMNS if name in row}
     values["id"] = str(row["id"])
     with contextlib.suppress(Exception):
@@ -104,54 +83,6 @@ def repaired(
     for validator in validators:
         validator(target)
     return target
-
-
-def raw_audit(
-    conn: Connection,
-    *,
-    llm_id: str,
-    actor: str,
-    action: str,
-    before: Mapping[str, Any] | None,
-    after: LLMConfig | Mapping[str, Any] | None,
-    dialect: str,
-) -> None:
-    """Append an audit row whose before/after are stored fields (already made safe)."""
-
-    def dump(value: LLMConfig | Mapping[str, Any] | None) -> Any:
-        if value is None:
-            return None
-        data = value.model_dump(mode="json") if isinstance(value, LLMConfig) else dict(value)
-        return data if dialect == "postgresql" else json.dumps(data, sort_keys=True, default=str)
-
-    now = datetime.now(timezone.utc)
-    conn.execute(
-        audit.insert().values(
-            llm_id=llm_id,
-            actor=actor,
-            action=action,
-            before=dump(before),
-            after=dump(after),
-            at=now if dialect == "postgresql" else now.replace(tzinfo=None),
-        )
-    )
-
-
-def disable_raw(conn: Connection, llm_id: str, dialect: str) -> Mapping[str, Any]:
-    """Disable a stored row whatever it holds; return it as stored after."""
-    now = datetime.now(timezone.utc)
-    conn.execute(
-        llms.update()
-        .where(llms.c.id == llm_id)
-        .values(
-            enabled=False,
-            version=llms.c.version + 1,
-            updated_at=now if dialect == "postgresql" else now.replace(tzinfo=None),
-        )
-    )
-    after = locked_raw(conn, llm_id, dialect)
-    assert after is not None
-    return after
 
 
 def refusal(action: str, row: Mapping[str, Any], error: InvalidConfigError) -> InvalidConfigError:

@@ -1,12 +1,6 @@
-"""SQLAlchemy Core descriptions of llmpool's tables, and the statements built on them.
-
-The tables are created by the SQL files in ``migrations_sql/``; these descriptions only let
-SQLAlchemy build queries. The statements are shared by the sync and async repositories.
-
-Reads never let one row break the others: a value SQLAlchemy would convert for the whole
-result at fetch time (a timestamp, a boolean; SQLite stores whatever raw SQL gives it) is read
-as the driver returns it and checked row by row (`row_mapping`), and `RowParser` turns any
-failure of one row into a `BadRow` instead of an exception.
+"""llmpool's tables as SQLAlchemy Core (``migrations_sql/`` creates them), the statements the
+sync and async stores share, and the reading of rows, where one row never breaks the others:
+values are checked row by row (`row_mapping`) and any failure of a row makes it a `BadRow`.
 """
 
 from __future__ import annotations
@@ -19,10 +13,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
+from llmpool.contracts import log_fields
 from llmpool.errors import InvalidConfigError, InvalidDefaultLLMError, describe_row, shorten
 from llmpool.models import (
     MAX_LENGTHS,
@@ -37,31 +31,40 @@ from llmpool.repository import Snapshot, no_default_error, not_found_error, sort
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = [
-    "COLUMNS",
-    "audit",
-    "audit_entry",
-    "db_values",
-    "default_config",
-    "llms",
-    "one_config",
-    "select_generation",
-    "select_llms",
-    "RowParser",
-    "parse_routing",
-    "parse_rows",
-    "select_routing",
-    "select_snapshot",
-    "snapshot_from_rows",
-    "state",
-]
+__all__ = ["RowParser", "llms", "row_mapping", "select_llms", "select_snapshot"]
 
 logger = logging.getLogger("llmpool.repository")
 
-# JSON is TEXT on SQLite and read as text, so that one malformed row is reported as a bad row
-# instead of breaking the whole query; PostgreSQL has jsonb and validates on write.
-_JSON = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
-_ID = sa.String(36).with_variant(postgresql.UUID(as_uuid=False), "postgresql")
+
+class _Portable(sa.types.TypeDecorator[Any]):
+    """``impl``, or on PostgreSQL the type ``postgresql`` names: the PostgreSQL dialect is
+    imported only by an engine that uses it."""
+
+    postgresql: tuple[str, dict[str, Any]]
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name != "postgresql":
+            return self.impl_instance
+        from sqlalchemy.dialects import postgresql
+
+        name, options = self.postgresql
+        return dialect.type_descriptor(getattr(postgresql, name)(**options))
+
+
+class _Json(_Portable):
+    """JSON: TEXT on SQLite, read as text so that one malformed row is a bad row instead of a
+    failed query; jsonb on PostgreSQL, which validates on write."""
+
+    impl, cache_ok, postgresql = sa.Text, True, ("JSONB", {})
+
+
+class _Id(_Portable):
+    impl, cache_ok, postgresql = sa.String(36), True, ("UUID", {"as_uuid": False})
+
+
+_JSON = _Json()
+_ID = _Id()
+_TIME = sa.DateTime(timezone=True)
 
 metadata = sa.MetaData()
 
@@ -69,52 +72,59 @@ llms = sa.Table(
     "llms",
     metadata,
     sa.Column("id", _ID, primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("provider", sa.String(100), nullable=False),
-    sa.Column("model_name", sa.String(200), nullable=False),
-    sa.Column("scope", sa.String(100), nullable=False),
-    sa.Column("priority", sa.Integer, nullable=False),
-    sa.Column("enabled", sa.Boolean, nullable=False),
-    sa.Column("is_default", sa.Boolean, nullable=False),
-    sa.Column("auth_meta", _JSON, nullable=False),
-    sa.Column("config", _JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("kind", sa.String(20), nullable=False),
-    sa.Column("space", sa.String(200), nullable=True),
-    sa.Column("weight", sa.Integer, nullable=False),
-    sa.Column("rpm", sa.Integer, nullable=True),
-    sa.Column("tpm", sa.Integer, nullable=True),
+    sa.Column("name", sa.String(200)),
+    sa.Column("provider", sa.String(100)),
+    sa.Column("model_name", sa.String(200)),
+    sa.Column("scope", sa.String(100)),
+    sa.Column("priority", sa.Integer),
+    sa.Column("enabled", sa.Boolean),
+    sa.Column("is_default", sa.Boolean),
+    sa.Column("auth_meta", _JSON),
+    sa.Column("config", _JSON),
+    sa.Column("created_at", _TIME),
+    sa.Column("updated_at", _TIME),
+    sa.Column("version", sa.Integer),
+    sa.Column("kind", sa.String(20)),
+    sa.Column("space", sa.String(200)),
+    sa.Column("weight", sa.Integer),
+    sa.Column("rpm", sa.Integer),
+    sa.Column("tpm", sa.Integer),
 )
 
-#: How each scope routes its calls (migration 0002); a scope without a row routes by priority.
+#: How each scope routes its calls (migration 0002).
 scopes = sa.Table(
     "llm_scopes",
     metadata,
     sa.Column("scope", sa.String(100), primary_key=True),
-    sa.Column("routing", sa.String(32), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("routing", sa.String(32)),
+)
+
+#: The length of each vector space's vectors (migration 0005): the first answer's wins.
+spaces = sa.Table(
+    "llm_spaces",
+    metadata,
+    sa.Column("space", sa.String(300), primary_key=True),
+    sa.Column("dimensions", sa.Integer),
+    sa.Column("llm_id", sa.String(64)),
 )
 
 audit = sa.Table(
     "llm_audit",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("llm_id", sa.String(64), nullable=False),
-    sa.Column("actor", sa.String(200), nullable=False),
-    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("llm_id", sa.String(64)),
+    sa.Column("actor", sa.String(200)),
+    sa.Column("action", sa.String(32)),
     sa.Column("before", _JSON),
     sa.Column("after", _JSON),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("at", _TIME),
 )
 
 state = sa.Table(
     "llmpool_state",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("generation", sa.BigInteger, nullable=False),
+    sa.Column("generation", sa.BigInteger),
 )
 
 #: The columns of `llms`, in contract order.
@@ -122,38 +132,23 @@ COLUMNS = tuple(column.name for column in llms.columns)
 
 _ORDER = (llms.c.priority, llms.c.name, llms.c.id)
 
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-#: Columns read as the driver returns them, without SQLAlchemy's result processing, which runs
-#: on the whole result at fetch: on SQLite, one ``created_at = 'yesterday'`` written by raw SQL
-#: would break every read, and the text ``'false'`` in ``enabled`` would read as true.
-#: `row_mapping` checks them row by row. (PostgreSQL's driver returns datetimes and booleans.)
-RAW_COLUMNS = frozenset({"created_at", "updated_at", "enabled", "is_default"})
-
 #: The longest error text a `BadRow` (and its log record) carries.
 MAX_BAD_ROW_ERROR = 1000
 
 
-def _read_columns() -> list[sa.ColumnElement[Any]]:
-    # What reads select: the id and the JSON columns as text. A row version already validated
-    # is served from `RowParser`'s cache, so its JSON is never parsed again, and psycopg makes
-    # no UUID object only for it to become a string.
-    as_text = {"id": sa.String, "auth_meta": sa.Text, "config": sa.Text}
-    read: list[sa.ColumnElement[Any]] = []
-    for column in llms.columns:
-        if column.name in as_text:
-            read.append(sa.cast(column, as_text[column.name]).label(column.name))
-        elif column.name in RAW_COLUMNS:
-            read.append(sa.type_coerce(column, sa.types.NullType()).label(column.name))
-        else:
-            read.append(column)
-    return read
+def _read_column(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    # The id and the JSON columns as text (a row version already validated is served from the
+    # `RowParser` cache, its JSON never parsed again). Timestamps and booleans as the driver
+    # returns them, not converted for the whole result at fetch: on SQLite one ``created_at =
+    # 'yesterday'`` from raw SQL would break every read, and ``'false'`` would read as true.
+    if column.name in ("id", "auth_meta", "config"):
+        return sa.cast(column, sa.Text).label(column.name)
+    if column.name in ("created_at", "updated_at", "enabled", "is_default"):
+        return sa.type_coerce(column, sa.types.NullType()).label(column.name)
+    return column
 
 
-_READ = _read_columns()
+_READ = [_read_column(column) for column in llms.columns]
 
 
 def select_llms(
@@ -164,11 +159,8 @@ def select_llms(
     search: str | None = None,
     llm_id: str | None = None,
 ) -> sa.Select[Any]:
-    """Return the SELECT of rows matching the filters, in fallback order.
-
-    Raises:
-        ArgumentTooLongError: A text filter is longer than any row could hold.
-    """
+    """Return the SELECT of rows matching the filters, in fallback order
+    (`ArgumentTooLongError`: a text filter is longer than any row could hold)."""
     check_argument("scope", scope, MAX_LENGTHS["scope"])
     check_argument("provider", provider, MAX_LENGTHS["provider"])
     check_argument("search", search, MAX_SEARCH_LENGTH)
@@ -182,19 +174,17 @@ def select_llms(
     if provider is not None:
         stmt = stmt.where(llms.c.provider == provider)
     if search:
-        pattern = f"%{_escape_like(search)}%"
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
         stmt = stmt.where(
-            sa.or_(
-                llms.c.name.ilike(pattern, escape="\\"),
-                llms.c.model_name.ilike(pattern, escape="\\"),
-            )
+            llms.c.name.ilike(pattern, escape="\\") | llms.c.model_name.ilike(pattern, escape="\\")
         )
     if llm_id is not None:
         try:
             canonical = str(uuid.UUID(str(llm_id)))
         except ValueError:
-            # Never a row on PostgreSQL (and compared as text there, so never an error); on
-            # SQLite it still finds a row written by raw SQL with a non-UUID id.
+            # Never a row on PostgreSQL (compared as text there, so never an error); on SQLite
+            # it still finds a row written by raw SQL with a non-UUID id.
             stmt = stmt.where(sa.cast(llms.c.id, sa.String) == llm_id)
         else:
             # Stored canonical by llmpool; as given by raw SQL on SQLite.
@@ -208,12 +198,8 @@ def select_generation() -> sa.Select[Any]:
 
 
 class _ScopeRouting(FunctionElement[Any]):
-    """Every ``llm_scopes`` row as one JSON text, ``[[scope, routing], ...]``.
-
-    JSON escapes whatever a value holds, so no scope name can pose as another scope's routing
-    (as it could in text joined with separators). On SQLite a value that is not text (a BLOB or
-    a number written by raw SQL) reads as ``null`` instead of failing the whole snapshot.
-    """
+    """Every ``llm_scopes`` row as one JSON text, ``[[scope, routing], ...]``: JSON escapes
+    whatever a value holds, and on SQLite a value that is not text reads as ``null``."""
 
     type = sa.Text()
     inherit_cache = True
@@ -240,8 +226,7 @@ def select_routing() -> sa.Select[Any]:
 
 
 def select_snapshot() -> sa.Select[Any]:
-    """Return one query for the generation, every scope's routing and every row (one row of
-    NULLs when empty)."""
+    """Return one query for the generation, every scope's routing and every row."""
     routing = select_routing().scalar_subquery().label("scope_routing")
     return (
         sa.select(state.c.generation, routing, *_READ)
@@ -251,88 +236,56 @@ def select_snapshot() -> sa.Select[Any]:
     )
 
 
-def _aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def _where(row: Mapping[Any, Any]) -> str:
-    name = row["name"]
-    return describe_row(name if isinstance(name, str) else None, str(row["id"]))
-
-
-def _timestamp(row: Mapping[Any, Any], field: str) -> datetime | None:
-    value = row[field]
-    # SQLite holds the text SQLAlchemy (or CURRENT_TIMESTAMP) wrote; SQLAlchemy reads it with
-    # fromisoformat too. No timestamp is longer than 64 characters.
-    if isinstance(value, str) and len(value) <= 64:
-        with contextlib.suppress(ValueError):
-            value = datetime.fromisoformat(value)
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-    msg = f"{_where(row)}: field {field!r} is not a timestamp ({type(value).__name__})"
-    raise InvalidConfigError(msg, field=field)
-
-
-def _flag(row: Mapping[Any, Any], field: str) -> bool:
-    value = row[field]
-    if isinstance(value, bool):
-        return value
-    # SQLite's booleans are the integers 0 and 1; the text 'false' is not one.
-    if type(value) is int and value in (0, 1):
-        return bool(value)
-    msg = f"{_where(row)}: field {field!r} is not a boolean, 0 or 1 ({type(value).__name__})"
-    raise InvalidConfigError(msg, field=field)
-
-
 def row_mapping(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """Return a row of `llms` as a plain dict ready for `LLMConfig.from_row`.
-
-    Timestamps and booleans are read strictly, row by row (see `RAW_COLUMNS`).
-
-    Raises:
-        InvalidConfigError: A timestamp or a boolean holds something else; names the field.
-    """
+    """Return a row of `llms` as a dict for `LLMConfig.from_row`, its timestamps and booleans
+    read strictly (`InvalidConfigError` naming the field that holds something else)."""
     values = {name: row[name] for name in COLUMNS}
     values["id"] = str(values["id"])
-    for field in ("created_at", "updated_at"):
-        values[field] = _timestamp(row, field)
-    for field in ("enabled", "is_default"):
-        values[field] = _flag(row, field)
+    for field in ("created_at", "updated_at", "enabled", "is_default"):
+        value = row[field]
+        if field.endswith("_at"):
+            # SQLite holds the text SQLAlchemy (or CURRENT_TIMESTAMP) wrote; no timestamp is
+            # longer than 64 characters.
+            if isinstance(value, str) and len(value) <= 64:
+                with contextlib.suppress(ValueError):
+                    value = datetime.fromisoformat(value)
+            if isinstance(value, datetime) and value.tzinfo is None:
+                value = value.replace(tzinfo=timezone.utc)
+            if value is None or isinstance(value, datetime):
+                values[field] = value
+                continue
+            expected = "a timestamp"
+        else:
+            # SQLite's booleans are the integers 0 and 1; the text 'false' is not one.
+            if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
+                values[field] = bool(value)
+                continue
+            expected = "a boolean, 0 or 1"
+        name = row["name"] if isinstance(row["name"], str) else None
+        where = describe_row(name, str(row["id"]))
+        msg = f"{where}: field {field!r} is not {expected} ({type(value).__name__})"
+        raise InvalidConfigError(msg, field=field)
     return values
 
 
 class RowParser:
     """Turns rows into configs: each row version is validated once, each bad row logged once.
 
-    Rows change rarely and are read often, so a row whose ``(id, version, updated_at)`` was
-    already validated is served from the previous result. The triggers bump ``version`` on
-    every UPDATE, raw SQL included, so a changed row is always validated again.
-
-    Whatever one row holds, it fails alone: any exception while reading it (a validation error,
-    a ``RecursionError``, a ``TypeError``) makes it a `BadRow`, and every other row is served.
+    A row whose ``(id, version, updated_at)`` was validated is served from the previous result
+    (the triggers bump ``version`` on every UPDATE, raw SQL included). Any exception while
+    reading one row makes it a `BadRow`, and every other row is served.
     """
 
     def __init__(self) -> None:
         self._validated: dict[str, tuple[Any, LLMConfig]] = {}
-        # id -> the version last reported: one warning per bad row version.
-        self._reported: dict[str, Any] = {}
+        self._reported: dict[str, Any] = {}  # id -> the bad version last logged
 
     def parse(
         self, rows: Iterable[Mapping[Any, Any]], *, complete: bool = False
     ) -> tuple[list[LLMConfig], list[BadRow]]:
-        """Validate rows; report the bad ones by name and id instead of failing the others.
-
-        Args:
-            rows: Rows of `llms`.
-            complete: The rows are the whole table (forget rows no longer in it).
-        """
+        """Validate rows, reporting bad ones; ``complete``: the whole table (forget the rest)."""
         configs: list[LLMConfig] = []
         bad: list[BadRow] = []
-        validated = self._validated
         seen: dict[str, tuple[Any, LLMConfig]] = {}
         ids: set[str] = set()
         for row in rows:
@@ -340,17 +293,14 @@ class RowParser:
             ids.add(llm_id)
             try:
                 stamp = (row["version"], row["updated_at"])
-                cached = validated.get(llm_id)
-                if cached is not None and cached[0] == stamp:
-                    configs.append(cached[1])
-                    seen[llm_id] = cached
-                    continue
-                config = LLMConfig.from_row(row_mapping(row))
+                cached = self._validated.get(llm_id)
+                if cached is None or cached[0] != stamp:
+                    cached = (stamp, LLMConfig.from_row(row_mapping(row)))
             except Exception as error:  # one row, whatever it holds, never stops the others
                 bad.append(self._report(row, llm_id, error))
                 continue
-            configs.append(config)
-            seen[llm_id] = validated[llm_id] = (stamp, config)
+            configs.append(cached[1])
+            seen[llm_id] = self._validated[llm_id] = cached
         if complete:
             self._validated = seen
             self._reported = {k: v for k, v in self._reported.items() if k in ids}
@@ -358,8 +308,7 @@ class RowParser:
         return configs, bad
 
     def _report(self, row: Mapping[Any, Any], llm_id: str, error: Exception) -> BadRow:
-        raw_name = row.get("name")
-        name = shorten(raw_name) if isinstance(raw_name, str) else None
+        name = shorten(row["name"]) if isinstance(row.get("name"), str) else None
         kind = type(error).__name__
         if isinstance(error, InvalidConfigError):
             # llmpool's own messages name the field and never a value.
@@ -369,8 +318,6 @@ class RowParser:
         version = row.get("version")
         if llm_id not in self._reported or self._reported[llm_id] != version:
             self._reported[llm_id] = version
-            from llmpool.observe.fields import log_fields
-
             logger.warning(
                 "llmpool skipped an invalid row (%s): %s",
                 kind,
@@ -420,31 +367,32 @@ def default_config(rows: Sequence[Mapping[Any, Any]], scope: str) -> LLMConfig:
 
 def snapshot_from_rows(rows: Sequence[Mapping[Any, Any]], parser: RowParser) -> Snapshot:
     """Build a `Snapshot` from the result of `select_snapshot`."""
-    generation = int(rows[0]["generation"]) if rows else 0
-    present = [row for row in rows if row["id"] is not None]
-    configs, bad = parser.parse(present, complete=True)
+    configs, bad = parser.parse([row for row in rows if row["id"] is not None], complete=True)
     return Snapshot(
         configs=tuple(configs),
         bad_rows=tuple(bad),
-        generation=generation,
+        generation=int(rows[0]["generation"]) if rows else 0,
         read_at=datetime.now(timezone.utc),
         routing=parse_routing(rows[0]["scope_routing"] if rows else None),
     )
 
 
-def parse_routing(text: Any) -> Mapping[str, str]:
-    """Return the scopes' routing from `select_snapshot`'s JSON text (scope -> strategy as
-    stored, an unknown one included: `Snapshot.routing_of` serves it by priority)."""
+def parse_routing(text: Any) -> dict[str, str]:
+    """Return the scopes' routing from `select_routing`'s JSON text (scope -> as stored)."""
     if isinstance(text, (str, bytes)):
         with contextlib.suppress(ValueError, RecursionError):
             text = json.loads(text)
-    if not isinstance(text, list):
-        return {}
     routing: dict[str, str] = {}
-    for pair in text:
+    for pair in text if isinstance(text, list) else ():
         if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
             routing[pair[0]] = pair[1] if isinstance(pair[1], str) else "<not text>"
     return routing
+
+
+def db_now(dialect: str) -> datetime:
+    """Return the time now as the dialect's timestamp columns take it (naive UTC on SQLite)."""
+    now = datetime.now(timezone.utc)
+    return now if dialect == "postgresql" else now.replace(tzinfo=None)
 
 
 def db_values(config: LLMConfig, dialect: str) -> dict[str, Any]:
@@ -460,73 +408,30 @@ def db_values(config: LLMConfig, dialect: str) -> dict[str, Any]:
 
 
 def audit_values(
-    *,
-    llm_id: str,
-    actor: str,
-    action: str,
-    before: LLMConfig | None,
-    after: LLMConfig | None,
-    dialect: str,
+    llm_id: str, actor: str, action: str, before: Any, after: Any, dialect: str
 ) -> dict[str, Any]:
-    """Return the values of one audit row (configs hold references only, never secrets)."""
+    """Return the values of one audit row; ``before`` and ``after`` are configs (references
+    only, never secrets), plain JSON objects (already made safe), or ``None``."""
 
-    def dump(config: LLMConfig | None) -> Any:
-        if config is None:
-            return None
-        data = config.model_dump(mode="json")
-        return data if dialect == "postgresql" else json.dumps(data, sort_keys=True)
-
-    now = datetime.now(timezone.utc)
-    return {
-        "llm_id": llm_id,
-        "actor": actor,
-        "action": action,
-        "before": dump(before),
-        "after": dump(after),
-        "at": now if dialect == "postgresql" else now.replace(tzinfo=None),
-    }
-
-
-def raw_audit_values(
-    *,
-    llm_id: str,
-    actor: str,
-    action: str,
-    before: Mapping[str, Any] | None,
-    after: Mapping[str, Any] | None,
-    dialect: str,
-) -> dict[str, Any]:
-    """Return the values of one audit row whose before and after are plain JSON objects (a
-    scope's routing change)."""
-
-    def dump(value: Mapping[str, Any] | None) -> Any:
+    def dump(value: Any) -> Any:
         if value is None:
             return None
-        return dict(value) if dialect == "postgresql" else json.dumps(dict(value), sort_keys=True)
+        data = value.model_dump(mode="json") if isinstance(value, LLMConfig) else dict(value)
+        return data if dialect == "postgresql" else json.dumps(data, sort_keys=True, default=str)
 
-    now = datetime.now(timezone.utc)
-    return {
-        "llm_id": llm_id,
-        "actor": actor,
-        "action": action,
-        "before": dump(before),
-        "after": dump(after),
-        "at": now if dialect == "postgresql" else now.replace(tzinfo=None),
-    }
+    values = {"llm_id": llm_id, "actor": actor, "action": action, "at": db_now(dialect)}
+    return {**values, "before": dump(before), "after": dump(after)}
 
 
 def audit_entry(row: Mapping[Any, Any]) -> AuditEntry:
     """Return an audit row as an `AuditEntry`."""
-
-    def load(value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
-
+    before, after, at = row["before"], row["after"], row["at"]
     return AuditEntry(
         id=int(row["id"]),
         llm_id=str(row["llm_id"]),
         actor=row["actor"],
         action=row["action"],
-        before=load(row["before"]),
-        after=load(row["after"]),
-        at=_aware(row["at"]),
+        before=json.loads(before) if isinstance(before, str) else before,
+        after=json.loads(after) if isinstance(after, str) else after,
+        at=at if at.tzinfo else at.replace(tzinfo=timezone.utc),
     )

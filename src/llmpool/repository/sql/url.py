@@ -1,11 +1,4 @@
-"""Where the database is: the URL llmpool uses, normalized, and how it is shown (password
-masked).
-
-The URL comes from, in order: an explicit URL or engine; ``LLMPOOL_DATABASE_URL``;
-``DATABASE_URL`` (the variable the seed's services already set); else an embedded SQLite file,
-``./llmpool.sqlite3`` or the path in ``LLMPOOL_SQLITE_PATH``. ``postgresql://``, ``postgres://``
-and ``postgresql+psycopg://`` all mean psycopg 3.
-"""
+"""Where the database is, and how its URL is shown (password masked)."""
 
 from __future__ import annotations
 
@@ -26,16 +19,11 @@ SUPPORTED_SCHEMES = (
 
 
 def resolve_database_url(url: str | URL | None = None) -> URL:
-    """Return the database URL llmpool uses, normalized to a SQLAlchemy `URL`.
+    """Return the database URL llmpool uses, PostgreSQL ones set to psycopg 3.
 
-    Args:
-        url: An explicit URL; when ``None``, the environment decides (see the module docstring).
-
-    Returns:
-        The URL, with PostgreSQL URLs set to the psycopg 3 driver.
-
-    Raises:
-        DatabaseError: The URL cannot be parsed (the message never shows its password).
+    ``None``: ``LLMPOOL_DATABASE_URL``, else ``DATABASE_URL`` (the usage guide's), else the
+    SQLite file ``LLMPOOL_SQLITE_PATH`` or ``./llmpool.sqlite3``. `DatabaseError`: the URL cannot
+    be parsed (never showing its password) or is not supported.
 
     Example:
         >>> resolve_database_url("postgresql://u:p@db/app").drivername

@@ -1,35 +1,12 @@
-"""A row's prices and budget: ``config`` keys read by llmpool, never passed to the client.
+"""A row's prices and budget: ``config`` keys llmpool reads, never passed to the client.
 
-A row prices its calls with two ``config`` keys, in any currency (USD by convention), per
-million tokens as the providers' price lists quote them:
-
-- ``input_cost_per_million_tokens``: the price of a million input (prompt) tokens;
-- ``output_cost_per_million_tokens``: the price of a million output (completion) tokens.
-
-LiteLLM's per-token names, ``input_cost_per_token`` and ``output_cost_per_token``, are accepted
-too (a row sets one name or the other for each direction, not both), so a LiteLLM price list
-can be copied as it is. A row may cap its spend with ``max_spend``:
-``{"amount": 5.0, "period": "day"}`` (or ``"month"``); once its calls in the current UTC day
-or month cost that much, the row is skipped, like a rate-limited one, until the period rolls
-over.
-
-`USAGE_CONFIG_KEYS` are removed from the row before its provider builds the client
-(`client_config`), and the write-time config check accepts them (and checks their values,
-`check_usage_config`).
-
-Example:
-    >>> from llmpool.models import LLMConfig
-    >>> row = LLMConfig(id="1", name="GPT", provider="fake", model_name="m", config={
-    ...     "input_cost_per_million_tokens": 2.5, "output_cost_per_million_tokens": 10,
-    ...     "max_spend": {"amount": 5, "period": "day"}})
-    >>> terms = usage_terms(row)
-    >>> terms.prices.cost(1000, 500), terms.budget
-    (0.0075, Budget(amount=5.0, period='day'))
-    >>> litellm = row.model_copy(update={"config": {"input_cost_per_token": 2.5e-06}})
-    >>> usage_terms(litellm).prices.input_per_million
-    2.5
-    >>> sorted(client_config(row).config)
-    []
+Prices are per million tokens, as the providers' price lists quote them
+(``input_cost_per_million_tokens``, ``output_cost_per_million_tokens``), or per token under
+LiteLLM's names (``input_cost_per_token``, ``output_cost_per_token``), one name per direction.
+``max_spend: {"amount": 5.0, "period": "day"}`` (or ``"month"``, UTC) skips the row, like a
+rate-limited one, once its calls in the period cost that much. `USAGE_CONFIG_KEYS` are removed
+before the provider builds the client (`client_config`); the write-time config check accepts
+them and checks their values (`usage_terms`).
 """
 
 from __future__ import annotations
@@ -45,22 +22,6 @@ from llmpool.errors import InvalidConfigError
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
 
-__all__ = [
-    "INPUT_PRICE_KEY",
-    "INPUT_TOKEN_PRICE_KEY",
-    "MAX_SPEND_KEY",
-    "OUTPUT_PRICE_KEY",
-    "OUTPUT_TOKEN_PRICE_KEY",
-    "PERIODS",
-    "USAGE_CONFIG_KEYS",
-    "Budget",
-    "Prices",
-    "UsageTerms",
-    "check_usage_config",
-    "client_config",
-    "usage_terms",
-]
-
 INPUT_PRICE_KEY = "input_cost_per_million_tokens"
 OUTPUT_PRICE_KEY = "output_cost_per_million_tokens"
 MAX_SPEND_KEY = "max_spend"
@@ -68,16 +29,10 @@ MAX_SPEND_KEY = "max_spend"
 INPUT_TOKEN_PRICE_KEY = "input_cost_per_token"
 OUTPUT_TOKEN_PRICE_KEY = "output_cost_per_token"
 
+_PRICE_KEYS = (INPUT_PRICE_KEY, OUTPUT_PRICE_KEY, INPUT_TOKEN_PRICE_KEY, OUTPUT_TOKEN_PRICE_KEY)
+
 #: The ``config`` keys llmpool reads for itself; a provider's client never sees them.
-USAGE_CONFIG_KEYS = frozenset(
-    {
-        INPUT_PRICE_KEY,
-        OUTPUT_PRICE_KEY,
-        INPUT_TOKEN_PRICE_KEY,
-        OUTPUT_TOKEN_PRICE_KEY,
-        MAX_SPEND_KEY,
-    }
-)
+USAGE_CONFIG_KEYS = frozenset({*_PRICE_KEYS, MAX_SPEND_KEY})
 
 #: The periods a budget may cover (UTC calendar day or month).
 PERIODS = ("day", "month")
@@ -87,16 +42,7 @@ Period = Literal["day", "month"]
 
 @dataclass(frozen=True)
 class Prices:
-    """What a row's tokens cost, per million tokens.
-
-    Attributes:
-        input_per_million: The price of a million input tokens.
-        output_per_million: The price of a million output tokens.
-
-    Example:
-        >>> Prices(input_per_million=1.0, output_per_million=2.0).cost(10, 5)
-        2e-05
-    """
+    """What a row's tokens cost, per million input and output tokens."""
 
     input_per_million: float = 0.0
     output_per_million: float = 0.0
@@ -110,20 +56,7 @@ class Prices:
 
 @dataclass(frozen=True)
 class Budget:
-    """The most a row may spend per UTC day or month.
-
-    Attributes:
-        amount: The spend at which the row is skipped, in the prices' currency.
-        period: ``"day"`` or ``"month"``.
-
-    Example:
-        >>> budget = Budget(5.0, "month")
-        >>> now = datetime(2025, 2, 14, 10, tzinfo=timezone.utc).timestamp()
-        >>> datetime.fromtimestamp(budget.start(now), timezone.utc).isoformat()
-        '2025-02-01T00:00:00+00:00'
-        >>> datetime.fromtimestamp(budget.end(now), timezone.utc).isoformat()
-        '2025-03-01T00:00:00+00:00'
-    """
+    """The most a row may spend (``amount``, in the prices' currency) per UTC day or month."""
 
     amount: float
     period: Period
@@ -131,11 +64,8 @@ class Budget:
     def start(self, now: float) -> float:
         """Return when the period holding ``now`` (epoch seconds) began, in epoch seconds."""
         moment = datetime.fromtimestamp(now, timezone.utc)
-        if self.period == "day":
-            begun = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        else:
-            begun = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        return begun.timestamp()
+        day = moment.day if self.period == "day" else 1
+        return moment.replace(day=day, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
     def end(self, now: float) -> float:
         """Return when the period holding ``now`` ends (the next one begins), in epoch seconds."""
@@ -148,18 +78,10 @@ class Budget:
 
 @dataclass(frozen=True)
 class UsageTerms:
-    """A row's prices and budget, as its ``config`` sets them.
-
-    Attributes:
-        prices: Its prices; ``None`` when it sets none (its calls cost 0).
-        budget: Its budget; ``None`` when it has none.
-    """
+    """A row's prices (``None``: its calls cost 0) and budget (``None``: none)."""
 
     prices: Prices | None = None
     budget: Budget | None = None
-
-
-_NONE = UsageTerms()
 
 
 def _refuse(config: LLMConfig, key: str, problem: str) -> InvalidConfigError:
@@ -212,10 +134,9 @@ def usage_terms(config: LLMConfig) -> UsageTerms:
     """
     values = config.config
     if not any(key in values for key in USAGE_CONFIG_KEYS):
-        return _NONE
+        return UsageTerms()
     prices: Prices | None = None
-    named = (INPUT_PRICE_KEY, OUTPUT_PRICE_KEY, INPUT_TOKEN_PRICE_KEY, OUTPUT_TOKEN_PRICE_KEY)
-    if any(key in values for key in named):
+    if any(key in values for key in _PRICE_KEYS):
         prices = Prices(
             _per_million(config, values, INPUT_PRICE_KEY, INPUT_TOKEN_PRICE_KEY),
             _per_million(config, values, OUTPUT_PRICE_KEY, OUTPUT_TOKEN_PRICE_KEY),
@@ -224,23 +145,9 @@ def usage_terms(config: LLMConfig) -> UsageTerms:
     return UsageTerms(prices, budget)
 
 
-def check_usage_config(config: LLMConfig) -> None:
-    """A write-time check of a row's price and budget keys (see `usage_terms`).
-
-    Raises:
-        InvalidConfigError: A value is invalid; the message names the row and the key.
-    """
-    usage_terms(config)
-
-
 def client_config(config: LLMConfig) -> LLMConfig:
-    """Return the row without its `USAGE_CONFIG_KEYS`: what its provider builds the client from.
-
-    The row itself comes back when it has none of them.
-
-    Raises:
-        InvalidConfigError: A price or budget value is invalid (see `usage_terms`).
-    """
+    """Return the row without its `USAGE_CONFIG_KEYS` (itself when it has none), checked as
+    `usage_terms` does: what its provider builds the client from."""
     values = config.config
     if not any(key in values for key in USAGE_CONFIG_KEYS):
         return config

@@ -1,0 +1,372 @@
+"""From a snapshot of the table to one immutable `ScopeChain` per scope, kind and generation.
+
+`ChainBuilder` turns rows into clients once per ``(row id, row version)``, so their HTTP
+connection pools stay warm; a row that cannot be built becomes a candidate carrying its error,
+and is built again after ``retry_failed_after`` seconds. Every call of a scope reads its one
+`ScopeChain`, and so does `LLMPool.status`.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from llmpool.chain.routing import Routing, make_routing
+from llmpool.contracts import AdmissionCheck, Candidate
+from llmpool.errors import (
+    AllLLMsFailedToInitializeError,
+    CandidateFailure,
+    EnvNotAllowedError,
+    LLMPoolError,
+    MissingSecretError,
+    ProviderLoadError,
+    ProviderNotInstalledError,
+    shorten,
+)
+from llmpool.models import LLMConfig
+from llmpool.repository.spaces import one_space, space_of
+
+if TYPE_CHECKING:
+    from llmpool.chain.stats import RowStats
+    from llmpool.observe.hooks import Hooks
+    from llmpool.providers import ProviderRegistry
+    from llmpool.providers.allowlist import EnvAllowlist
+    from llmpool.repository import Snapshot
+
+
+@dataclass(frozen=True, eq=False)
+class ScopeChain:
+    """One scope's chain of one kind, as every call of one generation of the table uses it:
+    its enabled rows (of ``space``) by priority, each built or with its reason; ``problem``
+    (rows in several vector spaces) is raised by every call; ``disabled`` rows are for health
+    views; ``rebuild_at`` is when an unbuildable candidate is due for another build."""
+
+    scope: str | None
+    kind: str
+    generation: int
+    candidates: tuple[Candidate, ...]
+    routing: Routing | None = None
+    checks: tuple[AdmissionCheck, ...] = ()
+    space: str | None = None
+    problem: LLMPoolError | None = None
+    disabled: tuple[LLMConfig, ...] = ()
+    rebuild_at: float | None = None
+
+
+@runtime_checkable
+class ChainSource(Protocol):
+    """Where a fallback model reads the chain every call starting now uses."""
+
+    def current(self) -> ScopeChain: ...
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class StaticChain:
+    """A chain that never changes: candidates given in code."""
+
+    chain: ScopeChain
+
+    def current(self) -> ScopeChain:
+        """Return the chain."""
+        return self.chain
+
+
+def build_reason(error: BaseException | None) -> str:
+    """Say why a row cannot be built, naming the variable or package, never a value."""
+    if isinstance(error, MissingSecretError):
+        return f"missing environment variable {error.variable}"
+    if isinstance(error, ProviderNotInstalledError):
+        return f"provider package not installed: {str(error).split('run: ')[-1]}"
+    if isinstance(error, EnvNotAllowedError):
+        return f"not on the allowlist: {error.field}"
+    if error is None:
+        return "could not be built"
+    if isinstance(error, LLMPoolError):  # its message names the row and the field
+        return str(error)
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def ensure_buildable(candidates: Sequence[Candidate], *, scope: str | None = None) -> None:
+    """Raise "All LLMs failed to initialize", listing every row with its reason, when no
+    candidate could be built."""
+    if any(candidate.model is not None for candidate in candidates):
+        return
+    failures = [
+        CandidateFailure(
+            c.config.id, c.config.name, c.config.provider, build_reason(c.error), c.error
+        )
+        for c in candidates
+    ]
+    error = AllLLMsFailedToInitializeError(failures, scope=scope)
+    if failures and failures[-1].error is not None:
+        raise error from failures[-1].error
+    raise error
+
+
+_Key = tuple[str, int, bool]
+
+
+class ChainBuilder:
+    """Rows -> candidates, each client built once per row version (see the module); ``hooks``
+    are told about each build that fails."""
+
+    def __init__(
+        self,
+        registry: ProviderRegistry | None = None,
+        allowlist: EnvAllowlist | None = None,
+        *,
+        hooks: Hooks | None = None,
+        retry_failed_after: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self.allowlist = allowlist
+        self.hooks = hooks
+        self.retry_failed_after = retry_failed_after
+        self.clock = clock
+        self._built: dict[_Key, Candidate] = {}
+        self._retry_at: dict[_Key, float] = {}
+        self._locks: dict[_Key, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @property
+    def registry(self) -> ProviderRegistry:
+        """The provider registry this builder builds with (the process-wide one by default)."""
+        from llmpool.providers import get_registry
+
+        return get_registry() if self._registry is None else self._registry
+
+    def candidate(self, config: LLMConfig, *, standalone: bool = False) -> Candidate:
+        """Return the row's candidate: its client, or why it could not be built; ``standalone``:
+        the client as served alone (`get_llm`), with its own retries back."""
+        if standalone and self._standalone(config) is config:
+            standalone = False  # the same client as its chain's: share it
+        key = (config.id, config.version, standalone)
+        if (cached := self._cached(key, config)) is not None:
+            return cached
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # a stampede on one row builds it once
+            if (cached := self._cached(key, config)) is not None:
+                return cached
+            try:
+                candidate = Candidate(config, self._build(config, standalone))
+            except LLMPoolError as error:
+                candidate = Candidate(config, error=error)
+                self._retry_at[key] = self.clock() + self.retry_failed_after
+            self._built[key] = candidate
+        with self._guard:
+            self._locks.pop(key, None)
+        return candidate
+
+    def _cached(self, key: _Key, config: LLMConfig) -> Candidate | None:
+        built = self._built.get(key)  # read once: `prune` may drop it meanwhile
+        if built is None or built.config != config:
+            return None
+        usable = built.model is not None or self.clock() < self._retry_at.get(key, 0.0)
+        return built if usable else None
+
+    def _build(self, config: LLMConfig, standalone: bool) -> Any:
+        registry = self.registry
+        try:
+            if config.kind == "embedding":
+                return registry.build_embeddings(config, allowlist=self.allowlist)
+            if standalone:
+                config = self._standalone(config)
+            return registry.build(config, allowlist=self.allowlist)
+        except LLMPoolError as error:
+            self._failed(config, error)
+            raise
+        except Exception as exc:  # a plugin's bug must skip its row, not break the chain
+            text = str(exc).strip()
+            first = f": {text.splitlines()[0][:200]}" if text else ""
+            msg = (
+                f"{config.describe()}: provider {config.provider!r} failed to build the "
+                f"client: {type(exc).__name__}{first}"
+            )
+            try:
+                distribution = registry.distribution_of(config.provider)
+            except LLMPoolError:
+                distribution = None
+            failure = ProviderLoadError(msg, distribution=distribution)
+            self._failed(config, failure)
+            raise failure from exc
+
+    def _standalone(self, config: LLMConfig) -> LLMConfig:
+        from llmpool.providers.chat import standalone_config
+
+        try:
+            return standalone_config(config, self.registry.get(config.provider))
+        except LLMPoolError:
+            return config  # an unknown provider: building it says so
+
+    def _failed(self, config: LLMConfig, error: LLMPoolError) -> None:
+        if self.hooks is None:
+            return
+        from llmpool.credentials.redaction import redact
+        from llmpool.observe.events import BuildFailedEvent
+
+        event = BuildFailedEvent(
+            config.scope, config.id, config.name, config.provider, config.model_name,
+            type(error).__name__, redact(build_reason(error)),
+        )  # fmt: skip
+        self.hooks.emit("on_build_failure", event)
+
+    def retry_due(self, candidate: Candidate) -> float | None:
+        """Return when an unbuildable candidate is due for another build (``None`` if built)."""
+        if candidate.model is not None:
+            return None
+        c = candidate.config
+        return self._retry_at.get((c.id, c.version, False), 0.0)
+
+    def prune(self, live: set[tuple[str, int]]) -> None:
+        """Forget the clients of rows no longer in the table, and every failed build."""
+        for key, candidate in self._built.copy().items():  # `candidate` inserts without a lock
+            if key[:2] not in live or candidate.model is None:
+                if self._built.get(key) is candidate:
+                    self._built.pop(key, None)
+                self._retry_at.pop(key, None)
+
+
+class SnapshotSource(Protocol):
+    """What `Chains` reads rows from: the pool's snapshot keeper."""
+
+    @property
+    def current(self) -> Snapshot | None:
+        """The snapshot loaded, or ``None`` before the first load."""
+        ...
+
+    def get(self) -> Snapshot:
+        """Return the current snapshot (loading it on first use)."""
+        ...
+
+
+class Chains:
+    """The chain of each scope, kind and space, built once per generation of the table; each
+    keeps the ``checks`` that apply to its rows, and ``stats`` first when its routing reads
+    them."""
+
+    def __init__(
+        self,
+        snapshots: SnapshotSource,
+        builder: ChainBuilder,
+        *,
+        checks: Sequence[AdmissionCheck],
+        stats: RowStats,
+        seed: int | None = None,
+    ) -> None:
+        self.snapshots = snapshots
+        self.builder = builder
+        self.checks = tuple(checks)
+        self.stats = stats
+        self._rng = random.Random(seed)
+        self._chains: dict[tuple[str, str, str | None], ScopeChain] = {}
+        # Routings keep state (their random generator, remembered groups): kept across reloads.
+        self._routings: dict[tuple[str, str], Routing] = {}
+
+    def get(self, scope: str, kind: str = "chat", space: str | None = None) -> ScopeChain:
+        """Return the chain in force now (built on first use, and after each change)."""
+        snapshot = self.snapshots.get()
+        key = (scope, kind, space)
+        chain = self._chains.get(key)
+        if (
+            chain is not None
+            and chain.generation == snapshot.generation
+            and (chain.rebuild_at is None or self.builder.clock() < chain.rebuild_at)
+        ):
+            return chain
+        chain = self._chains[key] = self._build(snapshot, scope, kind, space)
+        return chain
+
+    def source(self, scope: str, kind: str = "chat", space: str | None = None) -> ChainSource:
+        """Return the live source of a scope's chain: a fallback model reads it at each call."""
+        return _LiveChain(self, scope, kind, space)
+
+    def clear(self) -> None:
+        """Forget every chain (the table changed)."""
+        self._chains.clear()
+
+    def _build(self, snapshot: Snapshot, scope: str, kind: str, space: str | None) -> ScopeChain:
+        rows = [c for c in snapshot.configs if c.scope == scope and c.kind == kind]
+        enabled = [c for c in rows if c.enabled]
+        problem: LLMPoolError | None = None
+        if kind == "embedding":
+            if space is not None:
+                enabled = [c for c in enabled if space_of(c) == space]
+            else:
+                try:
+                    space = one_space(enabled, scope=scope)
+                except LLMPoolError as error:
+                    problem = error
+            if not enabled:
+                problem = AllLLMsFailedToInitializeError([], scope=scope)
+                of = f" in space {shorten(space)!r}" if space is not None else ""
+                problem.args = (
+                    f"{problem.header} in scope {shorten(scope)!r}: no enabled embedding "
+                    f"rows{of}; add one with kind='embedding'",
+                )
+        builder = self.builder
+        candidates = tuple(builder.candidate(c) for c in enabled)
+        strategy = snapshot.routing_of(scope)
+        routing = self._routings.get((scope, strategy)) or self._routings.setdefault(
+            (scope, strategy), make_routing(strategy, self.stats, self._rng)
+        )
+        wanted = (
+            (self.stats, *self.checks) if strategy in ("latency", "least_busy") else self.checks
+        )
+        unique = {id(check): check for check in wanted}.values()
+        due = [at for c in candidates if (at := builder.retry_due(c)) is not None]
+        return ScopeChain(
+            scope=scope,
+            kind=kind,
+            generation=snapshot.generation,
+            candidates=candidates,
+            routing=routing,
+            checks=tuple(check for check in unique if check.applies_to(candidates)),
+            space=space,
+            problem=problem,
+            disabled=tuple(c for c in rows if not c.enabled),
+            rebuild_at=min(due) if due else None,
+        )
+
+
+class _LiveChain:
+    """A scope's chain as the pool's `Chains` holds it now."""
+
+    __slots__ = ("chains", "kind", "last", "scope", "space")
+
+    def __init__(self, chains: Chains, scope: str, kind: str, space: str | None) -> None:
+        self.chains = chains
+        self.scope = scope
+        self.kind = kind
+        self.space = space
+        self.last: tuple[object, ScopeChain] | None = None  # the snapshot read, its chain
+
+    def __repr__(self) -> str:
+        return f"<live {self.kind} chain of scope {shorten(self.scope)!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _LiveChain):
+            return NotImplemented
+        return (self.chains, self.scope, self.kind, self.space) == (
+            other.chains, other.scope, other.kind, other.space,
+        )  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def current(self) -> ScopeChain:
+        """Return the chain in force now (asked at every call: one identity check when the
+        table has not changed)."""
+        last = self.last
+        if last is not None and last[0] is self.chains.snapshots.current:
+            chain = last[1]
+            if chain.rebuild_at is None:
+                return chain
+        chain = self.chains.get(self.scope, self.kind, self.space)
+        self.last = (self.chains.snapshots.current, chain)
+        return chain

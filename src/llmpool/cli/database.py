@@ -1,0 +1,239 @@
+"""The ``llmpool`` commands on the database as a whole, on the store alone: ``migrate``,
+``export`` and ``apply`` (the table as a JSON or YAML file, `llmpool.repository.declarative`),
+``doctor`` (`llmpool.pool.doctor`), ``routing`` (each scope's strategy) and ``usage`` (the
+``llm_usage`` table, `llmpool.usage.report`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from llmpool.cli.args import AddCommand, allow_unknown_flag, bounded, moment
+from llmpool.cli.output import UsageError, confirmed, emit, one_line, open_store, read_input, table
+from llmpool.repository.scopes import STRATEGIES
+
+_APPLY_EPILOG = (
+    "Rows are matched by (scope, name). The plan lists rows to add, rows to change (each "
+    "field before -> after) and, with --prune, rows of the file's scopes (and of --scope) that "
+    "it does not list, to remove. A field an entry leaves out is left as it is. The plan is "
+    "applied in one transaction with one audit entry per row changed: when anything is "
+    "refused, nothing is written. --prune asks before it removes rows, as delete does (pass "
+    "--yes when not on a terminal). Export, then apply the export: no changes."
+)
+
+_DOCTOR_EPILOG = (
+    "Reports invalid rows, literal secrets, unresolvable references (run it with the "
+    "environment of the hosts that serve the models), unknown providers and config keys, "
+    "names of one scope differing only by case or spaces, disabled defaults, scopes whose "
+    "stored routing is no strategy, and scopes whose embedding rows mix vector spaces. Exit "
+    "code 1 when anything is found."
+)
+
+_ROUTING_EPILOG = (
+    "Strategies reorder only rows of equal priority; a failing row falls back to its siblings, "
+    "then to the next priority. A strategy other than priority is refused for a scope without "
+    "rows (add its rows first)."
+)
+
+_USAGE_COLUMNS = {"row": ["name", "scope", "provider", "model_name"], "scope": ["scope"]}
+_COUNTS = ["calls", "errors", "input_tokens", "output_tokens", "cost"]
+
+
+def register(add: AddCommand) -> None:
+    """Add the parsers of the commands on the whole database."""
+    scope = bounded("scope")
+    p = add("migrate", cmd_migrate, "apply llmpool's migrations")
+    p.add_argument("--seed", action="store_true", help="also add the example rows")
+
+    help_text = "write rows as a JSON or YAML document (references only, never secrets)"
+    p = add("export", cmd_export, help_text)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scope", type=scope, default="global")
+    where.add_argument("--all-scopes", action="store_true")
+    help_text = "default: from -o's suffix, else json"
+    p.add_argument("--format", choices=("json", "yaml"), help=help_text)
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    p = add("apply", cmd_apply, "make the table match a JSON or YAML document", _APPLY_EPILOG)
+    p.add_argument("file", metavar="FILE", help="the document ('-' for stdin)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    p.add_argument("--prune", action="store_true", help="remove rows the document does not list")
+    help_text = "with --prune: a scope to empty of unlisted rows even if the file has none of it"
+    p.add_argument(
+        "--scope", dest="scopes", action="append", default=[], type=scope, help=help_text
+    )
+    help_text = "with --prune: remove rows without asking (as delete)"
+    p.add_argument("--yes", action="store_true", help=help_text)
+    p.add_argument("--format", choices=("json", "yaml"), help="default: from the suffix, else JSON")
+    allow_unknown_flag(p)
+
+    help_text = "find invalid rows and other problems, with the command fixing each"
+    p = add("doctor", cmd_doctor, help_text, _DOCTOR_EPILOG)
+    p.add_argument("--scope", type=scope, help="only this scope (default: all)")
+
+    help_text = "show or set how a scope routes its calls (priority, weighted, latency, least_busy)"
+    p = add("routing", cmd_routing, help_text, _ROUTING_EPILOG)
+    p.add_argument("scope", type=scope, help="the scope, e.g. global")
+    p.add_argument("strategy", nargs="?", choices=STRATEGIES, help="the strategy to set")
+
+    help_text = "calls, tokens and cost per row, scope or day (from the llm_usage table)"
+    epilog = "Times: a duration before now (30m, 12h, 1d, 2w) or an ISO date or time (UTC)."
+    p = add("usage", cmd_usage, help_text, epilog)
+    p.add_argument("--since", type=moment, help="from when (default: 1d, the last day)")
+    p.add_argument("--until", type=moment, help="until when (default: now)")
+    help_text = "group by (default: row)"
+    p.add_argument("--by", choices=["row", "scope", "day"], default="row", help=help_text)
+    p.add_argument("--scope", type=scope, help="only this scope")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``llmpool migrate [--seed]``: apply llmpool's migrations, and seed the guide's rows."""
+    from llmpool.repository.sql.migrate import migrate, seed_starter_rows
+    from llmpool.repository.sql.url import mask_url, resolve_database_url
+
+    # Named in the output: without --database-url or a configured URL it is a local file.
+    database = mask_url(resolve_database_url(args.database_url))
+    applied = migrate(args.database_url)
+    seeded: list[str] = []
+    if args.seed:
+        with open_store(args, writes=True) as store:
+            seeded = [c.name for c in seed_starter_rows(store, actor=args.actor)]
+    data = {"database": database, "applied": applied, "seeded": seeded}
+    emit(
+        args,
+        data,
+        lambda: (
+            f"database: {database}\n"
+            + "\n".join([f"applied {name}" for name in applied] or ["database is up to date"])
+            + "".join(f"\nseeded {name}" for name in seeded)
+        ),
+    )
+    return 0
+
+
+def _format(path: str | None, given: str | None) -> str | None:
+    suffix = Path(path).suffix.lower() if path else ""
+    return given or {".yaml": "yaml", ".yml": "yaml", ".json": "json"}.get(suffix)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``llmpool export [--scope S | --all-scopes] [--format F] [-o FILE]``."""
+    from llmpool.repository.declarative import dumps, export_rows
+
+    with open_store(args) as store:
+        document = export_rows(store, scope=None if args.all_scopes else args.scope)
+    text = dumps(document, _format(args.output, args.format) or "json")
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(args.output).write_text(text, "utf-8")
+    except OSError as error:
+        msg = f"cannot write {args.output}: {error.strerror}"
+        raise UsageError(msg) from None
+    print(f"exported {len(document['llms'])} LLM(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    """``llmpool apply FILE [--dry-run] [--prune]``: --prune asks before it removes rows."""
+    from llmpool.repository.declarative import apply, loads, plan
+
+    document = loads(read_input(args.file), _format(args.file, args.format))
+    with open_store(args, writes=not args.dry_run, checks=True) as store:
+        if args.prune and not args.dry_run:
+            planned = plan(store, document, prune=True, scopes=args.scopes)
+            removed = [step.describe() for step in planned.steps if step.action == "remove"]
+            question = f"Remove {len(removed)} LLM(s): {'; '.join(removed)}?"
+            if removed and not confirmed(args, "apply --prune", question):
+                print("nothing applied")
+                return 1
+        options = {"prune": args.prune, "scopes": args.scopes, "dry_run": args.dry_run}
+        changes = apply(store, document, **options, actor=args.actor)
+    applied = not args.dry_run and not changes.empty
+    text = [changes.render()]
+    if args.dry_run:
+        text.append("dry run: nothing was changed")
+    elif applied:
+        text.append(f"applied {len(changes.steps)} change(s)")
+    data = {**changes.as_dict(), "dry_run": args.dry_run, "applied": applied}
+    emit(args, data, lambda: "\n".join(text))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``llmpool doctor [--scope S]``: exit code 1 when anything is wrong."""
+    from llmpool.pool.doctor import diagnose
+    from llmpool.repository.sql.url import mask_url
+
+    with open_store(args) as store:
+        database = mask_url(store.engine)
+        findings = [f.as_dict() for f in diagnose(store, scope=args.scope)]
+    for finding in findings:
+        finding["problem"] = one_line(finding["problem"])
+        finding["fix"] = one_line(finding["fix"])
+
+    def render() -> str:
+        if not findings:
+            return f"no problems found (database: {database})"
+        lines = [f"{len(findings)} problem(s) found (database: {database})", ""]
+        lines.append(table(findings, ("kind", "name", "llm_id", "field")))
+        for f in findings:
+            lines += ["", f"{f['kind']}: {f['problem']}", f"  fix: {f['fix']}"]
+        return "\n".join(lines)
+
+    emit(args, {"database": database, "ok": not findings, "findings": findings}, render)
+    return 1 if findings else 0
+
+
+def cmd_routing(args: argparse.Namespace) -> int:
+    """``llmpool routing SCOPE [STRATEGY]``: print the scope's strategy, or set it (audited)."""
+    with open_store(args, writes=args.strategy is not None) as store:
+        data: dict[str, Any] = {"scope": args.scope, "routing": store.get_routing(args.scope)}
+        if args.strategy is not None:
+            after = store.set_routing(args.scope, args.strategy, actor=args.actor)
+            data = {**data, "routing": after, "before": data["routing"]}
+    was = f" (was {data['before']})" if "before" in data else ""
+    emit(args, data, lambda: f"scope {data['scope']!r} routes by {data['routing']}{was}")
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    """``llmpool usage [--since 1d] [--until T] [--by row|scope|day] [--scope S]``."""
+    from llmpool.usage.report import as_epoch, group, money_text
+    from llmpool.usage.sql import SQLUsageTable
+
+    since = args.since if args.since is not None else moment("1d")
+    if args.until is not None and args.until <= since:
+        msg = (
+            f"--until ({args.until:%Y-%m-%d %H:%M:%S} UTC) is not after --since "
+            f"({since:%Y-%m-%d %H:%M:%S} UTC): the window is empty"
+        )
+        raise UsageError(msg)
+    with open_store(args) as store:
+        now = time.time()
+        start, end = as_epoch(since, now), as_epoch(args.until, now)
+        rows = group(SQLUsageTable(store.engine).parts(start, end, args.scope, None), args.by)
+    total: dict[str, Any] = {name: sum(getattr(row, name) for row in rows) for name in _COUNTS}
+    total["cost"] = money_text(sum((row.cost for row in rows), Decimal(0)))
+    lines = [row.as_dict() for row in rows]
+    data: dict[str, Any] = {
+        "since": since.isoformat(),
+        "until": args.until.isoformat() if args.until is not None else None,
+        "by": args.by,
+        "rows": lines,
+        "total": total,
+    }
+
+    def render() -> str:
+        if not lines:
+            return f"no calls recorded since {since:%Y-%m-%d %H:%M} UTC"
+        columns = _USAGE_COLUMNS.get(args.by, ["day"])
+        return table([*lines, {columns[0]: "TOTAL", **total}], columns + _COUNTS)
+
+    emit(args, data, render)
+    return 0

@@ -1,0 +1,509 @@
+"""What an attempt calls: a candidate's client, bounded by the call's deadline, its stream gated.
+
+`ChatCall` calls a candidate's chat model below LangChain's run machinery (``_generate``,
+``_stream`` and their async twins), with the arguments the call binds (tools, a response
+format): the fallback model is the one chat-model run its callbacks and tracers see, whichever
+candidate answered. `EmbeddingCall` does the same for an ``Embeddings``.
+
+`StreamGate` holds a stream's leading chunks back until the first content (text or a tool
+call) arrives, so an error before it still falls back to the next candidate, and an error
+after it becomes a `MidStreamError` carrying exactly the text the caller received.
+
+The call's deadline (``FallbackPolicy.deadline``) also bounds the attempt in flight when its
+client could wait longer than the deadline leaves (`client_timeout`): `Bounded` runs a sync
+attempt in a daemon thread and stops waiting for it, or for its next chunk, at the deadline,
+and cancels an async one. The abandoned attempt fails with a `TimeoutError` (the candidate
+timed out); a sync one is left to finish on its own: Python cannot stop a thread blocked in a
+read. Attempts whose client gives up in time run as they are, at no cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import math
+import queue
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+
+from llmpool.contracts import log_fields
+from llmpool.fallback.record import add_usage, usage_of
+
+if TYPE_CHECKING:
+    from llmpool.fallback.walk import Attempt, Walk
+    from llmpool.models import LLMConfig
+
+T = TypeVar("T")
+
+__all__ = [
+    "Bounded",
+    "ChatCall",
+    "EmbeddingCall",
+    "StreamGate",
+    "client_timeout",
+    "has_content",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class StreamGate:
+    """One streamed attempt's chunks: held back until the first content, then passed on."""
+
+    __slots__ = ("_held", "_parts", "attempt", "open", "walk")
+
+    def __init__(self, walk: Walk, attempt: Attempt) -> None:
+        self.walk = walk
+        self.attempt = attempt
+        self.open = False
+        self._held: list[ChatGenerationChunk] = []
+        self._parts: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """The text passed on so far."""
+        return "".join(self._parts)
+
+    def push(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
+        """Take one chunk; return the chunks to pass on now."""
+        attempt = self.attempt
+        # The checks and the observers hear the stream's token usage: its chunks' sum.
+        if attempt.admitted or self.walk.record is not None:
+            attempt.usage = add_usage(attempt.usage, usage_of(chunk.message))
+        if self.open:
+            self._parts.append(_text(chunk))
+            return [chunk]
+        self._held.append(chunk)
+        return self._release() if has_content(chunk) else []
+
+    def finish(self) -> list[ChatGenerationChunk]:
+        """The stream ended cleanly: return what is still held back (possibly nothing)."""
+        return [] if self.open else self._release()
+
+    def _release(self) -> list[ChatGenerationChunk]:
+        self.open = True
+        held, self._held = self._held, []
+        metadata = self.walk.answer(self.attempt)
+        if held:
+            held[0].message.response_metadata["llmpool"] = metadata
+        else:  # an empty stream is a valid answer: one empty chunk says who gave it
+            held = [ChatGenerationChunk(message=AIMessageChunk(content=""))]
+            held[0].message.response_metadata["llmpool"] = metadata
+        self._parts.extend(_text(chunk) for chunk in held)
+        return held
+
+
+def has_content(chunk: Any) -> bool:
+    """Whether a streamed chunk carries anything the caller could use."""
+    message = getattr(chunk, "message", chunk)
+    if getattr(message, "content", message):
+        return True
+    return bool(
+        getattr(message, "tool_call_chunks", None)
+        or getattr(message, "additional_kwargs", None)
+        or getattr(message, "invalid_tool_calls", None)
+    )
+
+
+def _text(chunk: ChatGenerationChunk) -> str:
+    content = chunk.message.content
+    return content if isinstance(content, str) else str(content)
+
+
+# Keys a binding carries for LangChain's run machinery, not for the provider's client.
+_RUN_KEYS = frozenset({"ls_structured_output_format", "structured_output_format"})
+
+
+class ChatCall:
+    """A candidate's chat model as an attempt calls it, with the arguments the call binds.
+
+    Args:
+        model: The candidate's chat model (rebuilt with the fallback model's forwarded
+            parameters, if any).
+        kwargs: What the call binds to it (tools and ``tool_choice``, a response format).
+        parser: What reads its answer, for a structured output (its provider's own parser).
+
+    Attributes:
+        timeout: Seconds its client waits for one answer (`client_timeout`).
+    """
+
+    __slots__ = ("astreams", "kwargs", "model", "parser", "streams", "timeout")
+
+    def __init__(
+        self,
+        model: BaseChatModel,
+        kwargs: Mapping[str, Any] | None = None,
+        parser: Runnable[Any, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.parser = parser
+        self.kwargs = {k: v for k, v in (kwargs or {}).items() if k not in _RUN_KEYS}
+        self.timeout = client_timeout(model)
+        cls = type(model)
+        self.streams = cls._stream is not BaseChatModel._stream
+        self.astreams = self.streams or cls._astream is not BaseChatModel._astream
+
+    def __repr__(self) -> str:
+        return f"ChatCall({type(self.model).__name__}, {sorted(self.kwargs)})"
+
+    def _args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**self.kwargs, **kwargs} if self.kwargs else kwargs
+
+    def generate(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> ChatResult:
+        """One answer."""
+        return self.model._generate(messages, stop=stop, **self._args(kwargs))
+
+    async def agenerate(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> ChatResult:
+        """Async twin of `generate`."""
+        return await self.model._agenerate(messages, stop=stop, **self._args(kwargs))
+
+    def stream(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Iterator[ChatGenerationChunk]:
+        """The answer's chunks (one chunk from a model that does not stream).
+
+        Raises:
+            EmptyStreamError: The stream ended without a single chunk.
+        """
+        if not self.streams:
+            yield _chunk(self.generate(messages, stop, kwargs))
+            return
+        empty = True
+        for chunk in self.model._stream(messages, stop=stop, **self._args(kwargs)):
+            empty = False
+            yield chunk
+        if empty:
+            raise EmptyStreamError(_EMPTY)
+
+    async def astream(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """Async twin of `stream`."""
+        if not self.astreams:
+            yield _chunk(await self.agenerate(messages, stop, kwargs))
+            return
+        empty = True
+        async for chunk in self.model._astream(messages, stop=stop, **self._args(kwargs)):
+            empty = False
+            yield chunk
+        if empty:
+            raise EmptyStreamError(_EMPTY)
+
+
+_EMPTY = "the stream ended without a single chunk: nothing the client could read"
+
+
+class EmptyStreamError(Exception):
+    """A candidate's stream ended without one chunk: its provider sent nothing readable.
+
+    The request is not at fault, but the same request rarely reads better a second time: it
+    falls back to the next candidate at once, and counts against the candidate's breaker.
+    """
+
+
+def _chunk(result: ChatResult) -> ChatGenerationChunk:
+    generation = result.generations[0]
+    message = generation.message
+    if not isinstance(message, AIMessageChunk):
+        data = message.model_dump(exclude={"type"})
+        message = AIMessageChunk(
+            **{k: v for k, v in data.items() if k in AIMessageChunk.model_fields}
+        )
+    return ChatGenerationChunk(message=message, generation_info=generation.generation_info)
+
+
+#: A request to an embeddings client: which call (``"documents"`` or ``"query"``), its input.
+EmbeddingRequest = tuple[str, Any]
+
+
+class EmbeddingCall:
+    """A candidate's ``Embeddings`` as an attempt calls it.
+
+    Attributes:
+        embeddings: The client.
+        timeout: Seconds it waits for one answer (`client_timeout`).
+    """
+
+    __slots__ = ("embeddings", "timeout")
+
+    def __init__(self, embeddings: Any) -> None:
+        self.embeddings = embeddings
+        self.timeout = client_timeout(embeddings)
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCall({type(self.embeddings).__name__})"
+
+    def embed(self, request: EmbeddingRequest) -> Any:
+        """Make the request's call: ``embed_documents`` or ``embed_query``."""
+        what, payload = request
+        if what == "documents":
+            return self.embeddings.embed_documents(payload)
+        return self.embeddings.embed_query(payload)
+
+    async def aembed(self, request: EmbeddingRequest) -> Any:
+        """Async twin of `embed`."""
+        what, payload = request
+        if what == "documents":
+            return await self.embeddings.aembed_documents(payload)
+        return await self.embeddings.aembed_query(payload)
+
+
+# -- the deadline's bound on an attempt in flight ---------------------------------------------
+
+
+# The attributes a LangChain chat model keeps its request timeout in, most specific first:
+# ChatOpenAI, AzureChatOpenAI and ChatFireworks (``request_timeout``), ChatAnthropic
+# (``default_request_timeout``), ChatBedrockConverse and ChatVertexAI (``timeout``).
+_TIMEOUT_FIELDS = ("request_timeout", "default_request_timeout", "timeout")
+_FAKE_MODELS = "langchain_core.language_models.fake_chat_models"
+
+
+def client_timeout(model: Any) -> float:
+    """Return the seconds a chat model's client waits for an answer; ``inf`` if unbounded.
+
+    Read from the model's own settings, without importing its package: ``request_timeout`` /
+    ``default_request_timeout`` / ``timeout`` fields, ChatOllama's ``client_kwargs``, a
+    ``Timeout`` of httpx or httpx2 (openai 3's) or a ``(connect, read)`` pair (their longest
+    wait). A timeout that is
+    unset, or a model whose timeout cannot be found, is unbounded. LangChain's fake chat
+    models do no I/O: they wait only for their ``sleep``.
+
+    Example:
+        >>> from langchain_core.language_models import FakeListChatModel
+        >>> client_timeout(FakeListChatModel(responses=["hi"]))
+        0.0
+    """
+    if any(cls.__module__ == _FAKE_MODELS for cls in type(model).__mro__):
+        return _seconds(getattr(model, "sleep", None) or 0.0)
+    for name in _TIMEOUT_FIELDS:
+        value = getattr(model, name, _UNSET)
+        if value is not _UNSET:
+            return _seconds(value)
+    shared = getattr(model, "client_kwargs", None)  # ChatOllama: its sync and async clients
+    if not isinstance(shared, dict):
+        return math.inf
+    waits = []
+    for own in (
+        getattr(model, "sync_client_kwargs", None),
+        getattr(model, "async_client_kwargs", None),
+    ):
+        settings = {**shared, **own} if isinstance(own, dict) else shared
+        waits.append(_seconds(settings.get("timeout")))
+    return max(waits)
+
+
+_UNSET = object()
+
+
+def _seconds(value: Any) -> float:
+    if value is None:
+        return math.inf
+    if isinstance(value, (int, float)):
+        return float(value)
+    # a (connect, read) pair, or an httpx/httpx2 Timeout: its longest wait; unset is unbounded
+    parts = (
+        value
+        if isinstance(value, tuple)
+        else tuple(getattr(value, name, None) for name in ("connect", "read", "write", "pool"))
+    )
+    return max((_seconds(part) for part in parts), default=math.inf)
+
+
+class Bounded:
+    """An attempt's call cut short at the call's deadline (see the module).
+
+    The walk hands it out as ``attempt.call`` when the candidate's client could wait longer
+    than the deadline leaves, so a shell calls every call the same way.
+
+    Args:
+        call: The `ChatCall` or `EmbeddingCall` to bound.
+        ends_at: When the deadline passes (`time.monotonic`).
+        deadline: The deadline's length in seconds, for messages.
+        config: The candidate's row, for the log.
+    """
+
+    __slots__ = ("call", "config", "deadline", "ends_at", "timeout")
+
+    def __init__(self, call: Any, ends_at: float, deadline: float, config: LLMConfig) -> None:
+        self.call = call
+        self.ends_at = ends_at
+        self.deadline = deadline
+        self.config = config
+        self.timeout = call.timeout
+
+    def _left(self) -> float:
+        return max(0.0, self.ends_at - time.monotonic())
+
+    def _expired(self) -> TimeoutError:
+        c = self.config
+        logger.warning(
+            "llmpool stopped waiting for %s at the call's %ss deadline",
+            c.describe(),
+            self.deadline,
+            extra=log_fields(
+                "deadline",
+                scope=c.scope,
+                llm_id=c.id,
+                llm_name=c.name,
+                provider=c.provider,
+                model=c.model_name,
+                deadline=self.deadline,
+            ),
+        )
+        return TimeoutError(f"no answer within the call's {self.deadline}s deadline; abandoned")
+
+    def generate(self, *args: Any) -> Any:
+        """`ChatCall.generate` in a daemon thread, waited for until the deadline."""
+        return self._within(partial(self.call.generate, *args))
+
+    def embed(self, *args: Any) -> Any:
+        """`EmbeddingCall.embed` in a daemon thread, waited for until the deadline."""
+        return self._within(partial(self.call.embed, *args))
+
+    async def agenerate(self, *args: Any) -> Any:
+        """`ChatCall.agenerate`, cancelled at the deadline."""
+        return await self._awithin(self.call.agenerate(*args))
+
+    async def aembed(self, *args: Any) -> Any:
+        """`EmbeddingCall.aembed`, cancelled at the deadline."""
+        return await self._awithin(self.call.aembed(*args))
+
+    def stream(self, *args: Any) -> Iterator[Any]:
+        """`ChatCall.stream` read in a daemon thread, each chunk waited for until the deadline."""
+        if self._left() <= 0.0:  # a retry that would start at the deadline: send nothing
+            raise self._expired()
+        feed = _Feed(partial(self.call.stream, *args), f"llmpool-stream-{self.config.id}")
+        try:
+            while True:
+                try:
+                    kind, value = feed.queue.get(timeout=self._left())
+                except queue.Empty:
+                    raise self._expired() from None
+                if kind == _CHUNK:
+                    yield value
+                elif kind == _END:
+                    return
+                else:
+                    try:
+                        raise value
+                    finally:
+                        del value  # no cycle through this frame: the error's traceback holds it
+        finally:
+            feed.stop()
+
+    async def astream(self, *args: Any) -> AsyncIterator[Any]:
+        """`ChatCall.astream`, the wait for each chunk cancelled at the deadline."""
+        iterator = self.call.astream(*args).__aiter__()
+        while True:
+            try:
+                chunk = await self._awithin(iterator.__anext__())
+            except StopAsyncIteration:
+                return
+            yield chunk
+
+    def _within(self, call: Callable[[], T]) -> T:
+        outcome: list[tuple[bool, Any]] = []
+        done = threading.Event()
+        context = contextvars.copy_context()  # callbacks and tracing follow the call
+
+        def run() -> None:
+            try:
+                outcome.append((True, context.run(call)))
+            except BaseException as error:  # handed over to the waiting thread
+                outcome.append((False, error))
+            finally:
+                done.set()
+
+        left = self._left()
+        if left <= 0.0:  # a retry that would start at the deadline: send nothing
+            raise self._expired()
+        threading.Thread(target=run, name=f"llmpool-attempt-{self.config.id}", daemon=True).start()
+        if not done.wait(left):
+            raise self._expired()
+        answered, value = outcome.pop()
+        if answered:
+            return value  # type: ignore[no-any-return]
+        try:
+            raise value
+        finally:
+            del value  # no cycle through this frame: the error's traceback holds it
+
+    async def _awithin(self, awaitable: Awaitable[T]) -> T:
+        if sys.version_info >= (3, 11):
+            scope = asyncio.timeout(self._left())
+            try:
+                async with scope:
+                    return await awaitable
+            except TimeoutError:
+                if scope.expired():
+                    raise self._expired() from None
+                raise
+        try:
+            return await asyncio.wait_for(awaitable, self._left())
+        except asyncio.TimeoutError:
+            if self._left() <= 0.0:
+                raise self._expired() from None
+            raise
+
+
+_CHUNK, _END, _ERROR = range(3)
+_FEED_SIZE = 64  # chunks a sync stream's thread may read ahead of its consumer
+
+
+class _Feed:
+    """A sync stream read in a daemon thread, handed over through a bounded queue."""
+
+    def __init__(self, start: Callable[[], Iterator[Any]], name: str) -> None:
+        self.queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=_FEED_SIZE)
+        self._stopped = threading.Event()
+        context = contextvars.copy_context()
+        thread = threading.Thread(
+            target=context.run, args=(self._pump, start), name=name, daemon=True
+        )
+        thread.start()
+
+    def _pump(self, start: Callable[[], Iterator[Any]]) -> None:
+        try:
+            chunks = start()
+            try:
+                for chunk in chunks:
+                    self.queue.put((_CHUNK, chunk))
+                    if self._stopped.is_set():
+                        return
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as error:  # handed over to the consumer
+            self._finish(_ERROR, error)
+            return
+        self._finish(_END, None)
+
+    def _finish(self, kind: int, value: Any) -> None:
+        # A consumer that stopped reads nothing more. One that stops while this put waits for
+        # room drains the queue in stop(), so the put completes and the thread ends.
+        if not self._stopped.is_set():
+            self.queue.put((kind, value))
+
+    def stop(self) -> None:
+        """Stop reading: the thread ends at its next chunk, and closes the stream."""
+        self._stopped.set()
+        try:
+            while True:  # unblock a put waiting for room
+                self.queue.get_nowait()
+        except queue.Empty:
+            pass

@@ -1,0 +1,259 @@
+"""The fallback embeddings: candidates of one vector space, the first that answers wins.
+
+`FallbackEmbeddings` is a LangChain ``Embeddings``, so vector stores and retrievers accept it.
+It drives the same walk as the fallback chat model (`llmpool.fallback.walk.Walk`): the same
+policy, retries, deadline, circuit breakers, routing and admission checks; it brings only its
+call (`llmpool.fallback.calls.EmbeddingCall`). What it adds:
+
+- every candidate is in one vector space (`llmpool.repository.spaces`): a chain whose rows are in
+  several spaces, or that moved to another space than the one these embeddings answer in, is
+  refused at the call instead of answering from another space;
+- a call is one unit: ``embed_documents`` of 1,000 texts that the client sends in ten requests
+  and that fails on the third is retried, or failed over, as a whole, so the vectors of one
+  answer always come from one row; an answer with the wrong number of vectors, vectors of
+  different lengths, or vectors of another length than its space's
+  (`llmpool.repository.spaces.SpaceDimensions`, the same in every process) is a failed attempt,
+  and the next row of the space is tried;
+- the answer says which row and which space produced it: ``embed_documents`` returns `Vectors`
+  and ``embed_query`` a `Vector`, lists of floats that carry ``response_metadata["llmpool"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.embeddings import Embeddings
+
+from llmpool.chain.builder import ChainSource, ScopeChain, StaticChain, ensure_buildable
+from llmpool.errors import MixedSpacesError, shorten
+from llmpool.fallback.breakers import BreakerBoard
+from llmpool.fallback.calls import EmbeddingCall, EmbeddingRequest
+from llmpool.fallback.policy import FallbackPolicy
+from llmpool.fallback.walk import Attempt, Walk
+from llmpool.repository.spaces import SpaceDimensions, one_space, space_of
+
+if TYPE_CHECKING:
+    from llmpool.chain.routing import Routing
+    from llmpool.contracts import AdmissionCheck, Candidate
+
+__all__ = ["FallbackEmbeddings", "MalformedVectorsError", "Vector", "Vectors"]
+
+_DEFAULT_POLICY = FallbackPolicy()
+
+
+class Vectors(list[list[float]]):
+    """The answer of ``embed_documents``: one vector per text, and which row produced them.
+
+    Attributes:
+        response_metadata: ``{"llmpool": {...}}``: the row's ``llm_id``, ``name``,
+            ``provider``, ``model_name``, its vector ``space``, the ``dimensions`` of the
+            vectors, and the ``attempts`` of the call.
+    """
+
+    __slots__ = ("response_metadata",)
+
+    def __init__(self, vectors: Sequence[list[float]] = (), metadata: Any = None) -> None:
+        super().__init__(vectors)
+        self.response_metadata: dict[str, Any] = {"llmpool": metadata or {}}
+
+
+class Vector(list[float]):
+    """The answer of ``embed_query``: the text's vector, and which row produced it."""
+
+    __slots__ = ("response_metadata",)
+
+    def __init__(self, vector: Sequence[float] = (), metadata: Any = None) -> None:
+        super().__init__(vector)
+        self.response_metadata: dict[str, Any] = {"llmpool": metadata or {}}
+
+
+class MalformedVectorsError(Exception):
+    """A candidate answered, but not with one vector per text of its space's length.
+
+    It carries HTTP status 502 (a bad answer from upstream): the policy retries the candidate
+    and then falls back, and it counts against the candidate's breaker.
+    """
+
+    status_code = 502
+
+
+def _size(vectors: Any, request: EmbeddingRequest) -> int:
+    # The vectors' length; raises inside the attempt, so a bad answer falls back whole.
+    what, payload = request
+    if what == "query":
+        if not isinstance(vectors, list) or not vectors:
+            msg = f"an empty or non-list vector ({type(vectors).__name__}) for the query"
+            raise MalformedVectorsError(msg)
+        return len(vectors)
+    if not isinstance(vectors, list) or len(vectors) != len(payload):
+        got = len(vectors) if isinstance(vectors, list) else type(vectors).__name__
+        msg = f"{got} vectors for {len(payload)} texts"
+        raise MalformedVectorsError(msg)
+    if not vectors:
+        return 0
+    size = len(vectors[0])
+    for vector in vectors:
+        if len(vector) != size:
+            msg = f"vectors of {size} and {len(vector)} numbers in one answer"
+            raise MalformedVectorsError(msg)
+    return size
+
+
+class FallbackEmbeddings(Embeddings):
+    """Embeddings that try candidates of one vector space in order until one answers.
+
+    Args:
+        candidates: Candidates whose models are ``Embeddings`` (a static chain), all in one
+            space.
+        chain: Where the chain in force is read at every call (the pool's); used instead of
+            ``candidates``.
+        space: The space the answers must come from; by default the chain's space.
+        policy: Retries, deadline and circuit breaker settings.
+        breakers: Shared breaker state (the pool's board).
+        dimensions: Each space's vector length (the pool's, recorded in its database).
+        scope: The scope, for messages.
+        routing: Orders a static chain's candidates for each call.
+        admissions: Checks asked before each attempt of a static chain.
+
+    Raises:
+        MixedSpacesError: ``candidates`` are in more than one space, or not in ``space``.
+
+    Example:
+        >>> from llmpool.contracts import Candidate
+        >>> from llmpool.models import LLMConfig
+        >>> from llmpool.providers.fake import FakeEmbeddings
+        >>> def row(name, error=None):
+        ...     config = LLMConfig(id=name, name=name, provider="fake", model_name="m",
+        ...                        kind="embedding")
+        ...     return Candidate(config, FakeEmbeddings(model="m", error=error))
+        >>> embeddings = FallbackEmbeddings(candidates=[row("down", "refused"), row("up")])
+        >>> vectors = embeddings.embed_documents(["hello", "world"])
+        >>> len(vectors), vectors.response_metadata["llmpool"]["name"]
+        (2, 'up')
+    """
+
+    def __init__(
+        self,
+        *,
+        candidates: Sequence[Candidate] = (),
+        chain: ChainSource | None = None,
+        space: str | None = None,
+        policy: FallbackPolicy | None = None,
+        breakers: BreakerBoard | None = None,
+        dimensions: SpaceDimensions | None = None,
+        scope: str | None = None,
+        routing: Routing | None = None,
+        admissions: Sequence[AdmissionCheck] = (),
+    ) -> None:
+        if chain is None:
+            found = one_space((c.config for c in candidates), scope=scope)
+            static = ScopeChain(
+                scope, "embedding", 0, tuple(candidates), routing, tuple(admissions), found
+            )
+            chain = StaticChain(static)
+        found = chain.current().space
+        if space is not None and found is not None and found != space:
+            raise self._moved(space, found, scope)
+        self.chain = chain
+        self.space = space if space is not None else found
+        self.policy = policy if policy is not None else _DEFAULT_POLICY
+        self.breakers = breakers if breakers is not None else BreakerBoard()
+        self.dimensions = dimensions if dimensions is not None else SpaceDimensions()
+        self.scope = scope
+        self._calls: dict[int, EmbeddingCall] = {}
+
+    def __repr__(self) -> str:
+        where = f" scope={self.scope!r}" if self.scope is not None else ""
+        return f"<FallbackEmbeddings space={self.space!r}{where}>"
+
+    @staticmethod
+    def _moved(space: str, found: str, scope: str | None) -> MixedSpacesError:
+        where = f"scope {shorten(scope)!r}" if scope is not None else "its candidates"
+        msg = (
+            f"These embeddings answer in vector space {shorten(space)!r}, but the rows of "
+            f"{where} are now in space {shorten(found)!r}; vectors of the two cannot share an "
+            "index. Re-embed the index with the new space, or restore the rows of the old one"
+        )
+        return MixedSpacesError(msg, spaces={space: (), found: ()})
+
+    def _current(self) -> ScopeChain:
+        chain = self.chain.current()
+        if chain.problem is not None:
+            raise chain.problem
+        if chain.space is not None and self.space is not None and chain.space != self.space:
+            raise self._moved(self.space, chain.space, self.scope)
+        return chain
+
+    def _call(self, candidate: Candidate) -> EmbeddingCall:
+        call = self._calls.get(id(candidate.model))
+        if call is None or call.embeddings is not candidate.model:
+            call = self._calls[id(candidate.model)] = EmbeddingCall(candidate.model)
+        return call
+
+    def _answer(self, walk: Walk, attempt: Attempt, vectors: Any, size: int) -> dict[str, Any]:
+        # Inside the attempt: an answer of another length than its space's falls back.
+        config = attempt.candidate.config
+        space = space_of(config)
+        if size:
+            refusal = self.dimensions.refusal(space, size, config)
+            if refusal is not None:
+                raise MalformedVectorsError(refusal)
+        metadata = walk.answer(attempt)
+        metadata["space"] = space
+        metadata["dimensions"] = size
+        return metadata
+
+    def _walk(self) -> Walk:
+        return Walk(self._current(), self.policy, self.breakers, calls=self._call)
+
+    def _embed(self, request: EmbeddingRequest) -> tuple[Any, dict[str, Any]]:
+        walk = self._walk()
+        for attempt in walk:
+            with attempt:
+                vectors = attempt.call.embed(request)
+                return vectors, self._answer(walk, attempt, vectors, _size(vectors, request))
+        raise walk.error()
+
+    async def _aembed(self, request: EmbeddingRequest) -> tuple[Any, dict[str, Any]]:
+        walk = self._walk()
+        async for attempt in walk:
+            async with attempt:
+                vectors = await attempt.call.aembed(request)
+                return vectors, self._answer(walk, attempt, vectors, _size(vectors, request))
+        raise walk.error()
+
+    def embed_documents(self, texts: list[str]) -> Vectors:
+        """Embed the texts with the first candidate that answers for all of them.
+
+        The whole list is one attempt: a candidate that fails partway (its client sends the
+        texts in several requests) is retried, or failed over, with the whole list.
+
+        Returns:
+            One vector per text, with ``response_metadata["llmpool"]`` naming the row and space.
+
+        Raises:
+            AllLLMsFailedError: Every candidate failed; lists each and why.
+            MixedSpacesError: The chain mixes spaces, or moved to another space.
+        """
+        vectors, metadata = self._embed(("documents", list(texts)))
+        return Vectors(vectors, metadata)
+
+    def embed_query(self, text: str) -> Vector:
+        """Embed one query text (see `embed_documents`)."""
+        vector, metadata = self._embed(("query", text))
+        return Vector(vector, metadata)
+
+    async def aembed_documents(self, texts: list[str]) -> Vectors:
+        """Async twin of `embed_documents`."""
+        vectors, metadata = await self._aembed(("documents", list(texts)))
+        return Vectors(vectors, metadata)
+
+    async def aembed_query(self, text: str) -> Vector:
+        """Async twin of `embed_query`."""
+        vector, metadata = await self._aembed(("query", text))
+        return Vector(vector, metadata)
+
+    def ensure_buildable(self) -> None:
+        """Raise `AllLLMsFailedToInitializeError` when no candidate could be built."""
+        ensure_buildable(self._current().candidates, scope=self.scope)

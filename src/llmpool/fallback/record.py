@@ -1,0 +1,234 @@
+"""The record of one call: what its answer's metadata says, what observers hear, why it failed.
+
+The walk makes a `CallRecord` the first time something happens that is worth telling (a row
+skipped, an attempt failed, a probe, an observer that wants every call), and tells it each
+step: it keeps the ``attempts`` list of the answer's ``response_metadata["llmpool"]``, the
+failures of `AllLLMsFailedError`, and hands the events to the observers (`Hooks`). A call its
+first row answered at once, with nobody listening, makes no record: `answered` builds its
+metadata from the candidate's prepared fields.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from llmpool.credentials.redaction import scrubbed
+from llmpool.errors import CandidateFailure
+from llmpool.observe.events import AttemptEvent, BreakerEvent, CallEvent, FailoverEvent
+
+if TYPE_CHECKING:
+    from llmpool.contracts import Candidate
+    from llmpool.fallback.breakers import BreakerChange, BreakerState
+    from llmpool.observe.hooks import Hooks
+
+__all__ = ["CallRecord", "add_usage", "answered", "usage_of"]
+
+
+def usage_of(result: Any) -> Mapping[str, Any] | None:
+    """Return the ``usage_metadata`` of an answer (a message or a chunk), or ``None``.
+
+    Example:
+        >>> from langchain_core.messages import AIMessage
+        >>> usage_of(AIMessage("hi", usage_metadata={
+        ...     "input_tokens": 3, "output_tokens": 1, "total_tokens": 4}))["total_tokens"]
+        4
+    """
+    usage = getattr(result, "usage_metadata", None)
+    if usage is None or type(usage) is dict:  # the usual cases, without an ABC check
+        return usage
+    return usage if isinstance(usage, Mapping) else None
+
+
+def add_usage(
+    total: Mapping[str, Any] | None, more: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """Add a chunk's ``usage_metadata`` to a stream's running total (either may be ``None``)."""
+    if more is None:
+        return total
+    if total is None:
+        return more
+    from langchain_core.messages.ai import add_usage as add
+
+    return add(total, more)  # type: ignore[arg-type]
+
+
+def answered(candidate: Candidate, order: list[str] | None = None) -> dict[str, Any]:
+    """The ``llmpool`` metadata of an answer from a call's first attempt (fresh dicts)."""
+    head, ok = candidate.answer_fields
+    metadata = {**head, "attempts": [ok.copy()]}
+    if order is not None:
+        metadata["order"] = order
+    return metadata
+
+
+class CallRecord:
+    """The attempts, failures and events of one call (see the module).
+
+    Args:
+        hooks: Where the events go.
+        scope: The call's scope.
+        streaming: Whether the call streams.
+        started: When the call started (`time.monotonic`).
+    """
+
+    __slots__ = ("_offset", "attempts", "events", "failures", "hooks", "leaving", "scope",
+                 "started", "streaming")  # fmt: skip
+
+    def __init__(self, hooks: Hooks, scope: str | None, streaming: bool, started: float) -> None:
+        self.hooks = hooks
+        self.scope = scope
+        self.streaming = streaming
+        self.started = started
+        self._offset = time.time() - time.monotonic()  # monotonic -> wall clock
+        self.attempts: list[dict[str, Any]] = []
+        self.failures: list[CandidateFailure] = []
+        self.events: list[AttemptEvent] = []
+        # The row the call is failing over from: (candidate, error class, reason).
+        self.leaving: tuple[Candidate, str | None, str | None] | None = None
+
+    def _emit(self, event: AttemptEvent) -> None:
+        self.events.append(event)
+        self.hooks.emit("on_attempt", event)
+
+    def skipped(self, candidate: Candidate, reason: str, error: BaseException | None) -> None:
+        """A row was skipped without a request (not buildable, cooling down, refused, ...)."""
+        c = candidate.config
+        self.failures.append(CandidateFailure(c.id, c.name, c.provider, reason, error))
+        self.attempts.append(
+            {"llm_id": c.id, "name": c.name, "outcome": "skipped", "reason": reason}
+        )
+        self._emit(
+            AttemptEvent(
+                self.scope, c.id, c.name, c.provider, c.model_name, 0, "skipped",
+                type(error).__name__ if error is not None else None, reason,
+                started=time.time(), streaming=self.streaming,
+            )
+        )  # fmt: skip
+
+    def begin(self, candidate: Candidate) -> None:
+        """An attempt of ``candidate`` starts: report the failover that led to it."""
+        leaving = self.leaving
+        if leaving is None or leaving[0] is candidate:
+            return
+        self.leaving = None
+        self._failover(leaving, candidate)
+
+    def _failover(
+        self, leaving: tuple[Candidate, str | None, str | None], to: Candidate | None
+    ) -> None:
+        src = leaving[0].config
+        dst = to.config if to is not None else None
+        made = sum(1 for event in self.events if event.outcome != "skipped")
+        self.hooks.emit(
+            "on_failover",
+            FailoverEvent(
+                self.scope, src.id, src.name, src.provider, src.model_name, leaving[1], leaving[2],
+                dst.id if dst else None, dst.name if dst else None,
+                dst.provider if dst else None, dst.model_name if dst else None, made,
+            ),
+        )  # fmt: skip
+
+    def failed(
+        self,
+        candidate: Candidate,
+        number: int,
+        began: float,
+        error: BaseException,
+        reason: str,
+        action: str,
+        probe: bool,
+    ) -> None:
+        """An attempt failed; ``action`` is what the call does next (retry, fallback, raise)."""
+        c = candidate.config
+        self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "error", "error": reason})
+        self._emit(
+            AttemptEvent(
+                self.scope, c.id, c.name, c.provider, c.model_name, number, "error",
+                type(error).__name__, reason, action, time.monotonic() - began, None,
+                began + self._offset, self.streaming, probe,
+            )
+        )  # fmt: skip
+        if action == "fallback":
+            failure = CandidateFailure(c.id, c.name, c.provider, reason, scrubbed(error))
+            self.failures.append(failure)
+            self.leaving = (candidate, type(error).__name__, reason)
+
+    def breaker(self, candidate: Candidate, change: BreakerChange) -> None:
+        """A row's breaker changed state."""
+        c = candidate.config
+        self.hooks.emit(
+            "on_breaker_change",
+            BreakerEvent(
+                self.scope, c.id, c.name, c.provider, c.model_name, change.key, change.previous,
+                change.state, change.failures, change.trips, change.reopens_at or None,
+            ),
+        )  # fmt: skip
+
+    def probing(self, candidate: Candidate, state: BreakerState | None) -> None:
+        """A row's breaker lets this call's probe through: half-open."""
+        c = candidate.config
+        self.hooks.emit(
+            "on_breaker_change",
+            BreakerEvent(
+                self.scope, c.id, c.name, c.provider, c.model_name, candidate.key, "open",
+                "half_open", state.failures if state else 0, state.trips if state else 0,
+                state.open_until if state else None,
+            ),
+        )  # fmt: skip
+
+    def metadata(self, candidate: Candidate, order: list[str] | None) -> dict[str, Any]:
+        """``candidate`` answered: return the answer's metadata, every attempt listed."""
+        # The metadata keeps descriptions, not exceptions: letting go of them breaks the
+        # exception -> traceback -> frame -> walk cycle, so a failover leaves no garbage.
+        self.failures.clear()
+        c = candidate.config
+        self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "ok"})
+        head, _ = candidate.answer_fields
+        metadata = {**head, "attempts": self.attempts}
+        if order is not None:
+            metadata["order"] = order
+        return metadata
+
+    def answered(
+        self,
+        candidate: Candidate,
+        number: int,
+        began: float,
+        usage: Mapping[str, Any] | None,
+        probe: bool,
+    ) -> None:
+        """An attempt answered (a stream: ended cleanly): the call is done."""
+        self.begin(candidate)
+        c = candidate.config
+        now = time.monotonic()
+        self._emit(
+            AttemptEvent(
+                self.scope, c.id, c.name, c.provider, c.model_name, number, "ok", None, None,
+                None, now - began, dict(usage) if usage else None, began + self._offset,
+                self.streaming, probe,
+            )
+        )  # fmt: skip
+        self.hooks.emit(
+            "on_call",
+            CallEvent(
+                self.scope, "ok", c.id, c.name, c.provider, c.model_name, None,
+                tuple(self.events), now - self.started, self.started + self._offset,
+                self.streaming,
+            ),
+        )  # fmt: skip
+
+    def gave_up(self, error: BaseException) -> None:
+        """The call raises ``error``: every row failed, or a stream broke mid-answer."""
+        if self.leaving is not None:
+            leaving, self.leaving = self.leaving, None
+            self._failover(leaving, None)
+        self.hooks.emit(
+            "on_call",
+            CallEvent(
+                self.scope, "error", error_class=type(error).__name__,
+                attempts=tuple(self.events), latency=time.monotonic() - self.started,
+                started=self.started + self._offset, streaming=self.streaming,
+            ),
+        )  # fmt: skip

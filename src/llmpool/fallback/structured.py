@@ -1,0 +1,137 @@
+"""Tools and structured output on every candidate, each in its provider's native way.
+
+A candidate's ``bind_tools(...)`` is a binding of its chat model with arguments (its
+provider's tool format), and its ``with_structured_output(schema)`` is such a binding followed
+by its provider's parser. `decompose` takes them apart into a `ChatCall` (the model, the bound
+arguments) and the parser, so the fallback model calls the candidate below LangChain's run
+machinery, as one chat-model run, and `answer_parser` reads each answer with the parser of the
+candidate that gave it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from itertools import chain
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import (
+    Runnable,
+    RunnableBinding,
+    RunnableConfig,
+    RunnableLambda,
+    RunnableMap,
+    RunnablePassthrough,
+    RunnableSequence,
+)
+
+from llmpool.fallback.calls import ChatCall
+
+if TYPE_CHECKING:
+    from llmpool.fallback.model import FallbackChatModel
+
+__all__ = ["answer_parser", "decompose", "structured"]
+
+
+def decompose(runnable: Any) -> ChatCall:
+    """Return what a candidate's bound runnable calls: its chat model, arguments and parser.
+
+    Raises:
+        TypeError: The runnable is not a chat model, a binding of one, or a binding followed by
+            a parser (a provider whose ``bind_tools`` or ``with_structured_output`` does
+            something else cannot be called as one chat-model run).
+
+    Example:
+        >>> from llmpool.providers.fake import FakeChatModel
+        >>> call = decompose(FakeChatModel().bind(stop=["x"]))
+        >>> call.kwargs, call.parser
+        ({'stop': ['x']}, None)
+    """
+    parser: Runnable[Any, Any] | None = None
+    if isinstance(runnable, RunnableSequence):
+        steps = runnable.steps
+        runnable = steps[0]
+        parser = steps[1] if len(steps) == 2 else RunnableSequence(*steps[1:])
+    kwargs: dict[str, Any] = {}
+    while isinstance(runnable, RunnableBinding):
+        kwargs = {**runnable.kwargs, **kwargs}
+        runnable = runnable.bound
+    if not isinstance(runnable, BaseChatModel):
+        msg = (
+            f"its provider answered with a {type(runnable).__name__}, not a chat model with "
+            "bound arguments, which llmpool cannot call as one chat-model run"
+        )
+        raise TypeError(msg)
+    return ChatCall(runnable, kwargs, parser)
+
+
+class _AnswerParser(Runnable[Any, Any]):
+    """Reads a structured answer with the parser of the candidate that gave it."""
+
+    def __init__(self, model: FallbackChatModel) -> None:
+        self.model = model
+
+    def _parser(self, message: Any) -> Runnable[Any, Any]:
+        meta = getattr(message, "response_metadata", {}).get("llmpool", {})
+        parser = self.model._parser_of(meta.get("llm_id", ""))
+        return parser if parser is not None else RunnableLambda(lambda answer: answer)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Parse one answer."""
+        return self._parser(input).invoke(input, config)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Async twin of `invoke`."""
+        return await self._parser(input).ainvoke(input, config)
+
+    def transform(
+        self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Parse a stream of chunks (the first one names the candidate)."""
+        first = next(iter(input), None)
+        if first is None:
+            return
+        yield from self._parser(first).transform(chain([first], input), config)
+
+    async def atransform(
+        self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """Async twin of `transform`."""
+        iterator = input.__aiter__()
+        try:
+            first = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+
+        async def chunks() -> AsyncIterator[Any]:
+            yield first
+            async for chunk in iterator:
+                yield chunk
+
+        async for out in self._parser(first).atransform(chunks(), config):
+            yield out
+
+
+def answer_parser(model: FallbackChatModel) -> Runnable[Any, Any]:
+    """Return the runnable that parses ``model``'s answers, each with its candidate's parser."""
+    return _AnswerParser(model)
+
+
+def structured(
+    model: FallbackChatModel,
+    parser: Runnable[Any, Any],
+    schema: Any,
+    include_raw: bool,
+    kwargs: dict[str, Any],
+) -> Runnable[Any, Any]:
+    """Return ``model`` asked for ``schema``, then ``parser``: as a chat model's own
+    ``with_structured_output`` is built (with ``include_raw``, the raw message beside it)."""
+    bound = model.bind(ls_structured_output_format={"kwargs": kwargs, "schema": schema})
+    if not include_raw:
+        return bound | parser
+    parsed = RunnablePassthrough.assign(
+        parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+    )
+    none = RunnablePassthrough.assign(parsed=lambda _: None)
+    return RunnableMap(raw=bound) | parsed.with_fallbacks([none], exception_key="parsing_error")

@@ -1,0 +1,332 @@
+"""Every write of both stores, written once over each store's transaction primitives: the
+rules (a name is unique within a scope, one default per scope and kind, a disabled row is never
+the default) and their messages live here, so `InMemoryStore` and `SQLStore` say the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llmpool.errors import ConflictError, InvalidConfigError, describe_row, shorten
+from llmpool.repository import DEFAULT_ACTOR
+from llmpool.repository.rules import new_config, new_configs, updated_config
+from llmpool.repository.scopes import AUDIT_PREFIX, check_routing, no_rows_error
+from llmpool.repository.spaces import warn_if_mixed
+
+if TYPE_CHECKING:
+    from llmpool.models import LLMConfig
+    from llmpool.repository import CommitListener, ConfigValidator
+
+__all__ = ["CommitListeners", "Tx", "Writes"]
+
+logger = logging.getLogger(__name__)
+
+
+class CommitListeners:
+    """The listeners of a store's committed writes; a listener's failure is logged, never
+    raised: the write it follows is already committed."""
+
+    def __init__(self, first: CommitListener | None = None) -> None:
+        self._lock = threading.Lock()
+        self._listeners: tuple[CommitListener, ...] = () if first is None else (first,)
+
+    def __len__(self) -> int:
+        return len(self._listeners)
+
+    def subscribe(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener`` after every committed write; return the call that stops it."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                listeners = list(self._listeners)
+                if listener in listeners:
+                    listeners.remove(listener)
+                    self._listeners = tuple(listeners)
+
+        return unsubscribe
+
+    def notify(self, action: str) -> None:
+        """Tell every listener that a ``action`` write was committed; log their failures."""
+        for listener in self._listeners:
+            try:
+                listener(action)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as error:  # the write is committed: nothing undoes it
+                from llmpool.contracts import log_fields
+
+                logger.warning(
+                    "llmpool committed the %s, but a commit listener failed (%s)",
+                    action,
+                    type(error).__name__,
+                    exc_info=True,
+                    extra=log_fields("commit_listener_failed", error_class=type(error).__name__),
+                )
+
+
+@dataclass
+class Tx:
+    """One write transaction: the store's handle on it (a connection, the in-memory draft), its
+    actor, what it is doing (named in errors, refined once the row is read) and its rows."""
+
+    handle: Any
+    actor: str
+    what: str
+    written: list[LLMConfig] = field(default_factory=list)
+
+
+def _doing(action: str, row: str) -> str:
+    verb = {"create": "add", "set_default": "set the default LLM to"}.get(action, action)
+    return f"{verb} {row}"
+
+
+class Writes:
+    """The admin writes of `LLMStore`: each one transaction, audited, all or nothing."""
+
+    validators: tuple[ConfigValidator, ...] = ()
+    _listeners: CommitListeners
+    _uuid_ids = False  # PostgreSQL's id column is a uuid
+
+    def subscribe(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener`` with the write's name after every committed write (its failure is
+        logged; the write stays committed); return the call that unsubscribes it."""
+        return self._listeners.subscribe(listener)
+
+    # The primitives each store implements, run inside the transaction `_transaction` opens.
+    _transaction: Callable[[Tx], AbstractContextManager[None]]
+    _find: Callable[[Tx, str], LLMConfig]  # locked; `InvalidConfigError`: stored invalid
+    _name_holder: Callable[[Tx, LLMConfig], str | None]  # the row with the config's name
+    _default_holder: Callable[[Tx, LLMConfig], str | None]  # another default of its scope
+    _clear_defaults: Callable[[Tx, LLMConfig], None]  # the others of its scope, audited
+    _insert: Callable[[Tx, LLMConfig], LLMConfig]
+    _update: Callable[[Tx, LLMConfig, LLMConfig], LLMConfig]  # (current, target): version + 1
+    _delete: Callable[[Tx, LLMConfig], None]
+    _audit: Callable[[Tx, str, str, Any, Any], None]  # (llm_id, action, before, after)
+    _has_rows: Callable[[Tx, str], bool]
+    _set_routing: Callable[[Tx, str, str], str]  # returns the strategy it replaced
+
+    def _repair(
+        self,
+        tx: Tx,
+        llm_id: str,
+        changes: Mapping[str, Any],
+        action: str,
+        error: InvalidConfigError,
+    ) -> LLMConfig:
+        # A row stored invalid (raw SQL put it there): only a SQL store has one.
+        raise error
+
+    @contextmanager
+    def _write(self, action: str, what: str, actor: str) -> Iterator[Tx]:
+        # The one commit point; listeners hear of the write only once it is committed.
+        tx = Tx(None, actor, what)
+        with self._transaction(tx):
+            yield tx
+        self._listeners.notify(action)
+        warn_if_mixed(self, tx.written)
+
+    def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
+        """Insert a row (``id`` generated when absent; ``auth_meta`` and ``config`` mappings or
+        JSON text) and return it as stored; ``actor`` is recorded in the audit log.
+
+        Raises:
+            InvalidConfigError: A field is invalid (named with the row).
+            ConflictError: The name is taken in the scope, or a concurrent default won.
+        """
+        config = new_config(llm, self.validators, uuid_ids=self._uuid_ids)
+        with self._write("add", "add LLMs", actor) as tx:
+            return self._add_in(tx, config, describe_row(config.name, None))
+
+    def add_many(
+        self, llms: Sequence[Mapping[str, Any]], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Insert several rows in one transaction, all or none, and return them (a later default
+        of a scope takes over from an earlier one, as successive `add` calls would).
+
+        Raises:
+            InvalidConfigError: An item is invalid (``item N: ...``); nothing is written.
+            ConflictError: An item's name or id is taken (named with ``(item N)``).
+        """
+        configs = new_configs(llms, self.validators, uuid_ids=self._uuid_ids)
+        with self._write("add_many", "add LLMs", actor) as tx:
+            return [self._add_in(tx, c, _item(c, i)) for i, c in enumerate(configs)]
+
+    def _add_in(self, tx: Tx, config: LLMConfig, label: str) -> LLMConfig:
+        tx.what = f"add {label}"
+        self._check_name(tx, config, label)
+        if config.is_default:
+            self._clear_defaults(tx, config)
+        stored = self._insert(tx, config)
+        self._audit(tx, stored.id, "create", None, stored)
+        tx.written.append(stored)
+        return stored
+
+    def _check_name(self, tx: Tx, config: LLMConfig, label: str) -> None:
+        # Checked first so that the refusal names the row that has the name (not the refused
+        # row's generated id); the unique index still decides a race.
+        holder = self._name_holder(tx, config)
+        if holder is not None:
+            msg = (
+                f"Could not add {label}: LLM names are unique within a scope, and {holder} has "
+                f"that name in scope {shorten(config.scope)!r}"
+            )
+            raise ConflictError(msg)
+
+    def update(
+        self, llm_id: str, changes: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR
+    ) -> LLMConfig:
+        """Apply a partial update and return the row after it.
+
+        ``is_default=True`` clears the scope's other default. A default moved to another scope
+        stays its default only when that scope has none, else the update is refused, naming both
+        rows (pass ``is_default`` explicitly).
+
+        Raises:
+            LLMNotFoundError: No such row.
+            InvalidConfigError: A field is read-only, unknown or invalid.
+            ConflictError: A uniqueness rule was broken or a concurrent write won.
+        """
+        with self._write("update", f"update LLM id {llm_id}", actor) as tx:
+            return self._change(tx, llm_id, changes, "update")
+
+    def set_default(self, llm_id: str, *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
+        """Make the row its scope's default, clearing the others in the same transaction.
+
+        Raises:
+            LLMNotFoundError: No such row.
+            InvalidConfigError: The row is invalid as stored, or disabled (field ``enabled``);
+                the message says the command that fixes it.
+            ConflictError: A concurrent `set_default` on the same scope won the race.
+        """
+        what = _doing("set_default", f"LLM id {llm_id}")
+        with self._write("set_default", what, actor) as tx:
+            return self._change(tx, llm_id, {"is_default": True}, "set_default")
+
+    def delete(self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR) -> int:
+        """Delete one row or many, all or none; return how many were deleted.
+
+        Raises:
+            LLMNotFoundError: An id has no row; nothing is deleted.
+        """
+        return len(self._bulk(llm_ids, "delete", actor))
+
+    def enable(
+        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Enable one row or many, all or none; return the rows after (`LLMNotFoundError`)."""
+        return self._bulk(llm_ids, "enable", actor)
+
+    def disable(
+        self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR
+    ) -> list[LLMConfig]:
+        """Disable one row or many, all or none; return the rows after (`LLMNotFoundError`)."""
+        return self._bulk(llm_ids, "disable", actor)
+
+    def _bulk(self, llm_ids: str | Sequence[str], action: str, actor: str) -> list[LLMConfig]:
+        ids = [llm_ids] if isinstance(llm_ids, str) else [str(i) for i in llm_ids]
+        if not ids:
+            msg = "No LLM ids given"
+            raise InvalidConfigError(msg, field="id")
+        ids = list(dict.fromkeys(ids))
+        changes = {"enabled": action == "enable"}
+        with self._write(action, _doing(action, f"{len(ids)} LLM(s)"), actor) as tx:
+            return [self._change(tx, llm_id, changes, action) for llm_id in ids]
+
+    def _change(self, tx: Tx, llm_id: str, changes: Mapping[str, Any], action: str) -> LLMConfig:
+        try:
+            current = self._find(tx, llm_id)
+        except InvalidConfigError as error:  # an invalid row (raw SQL): the repair path
+            return self._repair(tx, llm_id, changes, action, error)
+        tx.what = _doing(action, current.describe())
+        if action == "delete":
+            self._delete(tx, current)
+            self._audit(tx, current.id, action, current, None)
+            return current
+        if action == "set_default" and not current.enabled:
+            # get_llm() serves no disabled row: such a default would leave the scope without one.
+            msg = (
+                f"Could not {tx.what}: it is disabled, and get_llm() serves no disabled row; "
+                f"enable it first (llmpool enable {current.id}), or make another row of scope "
+                f"{shorten(current.scope)!r} the default"
+            )
+            raise InvalidConfigError(msg, llm_name=current.name, llm_id=current.id, field="enabled")
+        target = updated_config(current, changes, self.validators)
+        if target.is_default and "is_default" in changes:
+            self._clear_defaults(tx, target)
+        elif target.is_default and (target.scope, target.kind) != (current.scope, current.kind):
+            # A default moved to another scope (or kind), which must not have one already.
+            holder = self._default_holder(tx, target)
+            if holder is not None:
+                raise _default_move_conflict(current, target, holder)
+        after = self._update(tx, current, target)
+        self._audit(tx, current.id, action, current, after)
+        tx.written.append(after)
+        return after
+
+    def set_routing(self, scope: str, strategy: str, *, actor: str = DEFAULT_ACTOR) -> str:
+        """Set how ``scope`` routes its calls, audited; return the strategy now in force.
+
+        Raises:
+            InvalidConfigError: An unknown strategy (field ``routing``); an empty scope, one
+                holding a control character, or one without rows (field ``scope``).
+        """
+        scope, strategy = check_routing(scope, strategy)
+        what = f"set the routing of scope {shorten(scope)!r}"
+        with self._write("set_routing", what, actor) as tx:
+            self._route(tx, scope, strategy)
+        return strategy
+
+    def _route(self, tx: Tx, scope: str, strategy: str) -> None:
+        if strategy != "priority" and not self._has_rows(tx, scope):
+            raise no_rows_error(scope, strategy)
+        before = self._set_routing(tx, scope, strategy)
+        # Audited under "scope:<scope>", cut to the audit column's 64 characters.
+        llm_id = f"{AUDIT_PREFIX}{scope}"[:64]
+        new = {"scope": scope, "routing": strategy}
+        self._audit(tx, llm_id, "set_routing", {"scope": scope, "routing": before}, new)
+
+    def apply_changes(
+        self,
+        *,
+        add: Sequence[Mapping[str, Any]] = (),
+        update: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        delete: Sequence[str] = (),
+        routing: Mapping[str, str] | None = None,
+        actor: str = DEFAULT_ACTOR,
+    ) -> list[LLMConfig]:
+        """Delete (first: a removed row frees its name), update and add rows, then set scopes'
+        strategies, in one audited transaction (`llmpool.repository.declarative`); return the
+        rows updated and added."""
+        configs = new_configs(add, self.validators, uuid_ids=self._uuid_ids)
+        strategies = [check_routing(scope, strategy) for scope, strategy in (routing or {}).items()]
+        with self._write("apply", "apply changes", actor) as tx:
+            for llm_id in delete:
+                self._change(tx, llm_id, {}, "delete")
+            changed = [self._change(tx, llm_id, c, "update") for llm_id, c in update]
+            changed += [self._add_in(tx, c, _item(c, i)) for i, c in enumerate(configs)]
+            for scope, strategy in strategies:
+                self._route(tx, scope, strategy)
+        return changed
+
+
+def _item(config: LLMConfig, index: int) -> str:
+    # A refused row's id was generated for it and exists nowhere: it is named without one.
+    return f"{describe_row(config.name, None)} (item {index})"
+
+
+def _default_move_conflict(current: LLMConfig, target: LLMConfig, holder: str) -> ConflictError:
+    of_kind = "" if target.kind == "chat" else f" {target.kind} model"
+    msg = (
+        f"Could not update {current.describe()}: it is the default of scope {current.scope!r}, "
+        f"and scope {target.scope!r} already has a default{of_kind}, {holder}; move it with "
+        "is_default=False, or pass is_default=True as well to make it that scope's default "
+        "instead"
+    )
+    return ConflictError(msg)
