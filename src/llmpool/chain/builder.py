@@ -41,9 +41,10 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, eq=False)
 class ScopeChain:
     """One scope's chain of one kind, as every call of one generation of the table uses it:
-    its enabled rows (of ``space``) by priority, each built or with its reason; ``problem``
-    (rows in several vector spaces) is raised by every call; ``disabled`` rows are for health
-    views; ``rebuild_at`` is when an unbuildable candidate is due for another build."""
+    its enabled rows (of ``space``) by priority, each built or with its reason, ordered at each
+    call by ``routing`` (the scope's ``strategy``); ``problem`` (rows in several vector spaces)
+    is raised by every call; ``disabled`` rows are for health views; ``rebuild_at`` is when an
+    unbuildable candidate is due for another build."""
 
     scope: str | None
     kind: str
@@ -55,6 +56,7 @@ class ScopeChain:
     problem: LLMPoolError | None = None
     disabled: tuple[LLMConfig, ...] = ()
     rebuild_at: float | None = None
+    strategy: str = "priority"
 
 
 @runtime_checkable
@@ -327,6 +329,7 @@ class Chains:
             generation=snapshot.generation,
             candidates=candidates,
             routing=routing,
+            strategy=strategy,
             checks=tuple(check for check in unique if check.applies_to(candidates)),
             space=space,
             problem=problem,
