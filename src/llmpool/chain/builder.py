@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from llmpool.chain.routing import Routing, make_routing
@@ -338,29 +338,19 @@ class Chains:
         )
 
 
+@dataclass(eq=True, slots=True)
 class _LiveChain:
     """A scope's chain as the pool's `Chains` holds it now."""
 
-    __slots__ = ("chains", "kind", "last", "scope", "space")
-
-    def __init__(self, chains: Chains, scope: str, kind: str, space: str | None) -> None:
-        self.chains = chains
-        self.scope = scope
-        self.kind = kind
-        self.space = space
-        self.last: tuple[object, ScopeChain] | None = None  # the snapshot read, its chain
+    chains: Chains
+    scope: str
+    kind: str
+    space: str | None
+    last: tuple[object, ScopeChain] | None = field(default=None, compare=False)
+    """The snapshot read last, and its chain."""
 
     def __repr__(self) -> str:
         return f"<live {self.kind} chain of scope {shorten(self.scope)!r}>"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _LiveChain):
-            return NotImplemented
-        return (self.chains, self.scope, self.kind, self.space) == (
-            other.chains, other.scope, other.kind, other.space,
-        )  # fmt: skip
-
-    __hash__ = None  # type: ignore[assignment]
 
     def current(self) -> ScopeChain:
         """Return the chain in force now (asked at every call: one identity check when the
