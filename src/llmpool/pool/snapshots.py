@@ -139,9 +139,6 @@ class SnapshotKeeper:
             self.on_refresh(current)
         return current
 
-    def _on_change(self, generation: int) -> None:
-        self.refresh()
-
     def refresh_after_write(self, action: str = "write") -> None:
         """Reload after a committed write (a commit listener), unless the snapshot already shows
         it; a failure is logged once."""
@@ -175,7 +172,7 @@ class SnapshotKeeper:
 
         self.watcher = Watcher(
             self.repository,
-            self._on_change,
+            lambda _generation: self.refresh(),
             poll_interval=self.poll_interval,
             engine=self._database.engine if self._database and self._listen else None,
             listen_retry=self.listen_retry,
