@@ -9,7 +9,6 @@ what to apply depends on what ``llmpool_migrations`` records.
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,37 +36,19 @@ class Operations(Protocol):
         """Return the connection the revision runs on."""
 
 
-_NAME = r"\"?([A-Za-z_][A-Za-z0-9_]*)\"?"
-# What a migration does to the set of tables, statement by statement.
-_TABLE_CHANGE = re.compile(
-    rf"^\s*(?:CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?{_NAME}"
-    rf"|DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?{_NAME}"
-    rf"|ALTER\s+TABLE\s+{_NAME}\s+RENAME\s+TO\s+{_NAME})",
-    re.IGNORECASE | re.MULTILINE,
-)
-
-
 @lru_cache(maxsize=1)
 def tables() -> frozenset[str]:
-    """Return the names of the tables llmpool's migrations leave (``CREATE``, ``DROP`` and
-    ``RENAME`` read in order, every dialect), ``llmpool_migrations`` too.
+    """Return the names of the tables llmpool's migrations create (the tables its SQL code
+    reads and writes), ``llmpool_migrations`` too.
 
     Example:
         >>> {"llms", "llm_audit", "llmpool_state", "llmpool_migrations"} <= tables()
         True
     """
-    from llmpool.repository.sql.migrate import load_migrations
+    from llmpool.repository.sql.schema import metadata
+    from llmpool.usage.sql import metadata as usage
 
-    names = {"llmpool_migrations"}
-    for dialect in ("postgresql", "sqlite"):
-        present: set[str] = set()
-        for migration in load_migrations(dialect):
-            for created, dropped, old, new in _TABLE_CHANGE.findall(migration.sql):
-                present.discard((dropped or old).lower())
-                if created or new:
-                    present.add((created or new).lower())
-        names |= present
-    return frozenset(names)
+    return frozenset({"llmpool_migrations", *metadata.tables, *usage.tables})
 
 
 def include_object(

@@ -31,11 +31,9 @@ _pool_lock = threading.Lock()
 
 def _checked(scope: str, llm_id: str | None = None) -> LLMPool:
     # Checked before the default pool is built: an argument no row could match opens nothing.
-    from llmpool.models import MAX_LENGTHS, check_argument
+    from llmpool.pool.rows import check_lookup
 
-    check_argument("scope", scope, MAX_LENGTHS["scope"])
-    if llm_id is not None:
-        check_argument("llm_id", llm_id, MAX_LENGTHS["id"])
+    check_lookup(scope, llm_id)
     return get_pool()
 
 

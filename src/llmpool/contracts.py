@@ -107,48 +107,37 @@ class AdmissionCheck(Protocol):
     then exactly one of `record` (the call was made) or `release` (a later check or the
     breaker refused it: no call) follows, from the thread or task that made the call. A retry
     is a new attempt. `peek` answers the same question without taking anything, for health
-    views; `applies_to` lets a chain leave out a check none of its rows needs.
+    views; `applies_to` lets a chain leave out a check none of its rows needs. A subclass
+    inherits a check that admits everything and listens to nothing.
     """
+
+    __slots__ = ()
 
     def admit(self, candidate: Candidate) -> str | None:
         """Return ``None`` to let the call through, or why the candidate is skipped now."""
+        return None
 
     def release(self, candidate: Candidate) -> None:
         """Undo `admit`: the candidate was admitted here but is not called after all."""
+        return None
 
     def record(
         self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
     ) -> None:
         """Hear how an admitted attempt went (``usage``: the answer's ``usage_metadata``)."""
+        return None
 
     def peek(self, candidate: Candidate) -> str | None:
         """Return why `admit` would refuse the candidate now, taking nothing; else ``None``."""
+        return None
 
     def applies_to(self, candidates: Sequence[Candidate]) -> bool:
         """Whether a chain of these candidates needs this check at all."""
-
-
-class CheckBase:
-    """An `AdmissionCheck` that admits everything and listens to nothing: subclass it."""
-
-    __slots__ = ()
-
-    def admit(self, candidate: Candidate) -> str | None:
-        return None
-
-    def release(self, candidate: Candidate) -> None:
-        pass
-
-    def record(
-        self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
-    ) -> None:
-        pass
-
-    def peek(self, candidate: Candidate) -> str | None:
-        return None
-
-    def applies_to(self, candidates: Sequence[Candidate]) -> bool:
         return True
+
+
+#: `AdmissionCheck` as a base class: a check that admits everything and listens to nothing.
+CheckBase = AdmissionCheck
 
 
 class Observer:

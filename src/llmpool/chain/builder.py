@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from llmpool.chain.routing import Routing, make_routing
@@ -41,9 +41,10 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, eq=False)
 class ScopeChain:
     """One scope's chain of one kind, as every call of one generation of the table uses it:
-    its enabled rows (of ``space``) by priority, each built or with its reason; ``problem``
-    (rows in several vector spaces) is raised by every call; ``disabled`` rows are for health
-    views; ``rebuild_at`` is when an unbuildable candidate is due for another build."""
+    its enabled rows (of ``space``) by priority, each built or with its reason, ordered at each
+    call by ``routing`` (the scope's ``strategy``); ``problem`` (rows in several vector spaces)
+    is raised by every call; ``disabled`` rows are for health views; ``rebuild_at`` is when an
+    unbuildable candidate is due for another build."""
 
     scope: str | None
     kind: str
@@ -55,6 +56,7 @@ class ScopeChain:
     problem: LLMPoolError | None = None
     disabled: tuple[LLMConfig, ...] = ()
     rebuild_at: float | None = None
+    strategy: str = "priority"
 
 
 @runtime_checkable
@@ -327,6 +329,7 @@ class Chains:
             generation=snapshot.generation,
             candidates=candidates,
             routing=routing,
+            strategy=strategy,
             checks=tuple(check for check in unique if check.applies_to(candidates)),
             space=space,
             problem=problem,
@@ -335,29 +338,19 @@ class Chains:
         )
 
 
+@dataclass(eq=True, slots=True)
 class _LiveChain:
     """A scope's chain as the pool's `Chains` holds it now."""
 
-    __slots__ = ("chains", "kind", "last", "scope", "space")
-
-    def __init__(self, chains: Chains, scope: str, kind: str, space: str | None) -> None:
-        self.chains = chains
-        self.scope = scope
-        self.kind = kind
-        self.space = space
-        self.last: tuple[object, ScopeChain] | None = None  # the snapshot read, its chain
+    chains: Chains
+    scope: str
+    kind: str
+    space: str | None
+    last: tuple[object, ScopeChain] | None = field(default=None, compare=False)
+    """The snapshot read last, and its chain."""
 
     def __repr__(self) -> str:
         return f"<live {self.kind} chain of scope {shorten(self.scope)!r}>"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _LiveChain):
-            return NotImplemented
-        return (self.chains, self.scope, self.kind, self.space) == (
-            other.chains, other.scope, other.kind, other.space,
-        )  # fmt: skip
-
-    __hash__ = None  # type: ignore[assignment]
 
     def current(self) -> ScopeChain:
         """Return the chain in force now (asked at every call: one identity check when the

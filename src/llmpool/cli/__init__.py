@@ -1,4 +1,2 @@
-"""The ``llmpool`` command: `llmpool.cli.main` parses and runs it; `args` and `output` hold what
-its commands share; `rows`, `database` and `runtime` hold the commands, each parser next to its
-handler.
-"""
+"""The ``llmpool`` command: `main` runs it, `args` and `output` hold what its commands share,
+`rows`, `database` and `runtime` the commands (each parser next to its handler)."""

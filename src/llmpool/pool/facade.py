@@ -1,9 +1,7 @@
 """`LLMPool`: the composition root that serves the table's rows as chat models and embeddings.
 
-A pool wires one store to one `ChainBuilder` and its `Chains`, the runtime boards its chains
-share (breakers, rate limits, statistics, usage and budgets, vector-space lengths; local or in
-Redis) and the observers, and serves scopes: each call of a scope reads its `ScopeChain`, and
-so do `status` and `explain`. The snapshot of the table is kept current without a restart.
+It wires one store, one `ChainBuilder` and its `Chains`, the runtime boards the chains share and
+the observers; every call of a scope, and `status`, read the scope's one `ScopeChain`.
 """
 
 from __future__ import annotations
@@ -27,10 +25,10 @@ from llmpool.models import MAX_LENGTHS, LLMConfig, check_argument
 from llmpool.observe.events import ReloadEvent
 from llmpool.pool import health, rows
 from llmpool.pool.options import PoolOptions
+from llmpool.pool.rows import check_lookup
 from llmpool.pool.snapshots import SnapshotKeeper
-from llmpool.repository import CommitNotifier, LLMRepository, LLMStore
+from llmpool.repository import LLMRepository, LLMStore
 from llmpool.repository.spaces import SpaceDimensions
-from llmpool.repository.sql.url import mask_url
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -53,23 +51,20 @@ T = TypeVar("T")
 
 
 def _twin(
-    method: Callable[Concatenate[LLMPool, P], T],
+    method: Callable[Concatenate[LLMPool, P], T], *, thread: bool = False
 ) -> Callable[Concatenate[LLMPool, P], Awaitable[T]]:
-    # The async twin of a pool method: the snapshot loaded on the event loop, then the method.
+    # The async twin of a pool method: the snapshot loaded on the event loop, then the method;
+    # in a worker thread when it may read the table (a bad row's lookup) or ``thread`` (Redis).
     @functools.wraps(method)
     async def twin(self: LLMPool, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        await self._snapshots.aget()
+        snapshot = await self._snapshots.aget()
+        if thread or snapshot.bad_rows:
+            return await asyncio.to_thread(method, self, *args, **kwargs)
         return method(self, *args, **kwargs)
 
     twin.__name__ = twin.__qualname__ = f"a{method.__name__}"
     twin.__doc__ = f"Async twin of `{method.__name__}`."
     return twin
-
-
-def _check(scope: str, llm_id: str | None = None) -> None:
-    check_argument("scope", scope, MAX_LENGTHS["scope"])
-    if llm_id is not None:
-        check_argument("llm_id", llm_id, MAX_LENGTHS["id"])
 
 
 class LLMPool:
@@ -145,9 +140,6 @@ class LLMPool:
         self.dimensions = SpaceDimensions(getattr(source, "record_space", None))
         self._generation: int | None = None
         self._live: dict[tuple[str, str, str | None], Any] = {}  # the models served per scope
-        self._unsubscribe: Callable[[], None] | None = None
-        if isinstance(source, CommitNotifier):  # every committed write is seen at once
-            self._unsubscribe = source.subscribe(self._snapshots.refresh_after_write)
 
     def __repr__(self) -> str:
         return f"<LLMPool repository={self.repository!r}>"
@@ -203,9 +195,6 @@ class LLMPool:
             await self._owned.aclose()
 
     def _stop(self) -> None:
-        unsubscribe, self._unsubscribe = self._unsubscribe, None
-        if unsubscribe is not None:
-            unsubscribe()
         self._snapshots.close()
         if self.usage_meter is not None:
             self.usage_meter.close()
@@ -222,21 +211,8 @@ class LLMPool:
         """Return the scope's health, read from the chain its calls use (`llmpool.pool.health`):
         each row by priority with its verdict, and which would answer now; ``kind``: the chat
         chain (default) or the ``"embedding"`` one. A JSON-ready dict for a ``/health`` route."""
-        _check(scope)
-        return health.scope_status(
-            self.chains.get(scope, kind),
-            routing=self.snapshot().routing_of(scope),
-            breakers=self.breakers,
-            stats=self.stats,
-            limiter=self.limiter,
-            usage=self.usage_meter,
-        )
-
-    async def astatus(self, scope: str = "global", kind: str = "chat") -> health.ScopeStatus:
-        """Async twin of `status` (the breaker board may be Redis: read in a worker thread)."""
-        _check(scope)
-        await self._snapshots.aget()
-        return await asyncio.to_thread(self.status, scope, kind)
+        check_lookup(scope)
+        return health.scope_status(self, self.chains.get(scope, kind))
 
     def explain(self, scope: str = "global", kind: str = "chat") -> list[health.ChainStep]:
         """Return `status`'s rows as verdicts: would each be tried now, and if not, why."""
@@ -244,7 +220,7 @@ class LLMPool:
 
     def routing_of(self, scope: str = "global") -> str:
         """Return how ``scope`` routes its calls (``priority``, ``weighted``, ...)."""
-        _check(scope)
+        check_lookup(scope)
         return self.snapshot().routing_of(scope)
 
     def usage(
@@ -280,7 +256,7 @@ class LLMPool:
 
     def get_llms_from_db(self, enabled_only: bool = True, scope: str = "global") -> list[LLMConfig]:
         """Return the scope's chat rows in priority order (ties by name, then id)."""
-        _check(scope)
+        check_lookup(scope)
         return rows.scope_rows(self.snapshot(), scope, enabled_only)
 
     def get_default_llm_config(self, scope: str = "global") -> LLMConfig:
@@ -294,12 +270,10 @@ class LLMPool:
         return self._row(scope, None, "chat")
 
     def _row(self, scope: str, llm_id: str | None, kind: str) -> LLMConfig:
-        _check(scope, llm_id)
+        check_lookup(scope, llm_id)
         if llm_id is not None:
             return rows.find_row(self.snapshot(), llm_id, kind)
-        engine = getattr(self.repository, "engine", None)
-        where = f" (database: {mask_url(engine)})" if engine is not None else ""
-        return rows.default_row(self.snapshot(), self.repository, scope, kind, where)
+        return rows.default_row(self.snapshot(), self.repository, scope, kind)
 
     # -- models --------------------------------------------------------------------------------
 
@@ -351,7 +325,7 @@ class LLMPool:
             AllLLMsFailedToInitializeError: "All LLMs failed to initialize": no row could be
                 built (and no code fallback was given); lists every row and why.
         """
-        _check(scope)
+        check_lookup(scope)
         if not fallbacks:
             ensure_buildable(self.chains.get(scope).candidates, scope=scope)
         key = ("chat", scope, None)
@@ -389,7 +363,7 @@ class LLMPool:
             MixedSpacesError: The rows are in several spaces and no ``space`` was given.
             AllLLMsFailedToInitializeError: No row could be built, or there is none.
         """
-        _check(scope)
+        check_lookup(scope)
         if space is not None:
             check_argument("space", space, MAX_LENGTHS["space"])
         chain = self.chains.get(scope, "embedding", space)
@@ -414,24 +388,10 @@ class LLMPool:
 
     # -- async twins: the snapshot loaded on the event loop, then the sync method ---------------
 
-    async def aget_default_llm_config(self, scope: str = "global") -> LLMConfig:
-        """Async twin of `get_default_llm_config` (a lookup that may read the table runs in a
-        worker thread)."""
-        _check(scope)
-        snapshot = await self._snapshots.aget()
-        if snapshot.bad_rows:
-            return await asyncio.to_thread(self.get_default_llm_config, scope)
-        return self.get_default_llm_config(scope)
-
-    async def aget_llm(self, llm_id: str | None = None, scope: str = "global") -> BaseChatModel:
-        """Async twin of `get_llm`."""
-        _check(scope, llm_id)
-        await self._snapshots.aget()
-        if llm_id is None:
-            return self.create_llm_instance(await self.aget_default_llm_config(scope))
-        return self.get_llm(llm_id, scope)
-
+    astatus = _twin(status, thread=True)  # the breaker board may be Redis
     aget_llms_from_db = _twin(get_llms_from_db)
+    aget_default_llm_config = _twin(get_default_llm_config)
+    aget_llm = _twin(get_llm)
     aget_llm_with_fallback = _twin(get_llm_with_fallback)
     aget_embeddings = _twin(get_embeddings)
     aget_embeddings_with_fallback = _twin(get_embeddings_with_fallback)

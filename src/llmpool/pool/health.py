@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict
 
 from llmpool.chain.builder import build_reason
-from llmpool.chain.stats import LastError, LatencyStatus, RowStats, iso
+from llmpool.chain.stats import LastError, LatencyStatus, iso
 from llmpool.contracts import Candidate
 from llmpool.errors import UnknownProviderError
 from llmpool.fallback.breakers import state_name
@@ -23,9 +23,8 @@ from llmpool.repository import sort_key
 if TYPE_CHECKING:
     from llmpool.chain.builder import ScopeChain
     from llmpool.fallback.breakers import BreakerBoard
-    from llmpool.limits import RateLimiter
+    from llmpool.pool.facade import LLMPool
     from llmpool.usage.check import BudgetStatus
-    from llmpool.usage.meter import UsageMeter
 
 
 COOLING = "cooling down after repeated failures"
@@ -128,19 +127,12 @@ def _breaker(breakers: BreakerBoard, candidate: Candidate, now: float) -> Breake
     }
 
 
-def scope_status(
-    chain: ScopeChain,
-    *,
-    routing: str,
-    breakers: BreakerBoard,
-    stats: RowStats,
-    limiter: RateLimiter | None = None,
-    usage: UsageMeter | None = None,
-) -> ScopeStatus:
+def scope_status(pool: LLMPool, chain: ScopeChain) -> ScopeStatus:
     """Return the chain's rows by priority, each with the verdict a call would give it now,
     read from the pool's boards (breakers, statistics, rate limits, usage)."""
     from llmpool.usage.check import budget_status
 
+    breakers, stats, limiter, usage = pool.breakers, pool.stats, pool.limiter, pool.usage_meter
     now = breakers.clock()
     entries = [*chain.candidates, *(Candidate(config) for config in chain.disabled)]
     entries.sort(key=lambda candidate: sort_key(candidate.config))
@@ -156,7 +148,7 @@ def scope_status(
             build_error = build_reason(candidate.error)
         breaker = _breaker(breakers, candidate, now)
         limits: LimitStatus | None = None
-        if limiter is not None and (config.rpm is not None or config.tpm is not None):
+        if config.rpm is not None or config.tpm is not None:
             use = limiter.use(candidate)
             limits = {"rpm": config.rpm, "tpm": config.tpm, "requests": use.requests,
                       "tokens": use.tokens}  # fmt: skip
@@ -204,7 +196,7 @@ def scope_status(
     return {
         "scope": str(chain.scope),
         "at": iso(time.time()),
-        "routing": routing,
+        "routing": chain.strategy,
         "breakers": ("shared" if reachable else "shared, unreachable") if shared else "local",
         "can_answer": answering is not None,
         "answering": answering,

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 
 from llmpool.contracts import log_fields
 from llmpool.errors import InvalidDefaultLLMError, NoDefaultLLMError, WrongKindError, shorten
+from llmpool.models import MAX_LENGTHS, check_argument
 from llmpool.repository import no_default_error, not_found_error
+from llmpool.repository.sql.url import mask_url
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -19,6 +21,13 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger(__name__)
+
+
+def check_lookup(scope: str, llm_id: str | None = None) -> None:
+    """Refuse a ``scope`` or ``llm_id`` longer than any row holds (`ArgumentTooLongError`)."""
+    check_argument("scope", scope, MAX_LENGTHS["scope"])
+    if llm_id is not None:
+        check_argument("llm_id", llm_id, MAX_LENGTHS["id"])
 
 
 def scope_rows(snapshot: Snapshot, scope: str, enabled_only: bool) -> list[LLMConfig]:
@@ -51,12 +60,12 @@ def find_row(snapshot: Snapshot, llm_id: str, kind: str) -> LLMConfig:
     raise not_found_error(llm_id)
 
 
-def default_row(
-    snapshot: Snapshot, repository: LLMRepository, scope: str, kind: str, where: str = ""
-) -> LLMConfig:
+def default_row(snapshot: Snapshot, repository: LLMRepository, scope: str, kind: str) -> LLMConfig:
     """Return the scope's enabled default row of ``kind``, or raise "No default LLM configured
-    for scope ..." (`InvalidDefaultLLMError` naming an invalid one, read from ``repository``);
-    ``where`` names the database in the message."""
+    for scope ..." naming the database (`InvalidDefaultLLMError` naming an invalid one, read
+    from ``repository``)."""
+    engine = getattr(repository, "engine", None)
+    where = f" (database: {mask_url(engine)})" if engine is not None else ""
     what = "LLM" if kind == "chat" else "embedding model"
     for config in snapshot.configs:
         if config.scope == scope and config.is_default and config.kind == kind:

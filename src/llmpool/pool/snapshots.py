@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from llmpool.contracts import log_fields
+from llmpool.repository import CommitNotifier
 
 if TYPE_CHECKING:
     import asyncio
@@ -52,8 +53,9 @@ class _InterruptedLoadError(Exception):
 
 
 class SnapshotKeeper:
-    """The current snapshot of a repository, and the watcher that keeps it current;
-    ``on_refresh`` is called with each installed snapshot (under the load lock)."""
+    """The current snapshot of a repository, kept current by a watcher and, on a store that
+    tells of its commits, by every committed write; ``on_refresh`` is called with each
+    installed snapshot (under the load lock)."""
 
     def __init__(
         self,
@@ -79,6 +81,9 @@ class SnapshotKeeper:
         self._refresh_failing = False
         self._async_loads: dict[asyncio.AbstractEventLoop, asyncio.Task[Snapshot]] = {}
         self._async_guard = threading.Lock()
+        self._unsubscribe: Callable[[], None] | None = None
+        if isinstance(repository, CommitNotifier):  # every committed write is seen at once
+            self._unsubscribe = repository.subscribe(self.refresh_after_write)
 
     @property
     def current(self) -> Snapshot | None:
@@ -134,9 +139,6 @@ class SnapshotKeeper:
             self.on_refresh(current)
         return current
 
-    def _on_change(self, generation: int) -> None:
-        self.refresh()
-
     def refresh_after_write(self, action: str = "write") -> None:
         """Reload after a committed write (a commit listener), unless the snapshot already shows
         it; a failure is logged once."""
@@ -170,7 +172,7 @@ class SnapshotKeeper:
 
         self.watcher = Watcher(
             self.repository,
-            self._on_change,
+            lambda _generation: self.refresh(),
             poll_interval=self.poll_interval,
             engine=self._database.engine if self._database and self._listen else None,
             listen_retry=self.listen_retry,
@@ -179,6 +181,9 @@ class SnapshotKeeper:
 
     def close(self) -> None:
         """Stop watching the table, promptly (the store's connections are the store's)."""
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
         with self._load_lock:
             self._closed = True
             watcher = self.watcher

@@ -48,7 +48,7 @@ class Watcher:
     def __init__(
         self,
         repository: LLMRepository,
-        on_change: Callable[[int], None],
+        on_change: Callable[[int], object],
         *,
         poll_interval: float = 1.0,
         engine: Engine | None = None,
