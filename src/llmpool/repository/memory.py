@@ -53,8 +53,7 @@ def _find(rows: Mapping[str, LLMConfig], llm_id: str) -> LLMConfig:
 class InMemoryStore(Writes):
     """Rows kept in a dict, with an audit log and a generation counter; thread-safe.
 
-    ``configs`` (configs or mappings) are validated as every write is, but not audited; each
-    write builds a draft aside and swaps it in whole.
+    ``configs`` (configs or mappings) are validated as every write is, but not audited.
 
     Example:
         >>> store = InMemoryStore([{"name": "Fake", "provider": "fake", "model_name": "echo",
@@ -144,11 +143,6 @@ class InMemoryStore(Writes):
             read_at=datetime.now(timezone.utc),
             routing=routing,
         )
-
-    def get_routing(self, scope: str = "global") -> str:
-        """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
-        check_argument("scope", scope, MAX_LENGTHS["scope"])
-        return self._routing.get(scope, "priority")
 
     def scope_routing(self) -> dict[str, str]:
         """Return every scope's routing as stored."""
@@ -244,13 +238,11 @@ class InMemoryStore(Writes):
         return config
 
     def _update(self, tx: Tx, current: LLMConfig, target: LLMConfig) -> LLMConfig:
-        rows = tx.handle.rows
-        for row in rows.values():
-            if row.id != target.id and (row.scope, row.name) == (target.scope, target.name):
-                msg = f"Could not {tx.what}: LLM names are unique within a scope"
-                raise ConflictError(msg)
-        after = target.model_copy(update={"version": current.version + 1})
-        rows[after.id] = after
+        if self._name_holder(tx, target) is not None:
+            raise ConflictError(f"Could not {tx.what}: LLM names are unique within a scope")
+        after = tx.handle.rows[target.id] = target.model_copy(
+            update={"version": current.version + 1}
+        )
         return after
 
     def _delete(self, tx: Tx, config: LLMConfig) -> None:

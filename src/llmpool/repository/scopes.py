@@ -9,14 +9,12 @@ serves the scope by priority and logs it (``invalid_routing``, which ``llmpool d
 from __future__ import annotations
 
 import logging
-from typing import Protocol, runtime_checkable
 
 from llmpool.contracts import log_fields
 from llmpool.errors import InvalidConfigError, shorten, visible
 from llmpool.models import MAX_LENGTHS, check_argument, check_text
-from llmpool.repository import DEFAULT_ACTOR
 
-__all__ = ["STRATEGIES", "RoutingStore", "check_routing", "no_rows_error", "usable_strategy"]
+__all__ = ["STRATEGIES", "check_routing", "no_rows_error", "usable_strategy"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,19 +23,6 @@ STRATEGIES = ("priority", "weighted", "latency", "least_busy")
 
 #: How the audit log's ``llm_id`` of a routing change starts; no row's id may start so.
 AUDIT_PREFIX = "scope:"
-
-
-@runtime_checkable
-class RoutingStore(Protocol):
-    """A store that also keeps each scope's routing strategy."""
-
-    def set_routing(self, scope: str, strategy: str, *, actor: str = DEFAULT_ACTOR) -> str:
-        """Set how ``scope`` routes its calls (audited); return the strategy."""
-        ...
-
-    def get_routing(self, scope: str = "global") -> str:
-        """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
-        ...
 
 
 def check_routing(scope: str, strategy: str) -> tuple[str, str]:

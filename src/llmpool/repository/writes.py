@@ -5,6 +5,7 @@ the default) and their messages live here, so `InMemoryStore` and `SQLStore` say
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import ConflictError, InvalidConfigError, describe_row, shorten
+from llmpool.models import MAX_LENGTHS, check_argument
 from llmpool.repository import DEFAULT_ACTOR
 from llmpool.repository.rules import new_config, new_configs, updated_config
-from llmpool.repository.scopes import AUDIT_PREFIX, check_routing, no_rows_error
+from llmpool.repository.scopes import AUDIT_PREFIX, check_routing, no_rows_error, usable_strategy
 from llmpool.repository.spaces import warn_if_mixed
 
 if TYPE_CHECKING:
@@ -28,8 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 class CommitListeners:
-    """The listeners of a store's committed writes; a listener's failure is logged, never
-    raised: the write it follows is already committed."""
+    """The listeners of a store's committed writes; a listener's failure is logged, not raised."""
 
     def __init__(self, first: CommitListener | None = None) -> None:
         self._lock = threading.Lock()
@@ -38,22 +39,28 @@ class CommitListeners:
     def __len__(self) -> int:
         return len(self._listeners)
 
+    scope_routing: Callable[[], dict[str, str]]  # every scope's routing, as stored
+
+    def get_routing(self, scope: str = "global") -> str:
+        """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
+        check_argument("scope", scope, MAX_LENGTHS["scope"])
+        return usable_strategy(scope, self.scope_routing().get(scope, "priority"))
+
     def subscribe(self, listener: CommitListener) -> Callable[[], None]:
         """Call ``listener`` after every committed write; return the call that stops it."""
         with self._lock:
             self._listeners = (*self._listeners, listener)
 
         def unsubscribe() -> None:
-            with self._lock:
+            with self._lock, contextlib.suppress(ValueError):
                 listeners = list(self._listeners)
-                if listener in listeners:
-                    listeners.remove(listener)
-                    self._listeners = tuple(listeners)
+                listeners.remove(listener)
+                self._listeners = tuple(listeners)
 
         return unsubscribe
 
     def notify(self, action: str) -> None:
-        """Tell every listener that a ``action`` write was committed; log their failures."""
+        """Tell every listener that an ``action`` write was committed."""
         for listener in self._listeners:
             try:
                 listener(action)
@@ -73,8 +80,8 @@ class CommitListeners:
 
 @dataclass
 class Tx:
-    """One write transaction: the store's handle on it (a connection, the in-memory draft), its
-    actor, what it is doing (named in errors, refined once the row is read) and its rows."""
+    """One write transaction: the store's handle (a connection, a draft), its actor, what it is
+    doing (named in errors) and the rows it wrote."""
 
     handle: Any
     actor: str
@@ -95,8 +102,7 @@ class Writes:
     _uuid_ids = False  # PostgreSQL's id column is a uuid
 
     def subscribe(self, listener: CommitListener) -> Callable[[], None]:
-        """Call ``listener`` with the write's name after every committed write (its failure is
-        logged; the write stays committed); return the call that unsubscribes it."""
+        """Call ``listener`` with the write's name after every commit; return the unsubscribe."""
         return self._listeners.subscribe(listener)
 
     # The primitives each store implements, run inside the transaction `_transaction` opens.
@@ -111,17 +117,8 @@ class Writes:
     _audit: Callable[[Tx, str, str, Any, Any], None]  # (llm_id, action, before, after)
     _has_rows: Callable[[Tx, str], bool]
     _set_routing: Callable[[Tx, str, str], str]  # returns the strategy it replaced
-
-    def _repair(
-        self,
-        tx: Tx,
-        llm_id: str,
-        changes: Mapping[str, Any],
-        action: str,
-        error: InvalidConfigError,
-    ) -> LLMConfig:
-        # A row stored invalid (raw SQL put it there): only a SQL store has one.
-        raise error
+    # A row stored invalid (raw SQL put it there): (llm_id, changes, action, error); SQL only.
+    _repair: Callable[[Tx, str, Any, str, InvalidConfigError], LLMConfig] | None = None
 
     @contextmanager
     def _write(self, action: str, what: str, actor: str) -> Iterator[Tx]:
@@ -133,8 +130,7 @@ class Writes:
         warn_if_mixed(self, tx.written)
 
     def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
-        """Insert a row (``id`` generated when absent; ``auth_meta`` and ``config`` mappings or
-        JSON text) and return it as stored; ``actor`` is recorded in the audit log.
+        """Insert a row (``id`` generated when absent) and return it as stored.
 
         Raises:
             InvalidConfigError: A field is invalid (named with the row).
@@ -147,8 +143,7 @@ class Writes:
     def add_many(
         self, llms: Sequence[Mapping[str, Any]], *, actor: str = DEFAULT_ACTOR
     ) -> list[LLMConfig]:
-        """Insert several rows in one transaction, all or none, and return them (a later default
-        of a scope takes over from an earlier one, as successive `add` calls would).
+        """Insert several rows in one transaction, all or none, and return them.
 
         Raises:
             InvalidConfigError: An item is invalid (``item N: ...``); nothing is written.
@@ -182,11 +177,8 @@ class Writes:
     def update(
         self, llm_id: str, changes: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR
     ) -> LLMConfig:
-        """Apply a partial update and return the row after it.
-
-        ``is_default=True`` clears the scope's other default. A default moved to another scope
-        stays its default only when that scope has none, else the update is refused, naming both
-        rows (pass ``is_default`` explicitly).
+        """Apply a partial update and return the row after it (``is_default=True`` clears the
+        scope's other default; a default moved to a scope that has one is refused).
 
         Raises:
             LLMNotFoundError: No such row.
@@ -201,8 +193,7 @@ class Writes:
 
         Raises:
             LLMNotFoundError: No such row.
-            InvalidConfigError: The row is invalid as stored, or disabled (field ``enabled``);
-                the message says the command that fixes it.
+            InvalidConfigError: The row is invalid as stored, or disabled (field ``enabled``).
             ConflictError: A concurrent `set_default` on the same scope won the race.
         """
         what = _doing("set_default", f"LLM id {llm_id}")
@@ -210,11 +201,7 @@ class Writes:
             return self._change(tx, llm_id, {"is_default": True}, "set_default")
 
     def delete(self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR) -> int:
-        """Delete one row or many, all or none; return how many were deleted.
-
-        Raises:
-            LLMNotFoundError: An id has no row; nothing is deleted.
-        """
+        """Delete one row or many, all or none; return how many (`LLMNotFoundError`)."""
         return len(self._bulk(llm_ids, "delete", actor))
 
     def enable(
@@ -243,6 +230,8 @@ class Writes:
         try:
             current = self._find(tx, llm_id)
         except InvalidConfigError as error:  # an invalid row (raw SQL): the repair path
+            if self._repair is None:
+                raise
             return self._repair(tx, llm_id, changes, action, error)
         tx.what = _doing(action, current.describe())
         if action == "delete":
@@ -271,12 +260,8 @@ class Writes:
         return after
 
     def set_routing(self, scope: str, strategy: str, *, actor: str = DEFAULT_ACTOR) -> str:
-        """Set how ``scope`` routes its calls, audited; return the strategy now in force.
-
-        Raises:
-            InvalidConfigError: An unknown strategy (field ``routing``); an empty scope, one
-                holding a control character, or one without rows (field ``scope``).
-        """
+        """Set how ``scope`` routes its calls, audited; return the strategy now in force
+        (`InvalidConfigError`: an unknown strategy, a bad scope, or one without rows)."""
         scope, strategy = check_routing(scope, strategy)
         what = f"set the routing of scope {shorten(scope)!r}"
         with self._write("set_routing", what, actor) as tx:

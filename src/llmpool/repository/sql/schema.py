@@ -389,10 +389,12 @@ def parse_routing(text: Any) -> dict[str, str]:
     return routing
 
 
-def db_now(dialect: str) -> datetime:
-    """Return the time now as the dialect's timestamp columns take it (naive UTC on SQLite)."""
-    now = datetime.now(timezone.utc)
-    return now if dialect == "postgresql" else now.replace(tzinfo=None)
+def db_time(value: datetime | None, dialect: str) -> datetime:
+    """Return a time (``None``: now; naive: UTC) as the dialect's timestamp columns take it
+    (naive UTC on SQLite)."""
+    value = value or datetime.now(timezone.utc)
+    value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if dialect == "postgresql" else value.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def db_values(config: LLMConfig, dialect: str) -> dict[str, Any]:
@@ -403,7 +405,7 @@ def db_values(config: LLMConfig, dialect: str) -> dict[str, Any]:
         values["config"] = json.dumps(config.config, sort_keys=True)
         for name in ("created_at", "updated_at"):
             if values[name] is not None:
-                values[name] = values[name].astimezone(timezone.utc).replace(tzinfo=None)
+                values[name] = db_time(values[name], dialect)
     return values
 
 
@@ -419,7 +421,7 @@ def audit_values(
         data = value.model_dump(mode="json") if isinstance(value, LLMConfig) else dict(value)
         return data if dialect == "postgresql" else json.dumps(data, sort_keys=True, default=str)
 
-    values = {"llm_id": llm_id, "actor": actor, "action": action, "at": db_now(dialect)}
+    values = {"llm_id": llm_id, "actor": actor, "action": action, "at": db_time(None, dialect)}
     return {**values, "before": dump(before), "after": dump(after)}
 
 

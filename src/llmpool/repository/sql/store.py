@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from llmpool.errors import InvalidConfigError, describe_row, shorten, visible
-from llmpool.models import MAX_LENGTHS, LLMConfig, check_argument
+from llmpool.errors import InvalidConfigError, describe_row, shorten
+from llmpool.models import LLMConfig
 from llmpool.repository import Snapshot
 from llmpool.repository.rules import updated_config
-from llmpool.repository.scopes import usable_strategy
 from llmpool.repository.sql import repair
 from llmpool.repository.sql.errors import db_errors
 from llmpool.repository.sql.lifecycle import DatabaseResources
@@ -23,7 +21,7 @@ from llmpool.repository.sql.schema import (
     audit,
     audit_entry,
     audit_values,
-    db_now,
+    db_time,
     db_values,
     default_config,
     llms,
@@ -152,26 +150,12 @@ class SQLStore(DatabaseResources, Writes):
         if llm_id is not None:
             stmt = stmt.where(audit.c.llm_id == llm_id)
         if since is not None:
-            stmt = stmt.where(audit.c.at >= self._param_time(since))
+            stmt = stmt.where(audit.c.at >= db_time(since, self._dialect))
         if until is not None:
-            stmt = stmt.where(audit.c.at < self._param_time(until))
+            stmt = stmt.where(audit.c.at < db_time(until, self._dialect))
         if limit is not None:
             stmt = stmt.limit(limit)
         return [audit_entry(row) for row in self._rows(stmt, "read the audit log")]
-
-    def _param_time(self, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        if self._dialect != "postgresql":
-            return value.astimezone(timezone.utc).replace(tzinfo=None)
-        return value
-
-    def get_routing(self, scope: str = "global") -> str:
-        """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
-        check_argument("scope", scope, MAX_LENGTHS["scope"])
-        stmt = sa.select(scopes.c.routing).where(scopes.c.scope == scope)
-        rows = self._rows(stmt, f"read the routing of scope {shorten(visible(scope))!r}")
-        return usable_strategy(scope, rows[0]["routing"]) if rows else "priority"
 
     def scope_routing(self) -> dict[str, str]:
         """Return every scope's routing as stored (``llm_scopes``), an invalid one included."""
@@ -311,7 +295,7 @@ class SQLStore(DatabaseResources, Writes):
             tx.handle.execute(llms.delete().where(llms.c.id == row["id"]))
         else:
             stmt = llms.update().where(llms.c.id == row["id"])
-            now = db_now(self._dialect)
+            now = db_time(None, self._dialect)
             tx.handle.execute(
                 stmt.values(enabled=False, version=llms.c.version + 1, updated_at=now)
             )
