@@ -12,12 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import ConflictError
 from llmpool.models import MAX_LENGTHS, MAX_SEARCH_LENGTH, AuditEntry, LLMConfig, check_argument
-from llmpool.repository import (
-    Snapshot,
-    no_default_error,
-    not_found_error,
-    sort_key,
-)
+from llmpool.repository import Snapshot, no_default_error, not_found_error, sort_key
 from llmpool.repository.rules import canonical_id, new_config
 from llmpool.repository.writes import CommitListeners, Tx, Writes
 

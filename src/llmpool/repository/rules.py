@@ -1,7 +1,4 @@
-"""The pure part of every write: a request turned into a validated row, before any I/O.
-
-Both stores use these, so validation and its messages are the same.
-"""
+"""The pure part of every write, shared by both stores: a request turned into a validated row."""
 
 from __future__ import annotations
 
@@ -117,9 +114,8 @@ def _validate(
             validator(config)
         except InvalidConfigError as exc:
             # A problem the row already had, in a field this write leaves as it was, does not
-            # block the write: a row referencing a variable allowed only on the service's
-            # hosts (LLMPOOL_ALLOWED_ENV) can still be re-prioritised or disabled from a shell
-            # that lacks the setting, and a row of a plugin not installed here can be edited.
+            # block the write (a variable allowed only on the service's hosts, a plugin not
+            # installed here).
             if current is not None and _failed_before(validator, current, config, exc):
                 continue
             if current is None or config.describe() == current.describe():
@@ -140,14 +136,8 @@ def new_config(
     *,
     uuid_ids: bool = False,
 ) -> LLMConfig:
-    """Return a new row validated, with its id (unless given) and timestamps generated.
-
-    ``uuid_ids``: accept only UUIDs as ids (the store's column is a uuid).
-
-    Raises:
-        InvalidConfigError: A field is missing or invalid, or ``id`` is neither a UUID nor
-            (where allowed) a short key; the message names row and field.
-    """
+    """Return a new row validated, with its id (unless given; ``uuid_ids``: only a UUID) and
+    timestamps generated (`InvalidConfigError` naming row and field)."""
     data = dict(values)
     name = data.get("name") if isinstance(data.get("name"), str) else None
     unknown = set(data) - set(LLMConfig.FIELDS)
@@ -195,12 +185,8 @@ def edited_values(
     sets: Mapping[str, Any] | None = None,
     unsets: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Return the changes that set and unset dotted paths of a row, merging nested objects.
-
-    ``config.temperature`` sets one key of ``config`` and keeps the others; unsetting a field
-    resets it to its default. Each changed field comes with its whole new value (for
-    `LLMStore.update`); a path naming no field, going through a non-object, or unsetting a key
-    that is not there raises `InvalidConfigError`.
+    """Return the `LLMStore.update` changes that set and unset dotted paths of a row, merging
+    nested objects (unsetting a field resets it to its default).
 
     Example:
         >>> edited_values({"priority": 1, "config": {"temperature": 0.1, "max_tokens": 9}},
@@ -260,12 +246,7 @@ def updated_config(
     changes: Mapping[str, Any],
     validators: Sequence[ConfigValidator] = (),
 ) -> LLMConfig:
-    """Return ``current`` with ``changes`` applied and validated (the store sets ``version``).
-
-    Raises:
-        InvalidConfigError: A field is read-only, unknown or invalid; the message names the row
-            by its current name and id.
-    """
+    """Return ``current`` with ``changes`` applied and validated (the store sets ``version``)."""
     where = current.describe()
     data = dict(changes)
     for field in data:

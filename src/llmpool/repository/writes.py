@@ -39,13 +39,6 @@ class CommitListeners:
     def __len__(self) -> int:
         return len(self._listeners)
 
-    scope_routing: Callable[[], dict[str, str]]  # every scope's routing, as stored
-
-    def get_routing(self, scope: str = "global") -> str:
-        """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
-        check_argument("scope", scope, MAX_LENGTHS["scope"])
-        return usable_strategy(scope, self.scope_routing().get(scope, "priority"))
-
     def subscribe(self, listener: CommitListener) -> Callable[[], None]:
         """Call ``listener`` after every committed write; return the call that stops it."""
         with self._lock:
@@ -100,6 +93,13 @@ class Writes:
     validators: tuple[ConfigValidator, ...] = ()
     _listeners: CommitListeners
     _uuid_ids = False  # PostgreSQL's id column is a uuid
+
+    scope_routing: Callable[[], dict[str, str]]  # every scope's routing, as stored
+
+    def get_routing(self, scope: str = "global") -> str:
+        """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
+        check_argument("scope", scope, MAX_LENGTHS["scope"])
+        return usable_strategy(scope, self.scope_routing().get(scope, "priority"))
 
     def subscribe(self, listener: CommitListener) -> Callable[[], None]:
         """Call ``listener`` with the write's name after every commit; return the unsubscribe."""

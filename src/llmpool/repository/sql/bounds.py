@@ -31,7 +31,15 @@ from llmpool.repository.sql.url import mask_url, resolve_database_url
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["STALLED", "DatabaseBounds", "bounded_round_trip", "database_bounds", "longer_bounds"]
+__all__ = [
+    "STALLED",
+    "DatabaseBounds",
+    "bounded_round_trip",
+    "database_bounds",
+    "install_bounds",
+    "longer_bounds",
+    "postgres_settings",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,7 @@ __all__ = ["db_errors", "timeout_error"]
 _NAME_RULE = "LLM names are unique within a scope"
 _DEFAULT_RULE = "only one default LLM per scope"
 
-# libpq / psycopg texts of a server that answered and refused: wrong password, unknown role,
-# unknown database, pg_hba.conf. Reachable, so not DatabaseUnavailableError; no retry helps.
+# A server that answered and refused (password, role, database, pg_hba.conf): no retry helps.
 _REFUSALS = (
     "password authentication failed",
     "authentication failed",
@@ -35,8 +34,7 @@ _REFUSALS = (
     "permission denied for database",
 )
 
-# A reachable server full (max_connections, a CONNECTION LIMIT, the superuser slots): transient,
-# so DatabaseUnavailableError, which the watcher treats as an outage, but never "unreachable".
+# A reachable server full: transient, so DatabaseUnavailableError, but never "unreachable".
 _TOO_MANY_CONNECTIONS = (
     "too many clients",
     "too many connections",
@@ -62,9 +60,8 @@ def _constraint_rule(error: exc.IntegrityError) -> str | None:
     text = str(error.orig)
     if "uq_llms_default_per_scope" in text:
         return _DEFAULT_RULE
-    # SQLite names the columns, not the index: (scope, name) is the name rule; the partial
-    # index on (scope, kind) WHERE is_default reads "llms.scope, llms.kind" (before 0003_kinds,
-    # "llms.scope").
+    # SQLite names the columns: (scope, name) is the name rule; the default index reads
+    # "llms.scope, llms.kind" ("llms.scope" before 0003_kinds).
     if "uq_llms_scope_name" in text or "llms.scope, llms.name" in text:
         return _NAME_RULE
     first = (text.strip().splitlines() or [""])[0]
@@ -75,20 +72,14 @@ def _constraint_rule(error: exc.IntegrityError) -> str | None:
 
 @contextmanager
 def db_errors(engine: Engine | URL | str, what: str | Callable[[], str]) -> Iterator[None]:
-    """Translate driver errors raised inside the block into llmpool's errors.
-
-    Args:
-        engine: The engine (or URL) in use, named in messages with its password masked.
-        what: What was being done (``"set the default LLM"``); a callable is asked when an
-            error happens, so a write can name its row once it has read it.
+    """Translate driver errors raised inside the block into llmpool's errors, naming the
+    database (password masked) and ``what`` was being done (a callable: asked on error).
 
     Raises:
-        DatabaseUnavailableError: The database could not be reached, did not answer within its
-            bound ("timed out after N s"), or has too many connections.
-        ConflictError: A uniqueness rule was broken, the write lost a race, or it waited for
-            another session's lock past the lock timeout.
-        DatabaseError: Any other database failure, a refused login or a missing database
-            included (with the driver's first message line, the password masked).
+        DatabaseUnavailableError: The database could not be reached, timed out, or has too
+            many connections.
+        ConflictError: A uniqueness rule was broken, or the write lost a race or a lock wait.
+        DatabaseError: Any other database failure, a refused login included.
     """
     try:
         yield
@@ -182,8 +173,7 @@ def timeout_error(
 
 
 def _refusal_reason(error: exc.DBAPIError, password: str | None) -> str:
-    # The server's reason, after FATAL ("connection failed: connection to server at "h", port
-    # 5432 failed: FATAL:  database "x" does not exist"), with the password masked.
+    # The server's reason, after "FATAL:", with the password masked.
     first = (str(error.orig).strip().splitlines() or [""])[0]
     reason = re.split(r"FATAL:\s*", first)[-1].strip() or type(error.orig).__name__
     return reason.replace(password, "***") if password else reason

@@ -55,12 +55,10 @@ class SQLStore(DatabaseResources, Writes):
     """Rows of the `llms` table, read and written through an `Engine`.
 
     Args:
-        engine: An engine, a URL, or ``None`` for the configured database; or a `Connection`
-            (Alembic's ``op.get_bind()``) whose transaction every read and write joins (see
-            `lifecycle`). The schema must be migrated, or ``auto_migrate`` set.
+        engine: An engine, a URL, ``None`` for the configured database, or a `Connection`
+            whose transaction every read and write joins (see `lifecycle`).
         validators: Checks run on every row before it is written; by default the environment
-            allowlist, the known providers and their accepted config keys, so that a bad row is
-            refused when written, not only when built. ``()`` turns them off.
+            allowlist, the known providers and their config keys. ``()`` turns them off.
         async_engine: The async engine (or its URL) of `async_reader`.
         auto_migrate: Apply llmpool's migrations on first use; ``None`` for SQLite only.
         on_commit: Called after every committed write (see `subscribe`).
@@ -133,9 +131,7 @@ class SQLStore(DatabaseResources, Writes):
 
     def generation(self) -> int:
         """Return the table's change counter."""
-        self.ensure_schema()
-        with db_errors(self.engine, "read the change counter"), self.connect() as conn:
-            return int(conn.execute(select_generation()).scalar_one())
+        return int(self._rows(select_generation(), "read the change counter")[0]["generation"])
 
     def audit_log(
         self,
@@ -158,13 +154,12 @@ class SQLStore(DatabaseResources, Writes):
         return [audit_entry(row) for row in self._rows(stmt, "read the audit log")]
 
     def scope_routing(self) -> dict[str, str]:
-        """Return every scope's routing as stored (``llm_scopes``), an invalid one included."""
+        """Return every scope's routing as stored, an invalid one included."""
         rows = self._rows(select_routing(), "read the scopes' routing")
         return dict(parse_routing(next(iter(rows[0].values()))))
 
     def record_space(self, space: str, dimensions: int, llm_id: str) -> int:
-        """Record a vector space's length the first time any process sees it; return the
-        length recorded (``llm_spaces``: the first writer wins)."""
+        """Record a vector space's length unless one is; return the one recorded."""
         self.ensure_schema()
         values = {"space": space, "dimensions": dimensions, "llm_id": llm_id}
         stmt = self._upsert(spaces).values(values).on_conflict_do_nothing()
@@ -183,8 +178,7 @@ class SQLStore(DatabaseResources, Writes):
 
     @contextmanager
     def _transaction(self, tx: Tx) -> Iterator[None]:
-        # One connection and transaction per admin call (on a caller's Connection: a SAVEPOINT,
-        # see `lifecycle`); errors name the row as ``tx.what`` says once the row is known.
+        # Errors name the row as ``tx.what`` says once the row is known.
         self.ensure_schema()
         with db_errors(self.engine, lambda: tx.what), self.transaction() as conn:
             tx.handle = conn
@@ -273,10 +267,7 @@ class SQLStore(DatabaseResources, Writes):
     ) -> LLMConfig:
         # A row that fails validation: updated when valid after it, deleted or disabled as
         # stored, refused for enable and set_default (see `repair`).
-        rows = self._locked(tx, select_llms(scope=None, llm_id=llm_id))
-        if not rows:  # pragma: no cover - it was there a moment ago, under the same lock
-            raise error
-        row = dict(rows[0])
+        row = dict(self._locked(tx, select_llms(scope=None, llm_id=llm_id))[0])
         before = safe_fields(row)
         if action == "update":
             target = repair.repaired(row, changes, self.validators, error)

@@ -19,11 +19,9 @@ SUPPORTED_SCHEMES = (
 
 
 def resolve_database_url(url: str | URL | None = None) -> URL:
-    """Return the database URL llmpool uses, PostgreSQL ones set to psycopg 3.
-
-    ``None``: ``LLMPOOL_DATABASE_URL``, else ``DATABASE_URL`` (the usage guide's), else the
-    SQLite file ``LLMPOOL_SQLITE_PATH`` or ``./llmpool.sqlite3``. `DatabaseError`: the URL cannot
-    be parsed (never showing its password) or is not supported.
+    """Return the database URL llmpool uses (``None``: ``LLMPOOL_DATABASE_URL``, else
+    ``DATABASE_URL``, else the SQLite file ``LLMPOOL_SQLITE_PATH`` or ``./llmpool.sqlite3``),
+    PostgreSQL ones set to psycopg 3 (`DatabaseError`: unparseable or unsupported).
 
     Example:
         >>> resolve_database_url("postgresql://u:p@db/app").drivername
