@@ -105,14 +105,7 @@ class Plan:
 
 def export_rows(store: Any, *, scope: str | None = "global") -> dict[str, Any]:
     """Return the valid rows of ``scope`` (``None``: every scope) as a document (an invalid
-    row, which may hold a secret, is left out and logged).
-
-    Example:
-        >>> from llmpool.repository.memory import InMemoryStore
-        >>> store = InMemoryStore([{"name": "A", "provider": "fake", "model_name": "m"}])
-        >>> export_rows(store)["llms"][0]["name"]
-        'A'
-    """
+    row, which may hold a secret, is left out and logged)."""
     entries = []
     for row in stored_rows(store, scope=scope):
         if row.config is None:

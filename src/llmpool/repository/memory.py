@@ -200,7 +200,7 @@ class InMemoryStore(Writes):
     def _find(self, tx: Tx, llm_id: str) -> LLMConfig:
         return _find(tx.handle.rows, llm_id)
 
-    def _defaults(self, tx: Tx, target: LLMConfig) -> list[LLMConfig]:
+    def _other_defaults(self, tx: Tx, target: LLMConfig) -> list[LLMConfig]:
         rows: dict[str, LLMConfig] = tx.handle.rows
         return [
             row
@@ -217,12 +217,8 @@ class InMemoryStore(Writes):
                 return row.describe()
         return None
 
-    def _default_holder(self, tx: Tx, target: LLMConfig) -> str | None:
-        holders = self._defaults(tx, target)
-        return holders[0].describe() if holders else None
-
     def _clear_defaults(self, tx: Tx, target: LLMConfig) -> None:
-        for row in self._defaults(tx, target):
+        for row in self._other_defaults(tx, target):
             cleared = self._update(tx, row, row.model_copy(update={"is_default": False}))
             self._audit(tx, row.id, "update", row, cleared)
 

@@ -34,12 +34,7 @@ WRITABLE_FIELDS = tuple(f for f in LLMConfig.FIELDS if f not in READ_ONLY_FIELDS
 
 
 def canonical_id(llm_id: str) -> str:
-    """Return a UUID in its canonical form (lower case, hyphenated); any other text unchanged.
-
-    Example:
-        >>> canonical_id("1B4E28BA2FA111D2883F0016D3CCA427"), canonical_id("abc-123")
-        ('1b4e28ba-2fa1-11d2-883f-0016d3cca427', 'abc-123')
-    """
+    """Return a UUID in its canonical form (lower case, hyphenated); any other text unchanged."""
     try:
         return str(uuid.UUID(str(llm_id)))
     except ValueError:
@@ -186,13 +181,7 @@ def edited_values(
     unsets: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Return the `LLMStore.update` changes that set and unset dotted paths of a row, merging
-    nested objects (unsetting a field resets it to its default).
-
-    Example:
-        >>> edited_values({"priority": 1, "config": {"temperature": 0.1, "max_tokens": 9}},
-        ...               {"config.temperature": 0.2}, ["config.max_tokens"])
-        {'config': {'temperature': 0.2}}
-    """
+    nested objects (unsetting a field resets it to its default)."""
     changes: dict[str, Any] = {}
 
     def field_of(path: str) -> tuple[str, list[str]]:

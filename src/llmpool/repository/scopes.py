@@ -26,17 +26,8 @@ AUDIT_PREFIX = "scope:"
 
 
 def check_routing(scope: str, strategy: str) -> tuple[str, str]:
-    """Return ``(scope, strategy)`` checked and stripped, ready to write.
-
-    Raises:
-        InvalidConfigError: An empty scope, one holding a control or invisible character
-            (field ``scope``), or a strategy not in `STRATEGIES` (field ``routing``).
-        ArgumentTooLongError: A scope longer than 100 characters.
-
-    Example:
-        >>> check_routing(" global ", "weighted")
-        ('global', 'weighted')
-    """
+    """Return ``(scope, strategy)`` checked and stripped, ready to write (`InvalidConfigError`
+    naming field ``scope`` or ``routing``; `ArgumentTooLongError`)."""
     if not isinstance(scope, str) or not scope.strip():
         msg = "scope must be a non-empty string"
         raise InvalidConfigError(msg, field="scope")
@@ -64,12 +55,7 @@ def no_rows_error(scope: str, strategy: str) -> InvalidConfigError:
 
 def usable_strategy(scope: str, stored: object, *, warn: bool = True) -> str:
     """Return the strategy ``stored`` names, or ``"priority"`` (logged, when ``warn``) when it
-    names none.
-
-    Example:
-        >>> usable_strategy("global", "weighted"), usable_strategy("x", " Weighted ", warn=False)
-        ('weighted', 'priority')
-    """
+    names none."""
     if stored in STRATEGIES:
         return str(stored)
     if warn:

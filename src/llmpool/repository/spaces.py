@@ -86,14 +86,7 @@ def warn_if_mixed(store: Any, written: Iterable[LLMConfig]) -> None:
 
 class SpaceDimensions:
     """The length of each vector space's vectors: the first ``record`` (the store's
-    ``record_space``) returns, else (no store, or the database unreachable) this process's first.
-
-    Example:
-        >>> dims = SpaceDimensions()
-        >>> row = LLMConfig(id="1", name="A", provider="fake", model_name="m", kind="embedding")
-        >>> dims.refusal("s", 8, row) is None, dims.refusal("s", 4, row)
-        (True, "answered vectors of 4 numbers, but space 's' has 8; ...")
-    """
+    ``record_space``) returns, else (no store, or the database unreachable) this process's first."""
 
     def __init__(self, record: Callable[[str, int, str], int] | None = None) -> None:
         self._record = record

@@ -88,12 +88,7 @@ def _json(value: Any) -> Any:
 
 def safe_fields(row: Mapping[str, Any]) -> dict[str, Any]:
     """Return a stored row's fields for display and audit, hiding what may be a secret (a
-    reference that looks like no variable name or path, a key naming a credential).
-
-    Example:
-        >>> safe_fields({"name": "x", "auth_meta": '{"api_key": "sk-raw"}'})
-        {'name': 'x', 'auth_meta': {'api_key': '<hidden>'}}
-    """
+    reference that looks like no variable name or path, a key naming a credential)."""
     shown: dict[str, Any] = {}
     for name, value in row.items():
         if name in ("auth_meta", "config"):
@@ -150,14 +145,7 @@ def stored_rows(store: Any, *, scope: str | None = None) -> list[StoredRow]:
 
 def find_row(store: Any, ref: str, *, scope: str | None = None) -> StoredRow:
     """Return the row whose id, or else name, is ``ref`` (in ``scope``); `LLMNotFoundError`,
-    or `AmbiguousNameError` listing the rows of that name.
-
-    Example:
-        >>> from llmpool.repository.memory import InMemoryStore
-        >>> store = InMemoryStore([{"name": "A", "provider": "fake", "model_name": "m"}])
-        >>> find_row(store, "A").name
-        'A'
-    """
+    or `AmbiguousNameError` listing the rows of that name."""
     check_argument("name", ref, MAX_LENGTHS["name"])
     rows = stored_rows(store, scope=scope)
     for row in rows:

@@ -109,7 +109,7 @@ class Writes:
     _transaction: Callable[[Tx], AbstractContextManager[None]]
     _find: Callable[[Tx, str], LLMConfig]  # locked; `InvalidConfigError`: stored invalid
     _name_holder: Callable[[Tx, LLMConfig], str | None]  # the row with the config's name
-    _default_holder: Callable[[Tx, LLMConfig], str | None]  # another default of its scope
+    _other_defaults: Callable[[Tx, LLMConfig], Sequence[Any]]  # of its scope and kind, locked
     _clear_defaults: Callable[[Tx, LLMConfig], None]  # the others of its scope, audited
     _insert: Callable[[Tx, LLMConfig], LLMConfig]
     _update: Callable[[Tx, LLMConfig, LLMConfig], LLMConfig]  # (current, target): version + 1
@@ -119,6 +119,10 @@ class Writes:
     _set_routing: Callable[[Tx, str, str], str]  # returns the strategy it replaced
     # A row stored invalid (raw SQL put it there): (llm_id, changes, action, error); SQL only.
     _repair: Callable[[Tx, str, Any, str, InvalidConfigError], LLMConfig] | None = None
+
+    def _default_holder(self, tx: Tx, target: LLMConfig) -> str | None:
+        holders = self._other_defaults(tx, target)
+        return describe_row(holders[0]["name"], str(holders[0]["id"])) if holders else None
 
     @contextmanager
     def _write(self, action: str, what: str, actor: str) -> Iterator[Tx]:

@@ -33,12 +33,7 @@ __all__ = ["AsyncSQLRepository"]
 
 
 class AsyncSQLRepository:
-    """The async reads of `SQLStore`, on an async engine, a URL, or the configured database.
-
-    Example:
-        >>> repo = AsyncSQLRepository("sqlite://")  # doctest: +SKIP
-        >>> configs = await repo.list_llms()          # doctest: +SKIP
-    """
+    """The async reads of `SQLStore`, on an async engine, a URL, or the configured database."""
 
     def __init__(self, engine: AsyncEngine | str | URL | None = None) -> None:
         self.engine = create_async_engine(engine)

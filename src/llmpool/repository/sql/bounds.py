@@ -106,12 +106,7 @@ _KNOBS = ("llmpool_statement_timeout", "llmpool_client_timeout")
 
 
 def database_bounds(engine: Engine | AsyncEngine | URL | str) -> DatabaseBounds:
-    """Return the bounds of an engine llmpool made, or those it would give an engine of a URL.
-
-    Example:
-        >>> database_bounds("postgresql://db/app?llmpool_statement_timeout=2").client
-        7.0
-    """
+    """Return the bounds of an engine llmpool made, or those it would give an engine of a URL."""
     sync = sync_engine_of(engine)
     if isinstance(sync, Engine):
         known = _ENGINE_BOUNDS.get(sync)

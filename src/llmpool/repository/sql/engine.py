@@ -123,12 +123,7 @@ def create_async_engine(
     client_timeout: float | None = None,
     **kwargs: Any,
 ) -> AsyncEngine:
-    """Return an async engine (psycopg 3 async, aiosqlite), bounded as `create_engine`'s are.
-
-    Example:
-        >>> create_async_engine("sqlite://").dialect.driver
-        'aiosqlite'
-    """
+    """Return an async engine (psycopg 3 async, aiosqlite), bounded as `create_engine`'s are."""
     from sqlalchemy.ext.asyncio import AsyncEngine
     from sqlalchemy.ext.asyncio import create_async_engine as create
 

@@ -159,12 +159,7 @@ def timeout_error(
     seconds: float | None,
     detail: str = "",
 ) -> DatabaseUnavailableError:
-    """Return the error of a wait on the database that ran past its bound (``seconds``).
-
-    Example:
-        >>> str(timeout_error("postgresql://app:pw@db/app", "list LLMs", 15))
-        'Could not list LLMs: database postgresql://app:***@db/app timed out after 15 s'
-    """
+    """Return the error of a wait on the database that ran past its bound (``seconds``)."""
     url = _url_of(sync_engine_of(engine))
     after = f" after {seconds:g} s" if seconds else ""
     why = f" ({detail})" if detail else ""

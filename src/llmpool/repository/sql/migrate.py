@@ -2,8 +2,7 @@
 
 Each file, ``migrations_sql/<dialect>/NNNN_name.sql`` in the wheel, is applied once, in order,
 in its own transaction, and recorded with its SHA-256 (a file changed since stops the migrator);
-concurrent migrators wait for each other. Seeding is explicit: inserting rows that reference API
-keys is an admin's decision, not a side effect of starting a service.
+concurrent migrators wait for each other. Seeding is explicit, an admin's decision.
 """
 
 from __future__ import annotations
@@ -83,18 +82,12 @@ def _migrations_dir(dialect: str) -> Any:
 
 
 def load_migrations(dialect: str) -> list[Migration]:
-    """Return the shipped migrations of ``postgresql`` or ``sqlite``, by version.
-
-    Example:
-        >>> [m.name for m in load_migrations("sqlite")][:1]
-        ['0001_llms.sql']
-    """
+    """Return the shipped migrations of ``postgresql`` or ``sqlite``, by version."""
     return _load(_migrations_dir(dialect))
 
 
 def load_down_migrations(dialect: str) -> list[Migration]:
-    """Return the reverse scripts of a dialect (``down/NNNN_name.sql``, each named as the
-    migration it reverses and dropping exactly what it created), by version."""
+    """Return the reverse scripts of a dialect (``down/NNNN_name.sql``), by version."""
     down = _migrations_dir(dialect) / "down"
     return _load(down) if down.is_dir() else []
 
@@ -210,15 +203,7 @@ def migrate_connection(conn: Connection, *, to: int | None = None) -> list[str]:
 def downgrade_connection(conn: Connection, *, to: int = 0) -> list[str]:
     """Revert the applied migrations numbered above ``to``, newest first, by their reverse
     scripts (``down/NNNN_name.sql``) inside the caller's transaction, dropping
-    ``llmpool_migrations`` when none is left; return the files reverted.
-
-    Example:
-        >>> import sqlalchemy as sa
-        >>> with sa.create_engine("sqlite://").begin() as conn:
-        ...     _ = migrate_connection(conn, to=1)
-        ...     downgrade_connection(conn)
-        ['0001_llms.sql']
-    """
+    ``llmpool_migrations`` when none is left; return the files reverted."""
     dialect = conn.dialect.name
     _join_transaction(conn)
     if not sa.inspect(conn).has_table("llmpool_migrations"):
@@ -325,8 +310,7 @@ STARTER_ROWS: tuple[dict[str, Any], ...] = (
 def seed_starter_rows(
     store: LLMStore, *, scope: str = "global", actor: str = "llmpool seed"
 ) -> list[LLMConfig]:
-    """Insert the usage guide's four example rows that ``scope`` lacks (matched by name);
-    return those inserted now.
+    """Insert the usage guide's example rows that ``scope`` lacks (by name); return them.
 
     Example:
         >>> from llmpool.repository.memory import InMemoryStore

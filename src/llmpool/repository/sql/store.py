@@ -207,10 +207,6 @@ class SQLStore(DatabaseResources, Writes):
         )
         return self._locked(tx, stmt)
 
-    def _default_holder(self, tx: Tx, target: LLMConfig) -> str | None:
-        holders = self._other_defaults(tx, target)
-        return describe_row(holders[0]["name"], str(holders[0]["id"])) if holders else None
-
     def _clear_defaults(self, tx: Tx, target: LLMConfig) -> None:
         previous_rows, bad = parse_rows(self._other_defaults(tx, target))
         for previous in previous_rows:
