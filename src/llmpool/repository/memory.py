@@ -101,19 +101,15 @@ class InMemoryStore(Writes):
         needle = search.lower() if search else None
         with self._lock:
             rows = list(self._rows.values())
-        return sorted(
-            (
-                row
-                for row in rows
-                if (not enabled_only or row.enabled)
-                and (scope is None or row.scope == scope)
-                and (provider is None or row.provider == provider)
-                and (
-                    needle is None or needle in row.name.lower() or needle in row.model_name.lower()
-                )
-            ),
-            key=sort_key,
-        )
+        kept = [
+            row
+            for row in rows
+            if (row.enabled or not enabled_only)
+            and scope in (None, row.scope)
+            and provider in (None, row.provider)
+            and (not needle or needle in row.name.lower() or needle in row.model_name.lower())
+        ]
+        return sorted(kept, key=sort_key)
 
     def get(self, llm_id: str) -> LLMConfig:
         """Return one row; raise `LLMNotFoundError` when there is none."""

@@ -221,11 +221,10 @@ class Writes:
         return self._bulk(llm_ids, "disable", actor)
 
     def _bulk(self, llm_ids: str | Sequence[str], action: str, actor: str) -> list[LLMConfig]:
-        ids = [llm_ids] if isinstance(llm_ids, str) else [str(i) for i in llm_ids]
+        ids = list(dict.fromkeys([llm_ids] if isinstance(llm_ids, str) else map(str, llm_ids)))
         if not ids:
             msg = "No LLM ids given"
             raise InvalidConfigError(msg, field="id")
-        ids = list(dict.fromkeys(ids))
         changes = {"enabled": action == "enable"}
         with self._write(action, _doing(action, f"{len(ids)} LLM(s)"), actor) as tx:
             return [self._change(tx, llm_id, changes, action) for llm_id in ids]

@@ -106,9 +106,9 @@ def db_errors(engine: Engine | URL | str, what: str | Callable[[], str]) -> Iter
 
 def _raise_operational(engine: Engine | URL | str, doing: str, error: exc.DBAPIError) -> NoReturn:
     text = str(error.orig).lower()
-    where = f"database {mask_url(_url_of(engine))}"
+    where = f"database {mask_url(engine)}"
     # The driver's error stays the cause, unless its text holds the password.
-    password = _password_of(_url_of(engine))
+    password = _password_of(engine)
     cause = None if password and password in str(error) else error
     if any(word in text for word in ("deadlock", "could not serialize", "database is locked")):
         msg = f"Could not {doing}: it conflicted with a concurrent write; retry"
@@ -147,7 +147,7 @@ def _waited_too_long(engine: Engine | URL | str, doing: str, text: str) -> LLMPo
         after = f" for more than {bounds.lock:g} s" if bounds.lock else ""
         msg = (
             f"Could not {doing}: another session held a lock it needed{after} (database "
-            f"{mask_url(_url_of(engine))}, lock_timeout); retry"
+            f"{mask_url(engine)}, lock_timeout); retry"
         )
         return ConflictError(msg)
     return None
@@ -160,7 +160,7 @@ def timeout_error(
     detail: str = "",
 ) -> DatabaseUnavailableError:
     """Return the error of a wait on the database that ran past its bound (``seconds``)."""
-    url = _url_of(sync_engine_of(engine))
+    url = sync_engine_of(engine)
     after = f" after {seconds:g} s" if seconds else ""
     why = f" ({detail})" if detail else ""
     msg = f"Could not {_doing(what)}: database {mask_url(url)} timed out{after}{why}"
@@ -178,13 +178,13 @@ def _unreachable(engine: Engine | URL | str, doing: str, text: str) -> DatabaseU
     hint = ""
     if "unable to open database" in text:
         hint = " (unable to open the database file: does its directory exist, and is it a file?)"
-    msg = f"Could not {doing}: database {mask_url(_url_of(engine))} is unreachable{hint}"
+    msg = f"Could not {doing}: database {mask_url(engine)} is unreachable{hint}"
     return DatabaseUnavailableError(msg)
 
 
-def _password_of(url: URL | str) -> str | None:
+def _password_of(engine: Engine | URL | str) -> str | None:
     try:
-        return make_url(url).password
+        return make_url(engine.url if isinstance(engine, Engine) else engine).password
     except exc.ArgumentError:
         return None
 
@@ -198,10 +198,6 @@ def _missing_tables(what: str) -> DatabaseError:
         f"Could not {what}: llmpool's tables are missing; run `llmpool migrate` "
         "(or llmpool.repository.sql.migrate()) against this database first"
     )
-
-
-def _url_of(engine: Engine | URL | str) -> URL | str:
-    return engine.url if isinstance(engine, Engine) else engine
 
 
 def _describe(error: exc.DBAPIError) -> str:
