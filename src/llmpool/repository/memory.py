@@ -14,7 +14,7 @@ from llmpool.errors import ConflictError
 from llmpool.models import MAX_LENGTHS, MAX_SEARCH_LENGTH, AuditEntry, LLMConfig, check_argument
 from llmpool.repository import Snapshot, no_default_error, not_found_error, sort_key
 from llmpool.repository.rules import canonical_id, new_config
-from llmpool.repository.writes import CommitListeners, Tx, Writes
+from llmpool.repository.writes import Tx, Writes
 
 if TYPE_CHECKING:
     from llmpool.repository import CommitListener, ConfigValidator
@@ -64,8 +64,7 @@ class InMemoryStore(Writes):
         validators: Sequence[ConfigValidator] = (),
         on_commit: CommitListener | None = None,
     ) -> None:
-        self.validators = tuple(validators)
-        self._listeners = CommitListeners(on_commit)
+        super().__init__(validators, on_commit)
         self._spaces: dict[str, int] = {}  # each vector space's length (`record_space`)
         self._lock = threading.Lock()
         self._rows: dict[str, LLMConfig] = {}

@@ -24,51 +24,9 @@ if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.repository import CommitListener, ConfigValidator
 
-__all__ = ["CommitListeners", "Tx", "Writes"]
+__all__ = ["Tx", "Writes"]
 
 logger = logging.getLogger(__name__)
-
-
-class CommitListeners:
-    """The listeners of a store's committed writes; a listener's failure is logged, not raised."""
-
-    def __init__(self, first: CommitListener | None = None) -> None:
-        self._lock = threading.Lock()
-        self._listeners: tuple[CommitListener, ...] = () if first is None else (first,)
-
-    def __len__(self) -> int:
-        return len(self._listeners)
-
-    def subscribe(self, listener: CommitListener) -> Callable[[], None]:
-        """Call ``listener`` after every committed write; return the call that stops it."""
-        with self._lock:
-            self._listeners = (*self._listeners, listener)
-
-        def unsubscribe() -> None:
-            with self._lock, contextlib.suppress(ValueError):
-                listeners = list(self._listeners)
-                listeners.remove(listener)
-                self._listeners = tuple(listeners)
-
-        return unsubscribe
-
-    def notify(self, action: str) -> None:
-        """Tell every listener that an ``action`` write was committed."""
-        for listener in self._listeners:
-            try:
-                listener(action)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as error:  # the write is committed: nothing undoes it
-                from llmpool.contracts import log_fields
-
-                logger.warning(
-                    "llmpool committed the %s, but a commit listener failed (%s)",
-                    action,
-                    type(error).__name__,
-                    exc_info=True,
-                    extra=log_fields("commit_listener_failed", error_class=type(error).__name__),
-                )
 
 
 @dataclass
@@ -90,9 +48,14 @@ def _doing(action: str, row: str) -> str:
 class Writes:
     """The admin writes of `LLMStore`: each one transaction, audited, all or nothing."""
 
-    validators: tuple[ConfigValidator, ...] = ()
-    _listeners: CommitListeners
     _uuid_ids = False  # PostgreSQL's id column is a uuid
+
+    def __init__(
+        self, validators: Sequence[ConfigValidator], on_commit: CommitListener | None
+    ) -> None:
+        self.validators = tuple(validators)
+        self._listeners: tuple[CommitListener, ...] = () if on_commit is None else (on_commit,)
+        self._listeners_lock = threading.Lock()
 
     scope_routing: Callable[[], dict[str, str]]  # every scope's routing, as stored
 
@@ -102,8 +65,35 @@ class Writes:
         return usable_strategy(scope, self.scope_routing().get(scope, "priority"))
 
     def subscribe(self, listener: CommitListener) -> Callable[[], None]:
-        """Call ``listener`` with the write's name after every commit; return the unsubscribe."""
-        return self._listeners.subscribe(listener)
+        """Call ``listener`` with the write's name after every commit (its failure is logged,
+        never raised); return the call that stops it."""
+        with self._listeners_lock:
+            self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock, contextlib.suppress(ValueError):
+                listeners = list(self._listeners)
+                listeners.remove(listener)
+                self._listeners = tuple(listeners)
+
+        return unsubscribe
+
+    def _notify(self, action: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(action)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as error:  # the write is committed: nothing undoes it
+                from llmpool.contracts import log_fields
+
+                logger.warning(
+                    "llmpool committed the %s, but a commit listener failed (%s)",
+                    action,
+                    type(error).__name__,
+                    exc_info=True,
+                    extra=log_fields("commit_listener_failed", error_class=type(error).__name__),
+                )
 
     # The primitives each store implements, run inside the transaction `_transaction` opens.
     _transaction: Callable[[Tx], AbstractContextManager[None]]
@@ -130,7 +120,7 @@ class Writes:
         tx = Tx(None, actor, what)
         with self._transaction(tx):
             yield tx
-        self._listeners.notify(action)
+        self._notify(action)
         warn_if_mixed(self, tx.written)
 
     def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig:

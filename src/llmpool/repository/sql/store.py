@@ -37,7 +37,7 @@ from llmpool.repository.sql.schema import (
     spaces,
 )
 from llmpool.repository.stored import safe_fields
-from llmpool.repository.writes import CommitListeners, Tx, Writes
+from llmpool.repository.writes import Tx, Writes
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -79,13 +79,12 @@ class SQLStore(DatabaseResources, Writes):
         on_commit: CommitListener | None = None,
     ) -> None:
         super().__init__(engine, async_engine=async_engine, auto_migrate=auto_migrate)
-        self._listeners = CommitListeners(on_commit)
         if validators is None:
             from llmpool.providers import ConfigKeysCheck, KnownProviderCheck
             from llmpool.providers.allowlist import EnvAllowlist
 
             validators = (EnvAllowlist.from_env(), KnownProviderCheck(), ConfigKeysCheck())
-        self.validators = tuple(validators)
+        Writes.__init__(self, validators, on_commit)
         self._dialect = self.engine.dialect.name
         self._uuid_ids = self._dialect == "postgresql"
         self._parser = RowParser()
