@@ -72,7 +72,6 @@ class Snapshot:
     configs: tuple[LLMConfig, ...]
     bad_rows: tuple[BadRow, ...] = ()
     generation: int = 0
-    read_at: datetime | None = field(default=None, compare=False)
     routing: Mapping[str, str] = field(default_factory=dict, compare=False)
     _warned: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 

@@ -130,7 +130,6 @@ class InMemoryStore(Writes):
         return Snapshot(
             configs=tuple(sorted(rows, key=sort_key)),
             generation=generation,
-            read_at=datetime.now(timezone.utc),
             routing=routing,
         )
 

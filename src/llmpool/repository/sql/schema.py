@@ -362,7 +362,6 @@ def snapshot_from_rows(rows: Sequence[Mapping[Any, Any]], parser: RowParser) -> 
         configs=tuple(configs),
         bad_rows=tuple(bad),
         generation=int(rows[0]["generation"]) if rows else 0,
-        read_at=datetime.now(timezone.utc),
         routing=parse_routing(rows[0]["scope_routing"] if rows else None),
     )
 
