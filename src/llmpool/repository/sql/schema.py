@@ -323,16 +323,11 @@ class RowParser:
         return BadRow(llm_id=llm_id, name=name, error=text)
 
 
-def parse_rows(rows: Iterable[Mapping[Any, Any]]) -> tuple[list[LLMConfig], list[BadRow]]:
-    """Validate rows with a one-off `RowParser` (no caching across calls)."""
-    return RowParser().parse(rows)
-
-
 def one_config(rows: Sequence[Mapping[Any, Any]], llm_id: str) -> LLMConfig:
     """Return the one config of a lookup by id (`LLMNotFoundError`)."""
     if not rows:
         raise not_found_error(llm_id)
-    configs, bad = parse_rows(rows)
+    configs, bad = RowParser().parse(rows)
     if bad:
         raise InvalidConfigError(bad[0].error, llm_name=bad[0].name, llm_id=bad[0].llm_id)
     return configs[0]
@@ -340,7 +335,7 @@ def one_config(rows: Sequence[Mapping[Any, Any]], llm_id: str) -> LLMConfig:
 
 def default_config(rows: Sequence[Mapping[Any, Any]], scope: str) -> LLMConfig:
     """Return the scope's default from its rows (`NoDefaultLLMError`, `InvalidDefaultLLMError`)."""
-    configs, bad = parse_rows(rows)
+    configs, bad = RowParser().parse(rows)
     for config in configs:
         if config.is_default:
             return config

@@ -27,7 +27,6 @@ from llmpool.repository.sql.schema import (
     llms,
     one_config,
     parse_routing,
-    parse_rows,
     scopes,
     select_generation,
     select_llms,
@@ -207,7 +206,7 @@ class SQLStore(DatabaseResources, Writes):
         return self._locked(tx, stmt)
 
     def _clear_defaults(self, tx: Tx, target: LLMConfig) -> None:
-        previous_rows, bad = parse_rows(self._other_defaults(tx, target))
+        previous_rows, bad = RowParser().parse(self._other_defaults(tx, target))
         for previous in previous_rows:
             cleared = updated_config(previous, {"is_default": False}, self.validators)
             self._audit(tx, previous.id, "update", previous, self._update(tx, previous, cleared))
