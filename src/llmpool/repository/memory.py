@@ -37,9 +37,7 @@ def _dump(value: Any) -> Any:
 
 def _find(rows: Mapping[str, LLMConfig], llm_id: str) -> LLMConfig:
     check_argument("llm_id", llm_id, MAX_LENGTHS["id"])
-    found = rows.get(llm_id)
-    if found is None:
-        found = rows.get(canonical_id(llm_id))
+    found = rows.get(llm_id) or rows.get(canonical_id(llm_id))
     if found is None:
         raise not_found_error(llm_id)
     return found
@@ -225,9 +223,8 @@ class InMemoryStore(Writes):
     def _update(self, tx: Tx, current: LLMConfig, target: LLMConfig) -> LLMConfig:
         if self._name_holder(tx, target) is not None:
             raise ConflictError(f"Could not {tx.what}: LLM names are unique within a scope")
-        after = tx.handle.rows[target.id] = target.model_copy(
-            update={"version": current.version + 1}
-        )
+        after = target.model_copy(update={"version": current.version + 1})
+        tx.handle.rows[after.id] = after
         return after
 
     def _delete(self, tx: Tx, config: LLMConfig) -> None:
