@@ -1,8 +1,7 @@
 """Frozen pydantic models of the ``llms`` table's rows (`LLMConfig`) and of its audit trail.
 
-Whoever can write a row (raw SQL included) must not stall or crash its readers, so every field
-is bounded and checked first: text by `MAX_LENGTHS` and `REFUSED_CATEGORIES`, JSON by
-`MAX_JSON_DEPTH` and `MAX_JSON_SIZE` before ``json.loads`` sees it.
+A row written by anyone (raw SQL included) must not stall or crash its readers, so every field
+is bounded and checked first, JSON before ``json.loads`` sees it.
 """
 
 from __future__ import annotations
@@ -34,8 +33,8 @@ MAX_LENGTHS: Mapping[str, int] = MappingProxyType(
     {"id": 64, "name": 200, "provider": 100, "model_name": 200, "scope": 100, "space": 200}
 )
 
-#: The Unicode categories no name may hold: controls (Cc), format characters (Cf: zero-width
-#: joiners, bidirectional overrides), lone surrogates (Cs), line and paragraph separators.
+#: The Unicode categories no name may hold: controls, format characters (zero-width joiners,
+#: bidirectional overrides), lone surrogates, line and paragraph separators.
 REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 #: The longest ``search`` a listing accepts: a part of a name or a model name.
@@ -68,8 +67,7 @@ def check_argument(argument: str, value: object, limit: int) -> None:
 
 
 def check_text(value: object, *, field: str, row: str) -> None:
-    """Refuse a name, scope, provider or model name holding a character of `REFUSED_CATEGORIES`,
-    naming its code point and position, never the value."""
+    """Refuse a name holding a character of `REFUSED_CATEGORIES`, naming its code point."""
     if not isinstance(value, str) or value.isprintable():  # the fast path: nearly every name
         return
     for position, char in enumerate(value):
@@ -85,19 +83,14 @@ def check_text(value: object, *, field: str, row: str) -> None:
 
 
 def json_text_depth(text: str) -> int:
-    """Return how deeply JSON text nests, without parsing it: linear in the text.
-
-    Example:
-        >>> json_text_depth('{"a": [1, {"b": "]]]"}]}'), json_text_depth("3")
-        (3, 0)
-    """
+    """Return how deeply JSON text nests, without parsing it: linear in the text."""
     brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
     return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
 
 
 def parse_json_object(value: Any, *, field: str, row: str) -> Any:
-    """Parse JSON text (``str``, or bytes in an encoding ``json.loads`` reads) of an object,
-    refusing text too long or too deep before it is parsed; pass anything else through."""
+    """Parse JSON text (or bytes) of an object, refusing text too long or too deep before it is
+    parsed; pass anything else through."""
     if not isinstance(value, (str, bytes)):
         return value
     if len(value) > MAX_JSON_TEXT:
@@ -125,8 +118,7 @@ def parse_json_object(value: Any, *, field: str, row: str) -> Any:
 
 
 def _check_json_bounds(value: Any, field: str) -> None:
-    # Iterative, and stops at the first level past the limit: a structure nested 100,000 deep
-    # (or referring to itself) costs no more than one 33 deep.
+    # Iterative, stopping at the first level past the limit (a structure may refer to itself).
     stack: list[tuple[Any, int]] = [(value, 1)]
     nodes = 0
     while stack:
@@ -154,16 +146,7 @@ def _check_json_bounds(value: Any, field: str) -> None:
 
 class LLMConfig(BaseModel):
     """One row of the ``llms`` table, validated and frozen; ``config["name"]`` works as well as
-    ``config.name``, as the seed's examples index rows both ways.
-
-    Attributes:
-        auth_meta: Environment-variable (``*_env``) and secret-file (``*_file``) references.
-        config: Model parameters handed to the client (temperature, max_tokens, timeout, ...).
-        version: Incremented on every change; caches key on ``(id, version)``.
-        kind: ``"chat"`` or ``"embedding"``: each function sees only rows of its kind.
-        space: An embedding row's vector space label (``None``: `space_of` derives it).
-        weight: The row's share of calls among equal priority under ``weighted`` routing.
-        rpm: Requests per minute the row takes at most; ``tpm``: tokens per minute.
+    ``config.name``. The README's table of columns says what each field means.
 
     Example:
         >>> cfg = LLMConfig(id="1", name="GPT-4", provider="openai", model_name="gpt-4")
@@ -228,12 +211,8 @@ class LLMConfig(BaseModel):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], *, current: LLMConfig | None = None) -> LLMConfig:
-        """Validate a mapping (a database row, a form) into a config, or raise an
-        `InvalidConfigError` naming the row and the field, never a secret.
-
-        ``current``, for an update, is the row as it is now: errors name it, never the new
-        values, which may be the very thing that is wrong.
-        """
+        """Validate a mapping into a config, or raise an `InvalidConfigError` naming the row
+        (``current``, for an update: as it is now) and the field, never a secret."""
         name: str | None
         llm_id: str | None
         if current is not None:
@@ -305,8 +284,7 @@ def _from_validation_error(
 
 
 class BadRow(BaseModel):
-    """A row that failed validation when it was read: its stored id, its name if readable
-    (shortened), and why it was refused (naming the field, never a value)."""
+    """A row that failed validation when it was read: its id, its name if readable, and why."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -316,9 +294,8 @@ class BadRow(BaseModel):
 
 
 class AuditEntry(BaseModel):
-    """One audit row: who (``actor``) made which change (``create``, ``update``, ``delete``,
-    ``enable``, ``disable``, ``set_default``) to which row, when, with the row before and
-    after (``None`` before a create, after a delete)."""
+    """One audit row: who (``actor``) made which change (``action``) to which row, when, with
+    the row before and after (``None`` before a create, after a delete)."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -1,9 +1,5 @@
-"""Where rows come from: the read protocol, the write protocol, and what both return.
-
-`LLMRepository` is what the rest of llmpool reads from; anything with these methods (an
-in-memory list, a file, a SQL table) is a repository. `LLMStore` adds the admin writes: each is
-one transaction that also appends an audit row (`llmpool.repository.writes`).
-"""
+"""Where rows come from: the read protocol (`LLMRepository`), the write protocol (`LLMStore`,
+each write one audited transaction: `llmpool.repository.writes`), and what both return."""
 
 from __future__ import annotations
 
@@ -70,20 +66,17 @@ def no_default_error(scope: str) -> NoDefaultLLMError:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Every row of the table at one moment, read in one query: the valid rows in fallback
-    order, the bad ones, the change counter, and each scope's strategy as stored (read it
-    through `routing_of`)."""
+    """Every row of the table at one moment: the valid rows in fallback order, the bad ones,
+    the change counter, and each scope's strategy as stored (read through `routing_of`)."""
 
     configs: tuple[LLMConfig, ...]
     bad_rows: tuple[BadRow, ...] = ()
     generation: int = 0
-    read_at: datetime | None = field(default=None, compare=False)
     routing: Mapping[str, str] = field(default_factory=dict, compare=False)
     _warned: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def routing_of(self, scope: str) -> str:
-        """Return how ``scope`` routes its calls: ``"priority"`` unless set otherwise, and for
-        a stored strategy that is none (raw SQL wrote it), with a warning once per snapshot."""
+        """Return how ``scope`` routes its calls (an invalid stored one: priority, warned once)."""
         from llmpool.repository.scopes import usable_strategy
 
         stored = self.routing.get(scope, "priority")
@@ -105,9 +98,8 @@ class LLMRepository(Protocol):
         provider: str | None = None,
         search: str | None = None,
     ) -> list[LLMConfig]:
-        """Return rows in fallback order (priority, name, id): only enabled ones, of one scope
-        (``None``: every scope), of one provider, whose name or model name holds ``search``
-        (case-insensitive)."""
+        """Return rows in fallback order, filtered (``scope=None``: every scope; ``search``: in
+        the name or model name, case-insensitive)."""
         ...
 
     def get(self, llm_id: str) -> LLMConfig:
@@ -115,8 +107,7 @@ class LLMRepository(Protocol):
         ...
 
     def get_default(self, scope: str = "global") -> LLMConfig:
-        """Return the scope's default row; raise `NoDefaultLLMError` when there is none
-        (`InvalidDefaultLLMError` naming it, when it fails validation)."""
+        """Return the scope's default row; raise `NoDefaultLLMError` when there is none."""
         ...
 
     def snapshot(self) -> Snapshot:
@@ -124,7 +115,7 @@ class LLMRepository(Protocol):
         ...
 
     def generation(self) -> int:
-        """Return the table's change counter: a cheap query that changes on every write."""
+        """Return the table's change counter (a cheap query)."""
         ...
 
 
@@ -152,11 +143,8 @@ class AsyncLLMRepository(Protocol):
 
 @runtime_checkable
 class LLMStore(LLMRepository, Protocol):
-    """A repository that can also be written: the admin API (`llmpool.repository.writes`).
-
-    Every write is one transaction that appends an audit row; when anything in it fails,
-    nothing is written. Bulk writes take one id or many, all or none.
-    """
+    """A repository that can also be written: each write one audited transaction, all or
+    nothing (`llmpool.repository.writes`)."""
 
     def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig: ...
 

@@ -1,11 +1,9 @@
 """The table as a file: export rows, plan the changes a file asks for, apply them at once.
 
-A document is ``{"llms": [entry, ...], "scopes": {scope: {"routing": strategy}}}`` (JSON or
-YAML, see `llmpool.repository.documents`). An entry holds a row's writable fields, references
-only, never secrets; rows are matched by ``(scope, name)``, ``scope`` defaulting to ``global``.
-A field an entry leaves out is left as it is; a scope ``scopes`` leaves out keeps its routing.
-`plan` validates every entry as a write would, so a plan that shows is a plan that applies;
-`apply` writes it in one transaction, all or nothing. Applying an export changes nothing.
+A document is ``{"llms": [entry, ...], "scopes": {scope: {"routing": strategy}}}``; an entry
+holds a row's writable fields, matched by ``(scope, name)`` (``scope`` default ``global``); what
+it leaves out is left as it is. `plan` validates every entry as a write would; `apply` writes
+the plan in one transaction, all or nothing. Applying an export changes nothing.
 
 Example:
     >>> from llmpool.repository.memory import InMemoryStore
@@ -35,15 +33,7 @@ from llmpool.repository.rules import WRITABLE_FIELDS, new_config, updated_config
 from llmpool.repository.scopes import check_routing
 from llmpool.repository.stored import stored_rows
 
-__all__ = [
-    "Plan",
-    "Step",
-    "apply",
-    "dumps",
-    "export_rows",
-    "loads",
-    "plan",
-]
+__all__ = ["Plan", "Step", "apply", "dumps", "export_rows", "loads", "plan"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,15 +104,8 @@ class Plan:
 
 
 def export_rows(store: Any, *, scope: str | None = "global") -> dict[str, Any]:
-    """Return the valid rows of ``scope`` (``None``: every scope) as a document; an invalid row
-    is left out (its fields may hold a secret) and logged.
-
-    Example:
-        >>> from llmpool.repository.memory import InMemoryStore
-        >>> store = InMemoryStore([{"name": "A", "provider": "fake", "model_name": "m"}])
-        >>> export_rows(store)["llms"][0]["name"]
-        'A'
-    """
+    """Return the valid rows of ``scope`` (``None``: every scope) as a document (an invalid
+    row, which may hold a secret, is left out and logged)."""
     entries = []
     for row in stored_rows(store, scope=scope):
         if row.config is None:
@@ -206,12 +189,9 @@ def _strategies(document: Mapping[str, Any]) -> dict[str, str]:
 def plan(
     store: Any, document: Mapping[str, Any], *, prune: bool = False, scopes: Sequence[str] = ()
 ) -> Plan:
-    """Return what applying ``document`` to ``store`` would change; change nothing.
-
-    ``prune`` also removes the rows of the document's scopes, and of ``scopes``, that it does
-    not list. `InvalidConfigError`: an entry is invalid or would be refused when written (named
-    by its number and name, with the field).
-    """
+    """Return what applying ``document`` to ``store`` would change (``prune``: also remove the
+    rows of its scopes, and of ``scopes``, it does not list); `InvalidConfigError` names an
+    entry that would be refused."""
     entries = _entries(document)
     strategies = _strategies(document)
     rows = stored_rows(store, scope=None)
@@ -278,9 +258,7 @@ def apply(
     actor: str | None = None,
 ) -> Plan:
     """Make the table match ``document`` (see `plan`) in one transaction, unless ``dry_run``;
-    return the plan. When anything is refused (`InvalidConfigError`, `ConflictError`), nothing
-    is written.
-    """
+    return the plan. When anything is refused, nothing is written."""
     steps = plan(store, document, prune=prune, scopes=scopes)
     if dry_run or steps.empty:
         return steps

@@ -1,9 +1,8 @@
 """Documents (what `llmpool.repository.declarative` plans and applies) as JSON or YAML text.
 
 Reading one fails with nothing but `InvalidConfigError`, whatever the text holds: nesting is
-bounded while the text is read, in either syntax (PyYAML composes recursively: ``- - - x``
-nested thousands deep would exhaust the stack), and an object giving a key twice is refused,
-naming the key and the entry (JSON and YAML would keep the last value without a word).
+bounded while the text is read, and an object giving a key twice is refused, naming the key
+and the entry (JSON and YAML would keep the last value without a word).
 """
 
 from __future__ import annotations
@@ -34,13 +33,8 @@ MAX_DOCUMENT_DEPTH = MAX_JSON_DEPTH + 3
 
 
 def loads(text: str, fmt: str | None = None) -> dict[str, Any]:
-    """Parse a document from JSON or YAML text (``fmt`` ``None``: JSON when it parses as JSON).
-
-    Raises:
-        InvalidConfigError: The text is not a document (a mapping with an ``llms`` list), nests
-            deeper than `MAX_DOCUMENT_DEPTH`, or gives a key twice in one object (the message
-            names the key and the entry).
-        LLMPoolError: YAML without PyYAML installed.
+    """Parse a document from JSON or YAML text (``fmt`` ``None``: JSON when it parses as JSON);
+    `InvalidConfigError` when it is no document, nests too deep or repeats a key.
 
     Example:
         >>> loads('{"llms": [{"name": "A", "priority": 1, "priority": 2}]}')
@@ -86,8 +80,8 @@ def _too_deep() -> InvalidConfigError:
 class _Repeated(dict[Any, Any]):
     """An object of the document that gave ``key`` twice (refused by `_refuse_repeated_keys`)."""
 
-    def __init__(self, key: Any) -> None:
-        super().__init__()
+    def __init__(self, key: Any, data: Mapping[Any, Any]) -> None:
+        super().__init__(data)
         self.key = key
 
 
@@ -107,11 +101,9 @@ def _first_repeated(keys: Iterable[Any]) -> Any:
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # json.loads's object_pairs_hook: every pair of the object, a repeated key included.
     data = dict(pairs)
-    if len(data) == len(pairs):
-        return data
-    repeated = _Repeated(_first_repeated(key for key, _ in pairs))
-    repeated.update(data)
-    return repeated
+    return (
+        data if len(data) == len(pairs) else _Repeated(_first_repeated(k for k, _ in pairs), data)
+    )
 
 
 def _refuse_repeated_keys(document: dict[str, Any]) -> None:
@@ -173,11 +165,9 @@ def _load_yaml(text: str) -> Any:
 
 @functools.cache
 def _bounded_loader() -> type:
-    """PyYAML's safe loader that counts nesting as it composes, and marks repeated keys.
-
-    PyYAML composes nodes recursively: a block sequence (``- - - x``) or mapping nested a few
-    thousand levels deep exhausts the stack. Here composing stops at `MAX_DOCUMENT_DEPTH`.
-    """
+    """PyYAML's safe loader that stops composing at `MAX_DOCUMENT_DEPTH` (it composes
+    recursively: ``- - - x`` nested thousands deep would exhaust the stack), and marks
+    repeated keys."""
     import yaml
 
     class BoundedSafeLoader(yaml.SafeLoader):
@@ -204,7 +194,7 @@ def _bounded_loader() -> type:
                 for key, _ in node.value
                 if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge"
             )
-            data: dict[Any, Any] = {} if repeated is _NO_KEY else _Repeated(repeated)
+            data: dict[Any, Any] = {} if repeated is _NO_KEY else _Repeated(repeated, {})
             yield data
             data.update(self.construct_mapping(node))
 

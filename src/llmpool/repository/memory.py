@@ -12,14 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import ConflictError
 from llmpool.models import MAX_LENGTHS, MAX_SEARCH_LENGTH, AuditEntry, LLMConfig, check_argument
-from llmpool.repository import (
-    Snapshot,
-    no_default_error,
-    not_found_error,
-    sort_key,
-)
+from llmpool.repository import Snapshot, no_default_error, not_found_error, sort_key
 from llmpool.repository.rules import canonical_id, new_config
-from llmpool.repository.writes import CommitListeners, Tx, Writes
+from llmpool.repository.writes import Tx, Writes
 
 if TYPE_CHECKING:
     from llmpool.repository import CommitListener, ConfigValidator
@@ -42,9 +37,7 @@ def _dump(value: Any) -> Any:
 
 def _find(rows: Mapping[str, LLMConfig], llm_id: str) -> LLMConfig:
     check_argument("llm_id", llm_id, MAX_LENGTHS["id"])
-    found = rows.get(llm_id)
-    if found is None:
-        found = rows.get(canonical_id(llm_id))
+    found = rows.get(llm_id) or rows.get(canonical_id(llm_id))
     if found is None:
         raise not_found_error(llm_id)
     return found
@@ -53,8 +46,7 @@ def _find(rows: Mapping[str, LLMConfig], llm_id: str) -> LLMConfig:
 class InMemoryStore(Writes):
     """Rows kept in a dict, with an audit log and a generation counter; thread-safe.
 
-    ``configs`` (configs or mappings) are validated as every write is, but not audited; each
-    write builds a draft aside and swaps it in whole.
+    ``configs`` (configs or mappings) are validated as every write is, but not audited.
 
     Example:
         >>> store = InMemoryStore([{"name": "Fake", "provider": "fake", "model_name": "echo",
@@ -70,8 +62,7 @@ class InMemoryStore(Writes):
         validators: Sequence[ConfigValidator] = (),
         on_commit: CommitListener | None = None,
     ) -> None:
-        self.validators = tuple(validators)
-        self._listeners = CommitListeners(on_commit)
+        super().__init__(validators, on_commit)
         self._spaces: dict[str, int] = {}  # each vector space's length (`record_space`)
         self._lock = threading.Lock()
         self._rows: dict[str, LLMConfig] = {}
@@ -107,19 +98,15 @@ class InMemoryStore(Writes):
         needle = search.lower() if search else None
         with self._lock:
             rows = list(self._rows.values())
-        return sorted(
-            (
-                row
-                for row in rows
-                if (not enabled_only or row.enabled)
-                and (scope is None or row.scope == scope)
-                and (provider is None or row.provider == provider)
-                and (
-                    needle is None or needle in row.name.lower() or needle in row.model_name.lower()
-                )
-            ),
-            key=sort_key,
-        )
+        kept = [
+            row
+            for row in rows
+            if (row.enabled or not enabled_only)
+            and scope in (None, row.scope)
+            and provider in (None, row.provider)
+            and (not needle or needle in row.name.lower() or needle in row.model_name.lower())
+        ]
+        return sorted(kept, key=sort_key)
 
     def get(self, llm_id: str) -> LLMConfig:
         """Return one row; raise `LLMNotFoundError` when there is none."""
@@ -141,14 +128,8 @@ class InMemoryStore(Writes):
         return Snapshot(
             configs=tuple(sorted(rows, key=sort_key)),
             generation=generation,
-            read_at=datetime.now(timezone.utc),
             routing=routing,
         )
-
-    def get_routing(self, scope: str = "global") -> str:
-        """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
-        check_argument("scope", scope, MAX_LENGTHS["scope"])
-        return self._routing.get(scope, "priority")
 
     def scope_routing(self) -> dict[str, str]:
         """Return every scope's routing as stored."""
@@ -211,7 +192,7 @@ class InMemoryStore(Writes):
     def _find(self, tx: Tx, llm_id: str) -> LLMConfig:
         return _find(tx.handle.rows, llm_id)
 
-    def _defaults(self, tx: Tx, target: LLMConfig) -> list[LLMConfig]:
+    def _other_defaults(self, tx: Tx, target: LLMConfig) -> list[LLMConfig]:
         rows: dict[str, LLMConfig] = tx.handle.rows
         return [
             row
@@ -228,12 +209,8 @@ class InMemoryStore(Writes):
                 return row.describe()
         return None
 
-    def _default_holder(self, tx: Tx, target: LLMConfig) -> str | None:
-        holders = self._defaults(tx, target)
-        return holders[0].describe() if holders else None
-
     def _clear_defaults(self, tx: Tx, target: LLMConfig) -> None:
-        for row in self._defaults(tx, target):
+        for row in self._other_defaults(tx, target):
             cleared = self._update(tx, row, row.model_copy(update={"is_default": False}))
             self._audit(tx, row.id, "update", row, cleared)
 
@@ -244,13 +221,10 @@ class InMemoryStore(Writes):
         return config
 
     def _update(self, tx: Tx, current: LLMConfig, target: LLMConfig) -> LLMConfig:
-        rows = tx.handle.rows
-        for row in rows.values():
-            if row.id != target.id and (row.scope, row.name) == (target.scope, target.name):
-                msg = f"Could not {tx.what}: LLM names are unique within a scope"
-                raise ConflictError(msg)
+        if self._name_holder(tx, target) is not None:
+            raise ConflictError(f"Could not {tx.what}: LLM names are unique within a scope")
         after = target.model_copy(update={"version": current.version + 1})
-        rows[after.id] = after
+        tx.handle.rows[after.id] = after
         return after
 
     def _delete(self, tx: Tx, config: LLMConfig) -> None:

@@ -1,7 +1,4 @@
-"""The pure part of every write: a request turned into a validated row, before any I/O.
-
-Both stores use these, so validation and its messages are the same.
-"""
+"""The pure part of every write, shared by both stores: a request turned into a validated row."""
 
 from __future__ import annotations
 
@@ -37,12 +34,7 @@ WRITABLE_FIELDS = tuple(f for f in LLMConfig.FIELDS if f not in READ_ONLY_FIELDS
 
 
 def canonical_id(llm_id: str) -> str:
-    """Return a UUID in its canonical form (lower case, hyphenated); any other text unchanged.
-
-    Example:
-        >>> canonical_id("1B4E28BA2FA111D2883F0016D3CCA427"), canonical_id("abc-123")
-        ('1b4e28ba-2fa1-11d2-883f-0016d3cca427', 'abc-123')
-    """
+    """Return a UUID in its canonical form (lower case, hyphenated); any other text unchanged."""
     try:
         return str(uuid.UUID(str(llm_id)))
     except ValueError:
@@ -117,9 +109,8 @@ def _validate(
             validator(config)
         except InvalidConfigError as exc:
             # A problem the row already had, in a field this write leaves as it was, does not
-            # block the write: a row referencing a variable allowed only on the service's
-            # hosts (LLMPOOL_ALLOWED_ENV) can still be re-prioritised or disabled from a shell
-            # that lacks the setting, and a row of a plugin not installed here can be edited.
+            # block the write (a variable allowed only on the service's hosts, a plugin not
+            # installed here).
             if current is not None and _failed_before(validator, current, config, exc):
                 continue
             if current is None or config.describe() == current.describe():
@@ -140,14 +131,8 @@ def new_config(
     *,
     uuid_ids: bool = False,
 ) -> LLMConfig:
-    """Return a new row validated, with its id (unless given) and timestamps generated.
-
-    ``uuid_ids``: accept only UUIDs as ids (the store's column is a uuid).
-
-    Raises:
-        InvalidConfigError: A field is missing or invalid, or ``id`` is neither a UUID nor
-            (where allowed) a short key; the message names row and field.
-    """
+    """Return a new row validated, with its id (unless given; ``uuid_ids``: only a UUID) and
+    timestamps generated (`InvalidConfigError` naming row and field)."""
     data = dict(values)
     name = data.get("name") if isinstance(data.get("name"), str) else None
     unknown = set(data) - set(LLMConfig.FIELDS)
@@ -195,18 +180,8 @@ def edited_values(
     sets: Mapping[str, Any] | None = None,
     unsets: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Return the changes that set and unset dotted paths of a row, merging nested objects.
-
-    ``config.temperature`` sets one key of ``config`` and keeps the others; unsetting a field
-    resets it to its default. Each changed field comes with its whole new value (for
-    `LLMStore.update`); a path naming no field, going through a non-object, or unsetting a key
-    that is not there raises `InvalidConfigError`.
-
-    Example:
-        >>> edited_values({"priority": 1, "config": {"temperature": 0.1, "max_tokens": 9}},
-        ...               {"config.temperature": 0.2}, ["config.max_tokens"])
-        {'config': {'temperature': 0.2}}
-    """
+    """Return the `LLMStore.update` changes that set and unset dotted paths of a row, merging
+    nested objects (unsetting a field resets it to its default)."""
     changes: dict[str, Any] = {}
 
     def field_of(path: str) -> tuple[str, list[str]]:
@@ -260,12 +235,7 @@ def updated_config(
     changes: Mapping[str, Any],
     validators: Sequence[ConfigValidator] = (),
 ) -> LLMConfig:
-    """Return ``current`` with ``changes`` applied and validated (the store sets ``version``).
-
-    Raises:
-        InvalidConfigError: A field is read-only, unknown or invalid; the message names the row
-            by its current name and id.
-    """
+    """Return ``current`` with ``changes`` applied and validated (the store sets ``version``)."""
     where = current.describe()
     data = dict(changes)
     for field in data:

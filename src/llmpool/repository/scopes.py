@@ -9,14 +9,12 @@ serves the scope by priority and logs it (``invalid_routing``, which ``llmpool d
 from __future__ import annotations
 
 import logging
-from typing import Protocol, runtime_checkable
 
 from llmpool.contracts import log_fields
 from llmpool.errors import InvalidConfigError, shorten, visible
 from llmpool.models import MAX_LENGTHS, check_argument, check_text
-from llmpool.repository import DEFAULT_ACTOR
 
-__all__ = ["STRATEGIES", "RoutingStore", "check_routing", "no_rows_error", "usable_strategy"]
+__all__ = ["STRATEGIES", "check_routing", "no_rows_error", "usable_strategy"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,31 +25,9 @@ STRATEGIES = ("priority", "weighted", "latency", "least_busy")
 AUDIT_PREFIX = "scope:"
 
 
-@runtime_checkable
-class RoutingStore(Protocol):
-    """A store that also keeps each scope's routing strategy."""
-
-    def set_routing(self, scope: str, strategy: str, *, actor: str = DEFAULT_ACTOR) -> str:
-        """Set how ``scope`` routes its calls (audited); return the strategy."""
-        ...
-
-    def get_routing(self, scope: str = "global") -> str:
-        """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
-        ...
-
-
 def check_routing(scope: str, strategy: str) -> tuple[str, str]:
-    """Return ``(scope, strategy)`` checked and stripped, ready to write.
-
-    Raises:
-        InvalidConfigError: An empty scope, one holding a control or invisible character
-            (field ``scope``), or a strategy not in `STRATEGIES` (field ``routing``).
-        ArgumentTooLongError: A scope longer than 100 characters.
-
-    Example:
-        >>> check_routing(" global ", "weighted")
-        ('global', 'weighted')
-    """
+    """Return ``(scope, strategy)`` checked and stripped, ready to write (`InvalidConfigError`
+    naming field ``scope`` or ``routing``; `ArgumentTooLongError`)."""
     if not isinstance(scope, str) or not scope.strip():
         msg = "scope must be a non-empty string"
         raise InvalidConfigError(msg, field="scope")
@@ -79,12 +55,7 @@ def no_rows_error(scope: str, strategy: str) -> InvalidConfigError:
 
 def usable_strategy(scope: str, stored: object, *, warn: bool = True) -> str:
     """Return the strategy ``stored`` names, or ``"priority"`` (logged, when ``warn``) when it
-    names none.
-
-    Example:
-        >>> usable_strategy("global", "weighted"), usable_strategy("x", " Weighted ", warn=False)
-        ('weighted', 'priority')
-    """
+    names none."""
     if stored in STRATEGIES:
         return str(stored)
     if warn:

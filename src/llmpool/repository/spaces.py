@@ -1,9 +1,6 @@
-"""Vector spaces: which embedding rows produce vectors that may share one index.
-
-Rows are in one space when they declare the same ``space`` label, or, without one, have the
-same provider, model and ``config`` dimensions. A fallback chain never crosses spaces (vectors
-of another model in the same index silently spoil every later search): `one_space` refuses a
-mix, and a write that makes one is warned (`warn_if_mixed`; re-indexing needs both for a while).
+"""Vector spaces: which embedding rows produce vectors that may share one index (the same
+``space`` label, or else provider, model and dimensions). A fallback chain never crosses spaces:
+`one_space` refuses a mix, a write that makes one is warned (`warn_if_mixed`), and
 `SpaceDimensions` keeps a space's vector length the same in every process.
 """
 
@@ -31,7 +28,7 @@ _MAX_NAMED = 10
 
 def space_of(config: LLMConfig) -> str:
     """Return the vector space of an embedding row: its ``space`` label, else
-    ``provider/model_name``, with ``@`` and its ``config`` dimensions when it sets them.
+    ``provider/model_name[@dimensions]``.
 
     Example:
         >>> row = LLMConfig(id="1", name="Small", provider="openai", kind="embedding",
@@ -49,8 +46,7 @@ def space_of(config: LLMConfig) -> str:
 
 
 def one_space(configs: Iterable[LLMConfig], *, scope: str | None = None) -> str | None:
-    """Return the one space of a chain's rows (``None`` for no rows); refuse a mix of spaces
-    (`MixedSpacesError`, naming up to ten rows with their spaces, and how to fix it)."""
+    """Return the one space of a chain's rows (``None`` for no rows); `MixedSpacesError`: a mix."""
     spaces: dict[str, list[str]] = {}
     for config in configs:
         spaces.setdefault(space_of(config), []).append(config.describe())
@@ -71,8 +67,8 @@ def one_space(configs: Iterable[LLMConfig], *, scope: str | None = None) -> str 
 
 
 def warn_if_mixed(store: Any, written: Iterable[LLMConfig]) -> None:
-    """Log a WARNING for each scope of ``written`` whose enabled embedding rows are now in
-    several spaces (``event=mixed_spaces``): its calls without ``space=`` cannot answer."""
+    """Log a warning for each scope of ``written`` whose enabled embedding rows are now in
+    several spaces (``event=mixed_spaces``)."""
     scopes = {c.scope for c in written if c.kind == "embedding" and c.enabled}
     for scope in sorted(scopes):
         rows = [c for c in store.list_llms(enabled_only=True, scope=scope) if c.kind == "embedding"]
@@ -89,19 +85,8 @@ def warn_if_mixed(store: Any, written: Iterable[LLMConfig]) -> None:
 
 
 class SpaceDimensions:
-    """The length of each vector space's vectors, the same in every process.
-
-    A space's first answer in this process asks ``record`` (the store's ``record_space``:
-    ``(space, dimensions, llm_id) -> the length the database saw first``) and keeps its verdict;
-    without a store, or while the database cannot be reached (logged once), the first length
-    this process saw.
-
-    Example:
-        >>> dims = SpaceDimensions()
-        >>> row = LLMConfig(id="1", name="A", provider="fake", model_name="m", kind="embedding")
-        >>> dims.refusal("s", 8, row) is None, dims.refusal("s", 4, row)
-        (True, "answered vectors of 4 numbers, but space 's' has 8; ...")
-    """
+    """The length of each vector space's vectors: the first ``record`` (the store's
+    ``record_space``) returns, else (no store, or the database unreachable) this process's first."""
 
     def __init__(self, record: Callable[[str, int, str], int] | None = None) -> None:
         self._record = record

@@ -1,9 +1,5 @@
-"""Rows as they are stored, the invalid ones included: what an admin sees, finds and repairs.
-
-Serving skips a row that fails validation (`llmpool.models.BadRow`); an admin must still see,
-find, disable, fix or delete it. A `StoredRow` holds the validated config when there is one,
-else the error and the fields as stored with anything that may be a secret hidden.
-"""
+"""Rows as they are stored, the invalid ones included (serving skips them): what an admin
+sees, finds and repairs, with anything that may be a secret hidden."""
 
 from __future__ import annotations
 
@@ -39,11 +35,9 @@ class StoredRow:
     """One row as stored (``name`` and ``scope`` when they are text).
 
     Attributes:
-        config: The validated row, or ``None`` when it fails validation.
-        error: Why it fails validation (names the field, never a value), or ``None``.
+        config: The validated row, or ``None`` when it fails validation (``error`` says why).
         fields: Its fields as stored, values that may be secrets replaced by `HIDDEN`.
-        values: Its fields as stored, JSON parsed where it can be: what an edit merges into.
-            Never printed (it may hold the very secret that makes the row invalid).
+        values: Its fields as stored, JSON parsed: what an edit merges into; never printed.
     """
 
     id: str
@@ -93,14 +87,8 @@ def _json(value: Any) -> Any:
 
 
 def safe_fields(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a stored row's fields for display and audit, hiding what may be a secret: in
-    ``auth_meta`` and ``config``, a reference (``*_env``, ``*_file``) shows only when it looks
-    like a variable name or a path, and a key naming a credential never shows its value.
-
-    Example:
-        >>> safe_fields({"name": "x", "auth_meta": '{"api_key": "sk-raw"}'})
-        {'name': 'x', 'auth_meta': {'api_key': '<hidden>'}}
-    """
+    """Return a stored row's fields for display and audit, hiding what may be a secret (a
+    reference that looks like no variable name or path, a key naming a credential)."""
     shown: dict[str, Any] = {}
     for name, value in row.items():
         if name in ("auth_meta", "config"):
@@ -142,9 +130,7 @@ def _valid(config: LLMConfig) -> StoredRow:
 
 
 def stored_rows(store: Any, *, scope: str | None = None) -> list[StoredRow]:
-    """Return every row of ``store`` (of one scope, or all), the invalid ones included: a SQL
-    store is read as stored; any other holds valid rows plus the bad rows its snapshot reports.
-    """
+    """Return every row of ``store`` (of one scope, or all), the invalid ones included."""
     check_argument("scope", scope, MAX_LENGTHS["scope"])
     raw_rows = getattr(store, "raw_rows", None)
     if callable(raw_rows):
@@ -158,16 +144,8 @@ def stored_rows(store: Any, *, scope: str | None = None) -> list[StoredRow]:
 
 
 def find_row(store: Any, ref: str, *, scope: str | None = None) -> StoredRow:
-    """Return the row whose id is ``ref``, or else whose name is ``ref`` (in ``scope``):
-    `LLMNotFoundError` suggesting close names, or `AmbiguousNameError` listing the rows of that
-    name by scope and id.
-
-    Example:
-        >>> from llmpool.repository.memory import InMemoryStore
-        >>> store = InMemoryStore([{"name": "A", "provider": "fake", "model_name": "m"}])
-        >>> find_row(store, "A").name
-        'A'
-    """
+    """Return the row whose id, or else name, is ``ref`` (in ``scope``); `LLMNotFoundError`,
+    or `AmbiguousNameError` listing the rows of that name."""
     check_argument("name", ref, MAX_LENGTHS["name"])
     rows = stored_rows(store, scope=scope)
     for row in rows:

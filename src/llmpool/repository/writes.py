@@ -5,6 +5,7 @@ the default) and their messages live here, so `InMemoryStore` and `SQLStore` say
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -13,47 +14,71 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import ConflictError, InvalidConfigError, describe_row, shorten
+from llmpool.models import MAX_LENGTHS, check_argument
 from llmpool.repository import DEFAULT_ACTOR
 from llmpool.repository.rules import new_config, new_configs, updated_config
-from llmpool.repository.scopes import AUDIT_PREFIX, check_routing, no_rows_error
+from llmpool.repository.scopes import AUDIT_PREFIX, check_routing, no_rows_error, usable_strategy
 from llmpool.repository.spaces import warn_if_mixed
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.repository import CommitListener, ConfigValidator
 
-__all__ = ["CommitListeners", "Tx", "Writes"]
+__all__ = ["Tx", "Writes"]
 
 logger = logging.getLogger(__name__)
 
 
-class CommitListeners:
-    """The listeners of a store's committed writes; a listener's failure is logged, never
-    raised: the write it follows is already committed."""
+@dataclass
+class Tx:
+    """One write transaction: the store's handle (a connection, a draft), its actor, what it is
+    doing (named in errors) and the rows it wrote."""
 
-    def __init__(self, first: CommitListener | None = None) -> None:
-        self._lock = threading.Lock()
-        self._listeners: tuple[CommitListener, ...] = () if first is None else (first,)
+    handle: Any
+    actor: str
+    what: str
+    written: list[LLMConfig] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return len(self._listeners)
+
+def _doing(action: str, row: str) -> str:
+    verb = {"create": "add", "set_default": "set the default LLM to"}.get(action, action)
+    return f"{verb} {row}"
+
+
+class Writes:
+    """The admin writes of `LLMStore`: each one transaction, audited, all or nothing."""
+
+    _uuid_ids = False  # PostgreSQL's id column is a uuid
+
+    def __init__(
+        self, validators: Sequence[ConfigValidator], on_commit: CommitListener | None
+    ) -> None:
+        self.validators = tuple(validators)
+        self._listeners: tuple[CommitListener, ...] = () if on_commit is None else (on_commit,)
+        self._listeners_lock = threading.Lock()
+
+    scope_routing: Callable[[], dict[str, str]]  # every scope's routing, as stored
+
+    def get_routing(self, scope: str = "global") -> str:
+        """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
+        check_argument("scope", scope, MAX_LENGTHS["scope"])
+        return usable_strategy(scope, self.scope_routing().get(scope, "priority"))
 
     def subscribe(self, listener: CommitListener) -> Callable[[], None]:
-        """Call ``listener`` after every committed write; return the call that stops it."""
-        with self._lock:
+        """Call ``listener`` with the write's name after every commit (its failure is logged,
+        never raised); return the call that stops it."""
+        with self._listeners_lock:
             self._listeners = (*self._listeners, listener)
 
         def unsubscribe() -> None:
-            with self._lock:
+            with self._listeners_lock, contextlib.suppress(ValueError):
                 listeners = list(self._listeners)
-                if listener in listeners:
-                    listeners.remove(listener)
-                    self._listeners = tuple(listeners)
+                listeners.remove(listener)
+                self._listeners = tuple(listeners)
 
         return unsubscribe
 
-    def notify(self, action: str) -> None:
-        """Tell every listener that a ``action`` write was committed; log their failures."""
+    def _notify(self, action: str) -> None:
         for listener in self._listeners:
             try:
                 listener(action)
@@ -70,40 +95,11 @@ class CommitListeners:
                     extra=log_fields("commit_listener_failed", error_class=type(error).__name__),
                 )
 
-
-@dataclass
-class Tx:
-    """One write transaction: the store's handle on it (a connection, the in-memory draft), its
-    actor, what it is doing (named in errors, refined once the row is read) and its rows."""
-
-    handle: Any
-    actor: str
-    what: str
-    written: list[LLMConfig] = field(default_factory=list)
-
-
-def _doing(action: str, row: str) -> str:
-    verb = {"create": "add", "set_default": "set the default LLM to"}.get(action, action)
-    return f"{verb} {row}"
-
-
-class Writes:
-    """The admin writes of `LLMStore`: each one transaction, audited, all or nothing."""
-
-    validators: tuple[ConfigValidator, ...] = ()
-    _listeners: CommitListeners
-    _uuid_ids = False  # PostgreSQL's id column is a uuid
-
-    def subscribe(self, listener: CommitListener) -> Callable[[], None]:
-        """Call ``listener`` with the write's name after every committed write (its failure is
-        logged; the write stays committed); return the call that unsubscribes it."""
-        return self._listeners.subscribe(listener)
-
     # The primitives each store implements, run inside the transaction `_transaction` opens.
     _transaction: Callable[[Tx], AbstractContextManager[None]]
     _find: Callable[[Tx, str], LLMConfig]  # locked; `InvalidConfigError`: stored invalid
     _name_holder: Callable[[Tx, LLMConfig], str | None]  # the row with the config's name
-    _default_holder: Callable[[Tx, LLMConfig], str | None]  # another default of its scope
+    _other_defaults: Callable[[Tx, LLMConfig], Sequence[Any]]  # of its scope and kind, locked
     _clear_defaults: Callable[[Tx, LLMConfig], None]  # the others of its scope, audited
     _insert: Callable[[Tx, LLMConfig], LLMConfig]
     _update: Callable[[Tx, LLMConfig, LLMConfig], LLMConfig]  # (current, target): version + 1
@@ -111,17 +107,12 @@ class Writes:
     _audit: Callable[[Tx, str, str, Any, Any], None]  # (llm_id, action, before, after)
     _has_rows: Callable[[Tx, str], bool]
     _set_routing: Callable[[Tx, str, str], str]  # returns the strategy it replaced
+    # A row stored invalid (raw SQL put it there): (llm_id, changes, action, error); SQL only.
+    _repair: Callable[[Tx, str, Any, str, InvalidConfigError], LLMConfig] | None = None
 
-    def _repair(
-        self,
-        tx: Tx,
-        llm_id: str,
-        changes: Mapping[str, Any],
-        action: str,
-        error: InvalidConfigError,
-    ) -> LLMConfig:
-        # A row stored invalid (raw SQL put it there): only a SQL store has one.
-        raise error
+    def _default_holder(self, tx: Tx, target: LLMConfig) -> str | None:
+        holders = self._other_defaults(tx, target)
+        return describe_row(holders[0]["name"], str(holders[0]["id"])) if holders else None
 
     @contextmanager
     def _write(self, action: str, what: str, actor: str) -> Iterator[Tx]:
@@ -129,12 +120,11 @@ class Writes:
         tx = Tx(None, actor, what)
         with self._transaction(tx):
             yield tx
-        self._listeners.notify(action)
+        self._notify(action)
         warn_if_mixed(self, tx.written)
 
     def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
-        """Insert a row (``id`` generated when absent; ``auth_meta`` and ``config`` mappings or
-        JSON text) and return it as stored; ``actor`` is recorded in the audit log.
+        """Insert a row (``id`` generated when absent) and return it as stored.
 
         Raises:
             InvalidConfigError: A field is invalid (named with the row).
@@ -147,8 +137,7 @@ class Writes:
     def add_many(
         self, llms: Sequence[Mapping[str, Any]], *, actor: str = DEFAULT_ACTOR
     ) -> list[LLMConfig]:
-        """Insert several rows in one transaction, all or none, and return them (a later default
-        of a scope takes over from an earlier one, as successive `add` calls would).
+        """Insert several rows in one transaction, all or none, and return them.
 
         Raises:
             InvalidConfigError: An item is invalid (``item N: ...``); nothing is written.
@@ -182,11 +171,8 @@ class Writes:
     def update(
         self, llm_id: str, changes: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR
     ) -> LLMConfig:
-        """Apply a partial update and return the row after it.
-
-        ``is_default=True`` clears the scope's other default. A default moved to another scope
-        stays its default only when that scope has none, else the update is refused, naming both
-        rows (pass ``is_default`` explicitly).
+        """Apply a partial update and return the row after it (``is_default=True`` clears the
+        scope's other default; a default moved to a scope that has one is refused).
 
         Raises:
             LLMNotFoundError: No such row.
@@ -201,8 +187,7 @@ class Writes:
 
         Raises:
             LLMNotFoundError: No such row.
-            InvalidConfigError: The row is invalid as stored, or disabled (field ``enabled``);
-                the message says the command that fixes it.
+            InvalidConfigError: The row is invalid as stored, or disabled (field ``enabled``).
             ConflictError: A concurrent `set_default` on the same scope won the race.
         """
         what = _doing("set_default", f"LLM id {llm_id}")
@@ -210,11 +195,7 @@ class Writes:
             return self._change(tx, llm_id, {"is_default": True}, "set_default")
 
     def delete(self, llm_ids: str | Sequence[str], *, actor: str = DEFAULT_ACTOR) -> int:
-        """Delete one row or many, all or none; return how many were deleted.
-
-        Raises:
-            LLMNotFoundError: An id has no row; nothing is deleted.
-        """
+        """Delete one row or many, all or none; return how many (`LLMNotFoundError`)."""
         return len(self._bulk(llm_ids, "delete", actor))
 
     def enable(
@@ -230,11 +211,10 @@ class Writes:
         return self._bulk(llm_ids, "disable", actor)
 
     def _bulk(self, llm_ids: str | Sequence[str], action: str, actor: str) -> list[LLMConfig]:
-        ids = [llm_ids] if isinstance(llm_ids, str) else [str(i) for i in llm_ids]
+        ids = list(dict.fromkeys([llm_ids] if isinstance(llm_ids, str) else map(str, llm_ids)))
         if not ids:
             msg = "No LLM ids given"
             raise InvalidConfigError(msg, field="id")
-        ids = list(dict.fromkeys(ids))
         changes = {"enabled": action == "enable"}
         with self._write(action, _doing(action, f"{len(ids)} LLM(s)"), actor) as tx:
             return [self._change(tx, llm_id, changes, action) for llm_id in ids]
@@ -243,6 +223,8 @@ class Writes:
         try:
             current = self._find(tx, llm_id)
         except InvalidConfigError as error:  # an invalid row (raw SQL): the repair path
+            if self._repair is None:
+                raise
             return self._repair(tx, llm_id, changes, action, error)
         tx.what = _doing(action, current.describe())
         if action == "delete":
@@ -271,12 +253,8 @@ class Writes:
         return after
 
     def set_routing(self, scope: str, strategy: str, *, actor: str = DEFAULT_ACTOR) -> str:
-        """Set how ``scope`` routes its calls, audited; return the strategy now in force.
-
-        Raises:
-            InvalidConfigError: An unknown strategy (field ``routing``); an empty scope, one
-                holding a control character, or one without rows (field ``scope``).
-        """
+        """Set how ``scope`` routes its calls, audited; return the strategy now in force
+        (`InvalidConfigError`: an unknown strategy, a bad scope, or one without rows)."""
         scope, strategy = check_routing(scope, strategy)
         what = f"set the routing of scope {shorten(scope)!r}"
         with self._write("set_routing", what, actor) as tx:

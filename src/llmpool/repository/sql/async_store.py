@@ -1,8 +1,5 @@
-"""The async read side of the `llms` table: psycopg 3 async on PostgreSQL, aiosqlite on SQLite.
-
-Each round trip is bounded as a sync one is, and the whole read by `DatabaseBounds.operation`
-(covering what runs outside a round trip: aiosqlite's thread, a name lookup).
-"""
+"""The async read side of the `llms` table: psycopg 3 async on PostgreSQL, aiosqlite on SQLite;
+each read is bounded in all by `DatabaseBounds.operation`."""
 
 from __future__ import annotations
 
@@ -36,12 +33,7 @@ __all__ = ["AsyncSQLRepository"]
 
 
 class AsyncSQLRepository:
-    """The async reads of `SQLStore`, on an async engine, a URL, or the configured database.
-
-    Example:
-        >>> repo = AsyncSQLRepository("sqlite://")  # doctest: +SKIP
-        >>> configs = await repo.list_llms()          # doctest: +SKIP
-    """
+    """The async reads of `SQLStore`, on an async engine, a URL, or the configured database."""
 
     def __init__(self, engine: AsyncEngine | str | URL | None = None) -> None:
         self.engine = create_async_engine(engine)

@@ -1,12 +1,10 @@
 """How long a wait on the database may take, and what ends one that takes longer.
 
-PostgreSQL gets a connect timeout, server-side statement, lock (two thirds of it, so a lock
-wait reads as a conflict) and idle-in-transaction timeouts sent as libpq ``options``, TCP
-keepalives, and a watchdog that shuts a round trip's socket down past the client timeout (a
-stalled link: the server's timeouts cannot fire). SQLite waits only for a lock (busy timeout).
-Each is set by keyword or in the URL (``?llmpool_statement_timeout=2&llmpool_client_timeout=3``);
-what the URL or ``connect_args`` set is kept, and ``llmpool_statement_timeout=0`` sends no
-``options`` (for a pooler that refuses them).
+PostgreSQL gets connect, statement, lock (two thirds of it) and idle-in-transaction timeouts
+(libpq ``options``), TCP keepalives, and a watchdog that shuts a stalled round trip's socket
+down past the client timeout. SQLite waits only for a lock. Each is set by keyword or in the
+URL (``?llmpool_statement_timeout=2&llmpool_client_timeout=3``); what the URL or
+``connect_args`` set is kept, and ``llmpool_statement_timeout=0`` sends no ``options``.
 """
 
 from __future__ import annotations
@@ -87,8 +85,7 @@ class DatabaseBounds:
 
     @property
     def operation(self) -> float | None:
-        """The longest one read may take in all: a reconnect, a pre-ping, the statement and
-        the rollback, each within the client bound (SQLite: its busy timeout and a margin)."""
+        """The longest one read may take: a reconnect, a pre-ping, the statement, a rollback."""
         if self.client is not None:
             return (self.connect or 0.0) + 3 * self.client
         if self.statement is not None:
@@ -109,12 +106,7 @@ _KNOBS = ("llmpool_statement_timeout", "llmpool_client_timeout")
 
 
 def database_bounds(engine: Engine | AsyncEngine | URL | str) -> DatabaseBounds:
-    """Return the bounds of an engine llmpool made, or those it would give an engine of a URL.
-
-    Example:
-        >>> database_bounds("postgresql://db/app?llmpool_statement_timeout=2").client
-        7.0
-    """
+    """Return the bounds of an engine llmpool made, or those it would give an engine of a URL."""
     sync = sync_engine_of(engine)
     if isinstance(sync, Engine):
         known = _ENGINE_BOUNDS.get(sync)
@@ -135,8 +127,7 @@ def postgres_settings(
     statement_timeout: float | None,
     client_timeout: float | None,
 ) -> tuple[DatabaseBounds, dict[str, Any]]:
-    """Return an engine's bounds and its ``connect_args`` with llmpool's defaults added to
-    what the caller gave (``connect_args`` win over the URL's query)."""
+    """Return an engine's bounds and its ``connect_args`` with llmpool's defaults added."""
     given: dict[str, Any] = {**url.query, **connect_args}
     args = dict(connect_args)
     if "connect_timeout" not in given:
@@ -202,9 +193,8 @@ _TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "": 1e-3, "s": 1.0, "min": 60.0, "h": 360
 
 
 def _option_seconds(options: str, name: str) -> tuple[bool, float | None]:
-    # A setting in libpq ``options`` ("-c statement_timeout=5s", "--statement-timeout=5000"):
-    # whether it is there, and its seconds (None for 0, no timeout). The last one counts, as in
-    # PostgreSQL; an unreadable value is taken as llmpool's default.
+    # Whether libpq ``options`` set ``name`` ("-c statement_timeout=5s"), and its seconds (None
+    # for 0); the last one counts, an unreadable value reads as llmpool's default.
     pattern = r"(?:-c\s*|--)" + name.replace("_", "[-_]") + r"\s*=\s*(\S+)"
     found = re.findall(pattern, options)
     if not found:
@@ -270,8 +260,7 @@ def _watched(pgconn: Any, seconds: float, dbapi: Any) -> Iterator[None]:
 
 @contextmanager
 def bounded_round_trip(connection: Any, seconds: float | None) -> Iterator[None]:
-    """Bound the waits on a psycopg connection used outside SQLAlchemy (a LISTEN connection):
-    past ``seconds`` its socket is shut down and the blocked call raises ``OperationalError``."""
+    """Bound the waits on a psycopg connection used outside SQLAlchemy (a LISTEN connection)."""
     pgconn = _pgconn_of(connection) if seconds is not None else None
     if pgconn is None or seconds is None:
         yield
@@ -285,8 +274,8 @@ def bounded_round_trip(connection: Any, seconds: float | None) -> Iterator[None]
 @contextmanager
 def longer_bounds(conn: Connection, seconds: float) -> Iterator[Connection]:
     """Let each statement in the block take up to ``seconds`` (a migration, an advisory lock):
-    on PostgreSQL the session's timeouts and the client bound are raised, then restored (or the
-    connection invalidated, never pooled with them). ``conn`` has no transaction running."""
+    on PostgreSQL the session's timeouts are raised, then restored (or the connection
+    invalidated). ``conn`` has no transaction running."""
     if conn.dialect.name != "postgresql":
         yield conn
         return
@@ -337,7 +326,7 @@ def _pgconn_of(target: Any) -> Any:
 
 class _Watchdog:
     """One daemon thread that shuts down (not closes: the driver owns it) the socket of a round
-    trip past its deadline, waking whatever is blocked on it as a server hanging up would."""
+    trip past its deadline, waking whatever is blocked on it."""
 
     def __init__(self) -> None:
         self.reset()

@@ -52,9 +52,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    # pysqlite's own transaction handling is off (isolation_level=None): begin explicitly so
-    # that SQLAlchemy's transaction is a real one. Writers take the write lock at BEGIN
-    # IMMEDIATE, so they queue on busy_timeout instead of failing on a lock upgrade halfway.
+    # pysqlite's transaction handling is off (isolation_level=None): begin explicitly. Writers
+    # lock at BEGIN IMMEDIATE, so they queue on busy_timeout instead of failing halfway.
     immediate = conn.info.pop("llmpool_immediate", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -70,10 +69,8 @@ def write_transaction(conn: Connection) -> Iterator[Connection]:
 
 
 def hold_in_transaction(conn: Connection) -> None:
-    """Make sure the database itself has begun the connection's transaction: pysqlite's
-    default mode begins one only before INSERT/UPDATE/DELETE, so a CREATE TABLE or a SAVEPOINT
-    would run outside it; there this emits ``BEGIN``, so the caller's commit covers everything.
-    """
+    """Make sure the database itself has begun the connection's transaction (pysqlite's
+    default mode begins one only before INSERT/UPDATE/DELETE, not a CREATE TABLE)."""
     if conn.dialect.name != "sqlite":
         return
     # The first statement makes SQLAlchemy begin its own transaction (where llmpool's engines
@@ -99,12 +96,10 @@ def create_engine(
     passes through unchanged, ``kwargs`` go to `sqlalchemy.create_engine`.
 
     Args:
-        statement_timeout: Seconds a PostgreSQL statement may run (a lock wait: two thirds of
-            it); ``0`` sets none. Default: the URL's ``llmpool_statement_timeout``, else its
-            ``options``, else `bounds.STATEMENT_TIMEOUT`.
+        statement_timeout: Seconds a PostgreSQL statement may run; ``0`` sets none (see
+            `bounds`).
         client_timeout: Seconds one round trip may wait before llmpool shuts the connection
-            down; ``0`` for none. Default: the URL's ``llmpool_client_timeout``, else the
-            statement timeout plus `bounds.CLIENT_TIMEOUT_MARGIN`.
+            down; ``0`` for none.
 
     Raises:
         DatabaseError: The URL is not supported, or a timeout is not a number of seconds.
@@ -128,12 +123,7 @@ def create_async_engine(
     client_timeout: float | None = None,
     **kwargs: Any,
 ) -> AsyncEngine:
-    """Return an async engine (psycopg 3 async, aiosqlite), bounded as `create_engine`'s are.
-
-    Example:
-        >>> create_async_engine("sqlite://").dialect.driver
-        'aiosqlite'
-    """
+    """Return an async engine (psycopg 3 async, aiosqlite), bounded as `create_engine`'s are."""
     from sqlalchemy.ext.asyncio import AsyncEngine
     from sqlalchemy.ext.asyncio import create_async_engine as create
 

@@ -24,8 +24,7 @@ __all__ = ["db_errors", "timeout_error"]
 _NAME_RULE = "LLM names are unique within a scope"
 _DEFAULT_RULE = "only one default LLM per scope"
 
-# libpq / psycopg texts of a server that answered and refused: wrong password, unknown role,
-# unknown database, pg_hba.conf. Reachable, so not DatabaseUnavailableError; no retry helps.
+# A server that answered and refused (password, role, database, pg_hba.conf): no retry helps.
 _REFUSALS = (
     "password authentication failed",
     "authentication failed",
@@ -35,8 +34,7 @@ _REFUSALS = (
     "permission denied for database",
 )
 
-# A reachable server full (max_connections, a CONNECTION LIMIT, the superuser slots): transient,
-# so DatabaseUnavailableError, which the watcher treats as an outage, but never "unreachable".
+# A reachable server full: transient, so DatabaseUnavailableError, but never "unreachable".
 _TOO_MANY_CONNECTIONS = (
     "too many clients",
     "too many connections",
@@ -62,9 +60,8 @@ def _constraint_rule(error: exc.IntegrityError) -> str | None:
     text = str(error.orig)
     if "uq_llms_default_per_scope" in text:
         return _DEFAULT_RULE
-    # SQLite names the columns, not the index: (scope, name) is the name rule; the partial
-    # index on (scope, kind) WHERE is_default reads "llms.scope, llms.kind" (before 0003_kinds,
-    # "llms.scope").
+    # SQLite names the columns: (scope, name) is the name rule; the default index reads
+    # "llms.scope, llms.kind" ("llms.scope" before 0003_kinds).
     if "uq_llms_scope_name" in text or "llms.scope, llms.name" in text:
         return _NAME_RULE
     first = (text.strip().splitlines() or [""])[0]
@@ -75,20 +72,14 @@ def _constraint_rule(error: exc.IntegrityError) -> str | None:
 
 @contextmanager
 def db_errors(engine: Engine | URL | str, what: str | Callable[[], str]) -> Iterator[None]:
-    """Translate driver errors raised inside the block into llmpool's errors.
-
-    Args:
-        engine: The engine (or URL) in use, named in messages with its password masked.
-        what: What was being done (``"set the default LLM"``); a callable is asked when an
-            error happens, so a write can name its row once it has read it.
+    """Translate driver errors raised inside the block into llmpool's errors, naming the
+    database (password masked) and ``what`` was being done (a callable: asked on error).
 
     Raises:
-        DatabaseUnavailableError: The database could not be reached, did not answer within its
-            bound ("timed out after N s"), or has too many connections.
-        ConflictError: A uniqueness rule was broken, the write lost a race, or it waited for
-            another session's lock past the lock timeout.
-        DatabaseError: Any other database failure, a refused login or a missing database
-            included (with the driver's first message line, the password masked).
+        DatabaseUnavailableError: The database could not be reached, timed out, or has too
+            many connections.
+        ConflictError: A uniqueness rule was broken, or the write lost a race or a lock wait.
+        DatabaseError: Any other database failure, a refused login included.
     """
     try:
         yield
@@ -115,9 +106,9 @@ def db_errors(engine: Engine | URL | str, what: str | Callable[[], str]) -> Iter
 
 def _raise_operational(engine: Engine | URL | str, doing: str, error: exc.DBAPIError) -> NoReturn:
     text = str(error.orig).lower()
-    where = f"database {mask_url(_url_of(engine))}"
+    where = f"database {mask_url(engine)}"
     # The driver's error stays the cause, unless its text holds the password.
-    password = _password_of(_url_of(engine))
+    password = _password_of(engine)
     cause = None if password and password in str(error) else error
     if any(word in text for word in ("deadlock", "could not serialize", "database is locked")):
         msg = f"Could not {doing}: it conflicted with a concurrent write; retry"
@@ -156,7 +147,7 @@ def _waited_too_long(engine: Engine | URL | str, doing: str, text: str) -> LLMPo
         after = f" for more than {bounds.lock:g} s" if bounds.lock else ""
         msg = (
             f"Could not {doing}: another session held a lock it needed{after} (database "
-            f"{mask_url(_url_of(engine))}, lock_timeout); retry"
+            f"{mask_url(engine)}, lock_timeout); retry"
         )
         return ConflictError(msg)
     return None
@@ -168,13 +159,8 @@ def timeout_error(
     seconds: float | None,
     detail: str = "",
 ) -> DatabaseUnavailableError:
-    """Return the error of a wait on the database that ran past its bound (``seconds``).
-
-    Example:
-        >>> str(timeout_error("postgresql://app:pw@db/app", "list LLMs", 15))
-        'Could not list LLMs: database postgresql://app:***@db/app timed out after 15 s'
-    """
-    url = _url_of(sync_engine_of(engine))
+    """Return the error of a wait on the database that ran past its bound (``seconds``)."""
+    url = sync_engine_of(engine)
     after = f" after {seconds:g} s" if seconds else ""
     why = f" ({detail})" if detail else ""
     msg = f"Could not {_doing(what)}: database {mask_url(url)} timed out{after}{why}"
@@ -182,8 +168,7 @@ def timeout_error(
 
 
 def _refusal_reason(error: exc.DBAPIError, password: str | None) -> str:
-    # The server's reason, after FATAL ("connection failed: connection to server at "h", port
-    # 5432 failed: FATAL:  database "x" does not exist"), with the password masked.
+    # The server's reason, after "FATAL:", with the password masked.
     first = (str(error.orig).strip().splitlines() or [""])[0]
     reason = re.split(r"FATAL:\s*", first)[-1].strip() or type(error.orig).__name__
     return reason.replace(password, "***") if password else reason
@@ -193,13 +178,13 @@ def _unreachable(engine: Engine | URL | str, doing: str, text: str) -> DatabaseU
     hint = ""
     if "unable to open database" in text:
         hint = " (unable to open the database file: does its directory exist, and is it a file?)"
-    msg = f"Could not {doing}: database {mask_url(_url_of(engine))} is unreachable{hint}"
+    msg = f"Could not {doing}: database {mask_url(engine)} is unreachable{hint}"
     return DatabaseUnavailableError(msg)
 
 
-def _password_of(url: URL | str) -> str | None:
+def _password_of(engine: Engine | URL | str) -> str | None:
     try:
-        return make_url(url).password
+        return make_url(engine.url if isinstance(engine, Engine) else engine).password
     except exc.ArgumentError:
         return None
 
@@ -213,10 +198,6 @@ def _missing_tables(what: str) -> DatabaseError:
         f"Could not {what}: llmpool's tables are missing; run `llmpool migrate` "
         "(or llmpool.repository.sql.migrate()) against this database first"
     )
-
-
-def _url_of(engine: Engine | URL | str) -> URL | str:
-    return engine.url if isinstance(engine, Engine) else engine
 
 
 def _describe(error: exc.DBAPIError) -> str:

@@ -2,10 +2,8 @@
 
 An engine made from a URL is disposed when the store closes; an `Engine` the caller passed stays
 theirs. On a caller's `Connection` (Alembic's ``op.get_bind()``) every read and write joins the
-caller's transaction, each write in a SAVEPOINT, and the caller commits. The async reader is made
-on first use, from the async engine or URL given, else the store's own URL when it made its
-engine (a caller's `Engine` may carry a ``creator`` an async engine could not copy: then async
-reads run the sync engine in a worker thread).
+caller's transaction, each write in a SAVEPOINT. The async reader is made on first use, from the
+async engine or URL given, else from the store's own URL when it made its engine.
 """
 
 from __future__ import annotations
@@ -78,8 +76,7 @@ class DatabaseResources:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """Yield a connection in one write transaction, committed when the block ends (on the
-        caller's `Connection`: a SAVEPOINT, released when it ends, rolled back on error)."""
+        """Yield a connection in one write transaction (a caller's `Connection`: a SAVEPOINT)."""
         if self.connection is not None:
             hold_in_transaction(self.connection)
             with self.connection.begin_nested():

@@ -2,17 +2,17 @@
 
 Each file, ``migrations_sql/<dialect>/NNNN_name.sql`` in the wheel, is applied once, in order,
 in its own transaction, and recorded with its SHA-256 (a file changed since stops the migrator);
-concurrent migrators wait for each other. Seeding is explicit: inserting rows that reference API
-keys is an admin's decision, not a side effect of starting a service.
+concurrent migrators wait for each other. Seeding is explicit, an admin's decision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -82,18 +82,12 @@ def _migrations_dir(dialect: str) -> Any:
 
 
 def load_migrations(dialect: str) -> list[Migration]:
-    """Return the shipped migrations of ``postgresql`` or ``sqlite``, by version.
-
-    Example:
-        >>> [m.name for m in load_migrations("sqlite")][:1]
-        ['0001_llms.sql']
-    """
+    """Return the shipped migrations of ``postgresql`` or ``sqlite``, by version."""
     return _load(_migrations_dir(dialect))
 
 
 def load_down_migrations(dialect: str) -> list[Migration]:
-    """Return the reverse scripts of a dialect (``down/NNNN_name.sql``, each named as the
-    migration it reverses and dropping exactly what it created), by version."""
+    """Return the reverse scripts of a dialect (``down/NNNN_name.sql``), by version."""
     down = _migrations_dir(dialect) / "down"
     return _load(down) if down.is_dir() else []
 
@@ -122,45 +116,54 @@ def migrate(engine_or_url: Engine | str | URL | None = None) -> list[str]:
         ['0001_llms.sql']
     """
     engine = create_engine(engine_or_url)
-    dialect = engine.dialect.name
-    applied: list[str] = []
+    postgresql = engine.dialect.name == "postgresql"
     try:
         with (
             db_errors(engine, "migrate the database"),
             engine.connect() as connection,
             longer_bounds(connection, MIGRATION_TIMEOUT) as conn,
         ):
-            if dialect == "postgresql":
+            if postgresql:
                 conn.exec_driver_sql(f"SELECT pg_advisory_lock({_ADVISORY_LOCK_KEY})")
                 conn.commit()
             try:
                 with write_transaction(conn):
                     conn.exec_driver_sql(_CREATE_TABLE)
-                for migration in load_migrations(dialect):
-                    with _failing(migration, "failed and was rolled back"), write_transaction(conn):
-                        if _apply(conn, dialect, migration):
-                            applied.append(migration.name)
+                return _apply_all(conn, None, "failed and was rolled back", write_transaction)
             finally:
-                if dialect == "postgresql":
+                if postgresql:
                     conn.rollback()
                     conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_ADVISORY_LOCK_KEY})")
                     conn.commit()
     finally:
         if engine is not engine_or_url:
             engine.dispose()
+
+
+@contextmanager
+def _failing(what: str) -> Iterator[None]:
+    try:
+        yield
+    except sa.exc.DBAPIError as error:
+        raise MigrationError(f"{what}: {error.orig}") from error
+
+
+def _apply_all(
+    conn: Connection, to: int | None, failed: str, begin: Callable[[Connection], Any]
+) -> list[str]:
+    # Each pending file up to ``to`` in a ``begin(conn)`` block; return the files applied.
+    applied: list[str] = []
+    for migration in load_migrations(conn.dialect.name):
+        if to is not None and migration.version > to:
+            break
+        with _failing(f"Migration {migration.name} {failed}"), begin(conn):
+            if _apply(conn, migration):
+                applied.append(migration.name)
     _log("llmpool migrations applied", "migrations_applied", applied)
     return applied
 
 
-@contextmanager
-def _failing(migration: Migration, failed: str) -> Iterator[None]:
-    try:
-        yield
-    except sa.exc.DBAPIError as error:
-        raise MigrationError(f"Migration {migration.name} {failed}: {error.orig}") from error
-
-
-def _apply(conn: Connection, dialect: str, migration: Migration) -> bool:
+def _apply(conn: Connection, migration: Migration) -> bool:
     row = conn.execute(
         sa.text("SELECT name, checksum FROM llmpool_migrations WHERE version = :v"),
         {"v": migration.version},
@@ -174,7 +177,7 @@ def _apply(conn: Connection, dialect: str, migration: Migration) -> bool:
             )
             raise MigrationChecksumError(msg)
         return False
-    _run_script(conn, dialect, migration.sql)
+    _run_script(conn, migration.sql)
     conn.execute(
         sa.text("INSERT INTO llmpool_migrations (version, name, checksum) VALUES (:v, :n, :c)"),
         {"v": migration.version, "n": migration.name, "c": migration.checksum},
@@ -184,8 +187,7 @@ def _apply(conn: Connection, dialect: str, migration: Migration) -> bool:
 
 def migrate_connection(conn: Connection, *, to: int | None = None) -> list[str]:
     """Apply the pending migrations numbered up to ``to`` (``None``: all) inside the caller's
-    transaction (an Alembic revision's), which nothing here begins, commits or rolls back; it
-    takes `migrate`'s lock, and the files are recorded as `migrate` records them.
+    transaction (an Alembic revision's), which nothing here commits; return the files applied.
 
     Example:
         >>> import sqlalchemy as sa
@@ -193,32 +195,15 @@ def migrate_connection(conn: Connection, *, to: int | None = None) -> list[str]:
         ...     migrate_connection(conn, to=1)
         ['0001_llms.sql']
     """
-    dialect = conn.dialect.name
     _join_transaction(conn)
     conn.exec_driver_sql(_CREATE_TABLE)
-    applied: list[str] = []
-    for migration in load_migrations(dialect):
-        if to is not None and migration.version > to:
-            break
-        with _failing(migration, "failed"):
-            if _apply(conn, dialect, migration):
-                applied.append(migration.name)
-    _log("llmpool migrations applied", "migrations_applied", applied)
-    return applied
+    return _apply_all(conn, to, "failed", contextlib.nullcontext)
 
 
 def downgrade_connection(conn: Connection, *, to: int = 0) -> list[str]:
     """Revert the applied migrations numbered above ``to``, newest first, by their reverse
-    scripts (``down/NNNN_name.sql``), inside the caller's transaction as `migrate_connection`
-    works; with no migration left, ``llmpool_migrations`` goes too. Return the files reverted.
-
-    Example:
-        >>> import sqlalchemy as sa
-        >>> with sa.create_engine("sqlite://").begin() as conn:
-        ...     _ = migrate_connection(conn, to=1)
-        ...     downgrade_connection(conn)
-        ['0001_llms.sql']
-    """
+    scripts (``down/NNNN_name.sql``) inside the caller's transaction, dropping
+    ``llmpool_migrations`` when none is left; return the files reverted."""
     dialect = conn.dialect.name
     _join_transaction(conn)
     if not sa.inspect(conn).has_table("llmpool_migrations"):
@@ -238,11 +223,8 @@ def downgrade_connection(conn: Connection, *, to: int = 0) -> list[str]:
                 f"down/{name} for {dialect}; downgrade with the llmpool release that applied it"
             )
             raise MigrationError(msg)
-        try:
-            _run_script(conn, dialect, script.sql)
-        except sa.exc.DBAPIError as error:
-            msg = f"Reverting migration {name} failed: {error.orig}"
-            raise MigrationError(msg) from error
+        with _failing(f"Reverting migration {name} failed"):
+            _run_script(conn, script.sql)
         conn.execute(sa.text("DELETE FROM llmpool_migrations WHERE version = :v"), {"v": version})
         reverted.append(name)
     if not conn.execute(sa.text("SELECT COUNT(*) FROM llmpool_migrations")).scalar_one():
@@ -265,8 +247,8 @@ def _join_transaction(conn: Connection) -> None:
     hold_in_transaction(conn)
 
 
-def _run_script(conn: Connection, dialect: str, sql: str) -> None:
-    if dialect != "sqlite":
+def _run_script(conn: Connection, sql: str) -> None:
+    if conn.dialect.name != "sqlite":
         # psycopg runs a multi-statement script in one call when no parameters are given.
         conn.exec_driver_sql(sql)
         return
@@ -328,8 +310,7 @@ STARTER_ROWS: tuple[dict[str, Any], ...] = (
 def seed_starter_rows(
     store: LLMStore, *, scope: str = "global", actor: str = "llmpool seed"
 ) -> list[LLMConfig]:
-    """Insert the usage guide's four example rows that ``scope`` lacks (matched by name);
-    return those inserted now.
+    """Insert the usage guide's example rows that ``scope`` lacks (by name); return them.
 
     Example:
         >>> from llmpool.repository.memory import InMemoryStore

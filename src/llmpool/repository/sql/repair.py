@@ -1,11 +1,8 @@
 """Writes to a row that fails validation (raw SQL put it there): the repair path of `SQLStore`.
 
-Such a row cannot be read as an `LLMConfig`, so the ordinary writes cannot start from it:
-``delete`` and ``disable`` work on it as stored (disabling a broken row is always safe); an
-update works when the row is valid after it (``edit ID --unset auth_meta.api_key``); ``enable``
-and ``set_default`` are refused, naming what is wrong and the command that fixes it. Its audit
-entries record its fields with anything that may be a secret hidden
-(`llmpool.repository.stored.safe_fields`), never its raw ``auth_meta``.
+``delete`` and ``disable`` work on it as stored; an update works when the row is valid after it;
+``enable`` and ``set_default`` are refused, naming the command that fixes it. Its audit entries
+hide what may be a secret (`llmpool.repository.stored.safe_fields`).
 """
 
 from __future__ import annotations
@@ -52,12 +49,7 @@ def repaired(
     validators: Sequence[ConfigValidator],
     error: InvalidConfigError,
 ) -> LLMConfig:
-    """Return the invalid stored ``row`` with ``changes`` applied, validated.
-
-    Raises:
-        InvalidConfigError: The row would still be invalid; the message says why, and how it
-            was invalid before.
-    """
+    """Return the invalid stored ``row`` with ``changes`` applied, validated."""
     name = row.get("name") if isinstance(row.get("name"), str) else None
     where = describe_row(name, str(row["id"]))
     values = _readable(row)

@@ -1,6 +1,5 @@
 """llmpool's tables as SQLAlchemy Core (``migrations_sql/`` creates them), the statements the
-sync and async stores share, and the reading of rows, where one row never breaks the others:
-values are checked row by row (`row_mapping`) and any failure of a row makes it a `BadRow`.
+sync and async stores share, and the reading of rows, where a bad row never breaks the others.
 """
 
 from __future__ import annotations
@@ -37,8 +36,7 @@ logger = logging.getLogger("llmpool.repository")
 
 
 class _Portable(sa.types.TypeDecorator[Any]):
-    """``impl``, or on PostgreSQL the type ``postgresql`` names: the PostgreSQL dialect is
-    imported only by an engine that uses it."""
+    """``impl``, or on PostgreSQL the type ``postgresql`` names (its dialect imported late)."""
 
     postgresql: tuple[str, dict[str, Any]]
 
@@ -137,10 +135,8 @@ MAX_BAD_ROW_ERROR = 1000
 
 
 def _read_column(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
-    # The id and the JSON columns as text (a row version already validated is served from the
-    # `RowParser` cache, its JSON never parsed again). Timestamps and booleans as the driver
-    # returns them, not converted for the whole result at fetch: on SQLite one ``created_at =
-    # 'yesterday'`` from raw SQL would break every read, and ``'false'`` would read as true.
+    # The id and JSON as text (`RowParser` parses a row version once); timestamps and booleans
+    # unconverted: on SQLite one ``created_at = 'yesterday'`` would break every read.
     if column.name in ("id", "auth_meta", "config"):
         return sa.cast(column, sa.Text).label(column.name)
     if column.name in ("created_at", "updated_at", "enabled", "is_default"):
@@ -159,8 +155,7 @@ def select_llms(
     search: str | None = None,
     llm_id: str | None = None,
 ) -> sa.Select[Any]:
-    """Return the SELECT of rows matching the filters, in fallback order
-    (`ArgumentTooLongError`: a text filter is longer than any row could hold)."""
+    """Return the SELECT of rows matching the filters, in fallback order."""
     check_argument("scope", scope, MAX_LENGTHS["scope"])
     check_argument("provider", provider, MAX_LENGTHS["provider"])
     check_argument("search", search, MAX_SEARCH_LENGTH)
@@ -198,8 +193,8 @@ def select_generation() -> sa.Select[Any]:
 
 
 class _ScopeRouting(FunctionElement[Any]):
-    """Every ``llm_scopes`` row as one JSON text, ``[[scope, routing], ...]``: JSON escapes
-    whatever a value holds, and on SQLite a value that is not text reads as ``null``."""
+    """Every ``llm_scopes`` row as one JSON text, ``[[scope, routing], ...]`` (on SQLite a value
+    that is not text reads as ``null``)."""
 
     type = sa.Text()
     inherit_cache = True
@@ -238,14 +233,13 @@ def select_snapshot() -> sa.Select[Any]:
 
 def row_mapping(row: Mapping[Any, Any]) -> dict[str, Any]:
     """Return a row of `llms` as a dict for `LLMConfig.from_row`, its timestamps and booleans
-    read strictly (`InvalidConfigError` naming the field that holds something else)."""
+    read strictly (`InvalidConfigError`)."""
     values = {name: row[name] for name in COLUMNS}
     values["id"] = str(values["id"])
     for field in ("created_at", "updated_at", "enabled", "is_default"):
         value = row[field]
         if field.endswith("_at"):
-            # SQLite holds the text SQLAlchemy (or CURRENT_TIMESTAMP) wrote; no timestamp is
-            # longer than 64 characters.
+            # SQLite holds text; no timestamp is longer than 64 characters.
             if isinstance(value, str) and len(value) <= 64:
                 with contextlib.suppress(ValueError):
                     value = datetime.fromisoformat(value)
@@ -269,12 +263,8 @@ def row_mapping(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 class RowParser:
-    """Turns rows into configs: each row version is validated once, each bad row logged once.
-
-    A row whose ``(id, version, updated_at)`` was validated is served from the previous result
-    (the triggers bump ``version`` on every UPDATE, raw SQL included). Any exception while
-    reading one row makes it a `BadRow`, and every other row is served.
-    """
+    """Turns rows into configs: each row version (``id, version, updated_at``) is validated
+    once, and any exception reading a row makes it a `BadRow`, logged once."""
 
     def __init__(self) -> None:
         self._validated: dict[str, tuple[Any, LLMConfig]] = {}
@@ -333,16 +323,11 @@ class RowParser:
         return BadRow(llm_id=llm_id, name=name, error=text)
 
 
-def parse_rows(rows: Iterable[Mapping[Any, Any]]) -> tuple[list[LLMConfig], list[BadRow]]:
-    """Validate rows with a one-off `RowParser` (no caching across calls)."""
-    return RowParser().parse(rows)
-
-
 def one_config(rows: Sequence[Mapping[Any, Any]], llm_id: str) -> LLMConfig:
-    """Return the one config of a lookup by id (`LLMNotFoundError`; a bad row: its error)."""
+    """Return the one config of a lookup by id (`LLMNotFoundError`)."""
     if not rows:
         raise not_found_error(llm_id)
-    configs, bad = parse_rows(rows)
+    configs, bad = RowParser().parse(rows)
     if bad:
         raise InvalidConfigError(bad[0].error, llm_name=bad[0].name, llm_id=bad[0].llm_id)
     return configs[0]
@@ -350,7 +335,7 @@ def one_config(rows: Sequence[Mapping[Any, Any]], llm_id: str) -> LLMConfig:
 
 def default_config(rows: Sequence[Mapping[Any, Any]], scope: str) -> LLMConfig:
     """Return the scope's default from its rows (`NoDefaultLLMError`, `InvalidDefaultLLMError`)."""
-    configs, bad = parse_rows(rows)
+    configs, bad = RowParser().parse(rows)
     for config in configs:
         if config.is_default:
             return config
@@ -372,7 +357,6 @@ def snapshot_from_rows(rows: Sequence[Mapping[Any, Any]], parser: RowParser) -> 
         configs=tuple(configs),
         bad_rows=tuple(bad),
         generation=int(rows[0]["generation"]) if rows else 0,
-        read_at=datetime.now(timezone.utc),
         routing=parse_routing(rows[0]["scope_routing"] if rows else None),
     )
 
@@ -389,10 +373,12 @@ def parse_routing(text: Any) -> dict[str, str]:
     return routing
 
 
-def db_now(dialect: str) -> datetime:
-    """Return the time now as the dialect's timestamp columns take it (naive UTC on SQLite)."""
-    now = datetime.now(timezone.utc)
-    return now if dialect == "postgresql" else now.replace(tzinfo=None)
+def db_time(value: datetime | None, dialect: str) -> datetime:
+    """Return a time (``None``: now; naive: UTC) as the dialect's timestamp columns take it
+    (naive UTC on SQLite)."""
+    value = value or datetime.now(timezone.utc)
+    value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if dialect == "postgresql" else value.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def db_values(config: LLMConfig, dialect: str) -> dict[str, Any]:
@@ -403,15 +389,14 @@ def db_values(config: LLMConfig, dialect: str) -> dict[str, Any]:
         values["config"] = json.dumps(config.config, sort_keys=True)
         for name in ("created_at", "updated_at"):
             if values[name] is not None:
-                values[name] = values[name].astimezone(timezone.utc).replace(tzinfo=None)
+                values[name] = db_time(values[name], dialect)
     return values
 
 
 def audit_values(
     llm_id: str, actor: str, action: str, before: Any, after: Any, dialect: str
 ) -> dict[str, Any]:
-    """Return the values of one audit row; ``before`` and ``after`` are configs (references
-    only, never secrets), plain JSON objects (already made safe), or ``None``."""
+    """Return the values of one audit row (``before``, ``after``: configs, safe dicts or None)."""
 
     def dump(value: Any) -> Any:
         if value is None:
@@ -419,7 +404,7 @@ def audit_values(
         data = value.model_dump(mode="json") if isinstance(value, LLMConfig) else dict(value)
         return data if dialect == "postgresql" else json.dumps(data, sort_keys=True, default=str)
 
-    values = {"llm_id": llm_id, "actor": actor, "action": action, "at": db_now(dialect)}
+    values = {"llm_id": llm_id, "actor": actor, "action": action, "at": db_time(None, dialect)}
     return {**values, "before": dump(before), "after": dump(after)}
 
 

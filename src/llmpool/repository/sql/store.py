@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from llmpool.errors import InvalidConfigError, describe_row, shorten, visible
-from llmpool.models import MAX_LENGTHS, LLMConfig, check_argument
+from llmpool.errors import InvalidConfigError, describe_row, shorten
+from llmpool.models import LLMConfig
 from llmpool.repository import Snapshot
 from llmpool.repository.rules import updated_config
-from llmpool.repository.scopes import usable_strategy
 from llmpool.repository.sql import repair
 from llmpool.repository.sql.errors import db_errors
 from llmpool.repository.sql.lifecycle import DatabaseResources
@@ -23,13 +21,12 @@ from llmpool.repository.sql.schema import (
     audit,
     audit_entry,
     audit_values,
-    db_now,
+    db_time,
     db_values,
     default_config,
     llms,
     one_config,
     parse_routing,
-    parse_rows,
     scopes,
     select_generation,
     select_llms,
@@ -39,7 +36,7 @@ from llmpool.repository.sql.schema import (
     spaces,
 )
 from llmpool.repository.stored import safe_fields
-from llmpool.repository.writes import CommitListeners, Tx, Writes
+from llmpool.repository.writes import Tx, Writes
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -57,12 +54,10 @@ class SQLStore(DatabaseResources, Writes):
     """Rows of the `llms` table, read and written through an `Engine`.
 
     Args:
-        engine: An engine, a URL, or ``None`` for the configured database; or a `Connection`
-            (Alembic's ``op.get_bind()``) whose transaction every read and write joins (see
-            `lifecycle`). The schema must be migrated, or ``auto_migrate`` set.
+        engine: An engine, a URL, ``None`` for the configured database, or a `Connection`
+            whose transaction every read and write joins (see `lifecycle`).
         validators: Checks run on every row before it is written; by default the environment
-            allowlist, the known providers and their accepted config keys, so that a bad row is
-            refused when written, not only when built. ``()`` turns them off.
+            allowlist, the known providers and their config keys. ``()`` turns them off.
         async_engine: The async engine (or its URL) of `async_reader`.
         auto_migrate: Apply llmpool's migrations on first use; ``None`` for SQLite only.
         on_commit: Called after every committed write (see `subscribe`).
@@ -83,13 +78,12 @@ class SQLStore(DatabaseResources, Writes):
         on_commit: CommitListener | None = None,
     ) -> None:
         super().__init__(engine, async_engine=async_engine, auto_migrate=auto_migrate)
-        self._listeners = CommitListeners(on_commit)
         if validators is None:
             from llmpool.providers import ConfigKeysCheck, KnownProviderCheck
             from llmpool.providers.allowlist import EnvAllowlist
 
             validators = (EnvAllowlist.from_env(), KnownProviderCheck(), ConfigKeysCheck())
-        self.validators = tuple(validators)
+        Writes.__init__(self, validators, on_commit)
         self._dialect = self.engine.dialect.name
         self._uuid_ids = self._dialect == "postgresql"
         self._parser = RowParser()
@@ -135,9 +129,7 @@ class SQLStore(DatabaseResources, Writes):
 
     def generation(self) -> int:
         """Return the table's change counter."""
-        self.ensure_schema()
-        with db_errors(self.engine, "read the change counter"), self.connect() as conn:
-            return int(conn.execute(select_generation()).scalar_one())
+        return int(self._rows(select_generation(), "read the change counter")[0]["generation"])
 
     def audit_log(
         self,
@@ -152,35 +144,20 @@ class SQLStore(DatabaseResources, Writes):
         if llm_id is not None:
             stmt = stmt.where(audit.c.llm_id == llm_id)
         if since is not None:
-            stmt = stmt.where(audit.c.at >= self._param_time(since))
+            stmt = stmt.where(audit.c.at >= db_time(since, self._dialect))
         if until is not None:
-            stmt = stmt.where(audit.c.at < self._param_time(until))
+            stmt = stmt.where(audit.c.at < db_time(until, self._dialect))
         if limit is not None:
             stmt = stmt.limit(limit)
         return [audit_entry(row) for row in self._rows(stmt, "read the audit log")]
 
-    def _param_time(self, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        if self._dialect != "postgresql":
-            return value.astimezone(timezone.utc).replace(tzinfo=None)
-        return value
-
-    def get_routing(self, scope: str = "global") -> str:
-        """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
-        check_argument("scope", scope, MAX_LENGTHS["scope"])
-        stmt = sa.select(scopes.c.routing).where(scopes.c.scope == scope)
-        rows = self._rows(stmt, f"read the routing of scope {shorten(visible(scope))!r}")
-        return usable_strategy(scope, rows[0]["routing"]) if rows else "priority"
-
     def scope_routing(self) -> dict[str, str]:
-        """Return every scope's routing as stored (``llm_scopes``), an invalid one included."""
+        """Return every scope's routing as stored, an invalid one included."""
         rows = self._rows(select_routing(), "read the scopes' routing")
         return dict(parse_routing(next(iter(rows[0].values()))))
 
     def record_space(self, space: str, dimensions: int, llm_id: str) -> int:
-        """Record a vector space's length the first time any process sees it; return the
-        length recorded (``llm_spaces``: the first writer wins)."""
+        """Record a vector space's length unless one is; return the one recorded."""
         self.ensure_schema()
         values = {"space": space, "dimensions": dimensions, "llm_id": llm_id}
         stmt = self._upsert(spaces).values(values).on_conflict_do_nothing()
@@ -199,8 +176,7 @@ class SQLStore(DatabaseResources, Writes):
 
     @contextmanager
     def _transaction(self, tx: Tx) -> Iterator[None]:
-        # One connection and transaction per admin call (on a caller's Connection: a SAVEPOINT,
-        # see `lifecycle`); errors name the row as ``tx.what`` says once the row is known.
+        # Errors name the row as ``tx.what`` says once the row is known.
         self.ensure_schema()
         with db_errors(self.engine, lambda: tx.what), self.transaction() as conn:
             tx.handle = conn
@@ -229,12 +205,8 @@ class SQLStore(DatabaseResources, Writes):
         )
         return self._locked(tx, stmt)
 
-    def _default_holder(self, tx: Tx, target: LLMConfig) -> str | None:
-        holders = self._other_defaults(tx, target)
-        return describe_row(holders[0]["name"], str(holders[0]["id"])) if holders else None
-
     def _clear_defaults(self, tx: Tx, target: LLMConfig) -> None:
-        previous_rows, bad = parse_rows(self._other_defaults(tx, target))
+        previous_rows, bad = RowParser().parse(self._other_defaults(tx, target))
         for previous in previous_rows:
             cleared = updated_config(previous, {"is_default": False}, self.validators)
             self._audit(tx, previous.id, "update", previous, self._update(tx, previous, cleared))
@@ -289,10 +261,7 @@ class SQLStore(DatabaseResources, Writes):
     ) -> LLMConfig:
         # A row that fails validation: updated when valid after it, deleted or disabled as
         # stored, refused for enable and set_default (see `repair`).
-        rows = self._locked(tx, select_llms(scope=None, llm_id=llm_id))
-        if not rows:  # pragma: no cover - it was there a moment ago, under the same lock
-            raise error
-        row = dict(rows[0])
+        row = dict(self._locked(tx, select_llms(scope=None, llm_id=llm_id))[0])
         before = safe_fields(row)
         if action == "update":
             target = repair.repaired(row, changes, self.validators, error)
@@ -311,7 +280,7 @@ class SQLStore(DatabaseResources, Writes):
             tx.handle.execute(llms.delete().where(llms.c.id == row["id"]))
         else:
             stmt = llms.update().where(llms.c.id == row["id"])
-            now = db_now(self._dialect)
+            now = db_time(None, self._dialect)
             tx.handle.execute(
                 stmt.values(enabled=False, version=llms.c.version + 1, updated_at=now)
             )

@@ -19,16 +19,9 @@ SUPPORTED_SCHEMES = (
 
 
 def resolve_database_url(url: str | URL | None = None) -> URL:
-    """Return the database URL llmpool uses, PostgreSQL ones set to psycopg 3.
-
-    ``None``: ``LLMPOOL_DATABASE_URL``, else ``DATABASE_URL`` (the usage guide's), else the
-    SQLite file ``LLMPOOL_SQLITE_PATH`` or ``./llmpool.sqlite3``. `DatabaseError`: the URL cannot
-    be parsed (never showing its password) or is not supported.
-
-    Example:
-        >>> resolve_database_url("postgresql://u:p@db/app").drivername
-        'postgresql+psycopg'
-    """
+    """Return the database URL llmpool uses (``None``: ``LLMPOOL_DATABASE_URL``, else
+    ``DATABASE_URL``, else the SQLite file ``LLMPOOL_SQLITE_PATH`` or ``./llmpool.sqlite3``),
+    PostgreSQL ones set to psycopg 3 (`DatabaseError`: unparseable or unsupported)."""
     if url is None:
         url = (
             os.environ.get("LLMPOOL_DATABASE_URL")
@@ -53,12 +46,7 @@ def resolve_database_url(url: str | URL | None = None) -> URL:
 
 
 def mask_url(url: str | URL | Engine) -> str:
-    """Render a URL with its password replaced by ``***``.
-
-    Example:
-        >>> mask_url("postgresql://app:hunter2@db:5432/app")
-        'postgresql://app:***@db:5432/app'
-    """
+    """Render a URL with its password replaced by ``***``."""
     if isinstance(url, Engine):
         url = url.url
     try:
