@@ -87,32 +87,24 @@ class OpenTelemetryObserver(Observer):
             return self._ready
         with self._lock:
             if not self._ready:
-                from opentelemetry import metrics, trace
-
-                tracer_provider = self._tracer_provider or trace.get_tracer_provider()
-                meter_provider = self._meter_provider or metrics.get_meter_provider()
-                self.tracer = tracer_provider.get_tracer("llmpool")
-                meter = meter_provider.get_meter("llmpool")
-                self.attempts = meter.create_counter(
-                    "llmpool.attempts", unit="{attempt}", description="Attempts by row and outcome"
-                )
-                self.failovers = meter.create_counter(
-                    "llmpool.failovers", unit="{failover}", description="Failovers away from a row"
-                )
-                self.transitions = meter.create_counter(
-                    "llmpool.breaker.transitions",
-                    unit="{transition}",
-                    description="Circuit breaker state changes by row",
-                )
-                self.duration = meter.create_histogram(
-                    "gen_ai.client.operation.duration", unit="s", description="Attempt latency"
-                )
-                self.tokens = meter.create_histogram(
-                    "gen_ai.client.token.usage", unit="{token}", description="Tokens per attempt"
-                )
-                self._trace = trace
-                self._ready = True
+                self._set_up()
         return True
+
+    def _set_up(self) -> None:
+        from opentelemetry import metrics, trace
+
+        self.tracer = (self._tracer_provider or trace.get_tracer_provider()).get_tracer("llmpool")
+        meter = (self._meter_provider or metrics.get_meter_provider()).get_meter("llmpool")
+        counter, histogram = meter.create_counter, meter.create_histogram
+        self.attempts = counter("llmpool.attempts", "{attempt}", "Attempts by row and outcome")
+        self.failovers = counter("llmpool.failovers", "{failover}", "Failovers away from a row")
+        self.transitions = counter(
+            "llmpool.breaker.transitions", "{transition}", "Circuit breaker state changes by row"
+        )
+        self.duration = histogram("gen_ai.client.operation.duration", "s", "Attempt latency")
+        self.tokens = histogram("gen_ai.client.token.usage", "{token}", "Tokens per attempt")
+        self._trace = trace
+        self._ready = True
 
     def on_attempt(self, event: AttemptEvent) -> None:
         """Count the attempt, its latency and its tokens."""

@@ -157,8 +157,7 @@ class ProviderRegistry:
             if self._loaded:
                 return
             found = self._injected
-            if found is None:
-                found = list(entry_points(group=ENTRY_POINT_GROUP))
+            found = list(entry_points(group=ENTRY_POINT_GROUP)) if found is None else found
             # llmpool's own entry points first: a plugin may add providers, not shadow these.
             for entry_point in sorted(found, key=lambda ep: _distribution(ep) != OWN_DISTRIBUTION):
                 self._load(entry_point)
@@ -202,10 +201,8 @@ class ProviderRegistry:
             if existing is not None and existing is not provider:
                 if existing != provider:  # not one distribution seen twice on sys.path
                     owner = self._distributions.get(name)
-                    conflict = ValueError(
-                        f"provider {name!r} is already provided by distribution {owner!r}"
-                    )
-                    self._fail(entry_point, dist, conflict)
+                    taken = f"provider {name!r} is already provided by distribution {owner!r}"
+                    self._fail(entry_point, dist, ValueError(taken))
                 continue
             self._providers[name] = provider
             if dist:

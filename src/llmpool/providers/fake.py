@@ -15,15 +15,15 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForLLMRun,
-    CallbackManagerForLLMRun,
-)
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import FakeListChatModel
-from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def _fail(error: str | None) -> None:
+    if error is not None:
+        raise ConnectionError(error)
 
 
 class FakeChatModel(FakeListChatModel):
@@ -37,33 +37,17 @@ class FakeChatModel(FakeListChatModel):
     def _llm_type(self) -> str:
         return "llmpool-fake"
 
-    def _fail(self) -> None:
-        if self.error is not None:
-            raise ConnectionError(self.error)
-
     def _call(self, *args: Any, **kwargs: Any) -> str:
-        self._fail()
+        _fail(self.error)
         return super()._call(*args, **kwargs)
 
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        self._fail()
-        yield from super()._stream(messages, stop, run_manager, **kwargs)
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        _fail(self.error)
+        yield from super()._stream(*args, **kwargs)
 
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        self._fail()
-        async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        _fail(self.error)
+        async for chunk in super()._astream(*args, **kwargs):
             yield chunk
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
@@ -99,15 +83,11 @@ class FakeEmbeddings(BaseModel, Embeddings):
         """Seconds a call may wait: no I/O, only its ``sleep`` (what a deadline reads)."""
         return float(self.sleep or 0.0)
 
-    def _fail(self) -> None:
-        if self.error is not None:
-            raise ConnectionError(self.error)
-
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Return one vector per text."""
         if self.sleep:
             time.sleep(self.sleep)
-        self._fail()
+        _fail(self.error)
         return [self._vector(text) for text in texts]
 
     def embed_query(self, text: str) -> list[float]:
@@ -118,7 +98,7 @@ class FakeEmbeddings(BaseModel, Embeddings):
         """Async twin of `embed_documents` (no thread: nothing blocks)."""
         if self.sleep:
             await asyncio.sleep(self.sleep)
-        self._fail()
+        _fail(self.error)
         return [self._vector(text) for text in texts]
 
     async def aembed_query(self, text: str) -> list[float]:
