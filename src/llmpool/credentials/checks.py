@@ -29,28 +29,29 @@ MAX_DEPTH = 64
 
 # A plain auth_meta key containing one of these holds a secret: auth_meta is references-only
 # territory, so substrings count ("apitoken", "x_api_key").
-SECRET_WORDS = tuple(
-    "key token secret password passwd credential authorization bearer cookie".split()
+SECRET_WORDS = frozenset(
+    {"key", "token", "secret", "password", "passwd", "credential", "authorization"}
+    | {"bearer", "cookie"}
 )
 
 # Client parameters that carry credentials: they belong in auth_meta, as references.
 CREDENTIAL_PARAMETERS = frozenset(
-    "api_key azure_ad_token aws_access_key_id aws_secret_access_key aws_session_token "
-    "credentials password client_secret".split()
+    {"api_key", "azure_ad_token", "aws_access_key_id", "aws_secret_access_key"}
+    | {"aws_session_token", "credentials", "password", "client_secret"}
 )
 
 # Word rules for keys anywhere in config (where "max_tokens", "prompt_cache_key" and "auth_meta"
 # are legitimate): a word anywhere, a word at the end, or "<qualifier> key" at the end.
 _ANY_WORD = frozenset(
-    "password passwd passphrase secret secrets credential credentials authorization bearer "
-    "cookie apikey privatekey secretkey accesskey".split()
+    {"password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials"}
+    | {"authorization", "bearer", "cookie", "apikey", "privatekey", "secretkey", "accesskey"}
 )
 _LAST_WORD = frozenset({"token", "auth"})
 # A key ending in one of these names or locates a credential: "credentials_profile_name".
 _NAMING_WORDS = frozenset({"name", "path", "profile", "location", "type"})
 _KEY_QUALIFIERS = frozenset(
-    "api access account admin auth client encryption license master private secret service "
-    "session shared signing subscription".split()
+    {"api", "access", "account", "admin", "auth", "client", "encryption", "license", "master"}
+    | {"private", "secret", "service", "session", "shared", "signing", "subscription"}
 )
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 

@@ -42,15 +42,21 @@ def _tokens(usage: Mapping[str, Any] | None) -> dict[str, int]:
     return {f"gen_ai.usage.{key}": n for key, n in found.items() if isinstance(n, int)}
 
 
-def _row(scope: str | None, llm_id: str, name: str, provider: str, model: str) -> dict[str, Any]:
-    return {
-        "llmpool.scope": scope or "",
+def _row(event: Any, *row: Any) -> dict[str, Any]:
+    # What an event says about its row (``row``: a failover's, the row it left), error included.
+    row = row or (event.llm_id, event.llm_name, event.provider, event.model)
+    llm_id, name, provider, model = row
+    attributes = {
+        "llmpool.scope": event.scope or "",
         "llmpool.row.id": llm_id,
-        "llmpool.row.name": name,
-        "gen_ai.system": provider,
-        "gen_ai.request.model": model,
+        "llmpool.row.name": name or "",
+        "gen_ai.system": provider or "",
+        "gen_ai.request.model": model or "",
         "gen_ai.operation.name": "chat",
     }
+    if getattr(event, "error_class", None):
+        attributes["error.type"] = event.error_class
+    return attributes
 
 
 class OpenTelemetryObserver(Observer):
@@ -110,9 +116,7 @@ class OpenTelemetryObserver(Observer):
         """Count the attempt, its latency and its tokens."""
         if not self._active():
             return
-        attributes = _row(event.scope, event.llm_id, event.llm_name, event.provider, event.model)
-        if event.error_class:
-            attributes["error.type"] = event.error_class
+        attributes = _row(event)
         self.attempts.add(1, {**attributes, "llmpool.outcome": event.outcome})
         if event.outcome == "skipped" or event.latency is None:
             return
@@ -123,22 +127,14 @@ class OpenTelemetryObserver(Observer):
 
     def on_failover(self, event: FailoverEvent) -> None:
         """Count the failover, on the row it left."""
-        if not self._active():
-            return
-        attributes = _row(
-            event.scope, event.from_id, event.from_name, event.from_provider, event.from_model
-        )
-        if event.error_class:
-            attributes["error.type"] = event.error_class
-        self.failovers.add(1, attributes)
+        if self._active():
+            left = (event.from_id, event.from_name, event.from_provider, event.from_model)
+            self.failovers.add(1, _row(event, *left))
 
     def on_breaker_change(self, event: BreakerEvent) -> None:
         """Count the transition."""
-        if not self._active():
-            return
-        attributes = _row(event.scope, event.llm_id, event.llm_name, event.provider, event.model)
-        attributes["llmpool.breaker.state"] = event.state
-        self.transitions.add(1, attributes)
+        if self._active():
+            self.transitions.add(1, {**_row(event), "llmpool.breaker.state": event.state})
 
     def on_call(self, event: CallEvent) -> None:
         """The call's span and one child span per attempt, with their own times."""
@@ -147,8 +143,7 @@ class OpenTelemetryObserver(Observer):
         attributes: dict[str, Any] = {"gen_ai.operation.name": "chat"}
         attributes["llmpool.scope"] = event.scope or ""
         if event.llm_id is not None:
-            attributes = _row(event.scope, event.llm_id, event.llm_name or "", event.provider or "",
-                              event.model or "")  # fmt: skip
+            attributes = _row(event)
         attributes["llmpool.streaming"] = event.streaming
         if event.outcome == "ok" and event.attempts:
             attributes.update(_tokens(event.attempts[-1].usage))
@@ -160,9 +155,7 @@ class OpenTelemetryObserver(Observer):
                 skip["llmpool.reason"] = attempt.error_class or "skipped"
                 span.add_event("llmpool.skip", skip, timestamp=int(attempt.started * 1e9))
                 continue
-            attributes = _row(
-                attempt.scope, attempt.llm_id, attempt.llm_name, attempt.provider, attempt.model
-            )
+            attributes = _row(attempt)
             attributes["llmpool.attempt"] = attempt.attempt
             attributes["llmpool.outcome"] = attempt.outcome
             attributes["llmpool.probe"] = attempt.probe

@@ -170,13 +170,11 @@ class ProviderRegistry:
         failure.__cause__ = error
         self._errors.append(failure)
         self._failed[_key(entry_point.name)] = failure
-        fields = {"provider": entry_point.name, "distribution": dist}
+        ids = {"provider": entry_point.name, "distribution": dist}
         failed = type(error).__name__
-        logger.warning(msg, extra=log_fields("plugin_load_failed", error_class=failed, **fields))
+        logger.warning(msg, extra=log_fields("plugin_load_failed", error_class=failed, **ids))
         logger.debug(
-            "provider plugin traceback",
-            exc_info=error,
-            extra=log_fields("plugin_traceback", **fields),
+            "provider plugin traceback", exc_info=error, extra=log_fields("plugin_traceback", **ids)
         )
 
     def _load(self, entry_point: EntryPoint) -> None:

@@ -126,13 +126,10 @@ def _record(provider: object) -> None:
     with _outcomes_lock:
         for name, outcome in declared.items():
             if _outcomes.setdefault(name, outcome) != outcome:
+                who = getattr(provider, "name", None)
                 logger.warning(
                     "declared error outcome ignored: already declared otherwise",
-                    extra=log_fields(
-                        "error_outcome_ignored",
-                        error_class=name,
-                        provider=getattr(provider, "name", None),
-                    ),
+                    extra=log_fields("error_outcome_ignored", error_class=name, provider=who),
                 )
         _outcomes_by_class.clear()
 

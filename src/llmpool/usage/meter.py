@@ -269,11 +269,8 @@ class UsageMeter:
         with self._lock:
             calls = sum(counts[0] for counts in self._pending.values())
         if calls:
-            logger.warning(
-                "LLM usage of %d calls lost: the last flush failed",
-                calls,
-                extra=log_fields("usage_lost", calls=calls),
-            )
+            text = "LLM usage of %d calls lost: the last flush failed"
+            logger.warning(text, calls, extra=log_fields("usage_lost", calls=calls))
         return done
 
 

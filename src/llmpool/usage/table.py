@@ -134,13 +134,7 @@ def call_counts(
 def _refuse(config: LLMConfig, field: str, value: Any, bound: float) -> None:
     # The value is a number from a provider's usage or our own cost, never prompt text.
     shown = shorten(repr(value), 40) if isinstance(value, (int, float)) else type(value).__name__
-    logger.warning(
-        "LLM usage value refused, counted as 0: %s %s of %s is not from 0 to %g",
-        field,
-        shown,
-        config.describe(),
-        bound,
-        extra=log_fields(
-            "usage_value_refused", llm_id=config.id, llm_name=config.name, field=field
-        ),
-    )
+    text = "LLM usage value refused, counted as 0: %s %s of %s is not from 0 to %g"
+    args = (field, shown, config.describe(), bound)
+    fields = {"llm_id": config.id, "llm_name": config.name, "field": field}
+    logger.warning(text, *args, extra=log_fields("usage_value_refused", **fields))
