@@ -1,13 +1,8 @@
 """llmpool's built-in providers, declared through its own ``llmpool.providers`` entry points.
 
-Each is a table entry naming its LangChain class as a ``"module:Class"`` string, imported only
-when a row first needs it, with the ``llmpool[...]`` extra that installs it, and the environment
-variables its rows may reference: its credentials (``secret_env``) and its plain settings
-(``plain_env``). A row of one provider cannot reference another's: an openai row may not read
-``AWS_SECRET_ACCESS_KEY``. Each also names the keys of its rows that say where requests go
-(``endpoint_keys``) and its SDK's error classes with what the fallback loop does with them
-(``error_outcomes``); errors every client shares (httpx's and httpx2's, ``ConnectionError``,
-``TimeoutError``, langchain-core's) stay generic in `llmpool.fallback.policy`.
+Each names its LangChain class (imported when a row first needs it), its extra, the variables
+and endpoint keys its rows may use, and its SDK's error classes; errors every client shares
+(httpx's, ``ConnectionError``, ``TimeoutError``...) stay generic in `llmpool.fallback.policy`.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """A row's prices and budget: ``config`` keys llmpool reads, never passed to the client.
 
-Prices are per million tokens, as the providers' price lists quote them
-(``input_cost_per_million_tokens``, ``output_cost_per_million_tokens``), or per token under
-LiteLLM's names (``input_cost_per_token``, ``output_cost_per_token``), one name per direction.
-``max_spend: {"amount": 5.0, "period": "day"}`` (or ``"month"``, UTC) skips the row, like a
-rate-limited one, once its calls in the period cost that much. `USAGE_CONFIG_KEYS` are removed
-before the provider builds the client (`client_config`); the write-time config check accepts
-them and checks their values (`usage_terms`).
+Prices are per million tokens (or per token, under LiteLLM's names); ``max_spend`` skips the
+row once its calls this UTC day or month cost that much. `client_config` removes the keys.
 """
 
 from __future__ import annotations
