@@ -344,8 +344,7 @@ def set_registry(
     """
     global _registry
     with _registry_lock:
-        previous = _registry
-        _registry = registry
+        previous, _registry = _registry, registry
     return _restoring(registry, previous)
 
 

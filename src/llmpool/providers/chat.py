@@ -108,12 +108,10 @@ class ChatProvider:
             module = import_module(module_name)
         except ImportError as error:
             package = self.package or module_name
-            hint = (
-                f'pip install "llmpool[{self.extra}]"' if self.extra else f"pip install {package}"
-            )
+            hint = f'"llmpool[{self.extra}]"' if self.extra else package
             msg = (
                 f"Provider {self.name!r} needs the package {package}, "
-                f"which is not installed ({error}); run: {hint}"
+                f"which is not installed ({error}); run: pip install {hint}"
             )
             raise ProviderNotInstalledError(msg) from error
         cls: type[BaseChatModel] = getattr(module, class_name)

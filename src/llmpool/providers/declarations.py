@@ -186,10 +186,8 @@ class ConfigKeysCheck:
             provider = _registry(self.registry).get(config.provider)
         except LLMPoolError:  # unknown or broken: checked when built, if ever
             return
-        if getattr(config, "kind", "chat") == "embedding":
-            accepted = embeddings_config(config, provider)
-        else:
-            accepted = accepted_config(provider)
+        embedding = getattr(config, "kind", "chat") == "embedding"
+        accepted = embeddings_config(config, provider) if embedding else accepted_config(provider)
         if accepted is None:
             return
         for key in config.config:

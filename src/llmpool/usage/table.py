@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.providers.prices import Prices
 
-__all__ = ["COUNTS", "LABELS", "MemoryUsageTable", "UsageBucket", "call_counts"]
+__all__ = ["COUNTS", "LABELS", "MemoryUsageTable", "UsageBucket", "add_counts", "call_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,13 @@ class MemoryUsageTable:
             and scope in (None, b.scope)
             and llm_id in (None, b.llm_id)
         ]
+
+
+def add_counts(into: dict[Any, list[Any]], key: Any, counts: Sequence[Any]) -> None:
+    """Add ``counts`` (in `COUNTS` order) to ``into[key]``."""
+    have = into.setdefault(key, [0, 0, 0, 0, 0.0])
+    for i, value in enumerate(counts):
+        have[i] += value
 
 
 def call_counts(
