@@ -76,9 +76,7 @@ class UsageRow:
 
     def as_dict(self) -> dict[str, Any]:
         """Return the line as a JSON-ready dict (``cost`` as decimal text: `money_text`)."""
-        line = asdict(self)
-        line["cost"] = money_text(self.cost)
-        return line
+        return {**asdict(self), "cost": money_text(self.cost)}
 
 
 def _day(minute: int) -> str:
