@@ -21,11 +21,6 @@ from langchain_core.outputs import ChatGenerationChunk
 from pydantic import BaseModel, ConfigDict, Field
 
 
-def _fail(error: str | None) -> None:
-    if error is not None:
-        raise ConnectionError(error)
-
-
 class FakeChatModel(FakeListChatModel):
     """A scripted chat model: answers from ``responses`` in turn, or fails with ``error``."""
 
@@ -37,16 +32,20 @@ class FakeChatModel(FakeListChatModel):
     def _llm_type(self) -> str:
         return "llmpool-fake"
 
+    def _fail(self) -> None:
+        if self.error is not None:
+            raise ConnectionError(self.error)
+
     def _call(self, *args: Any, **kwargs: Any) -> str:
-        _fail(self.error)
+        self._fail()
         return super()._call(*args, **kwargs)
 
     def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        _fail(self.error)
+        self._fail()
         yield from super()._stream(*args, **kwargs)
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        _fail(self.error)
+        self._fail()
         async for chunk in super()._astream(*args, **kwargs):
             yield chunk
 
@@ -78,6 +77,10 @@ class FakeEmbeddings(BaseModel, Embeddings):
         numbers = struct.unpack(f">{count}I", digest[: 4 * count])
         return [n / 2_147_483_648.0 - 1.0 for n in numbers]
 
+    def _fail(self) -> None:
+        if self.error is not None:
+            raise ConnectionError(self.error)
+
     @property
     def timeout(self) -> float:
         """Seconds a call may wait: no I/O, only its ``sleep`` (what a deadline reads)."""
@@ -87,7 +90,7 @@ class FakeEmbeddings(BaseModel, Embeddings):
         """Return one vector per text."""
         if self.sleep:
             time.sleep(self.sleep)
-        _fail(self.error)
+        self._fail()
         return [self._vector(text) for text in texts]
 
     def embed_query(self, text: str) -> list[float]:
@@ -98,7 +101,7 @@ class FakeEmbeddings(BaseModel, Embeddings):
         """Async twin of `embed_documents` (no thread: nothing blocks)."""
         if self.sleep:
             await asyncio.sleep(self.sleep)
-        _fail(self.error)
+        self._fail()
         return [self._vector(text) for text in texts]
 
     async def aembed_query(self, text: str) -> list[float]:
