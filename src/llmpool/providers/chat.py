@@ -119,12 +119,8 @@ class ChatProvider:
 
     def accepted_parameters(self, cls: type[BaseChatModel]) -> dict[str, str]:
         """Return every keyword the class takes -> its canonical form (pydantic's alias)."""
-        names: dict[str, str] = {}
-        for name, info in cls.model_fields.items():
-            names[name] = info.alias or name
-            if info.alias:
-                names[info.alias] = info.alias
-        return names
+        names = {name: info.alias or name for name, info in cls.model_fields.items()}
+        return names | {alias: alias for alias in names.values()}
 
     def arguments(
         self, config: LLMConfig, auth: Mapping[str, Any], cls: type[BaseChatModel]
