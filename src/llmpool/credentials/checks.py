@@ -29,101 +29,50 @@ MAX_DEPTH = 64
 
 # A plain auth_meta key containing one of these holds a secret: auth_meta is references-only
 # territory, so substrings count ("apitoken", "x_api_key").
-SECRET_WORDS = (
-    "key",
-    "token",
-    "secret",
-    "password",
-    "passwd",
-    "credential",
-    "authorization",
-    "bearer",
-    "cookie",
+SECRET_WORDS = frozenset(
+    {"key", "token", "secret", "password", "passwd", "credential", "authorization"}
+    | {"bearer", "cookie"}
 )
 
 # Client parameters that carry credentials: they belong in auth_meta, as references.
 CREDENTIAL_PARAMETERS = frozenset(
-    {
-        "api_key",
-        "azure_ad_token",
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "aws_session_token",
-        "credentials",
-        "password",
-        "client_secret",
-    }
+    {"api_key", "azure_ad_token", "aws_access_key_id", "aws_secret_access_key"}
+    | {"aws_session_token", "credentials", "password", "client_secret"}
 )
 
 # Word rules for keys anywhere in config (where "max_tokens", "prompt_cache_key" and "auth_meta"
 # are legitimate): a word anywhere, a word at the end, or "<qualifier> key" at the end.
 _ANY_WORD = frozenset(
-    {
-        "password",
-        "passwd",
-        "passphrase",
-        "secret",
-        "secrets",
-        "credential",
-        "credentials",
-        "authorization",
-        "bearer",
-        "cookie",
-        "apikey",
-        "privatekey",
-        "secretkey",
-        "accesskey",
-    }
+    {"password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials"}
+    | {"authorization", "bearer", "cookie", "apikey", "privatekey", "secretkey", "accesskey"}
 )
 _LAST_WORD = frozenset({"token", "auth"})
 # A key ending in one of these names or locates a credential: "credentials_profile_name".
 _NAMING_WORDS = frozenset({"name", "path", "profile", "location", "type"})
 _KEY_QUALIFIERS = frozenset(
-    {
-        "api",
-        "access",
-        "account",
-        "admin",
-        "auth",
-        "client",
-        "encryption",
-        "license",
-        "master",
-        "private",
-        "secret",
-        "service",
-        "session",
-        "shared",
-        "signing",
-        "subscription",
-    }
+    {"api", "access", "account", "admin", "auth", "client", "encryption", "license", "master"}
+    | {"private", "secret", "service", "session", "shared", "signing", "subscription"}
 )
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 
 # Prefixes of well-known API keys and tokens (OpenAI, Anthropic, GitHub, GitLab, Slack, Hugging
 # Face, Fireworks, AWS access key ids, Google API keys).
+_KEY_PREFIXES = r"sk-|sk_|rk_|pk_live_|ghp_|gho_|ghs_|ghu_|github_pat_|glpat-|xox[abprs]-|hf_|fw_"
 _SECRET_PREFIX = re.compile(
-    r"^(sk-|sk_|rk_|pk_live_|ghp_|gho_|ghs_|ghu_|github_pat_|glpat-|xox[abprs]-|hf_|fw_|"
-    r"(AKIA|ASIA)[A-Z0-9]{16}$|AIza[0-9A-Za-z_-]{30,})"
+    rf"^({_KEY_PREFIXES}|(AKIA|ASIA)[A-Z0-9]{{16}}$|AIza[0-9A-Za-z_-]{{30,}})"
 )
 # The same keys found inside any string: a prefix and a long body, an AWS key id, a JWT.
-_EMBEDDED_TOKENS = (
-    (
-        re.compile(
-            r"(?<![A-Za-z0-9])(?:sk-|sk_|rk_|pk_live_|ghp_|gho_|ghs_|ghu_|github_pat_|glpat-|"
-            r"xox[abprs]-|hf_|fw_)[A-Za-z0-9_-]{16,}"
+_EMBEDDED_TOKENS = tuple(
+    (re.compile(pattern), kind)
+    for pattern, kind in (
+        (rf"(?<![A-Za-z0-9])(?:{_KEY_PREFIXES})[A-Za-z0-9_-]{{16,}}", "an API key"),
+        (r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])", "an AWS access key id"),
+        (r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{30,}", "a Google API key"),
+        (
+            r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+            "a JSON Web Token",
         ),
-        "an API key",
-    ),
-    (
-        re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
-        "an AWS access key id",
-    ),
-    (re.compile(r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{30,}"), "a Google API key"),
-    (
-        re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
-        "a JSON Web Token",
-    ),
+    )
 )
 # Key bodies: 32+ hex digits (Azure's keys), or a long run of letters and digits with no "_".
 _HEX_KEY = re.compile(r"^[0-9A-Fa-f]{32,}$")

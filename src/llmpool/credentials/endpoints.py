@@ -68,12 +68,19 @@ def parse_endpoint(value: str) -> Endpoint | None:
     return Endpoint(scheme, host, port, path)
 
 
+def declared_names(value: object) -> frozenset[str] | None:
+    """Return a collection of names a provider declares; ``None`` for anything else (a bare
+    string too: it would otherwise declare its letters)."""
+    if isinstance(value, (set, frozenset, list, tuple)):
+        return frozenset(item for item in value if isinstance(item, str))
+    return None
+
+
 def declared_endpoint_keys(provider: object) -> frozenset[str]:
     """Return the keys a provider declares (``endpoint_keys``) to name an endpoint, lower-cased."""
-    value = getattr(provider, "endpoint_keys", None)
-    if not isinstance(value, (set, frozenset, list, tuple)):
-        return frozenset()  # a bare string would otherwise declare its letters
-    return frozenset(name.lower() for name in value if isinstance(name, str))
+    return frozenset(
+        n.lower() for n in declared_names(getattr(provider, "endpoint_keys", None)) or ()
+    )
 
 
 def _names_endpoint(key: str, declared: frozenset[str]) -> bool:

@@ -10,15 +10,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = [
-    "AttemptEvent",
-    "BreakerEvent",
-    "BuildFailedEvent",
-    "CallEvent",
-    "FailoverEvent",
-    "ReloadEvent",
-]
-
 
 class _Event:
     __slots__ = ()

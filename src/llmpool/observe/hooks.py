@@ -44,14 +44,10 @@ def _report(observer: Any, hook: str, error: Exception) -> None:
         first = key not in _reported
         _reported.add(key)
     # The error's text is not logged: an observer's message could hold anything.
-    logger.log(
-        logging.WARNING if first else logging.DEBUG,
-        "llmpool observer %s raised %s in %s; the call goes on",
-        key[0],
-        key[1],
-        hook,
-        extra=log_fields("observer_error", observer=key[0], error_class=key[1]),
-    )
+    level = logging.WARNING if first else logging.DEBUG
+    text = "llmpool observer %s raised %s in %s; the call goes on"
+    fields = {"observer": key[0], "error_class": key[1]}
+    logger.log(level, text, *key, hook, extra=log_fields("observer_error", **fields))
 
 
 class Hooks:

@@ -22,6 +22,12 @@ POOL = logging.getLogger("llmpool.pool")
 
 _MAX_BUILD_REPORTS = 4096
 
+_BREAKER_TEXTS: dict[str, tuple[int, str]] = {
+    "open": (logging.WARNING, "llmpool opened the circuit breaker of %s after %d failures"),
+    "half_open": (logging.INFO, "llmpool probes %s (circuit breaker half-open%s)"),
+    "closed": (logging.WARNING, "llmpool closed the circuit breaker of %s%s: it answers again"),
+}
+
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
@@ -64,12 +70,9 @@ class LoggingObserver(Observer):
         fields = _fields(event, "to_id", "to_name", attempt=event.attempts, outcome="error")
         row = (event.from_id, event.from_name, event.from_provider, event.from_model)
         fields.update(zip(("llm_id", "llm_name", "provider", "model"), row, strict=True))
+        text, reason = "llmpool failed over from %s to %s: %s", event.reason or event.error_class
         CALLS.warning(
-            "llmpool failed over from %s to %s: %s",
-            event.from_name,
-            event.to_name,
-            event.reason or event.error_class,
-            extra=log_fields("failover", **fields),
+            text, event.from_name, event.to_name, reason, extra=log_fields("failover", **fields)
         )
 
     def on_call(self, event: events.CallEvent) -> None:
@@ -84,45 +87,25 @@ class LoggingObserver(Observer):
             failed = sum(1 for a in event.attempts if a.outcome == "error")
             text = f"llmpool: every LLM of the chain failed ({failed} attempts)"
         fields = _fields(last, latency_ms=_ms(event.latency)) if last else _fields(event, attempt=0)
-        kind = "midstream" if midstream else "all_failed"
-        CALLS.log(
-            logging.WARNING if midstream else logging.ERROR, text, extra=log_fields(kind, **fields)
-        )
+        level, kind = (logging.WARNING, "midstream") if midstream else (logging.ERROR, "all_failed")
+        CALLS.log(level, text, extra=log_fields(kind, **fields))
 
     def on_breaker_change(self, event: events.BreakerEvent) -> None:
         """Open and closed at WARNING, a half-open probe at INFO."""
-        if event.state == "open":
-            level, kind = logging.WARNING, "breaker_open"
-            text = "llmpool opened the circuit breaker of %s after %d failures"
-            value: Any = event.failures
-        elif event.state == "half_open":
-            level, kind = logging.INFO, "breaker_half_open"
-            text = "llmpool probes %s (circuit breaker half-open%s)"
-            value = ", forced: every LLM is cooling down" if event.forced else ""
-        else:
-            level, kind = logging.WARNING, "breaker_closed"
-            text = "llmpool closed the circuit breaker of %s%s: it answers again"
-            value = ""
+        state = event.state if event.state in _BREAKER_TEXTS else "closed"
+        level, text = _BREAKER_TEXTS[state]
+        forced = ", forced: every LLM is cooling down" if event.forced else ""
+        value = event.failures if state == "open" else forced if state == "half_open" else ""
+        fields = _fields(event, "state", "previous", "failures", "trips", "reopens_at")
         BREAKERS.log(
-            level,
-            text,
-            event.llm_name,
-            value,
-            extra=log_fields(
-                kind, **_fields(event, "state", "previous", "failures", "trips", "reopens_at")
-            ),
+            level, text, event.llm_name, value, extra=log_fields(f"breaker_{state}", **fields)
         )
 
     def on_reload(self, event: events.ReloadEvent) -> None:
         """A reload at INFO."""
-        POOL.info(
-            "llmpool reloaded the LLM table: generation %s, %d rows",
-            event.generation,
-            event.rows,
-            extra=log_fields(
-                "reload", **_fields(event, "generation", "previous", "rows", "bad_rows")
-            ),
-        )
+        text = "llmpool reloaded the LLM table: generation %s, %d rows"
+        fields = _fields(event, "generation", "previous", "rows", "bad_rows")
+        POOL.info(text, event.generation, event.rows, extra=log_fields("reload", **fields))
 
     def on_build_failure(self, event: events.BuildFailedEvent) -> None:
         """WARNING the first time a row version fails to build for a reason, then DEBUG."""
@@ -132,10 +115,9 @@ class LoggingObserver(Observer):
             if len(self._builds) >= _MAX_BUILD_REPORTS:  # bounded: a flood reports again
                 self._builds.clear()
             self._builds.add(key)
+        level = logging.WARNING if first else logging.DEBUG
+        text = "llmpool skips %s: it cannot be built: %s"
+        fields = _fields(event, attempt=0, outcome="skipped")
         POOL.log(
-            logging.WARNING if first else logging.DEBUG,
-            "llmpool skips %s: it cannot be built: %s",
-            event.llm_name,
-            event.reason,
-            extra=log_fields("build_failed", **_fields(event, attempt=0, outcome="skipped")),
+            level, text, event.llm_name, event.reason, extra=log_fields("build_failed", **fields)
         )

@@ -42,15 +42,21 @@ def _tokens(usage: Mapping[str, Any] | None) -> dict[str, int]:
     return {f"gen_ai.usage.{key}": n for key, n in found.items() if isinstance(n, int)}
 
 
-def _row(scope: str | None, llm_id: str, name: str, provider: str, model: str) -> dict[str, Any]:
-    return {
-        "llmpool.scope": scope or "",
+def _row(event: Any, *row: Any) -> dict[str, Any]:
+    # What an event says about its row (``row``: a failover's, the row it left), error included.
+    row = row or (event.llm_id, event.llm_name, event.provider, event.model)
+    llm_id, name, provider, model = row
+    attributes = {
+        "llmpool.scope": event.scope or "",
         "llmpool.row.id": llm_id,
-        "llmpool.row.name": name,
-        "gen_ai.system": provider,
-        "gen_ai.request.model": model,
+        "llmpool.row.name": name or "",
+        "gen_ai.system": provider or "",
+        "gen_ai.request.model": model or "",
         "gen_ai.operation.name": "chat",
     }
+    if getattr(event, "error_class", None):
+        attributes["error.type"] = event.error_class
+    return attributes
 
 
 class OpenTelemetryObserver(Observer):
@@ -87,40 +93,30 @@ class OpenTelemetryObserver(Observer):
             return self._ready
         with self._lock:
             if not self._ready:
-                from opentelemetry import metrics, trace
-
-                tracer_provider = self._tracer_provider or trace.get_tracer_provider()
-                meter_provider = self._meter_provider or metrics.get_meter_provider()
-                self.tracer = tracer_provider.get_tracer("llmpool")
-                meter = meter_provider.get_meter("llmpool")
-                self.attempts = meter.create_counter(
-                    "llmpool.attempts", unit="{attempt}", description="Attempts by row and outcome"
-                )
-                self.failovers = meter.create_counter(
-                    "llmpool.failovers", unit="{failover}", description="Failovers away from a row"
-                )
-                self.transitions = meter.create_counter(
-                    "llmpool.breaker.transitions",
-                    unit="{transition}",
-                    description="Circuit breaker state changes by row",
-                )
-                self.duration = meter.create_histogram(
-                    "gen_ai.client.operation.duration", unit="s", description="Attempt latency"
-                )
-                self.tokens = meter.create_histogram(
-                    "gen_ai.client.token.usage", unit="{token}", description="Tokens per attempt"
-                )
-                self._trace = trace
-                self._ready = True
+                self._set_up()
         return True
+
+    def _set_up(self) -> None:
+        from opentelemetry import metrics, trace
+
+        self.tracer = (self._tracer_provider or trace.get_tracer_provider()).get_tracer("llmpool")
+        meter = (self._meter_provider or metrics.get_meter_provider()).get_meter("llmpool")
+        counter, histogram = meter.create_counter, meter.create_histogram
+        self.attempts = counter("llmpool.attempts", "{attempt}", "Attempts by row and outcome")
+        self.failovers = counter("llmpool.failovers", "{failover}", "Failovers away from a row")
+        self.transitions = counter(
+            "llmpool.breaker.transitions", "{transition}", "Circuit breaker state changes by row"
+        )
+        self.duration = histogram("gen_ai.client.operation.duration", "s", "Attempt latency")
+        self.tokens = histogram("gen_ai.client.token.usage", "{token}", "Tokens per attempt")
+        self._trace = trace
+        self._ready = True
 
     def on_attempt(self, event: AttemptEvent) -> None:
         """Count the attempt, its latency and its tokens."""
         if not self._active():
             return
-        attributes = _row(event.scope, event.llm_id, event.llm_name, event.provider, event.model)
-        if event.error_class:
-            attributes["error.type"] = event.error_class
+        attributes = _row(event)
         self.attempts.add(1, {**attributes, "llmpool.outcome": event.outcome})
         if event.outcome == "skipped" or event.latency is None:
             return
@@ -131,22 +127,14 @@ class OpenTelemetryObserver(Observer):
 
     def on_failover(self, event: FailoverEvent) -> None:
         """Count the failover, on the row it left."""
-        if not self._active():
-            return
-        attributes = _row(
-            event.scope, event.from_id, event.from_name, event.from_provider, event.from_model
-        )
-        if event.error_class:
-            attributes["error.type"] = event.error_class
-        self.failovers.add(1, attributes)
+        if self._active():
+            left = (event.from_id, event.from_name, event.from_provider, event.from_model)
+            self.failovers.add(1, _row(event, *left))
 
     def on_breaker_change(self, event: BreakerEvent) -> None:
         """Count the transition."""
-        if not self._active():
-            return
-        attributes = _row(event.scope, event.llm_id, event.llm_name, event.provider, event.model)
-        attributes["llmpool.breaker.state"] = event.state
-        self.transitions.add(1, attributes)
+        if self._active():
+            self.transitions.add(1, {**_row(event), "llmpool.breaker.state": event.state})
 
     def on_call(self, event: CallEvent) -> None:
         """The call's span and one child span per attempt, with their own times."""
@@ -155,8 +143,7 @@ class OpenTelemetryObserver(Observer):
         attributes: dict[str, Any] = {"gen_ai.operation.name": "chat"}
         attributes["llmpool.scope"] = event.scope or ""
         if event.llm_id is not None:
-            attributes = _row(event.scope, event.llm_id, event.llm_name or "", event.provider or "",
-                              event.model or "")  # fmt: skip
+            attributes = _row(event)
         attributes["llmpool.streaming"] = event.streaming
         if event.outcome == "ok" and event.attempts:
             attributes.update(_tokens(event.attempts[-1].usage))
@@ -168,9 +155,7 @@ class OpenTelemetryObserver(Observer):
                 skip["llmpool.reason"] = attempt.error_class or "skipped"
                 span.add_event("llmpool.skip", skip, timestamp=int(attempt.started * 1e9))
                 continue
-            attributes = _row(
-                attempt.scope, attempt.llm_id, attempt.llm_name, attempt.provider, attempt.model
-            )
+            attributes = _row(attempt)
             attributes["llmpool.attempt"] = attempt.attempt
             attributes["llmpool.outcome"] = attempt.outcome
             attributes["llmpool.probe"] = attempt.probe

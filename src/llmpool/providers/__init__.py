@@ -157,8 +157,7 @@ class ProviderRegistry:
             if self._loaded:
                 return
             found = self._injected
-            if found is None:
-                found = list(entry_points(group=ENTRY_POINT_GROUP))
+            found = list(entry_points(group=ENTRY_POINT_GROUP)) if found is None else found
             # llmpool's own entry points first: a plugin may add providers, not shadow these.
             for entry_point in sorted(found, key=lambda ep: _distribution(ep) != OWN_DISTRIBUTION):
                 self._load(entry_point)
@@ -171,13 +170,11 @@ class ProviderRegistry:
         failure.__cause__ = error
         self._errors.append(failure)
         self._failed[_key(entry_point.name)] = failure
-        fields = {"provider": entry_point.name, "distribution": dist}
+        ids = {"provider": entry_point.name, "distribution": dist}
         failed = type(error).__name__
-        logger.warning(msg, extra=log_fields("plugin_load_failed", error_class=failed, **fields))
+        logger.warning(msg, extra=log_fields("plugin_load_failed", error_class=failed, **ids))
         logger.debug(
-            "provider plugin traceback",
-            exc_info=error,
-            extra=log_fields("plugin_traceback", **fields),
+            "provider plugin traceback", exc_info=error, extra=log_fields("plugin_traceback", **ids)
         )
 
     def _load(self, entry_point: EntryPoint) -> None:
@@ -202,10 +199,8 @@ class ProviderRegistry:
             if existing is not None and existing is not provider:
                 if existing != provider:  # not one distribution seen twice on sys.path
                     owner = self._distributions.get(name)
-                    conflict = ValueError(
-                        f"provider {name!r} is already provided by distribution {owner!r}"
-                    )
-                    self._fail(entry_point, dist, conflict)
+                    taken = f"provider {name!r} is already provided by distribution {owner!r}"
+                    self._fail(entry_point, dist, ValueError(taken))
                 continue
             self._providers[name] = provider
             if dist:
@@ -349,8 +344,7 @@ def set_registry(
     """
     global _registry
     with _registry_lock:
-        previous = _registry
-        _registry = registry
+        previous, _registry = _registry, registry
     return _restoring(registry, previous)
 
 

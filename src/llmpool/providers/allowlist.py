@@ -14,7 +14,7 @@ import fnmatch
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -150,13 +150,12 @@ class EnvAllowlist:
             >>> EnvAllowlist().extend("TEAM_*").allows("TEAM_KEY")
             True
         """
-        extra, marked = _parse_names((*names, *(f"{name}:plain" for name in plain)))
-        return EnvAllowlist(
-            names=self.names | extra,
+        return replace(
+            self,
+            names=self.names | {*names, *plain},
             secret_dirs=self.secret_dirs + tuple(secret_dirs),
             endpoints=self.endpoints + tuple(endpoints),
-            plain=self.plain | marked,
-            registry=self.registry,
+            plain=self.plain | set(plain),
         )
 
     def _provider(self, provider: object) -> object:
@@ -167,10 +166,6 @@ class EnvAllowlist:
             return (self.registry if self.registry is not None else get_registry()).get(provider)
         except LLMPoolError:  # unknown or broken: it declares nothing
             return None
-
-    def provider_of(self, config: LLMConfig) -> object | None:
-        """Return the row's provider from `registry`, or ``None`` when it has none usable."""
-        return self._provider(config.provider)
 
     def _kind(self, name: str, declared: tuple[frozenset[str], frozenset[str]]) -> Kind | None:
         secret_env, plain_env = declared
@@ -216,16 +211,9 @@ class EnvAllowlist:
         ``provider`` is the row's provider object, looked up in `registry` by default.
         """
         provider = self._provider(config.provider if provider is None else provider)
-        kinds, foreign = self._check_references(config, declared_env(provider))
-        self._check_endpoints(config, literal_endpoints(config, provider), foreign)
-        return kinds
-
-    def _check_references(
-        self, config: LLMConfig, declared: tuple[frozenset[str], frozenset[str]]
-    ) -> tuple[dict[str, Kind], tuple[str, str] | None]:
-        """Return each reference's kind and the first credential not the provider's own."""
+        declared = declared_env(provider)
         kinds: dict[str, Kind] = {}
-        foreign: tuple[str, str] | None = None
+        foreign: tuple[str, str] | None = None  # the first credential not the provider's own
         for key, value in config.auth_meta.items():
             where = f"auth_meta.{key}"
             if key.endswith("_env"):
@@ -258,11 +246,7 @@ class EnvAllowlist:
                     )
                 kinds[key] = "secret"
                 foreign = foreign or (where, "a secret file")
-        return kinds, foreign
-
-    def _check_endpoints(
-        self, config: LLMConfig, endpoints: list[tuple[str, str]], foreign: tuple[str, str] | None
-    ) -> None:
+        endpoints = literal_endpoints(config, provider)
         for where, url in endpoints:
             if not self.allows_endpoint(url):
                 reason = (
@@ -284,6 +268,7 @@ class EnvAllowlist:
                 "LLMPOOL_ALLOWED_ENDPOINTS to the endpoints rows may use, or reference the "
                 "endpoint from a variable",
             )
+        return kinds
 
     def __call__(self, config: LLMConfig) -> None:
         """Refuse a row that uses a variable, file or endpoint outside the allowlist."""
@@ -295,10 +280,17 @@ def _refused(config: LLMConfig, where: str, problem: str) -> EnvNotAllowedError:
     return EnvNotAllowedError(msg, llm_name=config.name, llm_id=config.id, field=where)
 
 
+def _missing(
+    config: LLMConfig, what: str, key: str, problem: str, variable: str
+) -> MissingSecretError:
+    msg = f"{config.describe()}: {what} (auth_meta.{key}) {problem}"
+    return MissingSecretError(msg, variable=variable, llm_name=config.name, llm_id=config.id)
+
+
 def _read_file(config: LLMConfig, key: str, path: str) -> str:
     """Return a secret file's content, stripped; its path is shown only when it reads as one."""
     shown = path if os.path.isabs(path) and find_secret(path) is None else None
-    label = f"secret file {shown or '(a path that is not shown)'}"
+    shown = shown or "(a path that is not shown)"
     try:
         # The path that was checked, links resolved.
         value = Path(os.path.realpath(path)).read_text("utf-8").strip()
@@ -308,9 +300,7 @@ def _read_file(config: LLMConfig, key: str, path: str) -> str:
         if value:
             return value
         problem = "is empty"
-    msg = f"{config.describe()}: {label} (auth_meta.{key}) {problem}"
-    variable = shown or "(a path that is not shown)"
-    raise MissingSecretError(msg, variable=variable, llm_name=config.name, llm_id=config.id)
+    raise _missing(config, f"secret file {shown}", key, problem, shown)
 
 
 def resolve_auth(
@@ -350,13 +340,7 @@ def resolve_auth(
             value = env.get(reference)
             if not value:
                 shown = shown_reference(reference)
-                msg = (
-                    f"{config.describe()}: environment variable {shown} (auth_meta.{key}) "
-                    "is not set"
-                )
-                raise MissingSecretError(
-                    msg, variable=shown, llm_name=config.name, llm_id=config.id
-                )
+                raise _missing(config, f"environment variable {shown}", key, "is not set", shown)
         elif key.endswith("_file"):
             value = _read_file(config, key, reference)
         else:

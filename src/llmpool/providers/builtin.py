@@ -1,13 +1,8 @@
 """llmpool's built-in providers, declared through its own ``llmpool.providers`` entry points.
 
-Each is a table entry naming its LangChain class as a ``"module:Class"`` string, imported only
-when a row first needs it, with the ``llmpool[...]`` extra that installs it, and the environment
-variables its rows may reference: its credentials (``secret_env``) and its plain settings
-(``plain_env``). A row of one provider cannot reference another's: an openai row may not read
-``AWS_SECRET_ACCESS_KEY``. Each also names the keys of its rows that say where requests go
-(``endpoint_keys``) and its SDK's error classes with what the fallback loop does with them
-(``error_outcomes``); errors every client shares (httpx's and httpx2's, ``ConnectionError``,
-``TimeoutError``, langchain-core's) stay generic in `llmpool.fallback.policy`.
+Each names its LangChain class (imported when a row first needs it), its extra, the variables
+and endpoint keys its rows may use, and its SDK's error classes; errors every client shares
+(httpx's, ``ConnectionError``, ``TimeoutError``...) stay generic in `llmpool.fallback.policy`.
 """
 
 from __future__ import annotations
@@ -20,46 +15,39 @@ from llmpool.providers.chat import DEFAULT_TIMEOUT, ChatProvider
 
 RETRY, FALLBACK = "retry", "fallback"
 
+
+def _outcomes(retry: str, fallback: str) -> dict[str, str]:
+    return {**dict.fromkeys(retry.split(), RETRY), **dict.fromkeys(fallback.split(), FALLBACK)}
+
+
 #: The openai SDK's errors (also raised by clients built on it).
-_OPENAI_ERRORS: Mapping[str, str] = {
-    "RateLimitError": RETRY,
-    "InternalServerError": RETRY,
-    "APIConnectionError": RETRY,
-    "APITimeoutError": RETRY,
-    "AuthenticationError": FALLBACK,
-    "PermissionDeniedError": FALLBACK,
-    "NotFoundError": FALLBACK,
-    "BadRequestError": FALLBACK,
-    "UnprocessableEntityError": FALLBACK,
-}
-
+_OPENAI_ERRORS = _outcomes(
+    "RateLimitError InternalServerError APIConnectionError APITimeoutError",
+    "AuthenticationError PermissionDeniedError NotFoundError BadRequestError "
+    "UnprocessableEntityError",
+)
 #: The anthropic SDK's errors: the openai SDK's names, and its 503 and 529.
-_ANTHROPIC_ERRORS: Mapping[str, str] = {
-    **_OPENAI_ERRORS,
-    "ServiceUnavailableError": RETRY,
-    "OverloadedError": RETRY,
-}
-
+_ANTHROPIC_ERRORS = {**_OPENAI_ERRORS, **_outcomes("ServiceUnavailableError OverloadedError", "")}
 #: botocore's transport and credential errors (its ``ClientError`` is read by AWS error code).
-_BOTOCORE_ERRORS: Mapping[str, str] = {
-    "EndpointConnectionError": RETRY,
-    "ConnectTimeoutError": RETRY,
-    "ReadTimeoutError": RETRY,
-    "ConnectionClosedError": RETRY,
-    "NoCredentialsError": FALLBACK,
-    "PartialCredentialsError": FALLBACK,
-}
-
+_BOTOCORE_ERRORS = _outcomes(
+    "EndpointConnectionError ConnectTimeoutError ReadTimeoutError ConnectionClosedError",
+    "NoCredentialsError PartialCredentialsError",
+)
 #: google-api-core's and google-auth's errors.
-_GOOGLE_ERRORS: Mapping[str, str] = {
-    "ServiceUnavailable": RETRY,
-    "TooManyRequests": RETRY,
-    "DeadlineExceeded": RETRY,
-    "ResourceExhausted": RETRY,
-    "Unauthenticated": FALLBACK,
-    "PermissionDenied": FALLBACK,
-    "DefaultCredentialsError": FALLBACK,
-}
+_GOOGLE_ERRORS = _outcomes(
+    "ServiceUnavailable TooManyRequests DeadlineExceeded ResourceExhausted",
+    "Unauthenticated PermissionDenied DefaultCredentialsError",
+)
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+def _builtin(name: str, chat_class: str, **declared: Any) -> ChatProvider:
+    # Installed by the extra of its name, the package of its class's module.
+    package = chat_class.partition(":")[0].replace("_", "-")
+    return ChatProvider(name, chat_class, extra=name, package=package, **declared)
 
 
 def _ollama_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -97,24 +85,20 @@ def _bedrock_embeddings_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-OPENAI = ChatProvider(
+OPENAI = _builtin(
     "openai",
     "langchain_openai:ChatOpenAI",
-    extra="openai",
-    package="langchain-openai",
     auth_names={"api_base": "base_url", "openai_api_base": "base_url"},
-    secret_env=frozenset({"OPENAI_API_KEY"}),
-    plain_env=frozenset({"OPENAI_API_BASE", "OPENAI_BASE_URL", "OPENAI_ORGANIZATION"}),
-    endpoint_keys=frozenset({"base_url", "api_base", "openai_api_base", "openai_proxy"}),
+    secret_env=_names("OPENAI_API_KEY"),
+    plain_env=_names("OPENAI_API_BASE OPENAI_BASE_URL OPENAI_ORGANIZATION"),
+    endpoint_keys=_names("base_url api_base openai_api_base openai_proxy"),
     error_outcomes=_OPENAI_ERRORS,
     embeddings_class="langchain_openai:OpenAIEmbeddings",
 )
 
-AZURE_OPENAI = ChatProvider(
+AZURE_OPENAI = _builtin(
     "azure_openai",
     "langchain_openai:AzureChatOpenAI",
-    extra="azure_openai",
-    package="langchain-openai",
     auth_names={
         # the usage guide's AZURE_OPENAI_API_BASE / _DEPLOYMENT_NAME / _API_VERSION
         "api_base": "azure_endpoint",
@@ -124,46 +108,31 @@ AZURE_OPENAI = ChatProvider(
         "deployment": "azure_deployment",
     },
     deployment_from_model=True,
-    secret_env=frozenset({"AZURE_OPENAI_API_KEY"}),
-    plain_env=frozenset(
-        {
-            "AZURE_OPENAI_API_BASE",
-            "AZURE_OPENAI_ENDPOINT",
-            "AZURE_OPENAI_DEPLOYMENT_NAME",
-            "AZURE_OPENAI_API_VERSION",
-        }
+    secret_env=_names("AZURE_OPENAI_API_KEY"),
+    plain_env=_names(
+        "AZURE_OPENAI_API_BASE AZURE_OPENAI_ENDPOINT AZURE_OPENAI_DEPLOYMENT_NAME "
+        "AZURE_OPENAI_API_VERSION"
     ),
-    endpoint_keys=frozenset(
-        {
-            "azure_endpoint",
-            "azure_openai_api_base",
-            "endpoint",
-            "api_base",
-            "base_url",
-            "openai_api_base",
-            "openai_proxy",
-        }
+    endpoint_keys=_names(
+        "azure_endpoint azure_openai_api_base endpoint api_base base_url openai_api_base "
+        "openai_proxy"
     ),
     error_outcomes=_OPENAI_ERRORS,
     embeddings_class="langchain_openai:AzureOpenAIEmbeddings",
 )
 
-ANTHROPIC = ChatProvider(
+ANTHROPIC = _builtin(
     "anthropic",
     "langchain_anthropic:ChatAnthropic",
-    extra="anthropic",
-    package="langchain-anthropic",
-    secret_env=frozenset({"ANTHROPIC_API_KEY"}),
-    plain_env=frozenset({"ANTHROPIC_BASE_URL"}),
-    endpoint_keys=frozenset({"base_url", "anthropic_api_url", "anthropic_proxy"}),
+    secret_env=_names("ANTHROPIC_API_KEY"),
+    plain_env=_names("ANTHROPIC_BASE_URL"),
+    endpoint_keys=_names("base_url anthropic_api_url anthropic_proxy"),
     error_outcomes=_ANTHROPIC_ERRORS,
 )
 
-BEDROCK = ChatProvider(
+BEDROCK = _builtin(
     "bedrock",
     "langchain_aws:ChatBedrockConverse",
-    extra="bedrock",
-    package="langchain-aws",
     auth_names={
         "region": "region_name",
         "aws_region": "region_name",
@@ -173,9 +142,9 @@ BEDROCK = ChatProvider(
     },
     # max_retries=0 becomes botocore's retries={"max_attempts": 0}: no SDK retries.
     prepare=_bedrock_arguments,
-    secret_env=frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}),
-    plain_env=frozenset({"AWS_REGION", "AWS_DEFAULT_REGION"}),
-    endpoint_keys=frozenset({"endpoint_url", "base_url"}),
+    secret_env=_names("AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN"),
+    plain_env=_names("AWS_REGION AWS_DEFAULT_REGION"),
+    endpoint_keys=_names("endpoint_url base_url"),
     error_outcomes=_BOTOCORE_ERRORS,
     embeddings_class="langchain_aws:BedrockEmbeddings",
     embeddings_options={
@@ -185,42 +154,36 @@ BEDROCK = ChatProvider(
     },
 )
 
-VERTEXAI = ChatProvider(
+VERTEXAI = _builtin(
     "vertexai",
     "langchain_google_vertexai:ChatVertexAI",
-    extra="vertexai",
-    package="langchain-google-vertexai",
     auth_names={"google_cloud_project": "project", "project_id": "project"},
-    plain_env=frozenset({"GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION"}),
-    endpoint_keys=frozenset({"api_endpoint", "base_url"}),
+    plain_env=_names("GOOGLE_CLOUD_PROJECT GOOGLE_CLOUD_LOCATION"),
+    endpoint_keys=_names("api_endpoint base_url"),
     error_outcomes=_GOOGLE_ERRORS,
     embeddings_class="langchain_google_vertexai:VertexAIEmbeddings",
     embeddings_options={"model_param": "model_name"},
 )
 
-FIREWORKS = ChatProvider(
+FIREWORKS = _builtin(
     "fireworks",
     "langchain_fireworks:ChatFireworks",
-    extra="fireworks",
-    package="langchain-fireworks",
-    secret_env=frozenset({"FIREWORKS_API_KEY"}),
-    endpoint_keys=frozenset({"base_url", "fireworks_api_base"}),
+    secret_env=_names("FIREWORKS_API_KEY"),
+    endpoint_keys=_names("base_url fireworks_api_base"),
     # langchain-fireworks raises the openai SDK's error classes
     error_outcomes=_OPENAI_ERRORS,
     embeddings_class="langchain_fireworks:FireworksEmbeddings",
 )
 
-OLLAMA = ChatProvider(
+OLLAMA = _builtin(
     "ollama",
     "langchain_ollama:ChatOllama",
-    extra="ollama",
-    package="langchain-ollama",
-    capabilities=frozenset({"tools", "streaming", "structured_output"}),
+    capabilities=_names("tools streaming structured_output"),
     auth_names={"api_base": "base_url", "host": "base_url"},
     prepare=_ollama_arguments,
-    prepared_keys=frozenset({"timeout"}),
-    plain_env=frozenset({"OLLAMA_BASE_URL"}),
-    endpoint_keys=frozenset({"base_url", "host"}),
+    prepared_keys=_names("timeout"),
+    plain_env=_names("OLLAMA_BASE_URL"),
+    endpoint_keys=_names("base_url host"),
     embeddings_class="langchain_ollama:OllamaEmbeddings",
 )
 
@@ -229,7 +192,7 @@ FAKE = ChatProvider(
     "llmpool.providers.fake:FakeChatModel",
     extra=None,
     package="langchain-core",
-    capabilities=frozenset({"tools", "streaming"}),
+    capabilities=_names("tools streaming"),
     embeddings_class="llmpool.providers.fake:FakeEmbeddings",
 )
 

@@ -108,12 +108,10 @@ class ChatProvider:
             module = import_module(module_name)
         except ImportError as error:
             package = self.package or module_name
-            hint = (
-                f'pip install "llmpool[{self.extra}]"' if self.extra else f"pip install {package}"
-            )
+            hint = f'"llmpool[{self.extra}]"' if self.extra else package
             msg = (
                 f"Provider {self.name!r} needs the package {package}, "
-                f"which is not installed ({error}); run: {hint}"
+                f"which is not installed ({error}); run: pip install {hint}"
             )
             raise ProviderNotInstalledError(msg) from error
         cls: type[BaseChatModel] = getattr(module, class_name)
@@ -121,12 +119,8 @@ class ChatProvider:
 
     def accepted_parameters(self, cls: type[BaseChatModel]) -> dict[str, str]:
         """Return every keyword the class takes -> its canonical form (pydantic's alias)."""
-        names: dict[str, str] = {}
-        for name, info in cls.model_fields.items():
-            names[name] = info.alias or name
-            if info.alias:
-                names[info.alias] = info.alias
-        return names
+        names = {name: info.alias or name for name, info in cls.model_fields.items()}
+        return names | {alias: alias for alias in names.values()}
 
     def arguments(
         self, config: LLMConfig, auth: Mapping[str, Any], cls: type[BaseChatModel]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from llmpool.contracts import log_fields
+from llmpool.credentials.endpoints import declared_names
 from llmpool.errors import InvalidConfigError, LLMPoolError, ProviderError, UnknownProviderError
 from llmpool.providers.prices import USAGE_CONFIG_KEYS, usage_terms
 
@@ -31,17 +32,10 @@ OUTCOMES = frozenset({"retry", "fallback", "fallback_keep_breaker", "propagate"}
 EmbeddingsFactory = Callable[["LLMConfig", Mapping[str, Any]], "Embeddings"]
 
 
-def _strings(value: object) -> frozenset[str] | None:
-    """Return a declared collection of names; ``None`` for anything else (a bare string too)."""
-    if isinstance(value, (set, frozenset, list, tuple)):
-        return frozenset(item for item in value if isinstance(item, str))
-    return None
-
-
 def declared_env(provider: object) -> tuple[frozenset[str], frozenset[str]]:
     """Return the ``(secret_env, plain_env)`` a provider declares; a name in both is secret."""
-    secret = _strings(getattr(provider, "secret_env", None)) or frozenset()
-    return secret, (_strings(getattr(provider, "plain_env", None)) or frozenset()) - secret
+    secret = declared_names(getattr(provider, "secret_env", None)) or frozenset()
+    return secret, (declared_names(getattr(provider, "plain_env", None)) or frozenset()) - secret
 
 
 def declared_error_outcomes(provider: object) -> dict[str, str]:
@@ -65,7 +59,7 @@ def accepted_config(provider: object, attribute: str = "accepted_config") -> fro
     """Return the ``config`` keys a provider accepts; ``None`` when it cannot tell (it does not
     declare them, or its client class is not installed here)."""
     try:
-        return _strings(getattr(provider, attribute, None))
+        return declared_names(getattr(provider, attribute, None))
     except LLMPoolError:  # its package is not installed here
         return None
 
@@ -126,13 +120,10 @@ def _record(provider: object) -> None:
     with _outcomes_lock:
         for name, outcome in declared.items():
             if _outcomes.setdefault(name, outcome) != outcome:
+                who = getattr(provider, "name", None)
                 logger.warning(
                     "declared error outcome ignored: already declared otherwise",
-                    extra=log_fields(
-                        "error_outcome_ignored",
-                        error_class=name,
-                        provider=getattr(provider, "name", None),
-                    ),
+                    extra=log_fields("error_outcome_ignored", error_class=name, provider=who),
                 )
         _outcomes_by_class.clear()
 
@@ -195,10 +186,8 @@ class ConfigKeysCheck:
             provider = _registry(self.registry).get(config.provider)
         except LLMPoolError:  # unknown or broken: checked when built, if ever
             return
-        if getattr(config, "kind", "chat") == "embedding":
-            accepted = embeddings_config(config, provider)
-        else:
-            accepted = accepted_config(provider)
+        embedding = getattr(config, "kind", "chat") == "embedding"
+        accepted = embeddings_config(config, provider) if embedding else accepted_config(provider)
         if accepted is None:
             return
         for key in config.config:

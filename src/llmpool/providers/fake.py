@@ -15,13 +15,8 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForLLMRun,
-    CallbackManagerForLLMRun,
-)
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import FakeListChatModel
-from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,25 +40,13 @@ class FakeChatModel(FakeListChatModel):
         self._fail()
         return super()._call(*args, **kwargs)
 
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         self._fail()
-        yield from super()._stream(messages, stop, run_manager, **kwargs)
+        yield from super()._stream(*args, **kwargs)
 
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         self._fail()
-        async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
+        async for chunk in super()._astream(*args, **kwargs):
             yield chunk
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
@@ -94,14 +77,14 @@ class FakeEmbeddings(BaseModel, Embeddings):
         numbers = struct.unpack(f">{count}I", digest[: 4 * count])
         return [n / 2_147_483_648.0 - 1.0 for n in numbers]
 
+    def _fail(self) -> None:
+        if self.error is not None:
+            raise ConnectionError(self.error)
+
     @property
     def timeout(self) -> float:
         """Seconds a call may wait: no I/O, only its ``sleep`` (what a deadline reads)."""
         return float(self.sleep or 0.0)
-
-    def _fail(self) -> None:
-        if self.error is not None:
-            raise ConnectionError(self.error)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Return one vector per text."""

@@ -1,12 +1,7 @@
 """A row's prices and budget: ``config`` keys llmpool reads, never passed to the client.
 
-Prices are per million tokens, as the providers' price lists quote them
-(``input_cost_per_million_tokens``, ``output_cost_per_million_tokens``), or per token under
-LiteLLM's names (``input_cost_per_token``, ``output_cost_per_token``), one name per direction.
-``max_spend: {"amount": 5.0, "period": "day"}`` (or ``"month"``, UTC) skips the row, like a
-rate-limited one, once its calls in the period cost that much. `USAGE_CONFIG_KEYS` are removed
-before the provider builds the client (`client_config`); the write-time config check accepts
-them and checks their values (`usage_terms`).
+Prices are per million tokens (or per token, under LiteLLM's names); ``max_spend`` skips the
+row once its calls this UTC day or month cost that much. `client_config` removes the keys.
 """
 
 from __future__ import annotations
@@ -15,28 +10,22 @@ import math
 from calendar import monthrange
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from llmpool.errors import InvalidConfigError
+
+_UNITS = ("million_tokens", "token")
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
 
-INPUT_PRICE_KEY = "input_cost_per_million_tokens"
-OUTPUT_PRICE_KEY = "output_cost_per_million_tokens"
-MAX_SPEND_KEY = "max_spend"
-#: LiteLLM's names: the price of one token.
-INPUT_TOKEN_PRICE_KEY = "input_cost_per_token"
-OUTPUT_TOKEN_PRICE_KEY = "output_cost_per_token"
-
-_PRICE_KEYS = (INPUT_PRICE_KEY, OUTPUT_PRICE_KEY, INPUT_TOKEN_PRICE_KEY, OUTPUT_TOKEN_PRICE_KEY)
+#: Per million tokens, and LiteLLM's per token, for input and output.
+_PRICE_KEYS = tuple(f"{way}_cost_per_{unit}" for way in ("input", "output") for unit in _UNITS)
 
 #: The ``config`` keys llmpool reads for itself; a provider's client never sees them.
-USAGE_CONFIG_KEYS = frozenset({*_PRICE_KEYS, MAX_SPEND_KEY})
+USAGE_CONFIG_KEYS = frozenset({*_PRICE_KEYS, "max_spend"})
 
 #: The periods a budget may cover (UTC calendar day or month).
-PERIODS = ("day", "month")
-
 Period = Literal["day", "month"]
 
 
@@ -100,7 +89,7 @@ def _amount(config: LLMConfig, key: str, value: Any, *, positive: bool = False) 
 
 
 def _budget(config: LLMConfig, value: Any) -> Budget:
-    key = MAX_SPEND_KEY
+    key = "max_spend"
     shape = '{"amount": 5.0, "period": "day"} (period "day" or "month", UTC)'
     if not isinstance(value, dict):
         raise _refuse(config, key, f"must be an object like {shape}")
@@ -111,12 +100,13 @@ def _budget(config: LLMConfig, value: Any) -> Budget:
         raise _refuse(config, key, f"needs an amount: {shape}")
     amount = _amount(config, f"{key}.amount", value["amount"], positive=True)
     period = value.get("period", "day")
-    if period not in PERIODS:
+    if period not in get_args(Period):
         raise _refuse(config, f"{key}.period", f'must be "day" or "month", not {period!r}')
     return Budget(amount, period)
 
 
-def _per_million(config: LLMConfig, values: dict[str, Any], million: str, token: str) -> float:
+def _per_million(config: LLMConfig, values: dict[str, Any], way: str) -> float:
+    million, token = (f"{way}_cost_per_{unit}" for unit in _UNITS)
     if million in values and token in values:
         raise _refuse(config, token, f"and config.{million} both price the same tokens; keep one")
     if token in values:
@@ -138,10 +128,9 @@ def usage_terms(config: LLMConfig) -> UsageTerms:
     prices: Prices | None = None
     if any(key in values for key in _PRICE_KEYS):
         prices = Prices(
-            _per_million(config, values, INPUT_PRICE_KEY, INPUT_TOKEN_PRICE_KEY),
-            _per_million(config, values, OUTPUT_PRICE_KEY, OUTPUT_TOKEN_PRICE_KEY),
+            _per_million(config, values, "input"), _per_million(config, values, "output")
         )
-    budget = _budget(config, values[MAX_SPEND_KEY]) if MAX_SPEND_KEY in values else None
+    budget = _budget(config, values["max_spend"]) if "max_spend" in values else None
     return UsageTerms(prices, budget)
 
 

@@ -71,10 +71,8 @@ def duration_text(seconds: float) -> str:
     seconds = max(0, int(seconds))
     for unit, size, part, part_size in (("d", 86400, "h", 3600), ("h", 3600, "min", 60)):
         if seconds >= size:
-            rest = seconds % size // part_size
-            return (
-                f"{seconds // size} {unit} {rest} {part}" if rest else f"{seconds // size} {unit}"
-            )
+            rest, text = seconds % size // part_size, f"{seconds // size} {unit}"
+            return f"{text} {rest} {part}" if rest else text
     return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
 
 

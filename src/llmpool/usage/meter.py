@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -22,7 +22,7 @@ from llmpool.contracts import breaker_key, log_fields
 from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row
 from llmpool.providers.prices import UsageTerms, usage_terms
 from llmpool.usage.report import By, UsageRow, as_epoch, group
-from llmpool.usage.table import MemoryUsageTable, UsageBucket, call_counts
+from llmpool.usage.table import MemoryUsageTable, UsageBucket, add_counts, call_counts
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["UsageMeter", "table_for"]
 
 logger = logging.getLogger(__name__)
-
-# (llm_id, minute) -> [calls, errors, input_tokens, output_tokens, cost]
-_Counts = dict[tuple[str, int], list[Any]]
 
 _open_meters: weakref.WeakSet[UsageMeter] = weakref.WeakSet()
 
@@ -68,7 +65,7 @@ class UsageMeter:
         self.clock = clock
         self._lock = threading.Lock()  # the counts
         self._flush_lock = threading.Lock()  # one flush or spend reading at a time
-        self._pending: _Counts = {}
+        self._pending: dict[tuple[str, int], list[Any]] = {}  # (llm_id, minute) -> COUNTS
         self._labels: dict[str, LLMConfig] = {}  # llm_id -> the row at its latest call
         self._terms: dict[str, UsageTerms] = {}
         # Budgeted rows: (budget, period start, spend read from the table), and the cost of
@@ -104,7 +101,7 @@ class UsageMeter:
         cost = counts[2]
         minute = int(self.clock() // 60)
         with self._lock:
-            _add(self._pending, (config.id, minute), (1, 0 if ok else 1, *counts))
+            add_counts(self._pending, (config.id, minute), (1, 0 if ok else 1, *counts))
             self._labels[config.id] = config
             local = self._since_read.get(config.id)
             if local is not None:
@@ -145,7 +142,7 @@ class UsageMeter:
             with self._lock:
                 if not landed:  # keep the batch, never raise: a background step
                     for key, counts in batch.items():
-                        _add(self._pending, key, counts)
+                        add_counts(self._pending, key, counts)
                 else:  # what was dropped is spent no more
                     for bucket, _ in refused:
                         local = self._since_read.get(bucket.llm_id, {})
@@ -269,11 +266,8 @@ class UsageMeter:
         with self._lock:
             calls = sum(counts[0] for counts in self._pending.values())
         if calls:
-            logger.warning(
-                "LLM usage of %d calls lost: the last flush failed",
-                calls,
-                extra=log_fields("usage_lost", calls=calls),
-            )
+            text = "LLM usage of %d calls lost: the last flush failed"
+            logger.warning(text, calls, extra=log_fields("usage_lost", calls=calls))
         return done
 
 
@@ -282,12 +276,6 @@ def _warn(event: str, error: Exception, text: str, **fields: Any) -> None:
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
     fields["error_class"] = type(error).__name__
     logger.warning("%s: %s", text, first, extra=log_fields(event, **fields))
-
-
-def _add(into: _Counts, key: tuple[str, int], counts: Sequence[Any]) -> None:
-    have = into.setdefault(key, [0, 0, 0, 0, 0.0])
-    for i, value in enumerate(counts):
-        have[i] += value
 
 
 def table_for(repository: LLMRepository) -> MemoryUsageTable | SQLUsageTable:

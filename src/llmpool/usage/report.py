@@ -14,7 +14,7 @@ from decimal import Context, Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmpool.errors import shorten
-from llmpool.usage.table import COUNTS, LABELS
+from llmpool.usage.table import COUNTS, LABELS, add_counts
 
 if TYPE_CHECKING:
     from llmpool.usage.table import UsageBucket
@@ -76,9 +76,7 @@ class UsageRow:
 
     def as_dict(self) -> dict[str, Any]:
         """Return the line as a JSON-ready dict (``cost`` as decimal text: `money_text`)."""
-        line = asdict(self)
-        line["cost"] = money_text(self.cost)
-        return line
+        return {**asdict(self), "cost": money_text(self.cost)}
 
 
 def _day(minute: int) -> str:
@@ -91,9 +89,7 @@ def group(parts: Iterable[UsageBucket], by: By) -> list[UsageRow]:
     labels: dict[str, dict[str, Any]] = {}
     for part in sorted(parts, key=lambda part: part.minute):
         key = part.llm_id if by == "row" else part.scope if by == "scope" else _day(part.minute)
-        total = sums.setdefault(key, [0, 0, 0, 0, 0.0])
-        for i, value in enumerate(part[6:]):
-            total[i] += value
+        add_counts(sums, key, part[6:])
         labels[key] = {name: getattr(part, name) for name in LABELS} if by == "row" else {by: key}
     lines = [
         UsageRow(**labels[key], **dict(zip(COUNTS, [*total[:4], money(total[4])], strict=True)))

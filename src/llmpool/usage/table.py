@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.providers.prices import Prices
 
-__all__ = ["COUNTS", "LABELS", "MemoryUsageTable", "UsageBucket", "call_counts"]
+__all__ = ["COUNTS", "LABELS", "MemoryUsageTable", "UsageBucket", "add_counts", "call_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,13 @@ class MemoryUsageTable:
         ]
 
 
+def add_counts(into: dict[Any, list[Any]], key: Any, counts: Sequence[Any]) -> None:
+    """Add ``counts`` (in `COUNTS` order) to ``into[key]``."""
+    have = into.setdefault(key, [0, 0, 0, 0, 0.0])
+    for i, value in enumerate(counts):
+        have[i] += value
+
+
 def call_counts(
     config: LLMConfig, usage: Mapping[str, Any], prices: Prices | None
 ) -> tuple[int, int, float]:
@@ -134,13 +141,7 @@ def call_counts(
 def _refuse(config: LLMConfig, field: str, value: Any, bound: float) -> None:
     # The value is a number from a provider's usage or our own cost, never prompt text.
     shown = shorten(repr(value), 40) if isinstance(value, (int, float)) else type(value).__name__
-    logger.warning(
-        "LLM usage value refused, counted as 0: %s %s of %s is not from 0 to %g",
-        field,
-        shown,
-        config.describe(),
-        bound,
-        extra=log_fields(
-            "usage_value_refused", llm_id=config.id, llm_name=config.name, field=field
-        ),
-    )
+    text = "LLM usage value refused, counted as 0: %s %s of %s is not from 0 to %g"
+    args = (field, shown, config.describe(), bound)
+    fields = {"llm_id": config.id, "llm_name": config.name, "field": field}
+    logger.warning(text, *args, extra=log_fields("usage_value_refused", **fields))
