@@ -45,10 +45,8 @@ def add_usage(
     total: Mapping[str, Any] | None, more: Mapping[str, Any] | None
 ) -> Mapping[str, Any] | None:
     """Add a chunk's ``usage_metadata`` to a stream's running total (either may be ``None``)."""
-    if more is None:
-        return total
-    if total is None:
-        return more
+    if more is None or total is None:
+        return total if more is None else more
     from langchain_core.messages.ai import add_usage as add
 
     return add(total, more)  # type: ignore[arg-type]
@@ -88,6 +86,11 @@ class CallRecord:
         # The row the call is failing over from: (candidate, error class, reason).
         self.leaving: tuple[Candidate, str | None, str | None] | None = None
 
+    def _row(self, candidate: Candidate) -> tuple[str | None, str, str, str, str]:
+        # The fields that name the call's scope and a row, first in every event.
+        c = candidate.config
+        return self.scope, c.id, c.name, c.provider, c.model_name
+
     def _emit(self, event: AttemptEvent) -> None:
         self.events.append(event)
         self.hooks.emit("on_attempt", event)
@@ -101,7 +104,7 @@ class CallRecord:
         )
         self._emit(
             AttemptEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, 0, "skipped",
+                *self._row(candidate), 0, "skipped",
                 type(error).__name__ if error is not None else None, reason,
                 started=time.time(), streaming=self.streaming,
             )
@@ -110,23 +113,21 @@ class CallRecord:
     def begin(self, candidate: Candidate) -> None:
         """An attempt of ``candidate`` starts: report the failover that led to it."""
         leaving = self.leaving
-        if leaving is None or leaving[0] is candidate:
-            return
-        self.leaving = None
-        self._failover(leaving, candidate)
+        if leaving is not None and leaving[0] is not candidate:
+            self.leaving = None
+            self._failover(leaving, candidate)
 
     def _failover(
         self, leaving: tuple[Candidate, str | None, str | None], to: Candidate | None
     ) -> None:
-        src = leaving[0].config
-        dst = to.config if to is not None else None
         made = sum(1 for event in self.events if event.outcome != "skipped")
+        dst = to.config if to is not None else None
         self.hooks.emit(
             "on_failover",
             FailoverEvent(
-                self.scope, src.id, src.name, src.provider, src.model_name, leaving[1], leaving[2],
-                dst.id if dst else None, dst.name if dst else None,
-                dst.provider if dst else None, dst.model_name if dst else None, made,
+                *self._row(leaving[0]), leaving[1], leaving[2], dst.id if dst else None,
+                dst.name if dst else None, dst.provider if dst else None,
+                dst.model_name if dst else None, made,
             ),
         )  # fmt: skip
 
@@ -145,7 +146,7 @@ class CallRecord:
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "error", "error": reason})
         self._emit(
             AttemptEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, number, "error",
+                *self._row(candidate), number, "error",
                 type(error).__name__, reason, action, time.monotonic() - began, None,
                 began + self._offset, self.streaming, probe,
             )
@@ -157,23 +158,21 @@ class CallRecord:
 
     def breaker(self, candidate: Candidate, change: BreakerChange) -> None:
         """A row's breaker changed state."""
-        c = candidate.config
         self.hooks.emit(
             "on_breaker_change",
             BreakerEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, change.key, change.previous,
-                change.state, change.failures, change.trips, change.reopens_at or None,
+                *self._row(candidate), change.key, change.previous, change.state,
+                change.failures, change.trips, change.reopens_at or None,
             ),
         )  # fmt: skip
 
     def probing(self, candidate: Candidate, state: BreakerState | None) -> None:
         """A row's breaker lets this call's probe through: half-open."""
-        c = candidate.config
         self.hooks.emit(
             "on_breaker_change",
             BreakerEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, candidate.key, "open",
-                "half_open", state.failures if state else 0, state.trips if state else 0,
+                *self._row(candidate), candidate.key, "open", "half_open",
+                state.failures if state else 0, state.trips if state else 0,
                 state.open_until if state else None,
             ),
         )  # fmt: skip
@@ -183,9 +182,8 @@ class CallRecord:
         # The metadata keeps descriptions, not exceptions: letting go of them breaks the
         # exception -> traceback -> frame -> walk cycle, so a failover leaves no garbage.
         self.failures.clear()
-        c = candidate.config
-        self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "ok"})
-        head, _ = candidate.answer_fields
+        head, ok = candidate.answer_fields
+        self.attempts.append(ok.copy())
         metadata = {**head, "attempts": self.attempts}
         if order is not None:
             metadata["order"] = order
@@ -201,11 +199,11 @@ class CallRecord:
     ) -> None:
         """An attempt answered (a stream: ended cleanly): the call is done."""
         self.begin(candidate)
-        c = candidate.config
+        row = self._row(candidate)
         now = time.monotonic()
         self._emit(
             AttemptEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, number, "ok", None, None,
+                *row, number, "ok", None, None,
                 None, now - began, dict(usage) if usage else None, began + self._offset,
                 self.streaming, probe,
             )
@@ -213,7 +211,7 @@ class CallRecord:
         self.hooks.emit(
             "on_call",
             CallEvent(
-                self.scope, "ok", c.id, c.name, c.provider, c.model_name, None,
+                self.scope, "ok", *row[1:], None,
                 tuple(self.events), now - self.started, self.started + self._offset,
                 self.streaming,
             ),
