@@ -55,49 +55,22 @@ class Outcome(enum.Enum):
 # anthropic 2.17 are built on: the same names; langchain-core's standard ones). The names
 # specific to one SDK are declared by its provider (`llmpool.providers.builtin`).
 _RETRY_NAMES = frozenset(
-    {
-        "TransportError",
-        "TimeoutException",
-        "ConnectError",
-        "ReadTimeout",
-        "WriteTimeout",
-        "PoolTimeout",
-        "ConnectTimeout",
-        "ReadError",
-        "RemoteProtocolError",
-        "NetworkError",
-    }
-)
+    {"TransportError", "TimeoutException", "ConnectError", "ReadTimeout", "WriteTimeout",
+     "PoolTimeout", "ConnectTimeout", "ReadError", "RemoteProtocolError", "NetworkError"}
+)  # fmt: skip
+# ``EmptyStreamError``: `llmpool.fallback.calls`' stream that carried nothing readable.
 _FALLBACK_NAMES = frozenset(
-    {
-        "ModelAuthenticationError",
-        "ModelPermissionDeniedError",
-        "ModelNotFoundError",
-        "ModelInvalidRequestError",
-        "ModelRefusalError",
-        "EmptyStreamError",  # llmpool.fallback.calls: a stream that carried nothing readable
-    }
-)
+    {"ModelAuthenticationError", "ModelPermissionDeniedError", "ModelNotFoundError",
+     "ModelInvalidRequestError", "ModelRefusalError", "EmptyStreamError"}
+)  # fmt: skip
 _CONTEXT_LENGTH_MARKERS = (
-    "context_length_exceeded",
-    "maximum context length",
-    "context length",
-    "context window",
-    "prompt is too long",
-    "input is too long",
-    "too many tokens",
-    "reduce the length",
-)
+    "context_length_exceeded", "maximum context length", "context length", "context window",
+    "prompt is too long", "input is too long", "too many tokens", "reduce the length",
+)  # fmt: skip
 _RETRY_BOTO_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "ServiceUnavailableException",
-        "ModelNotReadyException",
-        "InternalServerException",
-        "ModelTimeoutException",
-        "TooManyRequestsException",
-    }
-)
+    {"ThrottlingException", "ServiceUnavailableException", "ModelNotReadyException",
+     "InternalServerException", "ModelTimeoutException", "TooManyRequestsException"}
+)  # fmt: skip
 
 
 def status_code(error: BaseException) -> int | None:
@@ -166,21 +139,14 @@ def _mro_names(cls: type) -> frozenset[str]:
 
 
 def classify_error(error: BaseException) -> Outcome:
-    """Classify an error raised by a candidate.
+    """Return the `Outcome` of an error raised by a candidate.
 
     In order: langchain-core's context overflow, the HTTP status the error carries, botocore's
     AWS error code, the outcome a provider declares for the error's class (or the nearest
-    declared base class), then the generic transport errors and names.
-
-    A ``ValueError``, ``TypeError``, ``KeyError``, ``IndexError`` or ``AttributeError`` is a
-    bug and propagates, unless the provider's client raised it reading a body it could not use
-    (`raised_by_provider`): then the candidate falls back, and it counts against its breaker.
-
-    Args:
-        error: What the candidate raised.
-
-    Returns:
-        The `Outcome`: retry, fall back, fall back without blaming the candidate, or propagate.
+    declared base class), then the generic transport errors and names. A ``ValueError``,
+    ``TypeError``, ``KeyError``, ``IndexError`` or ``AttributeError`` is a bug and propagates,
+    unless the provider's client raised it reading a body it could not use
+    (`raised_by_provider`).
 
     Example:
         >>> classify_error(ConnectionRefusedError()).value, classify_error(TypeError()).value
@@ -284,13 +250,7 @@ def raised_by_provider(error: BaseException) -> bool:
     - anywhere else (the application, its tests, its callback handlers): the caller's code.
 
     A call that does not fit a signature (``got an unexpected keyword argument``) is always
-    the caller's, wherever it surfaces.
-
-    Args:
-        error: What a candidate raised, with its traceback.
-
-    Returns:
-        ``True`` when the provider is at fault; ``False`` for a bug (or no traceback at all).
+    the caller's, wherever it surfaces; an error with no traceback is too.
 
     Example:
         >>> raised_by_provider(ValueError("no traceback, no verdict"))
@@ -389,17 +349,13 @@ class FallbackPolicy:
     def retry_delay(
         self, attempt_number: int, error: BaseException, time_left: float | None = None
     ) -> float | None:
-        """Return seconds to wait before retrying a candidate, or ``None`` to fall back now.
+        """Return seconds to wait before retrying attempt ``attempt_number`` (1 for the first),
+        which failed with ``error``, or ``None`` to fall back now.
 
         The wait is tenacity's exponential-with-jitter schedule, or the server's
         ``Retry-After`` when that is longer. A server that asks for more than ``backoff_max``,
-        or a wait that would run past the deadline, means falling back at once: retrying
-        earlier than asked only earns another 429.
-
-        Args:
-            attempt_number: The attempt that just failed (1 for the first).
-            error: Its error.
-            time_left: Seconds left before the call's deadline, if it has one.
+        or a wait that would run past the deadline (``time_left``), means falling back at once:
+        retrying earlier than asked only earns another 429.
 
         Example:
             >>> FallbackPolicy(backoff_jitter=0).retry_delay(1, TimeoutError())
