@@ -217,6 +217,11 @@ class BreakerBoard:
         state = self.store.get(key)
         return state.open_until if state is not None else 0.0
 
+    def probing(self, key: str) -> BreakerChange:
+        """The change a half-open probe of ``key`` makes, once it is let through."""
+        s = self.store.get(key) or _CLOSED
+        return BreakerChange(key, "open", "half_open", s.failures, s.trips, s.open_until)
+
     def success(self, key: str) -> BreakerChange | None:
         """Record a success: the breaker closes; return the change if it was not closed."""
         state = self.store.get(key)
@@ -270,13 +275,11 @@ class BreakerBoard:
 class RedisBreakerStore:
     """A `BreakerStore` in Redis: one key per candidate, updated with optimistic transactions.
 
-    Key layout: ``<prefix><board key>``, e.g. ``llmpool:breaker:row-1`` (see `breaker_key`);
-    the value is the `BreakerState` as a JSON object of its fields. An update WATCHes the
-    key, computes the change and commits it with MULTI/EXEC, starting over when another
-    replica changed the key in between, up to `MAX_RACES` times: each replica's change is
-    applied once, so after a cooldown exactly one replica gets the half-open probe. While
-    Redis cannot be reached (`llmpool.contracts.Shared`), and for a change that loses every
-    race, the replica's own state is used instead, and the log says so once.
+    Key ``<prefix><board key>`` (e.g. ``llmpool:breaker:row-1``) holds the `BreakerState` as
+    JSON. An update WATCHes the key and commits with MULTI/EXEC, starting over when another
+    replica changed it, up to `MAX_RACES` times: after a cooldown exactly one replica gets the
+    probe. While Redis cannot be reached, or for a change that loses every race, the replica's
+    own state is used instead, and the log says so once.
 
     Args:
         url: The Redis URL, e.g. ``redis://127.0.0.1:6379/0``.

@@ -229,9 +229,8 @@ class EmbeddingCall:
 # -- the deadline's bound on an attempt in flight ---------------------------------------------
 
 
-# The attributes a LangChain chat model keeps its request timeout in, most specific first:
-# ChatOpenAI, AzureChatOpenAI and ChatFireworks (``request_timeout``), ChatAnthropic
-# (``default_request_timeout``), ChatBedrockConverse and ChatVertexAI (``timeout``).
+# Where chat models keep their request timeout: ChatOpenAI, AzureChatOpenAI, ChatFireworks;
+# ChatAnthropic; ChatBedrockConverse and ChatVertexAI.
 _TIMEOUT_FIELDS = ("request_timeout", "default_request_timeout", "timeout")
 _FAKE_MODELS = "langchain_core.language_models.fake_chat_models"
 

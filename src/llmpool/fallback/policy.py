@@ -1,20 +1,14 @@
 """What to do when a candidate fails: retry it, fall back to the next, or propagate.
 
 Defaults are narrow: llmpool moves on for provider errors (refused connections, timeouts, 429,
-5xx, 401/403, a context-length 400), never for a bare `Exception`. A `TypeError` or a
-`KeyError` is a bug in the caller's code, and switching model would hide it.
+5xx, 401/403, a context-length 400), never for a bare `Exception`: a `TypeError` is a bug in
+the caller's code, and switching model would hide it.
 
-Provider packages are never imported here: errors are recognized by their status code
-(``status_code``, ``response.status_code``, ``code``, botocore's ``response`` dict) and by the
-names of the classes in their MRO, so classifying costs nothing at import time. A provider
-declares its own client's error classes and their outcomes (``error_outcomes``, see
-`llmpool.providers.Provider`); those are consulted before the generic names below.
-
-A provider may also answer 200 with a body its client cannot read (an HTML page from a proxy,
-``{}``, ``{"choices": null}``): the client then raises a plain ``ValueError`` (a
-``JSONDecodeError``, a pydantic ``ValidationError``), ``TypeError``, ``KeyError``,
-``IndexError`` or ``AttributeError``. Those are told apart from the caller's own bugs by where
-they were raised (see `raised_by_provider`).
+Provider packages are never imported here: errors are recognized by the status code they carry
+and the names of the classes in their MRO; a provider's own declared error classes
+(``error_outcomes``, `llmpool.providers.Provider`) come before the generic names below. A 200
+whose body the client cannot read makes it raise a plain ``ValueError``, ``TypeError``, ...:
+those are told apart from the caller's bugs by where they were raised (`raised_by_provider`).
 """
 
 from __future__ import annotations
@@ -239,8 +233,8 @@ def _frame_kind(frame: FrameType) -> int:
 def raised_by_provider(error: BaseException) -> bool:
     """Whether an error was raised inside a provider's client, not by the caller's code.
 
-    Walks the traceback from where the error was raised outwards, past the standard library
-    and pydantic. The first other frame decides:
+    Walks the traceback outwards, past the standard library and pydantic; the first other
+    frame decides:
 
     - in an installed package other than langchain-core and llmpool (``langchain_openai``,
       ``openai``, ``httpx``, ``httpx2``, ...): the provider's client, unless that code was

@@ -1,11 +1,9 @@
 """The record of one call: what its answer's metadata says, what observers hear, why it failed.
 
-The walk makes a `CallRecord` the first time something happens that is worth telling (a row
-skipped, an attempt failed, a probe, an observer that wants every call), and tells it each
-step: it keeps the ``attempts`` list of the answer's ``response_metadata["llmpool"]``, the
-failures of `AllLLMsFailedError`, and hands the events to the observers (`Hooks`). A call its
-first row answered at once, with nobody listening, makes no record: `answered` builds its
-metadata from the candidate's prepared fields.
+The walk makes a `CallRecord` the first time something is worth telling (a skip, a failure, a
+probe, an observer that wants every call): it keeps the ``attempts`` of the answer's metadata,
+the failures of `AllLLMsFailedError`, and hands the events to the observers. A call its first
+row answered at once, with nobody listening, makes none: `answered` gives its metadata.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from llmpool.observe.events import AttemptEvent, BreakerEvent, CallEvent, Failov
 
 if TYPE_CHECKING:
     from llmpool.contracts import Candidate
-    from llmpool.fallback.breakers import BreakerChange, BreakerState
+    from llmpool.fallback.breakers import BreakerChange
     from llmpool.observe.hooks import Hooks
 
 __all__ = ["CallRecord", "add_usage", "answered", "usage_of"]
@@ -62,14 +60,8 @@ def answered(candidate: Candidate, order: list[str] | None = None) -> dict[str, 
 
 
 class CallRecord:
-    """The attempts, failures and events of one call (see the module).
-
-    Args:
-        hooks: Where the events go.
-        scope: The call's scope.
-        streaming: Whether the call streams.
-        started: When the call started (`time.monotonic`).
-    """
+    """The attempts, failures and events of one call (see the module), started at ``started``
+    (`time.monotonic`), its events told to ``hooks``."""
 
     __slots__ = ("_offset", "attempts", "events", "failures", "hooks", "leaving", "scope",
                  "started", "streaming")  # fmt: skip
@@ -163,17 +155,6 @@ class CallRecord:
             BreakerEvent(
                 *self._row(candidate), change.key, change.previous, change.state,
                 change.failures, change.trips, change.reopens_at or None,
-            ),
-        )  # fmt: skip
-
-    def probing(self, candidate: Candidate, state: BreakerState | None) -> None:
-        """A row's breaker lets this call's probe through: half-open."""
-        self.hooks.emit(
-            "on_breaker_change",
-            BreakerEvent(
-                *self._row(candidate), candidate.key, "open", "half_open",
-                state.failures if state else 0, state.trips if state else 0,
-                state.open_until if state else None,
             ),
         )  # fmt: skip
 

@@ -36,10 +36,8 @@ __all__ = ["AnswerParser", "decompose", "structured"]
 def decompose(runnable: Any) -> ChatCall:
     """Return what a candidate's bound runnable calls: its chat model, arguments and parser.
 
-    Raises:
-        TypeError: The runnable is not a chat model, a binding of one, or a binding followed by
-            a parser (a provider whose ``bind_tools`` or ``with_structured_output`` does
-            something else cannot be called as one chat-model run).
+    A runnable that is not a chat model, a binding of one, or a binding followed by a parser
+    cannot be called as one chat-model run: `TypeError`.
 
     Example:
         >>> from llmpool.providers.fake import FakeChatModel

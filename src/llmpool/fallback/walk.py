@@ -239,7 +239,7 @@ class Walk:
                 self._skip(candidate, admitted, None)
                 continue
             if probe and not retry:
-                self._rec().probing(candidate, self.breakers.store.get(candidate.key))
+                self._rec().breaker(candidate, self.breakers.probing(candidate.key))
             return self._attempt(candidate, call, probe, dirty, admitted)
         return None
 
