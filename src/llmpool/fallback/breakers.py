@@ -234,12 +234,7 @@ class BreakerBoard:
         return BreakerChange(key, state_name(state, self.clock()), "closed")
 
     def failure(
-        self,
-        key: str,
-        *,
-        threshold: int,
-        cooldown: Callable[[int], float],
-        probe: bool = False,
+        self, key: str, *, threshold: int, cooldown: Callable[[int], float], probe: bool = False
     ) -> BreakerChange | None:
         """Record a failure; open (or reopen) the breaker when due, and return that change.
 

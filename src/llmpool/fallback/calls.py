@@ -319,7 +319,8 @@ class Bounded:
 
     def generate(self, *args: Any) -> Any:
         """The call's ``generate`` in a daemon thread, waited for until the deadline."""
-        return self._within(partial(self.call.generate, *args))
+        call = partial(self.call.generate, *args)
+        return next(self._read(lambda: iter((call(),)), "attempt"))
 
     async def agenerate(self, *args: Any) -> Any:
         """The call's ``agenerate``, cancelled at the deadline."""
@@ -327,9 +328,12 @@ class Bounded:
 
     def stream(self, *args: Any) -> Iterator[Any]:
         """`ChatCall.stream` read in a daemon thread, each chunk waited for until the deadline."""
+        return self._read(partial(self.call.stream, *args), "stream")
+
+    def _read(self, start: Callable[[], Iterator[Any]], what: str) -> Iterator[Any]:
         if self._left() <= 0.0:  # a retry that would start at the deadline: send nothing
             raise self._expired()
-        feed = _Feed(partial(self.call.stream, *args), f"llmpool-stream-{self.config.id}")
+        feed = _Feed(start, f"llmpool-{what}-{self.config.id}")
         try:
             while True:
                 try:
@@ -358,33 +362,6 @@ class Bounded:
                 return
             yield chunk
 
-    def _within(self, call: Callable[[], T]) -> T:
-        outcome: list[tuple[bool, Any]] = []
-        done = threading.Event()
-        context = contextvars.copy_context()  # callbacks and tracing follow the call
-
-        def run() -> None:
-            try:
-                outcome.append((True, context.run(call)))
-            except BaseException as error:  # handed over to the waiting thread
-                outcome.append((False, error))
-            finally:
-                done.set()
-
-        left = self._left()
-        if left <= 0.0:  # a retry that would start at the deadline: send nothing
-            raise self._expired()
-        threading.Thread(target=run, name=f"llmpool-attempt-{self.config.id}", daemon=True).start()
-        if not done.wait(left):
-            raise self._expired()
-        answered, value = outcome.pop()
-        if answered:
-            return value  # type: ignore[no-any-return]
-        try:
-            raise value
-        finally:
-            del value  # no cycle through this frame: the error's traceback holds it
-
     async def _awithin(self, awaitable: Awaitable[T]) -> T:
         if sys.version_info >= (3, 11):
             scope = asyncio.timeout(self._left())
@@ -408,7 +385,8 @@ _FEED_SIZE = 64  # chunks a sync stream's thread may read ahead of its consumer
 
 
 class _Feed:
-    """A sync stream read in a daemon thread, handed over through a bounded queue."""
+    """A sync stream (or one answer) read in a daemon thread, handed over through a bounded
+    queue."""
 
     def __init__(self, start: Callable[[], Iterator[Any]], name: str) -> None:
         self.queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=_FEED_SIZE)

@@ -339,9 +339,8 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        # An error before the first content falls back; after it, `MidStreamError` with the
-        # partial text (never a silent switch, never duplicated text). Leading chunks without
-        # content are held back until the first content arrives.
+        # The gate holds chunks back until the first content: an error before it falls back,
+        # one after it is a `MidStreamError` with the partial text (never a silent switch).
         walk = self._walk(streaming=True)
         for attempt in walk:
             with attempt:
