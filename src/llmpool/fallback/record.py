@@ -112,12 +112,14 @@ class CallRecord:
     def _failover(
         self, leaving: tuple[Candidate, str | None, str | None], to: Candidate | None
     ) -> None:
-        made = sum(1 for event in self.events if event.outcome != "skipped")
+        src = leaving[0].config
         dst = to.config if to is not None else None
+        made = sum(1 for event in self.events if event.outcome != "skipped")
         self.hooks.emit(
             "on_failover",
             FailoverEvent(
-                *self._row(leaving[0]), leaving[1], leaving[2], dst.id if dst else None,
+                self.scope, src.id, src.name, src.provider, src.model_name, leaving[1], leaving[2],
+                dst.id if dst else None,
                 dst.name if dst else None, dst.provider if dst else None,
                 dst.model_name if dst else None, made,
             ),
@@ -138,7 +140,7 @@ class CallRecord:
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "error", "error": reason})
         self._emit(
             AttemptEvent(
-                *self._row(candidate), number, "error",
+                self.scope, c.id, c.name, c.provider, c.model_name, number, "error",
                 type(error).__name__, reason, action, time.monotonic() - began, None,
                 began + self._offset, self.streaming, probe,
             )
@@ -180,11 +182,11 @@ class CallRecord:
     ) -> None:
         """An attempt answered (a stream: ended cleanly): the call is done."""
         self.begin(candidate)
-        row = self._row(candidate)
+        c = candidate.config
         now = time.monotonic()
         self._emit(
             AttemptEvent(
-                *row, number, "ok", None, None,
+                self.scope, c.id, c.name, c.provider, c.model_name, number, "ok", None, None,
                 None, now - began, dict(usage) if usage else None, began + self._offset,
                 self.streaming, probe,
             )
@@ -192,7 +194,7 @@ class CallRecord:
         self.hooks.emit(
             "on_call",
             CallEvent(
-                self.scope, "ok", *row[1:], None,
+                self.scope, "ok", c.id, c.name, c.provider, c.model_name, None,
                 tuple(self.events), now - self.started, self.started + self._offset,
                 self.streaming,
             ),
