@@ -257,10 +257,8 @@ def client_timeout(model: Any) -> float:
     if not isinstance(shared, dict):
         return math.inf
     waits = []
-    for own in (
-        getattr(model, "sync_client_kwargs", None),
-        getattr(model, "async_client_kwargs", None),
-    ):
+    for side in ("sync", "async"):
+        own = getattr(model, f"{side}_client_kwargs", None)
         settings = {**shared, **own} if isinstance(own, dict) else shared
         waits.append(_seconds(settings.get("timeout")))
     return max(waits)

@@ -101,16 +101,10 @@ class FallbackEmbeddings(Embeddings):
             space.
         chain: Where the chain in force is read at every call (the pool's); used instead of
             ``candidates``.
-        space: The space the answers must come from; by default the chain's space.
-        policy: Retries, deadline and circuit breaker settings.
-        breakers: Shared breaker state (the pool's board).
+        space: The space the answers must come from (by default the chain's); candidates in
+            more than one space, or not in it, are a `MixedSpacesError`.
         dimensions: Each space's vector length (the pool's, recorded in its database).
-        scope: The scope, for messages.
-        routing: Orders a static chain's candidates for each call.
-        admissions: Checks asked before each attempt of a static chain.
-
-    Raises:
-        MixedSpacesError: ``candidates`` are in more than one space, or not in ``space``.
+        policy, breakers, scope, routing, admissions: As for `FallbackChatModel`.
 
     Example:
         >>> from llmpool.contracts import Candidate
