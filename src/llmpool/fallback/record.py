@@ -19,6 +19,7 @@ from llmpool.observe.events import AttemptEvent, BreakerEvent, CallEvent, Failov
 if TYPE_CHECKING:
     from llmpool.contracts import Candidate
     from llmpool.fallback.breakers import BreakerChange
+    from llmpool.fallback.walk import Attempt
     from llmpool.observe.hooks import Hooks
 
 __all__ = ["CallRecord", "add_usage", "answered", "usage_of"]
@@ -125,24 +126,16 @@ class CallRecord:
             ),
         )  # fmt: skip
 
-    def failed(
-        self,
-        candidate: Candidate,
-        number: int,
-        began: float,
-        error: BaseException,
-        reason: str,
-        action: str,
-        probe: bool,
-    ) -> None:
+    def failed(self, attempt: Attempt, error: BaseException, reason: str, action: str) -> None:
         """An attempt failed; ``action`` is what the call does next (retry, fallback, raise)."""
+        candidate, began = attempt.candidate, attempt.began
         c = candidate.config
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "error", "error": reason})
         self._emit(
             AttemptEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, number, "error",
+                self.scope, c.id, c.name, c.provider, c.model_name, attempt.number, "error",
                 type(error).__name__, reason, action, time.monotonic() - began, None,
-                began + self._offset, self.streaming, probe,
+                began + self._offset, self.streaming, attempt.probe,
             )
         )  # fmt: skip
         if action == "fallback":
@@ -172,23 +165,17 @@ class CallRecord:
             metadata["order"] = order
         return metadata
 
-    def answered(
-        self,
-        candidate: Candidate,
-        number: int,
-        began: float,
-        usage: Mapping[str, Any] | None,
-        probe: bool,
-    ) -> None:
-        """An attempt answered (a stream: ended cleanly): the call is done."""
+    def answered(self, attempt: Attempt, usage: Mapping[str, Any] | None) -> None:
+        """An attempt answered (a stream: ended cleanly) with ``usage``: the call is done."""
+        candidate, began = attempt.candidate, attempt.began
         self.begin(candidate)
         c = candidate.config
         now = time.monotonic()
         self._emit(
             AttemptEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, number, "ok", None, None,
-                None, now - began, dict(usage) if usage else None, began + self._offset,
-                self.streaming, probe,
+                self.scope, c.id, c.name, c.provider, c.model_name, attempt.number, "ok", None,
+                None, None, now - began, dict(usage) if usage else None, began + self._offset,
+                self.streaming, attempt.probe,
             )
         )  # fmt: skip
         self.hooks.emit(

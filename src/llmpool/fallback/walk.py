@@ -318,15 +318,13 @@ class Walk:
             return answered(candidate, order)
         metadata = record.metadata(candidate, order)
         if not self.streaming:
-            record.answered(candidate, attempt.number, attempt.began, usage, attempt.probe)
+            record.answered(attempt, usage)
         return metadata
 
     def streamed(self, attempt: Attempt) -> None:
         """Record that a streamed ``attempt`` ended cleanly: its observers hear it now."""
         if self.record is not None:
-            self.record.answered(
-                attempt.candidate, attempt.number, attempt.began, attempt.usage, attempt.probe
-            )
+            self.record.answered(attempt, attempt.usage)
 
     def settle(self, attempt: Attempt, ok: bool) -> None:
         """Tell the checks that admitted ``attempt`` how it went (once)."""
@@ -378,9 +376,7 @@ class Walk:
         self.last = error
         record = self._rec()
         reason = describe_error(error)
-        record.failed(
-            candidate, attempt.number, attempt.began, error, reason, action, attempt.probe
-        )
+        record.failed(attempt, error, reason, action)
         if change is not None:
             record.breaker(candidate, change)
         if text is not None:
