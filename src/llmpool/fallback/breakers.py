@@ -5,12 +5,9 @@ candidate is skipped with no network call. When the cooldown ends, exactly one c
 half-open probe while concurrent callers keep skipping; the probe's success closes the breaker,
 its failure reopens it with a longer cooldown.
 
-The board holds the runtime state of each candidate under `breaker_key`: the row's id and
-version, so an edited row (its version goes up) starts with a clean breaker while the state of
-the version it replaced expires. State lives behind `BreakerStore`: in the process
-(`LocalBreakerStore`), or in Redis, shared by every replica (`RedisBreakerStore`: when replica
-A finds a provider dead and opens its breaker, replica B skips it with no network call of its
-own). Times are wall-clock seconds (`time.time`) so that several processes agree on them.
+State is kept per `breaker_key` (the row's id and version: an edited row starts clean) behind
+`BreakerStore`: in the process (`LocalBreakerStore`), or in Redis, shared by every replica
+(`RedisBreakerStore`). Times are wall-clock seconds (`time.time`), so processes agree on them.
 """
 
 from __future__ import annotations
@@ -74,23 +71,14 @@ def state_name(state: BreakerState | None, now: float) -> str:
 
 
 class BreakerChange(NamedTuple):
-    """A breaker's change of state, as `BreakerBoard.failure` and `success` report it.
-
-    Attributes:
-        key: The board key.
-        previous: ``"closed"``, ``"open"`` or ``"half_open"``.
-        state: The new state.
-        failures: Consecutive failures now counted.
-        trips: Times in a row it opened.
-        reopens_at: When the cooldown ends (wall clock); 0 when closed.
-    """
+    """A breaker's change of state (``previous`` to ``state``, as `state_name` names them)."""
 
     key: str
     previous: str
     state: str
     failures: int = 0
     trips: int = 0
-    reopens_at: float = 0.0
+    reopens_at: float = 0.0  # when the cooldown ends (wall clock); 0 when closed
 
 
 class Admission(enum.Enum):
@@ -115,11 +103,8 @@ class BreakerStore(Protocol):
     def update(
         self, key: str, change: Callable[[BreakerState], BreakerState | None]
     ) -> BreakerState | None:
-        """Atomically replace the state of ``key`` with ``change(state)``; ``None`` deletes it.
-
-        Returns:
-            The new state.
-        """
+        """Atomically replace the state of ``key`` with ``change(state)`` (``None`` deletes
+        it) and return the new state."""
         ...
 
 
@@ -208,12 +193,8 @@ class BreakerBoard:
         return (Admission.PROBE if taken else Admission.OPEN), True
 
     def release(self, key: str) -> None:
-        """Give back a probe slot whose call ended without a verdict on the candidate.
-
-        A probe cancelled, interrupted, or failed for a reason that is not the candidate's
-        (a bug in the caller, a context-length error) must not keep the candidate locked out
-        until the probe lease ends.
-        """
+        """Give back a probe slot whose call ended without a verdict on the candidate
+        (cancelled, interrupted, or not the candidate's fault), so it is not locked out."""
         state = self.store.get(key)
         if state is not None and state.probe_until:
             self.store.update(key, lambda current: current._replace(probe_until=0.0))
@@ -231,22 +212,18 @@ class BreakerBoard:
         until = self._seen_open.get(key)
         return until is not None and self.clock() < until
 
-    def state(self, key: str) -> tuple[str, BreakerState | None]:
-        """Return the state's name (`state_name`) and the state of ``key``: only a look."""
-        state = self.store.get(key)
-        return state_name(state, self.clock()), state
-
     def reopens_at(self, key: str) -> float:
         """Return when ``key``'s cooldown ends (0 when closed)."""
         state = self.store.get(key)
         return state.open_until if state is not None else 0.0
 
-    def success(self, key: str) -> BreakerChange | None:
-        """Record a success: the breaker closes.
+    def probing(self, key: str) -> BreakerChange:
+        """The change a half-open probe of ``key`` makes, once it is let through."""
+        s = self.store.get(key) or _CLOSED
+        return BreakerChange(key, "open", "half_open", s.failures, s.trips, s.open_until)
 
-        Returns:
-            The change, when the breaker was open or half-open; ``None`` when it was closed.
-        """
+    def success(self, key: str) -> BreakerChange | None:
+        """Record a success: the breaker closes; return the change if it was not closed."""
         state = self.store.get(key)
         if state is None:
             return None
@@ -257,28 +234,13 @@ class BreakerBoard:
         return BreakerChange(key, state_name(state, self.clock()), "closed")
 
     def failure(
-        self,
-        key: str,
-        *,
-        threshold: int,
-        cooldown: Callable[[int], float],
-        probe: bool = False,
+        self, key: str, *, threshold: int, cooldown: Callable[[int], float], probe: bool = False
     ) -> BreakerChange | None:
-        """Record a failure; open (or reopen) the breaker when due.
+        """Record a failure; open (or reopen) the breaker when due, and return that change.
 
-        Only two failures move the cooldown: the one that reaches ``threshold`` on a closed
-        breaker, and a failed probe. A call that was already in flight when the breaker opened
-        and fails afterwards adds nothing: it is old news, not a new trip.
-
-        Args:
-            key: The candidate.
-            threshold: Consecutive failures that open a closed breaker.
-            cooldown: Trips -> cooldown seconds.
-            probe: Whether the failed call held the half-open probe slot.
-
-        Returns:
-            The change when the breaker opened (from closed, or from half-open after a failed
-            probe); ``None`` otherwise.
+        Only two failures move the cooldown (``cooldown(trips)`` seconds): the one that reaches
+        ``threshold`` on a closed breaker, and a failed ``probe``. A call already in flight
+        when the breaker opened that fails afterwards is old news, not a new trip.
         """
         now = self.clock()
         change: BreakerChange | None = None
@@ -287,21 +249,17 @@ class BreakerBoard:
             nonlocal change
             change = None  # a store may run this again after losing a race
             if probe:
-                trips = state.trips + 1
-                new = BreakerState(state.failures + 1, now + cooldown(trips), trips)
-                change = BreakerChange(
-                    key, "half_open", "open", new.failures, trips, new.open_until
-                )
-                return new
-            if state.open_until != 0.0:  # open: a straggler from before it opened
+                previous = "half_open"
+            elif state.open_until != 0.0:  # open: a straggler from before it opened
                 return state
-            failures = state.failures + 1
-            if failures >= threshold:
-                trips = state.trips + 1
-                new = BreakerState(failures, now + cooldown(trips), trips)
-                change = BreakerChange(key, "closed", "open", failures, trips, new.open_until)
-                return new
-            return BreakerState(failures)
+            elif state.failures + 1 < threshold:
+                return BreakerState(state.failures + 1)
+            else:
+                previous = "closed"
+            trips = state.trips + 1
+            new = BreakerState(state.failures + 1, now + cooldown(trips), trips)
+            change = BreakerChange(key, previous, "open", new.failures, trips, new.open_until)
+            return new
 
         self.store.update(key, fail)
         if change is not None:
@@ -312,13 +270,11 @@ class BreakerBoard:
 class RedisBreakerStore:
     """A `BreakerStore` in Redis: one key per candidate, updated with optimistic transactions.
 
-    Key layout: ``<prefix><board key>``, e.g. ``llmpool:breaker:row-1`` (see `breaker_key`);
-    the value is the `BreakerState` as a JSON object of its fields. An update WATCHes the
-    key, computes the change and commits it with MULTI/EXEC, starting over when another
-    replica changed the key in between, up to `MAX_RACES` times: each replica's change is
-    applied once, so after a cooldown exactly one replica gets the half-open probe. While
-    Redis cannot be reached (`llmpool.contracts.Shared`), and for a change that loses every
-    race, the replica's own state is used instead, and the log says so once.
+    Key ``<prefix><board key>`` (e.g. ``llmpool:breaker:row-1``) holds the `BreakerState` as
+    JSON. An update WATCHes the key and commits with MULTI/EXEC, starting over when another
+    replica changed it, up to `MAX_RACES` times: after a cooldown exactly one replica gets the
+    probe. While Redis cannot be reached, or for a change that loses every race, the replica's
+    own state is used instead, and the log says so once.
 
     Args:
         url: The Redis URL, e.g. ``redis://127.0.0.1:6379/0``.
@@ -400,17 +356,8 @@ class RedisBreakerStore:
             return None
 
         new = self.shared.run(remote, lambda: self.local.update(key, change))
-        if races:
-            self._contended(key)
-            return self.local.update(key, change)
-        return new
-
-    def _expiry(self, state: BreakerState) -> int:
-        # Redis refuses EX 0, and a key must outlive the cooldown or probe lease it records.
-        pending = max(state.open_until, state.probe_until) - time.time()
-        return max(1, math.ceil(max(pending, 0.0) + self.ttl))
-
-    def _contended(self, key: str) -> None:
+        if not races:
+            return new
         if not self._contention_reported:
             self._contention_reported = True
             logger.warning(
@@ -419,6 +366,12 @@ class RedisBreakerStore:
                 self.MAX_RACES,
                 extra=log_fields("redis_contended", breaker=key),
             )
+        return self.local.update(key, change)
+
+    def _expiry(self, state: BreakerState) -> int:
+        # Redis refuses EX 0, and a key must outlive the cooldown or probe lease it records.
+        pending = max(state.open_until, state.probe_until) - time.time()
+        return max(1, math.ceil(max(pending, 0.0) + self.ttl))
 
 
 def _decode(raw: Any) -> BreakerState | None:

@@ -2,19 +2,15 @@
 
 `ChatCall` calls a candidate's chat model below LangChain's run machinery (``_generate``,
 ``_stream`` and their async twins), with the arguments the call binds (tools, a response
-format): the fallback model is the one chat-model run its callbacks and tracers see, whichever
-candidate answered. `EmbeddingCall` does the same for an ``Embeddings``.
+format), so the fallback model is the one chat-model run callbacks and tracers see.
+`EmbeddingCall` does the same for an ``Embeddings``. `StreamGate` holds a stream's leading
+chunks back until its first content: an error before it still falls back, one after it is a
+`MidStreamError` carrying exactly the text the caller received.
 
-`StreamGate` holds a stream's leading chunks back until the first content (text or a tool
-call) arrives, so an error before it still falls back to the next candidate, and an error
-after it becomes a `MidStreamError` carrying exactly the text the caller received.
-
-The call's deadline (``FallbackPolicy.deadline``) also bounds the attempt in flight when its
-client could wait longer than the deadline leaves (`client_timeout`): `Bounded` runs a sync
-attempt in a daemon thread and stops waiting for it, or for its next chunk, at the deadline,
-and cancels an async one. The abandoned attempt fails with a `TimeoutError` (the candidate
-timed out); a sync one is left to finish on its own: Python cannot stop a thread blocked in a
-read. Attempts whose client gives up in time run as they are, at no cost.
+When a candidate's client could wait longer than the call's deadline leaves (`client_timeout`),
+`Bounded` runs a sync attempt in a daemon thread and stops waiting at the deadline, and cancels
+an async one: the attempt fails with a `TimeoutError`. A sync one is left to finish on its own
+(Python cannot stop a thread blocked in a read).
 """
 
 from __future__ import annotations
@@ -45,14 +41,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = [
-    "Bounded",
-    "ChatCall",
-    "EmbeddingCall",
-    "StreamGate",
-    "client_timeout",
-    "has_content",
-]
+__all__ = ["Bounded", "ChatCall", "EmbeddingCall", "StreamGate", "client_timeout", "has_content"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +81,10 @@ class StreamGate:
 
     def _release(self) -> list[ChatGenerationChunk]:
         self.open = True
-        held, self._held = self._held, []
-        metadata = self.walk.answer(self.attempt)
-        if held:
-            held[0].message.response_metadata["llmpool"] = metadata
-        else:  # an empty stream is a valid answer: one empty chunk says who gave it
-            held = [ChatGenerationChunk(message=AIMessageChunk(content=""))]
-            held[0].message.response_metadata["llmpool"] = metadata
+        # An empty stream is a valid answer: one empty chunk says who gave it.
+        held = self._held or [ChatGenerationChunk(message=AIMessageChunk(content=""))]
+        self._held = []
+        held[0].message.response_metadata["llmpool"] = self.walk.answer(self.attempt)
         self._parts.extend(_text(chunk) for chunk in held)
         return held
 
@@ -125,16 +111,8 @@ _RUN_KEYS = frozenset({"ls_structured_output_format", "structured_output_format"
 
 
 class ChatCall:
-    """A candidate's chat model as an attempt calls it, with the arguments the call binds.
-
-    Args:
-        model: The candidate's chat model (rebuilt with the fallback model's forwarded
-            parameters, if any).
-        kwargs: What the call binds to it (tools and ``tool_choice``, a response format).
-        parser: What reads its answer, for a structured output (its provider's own parser).
-
-    Attributes:
-        timeout: Seconds its client waits for one answer (`client_timeout`).
+    """A candidate's chat model as an attempt calls it, with the arguments the call binds
+    (tools, a response format) and the ``parser`` of a structured answer (its provider's).
     """
 
     __slots__ = ("astreams", "kwargs", "model", "parser", "streams", "timeout")
@@ -174,11 +152,8 @@ class ChatCall:
     def stream(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> Iterator[ChatGenerationChunk]:
-        """The answer's chunks (one chunk from a model that does not stream).
-
-        Raises:
-            EmptyStreamError: The stream ended without a single chunk.
-        """
+        """The answer's chunks (one from a model that does not stream); `EmptyStreamError`
+        when the stream ends without any."""
         if not self.streams:
             yield _chunk(self.generate(messages, stop, kwargs))
             return
@@ -208,11 +183,8 @@ _EMPTY = "the stream ended without a single chunk: nothing the client could read
 
 
 class EmptyStreamError(Exception):
-    """A candidate's stream ended without one chunk: its provider sent nothing readable.
-
-    The request is not at fault, but the same request rarely reads better a second time: it
-    falls back to the next candidate at once, and counts against the candidate's breaker.
-    """
+    """A candidate's stream ended without one chunk: it falls back at once (a second try
+    rarely reads better) and counts against the candidate's breaker."""
 
 
 def _chunk(result: ChatResult) -> ChatGenerationChunk:
@@ -226,17 +198,13 @@ def _chunk(result: ChatResult) -> ChatGenerationChunk:
     return ChatGenerationChunk(message=message, generation_info=generation.generation_info)
 
 
-#: A request to an embeddings client: which call (``"documents"`` or ``"query"``), its input.
+#: A request to an embeddings client: which method (``"embed_documents"`` or
+#: ``"embed_query"``, the async twin prefixed with ``a``) and its input.
 EmbeddingRequest = tuple[str, Any]
 
 
 class EmbeddingCall:
-    """A candidate's ``Embeddings`` as an attempt calls it.
-
-    Attributes:
-        embeddings: The client.
-        timeout: Seconds it waits for one answer (`client_timeout`).
-    """
+    """A candidate's ``Embeddings`` as an attempt calls it (``timeout``: `client_timeout`)."""
 
     __slots__ = ("embeddings", "timeout")
 
@@ -247,27 +215,22 @@ class EmbeddingCall:
     def __repr__(self) -> str:
         return f"EmbeddingCall({type(self.embeddings).__name__})"
 
-    def embed(self, request: EmbeddingRequest) -> Any:
+    def generate(self, request: EmbeddingRequest) -> Any:
         """Make the request's call: ``embed_documents`` or ``embed_query``."""
-        what, payload = request
-        if what == "documents":
-            return self.embeddings.embed_documents(payload)
-        return self.embeddings.embed_query(payload)
+        method, payload = request
+        return getattr(self.embeddings, method)(payload)
 
-    async def aembed(self, request: EmbeddingRequest) -> Any:
-        """Async twin of `embed`."""
-        what, payload = request
-        if what == "documents":
-            return await self.embeddings.aembed_documents(payload)
-        return await self.embeddings.aembed_query(payload)
+    async def agenerate(self, request: EmbeddingRequest) -> Any:
+        """Async twin of `generate`."""
+        method, payload = request
+        return await getattr(self.embeddings, "a" + method)(payload)
 
 
 # -- the deadline's bound on an attempt in flight ---------------------------------------------
 
 
-# The attributes a LangChain chat model keeps its request timeout in, most specific first:
-# ChatOpenAI, AzureChatOpenAI and ChatFireworks (``request_timeout``), ChatAnthropic
-# (``default_request_timeout``), ChatBedrockConverse and ChatVertexAI (``timeout``).
+# Where chat models keep their request timeout: ChatOpenAI, AzureChatOpenAI, ChatFireworks;
+# ChatAnthropic; ChatBedrockConverse and ChatVertexAI.
 _TIMEOUT_FIELDS = ("request_timeout", "default_request_timeout", "timeout")
 _FAKE_MODELS = "langchain_core.language_models.fake_chat_models"
 
@@ -275,12 +238,9 @@ _FAKE_MODELS = "langchain_core.language_models.fake_chat_models"
 def client_timeout(model: Any) -> float:
     """Return the seconds a chat model's client waits for an answer; ``inf`` if unbounded.
 
-    Read from the model's own settings, without importing its package: ``request_timeout`` /
-    ``default_request_timeout`` / ``timeout`` fields, ChatOllama's ``client_kwargs``, a
-    ``Timeout`` of httpx or httpx2 (openai 3's) or a ``(connect, read)`` pair (their longest
-    wait). A timeout that is
-    unset, or a model whose timeout cannot be found, is unbounded. LangChain's fake chat
-    models do no I/O: they wait only for their ``sleep``.
+    Read from the model's settings without importing its package: its timeout field,
+    ChatOllama's ``client_kwargs``, an httpx ``Timeout`` or a ``(connect, read)`` pair (their
+    longest wait). LangChain's fake chat models wait only for their ``sleep``.
 
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
@@ -297,10 +257,8 @@ def client_timeout(model: Any) -> float:
     if not isinstance(shared, dict):
         return math.inf
     waits = []
-    for own in (
-        getattr(model, "sync_client_kwargs", None),
-        getattr(model, "async_client_kwargs", None),
-    ):
+    for side in ("sync", "async"):
+        own = getattr(model, f"{side}_client_kwargs", None)
         settings = {**shared, **own} if isinstance(own, dict) else shared
         waits.append(_seconds(settings.get("timeout")))
     return max(waits)
@@ -324,17 +282,8 @@ def _seconds(value: Any) -> float:
 
 
 class Bounded:
-    """An attempt's call cut short at the call's deadline (see the module).
-
-    The walk hands it out as ``attempt.call`` when the candidate's client could wait longer
-    than the deadline leaves, so a shell calls every call the same way.
-
-    Args:
-        call: The `ChatCall` or `EmbeddingCall` to bound.
-        ends_at: When the deadline passes (`time.monotonic`).
-        deadline: The deadline's length in seconds, for messages.
-        config: The candidate's row, for the log.
-    """
+    """A `ChatCall` or `EmbeddingCall` cut short when the deadline passes (at ``ends_at``, on
+    `time.monotonic`), which the walk hands out as ``attempt.call`` (see the module)."""
 
     __slots__ = ("call", "config", "deadline", "ends_at", "timeout")
 
@@ -367,26 +316,22 @@ class Bounded:
         return TimeoutError(f"no answer within the call's {self.deadline}s deadline; abandoned")
 
     def generate(self, *args: Any) -> Any:
-        """`ChatCall.generate` in a daemon thread, waited for until the deadline."""
-        return self._within(partial(self.call.generate, *args))
-
-    def embed(self, *args: Any) -> Any:
-        """`EmbeddingCall.embed` in a daemon thread, waited for until the deadline."""
-        return self._within(partial(self.call.embed, *args))
+        """The call's ``generate`` in a daemon thread, waited for until the deadline."""
+        call = partial(self.call.generate, *args)
+        return next(self._read(lambda: iter((call(),)), "attempt"))
 
     async def agenerate(self, *args: Any) -> Any:
-        """`ChatCall.agenerate`, cancelled at the deadline."""
+        """The call's ``agenerate``, cancelled at the deadline."""
         return await self._awithin(self.call.agenerate(*args))
-
-    async def aembed(self, *args: Any) -> Any:
-        """`EmbeddingCall.aembed`, cancelled at the deadline."""
-        return await self._awithin(self.call.aembed(*args))
 
     def stream(self, *args: Any) -> Iterator[Any]:
         """`ChatCall.stream` read in a daemon thread, each chunk waited for until the deadline."""
+        return self._read(partial(self.call.stream, *args), "stream")
+
+    def _read(self, start: Callable[[], Iterator[Any]], what: str) -> Iterator[Any]:
         if self._left() <= 0.0:  # a retry that would start at the deadline: send nothing
             raise self._expired()
-        feed = _Feed(partial(self.call.stream, *args), f"llmpool-stream-{self.config.id}")
+        feed = _Feed(start, f"llmpool-{what}-{self.config.id}")
         try:
             while True:
                 try:
@@ -415,33 +360,6 @@ class Bounded:
                 return
             yield chunk
 
-    def _within(self, call: Callable[[], T]) -> T:
-        outcome: list[tuple[bool, Any]] = []
-        done = threading.Event()
-        context = contextvars.copy_context()  # callbacks and tracing follow the call
-
-        def run() -> None:
-            try:
-                outcome.append((True, context.run(call)))
-            except BaseException as error:  # handed over to the waiting thread
-                outcome.append((False, error))
-            finally:
-                done.set()
-
-        left = self._left()
-        if left <= 0.0:  # a retry that would start at the deadline: send nothing
-            raise self._expired()
-        threading.Thread(target=run, name=f"llmpool-attempt-{self.config.id}", daemon=True).start()
-        if not done.wait(left):
-            raise self._expired()
-        answered, value = outcome.pop()
-        if answered:
-            return value  # type: ignore[no-any-return]
-        try:
-            raise value
-        finally:
-            del value  # no cycle through this frame: the error's traceback holds it
-
     async def _awithin(self, awaitable: Awaitable[T]) -> T:
         if sys.version_info >= (3, 11):
             scope = asyncio.timeout(self._left())
@@ -465,7 +383,8 @@ _FEED_SIZE = 64  # chunks a sync stream's thread may read ahead of its consumer
 
 
 class _Feed:
-    """A sync stream read in a daemon thread, handed over through a bounded queue."""
+    """A sync stream (or one answer) read in a daemon thread, handed over through a bounded
+    queue."""
 
     def __init__(self, start: Callable[[], Iterator[Any]], name: str) -> None:
         self.queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=_FEED_SIZE)

@@ -1,27 +1,21 @@
 """The fallback embeddings: candidates of one vector space, the first that answers wins.
 
-`FallbackEmbeddings` is a LangChain ``Embeddings``, so vector stores and retrievers accept it.
-It drives the same walk as the fallback chat model (`llmpool.fallback.walk.Walk`): the same
-policy, retries, deadline, circuit breakers, routing and admission checks; it brings only its
-call (`llmpool.fallback.calls.EmbeddingCall`). What it adds:
+`FallbackEmbeddings` is a LangChain ``Embeddings`` on the chat model's walk (policy, retries,
+deadline, breakers, routing, admission checks); it brings only its call. What it adds:
 
-- every candidate is in one vector space (`llmpool.repository.spaces`): a chain whose rows are in
-  several spaces, or that moved to another space than the one these embeddings answer in, is
-  refused at the call instead of answering from another space;
-- a call is one unit: ``embed_documents`` of 1,000 texts that the client sends in ten requests
-  and that fails on the third is retried, or failed over, as a whole, so the vectors of one
-  answer always come from one row; an answer with the wrong number of vectors, vectors of
-  different lengths, or vectors of another length than its space's
-  (`llmpool.repository.spaces.SpaceDimensions`, the same in every process) is a failed attempt,
-  and the next row of the space is tried;
-- the answer says which row and which space produced it: ``embed_documents`` returns `Vectors`
-  and ``embed_query`` a `Vector`, lists of floats that carry ``response_metadata["llmpool"]``.
+- every candidate is in one vector space (`llmpool.repository.spaces`): a chain whose rows are
+  in several spaces, or moved to another, is refused at the call;
+- a call is one unit, retried or failed over whole, so one answer's vectors come from one row;
+  an answer with the wrong number of vectors, or of another length than its space's
+  (`llmpool.repository.spaces.SpaceDimensions`), is a failed attempt;
+- ``embed_documents`` returns `Vectors` and ``embed_query`` a `Vector`: lists of floats whose
+  ``response_metadata["llmpool"]`` names the row and space that produced them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.embeddings import Embeddings
 
@@ -42,7 +36,18 @@ __all__ = ["FallbackEmbeddings", "MalformedVectorsError", "Vector", "Vectors"]
 _DEFAULT_POLICY = FallbackPolicy()
 
 
-class Vectors(list[list[float]]):
+_T = TypeVar("_T")
+
+
+class _Answer(list[_T]):
+    __slots__ = ("response_metadata",)
+
+    def __init__(self, items: Sequence[_T] = (), metadata: Any = None) -> None:
+        super().__init__(items)
+        self.response_metadata: dict[str, Any] = {"llmpool": metadata or {}}
+
+
+class Vectors(_Answer[list[float]]):
     """The answer of ``embed_documents``: one vector per text, and which row produced them.
 
     Attributes:
@@ -51,37 +56,25 @@ class Vectors(list[list[float]]):
             vectors, and the ``attempts`` of the call.
     """
 
-    __slots__ = ("response_metadata",)
-
-    def __init__(self, vectors: Sequence[list[float]] = (), metadata: Any = None) -> None:
-        super().__init__(vectors)
-        self.response_metadata: dict[str, Any] = {"llmpool": metadata or {}}
+    __slots__ = ()
 
 
-class Vector(list[float]):
+class Vector(_Answer[float]):
     """The answer of ``embed_query``: the text's vector, and which row produced it."""
 
-    __slots__ = ("response_metadata",)
-
-    def __init__(self, vector: Sequence[float] = (), metadata: Any = None) -> None:
-        super().__init__(vector)
-        self.response_metadata: dict[str, Any] = {"llmpool": metadata or {}}
+    __slots__ = ()
 
 
 class MalformedVectorsError(Exception):
-    """A candidate answered, but not with one vector per text of its space's length.
-
-    It carries HTTP status 502 (a bad answer from upstream): the policy retries the candidate
-    and then falls back, and it counts against the candidate's breaker.
-    """
+    """A candidate answered, but not with one vector per text of its space's length: an
+    HTTP 502 (a bad answer from upstream), retried, then failed over."""
 
     status_code = 502
 
 
 def _size(vectors: Any, request: EmbeddingRequest) -> int:
-    # The vectors' length; raises inside the attempt, so a bad answer falls back whole.
-    what, payload = request
-    if what == "query":
+    method, payload = request
+    if method == "embed_query":
         if not isinstance(vectors, list) or not vectors:
             msg = f"an empty or non-list vector ({type(vectors).__name__}) for the query"
             raise MalformedVectorsError(msg)
@@ -108,16 +101,10 @@ class FallbackEmbeddings(Embeddings):
             space.
         chain: Where the chain in force is read at every call (the pool's); used instead of
             ``candidates``.
-        space: The space the answers must come from; by default the chain's space.
-        policy: Retries, deadline and circuit breaker settings.
-        breakers: Shared breaker state (the pool's board).
+        space: The space the answers must come from (by default the chain's); candidates in
+            more than one space, or not in it, are a `MixedSpacesError`.
         dimensions: Each space's vector length (the pool's, recorded in its database).
-        scope: The scope, for messages.
-        routing: Orders a static chain's candidates for each call.
-        admissions: Checks asked before each attempt of a static chain.
-
-    Raises:
-        MixedSpacesError: ``candidates`` are in more than one space, or not in ``space``.
+        policy, breakers, scope, routing, admissions: As for `FallbackChatModel`.
 
     Example:
         >>> from llmpool.contracts import Candidate
@@ -191,8 +178,12 @@ class FallbackEmbeddings(Embeddings):
             call = self._calls[id(candidate.model)] = EmbeddingCall(candidate.model)
         return call
 
-    def _answer(self, walk: Walk, attempt: Attempt, vectors: Any, size: int) -> dict[str, Any]:
-        # Inside the attempt: an answer of another length than its space's falls back.
+    def _answer(
+        self, walk: Walk, attempt: Attempt, vectors: Any, request: EmbeddingRequest
+    ) -> dict[str, Any]:
+        # Inside the attempt: a malformed answer, or one of another length than its space's,
+        # falls back whole.
+        size = _size(vectors, request)
         config = attempt.candidate.config
         space = space_of(config)
         if size:
@@ -200,59 +191,45 @@ class FallbackEmbeddings(Embeddings):
             if refusal is not None:
                 raise MalformedVectorsError(refusal)
         metadata = walk.answer(attempt)
-        metadata["space"] = space
-        metadata["dimensions"] = size
+        metadata.update(space=space, dimensions=size)
         return metadata
 
-    def _walk(self) -> Walk:
-        return Walk(self._current(), self.policy, self.breakers, calls=self._call)
-
     def _embed(self, request: EmbeddingRequest) -> tuple[Any, dict[str, Any]]:
-        walk = self._walk()
+        walk = Walk(self._current(), self.policy, self.breakers, calls=self._call)
         for attempt in walk:
             with attempt:
-                vectors = attempt.call.embed(request)
-                return vectors, self._answer(walk, attempt, vectors, _size(vectors, request))
+                vectors = attempt.call.generate(request)
+                return vectors, self._answer(walk, attempt, vectors, request)
         raise walk.error()
 
     async def _aembed(self, request: EmbeddingRequest) -> tuple[Any, dict[str, Any]]:
-        walk = self._walk()
+        walk = Walk(self._current(), self.policy, self.breakers, calls=self._call)
         async for attempt in walk:
             async with attempt:
-                vectors = await attempt.call.aembed(request)
-                return vectors, self._answer(walk, attempt, vectors, _size(vectors, request))
+                vectors = await attempt.call.agenerate(request)
+                return vectors, self._answer(walk, attempt, vectors, request)
         raise walk.error()
 
     def embed_documents(self, texts: list[str]) -> Vectors:
         """Embed the texts with the first candidate that answers for all of them.
 
-        The whole list is one attempt: a candidate that fails partway (its client sends the
-        texts in several requests) is retried, or failed over, with the whole list.
-
-        Returns:
-            One vector per text, with ``response_metadata["llmpool"]`` naming the row and space.
-
-        Raises:
-            AllLLMsFailedError: Every candidate failed; lists each and why.
-            MixedSpacesError: The chain mixes spaces, or moved to another space.
+        The whole list is one attempt, retried or failed over whole (a client may send it in
+        several requests). Raises `AllLLMsFailedError` when every candidate failed, and
+        `MixedSpacesError` when the chain mixes spaces or moved to another one.
         """
-        vectors, metadata = self._embed(("documents", list(texts)))
-        return Vectors(vectors, metadata)
+        return Vectors(*self._embed(("embed_documents", list(texts))))
 
     def embed_query(self, text: str) -> Vector:
         """Embed one query text (see `embed_documents`)."""
-        vector, metadata = self._embed(("query", text))
-        return Vector(vector, metadata)
+        return Vector(*self._embed(("embed_query", text)))
 
     async def aembed_documents(self, texts: list[str]) -> Vectors:
         """Async twin of `embed_documents`."""
-        vectors, metadata = await self._aembed(("documents", list(texts)))
-        return Vectors(vectors, metadata)
+        return Vectors(*await self._aembed(("embed_documents", list(texts))))
 
     async def aembed_query(self, text: str) -> Vector:
         """Async twin of `embed_query`."""
-        vector, metadata = await self._aembed(("query", text))
-        return Vector(vector, metadata)
+        return Vector(*await self._aembed(("embed_query", text)))
 
     def ensure_buildable(self) -> None:
         """Raise `AllLLMsFailedToInitializeError` when no candidate could be built."""

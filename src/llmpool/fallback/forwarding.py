@@ -1,10 +1,8 @@
 """What a fallback model forwards to each candidate: LangChain's standard parameters.
 
-`FallbackChatModel` accepts ``temperature``, ``max_tokens``, ``timeout``, ``max_retries``,
-``stop``, ``streaming`` and ``output_version``, and each candidate's model is rebuilt once with
-them (`rebuild`; its row's other settings kept), so a timeout or retry count reaches the
-provider's client too. Credentials and endpoints are never forwarded: they come from the rows,
-so a caller's argument can never send a row's key elsewhere.
+Each candidate's model is rebuilt once with them (`rebuild`, its row's other settings kept), so
+a timeout or retry count reaches the provider's client too. Credentials and endpoints are never
+forwarded: they come from the rows, so a caller's argument can never send a row's key elsewhere.
 """
 
 from __future__ import annotations
@@ -30,11 +28,8 @@ FORWARDED = (
 
 
 def rebuild(model: BaseChatModel, overrides: Mapping[str, Any]) -> BaseChatModel:
-    """Return ``model`` built again with ``overrides`` on top of the settings it was given.
-
-    The settings are the fields it was built with, minus the ones pydantic excludes (its
-    clients, made again from the settings, and its profile); an override is given by field
-    name or alias, as its constructor takes it.
+    """Return ``model`` built again with ``overrides`` (by field name or alias) on top of the
+    fields it was built with, minus those pydantic excludes (its clients, its profile).
 
     Example:
         >>> from llmpool.providers.fake import FakeChatModel

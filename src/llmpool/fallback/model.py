@@ -1,23 +1,18 @@
 """The fallback chat model: candidates in priority order, the first that answers wins.
 
-`FallbackChatModel` is a real `BaseChatModel`: agent builders and anything that checks for a
-chat model accept it (they reject LangChain's ``RunnableWithFallbacks``), and LangChain's own
-run machinery serves it. A call is one chat-model run to callbacks and tracers, whichever
-candidate answered: the candidates are called below that machinery (`llmpool.fallback.calls`),
-and their attempts are in the answer's ``response_metadata["llmpool"]`` and llmpool's events.
+`FallbackChatModel` is a real `BaseChatModel` (agent builders reject LangChain's
+``RunnableWithFallbacks``), and one chat-model run to callbacks and tracers whichever candidate
+answered: the candidates are called below LangChain's run machinery (`llmpool.fallback.calls`).
 Compared with ``Runnable.with_fallbacks`` it:
 
-- writes the candidate loop once (`llmpool.fallback.walk.Walk`) and drives it from four thin
-  shells (``_generate``, ``_agenerate``, ``_stream``, ``_astream``);
+- writes the candidate loop once (`llmpool.fallback.walk.Walk`), driven by four thin shells;
 - falls back only on provider errors (`llmpool.fallback.policy`), so a `TypeError` stays a bug;
 - raises one `AllLLMsFailedError` that lists every candidate and its error, in order;
-- applies ``bind_tools`` / ``with_structured_output`` to every candidate explicitly, each in
-  its provider's native way (`llmpool.fallback.structured`), skipping a candidate that cannot;
-- behaves as the chat model that would answer first where LangChain asks which model this is
+- applies ``bind_tools`` / ``with_structured_output`` to every candidate, each in its
+  provider's native way (`llmpool.fallback.structured`), skipping a candidate that cannot;
+- is the chat model that would answer first where LangChain asks which model this is
   (``model_name``, ``_llm_type``, ``_get_ls_params``, ``profile``, token counts), and forwards
-  LangChain's standard constructor parameters to every candidate (`llmpool.fallback.forwarding`);
-- retries transient errors per candidate within a total deadline, and skips a candidate whose
-  circuit breaker is open with no network call;
+  LangChain's standard parameters to every candidate (`llmpool.fallback.forwarding`);
 - says which candidate answered: ``response_metadata["llmpool"]``.
 """
 
@@ -41,7 +36,7 @@ from llmpool.fallback.breakers import BreakerBoard
 from llmpool.fallback.calls import ChatCall
 from llmpool.fallback.forwarding import FORWARDED, rebuild
 from llmpool.fallback.policy import FallbackPolicy
-from llmpool.fallback.structured import answer_parser, decompose, structured
+from llmpool.fallback.structured import decompose, structured
 from llmpool.fallback.walk import Walk
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "code_candidate"]
@@ -189,11 +184,9 @@ class FallbackChatModel(BaseChatModel):
     def to_json(self) -> Any:
         """The model as LangChain's serialized form: its scope and forwarded parameters.
 
-        Loading it (``langchain_core.load.load(..., valid_namespaces=["llmpool"])``) gives the
-        scope's live chain on the default pool (`llmpool.get_pool`), as a serialized
-        ``ChatOpenAI`` reads its key from the environment. No row, credential or endpoint is
-        written. A model that cannot be described that way (candidates or fallback models
-        given in code, tools or a structured output bound) serializes as "not implemented".
+        Loading it (``valid_namespaces=["llmpool"]``) gives the scope's live chain on the
+        default pool; no row, credential or endpoint is written. A model given candidates or
+        models in code, or tools or a schema, serializes as "not implemented".
         """
         if self.scope is None or self.chain is None or self.fallbacks or self.candidate_transform:
             return self.to_json_not_implemented()
@@ -229,26 +222,19 @@ class FallbackChatModel(BaseChatModel):
         object.__setattr__(self, "_first_seen", seen)
         return seen
 
-    def _first(self) -> Candidate | None:
-        return self._seen_first().candidate
-
-    def _first_model(self) -> BaseChatModel | None:
-        """The model of the candidate that would answer first, with the forwarded parameters."""
-        return self._seen_first().model
-
     @property
     def _llm_type(self) -> str:
-        model = self._first_model()
+        model = self._seen_first().model
         return "llmpool-fallback" if model is None else model._llm_type
 
     @property
     def model_name(self) -> str | None:
         """The model id of the candidate that would answer first (``None`` if none can)."""
-        candidate = self._first()
+        candidate = self._seen_first().candidate
         return None if candidate is None else candidate.config.model_name
 
     def _resolve_model_profile(self) -> Any:
-        model = self._first_model()
+        model = self._seen_first().model
         return None if model is None else model.profile
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
@@ -267,12 +253,12 @@ class FallbackChatModel(BaseChatModel):
 
     def get_token_ids(self, text: str) -> list[int]:
         """The token ids of ``text`` by the tokenizer of the candidate that would answer first."""
-        model = self._first_model()
+        model = self._seen_first().model
         return super().get_token_ids(text) if model is None else model.get_token_ids(text)
 
     def get_num_tokens(self, text: str) -> int:
         """Tokens in ``text``, counted by the candidate that would answer first."""
-        model = self._first_model()
+        model = self._seen_first().model
         return super().get_num_tokens(text) if model is None else model.get_num_tokens(text)
 
     def get_num_tokens_from_messages(
@@ -280,7 +266,7 @@ class FallbackChatModel(BaseChatModel):
     ) -> int:
         """Tokens in ``messages`` (and ``tools``), counted by the candidate that would answer
         first, with its provider's tokenizer."""
-        model = self._first_model()
+        model = self._seen_first().model
         if model is None:
             return super().get_num_tokens_from_messages(messages, tools)
         return model.get_num_tokens_from_messages(messages, tools)
@@ -353,9 +339,8 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        # An error before the first content falls back; after it, `MidStreamError` with the
-        # partial text (never a silent switch, never duplicated text). Leading chunks without
-        # content are held back until the first content arrives.
+        # The gate holds chunks back until the first content: an error before it falls back,
+        # one after it is a `MidStreamError` with the partial text (never a silent switch).
         walk = self._walk(streaming=True)
         for attempt in walk:
             with attempt:
@@ -419,7 +404,7 @@ class FallbackChatModel(BaseChatModel):
         return derived
 
     def _parser_of(self, llm_id: str) -> Runnable[Any, Any] | None:
-        """The parser of the candidate ``llm_id``'s structured answer (see `answer_parser`)."""
+        """The parser of the candidate ``llm_id``'s structured answer (see `AnswerParser`)."""
         for candidate in (*self._current().candidates, *self._code):
             if candidate.config.id == llm_id and candidate.model is not None:
                 call = self._call(candidate)
@@ -435,21 +420,9 @@ class FallbackChatModel(BaseChatModel):
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools to every candidate; one that cannot is skipped and recorded.
 
-        Binding again replaces the tools (and ``tool_choice``), as LangChain's chat models do.
-        Tools are checked here: when every candidate refuses them, its error is raised now.
-
-        Args:
-            tools: Tools in any form LangChain's ``bind_tools`` takes.
-            tool_choice: Which tool the model must call (``"any"``, a tool's name, ...),
-                passed to each candidate's ``bind_tools``.
-            **kwargs: Passed to each candidate's ``bind_tools`` (e.g. ``parallel_tool_calls``).
-
-        Returns:
-            A binding (as ChatOpenAI's ``bind_tools`` returns) of a fallback model whose
-            candidates answer with tool calls; its ``bind_tools`` binds again.
-
-        Raises:
-            ValueError: (or the candidates' own error) every candidate refused the tools.
+        ``tool_choice`` and ``kwargs`` go to each candidate's own ``bind_tools``. Binding again
+        replaces the tools, as LangChain's chat models do. When every candidate refuses the
+        tools, the first one's error (a ``ValueError``, ...) is raised here.
         """
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
@@ -479,19 +452,13 @@ class FallbackChatModel(BaseChatModel):
         Each candidate's own ``with_structured_output`` decides how it is asked (a JSON
         schema response format, a forced tool call), so each provider answers in its native
         way, and its own parser reads its answer. With ``include_raw=True`` the raw message
-        carries ``response_metadata["llmpool"]`` like any answer.
-
-        Returns:
-            A runnable returning the parsed structure (typed as ``schema`` when it is a
-            pydantic model).
-
-        Raises:
-            ValueError: (or the candidates' own error) every candidate refused the schema.
+        carries ``response_metadata["llmpool"]`` like any answer. When every candidate refuses
+        the schema, the first one's error (a ``ValueError``, ...) is raised here.
         """
         derived = self._derive(
             lambda model: model.with_structured_output(schema, include_raw=False, **kwargs)
         )
-        return structured(derived, answer_parser(derived), schema, include_raw, kwargs)
+        return structured(derived, schema, include_raw, kwargs)
 
 
 class _First:

@@ -1,20 +1,14 @@
 """What to do when a candidate fails: retry it, fall back to the next, or propagate.
 
 Defaults are narrow: llmpool moves on for provider errors (refused connections, timeouts, 429,
-5xx, 401/403, a context-length 400), never for a bare `Exception`. A `TypeError` or a
-`KeyError` is a bug in the caller's code, and switching model would hide it.
+5xx, 401/403, a context-length 400), never for a bare `Exception`: a `TypeError` is a bug in
+the caller's code, and switching model would hide it.
 
-Provider packages are never imported here: errors are recognized by their status code
-(``status_code``, ``response.status_code``, ``code``, botocore's ``response`` dict) and by the
-names of the classes in their MRO, so classifying costs nothing at import time. A provider
-declares its own client's error classes and their outcomes (``error_outcomes``, see
-`llmpool.providers.Provider`); those are consulted before the generic names below.
-
-A provider may also answer 200 with a body its client cannot read (an HTML page from a proxy,
-``{}``, ``{"choices": null}``): the client then raises a plain ``ValueError`` (a
-``JSONDecodeError``, a pydantic ``ValidationError``), ``TypeError``, ``KeyError``,
-``IndexError`` or ``AttributeError``. Those are told apart from the caller's own bugs by where
-they were raised (see `raised_by_provider`).
+Provider packages are never imported here: errors are recognized by the status code they carry
+and the names of the classes in their MRO; a provider's own declared error classes
+(``error_outcomes``, `llmpool.providers.Provider`) come before the generic names below. A 200
+whose body the client cannot read makes it raise a plain ``ValueError``, ``TypeError``, ...:
+those are told apart from the caller's bugs by where they were raised (`raised_by_provider`).
 """
 
 from __future__ import annotations
@@ -55,49 +49,22 @@ class Outcome(enum.Enum):
 # anthropic 2.17 are built on: the same names; langchain-core's standard ones). The names
 # specific to one SDK are declared by its provider (`llmpool.providers.builtin`).
 _RETRY_NAMES = frozenset(
-    {
-        "TransportError",
-        "TimeoutException",
-        "ConnectError",
-        "ReadTimeout",
-        "WriteTimeout",
-        "PoolTimeout",
-        "ConnectTimeout",
-        "ReadError",
-        "RemoteProtocolError",
-        "NetworkError",
-    }
-)
+    {"TransportError", "TimeoutException", "ConnectError", "ReadTimeout", "WriteTimeout",
+     "PoolTimeout", "ConnectTimeout", "ReadError", "RemoteProtocolError", "NetworkError"}
+)  # fmt: skip
+# ``EmptyStreamError``: `llmpool.fallback.calls`' stream that carried nothing readable.
 _FALLBACK_NAMES = frozenset(
-    {
-        "ModelAuthenticationError",
-        "ModelPermissionDeniedError",
-        "ModelNotFoundError",
-        "ModelInvalidRequestError",
-        "ModelRefusalError",
-        "EmptyStreamError",  # llmpool.fallback.calls: a stream that carried nothing readable
-    }
-)
+    {"ModelAuthenticationError", "ModelPermissionDeniedError", "ModelNotFoundError",
+     "ModelInvalidRequestError", "ModelRefusalError", "EmptyStreamError"}
+)  # fmt: skip
 _CONTEXT_LENGTH_MARKERS = (
-    "context_length_exceeded",
-    "maximum context length",
-    "context length",
-    "context window",
-    "prompt is too long",
-    "input is too long",
-    "too many tokens",
-    "reduce the length",
-)
+    "context_length_exceeded", "maximum context length", "context length", "context window",
+    "prompt is too long", "input is too long", "too many tokens", "reduce the length",
+)  # fmt: skip
 _RETRY_BOTO_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "ServiceUnavailableException",
-        "ModelNotReadyException",
-        "InternalServerException",
-        "ModelTimeoutException",
-        "TooManyRequestsException",
-    }
-)
+    {"ThrottlingException", "ServiceUnavailableException", "ModelNotReadyException",
+     "InternalServerException", "ModelTimeoutException", "TooManyRequestsException"}
+)  # fmt: skip
 
 
 def status_code(error: BaseException) -> int | None:
@@ -166,21 +133,14 @@ def _mro_names(cls: type) -> frozenset[str]:
 
 
 def classify_error(error: BaseException) -> Outcome:
-    """Classify an error raised by a candidate.
+    """Return the `Outcome` of an error raised by a candidate.
 
     In order: langchain-core's context overflow, the HTTP status the error carries, botocore's
     AWS error code, the outcome a provider declares for the error's class (or the nearest
-    declared base class), then the generic transport errors and names.
-
-    A ``ValueError``, ``TypeError``, ``KeyError``, ``IndexError`` or ``AttributeError`` is a
-    bug and propagates, unless the provider's client raised it reading a body it could not use
-    (`raised_by_provider`): then the candidate falls back, and it counts against its breaker.
-
-    Args:
-        error: What the candidate raised.
-
-    Returns:
-        The `Outcome`: retry, fall back, fall back without blaming the candidate, or propagate.
+    declared base class), then the generic transport errors and names. A ``ValueError``,
+    ``TypeError``, ``KeyError``, ``IndexError`` or ``AttributeError`` is a bug and propagates,
+    unless the provider's client raised it reading a body it could not use
+    (`raised_by_provider`).
 
     Example:
         >>> classify_error(ConnectionRefusedError()).value, classify_error(TypeError()).value
@@ -273,8 +233,8 @@ def _frame_kind(frame: FrameType) -> int:
 def raised_by_provider(error: BaseException) -> bool:
     """Whether an error was raised inside a provider's client, not by the caller's code.
 
-    Walks the traceback from where the error was raised outwards, past the standard library
-    and pydantic. The first other frame decides:
+    Walks the traceback outwards, past the standard library and pydantic; the first other
+    frame decides:
 
     - in an installed package other than langchain-core and llmpool (``langchain_openai``,
       ``openai``, ``httpx``, ``httpx2``, ...): the provider's client, unless that code was
@@ -284,13 +244,7 @@ def raised_by_provider(error: BaseException) -> bool:
     - anywhere else (the application, its tests, its callback handlers): the caller's code.
 
     A call that does not fit a signature (``got an unexpected keyword argument``) is always
-    the caller's, wherever it surfaces.
-
-    Args:
-        error: What a candidate raised, with its traceback.
-
-    Returns:
-        ``True`` when the provider is at fault; ``False`` for a bug (or no traceback at all).
+    the caller's, wherever it surfaces; an error with no traceback is too.
 
     Example:
         >>> raised_by_provider(ValueError("no traceback, no verdict"))
@@ -389,17 +343,13 @@ class FallbackPolicy:
     def retry_delay(
         self, attempt_number: int, error: BaseException, time_left: float | None = None
     ) -> float | None:
-        """Return seconds to wait before retrying a candidate, or ``None`` to fall back now.
+        """Return seconds to wait before retrying attempt ``attempt_number`` (1 for the first),
+        which failed with ``error``, or ``None`` to fall back now.
 
         The wait is tenacity's exponential-with-jitter schedule, or the server's
         ``Retry-After`` when that is longer. A server that asks for more than ``backoff_max``,
-        or a wait that would run past the deadline, means falling back at once: retrying
-        earlier than asked only earns another 429.
-
-        Args:
-            attempt_number: The attempt that just failed (1 for the first).
-            error: Its error.
-            time_left: Seconds left before the call's deadline, if it has one.
+        or a wait that would run past the deadline (``time_left``), means falling back at once:
+        retrying earlier than asked only earns another 429.
 
         Example:
             >>> FallbackPolicy(backoff_jitter=0).retry_delay(1, TimeoutError())

@@ -1,11 +1,9 @@
 """The record of one call: what its answer's metadata says, what observers hear, why it failed.
 
-The walk makes a `CallRecord` the first time something happens that is worth telling (a row
-skipped, an attempt failed, a probe, an observer that wants every call), and tells it each
-step: it keeps the ``attempts`` list of the answer's ``response_metadata["llmpool"]``, the
-failures of `AllLLMsFailedError`, and hands the events to the observers (`Hooks`). A call its
-first row answered at once, with nobody listening, makes no record: `answered` builds its
-metadata from the candidate's prepared fields.
+The walk makes a `CallRecord` the first time something is worth telling (a skip, a failure, a
+probe, an observer that wants every call): it keeps the ``attempts`` of the answer's metadata,
+the failures of `AllLLMsFailedError`, and hands the events to the observers. A call its first
+row answered at once, with nobody listening, makes none: `answered` gives its metadata.
 """
 
 from __future__ import annotations
@@ -20,7 +18,8 @@ from llmpool.observe.events import AttemptEvent, BreakerEvent, CallEvent, Failov
 
 if TYPE_CHECKING:
     from llmpool.contracts import Candidate
-    from llmpool.fallback.breakers import BreakerChange, BreakerState
+    from llmpool.fallback.breakers import BreakerChange
+    from llmpool.fallback.walk import Attempt
     from llmpool.observe.hooks import Hooks
 
 __all__ = ["CallRecord", "add_usage", "answered", "usage_of"]
@@ -45,10 +44,8 @@ def add_usage(
     total: Mapping[str, Any] | None, more: Mapping[str, Any] | None
 ) -> Mapping[str, Any] | None:
     """Add a chunk's ``usage_metadata`` to a stream's running total (either may be ``None``)."""
-    if more is None:
-        return total
-    if total is None:
-        return more
+    if more is None or total is None:
+        return total if more is None else more
     from langchain_core.messages.ai import add_usage as add
 
     return add(total, more)  # type: ignore[arg-type]
@@ -64,14 +61,8 @@ def answered(candidate: Candidate, order: list[str] | None = None) -> dict[str, 
 
 
 class CallRecord:
-    """The attempts, failures and events of one call (see the module).
-
-    Args:
-        hooks: Where the events go.
-        scope: The call's scope.
-        streaming: Whether the call streams.
-        started: When the call started (`time.monotonic`).
-    """
+    """The attempts, failures and events of one call (see the module), started at ``started``
+    (`time.monotonic`), its events told to ``hooks``."""
 
     __slots__ = ("_offset", "attempts", "events", "failures", "hooks", "leaving", "scope",
                  "started", "streaming")  # fmt: skip
@@ -88,6 +79,11 @@ class CallRecord:
         # The row the call is failing over from: (candidate, error class, reason).
         self.leaving: tuple[Candidate, str | None, str | None] | None = None
 
+    def _row(self, candidate: Candidate) -> tuple[str | None, str, str, str, str]:
+        # The fields that name the call's scope and a row, first in every event.
+        c = candidate.config
+        return self.scope, c.id, c.name, c.provider, c.model_name
+
     def _emit(self, event: AttemptEvent) -> None:
         self.events.append(event)
         self.hooks.emit("on_attempt", event)
@@ -101,7 +97,7 @@ class CallRecord:
         )
         self._emit(
             AttemptEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, 0, "skipped",
+                *self._row(candidate), 0, "skipped",
                 type(error).__name__ if error is not None else None, reason,
                 started=time.time(), streaming=self.streaming,
             )
@@ -110,10 +106,9 @@ class CallRecord:
     def begin(self, candidate: Candidate) -> None:
         """An attempt of ``candidate`` starts: report the failover that led to it."""
         leaving = self.leaving
-        if leaving is None or leaving[0] is candidate:
-            return
-        self.leaving = None
-        self._failover(leaving, candidate)
+        if leaving is not None and leaving[0] is not candidate:
+            self.leaving = None
+            self._failover(leaving, candidate)
 
     def _failover(
         self, leaving: tuple[Candidate, str | None, str | None], to: Candidate | None
@@ -125,29 +120,22 @@ class CallRecord:
             "on_failover",
             FailoverEvent(
                 self.scope, src.id, src.name, src.provider, src.model_name, leaving[1], leaving[2],
-                dst.id if dst else None, dst.name if dst else None,
-                dst.provider if dst else None, dst.model_name if dst else None, made,
+                dst.id if dst else None,
+                dst.name if dst else None, dst.provider if dst else None,
+                dst.model_name if dst else None, made,
             ),
         )  # fmt: skip
 
-    def failed(
-        self,
-        candidate: Candidate,
-        number: int,
-        began: float,
-        error: BaseException,
-        reason: str,
-        action: str,
-        probe: bool,
-    ) -> None:
+    def failed(self, attempt: Attempt, error: BaseException, reason: str, action: str) -> None:
         """An attempt failed; ``action`` is what the call does next (retry, fallback, raise)."""
+        candidate, began = attempt.candidate, attempt.began
         c = candidate.config
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "error", "error": reason})
         self._emit(
             AttemptEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, number, "error",
+                self.scope, c.id, c.name, c.provider, c.model_name, attempt.number, "error",
                 type(error).__name__, reason, action, time.monotonic() - began, None,
-                began + self._offset, self.streaming, probe,
+                began + self._offset, self.streaming, attempt.probe,
             )
         )  # fmt: skip
         if action == "fallback":
@@ -157,24 +145,11 @@ class CallRecord:
 
     def breaker(self, candidate: Candidate, change: BreakerChange) -> None:
         """A row's breaker changed state."""
-        c = candidate.config
         self.hooks.emit(
             "on_breaker_change",
             BreakerEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, change.key, change.previous,
-                change.state, change.failures, change.trips, change.reopens_at or None,
-            ),
-        )  # fmt: skip
-
-    def probing(self, candidate: Candidate, state: BreakerState | None) -> None:
-        """A row's breaker lets this call's probe through: half-open."""
-        c = candidate.config
-        self.hooks.emit(
-            "on_breaker_change",
-            BreakerEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, candidate.key, "open",
-                "half_open", state.failures if state else 0, state.trips if state else 0,
-                state.open_until if state else None,
+                *self._row(candidate), change.key, change.previous, change.state,
+                change.failures, change.trips, change.reopens_at or None,
             ),
         )  # fmt: skip
 
@@ -183,31 +158,24 @@ class CallRecord:
         # The metadata keeps descriptions, not exceptions: letting go of them breaks the
         # exception -> traceback -> frame -> walk cycle, so a failover leaves no garbage.
         self.failures.clear()
-        c = candidate.config
-        self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "ok"})
-        head, _ = candidate.answer_fields
+        head, ok = candidate.answer_fields
+        self.attempts.append(ok.copy())
         metadata = {**head, "attempts": self.attempts}
         if order is not None:
             metadata["order"] = order
         return metadata
 
-    def answered(
-        self,
-        candidate: Candidate,
-        number: int,
-        began: float,
-        usage: Mapping[str, Any] | None,
-        probe: bool,
-    ) -> None:
-        """An attempt answered (a stream: ended cleanly): the call is done."""
+    def answered(self, attempt: Attempt, usage: Mapping[str, Any] | None) -> None:
+        """An attempt answered (a stream: ended cleanly) with ``usage``: the call is done."""
+        candidate, began = attempt.candidate, attempt.began
         self.begin(candidate)
         c = candidate.config
         now = time.monotonic()
         self._emit(
             AttemptEvent(
-                self.scope, c.id, c.name, c.provider, c.model_name, number, "ok", None, None,
-                None, now - began, dict(usage) if usage else None, began + self._offset,
-                self.streaming, probe,
+                self.scope, c.id, c.name, c.provider, c.model_name, attempt.number, "ok", None,
+                None, None, now - began, dict(usage) if usage else None, began + self._offset,
+                self.streaming, attempt.probe,
             )
         )  # fmt: skip
         self.hooks.emit(

@@ -2,10 +2,9 @@
 
 A candidate's ``bind_tools(...)`` is a binding of its chat model with arguments (its
 provider's tool format), and its ``with_structured_output(schema)`` is such a binding followed
-by its provider's parser. `decompose` takes them apart into a `ChatCall` (the model, the bound
-arguments) and the parser, so the fallback model calls the candidate below LangChain's run
-machinery, as one chat-model run, and `answer_parser` reads each answer with the parser of the
-candidate that gave it.
+by its provider's parser. `decompose` takes them apart into a `ChatCall` and the parser, so the
+fallback model calls the candidate as one chat-model run, and `AnswerParser` reads each answer
+with the parser of the candidate that gave it.
 """
 
 from __future__ import annotations
@@ -31,16 +30,14 @@ from llmpool.fallback.calls import ChatCall
 if TYPE_CHECKING:
     from llmpool.fallback.model import FallbackChatModel
 
-__all__ = ["answer_parser", "decompose", "structured"]
+__all__ = ["AnswerParser", "decompose", "structured"]
 
 
 def decompose(runnable: Any) -> ChatCall:
     """Return what a candidate's bound runnable calls: its chat model, arguments and parser.
 
-    Raises:
-        TypeError: The runnable is not a chat model, a binding of one, or a binding followed by
-            a parser (a provider whose ``bind_tools`` or ``with_structured_output`` does
-            something else cannot be called as one chat-model run).
+    A runnable that is not a chat model, a binding of one, or a binding followed by a parser
+    cannot be called as one chat-model run: `TypeError`.
 
     Example:
         >>> from llmpool.providers.fake import FakeChatModel
@@ -66,8 +63,8 @@ def decompose(runnable: Any) -> ChatCall:
     return ChatCall(runnable, kwargs, parser)
 
 
-class _AnswerParser(Runnable[Any, Any]):
-    """Reads a structured answer with the parser of the candidate that gave it."""
+class AnswerParser(Runnable[Any, Any]):
+    """Reads a fallback model's structured answers, each with its candidate's parser."""
 
     def __init__(self, model: FallbackChatModel) -> None:
         self.model = model
@@ -113,20 +110,12 @@ class _AnswerParser(Runnable[Any, Any]):
             yield out
 
 
-def answer_parser(model: FallbackChatModel) -> Runnable[Any, Any]:
-    """Return the runnable that parses ``model``'s answers, each with its candidate's parser."""
-    return _AnswerParser(model)
-
-
 def structured(
-    model: FallbackChatModel,
-    parser: Runnable[Any, Any],
-    schema: Any,
-    include_raw: bool,
-    kwargs: dict[str, Any],
+    model: FallbackChatModel, schema: Any, include_raw: bool, kwargs: dict[str, Any]
 ) -> Runnable[Any, Any]:
-    """Return ``model`` asked for ``schema``, then ``parser``: as a chat model's own
+    """Return ``model`` asked for ``schema``, then its `AnswerParser`: as a chat model's own
     ``with_structured_output`` is built (with ``include_raw``, the raw message beside it)."""
+    parser = AnswerParser(model)
     bound = model.bind(ls_structured_output_format={"kwargs": kwargs, "schema": schema})
     if not include_raw:
         return bound | parser

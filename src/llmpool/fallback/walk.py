@@ -1,21 +1,18 @@
 """The decision core of one call: which candidate next, retry or not, breaker or not.
 
-`Walk` takes one `ScopeChain` (its candidates, routing and admission checks), the policy and
-the breaker board, and decides; it calls nothing itself. The shells of the chat model and the
-embeddings drive it in one loop, in stamina's shape::
+`Walk` takes one `ScopeChain`, the policy and the breaker board, and decides; it calls nothing
+itself. The shells of the chat model and the embeddings drive it in stamina's shape::
 
     for attempt in walk:              # `async for` in the async shells
         with attempt:                 # classifies, records, swallows what falls back
             return walk.answer(attempt, attempt.call.generate(messages, stop, kwargs))
     raise walk.error()
 
-Per candidate, in the order the chain's routing gives: skipped when it could not be built,
-when the call's deadline has passed, when it cannot do what the call asks (tools it refused),
-when its circuit breaker is open (no network call until its cooldown ends, whatever the other
-candidates' state), or when an admission check refuses it (rate limit, budget); else called,
-and retried on a transient error while attempts, the deadline and its breaker allow. A call
-whose first candidate answers at once, with nobody listening, makes no record at all
-(`llmpool.fallback.record`): that is the whole fast path.
+Per candidate, in the order the chain's routing gives: skipped when it could not be built, the
+deadline has passed, it refused what the call asks (tools), its circuit breaker is open, or an
+admission check (rate limit, budget) refuses it; else called, and retried on a transient error
+while attempts, the deadline and its breaker allow. A call whose first candidate answers at
+once, with nobody listening, makes no record at all: that is the whole fast path.
 """
 
 from __future__ import annotations
@@ -43,18 +40,12 @@ COOLING = "skipped: cooling down after repeated failures"
 
 
 class Attempt:
-    """One call to one candidate: what to call, and the context that settles its outcome.
+    """One call to one ``candidate``: the ``call`` to make (`llmpool.fallback.calls`), and the
+    context that settles its outcome.
 
     ``with attempt:`` (``async with``) classifies an error raised inside, records it, and
     swallows it when the walk goes on (a retry, or the next candidate); an error that must
     propagate (a bug, an interruption, a stream broken mid-answer) leaves it.
-
-    Attributes:
-        candidate: Who is called.
-        call: What the shell calls (`llmpool.fallback.calls`), bounded by the deadline when
-            its client could wait past it.
-        number: The attempt number on this candidate (1 for the first).
-        gate: For a streaming call, holds chunks back until the first content.
     """
 
     __slots__ = ("admitted", "began", "call", "candidate", "delay", "dirty", "gate", "number",
@@ -107,8 +98,7 @@ class Walk:
         chain: The chain in force when the call started.
         policy: Retries, deadline and breaker settings.
         breakers: The breaker board.
-        calls: Candidate -> what to call for it (its client with the call's tools or schema),
-            or the exception saying why it cannot.
+        calls: Candidate -> what to call for it, or the exception saying why it cannot.
         then: Candidates tried after the chain's, in their own order (models from code).
         streaming: Whether the attempts stream (each gets a `StreamGate`).
 
@@ -129,26 +119,9 @@ class Walk:
         ('A', [{'llm_id': '1', 'name': 'A', 'outcome': 'ok'}])
     """
 
-    __slots__ = (
-        "breakers",
-        "calls",
-        "candidates",
-        "checks",
-        "delay",
-        "final",
-        "in_flight",
-        "index",
-        "last",
-        "number",
-        "policy",
-        "probe",
-        "record",
-        "routed",
-        "scope",
-        "started",
-        "streaming",
-        "tried_any",
-    )  # fmt: skip
+    __slots__ = ("breakers", "calls", "candidates", "checks", "delay", "final", "in_flight",
+                 "index", "last", "number", "policy", "probe", "record", "routed", "scope",
+                 "started", "streaming", "tried_any")  # fmt: skip
 
     def __init__(
         self,
@@ -179,10 +152,9 @@ class Walk:
         self.in_flight: Attempt | None = None  # the attempt holding a probe slot
         self.final: AllLLMsFailedError | None = None
         self.last: BaseException | None = None  # the last attempt's error, to chain from
-        hooks = policy.hooks
-        self.record = CallRecord(hooks, self.scope, streaming, self.started) if (
-            hooks.every_call
-        ) else None  # fmt: skip
+        self.record: CallRecord | None = None
+        if policy.hooks.every_call:
+            self._rec()
 
     def _rec(self) -> CallRecord:
         record = self.record
@@ -238,51 +210,43 @@ class Walk:
         candidates = self.candidates
         while self.index < len(candidates):
             candidate = candidates[self.index]
-            if self.number > 0:  # a retry of the current candidate: a new call to admit
-                admitted = self._admit(candidate) if self.checks else ()
-                if isinstance(admitted, str):
-                    if self.probe:
-                        self.breakers.release(candidate.key)
-                    self.delay, self.number, self.probe = 0.0, 0, False
-                    self._skip(candidate, admitted, None)
+            retry = self.number > 0  # a retry of the current candidate: a new call to admit
+            if retry:
+                call, probe, dirty = self.calls(candidate), self.probe, True
+            else:
+                if candidate.model is None:
+                    error = candidate.error
+                    reason = describe_error(error) if error else "could not be built"
+                    self._skip(candidate, reason, error)
+                    continue
+                deadline = self.policy.deadline
+                if deadline is not None and time.monotonic() - self.started >= deadline:
+                    self._skip(candidate, f"not tried: the {deadline}s deadline passed", None)
                     continue
                 call = self.calls(candidate)
-                return self._attempt(candidate, call, self.probe, True, admitted)
-            if candidate.model is None:
-                error = candidate.error
-                self._skip(
-                    candidate, describe_error(error) if error else "could not be built", error
-                )
-                continue
-            deadline = self.policy.deadline
-            if deadline is not None and time.monotonic() - self.started >= deadline:
-                self._skip(
-                    candidate, f"not tried: the {self.policy.deadline}s deadline passed", None
-                )
-                continue
-            call = self.calls(candidate)
-            if isinstance(call, BaseException):
-                self._skip(candidate, f"cannot do this: {describe_error(call)}", call)
-                continue
-            admission, dirty = self.breakers.check(candidate.key)
-            if admission is Admission.OPEN:
-                self._skip(candidate, COOLING, None)
-                continue
-            probe = admission is Admission.PROBE
+                if isinstance(call, BaseException):
+                    self._skip(candidate, f"cannot do this: {describe_error(call)}", call)
+                    continue
+                admission, dirty = self.breakers.check(candidate.key)
+                if admission is Admission.OPEN:
+                    self._skip(candidate, COOLING, None)
+                    continue
+                probe = admission is Admission.PROBE
             admitted = self._admit(candidate) if self.checks else ()
             if isinstance(admitted, str):
                 if probe:
                     self.breakers.release(candidate.key)
                 self._skip(candidate, admitted, None)
                 continue
-            if probe:
-                self._rec().probing(candidate, self.breakers.store.get(candidate.key))
+            if probe and not retry:
+                self._rec().breaker(candidate, self.breakers.probing(candidate.key))
             return self._attempt(candidate, call, probe, dirty, admitted)
         return None
 
     def _skip(self, candidate: Candidate, reason: str, error: BaseException | None) -> None:
         self._rec().skipped(candidate, reason, error)
         self.index += 1
+        self.delay, self.number, self.probe = 0.0, 0, False
 
     def _admit(self, candidate: Candidate) -> tuple[AdmissionCheck, ...] | str:
         # Every check in turn: the ones that admitted, or the first refusal (those that
@@ -335,17 +299,11 @@ class Walk:
             attempt.gate = StreamGate(self, attempt)
         return attempt
 
-    def _time_left(self) -> float | None:
-        deadline = self.policy.deadline
-        return None if deadline is None else deadline - (time.monotonic() - self.started)
-
     # -- outcomes ------------------------------------------------------------------------------
 
     def answer(self, attempt: Attempt, usage: Any = None) -> dict[str, Any]:
-        """Record that ``attempt`` answered; return the answer's ``llmpool`` metadata.
-
-        For a stream this is its first content; `streamed` hears the end.
-        """
+        """Record that ``attempt`` answered (a stream: its first content; `streamed` hears the
+        end); return the answer's ``llmpool`` metadata."""
         if attempt.admitted:
             attempt.usage = usage
         self.in_flight = None
@@ -360,15 +318,13 @@ class Walk:
             return answered(candidate, order)
         metadata = record.metadata(candidate, order)
         if not self.streaming:
-            record.answered(candidate, attempt.number, attempt.began, usage, attempt.probe)
+            record.answered(attempt, usage)
         return metadata
 
     def streamed(self, attempt: Attempt) -> None:
         """Record that a streamed ``attempt`` ended cleanly: its observers hear it now."""
         if self.record is not None:
-            self.record.answered(
-                attempt.candidate, attempt.number, attempt.began, attempt.usage, attempt.probe
-            )
+            self.record.answered(attempt, attempt.usage)
 
     def settle(self, attempt: Attempt, ok: bool) -> None:
         """Tell the checks that admitted ``attempt`` how it went (once)."""
@@ -380,39 +336,24 @@ class Walk:
             check.record(candidate, ok=ok, latency=latency, usage=usage)
 
     def verdict(self, attempt: Attempt, error: BaseException) -> BaseException | None:
-        """Settle an attempt that raised: ``None`` when the walk goes on, else what to raise."""
-        if isinstance(error, Exception):
-            gate = attempt.gate
-            if gate is not None and gate.open:
-                midstream = self._midstream(attempt, error, gate.text)
-                if midstream is not None:
-                    midstream.__cause__ = error
-                    self.abandon()
-                    return midstream
-            elif self._failed(attempt, error):
-                return None
-        self.abandon()
-        return error
+        """Settle an attempt that raised: ``None`` when the walk goes on, else what to raise.
 
-    def abandon(self) -> None:
-        """Give back a probe slot held by an attempt that ended without a verdict
-        (cancelled, interrupted, or a bug in the caller)."""
-        attempt, self.in_flight = self.in_flight, None
-        if attempt is not None:
-            self.breakers.release(attempt.candidate.key)
-
-    def _failed(self, attempt: Attempt, error: Exception) -> bool:
-        # Record a failure and decide: retry, next candidate (True), or propagate (False).
+        A failure is recorded and retried, or falls back to the next candidate; a stream that
+        broke after its first content raises `MidStreamError` (never a switch mid-answer).
+        """
         policy = self.policy
-        outcome = policy.classify(error)
+        outcome = policy.classify(error) if isinstance(error, Exception) else Outcome.PROPAGATE
         if outcome is Outcome.PROPAGATE:
-            return False
+            self.abandon()
+            return error
         self.in_flight = None
+        gate = attempt.gate
+        text = gate.text if gate is not None and gate.open else None
         candidate = attempt.candidate
         key = candidate.key
         breakers = self.breakers
         change = None
-        if outcome is Outcome.FALLBACK_KEEP_BREAKER:
+        if outcome is Outcome.FALLBACK_KEEP_BREAKER and text is None:
             if attempt.probe:
                 breakers.release(key)
         else:
@@ -422,54 +363,43 @@ class Walk:
                 cooldown=policy.cooldown_for,
                 probe=attempt.probe,
             )
-        retry = False
-        if outcome is Outcome.RETRY and attempt.number < policy.attempts:
-            delay = policy.retry_delay(attempt.number, error, self._time_left())
+        action = "fallback" if text is None else "raise"
+        if text is None and outcome is Outcome.RETRY and attempt.number < policy.attempts:
+            deadline = policy.deadline
+            left = None if deadline is None else deadline - (time.monotonic() - self.started)
+            delay = policy.retry_delay(attempt.number, error, left)
             if delay is not None:
                 admission = breakers.admit(key)
                 if admission is not Admission.OPEN:
                     self.delay, self.probe = delay, admission is Admission.PROBE
-                    retry = True
+                    action = "retry"
         self.last = error
         record = self._rec()
         reason = describe_error(error)
-        action = "retry" if retry else "fallback"
-        record.failed(
-            candidate, attempt.number, attempt.began, error, reason, action, attempt.probe
-        )
+        record.failed(attempt, error, reason, action)
         if change is not None:
             record.breaker(candidate, change)
-        if not retry:
+        if text is not None:
+            c = candidate.config
+            msg = (
+                f"{c.describe()} failed after streaming {len(text)} characters ({reason}); "
+                "not switching model mid-answer"
+            )
+            midstream = MidStreamError(msg, partial_text=text, llm_id=c.id, llm_name=c.name)
+            midstream.__cause__ = error
+            record.gave_up(midstream)
+            return midstream
+        if action == "fallback":
             self.number = 0
             self.index += 1
-        return True
+        return None
 
-    def _midstream(self, attempt: Attempt, error: Exception, text: str) -> MidStreamError | None:
-        # A stream broke after emitting content: never switch model mid-answer.
-        if self.policy.classify(error) is Outcome.PROPAGATE:
-            return None
-        candidate = attempt.candidate
-        change = self.breakers.failure(
-            candidate.key,
-            threshold=self.policy.failure_threshold,
-            cooldown=self.policy.cooldown_for,
-            probe=attempt.probe,
-        )
-        c = candidate.config
-        reason = describe_error(error)
-        msg = (
-            f"{c.describe()} failed after streaming {len(text)} characters ({reason}); "
-            "not switching model mid-answer"
-        )
-        midstream = MidStreamError(msg, partial_text=text, llm_id=c.id, llm_name=c.name)
-        record = self._rec()
-        record.failed(
-            candidate, attempt.number, attempt.began, error, reason, "raise", attempt.probe
-        )
-        if change is not None:
-            record.breaker(candidate, change)
-        record.gave_up(midstream)
-        return midstream
+    def abandon(self) -> None:
+        """Give back a probe slot held by an attempt that ended without a verdict
+        (cancelled, interrupted, or a bug in the caller)."""
+        attempt, self.in_flight = self.in_flight, None
+        if attempt is not None:
+            self.breakers.release(attempt.candidate.key)
 
     def error(self) -> AllLLMsFailedError:
         """Return the error of a call where every candidate failed (made once), chained from
