@@ -2,7 +2,11 @@
 
 PostgreSQL comes from ``LLMPOOL_TEST_DATABASE_URL``; when that is unset, from a testcontainers
 container (Docker); else its tests skip, unless ``LLMPOOL_REQUIRE_POSTGRES=1``, when they fail.
-Each test gets its own PostgreSQL schema (through ``search_path``), dropped afterwards.
+Each test gets its own PostgreSQL schema (through ``search_path``). An empty one is dropped
+afterwards; a migrated one is migrated once per process and reused: after each test it is
+renamed, its tables are emptied, and the next test gets it only if its definitions, grants and
+bookkeeping rows are still those `migrate` made (else it is dropped). A migrated SQLite file is
+a copy of one migrated once per process.
 
 The provider plugins of ``tests/plugins`` are real distributions with entry points, but never
 installed into the environment: `provider_plugins` puts them on ``sys.path`` for the tests that
@@ -63,36 +67,177 @@ def _with_search_path(url: str, schema: str) -> str:
     return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
 
 
+class _Schemas:
+    """This process's connection to the PostgreSQL server, and its migrated schemas kept for
+    the next test: emptied, renamed (a session a test left open no longer finds them) and kept
+    only if their tables, functions, grants and bookkeeping rows are still as migrated."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+        self.dsn = server_url.replace("postgresql+psycopg://", "postgresql://")
+        self.conn: Any = None
+        self.free: list[str] = []
+        self.shapes: dict[str, str] = {}  # each migrated schema's fingerprint once migrated
+
+    def connection(self) -> Any:
+        import psycopg
+
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            try:
+                self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+            except psycopg.OperationalError as exc:
+                _unavailable(f"cannot connect to {self.server_url.split('@')[-1]}: {exc}")
+        return self.conn
+
+    def create(self) -> str:
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        self.connection().execute(f'CREATE SCHEMA "{schema}"')
+        return schema
+
+    def drop(self, schema: str) -> None:
+        self.shapes.pop(schema, None)
+        self.connection().execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    def migrated(self) -> str:
+        """A schema holding exactly what `migrate` makes, and no rows of its own."""
+        if self.free:
+            return self.free.pop()
+        from llmpool.repository.sql.migrate import migrate
+
+        schema = self.create()
+        migrate(_with_search_path(self.server_url, schema))
+        self.shapes[schema] = self.fingerprint(schema)
+        return schema
+
+    def give_back(self, schema: str) -> None:
+        """Empty a migrated schema for the next test, or drop it if the test changed more."""
+        fresh = f"t_{uuid.uuid4().hex[:12]}"
+        shape = self.shapes.pop(schema, None)
+        conn = self.connection()
+        try:
+            with conn.transaction():
+                conn.execute(_EMPTY.replace("{old}", schema).replace("{new}", fresh))
+                if self.fingerprint(fresh) != shape:
+                    raise LookupError(f"{schema} changed")
+        except Exception:  # changed, locked or gone: the next test gets a new one
+            self.drop(schema)
+            self.drop(fresh)
+            return
+        self.shapes[fresh] = shape
+        self.free.append(fresh)
+
+    def fingerprint(self, schema: str) -> str:
+        """A hash of a schema's catalog rows, each with the transaction that last wrote it,
+        and of its bookkeeping rows (not of its name)."""
+        query = _FINGERPRINT.replace("{schema}", schema)
+        (digest,) = self.conn.execute(query, (schema,)).fetchone()
+        return str(digest)
+
+
+# Renames a schema, deletes every row tests write and sets its counters back as migrated; with
+# triggers off where the role may (no NOTIFY for rows deleted here), else through them.
+_EMPTY = """
+DO $$
+DECLARE
+    t text;
+BEGIN
+    SET LOCAL lock_timeout = '5s';
+    ALTER SCHEMA "{old}" RENAME TO "{new}";
+    SET LOCAL search_path = "{new}";
+    BEGIN
+        SET LOCAL session_replication_role = replica;
+    EXCEPTION WHEN insufficient_privilege THEN
+        NULL;
+    END;
+    FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = '{new}'
+             AND tablename NOT IN ('llmpool_migrations', 'llmpool_state') LOOP
+        EXECUTE format('DELETE FROM %I', t);
+    END LOOP;
+    PERFORM setval(s.seqrelid, s.seqstart, false) FROM pg_sequence s
+        JOIN pg_class c ON c.oid = s.seqrelid WHERE c.relnamespace = '"{new}"'::regnamespace;
+    UPDATE llmpool_state SET generation = 1;
+END
+$$
+"""
+
+# Every catalog row of a schema's objects with its transaction id (xmin: rewritten by any DDL
+# or GRANT), and its bookkeeping rows.
+_FINGERPRINT = """
+WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = %s),
+rels AS (SELECT oid FROM pg_class WHERE relnamespace = (SELECT oid FROM ns))
+SELECT md5(string_agg(x, ' ' ORDER BY x)) FROM (
+    SELECT concat_ws(':', 'ns', nspowner, nspacl) FROM pg_namespace
+        WHERE oid = (SELECT oid FROM ns)
+    UNION ALL SELECT concat_ws(':', 'class', oid, xmin) FROM pg_class
+        WHERE oid IN (SELECT oid FROM rels)
+    UNION ALL SELECT concat_ws(':', 'att', attrelid, attnum, xmin) FROM pg_attribute
+        WHERE attrelid IN (SELECT oid FROM rels)
+    UNION ALL SELECT concat_ws(':', 'def', oid, xmin) FROM pg_attrdef
+        WHERE adrelid IN (SELECT oid FROM rels)
+    UNION ALL SELECT concat_ws(':', 'con', oid, xmin) FROM pg_constraint
+        WHERE connamespace = (SELECT oid FROM ns)
+    UNION ALL SELECT concat_ws(':', 'trg', oid, xmin) FROM pg_trigger
+        WHERE tgrelid IN (SELECT oid FROM rels)
+    UNION ALL SELECT concat_ws(':', 'fn', oid, xmin) FROM pg_proc
+        WHERE pronamespace = (SELECT oid FROM ns)
+    UNION ALL SELECT concat_ws(':', 'type', oid, xmin) FROM pg_type
+        WHERE typnamespace = (SELECT oid FROM ns)
+    UNION ALL SELECT concat_ws(':', 'acl', oid, xmin) FROM pg_default_acl
+        WHERE defaclnamespace = (SELECT oid FROM ns)
+    UNION ALL SELECT concat_ws(':', 'mig', ctid, xmin) FROM "{schema}".llmpool_migrations
+    UNION ALL SELECT concat_ws(':', 'state', id, generation) FROM "{schema}".llmpool_state
+) AS parts(x)
+"""
+
+
+@pytest.fixture(scope="session")
+def _schemas(postgres_server_url: str) -> Iterator[_Schemas]:
+    schemas = _Schemas(postgres_server_url)
+    yield schemas
+    for schema in schemas.free:
+        schemas.drop(schema)
+    if schemas.conn is not None:
+        schemas.conn.close()
+
+
 @pytest.fixture
-def postgres_url(postgres_server_url: str) -> Iterator[str]:
+def postgres_url(_schemas: _Schemas) -> Iterator[str]:
     """A PostgreSQL URL whose ``search_path`` is a fresh schema, dropped after the test."""
-    import psycopg
-
-    dsn = postgres_server_url.replace("postgresql+psycopg://", "postgresql://")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as exc:
-        _unavailable(f"cannot connect to {postgres_server_url.split('@')[-1]}: {exc}")
-    yield _with_search_path(postgres_server_url, schema)
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    schema = _schemas.create()
+    yield _with_search_path(_schemas.server_url, schema)
+    _schemas.drop(schema)
 
 
 @pytest.fixture
-def pg_url(postgres_url: str) -> str:
-    """A migrated PostgreSQL schema."""
-    from llmpool.repository.sql.migrate import migrate
-
-    migrate(postgres_url)
-    return postgres_url
+def pg_url(_schemas: _Schemas) -> Iterator[str]:
+    """A URL of a migrated PostgreSQL schema of this test's own (emptied afterwards, and
+    given to a later test only if it still holds exactly what `migrate` made)."""
+    schema = _schemas.migrated()
+    yield _with_search_path(_schemas.server_url, schema)
+    _schemas.give_back(schema)
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A URL of a new SQLite file in the test's temporary directory."""
     return f"sqlite:///{tmp_path / 'llmpool.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def _migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from llmpool.repository.sql.migrate import migrate
+
+    path = tmp_path_factory.mktemp("template") / "llmpool.sqlite3"
+    migrate(f"sqlite:///{path}")
+    assert not path.with_name(path.name + "-wal").exists()  # checkpointed: one file is all
+    return path
+
+
+@pytest.fixture
+def migrated_sqlite_url(sqlite_url: str, tmp_path: Path, _migrated_sqlite_file: Path) -> str:
+    """A URL of a new SQLite file holding llmpool's migrations (a copy of one migrated once)."""
+    shutil.copyfile(_migrated_sqlite_file, tmp_path / "llmpool.sqlite3")
+    return sqlite_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -103,13 +248,12 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-@pytest.fixture
-def migrated_url(database_url: str) -> str:
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def migrated_url(request: pytest.FixtureRequest) -> str:
     """A URL of a database (SQLite or PostgreSQL) with llmpool's migrations applied."""
-    from llmpool.repository.sql.migrate import migrate
-
-    migrate(database_url)
-    return database_url
+    name = "migrated_sqlite_url" if request.param == "sqlite" else "pg_url"
+    url: str = request.getfixturevalue(name)
+    return url
 
 
 @pytest.fixture
@@ -123,18 +267,16 @@ def sql_store(migrated_url: str) -> Iterator[Any]:
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+def store(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The same admin-API test on the in-memory store, SQLite and PostgreSQL."""
     from llmpool.repository.memory import InMemoryStore
-    from llmpool.repository.sql.migrate import migrate
     from llmpool.repository.sql.store import SQLStore
 
     if request.param == "memory":
         yield InMemoryStore()
         return
-    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    name = "migrated_sqlite_url" if request.param == "sqlite" else "pg_url"
     url: str = request.getfixturevalue(name)
-    migrate(url)
     sql = SQLStore(url)
     yield sql
     sql.engine.dispose()

@@ -417,12 +417,13 @@ def test_a_plugin_provider_adds_embeddings_with_build_embeddings() -> None:
             "FireworksEmbeddings",
         ),
         ("ollama", "nomic-embed-text", {}, {"base_url": "http://127.0.0.1:9"}, "OllamaEmbeddings"),
-        (
+        pytest.param(
             "vertexai",
             "text-embedding-005",
             {"project_env": "GOOGLE_CLOUD_PROJECT"},
             {},
             "VertexAIEmbeddings",
+            marks=pytest.mark.xdist_group("vertexai"),  # one worker imports the Google SDK
         ),
         ("fake", "m", {}, {"dimensions": 3}, "FakeEmbeddings"),
     ],

@@ -24,7 +24,6 @@ from servers import AnthropicServer, OllamaServer, OpenAIServer, Reply, Status
 import llmpool.api
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-BIN = Path(sys.executable).parent
 _FOREIGN = ("OPENAI", "OLLAMA", "ANTHROPIC", "LLMPOOL_DATABASE", "DATABASE_URL")
 
 
@@ -250,8 +249,13 @@ def test_legacy_example_warns_and_runs_offline(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_plugin_example_package_is_found_through_its_entry_point(tmp_path: Path) -> None:
+def test_plugin_example_package_is_found_through_its_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The example plugin, installed as a package, answers rows with provider "shout"."""
+    from llmpool import InMemoryStore, LLMPool
+    from llmpool.providers import set_registry
+
     target = tmp_path / "site"
     subprocess.run(
         [
@@ -269,35 +273,27 @@ def test_plugin_example_package_is_found_through_its_entry_point(tmp_path: Path)
         check=True,
         capture_output=True,
     )
-    code = (
-        "from llmpool import LLMPool, InMemoryStore;"
-        "pool = LLMPool(repository=InMemoryStore([{'name': 'Loud', 'provider': 'shout',"
-        " 'model_name': 'shout-1', 'is_default': True}]), poll_interval=0);"
-        "print(pool.get_llm().invoke('hello plugin').content)"
-    )
-    environ = {**os.environ, "PYTHONPATH": str(target)}
-    environ.pop("LLMPOOL_DISABLE_PLUGIN_AUTOLOAD", None)
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=environ, check=True
-    )
-    assert result.stdout.strip() == "HELLO PLUGIN"
+    # Found as a new process would find it: on the path, plugins on, the registry discovered.
+    monkeypatch.syspath_prepend(str(target))
+    monkeypatch.delenv("LLMPOOL_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    rows = [{"name": "Loud", "provider": "shout", "model_name": "shout-1", "is_default": True}]
+    with set_registry(None), LLMPool(repository=InMemoryStore(rows), poll_interval=0) as pool:
+        assert pool.get_llm().invoke("hello plugin").content == "HELLO PLUGIN"
 
 
-def test_alembic_revision_creates_llmpools_tables(tmp_path: Path) -> None:
+def test_alembic_revision_creates_llmpools_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An Alembic revision runs llmpool's SQL; llmpool migrate then finds nothing to do."""
+    from alembic.config import main as alembic
+
     url = f"sqlite:///{tmp_path / 'app.sqlite3'}"
-    environ = {**os.environ, "DATABASE_URL": url}
+    monkeypatch.setenv("DATABASE_URL", url)
     ini = EXAMPLES / "alembic_integration" / "alembic.ini"
-    result = subprocess.run(
-        [str(BIN / "alembic"), "-c", str(ini), "upgrade", "head"],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "llmpool migrations applied: ['0001_llms.sql'" in result.stdout
-    assert "llmpool rows seeded: ['OpenAI GPT-4'" in result.stdout
+    alembic(["-c", str(ini), "upgrade", "head"])  # `alembic -c ... upgrade head`, in-process
+    out = capsys.readouterr().out
+    assert "llmpool migrations applied: ['0001_llms.sql'" in out
+    assert "llmpool rows seeded: ['OpenAI GPT-4'" in out
     from llmpool.repository.sql.migrate import migrate
     from llmpool.repository.sql.store import SQLStore
 

@@ -57,8 +57,7 @@ CASES = [
 def poisoned(request: pytest.FixtureRequest) -> tuple[str, str]:
     """A migrated database (SQLite or PostgreSQL) and the kind of poison it will get."""
     dialect, kind = request.param
-    url: str = request.getfixturevalue("sqlite_url" if dialect == "sqlite" else "postgres_url")
-    migrate(url)
+    url: str = request.getfixturevalue("migrated_sqlite_url" if dialect == "sqlite" else "pg_url")
     return url, kind
 
 

@@ -28,7 +28,6 @@ from llmpool.providers.fake import FakeChatModel
 from llmpool.repository import Snapshot
 from llmpool.repository.memory import InMemoryStore
 from llmpool.repository.sql.engine import create_engine
-from llmpool.repository.sql.migrate import migrate
 
 
 def test_seed_functions_on_a_pool() -> None:
@@ -375,8 +374,7 @@ def counting_pool(
         yield pool, builds, lambda: store.loads
         pool.close()
         return
-    url: str = request.getfixturevalue("postgres_url")
-    migrate(url)
+    url: str = request.getfixturevalue("pg_url")
     with LLMPool(url, registry=registry, poll_interval=0) as writer:
         for row in rows:
             writer.store.add(row)
@@ -428,14 +426,13 @@ async def test_1000_concurrent_tasks_answer_and_each_model_is_built_once(
     assert loads() == 1
 
 
-async def test_async_api_reads_through_the_async_engine(database_url: str) -> None:
+async def test_async_api_reads_through_the_async_engine(migrated_url: str) -> None:
     """aget_* work on aiosqlite and psycopg async, with the seed's semantics."""
-    migrate(database_url)
-    writer = LLMPool(database_url, poll_interval=0)
+    writer = LLMPool(migrated_url, poll_interval=0)
     writer.store.add(fake("A", 2, "a", is_default=True))
     writer.store.add(fake("B", 1, "b"))
     writer.close()
-    pool = LLMPool(database_url, poll_interval=0, auto_migrate=False)
+    pool = LLMPool(migrated_url, poll_interval=0, auto_migrate=False)
     try:
         assert [c.name for c in await pool.aget_llms_from_db()] == ["B", "A"]
         assert (await pool.aget_default_llm_config()).name == "A"

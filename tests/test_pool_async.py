@@ -16,18 +16,16 @@ from llmpool.pool.snapshots import SnapshotKeeper
 from llmpool.repository import Snapshot
 from llmpool.repository.memory import InMemoryStore
 from llmpool.repository.sql.engine import create_async_engine, create_engine
-from llmpool.repository.sql.migrate import migrate
 
 
 @pytest.fixture
-def schema_url(postgres_url: str) -> tuple[str, dict[str, Any]]:
+def schema_url(pg_url: str) -> tuple[str, dict[str, Any]]:
     """A migrated schema with two rows: a URL that does not name it, and the connect_args
     that do (as an application connecting through ``connect_args`` would have)."""
-    migrate(postgres_url)
-    with LLMPool(postgres_url, poll_interval=0) as writer:
+    with LLMPool(pg_url, poll_interval=0) as writer:
         writer.store.add(fake("A", 2, "a", is_default=True))
         writer.store.add(fake("B", 1, "b"))
-    parsed = sa.engine.make_url(postgres_url)
+    parsed = sa.engine.make_url(pg_url)
     options = parsed.query["options"]
     assert isinstance(options, str)
     bare = parsed.difference_update_query(["options"]).render_as_string(hide_password=False)

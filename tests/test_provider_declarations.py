@@ -27,13 +27,11 @@ def row(provider: str, **config: Any) -> LLMConfig:
 
 
 @pytest.fixture
-def sql_store(sqlite_url: str) -> Iterator[Any]:
+def sql_store(migrated_sqlite_url: str) -> Iterator[Any]:
     """A migrated SQLite store with the default validators."""
-    from llmpool.repository.sql.migrate import migrate
     from llmpool.repository.sql.store import SQLStore
 
-    migrate(sqlite_url)
-    store = SQLStore(sqlite_url)
+    store = SQLStore(migrated_sqlite_url)
     try:
         yield store
     finally:

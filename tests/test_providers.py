@@ -164,6 +164,7 @@ def test_bedrock_builds_with_region_credentials_and_endpoint() -> None:
     assert model.aws_access_key_id.get_secret_value() == "AKIDTEST"
 
 
+@pytest.mark.xdist_group("vertexai")  # one worker imports the Google SDK
 def test_vertexai_builds_with_project_and_location() -> None:
     """vertexai builds ChatVertexAI with the project from GOOGLE_CLOUD_PROJECT."""
     row = config(
