@@ -498,7 +498,7 @@ def _propagation(url: str, n: dict[str, int]) -> list[Row]:
             reader.get_llms_from_db(scope="bench")
             if kwargs["listen"]:
                 deadline = time.monotonic() + 10
-                while not (reader._watcher and reader._watcher.listening):
+                while not ((w := reader._snapshots.watcher) and w.listening):
                     if time.monotonic() > deadline:
                         break
                     time.sleep(0.01)
