@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from llmpool.errors import InvalidConfigError, LLMPoolError, describe_row, shorten, visible
 from llmpool.models import MAX_JSON_DEPTH, json_text_depth
@@ -189,14 +189,17 @@ def _bounded_loader() -> type:
                 self.depth -= 1
 
         def construct_yaml_map(self, node: Any) -> Any:
+            loader: Any = self  # the constructor methods are untyped in older PyYAML stubs
             repeated = _first_repeated(
-                self.construct_object(key)
+                loader.construct_object(key)
                 for key, _ in node.value
                 if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge"
             )
             data: dict[Any, Any] = {} if repeated is _NO_KEY else _Repeated(repeated, {})
             yield data
-            data.update(self.construct_mapping(node))
+            data.update(loader.construct_mapping(node))
 
-    BoundedSafeLoader.add_constructor("tag:yaml.org,2002:map", BoundedSafeLoader.construct_yaml_map)
+    cast(Any, BoundedSafeLoader).add_constructor(
+        "tag:yaml.org,2002:map", BoundedSafeLoader.construct_yaml_map
+    )
     return BoundedSafeLoader
