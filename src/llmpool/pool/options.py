@@ -7,7 +7,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -52,6 +52,17 @@ class PoolOptions:
         admissions: Your `AdmissionCheck` objects, asked after the pool's own before every call.
         observers: Your `Observer` objects, told about everything after the built-in ones.
         routing_seed: Seeds the ``weighted`` and ``latency`` strategies' random choices.
+        redis: A Redis URL shared by every replica of a fleet: circuit breakers, rate limits,
+            runtime statistics (latency, errors, calls in flight), budget reservations and, with
+            ``changes="redis"``, change fan-out live there. ``None``: each process alone.
+        changes: How changes to the table reach this process: ``"notify"`` (LISTEN on a direct
+            PostgreSQL URL, with ``poll_interval`` as a safety net), ``"poll"`` (the version
+            stamp polled every ``poll_interval`` seconds with jitter; works through PgBouncer in
+            transaction mode) or ``"redis"`` (one replica polls, every replica hears it through
+            Redis pub/sub). ``None``: ``"notify"`` where LISTEN works, else ``"poll"``.
+        limits_when_redis_down: While the shared Redis cannot be reached, ``"share"`` counts
+            each row's ``rpm``/``tpm`` locally divided by the replicas last seen alive;
+            ``"closed"`` refuses calls to rows that have limits.
 
     Example:
         >>> PoolOptions(poll_interval=0).listen
@@ -77,6 +88,9 @@ class PoolOptions:
     usage_flush_interval: float = 10.0
     budget_refresh: float = 5.0
     usage_clock: Callable[[], float] = field(default=time.time)
+    redis: str | None = None
+    changes: Literal["notify", "poll", "redis"] | None = None
+    limits_when_redis_down: Literal["share", "closed"] = "share"
 
     def rows_allowlist(self) -> EnvAllowlist:
         """The allowlist rows are checked against, knowing the providers of ``registry``."""
