@@ -22,16 +22,14 @@ def json_arg(text: str) -> Any:
 
     # Measured before it is parsed: json.loads recurses once per level.
     if len(text) > MAX_JSON_TEXT or json_text_depth(text) > MAX_JSON_DEPTH:
-        msg = (
+        raise argparse.ArgumentTypeError(
             f"JSON longer than {MAX_JSON_TEXT} characters or nested deeper than "
             f"{MAX_JSON_DEPTH} levels"
         )
-        raise argparse.ArgumentTypeError(msg)
     try:
         return json.loads(text)
     except ValueError as error:
-        msg = f"not valid JSON: {error}"
-        raise argparse.ArgumentTypeError(msg) from None
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
 
 
 def bounded(field: str) -> Callable[[str], str]:

@@ -133,8 +133,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         Path(args.output).write_text(text, "utf-8")
     except OSError as error:
-        msg = f"cannot write {args.output}: {error.strerror}"
-        raise UsageError(msg) from None
+        raise UsageError(f"cannot write {args.output}: {error.strerror}") from None
     print(f"exported {len(document['llms'])} LLM(s) to {args.output}", file=sys.stderr)
     return 0
 
@@ -209,11 +208,10 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
     since = args.since if args.since is not None else moment("1d")
     if args.until is not None and args.until <= since:
-        msg = (
+        raise UsageError(
             f"--until ({args.until:%Y-%m-%d %H:%M:%S} UTC) is not after --since "
             f"({since:%Y-%m-%d %H:%M:%S} UTC): the window is empty"
         )
-        raise UsageError(msg)
     with open_store(args) as store:
         now = time.time()
         start, end = as_epoch(since, now), as_epoch(args.until, now)

@@ -128,8 +128,7 @@ def confirmed(args: argparse.Namespace, command: str, question: str) -> bool:
     if args.yes:
         return True
     if not sys.stdin.isatty():
-        msg = f"{command} asks for confirmation; pass --yes when not on a terminal"
-        raise UsageError(msg)
+        raise UsageError(f"{command} asks for confirmation; pass --yes when not on a terminal")
     answer = input(f"{shorten(visible(question), 400)} [y/N] ")
     return answer.strip().lower() in ("y", "yes")
 
@@ -184,12 +183,11 @@ def require_tables(url: str | None) -> None:
     if parsed.get_backend_name() != "sqlite" or path in ("", ":memory:") or path[:5] == "file:":
         return
     if not Path(path).exists():
-        msg = (
+        raise DatabaseError(
             f"Could not open {mask_url(parsed)}: the file does not exist, so llmpool's tables "
             "are missing; run `llmpool migrate` against this database first (a read creates "
             "nothing)"
         )
-        raise DatabaseError(msg)
 
 
 @contextlib.contextmanager

@@ -190,8 +190,7 @@ def _check_reference(value: Any, field: str, row: str) -> None:
         )
         raise (LiteralSecretError if secretish else InvalidConfigError)(msg, field=field)
     if not isinstance(value, str) or not value.strip():
-        msg = f"{row}: {field} must be a non-empty file path"
-        raise InvalidConfigError(msg, field=field)
+        raise InvalidConfigError(f"{row}: {field} must be a non-empty file path", field=field)
     if _SECRET_PREFIX.match(value.strip()):
         msg = (
             f"{row}: {field} must be the path of a secret file; it looks like a secret value: "

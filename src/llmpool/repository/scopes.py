@@ -29,8 +29,7 @@ def check_routing(scope: str, strategy: str) -> tuple[str, str]:
     """Return ``(scope, strategy)`` checked and stripped, ready to write (`InvalidConfigError`
     naming field ``scope`` or ``routing``; `ArgumentTooLongError`)."""
     if not isinstance(scope, str) or not scope.strip():
-        msg = "scope must be a non-empty string"
-        raise InvalidConfigError(msg, field="scope")
+        raise InvalidConfigError("scope must be a non-empty string", field="scope")
     check_argument("scope", scope, MAX_LENGTHS["scope"])
     check_text(scope, field="scope", row="Could not set the routing")
     if not isinstance(strategy, str) or strategy.strip() not in STRATEGIES:

@@ -168,5 +168,4 @@ def find_row(store: Any, ref: str, *, scope: str | None = None) -> StoredRow:
     names = sorted({row.name for row in rows if row.name})
     close = difflib.get_close_matches(ref, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    msg = f"No LLM with id or name {shorten(ref)!r}{where}{hint}"
-    raise LLMNotFoundError(msg)
+    raise LLMNotFoundError(f"No LLM with id or name {shorten(ref)!r}{where}{hint}")

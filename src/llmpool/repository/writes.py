@@ -162,11 +162,10 @@ class Writes:
         # row's generated id); the unique index still decides a race.
         holder = self._name_holder(tx, config)
         if holder is not None:
-            msg = (
+            raise ConflictError(
                 f"Could not add {label}: LLM names are unique within a scope, and {holder} has "
                 f"that name in scope {shorten(config.scope)!r}"
             )
-            raise ConflictError(msg)
 
     def update(
         self, llm_id: str, changes: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR
@@ -213,8 +212,7 @@ class Writes:
     def _bulk(self, llm_ids: str | Sequence[str], action: str, actor: str) -> list[LLMConfig]:
         ids = list(dict.fromkeys([llm_ids] if isinstance(llm_ids, str) else map(str, llm_ids)))
         if not ids:
-            msg = "No LLM ids given"
-            raise InvalidConfigError(msg, field="id")
+            raise InvalidConfigError("No LLM ids given", field="id")
         changes = {"enabled": action == "enable"}
         with self._write(action, _doing(action, f"{len(ids)} LLM(s)"), actor) as tx:
             return [self._change(tx, llm_id, changes, action) for llm_id in ids]

@@ -139,9 +139,8 @@ def parse_since(text: str, now: float) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        msg = (
+        raise ValueError(
             f"{shorten(text, 40)!r} is not a duration or a date: use e.g. 30m, 12h, 1d, 2w, "
             "2025-05-01 or 2025-05-01T12:00"
-        )
-        raise ValueError(msg) from None
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -37,11 +37,10 @@ def resolve_database_url(url: str | URL | None = None) -> URL:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("postgresql", "sqlite"):
         scheme = parsed.drivername
-        msg = (
+        raise DatabaseError(
             f"Unsupported database URL scheme {scheme!r} ({mask_url(parsed)}): llmpool "
             f"supports {SUPPORTED_SCHEMES}"
         )
-        raise DatabaseError(msg)
     return parsed
 
 
