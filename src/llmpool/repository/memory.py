@@ -126,9 +126,7 @@ class InMemoryStore(Writes):
             rows, generation = list(self._rows.values()), self._generation
             routing = dict(self._routing)
         return Snapshot(
-            configs=tuple(sorted(rows, key=sort_key)),
-            generation=generation,
-            routing=routing,
+            configs=tuple(sorted(rows, key=sort_key)), generation=generation, routing=routing
         )
 
     def scope_routing(self) -> dict[str, str]:

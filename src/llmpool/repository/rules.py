@@ -126,10 +126,7 @@ def _validate(
 
 
 def new_config(
-    values: Mapping[str, Any],
-    validators: Sequence[ConfigValidator] = (),
-    *,
-    uuid_ids: bool = False,
+    values: Mapping[str, Any], validators: Sequence[ConfigValidator] = (), *, uuid_ids: bool = False
 ) -> LLMConfig:
     """Return a new row validated, with its id (unless given; ``uuid_ids``: only a UUID) and
     timestamps generated (`InvalidConfigError` naming row and field)."""
@@ -176,9 +173,7 @@ def new_configs(
 
 
 def edited_values(
-    current: Mapping[str, Any],
-    sets: Mapping[str, Any] | None = None,
-    unsets: Sequence[str] = (),
+    current: Mapping[str, Any], sets: Mapping[str, Any] | None = None, unsets: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Return the `LLMStore.update` changes that set and unset dotted paths of a row, merging
     nested objects (unsetting a field resets it to its default)."""
@@ -231,9 +226,7 @@ def edited_values(
 
 
 def updated_config(
-    current: LLMConfig,
-    changes: Mapping[str, Any],
-    validators: Sequence[ConfigValidator] = (),
+    current: LLMConfig, changes: Mapping[str, Any], validators: Sequence[ConfigValidator] = ()
 ) -> LLMConfig:
     """Return ``current`` with ``changes`` applied and validated (the store sets ``version``)."""
     where = current.describe()

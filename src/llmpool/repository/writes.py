@@ -124,12 +124,8 @@ class Writes:
         warn_if_mixed(self, tx.written)
 
     def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
-        """Insert a row (``id`` generated when absent) and return it as stored.
-
-        Raises:
-            InvalidConfigError: A field is invalid (named with the row).
-            ConflictError: The name is taken in the scope, or a concurrent default won.
-        """
+        """Insert a row (``id`` generated when absent) and return it as stored; `ConflictError`
+        when the name is taken in the scope, or a concurrent default won."""
         config = new_config(llm, self.validators, uuid_ids=self._uuid_ids)
         with self._write("add", "add LLMs", actor) as tx:
             return self._add_in(tx, config, describe_row(config.name, None))
@@ -137,12 +133,8 @@ class Writes:
     def add_many(
         self, llms: Sequence[Mapping[str, Any]], *, actor: str = DEFAULT_ACTOR
     ) -> list[LLMConfig]:
-        """Insert several rows in one transaction, all or none, and return them.
-
-        Raises:
-            InvalidConfigError: An item is invalid (``item N: ...``); nothing is written.
-            ConflictError: An item's name or id is taken (named with ``(item N)``).
-        """
+        """Insert several rows in one transaction, all or none, and return them (an error names
+        the item: ``item N: ...``, ``(item N)``)."""
         configs = new_configs(llms, self.validators, uuid_ids=self._uuid_ids)
         with self._write("add_many", "add LLMs", actor) as tx:
             return [self._add_in(tx, c, _item(c, i)) for i, c in enumerate(configs)]
@@ -171,24 +163,13 @@ class Writes:
         self, llm_id: str, changes: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR
     ) -> LLMConfig:
         """Apply a partial update and return the row after it (``is_default=True`` clears the
-        scope's other default; a default moved to a scope that has one is refused).
-
-        Raises:
-            LLMNotFoundError: No such row.
-            InvalidConfigError: A field is read-only, unknown or invalid.
-            ConflictError: A uniqueness rule was broken or a concurrent write won.
-        """
+        scope's other default; a default moved to a scope that has one is refused)."""
         with self._write("update", f"update LLM id {llm_id}", actor) as tx:
             return self._change(tx, llm_id, changes, "update")
 
     def set_default(self, llm_id: str, *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
-        """Make the row its scope's default, clearing the others in the same transaction.
-
-        Raises:
-            LLMNotFoundError: No such row.
-            InvalidConfigError: The row is invalid as stored, or disabled (field ``enabled``).
-            ConflictError: A concurrent `set_default` on the same scope won the race.
-        """
+        """Make the row its scope's default, clearing the others in the same transaction (a
+        disabled row is refused: `InvalidConfigError`, field ``enabled``)."""
         what = _doing("set_default", f"LLM id {llm_id}")
         with self._write("set_default", what, actor) as tx:
             return self._change(tx, llm_id, {"is_default": True}, "set_default")
