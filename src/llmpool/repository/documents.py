@@ -15,8 +15,6 @@ from typing import Any, cast
 from llmpool.errors import InvalidConfigError, LLMPoolError, describe_row, shorten, visible
 from llmpool.models import MAX_JSON_DEPTH, json_text_depth
 
-__all__ = ["MAX_DOCUMENT_DEPTH", "dumps", "loads"]
-
 
 def dumps(document: Mapping[str, Any], fmt: str = "json") -> str:
     """Return a document as ``json`` or ``yaml`` text (`LLMPoolError`: no PyYAML for yaml)."""

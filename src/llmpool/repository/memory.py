@@ -19,8 +19,6 @@ from llmpool.repository.writes import Tx, Writes
 if TYPE_CHECKING:
     from llmpool.repository import CommitListener, ConfigValidator
 
-__all__ = ["InMemoryStore"]
-
 
 @dataclass
 class _Draft:

@@ -16,16 +16,6 @@ from llmpool.models import LLMConfig, parse_json_object
 if TYPE_CHECKING:
     from llmpool.repository import ConfigValidator
 
-__all__ = [
-    "READ_ONLY_FIELDS",
-    "WRITABLE_FIELDS",
-    "canonical_id",
-    "edited_values",
-    "new_config",
-    "new_configs",
-    "updated_config",
-]
-
 #: Fields a write may not set: the store manages them.
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "version"})
 

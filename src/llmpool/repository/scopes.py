@@ -14,8 +14,6 @@ from llmpool.contracts import log_fields
 from llmpool.errors import InvalidConfigError, shorten, visible
 from llmpool.models import MAX_LENGTHS, check_argument, check_text
 
-__all__ = ["STRATEGIES", "check_routing", "no_rows_error", "usable_strategy"]
-
 logger = logging.getLogger(__name__)
 
 #: The strategies a scope may route by (the ``llm_scopes.routing`` column's values).

@@ -20,8 +20,6 @@ from llmpool.errors import (
 from llmpool.models import MAX_JSON_DEPTH, MAX_JSON_TEXT, MAX_LENGTHS, LLMConfig, check_argument
 from llmpool.repository.rules import canonical_id
 
-__all__ = ["HIDDEN", "StoredRow", "find_row", "safe_fields", "stored_rows"]
-
 #: What a value that may be a secret shows as.
 HIDDEN = "<hidden>"
 

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.repository import CommitListener, ConfigValidator
 
-__all__ = ["Tx", "Writes"]
-
 logger = logging.getLogger(__name__)
 
 

@@ -19,8 +19,6 @@ from llmpool.usage.table import COUNTS, LABELS, add_counts
 if TYPE_CHECKING:
     from llmpool.usage.table import UsageBucket
 
-__all__ = ["By", "UsageRow", "as_epoch", "group", "money", "money_text", "parse_since"]
-
 #: How a report may group its lines.
 By = Literal["row", "scope", "day"]
 

@@ -17,8 +17,6 @@ from llmpool.usage.table import COUNTS, LABELS, UsageBucket
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["SQLUsageTable", "llm_usage"]
-
 metadata = sa.MetaData()
 
 llm_usage = sa.Table(

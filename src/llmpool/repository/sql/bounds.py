@@ -31,16 +31,6 @@ from llmpool.repository.sql.url import mask_url, resolve_database_url
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = [
-    "STALLED",
-    "DatabaseBounds",
-    "bounded_round_trip",
-    "database_bounds",
-    "install_bounds",
-    "longer_bounds",
-    "postgres_settings",
-]
-
 logger = logging.getLogger(__name__)
 
 #: Seconds to wait for a PostgreSQL connection (libpq counts values under 2 as 2).

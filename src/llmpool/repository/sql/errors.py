@@ -19,8 +19,6 @@ from llmpool.repository.sql.url import mask_url
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["db_errors", "timeout_error"]
-
 _NAME_RULE = "LLM names are unique within a scope"
 _DEFAULT_RULE = "only one default LLM per scope"
 

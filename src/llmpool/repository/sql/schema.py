@@ -30,8 +30,6 @@ from llmpool.repository import Snapshot, no_default_error, not_found_error, sort
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["RowParser", "llms", "row_mapping", "select_llms", "select_snapshot"]
-
 logger = logging.getLogger("llmpool.repository")
 
 

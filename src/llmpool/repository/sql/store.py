@@ -49,8 +49,6 @@ if TYPE_CHECKING:
     from llmpool.models import AuditEntry
     from llmpool.repository import CommitListener, ConfigValidator
 
-__all__ = ["SQLStore"]
-
 
 class SQLStore(DatabaseResources, Writes):
     """Rows of the `llms` table, read and written through an `Engine`.

@@ -9,8 +9,6 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from llmpool.errors import DatabaseError
 
-__all__ = ["SUPPORTED_SCHEMES", "mask_url", "resolve_database_url"]
-
 #: What `resolve_database_url` accepts, as messages say it.
 SUPPORTED_SCHEMES = (
     "postgresql:// (also postgres://, postgresql+psycopg://; psycopg 3) and sqlite:// "
