@@ -167,11 +167,8 @@ def select_llms(
     if provider is not None:
         stmt = stmt.where(llms.c.provider == provider)
     if search:
-        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
-        stmt = stmt.where(
-            llms.c.name.ilike(pattern, escape="\\") | llms.c.model_name.ilike(pattern, escape="\\")
-        )
+        found = llms.c.name.icontains(search, autoescape=True)
+        stmt = stmt.where(found | llms.c.model_name.icontains(search, autoescape=True))
     if llm_id is not None:
         try:
             canonical = str(uuid.UUID(str(llm_id)))
