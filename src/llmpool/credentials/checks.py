@@ -137,10 +137,7 @@ def looks_like_secret(value: str) -> bool:
 
 def find_secret(text: str) -> str | None:
     """Return what kind of key or token ``text`` holds anywhere (never the value), or ``None``."""
-    for pattern, kind in _EMBEDDED_TOKENS:
-        if pattern.search(text):
-            return kind
-    return None
+    return next((kind for pattern, kind in _EMBEDDED_TOKENS if pattern.search(text)), None)
 
 
 def url_userinfo(value: str) -> bool:
@@ -148,11 +145,8 @@ def url_userinfo(value: str) -> bool:
     text = value.strip()
     if "://" not in text:
         return False
-    authority = text.split("://", 1)[1]
     # Not cut at a backslash: some clients read it as "/" and some as part of the host.
-    for end in "/?#":
-        authority = authority.split(end, 1)[0]
-    return "@" in authority
+    return "@" in re.split(r"[/?#]", text.split("://", 1)[1], maxsplit=1)[0]
 
 
 def url_credential(value: str) -> str | None:

@@ -69,8 +69,7 @@ def redact(text: str) -> str:
         'Basic YWRtaW46***A=='
     """
     for needle in _needles:
-        if needle in text:
-            text = text.replace(needle, MASK)
+        text = text.replace(needle, MASK)
     return text
 
 
