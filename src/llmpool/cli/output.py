@@ -138,12 +138,8 @@ def open_store(
     args: argparse.Namespace, *, writes: bool = False, checks: bool = False
 ) -> Iterator[SQLStore]:
     """Yield a store on the command's database: one that ``writes`` (or ``checks`` a plan)
-    checks rows as a pool's does, but for the known provider with ``--allow-unknown-provider``;
-    a read checks nothing, so it does not even load the checks.
-
-    A read creates and migrates nothing (`require_tables`); a write keeps the library's
-    default: an embedded SQLite database is created and migrated on first use.
-    """
+    checks rows as a pool's does (but for the known provider with ``--allow-unknown-provider``)
+    and may create and migrate an embedded SQLite database; a read checks and creates nothing."""
     from llmpool.repository.sql.store import SQLStore
 
     if not writes:

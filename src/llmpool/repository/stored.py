@@ -30,13 +30,9 @@ _SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential", "
 
 @dataclass(frozen=True)
 class StoredRow:
-    """One row as stored (``name`` and ``scope`` when they are text).
-
-    Attributes:
-        config: The validated row, or ``None`` when it fails validation (``error`` says why).
-        fields: Its fields as stored, values that may be secrets replaced by `HIDDEN`.
-        values: Its fields as stored, JSON parsed: what an edit merges into; never printed.
-    """
+    """One row as stored (``name`` and ``scope`` when they are text): ``config`` validated, or
+    ``None`` (``error`` says why); ``fields`` to show, what may be a secret `HIDDEN`; ``values``
+    JSON parsed, what an edit merges into, never printed."""
 
     id: str
     name: str | None

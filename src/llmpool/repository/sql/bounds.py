@@ -125,9 +125,7 @@ def postgres_settings(
     if url.get_driver_name() != "psycopg":
         # Another driver has its own names for these, and the watchdog needs psycopg's socket.
         return _CONNECT_ONLY, args
-    for key, value in KEEPALIVES.items():
-        if key not in given:
-            args[key] = value
+    args.update({key: value for key, value in KEEPALIVES.items() if key not in given})
     connect = _seconds(url, "connect_timeout", {**given, **args}["connect_timeout"])
     options = str(given.get("options") or "")
     knob = _seconds(url, _KNOBS[0], statement_timeout, knob=True)
