@@ -40,16 +40,6 @@ def check_routing(scope: str, strategy: str) -> tuple[str, str]:
     return scope.strip(), strategy.strip()
 
 
-def no_rows_error(scope: str, strategy: str) -> InvalidConfigError:
-    """Return the refusal to route ``scope`` by ``strategy`` while it has no rows."""
-    msg = (
-        f"Could not route scope {shorten(scope)!r} by {strategy}: the scope has no rows (a "
-        "misspelt scope?); add its rows first (or set the strategy in the `llmpool apply` "
-        "document that adds them)"
-    )
-    return InvalidConfigError(msg, field="scope")
-
-
 def usable_strategy(scope: str, stored: object, *, warn: bool = True) -> str:
     """Return the strategy ``stored`` names, or ``"priority"`` (logged, when ``warn``) when it
     names none."""

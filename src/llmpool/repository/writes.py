@@ -17,7 +17,7 @@ from llmpool.errors import ConflictError, InvalidConfigError, describe_row, shor
 from llmpool.models import MAX_LENGTHS, check_argument
 from llmpool.repository import DEFAULT_ACTOR
 from llmpool.repository.rules import new_config, new_configs, updated_config
-from llmpool.repository.scopes import AUDIT_PREFIX, check_routing, no_rows_error, usable_strategy
+from llmpool.repository.scopes import AUDIT_PREFIX, check_routing, usable_strategy
 from llmpool.repository.spaces import warn_if_mixed
 
 if TYPE_CHECKING:
@@ -223,7 +223,13 @@ class Writes:
             # A default moved to another scope (or kind), which must not have one already.
             holder = self._default_holder(tx, target)
             if holder is not None:
-                raise _default_move_conflict(current, target, holder)
+                of_kind = "" if target.kind == "chat" else f" {target.kind} model"
+                raise ConflictError(
+                    f"Could not update {current.describe()}: it is the default of scope "
+                    f"{current.scope!r}, and scope {target.scope!r} already has a default"
+                    f"{of_kind}, {holder}; move it with is_default=False, or pass is_default=True "
+                    "as well to make it that scope's default instead"
+                )
         after = self._update(tx, current, target)
         self._audit(tx, current.id, action, current, after)
         tx.written.append(after)
@@ -240,7 +246,12 @@ class Writes:
 
     def _route(self, tx: Tx, scope: str, strategy: str) -> None:
         if strategy != "priority" and not self._has_rows(tx, scope):
-            raise no_rows_error(scope, strategy)
+            raise InvalidConfigError(
+                f"Could not route scope {shorten(scope)!r} by {strategy}: the scope has no rows (a "
+                "misspelt scope?); add its rows first (or set the strategy in the `llmpool apply` "
+                "document that adds them)",
+                field="scope",
+            )
         before = self._set_routing(tx, scope, strategy)
         # Audited under "scope:<scope>", cut to the audit column's 64 characters.
         llm_id = f"{AUDIT_PREFIX}{scope}"[:64]
@@ -274,14 +285,3 @@ class Writes:
 def _item(config: LLMConfig, index: int) -> str:
     # A refused row's id was generated for it and exists nowhere: it is named without one.
     return f"{describe_row(config.name, None)} (item {index})"
-
-
-def _default_move_conflict(current: LLMConfig, target: LLMConfig, holder: str) -> ConflictError:
-    of_kind = "" if target.kind == "chat" else f" {target.kind} model"
-    msg = (
-        f"Could not update {current.describe()}: it is the default of scope {current.scope!r}, "
-        f"and scope {target.scope!r} already has a default{of_kind}, {holder}; move it with "
-        "is_default=False, or pass is_default=True as well to make it that scope's default "
-        "instead"
-    )
-    return ConflictError(msg)
