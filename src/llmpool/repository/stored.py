@@ -64,9 +64,7 @@ def _hide(value: Any, key: str = "", depth: int = 0) -> Any:
         return value if isinstance(value, str) and _REFERENCE.fullmatch(value) else HIDDEN
     if any(word in lowered for word in _SECRET_WORDS):
         return HIDDEN
-    if isinstance(value, str):
-        return shorten(value, 200)
-    return value
+    return shorten(value, 200) if isinstance(value, str) else value
 
 
 def _json(value: Any) -> Any:

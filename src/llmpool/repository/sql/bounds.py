@@ -78,9 +78,7 @@ class DatabaseBounds:
         """The longest one read may take: a reconnect, a pre-ping, the statement, a rollback."""
         if self.client is not None:
             return (self.connect or 0.0) + 3 * self.client
-        if self.statement is not None:
-            return self.statement + CLIENT_TIMEOUT_MARGIN
-        return None
+        return self.statement + CLIENT_TIMEOUT_MARGIN if self.statement is not None else None
 
 
 SQLITE_BOUNDS = DatabaseBounds(
@@ -98,10 +96,8 @@ _KNOBS = ("llmpool_statement_timeout", "llmpool_client_timeout")
 def database_bounds(engine: Engine | AsyncEngine | URL | str) -> DatabaseBounds:
     """Return the bounds of an engine llmpool made, or those it would give an engine of a URL."""
     sync = sync_engine_of(engine)
-    if isinstance(sync, Engine):
-        known = _ENGINE_BOUNDS.get(sync)
-        if known is not None:
-            return known
+    if isinstance(sync, Engine) and sync in _ENGINE_BOUNDS:
+        return _ENGINE_BOUNDS[sync]
     try:
         url = sync.url if isinstance(sync, Engine) else resolve_database_url(sync)
         if url.get_backend_name() != "postgresql":
@@ -140,10 +136,9 @@ def postgres_settings(
     if statement is not None and (knob or not own_statement):
         settings.append(("statement_timeout", statement))
     if knob != 0:  # 0: no options at all
-        if not own_lock:
-            lock = statement * 2 / 3 if statement is not None else None
-            if lock is not None:
-                settings.append(("lock_timeout", lock))
+        if not own_lock and statement is not None:
+            lock = statement * 2 / 3
+            settings.append(("lock_timeout", lock))
         if not own_idle:
             settings.append(("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT))
     if settings:
@@ -152,12 +147,8 @@ def postgres_settings(
     client = _seconds(url, _KNOBS[1], client_timeout, knob=True)
     if client is None and statement is not None:
         client = statement + CLIENT_TIMEOUT_MARGIN
-    bounds = DatabaseBounds(
-        connect=max(2.0, connect) if connect else None,
-        statement=statement,
-        client=client or None,
-        lock=lock,
-    )
+    connect = max(2.0, connect) if connect else None
+    bounds = DatabaseBounds(connect=connect, statement=statement, client=client or None, lock=lock)
     return bounds, args
 
 
