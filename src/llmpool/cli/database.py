@@ -102,16 +102,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.seed:
         with open_store(args, writes=True) as store:
             seeded = [c.name for c in seed_starter_rows(store, actor=args.actor)]
+    lines = [f"database: {database}"]
+    lines += [f"applied {name}" for name in applied] or ["database is up to date"]
+    lines += [f"seeded {name}" for name in seeded]
     data = {"database": database, "applied": applied, "seeded": seeded}
-    emit(
-        args,
-        data,
-        lambda: (
-            f"database: {database}\n"
-            + "\n".join([f"applied {name}" for name in applied] or ["database is up to date"])
-            + "".join(f"\nseeded {name}" for name in seeded)
-        ),
-    )
+    emit(args, data, lambda: "\n".join(lines))
     return 0
 
 
@@ -171,10 +166,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     with open_store(args) as store:
         database = mask_url(store.engine)
-        findings = [f.as_dict() for f in diagnose(store, scope=args.scope)]
-    for finding in findings:
-        finding["problem"] = one_line(finding["problem"])
-        finding["fix"] = one_line(finding["fix"])
+        found = diagnose(store, scope=args.scope)
+    findings = [
+        {**f.as_dict(), "problem": one_line(f.problem), "fix": one_line(f.fix)} for f in found
+    ]
 
     def render() -> str:
         if not findings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import re
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import InvalidConfigError, describe_row, shorten
 from llmpool.models import LLMConfig, parse_json_object
+from llmpool.repository.scopes import AUDIT_PREFIX
 
 if TYPE_CHECKING:
     from llmpool.repository import ConfigValidator
@@ -39,12 +41,8 @@ def _new_id(value: Any, name: str | None, *, uuid_only: bool) -> str:
     # A caller's UUID is stored canonical; a short key only where the column is not a uuid.
     if value is None or value == "":
         return str(uuid.uuid4())
-    try:
+    with contextlib.suppress(ValueError):
         return str(uuid.UUID(str(value)))
-    except ValueError:
-        pass
-    from llmpool.repository.scopes import AUDIT_PREFIX
-
     # "scope:..." names a scope's routing changes in the audit log: never a row.
     if (
         not uuid_only

@@ -330,10 +330,9 @@ def _repaired(
     name = row.get("name") if isinstance(row.get("name"), str) else None
     where = describe_row(name, str(row["id"]))
     values = _readable(row)
-    for field in changes:
-        if field in READ_ONLY_FIELDS or field not in LLMConfig.FIELDS:
-            # The ordinary rules word these refusals.
-            return updated_config(LLMConfig.model_construct(**values), changes, validators)
+    if any(field in READ_ONLY_FIELDS or field not in LLMConfig.FIELDS for field in changes):
+        # The ordinary rules word these refusals.
+        return updated_config(LLMConfig.model_construct(**values), changes, validators)
     values.update(changes)
     values["updated_at"] = datetime.now(timezone.utc)
     try:
