@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import describe_row, shorten, visible
+from llmpool.errors import DatabaseError, describe_row, shorten, visible
 
 if TYPE_CHECKING:
     from llmpool.pool.facade import LLMPool
@@ -170,7 +170,6 @@ def open_pool(args: argparse.Namespace, **options: Any) -> LLMPool:
 def require_tables(url: str | None) -> None:
     """Refuse a SQLite file that does not exist, which connecting would create: a read (of a
     typo in the path) must not. Missing tables fail the read itself, naming migrate."""
-    from llmpool.errors import DatabaseError
     from llmpool.repository.sql.url import mask_url, resolve_database_url
 
     parsed = resolve_database_url(url)

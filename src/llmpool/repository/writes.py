@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llmpool.contracts import log_fields
 from llmpool.errors import ConflictError, InvalidConfigError, describe_row, shorten
 from llmpool.models import MAX_LENGTHS, check_argument
 from llmpool.repository import DEFAULT_ACTOR
@@ -83,8 +84,6 @@ class Writes:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as error:  # the write is committed: nothing undoes it
-                from llmpool.contracts import log_fields
-
                 logger.warning(
                     "llmpool committed the %s, but a commit listener failed (%s)",
                     action,
@@ -107,10 +106,6 @@ class Writes:
     _set_routing: Callable[[Tx, str, str], str]  # returns the strategy it replaced
     # A row stored invalid (raw SQL put it there): (llm_id, changes, action, error); SQL only.
     _repair: Callable[[Tx, str, Any, str, InvalidConfigError], LLMConfig] | None = None
-
-    def _default_holder(self, tx: Tx, target: LLMConfig) -> str | None:
-        holders = self._other_defaults(tx, target)
-        return describe_row(holders[0]["name"], str(holders[0]["id"])) if holders else None
 
     @contextmanager
     def _write(self, action: str, what: str, actor: str) -> Iterator[Tx]:
@@ -221,8 +216,9 @@ class Writes:
             self._clear_defaults(tx, target)
         elif target.is_default and (target.scope, target.kind) != (current.scope, current.kind):
             # A default moved to another scope (or kind), which must not have one already.
-            holder = self._default_holder(tx, target)
-            if holder is not None:
+            holders = self._other_defaults(tx, target)
+            if holders:
+                holder = describe_row(holders[0]["name"], str(holders[0]["id"]))
                 of_kind = "" if target.kind == "chat" else f" {target.kind} model"
                 raise ConflictError(
                     f"Could not update {current.describe()}: it is the default of scope "

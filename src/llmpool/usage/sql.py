@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from llmpool.repository.sql.engine import write_transaction
 from llmpool.repository.sql.errors import db_errors
+from llmpool.repository.sql.url import mask_url
 from llmpool.usage.table import COUNTS, LABELS, UsageBucket
 
 if TYPE_CHECKING:
@@ -46,8 +47,6 @@ class SQLUsageTable:
         self._postgres = engine.dialect.name == "postgresql"
 
     def __repr__(self) -> str:
-        from llmpool.repository.sql.url import mask_url
-
         return f"SQLUsageTable({mask_url(self.engine)!r})"
 
     def _time(self, epoch: float) -> datetime:

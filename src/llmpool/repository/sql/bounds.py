@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Connection, Engine
 
+from llmpool.contracts import log_fields
 from llmpool.errors import DatabaseError
 from llmpool.repository.sql.url import mask_url, resolve_database_url
 
@@ -355,8 +356,6 @@ class _Watchdog:
                 if not closed:
                     self._cond.wait(None if nearest is None else nearest - now)
             for seconds in closed:
-                from llmpool.contracts import log_fields
-
                 logger.warning(
                     "llmpool closed a database connection that had no answer for %g s",
                     seconds,

@@ -39,6 +39,7 @@ from llmpool.repository.sql.schema import (
     snapshot_from_rows,
     spaces,
 )
+from llmpool.repository.sql.url import mask_url
 from llmpool.repository.stored import safe_fields
 from llmpool.repository.writes import Tx, Writes
 
@@ -89,8 +90,6 @@ class SQLStore(DatabaseResources, Writes):
         self._parser = RowParser()
 
     def __repr__(self) -> str:
-        from llmpool.repository.sql.url import mask_url
-
         return f"SQLStore({mask_url(self.engine)!r})"
 
     def _rows(self, stmt: sa.Select[Any], what: str) -> Sequence[Mapping[Any, Any]]:
