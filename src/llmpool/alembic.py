@@ -141,8 +141,7 @@ def store(op: Operations, **options: Any) -> SQLStore:
 def seed_starter_rows(
     op: Operations, *, scope: str = "global", actor: str = "alembic"
 ) -> list[LLMConfig]:
-    """Insert the usage guide's starter rows that ``scope`` lacks, in the revision's
-    transaction; return those inserted now (see `llmpool.repository.sql.migrate`)."""
+    """Insert the usage guide's starter rows that ``scope`` lacks, in the revision's transaction."""
     from llmpool.repository.sql import migrate
 
     return migrate.seed_starter_rows(store(op), scope=scope, actor=actor)

@@ -48,8 +48,7 @@ def bounded(field: str) -> Callable[[str], str]:
 
 
 def moment(text: str) -> datetime:
-    """Parse a ``--since`` or ``--until``: a duration before now (30m, 12h, 1d, 2w) or an ISO
-    date or time (UTC unless it says otherwise)."""
+    """Parse a ``--since`` or ``--until`` as `llmpool.usage.report.parse_since` reads it."""
     from llmpool.usage.report import as_epoch, parse_since
 
     now = time.time()

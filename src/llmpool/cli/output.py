@@ -159,8 +159,7 @@ def open_store(
 
 
 def open_pool(args: argparse.Namespace, **options: Any) -> LLMPool:
-    """Return a pool on the command's database for the commands that build models, reading
-    only: no change detection, nothing created or migrated."""
+    """Return a pool on the command's database that only reads: no change watch, no migration."""
     from llmpool.pool.facade import LLMPool
 
     require_tables(args.database_url)

@@ -41,8 +41,7 @@ def check_routing(scope: str, strategy: str) -> tuple[str, str]:
 
 
 def usable_strategy(scope: str, stored: object, *, warn: bool = True) -> str:
-    """Return the strategy ``stored`` names, or ``"priority"`` (logged, when ``warn``) when it
-    names none."""
+    """Return the strategy ``stored`` names, else ``"priority"`` (logged when ``warn``)."""
     if stored in STRATEGIES:
         return str(stored)
     if warn:

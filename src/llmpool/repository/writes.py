@@ -30,8 +30,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Tx:
-    """One write transaction: the store's handle (a connection, a draft), its actor, what it is
-    doing (named in errors) and the rows it wrote."""
+    """One write transaction: the store's handle, its actor, what it does (for errors), its rows."""
 
     handle: Any
     actor: str

@@ -55,8 +55,7 @@ class SQLUsageTable:
         return moment if self._postgres else moment.replace(tzinfo=None)
 
     def add(self, buckets: Sequence[UsageBucket]) -> None:
-        """Add the buckets' counts in one transaction, in key order so that replicas flushing
-        at once lock rows in one order."""
+        """Add the buckets' counts in one transaction, in key order (replicas lock rows alike)."""
         self._ready()
         from sqlalchemy.dialects import postgresql, sqlite
 

@@ -227,8 +227,7 @@ def select_snapshot() -> sa.Select[Any]:
 
 
 def row_mapping(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """Return a row of `llms` as a dict for `LLMConfig.from_row`, its timestamps and booleans
-    read strictly (`InvalidConfigError`)."""
+    """Return a row of `llms` for `LLMConfig.from_row`, timestamps and booleans read strictly."""
     values = {name: row[name] for name in COLUMNS}
     values["id"] = str(values["id"])
     for field in ("created_at", "updated_at", "enabled", "is_default"):
@@ -369,8 +368,7 @@ def parse_routing(text: Any) -> dict[str, str]:
 
 
 def db_time(value: datetime | None, dialect: str) -> datetime:
-    """Return a time (``None``: now; naive: UTC) as the dialect's timestamp columns take it
-    (naive UTC on SQLite)."""
+    """Return a time (``None``: now; naive: UTC) as the dialect's timestamp columns take it."""
     value = value or datetime.now(timezone.utc)
     value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     return value if dialect == "postgresql" else value.astimezone(timezone.utc).replace(tzinfo=None)
