@@ -57,8 +57,7 @@ def visible(text: str) -> str:
 
 
 def describe_row(name: str | None, llm_id: str | None) -> str:
-    """Return the way every message names a row (``LLM 'GPT-4' (id abc)``), shortened and
-    unable to write to a terminal."""
+    """Return how every message names a row (``LLM 'GPT-4' (id abc)``), shortened and escaped."""
     shown = f"LLM {shorten(name)!r}" if name else "LLM"
     if llm_id:
         llm_id = shorten(visible(llm_id))
@@ -224,8 +223,7 @@ class AllLLMsFailedToInitializeError(AllLLMsFailedError):
 
 
 class MidStreamError(LLMPoolError):
-    """A stream failed after it had emitted ``partial_text``; llmpool never switches model
-    mid-answer."""
+    """A stream failed after emitting ``partial_text``; llmpool never switches model mid-answer."""
 
     def __init__(self, message: str, *, partial_text: str, llm_id: str, llm_name: str) -> None:
         super().__init__(message)

@@ -25,21 +25,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Connection, Engine
 
+from llmpool.contracts import log_fields
 from llmpool.errors import DatabaseError
 from llmpool.repository.sql.url import mask_url, resolve_database_url
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
-
-__all__ = [
-    "STALLED",
-    "DatabaseBounds",
-    "bounded_round_trip",
-    "database_bounds",
-    "install_bounds",
-    "longer_bounds",
-    "postgres_settings",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +79,7 @@ class DatabaseBounds:
         """The longest one read may take: a reconnect, a pre-ping, the statement, a rollback."""
         if self.client is not None:
             return (self.connect or 0.0) + 3 * self.client
-        if self.statement is not None:
-            return self.statement + CLIENT_TIMEOUT_MARGIN
-        return None
+        return self.statement + CLIENT_TIMEOUT_MARGIN if self.statement is not None else None
 
 
 SQLITE_BOUNDS = DatabaseBounds(
@@ -108,10 +97,8 @@ _KNOBS = ("llmpool_statement_timeout", "llmpool_client_timeout")
 def database_bounds(engine: Engine | AsyncEngine | URL | str) -> DatabaseBounds:
     """Return the bounds of an engine llmpool made, or those it would give an engine of a URL."""
     sync = sync_engine_of(engine)
-    if isinstance(sync, Engine):
-        known = _ENGINE_BOUNDS.get(sync)
-        if known is not None:
-            return known
+    if isinstance(sync, Engine) and sync in _ENGINE_BOUNDS:
+        return _ENGINE_BOUNDS[sync]
     try:
         url = sync.url if isinstance(sync, Engine) else resolve_database_url(sync)
         if url.get_backend_name() != "postgresql":
@@ -135,9 +122,7 @@ def postgres_settings(
     if url.get_driver_name() != "psycopg":
         # Another driver has its own names for these, and the watchdog needs psycopg's socket.
         return _CONNECT_ONLY, args
-    for key, value in KEEPALIVES.items():
-        if key not in given:
-            args[key] = value
+    args.update({key: value for key, value in KEEPALIVES.items() if key not in given})
     connect = _seconds(url, "connect_timeout", {**given, **args}["connect_timeout"])
     options = str(given.get("options") or "")
     knob = _seconds(url, _KNOBS[0], statement_timeout, knob=True)
@@ -152,10 +137,9 @@ def postgres_settings(
     if statement is not None and (knob or not own_statement):
         settings.append(("statement_timeout", statement))
     if knob != 0:  # 0: no options at all
-        if not own_lock:
-            lock = statement * 2 / 3 if statement is not None else None
-            if lock is not None:
-                settings.append(("lock_timeout", lock))
+        if not own_lock and statement is not None:
+            lock = statement * 2 / 3
+            settings.append(("lock_timeout", lock))
         if not own_idle:
             settings.append(("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT))
     if settings:
@@ -164,12 +148,8 @@ def postgres_settings(
     client = _seconds(url, _KNOBS[1], client_timeout, knob=True)
     if client is None and statement is not None:
         client = statement + CLIENT_TIMEOUT_MARGIN
-    bounds = DatabaseBounds(
-        connect=max(2.0, connect) if connect else None,
-        statement=statement,
-        client=client or None,
-        lock=lock,
-    )
+    connect = max(2.0, connect) if connect else None
+    bounds = DatabaseBounds(connect=connect, statement=statement, client=client or None, lock=lock)
     return bounds, args
 
 
@@ -376,8 +356,6 @@ class _Watchdog:
                 if not closed:
                     self._cond.wait(None if nearest is None else nearest - now)
             for seconds in closed:
-                from llmpool.contracts import log_fields
-
                 logger.warning(
                     "llmpool closed a database connection that had no answer for %g s",
                     seconds,
