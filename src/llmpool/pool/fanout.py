@@ -56,7 +56,8 @@ def database_name(engine: Engine) -> str:
 class RedisFanout:
     """One replica's side of the fan-out: the lease, the channel and its subscription.
 
-    ``leading``, ``messages`` (received) and ``published`` tell what it is doing.
+    ``leading``, ``claims`` (lease round trips), ``messages`` (received) and ``published``
+    tell what it is doing.
     """
 
     def __init__(self, url: str, *, poll_interval: float) -> None:
@@ -68,6 +69,7 @@ class RedisFanout:
         self.token = uuid.uuid4().hex
         self.channel: str | None = None
         self.leading = False
+        self.claims = 0
         self.messages = 0
         self.published = 0
         self._pubsub: Any = None
@@ -87,6 +89,7 @@ class RedisFanout:
     def claim(self) -> bool:
         """Take or renew the lease; return whether this replica leads (not while Redis is down)."""
         key, token, ttl = f"{self.channel}:leader", self.token, self.lease_ms
+        self.claims += 1
         self.leading = bool(
             self.shared.run(lambda client: client.eval(_CLAIM, 1, key, token, ttl), lambda: 0)
         )
