@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Engine
 
+    from llmpool.pool.fanout import RedisFanout
     from llmpool.pool.watch import Watcher
     from llmpool.repository import AsyncLLMRepository, LLMRepository, Snapshot
 
@@ -111,7 +112,11 @@ class SnapshotKeeper:
         self.listen_retry = listen_retry
         self._database = repository if isinstance(repository, DatabaseStore) else None
         self.mode = change_mode(self._database, changes, redis, listen=listen)
-        self._redis = redis
+        self._fanout: RedisFanout | None = None
+        if self.mode == "redis" and redis and poll_interval > 0:
+            from llmpool.pool.fanout import RedisFanout
+
+            self._fanout = RedisFanout(redis, poll_interval=poll_interval)  # no redis: error now
         self._snapshot: Snapshot | None = None
         self._load_lock = threading.Lock()
         self._first_guard = threading.Lock()
@@ -208,15 +213,11 @@ class SnapshotKeeper:
         # Called with `_load_lock` held, so `close` cannot slip in between.
         if self._closed or self.poll_interval <= 0:
             return
+        from llmpool.pool.fanout import database_name
         from llmpool.pool.watch import Watcher
 
         engine = self._database.engine if self._database else None
-        fanout = None
-        if self.mode == "redis":
-            from llmpool.pool.fanout import RedisFanout, database_name
-
-            assert self._redis is not None and engine is not None
-            fanout = RedisFanout(self._redis, poll_interval=self.poll_interval)
+        fanout, self._fanout = self._fanout, None  # the watcher's now: it closes it
         self.watcher = Watcher(
             self.repository,
             lambda _generation: self.refresh(),
@@ -237,8 +238,11 @@ class SnapshotKeeper:
         with self._load_lock:
             self._closed = True
             watcher = self.watcher
+            fanout, self._fanout = self._fanout, None
         if watcher is not None:
             watcher.stop()
+        if fanout is not None:  # never started
+            fanout.close()
 
     async def aget(self) -> Snapshot:
         """Async twin of `get`: one load in flight per event loop, on the async engine."""

@@ -287,7 +287,7 @@ class Watcher:
                 if self.mode == "auto" and row is not None and row[1] != conn.info.backend_pid:
                     # A pooler gave the client a process id of its own: LISTEN would be held
                     # by a server connection that the next transaction may not get.
-                    msg = "a connection pooler is in between; changes='notify' LISTENs anyway"
+                    msg = "a connection pooler is in between: set changes='poll' or 'redis'"
                     raise _ListenUnsupportedError(msg)
                 conn.execute(f"LISTEN {CHANNEL}")
         except BaseException:
