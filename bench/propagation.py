@@ -111,7 +111,7 @@ def measure(
         latencies: list[float] = []
         row = writer.add({"name": "Bench", "provider": "fake", "model_name": "echo"})
         for index in range(writes):
-            time.sleep(random.uniform(0.1, 0.4))
+            time.sleep(random.uniform(0.1, 1.1))  # any phase of the pools' 1 s polls
             writer.update(row.id, {"priority": index})
             committed = time.monotonic()
             target = writer.generation()
