@@ -59,7 +59,8 @@ class Watcher:
     """Calls ``on_change`` (from its thread) when the table's generation moves, seen as
     ``mode`` says (``engine``: the one LISTENed through; ``fanout``: with ``"redis"``).
     ``generation``, ``listening``, ``backend_pid``, ``notifications`` (for any schema),
-    ``polls`` and the fan-out's ``leading``/``messages``/``published`` tell what it is doing."""
+    ``polls`` and the fan-out's ``leading``/``claims``/``messages``/``published`` tell what it
+    is doing."""
 
     def __init__(
         self,
