@@ -14,6 +14,7 @@ variable) and never a secret's value::
     ├── NoDefaultLLMError (LookupError)         "No default LLM configured"
     │   └── InvalidDefaultLLMError (+ InvalidConfigError)   the default row fails validation
     ├── MixedSpacesError (ValueError)           an embedding chain would mix vector spaces
+    ├── InvalidOptionError (ValueError)         a pool option cannot work as given (``option``)
     ├── ConflictError                           a write lost a race or broke a uniqueness rule
     ├── DatabaseError                           the database failed or refused
     │   └── DatabaseUnavailableError            it could not be reached (password masked)
@@ -125,6 +126,14 @@ class NoDefaultLLMError(LLMPoolError, LookupError):
 
 class InvalidDefaultLLMError(NoDefaultLLMError, InvalidConfigError):
     """The scope's default row exists but fails validation: there is no usable default."""
+
+
+class InvalidOptionError(LLMPoolError, ValueError):
+    """A pool option (``option`` names it) cannot work with the rest of the configuration."""
+
+    def __init__(self, message: str, *, option: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class ConflictError(LLMPoolError):

@@ -56,10 +56,14 @@ class PoolOptions:
             runtime statistics (latency, errors, calls in flight), budget reservations and, with
             ``changes="redis"``, change fan-out live there. ``None``: each process alone.
         changes: How changes to the table reach this process: ``"notify"`` (LISTEN on a direct
-            PostgreSQL URL, with ``poll_interval`` as a safety net), ``"poll"`` (the version
-            stamp polled every ``poll_interval`` seconds with jitter; works through PgBouncer in
-            transaction mode) or ``"redis"`` (one replica polls, every replica hears it through
-            Redis pub/sub). ``None``: ``"notify"`` where LISTEN works, else ``"poll"``.
+            PostgreSQL URL, with ``poll_interval`` as a safety net; `InvalidOptionError` on a
+            database that cannot LISTEN), ``"poll"`` (the version stamp polled every
+            ``poll_interval`` seconds, ±20 % jitter, one short transaction each; works through
+            PgBouncer in transaction mode) or ``"redis"`` (the replica holding a lease in
+            ``redis`` polls and publishes, every replica hears it through pub/sub and polls
+            only every 10 intervals (30 s at least); all poll while Redis is down).
+            ``None``: ``"notify"`` where LISTEN works and no pooler sits in between (told by
+            the process id it reports), else ``"poll"``; ``listen=False`` means ``"poll"``.
         limits_when_redis_down: While the shared Redis cannot be reached, ``"share"`` counts
             each row's ``rpm``/``tpm`` locally divided by the replicas last seen alive;
             ``"closed"`` refuses calls to rows that have limits.

@@ -1,4 +1,6 @@
-"""How long a wait on the database may take, and what ends one that takes longer.
+"""How long a wait on the database may take, and what ends one that takes longer; and the one
+psycopg setting that keeps PostgreSQL engines working through a pooler in transaction mode
+(``prepare_threshold=None``: no server-side prepared statements).
 
 PostgreSQL gets connect, statement, lock (two thirds of it) and idle-in-transaction timeouts
 (libpq ``options``), TCP keepalives, and a watchdog that shuts a stalled round trip's socket
@@ -22,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, exc
+from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
 from llmpool.contracts import log_fields
@@ -122,6 +124,10 @@ def postgres_settings(
     if url.get_driver_name() != "psycopg":
         # Another driver has its own names for these, and the watchdog needs psycopg's socket.
         return _CONNECT_ONLY, args
+    if "prepare_threshold" not in given:
+        # psycopg prepares a statement run 5 times on a connection; behind a pooler in
+        # transaction mode the next transaction may get a server connection that lacks it.
+        args["prepare_threshold"] = None
     args.update({key: value for key, value in KEEPALIVES.items() if key not in given})
     connect = _seconds(url, "connect_timeout", {**given, **args}["connect_timeout"])
     options = str(given.get("options") or "")
@@ -253,17 +259,9 @@ def bounded_round_trip(connection: Any, seconds: float | None) -> Iterator[None]
 
 @contextmanager
 def longer_bounds(conn: Connection, seconds: float) -> Iterator[Connection]:
-    """Let each statement in the block take up to ``seconds`` (a migration, an advisory lock):
-    on PostgreSQL the session's timeouts are raised, then restored (or the connection
-    invalidated). ``conn`` has no transaction running."""
-    if conn.dialect.name != "postgresql":
-        yield conn
-        return
-    pgconn = _pgconn_of(conn.connection)
-    ms = max(1, round(seconds * 1000))
-    conn.exec_driver_sql(f"SET statement_timeout = {ms}")
-    conn.exec_driver_sql(f"SET lock_timeout = {ms}")
-    conn.commit()
+    """Let each round trip in the block take up to ``seconds`` (a migration, an advisory lock)
+    before the client gives up; the server's timeouts are each transaction's (`local_timeouts`)."""
+    pgconn = _pgconn_of(conn.connection) if conn.dialect.name == "postgresql" else None
     if pgconn is not None:
         _LONGER[pgconn] = seconds + CLIENT_TIMEOUT_MARGIN
     try:
@@ -271,13 +269,16 @@ def longer_bounds(conn: Connection, seconds: float) -> Iterator[Connection]:
     finally:
         if pgconn is not None:
             _LONGER.pop(pgconn, None)
-        try:
-            conn.rollback()
-            conn.exec_driver_sql("RESET statement_timeout")
-            conn.exec_driver_sql("RESET lock_timeout")
-            conn.commit()
-        except exc.SQLAlchemyError:
-            conn.invalidate()
+
+
+def local_timeouts(conn: Connection, seconds: float) -> None:
+    """Let each statement of the running transaction, and its lock waits, take up to
+    ``seconds`` on PostgreSQL (``SET LOCAL``: over at its end, so a pooler in transaction mode
+    hands no changed session on)."""
+    if conn.dialect.name == "postgresql":
+        ms = max(1, round(seconds * 1000))
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
 
 
 #: Round-trip bounds raised for one connection by `longer_bounds`.
