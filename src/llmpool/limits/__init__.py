@@ -144,7 +144,7 @@ class LocalLimits:
     Example:
         >>> limits = LocalLimits()
         >>> limits.take("row", 2, None), limits.take("row", 2, None), limits.use("row")
-        (None, None, WindowUse(requests=2, tokens=0))
+        (None, None, WindowUse(requests=2, tokens=0, share=1, refusal=None))
     """
 
     def __init__(
