@@ -135,7 +135,10 @@ def test_replica_b_status_shows_replica_a_errors_and_latency(
     prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A's failed and answered calls to a local server show in B's status: error rate, last
-    error, latency percentiles over the fleet."""
+    error, latency percentiles over the fleet; every key expires; close() stops the syncs."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     policy = FallbackPolicy(attempts=1, failure_threshold=100)
     with OpenAIServer() as server:
@@ -151,9 +154,15 @@ def test_replica_b_status_shows_replica_a_errors_and_latency(
                 llm.invoke("hi")
             mine = a.stats.latencies(a.chains.get("global").candidates[0])
             status = until(lambda: (s := b.status())["rows"][0]["attempts"] == 5 and s)
+            ttls = {k.decode(): client.pttl(k) for k in client.scan_iter(prefix + "*")}
         finally:
             a.close()
             b.close()
+    client.close()
+    assert not [t for t in threading.enumerate() if t.name == "llmpool-fleet"]  # close() stops
+    fleet = prefix + "fleet:"
+    assert set(ttls) == {fleet + "replicas", fleet + "row:" + HELD, fleet + "error:" + HELD}
+    assert all(0 < ttl <= 86_400_000 for ttl in ttls.values()), ttls
     row = status["rows"][0]
     assert (row["error_rate"], row["last_error"]["error_class"]) == (0.4, "OpenAIAPIError")
     assert row["latency"]["samples"] == 3

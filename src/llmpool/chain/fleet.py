@@ -302,7 +302,9 @@ class FleetStats(RowStats):
         for key, outcomes in queued.items():
             (parts.get(key) or parts.setdefault(key, _Part())).add(now, outcomes)
         writes: dict[str, str | None] = {}
-        for key in set(parts) | set(rows):
+        with self._lock:  # the calls' threads add rows meanwhile
+            keys = {*parts, *rows}
+        for key in keys:
             part: _Part | None = parts.get(key)
             row = rows.get(key)
             if part is not None:
