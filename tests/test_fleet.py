@@ -292,3 +292,16 @@ def test_redis_down_with_closed_limits_refuses_rows_with_limits_saying_why(
     assert (status["rows"][0]["reason"], status["answering"]["name"]) == (CLOSED, "Spare")
     closed = [r for r in caplog.records if "refuses rows with rate limits" in r.getMessage()]
     assert len(closed) == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [({"redis": "http://127.0.0.1:6379"}, "redis= is not a Redis URL"),
+     ({"redis": REDIS_URL, "redis_sync_interval": 0}, "redis_sync_interval must be a positive"),
+     ({"redis": REDIS_URL, "limits_when_redis_down": "open"}, "limits_when_redis_down must")],
+)  # fmt: skip
+def test_a_bad_fleet_setting_is_refused_naming_it(settings: dict[str, Any], named: str) -> None:
+    """A URL that is not Redis's, a sync interval that is not positive, an unknown fallback:
+    a ValueError naming the setting, before anything connects."""
+    with pytest.raises(ValueError, match=named):
+        LLMPool(InMemoryStore([]), poll_interval=0, **settings)

@@ -4,6 +4,7 @@ keyword arguments of the same names (``LLMPool(url, poll_interval=0)``) are fold
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,8 +142,16 @@ class PoolOptions:
         from llmpool.fallback.breakers import RedisBreakerStore
         from llmpool.limits.redis import RedisLimits
 
-        client, prefix = redis_client(self.redis, "The fleet (redis=)"), self.redis_prefix
-        stats = FleetStats(client, prefix=prefix + "fleet:", interval=self.redis_sync_interval)
+        interval = self.redis_sync_interval
+        if not (isinstance(interval, (int, float)) and 0 < interval < math.inf):
+            msg = f"redis_sync_interval must be a positive number of seconds, not {interval!r}"
+            raise ValueError(msg)
+        try:
+            client, prefix = redis_client(self.redis, "The fleet (redis=)"), self.redis_prefix
+        except ValueError as error:  # redis-py's message names the schemes, never the URL
+            msg = f"redis= is not a Redis URL: {error}"
+            raise ValueError(msg) from error
+        stats = FleetStats(client, prefix=prefix + "fleet:", interval=interval)
         breakers = self.breaker_store or RedisBreakerStore(
             prefix=prefix + "breaker:", client=client
         )
