@@ -193,7 +193,7 @@ def test_calls_in_flight_of_a_replica_that_died_vanish_with_its_heartbeat(prefix
     child = subprocess.Popen([sys.executable, "-c", _DYING, REDIS_URL, prefix, HELD])
     b = replica(store, prefix)
     try:
-        until(lambda: b.status()["rows"][0]["in_flight"] == 1, timeout=30)
+        until(lambda: b.status()["rows"][0]["in_flight"] == 1, timeout=90)  # the child starts
         assert b.stats.view is not None and len(b.stats.view.replicas) == 1
         child.kill()
         killed = time.monotonic()

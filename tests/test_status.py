@@ -134,11 +134,11 @@ def test_pool_b_and_llmpool_chain_see_what_pool_a_met_within_a_second(
             seen = b.status()
             while seen["rows"][1]["latency"] is None and time.monotonic() - opened < 1.0:
                 seen = b.status()  # A's sync thread publishes within 0.05 s
+            elapsed = time.monotonic() - opened
             env = {"OPENAI_API_KEY": key, "LLMPOOL_REDIS_URL": REDIS_URL,
                    "LLMPOOL_REDIS_PREFIX": redis_prefix}  # fmt: skip
             chain = run_cli("chain", "--json", "--database-url", url, env=env)
             table = run_cli("chain", "--database-url", url, env=env)
-            elapsed = time.monotonic() - opened
         finally:
             for pool in pools:
                 pool.close()
