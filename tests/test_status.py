@@ -109,11 +109,11 @@ def test_astatus_is_status_for_async_code(key: str) -> None:
     assert [r["name"] for r in first["rows"]] == [r["name"] for r in second["rows"]]
 
 
-def test_pool_b_and_llmpool_chain_see_what_pool_a_met_within_a_second(
+def test_pool_b_and_llmpool_chain_see_what_pool_a_met(
     key: str, redis_prefix: str, tmp_path: Path
 ) -> None:
-    """Sharing redis=: A's failure opens the breaker, and B's status() and ``chain`` (through
-    LLMPOOL_REDIS_URL) report it with A's error, error rate and answers' latency."""
+    """Sharing redis=: A's failure opens the breaker, which B's status() sees at once; B and
+    ``chain`` (through LLMPOOL_REDIS_URL) then report A's error, error rate and latency."""
     from llmpool.repository.sql.migrate import migrate
     from llmpool.repository.sql.store import SQLStore
 
@@ -130,11 +130,11 @@ def test_pool_b_and_llmpool_chain_see_what_pool_a_met_within_a_second(
         try:
             assert b.status()["rows"][0]["breaker"]["state"] == "closed"
             assert a.get_llm_with_fallback().invoke("hi").content == "backup"
-            opened = time.monotonic()
+            at_once = b.status()  # every call reads the breakers from Redis: no wait
+            deadline = time.monotonic() + 10.0
             seen = b.status()
-            while seen["rows"][1]["latency"] is None and time.monotonic() - opened < 1.0:
-                seen = b.status()  # A's sync thread publishes within 0.05 s
-            elapsed = time.monotonic() - opened
+            while seen["rows"][1]["attempts"] == 0 and time.monotonic() < deadline:
+                seen = b.status()  # A's sync thread publishes every 0.05 s
             env = {"OPENAI_API_KEY": key, "LLMPOOL_REDIS_URL": REDIS_URL,
                    "LLMPOOL_REDIS_PREFIX": redis_prefix}  # fmt: skip
             chain = run_cli("chain", "--json", "--database-url", url, env=env)
@@ -142,9 +142,10 @@ def test_pool_b_and_llmpool_chain_see_what_pool_a_met_within_a_second(
         finally:
             for pool in pools:
                 pool.close()
-    assert elapsed < 1.0
+    assert (at_once["rows"][0]["breaker"]["state"], at_once["answering"]["name"]) == (
+        "open", "Backup",
+    )  # fmt: skip
     assert (seen["breakers"], seen["stats"], seen["replicas"]) == ("shared", "fleet", 1)
-    assert (seen["rows"][0]["breaker"]["state"], seen["answering"]["name"]) == ("open", "Backup")
     assert chain.code == 0, chain.err
     shown = json.loads(chain.out)
     assert (shown["breakers"], shown["stats"], shown["replicas"]) == ("shared", "fleet", 1)
