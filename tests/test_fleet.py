@@ -22,7 +22,7 @@ import pytest
 from helpers import fake
 from servers import Hang, OpenAIServer, Status
 
-from llmpool.errors import AllLLMsFailedError
+from llmpool.errors import AllLLMsFailedError, InvalidOptionError
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.limits.redis import CLOSED
 from llmpool.pool.facade import LLMPool
@@ -302,6 +302,7 @@ def test_redis_down_with_closed_limits_refuses_rows_with_limits_saying_why(
 )  # fmt: skip
 def test_a_bad_fleet_setting_is_refused_naming_it(settings: dict[str, Any], named: str) -> None:
     """A URL that is not Redis's, a sync interval that is not positive, an unknown fallback:
-    a ValueError naming the setting, before anything connects."""
-    with pytest.raises(ValueError, match=named):
+    an InvalidOptionError naming the setting, before anything connects."""
+    with pytest.raises(InvalidOptionError, match=named) as refused:
         LLMPool(InMemoryStore([]), poll_interval=0, **settings)
+    assert refused.value.option in settings

@@ -179,7 +179,7 @@ def test_migrate_waits_for_another_migrator_past_the_statement_timeout(postgres_
 @pytest.mark.slow
 def test_five_processes_migrating_at_once_apply_once(database_url: str) -> None:
     """Five processes migrating one empty database: each file is applied by exactly one of them
-    (on SQLite each file takes the write lock on its own, so two processes may share the work)."""
+    (each file takes the lock on its own, so several processes may share the work)."""
     script = (
         "import json, sys; from llmpool.repository.sql.migrate import migrate; "
         "print(json.dumps(migrate(sys.argv[1])))"
@@ -200,8 +200,6 @@ def test_five_processes_migrating_at_once_apply_once(database_url: str) -> None:
         results.append(json.loads(out))
     applied = [name for names in results for name in names]
     assert sorted(applied) == ALL
-    if database_url.startswith("postgresql"):
-        assert sorted(results, key=len) == [[], [], [], [], ALL]
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from llmpool.contracts import Shared, log_fields, redis_client
+from llmpool.errors import InvalidOptionError
 from llmpool.limits import LocalLimits, WindowUse, describe_refusal, share
 
 __all__ = ["CLOSED", "RedisLimits"]
@@ -90,7 +91,7 @@ class RedisLimits:
     ) -> None:
         if when_down not in ("share", "closed"):
             msg = f"limits_when_redis_down must be 'share' or 'closed', not {when_down!r}"
-            raise ValueError(msg)
+            raise InvalidOptionError(msg, option="limits_when_redis_down")
         client = client if client is not None else redis_client(url, "Shared rate limits")
         self.shared = Shared(client, what="rate limits", retry_after=retry_after)
         self.prefix = prefix

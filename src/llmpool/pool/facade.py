@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from sqlalchemy.engine import URL, Engine
 
+    from llmpool.pool.watch import Watcher
     from llmpool.providers import ProviderRegistry
     from llmpool.repository import Snapshot
     from llmpool.repository.sql.store import SQLStore
@@ -129,6 +130,8 @@ class LLMPool:
             poll_interval=options.poll_interval,
             listen=options.listen,
             listen_retry=options.listen_retry,
+            changes=options.changes,
+            redis=options.redis,
         )
         self.chains = Chains(
             self._snapshots,
@@ -167,6 +170,12 @@ class LLMPool:
     def refresh(self) -> Snapshot:
         """Reload the snapshot now (the watcher does this on every change); return it."""
         return self._snapshots.refresh()
+
+    @property
+    def watcher(self) -> Watcher | None:
+        """What follows the table's changes once the first load started it (its ``mode``,
+        ``generation``, ``polls``, ``notifications``, and with Redis its ``fanout``)."""
+        return self._snapshots.watcher
 
     def _observed(self, policy: FallbackPolicy) -> FallbackPolicy:
         # The pool's observers (its row statistics, then the user's) after the policy's own.

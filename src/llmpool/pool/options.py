@@ -69,10 +69,14 @@ class PoolOptions:
         redis_sync_interval: Seconds between the statistics' syncs with ``redis``; a replica
             counts as live for three of them (plus half a second) after its last.
         changes: How changes to the table reach this process: ``"notify"`` (LISTEN on a direct
-            PostgreSQL URL, with ``poll_interval`` as a safety net), ``"poll"`` (the version
-            stamp polled every ``poll_interval`` seconds with jitter; works through PgBouncer in
-            transaction mode) or ``"redis"`` (one replica polls, every replica hears it through
-            Redis pub/sub). ``None``: ``"notify"`` where LISTEN works, else ``"poll"``.
+            PostgreSQL URL, with ``poll_interval`` as a safety net; `InvalidOptionError` on a
+            database that cannot LISTEN), ``"poll"`` (the version stamp polled every
+            ``poll_interval`` seconds, ±20 % jitter, one short transaction each; works through
+            PgBouncer in transaction mode) or ``"redis"`` (the replica holding a lease in
+            ``redis`` polls and publishes, every replica hears it through pub/sub and polls
+            only every 10 intervals (30 s at least); all poll while Redis is down).
+            ``None``: ``"notify"`` where LISTEN works and no pooler sits in between (told by
+            the process id it reports), else ``"poll"``; ``listen=False`` means ``"poll"``.
         limits_when_redis_down: While ``redis`` cannot be reached, ``"share"`` counts each
             row's ``rpm``/``tpm`` in this process divided by the replicas last seen live
             (``ceil(rpm / replicas)``); ``"closed"`` refuses calls to rows that have limits,
@@ -139,18 +143,19 @@ class PoolOptions:
             return RowStats(), self.breaker_store, self.limits
         from llmpool.chain.fleet import FleetStats
         from llmpool.contracts import redis_client
+        from llmpool.errors import InvalidOptionError
         from llmpool.fallback.breakers import RedisBreakerStore
         from llmpool.limits.redis import RedisLimits
 
         interval = self.redis_sync_interval
         if not (isinstance(interval, (int, float)) and 0 < interval < math.inf):
             msg = f"redis_sync_interval must be a positive number of seconds, not {interval!r}"
-            raise ValueError(msg)
+            raise InvalidOptionError(msg, option="redis_sync_interval")
         try:
             client, prefix = redis_client(self.redis, "The fleet (redis=)"), self.redis_prefix
         except ValueError as error:  # redis-py's message names the schemes, never the URL
             msg = f"redis= is not a Redis URL: {error}"
-            raise ValueError(msg) from error
+            raise InvalidOptionError(msg, option="redis") from error
         stats = FleetStats(client, prefix=prefix + "fleet:", interval=interval)
         breakers = self.breaker_store or RedisBreakerStore(
             prefix=prefix + "breaker:", client=client

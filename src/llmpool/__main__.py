@@ -1,0 +1,7 @@
+"""``python -m llmpool``: the ``llmpool`` command."""
+
+import sys
+
+from llmpool.cli.main import main
+
+sys.exit(main())
