@@ -18,7 +18,7 @@ from servers import OpenAIServer
 
 from llmpool import LLMPool
 from llmpool.errors import AllLLMsFailedError
-from llmpool.limits import LocalLimits
+from llmpool.limits import LocalLimits, WindowUse
 from llmpool.limits.redis import RedisLimits
 from llmpool.repository.memory import InMemoryStore
 
@@ -234,7 +234,7 @@ def test_redis_tpm_and_give_back(redis_prefix: tuple[Any, str]) -> None:
     assert refusal is not None and refusal.startswith("rate limited: rpm 1/1, frees in")
     limits.give_back("k")
     limits.add_tokens("k", 12)
-    assert limits.use("k") == (0, 12)
+    assert limits.use("k") == WindowUse(0, 12)
     refusal = limits.take("k", 1, 10)
     assert refusal is not None and refusal.startswith("rate limited: tpm 12/10")
 

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from llmpool.chain.builder import ChainBuilder, Chains, ensure_buildable
-from llmpool.chain.stats import RowStats
 from llmpool.contracts import AdmissionCheck, breaker_key
 from llmpool.errors import LLMPoolError
 from llmpool.fallback.breakers import BreakerBoard
@@ -102,11 +101,12 @@ class LLMPool:
         self.options = options = dataclasses.replace(options or PoolOptions(), **settings)
         source = repository if repository is not None else source
         self.allowlist = options.rows_allowlist()
-        self.stats = RowStats()  # each row's calls: for routing, and for `status`
+        # Each row's calls (for routing and `status`), breakers, limits: the fleet's with redis=.
+        self.stats, breaker_store, limits = options.boards()
         self._observers = (self.stats, *options.observers)
         self.policy = self._observed(options.policy or FallbackPolicy())
-        self.breakers = BreakerBoard(options.breaker_store)
-        self.limiter = RateLimiter(options.limits)
+        self.breakers = BreakerBoard(breaker_store)
+        self.limiter = RateLimiter(limits)
         self._owned: SQLStore | None = None
         if not isinstance(source, LLMRepository):  # an engine, a URL, or the configured one
             source = self._owned = options.sql_store(source, self.allowlist)
@@ -205,6 +205,7 @@ class LLMPool:
 
     def _stop(self) -> None:
         self._snapshots.close()
+        self.stats.close()
         if self.usage_meter is not None:
             self.usage_meter.close()
 
@@ -340,6 +341,7 @@ class LLMPool:
         key = ("chat", scope, None)
         if not fallbacks and policy is None and key in self._live:
             return self._live[key]  # type: ignore[no-any-return]
+        self.stats.serve()  # counted calls: shared from now on, with redis=
         model = FallbackChatModel(
             chain=self.chains.source(scope),
             fallbacks=tuple(fallbacks),
@@ -383,6 +385,7 @@ class LLMPool:
         live = self._live.get(key)
         if policy is None and live is not None and live.space == chain.space:
             return live  # type: ignore[no-any-return]
+        self.stats.serve()
         made = FallbackEmbeddings(
             chain=self.chains.source(scope, "embedding", space),
             space=chain.space,
