@@ -1,16 +1,11 @@
 """What an attempt calls: a candidate's client, bounded by the call's deadline, its stream gated.
 
-`ChatCall` calls a candidate's chat model below LangChain's run machinery (``_generate``,
-``_stream`` and their async twins), with the arguments the call binds (tools, a response
-format), so the fallback model is the one chat-model run callbacks and tracers see.
-`EmbeddingCall` does the same for an ``Embeddings``. `StreamGate` holds a stream's leading
-chunks back until its first content: an error before it still falls back, one after it is a
-`MidStreamError` carrying exactly the text the caller received.
-
-When a candidate's client could wait longer than the call's deadline leaves (`client_timeout`),
-`Bounded` runs a sync attempt in a daemon thread and stops waiting at the deadline, and cancels
-an async one: the attempt fails with a `TimeoutError`. A sync one is left to finish on its own
-(Python cannot stop a thread blocked in a read).
+`ChatCall` calls a chat model below LangChain's run machinery (``_generate``, ``_stream``...)
+with the arguments the call binds, so the fallback model is the one run callbacks see;
+`EmbeddingCall` does the same for an ``Embeddings``. `StreamGate` holds chunks back until the
+first content: an error before it falls back, one after it is a `MidStreamError`. `Bounded`
+stops waiting for a client that could outlast the deadline (`client_timeout`): an async attempt
+is cancelled, a sync one runs in a daemon thread left to finish on its own.
 """
 
 from __future__ import annotations
@@ -76,14 +71,17 @@ class StreamGate:
         return self._release() if has_content(chunk) else []
 
     def finish(self) -> list[ChatGenerationChunk]:
-        """The stream ended cleanly: return what is still held back (possibly nothing)."""
-        return [] if self.open else self._release()
+        """The stream ended cleanly: return what is still held back (`EmptyStreamError`: it
+        had no chunk at all; chunks without content are a valid, empty answer)."""
+        if self.open:
+            return []
+        if not self._held:
+            raise EmptyStreamError(_EMPTY)
+        return self._release()
 
     def _release(self) -> list[ChatGenerationChunk]:
         self.open = True
-        # An empty stream is a valid answer: one empty chunk says who gave it.
-        held = self._held or [ChatGenerationChunk(message=AIMessageChunk(content=""))]
-        self._held = []
+        held, self._held = self._held, []
         held[0].message.response_metadata["llmpool"] = self.walk.answer(self.attempt)
         self._parts.extend(_text(chunk) for chunk in held)
         return held
@@ -111,9 +109,8 @@ _RUN_KEYS = frozenset({"ls_structured_output_format", "structured_output_format"
 
 
 class ChatCall:
-    """A candidate's chat model as an attempt calls it, with the arguments the call binds
-    (tools, a response format) and the ``parser`` of a structured answer (its provider's).
-    """
+    """A candidate's chat model with the arguments the call binds (tools, a response format)
+    and its provider's ``parser`` of a structured answer."""
 
     __slots__ = ("astreams", "kwargs", "model", "parser", "streams", "timeout")
 
@@ -152,17 +149,11 @@ class ChatCall:
     def stream(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> Iterator[ChatGenerationChunk]:
-        """The answer's chunks (one from a model that does not stream); `EmptyStreamError`
-        when the stream ends without any."""
+        """The answer's chunks (one from a model that does not stream)."""
         if not self.streams:
             yield _chunk(self.generate(messages, stop, kwargs))
             return
-        empty = True
-        for chunk in self.model._stream(messages, stop=stop, **self._args(kwargs)):
-            empty = False
-            yield chunk
-        if empty:
-            raise EmptyStreamError(_EMPTY)
+        yield from self.model._stream(messages, stop=stop, **self._args(kwargs))
 
     async def astream(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -171,12 +162,8 @@ class ChatCall:
         if not self.astreams:
             yield _chunk(await self.agenerate(messages, stop, kwargs))
             return
-        empty = True
         async for chunk in self.model._astream(messages, stop=stop, **self._args(kwargs)):
-            empty = False
             yield chunk
-        if empty:
-            raise EmptyStreamError(_EMPTY)
 
 
 _EMPTY = "the stream ended without a single chunk: nothing the client could read"
@@ -198,8 +185,7 @@ def _chunk(result: ChatResult) -> ChatGenerationChunk:
     return ChatGenerationChunk(message=message, generation_info=generation.generation_info)
 
 
-#: A request to an embeddings client: which method (``"embed_documents"`` or
-#: ``"embed_query"``, the async twin prefixed with ``a``) and its input.
+#: ``("embed_documents" | "embed_query", input)``; the async twin is prefixed with ``a``.
 EmbeddingRequest = tuple[str, Any]
 
 
@@ -236,11 +222,8 @@ _FAKE_MODELS = "langchain_core.language_models.fake_chat_models"
 
 
 def client_timeout(model: Any) -> float:
-    """Return the seconds a chat model's client waits for an answer; ``inf`` if unbounded.
-
-    Read from the model's settings without importing its package: its timeout field,
-    ChatOllama's ``client_kwargs``, an httpx ``Timeout`` or a ``(connect, read)`` pair (their
-    longest wait). LangChain's fake chat models wait only for their ``sleep``.
+    """Return the seconds a model's client waits for an answer (``inf``: unbounded), read
+    from its settings: a timeout field, ChatOllama's ``client_kwargs``, a fake model's ``sleep``.
 
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
@@ -282,8 +265,7 @@ def _seconds(value: Any) -> float:
 
 
 class Bounded:
-    """A `ChatCall` or `EmbeddingCall` cut short when the deadline passes (at ``ends_at``, on
-    `time.monotonic`), which the walk hands out as ``attempt.call`` (see the module)."""
+    """A `ChatCall` or `EmbeddingCall` cut short at ``ends_at`` (`time.monotonic`)."""
 
     __slots__ = ("call", "config", "deadline", "ends_at", "timeout")
 
@@ -299,20 +281,10 @@ class Bounded:
 
     def _expired(self) -> TimeoutError:
         c = self.config
-        logger.warning(
-            "llmpool stopped waiting for %s at the call's %ss deadline",
-            c.describe(),
-            self.deadline,
-            extra=log_fields(
-                "deadline",
-                scope=c.scope,
-                llm_id=c.id,
-                llm_name=c.name,
-                provider=c.provider,
-                model=c.model_name,
-                deadline=self.deadline,
-            ),
-        )
+        row = {"scope": c.scope, "llm_id": c.id, "llm_name": c.name, "provider": c.provider}
+        fields = log_fields("deadline", **row, model=c.model_name, deadline=self.deadline)
+        text = "llmpool stopped waiting for %s at the call's %ss deadline"
+        logger.warning(text, c.describe(), self.deadline, extra=fields)
         return TimeoutError(f"no answer within the call's {self.deadline}s deadline; abandoned")
 
     def generate(self, *args: Any) -> Any:
@@ -383,8 +355,7 @@ _FEED_SIZE = 64  # chunks a sync stream's thread may read ahead of its consumer
 
 
 class _Feed:
-    """A sync stream (or one answer) read in a daemon thread, handed over through a bounded
-    queue."""
+    """A sync stream (or one answer) read in a daemon thread through a bounded queue."""
 
     def __init__(self, start: Callable[[], Iterator[Any]], name: str) -> None:
         self.queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=_FEED_SIZE)

@@ -1,19 +1,12 @@
 """The fallback chat model: candidates in priority order, the first that answers wins.
 
-`FallbackChatModel` is a real `BaseChatModel` (agent builders reject LangChain's
-``RunnableWithFallbacks``), and one chat-model run to callbacks and tracers whichever candidate
-answered: the candidates are called below LangChain's run machinery (`llmpool.fallback.calls`).
-Compared with ``Runnable.with_fallbacks`` it:
-
-- writes the candidate loop once (`llmpool.fallback.walk.Walk`), driven by four thin shells;
-- falls back only on provider errors (`llmpool.fallback.policy`), so a `TypeError` stays a bug;
-- raises one `AllLLMsFailedError` that lists every candidate and its error, in order;
-- applies ``bind_tools`` / ``with_structured_output`` to every candidate, each in its
-  provider's native way (`llmpool.fallback.structured`), skipping a candidate that cannot;
-- is the chat model that would answer first where LangChain asks which model this is
-  (``model_name``, ``_llm_type``, ``_get_ls_params``, ``profile``, token counts), and forwards
-  LangChain's standard parameters to every candidate (`llmpool.fallback.forwarding`);
-- says which candidate answered: ``response_metadata["llmpool"]``.
+A real `BaseChatModel` (agent builders reject ``RunnableWithFallbacks``): one chat-model run to
+callbacks whichever candidate answered, one walk (`llmpool.fallback.walk`) under four thin
+shells, fallback on provider errors only, one `AllLLMsFailedError` listing every candidate.
+Tools and structured output apply to every candidate natively (`llmpool.fallback.structured`);
+where LangChain asks which model this is (``model_name``, ``_llm_type``, ``profile``, token
+counts) it is the candidate that would answer first; ``response_metadata["llmpool"]`` says
+which one answered.
 """
 
 from __future__ import annotations
@@ -138,7 +131,7 @@ class FallbackChatModel(BaseChatModel):
         super().__init__(**values)
 
     def model_post_init(self, context: Any, /) -> None:
-        """Fill what needs an instance: the chain, the breaker board, the code candidates."""
+        """Fill the chain, the breaker board and the code candidates."""
         given = self.model_fields_set
         if self.scope is not None and not given & {"candidates", "chain", "fallbacks"}:
             serve = contracts.default_scope_model
@@ -182,12 +175,8 @@ class FallbackChatModel(BaseChatModel):
         return ["llmpool", "fallback", "model"]
 
     def to_json(self) -> Any:
-        """The model as LangChain's serialized form: its scope and forwarded parameters.
-
-        Loading it (``valid_namespaces=["llmpool"]``) gives the scope's live chain on the
-        default pool; no row, credential or endpoint is written. A model given candidates or
-        models in code, or tools or a schema, serializes as "not implemented".
-        """
+        """The scope and forwarded parameters only (no row, credential or endpoint); a model
+        of code candidates, tools or a schema serializes as "not implemented"."""
         if self.scope is None or self.chain is None or self.fallbacks or self.candidate_transform:
             return self.to_json_not_implemented()
         kwargs: dict[str, Any] = {"scope": self.scope, **self._overrides}
@@ -252,20 +241,19 @@ class FallbackChatModel(BaseChatModel):
         return seen.ls_params.copy()  # type: ignore[return-value]
 
     def get_token_ids(self, text: str) -> list[int]:
-        """The token ids of ``text`` by the tokenizer of the candidate that would answer first."""
+        """Token ids by the tokenizer of the candidate that would answer first."""
         model = self._seen_first().model
         return super().get_token_ids(text) if model is None else model.get_token_ids(text)
 
     def get_num_tokens(self, text: str) -> int:
-        """Tokens in ``text``, counted by the candidate that would answer first."""
+        """Tokens counted by the candidate that would answer first."""
         model = self._seen_first().model
         return super().get_num_tokens(text) if model is None else model.get_num_tokens(text)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
     ) -> int:
-        """Tokens in ``messages`` (and ``tools``), counted by the candidate that would answer
-        first, with its provider's tokenizer."""
+        """Tokens counted by the candidate that would answer first."""
         model = self._seen_first().model
         if model is None:
             return super().get_num_tokens_from_messages(messages, tools)
@@ -375,12 +363,8 @@ class FallbackChatModel(BaseChatModel):
     # -- tools and structured output apply to every candidate ---------------------------------
 
     def _derive(self, step: Callable[[BaseChatModel], Runnable[Any, Any]]) -> FallbackChatModel:
-        """This model with ``step`` applied to every candidate, replacing any earlier step.
-
-        Every candidate it has now is given the step at once: when each one that can be
-        built refuses it (an invalid tool, a schema no provider takes), the first one's error
-        is raised here, as the provider's own model would raise it.
-        """
+        """This model with ``step`` applied to every candidate, replacing any earlier step;
+        when every buildable candidate refuses it now, the first one's error is raised."""
         values = {
             name: getattr(self, name)
             for name in self.model_fields_set
@@ -418,11 +402,8 @@ class FallbackChatModel(BaseChatModel):
         tool_choice: str | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools to every candidate; one that cannot is skipped and recorded.
-
-        ``tool_choice`` and ``kwargs`` go to each candidate's own ``bind_tools``. Binding again
-        replaces the tools, as LangChain's chat models do. When every candidate refuses the
-        tools, the first one's error (a ``ValueError``, ...) is raised here.
+        """Bind tools to every candidate with its own ``bind_tools`` (binding again replaces
+        them); one that cannot is skipped, and when all refuse the first one's error is raised.
         """
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
@@ -447,14 +428,8 @@ class FallbackChatModel(BaseChatModel):
     def with_structured_output(
         self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[LanguageModelInput, Any]:
-        """Ask every candidate for structured output; one that cannot is skipped and recorded.
-
-        Each candidate's own ``with_structured_output`` decides how it is asked (a JSON
-        schema response format, a forced tool call), so each provider answers in its native
-        way, and its own parser reads its answer. With ``include_raw=True`` the raw message
-        carries ``response_metadata["llmpool"]`` like any answer. When every candidate refuses
-        the schema, the first one's error (a ``ValueError``, ...) is raised here.
-        """
+        """Ask every candidate for structured output through its own ``with_structured_output``
+        and read each answer with its own parser; skipping and refusal as for `bind_tools`."""
         derived = self._derive(
             lambda model: model.with_structured_output(schema, include_raw=False, **kwargs)
         )

@@ -1,9 +1,7 @@
 """The record of one call: what its answer's metadata says, what observers hear, why it failed.
 
-The walk makes a `CallRecord` the first time something is worth telling (a skip, a failure, a
-probe, an observer that wants every call): it keeps the ``attempts`` of the answer's metadata,
-the failures of `AllLLMsFailedError`, and hands the events to the observers. A call its first
-row answered at once, with nobody listening, makes none: `answered` gives its metadata.
+The walk makes a `CallRecord` only once something is worth telling (a skip, a failure, a probe,
+an observer that wants every call); otherwise `answered` alone gives the answer's metadata.
 """
 
 from __future__ import annotations
@@ -51,18 +49,21 @@ def add_usage(
     return add(total, more)  # type: ignore[arg-type]
 
 
-def answered(candidate: Candidate, order: list[str] | None = None) -> dict[str, Any]:
-    """The ``llmpool`` metadata of an answer from a call's first attempt (fresh dicts)."""
+def answered(
+    candidate: Candidate, order: list[str] | None = None, attempts: list[Any] | None = None
+) -> dict[str, Any]:
+    """The ``llmpool`` metadata of ``candidate``'s answer, appended to ``attempts``."""
     head, ok = candidate.answer_fields
-    metadata = {**head, "attempts": [ok.copy()]}
+    attempts = [] if attempts is None else attempts
+    attempts.append(ok.copy())
+    metadata = {**head, "attempts": attempts}
     if order is not None:
         metadata["order"] = order
     return metadata
 
 
 class CallRecord:
-    """The attempts, failures and events of one call (see the module), started at ``started``
-    (`time.monotonic`), its events told to ``hooks``."""
+    """The attempts, failures and events of one call started at ``started`` (monotonic)."""
 
     __slots__ = ("_offset", "attempts", "events", "failures", "hooks", "leaving", "scope",
                  "started", "streaming")  # fmt: skip
@@ -158,12 +159,7 @@ class CallRecord:
         # The metadata keeps descriptions, not exceptions: letting go of them breaks the
         # exception -> traceback -> frame -> walk cycle, so a failover leaves no garbage.
         self.failures.clear()
-        head, ok = candidate.answer_fields
-        self.attempts.append(ok.copy())
-        metadata = {**head, "attempts": self.attempts}
-        if order is not None:
-            metadata["order"] = order
-        return metadata
+        return answered(candidate, order, self.attempts)
 
     def answered(self, attempt: Attempt, usage: Mapping[str, Any] | None) -> None:
         """An attempt answered (a stream: ended cleanly) with ``usage``: the call is done."""

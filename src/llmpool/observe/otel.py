@@ -1,9 +1,7 @@
 """`OpenTelemetryObserver`: llmpool's events as OpenTelemetry spans and metrics (extra ``otel``).
 
-Only the API is needed; the SDK and exporters are the application's. A call is a span ``chat
-{scope}`` with a child ``chat {model}`` per attempt (a skip: a span event ``llmpool.skip``);
-metrics are counted on meter ``llmpool`` (the README lists them). Nothing is imported and no
-event asked for until a tracer or meter provider is configured. Errors are class names.
+A call is a span ``chat {scope}`` with a child ``chat {model}`` per attempt; nothing is
+imported until a tracer or meter provider is configured.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """`LLMPool.status` and `explain`: a scope's chain, row by row, as its calls will use it.
 
-Both read the `ScopeChain` every call of the scope reads, and judge each candidate the way the
-walk does, without taking anything: not buildable, breaker open (on the pool's board: the
-fleet's view when it is shared), refused by an admission check (`AdmissionCheck.peek`). Health
-is what calls will do, by construction. Recent latency and error rate are the pool's
-`RowStats` over each row's last `WINDOW` attempts: ``None`` in a process that made no call.
+Both read the `ScopeChain` the calls read and judge each candidate as the walk does, without
+taking anything (`AdmissionCheck.peek`): health is what calls will do, by construction.
 """
 
 from __future__ import annotations
@@ -128,8 +125,7 @@ def _breaker(breakers: BreakerBoard, candidate: Candidate, now: float) -> Breake
 
 
 def scope_status(pool: LLMPool, chain: ScopeChain) -> ScopeStatus:
-    """Return the chain's rows by priority, each with the verdict a call would give it now,
-    read from the pool's boards (breakers, statistics, rate limits, usage)."""
+    """Return the chain's rows by priority, each with the verdict a call would give it now."""
     from llmpool.usage.check import budget_status
 
     breakers, stats, limiter, usage = pool.breakers, pool.stats, pool.limiter, pool.usage_meter

@@ -55,9 +55,8 @@ class FakeChatModel(FakeListChatModel):
 
 
 class FakeEmbeddings(BaseModel, Embeddings):
-    """Deterministic embeddings of ``dimensions`` numbers, read from a BLAKE2b digest of the
-    model name and the text: two models give different vectors for the same text, as two real
-    spaces do. ``error`` and ``sleep`` script it as for chat.
+    """Deterministic embeddings of ``dimensions`` numbers from a BLAKE2b digest of the model
+    name and the text (two models differ, as two spaces do); ``error`` and ``sleep`` as for chat.
     """
 
     model_config = ConfigDict(extra="forbid")
