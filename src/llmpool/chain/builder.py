@@ -1,8 +1,4 @@
-"""From a snapshot of the table to one immutable `ScopeChain` per scope, kind and generation.
-
-`ChainBuilder` builds a row's client once per row version (connection pools stay warm); a row
-that cannot be built is a candidate carrying its error, built again after a while.
-"""
+"""From a snapshot of the table to one immutable `ScopeChain` per scope, kind and generation."""
 
 from __future__ import annotations
 
@@ -238,8 +234,7 @@ class SnapshotSource(Protocol):
 
 
 class Chains:
-    """The chain of each scope, kind and space, built once per generation of the table, with
-    the ``checks`` that apply to its rows."""
+    """The chain of each scope, kind and space, built once per generation of the table."""
 
     def __init__(
         self,

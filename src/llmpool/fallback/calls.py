@@ -1,11 +1,9 @@
 """What an attempt calls: a candidate's client, bounded by the call's deadline, its stream gated.
 
-`ChatCall` calls a chat model below LangChain's run machinery (``_generate``, ``_stream``...)
-with the arguments the call binds, so the fallback model is the one run callbacks see;
-`EmbeddingCall` does the same for an ``Embeddings``. `StreamGate` holds chunks back until the
-first content: an error before it falls back, one after it is a `MidStreamError`. `Bounded`
-stops waiting for a client that could outlast the deadline (`client_timeout`): an async attempt
-is cancelled, a sync one runs in a daemon thread left to finish on its own.
+`ChatCall` calls a chat model below LangChain's run machinery, so the fallback model is the one
+run callbacks see. `StreamGate` holds chunks back until the first content: an error after it is
+a `MidStreamError`. `Bounded` stops waiting at the deadline: an async attempt is cancelled, a
+sync one runs in a daemon thread left to finish on its own.
 """
 
 from __future__ import annotations
@@ -71,8 +69,7 @@ class StreamGate:
         return self._release() if has_content(chunk) else []
 
     def finish(self) -> list[ChatGenerationChunk]:
-        """The stream ended cleanly: return what is still held back (`EmptyStreamError`: it
-        had no chunk at all; chunks without content are a valid, empty answer)."""
+        """The stream ended cleanly: return what is still held back (none: `EmptyStreamError`)."""
         if self.open:
             return []
         if not self._held:
@@ -109,8 +106,7 @@ _RUN_KEYS = frozenset({"ls_structured_output_format", "structured_output_format"
 
 
 class ChatCall:
-    """A candidate's chat model with the arguments the call binds (tools, a response format)
-    and its provider's ``parser`` of a structured answer."""
+    """A candidate's chat model, the arguments the call binds, and its answer's ``parser``."""
 
     __slots__ = ("astreams", "kwargs", "model", "parser", "streams", "timeout")
 
@@ -170,8 +166,7 @@ _EMPTY = "the stream ended without a single chunk: nothing the client could read
 
 
 class EmptyStreamError(Exception):
-    """A candidate's stream ended without one chunk: it falls back at once (a second try
-    rarely reads better) and counts against the candidate's breaker."""
+    """A candidate's stream ended without one chunk: it falls back at once."""
 
 
 def _chunk(result: ChatResult) -> ChatGenerationChunk:
@@ -212,11 +207,7 @@ class EmbeddingCall:
         return await getattr(self.embeddings, "a" + method)(payload)
 
 
-# -- the deadline's bound on an attempt in flight ---------------------------------------------
-
-
-# Where chat models keep their request timeout: ChatOpenAI, AzureChatOpenAI, ChatFireworks;
-# ChatAnthropic; ChatBedrockConverse and ChatVertexAI.
+# Where chat models keep their request timeout (OpenAI and Fireworks, Anthropic, the others).
 _TIMEOUT_FIELDS = ("request_timeout", "default_request_timeout", "timeout")
 _FAKE_MODELS = "langchain_core.language_models.fake_chat_models"
 
@@ -384,8 +375,7 @@ class _Feed:
         self._finish(_END, None)
 
     def _finish(self, kind: int, value: Any) -> None:
-        # A consumer that stopped reads nothing more. One that stops while this put waits for
-        # room drains the queue in stop(), so the put completes and the thread ends.
+        # A consumer that stops while this put waits drains the queue in stop(): it completes.
         if not self._stopped.is_set():
             self.queue.put((kind, value))
 

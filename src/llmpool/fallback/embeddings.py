@@ -1,9 +1,7 @@
 """The fallback embeddings: candidates of one vector space, the first that answers wins.
 
-`FallbackEmbeddings` runs on the chat model's walk. Every candidate is in one vector space (a
-chain in several, or moved to another, is refused); a call is retried or failed over whole, so
-its vectors come from one row, and an answer of the wrong count or length is a failed attempt.
-`Vectors` and `Vector` are lists of floats whose ``response_metadata["llmpool"]`` names the row.
+A call is retried or failed over whole, so its vectors come from one row; an answer of the
+wrong count or length is a failed attempt.
 """
 
 from __future__ import annotations
@@ -53,8 +51,7 @@ class Vector(_Answer[float]):
 
 
 class MalformedVectorsError(Exception):
-    """A candidate answered, but not with one vector per text of its space's length: an
-    HTTP 502 (a bad answer from upstream), retried, then failed over."""
+    """Not one vector per text of its space's length: a 502, retried, then failed over."""
 
     status_code = 502
 
@@ -194,8 +191,7 @@ class FallbackEmbeddings(Embeddings):
         raise walk.error()
 
     def embed_documents(self, texts: list[str]) -> Vectors:
-        """Embed the texts with the first candidate that answers for all of them, as one
-        attempt (`AllLLMsFailedError`, `MixedSpacesError`)."""
+        """Embed the texts with the first candidate that answers for all of them."""
         return Vectors(*self._embed(("embed_documents", list(texts))))
 
     def embed_query(self, text: str) -> Vector:

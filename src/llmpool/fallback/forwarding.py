@@ -1,6 +1,4 @@
-"""What a fallback model forwards to each candidate: LangChain's standard parameters, never
-credentials or endpoints (a caller's argument must not send a row's key elsewhere).
-"""
+"""What a fallback model forwards to each candidate: LangChain's standard parameters only."""
 
 from __future__ import annotations
 

@@ -1,17 +1,14 @@
 """The fallback chat model: candidates in priority order, the first that answers wins.
 
-A real `BaseChatModel` (agent builders reject ``RunnableWithFallbacks``): one chat-model run to
-callbacks whichever candidate answered, one walk (`llmpool.fallback.walk`) under four thin
-shells, fallback on provider errors only, one `AllLLMsFailedError` listing every candidate.
-Tools and structured output apply to every candidate natively (`llmpool.fallback.structured`);
-where LangChain asks which model this is (``model_name``, ``_llm_type``, ``profile``, token
-counts) it is the candidate that would answer first; ``response_metadata["llmpool"]`` says
-which one answered.
+A real `BaseChatModel` (agent builders reject ``RunnableWithFallbacks``), one chat-model run to
+callbacks whichever candidate answered; where LangChain asks which model this is (``model_name``,
+``profile``, token counts) it is the candidate that would answer first.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -65,17 +62,13 @@ class FallbackChatModel(BaseChatModel):
 
     Args:
         candidates: Candidates in priority order (a static chain).
-        chain: Where the chain in force is read at every call (a live chain: the pool's
-            `llmpool.chain.builder.ChainSource`); used instead of ``candidates``.
+        chain: Where the chain in force is read at every call, instead of ``candidates``.
         fallbacks: Models supplied in code, tried after the chain's candidates.
         policy: Retries, deadline and circuit breaker settings.
         breakers: Shared breaker state (every model of one pool shares one board).
-        scope: The scope, for messages; alone (no candidates, chain or fallbacks), the
-            scope's live chain on the default pool (`llmpool.get_pool`).
-        routing: Orders a static chain's candidates for each call (a live chain has its own);
-            ``None`` tries them in the order given.
-        admissions: Checks asked before each attempt of a static chain (a live chain has its
-            own): rate limits, budgets (`llmpool.contracts.AdmissionCheck`).
+        scope: The scope; alone, the scope's live chain on the default pool.
+        routing: Orders a static chain's candidates for each call (``None``: as given).
+        admissions: Checks asked before each attempt of a static chain (rate limits, budgets).
 
     Example:
         >>> from llmpool.models import LLMConfig
@@ -110,8 +103,7 @@ class FallbackChatModel(BaseChatModel):
     stop: list[str] | None = None
     streaming: bool | None = None
 
-    # Per-instance state read at every call, kept in the instance's __dict__ (set in
-    # `model_post_init`): a pydantic private attribute costs microseconds to read.
+    # State read at every call, in __dict__: a pydantic private attribute is slow to read.
     if TYPE_CHECKING:
         _static: ScopeChain | None
         _code: tuple[Candidate, ...]
@@ -148,21 +140,17 @@ class FallbackChatModel(BaseChatModel):
             static = ScopeChain(
                 self.scope, "chat", 0, tuple(self.candidates), self.routing, self.admissions
             )
-        state = {
-            "_static": static,
-            "_code": tuple(code_candidate(model) for model in self.fallbacks),
-            "_calls": {},
-            "_overrides": {k: getattr(self, k) for k in FORWARDED if k in given},
-        }
-        for name, value in state.items():
-            object.__setattr__(self, name, value)
+        self.__dict__.update(
+            _static=static,
+            _code=tuple(code_candidate(model) for model in self.fallbacks),
+            _calls={},
+            _overrides={k: getattr(self, k) for k in FORWARDED if k in given},
+        )
         super().model_post_init(context)
 
     def _current(self) -> ScopeChain:
         static = self._static
         return static if static is not None else self.chain.current()  # type: ignore[union-attr]
-
-    # -- serialization: a reference to the scope's chain, never rows or secrets --------------
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -175,8 +163,7 @@ class FallbackChatModel(BaseChatModel):
         return ["llmpool", "fallback", "model"]
 
     def to_json(self) -> Any:
-        """The scope and forwarded parameters only (no row, credential or endpoint); a model
-        of code candidates, tools or a schema serializes as "not implemented"."""
+        """The scope and forwarded parameters only, never a row, credential or endpoint."""
         if self.scope is None or self.chain is None or self.fallbacks or self.candidate_transform:
             return self.to_json_not_implemented()
         kwargs: dict[str, Any] = {"scope": self.scope, **self._overrides}
@@ -187,11 +174,8 @@ class FallbackChatModel(BaseChatModel):
             "kwargs": kwargs,
         }
 
-    # -- which model is this: the candidate that would answer first -------------------------
-
     def _seen_first(self) -> _First:
-        # Asked at every call (LangChain reads ``_llm_type`` and ``_get_ls_params``): what was
-        # found for the chain last seen holds while its candidate's breaker stays closed.
+        # Asked at every call: holds for the chain last seen while its breaker stays closed.
         chain = self._current()
         seen: _First | None = self.__dict__.get("_first_seen")
         breakers = self.breakers
@@ -259,11 +243,8 @@ class FallbackChatModel(BaseChatModel):
             return super().get_num_tokens_from_messages(messages, tools)
         return model.get_num_tokens_from_messages(messages, tools)
 
-    # -- the four shells -----------------------------------------------------------------------
-
     def _call(self, candidate: Candidate) -> Any:
-        # What the walk calls for a candidate: its client with the forwarded parameters and
-        # the bound step, or why it cannot (made once per client).
+        # What the walk calls for a candidate, or why it cannot (made once per client).
         model = candidate.model
         entry = self._calls.get(id(model))
         if entry is None:
@@ -327,8 +308,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        # The gate holds chunks back until the first content: an error before it falls back,
-        # one after it is a `MidStreamError` with the partial text (never a silent switch).
+        # An error after the first content is a `MidStreamError`, never a silent switch.
         walk = self._walk(streaming=True)
         for attempt in walk:
             with attempt:
@@ -360,11 +340,8 @@ class FallbackChatModel(BaseChatModel):
                 return
         raise walk.error()
 
-    # -- tools and structured output apply to every candidate ---------------------------------
-
     def _derive(self, step: Callable[[BaseChatModel], Runnable[Any, Any]]) -> FallbackChatModel:
-        """This model with ``step`` applied to every candidate, replacing any earlier step;
-        when every buildable candidate refuses it now, the first one's error is raised."""
+        """This model with ``step`` applied to every candidate (all refuse: the first error)."""
         values = {
             name: getattr(self, name)
             for name in self.model_fields_set
@@ -376,10 +353,7 @@ class FallbackChatModel(BaseChatModel):
             candidates = (*derived._current().candidates, *derived._code)
         except LLMPoolError:  # the chain cannot be read now: each call will say why
             return derived
-        for candidate in candidates:
-            if candidate.model is None:
-                continue
-            call = derived._call(candidate)
+        for call in (derived._call(c) for c in candidates if c.model is not None):
             if not isinstance(call, BaseException):
                 return derived
             refusal = refusal or call
@@ -402,9 +376,7 @@ class FallbackChatModel(BaseChatModel):
         tool_choice: str | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools to every candidate with its own ``bind_tools`` (binding again replaces
-        them); one that cannot is skipped, and when all refuse the first one's error is raised.
-        """
+        """Bind tools to every candidate its own way; one that cannot is skipped."""
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         tools = list(tools)
@@ -428,24 +400,21 @@ class FallbackChatModel(BaseChatModel):
     def with_structured_output(
         self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[LanguageModelInput, Any]:
-        """Ask every candidate for structured output through its own ``with_structured_output``
-        and read each answer with its own parser; skipping and refusal as for `bind_tools`."""
+        """Ask every candidate for structured output its own way; one that cannot is skipped."""
         derived = self._derive(
             lambda model: model.with_structured_output(schema, include_raw=False, **kwargs)
         )
         return structured(derived, schema, include_raw, kwargs)
 
 
+@dataclass(slots=True, eq=False)
 class _First:
     """The candidate of a chain that would answer first, its model, and its LangSmith params."""
 
-    __slots__ = ("candidate", "chain", "ls_params", "model")
-
-    def __init__(self, chain: ScopeChain) -> None:
-        self.chain = chain
-        self.candidate: Candidate | None = None
-        self.model: BaseChatModel | None = None
-        self.ls_params: dict[str, Any] | None = None
+    chain: ScopeChain
+    candidate: Candidate | None = None
+    model: BaseChatModel | None = None
+    ls_params: dict[str, Any] | None = None
 
 
 def _tagged(walk: Walk, attempt: Any, result: ChatResult) -> ChatResult:

@@ -1,10 +1,7 @@
 """What to do when a candidate fails: retry it, fall back to the next, or propagate.
 
-llmpool moves on for provider errors (refused connections, timeouts, 429, 5xx, 401/403, a
-context-length 400), never for a bare `Exception`: a `TypeError` is the caller's bug. Errors are
-recognized, without importing provider packages, by their status code, a provider's declared
-``error_outcomes``, then their MRO's class names; a client's ``ValueError`` on an unreadable
-body is told from the caller's by where it was raised (`raised_by_provider`).
+llmpool moves on for provider errors, never for a bare `Exception` (a `TypeError` is the
+caller's bug), recognized without importing provider packages (`classify_error`).
 """
 
 from __future__ import annotations
@@ -41,9 +38,8 @@ class Outcome(enum.Enum):
     """Not a provider failure (a bug): raise it unchanged."""
 
 
-# Errors every client may raise (the transport errors of httpx and of httpx2, which openai 3 and
-# anthropic 2.17 are built on: the same names; langchain-core's standard ones). The names
-# specific to one SDK are declared by its provider (`llmpool.providers.builtin`).
+# Errors every client may raise (httpx's and httpx2's transport errors, langchain-core's); those
+# of one SDK are declared by its provider (`llmpool.providers.builtin`).
 _RETRY_NAMES = frozenset(
     {"TransportError", "TimeoutException", "ConnectError", "ReadTimeout", "WriteTimeout",
      "PoolTimeout", "ConnectTimeout", "ReadError", "RemoteProtocolError", "NetworkError"}
@@ -164,9 +160,8 @@ def classify_error(error: BaseException) -> Outcome:
     if names & _FALLBACK_NAMES:
         return Outcome.FALLBACK
     if names & _SDK_ERROR_NAMES:
-        # A provider SDK's error with no HTTP error status: an error event inside a stream
-        # (OpenAI's ``{"error": ...}`` chunk, Anthropic's ``overloaded_error`` event, Ollama's
-        # error line). Its type says whether the request or the provider is at fault.
+        # An SDK's error without a status: an error event inside a stream (OpenAI's ``{"error":
+        # ...}`` chunk, Anthropic's ``overloaded_error``); its type says who is at fault.
         kind = _error_type(error)
         if any(word in kind for word in _REQUEST_FAULT_TYPES):
             return Outcome.FALLBACK
@@ -182,21 +177,18 @@ _REQUEST_FAULT_TYPES = ("invalid_request", "authentication", "permission", "not_
 
 # What a client raises when it cannot read a 200's body; also what a caller's bug raises.
 _UNREADABLE_ANSWER_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
-# A call that does not fit a signature is the caller's (unknown keyword passed through to the
-# SDK's ``create()``), wherever in the client it surfaces.
+# A call that does not fit a signature is the caller's, wherever in the client it surfaces.
 _SIGNATURE_MISMATCH = re.compile(
     r"unexpected keyword argument|missing \d+ required (?:positional|keyword-only) argument"
     r"|takes (?:\d+|from \d+ to \d+) positional argument|got multiple values for argument"
     r"|positional-only arguments passed as keyword"
 )
-# langchain-core's words for a stream that carried no chunk at all: the provider sent nothing
-# a client could read (an SSE stream of lines that are not events).
+# langchain-core's words for a stream of nothing a client could read (lines that are not events).
 _NOTHING_STREAMED = frozenset(
     {"No generation chunks were returned", "No generations found in stream."}
 )
 _CALLER_SIDE = frozenset({"langchain_core", "llmpool"})
-# Frames that only pass an error along: the standard library, and the validation libraries
-# everyone calls (a pydantic ValidationError is raised in pydantic for whoever called it).
+# Frames that only pass an error along: the standard library, and pydantic's validation.
 _PASS_THROUGH = frozenset(sys.stdlib_module_names) | {"pydantic", "pydantic_core"}
 _INSTALLED_DIRS = ("/site-packages/", "/dist-packages/")
 _SKIP, _CORE, _INSTALLED, _CALLER = range(4)
@@ -358,8 +350,7 @@ class FallbackPolicy:
 
 
 def describe_error(error: BaseException) -> str:
-    """Return a one-line description of an error, secret values redacted (an error body may
-    echo the key it was sent)."""
+    """Return a one-line description of an error, secret values redacted."""
     from llmpool.credentials.redaction import redact
 
     text = redact(str(error).strip())

@@ -1,8 +1,5 @@
-"""The record of one call: what its answer's metadata says, what observers hear, why it failed.
-
-The walk makes a `CallRecord` only once something is worth telling (a skip, a failure, a probe,
-an observer that wants every call); otherwise `answered` alone gives the answer's metadata.
-"""
+"""The record of one call: what its answer's metadata says, what observers hear, why it failed
+(made only once something is worth telling; otherwise `answered` gives the metadata)."""
 
 from __future__ import annotations
 
@@ -156,8 +153,7 @@ class CallRecord:
 
     def metadata(self, candidate: Candidate, order: list[str] | None) -> dict[str, Any]:
         """``candidate`` answered: return the answer's metadata, every attempt listed."""
-        # The metadata keeps descriptions, not exceptions: letting go of them breaks the
-        # exception -> traceback -> frame -> walk cycle, so a failover leaves no garbage.
+        # Descriptions, not exceptions: no exception -> traceback -> walk cycle is left behind.
         self.failures.clear()
         return answered(candidate, order, self.attempts)
 

@@ -1,8 +1,5 @@
-"""Tools and structured output on every candidate, each in its provider's native way.
-
-A candidate's ``bind_tools`` is a binding of its chat model, and ``with_structured_output`` a
-binding followed by a parser: `decompose` takes them apart, so the candidate is called as one
-chat-model run, and `AnswerParser` reads each answer with its candidate's parser.
+"""Tools and structured output on every candidate, each in its provider's native way: `decompose`
+takes a candidate's binding apart, `AnswerParser` reads each answer with its candidate's parser.
 """
 
 from __future__ import annotations
@@ -109,8 +106,7 @@ class AnswerParser(Runnable[Any, Any]):
 def structured(
     model: FallbackChatModel, schema: Any, include_raw: bool, kwargs: dict[str, Any]
 ) -> Runnable[Any, Any]:
-    """Return ``model`` asked for ``schema``, then its `AnswerParser`, built as a chat model's
-    own ``with_structured_output`` is."""
+    """Return ``model`` asked for ``schema``, then its `AnswerParser` (as LangChain builds it)."""
     parser = AnswerParser(model)
     bound = model.bind(ls_structured_output_format={"kwargs": kwargs, "schema": schema})
     if not include_raw:

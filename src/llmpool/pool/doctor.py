@@ -55,8 +55,7 @@ KINDS = (
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem of one row, or of one scope (``llm_id`` empty), with the command that fixes
-    it; never a value."""
+    """One problem of one row, or of one scope (``llm_id`` empty), with its fix."""
 
     kind: str
     llm_id: str

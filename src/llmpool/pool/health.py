@@ -1,8 +1,5 @@
-"""`LLMPool.status` and `explain`: a scope's chain, row by row, as its calls will use it.
-
-Both read the `ScopeChain` the calls read and judge each candidate as the walk does, without
-taking anything (`AdmissionCheck.peek`): health is what calls will do, by construction.
-"""
+"""`LLMPool.status` and `explain`: a scope's chain, row by row, judged as the walk judges it
+(without taking anything: `AdmissionCheck.peek`)."""
 
 from __future__ import annotations
 

@@ -58,8 +58,7 @@ def find_row(snapshot: Snapshot, llm_id: str, kind: str) -> LLMConfig:
 
 
 def default_row(snapshot: Snapshot, repository: LLMRepository, scope: str, kind: str) -> LLMConfig:
-    """Return the scope's enabled default row of ``kind`` (`NoDefaultLLMError` naming the
-    database, `InvalidDefaultLLMError`)."""
+    """Return the scope's enabled default row of ``kind`` (`NoDefaultLLMError`)."""
     engine = getattr(repository, "engine", None)
     where = f" (database: {mask_url(engine)})" if engine is not None else ""
     what = "LLM" if kind == "chat" else "embedding model"

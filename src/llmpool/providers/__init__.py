@@ -211,8 +211,7 @@ class ProviderRegistry:
         return key if key in self._providers else ALIASES.get(key, key)
 
     def register(self, provider: Provider, *, replace: bool = False) -> None:
-        """Register a provider in this process (`ValueError`: the name is taken, or an error
-        outcome it declares does not exist)."""
+        """Register a provider in this process (`ValueError`: the name is taken)."""
         self._ensure_loaded()
         with self._lock:
             key = _key(provider.name)
@@ -223,8 +222,7 @@ class ProviderRegistry:
             self._providers[key] = provider
 
     def get(self, name: str) -> Provider:
-        """Return the provider called ``name`` or an alias of it (`UnknownProviderError`, or
-        `ProviderLoadError` when its plugin failed to load)."""
+        """Return the provider called ``name`` or an alias of it (`UnknownProviderError`)."""
         self._ensure_loaded()
         key = self.canonical(name)
         provider = self._providers.get(key)
@@ -263,8 +261,7 @@ class ProviderRegistry:
         allowlist: EnvAllowlist | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> BaseChatModel:
-        """Turn a row into a chat model: its auth resolved within ``allowlist`` (from the
-        environment by default), its provider called without llmpool's price keys."""
+        """Turn a row into a chat model, its auth resolved within ``allowlist``."""
         from llmpool.providers.allowlist import resolve_auth
 
         provider = self.get(config.provider)
@@ -322,8 +319,7 @@ def _restoring(
 def set_registry(
     registry: ProviderRegistry | None,
 ) -> contextlib.AbstractContextManager[ProviderRegistry | None]:
-    """Replace the process-wide registry now (``None``: discover it anew on next use); as a
-    context manager, restore the previous one."""
+    """Replace the process-wide registry now; as a context manager, restore the previous one."""
     global _registry
     with _registry_lock:
         previous, _registry = _registry, registry

@@ -170,8 +170,7 @@ class EnvAllowlist:
         return None
 
     def kind(self, name: str, provider: object = None) -> Kind | None:
-        """Return how a row of ``provider`` (a name or object) may use variable ``name``
-        (``None``: it may not)."""
+        """Return how a row of ``provider`` may use variable ``name`` (``None``: it may not)."""
         return self._kind(name, declared_env(self._provider(provider)))
 
     def allows(self, name: str, provider: object = None) -> bool:
@@ -184,8 +183,7 @@ class EnvAllowlist:
         return any(real.is_relative_to(os.path.realpath(d)) for d in self.secret_dirs)
 
     def allows_endpoint(self, url: str) -> bool:
-        """Return whether a row may send requests to ``url``: no user info, and within one of
-        `endpoints` if set."""
+        """Return whether a row may send requests to ``url`` (no user info, within `endpoints`)."""
         if has_userinfo(url):
             return False
         parsed = parse_endpoint(url)
@@ -194,8 +192,7 @@ class EnvAllowlist:
         )
 
     def check(self, config: LLMConfig, provider: object = None) -> dict[str, Kind]:
-        """Refuse a row that uses a variable, file or endpoint outside the allowlist
-        (`EnvNotAllowedError`); return each reference's kind."""
+        """Refuse a row that reaches outside the allowlist; return each reference's kind."""
         provider = self._provider(config.provider if provider is None else provider)
         declared = declared_env(provider)
         kinds: dict[str, Kind] = {}
@@ -243,8 +240,7 @@ class EnvAllowlist:
                 )
                 raise _refused(config, where, f"points at host {host_of(url)}, {reason}")
         if endpoints and foreign is not None and not self.endpoints:
-            # With no endpoints configured, a row's own endpoint may only get its provider's
-            # own credentials: an operator's key or a secret file could go anywhere.
+            # Without allowed endpoints, an operator's key or a secret file could go anywhere.
             where, url = endpoints[0]
             raise _refused(
                 config,

@@ -1,6 +1,4 @@
-"""llmpool's built-in providers, declared through its own ``llmpool.providers`` entry points:
-each one's LangChain class (imported on first use), extra, variables, endpoint keys and SDK
-errors."""
+"""llmpool's built-in providers, declared through its own ``llmpool.providers`` entry points."""
 
 from __future__ import annotations
 

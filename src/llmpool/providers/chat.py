@@ -24,15 +24,13 @@ Factory = Callable[["LLMConfig", Mapping[str, Any]], "BaseChatModel"]
 
 ALL_CAPABILITIES = frozenset({"tools", "streaming", "structured_output"})
 
-#: Seconds one request may take when a row sets no ``timeout``. The SDKs' own default is ten
-#: minutes, longer than the fallback deadline: one hung provider would use up the whole call.
+#: Seconds one request may take when a row sets none (the SDKs' ten minutes outlast a deadline).
 DEFAULT_TIMEOUT = 60.0
 
 #: Keywords whose ``None`` would remove the request timeout: a row's ``null`` leaves the default.
 TIMEOUT_KEYS = frozenset({"timeout", "request_timeout", "default_request_timeout"})
 
-#: Retries a client makes when its model is served alone (`LLMPool.get_llm`): the openai and
-#: anthropic SDKs' default. In a fallback chain it makes none: the walk retries and fails over.
+#: Retries a client makes when served alone (`LLMPool.get_llm`); in a chain the walk retries.
 STANDALONE_RETRIES = 2
 
 
@@ -232,8 +230,7 @@ class FactoryProvider:
 
 
 def standalone_config(config: LLMConfig, provider: object) -> LLMConfig:
-    """Return the row as its model is built when served alone: ``max_retries`` back to
-    `STANDALONE_RETRIES` when its class takes it and the row does not set it."""
+    """Return the row as built when served alone: with `STANDALONE_RETRIES` unless it sets some."""
     accepted = accepted_config(provider)
     if "max_retries" in config.config or accepted is None or "max_retries" not in accepted:
         return config

@@ -38,8 +38,7 @@ def declared_env(provider: object) -> tuple[frozenset[str], frozenset[str]]:
 
 
 def declared_error_outcomes(provider: object) -> dict[str, str]:
-    """Return the error classes a provider declares -> their outcome (`ValueError`: one is
-    not in `OUTCOMES`)."""
+    """Return the error classes a provider declares -> their outcome (checked)."""
     value = getattr(provider, "error_outcomes", None)
     if not isinstance(value, Mapping):
         return {}
@@ -95,8 +94,7 @@ def no_embeddings_error(config: LLMConfig, provider: object) -> ProviderError:
     return ProviderError(msg)
 
 
-# Declared error class name -> outcome, for every provider loaded in this process. The first
-# declaration of a name wins: a plugin cannot change how a built-in's errors are handled.
+# Declared error class name -> outcome; the first wins (a plugin cannot change a built-in's).
 _outcomes: dict[str, str] = {}
 _outcomes_by_class: dict[type, str | None] = {}
 _outcomes_lock = threading.Lock()

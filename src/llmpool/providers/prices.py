@@ -1,8 +1,5 @@
-"""A row's prices and budget: ``config`` keys llmpool reads, never passed to the client.
-
-Prices are per million tokens (or per token, under LiteLLM's names); ``max_spend`` skips the
-row once its calls this UTC day or month cost that much. `client_config` removes the keys.
-"""
+"""A row's prices (per million tokens, or LiteLLM's per token) and ``max_spend`` budget:
+``config`` keys llmpool reads, never passed to the client."""
 
 from __future__ import annotations
 
@@ -115,8 +112,7 @@ def _per_million(config: LLMConfig, values: dict[str, Any], way: str) -> float:
 
 
 def usage_terms(config: LLMConfig) -> UsageTerms:
-    """Return the prices and budget a row's ``config`` sets (`InvalidConfigError` naming the
-    row and the key)."""
+    """Return the prices and budget a row's ``config`` sets (`InvalidConfigError`)."""
     values = config.config
     if not any(key in values for key in USAGE_CONFIG_KEYS):
         return UsageTerms()
