@@ -49,23 +49,16 @@ class ScopeChain:
     rebuild_at: float | None = None
     strategy: str = "priority"
 
+    def current(self) -> ScopeChain:
+        """A chain given in code is its own, unchanging `ChainSource`."""
+        return self
+
 
 @runtime_checkable
 class ChainSource(Protocol):
     """Where a fallback model reads the chain every call starting now uses."""
 
     def current(self) -> ScopeChain: ...
-
-
-@dataclass(frozen=True, eq=False, slots=True)
-class StaticChain:
-    """A chain that never changes: candidates given in code."""
-
-    chain: ScopeChain
-
-    def current(self) -> ScopeChain:
-        """Return the chain."""
-        return self.chain
 
 
 def build_reason(error: BaseException | None) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.embeddings import Embeddings
 
-from llmpool.chain.builder import ChainSource, ScopeChain, StaticChain, ensure_buildable
+from llmpool.chain.builder import ChainSource, ScopeChain, ensure_buildable
 from llmpool.errors import MixedSpacesError, shorten
 from llmpool.fallback.breakers import BreakerBoard
 from llmpool.fallback.calls import EmbeddingCall, EmbeddingRequest
@@ -116,10 +116,9 @@ class FallbackEmbeddings(Embeddings):
     ) -> None:
         if chain is None:
             found = one_space((c.config for c in candidates), scope=scope)
-            static = ScopeChain(
+            chain = ScopeChain(
                 scope, "embedding", 0, tuple(candidates), routing, tuple(admissions), found
             )
-            chain = StaticChain(static)
         found = chain.current().space
         if space is not None and found is not None and found != space:
             raise self._moved(space, found, scope)
