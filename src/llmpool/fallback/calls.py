@@ -273,9 +273,13 @@ class Bounded:
     def _expired(self) -> TimeoutError:
         c = self.config
         row = {"scope": c.scope, "llm_id": c.id, "llm_name": c.name, "provider": c.provider}
-        fields = log_fields("deadline", **row, model=c.model_name, deadline=self.deadline)
         text = "llmpool stopped waiting for %s at the call's %ss deadline"
-        logger.warning(text, c.describe(), self.deadline, extra=fields)
+        logger.warning(
+            text,
+            c.describe(),
+            self.deadline,
+            extra=log_fields("deadline", **row, model=c.model_name, deadline=self.deadline),
+        )
         return TimeoutError(f"no answer within the call's {self.deadline}s deadline; abandoned")
 
     def generate(self, *args: Any) -> Any:

@@ -95,8 +95,9 @@ class LoggingObserver(Observer):
         forced = ", forced: every LLM is cooling down" if event.forced else ""
         value = event.failures if state == "open" else forced if state == "half_open" else ""
         fields = _fields(event, "state", "previous", "failures", "trips", "reopens_at")
-        extra = log_fields(f"breaker_{state}", **fields)
-        BREAKERS.log(level, text, event.llm_name, value, extra=extra)
+        BREAKERS.log(
+            level, text, event.llm_name, value, extra=log_fields(f"breaker_{state}", **fields)
+        )
 
     def on_reload(self, event: events.ReloadEvent) -> None:
         """A reload at INFO."""

@@ -79,8 +79,11 @@ def default_row(snapshot: Snapshot, repository: LLMRepository, scope: str, kind:
             raise
         except Exception as error:  # none there either, or the database is down
             failed = type(error).__name__
-            fields = log_fields("no_invalid_default", scope=scope, error_class=failed)
-            logger.debug("no invalid default row found: %s", failed, extra=fields)
+            logger.debug(
+                "no invalid default row found: %s",
+                failed,
+                extra=log_fields("no_invalid_default", scope=scope, error_class=failed),
+            )
     message = str(no_default_error(scope))
     if kind != "chat":
         message = message.replace("LLM", what, 1).replace("mark one", "mark an embedding row", 1)

@@ -162,8 +162,9 @@ class ProviderRegistry:
         ids = {"provider": entry_point.name, "distribution": dist}
         failed = type(error).__name__
         logger.warning(msg, extra=log_fields("plugin_load_failed", error_class=failed, **ids))
-        traceback = log_fields("plugin_traceback", **ids)
-        logger.debug("provider plugin traceback", exc_info=error, extra=traceback)
+        logger.debug(
+            "provider plugin traceback", exc_info=error, extra=log_fields("plugin_traceback", **ids)
+        )
 
     def _load(self, entry_point: EntryPoint) -> None:
         dist = _distribution(entry_point)

@@ -103,8 +103,10 @@ class EnvAllowlist:
         for entry in self.endpoints:
             parsed = parse_endpoint(entry)
             if parsed is None:
-                fields = log_fields("endpoint_ignored", endpoint_host=host_of(entry))
-                logger.warning("allowed endpoint ignored: not a plain URL", extra=fields)
+                logger.warning(
+                    "allowed endpoint ignored: not a plain URL",
+                    extra=log_fields("endpoint_ignored", endpoint_host=host_of(entry)),
+                )
             else:
                 allowed.append(parsed)
         object.__setattr__(self, "_allowed", tuple(allowed))

@@ -115,9 +115,10 @@ def _record(provider: object) -> None:
         for name, outcome in declared.items():
             if _outcomes.setdefault(name, outcome) != outcome:
                 who = getattr(provider, "name", None)
-                fields = log_fields("error_outcome_ignored", error_class=name, provider=who)
-                text = "declared error outcome ignored: already declared otherwise"
-                logger.warning(text, extra=fields)
+                logger.warning(
+                    "declared error outcome ignored: already declared otherwise",
+                    extra=log_fields("error_outcome_ignored", error_class=name, provider=who),
+                )
         _outcomes_by_class.clear()
 
 
