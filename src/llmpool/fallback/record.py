@@ -46,14 +46,10 @@ def add_usage(
     return add(total, more)  # type: ignore[arg-type]
 
 
-def answered(
-    candidate: Candidate, order: list[str] | None = None, attempts: list[Any] | None = None
-) -> dict[str, Any]:
-    """The ``llmpool`` metadata of ``candidate``'s answer, appended to ``attempts``."""
+def answered(candidate: Candidate, order: list[str] | None = None) -> dict[str, Any]:
+    """The ``llmpool`` metadata of an answer from a call's first attempt (fresh dicts)."""
     head, ok = candidate.answer_fields
-    attempts = [] if attempts is None else attempts
-    attempts.append(ok.copy())
-    metadata = {**head, "attempts": attempts}
+    metadata = {**head, "attempts": [ok.copy()]}
     if order is not None:
         metadata["order"] = order
     return metadata
@@ -155,7 +151,12 @@ class CallRecord:
         """``candidate`` answered: return the answer's metadata, every attempt listed."""
         # Descriptions, not exceptions: no exception -> traceback -> walk cycle is left behind.
         self.failures.clear()
-        return answered(candidate, order, self.attempts)
+        head, ok = candidate.answer_fields
+        self.attempts.append(ok.copy())
+        metadata = {**head, "attempts": self.attempts}
+        if order is not None:
+            metadata["order"] = order
+        return metadata
 
     def answered(self, attempt: Attempt, usage: Mapping[str, Any] | None) -> None:
         """An attempt answered (a stream: ended cleanly) with ``usage``: the call is done."""
