@@ -1,10 +1,4 @@
-"""From a snapshot of the table to one immutable `ScopeChain` per scope, kind and generation.
-
-`ChainBuilder` turns rows into clients once per ``(row id, row version)``, so their HTTP
-connection pools stay warm; a row that cannot be built becomes a candidate carrying its error,
-and is built again after ``retry_failed_after`` seconds. Every call of a scope reads its one
-`ScopeChain`, and so does `LLMPool.status`.
-"""
+"""From a snapshot of the table to one immutable `ScopeChain` per scope, kind and generation."""
 
 from __future__ import annotations
 
@@ -40,11 +34,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, eq=False)
 class ScopeChain:
-    """One scope's chain of one kind, as every call of one generation of the table uses it:
-    its enabled rows (of ``space``) by priority, each built or with its reason, ordered at each
-    call by ``routing`` (the scope's ``strategy``); ``problem`` (rows in several vector spaces)
-    is raised by every call; ``disabled`` rows are for health views; ``rebuild_at`` is when an
-    unbuildable candidate is due for another build."""
+    """One scope's chain of one kind, as every call of one generation of the table uses it;
+    ``problem`` is raised by every call, ``rebuild_at`` is when a failed build is retried."""
 
     scope: str | None
     kind: str
@@ -58,23 +49,16 @@ class ScopeChain:
     rebuild_at: float | None = None
     strategy: str = "priority"
 
+    def current(self) -> ScopeChain:
+        """A chain given in code is its own, unchanging `ChainSource`."""
+        return self
+
 
 @runtime_checkable
 class ChainSource(Protocol):
     """Where a fallback model reads the chain every call starting now uses."""
 
     def current(self) -> ScopeChain: ...
-
-
-@dataclass(frozen=True, eq=False, slots=True)
-class StaticChain:
-    """A chain that never changes: candidates given in code."""
-
-    chain: ScopeChain
-
-    def current(self) -> ScopeChain:
-        """Return the chain."""
-        return self.chain
 
 
 def build_reason(error: BaseException | None) -> str:
@@ -94,8 +78,7 @@ def build_reason(error: BaseException | None) -> str:
 
 
 def ensure_buildable(candidates: Sequence[Candidate], *, scope: str | None = None) -> None:
-    """Raise "All LLMs failed to initialize", listing every row with its reason, when no
-    candidate could be built."""
+    """Raise "All LLMs failed to initialize", listing every row's reason, if none was built."""
     if any(candidate.model is not None for candidate in candidates):
         return
     failures = [
@@ -114,8 +97,7 @@ _Key = tuple[str, int, bool]
 
 
 class ChainBuilder:
-    """Rows -> candidates, each client built once per row version (see the module); ``hooks``
-    are told about each build that fails."""
+    """Rows -> candidates, each client built once per row version; ``hooks`` hear failures."""
 
     def __init__(
         self,
@@ -138,14 +120,13 @@ class ChainBuilder:
 
     @property
     def registry(self) -> ProviderRegistry:
-        """The provider registry this builder builds with (the process-wide one by default)."""
+        """The provider registry (the process-wide one by default)."""
         from llmpool.providers import get_registry
 
         return get_registry() if self._registry is None else self._registry
 
     def candidate(self, config: LLMConfig, *, standalone: bool = False) -> Candidate:
-        """Return the row's candidate: its client, or why it could not be built; ``standalone``:
-        the client as served alone (`get_llm`), with its own retries back."""
+        """Return the row's candidate (``standalone``: as served alone, with its own retries)."""
         if standalone and self._standalone(config) is config:
             standalone = False  # the same client as its chain's: share it
         key = (config.id, config.version, standalone)
@@ -220,7 +201,7 @@ class ChainBuilder:
         self.hooks.emit("on_build_failure", event)
 
     def retry_due(self, candidate: Candidate) -> float | None:
-        """Return when an unbuildable candidate is due for another build (``None`` if built)."""
+        """Return when an unbuildable candidate is due for another build."""
         if candidate.model is not None:
             return None
         c = candidate.config
@@ -236,22 +217,17 @@ class ChainBuilder:
 
 
 class SnapshotSource(Protocol):
-    """What `Chains` reads rows from: the pool's snapshot keeper."""
+    """What `Chains` reads rows from: the pool's snapshot keeper (``current``: ``None`` before
+    the first load, which ``get`` makes)."""
 
     @property
-    def current(self) -> Snapshot | None:
-        """The snapshot loaded, or ``None`` before the first load."""
-        ...
+    def current(self) -> Snapshot | None: ...
 
-    def get(self) -> Snapshot:
-        """Return the current snapshot (loading it on first use)."""
-        ...
+    def get(self) -> Snapshot: ...
 
 
 class Chains:
-    """The chain of each scope, kind and space, built once per generation of the table; each
-    keeps the ``checks`` that apply to its rows, and ``stats`` first when its routing reads
-    them."""
+    """The chain of each scope, kind and space, built once per generation of the table."""
 
     def __init__(
         self,
@@ -286,7 +262,7 @@ class Chains:
         return chain
 
     def source(self, scope: str, kind: str = "chat", space: str | None = None) -> ChainSource:
-        """Return the live source of a scope's chain: a fallback model reads it at each call."""
+        """Return the live source of a scope's chain, read at each call."""
         return _LiveChain(self, scope, kind, space)
 
     def clear(self) -> None:
@@ -353,8 +329,7 @@ class _LiveChain:
         return f"<live {self.kind} chain of scope {shorten(self.scope)!r}>"
 
     def current(self) -> ScopeChain:
-        """Return the chain in force now (asked at every call: one identity check when the
-        table has not changed)."""
+        """Return the chain in force now (one identity check while the table is unchanged)."""
         last = self.last
         if last is not None and last[0] is self.chains.snapshots.current:
             chain = last[1]

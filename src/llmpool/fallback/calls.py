@@ -1,16 +1,9 @@
 """What an attempt calls: a candidate's client, bounded by the call's deadline, its stream gated.
 
-`ChatCall` calls a candidate's chat model below LangChain's run machinery (``_generate``,
-``_stream`` and their async twins), with the arguments the call binds (tools, a response
-format), so the fallback model is the one chat-model run callbacks and tracers see.
-`EmbeddingCall` does the same for an ``Embeddings``. `StreamGate` holds a stream's leading
-chunks back until its first content: an error before it still falls back, one after it is a
-`MidStreamError` carrying exactly the text the caller received.
-
-When a candidate's client could wait longer than the call's deadline leaves (`client_timeout`),
-`Bounded` runs a sync attempt in a daemon thread and stops waiting at the deadline, and cancels
-an async one: the attempt fails with a `TimeoutError`. A sync one is left to finish on its own
-(Python cannot stop a thread blocked in a read).
+`ChatCall` calls a chat model below LangChain's run machinery, so the fallback model is the one
+run callbacks see. `StreamGate` holds chunks back until the first content: an error after it is
+a `MidStreamError`. `Bounded` stops waiting at the deadline: an async attempt is cancelled, a
+sync one runs in a daemon thread left to finish on its own.
 """
 
 from __future__ import annotations
@@ -76,14 +69,16 @@ class StreamGate:
         return self._release() if has_content(chunk) else []
 
     def finish(self) -> list[ChatGenerationChunk]:
-        """The stream ended cleanly: return what is still held back (possibly nothing)."""
-        return [] if self.open else self._release()
+        """The stream ended cleanly: return what is still held back (none: `EmptyStreamError`)."""
+        if self.open:
+            return []
+        if not self._held:
+            raise EmptyStreamError(_EMPTY)
+        return self._release()
 
     def _release(self) -> list[ChatGenerationChunk]:
         self.open = True
-        # An empty stream is a valid answer: one empty chunk says who gave it.
-        held = self._held or [ChatGenerationChunk(message=AIMessageChunk(content=""))]
-        self._held = []
+        held, self._held = self._held, []
         held[0].message.response_metadata["llmpool"] = self.walk.answer(self.attempt)
         self._parts.extend(_text(chunk) for chunk in held)
         return held
@@ -111,9 +106,7 @@ _RUN_KEYS = frozenset({"ls_structured_output_format", "structured_output_format"
 
 
 class ChatCall:
-    """A candidate's chat model as an attempt calls it, with the arguments the call binds
-    (tools, a response format) and the ``parser`` of a structured answer (its provider's).
-    """
+    """A candidate's chat model, the arguments the call binds, and its answer's ``parser``."""
 
     __slots__ = ("astreams", "kwargs", "model", "parser", "streams", "timeout")
 
@@ -152,17 +145,11 @@ class ChatCall:
     def stream(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> Iterator[ChatGenerationChunk]:
-        """The answer's chunks (one from a model that does not stream); `EmptyStreamError`
-        when the stream ends without any."""
+        """The answer's chunks (one from a model that does not stream)."""
         if not self.streams:
             yield _chunk(self.generate(messages, stop, kwargs))
             return
-        empty = True
-        for chunk in self.model._stream(messages, stop=stop, **self._args(kwargs)):
-            empty = False
-            yield chunk
-        if empty:
-            raise EmptyStreamError(_EMPTY)
+        yield from self.model._stream(messages, stop=stop, **self._args(kwargs))
 
     async def astream(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -171,20 +158,15 @@ class ChatCall:
         if not self.astreams:
             yield _chunk(await self.agenerate(messages, stop, kwargs))
             return
-        empty = True
         async for chunk in self.model._astream(messages, stop=stop, **self._args(kwargs)):
-            empty = False
             yield chunk
-        if empty:
-            raise EmptyStreamError(_EMPTY)
 
 
 _EMPTY = "the stream ended without a single chunk: nothing the client could read"
 
 
 class EmptyStreamError(Exception):
-    """A candidate's stream ended without one chunk: it falls back at once (a second try
-    rarely reads better) and counts against the candidate's breaker."""
+    """A candidate's stream ended without one chunk: it falls back at once."""
 
 
 def _chunk(result: ChatResult) -> ChatGenerationChunk:
@@ -198,8 +180,7 @@ def _chunk(result: ChatResult) -> ChatGenerationChunk:
     return ChatGenerationChunk(message=message, generation_info=generation.generation_info)
 
 
-#: A request to an embeddings client: which method (``"embed_documents"`` or
-#: ``"embed_query"``, the async twin prefixed with ``a``) and its input.
+#: ``("embed_documents" | "embed_query", input)``; the async twin is prefixed with ``a``.
 EmbeddingRequest = tuple[str, Any]
 
 
@@ -226,21 +207,14 @@ class EmbeddingCall:
         return await getattr(self.embeddings, "a" + method)(payload)
 
 
-# -- the deadline's bound on an attempt in flight ---------------------------------------------
-
-
-# Where chat models keep their request timeout: ChatOpenAI, AzureChatOpenAI, ChatFireworks;
-# ChatAnthropic; ChatBedrockConverse and ChatVertexAI.
+# Where chat models keep their request timeout (OpenAI and Fireworks, Anthropic, the others).
 _TIMEOUT_FIELDS = ("request_timeout", "default_request_timeout", "timeout")
 _FAKE_MODELS = "langchain_core.language_models.fake_chat_models"
 
 
 def client_timeout(model: Any) -> float:
-    """Return the seconds a chat model's client waits for an answer; ``inf`` if unbounded.
-
-    Read from the model's settings without importing its package: its timeout field,
-    ChatOllama's ``client_kwargs``, an httpx ``Timeout`` or a ``(connect, read)`` pair (their
-    longest wait). LangChain's fake chat models wait only for their ``sleep``.
+    """Return the seconds a model's client waits for an answer (``inf``: unbounded), read
+    from its settings: a timeout field, ChatOllama's ``client_kwargs``, a fake model's ``sleep``.
 
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
@@ -282,8 +256,7 @@ def _seconds(value: Any) -> float:
 
 
 class Bounded:
-    """A `ChatCall` or `EmbeddingCall` cut short when the deadline passes (at ``ends_at``, on
-    `time.monotonic`), which the walk hands out as ``attempt.call`` (see the module)."""
+    """A `ChatCall` or `EmbeddingCall` cut short at ``ends_at`` (`time.monotonic`)."""
 
     __slots__ = ("call", "config", "deadline", "ends_at", "timeout")
 
@@ -299,19 +272,13 @@ class Bounded:
 
     def _expired(self) -> TimeoutError:
         c = self.config
+        row = {"scope": c.scope, "llm_id": c.id, "llm_name": c.name, "provider": c.provider}
+        text = "llmpool stopped waiting for %s at the call's %ss deadline"
         logger.warning(
-            "llmpool stopped waiting for %s at the call's %ss deadline",
+            text,
             c.describe(),
             self.deadline,
-            extra=log_fields(
-                "deadline",
-                scope=c.scope,
-                llm_id=c.id,
-                llm_name=c.name,
-                provider=c.provider,
-                model=c.model_name,
-                deadline=self.deadline,
-            ),
+            extra=log_fields("deadline", **row, model=c.model_name, deadline=self.deadline),
         )
         return TimeoutError(f"no answer within the call's {self.deadline}s deadline; abandoned")
 
@@ -383,8 +350,7 @@ _FEED_SIZE = 64  # chunks a sync stream's thread may read ahead of its consumer
 
 
 class _Feed:
-    """A sync stream (or one answer) read in a daemon thread, handed over through a bounded
-    queue."""
+    """A sync stream (or one answer) read in a daemon thread through a bounded queue."""
 
     def __init__(self, start: Callable[[], Iterator[Any]], name: str) -> None:
         self.queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=_FEED_SIZE)
@@ -413,8 +379,7 @@ class _Feed:
         self._finish(_END, None)
 
     def _finish(self, kind: int, value: Any) -> None:
-        # A consumer that stopped reads nothing more. One that stops while this put waits for
-        # room drains the queue in stop(), so the put completes and the thread ends.
+        # A consumer that stops while this put waits drains the queue in stop(): it completes.
         if not self._stopped.is_set():
             self.queue.put((kind, value))
 

@@ -1,15 +1,7 @@
 """The fallback embeddings: candidates of one vector space, the first that answers wins.
 
-`FallbackEmbeddings` is a LangChain ``Embeddings`` on the chat model's walk (policy, retries,
-deadline, breakers, routing, admission checks); it brings only its call. What it adds:
-
-- every candidate is in one vector space (`llmpool.repository.spaces`): a chain whose rows are
-  in several spaces, or moved to another, is refused at the call;
-- a call is one unit, retried or failed over whole, so one answer's vectors come from one row;
-  an answer with the wrong number of vectors, or of another length than its space's
-  (`llmpool.repository.spaces.SpaceDimensions`), is a failed attempt;
-- ``embed_documents`` returns `Vectors` and ``embed_query`` a `Vector`: lists of floats whose
-  ``response_metadata["llmpool"]`` names the row and space that produced them.
+A call is retried or failed over whole, so its vectors come from one row; an answer of the
+wrong count or length is a failed attempt.
 """
 
 from __future__ import annotations
@@ -19,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.embeddings import Embeddings
 
-from llmpool.chain.builder import ChainSource, ScopeChain, StaticChain, ensure_buildable
+from llmpool.chain.builder import ChainSource, ScopeChain, ensure_buildable
 from llmpool.errors import MixedSpacesError, shorten
 from llmpool.fallback.breakers import BreakerBoard
 from llmpool.fallback.calls import EmbeddingCall, EmbeddingRequest
@@ -34,8 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["FallbackEmbeddings", "MalformedVectorsError", "Vector", "Vectors"]
 
 _DEFAULT_POLICY = FallbackPolicy()
-
-
 _T = TypeVar("_T")
 
 
@@ -48,13 +38,8 @@ class _Answer(list[_T]):
 
 
 class Vectors(_Answer[list[float]]):
-    """The answer of ``embed_documents``: one vector per text, and which row produced them.
-
-    Attributes:
-        response_metadata: ``{"llmpool": {...}}``: the row's ``llm_id``, ``name``,
-            ``provider``, ``model_name``, its vector ``space``, the ``dimensions`` of the
-            vectors, and the ``attempts`` of the call.
-    """
+    """The answer of ``embed_documents``: one vector per text; ``response_metadata["llmpool"]``
+    names the row (``llm_id``, ``name``...), its ``space``, ``dimensions`` and ``attempts``."""
 
     __slots__ = ()
 
@@ -66,8 +51,7 @@ class Vector(_Answer[float]):
 
 
 class MalformedVectorsError(Exception):
-    """A candidate answered, but not with one vector per text of its space's length: an
-    HTTP 502 (a bad answer from upstream), retried, then failed over."""
+    """Not one vector per text of its space's length: a 502, retried, then failed over."""
 
     status_code = 502
 
@@ -97,12 +81,9 @@ class FallbackEmbeddings(Embeddings):
     """Embeddings that try candidates of one vector space in order until one answers.
 
     Args:
-        candidates: Candidates whose models are ``Embeddings`` (a static chain), all in one
-            space.
-        chain: Where the chain in force is read at every call (the pool's); used instead of
-            ``candidates``.
-        space: The space the answers must come from (by default the chain's); candidates in
-            more than one space, or not in it, are a `MixedSpacesError`.
+        candidates: Candidates whose models are ``Embeddings``, all in one space.
+        chain: Where the chain in force is read at every call, instead of ``candidates``.
+        space: The space answers must come from (the chain's by default): `MixedSpacesError`.
         dimensions: Each space's vector length (the pool's, recorded in its database).
         policy, breakers, scope, routing, admissions: As for `FallbackChatModel`.
 
@@ -135,10 +116,9 @@ class FallbackEmbeddings(Embeddings):
     ) -> None:
         if chain is None:
             found = one_space((c.config for c in candidates), scope=scope)
-            static = ScopeChain(
+            chain = ScopeChain(
                 scope, "embedding", 0, tuple(candidates), routing, tuple(admissions), found
             )
-            chain = StaticChain(static)
         found = chain.current().space
         if space is not None and found is not None and found != space:
             raise self._moved(space, found, scope)
@@ -181,8 +161,7 @@ class FallbackEmbeddings(Embeddings):
     def _answer(
         self, walk: Walk, attempt: Attempt, vectors: Any, request: EmbeddingRequest
     ) -> dict[str, Any]:
-        # Inside the attempt: a malformed answer, or one of another length than its space's,
-        # falls back whole.
+        # Inside the attempt: a malformed answer, or of another length, falls back whole.
         size = _size(vectors, request)
         config = attempt.candidate.config
         space = space_of(config)
@@ -211,12 +190,7 @@ class FallbackEmbeddings(Embeddings):
         raise walk.error()
 
     def embed_documents(self, texts: list[str]) -> Vectors:
-        """Embed the texts with the first candidate that answers for all of them.
-
-        The whole list is one attempt, retried or failed over whole (a client may send it in
-        several requests). Raises `AllLLMsFailedError` when every candidate failed, and
-        `MixedSpacesError` when the chain mixes spaces or moved to another one.
-        """
+        """Embed the texts with the first candidate that answers for all of them."""
         return Vectors(*self._embed(("embed_documents", list(texts))))
 
     def embed_query(self, text: str) -> Vector:

@@ -1,9 +1,4 @@
-"""What a fallback model forwards to each candidate: LangChain's standard parameters.
-
-Each candidate's model is rebuilt once with them (`rebuild`, its row's other settings kept), so
-a timeout or retry count reaches the provider's client too. Credentials and endpoints are never
-forwarded: they come from the rows, so a caller's argument can never send a row's key elsewhere.
-"""
+"""What a fallback model forwards to each candidate: LangChain's standard parameters only."""
 
 from __future__ import annotations
 
@@ -28,8 +23,8 @@ FORWARDED = (
 
 
 def rebuild(model: BaseChatModel, overrides: Mapping[str, Any]) -> BaseChatModel:
-    """Return ``model`` built again with ``overrides`` (by field name or alias) on top of the
-    fields it was built with, minus those pydantic excludes (its clients, its profile).
+    """Return ``model`` built again with ``overrides`` (by name or alias) on its fields but the
+    excluded ones (its clients, its profile).
 
     Example:
         >>> from llmpool.providers.fake import FakeChatModel

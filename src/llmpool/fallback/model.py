@@ -1,24 +1,14 @@
 """The fallback chat model: candidates in priority order, the first that answers wins.
 
-`FallbackChatModel` is a real `BaseChatModel` (agent builders reject LangChain's
-``RunnableWithFallbacks``), and one chat-model run to callbacks and tracers whichever candidate
-answered: the candidates are called below LangChain's run machinery (`llmpool.fallback.calls`).
-Compared with ``Runnable.with_fallbacks`` it:
-
-- writes the candidate loop once (`llmpool.fallback.walk.Walk`), driven by four thin shells;
-- falls back only on provider errors (`llmpool.fallback.policy`), so a `TypeError` stays a bug;
-- raises one `AllLLMsFailedError` that lists every candidate and its error, in order;
-- applies ``bind_tools`` / ``with_structured_output`` to every candidate, each in its
-  provider's native way (`llmpool.fallback.structured`), skipping a candidate that cannot;
-- is the chat model that would answer first where LangChain asks which model this is
-  (``model_name``, ``_llm_type``, ``_get_ls_params``, ``profile``, token counts), and forwards
-  LangChain's standard parameters to every candidate (`llmpool.fallback.forwarding`);
-- says which candidate answered: ``response_metadata["llmpool"]``.
+A real `BaseChatModel` (agent builders reject ``RunnableWithFallbacks``), one chat-model run to
+callbacks whichever candidate answered; where LangChain asks which model this is (``model_name``,
+``profile``, token counts) it is the candidate that would answer first.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -72,17 +62,13 @@ class FallbackChatModel(BaseChatModel):
 
     Args:
         candidates: Candidates in priority order (a static chain).
-        chain: Where the chain in force is read at every call (a live chain: the pool's
-            `llmpool.chain.builder.ChainSource`); used instead of ``candidates``.
+        chain: Where the chain in force is read at every call, instead of ``candidates``.
         fallbacks: Models supplied in code, tried after the chain's candidates.
         policy: Retries, deadline and circuit breaker settings.
         breakers: Shared breaker state (every model of one pool shares one board).
-        scope: The scope, for messages; alone (no candidates, chain or fallbacks), the
-            scope's live chain on the default pool (`llmpool.get_pool`).
-        routing: Orders a static chain's candidates for each call (a live chain has its own);
-            ``None`` tries them in the order given.
-        admissions: Checks asked before each attempt of a static chain (a live chain has its
-            own): rate limits, budgets (`llmpool.contracts.AdmissionCheck`).
+        scope: The scope; alone, the scope's live chain on the default pool.
+        routing: Orders a static chain's candidates for each call (``None``: as given).
+        admissions: Checks asked before each attempt of a static chain (rate limits, budgets).
 
     Example:
         >>> from llmpool.models import LLMConfig
@@ -117,8 +103,7 @@ class FallbackChatModel(BaseChatModel):
     stop: list[str] | None = None
     streaming: bool | None = None
 
-    # Per-instance state read at every call, kept in the instance's __dict__ (set in
-    # `model_post_init`): a pydantic private attribute costs microseconds to read.
+    # State read at every call, in __dict__: a pydantic private attribute is slow to read.
     if TYPE_CHECKING:
         _static: ScopeChain | None
         _code: tuple[Candidate, ...]
@@ -138,7 +123,7 @@ class FallbackChatModel(BaseChatModel):
         super().__init__(**values)
 
     def model_post_init(self, context: Any, /) -> None:
-        """Fill what needs an instance: the chain, the breaker board, the code candidates."""
+        """Fill the chain, the breaker board and the code candidates."""
         given = self.model_fields_set
         if self.scope is not None and not given & {"candidates", "chain", "fallbacks"}:
             serve = contracts.default_scope_model
@@ -155,21 +140,17 @@ class FallbackChatModel(BaseChatModel):
             static = ScopeChain(
                 self.scope, "chat", 0, tuple(self.candidates), self.routing, self.admissions
             )
-        state = {
-            "_static": static,
-            "_code": tuple(code_candidate(model) for model in self.fallbacks),
-            "_calls": {},
-            "_overrides": {k: getattr(self, k) for k in FORWARDED if k in given},
-        }
-        for name, value in state.items():
-            object.__setattr__(self, name, value)
+        self.__dict__.update(
+            _static=static,
+            _code=tuple(code_candidate(model) for model in self.fallbacks),
+            _calls={},
+            _overrides={k: getattr(self, k) for k in FORWARDED if k in given},
+        )
         super().model_post_init(context)
 
     def _current(self) -> ScopeChain:
         static = self._static
         return static if static is not None else self.chain.current()  # type: ignore[union-attr]
-
-    # -- serialization: a reference to the scope's chain, never rows or secrets --------------
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -182,12 +163,7 @@ class FallbackChatModel(BaseChatModel):
         return ["llmpool", "fallback", "model"]
 
     def to_json(self) -> Any:
-        """The model as LangChain's serialized form: its scope and forwarded parameters.
-
-        Loading it (``valid_namespaces=["llmpool"]``) gives the scope's live chain on the
-        default pool; no row, credential or endpoint is written. A model given candidates or
-        models in code, or tools or a schema, serializes as "not implemented".
-        """
+        """The scope and forwarded parameters only, never a row, credential or endpoint."""
         if self.scope is None or self.chain is None or self.fallbacks or self.candidate_transform:
             return self.to_json_not_implemented()
         kwargs: dict[str, Any] = {"scope": self.scope, **self._overrides}
@@ -198,11 +174,8 @@ class FallbackChatModel(BaseChatModel):
             "kwargs": kwargs,
         }
 
-    # -- which model is this: the candidate that would answer first -------------------------
-
     def _seen_first(self) -> _First:
-        # Asked at every call (LangChain reads ``_llm_type`` and ``_get_ls_params``): what was
-        # found for the chain last seen holds while its candidate's breaker stays closed.
+        # Asked at every call: holds for the chain last seen while its breaker stays closed.
         chain = self._current()
         seen: _First | None = self.__dict__.get("_first_seen")
         breakers = self.breakers
@@ -252,30 +225,26 @@ class FallbackChatModel(BaseChatModel):
         return seen.ls_params.copy()  # type: ignore[return-value]
 
     def get_token_ids(self, text: str) -> list[int]:
-        """The token ids of ``text`` by the tokenizer of the candidate that would answer first."""
+        """Token ids by the tokenizer of the candidate that would answer first."""
         model = self._seen_first().model
         return super().get_token_ids(text) if model is None else model.get_token_ids(text)
 
     def get_num_tokens(self, text: str) -> int:
-        """Tokens in ``text``, counted by the candidate that would answer first."""
+        """Tokens counted by the candidate that would answer first."""
         model = self._seen_first().model
         return super().get_num_tokens(text) if model is None else model.get_num_tokens(text)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
     ) -> int:
-        """Tokens in ``messages`` (and ``tools``), counted by the candidate that would answer
-        first, with its provider's tokenizer."""
+        """Tokens counted by the candidate that would answer first."""
         model = self._seen_first().model
         if model is None:
             return super().get_num_tokens_from_messages(messages, tools)
         return model.get_num_tokens_from_messages(messages, tools)
 
-    # -- the four shells -----------------------------------------------------------------------
-
     def _call(self, candidate: Candidate) -> Any:
-        # What the walk calls for a candidate: its client with the forwarded parameters and
-        # the bound step, or why it cannot (made once per client).
+        # What the walk calls for a candidate, or why it cannot (made once per client).
         model = candidate.model
         entry = self._calls.get(id(model))
         if entry is None:
@@ -339,8 +308,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        # The gate holds chunks back until the first content: an error before it falls back,
-        # one after it is a `MidStreamError` with the partial text (never a silent switch).
+        # An error after the first content is a `MidStreamError`, never a silent switch.
         walk = self._walk(streaming=True)
         for attempt in walk:
             with attempt:
@@ -372,15 +340,8 @@ class FallbackChatModel(BaseChatModel):
                 return
         raise walk.error()
 
-    # -- tools and structured output apply to every candidate ---------------------------------
-
     def _derive(self, step: Callable[[BaseChatModel], Runnable[Any, Any]]) -> FallbackChatModel:
-        """This model with ``step`` applied to every candidate, replacing any earlier step.
-
-        Every candidate it has now is given the step at once: when each one that can be
-        built refuses it (an invalid tool, a schema no provider takes), the first one's error
-        is raised here, as the provider's own model would raise it.
-        """
+        """This model with ``step`` applied to every candidate (all refuse: the first error)."""
         values = {
             name: getattr(self, name)
             for name in self.model_fields_set
@@ -392,10 +353,7 @@ class FallbackChatModel(BaseChatModel):
             candidates = (*derived._current().candidates, *derived._code)
         except LLMPoolError:  # the chain cannot be read now: each call will say why
             return derived
-        for candidate in candidates:
-            if candidate.model is None:
-                continue
-            call = derived._call(candidate)
+        for call in (derived._call(c) for c in candidates if c.model is not None):
             if not isinstance(call, BaseException):
                 return derived
             refusal = refusal or call
@@ -418,12 +376,7 @@ class FallbackChatModel(BaseChatModel):
         tool_choice: str | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools to every candidate; one that cannot is skipped and recorded.
-
-        ``tool_choice`` and ``kwargs`` go to each candidate's own ``bind_tools``. Binding again
-        replaces the tools, as LangChain's chat models do. When every candidate refuses the
-        tools, the first one's error (a ``ValueError``, ...) is raised here.
-        """
+        """Bind tools to every candidate its own way; one that cannot is skipped."""
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         tools = list(tools)
@@ -447,30 +400,21 @@ class FallbackChatModel(BaseChatModel):
     def with_structured_output(
         self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[LanguageModelInput, Any]:
-        """Ask every candidate for structured output; one that cannot is skipped and recorded.
-
-        Each candidate's own ``with_structured_output`` decides how it is asked (a JSON
-        schema response format, a forced tool call), so each provider answers in its native
-        way, and its own parser reads its answer. With ``include_raw=True`` the raw message
-        carries ``response_metadata["llmpool"]`` like any answer. When every candidate refuses
-        the schema, the first one's error (a ``ValueError``, ...) is raised here.
-        """
+        """Ask every candidate for structured output its own way; one that cannot is skipped."""
         derived = self._derive(
             lambda model: model.with_structured_output(schema, include_raw=False, **kwargs)
         )
         return structured(derived, schema, include_raw, kwargs)
 
 
+@dataclass(slots=True, eq=False)
 class _First:
     """The candidate of a chain that would answer first, its model, and its LangSmith params."""
 
-    __slots__ = ("candidate", "chain", "ls_params", "model")
-
-    def __init__(self, chain: ScopeChain) -> None:
-        self.chain = chain
-        self.candidate: Candidate | None = None
-        self.model: BaseChatModel | None = None
-        self.ls_params: dict[str, Any] | None = None
+    chain: ScopeChain
+    candidate: Candidate | None = None
+    model: BaseChatModel | None = None
+    ls_params: dict[str, Any] | None = None
 
 
 def _tagged(walk: Walk, attempt: Any, result: ChatResult) -> ChatResult:

@@ -1,14 +1,7 @@
 """What to do when a candidate fails: retry it, fall back to the next, or propagate.
 
-Defaults are narrow: llmpool moves on for provider errors (refused connections, timeouts, 429,
-5xx, 401/403, a context-length 400), never for a bare `Exception`: a `TypeError` is a bug in
-the caller's code, and switching model would hide it.
-
-Provider packages are never imported here: errors are recognized by the status code they carry
-and the names of the classes in their MRO; a provider's own declared error classes
-(``error_outcomes``, `llmpool.providers.Provider`) come before the generic names below. A 200
-whose body the client cannot read makes it raise a plain ``ValueError``, ``TypeError``, ...:
-those are told apart from the caller's bugs by where they were raised (`raised_by_provider`).
+llmpool moves on for provider errors, never for a bare `Exception` (a `TypeError` is the
+caller's bug), recognized without importing provider packages (`classify_error`).
 """
 
 from __future__ import annotations
@@ -45,9 +38,8 @@ class Outcome(enum.Enum):
     """Not a provider failure (a bug): raise it unchanged."""
 
 
-# Errors every client may raise (the transport errors of httpx and of httpx2, which openai 3 and
-# anthropic 2.17 are built on: the same names; langchain-core's standard ones). The names
-# specific to one SDK are declared by its provider (`llmpool.providers.builtin`).
+# Errors every client may raise (httpx's and httpx2's transport errors, langchain-core's); those
+# of one SDK are declared by its provider (`llmpool.providers.builtin`).
 _RETRY_NAMES = frozenset(
     {"TransportError", "TimeoutException", "ConnectError", "ReadTimeout", "WriteTimeout",
      "PoolTimeout", "ConnectTimeout", "ReadError", "RemoteProtocolError", "NetworkError"}
@@ -85,10 +77,7 @@ def status_code(error: BaseException) -> int | None:
 
 
 def retry_after(error: BaseException) -> float | None:
-    """Return the seconds the error's response asks to wait before retrying, if it says.
-
-    Reads ``retry-after-ms`` (OpenAI, Anthropic), then ``Retry-After`` as seconds or as an
-    HTTP date.
+    """Return the seconds the error's ``retry-after-ms`` or ``Retry-After`` header asks for.
 
     Example:
         >>> class Response: headers = {"retry-after": "2.5"}
@@ -135,12 +124,9 @@ def _mro_names(cls: type) -> frozenset[str]:
 def classify_error(error: BaseException) -> Outcome:
     """Return the `Outcome` of an error raised by a candidate.
 
-    In order: langchain-core's context overflow, the HTTP status the error carries, botocore's
-    AWS error code, the outcome a provider declares for the error's class (or the nearest
-    declared base class), then the generic transport errors and names. A ``ValueError``,
-    ``TypeError``, ``KeyError``, ``IndexError`` or ``AttributeError`` is a bug and propagates,
-    unless the provider's client raised it reading a body it could not use
-    (`raised_by_provider`).
+    In order: a context overflow, the HTTP status, botocore's AWS error code, the outcome a
+    provider declares for the class (or its nearest declared base), the generic transport
+    names; a ``ValueError``, ``TypeError``... propagates unless `raised_by_provider`.
 
     Example:
         >>> classify_error(ConnectionRefusedError()).value, classify_error(TypeError()).value
@@ -174,9 +160,8 @@ def classify_error(error: BaseException) -> Outcome:
     if names & _FALLBACK_NAMES:
         return Outcome.FALLBACK
     if names & _SDK_ERROR_NAMES:
-        # A provider SDK's error with no HTTP error status: an error event inside a stream
-        # (OpenAI's ``{"error": ...}`` chunk, Anthropic's ``overloaded_error`` event, Ollama's
-        # error line). Its type says whether the request or the provider is at fault.
+        # An SDK's error without a status: an error event inside a stream (OpenAI's ``{"error":
+        # ...}`` chunk, Anthropic's ``overloaded_error``); its type says who is at fault.
         kind = _error_type(error)
         if any(word in kind for word in _REQUEST_FAULT_TYPES):
             return Outcome.FALLBACK
@@ -192,21 +177,18 @@ _REQUEST_FAULT_TYPES = ("invalid_request", "authentication", "permission", "not_
 
 # What a client raises when it cannot read a 200's body; also what a caller's bug raises.
 _UNREADABLE_ANSWER_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
-# A call that does not fit a signature is the caller's (unknown keyword passed through to the
-# SDK's ``create()``), wherever in the client it surfaces.
+# A call that does not fit a signature is the caller's, wherever in the client it surfaces.
 _SIGNATURE_MISMATCH = re.compile(
     r"unexpected keyword argument|missing \d+ required (?:positional|keyword-only) argument"
     r"|takes (?:\d+|from \d+ to \d+) positional argument|got multiple values for argument"
     r"|positional-only arguments passed as keyword"
 )
-# langchain-core's words for a stream that carried no chunk at all: the provider sent nothing
-# a client could read (an SSE stream of lines that are not events).
+# langchain-core's words for a stream of nothing a client could read (lines that are not events).
 _NOTHING_STREAMED = frozenset(
     {"No generation chunks were returned", "No generations found in stream."}
 )
 _CALLER_SIDE = frozenset({"langchain_core", "llmpool"})
-# Frames that only pass an error along: the standard library, and the validation libraries
-# everyone calls (a pydantic ValidationError is raised in pydantic for whoever called it).
+# Frames that only pass an error along: the standard library, and pydantic's validation.
 _PASS_THROUGH = frozenset(sys.stdlib_module_names) | {"pydantic", "pydantic_core"}
 _INSTALLED_DIRS = ("/site-packages/", "/dist-packages/")
 _SKIP, _CORE, _INSTALLED, _CALLER = range(4)
@@ -233,18 +215,11 @@ def _frame_kind(frame: FrameType) -> int:
 def raised_by_provider(error: BaseException) -> bool:
     """Whether an error was raised inside a provider's client, not by the caller's code.
 
-    Walks the traceback outwards, past the standard library and pydantic; the first other
-    frame decides:
-
-    - in an installed package other than langchain-core and llmpool (``langchain_openai``,
-      ``openai``, ``httpx``, ``httpx2``, ...): the provider's client, unless that code was
-      called by langchain-core's callback manager (then it is a callback handler, the caller's);
-    - in langchain-core or llmpool: the caller's input or configuration (``llm.invoke(123)``),
-      except langchain-core's report of a stream that carried no chunk at all;
-    - anywhere else (the application, its tests, its callback handlers): the caller's code.
-
-    A call that does not fit a signature (``got an unexpected keyword argument``) is always
-    the caller's, wherever it surfaces; an error with no traceback is too.
+    The innermost traceback frame outside the standard library and pydantic decides: in an
+    installed package other than langchain-core and llmpool, the client's (unless called by
+    langchain-core's callback manager); in those two, the caller's (except langchain-core's
+    report of an empty stream); anywhere else, the caller's. So is a signature mismatch
+    (``unexpected keyword argument``), and an error with no traceback.
 
     Example:
         >>> raised_by_provider(ValueError("no traceback, no verdict"))
@@ -289,22 +264,18 @@ class FallbackPolicy:
     """How hard to try each candidate, and when to stop trying one for a while.
 
     Attributes:
-        attempts: Attempts per candidate for transient errors (429, 5xx, timeouts, refused).
-            401/403 and context-length errors get one attempt. The client's own retries are set
-            to 0 by the providers, so a call makes at most ``attempts * candidates`` requests.
+        attempts: Attempts per candidate for transient errors (429, 5xx, timeouts); clients
+            do not retry, so a call makes at most ``attempts * candidates`` requests.
         deadline: Seconds for the whole call: no new attempt starts after it.
         backoff_initial: First wait between attempts of one candidate, in seconds.
-        backoff_max: Longest wait between attempts (a ``Retry-After`` header is honoured up to
-            this).
+        backoff_max: Longest wait between attempts, and longest ``Retry-After`` honoured.
         backoff_jitter: Random seconds added to each wait.
         failure_threshold: Consecutive failures that open a candidate's circuit breaker.
         cooldown: Seconds an opened breaker skips its candidate.
         cooldown_multiplier: Growth of the cooldown each time a half-open probe fails.
         max_cooldown: Longest cooldown.
         classify: Error -> `Outcome`; `classify_error` by default.
-        observers: `llmpool.observe.Observer` objects told about every attempt, failover,
-            breaker change and call, after the built-in ones (logging; OpenTelemetry when its
-            API is installed).
+        observers: `llmpool.observe.Observer` objects, told after the built-in ones.
 
     Example:
         >>> FallbackPolicy(attempts=3, cooldown=10).attempts
@@ -343,13 +314,9 @@ class FallbackPolicy:
     def retry_delay(
         self, attempt_number: int, error: BaseException, time_left: float | None = None
     ) -> float | None:
-        """Return seconds to wait before retrying attempt ``attempt_number`` (1 for the first),
-        which failed with ``error``, or ``None`` to fall back now.
-
-        The wait is tenacity's exponential-with-jitter schedule, or the server's
-        ``Retry-After`` when that is longer. A server that asks for more than ``backoff_max``,
-        or a wait that would run past the deadline (``time_left``), means falling back at once:
-        retrying earlier than asked only earns another 429.
+        """Return seconds to wait before retrying attempt ``attempt_number`` (from 1), or
+        ``None`` to fall back now: a ``Retry-After`` over ``backoff_max``, or a wait past
+        ``time_left`` (retrying earlier than asked only earns another 429).
 
         Example:
             >>> FallbackPolicy(backoff_jitter=0).retry_delay(1, TimeoutError())
@@ -383,11 +350,7 @@ class FallbackPolicy:
 
 
 def describe_error(error: BaseException) -> str:
-    """Return a one-line description of an error for messages and metadata.
-
-    Resolved secret values are redacted (`llmpool.credentials.redaction`): a provider's
-    error body may echo the key it was sent.
-    """
+    """Return a one-line description of an error, secret values redacted."""
     from llmpool.credentials.redaction import redact
 
     text = redact(str(error).strip())

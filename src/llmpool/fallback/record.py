@@ -1,10 +1,5 @@
-"""The record of one call: what its answer's metadata says, what observers hear, why it failed.
-
-The walk makes a `CallRecord` the first time something is worth telling (a skip, a failure, a
-probe, an observer that wants every call): it keeps the ``attempts`` of the answer's metadata,
-the failures of `AllLLMsFailedError`, and hands the events to the observers. A call its first
-row answered at once, with nobody listening, makes none: `answered` gives its metadata.
-"""
+"""The record of one call: what its answer's metadata says, what observers hear, why it failed
+(made only once something is worth telling; otherwise `answered` gives the metadata)."""
 
 from __future__ import annotations
 
@@ -61,8 +56,7 @@ def answered(candidate: Candidate, order: list[str] | None = None) -> dict[str, 
 
 
 class CallRecord:
-    """The attempts, failures and events of one call (see the module), started at ``started``
-    (`time.monotonic`), its events told to ``hooks``."""
+    """The attempts, failures and events of one call started at ``started`` (monotonic)."""
 
     __slots__ = ("_offset", "attempts", "events", "failures", "hooks", "leaving", "scope",
                  "started", "streaming")  # fmt: skip
@@ -155,8 +149,7 @@ class CallRecord:
 
     def metadata(self, candidate: Candidate, order: list[str] | None) -> dict[str, Any]:
         """``candidate`` answered: return the answer's metadata, every attempt listed."""
-        # The metadata keeps descriptions, not exceptions: letting go of them breaks the
-        # exception -> traceback -> frame -> walk cycle, so a failover leaves no garbage.
+        # Descriptions, not exceptions: no exception -> traceback -> walk cycle is left behind.
         self.failures.clear()
         head, ok = candidate.answer_fields
         self.attempts.append(ok.copy())

@@ -1,10 +1,5 @@
-"""Tools and structured output on every candidate, each in its provider's native way.
-
-A candidate's ``bind_tools(...)`` is a binding of its chat model with arguments (its
-provider's tool format), and its ``with_structured_output(schema)`` is such a binding followed
-by its provider's parser. `decompose` takes them apart into a `ChatCall` and the parser, so the
-fallback model calls the candidate as one chat-model run, and `AnswerParser` reads each answer
-with the parser of the candidate that gave it.
+"""Tools and structured output on every candidate, each in its provider's native way: `decompose`
+takes a candidate's binding apart, `AnswerParser` reads each answer with its candidate's parser.
 """
 
 from __future__ import annotations
@@ -34,10 +29,8 @@ __all__ = ["AnswerParser", "decompose", "structured"]
 
 
 def decompose(runnable: Any) -> ChatCall:
-    """Return what a candidate's bound runnable calls: its chat model, arguments and parser.
-
-    A runnable that is not a chat model, a binding of one, or a binding followed by a parser
-    cannot be called as one chat-model run: `TypeError`.
+    """Return a candidate's chat model, bound arguments and parser (`TypeError`: it has no
+    chat model at its head).
 
     Example:
         >>> from llmpool.providers.fake import FakeChatModel
@@ -113,8 +106,7 @@ class AnswerParser(Runnable[Any, Any]):
 def structured(
     model: FallbackChatModel, schema: Any, include_raw: bool, kwargs: dict[str, Any]
 ) -> Runnable[Any, Any]:
-    """Return ``model`` asked for ``schema``, then its `AnswerParser`: as a chat model's own
-    ``with_structured_output`` is built (with ``include_raw``, the raw message beside it)."""
+    """Return ``model`` asked for ``schema``, then its `AnswerParser` (as LangChain builds it)."""
     parser = AnswerParser(model)
     bound = model.bind(ls_structured_output_format={"kwargs": kwargs, "schema": schema})
     if not include_raw:

@@ -1,8 +1,5 @@
-"""What llmpool tells its observers: one frozen dataclass per kind of event.
-
-An event names its row by id, name, provider and model, never a secret or prompt text:
-``reason`` is a redacted one-line error or a skip reason. Times are `time.time` seconds.
-"""
+"""What llmpool tells its observers: one frozen dataclass per kind of event, never a secret or
+prompt text (``reason`` is redacted); times are `time.time` seconds."""
 
 from __future__ import annotations
 

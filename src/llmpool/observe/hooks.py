@@ -1,8 +1,5 @@
-"""`Hooks`: hands each event to every `Observer` (`llmpool.contracts`) that implements its hook.
-
-Observers run in the caller's thread, after the fact; one that raises is reported once in the
-log and never breaks a call. When none wants every call (`Observer.every_call`), a call its
-first row answers at once emits nothing.
+"""`Hooks`: hands each event to every `Observer` (`llmpool.contracts`) that implements its hook,
+in the caller's thread; one that raises is logged once and never breaks a call.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""`LoggingObserver`: llmpool's events as records of ``llmpool.calls``, ``llmpool.breakers`` and
-``llmpool.pool``, each with `llmpool.contracts.FIELDS` and its ``event`` name (the README's
-Observability lists them): WARNING alone says production is degraded; a healthy call logs nothing.
-"""
+"""`LoggingObserver`: llmpool's events as log records with `llmpool.contracts.FIELDS`; WARNING
+alone says production is degraded."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""`OpenTelemetryObserver`: llmpool's events as OpenTelemetry spans and metrics (extra ``otel``).
-
-Only the API is needed; the SDK and exporters are the application's. A call is a span ``chat
-{scope}`` with a child ``chat {model}`` per attempt (a skip: a span event ``llmpool.skip``);
-metrics are counted on meter ``llmpool`` (the README lists them). Nothing is imported and no
-event asked for until a tracer or meter provider is configured. Errors are class names.
-"""
+"""`OpenTelemetryObserver`: llmpool's events as OpenTelemetry spans and metrics (extra ``otel``),
+nothing imported until a tracer or meter provider is configured."""
 
 from __future__ import annotations
 
@@ -155,10 +150,8 @@ class OpenTelemetryObserver(Observer):
                 skip["llmpool.reason"] = attempt.error_class or "skipped"
                 span.add_event("llmpool.skip", skip, timestamp=int(attempt.started * 1e9))
                 continue
-            attributes = _row(attempt)
-            attributes["llmpool.attempt"] = attempt.attempt
-            attributes["llmpool.outcome"] = attempt.outcome
-            attributes["llmpool.probe"] = attempt.probe
+            made = {"llmpool.attempt": attempt.attempt, "llmpool.outcome": attempt.outcome}
+            attributes = {**_row(attempt), **made, "llmpool.probe": attempt.probe}
             attributes.update(_tokens(attempt.usage))
             self._span(f"chat {attempt.model}", attributes, attempt, context)
         span.end(end_time=int(event.started * 1e9) + int(event.latency * 1e9))

@@ -55,8 +55,7 @@ KINDS = (
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem of one row, or of one scope (``llm_id`` empty), with the command that fixes
-    it; ``problem`` names the field at fault, never a value."""
+    """One problem of one row, or of one scope (``llm_id`` empty), with its fix."""
 
     kind: str
     llm_id: str
@@ -234,8 +233,7 @@ def diagnose(
     allowlist: EnvAllowlist | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> list[Finding]:
-    """Return every problem of the table's rows (of one scope, or all), each with its fix,
-    grouped by kind in the order of `KINDS`; references are resolved in ``environ``."""
+    """Return every problem of the table's rows (of one scope, or all), by `KINDS` order."""
     from llmpool.providers import get_registry
     from llmpool.providers.allowlist import EnvAllowlist
     from llmpool.repository.stored import stored_rows

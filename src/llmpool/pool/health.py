@@ -139,8 +139,7 @@ def _breaker(breakers: BreakerBoard, candidate: Candidate, now: float) -> Breake
 
 
 def scope_status(pool: LLMPool, chain: ScopeChain) -> ScopeStatus:
-    """Return the chain's rows by priority, each with the verdict a call would give it now,
-    read from the pool's boards (breakers, statistics, rate limits, usage)."""
+    """Return the chain's rows by priority, each with the verdict a call would give it now."""
     from llmpool.usage.check import budget_status
 
     breakers, stats, limiter, usage = pool.breakers, pool.stats, pool.limiter, pool.usage_meter

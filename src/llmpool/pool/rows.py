@@ -1,8 +1,5 @@
-"""The usage guide's row lookups over a pool's snapshot: a scope's rows, its default, one row.
-
-Defaults are per scope and kind; a disabled default is not served, and a chat function never
-serves an embedding row, nor the other way round.
-"""
+"""The usage guide's row lookups over a pool's snapshot: a scope's rows, its default, one row
+(per kind: a chat function never serves an embedding row, nor the other way round)."""
 
 from __future__ import annotations
 
@@ -61,9 +58,7 @@ def find_row(snapshot: Snapshot, llm_id: str, kind: str) -> LLMConfig:
 
 
 def default_row(snapshot: Snapshot, repository: LLMRepository, scope: str, kind: str) -> LLMConfig:
-    """Return the scope's enabled default row of ``kind``, or raise "No default LLM configured
-    for scope ..." naming the database (`InvalidDefaultLLMError` naming an invalid one, read
-    from ``repository``)."""
+    """Return the scope's enabled default row of ``kind`` (`NoDefaultLLMError`)."""
     engine = getattr(repository, "engine", None)
     where = f" (database: {mask_url(engine)})" if engine is not None else ""
     what = "LLM" if kind == "chat" else "embedding model"
@@ -83,12 +78,11 @@ def default_row(snapshot: Snapshot, repository: LLMRepository, scope: str, kind:
         except InvalidDefaultLLMError:
             raise
         except Exception as error:  # none there either, or the database is down
+            failed = type(error).__name__
             logger.debug(
                 "no invalid default row found: %s",
-                type(error).__name__,
-                extra=log_fields(
-                    "no_invalid_default", scope=scope, error_class=type(error).__name__
-                ),
+                failed,
+                extra=log_fields("no_invalid_default", scope=scope, error_class=failed),
             )
     message = str(no_default_error(scope))
     if kind != "chat":

@@ -1,10 +1,8 @@
 """The provider registry: a provider name in a row -> a LangChain chat model.
 
-Providers come from the entry-point group ``llmpool.providers``, read on first use; llmpool's
-built-ins are declared there too. A plugin declares ``echo = "llmpool_echo:PROVIDER"`` there,
-``PROVIDER`` being a `Provider` or a zero-argument callable returning one. A plugin that fails
-to load is reported in `ProviderRegistry.load_errors` and breaks no other provider;
-``LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1`` skips third-party entry points.
+Providers, built-ins included, come from the entry-point group ``llmpool.providers`` on first
+use: ``echo = "llmpool_echo:PROVIDER"``, a `Provider` or a callable returning one. A plugin that
+fails to load is in `ProviderRegistry.load_errors` and breaks no other.
 """
 
 from __future__ import annotations
@@ -79,19 +77,11 @@ class Provider(Protocol):
     """What a provider is: the ``name`` rows write, the ``extra`` and ``package`` that install
     its client, what its models support (``capabilities``), and how to build one.
 
-    Optional attributes, what only the provider knows (without one, the generic behaviour):
-
-    - ``secret_env`` / ``plain_env``: ``frozenset`` of the variables its rows may reference,
-      holding credentials (kept secret) or plain settings (a base URL); never ``DATABASE_URL``
-      or ``LLMPOOL_*``.
-    - ``endpoint_keys``: the row keys that say where requests go (``azure_endpoint``).
-    - ``error_outcomes``: its client's error classes (``"RateLimitError"`` or
-      ``"module:Class"``) -> ``"retry"``, ``"fallback"``, ``"fallback_keep_breaker"`` or
-      ``"propagate"``, consulted by `llmpool.fallback.policy.classify_error` after the status.
-    - ``accepted_config``: the ``config`` keys it accepts (``None``: it cannot tell).
-    - ``build_embeddings(config, auth) -> Embeddings`` and ``embeddings_config`` (the keys
-      those rows accept): it serves embedding rows (a `ChatProvider` names an
-      ``embeddings_class`` instead).
+    Optional attributes: ``secret_env`` / ``plain_env`` (the variables its rows may reference,
+    secret or plain), ``endpoint_keys`` (the row keys that say where requests go),
+    ``error_outcomes`` (error class name or ``"module:Class"`` -> an `Outcome` value),
+    ``accepted_config`` (its ``config`` keys), ``build_embeddings(config, auth)`` and
+    ``embeddings_config`` (it serves embedding rows).
     """
 
     @property
@@ -123,8 +113,7 @@ def _distribution(entry_point: EntryPoint) -> str | None:
 
 class ProviderRegistry:
     """Provider name -> provider, filled on first use from ``entry_points`` (the installed
-    ones by default), third-party ones only with ``autoload`` (default: unless
-    ``LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1``).
+    ones), third-party ones only with ``autoload`` (``LLMPOOL_DISABLE_PLUGIN_AUTOLOAD=1``: off).
 
     Example:
         >>> registry = ProviderRegistry()
@@ -213,7 +202,7 @@ class ProviderRegistry:
         return list(self._errors)
 
     def distribution_of(self, name: str) -> str | None:
-        """Return the distribution that declared a provider, if it came from an entry point."""
+        """Return the distribution that declared a provider, if any."""
         self._ensure_loaded()
         return self._distributions.get(self.canonical(name))
 
@@ -223,8 +212,7 @@ class ProviderRegistry:
         return key if key in self._providers else ALIASES.get(key, key)
 
     def register(self, provider: Provider, *, replace: bool = False) -> None:
-        """Register a provider in this process (`ValueError`: the name is taken and not
-        ``replace``, or it declares an error outcome that does not exist)."""
+        """Register a provider in this process (`ValueError`: the name is taken)."""
         self._ensure_loaded()
         with self._lock:
             key = _key(provider.name)
@@ -235,12 +223,7 @@ class ProviderRegistry:
             self._providers[key] = provider
 
     def get(self, name: str) -> Provider:
-        """Return the provider called ``name`` (or an alias of it).
-
-        Raises:
-            UnknownProviderError: None is; the message lists those that are.
-            ProviderLoadError: Its plugin failed to load; caused by the original error.
-        """
+        """Return the provider called ``name`` or an alias of it (`UnknownProviderError`)."""
         self._ensure_loaded()
         key = self.canonical(name)
         provider = self._providers.get(key)
@@ -279,8 +262,7 @@ class ProviderRegistry:
         allowlist: EnvAllowlist | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> BaseChatModel:
-        """Turn a row into a chat model: its auth resolved within ``allowlist`` (from the
-        environment by default), its provider called without llmpool's price keys."""
+        """Turn a row into a chat model, its auth resolved within ``allowlist``."""
         from llmpool.providers.allowlist import resolve_auth
 
         provider = self.get(config.provider)
@@ -338,10 +320,7 @@ def _restoring(
 def set_registry(
     registry: ProviderRegistry | None,
 ) -> contextlib.AbstractContextManager[ProviderRegistry | None]:
-    """Replace the process-wide registry now; as a context manager, restore the previous one.
-
-    ``None`` resets it: the next `get_registry` discovers entry points anew.
-    """
+    """Replace the process-wide registry now; as a context manager, restore the previous one."""
     global _registry
     with _registry_lock:
         previous, _registry = _registry, registry
@@ -355,8 +334,8 @@ def register_provider(
     replace: bool = False,
     **kwargs: Any,
 ) -> Provider:
-    """Register a provider in the process-wide registry, and return it: a `Provider`, or a
-    name with a ``factory`` ``(config, auth) -> BaseChatModel`` and `FactoryProvider`'s fields.
+    """Register and return a provider: a `Provider`, or a name with a ``factory``
+    ``(config, auth) -> BaseChatModel`` and `FactoryProvider`'s fields.
 
     Example:
         >>> from langchain_core.language_models import FakeListChatModel

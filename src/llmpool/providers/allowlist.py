@@ -1,11 +1,8 @@
 """What a row may reference and where it may send requests (`EnvAllowlist`), and its
 ``auth_meta`` resolved within that (`resolve_auth`).
 
-Whoever can edit a row chooses a model, and must not be able to read any other secret of the
-service (``DATABASE_URL``, another provider's key, a mounted token) or send one to a server of
-their own: a row may reference only what its provider declares and what the operator allows,
-read files only from the secret directories, and send a secret that is not its provider's own
-only to an allowed endpoint.
+Whoever can edit a row must not read another secret of the service (``DATABASE_URL``, another
+provider's key, a mounted token) nor send one to a server of their own.
 """
 
 from __future__ import annotations
@@ -78,10 +75,8 @@ class EnvAllowlist:
 
     A row may reference its provider's declared variables and ``names`` (``PREFIX_*`` too),
     never ``DATABASE_URL`` or ``LLMPOOL_*``; values are secrets unless declared plain or in
-    ``plain``. ``*_file`` references stay inside ``secret_dirs``. A row's endpoints never have
-    user info and lie within ``endpoints`` when set; when not, a row writing one may use only
-    its provider's own credentials. ``registry`` finds a row's provider (the process-wide one
-    by default). As a store validator it refuses a write (`SQLStore` uses it by default).
+    ``plain``. Without ``endpoints``, a row writing its own endpoint may use only its
+    provider's own credentials. As a store validator it refuses a write.
 
     Example:
         >>> allow = EnvAllowlist.from_env({}).extend("MYCO_LLM_KEY", "MYCO_BASE_URL:plain")
@@ -118,11 +113,8 @@ class EnvAllowlist:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EnvAllowlist:
-        """Return the allowlist the environment configures (``os.environ`` by default).
-
-        ``LLMPOOL_ALLOWED_ENV`` (names or ``PREFIX_*`` patterns, comma- or space-separated;
-        ``NAME:plain`` for a plain setting), ``LLMPOOL_SECRET_DIRS`` (``os.pathsep``-separated,
-        added to `DEFAULT_SECRET_DIRS`) and ``LLMPOOL_ALLOWED_ENDPOINTS`` (URLs).
+        """Return the allowlist of ``LLMPOOL_ALLOWED_ENV``, ``LLMPOOL_SECRET_DIRS`` (added to
+        `DEFAULT_SECRET_DIRS`) and ``LLMPOOL_ALLOWED_ENDPOINTS`` (``os.environ`` by default).
 
         Example:
             >>> EnvAllowlist.from_env({"LLMPOOL_ALLOWED_ENV": "MYCO_KEY"}).allows("MYCO_KEY")
@@ -143,8 +135,8 @@ class EnvAllowlist:
         secret_dirs: Iterable[str] = (),
         endpoints: Iterable[str] = (),
     ) -> EnvAllowlist:
-        """Return a copy that also allows ``names`` (``NAME:plain`` or in ``plain``: plain
-        settings), ``secret_dirs`` and ``endpoints``.
+        """Return a copy that also allows ``names`` (``NAME:plain``: a plain setting), ``plain``,
+        ``secret_dirs`` and ``endpoints``.
 
         Example:
             >>> EnvAllowlist().extend("TEAM_*").allows("TEAM_KEY")
@@ -159,7 +151,7 @@ class EnvAllowlist:
         )
 
     def _provider(self, provider: object) -> object:
-        """Return the provider object a name stands for; ``None`` when it has none usable."""
+        # The provider object a name stands for; None when it has none usable.
         if not isinstance(provider, str):
             return provider
         try:
@@ -180,8 +172,7 @@ class EnvAllowlist:
         return None
 
     def kind(self, name: str, provider: object = None) -> Kind | None:
-        """Return how a row of ``provider`` (a name or object) may use variable ``name``:
-        ``"secret"``, ``"plain"``, or ``None`` when it may not reference it."""
+        """Return how a row of ``provider`` may use variable ``name`` (``None``: it may not)."""
         return self._kind(name, declared_env(self._provider(provider)))
 
     def allows(self, name: str, provider: object = None) -> bool:
@@ -194,9 +185,7 @@ class EnvAllowlist:
         return any(real.is_relative_to(os.path.realpath(d)) for d in self.secret_dirs)
 
     def allows_endpoint(self, url: str) -> bool:
-        """Return whether a row may send requests to ``url``: never with user info, and
-        within one of `endpoints` (scheme, host, port, and path on segment boundaries) if set.
-        """
+        """Return whether a row may send requests to ``url`` (no user info, within `endpoints`)."""
         if has_userinfo(url):
             return False
         parsed = parse_endpoint(url)
@@ -205,11 +194,7 @@ class EnvAllowlist:
         )
 
     def check(self, config: LLMConfig, provider: object = None) -> dict[str, Kind]:
-        """Refuse a row that uses a variable, file or endpoint outside the allowlist
-        (`EnvNotAllowedError`); return each reference's kind, ``"secret"`` or ``"plain"``.
-
-        ``provider`` is the row's provider object, looked up in `registry` by default.
-        """
+        """Refuse a row that reaches outside the allowlist; return each reference's kind."""
         provider = self._provider(config.provider if provider is None else provider)
         declared = declared_env(provider)
         kinds: dict[str, Kind] = {}
@@ -257,8 +242,7 @@ class EnvAllowlist:
                 )
                 raise _refused(config, where, f"points at host {host_of(url)}, {reason}")
         if endpoints and foreign is not None and not self.endpoints:
-            # With no endpoints configured, a row's own endpoint may only get its provider's
-            # own credentials: an operator's key or a secret file could go anywhere.
+            # Without allowed endpoints, an operator's key or a secret file could go anywhere.
             where, url = endpoints[0]
             raise _refused(
                 config,
@@ -288,7 +272,7 @@ def _missing(
 
 
 def _read_file(config: LLMConfig, key: str, path: str) -> str:
-    """Return a secret file's content, stripped; its path is shown only when it reads as one."""
+    """Return a secret file's content, stripped; its path is shown only if it reads as one."""
     shown = path if os.path.isabs(path) and find_secret(path) is None else None
     shown = shown or "(a path that is not shown)"
     try:
@@ -313,11 +297,7 @@ def resolve_auth(
     """Resolve a row's ``auth_meta`` into client arguments, within ``allowlist``.
 
     ``*_env`` names a variable of ``environ`` (``os.environ`` by default), ``*_file`` a secret
-    file; the resolved key drops the suffix. Secrets (values from files, and from variables not
-    declared plain) come back as `SecretStr` and are remembered by
-    `llmpool.credentials.redaction`, so no text llmpool produces shows them. ``allowlist``
-    defaults to `EnvAllowlist.from_env` of ``environ``, ``provider`` to the row's provider in the
-    allowlist's registry.
+    file; the key drops the suffix. Secrets come back as `SecretStr`, remembered for redaction.
 
     Raises:
         EnvNotAllowedError: A reference or an endpoint is outside the allowlist.

@@ -1,9 +1,4 @@
-"""llmpool's built-in providers, declared through its own ``llmpool.providers`` entry points.
-
-Each names its LangChain class (imported when a row first needs it), its extra, the variables
-and endpoint keys its rows may use, and its SDK's error classes; errors every client shares
-(httpx's, ``ConnectionError``, ``TimeoutError``...) stay generic in `llmpool.fallback.policy`.
-"""
+"""llmpool's built-in providers, declared through its own ``llmpool.providers`` entry points."""
 
 from __future__ import annotations
 
@@ -51,8 +46,7 @@ def _builtin(name: str, chat_class: str, **declared: Any) -> ChatProvider:
 
 
 def _ollama_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """ChatOllama's HTTP clients take the timeout through ``client_kwargs`` (``None`` there
-    would remove the bound: it keeps the default)."""
+    # ChatOllama's clients take the timeout in ``client_kwargs`` (None there: the default).
     timeout = kwargs.pop("timeout", DEFAULT_TIMEOUT)
     client_kwargs = kwargs.get("client_kwargs") or {}
     if isinstance(client_kwargs, Mapping):
@@ -62,7 +56,7 @@ def _ollama_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bedrock_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """ChatBedrockConverse takes whole seconds; round a row's ``timeout: 2.5`` up, not down."""
+    # ChatBedrockConverse takes whole seconds: a row's ``timeout: 2.5`` rounds up.
     timeout = kwargs.get("timeout")
     if isinstance(timeout, float):
         kwargs["timeout"] = math.ceil(timeout)
@@ -70,8 +64,7 @@ def _bedrock_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bedrock_embeddings_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """BedrockEmbeddings takes its timeouts and retries in a botocore ``Config``: no SDK
-    retries, and the row's ``timeout`` as its connect and read timeouts."""
+    # BedrockEmbeddings takes timeouts and retries in a botocore Config: no SDK retries.
     timeout = kwargs.pop("timeout", DEFAULT_TIMEOUT)
     if "config" not in kwargs:
         try:

@@ -24,20 +24,18 @@ Factory = Callable[["LLMConfig", Mapping[str, Any]], "BaseChatModel"]
 
 ALL_CAPABILITIES = frozenset({"tools", "streaming", "structured_output"})
 
-#: Seconds one request may take when a row sets no ``timeout``. The SDKs' own default is ten
-#: minutes, longer than the fallback deadline: one hung provider would use up the whole call.
+#: Seconds one request may take when a row sets none (the SDKs' ten minutes outlast a deadline).
 DEFAULT_TIMEOUT = 60.0
 
 #: Keywords whose ``None`` would remove the request timeout: a row's ``null`` leaves the default.
 TIMEOUT_KEYS = frozenset({"timeout", "request_timeout", "default_request_timeout"})
 
-#: Retries a client makes when its model is served alone (`LLMPool.get_llm`): the openai and
-#: anthropic SDKs' default. In a fallback chain it makes none: the walk retries and fails over.
+#: Retries a client makes when served alone (`LLMPool.get_llm`); in a chain the walk retries.
 STANDALONE_RETRIES = 2
 
 
 def _types_secret(annotation: Any, depth: int = 0) -> bool:
-    """Return whether a field annotation admits a `SecretStr` (``SecretStr | None``...)."""
+    # Whether a field annotation admits a SecretStr (``SecretStr | None``...).
     if annotation is SecretStr:
         return True
     return depth <= 8 and any(_types_secret(a, depth + 1) for a in typing.get_args(annotation))
@@ -47,14 +45,10 @@ def _types_secret(annotation: Any, depth: int = 0) -> bool:
 class ChatProvider:
     """A provider backed by one LangChain model class, named as ``"module:Class"``.
 
-    Keyword arguments, by precedence: the row's ``config``, its resolved ``auth_meta``
-    (renamed through ``auth_names``), the model name (as ``model_param``), ``defaults``
-    (``max_retries=0``: the fallback walk retries; ``timeout=DEFAULT_TIMEOUT``), then
-    ``prepare`` (whose ``prepared_keys`` count as accepted). A key the class does not take is
-    refused (`UnsupportedParameterError`), and so is a secret bound to a parameter the class
-    does not type ``SecretStr`` (`EnvNotAllowedError`: it would show in its repr). A
-    ``timeout`` of ``None`` keeps the default; ``deployment_from_model`` makes the model name
-    Azure's deployment. The declarations are described in `llmpool.providers.Provider`.
+    Keyword arguments, by precedence: the row's ``config``, its resolved ``auth_meta`` (renamed
+    through ``auth_names``), the model name (as ``model_param``), ``defaults`` (no SDK retries,
+    `DEFAULT_TIMEOUT`), then ``prepare``. A key the class does not take is refused, and so is a
+    secret bound to a parameter it does not type ``SecretStr`` (it would show in its repr).
 
     Example:
         >>> p = ChatProvider("fake", "llmpool.providers.fake:FakeChatModel", extra=None)
@@ -84,8 +78,7 @@ class ChatProvider:
 
     @property
     def embeddings(self) -> ChatProvider | None:
-        """What builds its embedding rows: ``embeddings_class``, by these rules, with
-        ``embeddings_options`` replacing some fields (``model_param``...); ``None`` without."""
+        """What builds its embedding rows: ``embeddings_class`` with ``embeddings_options``."""
         if self.embeddings_class is None:
             return None
         return dataclasses.replace(
@@ -125,7 +118,7 @@ class ChatProvider:
     def arguments(
         self, config: LLMConfig, auth: Mapping[str, Any], cls: type[BaseChatModel]
     ) -> dict[str, Any]:
-        """Return the keyword arguments for ``cls`` (see the class docstring)."""
+        """Return the keyword arguments for ``cls``."""
         accepted = self.accepted_parameters(cls)
         merged: dict[str, Any] = {}
         origin: dict[str, str] = {}  # keyword -> the row field it came from, for errors
@@ -199,7 +192,7 @@ class ChatProvider:
         return EnvNotAllowedError(msg, llm_name=config.name, llm_id=config.id, field=source)
 
     def build(self, config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
-        """Return a model for ``config`` (see the class docstring for the arguments)."""
+        """Return a model for ``config``."""
         cls = self.load_class()
         kwargs = self.arguments(config, auth, cls)
         try:
@@ -218,8 +211,7 @@ class ChatProvider:
 
 @dataclass(frozen=True)
 class FactoryProvider:
-    """A provider from a plain factory ``(config, auth) -> BaseChatModel`` (secrets as
-    `SecretStr`); its declarations are described in `llmpool.providers.Provider`."""
+    """A provider from a plain factory ``(config, auth) -> BaseChatModel``."""
 
     name: str
     factory: Factory
@@ -238,12 +230,7 @@ class FactoryProvider:
 
 
 def standalone_config(config: LLMConfig, provider: object) -> LLMConfig:
-    """Return the row as its model is built when served alone, outside a fallback chain.
-
-    Alone, nothing retries for the model: its client gets ``max_retries=STANDALONE_RETRIES``
-    back when its class takes it and the row does not set it. Otherwise the row itself comes
-    back, so its model is the one its fallback chain uses.
-    """
+    """Return the row as built when served alone: with `STANDALONE_RETRIES` unless it sets some."""
     accepted = accepted_config(provider)
     if "max_retries" in config.config or accepted is None or "max_retries" not in accepted:
         return config

@@ -1,6 +1,5 @@
-"""What a provider says about itself (`llmpool.providers.Provider`), read with a "declares
-nothing" default so that older plugins keep working, and the write-time checks built on it.
-"""
+"""What a provider says about itself (`llmpool.providers.Provider`), "nothing" by default, and
+the write-time checks built on it."""
 
 from __future__ import annotations
 
@@ -39,8 +38,7 @@ def declared_env(provider: object) -> tuple[frozenset[str], frozenset[str]]:
 
 
 def declared_error_outcomes(provider: object) -> dict[str, str]:
-    """Return the error classes a provider declares -> their outcome; `ValueError` naming
-    the provider and the class for an outcome not in `OUTCOMES`."""
+    """Return the error classes a provider declares -> their outcome (checked)."""
     value = getattr(provider, "error_outcomes", None)
     if not isinstance(value, Mapping):
         return {}
@@ -56,8 +54,7 @@ def declared_error_outcomes(provider: object) -> dict[str, str]:
 
 
 def accepted_config(provider: object, attribute: str = "accepted_config") -> frozenset[str] | None:
-    """Return the ``config`` keys a provider accepts; ``None`` when it cannot tell (it does not
-    declare them, or its client class is not installed here)."""
+    """Return the ``config`` keys a provider accepts; ``None`` when it cannot tell."""
     try:
         return declared_names(getattr(provider, attribute, None))
     except LLMPoolError:  # its package is not installed here
@@ -65,8 +62,7 @@ def accepted_config(provider: object, attribute: str = "accepted_config") -> fro
 
 
 def embeddings_builder(provider: object) -> EmbeddingsFactory | None:
-    """Return what builds a provider's embedding rows: its ``build_embeddings``, or a
-    built-in's ``embeddings`` class; ``None`` when it has none."""
+    """Return a provider's ``build_embeddings``, or a built-in's ``embeddings`` builder."""
     own = getattr(provider, "build_embeddings", None)
     if callable(own):
         return cast("EmbeddingsFactory", own)
@@ -76,8 +72,7 @@ def embeddings_builder(provider: object) -> EmbeddingsFactory | None:
 
 
 def embeddings_config(config: LLMConfig, provider: object) -> frozenset[str] | None:
-    """Return the ``config`` keys an embedding row of ``provider`` accepts (``None``: any);
-    `InvalidConfigError` on ``kind`` when the provider builds no embeddings."""
+    """Return the ``config`` keys an embedding row of ``provider`` accepts (``None``: any)."""
     if embeddings_builder(provider) is None:
         error = no_embeddings_error(config, provider)
         raise InvalidConfigError(str(error), llm_name=config.name, llm_id=config.id, field="kind")
@@ -99,8 +94,7 @@ def no_embeddings_error(config: LLMConfig, provider: object) -> ProviderError:
     return ProviderError(msg)
 
 
-# Declared error class name -> outcome, for every provider loaded in this process. The first
-# declaration of a name wins: a plugin cannot change how a built-in's errors are handled.
+# Declared error class name -> outcome; the first wins (a plugin cannot change a built-in's).
 _outcomes: dict[str, str] = {}
 _outcomes_by_class: dict[type, str | None] = {}
 _outcomes_lock = threading.Lock()
@@ -108,7 +102,7 @@ _outcomes_lock = threading.Lock()
 
 @functools.cache
 def _builtin_outcomes() -> None:
-    """Record the built-ins' declarations first, without loading any registry."""
+    # The built-ins' declarations first, without loading any registry.
     from llmpool.providers.builtin import BUILTINS
 
     for provider in BUILTINS:
@@ -129,8 +123,7 @@ def _record(provider: object) -> None:
 
 
 def record_error_outcomes(provider: object) -> None:
-    """Make the error outcomes ``provider`` declares known to `error_outcome` (`ValueError`:
-    one is not in `OUTCOMES`)."""
+    """Make the error outcomes ``provider`` declares known to `error_outcome`."""
     _builtin_outcomes()
     _record(provider)
 
@@ -174,8 +167,7 @@ def _registry(registry: ProviderRegistry | None) -> ProviderRegistry:
 @dataclass(frozen=True)
 class ConfigKeysCheck:
     """A store validator: a row's ``config`` keys must be ones its provider accepts, or
-    llmpool's own price and budget keys (whose values are checked too). A row whose provider
-    or client class is unknown here is checked only when its model is built."""
+    llmpool's own price and budget keys (an unknown provider is checked when built)."""
 
     registry: ProviderRegistry | None = None
 
@@ -206,9 +198,8 @@ class ConfigKeysCheck:
 
 @dataclass(frozen=True)
 class KnownProviderCheck:
-    """A store validator: a row's ``provider`` must be one this machine knows (a plugin that
-    fails to load counts), so ``openia`` is refused on write with the closest name. For rows of
-    a plugin not installed here, leave it out (``llmpool add --allow-unknown-provider``)."""
+    """A store validator: a row's ``provider`` must be one this machine knows (a broken plugin
+    counts), so ``openia`` is refused with the closest name."""
 
     registry: ProviderRegistry | None = None
 

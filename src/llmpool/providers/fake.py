@@ -1,9 +1,5 @@
-"""The ``fake`` provider, for tests and demos: langchain-core's scripted chat model, and
-deterministic embeddings.
-
-A row scripts it through ``config``: ``responses`` (answers, cycled), ``sleep`` (seconds per
-answer) and ``error`` (every call fails with `ConnectionError` carrying that text, like a
-provider that is down, so a demo can show fallback).
+"""The ``fake`` provider, for tests and demos, scripted by a row's ``config``: ``responses``
+(cycled), ``sleep`` (seconds per answer), ``error`` (every call fails with `ConnectionError`).
 """
 
 from __future__ import annotations
@@ -55,10 +51,7 @@ class FakeChatModel(FakeListChatModel):
 
 
 class FakeEmbeddings(BaseModel, Embeddings):
-    """Deterministic embeddings of ``dimensions`` numbers, read from a BLAKE2b digest of the
-    model name and the text: two models give different vectors for the same text, as two real
-    spaces do. ``error`` and ``sleep`` script it as for chat.
-    """
+    """Deterministic embeddings from a BLAKE2b digest of the model name and the text."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,8 +1,5 @@
-"""A row's prices and budget: ``config`` keys llmpool reads, never passed to the client.
-
-Prices are per million tokens (or per token, under LiteLLM's names); ``max_spend`` skips the
-row once its calls this UTC day or month cost that much. `client_config` removes the keys.
-"""
+"""A row's prices (per million tokens, or LiteLLM's per token) and ``max_spend`` budget:
+``config`` keys llmpool reads, never passed to the client."""
 
 from __future__ import annotations
 
@@ -115,13 +112,7 @@ def _per_million(config: LLMConfig, values: dict[str, Any], way: str) -> float:
 
 
 def usage_terms(config: LLMConfig) -> UsageTerms:
-    """Return the prices and budget a row's ``config`` sets.
-
-    Raises:
-        InvalidConfigError: A price is not a finite number of 0 or more, or ``max_spend`` is
-            not ``{"amount": <number > 0>, "period": "day" | "month"}``; the message names
-            the row and the key.
-    """
+    """Return the prices and budget a row's ``config`` sets (`InvalidConfigError`)."""
     values = config.config
     if not any(key in values for key in USAGE_CONFIG_KEYS):
         return UsageTerms()
@@ -135,8 +126,7 @@ def usage_terms(config: LLMConfig) -> UsageTerms:
 
 
 def client_config(config: LLMConfig) -> LLMConfig:
-    """Return the row without its `USAGE_CONFIG_KEYS` (itself when it has none), checked as
-    `usage_terms` does: what its provider builds the client from."""
+    """Return the row without its `USAGE_CONFIG_KEYS`, checked as `usage_terms` does."""
     values = config.config
     if not any(key in values for key in USAGE_CONFIG_KEYS):
         return config
