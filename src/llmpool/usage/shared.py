@@ -171,7 +171,7 @@ class RedisBudgets:
             self._ttl_ms,
             int(budget.end(now)) + _GRACE,
         ]
-        found = self.shared.run(lambda _: self._admit(keys=keys, args=args), lambda: None)
+        found = self.shared.run(lambda r: self._admit(keys=keys, args=args, client=r), lambda: None)
         if found is None:
             return None
         expected = float(found[5])
@@ -202,7 +202,9 @@ class RedisBudgets:
         """
         keys = self._keys(row_key, llm_id, budget.start(now))
         args = [reservation, repr(cost), int(answered), weight, int(budget.end(now)) + _GRACE]
-        done = self.shared.run(lambda _: bool(self._settle(keys=keys, args=args)), lambda: False)
+        done = self.shared.run(
+            lambda r: bool(self._settle(keys=keys, args=args, client=r)), lambda: False
+        )
         if not done and reservation:
             self._stale.append((keys, reservation))
         return done
