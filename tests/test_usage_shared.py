@@ -277,3 +277,27 @@ def test_redis_down_decides_per_process_logged_once_down_and_once_back(
     key = f"{prefix}r1:{int(time.time() // 86400 * 86400)}"
     assert client.zcard(f"{key}:r") == 1  # the reservation is the fleet's
     meter.close()
+
+
+def test_a_settlement_redis_missed_releases_its_reservation_at_the_next_flush(
+    sql_store: SQLStore, redis_keys: tuple[Any, list[str]]
+) -> None:
+    """A call admitted through Redis whose settlement finds Redis down counts its cost locally,
+    and the flush after Redis answers again releases its reservation for the fleet."""
+    import redis
+
+    client, (prefix,) = redis_keys
+    (check,) = replicas(sql_store, prefix, n=1, retry_after=0)
+    budgets = check.meter.budgets
+    assert budgets is not None
+    row = priced(max_tokens=1, max_spend={"amount": 2, "period": "day"})
+    assert check.admit(row) is None
+    reservations = f"{prefix}r1:{int(time.time() // 86400 * 86400)}:r"
+    assert client.zcard(reservations) == 1
+    budgets.shared.client = redis.Redis.from_url("redis://127.0.0.1:1/0")
+    check.record(row, ok=True, latency=0.1, usage={"output_tokens": 1})
+    budgets.shared.client = client
+    assert client.zcard(reservations) == 1  # held until released
+    assert check.meter.flush()
+    assert client.zcard(reservations) == 0
+    check.meter.close()
