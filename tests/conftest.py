@@ -217,6 +217,23 @@ def pg_url(_schemas: _Schemas) -> Iterator[str]:
     _schemas.give_back(schema)
 
 
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_server_url: str) -> Iterator[Any]:
+    """PgBouncer in transaction pooling mode in front of the test server (one per process)."""
+    from pgbouncer import INSTALL_HINT, PgBouncer, find_binary
+
+    binary = find_binary()
+    if binary is None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(
+                f"PgBouncer is required (LLMPOOL_REQUIRE_POSTGRES=1) but missing: {INSTALL_HINT}"
+            )
+        pytest.skip(f"pgbouncer is not installed ({INSTALL_HINT})")
+    bouncer = PgBouncer(binary, postgres_server_url)
+    yield bouncer
+    bouncer.stop()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A URL of a new SQLite file in the test's temporary directory."""

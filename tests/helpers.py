@@ -166,3 +166,30 @@ def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.005) ->
             raise AssertionError(msg)
         time.sleep(interval)
     return time.monotonic() - started
+
+
+def forked(imports: str, body: str, processes: int) -> str:
+    """A ``python -c`` script that runs ``imports`` once, then forks into ``processes``
+    processes that each run ``body`` at the same moment; it exits non-zero if any of them fails.
+
+    The processes are separate (own pid, connections and pools), but pay for the heavy imports
+    once: starting N interpreters that each import LangChain costs seconds of CPU apiece.
+    """
+    return "\n".join(
+        [
+            "import os as _os, sys as _sys",
+            imports,
+            "_children = []",
+            f"for _ in range({processes} - 1):",
+            "    _pid = _os.fork()",
+            "    if _pid == 0:",
+            "        _children = None",
+            "        break",
+            "    _children.append(_pid)",
+            body,
+            "_sys.stdout.flush()",
+            "if _children is not None:",
+            "    _codes = [_os.waitstatus_to_exitcode(_os.waitpid(p, 0)[1]) for p in _children]",
+            "    _sys.exit(1 if any(_codes) else 0)",
+        ]
+    )

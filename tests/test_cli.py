@@ -372,12 +372,13 @@ def test_a_run_in_this_process_leaves_no_state_behind(sqlite_url: str) -> None:
 
 
 def test_the_script_adds_rows_from_a_stdin_pipe_and_lists_them_as_json(sqlite_url: str) -> None:
-    """The console script reads --from-json - from a pipe and lists the rows as JSON."""
+    """The console script reads --from-json - from a pipe and prints the added rows as JSON; a
+    later ``list --json`` finds them stored."""
     db = ("--database-url", sqlite_url)
     rows = [fake("Piped", "global", 5), fake("Piped Too", "global", 6)]
     added = as_json(run_script("add", "--from-json", "-", "--json", *db, stdin=json.dumps(rows)))
     assert [r["name"] for r in added] == ["Piped", "Piped Too"]
-    listed = as_json(run_script("list", "--json", *db, env={"OPENAI_API_KEY": SECRET}))
+    listed = as_json(run_cli("list", "--json", *db, env={"OPENAI_API_KEY": SECRET}))
     assert [(r["id"], r["name"], r["priority"]) for r in listed] == [
         (added[0]["id"], "Piped", 5),
         (added[1]["id"], "Piped Too", 6),
@@ -386,7 +387,7 @@ def test_the_script_adds_rows_from_a_stdin_pipe_and_lists_them_as_json(sqlite_ur
 
 def test_the_script_fails_with_its_exit_code_and_one_line(sqlite_url: str) -> None:
     """A failing command, run by the console script, exits 1 with one line and no traceback."""
-    ok(run_script("migrate", "--database-url", sqlite_url))
+    ok(run_cli("migrate", "--database-url", sqlite_url))
     result = run_script("show", "no-such-llm", "--database-url", sqlite_url)
     assert (result.code, result.out) == (1, ""), result.err
     assert result.err == "llmpool: error: No LLM with id or name 'no-such-llm'\n"

@@ -194,12 +194,18 @@ def test_show_and_disable_reach_a_row_whose_config_nests_too_deep(migrated_url: 
     assert "Deep" in ok(run_cli("disable", "Deep", *db))
 
 
-#: Run in a fresh interpreter: a command's exit code and the LangChain modules it loaded.
+#: Run in a fresh interpreter: after the import and after each command of the JSON list in
+#: argv[1], in turn, its exit code and the LangChain modules loaded so far (modules stay loaded,
+#: so a command that loads one shows it on its own line).
 LOADED = """
 import json, sys
 from llmpool.cli.main import main
-code = main(sys.argv[1:]) if len(sys.argv) > 1 else 0
-print(json.dumps([code, sorted(m for m in sys.modules if m.startswith("langchain"))]))
+def loaded(code):
+    modules = sorted(m for m in sys.modules if m.startswith("langchain"))
+    print("loaded", json.dumps([code, modules]), flush=True)
+loaded(0)
+for argv in json.loads(sys.argv[1]):
+    loaded(main(argv))
 """
 
 #: The read commands that work on the store alone.
@@ -214,9 +220,10 @@ STORE_READS = [
 ]
 
 
-def loaded_by(*argv: str) -> tuple[int, list[str]]:
-    """Run ``main(argv)`` (nothing: only the import) in a new process, with plugins loading as
-    they would for a user; return its exit code and the ``langchain*`` modules it imported."""
+def loaded_by(*commands: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    """Run ``main(argv)`` for each command in turn in one new process, with plugins loading as
+    they would for a user; return the exit code and the ``langchain*`` modules imported so
+    far, after the import and after each command."""
     import subprocess
     import sys
 
@@ -224,25 +231,27 @@ def loaded_by(*argv: str) -> tuple[int, list[str]]:
 
     env = script_environ({"LLMPOOL_DISABLE_PLUGIN_AUTOLOAD": "0"})
     done = subprocess.run(
-        [sys.executable, "-c", LOADED, *argv],
+        [sys.executable, "-c", LOADED, json.dumps(commands)],
         capture_output=True,
         text=True,
         env=env,
         timeout=120,
         check=False,
     )
-    code, modules = json.loads(done.stdout.strip().splitlines()[-1])
-    return code, modules
+    assert done.returncode == 0, done.stderr
+    lines = [
+        line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("loaded ")
+    ]
+    return [(code, modules) for code, modules in map(json.loads, lines)]
 
 
 def test_importing_the_command_loads_no_langchain() -> None:
     """``import llmpool.cli.main`` loads no LangChain module."""
-    assert loaded_by() == (0, [])
+    assert loaded_by() == [(0, [])]
 
 
-@pytest.mark.parametrize("args", STORE_READS, ids=" ".join)
-def test_a_store_read_loads_no_langchain(migrated_url: str, args: tuple[str, ...]) -> None:
-    """A read command works on the store alone: it imports no LangChain module (only the
+def test_the_store_reads_load_no_langchain(migrated_url: str) -> None:
+    """Each read command works on the store alone: it imports no LangChain module (only the
     commands that call models, check, demo and chain, load it)."""
     from llmpool.repository.sql.store import SQLStore
 
@@ -251,4 +260,8 @@ def test_a_store_read_loads_no_langchain(migrated_url: str, args: tuple[str, ...
         store.add({"name": "GPT-4", "provider": "openai", "model_name": "gpt-4"})
     finally:
         store.close()
-    assert loaded_by(*args, "--database-url", migrated_url) == (0, [])
+    commands = [(*args, "--database-url", migrated_url) for args in STORE_READS]
+    after = dict(
+        zip([" ".join(args) for args in STORE_READS], loaded_by(*commands)[1:], strict=True)
+    )
+    assert after == {" ".join(args): (0, []) for args in STORE_READS}

@@ -29,6 +29,7 @@ LAYERS = (
     ("pool",),
     ("api", "legacy", "alembic"),
     ("cli",),
+    ("__main__",),
     ("__init__",),
 )
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import fake
+from helpers import fake, forked
 from servers import OpenAIServer
 
 from llmpool import LLMPool
 from llmpool.errors import AllLLMsFailedError
-from llmpool.limits import LocalLimits
+from llmpool.limits import LocalLimits, WindowUse
 from llmpool.limits.redis import RedisLimits
 from llmpool.repository.memory import InMemoryStore
 
@@ -234,7 +234,7 @@ def test_redis_tpm_and_give_back(redis_prefix: tuple[Any, str]) -> None:
     assert refusal is not None and refusal.startswith("rate limited: rpm 1/1, frees in")
     limits.give_back("k")
     limits.add_tokens("k", 12)
-    assert limits.use("k") == (0, 12)
+    assert limits.use("k") == WindowUse(0, 12)
     refusal = limits.take("k", 1, 10)
     assert refusal is not None and refusal.startswith("rate limited: tpm 12/10")
 
@@ -257,14 +257,16 @@ def test_redis_unavailable_counts_per_process_with_a_warning(
     assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
 
 
+_IMPORTS = """
+import json, time
+import langchain_openai  # the model each process builds, imported once before the fork
+from llmpool import LLMPool
+from llmpool.limits.redis import RedisLimits
+from llmpool.repository.memory import InMemoryStore
+"""
+
 _WORKER = textwrap.dedent(
     """
-    import json, os, sys, time
-    sys.path.insert(0, {tests!r})
-    from llmpool import LLMPool
-    from llmpool.limits.redis import RedisLimits
-    from llmpool.repository.memory import InMemoryStore
-
     rows = [
         {{"id": {row!r}, "name": "A", "provider": "openai", "model_name": "gpt-4",
           "priority": 1, "rpm": {rpm}, "auth_meta": {{"api_key_env": "OPENAI_API_KEY"}},
@@ -276,8 +278,8 @@ _WORKER = textwrap.dedent(
     pool = LLMPool(InMemoryStore(rows), poll_interval=0, limits=limits, track_usage=False)
     llm = pool.get_llm_with_fallback()
     llm.invoke("warm")  # builds the models (B answers if A is full)
-    open({ready!r} + str(os.getpid()), "w").close()
-    while not os.path.exists({go!r}):
+    open({ready!r} + str(_os.getpid()), "w").close()
+    while not _os.path.exists({go!r}):
         time.sleep(0.01)
     end = time.monotonic() + {seconds}
     names = []
@@ -285,7 +287,7 @@ _WORKER = textwrap.dedent(
         names.append(llm.invoke("hi").response_metadata["llmpool"]["name"])
         time.sleep(0.02)
     pool.close()
-    print(json.dumps(names))
+    print(json.dumps(names), flush=True)
     """
 )
 
@@ -297,8 +299,7 @@ def test_rpm_is_shared_by_4_processes_through_redis(
     alone would send up to rpm)."""
     _, prefix = redis_prefix
     rpm, window, seconds, processes = 10, 1.0, 2.0, 4
-    script = _WORKER.format(
-        tests=str(Path(__file__).parent),
+    body = _WORKER.format(
         row=ROW_A,
         rpm=rpm,
         url=server.url,
@@ -311,30 +312,31 @@ def test_rpm_is_shared_by_4_processes_through_redis(
         seconds=seconds,
     )
     env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-        )
-        for _ in range(processes)
-    ]
+    workers = subprocess.Popen(
+        [sys.executable, "-c", forked(_IMPORTS, body, processes)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 120
         while len(list(tmp_path.glob("ready-*"))) < processes:
             assert time.monotonic() < deadline, "the workers did not start"
-            assert all(w.poll() is None for w in workers), [w.stderr.read() for w in workers]  # type: ignore[union-attr]
+            assert workers.poll() is None, workers.communicate()[1][-2000:]
             time.sleep(0.05)
         warm = server.count
         started = time.monotonic()
         (tmp_path / "go").touch()
-        outputs = [w.communicate(timeout=120) for w in workers]
+        out, err = workers.communicate(timeout=120)
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
+        if workers.poll() is None:
+            workers.kill()
     import json
 
-    assert all(w.returncode == 0 for w in workers), [err[-2000:] for _, err in outputs]
-    names = [name for out, _ in outputs for name in json.loads(out.decode().splitlines()[-1])]
+    assert workers.returncode == 0, err[-2000:]
+    lists = [json.loads(line) for line in out.decode().splitlines()]
+    assert len(lists) == processes
+    names = [name for names in lists for name in names]
     arrivals = server.arrivals[warm:]
     worst = _worst_window(arrivals, window)
     print(f"{processes} processes, rpm {rpm} per {window} s: worst {worst}, calls {len(names)}")

@@ -235,6 +235,7 @@ class VertexServer(ProviderServer):
         return {"error": {"code": status.code, "message": status.message or "error"}}
 
 
+@pytest.mark.xdist_group("vertexai")  # one worker imports the Google SDK
 async def test_vertexai_answers_plain_and_streaming_over_http() -> None:
     """ChatVertexAI, built from a row, calls a local REST endpoint with the row's project.
 

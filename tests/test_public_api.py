@@ -42,6 +42,7 @@ PUBLIC = [
     "InMemoryStore",
     "InvalidConfigError",
     "InvalidDefaultLLMError",
+    "InvalidOptionError",
     "LLMConfig",
     "LLMNotFoundError",
     "LLMPool",

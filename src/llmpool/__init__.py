@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # the same table, for type checkers (explicit re-exports)
     from llmpool.errors import EnvNotAllowedError as EnvNotAllowedError
     from llmpool.errors import InvalidConfigError as InvalidConfigError
     from llmpool.errors import InvalidDefaultLLMError as InvalidDefaultLLMError
+    from llmpool.errors import InvalidOptionError as InvalidOptionError
     from llmpool.errors import LiteralSecretError as LiteralSecretError
     from llmpool.errors import LLMNotFoundError as LLMNotFoundError
     from llmpool.errors import LLMPoolError as LLMPoolError
@@ -176,6 +177,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "EnvNotAllowedError",
         "InvalidConfigError",
         "InvalidDefaultLLMError",
+        "InvalidOptionError",
         "LiteralSecretError",
         "LLMNotFoundError",
         "MidStreamError",

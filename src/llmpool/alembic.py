@@ -38,8 +38,7 @@ class Operations(Protocol):
 
 @lru_cache(maxsize=1)
 def tables() -> frozenset[str]:
-    """Return the names of the tables llmpool's migrations create (the tables its SQL code
-    reads and writes), ``llmpool_migrations`` too.
+    """Return the names of the tables llmpool's migrations create, ``llmpool_migrations`` too.
 
     Example:
         >>> {"llms", "llm_audit", "llmpool_state", "llmpool_migrations"} <= tables()
@@ -87,11 +86,8 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
 def upgrade(op: Operations, *, to: int | None = None, seed: bool = False) -> list[str]:
     """Apply llmpool's pending migrations on the revision's connection, in its transaction, up
     to ``to`` (so the revision builds the same schema whichever llmpool release runs it; ``None``:
-    all) and, with ``seed``, the usage guide's starter rows; return the files applied now.
-
-    Raises:
-        MigrationChecksumError: An applied file has changed since it was applied.
-        MigrationError: A migration failed; the revision's transaction should roll back.
+    all) and, with ``seed``, the usage guide's starter rows; return the files applied now
+    (`MigrationError`: the revision's transaction should roll back).
 
     Example:
         >>> import sqlalchemy as sa
@@ -114,12 +110,9 @@ def upgrade(op: Operations, *, to: int | None = None, seed: bool = False) -> lis
 
 def downgrade(op: Operations, *, to: int = 0) -> list[str]:
     """Revert llmpool's migrations numbered above ``to`` (the ``to`` of the previous revision
-    that called `upgrade`; ``0``: all) on the revision's connection, newest first; return them.
-
-    Tables, indexes, PostgreSQL functions and triggers go, and ``llmpool_migrations`` once no
-    migration is left. `MigrationError`: an applied migration has no reverse script here, or
-    one failed.
-    """
+    that called `upgrade`; ``0``: all) on the revision's connection, newest first; return them
+    (``llmpool_migrations`` goes once no migration is left; `MigrationError`: one has no reverse
+    script here, or failed)."""
     from llmpool.repository.sql.migrate import downgrade_connection
 
     return downgrade_connection(op.get_bind(), to=to)
@@ -148,8 +141,7 @@ def store(op: Operations, **options: Any) -> SQLStore:
 def seed_starter_rows(
     op: Operations, *, scope: str = "global", actor: str = "alembic"
 ) -> list[LLMConfig]:
-    """Insert the usage guide's starter rows that ``scope`` lacks, in the revision's
-    transaction; return those inserted now (see `llmpool.repository.sql.migrate`)."""
+    """Insert the usage guide's starter rows that ``scope`` lacks, in the revision's transaction."""
     from llmpool.repository.sql import migrate
 
     return migrate.seed_starter_rows(store(op), scope=scope, actor=actor)

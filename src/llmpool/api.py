@@ -57,12 +57,8 @@ def get_pool() -> LLMPool:
     return _pool
 
 
-def _scope_model(scope: str) -> FallbackChatModel:
-    return get_pool().get_llm_with_fallback(scope)
-
-
 # What FallbackChatModel(scope=...) alone, and so a loaded serialized one, serves.
-llmpool.contracts.default_scope_model = _scope_model
+llmpool.contracts.default_scope_model = lambda scope: get_pool().get_llm_with_fallback(scope)
 
 
 @contextmanager
@@ -84,8 +80,7 @@ def set_pool(pool: LLMPool | None) -> Any:
         []
     """
     global _pool
-    previous = _pool
-    _pool = pool
+    previous, _pool = _pool, pool
     return _restore(previous)
 
 

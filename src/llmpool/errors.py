@@ -14,6 +14,7 @@ variable) and never a secret's value::
     ├── NoDefaultLLMError (LookupError)         "No default LLM configured"
     │   └── InvalidDefaultLLMError (+ InvalidConfigError)   the default row fails validation
     ├── MixedSpacesError (ValueError)           an embedding chain would mix vector spaces
+    ├── InvalidOptionError (ValueError)         a pool option cannot work as given (``option``)
     ├── ConflictError                           a write lost a race or broke a uniqueness rule
     ├── DatabaseError                           the database failed or refused
     │   └── DatabaseUnavailableError            it could not be reached (password masked)
@@ -57,8 +58,7 @@ def visible(text: str) -> str:
 
 
 def describe_row(name: str | None, llm_id: str | None) -> str:
-    """Return the way every message names a row (``LLM 'GPT-4' (id abc)``), shortened and
-    unable to write to a terminal."""
+    """Return how every message names a row (``LLM 'GPT-4' (id abc)``), shortened and escaped."""
     shown = f"LLM {shorten(name)!r}" if name else "LLM"
     if llm_id:
         llm_id = shorten(visible(llm_id))
@@ -126,6 +126,14 @@ class NoDefaultLLMError(LLMPoolError, LookupError):
 
 class InvalidDefaultLLMError(NoDefaultLLMError, InvalidConfigError):
     """The scope's default row exists but fails validation: there is no usable default."""
+
+
+class InvalidOptionError(LLMPoolError, ValueError):
+    """A pool option (``option`` names it) cannot work with the rest of the configuration."""
+
+    def __init__(self, message: str, *, option: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class ConflictError(LLMPoolError):
@@ -224,8 +232,7 @@ class AllLLMsFailedToInitializeError(AllLLMsFailedError):
 
 
 class MidStreamError(LLMPoolError):
-    """A stream failed after it had emitted ``partial_text``; llmpool never switches model
-    mid-answer."""
+    """A stream failed after emitting ``partial_text``; llmpool never switches model mid-answer."""
 
     def __init__(self, message: str, *, partial_text: str, llm_id: str, llm_name: str) -> None:
         super().__init__(message)

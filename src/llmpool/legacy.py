@@ -30,8 +30,7 @@ def _deprecated(name: str, provider: ChatProvider) -> type[BaseChatModel]:
 def _required(variable: str) -> str:
     value = os.environ.get(variable)
     if not value:
-        msg = f"Environment variable {variable} is not set"
-        raise MissingSecretError(msg, variable=variable)
+        raise MissingSecretError(f"Environment variable {variable} is not set", variable=variable)
     return value
 
 

@@ -105,6 +105,13 @@ class RowStats(CheckBase, Observer):
         if event.outcome == "error":
             self._errors[event.llm_id] = (event.error_class, event.started + (event.latency or 0))
 
+    def serve(self) -> None:
+        """Start sharing this process's counts, where they are shared (`FleetStats`); these
+        stay in the process: nothing to start."""
+
+    def close(self) -> None:
+        """Stop sharing (`FleetStats`); nothing to stop here."""
+
     def forget(self, keys: Collection[str], llm_ids: Collection[str]) -> None:
         """Drop what is known of rows no longer in the table."""
         with self._lock:

@@ -22,16 +22,14 @@ def json_arg(text: str) -> Any:
 
     # Measured before it is parsed: json.loads recurses once per level.
     if len(text) > MAX_JSON_TEXT or json_text_depth(text) > MAX_JSON_DEPTH:
-        msg = (
+        raise argparse.ArgumentTypeError(
             f"JSON longer than {MAX_JSON_TEXT} characters or nested deeper than "
             f"{MAX_JSON_DEPTH} levels"
         )
-        raise argparse.ArgumentTypeError(msg)
     try:
         return json.loads(text)
     except ValueError as error:
-        msg = f"not valid JSON: {error}"
-        raise argparse.ArgumentTypeError(msg) from None
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
 
 
 def bounded(field: str) -> Callable[[str], str]:
@@ -50,8 +48,7 @@ def bounded(field: str) -> Callable[[str], str]:
 
 
 def moment(text: str) -> datetime:
-    """Parse a ``--since`` or ``--until``: a duration before now (30m, 12h, 1d, 2w) or an ISO
-    date or time (UTC unless it says otherwise)."""
+    """Parse a ``--since`` or ``--until`` as `llmpool.usage.report.parse_since` reads it."""
     from llmpool.usage.report import as_epoch, parse_since
 
     now = time.time()

@@ -102,16 +102,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.seed:
         with open_store(args, writes=True) as store:
             seeded = [c.name for c in seed_starter_rows(store, actor=args.actor)]
+    lines = [f"database: {database}"]
+    lines += [f"applied {name}" for name in applied] or ["database is up to date"]
+    lines += [f"seeded {name}" for name in seeded]
     data = {"database": database, "applied": applied, "seeded": seeded}
-    emit(
-        args,
-        data,
-        lambda: (
-            f"database: {database}\n"
-            + "\n".join([f"applied {name}" for name in applied] or ["database is up to date"])
-            + "".join(f"\nseeded {name}" for name in seeded)
-        ),
-    )
+    emit(args, data, lambda: "\n".join(lines))
     return 0
 
 
@@ -133,8 +128,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         Path(args.output).write_text(text, "utf-8")
     except OSError as error:
-        msg = f"cannot write {args.output}: {error.strerror}"
-        raise UsageError(msg) from None
+        raise UsageError(f"cannot write {args.output}: {error.strerror}") from None
     print(f"exported {len(document['llms'])} LLM(s) to {args.output}", file=sys.stderr)
     return 0
 
@@ -172,10 +166,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     with open_store(args) as store:
         database = mask_url(store.engine)
-        findings = [f.as_dict() for f in diagnose(store, scope=args.scope)]
-    for finding in findings:
-        finding["problem"] = one_line(finding["problem"])
-        finding["fix"] = one_line(finding["fix"])
+        found = diagnose(store, scope=args.scope)
+    findings = [
+        {**f.as_dict(), "problem": one_line(f.problem), "fix": one_line(f.fix)} for f in found
+    ]
 
     def render() -> str:
         if not findings:
@@ -209,11 +203,10 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
     since = args.since if args.since is not None else moment("1d")
     if args.until is not None and args.until <= since:
-        msg = (
+        raise UsageError(
             f"--until ({args.until:%Y-%m-%d %H:%M:%S} UTC) is not after --since "
             f"({since:%Y-%m-%d %H:%M:%S} UTC): the window is empty"
         )
-        raise UsageError(msg)
     with open_store(args) as store:
         now = time.time()
         start, end = as_epoch(since, now), as_epoch(args.until, now)

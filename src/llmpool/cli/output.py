@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmpool.errors import describe_row, shorten, visible
+from llmpool.errors import DatabaseError, describe_row, shorten, visible
 
 if TYPE_CHECKING:
     from llmpool.pool.facade import LLMPool
@@ -128,8 +128,7 @@ def confirmed(args: argparse.Namespace, command: str, question: str) -> bool:
     if args.yes:
         return True
     if not sys.stdin.isatty():
-        msg = f"{command} asks for confirmation; pass --yes when not on a terminal"
-        raise UsageError(msg)
+        raise UsageError(f"{command} asks for confirmation; pass --yes when not on a terminal")
     answer = input(f"{shorten(visible(question), 400)} [y/N] ")
     return answer.strip().lower() in ("y", "yes")
 
@@ -139,12 +138,8 @@ def open_store(
     args: argparse.Namespace, *, writes: bool = False, checks: bool = False
 ) -> Iterator[SQLStore]:
     """Yield a store on the command's database: one that ``writes`` (or ``checks`` a plan)
-    checks rows as a pool's does, but for the known provider with ``--allow-unknown-provider``;
-    a read checks nothing, so it does not even load the checks.
-
-    A read creates and migrates nothing (`require_tables`); a write keeps the library's
-    default: an embedded SQLite database is created and migrated on first use.
-    """
+    checks rows as a pool's does (but for the known provider with ``--allow-unknown-provider``)
+    and may create and migrate an embedded SQLite database; a read checks and creates nothing."""
     from llmpool.repository.sql.store import SQLStore
 
     if not writes:
@@ -164,8 +159,7 @@ def open_store(
 
 
 def open_pool(args: argparse.Namespace, **options: Any) -> LLMPool:
-    """Return a pool on the command's database for the commands that build models, reading
-    only: no change detection, nothing created or migrated."""
+    """Return a pool on the command's database that only reads: no change watch, no migration."""
     from llmpool.pool.facade import LLMPool
 
     require_tables(args.database_url)
@@ -175,7 +169,6 @@ def open_pool(args: argparse.Namespace, **options: Any) -> LLMPool:
 def require_tables(url: str | None) -> None:
     """Refuse a SQLite file that does not exist, which connecting would create: a read (of a
     typo in the path) must not. Missing tables fail the read itself, naming migrate."""
-    from llmpool.errors import DatabaseError
     from llmpool.repository.sql.url import mask_url, resolve_database_url
 
     parsed = resolve_database_url(url)
@@ -184,12 +177,11 @@ def require_tables(url: str | None) -> None:
     if parsed.get_backend_name() != "sqlite" or path in ("", ":memory:") or path[:5] == "file:":
         return
     if not Path(path).exists():
-        msg = (
+        raise DatabaseError(
             f"Could not open {mask_url(parsed)}: the file does not exist, so llmpool's tables "
             "are missing; run `llmpool migrate` against this database first (a read creates "
             "nothing)"
         )
-        raise DatabaseError(msg)
 
 
 @contextlib.contextmanager

@@ -25,10 +25,11 @@ if TYPE_CHECKING:
     from llmpool.repository.stored import StoredRow
 
 _CHAIN_EPILOG = (
-    "Prints LLMPool.status(). Breakers are read from Redis with --redis-url (or "
-    "LLMPOOL_REDIS_URL): the fleet's view; when Redis does not answer, each breaker is shown "
-    "as unknown, with a warning. Exit code 1 when no row can answer, or when the shared "
-    "breakers could not be read."
+    "Prints LLMPool.status(). With --redis (or LLMPOOL_REDIS_URL), the service's redis=: "
+    "breakers, rate-limit windows, latency, error rate, calls in flight and last errors are "
+    "the fleet's, and the live replicas are counted; when Redis does not answer, each breaker "
+    "is shown as unknown, with a warning. Exit code 1 when no row can answer, or when the "
+    "shared breakers could not be read."
 )
 
 #: The row that answers when nothing else can: langchain-core's fake chat model.
@@ -47,9 +48,9 @@ def register(add: AddCommand) -> None:
     p = add("chain", cmd_chain, help_text, _CHAIN_EPILOG)
     p.add_argument("--scope", type=bounded("scope"), default="global")
     p.add_argument("--kind", choices=("chat", "embedding"), default="chat", help="which chain")
-    help_text = "the Redis of the service's shared circuit breakers (default: LLMPOOL_REDIS_URL)"
-    p.add_argument("--redis-url", help=help_text)
-    help_text = "their key prefix (default: LLMPOOL_REDIS_PREFIX, else llmpool:breaker:)"
+    help_text = "the service's redis= URL, to show the fleet's state (default: LLMPOOL_REDIS_URL)"
+    p.add_argument("--redis", "--redis-url", dest="redis_url", metavar="URL", help=help_text)
+    help_text = "the service's redis_prefix= (default: LLMPOOL_REDIS_PREFIX, else llmpool:)"
     p.add_argument("--redis-prefix", help=help_text)
     p = add("check", cmd_check, "build each LLM and send a tiny prompt (works on disabled rows)")
     p.add_argument("ids", nargs="*", metavar="ID|NAME", type=bounded("name"))
@@ -72,15 +73,11 @@ def cmd_chain(args: argparse.Namespace) -> int:
     exit 1 when no row can answer, or the shared breakers could not be read."""
     from llmpool.repository.stored import stored_rows
 
-    redis_url = args.redis_url or os.environ.get("LLMPOOL_REDIS_URL")
-    breakers = None
-    if redis_url:
-        from llmpool.fallback.breakers import RedisBreakerStore
-
-        prefix = args.redis_prefix or os.environ.get("LLMPOOL_REDIS_PREFIX") or "llmpool:breaker:"
-        breakers = RedisBreakerStore(redis_url, prefix=prefix)
+    redis_url = args.redis_url or os.environ.get("LLMPOOL_REDIS_URL") or None
+    prefix = args.redis_prefix or os.environ.get("LLMPOOL_REDIS_PREFIX") or "llmpool:"
+    # A reader of the fleet: it never serves a model, so it never joins (no heartbeat).
     # An unreachable Redis is said once, below, as what it means here: states unknown.
-    with open_pool(args, breaker_store=breakers) as pool, quiet("llmpool.redis"):
+    with open_pool(args, redis=redis_url, redis_prefix=prefix) as pool, quiet("llmpool.redis"):
         status: dict[str, Any] = dict(pool.status(args.scope, args.kind))
         stored = stored_rows(pool.store, scope=args.scope)
     for row in status["rows"]:
@@ -98,12 +95,12 @@ def cmd_chain(args: argparse.Namespace) -> int:
         for row in stored
         if not row.valid and row.fields.get("kind", "chat") == args.kind
     ]
-    unreachable = breakers is not None and status["breakers"] != "shared"
-    if breakers is None:
+    unreachable = redis_url is not None and status["breakers"] != "shared"
+    if redis_url is None:
         print(
-            "llmpool: note: no shared breaker store configured (--redis-url or "
-            "LLMPOOL_REDIS_URL): breaker states are this shell's own, not the service's; "
-            "buildability is judged from this shell's environment",
+            "llmpool: note: no Redis configured (--redis or LLMPOOL_REDIS_URL): breakers, "
+            "limits and statistics are this shell's own, not the service's; buildability is "
+            "judged from this shell's environment",
             file=sys.stderr,
         )
     elif unreachable:
@@ -120,16 +117,18 @@ def cmd_chain(args: argparse.Namespace) -> int:
         if any(row.get("weight", 1) != 1 for row in rows):
             columns.insert(4, "weight")
         columns += [extra for extra in ("limits", "spend") if any(row.get(extra) for row in rows)]
-        columns += ["last_error", "latency_ms", "error_rate"]
+        columns += ["last_error", "latency_ms", "p95_ms", "error_rate", "in_flight"]
         answering = status["answering"]
         who = (
             f"{one_line(answering['name'])} would answer now"
             if answering
             else f"no row can answer now ({status['note']})"
         )
+        fleet = "" if status["replicas"] is None else f"; replicas live: {status['replicas']}"
         return (
             f"{table(rows, columns)}\n\nscope {one_line(status['scope'])!r}: {who}; "
-            f"routing: {status['routing']}; breakers: {status['breakers']}"
+            f"routing: {status['routing']}; breakers: {status['breakers']}; "
+            f"statistics: {status['stats']}{fleet}"
         )
 
     emit(args, status, render)
@@ -142,15 +141,20 @@ def _chain_row(row: dict[str, Any]) -> dict[str, Any]:
     breaker, limits, budget = row["breaker"], row.get("limits") or {}, row.get("budget")
     reopens = breaker["reopens_in"]
     spend = f"{budget['spent']:.4g}/{budget['amount']:.4g} {budget['period']}" if budget else None
+    parts = limits.get("share", 1)  # Redis down: this shell's share of each limit
     used = [
-        f"{name} {limits[count]}/{limits[name]}"
+        f"{name} {limits[count]}/{-(-limits[name] // parts)}"
         for name, count in (("rpm", "requests"), ("tpm", "tokens"))
         if limits.get(name) is not None
     ]
+    if used and parts > 1:
+        used.append(f"1/{parts} counted here")
+    latency = row["latency"]
     return {
         **row,
         "breaker": breaker["state"] + ("" if reopens is None else f" ({reopens:.0f}s)"),
-        "latency_ms": row["latency"]["p50_ms"] if row["latency"] else None,
+        "latency_ms": latency["p50_ms"] if latency else None,
+        "p95_ms": latency["p95_ms"] if latency else None,
         "last_error": row["last_error"]["error_class"] if row["last_error"] else None,
         "limits": ", ".join(used) or None,
         "spend": spend,

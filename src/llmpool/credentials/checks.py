@@ -137,10 +137,7 @@ def looks_like_secret(value: str) -> bool:
 
 def find_secret(text: str) -> str | None:
     """Return what kind of key or token ``text`` holds anywhere (never the value), or ``None``."""
-    for pattern, kind in _EMBEDDED_TOKENS:
-        if pattern.search(text):
-            return kind
-    return None
+    return next((kind for pattern, kind in _EMBEDDED_TOKENS if pattern.search(text)), None)
 
 
 def url_userinfo(value: str) -> bool:
@@ -148,11 +145,8 @@ def url_userinfo(value: str) -> bool:
     text = value.strip()
     if "://" not in text:
         return False
-    authority = text.split("://", 1)[1]
     # Not cut at a backslash: some clients read it as "/" and some as part of the host.
-    for end in "/?#":
-        authority = authority.split(end, 1)[0]
-    return "@" in authority
+    return "@" in re.split(r"[/?#]", text.split("://", 1)[1], maxsplit=1)[0]
 
 
 def url_credential(value: str) -> str | None:
@@ -190,8 +184,7 @@ def _check_reference(value: Any, field: str, row: str) -> None:
         )
         raise (LiteralSecretError if secretish else InvalidConfigError)(msg, field=field)
     if not isinstance(value, str) or not value.strip():
-        msg = f"{row}: {field} must be a non-empty file path"
-        raise InvalidConfigError(msg, field=field)
+        raise InvalidConfigError(f"{row}: {field} must be a non-empty file path", field=field)
     if _SECRET_PREFIX.match(value.strip()):
         msg = (
             f"{row}: {field} must be the path of a secret file; it looks like a secret value: "

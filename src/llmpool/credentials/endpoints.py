@@ -42,11 +42,8 @@ class Endpoint(NamedTuple):
 
 
 def parse_endpoint(value: str) -> Endpoint | None:
-    """Return a URL normalised (``https://`` when it has no scheme); ``None`` unless plain.
-
-    Anything a client could read differently from this parser (user info, a backslash, white
-    space, an encoded separator in the path) is not plain.
-    """
+    """Return a URL normalised (``https://`` when it has no scheme); ``None`` unless plain: not
+    what a client could read differently (user info, a backslash, space, an encoded separator)."""
     text = value.strip()
     if not text or any(ch.isspace() or ch == "\\" or ord(ch) < 32 or ord(ch) == 127 for ch in text):
         return None
@@ -92,14 +89,10 @@ def _names_endpoint(key: str, declared: frozenset[str]) -> bool:
 
 
 def literal_endpoints(config: LLMConfig, provider: object = None) -> list[tuple[str, str]]:
-    """Return every endpoint written into a row, as ``(field, value)`` pairs.
-
-    An absolute URL anywhere in ``config`` or plain ``auth_meta``, or a value under a key
-    naming an endpoint (``base_url``, ``*_url``, ``*endpoint``, ``host``, ``*proxy``,
-    ``*api_base``, the provider's ``endpoint_keys``), also after the provider's ``auth_names``
-    rename it (``azure_openai_api_base`` -> ``azure_endpoint``). Header values and references
-    (``*_env``, ``*_file``: the operator's) are not endpoints.
-    """
+    """Return every endpoint written into a row as ``(field, value)``: an absolute URL in
+    ``config`` or plain ``auth_meta``, or a value under a key naming one (``base_url``, ``*_url``,
+    ``*endpoint``, ``host``, ``*proxy``, ``*api_base``, the provider's ``endpoint_keys``, also as
+    its ``auth_names`` rename it); never a header value or a reference (``*_env``, ``*_file``)."""
     declared = declared_endpoint_keys(provider)
     renames = getattr(provider, "auth_names", None)
     renames = renames if isinstance(renames, Mapping) else {}

@@ -39,12 +39,6 @@ def _base64_fragments(value: bytes) -> set[str]:
     return fragments
 
 
-def _encodings(value: str) -> set[str]:
-    forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
-    forms |= _base64_fragments(value.encode("utf-8"))
-    return {form for form in forms if len(form) >= MIN_LENGTH}
-
-
 def remember(value: str) -> None:
     """Redact ``value`` (and its encodings) from every text llmpool produces from now on."""
     global _needles
@@ -54,7 +48,9 @@ def remember(value: str) -> None:
         if value in _values:
             return
         _values.add(value)
-        needles = set(_needles) | _encodings(value)
+        forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
+        forms |= _base64_fragments(value.encode("utf-8"))
+        needles = {*_needles, *(form for form in forms if len(form) >= MIN_LENGTH)}
         # Longest first, so that an encoding containing another is replaced whole.
         _needles = tuple(sorted(needles, key=len, reverse=True))
 
@@ -69,8 +65,7 @@ def redact(text: str) -> str:
         'Basic YWRtaW46***A=='
     """
     for needle in _needles:
-        if needle in text:
-            text = text.replace(needle, MASK)
+        text = text.replace(needle, MASK)
     return text
 
 

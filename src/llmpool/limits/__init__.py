@@ -24,14 +24,25 @@ from typing import Any, NamedTuple, Protocol
 
 from llmpool.contracts import Candidate, CheckBase
 
-__all__ = ["LimitStore", "LocalLimits", "RateLimiter", "WindowUse", "describe_refusal"]
+__all__ = [
+    "LimitStore",
+    "LocalLimits",
+    "RateLimiter",
+    "WindowUse",
+    "describe_refusal",
+    "share",
+]
 
 
 class WindowUse(NamedTuple):
-    """A row's current window: the requests taken and the tokens counted in it."""
+    """A row's current window: the requests taken and the tokens counted in it; ``share``: the
+    row's limits are divided by it (a replica counting alone while the shared store is down);
+    ``refusal``: why every call is refused now, whatever the window."""
 
     requests: int
     tokens: int
+    share: int = 1
+    refusal: str | None = None
 
 
 class LimitStore(Protocol):
@@ -53,6 +64,11 @@ class LimitStore(Protocol):
 def describe_refusal(kind: str, used: int, limit: int, frees_in: float) -> str:
     """Return the skip reason of a full window: ``rate limited: rpm 60/60, frees in 12 s``."""
     return f"rate limited: {kind} {used}/{limit}, frees in {max(1, math.ceil(frees_in))} s"
+
+
+def share(limit: int | None, replicas: int) -> int | None:
+    """Return one replica's part of ``limit`` among ``replicas``: ``ceil(limit / replicas)``."""
+    return limit if limit is None or replicas <= 1 else -(-limit // replicas)
 
 
 class RateLimiter(CheckBase):
@@ -81,10 +97,13 @@ class RateLimiter(CheckBase):
         if c.rpm is None and c.tpm is None:
             return None
         use = self.store.use(c.id)
-        if c.tpm is not None and use.tokens >= c.tpm:
-            return f"rate limited: tpm {use.tokens}/{c.tpm}"
-        if c.rpm is not None and use.requests >= c.rpm:
-            return f"rate limited: rpm {use.requests}/{c.rpm}"
+        if use.refusal is not None:
+            return use.refusal
+        tpm, rpm = share(c.tpm, use.share), share(c.rpm, use.share)
+        if tpm is not None and use.tokens >= tpm:
+            return f"rate limited: tpm {use.tokens}/{tpm}"
+        if rpm is not None and use.requests >= rpm:
+            return f"rate limited: rpm {use.requests}/{rpm}"
         return None
 
     def release(self, candidate: Candidate) -> None:
@@ -125,7 +144,7 @@ class LocalLimits:
     Example:
         >>> limits = LocalLimits()
         >>> limits.take("row", 2, None), limits.take("row", 2, None), limits.use("row")
-        (None, None, WindowUse(requests=2, tokens=0))
+        (None, None, WindowUse(requests=2, tokens=0, share=1, refusal=None))
     """
 
     def __init__(

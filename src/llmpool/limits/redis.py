@@ -1,9 +1,10 @@
 """Rate-limit windows in Redis, shared by every replica of a service (extra ``redis``).
 
 Each check is one Lua script, one round trip, atomic and on Redis's clock (replicas whose clocks
-disagree share one window). While Redis cannot be reached, this process's `LocalLimits` count
-(`llmpool.contracts.Shared`). Keys ``<prefix><row id>:r`` (requests) and ``:t`` (tokens) expire
-a window after their last change.
+disagree share one window). While Redis cannot be reached (`llmpool.contracts.Shared`), this
+process's `LocalLimits` count each row's limits divided by the live replicas last seen
+(``when_down="share"``, the default), or rows with limits are refused (``"closed"``). Keys
+``<prefix><row id>:r`` (requests) and ``:t`` (tokens) expire a window after their last change.
 
 Example:
     >>> from llmpool import LLMPool
@@ -13,13 +14,21 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
-from llmpool.contracts import Shared, redis_client
-from llmpool.limits import LocalLimits, WindowUse, describe_refusal
+from llmpool.contracts import Shared, log_fields, redis_client
+from llmpool.errors import InvalidOptionError
+from llmpool.limits import LocalLimits, WindowUse, describe_refusal, share
 
-__all__ = ["RedisLimits"]
+__all__ = ["CLOSED", "RedisLimits"]
+
+logger = logging.getLogger("llmpool.redis")
+
+#: The refusal of a row with limits while Redis is down and ``when_down="closed"``.
+CLOSED = "rate limits unavailable: Redis cannot be reached (limits_when_redis_down='closed')"
 
 # KEYS: requests, tokens. ARGV: rpm, tpm (0: none; both 0 only reads), window (ms), a unique
 # member, tokens to count (0: none; then nothing else is done). Returns {0, requests, tokens}
@@ -59,7 +68,14 @@ return {0, n, used}
 
 class RedisLimits:
     """A `llmpool.limits.LimitStore` in Redis: every replica counts in the same windows (``margin``
-    as for `LocalLimits`); after a failure this process counts for ``retry_after`` seconds."""
+    as for `LocalLimits`); after a failure this process counts for ``retry_after`` seconds.
+
+    Args:
+        when_down: While Redis cannot be reached: ``"share"`` counts ``ceil(limit / replicas())``
+            of each row's ``rpm`` and ``tpm`` here; ``"closed"`` refuses rows with limits.
+        replicas: The live replicas last seen through Redis (`FleetStats.replicas`); 1 (the
+            whole limits here) by default.
+    """
 
     def __init__(
         self,
@@ -70,7 +86,12 @@ class RedisLimits:
         margin: float = 0.25,
         retry_after: float = 5.0,
         client: Any = None,
+        when_down: Literal["share", "closed"] = "share",
+        replicas: Callable[[], int] = lambda: 1,
     ) -> None:
+        if when_down not in ("share", "closed"):
+            msg = f"limits_when_redis_down must be 'share' or 'closed', not {when_down!r}"
+            raise InvalidOptionError(msg, option="limits_when_redis_down")
         client = client if client is not None else redis_client(url, "Shared rate limits")
         self.shared = Shared(client, what="rate limits", retry_after=retry_after)
         self.prefix = prefix
@@ -78,6 +99,9 @@ class RedisLimits:
         self.local = LocalLimits(window, margin=margin)
         self._ms = max(1, round((window + margin) * 1000))
         self._script = client.register_script(_SCRIPT)
+        self.when_down = when_down
+        self.replicas = replicas
+        self._alone: int | None = None  # the share counted here while Redis is down; 0: closed
 
     def __repr__(self) -> str:
         return f"RedisLimits(prefix={self.prefix!r}, window={self.window})"
@@ -91,8 +115,13 @@ class RedisLimits:
     def take(self, key: str, rpm: int | None, tpm: int | None) -> str | None:
         """Take one request from ``key``'s shared window (one script, one round trip)."""
         result = self._run(key, rpm or 0, tpm or 0)
-        if result is None:  # Redis is down: this process's own window
-            return self.local.take(key, rpm, tpm)
+        if result is None:  # Redis is down: this process's own window, or none
+            replicas = self._down()
+            if not replicas:
+                return CLOSED
+            return self.local.take(key, share(rpm, replicas), share(tpm, replicas))
+        if self._alone is not None:
+            self._alone = None
         if int(result[0]) == 0:
             return None
         kind, limit = ("rpm", rpm) if int(result[0]) == 1 else ("tpm", tpm)
@@ -111,4 +140,29 @@ class RedisLimits:
     def use(self, key: str) -> WindowUse:
         """Return ``key``'s current shared window."""
         result = self._run(key, 0, 0)
-        return self.local.use(key) if result is None else WindowUse(*map(int, result[1:]))
+        if result is not None:
+            return WindowUse(int(result[1]), int(result[2]))
+        replicas = self._down()
+        refusal = None if replicas else CLOSED
+        return self.local.use(key)._replace(share=max(1, replicas), refusal=refusal)
+
+    def _down(self) -> int:
+        # Redis is down: the replicas this one shares the limits with (0: closed), logged once
+        # per change.
+        alone = 0 if self.when_down == "closed" else max(1, self.replicas())
+        if alone != self._alone:
+            self._alone = alone
+            if alone:
+                logger.warning(
+                    "llmpool counts rate limits in this replica while Redis is down: each "
+                    "row's rpm and tpm divided by %d live replicas",
+                    alone,
+                    extra=log_fields("limits_local", replicas=alone),
+                )
+            else:
+                logger.warning(
+                    "llmpool refuses rows with rate limits while Redis is down "
+                    "(limits_when_redis_down='closed')",
+                    extra=log_fields("limits_closed"),
+                )
+        return alone

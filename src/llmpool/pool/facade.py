@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from llmpool.chain.builder import ChainBuilder, Chains, ensure_buildable
-from llmpool.chain.stats import RowStats
 from llmpool.contracts import AdmissionCheck, breaker_key
 from llmpool.errors import LLMPoolError
 from llmpool.fallback.breakers import BreakerBoard
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from sqlalchemy.engine import URL, Engine
 
+    from llmpool.pool.watch import Watcher
     from llmpool.providers import ProviderRegistry
     from llmpool.repository import Snapshot
     from llmpool.repository.sql.store import SQLStore
@@ -101,11 +101,12 @@ class LLMPool:
         self.options = options = dataclasses.replace(options or PoolOptions(), **settings)
         source = repository if repository is not None else source
         self.allowlist = options.rows_allowlist()
-        self.stats = RowStats()  # each row's calls: for routing, and for `status`
+        # Each row's calls (for routing and `status`), breakers, limits: the fleet's with redis=.
+        self.stats, breaker_store, limits = options.boards()
         self._observers = (self.stats, *options.observers)
         self.policy = self._observed(options.policy or FallbackPolicy())
-        self.breakers = BreakerBoard(options.breaker_store)
-        self.limiter = RateLimiter(options.limits)
+        self.breakers = BreakerBoard(breaker_store)
+        self.limiter = RateLimiter(limits)
         self._owned: SQLStore | None = None
         if not isinstance(source, LLMRepository):  # an engine, a URL, or the configured one
             source = self._owned = options.sql_store(source, self.allowlist)
@@ -129,6 +130,8 @@ class LLMPool:
             poll_interval=options.poll_interval,
             listen=options.listen,
             listen_retry=options.listen_retry,
+            changes=options.changes,
+            redis=options.redis,
         )
         self.chains = Chains(
             self._snapshots,
@@ -168,6 +171,12 @@ class LLMPool:
         """Reload the snapshot now (the watcher does this on every change); return it."""
         return self._snapshots.refresh()
 
+    @property
+    def watcher(self) -> Watcher | None:
+        """What follows the table's changes once the first load started it (its ``mode``,
+        ``generation``, ``polls``, ``notifications``, and with Redis its ``fanout``)."""
+        return self._snapshots.watcher
+
     def _observed(self, policy: FallbackPolicy) -> FallbackPolicy:
         # The pool's observers (its row statistics, then the user's) after the policy's own.
         mine = [o for o in self._observers if all(o is not p for p in policy.observers)]
@@ -196,6 +205,7 @@ class LLMPool:
 
     def _stop(self) -> None:
         self._snapshots.close()
+        self.stats.close()
         if self.usage_meter is not None:
             self.usage_meter.close()
 
@@ -331,6 +341,7 @@ class LLMPool:
         key = ("chat", scope, None)
         if not fallbacks and policy is None and key in self._live:
             return self._live[key]  # type: ignore[no-any-return]
+        self.stats.serve()  # counted calls: shared from now on, with redis=
         model = FallbackChatModel(
             chain=self.chains.source(scope),
             fallbacks=tuple(fallbacks),
@@ -374,6 +385,7 @@ class LLMPool:
         live = self._live.get(key)
         if policy is None and live is not None and live.space == chain.space:
             return live  # type: ignore[no-any-return]
+        self.stats.serve()
         made = FallbackEmbeddings(
             chain=self.chains.source(scope, "embedding", space),
             space=chain.space,

@@ -3,8 +3,9 @@
 Both read the `ScopeChain` every call of the scope reads, and judge each candidate the way the
 walk does, without taking anything: not buildable, breaker open (on the pool's board: the
 fleet's view when it is shared), refused by an admission check (`AdmissionCheck.peek`). Health
-is what calls will do, by construction. Recent latency and error rate are the pool's
-`RowStats` over each row's last `WINDOW` attempts: ``None`` in a process that made no call.
+is what calls will do, by construction. Recent latency, error rate and calls in flight are the
+pool's `RowStats` over each row's last `WINDOW` attempts (``None`` in a process that made no
+call), or with ``redis=`` the fleet's over the last minute (`llmpool.chain.fleet.FleetStats`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict
 
 from llmpool.chain.builder import build_reason
+from llmpool.chain.fleet import FleetStats
 from llmpool.chain.stats import LastError, LatencyStatus, iso
 from llmpool.contracts import Candidate
 from llmpool.errors import UnknownProviderError
@@ -49,6 +51,9 @@ class LimitStatus(TypedDict):
     tpm: int | None
     requests: int
     tokens: int
+    share: int
+    """1; while the shared store is down, the replicas the limits are divided among (this
+    process counts ``ceil(rpm / share)``)."""
 
 
 class RowStatus(TypedDict):
@@ -69,6 +74,7 @@ class RowStatus(TypedDict):
     latency: LatencyStatus | None
     error_rate: float | None
     attempts: int
+    in_flight: int
     status: str
     reason: str | None
     """Why it would be skipped (disabled, not buildable, cooling down, rate limited, over
@@ -88,6 +94,11 @@ class ScopeStatus(TypedDict):
     routing: str
     breakers: str
     """``"shared"`` (the fleet's view), ``"shared, unreachable"`` (Redis down) or ``"local"``."""
+    stats: str
+    """Whose latency, errors and calls in flight: ``"fleet"``, ``"fleet, unreachable"`` (Redis
+    down: this process's) or ``"local"``."""
+    replicas: int | None
+    """With ``redis=``: the live replicas last seen."""
     can_answer: bool
     answering: dict[str, str] | None
     note: str | None
@@ -151,7 +162,7 @@ def scope_status(pool: LLMPool, chain: ScopeChain) -> ScopeStatus:
         if config.rpm is not None or config.tpm is not None:
             use = limiter.use(candidate)
             limits = {"rpm": config.rpm, "tpm": config.tpm, "requests": use.requests,
-                      "tokens": use.tokens}  # fmt: skip
+                      "tokens": use.tokens, "share": use.share}  # fmt: skip
         budget = None if usage is None else budget_status(usage, config)
         reason = _verdict(chain, candidate, build_error, breaker)
         if reason == COOLING:
@@ -176,6 +187,7 @@ def scope_status(pool: LLMPool, chain: ScopeChain) -> ScopeStatus:
                 "latency": stats.latencies(candidate),
                 "error_rate": stats.error_rate(candidate),
                 "attempts": stats.attempts(candidate),
+                "in_flight": stats.in_flight(candidate),  # after the reads above: fresh
                 "status": "skipped" if reason is not None else "would be tried",
                 "reason": reason,
                 "answers_now": first,
@@ -193,16 +205,23 @@ def scope_status(pool: LLMPool, chain: ScopeChain) -> ScopeStatus:
             note += f"{reopens_in:.0f} s"
     shared = breakers.shared
     reachable = all(row["breaker"]["state"] != "unknown" for row in rows)
+    fleet = stats if isinstance(stats, FleetStats) else None
     return {
         "scope": str(chain.scope),
         "at": iso(time.time()),
         "routing": chain.strategy,
-        "breakers": ("shared" if reachable else "shared, unreachable") if shared else "local",
+        "breakers": _reach("shared", reachable) if shared else "local",
+        "stats": "local" if fleet is None else _reach("fleet", fleet.shared.reachable),
+        "replicas": None if fleet is None else fleet.replicas,
         "can_answer": answering is not None,
         "answering": answering,
         "note": note,
         "rows": rows,
     }
+
+
+def _reach(shared: str, reachable: bool) -> str:
+    return shared if reachable else f"{shared}, unreachable"
 
 
 def _verdict(

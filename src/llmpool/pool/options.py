@@ -4,6 +4,7 @@ keyword arguments of the same names (``LLMPool(url, poll_interval=0)``) are fold
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from llmpool.chain.stats import RowStats
     from llmpool.contracts import AdmissionCheck
     from llmpool.fallback.breakers import BreakerStore
     from llmpool.fallback.policy import FallbackPolicy
@@ -52,17 +54,33 @@ class PoolOptions:
         admissions: Your `AdmissionCheck` objects, asked after the pool's own before every call.
         observers: Your `Observer` objects, told about everything after the built-in ones.
         routing_seed: Seeds the ``weighted`` and ``latency`` strategies' random choices.
-        redis: A Redis URL shared by every replica of a fleet: circuit breakers, rate limits,
-            runtime statistics (latency, errors, calls in flight), budget reservations and, with
-            ``changes="redis"``, change fan-out live there. ``None``: each process alone.
+        redis: A Redis URL shared by every replica of a fleet, through one client: circuit
+            breakers (``<redis_prefix>breaker:``) and rate limits (``<redis_prefix>limits:``),
+            unless ``breaker_store`` or ``limits`` is given; each row's runtime statistics
+            (`llmpool.chain.fleet.FleetStats`: latency p50/p95 and error rate over the last
+            minute, calls in flight, last error), which ``latency`` and ``least_busy`` routing
+            and `LLMPool.status` read; and this replica's heartbeat, from when the pool first
+            hands out a fallback model until `LLMPool.close`. Calls never wait on Redis: one
+            daemon thread syncs every ``redis_sync_interval`` seconds in one round trip. Budget
+            reservations and, with ``changes="redis"``, change fan-out live there too. While
+            Redis is down: this process's own state, logged once (and once when it is back).
+            ``None``: each process alone.
+        redis_prefix: The prefix of every key ``redis`` writes.
+        redis_sync_interval: Seconds between the statistics' syncs with ``redis``; a replica
+            counts as live for three of them (plus half a second) after its last.
         changes: How changes to the table reach this process: ``"notify"`` (LISTEN on a direct
-            PostgreSQL URL, with ``poll_interval`` as a safety net), ``"poll"`` (the version
-            stamp polled every ``poll_interval`` seconds with jitter; works through PgBouncer in
-            transaction mode) or ``"redis"`` (one replica polls, every replica hears it through
-            Redis pub/sub). ``None``: ``"notify"`` where LISTEN works, else ``"poll"``.
-        limits_when_redis_down: While the shared Redis cannot be reached, ``"share"`` counts
-            each row's ``rpm``/``tpm`` locally divided by the replicas last seen alive;
-            ``"closed"`` refuses calls to rows that have limits.
+            PostgreSQL URL, with ``poll_interval`` as a safety net; `InvalidOptionError` on a
+            database that cannot LISTEN), ``"poll"`` (the version stamp polled every
+            ``poll_interval`` seconds, ±20 % jitter, one short transaction each; works through
+            PgBouncer in transaction mode) or ``"redis"`` (the replica holding a lease in
+            ``redis`` polls and publishes, every replica hears it through pub/sub and polls
+            only every 10 intervals (30 s at least); all poll while Redis is down).
+            ``None``: ``"notify"`` where LISTEN works and no pooler sits in between (told by
+            the process id it reports), else ``"poll"``; ``listen=False`` means ``"poll"``.
+        limits_when_redis_down: While ``redis`` cannot be reached, ``"share"`` counts each
+            row's ``rpm``/``tpm`` in this process divided by the replicas last seen live
+            (``ceil(rpm / replicas)``); ``"closed"`` refuses calls to rows that have limits,
+            saying why. Applies to the limits ``redis`` makes (not to a ``limits`` passed).
 
     Example:
         >>> PoolOptions(poll_interval=0).listen
@@ -91,6 +109,8 @@ class PoolOptions:
     redis: str | None = None
     changes: Literal["notify", "poll", "redis"] | None = None
     limits_when_redis_down: Literal["share", "closed"] = "share"
+    redis_prefix: str = "llmpool:"
+    redis_sync_interval: float = 1.0
 
     def rows_allowlist(self) -> EnvAllowlist:
         """The allowlist rows are checked against, knowing the providers of ``registry``."""
@@ -113,6 +133,40 @@ class PoolOptions:
             async_engine=self.async_database,
             auto_migrate=self.auto_migrate,
         )
+
+    def boards(self) -> tuple[RowStats, BreakerStore | None, LimitStore | None]:
+        """The row statistics, breaker store and limit store of a pool: with ``redis``, the
+        fleet's, on one client (but a ``breaker_store`` or ``limits`` given)."""
+        from llmpool.chain.stats import RowStats
+
+        if self.redis is None:
+            return RowStats(), self.breaker_store, self.limits
+        from llmpool.chain.fleet import FleetStats
+        from llmpool.contracts import redis_client
+        from llmpool.errors import InvalidOptionError
+        from llmpool.fallback.breakers import RedisBreakerStore
+        from llmpool.limits.redis import RedisLimits
+
+        interval = self.redis_sync_interval
+        if not (isinstance(interval, (int, float)) and 0 < interval < math.inf):
+            msg = f"redis_sync_interval must be a positive number of seconds, not {interval!r}"
+            raise InvalidOptionError(msg, option="redis_sync_interval")
+        try:
+            client, prefix = redis_client(self.redis, "The fleet (redis=)"), self.redis_prefix
+        except ValueError as error:  # redis-py's message names the schemes, never the URL
+            msg = f"redis= is not a Redis URL: {error}"
+            raise InvalidOptionError(msg, option="redis") from error
+        stats = FleetStats(client, prefix=prefix + "fleet:", interval=interval)
+        breakers = self.breaker_store or RedisBreakerStore(
+            prefix=prefix + "breaker:", client=client
+        )
+        limits = self.limits or RedisLimits(
+            client=client,
+            prefix=prefix + "limits:",
+            when_down=self.limits_when_redis_down,
+            replicas=lambda: stats.replicas,
+        )
+        return stats, breakers, limits
 
     def usage_meter(self, repository: LLMRepository) -> UsageMeter | None:
         """The meter of a pool on ``repository``, when it counts usage."""

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Engine
 
+    from llmpool.pool.fanout import RedisFanout
     from llmpool.pool.watch import Watcher
     from llmpool.repository import AsyncLLMRepository, LLMRepository, Snapshot
 
@@ -52,6 +53,43 @@ class _InterruptedLoadError(Exception):
     """The thread running the first load was interrupted (KeyboardInterrupt, SystemExit)."""
 
 
+def change_mode(
+    database: DatabaseStore | None, changes: str | None, redis: str | None, *, listen: bool
+) -> str:
+    """The watcher's mode for `PoolOptions.changes` on ``database`` (``None``: not a SQL store).
+
+    ``None`` gives ``"auto"`` (LISTEN where it holds, else polling) unless ``listen`` is off;
+    ``"notify"`` where LISTEN cannot work and ``"redis"`` without ``redis`` are refused.
+
+    Raises:
+        InvalidOptionError: ``changes`` cannot work with this database or these options.
+    """
+    from llmpool.errors import InvalidOptionError
+
+    if changes is None:
+        return "auto" if listen else "poll"
+    if changes not in ("notify", "poll", "redis"):
+        msg = f"changes must be 'notify', 'poll', 'redis' or None, not {changes!r}"
+        raise InvalidOptionError(msg, option="changes")
+    engine = database.engine if database is not None else None
+    if changes == "notify" and (
+        engine is None or engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg"
+    ):
+        where = f"a {engine.dialect.name} ({engine.dialect.driver}) database" if engine else "it"
+        msg = (
+            f"changes='notify' needs PostgreSQL through psycopg 3, which LISTENs; this pool reads "
+            f"{where}: use changes='poll' (or leave changes unset)"
+        )
+        raise InvalidOptionError(msg, option="changes")
+    if changes == "redis" and not redis:
+        msg = "changes='redis' needs the redis option: the URL of the Redis every replica shares"
+        raise InvalidOptionError(msg, option="changes")
+    if changes == "redis" and engine is None:
+        msg = "changes='redis' needs a SQL database as the pool's source; this one is in-process"
+        raise InvalidOptionError(msg, option="changes")
+    return changes
+
+
 class SnapshotKeeper:
     """The current snapshot of a repository, kept current by a watcher and, on a store that
     tells of its commits, by every committed write; ``on_refresh`` is called with each
@@ -65,13 +103,20 @@ class SnapshotKeeper:
         poll_interval: float = 1.0,
         listen: bool = True,
         listen_retry: float = 1.0,
+        changes: str | None = None,
+        redis: str | None = None,
     ) -> None:
         self.repository = repository
         self.on_refresh = on_refresh
         self.poll_interval = poll_interval
         self.listen_retry = listen_retry
         self._database = repository if isinstance(repository, DatabaseStore) else None
-        self._listen = listen
+        self.mode = change_mode(self._database, changes, redis, listen=listen)
+        self._fanout: RedisFanout | None = None
+        if self.mode == "redis" and redis and poll_interval > 0:
+            from llmpool.pool.fanout import RedisFanout
+
+            self._fanout = RedisFanout(redis, poll_interval=poll_interval)  # no redis: error now
         self._snapshot: Snapshot | None = None
         self._load_lock = threading.Lock()
         self._first_guard = threading.Lock()
@@ -168,14 +213,20 @@ class SnapshotKeeper:
         # Called with `_load_lock` held, so `close` cannot slip in between.
         if self._closed or self.poll_interval <= 0:
             return
+        from llmpool.pool.fanout import database_name
         from llmpool.pool.watch import Watcher
 
+        engine = self._database.engine if self._database else None
+        fanout, self._fanout = self._fanout, None  # the watcher's now: it closes it
         self.watcher = Watcher(
             self.repository,
             lambda _generation: self.refresh(),
             poll_interval=self.poll_interval,
-            engine=self._database.engine if self._database and self._listen else None,
+            engine=engine,
             listen_retry=self.listen_retry,
+            mode=self.mode,
+            fanout=fanout,
+            database_name=(lambda: database_name(engine)) if engine is not None else None,
         )
         self.watcher.start(generation)
 
@@ -187,8 +238,11 @@ class SnapshotKeeper:
         with self._load_lock:
             self._closed = True
             watcher = self.watcher
+            fanout, self._fanout = self._fanout, None
         if watcher is not None:
             watcher.stop()
+        if fanout is not None:  # never started
+            fanout.close()
 
     async def aget(self) -> Snapshot:
         """Async twin of `get`: one load in flight per event loop, on the async engine."""

@@ -1,16 +1,21 @@
 """Seeing changes to the `llms` table without a restart.
 
-On PostgreSQL a daemon thread LISTENs (through the engine, psycopg 3) for the NOTIFY the
-migrations' trigger sends for its schema; a safety-net poll of the cheap ``generation()`` runs
-every ``poll_interval`` seconds, and is all there is without NOTIFY. Each change of state
-(the table unreadable, a reload failing, LISTEN unavailable, and back) is logged once; nothing
-but `Watcher.stop` ends the thread.
+How depends on ``mode`` (`PoolOptions.changes`): ``"notify"``: a daemon thread LISTENs (through
+the engine, psycopg 3) for the NOTIFY the migrations' trigger sends for its schema, with a
+safety-net poll of the cheap ``generation()`` every ``poll_interval`` seconds; ``"auto"``: the
+same, but behind a connection pooler (whose server connections change hands between
+transactions, so a LISTEN does not hold) it polls instead; ``"poll"``: the poll alone, one short
+transaction each, no session kept; ``"redis"``: one replica polls and announces through Redis
+(`llmpool.pool.fanout`). Every wait between polls is jittered by `JITTER` so that a fleet's
+polls spread out. Each change of state (the table unreadable, a reload failing, LISTEN
+unavailable, and back) is logged once; nothing but `Watcher.stop` ends the thread.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +26,7 @@ from llmpool.contracts import log_fields
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from llmpool.pool.fanout import RedisFanout
     from llmpool.repository import LLMRepository
 
 
@@ -32,18 +38,29 @@ CHANNEL = "llmpool_changes"
 #: Longest uninterrupted wait for a NOTIFY: bounds how long `Watcher.stop` takes.
 NOTIFY_SLICE = 0.2
 
+#: Each wait between two polls is ``poll_interval`` times a random factor in ``1 ± JITTER``.
+JITTER = 0.2
+
 #: What the thread lets through: the interpreter shutting down or the user interrupting it.
 _FATAL = (KeyboardInterrupt, SystemExit)
 
 
 class _ListenUnsupportedError(Exception):
-    """The engine's driver cannot LISTEN (not psycopg 3): poll for good, do not retry."""
+    """The engine's driver cannot LISTEN (not psycopg 3), or (``"auto"``) a pooler sits in
+    between: poll for good, do not retry."""
+
+
+def jittered(interval: float, rng: random.Random | None = None) -> float:
+    """Return ``interval`` times a random factor in ``[1 - JITTER, 1 + JITTER]``."""
+    return interval * (rng or random).uniform(1 - JITTER, 1 + JITTER)
 
 
 class Watcher:
-    """Calls ``on_change`` (from its thread) when the table's generation moves; LISTENs through
-    ``engine`` when it is PostgreSQL's. ``listening``, ``backend_pid``, ``notifications`` (for
-    any schema) and ``polls`` tell what it is doing."""
+    """Calls ``on_change`` (from its thread) when the table's generation moves, seen as
+    ``mode`` says (``engine``: the one LISTENed through; ``fanout``: with ``"redis"``).
+    ``generation``, ``listening``, ``backend_pid``, ``notifications`` (for any schema),
+    ``polls`` and the fan-out's ``leading``/``claims``/``messages``/``published`` tell what it
+    is doing."""
 
     def __init__(
         self,
@@ -54,8 +71,14 @@ class Watcher:
         engine: Engine | None = None,
         listen_retry: float = 1.0,
         listen_retry_max: float = 30.0,
+        mode: str = "notify",
+        fanout: RedisFanout | None = None,
+        database_name: Callable[[], str] | None = None,
     ) -> None:
         self.repository = repository
+        self.mode = mode
+        self.fanout = fanout
+        self._database_name = database_name
         self.on_change = on_change
         self.poll_interval = poll_interval
         self.engine = engine
@@ -95,7 +118,7 @@ class Watcher:
         try:
             while not self._stop.is_set():
                 try:
-                    self._loop()
+                    self._fan_in() if self.fanout is not None else self._loop()
                 except _FATAL:
                     raise
                 except BaseException as error:  # the thread must go on
@@ -110,10 +133,19 @@ class Watcher:
                     self._stop.wait(max(self.poll_interval, NOTIFY_SLICE))
         finally:
             self._close_listener()
+            if self.fanout is not None:
+                self.fanout.close()
+
+    def _next_poll(self) -> float:
+        return time.monotonic() + jittered(self.poll_interval)
 
     def _loop(self) -> None:
-        want_listen = self.engine is not None and self.engine.dialect.name == "postgresql"
-        next_poll = time.monotonic() + self.poll_interval
+        want_listen = (
+            self.mode in ("notify", "auto")
+            and self.engine is not None
+            and self.engine.dialect.name == "postgresql"
+        )
+        next_poll = self._next_poll()
         next_listen = 0.0
         while not self._stop.is_set():
             if want_listen and self._conn is None and time.monotonic() >= next_listen:
@@ -126,12 +158,12 @@ class Watcher:
                     self._listen_down(type(error).__name__)
                     next_listen = time.monotonic() + self._backoff()
                 else:
-                    next_poll = time.monotonic() + self.poll_interval
+                    next_poll = self._next_poll()
                     continue
             now = time.monotonic()
             if now >= next_poll:
                 self._poll_once()
-                next_poll = time.monotonic() + self.poll_interval
+                next_poll = self._next_poll()
                 continue
             wait = next_poll - now
             if self._conn is None:
@@ -148,7 +180,41 @@ class Watcher:
                 continue
             if relevant:
                 self._poll_once()
-                next_poll = time.monotonic() + self.poll_interval
+                next_poll = self._next_poll()
+
+    def _fan_in(self) -> None:
+        # ``"redis"``: claim the lease every poll interval; poll at that pace while leading or
+        # while Redis is down, else at the follower's; between, wait for an announcement.
+        from llmpool.pool.fanout import follower_interval
+
+        fanout = self.fanout
+        assert fanout is not None
+        if fanout.channel is None:
+            assert self._database_name is not None
+            try:
+                fanout.bind(self._database_name())
+            except Exception:  # the database is down: poll (and log) until it answers
+                self._poll_once()
+                self._stop.wait(jittered(self.poll_interval))
+                return
+        next_claim = next_poll = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_claim:
+                fanout.claim()
+                next_claim = self._next_poll()
+            if now >= next_poll:
+                self._poll_once()
+                steady = fanout.leading or not fanout.reachable
+                interval = self.poll_interval if steady else follower_interval(self.poll_interval)
+                next_poll = time.monotonic() + jittered(interval)
+            wait = max(0.0, min(next_claim, next_poll) - time.monotonic())
+            heard = fanout.wait(min(wait, NOTIFY_SLICE))
+            if heard is None:  # Redis is down: sleep instead, polling at the steady pace
+                self._stop.wait(min(wait, NOTIFY_SLICE))
+                next_poll = min(next_poll, time.monotonic() + jittered(self.poll_interval))
+            elif heard:
+                self._poll_once()
 
     def _backoff(self) -> float:
         delay = self._retry_delay
@@ -168,6 +234,8 @@ class Watcher:
             return
         self._over("database_down", "database_up", "llmpool can read the LLM table again")
         if generation != self.generation:
+            if self.fanout is not None and self.fanout.leading:
+                self.fanout.publish(generation)
             self._changed(generation)
 
     def _changed(self, generation: int) -> None:
@@ -217,6 +285,11 @@ class Watcher:
                 conn.rollback()  # a pre-ping may have opened a transaction
                 conn.autocommit = True
                 row = conn.execute("SELECT current_schema(), pg_backend_pid()").fetchone()
+                if self.mode == "auto" and row is not None and row[1] != conn.info.backend_pid:
+                    # A pooler gave the client a process id of its own: LISTEN would be held
+                    # by a server connection that the next transaction may not get.
+                    msg = "a connection pooler is in between: set changes='poll' or 'redis'"
+                    raise _ListenUnsupportedError(msg)
                 conn.execute(f"LISTEN {CHANNEL}")
         except BaseException:
             raw.close()

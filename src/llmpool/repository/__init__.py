@@ -13,20 +13,6 @@ if TYPE_CHECKING:
 
 from llmpool.errors import LLMNotFoundError, NoDefaultLLMError, shorten, visible
 
-__all__ = [
-    "DEFAULT_ACTOR",
-    "AsyncLLMRepository",
-    "CommitListener",
-    "CommitNotifier",
-    "ConfigValidator",
-    "LLMRepository",
-    "LLMStore",
-    "Snapshot",
-    "no_default_error",
-    "not_found_error",
-    "sort_key",
-]
-
 #: The actor recorded in the audit log when a write names none.
 DEFAULT_ACTOR = "llmpool"
 
@@ -43,7 +29,6 @@ class CommitNotifier(Protocol):
 
     def subscribe(self, listener: CommitListener) -> Callable[[], None]:
         """Call ``listener`` after every committed write; return the call that stops it."""
-        ...
 
 
 def sort_key(config: LLMConfig) -> tuple[int, str, str]:
@@ -100,23 +85,18 @@ class LLMRepository(Protocol):
     ) -> list[LLMConfig]:
         """Return rows in fallback order, filtered (``scope=None``: every scope; ``search``: in
         the name or model name, case-insensitive)."""
-        ...
 
     def get(self, llm_id: str) -> LLMConfig:
         """Return one row by id; raise `LLMNotFoundError` when there is none."""
-        ...
 
     def get_default(self, scope: str = "global") -> LLMConfig:
         """Return the scope's default row; raise `NoDefaultLLMError` when there is none."""
-        ...
 
     def snapshot(self) -> Snapshot:
         """Return every row of every scope, with the bad rows and the generation."""
-        ...
 
     def generation(self) -> int:
         """Return the table's change counter (a cheap query)."""
-        ...
 
 
 @runtime_checkable

@@ -132,8 +132,7 @@ def _entries(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     defaults: dict[tuple[str, str], str] = {}
     for index, entry in enumerate(document.get("llms", [])):
         if not isinstance(entry, Mapping):
-            msg = f"entry {index} is not an object"
-            raise InvalidConfigError(msg)
+            raise InvalidConfigError(f"entry {index} is not an object")
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
             msg = f"entry {index} has no name (rows are matched by scope and name)"
@@ -264,8 +263,7 @@ def apply(
         return steps
     write = getattr(store, "apply_changes", None)
     if write is None:
-        msg = f"{store!r} cannot apply a document (it has no apply_changes)"
-        raise LLMPoolError(msg)
+        raise LLMPoolError(f"{store!r} cannot apply a document (it has no apply_changes)")
     write(
         add=[s.changes for s in steps.steps if s.action == "add"],
         update=[

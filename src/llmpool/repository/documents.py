@@ -15,8 +15,6 @@ from typing import Any, cast
 from llmpool.errors import InvalidConfigError, LLMPoolError, describe_row, shorten, visible
 from llmpool.models import MAX_JSON_DEPTH, json_text_depth
 
-__all__ = ["MAX_DOCUMENT_DEPTH", "dumps", "loads"]
-
 
 def dumps(document: Mapping[str, Any], fmt: str = "json") -> str:
     """Return a document as ``json`` or ``yaml`` text (`LLMPoolError`: no PyYAML for yaml)."""
@@ -60,8 +58,7 @@ def loads(text: str, fmt: str | None = None) -> dict[str, Any]:
     if isinstance(loaded, list):
         loaded = {"llms": loaded}
     if not isinstance(loaded, dict) or not isinstance(loaded.get("llms", []), list):
-        msg = 'a document is an object with a list of rows under "llms"'
-        raise InvalidConfigError(msg)
+        raise InvalidConfigError('a document is an object with a list of rows under "llms"')
     _refuse_repeated_keys(loaded)
     unknown = sorted(set(loaded) - {"llms", "scopes"})
     if unknown:
@@ -147,8 +144,7 @@ def _yaml() -> Any:
     try:
         import yaml
     except ImportError:
-        msg = 'YAML needs PyYAML: pip install "llmpool[yaml]" (or use JSON)'
-        raise LLMPoolError(msg) from None
+        raise LLMPoolError('YAML needs PyYAML: pip install "llmpool[yaml]" (or use JSON)') from None
     return yaml
 
 

@@ -19,8 +19,6 @@ from llmpool.repository.writes import Tx, Writes
 if TYPE_CHECKING:
     from llmpool.repository import CommitListener, ConfigValidator
 
-__all__ = ["InMemoryStore"]
-
 
 @dataclass
 class _Draft:
@@ -123,13 +121,9 @@ class InMemoryStore(Writes):
     def snapshot(self) -> Snapshot:
         """Return every row of every scope and the generation."""
         with self._lock:
-            rows, generation = list(self._rows.values()), self._generation
-            routing = dict(self._routing)
-        return Snapshot(
-            configs=tuple(sorted(rows, key=sort_key)),
-            generation=generation,
-            routing=routing,
-        )
+            rows, generation, routing = list(self._rows.values()), self._generation, self._routing
+        configs = tuple(sorted(rows, key=sort_key))
+        return Snapshot(configs=configs, generation=generation, routing=dict(routing))
 
     def scope_routing(self) -> dict[str, str]:
         """Return every scope's routing as stored."""
@@ -193,20 +187,18 @@ class InMemoryStore(Writes):
         return _find(tx.handle.rows, llm_id)
 
     def _other_defaults(self, tx: Tx, target: LLMConfig) -> list[LLMConfig]:
-        rows: dict[str, LLMConfig] = tx.handle.rows
         return [
             row
-            for row in rows.values()
+            for row in tx.handle.rows.values()
             if row.is_default
             and (row.scope, row.kind) == (target.scope, target.kind)
             and row.id != target.id
         ]
 
     def _name_holder(self, tx: Tx, config: LLMConfig) -> str | None:
-        rows: dict[str, LLMConfig] = tx.handle.rows
-        for row in rows.values():
+        for row in tx.handle.rows.values():
             if row.id != config.id and (row.scope, row.name) == (config.scope, config.name):
-                return row.describe()
+                return str(row.describe())
         return None
 
     def _clear_defaults(self, tx: Tx, target: LLMConfig) -> None:
@@ -237,7 +229,6 @@ class InMemoryStore(Writes):
         return any(row.scope == scope for row in tx.handle.rows.values())
 
     def _set_routing(self, tx: Tx, scope: str, strategy: str) -> str:
-        routing: dict[str, str] = tx.handle.routing
-        before = routing.get(scope, "priority")
-        routing[scope] = strategy
+        before = str(tx.handle.routing.get(scope, "priority"))
+        tx.handle.routing[scope] = strategy
         return before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import re
@@ -12,19 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import InvalidConfigError, describe_row, shorten
 from llmpool.models import LLMConfig, parse_json_object
+from llmpool.repository.scopes import AUDIT_PREFIX
 
 if TYPE_CHECKING:
     from llmpool.repository import ConfigValidator
-
-__all__ = [
-    "READ_ONLY_FIELDS",
-    "WRITABLE_FIELDS",
-    "canonical_id",
-    "edited_values",
-    "new_config",
-    "new_configs",
-    "updated_config",
-]
 
 #: Fields a write may not set: the store manages them.
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "version"})
@@ -49,12 +41,8 @@ def _new_id(value: Any, name: str | None, *, uuid_only: bool) -> str:
     # A caller's UUID is stored canonical; a short key only where the column is not a uuid.
     if value is None or value == "":
         return str(uuid.uuid4())
-    try:
+    with contextlib.suppress(ValueError):
         return str(uuid.UUID(str(value)))
-    except ValueError:
-        pass
-    from llmpool.repository.scopes import AUDIT_PREFIX
-
     # "scope:..." names a scope's routing changes in the audit log: never a row.
     if (
         not uuid_only
@@ -126,10 +114,7 @@ def _validate(
 
 
 def new_config(
-    values: Mapping[str, Any],
-    validators: Sequence[ConfigValidator] = (),
-    *,
-    uuid_ids: bool = False,
+    values: Mapping[str, Any], validators: Sequence[ConfigValidator] = (), *, uuid_ids: bool = False
 ) -> LLMConfig:
     """Return a new row validated, with its id (unless given; ``uuid_ids``: only a UUID) and
     timestamps generated (`InvalidConfigError` naming row and field)."""
@@ -176,9 +161,7 @@ def new_configs(
 
 
 def edited_values(
-    current: Mapping[str, Any],
-    sets: Mapping[str, Any] | None = None,
-    unsets: Sequence[str] = (),
+    current: Mapping[str, Any], sets: Mapping[str, Any] | None = None, unsets: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Return the `LLMStore.update` changes that set and unset dotted paths of a row, merging
     nested objects (unsetting a field resets it to its default)."""
@@ -231,9 +214,7 @@ def edited_values(
 
 
 def updated_config(
-    current: LLMConfig,
-    changes: Mapping[str, Any],
-    validators: Sequence[ConfigValidator] = (),
+    current: LLMConfig, changes: Mapping[str, Any], validators: Sequence[ConfigValidator] = ()
 ) -> LLMConfig:
     """Return ``current`` with ``changes`` applied and validated (the store sets ``version``)."""
     where = current.describe()

@@ -14,8 +14,6 @@ from llmpool.contracts import log_fields
 from llmpool.errors import InvalidConfigError, shorten, visible
 from llmpool.models import MAX_LENGTHS, check_argument, check_text
 
-__all__ = ["STRATEGIES", "check_routing", "no_rows_error", "usable_strategy"]
-
 logger = logging.getLogger(__name__)
 
 #: The strategies a scope may route by (the ``llm_scopes.routing`` column's values).
@@ -29,8 +27,7 @@ def check_routing(scope: str, strategy: str) -> tuple[str, str]:
     """Return ``(scope, strategy)`` checked and stripped, ready to write (`InvalidConfigError`
     naming field ``scope`` or ``routing``; `ArgumentTooLongError`)."""
     if not isinstance(scope, str) or not scope.strip():
-        msg = "scope must be a non-empty string"
-        raise InvalidConfigError(msg, field="scope")
+        raise InvalidConfigError("scope must be a non-empty string", field="scope")
     check_argument("scope", scope, MAX_LENGTHS["scope"])
     check_text(scope, field="scope", row="Could not set the routing")
     if not isinstance(strategy, str) or strategy.strip() not in STRATEGIES:
@@ -43,19 +40,8 @@ def check_routing(scope: str, strategy: str) -> tuple[str, str]:
     return scope.strip(), strategy.strip()
 
 
-def no_rows_error(scope: str, strategy: str) -> InvalidConfigError:
-    """Return the refusal to route ``scope`` by ``strategy`` while it has no rows."""
-    msg = (
-        f"Could not route scope {shorten(scope)!r} by {strategy}: the scope has no rows (a "
-        "misspelt scope?); add its rows first (or set the strategy in the `llmpool apply` "
-        "document that adds them)"
-    )
-    return InvalidConfigError(msg, field="scope")
-
-
 def usable_strategy(scope: str, stored: object, *, warn: bool = True) -> str:
-    """Return the strategy ``stored`` names, or ``"priority"`` (logged, when ``warn``) when it
-    names none."""
+    """Return the strategy ``stored`` names, else ``"priority"`` (logged when ``warn``)."""
     if stored in STRATEGIES:
         return str(stored)
     if warn:

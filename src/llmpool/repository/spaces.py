@@ -15,8 +15,6 @@ from llmpool.contracts import log_fields
 from llmpool.errors import MixedSpacesError, shorten
 from llmpool.models import LLMConfig
 
-__all__ = ["SpaceDimensions", "one_space", "space_of", "warn_if_mixed"]
-
 logger = logging.getLogger(__name__)
 
 #: The ``config`` keys that set how many numbers a vector has (Google GenAI's is the second).

@@ -20,8 +20,6 @@ from llmpool.errors import (
 from llmpool.models import MAX_JSON_DEPTH, MAX_JSON_TEXT, MAX_LENGTHS, LLMConfig, check_argument
 from llmpool.repository.rules import canonical_id
 
-__all__ = ["HIDDEN", "StoredRow", "find_row", "safe_fields", "stored_rows"]
-
 #: What a value that may be a secret shows as.
 HIDDEN = "<hidden>"
 
@@ -32,13 +30,9 @@ _SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential", "
 
 @dataclass(frozen=True)
 class StoredRow:
-    """One row as stored (``name`` and ``scope`` when they are text).
-
-    Attributes:
-        config: The validated row, or ``None`` when it fails validation (``error`` says why).
-        fields: Its fields as stored, values that may be secrets replaced by `HIDDEN`.
-        values: Its fields as stored, JSON parsed: what an edit merges into; never printed.
-    """
+    """One row as stored (``name`` and ``scope`` when they are text): ``config`` validated, or
+    ``None`` (``error`` says why); ``fields`` to show, what may be a secret `HIDDEN`; ``values``
+    JSON parsed, what an edit merges into, never printed."""
 
     id: str
     name: str | None
@@ -70,9 +64,7 @@ def _hide(value: Any, key: str = "", depth: int = 0) -> Any:
         return value if isinstance(value, str) and _REFERENCE.fullmatch(value) else HIDDEN
     if any(word in lowered for word in _SECRET_WORDS):
         return HIDDEN
-    if isinstance(value, str):
-        return shorten(value, 200)
-    return value
+    return shorten(value, 200) if isinstance(value, str) else value
 
 
 def _json(value: Any) -> Any:
@@ -168,5 +160,4 @@ def find_row(store: Any, ref: str, *, scope: str | None = None) -> StoredRow:
     names = sorted({row.name for row in rows if row.name})
     close = difflib.get_close_matches(ref, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    msg = f"No LLM with id or name {shorten(ref)!r}{where}{hint}"
-    raise LLMNotFoundError(msg)
+    raise LLMNotFoundError(f"No LLM with id or name {shorten(ref)!r}{where}{hint}")

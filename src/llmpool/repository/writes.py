@@ -13,26 +13,24 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llmpool.contracts import log_fields
 from llmpool.errors import ConflictError, InvalidConfigError, describe_row, shorten
 from llmpool.models import MAX_LENGTHS, check_argument
 from llmpool.repository import DEFAULT_ACTOR
 from llmpool.repository.rules import new_config, new_configs, updated_config
-from llmpool.repository.scopes import AUDIT_PREFIX, check_routing, no_rows_error, usable_strategy
+from llmpool.repository.scopes import AUDIT_PREFIX, check_routing, usable_strategy
 from llmpool.repository.spaces import warn_if_mixed
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.repository import CommitListener, ConfigValidator
 
-__all__ = ["Tx", "Writes"]
-
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Tx:
-    """One write transaction: the store's handle (a connection, a draft), its actor, what it is
-    doing (named in errors) and the rows it wrote."""
+    """One write transaction: the store's handle, its actor, what it does (for errors), its rows."""
 
     handle: Any
     actor: str
@@ -85,8 +83,6 @@ class Writes:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as error:  # the write is committed: nothing undoes it
-                from llmpool.contracts import log_fields
-
                 logger.warning(
                     "llmpool committed the %s, but a commit listener failed (%s)",
                     action,
@@ -110,10 +106,6 @@ class Writes:
     # A row stored invalid (raw SQL put it there): (llm_id, changes, action, error); SQL only.
     _repair: Callable[[Tx, str, Any, str, InvalidConfigError], LLMConfig] | None = None
 
-    def _default_holder(self, tx: Tx, target: LLMConfig) -> str | None:
-        holders = self._other_defaults(tx, target)
-        return describe_row(holders[0]["name"], str(holders[0]["id"])) if holders else None
-
     @contextmanager
     def _write(self, action: str, what: str, actor: str) -> Iterator[Tx]:
         # The one commit point; listeners hear of the write only once it is committed.
@@ -124,12 +116,8 @@ class Writes:
         warn_if_mixed(self, tx.written)
 
     def add(self, llm: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
-        """Insert a row (``id`` generated when absent) and return it as stored.
-
-        Raises:
-            InvalidConfigError: A field is invalid (named with the row).
-            ConflictError: The name is taken in the scope, or a concurrent default won.
-        """
+        """Insert a row (``id`` generated when absent) and return it as stored; `ConflictError`
+        when the name is taken in the scope, or a concurrent default won."""
         config = new_config(llm, self.validators, uuid_ids=self._uuid_ids)
         with self._write("add", "add LLMs", actor) as tx:
             return self._add_in(tx, config, describe_row(config.name, None))
@@ -137,12 +125,8 @@ class Writes:
     def add_many(
         self, llms: Sequence[Mapping[str, Any]], *, actor: str = DEFAULT_ACTOR
     ) -> list[LLMConfig]:
-        """Insert several rows in one transaction, all or none, and return them.
-
-        Raises:
-            InvalidConfigError: An item is invalid (``item N: ...``); nothing is written.
-            ConflictError: An item's name or id is taken (named with ``(item N)``).
-        """
+        """Insert several rows in one transaction, all or none, and return them (an error names
+        the item: ``item N: ...``, ``(item N)``)."""
         configs = new_configs(llms, self.validators, uuid_ids=self._uuid_ids)
         with self._write("add_many", "add LLMs", actor) as tx:
             return [self._add_in(tx, c, _item(c, i)) for i, c in enumerate(configs)]
@@ -162,34 +146,22 @@ class Writes:
         # row's generated id); the unique index still decides a race.
         holder = self._name_holder(tx, config)
         if holder is not None:
-            msg = (
+            raise ConflictError(
                 f"Could not add {label}: LLM names are unique within a scope, and {holder} has "
                 f"that name in scope {shorten(config.scope)!r}"
             )
-            raise ConflictError(msg)
 
     def update(
         self, llm_id: str, changes: Mapping[str, Any], *, actor: str = DEFAULT_ACTOR
     ) -> LLMConfig:
         """Apply a partial update and return the row after it (``is_default=True`` clears the
-        scope's other default; a default moved to a scope that has one is refused).
-
-        Raises:
-            LLMNotFoundError: No such row.
-            InvalidConfigError: A field is read-only, unknown or invalid.
-            ConflictError: A uniqueness rule was broken or a concurrent write won.
-        """
+        scope's other default; a default moved to a scope that has one is refused)."""
         with self._write("update", f"update LLM id {llm_id}", actor) as tx:
             return self._change(tx, llm_id, changes, "update")
 
     def set_default(self, llm_id: str, *, actor: str = DEFAULT_ACTOR) -> LLMConfig:
-        """Make the row its scope's default, clearing the others in the same transaction.
-
-        Raises:
-            LLMNotFoundError: No such row.
-            InvalidConfigError: The row is invalid as stored, or disabled (field ``enabled``).
-            ConflictError: A concurrent `set_default` on the same scope won the race.
-        """
+        """Make the row its scope's default, clearing the others in the same transaction (a
+        disabled row is refused: `InvalidConfigError`, field ``enabled``)."""
         what = _doing("set_default", f"LLM id {llm_id}")
         with self._write("set_default", what, actor) as tx:
             return self._change(tx, llm_id, {"is_default": True}, "set_default")
@@ -213,8 +185,7 @@ class Writes:
     def _bulk(self, llm_ids: str | Sequence[str], action: str, actor: str) -> list[LLMConfig]:
         ids = list(dict.fromkeys([llm_ids] if isinstance(llm_ids, str) else map(str, llm_ids)))
         if not ids:
-            msg = "No LLM ids given"
-            raise InvalidConfigError(msg, field="id")
+            raise InvalidConfigError("No LLM ids given", field="id")
         changes = {"enabled": action == "enable"}
         with self._write(action, _doing(action, f"{len(ids)} LLM(s)"), actor) as tx:
             return [self._change(tx, llm_id, changes, action) for llm_id in ids]
@@ -244,9 +215,16 @@ class Writes:
             self._clear_defaults(tx, target)
         elif target.is_default and (target.scope, target.kind) != (current.scope, current.kind):
             # A default moved to another scope (or kind), which must not have one already.
-            holder = self._default_holder(tx, target)
-            if holder is not None:
-                raise _default_move_conflict(current, target, holder)
+            holders = self._other_defaults(tx, target)
+            if holders:
+                holder = describe_row(holders[0]["name"], str(holders[0]["id"]))
+                of_kind = "" if target.kind == "chat" else f" {target.kind} model"
+                raise ConflictError(
+                    f"Could not update {current.describe()}: it is the default of scope "
+                    f"{current.scope!r}, and scope {target.scope!r} already has a default"
+                    f"{of_kind}, {holder}; move it with is_default=False, or pass is_default=True "
+                    "as well to make it that scope's default instead"
+                )
         after = self._update(tx, current, target)
         self._audit(tx, current.id, action, current, after)
         tx.written.append(after)
@@ -263,7 +241,12 @@ class Writes:
 
     def _route(self, tx: Tx, scope: str, strategy: str) -> None:
         if strategy != "priority" and not self._has_rows(tx, scope):
-            raise no_rows_error(scope, strategy)
+            raise InvalidConfigError(
+                f"Could not route scope {shorten(scope)!r} by {strategy}: the scope has no rows (a "
+                "misspelt scope?); add its rows first (or set the strategy in the `llmpool apply` "
+                "document that adds them)",
+                field="scope",
+            )
         before = self._set_routing(tx, scope, strategy)
         # Audited under "scope:<scope>", cut to the audit column's 64 characters.
         llm_id = f"{AUDIT_PREFIX}{scope}"[:64]
@@ -297,14 +280,3 @@ class Writes:
 def _item(config: LLMConfig, index: int) -> str:
     # A refused row's id was generated for it and exists nowhere: it is named without one.
     return f"{describe_row(config.name, None)} (item {index})"
-
-
-def _default_move_conflict(current: LLMConfig, target: LLMConfig, holder: str) -> ConflictError:
-    of_kind = "" if target.kind == "chat" else f" {target.kind} model"
-    msg = (
-        f"Could not update {current.describe()}: it is the default of scope {current.scope!r}, "
-        f"and scope {target.scope!r} already has a default{of_kind}, {holder}; move it with "
-        "is_default=False, or pass is_default=True as well to make it that scope's default "
-        "instead"
-    )
-    return ConflictError(msg)

@@ -19,8 +19,6 @@ from llmpool.usage.table import COUNTS, LABELS, add_counts
 if TYPE_CHECKING:
     from llmpool.usage.table import UsageBucket
 
-__all__ = ["By", "UsageRow", "as_epoch", "group", "money", "money_text", "parse_since"]
-
 #: How a report may group its lines.
 By = Literal["row", "scope", "day"]
 
@@ -139,9 +137,8 @@ def parse_since(text: str, now: float) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        msg = (
+        raise ValueError(
             f"{shorten(text, 40)!r} is not a duration or a date: use e.g. 30m, 12h, 1d, 2w, "
             "2025-05-01 or 2025-05-01T12:00"
-        )
-        raise ValueError(msg) from None
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -12,12 +12,11 @@ import sqlalchemy as sa
 
 from llmpool.repository.sql.engine import write_transaction
 from llmpool.repository.sql.errors import db_errors
+from llmpool.repository.sql.url import mask_url
 from llmpool.usage.table import COUNTS, LABELS, UsageBucket
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-
-__all__ = ["SQLUsageTable", "llm_usage"]
 
 metadata = sa.MetaData()
 
@@ -48,8 +47,6 @@ class SQLUsageTable:
         self._postgres = engine.dialect.name == "postgresql"
 
     def __repr__(self) -> str:
-        from llmpool.repository.sql.url import mask_url
-
         return f"SQLUsageTable({mask_url(self.engine)!r})"
 
     def _time(self, epoch: float) -> datetime:
@@ -58,8 +55,7 @@ class SQLUsageTable:
         return moment if self._postgres else moment.replace(tzinfo=None)
 
     def add(self, buckets: Sequence[UsageBucket]) -> None:
-        """Add the buckets' counts in one transaction, in key order so that replicas flushing
-        at once lock rows in one order."""
+        """Add the buckets' counts in one transaction, in key order (replicas lock rows alike)."""
         self._ready()
         from sqlalchemy.dialects import postgresql, sqlite
 

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.providers.prices import Prices
 
-__all__ = ["COUNTS", "LABELS", "MemoryUsageTable", "UsageBucket", "add_counts", "call_counts"]
-
 logger = logging.getLogger(__name__)
 
 #: The most input (or output) tokens one call counts: context windows hold about 10**7.

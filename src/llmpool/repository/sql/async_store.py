@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.repository import Snapshot
 
-__all__ = ["AsyncSQLRepository"]
-
 
 class AsyncSQLRepository:
     """The async reads of `SQLStore`, on an async engine, a URL, or the configured database."""

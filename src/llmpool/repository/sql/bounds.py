@@ -1,4 +1,6 @@
-"""How long a wait on the database may take, and what ends one that takes longer.
+"""How long a wait on the database may take, and what ends one that takes longer; and the one
+psycopg setting that keeps PostgreSQL engines working through a pooler in transaction mode
+(``prepare_threshold=None``: no server-side prepared statements).
 
 PostgreSQL gets connect, statement, lock (two thirds of it) and idle-in-transaction timeouts
 (libpq ``options``), TCP keepalives, and a watchdog that shuts a stalled round trip's socket
@@ -22,24 +24,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, exc
+from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
+from llmpool.contracts import log_fields
 from llmpool.errors import DatabaseError
 from llmpool.repository.sql.url import mask_url, resolve_database_url
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
-
-__all__ = [
-    "STALLED",
-    "DatabaseBounds",
-    "bounded_round_trip",
-    "database_bounds",
-    "install_bounds",
-    "longer_bounds",
-    "postgres_settings",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +81,7 @@ class DatabaseBounds:
         """The longest one read may take: a reconnect, a pre-ping, the statement, a rollback."""
         if self.client is not None:
             return (self.connect or 0.0) + 3 * self.client
-        if self.statement is not None:
-            return self.statement + CLIENT_TIMEOUT_MARGIN
-        return None
+        return self.statement + CLIENT_TIMEOUT_MARGIN if self.statement is not None else None
 
 
 SQLITE_BOUNDS = DatabaseBounds(
@@ -108,10 +99,8 @@ _KNOBS = ("llmpool_statement_timeout", "llmpool_client_timeout")
 def database_bounds(engine: Engine | AsyncEngine | URL | str) -> DatabaseBounds:
     """Return the bounds of an engine llmpool made, or those it would give an engine of a URL."""
     sync = sync_engine_of(engine)
-    if isinstance(sync, Engine):
-        known = _ENGINE_BOUNDS.get(sync)
-        if known is not None:
-            return known
+    if isinstance(sync, Engine) and sync in _ENGINE_BOUNDS:
+        return _ENGINE_BOUNDS[sync]
     try:
         url = sync.url if isinstance(sync, Engine) else resolve_database_url(sync)
         if url.get_backend_name() != "postgresql":
@@ -135,9 +124,11 @@ def postgres_settings(
     if url.get_driver_name() != "psycopg":
         # Another driver has its own names for these, and the watchdog needs psycopg's socket.
         return _CONNECT_ONLY, args
-    for key, value in KEEPALIVES.items():
-        if key not in given:
-            args[key] = value
+    if "prepare_threshold" not in given:
+        # psycopg prepares a statement run 5 times on a connection; behind a pooler in
+        # transaction mode the next transaction may get a server connection that lacks it.
+        args["prepare_threshold"] = None
+    args.update({key: value for key, value in KEEPALIVES.items() if key not in given})
     connect = _seconds(url, "connect_timeout", {**given, **args}["connect_timeout"])
     options = str(given.get("options") or "")
     knob = _seconds(url, _KNOBS[0], statement_timeout, knob=True)
@@ -152,10 +143,9 @@ def postgres_settings(
     if statement is not None and (knob or not own_statement):
         settings.append(("statement_timeout", statement))
     if knob != 0:  # 0: no options at all
-        if not own_lock:
-            lock = statement * 2 / 3 if statement is not None else None
-            if lock is not None:
-                settings.append(("lock_timeout", lock))
+        if not own_lock and statement is not None:
+            lock = statement * 2 / 3
+            settings.append(("lock_timeout", lock))
         if not own_idle:
             settings.append(("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT))
     if settings:
@@ -164,12 +154,8 @@ def postgres_settings(
     client = _seconds(url, _KNOBS[1], client_timeout, knob=True)
     if client is None and statement is not None:
         client = statement + CLIENT_TIMEOUT_MARGIN
-    bounds = DatabaseBounds(
-        connect=max(2.0, connect) if connect else None,
-        statement=statement,
-        client=client or None,
-        lock=lock,
-    )
+    connect = max(2.0, connect) if connect else None
+    bounds = DatabaseBounds(connect=connect, statement=statement, client=client or None, lock=lock)
     return bounds, args
 
 
@@ -273,17 +259,9 @@ def bounded_round_trip(connection: Any, seconds: float | None) -> Iterator[None]
 
 @contextmanager
 def longer_bounds(conn: Connection, seconds: float) -> Iterator[Connection]:
-    """Let each statement in the block take up to ``seconds`` (a migration, an advisory lock):
-    on PostgreSQL the session's timeouts are raised, then restored (or the connection
-    invalidated). ``conn`` has no transaction running."""
-    if conn.dialect.name != "postgresql":
-        yield conn
-        return
-    pgconn = _pgconn_of(conn.connection)
-    ms = max(1, round(seconds * 1000))
-    conn.exec_driver_sql(f"SET statement_timeout = {ms}")
-    conn.exec_driver_sql(f"SET lock_timeout = {ms}")
-    conn.commit()
+    """Let each round trip in the block take up to ``seconds`` (a migration, an advisory lock)
+    before the client gives up; the server's timeouts are each transaction's (`local_timeouts`)."""
+    pgconn = _pgconn_of(conn.connection) if conn.dialect.name == "postgresql" else None
     if pgconn is not None:
         _LONGER[pgconn] = seconds + CLIENT_TIMEOUT_MARGIN
     try:
@@ -291,13 +269,16 @@ def longer_bounds(conn: Connection, seconds: float) -> Iterator[Connection]:
     finally:
         if pgconn is not None:
             _LONGER.pop(pgconn, None)
-        try:
-            conn.rollback()
-            conn.exec_driver_sql("RESET statement_timeout")
-            conn.exec_driver_sql("RESET lock_timeout")
-            conn.commit()
-        except exc.SQLAlchemyError:
-            conn.invalidate()
+
+
+def local_timeouts(conn: Connection, seconds: float) -> None:
+    """Let each statement of the running transaction, and its lock waits, take up to
+    ``seconds`` on PostgreSQL (``SET LOCAL``: over at its end, so a pooler in transaction mode
+    hands no changed session on)."""
+    if conn.dialect.name == "postgresql":
+        ms = max(1, round(seconds * 1000))
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
 
 
 #: Round-trip bounds raised for one connection by `longer_bounds`.
@@ -376,8 +357,6 @@ class _Watchdog:
                 if not closed:
                     self._cond.wait(None if nearest is None else nearest - now)
             for seconds in closed:
-                from llmpool.contracts import log_fields
-
                 logger.warning(
                     "llmpool closed a database connection that had no answer for %g s",
                     seconds,

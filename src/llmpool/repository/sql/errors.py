@@ -19,8 +19,6 @@ from llmpool.repository.sql.url import mask_url
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["db_errors", "timeout_error"]
-
 _NAME_RULE = "LLM names are unique within a scope"
 _DEFAULT_RULE = "only one default LLM per scope"
 
@@ -72,15 +70,10 @@ def _constraint_rule(error: exc.IntegrityError) -> str | None:
 
 @contextmanager
 def db_errors(engine: Engine | URL | str, what: str | Callable[[], str]) -> Iterator[None]:
-    """Translate driver errors raised inside the block into llmpool's errors, naming the
-    database (password masked) and ``what`` was being done (a callable: asked on error).
-
-    Raises:
-        DatabaseUnavailableError: The database could not be reached, timed out, or has too
-            many connections.
-        ConflictError: A uniqueness rule was broken, or the write lost a race or a lock wait.
-        DatabaseError: Any other database failure, a refused login included.
-    """
+    """Translate driver errors raised inside the block into `DatabaseUnavailableError`
+    (unreachable, timed out, too many connections), `ConflictError` (a uniqueness rule, a lost
+    race or lock wait) or `DatabaseError`, naming the database (password masked) and ``what``
+    was being done (a callable: asked on error)."""
     try:
         yield
     except exc.IntegrityError as error:

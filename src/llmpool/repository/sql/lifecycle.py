@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
     from llmpool.repository.sql.async_store import AsyncSQLRepository
 
-__all__ = ["DatabaseResources"]
-
 
 class DatabaseResources:
     """A store's engine, its lazily made async reader, and its pending migration

@@ -2,7 +2,9 @@
 
 Each file, ``migrations_sql/<dialect>/NNNN_name.sql`` in the wheel, is applied once, in order,
 in its own transaction, and recorded with its SHA-256 (a file changed since stops the migrator);
-concurrent migrators wait for each other. Seeding is explicit, an admin's decision.
+concurrent migrators wait for each other. Nothing outlives a transaction (its lock is
+``pg_advisory_xact_lock``, its timeouts ``SET LOCAL``), so migrating works through PgBouncer in
+transaction mode too. Seeding is explicit, an admin's decision.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from llmpool.errors import ConflictError, MigrationChecksumError, MigrationError
-from llmpool.repository.sql.bounds import MIGRATION_TIMEOUT, longer_bounds
+from llmpool.repository.sql.bounds import MIGRATION_TIMEOUT, local_timeouts, longer_bounds
 from llmpool.repository.sql.engine import create_engine, hold_in_transaction, write_transaction
 from llmpool.repository.sql.errors import db_errors
 
@@ -116,28 +118,27 @@ def migrate(engine_or_url: Engine | str | URL | None = None) -> list[str]:
         ['0001_llms.sql']
     """
     engine = create_engine(engine_or_url)
-    postgresql = engine.dialect.name == "postgresql"
     try:
         with (
             db_errors(engine, "migrate the database"),
             engine.connect() as connection,
             longer_bounds(connection, MIGRATION_TIMEOUT) as conn,
         ):
-            if postgresql:
-                conn.exec_driver_sql(f"SELECT pg_advisory_lock({_ADVISORY_LOCK_KEY})")
-                conn.commit()
-            try:
-                with write_transaction(conn):
-                    conn.exec_driver_sql(_CREATE_TABLE)
-                return _apply_all(conn, None, "failed and was rolled back", write_transaction)
-            finally:
-                if postgresql:
-                    conn.rollback()
-                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_ADVISORY_LOCK_KEY})")
-                    conn.commit()
+            with _locked(conn):
+                conn.exec_driver_sql(_CREATE_TABLE)
+            return _apply_all(conn, None, "failed and was rolled back", _locked)
     finally:
         if engine is not engine_or_url:
             engine.dispose()
+
+
+@contextmanager
+def _locked(conn: Connection) -> Iterator[Connection]:
+    # One write transaction holding the migration lock, with a migration's timeouts.
+    with write_transaction(conn):
+        local_timeouts(conn, MIGRATION_TIMEOUT)
+        _join_transaction(conn)
+        yield conn
 
 
 @contextmanager

@@ -30,8 +30,6 @@ from llmpool.repository import Snapshot, no_default_error, not_found_error, sort
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["RowParser", "llms", "row_mapping", "select_llms", "select_snapshot"]
-
 logger = logging.getLogger("llmpool.repository")
 
 
@@ -169,11 +167,8 @@ def select_llms(
     if provider is not None:
         stmt = stmt.where(llms.c.provider == provider)
     if search:
-        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
-        stmt = stmt.where(
-            llms.c.name.ilike(pattern, escape="\\") | llms.c.model_name.ilike(pattern, escape="\\")
-        )
+        found = llms.c.name.icontains(search, autoescape=True)
+        stmt = stmt.where(found | llms.c.model_name.icontains(search, autoescape=True))
     if llm_id is not None:
         try:
             canonical = str(uuid.UUID(str(llm_id)))
@@ -232,8 +227,7 @@ def select_snapshot() -> sa.Select[Any]:
 
 
 def row_mapping(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """Return a row of `llms` as a dict for `LLMConfig.from_row`, its timestamps and booleans
-    read strictly (`InvalidConfigError`)."""
+    """Return a row of `llms` for `LLMConfig.from_row`, timestamps and booleans read strictly."""
     values = {name: row[name] for name in COLUMNS}
     values["id"] = str(values["id"])
     for field in ("created_at", "updated_at", "enabled", "is_default"):
@@ -374,8 +368,7 @@ def parse_routing(text: Any) -> dict[str, str]:
 
 
 def db_time(value: datetime | None, dialect: str) -> datetime:
-    """Return a time (``None``: now; naive: UTC) as the dialect's timestamp columns take it
-    (naive UTC on SQLite)."""
+    """Return a time (``None``: now; naive: UTC) as the dialect's timestamp columns take it."""
     value = value or datetime.now(timezone.utc)
     value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     return value if dialect == "postgresql" else value.astimezone(timezone.utc).replace(tzinfo=None)

@@ -3,8 +3,11 @@ and the primitives of the writes (`llmpool.repository.writes`)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -12,11 +15,11 @@ import sqlalchemy as sa
 from llmpool.errors import InvalidConfigError, describe_row, shorten
 from llmpool.models import LLMConfig
 from llmpool.repository import Snapshot
-from llmpool.repository.rules import updated_config
-from llmpool.repository.sql import repair
+from llmpool.repository.rules import READ_ONLY_FIELDS, updated_config
 from llmpool.repository.sql.errors import db_errors
 from llmpool.repository.sql.lifecycle import DatabaseResources
 from llmpool.repository.sql.schema import (
+    COLUMNS,
     RowParser,
     audit,
     audit_entry,
@@ -27,6 +30,7 @@ from llmpool.repository.sql.schema import (
     llms,
     one_config,
     parse_routing,
+    row_mapping,
     scopes,
     select_generation,
     select_llms,
@@ -35,19 +39,16 @@ from llmpool.repository.sql.schema import (
     snapshot_from_rows,
     spaces,
 )
+from llmpool.repository.sql.url import mask_url
 from llmpool.repository.stored import safe_fields
 from llmpool.repository.writes import Tx, Writes
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from sqlalchemy.engine import URL, Connection, Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from llmpool.models import AuditEntry
     from llmpool.repository import CommitListener, ConfigValidator
-
-__all__ = ["SQLStore"]
 
 
 class SQLStore(DatabaseResources, Writes):
@@ -89,8 +90,6 @@ class SQLStore(DatabaseResources, Writes):
         self._parser = RowParser()
 
     def __repr__(self) -> str:
-        from llmpool.repository.sql.url import mask_url
-
         return f"SQLStore({mask_url(self.engine)!r})"
 
     def _rows(self, stmt: sa.Select[Any], what: str) -> Sequence[Mapping[Any, Any]]:
@@ -259,12 +258,13 @@ class SQLStore(DatabaseResources, Writes):
         action: str,
         error: InvalidConfigError,
     ) -> LLMConfig:
-        # A row that fails validation: updated when valid after it, deleted or disabled as
-        # stored, refused for enable and set_default (see `repair`).
+        # A row that fails validation (raw SQL put it there): updated when valid after it,
+        # deleted or disabled as stored, refused for enable and set_default naming the command
+        # that fixes it; its audit entries hide what may be a secret (`safe_fields`).
         row = dict(self._locked(tx, select_llms(scope=None, llm_id=llm_id))[0])
         before = safe_fields(row)
         if action == "update":
-            target = repair.repaired(row, changes, self.validators, error)
+            target = _repaired(row, changes, self.validators, error)
             tx.what = f"update {describe_row(target.name, target.id)}"
             if target.is_default:
                 self._clear_defaults(tx, target)
@@ -273,7 +273,16 @@ class SQLStore(DatabaseResources, Writes):
             tx.written.append(after)
             return after
         if action not in ("delete", "disable"):
-            raise repair.refusal(action, row, error) from None
+            verb = {"set_default": "make it the default", "enable": "enable it"}[action]
+            msg = (
+                f"{error}; it cannot be used as it is. Fix it first (llmpool edit "
+                f"{row['id']} --set FIELD=VALUE, or --unset FIELD; llmpool doctor says which), "
+                f"then {verb}"
+            )
+            name = row["name"] if isinstance(row["name"], str) else None
+            raise InvalidConfigError(
+                msg, llm_name=name, llm_id=str(row["id"]), field=error.field
+            ) from None
         tx.what = f"{action} {describe_row(error.llm_name, str(row['id']))}"
         shown: dict[str, Any] | None = None
         if action == "delete":
@@ -291,3 +300,53 @@ class SQLStore(DatabaseResources, Writes):
         return LLMConfig.model_construct(
             **{k: v for k, v in fields.items() if k in LLMConfig.model_fields}
         )
+
+
+def _readable(row: Mapping[str, Any]) -> dict[str, Any]:
+    # The stored values, each read as well as it can be; unreadable ones left as stored.
+    values = {name: row[name] for name in COLUMNS if name in row}
+    values["id"] = str(row["id"])
+    with contextlib.suppress(Exception):
+        values.update(row_mapping(row))
+    for name in ("auth_meta", "config"):
+        value = values.get(name)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError, RecursionError):
+                values[name] = json.loads(value)
+    for name in ("created_at", "updated_at"):
+        if not isinstance(values.get(name), datetime):
+            values[name] = datetime.now(timezone.utc)
+    return values
+
+
+def _repaired(
+    row: Mapping[str, Any],
+    changes: Mapping[str, Any],
+    validators: Sequence[ConfigValidator],
+    error: InvalidConfigError,
+) -> LLMConfig:
+    """Return the invalid stored ``row`` with ``changes`` applied, validated."""
+    name = row.get("name") if isinstance(row.get("name"), str) else None
+    where = describe_row(name, str(row["id"]))
+    values = _readable(row)
+    if any(field in READ_ONLY_FIELDS or field not in LLMConfig.FIELDS for field in changes):
+        # The ordinary rules word these refusals.
+        return updated_config(LLMConfig.model_construct(**values), changes, validators)
+    values.update(changes)
+    values["updated_at"] = datetime.now(timezone.utc)
+    try:
+        target = LLMConfig.from_row(values)
+    except InvalidConfigError as still:
+        if str(still) == str(error):
+            msg = (
+                f"{error}; this change leaves it so: change {still.field or 'that field'} too "
+                f"(`llmpool doctor` shows the command), or delete the row"
+            )
+        else:
+            msg = f"{still} (after this change to {where}, which is invalid as stored)"
+        raise InvalidConfigError(
+            msg, llm_name=name, llm_id=str(row["id"]), field=still.field
+        ) from None
+    for validator in validators:
+        validator(target)
+    return target

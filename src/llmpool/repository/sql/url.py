@@ -9,8 +9,6 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from llmpool.errors import DatabaseError
 
-__all__ = ["SUPPORTED_SCHEMES", "mask_url", "resolve_database_url"]
-
 #: What `resolve_database_url` accepts, as messages say it.
 SUPPORTED_SCHEMES = (
     "postgresql:// (also postgres://, postgresql+psycopg://; psycopg 3) and sqlite:// "
@@ -37,11 +35,10 @@ def resolve_database_url(url: str | URL | None = None) -> URL:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("postgresql", "sqlite"):
         scheme = parsed.drivername
-        msg = (
+        raise DatabaseError(
             f"Unsupported database URL scheme {scheme!r} ({mask_url(parsed)}): llmpool "
             f"supports {SUPPORTED_SCHEMES}"
         )
-        raise DatabaseError(msg)
     return parsed
 
 

@@ -1,0 +1,563 @@
+"""A fleet of replicas: separate OS processes, each an `LLMPool` serving calls against local
+fake servers, on one PostgreSQL (directly or through PgBouncer) and one Redis.
+
+Run from the repository root::
+
+    python -m bench.fleet                   # 100 processes; writes bench/fleet.md
+    python -m bench.fleet --processes 200   # as many as memory allows
+    python -m bench.fleet --smoke           # 3 processes, short phases: checks it runs (CI)
+
+Per propagation mode (``notify`` direct, ``poll`` and ``redis`` through PgBouncer by default),
+on a database of its own (created on ``LLMPOOL_BENCH_DATABASE_URL``'s server, dropped after):
+
+- memory: each process's resident set once its pool answered a call;
+- PostgreSQL sessions held (``pg_stat_activity`` of the database) and statements per second
+  (counted by each process's engine), at idle and under load (every process calling);
+- change propagation: from a writer's commit until the last process reloaded it (p50, p99 and
+  max over the writes) and over every (write, process) pair.
+
+Then, on the last mode (the fleet's configuration: Redis for shared state):
+
+- breaker convergence: a row's server starts answering 500; the requests the fleet still sends
+  it until no process calls it any more;
+- rpm exactness: a row with ``rpm=60`` called by every process as fast as the limit lets it;
+  the worst 60-second window its server saw with Redis up, then around a 20-second Redis
+  outage (Redis reached through a proxy the run cuts), with ``limits_when_redis_down="share"``
+  (the default; "closed" refuses the row outright, as the tests show);
+- budget overspend of 8 processes racing one budget: ``python -m bench.budget`` has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PG_URL = os.environ.get("LLMPOOL_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("LLMPOOL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+MODES = ("notify", "poll@pgbouncer", "redis@pgbouncer")
+
+
+# -- one replica -------------------------------------------------------------------------------
+
+
+def worker(config: dict[str, Any]) -> None:
+    """A replica: a pool, a statement counter and a reload log; obeys JSON lines on stdin."""
+    from sqlalchemy import event
+
+    from llmpool import LLMPool
+    from llmpool.contracts import Observer
+
+    reloads: list[tuple[int, float]] = []
+
+    class Reloads(Observer):
+        def on_reload(self, event: Any) -> None:
+            reloads.append((event.generation, time.time()))
+
+    pool = LLMPool(
+        config["url"],
+        changes=config["changes"],
+        redis=config["redis"],
+        poll_interval=1.0,
+        observers=(Reloads(),),
+        limits_when_redis_down=config.get("limits_when_redis_down", "share"),
+    )
+    statements = [0]
+
+    def count(*_args: Any) -> None:
+        statements[0] += 1
+
+    event.listen(pool.repository.engine, "before_cursor_execute", count)  # type: ignore[attr-defined]
+    calls = {"ok": 0, "failed": 0}
+    load: dict[str, Any] = {"scope": None, "pause": 1.0}
+
+    def call(scope: str) -> None:
+        try:
+            pool.get_llm_with_fallback(scope=scope).invoke("hi")
+            calls["ok"] += 1
+        except Exception:  # a refused or failed call is counted, and the load goes on
+            calls["failed"] += 1
+
+    def run_load() -> None:
+        while True:
+            scope = load["scope"]
+            if scope is None:
+                time.sleep(0.05)
+                continue
+            started = time.monotonic()
+            call(scope)
+            time.sleep(
+                max(0.0, load["pause"] * random.uniform(0.5, 1.5) - (time.monotonic() - started))
+            )
+
+    call("global")
+    threading.Thread(target=run_load, daemon=True).start()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "load":
+            load.update(scope=command["scope"], pause=command["pause"])
+        elif command["cmd"] == "idle":
+            load["scope"] = None
+        elif command["cmd"] == "report":
+            rss = 0
+            for status in Path("/proc/self/status").read_text().splitlines():
+                if status.startswith("VmRSS:"):
+                    rss = int(status.split()[1])
+            print(
+                json.dumps(
+                    {"rss_kb": rss, "statements": statements[0], "reloads": reloads, **calls}
+                ),
+                flush=True,
+            )
+        elif command["cmd"] == "exit":
+            break
+    pool.close()
+
+
+class Fleet:
+    """``n`` replica processes, started in parallel batches, driven through their stdin."""
+
+    def __init__(self, n: int, config: dict[str, Any]) -> None:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "PYTHONPATH": str(HERE.parent)}
+        argv = [sys.executable, "-m", "bench.fleet", "--worker", json.dumps(config)]
+        self.processes: list[subprocess.Popen[str]] = []
+        for start in range(0, n, 10):  # ten at a time: the imports are CPU-bound
+            batch = [
+                subprocess.Popen(
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+                )
+                for _ in range(start, min(n, start + 10))
+            ]
+            for process in batch:
+                assert process.stdout is not None
+                line = process.stdout.readline()
+                if not line:
+                    msg = "a replica did not start (see its stderr above)"
+                    raise RuntimeError(msg)
+            self.processes += batch
+
+    def send(self, **command: Any) -> None:
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.write(json.dumps(command) + "\n")
+            process.stdin.flush()
+
+    def report(self) -> list[dict[str, Any]]:
+        self.send(cmd="report")
+        return [json.loads(p.stdout.readline()) for p in self.processes]  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.send(cmd="exit")
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+# -- the servers around it ---------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        server: Any = self.server
+        server.arrivals.append(time.monotonic())
+        if server.failing:
+            body, status = b'{"error": {"message": "down", "type": "server_error"}}', 500
+        else:
+            body, status = json.dumps(
+                {
+                    "id": "x", "object": "chat.completion", "created": 0, "model": "gpt-4",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "ok"}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+            ).encode(), 200  # fmt: skip
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _server() -> Any:
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.arrivals, server.failing = [], False
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    return server
+
+
+class RedisProxy:
+    """A TCP proxy in front of Redis whose `cut` drops every connection and refuses new ones."""
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self.db = parts.path
+        self.loop = asyncio.new_event_loop()
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.AbstractServer | None = None
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.port = 0
+        self.restore()
+        self.url = f"redis://127.0.0.1:{self.port}{self.db}"
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        self.writers -= {writer, up_writer}
+
+    def restore(self) -> None:
+        async def start() -> None:
+            self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+            self.port = self.server.sockets[0].getsockname()[1]
+
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result()
+
+    def cut(self) -> None:
+        async def stop() -> None:
+            assert self.server is not None
+            self.server.close()
+            for writer in list(self.writers):
+                writer.transport.abort()
+            self.writers.clear()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result()
+
+
+def worst_window(times: list[float], window: float) -> int:
+    """The most entries in any window ``[t, t + window)``."""
+    ordered, worst, start = sorted(times), 0, 0
+    for end, t in enumerate(ordered):
+        while ordered[start] <= t - window:
+            start += 1
+        worst = max(worst, end - start + 1)
+    return worst
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+# -- the measurements --------------------------------------------------------------------------
+
+
+def _sessions(admin: Any, database: str) -> int:
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,),
+    ).fetchone()
+    return int(row[0])
+
+
+def _rate(fleet: Fleet, seconds: float) -> tuple[float, list[dict[str, Any]]]:
+    before = sum(r["statements"] for r in fleet.report())
+    time.sleep(seconds)
+    after = fleet.report()
+    return (sum(r["statements"] for r in after) - before) / seconds, after
+
+
+def load_and_idle(
+    fleet: Fleet, admin: Any, database: str, phase: float, pause: float
+) -> dict[str, Any]:
+    """Sessions and statements per second, at idle and with every process calling."""
+    time.sleep(2.0)  # LISTENs open, a leader elected
+    idle_rate, reports = _rate(fleet, phase)
+    idle_sessions = _sessions(admin, database)
+    fleet.send(cmd="load", scope="global", pause=pause)
+    calls = sum(r["ok"] for r in reports)
+    busy_rate, reports = _rate(fleet, phase)
+    busy_sessions = _sessions(admin, database)
+    fleet.send(cmd="idle")
+    return {
+        "rss_mb": statistics.mean(r["rss_kb"] for r in reports) / 1024,
+        "idle_sessions": idle_sessions,
+        "idle_statements_per_s": idle_rate,
+        "busy_sessions": busy_sessions,
+        "busy_statements_per_s": busy_rate,
+        "busy_calls_per_s": (sum(r["ok"] for r in reports) - calls) / phase,
+    }
+
+
+def propagation(fleet: Fleet, writer: Any, row_id: str, writes: int) -> dict[str, Any]:
+    """Time each write from its commit until every process reloaded it."""
+    committed: list[tuple[int, float]] = []
+    for index in range(writes):
+        time.sleep(random.uniform(0.5, 1.5))  # any phase of the replicas' 1 s polls
+        writer.update(row_id, {"priority": 10 + index})
+        committed.append((writer.generation(), time.time()))
+    time.sleep(3.0)
+    reports = fleet.report()
+    last: list[float] = []
+    pairs: list[float] = []
+    for generation, at in committed:
+        seen = []
+        for report in reports:
+            times = [t for g, t in report["reloads"] if g >= generation]
+            seen.append(min(times) - at if times else float("inf"))
+        pairs += seen
+        last.append(max(seen))
+    return {
+        "last_p50_ms": statistics.median(last) * 1000,
+        "last_p99_ms": _quantile(last, 0.99) * 1000,
+        "last_max_ms": max(last) * 1000,
+        "pairs_p50_ms": statistics.median(pairs) * 1000,
+        "pairs_p99_ms": _quantile(pairs, 0.99) * 1000,
+    }
+
+
+def breaker(fleet: Fleet, flaky: Any, quiet: float) -> dict[str, Any]:
+    """The requests the fleet sends a row after its server starts failing."""
+    fleet.send(cmd="load", scope="flaky", pause=0.5)
+    time.sleep(3.0)
+    flaky.arrivals.clear()
+    flaky.failing = True
+    started = time.monotonic()
+    while True:
+        time.sleep(0.5)
+        arrivals = list(flaky.arrivals)
+        if time.monotonic() - (arrivals[-1] if arrivals else started) > quiet:
+            break
+        if time.monotonic() - started > 120:
+            break
+    fleet.send(cmd="idle")
+    flaky.failing = False
+    return {
+        "requests_after_failing": len(arrivals),
+        "last_request_after_s": (arrivals[-1] - started) if arrivals else 0.0,
+    }
+
+
+def rpm_window(
+    fleet: Fleet, limited: Any, proxy: RedisProxy, up: float, outage: float
+) -> dict[str, Any]:
+    """The worst 60 s window of a row with rpm=60, with Redis up, then around an outage."""
+    limited.arrivals.clear()
+    fleet.send(cmd="load", scope="limited", pause=1.0)
+    time.sleep(up)
+    cut = time.monotonic()
+    proxy.cut()
+    time.sleep(outage)
+    proxy.restore()
+    time.sleep(max(5.0, 60.0 - outage) if up >= 60 else 2.0)
+    fleet.send(cmd="idle")
+    arrivals = list(limited.arrivals)
+    before = [t for t in arrivals if t < cut]
+    return {
+        "worst_window_redis_up": worst_window(before, 60.0),
+        "worst_window_with_outage": worst_window(arrivals, 60.0),
+        "during_outage": sum(1 for t in arrivals if cut <= t < cut + outage),
+    }
+
+
+# -- one run -----------------------------------------------------------------------------------
+
+
+def _with_database(url: str, database: str) -> str:
+    head, _, tail = url.partition("?")
+    return f"{head.rsplit('/', 1)[0]}/{database}" + (f"?{tail}" if tail else "")
+
+
+def _rows(servers: dict[str, Any]) -> list[dict[str, Any]]:
+    def row(name: str, server: str, scope: str, priority: int, **extra: Any) -> dict[str, Any]:
+        return {
+            "name": name, "provider": "openai", "model_name": "gpt-4", "scope": scope,
+            "priority": priority, "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
+            "config": {"base_url": servers[server].url, "max_retries": 0}, **extra,
+        }  # fmt: skip
+
+    return [
+        row("steady", "steady", "global", 1),
+        row("flaky", "flaky", "flaky", 1),
+        row("backup", "steady", "flaky", 2),
+        row("limited", "limited", "limited", 1, rpm=60),
+    ]
+
+
+def run_mode(
+    mode: str, args: argparse.Namespace, admin: Any, proxy: RedisProxy | None
+) -> dict[str, Any]:
+    """Start the fleet on a fresh database in ``mode``; measure; tear it all down."""
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
+
+    database = f"llmpool_fleet_{uuid.uuid4().hex[:8]}"
+    admin.execute(f'CREATE DATABASE "{database}"')
+    bouncer = fleet = writer = None
+    servers = {name: _server() for name in ("steady", "flaky", "limited")}
+    try:
+        direct = _with_database(PG_URL, database)
+        migrate(direct)
+        writer = SQLStore(direct, validators=())
+        rows = [writer.add(row) for row in _rows(servers)]
+        url = direct
+        if mode.endswith("@pgbouncer"):
+            sys.path.insert(0, str(HERE.parent / "tests"))
+            from pgbouncer import PgBouncer, find_binary
+
+            binary = find_binary()
+            if binary is None:
+                return {"mode": mode, "skipped": "pgbouncer is not installed"}
+            bouncer = PgBouncer(binary, direct)
+            url = bouncer.url_for(direct)
+        redis = proxy.url if proxy is not None else REDIS_URL
+        config = {"url": url, "changes": mode.split("@")[0], "redis": redis}
+        started = time.monotonic()
+        fleet = Fleet(args.processes, config)
+        result: dict[str, Any] = {
+            "mode": mode,
+            "processes": args.processes,
+            "start_s": time.monotonic() - started,
+        }
+        result |= load_and_idle(fleet, admin, database, args.phase, args.pause)
+        result |= propagation(fleet, writer, rows[0].id, args.writes)
+        if proxy is not None:
+            result["breaker"] = breaker(fleet, servers["flaky"], args.quiet)
+            result["rpm_share"] = rpm_window(
+                fleet, servers["limited"], proxy, args.rpm_up, args.outage
+            )
+        return result
+    finally:
+        if fleet is not None:
+            fleet.close()
+        if writer is not None:
+            writer.close()
+        if bouncer is not None:
+            bouncer.stop()
+        for server in servers.values():
+            server.shutdown()
+        admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+
+
+def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """The results as Markdown."""
+    from bench.run import _machine, _versions
+
+    lines = [
+        "# llmpool fleet: replicas as separate processes on one PostgreSQL and one Redis",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {_machine()}",
+        f"- versions: {_versions()}",
+        f"- command: `python -m bench.fleet {' '.join(args.argv)}`".rstrip() + "",
+        f"- {args.processes} processes per mode, poll_interval 1 s; under load each process "
+        f"calls about every {args.pause} s",
+        "",
+        "| mode | start (s) | RSS per process (MB) | sessions idle | statements/s idle "
+        "| sessions busy | statements/s busy | calls/s busy | commit → last replica p50 / p99 "
+        "/ max (ms) | commit → each replica p50 / p99 (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "skipped" in r:
+            lines.append(f"| {r['mode']} | skipped: {r['skipped']} |")
+            continue
+        lines.append(
+            f"| {r['mode']} | {r['start_s']:.0f} | {r['rss_mb']:.0f} | {r['idle_sessions']} | "
+            f"{r['idle_statements_per_s']:.1f} | {r['busy_sessions']} | "
+            f"{r['busy_statements_per_s']:.1f} | {r['busy_calls_per_s']:.0f} | "
+            f"{r['last_p50_ms']:.0f} / {r['last_p99_ms']:.0f} / {r['last_max_ms']:.0f} | "
+            f"{r['pairs_p50_ms']:.0f} / {r['pairs_p99_ms']:.0f} |"
+        )
+    for r in results:
+        if "breaker" in r:
+            b, w = r["breaker"], r["rpm_share"]
+            lines += [
+                "",
+                f"## Shared state ({r['mode']}, {r['processes']} processes)",
+                "",
+                f"- breaker convergence: after the row's server started answering 500, the "
+                f"fleet sent it {b['requests_after_failing']} requests; the last "
+                f"{b['last_request_after_s']:.1f} s after the first failure.",
+                f"- rpm=60: worst 60 s window with Redis up: {w['worst_window_redis_up']} "
+                f"requests; around a {args.outage:.0f} s Redis outage "
+                f"(limits_when_redis_down='share'): {w['worst_window_with_outage']} "
+                f"({w['during_outage']} during the outage).",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fleet in each mode; print and write the results."""
+    import psycopg
+
+    parser = argparse.ArgumentParser(prog="python -m bench.fleet")
+    parser.add_argument("--processes", type=int, default=100)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--phase", type=float, default=10.0, help="seconds idle, then busy")
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds between calls, busy")
+    parser.add_argument("--writes", type=int, default=10)
+    parser.add_argument("--quiet", type=float, default=5.0, help="breaker: seconds of silence")
+    parser.add_argument("--rpm-up", type=float, default=70.0, help="rpm: seconds before outage")
+    parser.add_argument("--outage", type=float, default=20.0)
+    parser.add_argument("--smoke", action="store_true", help="3 processes, short phases")
+    parser.add_argument("--output", default=str(HERE / "fleet.md"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.worker:
+        worker(json.loads(args.worker))
+        return 0
+    if args.smoke:
+        args.processes, args.phase, args.writes, args.quiet = 3, 1.0, 2, 2.0
+        args.rpm_up, args.outage = 3.0, 2.0
+    admin = psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"))
+    admin.autocommit = True
+    modes = args.modes.split(",")
+    results = []
+    try:
+        for mode in modes:
+            proxy = RedisProxy(REDIS_URL) if mode == modes[-1] else None
+            results.append(run_mode(mode, args, admin, proxy))
+            print(json.dumps(results[-1]), flush=True)
+    finally:
+        admin.close()
+    text = render(results, args)
+    print(text)
+    if not args.smoke:
+        Path(args.output).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
