@@ -1,8 +1,7 @@
 """Budgets shared through Redis by replicas (real Redis on 127.0.0.1:6379, real usage tables).
 
 The database number comes from ``LLMPOOL_TEST_REDIS_DB`` (default 15); each test deletes only
-the keys under its own fresh prefix (for pools, whose prefix is the default one, the prefix of
-its own fresh row ids).
+the keys under its own fresh prefix.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ REPLICAS, CALLS_EACH = 8, 5
 
 
 @pytest.fixture
-def redis_keys() -> Iterator[tuple[Any, list[str]]]:
-    """A Redis client and a list of prefixes (a fresh one first) whose keys are deleted after."""
+def redis_keys() -> Iterator[tuple[Any, str]]:
+    """A Redis client and a fresh key prefix, whose keys are deleted afterwards."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
@@ -41,15 +40,14 @@ def redis_keys() -> Iterator[tuple[Any, list[str]]]:
         client.ping()
     except redis.ConnectionError:
         pytest.fail("Redis on 127.0.0.1:6379 is required for this test")
-    prefixes = [f"llmpool-test:{uuid.uuid4().hex}:"]
-    yield client, prefixes
-    for prefix in prefixes:
-        for key in client.scan_iter(prefix + "*"):
-            client.delete(key)
+    prefix = f"llmpool-test:{uuid.uuid4().hex}:"
+    yield client, prefix
+    for key in client.scan_iter(prefix + "*"):
+        client.delete(key)
     client.close()
 
 
-def fleet(url: str, a: str, **a_config: Any) -> tuple[str, list[LLMPool]]:
+def fleet(url: str, a: str, prefix: str, **a_config: Any) -> tuple[str, list[LLMPool]]:
     """A's id and REPLICAS pools sharing Redis, over A (1.0 per answer: 5 output tokens, a day's
     budget of 3) and B (a free fake)."""
     store = SQLStore(url)
@@ -89,6 +87,7 @@ def fleet(url: str, a: str, **a_config: Any) -> tuple[str, list[LLMPool]]:
             usage_flush_interval=0,
             budget_refresh=0,
             redis=REDIS_URL,
+            redis_prefix=prefix,
         )
         for _ in range(REPLICAS)
     ]
@@ -136,15 +135,14 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedOpenAIServer]:
 def test_eight_replicas_racing_one_budget_spend_exactly_it(
     migrated_url: str,
     server: GatedOpenAIServer,
-    redis_keys: tuple[Any, list[str]],
+    redis_keys: tuple[Any, str],
 ) -> None:
     """Eight pools sharing Redis race 40 calls at a budget of 3 calls: with no cost known, one
     call at a time goes through fleet-wide; once one answered, its cost (learnt by the fleet)
     lets exactly 2 more through; after the flushes Redis, the table and every replica agree."""
     a = server
-    client, prefixes = redis_keys
-    llm_id, pools = fleet(migrated_url, a.url)
-    prefixes.append(f"llmpool:budget:{llm_id}")
+    client, prefix = redis_keys
+    llm_id, pools = fleet(migrated_url, a.url, prefix)
     try:
         llms = [pool.get_llm_with_fallback() for pool in pools]
         assert race(llms, a).count("A") == a.count == 1
@@ -154,7 +152,7 @@ def test_eight_replicas_racing_one_budget_spend_exactly_it(
         assert {float(r["budget"]["spent"]) for p in pools for r in p.status()["rows"][:1]} == {3}
         for pool in pools:
             assert pool.flush_usage()
-        period = f"llmpool:budget:{llm_id}:{int(time.time() // 86400 * 86400)}"
+        period = f"{prefix}budget:{llm_id}:{int(time.time() // 86400 * 86400)}"
         settled, flushed = (float(v) for v in client.hmget(period, "settled", "flushed"))
         assert settled == flushed == 3.0
         assert sum(float(line.cost) for line in pools[0].usage(by="row")[:1]) == 3.0
@@ -194,12 +192,12 @@ def replicas(
 
 
 def test_a_flush_between_a_reading_and_a_call_counts_once(
-    sql_store: SQLStore, redis_keys: tuple[Any, list[str]]
+    sql_store: SQLStore, redis_keys: tuple[Any, str]
 ) -> None:
     """A replica's reading and the fleet's settled spend since its flush mark count every call
     once: before and after another replica flushes, before and after it reads again; Redis then
     agrees with the table; the next day starts from nothing under keys of its own."""
-    client, (prefix,) = redis_keys
+    client, prefix = redis_keys
     now = [time.time()]
     x, y = replicas(sql_store, prefix, clock=lambda: now[0])
     row = priced(max_tokens=1, max_spend={"amount": 5, "period": "day"})
@@ -229,11 +227,11 @@ def test_a_flush_between_a_reading_and_a_call_counts_once(
 
 
 def test_a_reservation_of_a_replica_that_never_settles_lapses(
-    sql_store: SQLStore, redis_keys: tuple[Any, list[str]]
+    sql_store: SQLStore, redis_keys: tuple[Any, str]
 ) -> None:
     """A call of unknown cost admitted by a replica that then dies holds the fleet's budget
     only until its reservation expires (on Redis's clock)."""
-    _, (prefix,) = redis_keys
+    _, prefix = redis_keys
     x, y = replicas(sql_store, prefix, reservation_ttl=0.05)
     row = priced(max_spend={"amount": 2, "period": "month"})
     assert x.admit(row) is None  # never settled
@@ -247,14 +245,14 @@ def test_a_reservation_of_a_replica_that_never_settles_lapses(
 
 
 def test_redis_down_decides_per_process_logged_once_down_and_once_back(
-    sql_store: SQLStore, redis_keys: tuple[Any, list[str]], caplog: pytest.LogCaptureFixture
+    sql_store: SQLStore, redis_keys: tuple[Any, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Rows without a budget never ask Redis; with Redis down a budgeted row is decided on this
     process's own calls (logged once); when Redis answers again (logged once), the next reading
     puts the row back on the fleet's budget."""
     import redis
 
-    client, (prefix,) = redis_keys
+    client, prefix = redis_keys
     budgets = RedisBudgets(
         prefix=prefix, retry_after=0, client=redis.Redis.from_url("redis://127.0.0.1:1/0")
     )
@@ -280,13 +278,13 @@ def test_redis_down_decides_per_process_logged_once_down_and_once_back(
 
 
 def test_a_settlement_redis_missed_releases_its_reservation_at_the_next_flush(
-    sql_store: SQLStore, redis_keys: tuple[Any, list[str]]
+    sql_store: SQLStore, redis_keys: tuple[Any, str]
 ) -> None:
     """A call admitted through Redis whose settlement finds Redis down counts its cost locally,
     and the flush after Redis answers again releases its reservation for the fleet."""
     import redis
 
-    client, (prefix,) = redis_keys
+    client, prefix = redis_keys
     (check,) = replicas(sql_store, prefix, n=1, retry_after=0)
     budgets = check.meter.budgets
     assert budgets is not None

@@ -178,7 +178,7 @@ class PoolOptions:
         if self.redis is not None:  # every replica's budgeted calls meet there
             from llmpool.usage.shared import RedisBudgets
 
-            budgets = RedisBudgets(self.redis)
+            budgets = RedisBudgets(self.redis, prefix=self.redis_prefix + "budget:")
         return UsageMeter(
             table_for(repository),
             flush_interval=self.usage_flush_interval,
