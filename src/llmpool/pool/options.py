@@ -174,9 +174,15 @@ class PoolOptions:
             return None
         from llmpool.usage.meter import UsageMeter, table_for
 
+        budgets = None
+        if self.redis is not None:  # every replica's budgeted calls meet there
+            from llmpool.usage.shared import RedisBudgets
+
+            budgets = RedisBudgets(self.redis, prefix=self.redis_prefix + "budget:")
         return UsageMeter(
             table_for(repository),
             flush_interval=self.usage_flush_interval,
             budget_refresh=self.budget_refresh,
             clock=self.usage_clock,
+            budgets=budgets,
         )

@@ -1,15 +1,20 @@
 """`UsageCheck`: the usage meter and the rows' budgets on the fallback walk's admission seam.
 
-A row whose ``max_spend`` is reached this UTC day or month is skipped until it rolls over. Calls
-in flight count at their expected cost (the row version's running average here; before any,
-``config.max_tokens`` at its output price; else unknown: one call at a time), so concurrency
-cannot multiply the overspend: about one call per process, plus other replicas' since a reading.
+A row whose ``max_spend`` is reached this UTC day or month is skipped until it rolls over. A call
+is admitted only while the row's spend, the expected cost of its calls in flight and its own
+expected cost fit in the budget; its real cost replaces its reservation when it ends. A call's
+expected cost is the row version's running mean cost per answer; before any answer,
+``config.max_tokens`` output tokens at the row's output price; else unknown: one call at a time
+until one has answered. With the meter's `RedisBudgets` the spend, the calls in flight and the
+mean are every replica's, and deciding-and-reserving and settling are one script each; while
+Redis cannot be reached (or before this process's first reading with it), the process decides
+alone: the table's spend as last read, its own calls since, its own calls in flight.
 """
 
 from __future__ import annotations
 
-import math
 import threading
+import uuid
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from llmpool.contracts import Candidate, CheckBase
 from llmpool.usage.report import money
+from llmpool.usage.shared import RESERVATION_TTL
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -26,8 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RESERVATION_TTL", "BudgetStatus", "UsageCheck", "budget_status", "duration_text"]
 
-#: Seconds after which a call admitted, then neither recorded nor released, holds no budget.
-RESERVATION_TTL = 600.0
 #: The weight of the latest answer in a row's running average cost.
 _RECENT = 0.2
 
@@ -76,6 +80,44 @@ def duration_text(seconds: float) -> str:
     return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
 
 
+def admits(
+    amount: float, spent: float, reserved: float, calls: int, unknown: int, expected: float | None
+) -> bool:
+    """Whether a budget of ``amount`` admits a call expected to cost ``expected`` (``None``:
+    unknown) after ``spent``, with ``calls`` in flight holding ``reserved`` (``unknown`` of them
+    of a cost not known yet); `RedisBudgets`'s script decides the same way. The slack of one
+    part in 10**9 lets calls that fill the budget exactly through despite float rounding.
+
+    Example:
+        >>> admits(3.0, 1.0, 1.0, 1, 0, 1.0), admits(3.0, 1.0, 1.5, 1, 0, 1.0)
+        (True, False)
+    """
+    if expected is None:
+        return calls == 0 and spent < amount
+    return unknown == 0 and spent < amount and spent + reserved + expected <= amount * (1 + 1e-9)
+
+
+def refusal(
+    budget: Budget,
+    now: float,
+    spent: float,
+    reserved: float,
+    calls: int,
+    unknown: int,
+    expected: float | None,
+) -> str:
+    """Say why ``budget`` refuses a call (the arguments as for `admits`)."""
+    head = f"over budget: spent {spent:.6g} of {budget.amount:g} this {budget.period} (UTC)"
+    many = "s" if calls > 1 else ""
+    if calls and (unknown or expected is None):
+        return f"{head} and {calls} call{many} in flight of a cost not known yet"
+    if calls:
+        head += f", {reserved:.6g} reserved by {calls} call{many} in flight"
+    if expected is not None and spent + reserved < budget.amount:
+        head += f", the next call expected to cost {expected:.6g}"
+    return f"{head}; resets in {duration_text(budget.end(now) - now)}"
+
+
 class UsageCheck(CheckBase):
     """Counts every call in a `UsageMeter`; skips rows whose budget is reached."""
 
@@ -83,9 +125,9 @@ class UsageCheck(CheckBase):
 
     def __init__(self, meter: UsageMeter) -> None:
         self.meter = meter
-        self._lock = threading.Lock()  # one budget decision (reading and reserving) at a time
-        # llm_id -> when each of its budgeted calls in flight was admitted (meter clock)
-        self._flying: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()  # one local budget decision (reading and reserving) at a time
+        # llm_id -> its budgeted calls in flight: when admitted (meter clock), Redis reservation
+        self._flying: dict[str, deque[tuple[float, str]]] = {}
         # llm_id -> (row version key, running average cost of its answers)
         self._average: dict[str, tuple[str, float]] = {}
 
@@ -97,8 +139,8 @@ class UsageCheck(CheckBase):
             return None
         return self.meter.terms(candidate.config).budget
 
-    def _expected(self, candidate: Candidate) -> float:
-        # What a call in flight is expected to cost (see the module's docstring).
+    def _expected(self, candidate: Candidate) -> float | None:
+        # What a call is expected to cost, as this process knows (see the module's docstring).
         prices = self.meter.terms(candidate.config).prices
         if prices is None:
             return 0.0
@@ -108,7 +150,7 @@ class UsageCheck(CheckBase):
         max_tokens = candidate.config.config.get("max_tokens")
         if type(max_tokens) is int and max_tokens > 0:
             return prices.cost(0, max_tokens)
-        return math.inf
+        return None
 
     def admit(self, candidate: Candidate) -> str | None:
         """Reserve the call's expected cost, or return why the row's budget refuses it."""
@@ -122,50 +164,98 @@ class UsageCheck(CheckBase):
         budget = self._budget(candidate)
         if budget is None:
             return None
+        config, now = candidate.config, self.meter.clock()
+        expected = self._expected(candidate)
+        shared = self.meter.budgets
+        if shared is not None:
+            base = self.meter.spend(config, budget, now).base
+            reservation = uuid.uuid4().hex if reserve else ""
+            found = None
+            if base is not None:
+                found = shared.admit(
+                    candidate.key,
+                    config.id,
+                    budget,
+                    now,
+                    base=base,
+                    seed=expected,
+                    reservation=reservation,
+                )
+            if found is not None:
+                if not found[0]:
+                    return refusal(budget, now, *found[1:])
+                if reserve:
+                    with self._lock:
+                        self._flying.setdefault(config.id, deque()).append((now, reservation))
+                return None
         with self._lock:
-            spent = self.meter.spent(candidate.config, budget)
-            now = self.meter.clock()
-            flying = self._flying.setdefault(candidate.config.id, deque())
-            while flying and flying[0] < now - RESERVATION_TTL:
+            spent = self.meter.spend(config, budget, now).local
+            flying = self._flying.setdefault(config.id, deque())
+            while flying and flying[0][0] < now - RESERVATION_TTL:
                 flying.popleft()
             calls = len(flying)
-            reserved = calls * self._expected(candidate) if calls else 0.0
-            if spent + reserved < budget.amount:
+            reserved = calls * expected if calls and expected is not None else 0.0
+            if admits(budget.amount, spent, reserved, calls, 0, expected):
                 if reserve:
-                    flying.append(now)
+                    flying.append((now, ""))
                 return None
-        head = f"over budget: spent {spent:.6g} of {budget.amount:g} this {budget.period} (UTC)"
-        many = "s" if calls > 1 else ""
-        if math.isinf(reserved):
-            return f"{head} and {calls} call{many} in flight of a cost not known yet"
-        if calls:
-            head += f", {reserved:.6g} reserved by {calls} call{many} in flight"
-        return f"{head}; resets in {duration_text(budget.end(now) - now)}"
+        return refusal(budget, now, spent, reserved, calls, 0, expected)
 
     def release(self, candidate: Candidate) -> None:
         """Give the call's reservation back: it was not made."""
         with self._lock:
-            self._settle(candidate.config.id)
+            reservation = self._settle(candidate.config.id)
+        budget = self._budget(candidate)
+        if reservation and budget is not None and self.meter.budgets is not None:
+            self.meter.budgets.settle(
+                candidate.key,
+                candidate.config.id,
+                budget,
+                self.meter.clock(),
+                reservation=reservation,
+                cost=0.0,
+                answered=False,
+                weight=_RECENT,
+            )
 
-    def _settle(self, llm_id: str) -> None:
+    def _settle(self, llm_id: str) -> str:
+        # This process's oldest reservation of the row: its Redis id ("" when local).
         flying = self._flying.get(llm_id)
-        if flying:
-            flying.popleft()
+        return flying.popleft()[1] if flying else ""
 
     def record(
         self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
     ) -> None:
         """Count the call; its real cost replaces its reservation and feeds the row's average."""
         config = candidate.config
-        if self._budget(candidate) is None:
+        budget = self._budget(candidate)
+        if budget is None:
             if config.provider != "code":
                 self.meter.record(config, ok=ok, usage=usage)
             return
-        with self._lock:
-            cost = self.meter.record(config, ok=ok, usage=usage)
-            self._settle(config.id)
+        counts = self.meter.counts(config, ok=ok, usage=usage)
+        cost, now = counts[2], self.meter.clock()
+        with self._lock:  # counted here first: no local decision sees neither cost nor call
+            reservation = self._settle(config.id)
+            self.meter.add(config, ok=ok, counts=counts, now=now)
             if ok:
                 known = self._average.get(config.id)
+                mean = cost
                 if known is not None and known[0] == candidate.key:
-                    cost = known[1] + (cost - known[1]) * _RECENT
-                self._average[config.id] = (candidate.key, cost)
+                    mean = known[1] + (cost - known[1]) * _RECENT
+                self._average[config.id] = (candidate.key, mean)
+        shared = self.meter.budgets
+        if shared is None or not (reservation or cost or ok):
+            return
+        settled = shared.settle(
+            candidate.key,
+            config.id,
+            budget,
+            now,
+            reservation=reservation,
+            cost=cost,
+            answered=ok,
+            weight=_RECENT,
+        )
+        if settled and cost:
+            self.meter.share(config, budget, now, cost)

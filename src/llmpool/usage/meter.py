@@ -4,7 +4,9 @@ The call path only counts; a background thread started at the first call flushes
 ``close`` (or the interpreter's exit) flushes what is left: a crash loses at most one interval,
 and a batch stays with the meter until its transaction commits, so nothing is counted twice. A
 budget's spend is read from the table (every replica's calls) when first needed, then on that
-thread, never per call, plus this process's calls since that reading.
+thread, never per call, plus this process's calls since that reading; with `RedisBudgets`, plus
+every replica's calls settled in Redis since that reading (`llmpool.usage.shared` defines the
+handover: each reading carries the Redis flush mark read just before it).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 
 from llmpool.contracts import breaker_key, log_fields
 from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row
@@ -28,9 +30,10 @@ if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.providers.prices import Budget
     from llmpool.repository import LLMRepository
+    from llmpool.usage.shared import RedisBudgets
     from llmpool.usage.sql import SQLUsageTable
 
-__all__ = ["UsageMeter", "table_for"]
+__all__ = ["Spend", "UsageMeter", "table_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +46,22 @@ def _flush_open_meters() -> None:
         meter.close()
 
 
+class Spend(NamedTuple):
+    """A budgeted row's spend this period (from ``start``), as this process knows it."""
+
+    start: float
+    #: The table's spend as last read, plus this process's calls since.
+    local: float
+    #: What this process adds to the fleet's spend settled in Redis: the table's as last read,
+    #: plus this process's calls since that Redis does not hold, minus the reading's flush mark;
+    #: ``None`` without a mark (no `RedisBudgets`, or Redis down at the reading).
+    base: float | None
+
+
 class UsageMeter:
     """Counts calls, errors, tokens and cost per row and minute; flushes them every
-    ``flush_interval`` seconds, reads spend every ``budget_refresh`` (``0``: never)."""
+    ``flush_interval`` seconds, reads spend every ``budget_refresh`` (``0``: never); with
+    ``budgets``, every replica's budgeted calls meet in Redis too."""
 
     def __init__(
         self,
@@ -54,6 +70,7 @@ class UsageMeter:
         flush_interval: float = 10.0,
         budget_refresh: float = 5.0,
         clock: Callable[[], float] = time.time,
+        budgets: RedisBudgets | None = None,
     ) -> None:
         for name, value in (("flush_interval", flush_interval), ("budget_refresh", budget_refresh)):
             if not value >= 0:
@@ -63,15 +80,22 @@ class UsageMeter:
         self.flush_interval = flush_interval
         self.budget_refresh = budget_refresh
         self.clock = clock
+        self.budgets = budgets
         self._lock = threading.Lock()  # the counts
         self._flush_lock = threading.Lock()  # one flush or spend reading at a time
         self._pending: dict[tuple[str, int], list[Any]] = {}  # (llm_id, minute) -> COUNTS
         self._labels: dict[str, LLMConfig] = {}  # llm_id -> the row at its latest call
         self._terms: dict[str, UsageTerms] = {}
-        # Budgeted rows: (budget, period start, spend read from the table), and the cost of
-        # this process's calls since that reading (minute -> cost).
-        self._readings: dict[str, tuple[Budget, float, float]] = {}
+        # Budgeted rows: (budget, period start, spend read from the table, Redis flush mark read
+        # before it), the cost of this process's calls since that reading (minute -> cost), and
+        # how much of that its period's Redis hash holds.
+        self._readings: dict[str, tuple[Budget, float, float, float | None]] = {}
         self._since_read: dict[str, dict[int, float]] = {}
+        self._shared_since: dict[str, float] = {}
+        # Cost settled in Redis per (row id, period start, end): not flushed yet; flushed but
+        # its mark not added yet (Redis down).
+        self._unmarked: dict[tuple[str, float, float], float] = {}
+        self._owed: dict[tuple[str, float, float], float] = {}
         self._started = False  # the background thread, or the meter closed: start none
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -93,13 +117,31 @@ class UsageMeter:
             self._terms[key] = terms
         return terms
 
+    def counts(
+        self, config: LLMConfig, *, ok: bool, usage: Mapping[str, Any] | None
+    ) -> tuple[int, int, float]:
+        """Return one call's input tokens, output tokens and cost (`call_counts`)."""
+        if ok and usage:
+            return call_counts(config, usage, self.terms(config).prices)
+        return (0, 0, 0.0)
+
     def record(self, config: LLMConfig, *, ok: bool, usage: Mapping[str, Any] | None) -> float:
         """Count one call to a row, answered (``ok``) or failed, and return its cost."""
-        counts = (0, 0, 0.0)
-        if ok and usage:
-            counts = call_counts(config, usage, self.terms(config).prices)
+        counts = self.counts(config, ok=ok, usage=usage)
+        self.add(config, ok=ok, counts=counts)
+        return counts[2]
+
+    def add(
+        self,
+        config: LLMConfig,
+        *,
+        ok: bool,
+        counts: tuple[int, int, float],
+        now: float | None = None,
+    ) -> None:
+        """Count one call with its `counts`, at ``now`` (the meter's clock by default)."""
         cost = counts[2]
-        minute = int(self.clock() // 60)
+        minute = int((self.clock() if now is None else now) // 60)
         with self._lock:
             add_counts(self._pending, (config.id, minute), (1, 0 if ok else 1, *counts))
             self._labels[config.id] = config
@@ -108,30 +150,55 @@ class UsageMeter:
                 local[minute] = local.get(minute, 0.0) + cost
         if not self._started:
             self._start()
-        return cost
 
-    def spent(self, config: LLMConfig, budget: Budget) -> float:
-        """Return a row's spend this period: the table's as last read, and this process's since."""
-        start = budget.start(self.clock())
+    def share(self, config: LLMConfig, budget: Budget, now: float, cost: float) -> None:
+        """Note that ``cost``, counted (`add`) at ``now``, was also settled in Redis in
+        ``budget``'s period there: the next flush that commits it marks it flushed."""
+        start = budget.start(now)
+        key = (config.id, start, budget.end(now))
+        with self._lock:
+            self._unmarked[key] = self._unmarked.get(key, 0.0) + cost
+            reading = self._readings.get(config.id)
+            if reading is not None and reading[1] == start:
+                self._shared_since[config.id] = self._shared_since.get(config.id, 0.0) + cost
+
+    def spend(self, config: LLMConfig, budget: Budget, now: float | None = None) -> Spend:
+        """Return a row's spend this period as this process knows it (`Spend`)."""
+        start = budget.start(self.clock() if now is None else now)
         reading = self._readings.get(config.id)
         if reading is None or reading[:2] != (budget, start):
             self._read_spend(config.id, budget, start)
         first = start // 60
         with self._lock:  # the reading and what it does not hold, as one consistent view
-            _, begun, spent = self._readings[config.id]
+            _, begun, spent, mark = self._readings[config.id]
             local = sum(c for minute, c in self._since_read[config.id].items() if minute >= first)
-        # A reading of another period (a refresh racing the turn of the period) holds none.
-        return (spent if begun == start else 0.0) + local
+            shared = self._shared_since.get(config.id, 0.0)
+        if begun != start:  # a reading of another period (a refresh racing its turn) holds none
+            return Spend(start, local, None)
+        base = None if mark is None else spent + local - shared - mark
+        return Spend(start, spent + local, base)
+
+    def spent(self, config: LLMConfig, budget: Budget) -> float:
+        """Return a row's spend this period: every replica's through Redis when it answers,
+        else the table's as last read and this process's calls since."""
+        spend = self.spend(config, budget)
+        if spend.base is not None and self.budgets is not None:
+            settled = self.budgets.settled(config.id, spend.start)
+            if settled is not None:
+                return spend.base + settled
+        return spend.local
 
     def flush(self) -> bool:
         """Add the pending counts to the table in one transaction; whether all landed. A bucket
         refused while others land is dropped (logged); when none lands, the batch is kept."""
         with self._flush_lock:
             with self._lock:
-                if not self._pending:
-                    return True
                 batch, self._pending = self._pending, {}
-                labels = dict(self._labels)
+                unmarked, self._unmarked = self._unmarked, {}
+                labels = dict(self._labels) if batch else {}
+            if not batch:  # settled in Redis after their counts were flushed, and owed marks
+                self._mark(unmarked)
+                return True
             buckets = []
             for (llm_id, minute), counts in batch.items():
                 c = labels[llm_id]
@@ -143,10 +210,14 @@ class UsageMeter:
                 if not landed:  # keep the batch, never raise: a background step
                     for key, counts in batch.items():
                         add_counts(self._pending, key, counts)
+                    for period, cost in unmarked.items():
+                        self._unmarked[period] = self._unmarked.get(period, 0.0) + cost
                 else:  # what was dropped is spent no more
                     for bucket, _ in refused:
                         local = self._since_read.get(bucket.llm_id, {})
                         local[bucket.minute] = local.get(bucket.minute, 0.0) - bucket.cost
+            if landed:  # dropped costs are marked too: Redis then agrees with the table
+                self._mark(unmarked)
         if not landed:
             error = refused[0][1]
             text = "LLM usage not flushed, kept for the next flush"
@@ -175,16 +246,30 @@ class UsageMeter:
                 refused.append((bucket, error))
         return refused
 
+    def _mark(self, flushed: dict[tuple[str, float, float], float]) -> None:
+        # Under the flush lock, so that no reading of ours falls between a commit and its mark.
+        if self.budgets is None:
+            return
+        for key, cost in self._owed.items():
+            flushed[key] = flushed.get(key, 0.0) + cost
+        self._owed = {} if self.budgets.mark_flushed(flushed) else flushed
+
     def refresh_budgets(self) -> None:
         """Read the spend of every budgeted row from the table (the background thread does)."""
         with self._lock:
             readings = list(self._readings.items())
         now = self.clock()
-        for llm_id, (budget, _, _) in readings:
+        for llm_id, (budget, *_) in readings:
             self._read_spend(llm_id, budget, budget.start(now))
 
     def _read_spend(self, llm_id: str, budget: Budget, start: float) -> None:
         with self._flush_lock:  # no commit of ours between the reading and its bookkeeping
+            mark = None
+            if self.budgets is not None:  # the mark first: see `llmpool.usage.shared`
+                self._mark({})
+                mark = self.budgets.mark(llm_id, start)
+                if mark is not None:  # flushed here, not marked in Redis yet: in the table
+                    mark += _of(self._owed, llm_id, start)
             try:
                 spent: float | None = self.table.spend(start, [llm_id]).get(llm_id, 0.0)
             except Exception as error:  # keep calling; the next refresh reads again
@@ -196,10 +281,11 @@ class UsageMeter:
                     # The calls the table does not hold yet: the pending ones.
                     pending = {m: c[4] for (i, m), c in self._pending.items() if i == llm_id}
                     self._since_read[llm_id] = pending
+                    self._shared_since[llm_id] = _of(self._unmarked, llm_id, start)
                 if spent is None:  # keep the last reading of this period, if any
                     last = self._readings.get(llm_id)
-                    spent = last[2] if last is not None and last[1] == start else 0.0
-                self._readings[llm_id] = (budget, start, spent)
+                    spent, mark = last[2:] if last is not None and last[1] == start else (0.0, None)
+                self._readings[llm_id] = (budget, start, spent, mark)
         if not self._started:
             self._start()
 
@@ -269,6 +355,11 @@ class UsageMeter:
             text = "LLM usage of %d calls lost: the last flush failed"
             logger.warning(text, calls, extra=log_fields("usage_lost", calls=calls))
         return done
+
+
+def _of(costs: dict[tuple[str, float, float], float], llm_id: str, start: float) -> float:
+    # The part of ``costs`` (keyed by row id, period start and end) of one row's period.
+    return sum(cost for (i, s, _), cost in costs.items() if i == llm_id and s == start)
 
 
 def _warn(event: str, error: Exception, text: str, **fields: Any) -> None:
