@@ -229,12 +229,12 @@ def _check_seed_reads(results: dict[str, Result]) -> None:
     headers, rows = parse_table(chain_table)
     assert headers == [
         "POSITION", "NAME", "PROVIDER", "PRIORITY", "STATUS", "REASON", "BREAKER", "LAST_ERROR",
-        "LATENCY_MS", "ERROR_RATE",
+        "LATENCY_MS", "P95_MS", "ERROR_RATE", "IN_FLIGHT",
     ]  # fmt: skip
     assert [tuple(r.values())[:6] for r in rows] == expected
     assert (
         footer.strip()
-        == "scope 'global': OpenAI GPT-4 would answer now; routing: priority; breakers: local"
+        == "scope 'global': OpenAI GPT-4 would answer now; routing: priority; breakers: local; statistics: local"
     )
     chain = as_json(results["chain_json"])["rows"]
     assert [

@@ -63,7 +63,7 @@ def test_status_shows_weight_limits_window_use_and_routing() -> None:
     assert status["routing"] == "weighted"
     first, second = status["rows"]
     assert first["weight"] == 2
-    assert first["limits"] == {"rpm": 1, "tpm": None, "requests": 1, "tokens": 0}
+    assert first["limits"] == {"rpm": 1, "tpm": None, "requests": 1, "tokens": 0, "share": 1}
     assert first["reason"] == "rate limited: rpm 1/1"
     assert second["limits"] is None
     assert status["answering"]["name"] == "B"  # type: ignore[index]
