@@ -3,8 +3,9 @@
 Wall-clock ratios on a shared 2-core machine move by 10-20 % between runs; an instruction count
 is the same for the same binary and inputs whatever else the machine does. Each subject runs in
 a process of its own under ``valgrind --tool=callgrind``, once with no measured calls and once
-with ``--calls`` of them; the difference divided by the calls is its cost per call, and every
-ratio is against the bare fake model counted in the same run.
+with ``--calls`` of them, both with ``PYTHONHASHSEED=0`` (with a random seed, start-up alone
+varies by millions of instructions between two processes); the difference divided by the calls
+is its cost per call, and every ratio is against the bare fake model counted in the same run.
 
 Run from the repository root (needs valgrind; about 40 s of start-up per process, two at a
 time)::
@@ -148,7 +149,12 @@ def _count(name: str, calls: int) -> int:
         str(calls),
     ]
     out = subprocess.run(
-        command, capture_output=True, text=True, check=True, cwd=HERE.parent, env=os.environ
+        command,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE.parent,
+        env={**os.environ, "PYTHONHASHSEED": "0"},  # the same start-up in both processes
     )
     for line in out.stderr.splitlines():
         if "Collected :" in line:
