@@ -124,15 +124,7 @@ class LLMPool:
             retry_failed_after=options.retry_failed_builds_after,
             clock=options.clock,
         )
-        self._snapshots = SnapshotKeeper(
-            source,
-            self._reloaded,
-            poll_interval=options.poll_interval,
-            listen=options.listen,
-            listen_retry=options.listen_retry,
-            changes=options.changes,
-            redis=options.redis,
-        )
+        self._snapshots = SnapshotKeeper(source, self._reloaded, options)
         self.chains = Chains(
             self._snapshots,
             self.builder,
@@ -173,8 +165,7 @@ class LLMPool:
 
     @property
     def watcher(self) -> Watcher | None:
-        """What follows the table's changes once the first load started it (its ``mode``,
-        ``generation``, ``polls``, ``notifications``, and with Redis its ``fanout``)."""
+        """What follows the table's changes, once the first load started it (`Watcher`)."""
         return self._snapshots.watcher
 
     def _observed(self, policy: FallbackPolicy) -> FallbackPolicy:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from llmpool.pool.fanout import RedisFanout
+    from llmpool.pool.options import PoolOptions
     from llmpool.pool.watch import Watcher
     from llmpool.repository import AsyncLLMRepository, LLMRepository, Snapshot
 
@@ -92,26 +93,23 @@ def change_mode(
 
 class SnapshotKeeper:
     """The current snapshot of a repository, kept current by a watcher and, on a store that
-    tells of its commits, by every committed write; ``on_refresh`` is called with each
+    tells of its commits, by every committed write, as ``options`` say (``poll_interval``,
+    ``listen``, ``listen_retry``, ``changes``, ``redis``); ``on_refresh`` is called with each
     installed snapshot (under the load lock)."""
 
     def __init__(
         self,
         repository: LLMRepository,
         on_refresh: Callable[[Snapshot], None],
-        *,
-        poll_interval: float = 1.0,
-        listen: bool = True,
-        listen_retry: float = 1.0,
-        changes: str | None = None,
-        redis: str | None = None,
+        options: PoolOptions,
     ) -> None:
         self.repository = repository
         self.on_refresh = on_refresh
-        self.poll_interval = poll_interval
-        self.listen_retry = listen_retry
+        self.poll_interval = poll_interval = options.poll_interval
+        self.listen_retry = options.listen_retry
         self._database = repository if isinstance(repository, DatabaseStore) else None
-        self.mode = change_mode(self._database, changes, redis, listen=listen)
+        redis = options.redis
+        self.mode = change_mode(self._database, options.changes, redis, listen=options.listen)
         self._fanout: RedisFanout | None = None
         if self.mode == "redis" and redis and poll_interval > 0:
             from llmpool.pool.fanout import RedisFanout
