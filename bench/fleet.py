@@ -514,7 +514,65 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 f"(limits_when_redis_down='share'): {w['worst_window_with_outage']} "
                 f"({w['during_outage']} during the outage).",
             ]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *on_paper(results)]) + "\n"
+
+
+#: LiteLLM's proxy at the same sizes, from its code (litellm 1.80.0 and 1.110.2 wheels) and docs.
+LITELLM = """
+### LiteLLM's proxy at that size
+
+- **Changes**: every uvicorn worker (not pod) polls the database every 30 s with no jitter
+  (`ProxyConfig.add_deployment` scheduled in `initialize_scheduled_background_jobs`,
+  `litellm/proxy/proxy_server.py`; `proxy_config_reload_interval_seconds`, default 30), each tick
+  about 15-25 statements that re-read the whole model table, plus a 60 s worker heartbeat
+  (`proxy_worker_heartbeat.py`): about 0.7 statements/s per worker, so about 700/s at 1,000
+  workers and 7,000/s at 10,000. 1.110 adds a Redis pub/sub resync (`ConfigSyncSubscriber`).
+- **Cooldowns** (its breaker, `cooldown_time` 5 s): written to Redis through `DualCache`; in 1.80
+  another worker re-reads a missing key at most every 10 s (`redis_batch_cache_expiry`,
+  `litellm/caching/dual_cache.py`), so it can miss a 5 s cooldown entirely; 1.110 reads once a
+  second (BerriAI/litellm PR #40025). The default failure-rate counters are per worker
+  (`track_deployment_metrics.py`, `local_only=True`), so a fleet still sends a dead deployment
+  about its request rate times 1-10 s.
+- **Limits without Redis**: "a limit of 100 requests per minute across 4 workers really lets
+  through 400" (docs.litellm.ai/docs/proxy/redis_requirements); 1.110 adds
+  `fail_closed_rate_limit_enforcement`.
+- **Connections**: `database_connection_pool_limit` 10 per worker, so 10,000 workers would ask
+  for 100,000 PostgreSQL connections without an external PgBouncer.
+"""
+
+
+def on_paper(results: list[dict[str, Any]]) -> list[str]:
+    """The measured per-replica figures extrapolated to 1,000 and 10,000 replicas."""
+    lines = [
+        "",
+        "## On paper: 1,000 and 10,000 replicas",
+        "",
+        "Per replica at idle as measured above; through PgBouncer the PostgreSQL sessions are its",
+        "server pool (`default_pool_size`), whatever the replicas. With `redis=`, each replica",
+        "makes one statistics round trip a second (`redis_sync_interval`) and, with",
+        '`changes="redis"`, one lease claim per `poll_interval`.',
+        "",
+        "| mode | replicas | PostgreSQL sessions | statements/s at idle | Redis round trips/s |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "skipped" in r:
+            continue
+        n = r["processes"]
+        for size in (1_000, 10_000):
+            if r["mode"].endswith("@pgbouncer"):
+                sessions = f"{r['idle_sessions']} (the pooler's)"
+            else:
+                sessions = f"{r['idle_sessions'] / n * size:,.0f}"
+            if r["mode"].startswith("redis"):
+                # One leader polls once a second; the rest scales with the followers.
+                statements = 1.0 + max(0.0, r["idle_statements_per_s"] - 1.0) / n * size
+                trips = 2 * size
+            else:
+                statements = r["idle_statements_per_s"] / n * size
+                trips = size
+            lines.append(f"| {r['mode']} | {size:,} | {sessions} | {statements:,.0f} | {trips:,} |")
+    return [*lines, LITELLM]
 
 
 def main(argv: list[str] | None = None) -> int:
