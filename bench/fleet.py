@@ -56,7 +56,11 @@ MODES = ("notify", "poll@pgbouncer", "redis@pgbouncer")
 
 def worker(config: dict[str, Any]) -> None:
     """A replica: a pool, a statement counter and a reload log; obeys JSON lines on stdin."""
+    import logging
+
     from sqlalchemy import event
+
+    logging.basicConfig(level=logging.WARNING, format=f"replica {os.getpid()}: %(message)s")
 
     from llmpool import LLMPool
     from llmpool.contracts import Observer
@@ -330,19 +334,25 @@ def propagation(fleet: Fleet, writer: Any, row_id: str, writes: int) -> dict[str
     reports = fleet.report()
     last: list[float] = []
     pairs: list[float] = []
+    missed = 0
     for generation, at in committed:
         seen = []
         for report in reports:
             times = [t for g, t in report["reloads"] if g >= generation]
-            seen.append(min(times) - at if times else float("inf"))
+            if times:
+                seen.append(min(times) - at)
+        missed += len(reports) - len(seen)
         pairs += seen
-        last.append(max(seen))
+        if len(seen) == len(reports):
+            last.append(max(seen))
     return {
-        "last_p50_ms": statistics.median(last) * 1000,
+        "last_p50_ms": statistics.median(last) * 1000 if last else float("nan"),
         "last_p99_ms": _quantile(last, 0.99) * 1000,
-        "last_max_ms": max(last) * 1000,
-        "pairs_p50_ms": statistics.median(pairs) * 1000,
+        "last_max_ms": max(last, default=float("nan")) * 1000,
+        "pairs_p50_ms": statistics.median(pairs) * 1000 if pairs else float("nan"),
         "pairs_p99_ms": _quantile(pairs, 0.99) * 1000,
+        "missed": missed,
+        "writes": len(committed),
     }
 
 
@@ -481,12 +491,14 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"- versions: {_versions()}",
         f"- command: `python -m bench.fleet {' '.join(args.argv)}`".rstrip() + "",
         f"- {args.processes} processes per mode, poll_interval 1 s; under load each process "
-        f"calls about every {args.pause} s",
+        f"calls about every {args.pause} s; PostgreSQL `max_connections` "
+        f"{getattr(args, 'max_connections', '?')}",
         "",
         "| mode | start (s) | RSS per process (MB) | sessions idle | statements/s idle "
         "| sessions busy | statements/s busy | calls/s busy | commit → last replica p50 / p99 "
-        "/ max (ms) | commit → each replica p50 / p99 (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "/ max (ms) | commit → each replica p50 / p99 (ms) | (write, replica) pairs not seen "
+        "within 3 s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "skipped" in r:
@@ -497,7 +509,8 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"{r['idle_statements_per_s']:.1f} | {r['busy_sessions']} | "
             f"{r['busy_statements_per_s']:.1f} | {r['busy_calls_per_s']:.0f} | "
             f"{r['last_p50_ms']:.0f} / {r['last_p99_ms']:.0f} / {r['last_max_ms']:.0f} | "
-            f"{r['pairs_p50_ms']:.0f} / {r['pairs_p99_ms']:.0f} |"
+            f"{r['pairs_p50_ms']:.0f} / {r['pairs_p99_ms']:.0f} | "
+            f"{r.get('missed', '-')} of {r.get('writes', args.writes) * r['processes']} |"
         )
     for r in results:
         if "breaker" in r:
@@ -601,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rpm_up, args.outage = 3.0, 2.0
     admin = psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"))
     admin.autocommit = True
+    args.max_connections = admin.execute("SHOW max_connections").fetchone()[0]
     modes = args.modes.split(",")
     results = []
     try:
