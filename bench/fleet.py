@@ -22,7 +22,8 @@ Then, on the last mode (the fleet's configuration: Redis for shared state):
   it until no process calls it any more;
 - rpm exactness: a row with ``rpm=60`` called by every process as fast as the limit lets it;
   the worst 60-second window its server saw with Redis up, then around a 20-second Redis
-  outage (Redis reached through a proxy the run cuts), with ``limits_when_redis_down="share"``
+  outage (``CLIENT PAUSE``: every client of that Redis server waits, so run it on a Redis of its
+  own), with ``limits_when_redis_down="share"``
   (the default; "closed" refuses the row outright, as the tests show);
 - budget overspend of 8 processes racing one budget: ``python -m bench.budget`` has it.
 """
@@ -30,7 +31,6 @@ Then, on the last mode (the fleet's configuration: Redis for shared state):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import json
 import os
@@ -213,59 +213,18 @@ def _server() -> Any:
     return server
 
 
-class RedisProxy:
-    """A TCP proxy in front of Redis whose `cut` drops every connection and refuses new ones."""
+class RedisOutage:
+    """Redis stops answering every client for a while (``CLIENT PAUSE ... ALL``): the replicas'
+    round trips time out, as when Redis hangs or a network partition drops its packets."""
 
     def __init__(self, url: str) -> None:
-        from urllib.parse import urlsplit
+        import redis
 
-        parts = urlsplit(url)
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
-        self.db = parts.path
-        self.loop = asyncio.new_event_loop()
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.server: asyncio.AbstractServer | None = None
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        self.port = 0
-        self.restore()
-        self.url = f"redis://127.0.0.1:{self.port}{self.db}"
+        self.client = redis.Redis.from_url(url)
+        self.url = url
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self.writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        self.writers -= {writer, up_writer}
-
-    def restore(self) -> None:
-        async def start() -> None:
-            self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-            self.port = self.server.sockets[0].getsockname()[1]
-
-        asyncio.run_coroutine_threadsafe(start(), self.loop).result()
-
-    def cut(self) -> None:
-        async def stop() -> None:
-            assert self.server is not None
-            self.server.close()
-            for writer in list(self.writers):
-                writer.transport.abort()
-            self.writers.clear()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result()
+    def cut(self, seconds: float) -> None:
+        self.client.execute_command("CLIENT", "PAUSE", int(seconds * 1000), "ALL")
 
 
 def worst_window(times: list[float], window: float) -> int:
@@ -379,16 +338,15 @@ def breaker(fleet: Fleet, flaky: Any, quiet: float) -> dict[str, Any]:
 
 
 def rpm_window(
-    fleet: Fleet, limited: Any, proxy: RedisProxy, up: float, outage: float
+    fleet: Fleet, limited: Any, redis: RedisOutage, up: float, outage: float
 ) -> dict[str, Any]:
     """The worst 60 s window of a row with rpm=60, with Redis up, then around an outage."""
     limited.arrivals.clear()
     fleet.send(cmd="load", scope="limited", pause=1.0)
     time.sleep(up)
     cut = time.monotonic()
-    proxy.cut()
+    redis.cut(outage)
     time.sleep(outage)
-    proxy.restore()
     time.sleep(max(5.0, 60.0 - outage) if up >= 60 else 2.0)
     fleet.send(cmd="idle")
     arrivals = list(limited.arrivals)
@@ -425,7 +383,7 @@ def _rows(servers: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_mode(
-    mode: str, args: argparse.Namespace, admin: Any, proxy: RedisProxy | None
+    mode: str, args: argparse.Namespace, admin: Any, outage: RedisOutage | None
 ) -> dict[str, Any]:
     """Start the fleet on a fresh database in ``mode``; measure; tear it all down."""
     from llmpool.repository.sql.migrate import migrate
@@ -450,8 +408,7 @@ def run_mode(
                 return {"mode": mode, "skipped": "pgbouncer is not installed"}
             bouncer = PgBouncer(binary, direct)
             url = bouncer.url_for(direct)
-        redis = proxy.url if proxy is not None else REDIS_URL
-        config = {"url": url, "changes": mode.split("@")[0], "redis": redis}
+        config = {"url": url, "changes": mode.split("@")[0], "redis": REDIS_URL}
         started = time.monotonic()
         fleet = Fleet(args.processes, config)
         result: dict[str, Any] = {
@@ -461,10 +418,10 @@ def run_mode(
         }
         result |= load_and_idle(fleet, admin, database, args.phase, args.pause)
         result |= propagation(fleet, writer, rows[0].id, args.writes)
-        if proxy is not None:
+        if outage is not None:
             result["breaker"] = breaker(fleet, servers["flaky"], args.quiet)
             result["rpm_share"] = rpm_window(
-                fleet, servers["limited"], proxy, args.rpm_up, args.outage
+                fleet, servers["limited"], outage, args.rpm_up, args.outage
             )
         return result
     finally:
@@ -619,8 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for mode in modes:
-            proxy = RedisProxy(REDIS_URL) if mode == modes[-1] else None
-            results.append(run_mode(mode, args, admin, proxy))
+            outage = RedisOutage(REDIS_URL) if mode == modes[-1] else None
+            results.append(run_mode(mode, args, admin, outage))
             print(json.dumps(results[-1]), flush=True)
     finally:
         admin.close()
