@@ -234,7 +234,8 @@ def _check_seed_reads(results: dict[str, Result]) -> None:
     assert [tuple(r.values())[:6] for r in rows] == expected
     assert (
         footer.strip()
-        == "scope 'global': OpenAI GPT-4 would answer now; routing: priority; breakers: local; statistics: local"
+        == "scope 'global': OpenAI GPT-4 would answer now; routing: priority; breakers: local; "
+        "statistics: local"
     )
     chain = as_json(results["chain_json"])["rows"]
     assert [
