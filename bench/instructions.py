@@ -163,9 +163,12 @@ def _count(name: str, calls: int) -> int:
     raise RuntimeError(msg)
 
 
-def measure(calls: int) -> dict[str, float]:
-    """Return the instructions per call of every subject."""
-    names = list(subjects())
+def measure(calls: int, only: str = "") -> dict[str, float]:
+    """Return the instructions per call of every subject (or of those whose name contains one
+    of ``only``'s comma-separated parts, with the baselines they are measured against)."""
+    parts = [part for part in only.split(",") if part]
+    keep = {"bare fake model", FAILOVER[1], *BASELINES.values()}
+    names = [n for n in subjects() if not parts or n in keep or any(p in n for p in parts)]
     jobs = [(name, n) for name in names for n in (0, calls)]
     with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
         counts = dict(zip(jobs, pool.map(lambda job: _count(*job), jobs), strict=True))
@@ -204,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     """Count, print and write the table (or, with --smoke, run each subject once)."""
     parser = argparse.ArgumentParser(prog="python -m bench.instructions")
     parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--only", default="", help="subjects whose name contains one of a,b,...")
     parser.add_argument("--smoke", action="store_true", help="run each subject in-process")
     parser.add_argument("--output", default=str(HERE / "instructions.md"))
     parser.add_argument("--child", nargs=2, metavar=("NAME", "CALLS"), help=argparse.SUPPRESS)
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         print("bench.instructions: valgrind is not installed", file=sys.stderr)
         return 1
-    text = render(measure(args.calls), args.calls)
+    text = render(measure(args.calls, args.only), args.calls)
     print(text)
     Path(args.output).write_text(text, "utf-8")
     return 0
