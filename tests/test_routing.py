@@ -246,10 +246,11 @@ class _Delayed(OpenAIServer):
 
 @pytest.fixture
 def two_servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[_Delayed, _Delayed]]:
-    """A fast (20 ms) and a slow (80 ms) local OpenAI server."""
+    """A fast (20 ms) and a slow (120 ms) local OpenAI server: 100 ms apart, more than a busy
+    2-core machine's jitter on one call."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with _Delayed() as fast, _Delayed() as slow:
-        fast.delay, slow.delay = 0.02, 0.08
+        fast.delay, slow.delay = 0.02, 0.12
         yield fast, slow  # type: ignore[misc]
 
 
