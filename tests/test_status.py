@@ -133,7 +133,9 @@ def test_pool_b_and_llmpool_chain_see_what_pool_a_met(
             at_once = b.status()  # every call reads the breakers from Redis: no wait
             deadline = time.monotonic() + 10.0
             seen = b.status()
-            while 0 in (seen["rows"][0]["attempts"], seen["rows"][1]["attempts"]):
+            while 0 in (seen["rows"][0]["attempts"], seen["rows"][1]["attempts"]) or (
+                seen["rows"][0]["last_error"] is None
+            ):
                 if time.monotonic() > deadline:
                     break
                 seen = b.status()  # A's sync thread publishes every 0.05 s
