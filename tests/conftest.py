@@ -364,3 +364,22 @@ def provider_plugins(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     monkeypatch.syspath_prepend(str(plugin_site))
     with set_registry(None):
         yield plugin_site
+
+
+@pytest.fixture
+def redis_keys() -> Iterator[tuple[Any, str]]:
+    """A Redis client (database ``LLMPOOL_TEST_REDIS_DB``, default 15) and a fresh key prefix,
+    whose keys are deleted afterwards."""
+    import redis
+
+    db = int(os.environ.get("LLMPOOL_TEST_REDIS_DB", "15"))
+    client = redis.Redis.from_url(f"redis://127.0.0.1:6379/{db}")
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis on 127.0.0.1:6379 is required for this test")
+    prefix = f"llmpool-test:{uuid.uuid4().hex}:"
+    yield client, prefix
+    for key in client.scan_iter(prefix + "*"):
+        client.delete(key)
+    client.close()

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,26 +188,9 @@ def test_local_limits_give_back_an_unused_request() -> None:
     assert limits.take("k", 1, None) is None
 
 
-@pytest.fixture
-def redis_prefix() -> Iterator[tuple[Any, str]]:
-    """A Redis client and a fresh key prefix, whose keys are deleted afterwards."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis on 127.0.0.1:6379 is required for this test")
-    prefix = f"llmpool-test:{uuid.uuid4().hex}:"
-    yield client, prefix
-    for key in client.scan_iter(prefix + "*"):
-        client.delete(key)
-    client.close()
-
-
-def test_redis_limits_share_one_window_between_two_pools(redis_prefix: tuple[Any, str]) -> None:
+def test_redis_limits_share_one_window_between_two_pools(redis_keys: tuple[Any, str]) -> None:
     """Two pools on one Redis share the row's window: together they take rpm calls."""
-    _, prefix = redis_prefix
+    _, prefix = redis_keys
     rows = [fake("A", 1, "a", rpm=3, id=ROW_A), fake("B", 2, "b")]
     pools = [
         LLMPool(InMemoryStore(rows), poll_interval=0, limits=RedisLimits(REDIS_URL, prefix=prefix))
@@ -225,9 +207,9 @@ def test_redis_limits_share_one_window_between_two_pools(redis_prefix: tuple[Any
     assert use.requests == 3
 
 
-def test_redis_tpm_and_give_back(redis_prefix: tuple[Any, str]) -> None:
+def test_redis_tpm_and_give_back(redis_keys: tuple[Any, str]) -> None:
     """The Redis store counts tokens and gives a request back, like the local one."""
-    _, prefix = redis_prefix
+    _, prefix = redis_keys
     limits = RedisLimits(REDIS_URL, prefix=prefix)
     assert limits.take("k", 1, 10) is None
     refusal = limits.take("k", 1, 10)
@@ -293,11 +275,11 @@ _WORKER = textwrap.dedent(
 
 
 def test_rpm_is_shared_by_4_processes_through_redis(
-    redis_prefix: tuple[Any, str], server: _Timed, tmp_path: Path
+    redis_keys: tuple[Any, str], server: _Timed, tmp_path: Path
 ) -> None:
     """4 processes sharing Redis never send the row more than rpm requests in any window (each
     alone would send up to rpm)."""
-    _, prefix = redis_prefix
+    _, prefix = redis_keys
     rpm, window, seconds, processes = 10, 1.0, 2.0, 4
     body = _WORKER.format(
         row=ROW_A,

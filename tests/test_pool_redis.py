@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,28 +22,11 @@ from llmpool.repository.memory import InMemoryStore
 REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('LLMPOOL_TEST_REDIS_DB', '15'))}"
 
 
-@pytest.fixture
-def redis_prefix() -> Iterator[tuple[Any, str]]:
-    """A Redis client and a fresh key prefix, whose keys are deleted afterwards."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis on 127.0.0.1:6379 is required for this test")
-    prefix = f"llmpool-test:{uuid.uuid4().hex}:"
-    yield client, prefix
-    for key in client.scan_iter(prefix + "*"):
-        client.delete(key)
-    client.close()
-
-
 def test_replica_b_skips_a_candidate_whose_breaker_replica_a_opened(
-    redis_prefix: tuple[Any, str],
+    redis_keys: tuple[Any, str],
 ) -> None:
     """With Redis, A's failures open the breaker and B skips the candidate with no request."""
-    _, prefix = redis_prefix
+    _, prefix = redis_keys
     policy = FallbackPolicy(attempts=1, failure_threshold=2, cooldown=60)
     with OpenAIServer() as dead:
         dead.script(*[Status(500)] * 10)
@@ -102,10 +83,10 @@ def test_redis_down_falls_back_to_local_state(caplog: pytest.LogCaptureFixture) 
 
 
 def test_eight_replicas_get_exactly_one_probe_after_the_cooldown(
-    redis_prefix: tuple[Any, str],
+    redis_keys: tuple[Any, str],
 ) -> None:
     """Eight replicas asking at once after a cooldown: exactly one probes, in every trial."""
-    _, prefix = redis_prefix
+    _, prefix = redis_keys
     boards = [BreakerBoard(RedisBreakerStore(REDIS_URL, prefix=prefix)) for _ in range(8)]
     probes_per_trial: list[int] = []
     for trial in range(40):
@@ -137,10 +118,10 @@ def test_eight_replicas_get_exactly_one_probe_after_the_cooldown(
 
 
 def test_a_sub_second_ttl_keeps_the_key_through_its_cooldown(
-    redis_prefix: tuple[Any, str], caplog: pytest.LogCaptureFixture
+    redis_keys: tuple[Any, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """ttl=0.5 is no EX 0 (which Redis refuses): the key outlives the breaker's cooldown."""
-    client, prefix = redis_prefix
+    client, prefix = redis_keys
     caplog.set_level("WARNING", logger="llmpool.redis")
     board = BreakerBoard(RedisBreakerStore(REDIS_URL, prefix=prefix, ttl=0.5))
     board.failure("row", threshold=1, cooldown=lambda trips: 30.0)
@@ -149,20 +130,20 @@ def test_a_sub_second_ttl_keeps_the_key_through_its_cooldown(
     assert caplog.text == ""
 
 
-def test_a_key_without_a_cooldown_expires_after_the_ttl(redis_prefix: tuple[Any, str]) -> None:
+def test_a_key_without_a_cooldown_expires_after_the_ttl(redis_keys: tuple[Any, str]) -> None:
     """A failure count below the threshold lives ttl seconds (at least one)."""
-    client, prefix = redis_prefix
+    client, prefix = redis_keys
     store = RedisBreakerStore(REDIS_URL, prefix=prefix, ttl=0.2)
     store.update("row", lambda state: BreakerState(failures=1))
     assert client.ttl(prefix + "row") == 1
 
 
 def test_losing_every_watch_race_applies_locally_and_says_so_once(
-    redis_prefix: tuple[Any, str], caplog: pytest.LogCaptureFixture
+    redis_keys: tuple[Any, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A replica that never wins the optimistic transaction changes its local state and
     logs that once."""
-    client, prefix = redis_prefix
+    client, prefix = redis_keys
     caplog.set_level("WARNING", logger="llmpool.redis")
     store = RedisBreakerStore(REDIS_URL, prefix=prefix)
     calls = [0]

@@ -10,7 +10,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,23 +27,6 @@ from llmpool.usage.shared import RedisBudgets
 
 REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('LLMPOOL_TEST_REDIS_DB', '15'))}"
 REPLICAS, CALLS_EACH = 8, 5
-
-
-@pytest.fixture
-def redis_keys() -> Iterator[tuple[Any, str]]:
-    """A Redis client and a fresh key prefix, whose keys are deleted afterwards."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis on 127.0.0.1:6379 is required for this test")
-    prefix = f"llmpool-test:{uuid.uuid4().hex}:"
-    yield client, prefix
-    for key in client.scan_iter(prefix + "*"):
-        client.delete(key)
-    client.close()
 
 
 def fleet(url: str, a: str, prefix: str, **a_config: Any) -> tuple[str, list[LLMPool]]:
