@@ -174,10 +174,15 @@ def forked(imports: str, body: str, processes: int) -> str:
 
     The processes are separate (own pid, connections and pools), but pay for the heavy imports
     once: starting N interpreters that each import LangChain costs seconds of CPU apiece.
+    ``body`` reports with ``_emit(obj)``: one JSON line per call, written with one ``write(2)``
+    (atomic on a pipe up to 4 KiB) so lines of processes running at once never interleave (``print`` writes the text and the
+    newline apart when stdout is unbuffered, as under ``PYTHONUNBUFFERED``).
     """
     return "\n".join(
         [
-            "import os as _os, sys as _sys",
+            "import json as _json, os as _os, sys as _sys",
+            "def _emit(obj):",
+            "    _os.write(1, (_json.dumps(obj) + '\\n').encode())",
             imports,
             "_children = []",
             f"for _ in range({processes} - 1):",
@@ -187,7 +192,6 @@ def forked(imports: str, body: str, processes: int) -> str:
             "        break",
             "    _children.append(_pid)",
             body,
-            "_sys.stdout.flush()",
             "if _children is not None:",
             "    _codes = [_os.waitstatus_to_exitcode(_os.waitpid(p, 0)[1]) for p in _children]",
             "    _sys.exit(1 if any(_codes) else 0)",

@@ -269,7 +269,7 @@ _WORKER = textwrap.dedent(
         names.append(llm.invoke("hi").response_metadata["llmpool"]["name"])
         time.sleep(0.02)
     pool.close()
-    print(json.dumps(names), flush=True)
+    _emit(names)
     """
 )
 

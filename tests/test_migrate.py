@@ -182,8 +182,8 @@ def test_five_processes_migrating_at_once_apply_once(database_url: str) -> None:
     """Five processes migrating one empty database: each file is applied by exactly one of them
     (each file takes the lock on its own, so several processes may share the work)."""
     script = forked(
-        "import json\nfrom llmpool.repository.sql.migrate import migrate",
-        "print(json.dumps(migrate(_sys.argv[1])), flush=True)",
+        "from llmpool.repository.sql.migrate import migrate",
+        "_emit(migrate(_sys.argv[1]))",
         processes=5,
     )
     done = subprocess.run(
