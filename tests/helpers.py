@@ -174,9 +174,9 @@ def forked(imports: str, body: str, processes: int) -> str:
 
     The processes are separate (own pid, connections and pools), but pay for the heavy imports
     once: starting N interpreters that each import LangChain costs seconds of CPU apiece.
-    ``body`` reports with ``_emit(obj)``: one JSON line per call, written with one ``write(2)``
-    (atomic on a pipe up to 4 KiB) so lines of processes running at once never interleave (``print`` writes the text and the
-    newline apart when stdout is unbuffered, as under ``PYTHONUNBUFFERED``).
+    ``body`` reports with ``_emit(obj)``: one JSON line per call, in one ``write(2)`` (atomic
+    on a pipe up to 4 KiB), so the lines of processes running at once never interleave
+    (``print`` writes the text and the newline apart when stdout is unbuffered).
     """
     return "\n".join(
         [
