@@ -59,8 +59,8 @@ def _point(text: str) -> int | datetime:
 
 
 def changes_text(entry: AuditEntry, separator: str = "; ") -> str:
-    """Return what ``entry`` changed as ``field: old -> new`` (a created or deleted row: its
-    fields as ``field: value``), one safe line per field joined by ``separator``."""
+    """Return what ``entry`` changed as safe ``field: old -> new`` parts joined by
+    ``separator`` (a created or deleted row: its fields as ``field: value`` on one line)."""
     from llmpool.repository.declarative import shown
     from llmpool.repository.history import changed_fields
 
@@ -68,10 +68,12 @@ def changes_text(entry: AuditEntry, separator: str = "; ") -> str:
     if entry.before is None and entry.after is None:
         return "(not recorded: the row was invalid as stored)"
     if entry.before is None or entry.after is None:
-        parts = [f"{k}: {shown(a if b is None else b)}" for k, (b, a) in changed.items()]
-    else:
-        parts = [f"{k}: {shown(b)} -> {shown(a)}" for k, (b, a) in changed.items()]
-    return separator.join(one_line(part) for part in parts)
+        return "; ".join(
+            one_line(f"{k}: {shown(b if a is None else a)}") for k, (b, a) in changed.items()
+        )
+    return separator.join(
+        one_line(f"{k}: {shown(b)} -> {shown(a)}") for k, (b, a) in changed.items()
+    )
 
 
 def _subject(entry: AuditEntry) -> str:
