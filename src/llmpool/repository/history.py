@@ -98,7 +98,7 @@ def rollback_plan(store: Any, to: int | datetime, *, scope: str | None = None) -
         touched = {e.llm_id for e in undone if scope in _scopes(e)}
         undone = [e for e in undone if e.llm_id in touched]
     targets: dict[str, AuditEntry] = {}  # each row's oldest entry after the point
-    for entry in reversed(undone):
+    for entry in sorted(undone, key=lambda e: e.id):  # a row's writes take ids in their order
         targets.setdefault(entry.llm_id, entry)
     rows = {row.id: row for row in stored_rows(store, scope=None)}
     validators = tuple(getattr(store, "validators", ()))
