@@ -122,6 +122,21 @@ def test_rollback_never_restores_a_secret_that_was_hidden(sql_store: Any) -> Non
     assert sql_store.get(bad).auth_meta == {"api_key_env": "OPENAI_API_KEY"}
 
 
+def test_rollback_past_an_entry_that_did_not_record_the_row_is_refused(sql_store: Any) -> None:
+    """A default stored invalid is cleared without its content in the log: going back past
+    that entry is a `RollbackError` naming it, and nothing is written."""
+    sql_store.add(_row("First"))
+    point = sql_store.audit_log()[0].id
+    bad = insert_raw(sql_store, "Bad", is_default=True, auth_meta={"api_key": RAW_SECRET})
+    sql_store.add(_row("New", is_default=True))
+    hidden = next(e for e in sql_store.audit_log() if e.llm_id == bad)
+    count = len(sql_store.audit_log())
+    with pytest.raises(RollbackError, match=f"Audit entry {hidden.id} \\(update of {bad}\\)"):
+        rollback(sql_store, point)
+    assert len(sql_store.audit_log()) == count
+    assert rollback(sql_store, hidden.id, dry_run=True).steps[0].action == "remove"
+
+
 def test_history_follows_a_row_under_every_name_and_says_what_changed(store: Any) -> None:
     """history() finds a row by a former name, filters by scope, and each entry's changes
     are its fields before and after."""

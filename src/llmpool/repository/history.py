@@ -107,21 +107,23 @@ def rollback_plan(store: Any, to: int | datetime, *, scope: str | None = None) -
     adds: list[Step] = []
     strategies: dict[str, str] = {}
     for llm_id, entry in targets.items():
+        before = entry.before or {}
+        if entry.action != "create" and not before:
+            raise RollbackError(
+                f"Audit entry {entry.id} ({entry.action} of {llm_id}) did not record what was "
+                "before it (a row invalid as stored is logged without its content): roll back "
+                f"to entry {entry.id} or later"
+            )
         if _is_routing(entry):
-            strategies[str((entry.before or {})["scope"])] = str((entry.before or {})["routing"])
+            scope_name = str(before.get("scope", llm_id.removeprefix(AUDIT_PREFIX)))
+            strategies[scope_name] = str(before.get("routing", "priority"))
             continue
-        if entry.before is None:
-            if entry.action != "create":
-                raise RollbackError(
-                    f"Audit entry {entry.id} ({entry.action} of LLM id {llm_id}) did not "
-                    "record the row (it was invalid as stored, so its content was not logged): "
-                    f"roll back to entry {entry.id} or later"
-                )
+        if entry.before is None:  # created after the point
             row = rows.get(llm_id)
             if row is not None:
                 removes.append(Step("remove", row.scope or "", row.name or "", llm_id))
             continue
-        was = {name: entry.before[name] for name in WRITABLE_FIELDS if name in entry.before}
+        was = {name: before[name] for name in WRITABLE_FIELDS if name in before}
         try:
             step = row_step(rows.get(llm_id), {"id": llm_id, **was}, validators, key=("id",))
         except InvalidConfigError as error:
