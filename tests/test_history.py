@@ -67,6 +67,7 @@ def test_rollback_to_a_time_keeps_what_was_written_by_then(store: Any) -> None:
     assert [s.changes for s in rollback(store, at).steps] == [{"priority": (4, 3)}]
     assert store.get(llm.id).priority == 3
     assert rollback(store, at + timedelta(days=1)).empty
+    assert rollback_plan(store, at.astimezone(timezone.utc).replace(tzinfo=None)).empty
 
 
 def test_rollback_of_a_scope_leaves_other_scopes_alone(store: Any) -> None:

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import InvalidConfigError, RollbackError, describe_row
@@ -86,7 +86,8 @@ def history(
 
 def rollback_plan(store: Any, to: int | datetime, *, scope: str | None = None) -> Plan:
     """Return the plan that puts the rows and the routing back as they were right after the
-    audit entry of id ``to`` (or at the time ``to``), only those of ``scope`` if given.
+    audit entry of id ``to`` (or at the time ``to``, naive meaning UTC), only those of ``scope``
+    if given.
 
     Raises:
         RollbackError: ``to`` is no entry's id, a time before the first entry, or an entry
@@ -160,6 +161,7 @@ def _after(entries: Sequence[AuditEntry], to: int | datetime) -> list[AuditEntry
         return [e for e in entries if e.id > to]
     if not entries:
         raise RollbackError("The audit log is empty: there is no earlier state to go back to")
+    to = to if to.tzinfo else to.replace(tzinfo=timezone.utc)  # naive: UTC, as audit_log reads it
     first = entries[-1]
     if to < first.at:
         raise RollbackError(
