@@ -115,8 +115,12 @@ def _table_lifecycle(db: Sequence[str], tmp: Path) -> None:
     assert float(row["LATENCY_MS"]) > 0
 
     headers, rows = parse_table(ok(run_cli("audit", "--llm", llm, *db)))
-    assert headers == ["AT", "ACTOR", "ACTION", "NAME", "LLM_ID"]
+    assert headers == ["ID", "AT", "ACTOR", "ACTION", "NAME", "LLM_ID", "CHANGES"]
     assert [r["ACTION"] for r in rows] == ["set_default", "enable", "update", "create"]
+    assert [r["CHANGES"] for r in rows[:3]] == [
+        "is_default: false -> true", "enabled: false -> true", "priority: 5 -> 7"
+    ]  # fmt: skip
+    assert rows[3]["CHANGES"].startswith('name: "Table Fake"; provider: "fake"')
     assert {r["NAME"] for r in rows} == {"Table Fake"}
     assert {r["LLM_ID"] for r in rows} == {llm}
     assert rows[-1]["ACTOR"] == "alice"

@@ -25,6 +25,8 @@ READS = [
     ("check",),
     ("routing", "global"),
     ("apply", "-", "--dry-run"),
+    ("history",),
+    ("rollback", "--to", "1", "--dry-run"),
 ]
 
 
@@ -217,6 +219,8 @@ STORE_READS = [
     ("export",),
     ("usage",),
     ("routing", "global"),
+    ("history",),
+    ("rollback", "--to", "1", "--dry-run"),
 ]
 
 

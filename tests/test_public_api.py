@@ -68,6 +68,7 @@ PUBLIC = [
     "RateLimiter",
     "RedisBreakerStore",
     "RedisLimits",
+    "RollbackError",
     "SQLStore",
     "Snapshot",
     "UnknownProviderError",

@@ -16,6 +16,7 @@ variable) and never a secret's value::
     ├── MixedSpacesError (ValueError)           an embedding chain would mix vector spaces
     ├── InvalidOptionError (ValueError)         a pool option cannot work as given (``option``)
     ├── ConflictError                           a write lost a race or broke a uniqueness rule
+    ├── RollbackError                           the audit log cannot say what was at that point
     ├── DatabaseError                           the database failed or refused
     │   └── DatabaseUnavailableError            it could not be reached (password masked)
     ├── MigrationError                          a migration failed
@@ -138,6 +139,11 @@ class InvalidOptionError(LLMPoolError, ValueError):
 
 class ConflictError(LLMPoolError):
     """A write broke a uniqueness rule (one default per scope, unique name) or lost a race."""
+
+
+class RollbackError(LLMPoolError):
+    """The audit log cannot say what the table held at the point asked for: no entry has that
+    id, the time is before the first entry, or an entry since did not record the row."""
 
 
 class DatabaseError(LLMPoolError):

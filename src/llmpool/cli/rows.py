@@ -351,9 +351,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
             entries = store.audit_log(since=args.since, limit=args.limit)
         else:
             entries = _audit_of(store, args)
+    from llmpool.cli.history import changes_text
+
     data = [e.model_dump(mode="json") for e in entries]
-    rows = [{**d, "name": (d["after"] or d["before"] or {}).get("name")} for d in data]
-    emit(args, data, lambda: table(rows, ("at", "actor", "action", "name", "llm_id")))
+    rows = [
+        {**d, "name": (d["after"] or d["before"] or {}).get("name"), "changes": changes_text(e)}
+        for d, e in zip(data, entries, strict=True)
+    ]
+    columns = ("id", "at", "actor", "action", "name", "llm_id", "changes")
+    emit(args, data, lambda: table(rows, columns))
     return 0
 
 

@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmpool.contracts import log_fields
 from llmpool.errors import InvalidConfigError, LLMPoolError, describe_row, shorten
@@ -31,9 +31,25 @@ from llmpool.repository import DEFAULT_ACTOR
 from llmpool.repository.documents import dumps, loads
 from llmpool.repository.rules import WRITABLE_FIELDS, new_config, updated_config
 from llmpool.repository.scopes import check_routing
-from llmpool.repository.stored import stored_rows
+from llmpool.repository.stored import StoredRow, stored_rows
 
-__all__ = ["Plan", "Step", "apply", "dumps", "export_rows", "loads", "plan"]
+if TYPE_CHECKING:
+    from llmpool.repository import ConfigValidator
+
+__all__ = [
+    "Plan",
+    "Step",
+    "apply",
+    "dumps",
+    "export_rows",
+    "loads",
+    "ordered",
+    "plan",
+    "route_steps",
+    "row_step",
+    "shown",
+    "write",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +76,7 @@ class Step:
         if self.action == "remove":
             return f"- remove {row} from scope {shorten(self.scope)!r}"
         diff = "; ".join(
-            f"{name}: {_shown(before)} -> {_shown(after)}"
+            f"{name}: {shown(before)} -> {shown(after)}"
             for name, (before, after) in self.changes.items()
         )
         return f"~ change {row}: {diff}"
@@ -79,7 +95,8 @@ class Step:
         }
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """Return a field's value as a plan shows it: JSON, cut short."""
     return shorten(json.dumps(value, sort_keys=True, default=str), 200)
 
 
@@ -199,26 +216,15 @@ def plan(
     adds: list[Step] = []
     changes: list[Step] = []
     for index, entry in enumerate(entries):
-        scope, name = str(entry["scope"]), str(entry["name"])
-        row = by_key.get((scope, name))
         try:
-            if row is None:
-                new_config(entry, validators)
-                adds.append(Step("add", scope, name, None, dict(entry)))
-                continue
-            diff = {
-                name: (row.fields.get(name), value)
-                for name, value in entry.items()
-                if name not in ("scope", "name") and row.fields.get(name) != value
-            }
-            if not diff:
-                continue
-            if row.config is not None:
-                updated_config(row.config, {k: a for k, (_, a) in diff.items()}, validators)
-            changes.append(Step("change", scope, name, row.id, diff))
+            step = row_step(
+                by_key.get((str(entry["scope"]), str(entry["name"]))), entry, validators
+            )
         except InvalidConfigError as error:
             error.args = (f"entry {index}: {error.args[0]}", *error.args[1:])
             raise
+        if step is not None:
+            (adds if step.action == "add" else changes).append(step)
     removes: list[Step] = []
     if prune:
         covered = {str(e["scope"]) for e in entries} | set(scopes)
@@ -226,8 +232,37 @@ def plan(
         for row in rows:
             if row.scope in covered and (row.scope, row.name) not in listed:
                 removes.append(Step("remove", row.scope or "", row.name or "", row.id))
-    # Defaults given up first, taken last: no row is cleared behind the plan's back.
-    changes.sort(key=lambda s: _default_order(s.changes.get("is_default")))
+    return ordered(removes, changes, adds, route_steps(store, strategies))
+
+
+def row_step(
+    row: StoredRow | None,
+    entry: Mapping[str, Any],
+    validators: Sequence[ConfigValidator],
+    *,
+    key: tuple[str, ...] = ("scope", "name"),
+) -> Step | None:
+    """Return the step that makes ``row`` (``None``: none yet, so add it) hold ``entry``'s
+    fields (``key``: the fields it was matched by), validated as the write will be; ``None``
+    when it already does."""
+    scope, row_name = str(entry["scope"]), str(entry["name"])
+    if row is None:
+        new_config(entry, validators)
+        return Step("add", scope, row_name, entry.get("id"), dict(entry))
+    diff = {
+        name: (row.fields.get(name), value)
+        for name, value in entry.items()
+        if name not in key and row.fields.get(name) != value
+    }
+    if not diff:
+        return None
+    if row.config is not None:
+        updated_config(row.config, {k: a for k, (_, a) in diff.items()}, validators)
+    return Step("change", scope, row_name, row.id, diff)
+
+
+def route_steps(store: Any, strategies: Mapping[str, str]) -> list[Step]:
+    """Return the steps that route each scope of ``strategies`` by its strategy."""
     routes: list[Step] = []
     if strategies:
         get_routing = getattr(store, "get_routing", None)
@@ -238,7 +273,17 @@ def plan(
             before = get_routing(scope)
             if before != strategy:
                 routes.append(Step("routing", scope, "", None, {"routing": (before, strategy)}))
-    return Plan((*removes, *changes, *adds, *routes))
+    return routes
+
+
+def ordered(
+    removes: Sequence[Step], changes: Sequence[Step], adds: Sequence[Step], routes: Sequence[Step]
+) -> Plan:
+    """Return the steps as a plan in the order they can be written: a removed row frees its
+    name, defaults are given up before they are taken, a routed scope has its rows."""
+    # Defaults given up first, taken last: no row is cleared behind the plan's back.
+    changed = sorted(changes, key=lambda s: _default_order(s.changes.get("is_default")))
+    return Plan((*removes, *changed, *adds, *routes))
 
 
 def _default_order(change: Any) -> int:
@@ -259,12 +304,20 @@ def apply(
     """Make the table match ``document`` (see `plan`) in one transaction, unless ``dry_run``;
     return the plan. When anything is refused, nothing is written."""
     steps = plan(store, document, prune=prune, scopes=scopes)
-    if dry_run or steps.empty:
-        return steps
-    write = getattr(store, "apply_changes", None)
-    if write is None:
+    if not dry_run:
+        write(store, steps, actor=actor)
+    return steps
+
+
+def write(store: Any, steps: Plan, *, actor: str | None = None) -> None:
+    """Write a plan's steps in one transaction with one audit entry per row; when anything is
+    refused, nothing is written."""
+    if steps.empty:
+        return
+    apply_changes = getattr(store, "apply_changes", None)
+    if apply_changes is None:
         raise LLMPoolError(f"{store!r} cannot apply a document (it has no apply_changes)")
-    write(
+    apply_changes(
         add=[s.changes for s in steps.steps if s.action == "add"],
         update=[
             (s.llm_id, {k: a for k, (_, a) in s.changes.items()})
@@ -275,4 +328,3 @@ def apply(
         routing={s.scope: s.changes["routing"][1] for s in steps.steps if s.action == "routing"},
         actor=actor or DEFAULT_ACTOR,
     )
-    return steps
