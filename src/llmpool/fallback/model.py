@@ -28,6 +28,7 @@ from llmpool.fallback.forwarding import FORWARDED, rebuild
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.fallback.structured import decompose, structured
 from llmpool.fallback.walk import Walk
+from llmpool.providers.fit import Prompt
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "code_candidate"]
 
@@ -254,6 +255,9 @@ class FallbackChatModel(BaseChatModel):
                 call: Any = ChatCall(configured) if step is None else decompose(step(configured))
             except Exception as error:  # this candidate cannot do it; the others may
                 call = error
+            fit = candidate.fit
+            if isinstance(call, ChatCall) and fit is not None and fit.streams is False:
+                call.streams = call.astreams = False  # a stream gets its answer whole
             if len(self._calls) >= _MAX_CALLS:
                 for stale in list(self._calls)[: _MAX_CALLS // 2]:
                     self._calls.pop(stale, None)
@@ -261,7 +265,9 @@ class FallbackChatModel(BaseChatModel):
             entry = self._calls[id(model)] = (model, call)
         return entry[1]
 
-    def _walk(self, streaming: bool = False) -> Walk:
+    def _walk(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any], streaming: bool = False
+    ) -> Walk:
         chain = self._current()
         if chain.problem is not None:
             raise chain.problem
@@ -272,6 +278,7 @@ class FallbackChatModel(BaseChatModel):
             calls=self._call,
             then=self._code,
             streaming=streaming,
+            prompt=Prompt(messages, kwargs) if chain.fitted else None,
         )
 
     def _generate(
@@ -281,7 +288,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        walk = self._walk()
+        walk = self._walk(messages, kwargs)
         for attempt in walk:
             with attempt:
                 return _tagged(walk, attempt, attempt.call.generate(messages, stop, kwargs))
@@ -294,7 +301,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        walk = self._walk()
+        walk = self._walk(messages, kwargs)
         async for attempt in walk:
             async with attempt:
                 result = await attempt.call.agenerate(messages, stop, kwargs)
@@ -309,7 +316,7 @@ class FallbackChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # An error after the first content is a `MidStreamError`, never a silent switch.
-        walk = self._walk(streaming=True)
+        walk = self._walk(messages, kwargs, streaming=True)
         for attempt in walk:
             with attempt:
                 gate = attempt.gate
@@ -327,7 +334,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        walk = self._walk(streaming=True)
+        walk = self._walk(messages, kwargs, streaming=True)
         async for attempt in walk:
             async with attempt:
                 gate = attempt.gate

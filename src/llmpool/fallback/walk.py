@@ -32,6 +32,7 @@ from llmpool.fallback.record import CallRecord, answered
 if TYPE_CHECKING:
     from llmpool.chain.builder import ScopeChain
     from llmpool.contracts import AdmissionCheck, Candidate
+    from llmpool.providers.fit import Prompt
 
 __all__ = ["Attempt", "Walk"]
 
@@ -101,6 +102,8 @@ class Walk:
         calls: Candidate -> what to call for it, or the exception saying why it cannot.
         then: Candidates tried after the chain's, in their own order (models from code).
         streaming: Whether the attempts stream (each gets a `StreamGate`).
+        prompt: The call's messages, for the rows that declare what they can take (a row the
+            call does not fit is skipped: `llmpool.providers.fit`).
 
     Example:
         >>> from llmpool.chain.builder import ScopeChain
@@ -120,8 +123,8 @@ class Walk:
     """
 
     __slots__ = ("breakers", "calls", "candidates", "checks", "delay", "final", "in_flight",
-                 "index", "last", "number", "policy", "probe", "record", "routed", "scope",
-                 "started", "streaming", "tried_any")  # fmt: skip
+                 "index", "last", "number", "policy", "probe", "prompt", "record", "routed",
+                 "scope", "started", "streaming", "tried_any")  # fmt: skip
 
     def __init__(
         self,
@@ -132,6 +135,7 @@ class Walk:
         calls: Callable[[Candidate], Any],
         then: Sequence[Candidate] = (),
         streaming: bool = False,
+        prompt: Prompt | None = None,
     ) -> None:
         routing = chain.routing
         candidates = chain.candidates if routing is None else routing.order(chain.candidates)
@@ -143,6 +147,7 @@ class Walk:
         self.breakers = breakers
         self.calls = calls
         self.streaming = streaming
+        self.prompt = prompt
         self.started = time.monotonic()
         self.index = 0  # the current candidate
         self.number = 0  # attempts made on it
@@ -227,6 +232,11 @@ class Walk:
                 if isinstance(call, BaseException):
                     self._skip(candidate, f"cannot do this: {describe_error(call)}", call)
                     continue
+                if candidate.fit is not None and self.prompt is not None:
+                    unfit = candidate.fit.refusal(call.needs, self.prompt)
+                    if unfit is not None:
+                        self._skip(candidate, unfit, None)
+                        continue
                 admission, dirty = self.breakers.check(candidate.key)
                 if admission is Admission.OPEN:
                     self._skip(candidate, COOLING, None)

@@ -215,9 +215,13 @@ class LLMPool:
         check_lookup(scope)
         return health.scope_status(self, self.chains.get(scope, kind))
 
-    def explain(self, scope: str = "global", kind: str = "chat") -> list[health.ChainStep]:
-        """Return `status`'s rows as verdicts: would each be tried now, and if not, why."""
-        return health.explain(self.status(scope, kind))
+    def explain(
+        self, scope: str = "global", kind: str = "chat", prompt: health.Messages | None = None
+    ) -> list[health.ChainStep]:
+        """Return `status`'s rows as verdicts: would each be tried now, and if not, why; with a
+        ``prompt`` (text or messages), also whether each row fits it (`llmpool.providers.fit`)."""
+        check_lookup(scope)
+        return health.explain(health.scope_status(self, self.chains.get(scope, kind), prompt))
 
     def routing_of(self, scope: str = "global") -> str:
         """Return how ``scope`` routes its calls (``priority``, ``weighted``, ...)."""
