@@ -106,6 +106,7 @@ class LLMPool:
         self._observers = (self.stats, *options.observers)
         self.policy = self._observed(options.policy or FallbackPolicy())
         self.breakers = BreakerBoard(breaker_store)
+        self.affinity = options.affinity(self.stats)  # which row serves each session_key
         self.limiter = RateLimiter(limits)
         self._owned: SQLStore | None = None
         if not isinstance(source, LLMRepository):  # an engine, a URL, or the configured one
@@ -343,6 +344,7 @@ class LLMPool:
             policy=self.policy if policy is None else self._observed(policy),
             breakers=self.breakers,
             scope=scope,
+            affinity=self.affinity,
         )
         return self._live.setdefault(key, model) if not fallbacks and policy is None else model
 
