@@ -30,17 +30,25 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 WARMUP = 50
 
+#: The chain whose rows declare what their models can take (`llmpool.providers.fit`).
+FITTED = "primary answers: llmpool FallbackChatModel, rows declaring their fit"
+
 
 def subjects() -> dict[str, Callable[[], Any]]:
     """The measured calls, by name: the same subjects as ``bench.run``'s invoke section."""
     from bench.run import _candidates, _failing, _fake
     from llmpool.fallback.model import FallbackChatModel
     from llmpool.fallback.policy import FallbackPolicy
+    from llmpool.providers.fit import CAPABILITIES, Fit
 
     bare = _fake()
     failing = _failing()
     no_breaker = FallbackPolicy(attempts=1, failure_threshold=10**9)
     answers = FallbackChatModel(candidates=_candidates(_fake(), _fake()))
+    fitted = _candidates(_fake(), _fake())
+    for candidate in fitted:  # what a gpt-4o row declares: every call measures its prompt
+        candidate.fit = Fit(128_000, 16_384, CAPABILITIES)
+    fits = FallbackChatModel(candidates=fitted)
     raises = FallbackChatModel(candidates=_candidates(_failing(), _fake()), policy=no_breaker)
     lc_answers = _fake().with_fallbacks([_fake()])
     lc_raises = _failing().with_fallbacks([_fake()], exceptions_to_handle=(ConnectionError,))
@@ -55,6 +63,7 @@ def subjects() -> dict[str, Callable[[], Any]]:
         "bare fake model": lambda: bare.invoke("hi"),
         "primary answers: LangChain with_fallbacks": lambda: lc_answers.invoke("hi"),
         "primary answers: llmpool FallbackChatModel": lambda: answers.invoke("hi"),
+        FITTED: lambda: fits.invoke("hi"),
         "primary raises: floor (the two calls, no fallback code)": floor,
         "primary raises: LangChain with_fallbacks": lambda: lc_raises.invoke("hi"),
         "primary raises: llmpool FallbackChatModel": lambda: raises.invoke("hi"),
@@ -115,6 +124,7 @@ def _targets() -> dict[str, float]:
 
     return {
         "primary answers: llmpool FallbackChatModel": 1.05,
+        FITTED: 1.07,  # the fit check: at most 0.02x of the bare model
         METERED: 1.08,
         **{f"primary answers: llmpool FallbackChatModel, {s}": 1.08 for s in STRATEGIES},
         **{f"primary answers: llmpool pool, {s}": 1.08 for s in STRATEGIES},

@@ -357,7 +357,7 @@ def test_a_live_chain_serializes_as_a_reference_and_loads_onto_the_default_pool(
             model = FallbackChatModel(
                 **{
                     k: getattr(pool.get_llm_with_fallback("svc"), k)
-                    for k in ("chain", "breakers", "policy", "scope")
+                    for k in ("chain", "breakers", "policy", "scope", "affinity")
                 },
                 temperature=0.0,
             )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         FailoverEvent,
         ReloadEvent,
     )
+    from llmpool.providers.fit import Fit
 
 
 T = TypeVar("T")
@@ -80,6 +81,7 @@ class Candidate:
         self.config = config
         self.model = model
         self.error = error
+        self.fit: Fit | None = None  # what its model can take, set by the chain builder
 
     def __repr__(self) -> str:
         built = type(self.model).__name__ if self.model is not None else repr(self.error)

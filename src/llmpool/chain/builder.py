@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from llmpool.chain.routing import Routing, make_routing
@@ -22,6 +23,7 @@ from llmpool.errors import (
     shorten,
 )
 from llmpool.models import LLMConfig
+from llmpool.providers.declarations import model_fit
 from llmpool.repository.spaces import one_space, space_of
 
 if TYPE_CHECKING:
@@ -52,6 +54,11 @@ class ScopeChain:
     def current(self) -> ScopeChain:
         """A chain given in code is its own, unchanging `ChainSource`."""
         return self
+
+    @cached_property
+    def fitted(self) -> bool:
+        """Whether a row declares what its model can take: calls then measure their prompt."""
+        return any(candidate.fit is not None for candidate in self.candidates)
 
 
 @runtime_checkable
@@ -139,6 +146,8 @@ class ChainBuilder:
                 return cached
             try:
                 candidate = Candidate(config, self._build(config, standalone))
+                if config.kind == "chat":
+                    candidate.fit = model_fit(config, self.registry.get(config.provider))
             except LLMPoolError as error:
                 candidate = Candidate(config, error=error)
                 self._retry_at[key] = self.clock() + self.retry_failed_after

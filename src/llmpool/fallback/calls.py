@@ -27,6 +27,7 @@ from langchain_core.runnables import Runnable
 
 from llmpool.contracts import log_fields
 from llmpool.fallback.record import add_usage, usage_of
+from llmpool.providers.fit import call_needs
 
 if TYPE_CHECKING:
     from llmpool.fallback.walk import Attempt, Walk
@@ -106,9 +107,10 @@ _RUN_KEYS = frozenset({"ls_structured_output_format", "structured_output_format"
 
 
 class ChatCall:
-    """A candidate's chat model, the arguments the call binds, and its answer's ``parser``."""
+    """A candidate's chat model, the arguments the call binds, its answer's ``parser``, and what
+    it ``needs`` of the model (`llmpool.providers.fit`)."""
 
-    __slots__ = ("astreams", "kwargs", "model", "parser", "streams", "timeout")
+    __slots__ = ("astreams", "kwargs", "model", "needs", "parser", "streams", "timeout")
 
     def __init__(
         self,
@@ -118,6 +120,7 @@ class ChatCall:
     ) -> None:
         self.model = model
         self.parser = parser
+        self.needs = call_needs(model, kwargs or {})
         self.kwargs = {k: v for k, v in (kwargs or {}).items() if k not in _RUN_KEYS}
         self.timeout = client_timeout(model)
         cls = type(model)

@@ -7,17 +7,19 @@ callbacks whichever candidate answered; where LangChain asks which model this is
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ConfigDict
 
 import llmpool.contracts as contracts
+from llmpool.chain.affinity import SESSION_ARGUMENT, Affinity, session_of, with_session
 from llmpool.chain.builder import ChainSource, ScopeChain
 from llmpool.chain.routing import Routing
 from llmpool.contracts import AdmissionCheck, Candidate
@@ -27,7 +29,8 @@ from llmpool.fallback.calls import ChatCall
 from llmpool.fallback.forwarding import FORWARDED, rebuild
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.fallback.structured import decompose, structured
-from llmpool.fallback.walk import Walk
+from llmpool.fallback.walk import Session, Walk
+from llmpool.providers.fit import Prompt
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "code_candidate"]
 
@@ -69,6 +72,8 @@ class FallbackChatModel(BaseChatModel):
         scope: The scope; alone, the scope's live chain on the default pool.
         routing: Orders a static chain's candidates for each call (``None``: as given).
         admissions: Checks asked before each attempt of a static chain (rate limits, budgets).
+        affinity: Where a call's ``session_key`` (run metadata) finds the row that answered
+            the session's last call, tried first (`llmpool.chain.affinity`).
 
     Example:
         >>> from llmpool.models import LLMConfig
@@ -94,6 +99,7 @@ class FallbackChatModel(BaseChatModel):
     routing: Routing | None = None
     admissions: tuple[AdmissionCheck, ...] = ()
     candidate_transform: Callable[[BaseChatModel], Runnable[Any, Any]] | None = None
+    affinity: Affinity | None = None
 
     # LangChain's standard parameters, forwarded to every candidate (`llmpool.fallback.forwarding`)
     temperature: float | None = None
@@ -131,7 +137,7 @@ class FallbackChatModel(BaseChatModel):
                 msg = "import llmpool to serve a scope's chain on the default pool"
                 raise LLMPoolError(msg)
             live = serve(self.scope)
-            for name in ("chain", "breakers", "policy"):
+            for name in ("chain", "breakers", "policy", "affinity"):
                 object.__setattr__(self, name, getattr(live, name))
         if self.breakers is None:
             object.__setattr__(self, "breakers", BreakerBoard())
@@ -254,6 +260,9 @@ class FallbackChatModel(BaseChatModel):
                 call: Any = ChatCall(configured) if step is None else decompose(step(configured))
             except Exception as error:  # this candidate cannot do it; the others may
                 call = error
+            fit = candidate.fit
+            if isinstance(call, ChatCall) and fit is not None and fit.streams is False:
+                call.streams = call.astreams = False  # a stream gets its answer whole
             if len(self._calls) >= _MAX_CALLS:
                 for stale in list(self._calls)[: _MAX_CALLS // 2]:
                     self._calls.pop(stale, None)
@@ -261,7 +270,50 @@ class FallbackChatModel(BaseChatModel):
             entry = self._calls[id(model)] = (model, call)
         return entry[1]
 
-    def _walk(self, streaming: bool = False) -> Walk:
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """LangChain's `stream`, handing the run's ``session_key`` on (its `_stream` is given
+        no run manager to read the run's metadata from)."""
+        return super().stream(input, config, stop=stop, **with_session(config, kwargs))
+
+    def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Async twin of `stream`."""
+        return super().astream(input, config, stop=stop, **with_session(config, kwargs))
+
+    def _session(self, run_manager: Any, kwargs: dict[str, Any]) -> Session | None:
+        # The call's session, and the row serving it (None: no key, or no affinity).
+        key = kwargs.pop(SESSION_ARGUMENT, None) if kwargs else None
+        affinity = self.affinity
+        if affinity is None:
+            return None
+        key = key or session_of(run_manager)
+        return None if key is None else (affinity, key, affinity.pinned(key))
+
+    async def _asession(self, run_manager: Any, kwargs: dict[str, Any]) -> Session | None:
+        if self.affinity is not None and self.affinity.shared is not None:  # a Redis round trip
+            return await asyncio.to_thread(self._session, run_manager, kwargs)
+        return self._session(run_manager, kwargs)
+
+    def _walk(
+        self,
+        messages: list[BaseMessage],
+        kwargs: dict[str, Any],
+        session: Session | None,
+        streaming: bool = False,
+    ) -> Walk:
         chain = self._current()
         if chain.problem is not None:
             raise chain.problem
@@ -272,6 +324,8 @@ class FallbackChatModel(BaseChatModel):
             calls=self._call,
             then=self._code,
             streaming=streaming,
+            prompt=Prompt(messages, kwargs) if chain.fitted else None,
+            session=session,
         )
 
     def _generate(
@@ -281,7 +335,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        walk = self._walk()
+        walk = self._walk(messages, kwargs, self._session(run_manager, kwargs))
         for attempt in walk:
             with attempt:
                 return _tagged(walk, attempt, attempt.call.generate(messages, stop, kwargs))
@@ -294,7 +348,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        walk = self._walk()
+        walk = self._walk(messages, kwargs, await self._asession(run_manager, kwargs))
         async for attempt in walk:
             async with attempt:
                 result = await attempt.call.agenerate(messages, stop, kwargs)
@@ -309,7 +363,7 @@ class FallbackChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # An error after the first content is a `MidStreamError`, never a silent switch.
-        walk = self._walk(streaming=True)
+        walk = self._walk(messages, kwargs, self._session(run_manager, kwargs), streaming=True)
         for attempt in walk:
             with attempt:
                 gate = attempt.gate
@@ -327,7 +381,9 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        walk = self._walk(streaming=True)
+        walk = self._walk(
+            messages, kwargs, await self._asession(run_manager, kwargs), streaming=True
+        )
         async for attempt in walk:
             async with attempt:
                 gate = attempt.gate

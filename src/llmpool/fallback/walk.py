@@ -30,10 +30,15 @@ from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error
 from llmpool.fallback.record import CallRecord, answered
 
 if TYPE_CHECKING:
+    from llmpool.chain.affinity import Affinity
     from llmpool.chain.builder import ScopeChain
     from llmpool.contracts import AdmissionCheck, Candidate
+    from llmpool.providers.fit import Prompt
 
-__all__ = ["Attempt", "Walk"]
+__all__ = ["Attempt", "Session", "Walk"]
+
+#: A call's session: where it is kept, its key, and the id of the row serving it (if any).
+Session = tuple["Affinity", str, "str | None"]
 
 #: Why a candidate whose breaker is open is skipped.
 COOLING = "skipped: cooling down after repeated failures"
@@ -101,6 +106,10 @@ class Walk:
         calls: Candidate -> what to call for it, or the exception saying why it cannot.
         then: Candidates tried after the chain's, in their own order (models from code).
         streaming: Whether the attempts stream (each gets a `StreamGate`).
+        prompt: The call's messages, for the rows that declare what they can take (a row the
+            call does not fit is skipped: `llmpool.providers.fit`).
+        session: The call's session: its affinity, key and pinned row's id, tried first
+            (`llmpool.chain.affinity`); the row that answers is kept as the session's.
 
     Example:
         >>> from llmpool.chain.builder import ScopeChain
@@ -120,8 +129,8 @@ class Walk:
     """
 
     __slots__ = ("breakers", "calls", "candidates", "checks", "delay", "final", "in_flight",
-                 "index", "last", "number", "policy", "probe", "record", "routed", "scope",
-                 "started", "streaming", "tried_any")  # fmt: skip
+                 "index", "last", "number", "policy", "probe", "prompt", "record", "routed",
+                 "scope", "session", "started", "streaming", "tried_any")  # fmt: skip
 
     def __init__(
         self,
@@ -132,9 +141,13 @@ class Walk:
         calls: Callable[[Candidate], Any],
         then: Sequence[Candidate] = (),
         streaming: bool = False,
+        prompt: Prompt | None = None,
+        session: Session | None = None,
     ) -> None:
         routing = chain.routing
         candidates = chain.candidates if routing is None else routing.order(chain.candidates)
+        if session is not None and session[2] is not None:
+            candidates = _pinned_first(candidates, session[2])
         self.candidates = (*candidates, *then) if then else candidates
         self.routed = routing is not None  # the answer reports the order the routing chose
         self.checks = chain.checks
@@ -143,6 +156,8 @@ class Walk:
         self.breakers = breakers
         self.calls = calls
         self.streaming = streaming
+        self.prompt = prompt
+        self.session = session
         self.started = time.monotonic()
         self.index = 0  # the current candidate
         self.number = 0  # attempts made on it
@@ -227,6 +242,11 @@ class Walk:
                 if isinstance(call, BaseException):
                     self._skip(candidate, f"cannot do this: {describe_error(call)}", call)
                     continue
+                if candidate.fit is not None and self.prompt is not None:
+                    unfit = candidate.fit.refusal(call.needs, self.prompt)
+                    if unfit is not None:
+                        self._skip(candidate, unfit, None)
+                        continue
                 admission, dirty = self.breakers.check(candidate.key)
                 if admission is Admission.OPEN:
                     self._skip(candidate, COOLING, None)
@@ -308,6 +328,9 @@ class Walk:
             attempt.usage = usage
         self.in_flight = None
         candidate = attempt.candidate
+        session = self.session
+        if session is not None:
+            session[0].keep(session[1], candidate.config.id, session[2])
         if attempt.dirty:  # a probe, or failures to clear
             change = self.breakers.success(candidate.key)
             if change is not None:
@@ -415,3 +438,13 @@ class Walk:
             self.final = final
             record.gave_up(final)
         return self.final
+
+
+def _pinned_first(candidates: Sequence[Candidate], llm_id: str) -> Sequence[Candidate]:
+    # The session's row first, the others in their order; as they were when it is not there.
+    for index, candidate in enumerate(candidates):
+        if candidate.config.id == llm_id:
+            return (
+                (candidate, *candidates[:index], *candidates[index + 1 :]) if index else candidates
+            )
+    return candidates

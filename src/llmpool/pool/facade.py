@@ -106,6 +106,7 @@ class LLMPool:
         self._observers = (self.stats, *options.observers)
         self.policy = self._observed(options.policy or FallbackPolicy())
         self.breakers = BreakerBoard(breaker_store)
+        self.affinity = options.affinity(self.stats)  # which row serves each session_key
         self.limiter = RateLimiter(limits)
         self._owned: SQLStore | None = None
         if not isinstance(source, LLMRepository):  # an engine, a URL, or the configured one
@@ -215,9 +216,13 @@ class LLMPool:
         check_lookup(scope)
         return health.scope_status(self, self.chains.get(scope, kind))
 
-    def explain(self, scope: str = "global", kind: str = "chat") -> list[health.ChainStep]:
-        """Return `status`'s rows as verdicts: would each be tried now, and if not, why."""
-        return health.explain(self.status(scope, kind))
+    def explain(
+        self, scope: str = "global", kind: str = "chat", prompt: health.Messages | None = None
+    ) -> list[health.ChainStep]:
+        """Return `status`'s rows as verdicts: would each be tried now, and if not, why; with a
+        ``prompt`` (text or messages), also whether each row fits it (`llmpool.providers.fit`)."""
+        check_lookup(scope)
+        return health.explain(health.scope_status(self, self.chains.get(scope, kind), prompt))
 
     def routing_of(self, scope: str = "global") -> str:
         """Return how ``scope`` routes its calls (``priority``, ``weighted``, ...)."""
@@ -339,6 +344,7 @@ class LLMPool:
             policy=self.policy if policy is None else self._observed(policy),
             breakers=self.breakers,
             scope=scope,
+            affinity=self.affinity,
         )
         return self._live.setdefault(key, model) if not fallbacks and policy is None else model
 

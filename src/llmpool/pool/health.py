@@ -11,8 +11,9 @@ call), or with ``redis=`` the fleet's over the last minute (`llmpool.chain.fleet
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from llmpool.chain.builder import build_reason
 from llmpool.chain.fleet import FleetStats
@@ -20,7 +21,11 @@ from llmpool.chain.stats import LastError, LatencyStatus, iso
 from llmpool.contracts import Candidate
 from llmpool.errors import UnknownProviderError
 from llmpool.fallback.breakers import state_name
+from llmpool.providers.fit import Prompt, call_needs
 from llmpool.repository import sort_key
+
+#: A prompt as `LLMPool.explain` takes it: text, or messages in any form LangChain reads.
+Messages = str | Sequence[Any]
 
 if TYPE_CHECKING:
     from llmpool.chain.builder import ScopeChain
@@ -138,9 +143,16 @@ def _breaker(breakers: BreakerBoard, candidate: Candidate, now: float) -> Breake
     }
 
 
-def scope_status(pool: LLMPool, chain: ScopeChain) -> ScopeStatus:
-    """Return the chain's rows by priority, each with the verdict a call would give it now."""
+def scope_status(pool: LLMPool, chain: ScopeChain, prompt: Messages | None = None) -> ScopeStatus:
+    """Return the chain's rows by priority, each with the verdict a call would give it now (a
+    call of ``prompt``, when given: a row it does not fit is skipped)."""
     from llmpool.usage.check import budget_status
+
+    measured = None
+    if prompt is not None:
+        from langchain_core.messages import convert_to_messages
+
+        measured = Prompt(convert_to_messages([prompt] if isinstance(prompt, str) else prompt), {})
 
     breakers, stats, limiter, usage = pool.breakers, pool.stats, pool.limiter, pool.usage_meter
     now = breakers.clock()
@@ -163,7 +175,7 @@ def scope_status(pool: LLMPool, chain: ScopeChain) -> ScopeStatus:
             limits = {"rpm": config.rpm, "tpm": config.tpm, "requests": use.requests,
                       "tokens": use.tokens, "share": use.share}  # fmt: skip
         budget = None if usage is None else budget_status(usage, config)
-        reason = _verdict(chain, candidate, build_error, breaker)
+        reason = _verdict(chain, candidate, build_error, breaker, measured)
         if reason == COOLING:
             cooling.append((breaker["reopens_in"] or 0.0, config.name))
         first = reason is None and answering is None
@@ -224,7 +236,11 @@ def _reach(shared: str, reachable: bool) -> str:
 
 
 def _verdict(
-    chain: ScopeChain, candidate: Candidate, build_error: str | None, breaker: BreakerStatus
+    chain: ScopeChain,
+    candidate: Candidate,
+    build_error: str | None,
+    breaker: BreakerStatus,
+    prompt: Prompt | None,
 ) -> str | None:
     # Why a call starting now would skip the row, as the walk decides it; None: it is tried.
     if not candidate.config.enabled:
@@ -235,6 +251,10 @@ def _verdict(
         return build_error
     if breaker["state"] == "open":
         return COOLING
+    if prompt is not None and candidate.fit is not None:
+        unfit = candidate.fit.refusal(call_needs(candidate.model, {}), prompt)
+        if unfit is not None:
+            return unfit
     for check in chain.checks:
         refusal = check.peek(candidate)
         if refusal is not None:

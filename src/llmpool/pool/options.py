@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from llmpool.chain.affinity import Affinity
     from llmpool.chain.stats import RowStats
     from llmpool.contracts import AdmissionCheck
     from llmpool.fallback.breakers import BreakerStore
@@ -54,6 +55,8 @@ class PoolOptions:
         admissions: Your `AdmissionCheck` objects, asked after the pool's own before every call.
         observers: Your `Observer` objects, told about everything after the built-in ones.
         routing_seed: Seeds the ``weighted`` and ``latency`` strategies' random choices.
+        session_ttl: Seconds a call's ``session_key`` keeps the row that answered its session's
+            last call first (`llmpool.chain.affinity`); in Redis with ``redis``.
         redis: A Redis URL shared by every replica of a fleet, through one client: circuit
             breakers (``<redis_prefix>breaker:``) and rate limits (``<redis_prefix>limits:``),
             unless ``breaker_store`` or ``limits`` is given; each row's runtime statistics
@@ -111,6 +114,7 @@ class PoolOptions:
     limits_when_redis_down: Literal["share", "closed"] = "share"
     redis_prefix: str = "llmpool:"
     redis_sync_interval: float = 1.0
+    session_ttl: float = 600.0
 
     def rows_allowlist(self) -> EnvAllowlist:
         """The allowlist rows are checked against, knowing the providers of ``registry``."""
@@ -167,6 +171,22 @@ class PoolOptions:
             replicas=lambda: stats.replicas,
         )
         return stats, breakers, limits
+
+    def affinity(self, stats: RowStats) -> Affinity:
+        """Where sessions find their row: with ``redis``, on the fleet statistics' client."""
+        from llmpool.chain.affinity import Affinity
+        from llmpool.chain.fleet import FleetStats
+        from llmpool.contracts import Shared
+        from llmpool.errors import InvalidOptionError
+
+        ttl = self.session_ttl
+        if not (isinstance(ttl, (int, float)) and 0 < ttl < math.inf):
+            msg = f"session_ttl must be a positive number of seconds, not {ttl!r}"
+            raise InvalidOptionError(msg, option="session_ttl")
+        if not isinstance(stats, FleetStats):
+            return Affinity(ttl)
+        shared = Shared(stats.shared.client, what="session affinity")
+        return Affinity(ttl, shared, prefix=self.redis_prefix + "session:")
 
     def usage_meter(self, repository: LLMRepository) -> UsageMeter | None:
         """The meter of a pool on ``repository``, when it counts usage."""

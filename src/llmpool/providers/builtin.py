@@ -78,6 +78,42 @@ def _bedrock_embeddings_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _models(*entries: tuple[str, int, int, str]) -> dict[str, dict[str, Any]]:
+    # (names, context window, longest answer, capabilities): the providers' published figures.
+    table: dict[str, dict[str, Any]] = {}
+    for names, window, longest, capabilities in entries:
+        entry = {"context_window": window, "max_output_tokens": longest,
+                 "capabilities": sorted(capabilities.split())}  # fmt: skip
+        table.update(dict.fromkeys(names.split(), entry))
+    return table
+
+
+_ALL = "tools structured_output vision streaming"
+
+#: OpenAI's models (`llmpool.providers.fit.model_entry` also finds their dated snapshots).
+_OPENAI_MODELS = _models(
+    ("gpt-4.1 gpt-4.1-mini gpt-4.1-nano", 1_047_576, 32_768, _ALL),
+    ("gpt-4o gpt-4o-mini", 128_000, 16_384, _ALL),
+    ("gpt-4-turbo gpt-4-1106-preview gpt-4-0125-preview", 128_000, 4_096, _ALL),
+    ("gpt-4", 8_192, 8_192, "tools structured_output streaming"),
+    ("gpt-3.5-turbo", 16_385, 4_096, "tools structured_output streaming"),
+    ("o1 o3 o4-mini", 200_000, 100_000, _ALL),
+    ("o3-mini", 200_000, 100_000, "tools structured_output streaming"),
+)
+#: Anthropic's models.
+_ANTHROPIC_MODELS = _models(
+    ("claude-3-haiku claude-3-opus", 200_000, 4_096, _ALL),
+    ("claude-3-5-haiku claude-3-5-sonnet", 200_000, 8_192, _ALL),
+    ("claude-3-7-sonnet claude-sonnet-4", 200_000, 64_000, _ALL),
+    ("claude-opus-4", 200_000, 32_000, _ALL),
+)
+#: Google's Gemini models on Vertex AI.
+_GEMINI_MODELS = _models(
+    ("gemini-1.5-pro", 2_097_152, 8_192, _ALL),
+    ("gemini-1.5-flash gemini-2.0-flash gemini-2.0-flash-lite", 1_048_576, 8_192, _ALL),
+    ("gemini-2.5-pro gemini-2.5-flash", 1_048_576, 65_536, _ALL),
+)
+
 OPENAI = _builtin(
     "openai",
     "langchain_openai:ChatOpenAI",
@@ -87,6 +123,7 @@ OPENAI = _builtin(
     endpoint_keys=_names("base_url api_base openai_api_base openai_proxy"),
     error_outcomes=_OPENAI_ERRORS,
     embeddings_class="langchain_openai:OpenAIEmbeddings",
+    models=_OPENAI_MODELS,
 )
 
 AZURE_OPENAI = _builtin(
@@ -121,6 +158,7 @@ ANTHROPIC = _builtin(
     plain_env=_names("ANTHROPIC_BASE_URL"),
     endpoint_keys=_names("base_url anthropic_api_url anthropic_proxy"),
     error_outcomes=_ANTHROPIC_ERRORS,
+    models=_ANTHROPIC_MODELS,
 )
 
 BEDROCK = _builtin(
@@ -156,6 +194,7 @@ VERTEXAI = _builtin(
     error_outcomes=_GOOGLE_ERRORS,
     embeddings_class="langchain_google_vertexai:VertexAIEmbeddings",
     embeddings_options={"model_param": "model_name"},
+    models=_GEMINI_MODELS,
 )
 
 FIREWORKS = _builtin(

@@ -49,6 +49,7 @@ class ChatProvider:
     through ``auth_names``), the model name (as ``model_param``), ``defaults`` (no SDK retries,
     `DEFAULT_TIMEOUT`), then ``prepare``. A key the class does not take is refused, and so is a
     secret bound to a parameter it does not type ``SecretStr`` (it would show in its repr).
+    ``models`` declares what each model can take (`llmpool.providers.fit`).
 
     Example:
         >>> p = ChatProvider("fake", "llmpool.providers.fake:FakeChatModel", extra=None)
@@ -75,6 +76,7 @@ class ChatProvider:
     prepared_keys: frozenset[str] = frozenset()
     embeddings_class: str | None = None
     embeddings_options: Mapping[str, Any] = field(default_factory=dict)
+    models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def embeddings(self) -> ChatProvider | None:

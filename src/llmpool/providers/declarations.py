@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 from llmpool.contracts import log_fields
 from llmpool.credentials.endpoints import declared_names
 from llmpool.errors import InvalidConfigError, LLMPoolError, ProviderError, UnknownProviderError
-from llmpool.providers.prices import USAGE_CONFIG_KEYS, usage_terms
+from llmpool.providers.fit import Fit, declared_fit
+from llmpool.providers.prices import OWN_CONFIG_KEYS, usage_terms
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -59,6 +60,13 @@ def accepted_config(provider: object, attribute: str = "accepted_config") -> fro
         return declared_names(getattr(provider, attribute, None))
     except LLMPoolError:  # its package is not installed here
         return None
+
+
+def model_fit(config: LLMConfig, provider: object) -> Fit | None:
+    """Return what the row's model can take: its ``config.model_info`` over the provider's
+    ``models`` table (`llmpool.providers.fit`); `InvalidConfigError` names a bad field."""
+    models = getattr(provider, "models", None)
+    return declared_fit(config, models if isinstance(models, Mapping) else None)
 
 
 def embeddings_builder(provider: object) -> EmbeddingsFactory | None:
@@ -167,13 +175,15 @@ def _registry(registry: ProviderRegistry | None) -> ProviderRegistry:
 @dataclass(frozen=True)
 class ConfigKeysCheck:
     """A store validator: a row's ``config`` keys must be ones its provider accepts, or
-    llmpool's own price and budget keys (an unknown provider is checked when built)."""
+    llmpool's own price, budget and ``model_info`` keys (an unknown provider is checked when
+    built)."""
 
     registry: ProviderRegistry | None = None
 
     def __call__(self, config: LLMConfig) -> None:
         """Refuse a row whose ``config`` has a key its provider does not accept."""
         usage_terms(config)  # prices and budget: llmpool's keys, checked for every provider
+        declared_fit(config)
         try:
             provider = _registry(self.registry).get(config.provider)
         except LLMPoolError:  # unknown or broken: checked when built, if ever
@@ -183,7 +193,7 @@ class ConfigKeysCheck:
         if accepted is None:
             return
         for key in config.config:
-            if key in accepted or key in USAGE_CONFIG_KEYS:
+            if key in accepted or key in OWN_CONFIG_KEYS:
                 continue
             close = difflib.get_close_matches(key, sorted(accepted), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -19,8 +19,12 @@ if TYPE_CHECKING:
 #: Per million tokens, and LiteLLM's per token, for input and output.
 _PRICE_KEYS = tuple(f"{way}_cost_per_{unit}" for way in ("input", "output") for unit in _UNITS)
 
-#: The ``config`` keys llmpool reads for itself; a provider's client never sees them.
+#: The ``config`` keys of prices and budgets.
 USAGE_CONFIG_KEYS = frozenset({*_PRICE_KEYS, "max_spend"})
+
+#: The ``config`` keys llmpool reads for itself (``model_info``: `llmpool.providers.fit`); a
+#: provider's client never sees them.
+OWN_CONFIG_KEYS = USAGE_CONFIG_KEYS | {"model_info"}
 
 #: The periods a budget may cover (UTC calendar day or month).
 Period = Literal["day", "month"]
@@ -126,10 +130,10 @@ def usage_terms(config: LLMConfig) -> UsageTerms:
 
 
 def client_config(config: LLMConfig) -> LLMConfig:
-    """Return the row without its `USAGE_CONFIG_KEYS`, checked as `usage_terms` does."""
+    """Return the row without its `OWN_CONFIG_KEYS`, checked as `usage_terms` does."""
     values = config.config
-    if not any(key in values for key in USAGE_CONFIG_KEYS):
+    if not any(key in values for key in OWN_CONFIG_KEYS):
         return config
     usage_terms(config)
-    kept = {key: value for key, value in values.items() if key not in USAGE_CONFIG_KEYS}
+    kept = {key: value for key, value in values.items() if key not in OWN_CONFIG_KEYS}
     return config.model_copy(update={"config": kept})
