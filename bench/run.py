@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m bench.run                 # the full run; writes bench/results.md
+    python -m bench.run                 # the full run; writes bench/results.md and .svg
     python -m bench.run --smoke         # a few iterations, to check the harness works (CI)
     python -m bench.run --only invoke   # rows whose key contains "invoke"
 
@@ -656,6 +656,10 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (None if args.only else str(HERE / "results.md"))
     if not args.smoke and output:
         Path(output).write_text(text, "utf-8")
+        from bench.chart import draw
+
+        date = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}"
+        print(f"chart: {draw(rows, Path(output).with_suffix('.svg'), date)}", file=sys.stderr)
     return 0
 
 
