@@ -26,7 +26,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 
 from llmpool.contracts import log_fields
-from llmpool.fallback.record import add_usage, usage_of
+from llmpool.fallback.record import add_usage, reply_of, usage_of
 
 if TYPE_CHECKING:
     from llmpool.fallback.walk import Attempt, Walk
@@ -62,6 +62,8 @@ class StreamGate:
         # The checks and the observers hear the stream's token usage: its chunks' sum.
         if attempt.admitted or self.walk.record is not None:
             attempt.usage = add_usage(attempt.usage, usage_of(chunk.message))
+            if self.walk.record is not None:
+                attempt.reply = reply_of(chunk, attempt.reply)
         if self.open:
             self._parts.append(_text(chunk))
             return [chunk]
