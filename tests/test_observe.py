@@ -38,6 +38,7 @@ from llmpool.models import LLMConfig
 from llmpool.observe import Observer
 from llmpool.observe.otel import OpenTelemetryObserver
 from llmpool.pool.facade import LLMPool
+from llmpool.providers import ProviderRegistry, register_provider, set_registry
 from llmpool.providers.fake import FakeChatModel
 from llmpool.repository.memory import InMemoryStore
 
@@ -534,3 +535,27 @@ def test_an_embeddings_attempt_span_is_named_for_its_operation(
     assert (span.name, span.kind) == ("embeddings text-embedding-3-small", SpanKind.CLIENT)
     assert span.attributes["gen_ai.operation.name"] == "embeddings"
     assert span.attributes["gen_ai.provider.name"] == "openai"
+
+
+def test_a_plugin_providers_declared_id_and_endpoint_name_its_attempt_spans(
+    telemetry: Telemetry,
+) -> None:
+    """A provider registered with genai_name and default_endpoint: its spans carry them."""
+
+    def build(config: LLMConfig, auth: Any) -> FakeChatModel:
+        return FakeChatModel(responses=["bonjour"])
+
+    row = {"name": "Mistral", "provider": "mistral", "model_name": "mistral-large"}
+    with set_registry(ProviderRegistry(entry_points=[])):
+        register_provider(
+            "mistral", build, genai_name="mistral_ai", default_endpoint="https://api.mistral.ai"
+        )
+        pool = LLMPool(InMemoryStore([row]), poll_interval=0, observers=[telemetry.observer])
+        with pool:
+            assert pool.get_llm_with_fallback().invoke("hi").content == "bonjour"
+    (span,) = client_spans(telemetry)
+    assert span.name == "chat mistral-large"
+    assert span.attributes["gen_ai.provider.name"] == "mistral_ai"
+    assert (span.attributes["server.address"], span.attributes["server.port"]) == (
+        "api.mistral.ai", 443,
+    )  # fmt: skip
