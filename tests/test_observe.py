@@ -450,6 +450,7 @@ def test_an_openai_attempt_span_carries_request_server_and_response_attributes(
     }
     assert (span.name, span.kind) == ("chat gpt-4o", SpanKind.CLIENT)
     assert {key: span.attributes.get(key) for key in expected} == expected
+    assert span.instrumentation_scope.schema_url == "https://opentelemetry.io/schemas/1.37.0"
     if mode.endswith("invoke"):  # a stream's chunks carry neither the id nor the usage here
         assert span.attributes["gen_ai.response.id"] == "chatcmpl-local"
         assert span.attributes["gen_ai.usage.input_tokens"] == 3

@@ -15,7 +15,7 @@ from llmpool.contracts import Observer
 if TYPE_CHECKING:
     from llmpool.observe.events import AttemptEvent, BreakerEvent, CallEvent, FailoverEvent
 
-__all__ = ["LATEST", "OpenTelemetryObserver", "latest_only", "otel_installed"]
+__all__ = ["OpenTelemetryObserver", "otel_installed"]
 
 
 def otel_installed() -> bool:
@@ -33,15 +33,13 @@ _FLAGS = (
 )
 
 
-#: ``OTEL_SEMCONV_STABILITY_OPT_IN`` holding this drops the names the GenAI semantic
-#: conventions deprecated (``gen_ai.system``), as their transition plan describes.
-LATEST = "gen_ai_latest_experimental"
+_SCHEMA = "https://opentelemetry.io/schemas/1.37.0"
 
 
-def latest_only() -> bool:
-    """Whether ``OTEL_SEMCONV_STABILITY_OPT_IN`` asks for the latest GenAI conventions only."""
+def _latest_only() -> bool:
+    # The conventions' transition plan: this value drops the names they deprecated.
     opted = os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
-    return LATEST in {value.strip() for value in opted.split(",")}
+    return "gen_ai_latest_experimental" in {value.strip() for value in opted.split(",")}
 
 
 def _tokens(usage: Mapping[str, Any] | None) -> dict[str, int]:
@@ -126,8 +124,12 @@ class OpenTelemetryObserver(Observer):
     def _set_up(self) -> None:
         from opentelemetry import metrics, trace
 
-        self.tracer = (self._tracer_provider or trace.get_tracer_provider()).get_tracer("llmpool")
-        meter = (self._meter_provider or metrics.get_meter_provider()).get_meter("llmpool")
+        from llmpool.version import __version__
+
+        # The schema names the conventions' version the names follow.
+        named = ("llmpool", __version__, _SCHEMA)
+        self.tracer = (self._tracer_provider or trace.get_tracer_provider()).get_tracer(*named)
+        meter = (self._meter_provider or metrics.get_meter_provider()).get_meter(*named)
         counter, histogram = meter.create_counter, meter.create_histogram
         self.attempts = counter("llmpool.attempts", "{attempt}", "Attempts by row and outcome")
         self.failovers = counter("llmpool.failovers", "{failover}", "Failovers away from a row")
@@ -137,7 +139,7 @@ class OpenTelemetryObserver(Observer):
         self.duration = histogram("gen_ai.client.operation.duration", "s", "Attempt latency")
         self.tokens = histogram("gen_ai.client.token.usage", "{token}", "Tokens per attempt")
         self._trace = trace
-        self._legacy = not latest_only()  # read once, as the rest of the set-up
+        self._legacy = not _latest_only()  # read once, as the rest of the set-up
         self._ready = True
 
     def on_attempt(self, event: AttemptEvent) -> None:
