@@ -58,11 +58,12 @@ class StreamGate:
 
     def push(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
         """Take one chunk; return the chunks to pass on now."""
-        attempt = self.attempt
-        # The checks and the observers hear the stream's token usage: its chunks' sum.
-        if attempt.admitted or self.walk.record is not None:
+        attempt, record = self.attempt, self.walk.record
+        # The checks and the observers hear the stream's token usage: its chunks' sum; the
+        # observers also what its chunks say of the answer (model, finish reason).
+        if attempt.admitted or record is not None:
             attempt.usage = add_usage(attempt.usage, usage_of(chunk.message))
-            if self.walk.record is not None:
+            if record is not None:
                 attempt.reply = reply_of(chunk, attempt.reply)
         if self.open:
             self._parts.append(_text(chunk))
