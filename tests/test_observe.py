@@ -12,12 +12,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from embedding_servers import OpenAIEmbeddingServer
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from servers import Cut, Hang, OllamaServer, OpenAIServer, Reply, Status, closed_port_url
+from opentelemetry.trace import SpanKind
+from servers import (
+    AnthropicServer,
+    Cut,
+    Hang,
+    OllamaServer,
+    OpenAIServer,
+    Reply,
+    Status,
+    closed_port_url,
+)
 
 from llmpool.errors import AllLLMsFailedError, MidStreamError
 from llmpool.fallback.breakers import BreakerBoard
@@ -27,6 +38,7 @@ from llmpool.models import LLMConfig
 from llmpool.observe import Observer
 from llmpool.observe.otel import OpenTelemetryObserver
 from llmpool.pool.facade import LLMPool
+from llmpool.providers import ProviderRegistry, register_provider, set_registry
 from llmpool.providers.fake import FakeChatModel
 from llmpool.repository.memory import InMemoryStore
 
@@ -152,9 +164,17 @@ def test_500_then_401_then_answer_logs_a_retry_and_two_failovers(
     assert failovers[0].model == "gpt-4"
     (call_span,) = [s for s in telemetry.spans.get_finished_spans() if s.parent is None]
     children = [s for s in telemetry.spans.get_finished_spans() if s.parent is not None]
+    assert (call_span.name, call_span.kind) == ("llmpool global", SpanKind.INTERNAL)
     assert call_span.attributes["llmpool.row.name"] == "Ollama"
-    assert call_span.attributes["gen_ai.system"] == "ollama"
-    assert call_span.attributes["gen_ai.operation.name"] == "chat"
+    assert call_span.attributes["llmpool.attempts"] == 4
+    assert not [key for key in call_span.attributes if key.startswith("gen_ai.")]
+    assert [(s.name, s.kind) for s in children] == [
+        ("chat gpt-4", SpanKind.CLIENT), ("chat gpt-4", SpanKind.CLIENT),
+        ("chat gpt-3.5", SpanKind.CLIENT), ("chat llama2", SpanKind.CLIENT),
+    ]  # fmt: skip
+    assert [s.attributes["gen_ai.provider.name"] for s in children] == [
+        "openai", "openai", "openai", "ollama",
+    ]  # fmt: skip
     assert [
         (s.attributes["llmpool.row.name"], s.attributes["llmpool.attempt"],
          s.attributes.get("error.type"))
@@ -393,3 +413,150 @@ def test_reload_and_unbuildable_row_are_logged_once(
     assert set(builds[1:]) == {(logging.DEBUG, "Keyless", "MissingSecretError")}
     (reload,) = [r for r in caplog.records if getattr(r, "event", None) == "reload"]
     assert (reload.levelno, reload.rows, reload.bad_rows) == (logging.INFO, 2, 0)
+
+
+def client_spans(telemetry: Telemetry) -> list[Any]:
+    """The attempt spans, in the order they started."""
+    spans = [s for s in telemetry.spans.get_finished_spans() if s.parent is not None]
+    return sorted(spans, key=lambda s: s.start_time)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_openai_attempt_span_carries_request_server_and_response_attributes(
+    mode: str, seed: Any, telemetry: Telemetry
+) -> None:
+    """A real ChatOpenAI's attempt: a CLIENT span `chat {model}` with the conventions' names."""
+    gpt4, _, _ = seed
+    gpt4.script(Reply("hello"))
+    row = openai_row("GPT-4o", 1, gpt4.url, temperature=0.2, max_tokens=64, top_p=0.9, stop="END")
+    pool = LLMPool(InMemoryStore([row]), policy=FAST, poll_interval=0,
+                   observers=[telemetry.observer])  # fmt: skip
+    with pool:
+        call(pool.get_llm_with_fallback(), mode)
+    (span,) = client_spans(telemetry)
+    expected = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.system": "openai",  # the deprecated name too, by default
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.request.temperature": 0.2,
+        "gen_ai.request.max_tokens": 64,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.stop_sequences": ("END",),
+        "server.address": "127.0.0.1",
+        "server.port": int(gpt4.url.rsplit(":", 1)[1]),
+        "gen_ai.response.model": "gpt-4o",
+        "gen_ai.response.finish_reasons": ("stop",),
+    }
+    assert (span.name, span.kind) == ("chat gpt-4o", SpanKind.CLIENT)
+    assert {key: span.attributes.get(key) for key in expected} == expected
+    assert span.instrumentation_scope.schema_url == "https://opentelemetry.io/schemas/1.37.0"
+    if mode.endswith("invoke"):  # a stream's chunks carry neither the id nor the usage here
+        assert span.attributes["gen_ai.response.id"] == "chatcmpl-local"
+        assert span.attributes["gen_ai.usage.input_tokens"] == 3
+        assert span.attributes["gen_ai.usage.output_tokens"] == 5
+    (duration,) = telemetry.points("gen_ai.client.operation.duration")
+    assert duration.attributes["gen_ai.response.model"] == "gpt-4o"
+    assert duration.attributes["server.address"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("mode", ["invoke", "astream"])
+def test_an_anthropic_attempt_span_names_its_provider_id_and_stop_reason(
+    mode: str, monkeypatch: pytest.MonkeyPatch, telemetry: Telemetry
+) -> None:
+    """A real ChatAnthropic's attempt: provider ``anthropic``, its message id and stop reason."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-observe-0123456789")
+    with AnthropicServer() as server:
+        server.script(Reply("hello"))
+        row = {"name": "Claude", "provider": "anthropic", "model_name": "claude-sonnet-4-5",
+               "auth_meta": {"api_key_env": "ANTHROPIC_API_KEY"},
+               "config": {"base_url": server.url, "max_tokens": 256, "temperature": 0}}  # fmt: skip
+        pool = LLMPool(InMemoryStore([row]), policy=FAST, poll_interval=0,
+                       observers=[telemetry.observer])  # fmt: skip
+        with pool:
+            call(pool.get_llm_with_fallback(), mode)
+    (span,) = client_spans(telemetry)
+    assert (span.name, span.kind) == ("chat claude-sonnet-4-5", SpanKind.CLIENT)
+    expected = {
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.max_tokens": 256,
+        "gen_ai.request.temperature": 0,
+        "gen_ai.response.model": "claude-sonnet-4-5",
+        "gen_ai.response.finish_reasons": ("end_turn",),
+        "server.address": "127.0.0.1",
+    }
+    assert {key: span.attributes.get(key) for key in expected} == expected
+    assert span.attributes.get("gen_ai.response.id") == ("msg_local" if mode == "invoke" else None)
+
+
+def test_opting_in_to_the_latest_conventions_drops_the_deprecated_names(
+    seed: Any, monkeypatch: pytest.MonkeyPatch, telemetry: Telemetry
+) -> None:
+    """``OTEL_SEMCONV_STABILITY_OPT_IN`` with ``gen_ai_latest_experimental``: no gen_ai.system."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http, gen_ai_latest_experimental")
+    gpt4, _, _ = seed
+    gpt4.script(Status(500), Reply("second time"))
+    rows = [openai_row("GPT-4", 1, gpt4.url)]
+    pool = LLMPool(InMemoryStore(rows), policy=FAST, poll_interval=0,
+                   observers=[telemetry.observer])  # fmt: skip
+    with pool:
+        pool.get_llm_with_fallback().invoke("hi")
+    failed, answered = client_spans(telemetry)
+    assert [s.kind for s in (failed, answered)] == [SpanKind.CLIENT, SpanKind.CLIENT]
+    assert failed.attributes["error.type"] == "OpenAIAPIError"
+    assert not failed.status.is_ok
+    assert "gen_ai.response.model" not in failed.attributes
+    assert answered.attributes["gen_ai.provider.name"] == "openai"
+    points = telemetry.points("gen_ai.client.operation.duration")
+    assert len(points) == 2
+    for attributes in [failed.attributes, answered.attributes, *(p.attributes for p in points)]:
+        assert "gen_ai.system" not in attributes
+        assert attributes["server.port"] == int(gpt4.url.rsplit(":", 1)[1])
+
+
+def test_an_embeddings_attempt_span_is_named_for_its_operation(
+    monkeypatch: pytest.MonkeyPatch, telemetry: Telemetry
+) -> None:
+    """A real OpenAIEmbeddings' attempt: a CLIENT span `embeddings {model}`."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-observe-0123456789")
+    with OpenAIEmbeddingServer() as server:
+        row = {
+            "name": "Small",
+            "provider": "openai",
+            "model_name": "text-embedding-3-small",
+            "kind": "embedding",
+            "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
+            "config": {"base_url": server.url + "/v1", "check_embedding_ctx_length": False},
+        }
+        pool = LLMPool(InMemoryStore([row]), policy=FAST, poll_interval=0,
+                       observers=[telemetry.observer])  # fmt: skip
+        with pool:
+            pool.get_embeddings_with_fallback().embed_query("hi")
+    (span,) = client_spans(telemetry)
+    assert (span.name, span.kind) == ("embeddings text-embedding-3-small", SpanKind.CLIENT)
+    assert span.attributes["gen_ai.operation.name"] == "embeddings"
+    assert span.attributes["gen_ai.provider.name"] == "openai"
+
+
+def test_a_plugin_providers_declared_id_and_endpoint_name_its_attempt_spans(
+    telemetry: Telemetry,
+) -> None:
+    """A provider registered with genai_name and default_endpoint: its spans carry them."""
+
+    def build(config: LLMConfig, auth: Any) -> FakeChatModel:
+        return FakeChatModel(responses=["bonjour"])
+
+    row = {"name": "Mistral", "provider": "mistral", "model_name": "mistral-large"}
+    with set_registry(ProviderRegistry(entry_points=[])):
+        register_provider(
+            "mistral", build, genai_name="mistral_ai", default_endpoint="https://api.mistral.ai"
+        )
+        pool = LLMPool(InMemoryStore([row]), poll_interval=0, observers=[telemetry.observer])
+        with pool:
+            assert pool.get_llm_with_fallback().invoke("hi").content == "bonjour"
+    (span,) = client_spans(telemetry)
+    assert span.name == "chat mistral-large"
+    assert span.attributes["gen_ai.provider.name"] == "mistral_ai"
+    assert (span.attributes["server.address"], span.attributes["server.port"]) == (
+        "api.mistral.ai", 443,
+    )  # fmt: skip

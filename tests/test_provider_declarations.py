@@ -16,7 +16,7 @@ from llmpool.pool.facade import LLMPool
 from llmpool.providers import ConfigKeysCheck, FactoryProvider, ProviderRegistry, set_registry
 from llmpool.providers.allowlist import EnvAllowlist
 from llmpool.providers.builtin import ANTHROPIC, BEDROCK, BUILTINS, FAKE, OLLAMA, OPENAI
-from llmpool.providers.declarations import accepted_config, declared_error_outcomes
+from llmpool.providers.declarations import accepted_config, declared_error_outcomes, served_by
 
 FAST = FallbackPolicy(attempts=2, backoff_initial=0, backoff_max=0, backoff_jitter=0)
 
@@ -232,3 +232,45 @@ def test_factory_provider_declarations_pass_through_register_provider() -> None:
     )
     assert declared_endpoint_keys(provider) == {"server"}
     assert accepted_config(provider) == {"responses"}
+
+
+def test_served_by_reads_the_rows_endpoint_and_its_request_parameters() -> None:
+    """The row's base_url gives the server (a proxy does not); numbers and stops are parameters."""
+    config = {"base_url": "http://10.0.0.5:8080/v1", "openai_proxy": "http://proxy:3128",
+              "temperature": 0.5, "max_completion_tokens": 99, "stop": ["a", "b"],
+              "top_p": True, "seed": "7"}  # fmt: skip
+    served = served_by(row("openai", **config), OPENAI)
+    assert served[:3] == ("openai", "10.0.0.5", 8080)
+    assert served.parameters == {"temperature": 0.5, "max_tokens": 99, "stop_sequences": ("a", "b")}
+
+
+def test_served_by_falls_back_to_the_declared_default_endpoint_only_when_nothing_else_may_apply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No endpoint in the row: the provider's default, unless a variable may name another."""
+    for name in OPENAI.plain_env:
+        monkeypatch.delenv(name, raising=False)
+    assert served_by(row("openai", openai_proxy="http://proxy:3128"), OPENAI)[1:3] == (
+        "api.openai.com", 443,
+    )  # fmt: skip
+    assert served_by(row("anthropic"), ANTHROPIC)[:3] == ("anthropic", "api.anthropic.com", 443)
+    assert served_by(row("bedrock"), BEDROCK)[:3] == ("aws.bedrock", None, None)
+    referenced = LLMConfig(id="7", name="Row", provider="openai", model_name="m",
+                           auth_meta={"base_url_env": "MY_GATEWAY_URL"})  # fmt: skip
+    assert served_by(referenced, OPENAI)[1:3] == (None, None)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://gateway:4000/v1")
+    assert served_by(row("openai"), OPENAI)[1:3] == (None, None)
+
+
+def test_a_plugin_declares_its_genai_provider_name_and_default_endpoint() -> None:
+    """A plugin's declared genai_name and default_endpoint are used; none: its own name."""
+
+    def build(config: LLMConfig, auth: Mapping[str, Any]) -> BaseChatModel:
+        return FakeListChatModel(responses=["x"])
+
+    declared = FactoryProvider(
+        "mistral", build, genai_name="mistral_ai", default_endpoint="https://api.mistral.ai/v1"
+    )
+    assert served_by(row("mistral"), declared)[:3] == ("mistral_ai", "api.mistral.ai", 443)
+    assert served_by(row("echo"), FactoryProvider("echo", build))[:3] == ("echo", None, None)
+    assert served_by(row("fake"))[:3] == ("fake", None, None)  # a built-in found by name

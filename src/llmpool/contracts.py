@@ -1,9 +1,9 @@
 """The seams several packages meet at, below all of them.
 
-`Candidate`, `AdmissionCheck`, `Observer`, `Shared` (state in Redis for every replica, in this
-process while Redis is unreachable) and `log_fields` (the ``extra`` of every log record, so
-``"%(event)s %(llm_name)s"`` formats any llmpool record): every package above implements or
-uses these, so none of them needs another's.
+`Candidate` (and `Served`, what telemetry says of its requests), `AdmissionCheck`, `Observer`,
+`Shared` (state in Redis for every replica, in this process while Redis is unreachable) and
+`log_fields` (the ``extra`` of every log record, so ``"%(event)s %(llm_name)s"`` formats any
+llmpool record): every package above implements or uses these, so none of them needs another's.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -64,9 +65,22 @@ def breaker_key(llm_id: str, version: int = 1) -> str:
     return llm_id if version <= 1 else f"{llm_id}:{version}"
 
 
+class Served(NamedTuple):
+    """Where and how a row's requests go, as telemetry tells it: ``system``, its provider's id
+    in the GenAI semantic conventions (``openai``, ``aws.bedrock``); the server's ``address``
+    and ``port`` (``None``: not known); the request ``parameters`` the row sets, by their
+    conventions' names (``temperature``, ``max_tokens``)."""
+
+    system: str
+    address: str | None = None
+    port: int | None = None
+    parameters: Mapping[str, Any] = MappingProxyType({})
+
+
 class Candidate:
     """One row (``config``), turned into its client (``model``: a chat model or ``Embeddings``),
-    or the ``error`` that kept it from being built.
+    or the ``error`` that kept it from being built; ``served``: what telemetry says of its
+    requests (made from its provider's declaration when the chain builds it).
 
     Example:
         >>> from llmpool.models import LLMConfig
@@ -76,11 +90,16 @@ class Candidate:
     """
 
     def __init__(
-        self, config: LLMConfig, model: Any = None, error: BaseException | None = None
+        self,
+        config: LLMConfig,
+        model: Any = None,
+        error: BaseException | None = None,
+        served: Served | None = None,
     ) -> None:
         self.config = config
         self.model = model
         self.error = error
+        self.served = served
         self.fit: Fit | None = None  # what its model can take, set by the chain builder
 
     def __repr__(self) -> str:

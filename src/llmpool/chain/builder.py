@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from llmpool.chain.routing import Routing, make_routing
-from llmpool.contracts import AdmissionCheck, Candidate
+from llmpool.contracts import AdmissionCheck, Candidate, Served
 from llmpool.errors import (
     AllLLMsFailedToInitializeError,
     CandidateFailure,
@@ -145,7 +145,8 @@ class ChainBuilder:
             if (cached := self._cached(key, config)) is not None:
                 return cached
             try:
-                candidate = Candidate(config, self._build(config, standalone))
+                model, served = self._build(config, standalone)
+                candidate = Candidate(config, model, served=served)
                 if config.kind == "chat":
                     candidate.fit = model_fit(config, self.registry.get(config.provider))
             except LLMPoolError as error:
@@ -163,14 +164,19 @@ class ChainBuilder:
         usable = built.model is not None or self.clock() < self._retry_at.get(key, 0.0)
         return built if usable else None
 
-    def _build(self, config: LLMConfig, standalone: bool) -> Any:
+    def _build(self, config: LLMConfig, standalone: bool) -> tuple[Any, Served]:
+        # The client, and what telemetry says of its requests (as its provider declares).
+        from llmpool.providers.declarations import served_by
+
         registry = self.registry
         try:
+            model: Any
             if config.kind == "embedding":
-                return registry.build_embeddings(config, allowlist=self.allowlist)
-            if standalone:
-                config = self._standalone(config)
-            return registry.build(config, allowlist=self.allowlist)
+                model = registry.build_embeddings(config, allowlist=self.allowlist)
+            else:
+                built = self._standalone(config) if standalone else config
+                model = registry.build(built, allowlist=self.allowlist)
+            return model, served_by(config, registry.get(config.provider))
         except LLMPoolError as error:
             self._failed(config, error)
             raise

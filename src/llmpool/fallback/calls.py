@@ -26,7 +26,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 
 from llmpool.contracts import log_fields
-from llmpool.fallback.record import add_usage, usage_of
+from llmpool.fallback.record import add_usage, reply_of, usage_of
 from llmpool.providers.fit import call_needs
 
 if TYPE_CHECKING:
@@ -59,10 +59,13 @@ class StreamGate:
 
     def push(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
         """Take one chunk; return the chunks to pass on now."""
-        attempt = self.attempt
-        # The checks and the observers hear the stream's token usage: its chunks' sum.
-        if attempt.admitted or self.walk.record is not None:
+        attempt, record = self.attempt, self.walk.record
+        # The checks and the observers hear the stream's token usage: its chunks' sum; the
+        # observers also what its chunks say of the answer (model, finish reason).
+        if attempt.admitted or record is not None:
             attempt.usage = add_usage(attempt.usage, usage_of(chunk.message))
+            if record is not None:
+                attempt.reply = reply_of(chunk, attempt.reply)
         if self.open:
             self._parts.append(_text(chunk))
             return [chunk]

@@ -476,7 +476,7 @@ class _First:
 def _tagged(walk: Walk, attempt: Any, result: ChatResult) -> ChatResult:
     # The walk's bookkeeping for an answer, and its metadata on the answer's message.
     message = result.generations[0].message
-    metadata = walk.answer(attempt, getattr(message, "usage_metadata", None))
+    metadata = walk.answer(attempt, getattr(message, "usage_metadata", None), result)
     message.response_metadata["llmpool"] = metadata
     return result
 

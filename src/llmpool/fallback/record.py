@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from llmpool.credentials.redaction import scrubbed
 from llmpool.errors import CandidateFailure
 from llmpool.observe.events import AttemptEvent, BreakerEvent, CallEvent, FailoverEvent
+from llmpool.providers.declarations import served_by
 
 if TYPE_CHECKING:
     from llmpool.contracts import Candidate
@@ -17,7 +18,19 @@ if TYPE_CHECKING:
     from llmpool.fallback.walk import Attempt
     from llmpool.observe.hooks import Hooks
 
-__all__ = ["CallRecord", "add_usage", "answered", "usage_of"]
+__all__ = ["CallRecord", "add_usage", "answered", "reply_of", "usage_of"]
+
+#: Where an answer's ``response_metadata`` says which model answered, the response's id and
+#: why it stopped, in the spellings of the providers' LangChain clients (the first one wins).
+_REPLY_KEYS = (
+    ("model_name", "model"),
+    ("model", "model"),
+    ("id", "id"),
+    ("finish_reason", "finish_reasons"),
+    ("stop_reason", "finish_reasons"),
+    ("done_reason", "finish_reasons"),
+    ("stopReason", "finish_reasons"),
+)
 
 
 def usage_of(result: Any) -> Mapping[str, Any] | None:
@@ -33,6 +46,39 @@ def usage_of(result: Any) -> Mapping[str, Any] | None:
     if usage is None or type(usage) is dict:  # the usual cases, without an ABC check
         return usage
     return usage if isinstance(usage, Mapping) else None
+
+
+def reply_of(answer: Any, into: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Return what an answer (a ``ChatResult``, a stream's chunk) says of itself: the ``model``
+    that answered, the response's ``id``, its ``finish_reasons``; a chunk adds to ``into``.
+
+    Example:
+        >>> from langchain_core.messages import AIMessage
+        >>> from langchain_core.outputs import ChatGeneration, ChatResult
+        >>> reply_of(ChatResult(generations=[ChatGeneration(message=AIMessage("hi"),
+        ...     generation_info={"finish_reason": "stop"})], llm_output={"model_name": "gpt-4o"}))
+        {'model': 'gpt-4o', 'finish_reasons': ('stop',)}
+    """
+    generations = getattr(answer, "generations", None)
+    first = generations[0] if generations else answer
+    # Clients keep it in the result's llm_output, a generation's info or the message's metadata.
+    kept = (
+        getattr(answer, "llm_output", None),
+        getattr(first, "generation_info", None),
+        getattr(getattr(first, "message", None), "response_metadata", None),
+    )
+    found: dict[str, Any] = {}
+    for metadata in kept:
+        if not metadata:
+            continue
+        for key, name in _REPLY_KEYS:
+            value = metadata.get(key)
+            if isinstance(value, str) and value and name not in found:
+                found[name] = (value,) if name == "finish_reasons" else value
+    if into is None or not found:
+        return found or into
+    into.update(found)
+    return into
 
 
 def add_usage(
@@ -72,6 +118,19 @@ class CallRecord:
         self.events: list[AttemptEvent] = []
         # The row the call is failing over from: (candidate, error class, reason).
         self.leaving: tuple[Candidate, str | None, str | None] | None = None
+
+    def _request(self, candidate: Candidate) -> dict[str, Any]:
+        # What an attempt's event says of its request (the candidate's part made once).
+        served = candidate.served
+        if served is None:  # a candidate made by hand, not by a chain
+            served = candidate.served = served_by(candidate.config)
+        return {
+            "operation": "embeddings" if candidate.config.kind == "embedding" else "chat",
+            "system": served.system,
+            "server_address": served.address,
+            "server_port": served.port,
+            "parameters": served.parameters or None,
+        }
 
     def _row(self, candidate: Candidate) -> tuple[str | None, str, str, str, str]:
         # The fields that name the call's scope and a row, first in every event.
@@ -129,7 +188,7 @@ class CallRecord:
             AttemptEvent(
                 self.scope, c.id, c.name, c.provider, c.model_name, attempt.number, "error",
                 type(error).__name__, reason, action, time.monotonic() - began, None,
-                began + self._offset, self.streaming, attempt.probe,
+                began + self._offset, self.streaming, attempt.probe, **self._request(candidate),
             )
         )  # fmt: skip
         if action == "fallback":
@@ -158,8 +217,14 @@ class CallRecord:
             metadata["order"] = order
         return metadata
 
-    def answered(self, attempt: Attempt, usage: Mapping[str, Any] | None) -> None:
-        """An attempt answered (a stream: ended cleanly) with ``usage``: the call is done."""
+    def answered(
+        self,
+        attempt: Attempt,
+        usage: Mapping[str, Any] | None,
+        reply: Mapping[str, Any] | None = None,
+    ) -> None:
+        """An attempt answered (a stream: ended cleanly) with ``usage`` and ``reply`` (what the
+        answer says of itself, `reply_of`): the call is done."""
         candidate, began = attempt.candidate, attempt.began
         self.begin(candidate)
         c = candidate.config
@@ -168,7 +233,7 @@ class CallRecord:
             AttemptEvent(
                 self.scope, c.id, c.name, c.provider, c.model_name, attempt.number, "ok", None,
                 None, None, now - began, dict(usage) if usage else None, began + self._offset,
-                self.streaming, attempt.probe,
+                self.streaming, attempt.probe, **self._request(candidate), response=reply,
             )
         )  # fmt: skip
         self.hooks.emit(

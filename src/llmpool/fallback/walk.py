@@ -27,7 +27,7 @@ from llmpool.errors import AllLLMsFailedError, AllLLMsFailedToInitializeError, M
 from llmpool.fallback.breakers import Admission, BreakerBoard
 from llmpool.fallback.calls import Bounded, StreamGate
 from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error
-from llmpool.fallback.record import CallRecord, answered
+from llmpool.fallback.record import CallRecord, answered, reply_of
 
 if TYPE_CHECKING:
     from llmpool.chain.affinity import Affinity
@@ -54,7 +54,7 @@ class Attempt:
     """
 
     __slots__ = ("admitted", "began", "call", "candidate", "delay", "dirty", "gate", "number",
-                 "probe", "usage", "walk")  # fmt: skip
+                 "probe", "reply", "usage", "walk")  # fmt: skip
 
     def __init__(
         self, walk: Walk, candidate: Candidate, call: Any, number: int, probe: bool, dirty: bool
@@ -68,6 +68,7 @@ class Attempt:
         self.delay = 0.0
         self.admitted: tuple[AdmissionCheck, ...] = ()  # told the outcome once, then emptied
         self.usage: Any = None  # the answer's token usage, for the admission checks
+        self.reply: dict[str, Any] | None = None  # what a stream says of itself, for observers
         self.gate: StreamGate | None = None
         self.began = time.monotonic()
 
@@ -321,9 +322,9 @@ class Walk:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def answer(self, attempt: Attempt, usage: Any = None) -> dict[str, Any]:
+    def answer(self, attempt: Attempt, usage: Any = None, result: Any = None) -> dict[str, Any]:
         """Record that ``attempt`` answered (a stream: its first content; `streamed` hears the
-        end); return the answer's ``llmpool`` metadata."""
+        end) with ``result``; return the answer's ``llmpool`` metadata."""
         if attempt.admitted:
             attempt.usage = usage
         self.in_flight = None
@@ -341,13 +342,13 @@ class Walk:
             return answered(candidate, order)
         metadata = record.metadata(candidate, order)
         if not self.streaming:
-            record.answered(attempt, usage)
+            record.answered(attempt, usage, reply_of(result))
         return metadata
 
     def streamed(self, attempt: Attempt) -> None:
         """Record that a streamed ``attempt`` ended cleanly: its observers hear it now."""
         if self.record is not None:
-            self.record.answered(attempt, attempt.usage)
+            self.record.answered(attempt, attempt.usage, attempt.reply)
 
     def settle(self, attempt: Attempt, ok: bool) -> None:
         """Tell the checks that admitted ``attempt`` how it went (once)."""

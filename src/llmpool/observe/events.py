@@ -21,6 +21,11 @@ class AttemptEvent(_Event):
     """One attempt of a call on one row: ``outcome`` ``"ok"``, ``"error"`` (then ``action``
     ``"retry"``, ``"fallback"`` or ``"raise"``) or ``"skipped"`` (``attempt`` 0, no request);
     ``usage``: the answer's ``usage_metadata``; ``probe``: a circuit breaker's half-open probe.
+
+    Of a request made: ``operation`` (``"chat"`` or ``"embeddings"``), ``system`` (the
+    provider's id in the GenAI semantic conventions), the server's address and port when known,
+    the request ``parameters`` the row sets (``temperature``, ``max_tokens``...), and
+    ``response``: what the answer says of itself (``model``, ``id``, ``finish_reasons``).
     """
 
     scope: str | None
@@ -38,6 +43,12 @@ class AttemptEvent(_Event):
     started: float = 0.0
     streaming: bool = False
     probe: bool = False
+    operation: str = "chat"
+    system: str | None = None
+    server_address: str | None = None
+    server_port: int | None = None
+    parameters: Mapping[str, Any] | None = None
+    response: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

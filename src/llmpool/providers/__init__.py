@@ -79,6 +79,9 @@ class Provider(Protocol):
 
     Optional attributes: ``secret_env`` / ``plain_env`` (the variables its rows may reference,
     secret or plain), ``endpoint_keys`` (the row keys that say where requests go),
+    ``genai_name`` (its ``gen_ai.provider.name`` in the GenAI semantic conventions: ``openai``,
+    ``aws.bedrock``; its own name by default), ``default_endpoint`` (its client's default URL,
+    for telemetry's ``server.address``),
     ``error_outcomes`` (error class name or ``"module:Class"`` -> an `Outcome` value),
     ``accepted_config`` (its ``config`` keys), ``build_embeddings(config, auth)`` and
     ``embeddings_config`` (it serves embedding rows).

@@ -121,6 +121,8 @@ OPENAI = _builtin(
     secret_env=_names("OPENAI_API_KEY"),
     plain_env=_names("OPENAI_API_BASE OPENAI_BASE_URL OPENAI_ORGANIZATION"),
     endpoint_keys=_names("base_url api_base openai_api_base openai_proxy"),
+    genai_name="openai",
+    default_endpoint="https://api.openai.com/v1",
     error_outcomes=_OPENAI_ERRORS,
     embeddings_class="langchain_openai:OpenAIEmbeddings",
     models=_OPENAI_MODELS,
@@ -147,6 +149,7 @@ AZURE_OPENAI = _builtin(
         "azure_endpoint azure_openai_api_base endpoint api_base base_url openai_api_base "
         "openai_proxy"
     ),
+    genai_name="azure.ai.openai",  # its endpoint is the row's own resource
     error_outcomes=_OPENAI_ERRORS,
     embeddings_class="langchain_openai:AzureOpenAIEmbeddings",
 )
@@ -157,6 +160,8 @@ ANTHROPIC = _builtin(
     secret_env=_names("ANTHROPIC_API_KEY"),
     plain_env=_names("ANTHROPIC_BASE_URL"),
     endpoint_keys=_names("base_url anthropic_api_url anthropic_proxy"),
+    genai_name="anthropic",
+    default_endpoint="https://api.anthropic.com",
     error_outcomes=_ANTHROPIC_ERRORS,
     models=_ANTHROPIC_MODELS,
 )
@@ -176,6 +181,7 @@ BEDROCK = _builtin(
     secret_env=_names("AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN"),
     plain_env=_names("AWS_REGION AWS_DEFAULT_REGION"),
     endpoint_keys=_names("endpoint_url base_url"),
+    genai_name="aws.bedrock",  # its endpoint depends on the region
     error_outcomes=_BOTOCORE_ERRORS,
     embeddings_class="langchain_aws:BedrockEmbeddings",
     embeddings_options={
@@ -191,6 +197,7 @@ VERTEXAI = _builtin(
     auth_names={"google_cloud_project": "project", "project_id": "project"},
     plain_env=_names("GOOGLE_CLOUD_PROJECT GOOGLE_CLOUD_LOCATION"),
     endpoint_keys=_names("api_endpoint base_url"),
+    genai_name="gcp.vertex_ai",  # its endpoint depends on the location
     error_outcomes=_GOOGLE_ERRORS,
     embeddings_class="langchain_google_vertexai:VertexAIEmbeddings",
     embeddings_options={"model_param": "model_name"},
@@ -202,6 +209,8 @@ FIREWORKS = _builtin(
     "langchain_fireworks:ChatFireworks",
     secret_env=_names("FIREWORKS_API_KEY"),
     endpoint_keys=_names("base_url fireworks_api_base"),
+    genai_name="fireworks",  # not one of the conventions' well-known ids
+    default_endpoint="https://api.fireworks.ai/inference/v1",
     # langchain-fireworks raises the openai SDK's error classes
     error_outcomes=_OPENAI_ERRORS,
     embeddings_class="langchain_fireworks:FireworksEmbeddings",
@@ -216,6 +225,8 @@ OLLAMA = _builtin(
     prepared_keys=_names("timeout"),
     plain_env=_names("OLLAMA_BASE_URL"),
     endpoint_keys=_names("base_url host"),
+    genai_name="ollama",  # not one of the conventions' well-known ids
+    default_endpoint="http://localhost:11434",
     embeddings_class="langchain_ollama:OllamaEmbeddings",
 )
 

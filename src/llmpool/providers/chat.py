@@ -72,6 +72,8 @@ class ChatProvider:
     secret_env: frozenset[str] = frozenset()
     plain_env: frozenset[str] = frozenset()
     endpoint_keys: frozenset[str] = frozenset()
+    genai_name: str | None = None
+    default_endpoint: str | None = None
     error_outcomes: Mapping[str, str] = field(default_factory=dict)
     prepared_keys: frozenset[str] = frozenset()
     embeddings_class: str | None = None
@@ -223,6 +225,8 @@ class FactoryProvider:
     secret_env: frozenset[str] = frozenset()
     plain_env: frozenset[str] = frozenset()
     endpoint_keys: frozenset[str] = frozenset()
+    genai_name: str | None = None
+    default_endpoint: str | None = None
     error_outcomes: Mapping[str, str] = field(default_factory=dict)
     accepted_config: frozenset[str] | None = None
 

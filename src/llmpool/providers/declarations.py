@@ -6,13 +6,15 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from llmpool.contracts import log_fields
-from llmpool.credentials.endpoints import declared_names
+from llmpool.contracts import Served, log_fields
+from llmpool.credentials.checks import REFERENCE_SUFFIXES, words
+from llmpool.credentials.endpoints import declared_names, literal_endpoints, parse_endpoint
 from llmpool.errors import InvalidConfigError, LLMPoolError, ProviderError, UnknownProviderError
 from llmpool.providers.fit import Fit, declared_fit
 from llmpool.providers.prices import OWN_CONFIG_KEYS, usage_terms
@@ -36,6 +38,82 @@ def declared_env(provider: object) -> tuple[frozenset[str], frozenset[str]]:
     """Return the ``(secret_env, plain_env)`` a provider declares; a name in both is secret."""
     secret = declared_names(getattr(provider, "secret_env", None)) or frozenset()
     return secret, (declared_names(getattr(provider, "plain_env", None)) or frozenset()) - secret
+
+
+#: A row's ``config`` keys that are request parameters -> their name in the GenAI semantic
+#: conventions (``gen_ai.request.<name>``), each provider's spelling of ``max_tokens`` included.
+REQUEST_PARAMETERS: Mapping[str, str] = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "max_tokens": "max_tokens",
+    "max_completion_tokens": "max_tokens",
+    "max_output_tokens": "max_tokens",
+    "max_tokens_to_sample": "max_tokens",
+    "num_predict": "max_tokens",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+    "seed": "seed",
+    "stop": "stop_sequences",
+    "stop_sequences": "stop_sequences",
+}
+_ENDPOINT_ENV = ("URL", "BASE", "ENDPOINT", "HOST")
+
+
+def served_by(config: LLMConfig, provider: object = None) -> Served:
+    """Return what telemetry says of a row's requests: its provider's declared ``genai_name``
+    (else the row's provider), the server its ``config`` names or the provider's declared
+    ``default_endpoint`` (``None`` when the row or an endpoint variable may send elsewhere), and
+    the request parameters its ``config`` sets.
+
+    Example:
+        >>> from llmpool.models import LLMConfig
+        >>> from llmpool.providers.builtin import OPENAI
+        >>> row = LLMConfig(id="1", name="A", provider="openai", model_name="gpt-4o",
+        ...                 config={"base_url": "http://127.0.0.1:8000/v1", "temperature": 0})
+        >>> served_by(row, OPENAI)[:3], dict(served_by(row, OPENAI).parameters)
+        (('openai', '127.0.0.1', 8000), {'temperature': 0})
+    """
+    if provider is None:  # a candidate made by hand: the built-in of its name, if any
+        from llmpool.providers.builtin import BUILTINS
+
+        provider = next((p for p in BUILTINS if p.name == config.provider), None)
+    name = getattr(provider, "genai_name", None)
+    system = name if isinstance(name, str) and name else config.provider
+    parameters: dict[str, Any] = {}
+    for key, value in config.config.items():
+        wanted = REQUEST_PARAMETERS.get(key)
+        if wanted == "stop_sequences":
+            value = [value] if isinstance(value, str) else value
+            if isinstance(value, list) and all(isinstance(item, str) for item in value):
+                parameters[wanted] = tuple(value)
+        elif wanted and isinstance(value, (int, float)) and not isinstance(value, bool):
+            parameters[wanted] = value
+    endpoint = parse_endpoint(_endpoint(config, provider) or "")
+    if endpoint is None:
+        return Served(system, parameters=parameters)
+    return Served(system, endpoint.host, endpoint.port, parameters)
+
+
+def _endpoint(config: LLMConfig, provider: object) -> str | None:
+    # The row's endpoint, not a proxy's; none when it reads one from a variable or a file.
+    for field, value in literal_endpoints(config, provider):
+        if words(field)[-1:] not in (["proxy"], ["proxies"]):
+            return value
+    for key in config.auth_meta:
+        if key.endswith(REFERENCE_SUFFIXES) and _names_endpoint(key.rsplit("_", 1)[0]):
+            return None
+    # A client also reads its endpoint from the environment (OPENAI_BASE_URL, OLLAMA_HOST).
+    plain = declared_names(getattr(provider, "plain_env", None)) or ()
+    if any(os.environ.get(n) for n in plain if any(w in n for w in _ENDPOINT_ENV)):
+        return None
+    default = getattr(provider, "default_endpoint", None)
+    return default if isinstance(default, str) else None
+
+
+def _names_endpoint(key: str) -> bool:
+    last = words(key)[-1:]
+    return bool(last) and (last[0] in {"url", "endpoint", "host", "base"})
 
 
 def declared_error_outcomes(provider: object) -> dict[str, str]:
