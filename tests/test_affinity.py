@@ -33,8 +33,8 @@ def rows(a: str, b: str) -> list[dict[str, Any]]:
     """A (priority 1) and B (priority 2), OpenAI rows on the two servers (ids fixed, as two
     replicas reading one table see them)."""
     return [
-        {"id": f"row-{name}", "name": name, "provider": "openai", "model_name": "local", "priority": priority,
-         "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
+        {"id": f"row-{name}", "name": name, "provider": "openai", "model_name": "local",
+         "priority": priority, "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
          "config": {"base_url": url + "/v1", "max_retries": 0}}
         for name, priority, url in (("A", 1, a), ("B", 2, b))
     ]  # fmt: skip
