@@ -139,6 +139,7 @@ _REASONS = {
     "environment_variables": "set these in the environment of the hosts that serve the models",
     "litellm_credential_name": "no shared credentials: reference each variable (os.environ/NAME)",
     "credential_list": "no shared credentials: reference each variable (os.environ/NAME)",
+    "vertex_credentials": "point GOOGLE_APPLICATION_CREDENTIALS at the file on the hosts instead",
 }
 
 
@@ -232,6 +233,10 @@ def from_litellm(config: Mapping[str, Any]) -> Translation:
 
 def _quoted(value: Any) -> str:
     return repr(shorten(visible(str(value))))
+
+
+def _key(key: Any) -> str:
+    return shorten(visible(str(key)))
 
 
 def _where(index: int, group: Any = None) -> str:
@@ -343,13 +348,14 @@ def _deployment(index: int, entry: Any, unmapped: list[Unmapped]) -> _Deployment
     for key in params:
         if key not in handled:
             reason = _REASONS.get(str(key), _NO_FIELD)
-            unmapped.append(Unmapped(f"{where} litellm_params.{key}", reason))
+            unmapped.append(Unmapped(f"{where} litellm_params.{_key(key)}", reason))
     for key in entry:
         if key not in ("model_name", "litellm_params", "model_info", "rpm", "tpm"):
-            unmapped.append(Unmapped(f"{where} {key}", "not a deployment field llmpool maps"))
+            unmapped.append(Unmapped(f"{where} {_key(key)}", "not a deployment field llmpool maps"))
     for key in info:
         if key not in ("id", "mode"):
-            unmapped.append(Unmapped(f"{where} model_info.{key}", "metadata llmpool keeps none of"))
+            path = f"{where} model_info.{_key(key)}"
+            unmapped.append(Unmapped(path, "metadata llmpool keeps none of"))
     return _Deployment(group, row, str(info["id"]) if info.get("id") else None, weights)
 
 
@@ -421,7 +427,7 @@ def _fallback_rows(
     while step <= largest:
         step *= 10
     rows: list[dict[str, Any]] = []
-    for group in set(chains) - set(groups) - {"*"}:
+    for group in [g for g in chains if g not in groups and g != "*"]:
         unmapped.append(Unmapped(f"fallbacks of {_quoted(group)}", "no model_list entry serves it"))
     for scope in groups:
         targets = [t for t in chains.get(scope) or chains.get("*", []) if t != scope]
@@ -462,8 +468,7 @@ def _unmapped_settings(config: Mapping[str, Any]) -> list[Unmapped]:
             for name in section:
                 if name not in _HANDLED.get(key, ()):
                     reason = _REASONS.get(key) or _REASONS.get(str(name), "no llmpool equivalent")
-                    items.append(Unmapped(f"{key}.{shorten(visible(str(name)))}", reason))
+                    items.append(Unmapped(f"{key}.{_key(name)}", reason))
         elif section:
-            path = shorten(visible(str(key)))
-            items.append(Unmapped(path, _REASONS.get(str(key), "no llmpool equivalent")))
+            items.append(Unmapped(_key(key), _REASONS.get(str(key), "no llmpool equivalent")))
     return items
