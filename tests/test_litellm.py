@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from cli_runner import run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from servers import AnthropicServer, OpenAIServer, Reply, Status
 
 from llmpool.errors import InvalidConfigError, LiteralSecretError
@@ -257,14 +259,22 @@ def test_a_provider_llmpool_lacks_is_listed_not_imported() -> None:
 
 
 def test_row_names_are_unique_within_a_scope() -> None:
-    """Deployments of one model in one group are ``model``, ``model #2``...; an id names one."""
+    """Deployments of one model in one group are ``model``, ``model #2``...; an id names one;
+    a fallback copy carries its source's name."""
     entries = [deployment("gpt-4o", "g", api_key=f"os.environ/KEY_{n}") for n in range(3)]
     entries.append({**deployment("gpt-4o"), "model_info": {"id": "gpt-4o"}})
-    assert rows(from_litellm({"model_list": entries}), "name") == [
-        ("gpt-4o",),
-        ("gpt-4o #2",),
-        ("gpt-4o #3",),
-        ("gpt-4o #4",),
+    entries.append(deployment("gpt-4o", "h"))
+    config = {"model_list": entries, "router_settings": {"fallbacks": [{"h": ["g"]}]}}
+    assert rows(from_litellm(config), "scope", "name") == [
+        ("g", "gpt-4o"),
+        ("g", "gpt-4o #2"),
+        ("g", "gpt-4o #3"),
+        ("g", "gpt-4o #4"),
+        ("h", "gpt-4o"),
+        ("h", "fallback g: gpt-4o"),
+        ("h", "fallback g: gpt-4o #2"),
+        ("h", "fallback g: gpt-4o #3"),
+        ("h", "fallback g: gpt-4o #4"),
     ]
 
 
@@ -283,6 +293,76 @@ def test_a_malformed_config_is_refused_naming_what_is_wrong(config: Any, message
     """A config LiteLLM could not read either raises InvalidConfigError naming the place."""
     with pytest.raises(InvalidConfigError, match=message):
         from_litellm(config)
+
+
+#: Any YAML value: scalars, lists and objects, a few levels deep.
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=4,
+)
+MODELS = st.sampled_from(["openai/gpt-4o", "azure/d", "gpt-4o", "groq/l", "h/m", "o*"])
+PARAMS = st.fixed_dictionaries(
+    {"model": MODELS},
+    optional={
+        "api_key": st.sampled_from(["os.environ/K", ""]),
+        "order": st.integers(-5, 2000),
+        **dict.fromkeys(("rpm", "weight"), st.integers(0, 60)),
+        **dict.fromkeys(("api_base", "stop", "x"), VALUES | st.just("os.environ/B")),
+    },
+)
+ENTRIES = st.fixed_dictionaries(
+    {"model_name": st.sampled_from(["a", "b"]) | st.just("*") | VALUES, "litellm_params": PARAMS},
+    optional={"model_info": st.fixed_dictionaries({}, optional={"id": VALUES, "mode": VALUES})},
+)
+SETTINGS = st.fixed_dictionaries(
+    {},
+    optional={
+        "routing_strategy": st.sampled_from(["least-busy", "a"]) | VALUES,
+        "fallbacks": st.just([{"a": ["b", "c"]}, {"b": "a"}]) | VALUES,
+        "default_fallbacks": st.just(["a"]) | VALUES,
+        "num_retries": VALUES,
+    },
+)
+
+
+# Nested draws are slow on a busy machine; the translation, not the draw, is under test.
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.fixed_dictionaries(
+        {"model_list": st.lists(ENTRIES, max_size=3)},
+        optional={"router_settings": SETTINGS | VALUES, "litellm_settings": SETTINGS | VALUES},
+    )
+)
+def test_any_config_maps_or_is_refused_with_a_typed_error(config: dict[str, Any]) -> None:
+    """Whatever a config holds, the translation gives rows unique by (scope, name) in groups
+    it names, or refuses with InvalidConfigError; no other exception escapes."""
+    try:
+        done = from_litellm(config)
+    except InvalidConfigError:
+        return
+    keys = [(row["scope"], row["name"]) for row in done.document["llms"]]
+    assert len(set(keys)) == len(keys)
+    assert set(done.document.get("scopes", {})) <= {scope for scope, _ in keys}
+
+
+@given(
+    st.text("abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=8, max_size=40),
+    st.sampled_from(["api_key", "azure_ad_token", "aws_secret_access_key"]),
+    st.integers(0, 2),
+)
+def test_a_literal_credential_is_refused_without_its_value(
+    secret: str, key: str, index: int
+) -> None:
+    """A literal credential in any entry refuses the file, naming the entry, not the value."""
+    entries = [deployment("gpt-4o", f"group-{n}") for n in range(3)]
+    entries[index]["litellm_params"][key] = "sk-" + secret
+    with pytest.raises(LiteralSecretError) as caught:
+        from_litellm({"model_list": entries})
+    assert f"model_list[{index}] ('group-{index}') litellm_params.{key}" in str(caught.value)
+    assert secret not in str(caught.value)
 
 
 def test_literal_keys_are_refused_by_the_command_and_never_shown(

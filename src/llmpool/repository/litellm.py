@@ -222,6 +222,7 @@ def from_litellm(config: Mapping[str, Any]) -> Translation:
     for members in groups.values():
         _weigh(members, weighted=routing == "weighted")
     rows = [d.row for d in deployments]
+    _name_uniquely(rows)  # before the copies, which carry their source's name
     rows += _fallback_rows(groups, _fallbacks(settings), unmapped)
     _name_uniquely(rows)
     unmapped += _unmapped_settings(config)
