@@ -50,9 +50,9 @@ PROVIDERS: Mapping[str, str] = {
 #: and the key variable LiteLLM reads for them (else the client would send OPENAI_API_KEY there).
 SERVICES: Mapping[str, tuple[str, str]] = {
     "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY"),
-    "together_ai": ("https://api.together.xyz/v1", "TOGETHERAI_API_KEY"),
+    "together_ai": ("https://api.together.xyz/v1", "TOGETHER_API_KEY"),
     "mistral": ("https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
-    "deepseek": ("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+    "deepseek": ("https://api.deepseek.com", "DEEPSEEK_API_KEY"),
     "openrouter": ("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
     "gemini": ("https://generativelanguage.googleapis.com/v1beta/openai/", "GEMINI_API_KEY"),
 }
