@@ -249,6 +249,23 @@ def test_provider_prefixes_map_to_llmpool_providers(
     assert {key: row.get(key) for key in expected} == expected
 
 
+def test_prices_and_budgets_map_to_what_llmpool_reads() -> None:
+    """LiteLLM's per-token prices are llmpool's; a budget over a day or a month is
+    ``max_spend``; one over another duration is listed."""
+    prices = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
+    daily = deployment("gpt-4o", "a", max_budget=5, budget_duration="1d", **prices)
+    weekly = deployment("gpt-4o", "b", max_budget=20, budget_duration="7d")
+    done = from_litellm({"model_list": [daily, weekly]})
+    assert [row.get("config") for row in done.document["llms"]] == [
+        {**prices, "max_spend": {"amount": 5, "period": "day"}},
+        None,
+    ]
+    assert [item.path for item in done.unmapped] == [
+        "model_list[1] ('b') litellm_params.max_budget",
+        "model_list[1] ('b') litellm_params.budget_duration",
+    ]
+
+
 def test_a_provider_llmpool_lacks_is_listed_not_imported() -> None:
     """A deployment of a provider llmpool has none for is listed, its group left out."""
     config = {"model_list": [deployment("huggingface/HuggingFaceH4/zephyr-7b-beta", "zephyr")]}

@@ -88,7 +88,12 @@ _PARAMETERS = {
     "aws_region_name": "region_name",
     "vertex_project": "project",
     "vertex_location": "location",
+    "input_cost_per_token": "input_cost_per_token",  # prices llmpool reads itself
+    "output_cost_per_token": "output_cost_per_token",
 }
+
+#: LiteLLM's ``budget_duration`` values that llmpool's budget periods (UTC) are.
+_PERIODS = {"1d": "day", "24h": "day", "1mo": "month"}
 
 #: The client parameter an ``api_base`` becomes, by llmpool provider (else ``base_url``).
 _ENDPOINTS = {
@@ -140,6 +145,10 @@ _REASONS = {
     "litellm_credential_name": "no shared credentials: reference each variable (os.environ/NAME)",
     "credential_list": "no shared credentials: reference each variable (os.environ/NAME)",
     "vertex_credentials": "point GOOGLE_APPLICATION_CREDENTIALS at the file on the hosts instead",
+    **dict.fromkeys(
+        ("max_budget", "budget_duration"),
+        "llmpool's budget (config.max_spend) needs both, over 1d or 1mo (a UTC day or month)",
+    ),
 }
 
 
@@ -344,8 +353,12 @@ def _deployment(index: int, entry: Any, unmapped: list[Unmapped]) -> _Deployment
             row[key] = value
     weights = {key: _integer(params, key, where) for key in ("weight", "rpm", "tpm")}
     auth_meta, client = _parameters(params, provider, litellm_provider)
+    period = _PERIODS.get(str(params.get("budget_duration")))
+    if params.get("max_budget") is not None and period is not None:
+        client["max_spend"] = {"amount": params["max_budget"], "period": period}
     row |= {k: v for k, v in (("auth_meta", auth_meta), ("config", client)) if v}
     handled = {"model", "order", "rpm", "tpm", "weight", *_CREDENTIALS, *_PARAMETERS, "api_base"}
+    handled |= {"max_budget", "budget_duration"} if "max_spend" in client else set()
     for key in params:
         if key not in handled:
             reason = _REASONS.get(str(key), _NO_FIELD)
