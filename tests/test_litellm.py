@@ -295,6 +295,17 @@ def test_row_names_are_unique_within_a_scope() -> None:
     ]
 
 
+def test_router_arguments_as_json_read_like_a_yaml_config() -> None:
+    """A Router's arguments dumped as JSON are read as the YAML config is; a file that is no
+    object, or repeats a key, is refused naming the key."""
+    config = {"model_list": [deployment("gpt-4o", "g", order=1)]}
+    assert from_litellm(load_object(json.dumps(config))).document["llms"][0]["priority"] == 1
+    with pytest.raises(InvalidConfigError, match="does not hold an object"):
+        load_object("- model_name: g", "yaml")
+    with pytest.raises(InvalidConfigError, match="'order' is given twice"):
+        load_object("model_list:\n  - litellm_params: {order: 1, order: 2}", "yaml")
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

@@ -27,7 +27,7 @@ from typing import Any
 
 from llmpool.errors import InvalidConfigError, LiteralSecretError, shorten, visible
 
-__all__ = ["PROVIDERS", "ROUTING", "Translation", "Unmapped", "from_litellm"]
+__all__ = ["PROVIDERS", "ROUTING", "SERVICES", "Translation", "Unmapped", "from_litellm"]
 
 #: How LiteLLM marks a value read from the environment: ``os.environ/NAME``.
 ENV_PREFIX = "os.environ/"
@@ -189,7 +189,7 @@ class _Deployment:
     group: str
     row: dict[str, Any]
     ident: str | None
-    weights: dict[str, Any]
+    weights: dict[str, int | None]
 
 
 def from_litellm(config: Mapping[str, Any]) -> Translation:
