@@ -420,6 +420,7 @@ def test_the_command_plans_lists_applies_and_reapplies_nothing(
     path = str(DATA / "fallbacks.yaml")
     refused = run_cli("apply", "--from-litellm", path, "--dry-run", *db)
     assert refused.code == 1
+    assert "model_list[1] ('gpt-4'): LLM 'azure/chatgpt-v-2': auth_meta.api_key_env" in refused.err
     assert "AZURE_API_KEY, which is not on the allowlist" in refused.err
     assert "LLMPOOL_ALLOWED_ENV" in refused.err
 

@@ -6,14 +6,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmpool.cli.args import AddCommand, allow_unknown_flag, bounded, moment
 from llmpool.cli.output import UsageError, confirmed, emit, one_line, open_store, read_input, table
+from llmpool.errors import InvalidConfigError
 from llmpool.repository.scopes import STRATEGIES
 
 if TYPE_CHECKING:
@@ -146,7 +149,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     source, fmt = read_input(args.file), _format(args.file, args.format)
     translation = _from_litellm(source, fmt) if args.from_litellm else None
     document = loads(source, fmt) if translation is None else translation.document
-    with open_store(args, writes=not args.dry_run, checks=True) as store:
+    with open_store(args, writes=not args.dry_run, checks=True) as store, _located(translation):
         if args.prune and not args.dry_run:
             planned = plan(store, document, prune=True, scopes=args.scopes)
             removed = [step.describe() for step in planned.steps if step.action == "remove"]
@@ -177,6 +180,17 @@ def _from_litellm(source: str, fmt: str | None) -> Translation:
     from llmpool.repository.litellm import from_litellm
 
     return from_litellm(load_object(source, fmt))
+
+
+@contextlib.contextmanager
+def _located(translation: Translation | None) -> Iterator[None]:
+    """Name the LiteLLM entry a refused row came from, not its place in the document made of it."""
+    try:
+        yield
+    except InvalidConfigError as error:
+        if translation is not None and error.args:
+            error.args = (translation.locate(str(error.args[0])), *error.args[1:])
+        raise
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -173,6 +173,20 @@ class Translation:
 
     document: dict[str, Any]
     unmapped: tuple[Unmapped, ...] = ()
+    #: Where each row of the document came from: ``model_list[3] ('gpt-4')``, or its fallbacks.
+    sources: tuple[str, ...] = ()
+
+    def locate(self, message: str) -> str:
+        """Return a plan's message about ``entry N`` of the document naming its source instead.
+
+        Example:
+            >>> Translation({}, sources=("model_list[4] ('g')",)).locate("entry 0: LLM 'm': ...")
+            "model_list[4] ('g'): LLM 'm': ..."
+        """
+        found = re.match(r"entry (\d+)\b", message)
+        if found is None or int(found[1]) >= len(self.sources):
+            return message
+        return self.sources[int(found[1])] + message[found.end() :]
 
     def render(self) -> str:
         """Return the unmapped items, one per line under a count (``""`` when none)."""
@@ -186,6 +200,7 @@ class Translation:
 class _Deployment:
     """One ``model_list`` entry as a row, with the id fallbacks may name it by."""
 
+    where: str
     group: str
     row: dict[str, Any]
     ident: str | None
@@ -232,13 +247,16 @@ def from_litellm(config: Mapping[str, Any]) -> Translation:
         _weigh(members, weighted=routing == "weighted")
     rows = [d.row for d in deployments]
     _name_uniquely(rows)  # before the copies, which carry their source's name
-    rows += _fallback_rows(groups, _fallbacks(settings), unmapped)
+    copies = _fallback_rows(groups, _fallbacks(settings), unmapped)
+    rows += copies
     _name_uniquely(rows)
+    sources = [d.where for d in deployments]
+    sources += [f"the fallbacks of {_quoted(row['scope'])}" for row in copies]
     unmapped += _unmapped_settings(config)
     document: dict[str, Any] = {"llms": rows}
     if routing is not None and groups:
         document["scopes"] = {group: {"routing": routing} for group in groups}
-    return Translation(document, tuple(unmapped))
+    return Translation(document, tuple(unmapped), tuple(sources))
 
 
 def _quoted(value: Any) -> str:
@@ -370,7 +388,7 @@ def _deployment(index: int, entry: Any, unmapped: list[Unmapped]) -> _Deployment
         if key not in ("id", "mode"):
             path = f"{where} model_info.{_key(key)}"
             unmapped.append(Unmapped(path, "metadata llmpool keeps none of"))
-    return _Deployment(group, row, str(info["id"]) if info.get("id") else None, weights)
+    return _Deployment(where, group, row, str(info["id"]) if info.get("id") else None, weights)
 
 
 def _parameters(
