@@ -6,15 +6,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmpool.cli.args import AddCommand, allow_unknown_flag, bounded, moment
 from llmpool.cli.output import UsageError, confirmed, emit, one_line, open_store, read_input, table
+from llmpool.errors import InvalidConfigError
 from llmpool.repository.scopes import STRATEGIES
+
+if TYPE_CHECKING:
+    from llmpool.repository.litellm import Translation
 
 _APPLY_EPILOG = (
     "Rows are matched by (scope, name). The plan lists rows to add, rows to change (each "
@@ -69,6 +75,8 @@ def register(add: AddCommand) -> None:
     help_text = "with --prune: remove rows without asking (as delete)"
     p.add_argument("--yes", action="store_true", help=help_text)
     p.add_argument("--format", choices=("json", "yaml"), help="default: from the suffix, else JSON")
+    help_text = "FILE is a LiteLLM proxy or Router config: its model_list becomes rows (README)"
+    p.add_argument("--from-litellm", action="store_true", help=help_text)
     allow_unknown_flag(p)
 
     help_text = "find invalid rows and other problems, with the command fixing each"
@@ -134,11 +142,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    """``llmpool apply FILE [--dry-run] [--prune]``: --prune asks before it removes rows."""
+    """``llmpool apply FILE [--dry-run] [--prune] [--from-litellm]``: --prune asks before it
+    removes rows; --from-litellm lists what the LiteLLM config holds that is not mapped."""
     from llmpool.repository.declarative import apply, loads, plan
 
-    document = loads(read_input(args.file), _format(args.file, args.format))
-    with open_store(args, writes=not args.dry_run, checks=True) as store:
+    source, fmt = read_input(args.file), _format(args.file, args.format)
+    translation = _from_litellm(source, fmt) if args.from_litellm else None
+    document = loads(source, fmt) if translation is None else translation.document
+    with open_store(args, writes=not args.dry_run, checks=True) as store, _located(translation):
         if args.prune and not args.dry_run:
             planned = plan(store, document, prune=True, scopes=args.scopes)
             removed = [step.describe() for step in planned.steps if step.action == "remove"]
@@ -150,13 +161,36 @@ def cmd_apply(args: argparse.Namespace) -> int:
         changes = apply(store, document, **options, actor=args.actor)
     applied = not args.dry_run and not changes.empty
     text = [changes.render()]
+    if translation is not None and translation.unmapped:
+        text.append(translation.render())
     if args.dry_run:
         text.append("dry run: nothing was changed")
     elif applied:
         text.append(f"applied {len(changes.steps)} change(s)")
     data = {**changes.as_dict(), "dry_run": args.dry_run, "applied": applied}
+    if translation is not None:
+        data["unmapped"] = [vars(item) for item in translation.unmapped]
     emit(args, data, lambda: "\n".join(text))
     return 0
+
+
+def _from_litellm(source: str, fmt: str | None) -> Translation:
+    """Return a LiteLLM config's rows as a document, with what it leaves unmapped."""
+    from llmpool.repository.documents import load_object
+    from llmpool.repository.litellm import from_litellm
+
+    return from_litellm(load_object(source, fmt))
+
+
+@contextlib.contextmanager
+def _located(translation: Translation | None) -> Iterator[None]:
+    """Name the LiteLLM entry a refused row came from, not its place in the document made of it."""
+    try:
+        yield
+    except InvalidConfigError as error:
+        if translation is not None and error.args:
+            error.args = (translation.locate(str(error.args[0])), *error.args[1:])
+        raise
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

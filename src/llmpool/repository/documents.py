@@ -40,21 +40,7 @@ def loads(text: str, fmt: str | None = None) -> dict[str, Any]:
         ...
         llmpool.errors.InvalidConfigError: entry 0 (LLM 'A'): the key 'priority' is given twice...
     """
-    if json_text_depth(text) > MAX_DOCUMENT_DEPTH:
-        raise _too_deep()
-    loaded: Any
-    if fmt != "yaml":
-        try:
-            loaded = json.loads(text, object_pairs_hook=_object)
-        except RecursionError:  # the stack was already deep: the text itself is bounded
-            raise _too_deep() from None
-        except ValueError as error:
-            if fmt == "json":
-                msg = f"the document is not valid JSON: {shorten(str(error), 200)}"
-                raise InvalidConfigError(msg) from None
-            fmt = "yaml"
-    if fmt == "yaml":
-        loaded = _load_yaml(text)
+    loaded = _parse(text, fmt)
     if isinstance(loaded, list):
         loaded = {"llms": loaded}
     if not isinstance(loaded, dict) or not isinstance(loaded.get("llms", []), list):
@@ -68,6 +54,36 @@ def loads(text: str, fmt: str | None = None) -> dict[str, Any]:
     if loaded.get("scopes") is not None:
         document["scopes"] = loaded["scopes"]
     return document
+
+
+def load_object(text: str, fmt: str | None = None) -> dict[str, Any]:
+    """Parse an object of any shape (another tool's config) from JSON or YAML text, with the
+    bounds of `loads`; `InvalidConfigError` when it is no object, nests too deep or repeats a key.
+
+    Example:
+        >>> load_object("model_list: []")
+        {'model_list': []}
+    """
+    loaded = _parse(text, fmt)
+    if not isinstance(loaded, dict):
+        raise InvalidConfigError("the file does not hold an object (a mapping of settings)")
+    _refuse_repeated_keys(loaded)
+    return loaded
+
+
+def _parse(text: str, fmt: str | None) -> Any:
+    if json_text_depth(text) > MAX_DOCUMENT_DEPTH:
+        raise _too_deep()
+    if fmt != "yaml":
+        try:
+            return json.loads(text, object_pairs_hook=_object)
+        except RecursionError:  # the stack was already deep: the text itself is bounded
+            raise _too_deep() from None
+        except ValueError as error:
+            if fmt == "json":
+                msg = f"the document is not valid JSON: {shorten(str(error), 200)}"
+                raise InvalidConfigError(msg) from None
+    return _load_yaml(text)
 
 
 def _too_deep() -> InvalidConfigError:
