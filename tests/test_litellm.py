@@ -266,6 +266,25 @@ def test_prices_and_budgets_map_to_what_llmpool_reads() -> None:
     ]
 
 
+def test_model_info_sizes_and_missing_capabilities_become_the_rows_fit() -> None:
+    """``max_input_tokens``/``max_output_tokens`` and a capability flagged false become
+    ``config.model_info`` (the row is skipped for calls it cannot take); an unflagged
+    capability is not refused; other model_info keys are listed."""
+    info = {"max_input_tokens": 128000, "max_output_tokens": 16384, "supports_vision": False,
+            "supports_function_calling": True, "litellm_provider": "openai"}  # fmt: skip
+    entry = {**deployment("gpt-4o", "a"), "model_info": info}
+    done = from_litellm({"model_list": [entry, deployment("gpt-4o", "b")]})
+    assert done.document["llms"][0]["config"]["model_info"] == {
+        "context_window": 128000,
+        "max_output_tokens": 16384,
+        "capabilities": ["streaming", "structured_output", "tools"],
+    }
+    assert "config" not in done.document["llms"][1]
+    assert [item.path for item in done.unmapped] == [
+        "model_list[0] ('a') model_info.litellm_provider"
+    ]
+
+
 def test_a_provider_llmpool_lacks_is_listed_not_imported() -> None:
     """A deployment of a provider llmpool has none for is listed, its group left out."""
     config = {"model_list": [deployment("huggingface/HuggingFaceH4/zephyr-7b-beta", "zephyr")]}

@@ -384,11 +384,38 @@ def _deployment(index: int, entry: Any, unmapped: list[Unmapped]) -> _Deployment
     for key in entry:
         if key not in ("model_name", "litellm_params", "model_info", "rpm", "tpm"):
             unmapped.append(Unmapped(f"{where} {_key(key)}", "not a deployment field llmpool maps"))
+    fit = _fit(info, where)
+    if fit and mode == "chat":
+        row.setdefault("config", {})["model_info"] = fit
     for key in info:
-        if key not in ("id", "mode"):
+        if key not in ("id", "mode", *_FIT_SIZES, *_FIT_FLAGS):
             path = f"{where} model_info.{_key(key)}"
             unmapped.append(Unmapped(path, "metadata llmpool keeps none of"))
     return _Deployment(where, group, row, str(info["id"]) if info.get("id") else None, weights)
+
+
+#: LiteLLM's ``model_info`` sizes and capability flags, as llmpool's ``config.model_info``.
+_FIT_SIZES = {"max_input_tokens": "context_window", "max_output_tokens": "max_output_tokens"}
+_FIT_FLAGS = {
+    "supports_function_calling": "tools",
+    "supports_response_schema": "structured_output",
+    "supports_vision": "vision",
+    "supports_native_streaming": "streaming",
+}
+
+
+def _fit(info: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Return what a deployment's ``model_info`` says its model can take: its sizes, and its
+    capabilities when a flag says one is missing (a flag left out is no reason to skip it)."""
+    fit: dict[str, Any] = {}
+    for key, name in _FIT_SIZES.items():
+        value = _integer(info, key, f"{where} model_info")
+        if value is not None:
+            fit[name] = value
+    missing = {name for key, name in _FIT_FLAGS.items() if info.get(key) is False}
+    if missing:
+        fit["capabilities"] = sorted(set(_FIT_FLAGS.values()) - missing)
+    return fit
 
 
 def _parameters(
