@@ -9,7 +9,7 @@ from typing import Any
 from admin_rows import insert_raw, set_routing_raw
 from cli_runner import run_cli
 
-from llmpool.pool.doctor import KINDS, diagnose
+from llmpool.pool.doctor import KINDS, SEVERITY, diagnose
 from llmpool.repository.memory import InMemoryStore
 
 RAW_SECRET = "sk-doctorsecret0123456789abcdefghijklmn"
@@ -66,13 +66,14 @@ def test_doctor_names_each_bad_row_with_its_fix_and_exits_1(
     found = {(f["kind"], f["llm_id"]) for f in report["findings"]}
     assert found == {(kind, llm_id) for kind, llm_id in ids.items()}
     assert [f["kind"] for f in report["findings"]] == list(KINDS)
+    assert {f["kind"]: f["severity"] for f in report["findings"]} == SEVERITY
     for finding in report["findings"]:
         assert finding["fix"].startswith(("llmpool ", "set ")), finding
         assert finding["llm_id"] in finding["fix"], finding
     assert RAW_SECRET not in result.out + result.err
     text = run_cli("doctor", "--database-url", migrated_url)
     assert text.code == 1
-    assert text.out.startswith("9 problem(s) found (database: ")
+    assert text.out.startswith("9 problem(s) found: 6 error(s), 3 warning(s) (database: ")
     for name in ("Bad Priority", "Pasted Key", "Keyless", "Typo", "Old Key", "twin", "Off Default"):
         assert name in text.out
     assert "scope 'global' has the stored routing ' Weighted '" in text.out
