@@ -72,7 +72,7 @@ class Parser(argparse.ArgumentParser):
         )
 
 
-class _Main(Parser):
+class MainParser(Parser):
     """The ``llmpool`` parser: its help lists the commands by section, git's way."""
 
     def __init__(self, **options: Any) -> None:
@@ -143,13 +143,9 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> MainParser:
     """Return the argument parser of the ``llmpool`` command."""
-    return _build()
-
-
-def _build() -> _Main:
-    parser = _Main(
+    parser = MainParser(
         prog="llmpool",
         usage="llmpool [--database-url URL] [--json] COMMAND [OPTIONS]",
         epilog=_EPILOG,
@@ -213,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv  # errors of this run print as JSON, parse errors too
-    parser = _build()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as error:
