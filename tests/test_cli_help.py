@@ -130,8 +130,8 @@ def test_a_mistyped_command_names_the_one_meant(typed: str, meant: str) -> None:
     result = run_cli(typed)
     assert (result.code, result.out) == (2, "")
     assert result.err == f"llmpool: error: unknown command {typed!r}; did you mean {meant!r}?\n"
-    after = run_cli("--database-url", "sqlite://", typed, "--scope", "x")
-    assert (after.code, after.err) == (2, result.err)
+    around = run_cli("--database-url", "sqlite://", "--actor", "ops", typed, "--scope", "x")
+    assert (around.code, around.err) == (2, result.err)
 
 
 def test_an_unknown_command_without_a_close_one_points_to_help() -> None:

@@ -120,17 +120,16 @@ def _common_options(*, suppress: bool) -> Parser:
     return common
 
 
-def _actor_option(*, suppress: bool) -> Parser:
-    # On the commands that write, and (for scripts written before) hidden on the main parser.
-    actor = Parser(add_help=False)
+def _add_actor(parser: argparse.ArgumentParser, *, main: bool) -> None:
+    # On each command that writes, and hidden on the main parser (where scripts written before
+    # may give it), without a default on the command: a value given before its name stays.
     help_text = "name recorded in the audit log (default: LLMPOOL_ACTOR, else your user name)"
-    actor.add_argument(
+    parser.add_argument(
         "--actor",
         metavar="NAME",
-        default=argparse.SUPPRESS if suppress else None,
-        help=help_text if suppress else argparse.SUPPRESS,
+        default=None if main else argparse.SUPPRESS,
+        help=argparse.SUPPRESS if main else help_text,
     )
-    return actor
 
 
 class _Version(argparse.Action):
@@ -150,12 +149,13 @@ def build_parser() -> MainParser:
         usage="llmpool [--database-url URL] [--json] COMMAND [OPTIONS]",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[_common_options(suppress=False), _actor_option(suppress=False)],
+        parents=[_common_options(suppress=False)],
     )
+    _add_actor(parser, main=True)
     parser.add_argument(
         "--version", action=_Version, nargs=0, help="show program's version number and exit"
     )
-    common, actor = _common_options(suppress=True), _actor_option(suppress=True)
+    common = _common_options(suppress=True)
     sub = parser.add_subparsers(
         dest="command",
         metavar="COMMAND",
@@ -174,8 +174,9 @@ def build_parser() -> MainParser:
         writes: bool = False,
         example: str | None = None,
     ) -> Parser:
-        parents = [common, actor] if writes else [common]
-        p = sub.add_parser(name, parents=parents, description=text, epilog=epilog)
+        p = sub.add_parser(name, parents=[common], description=text, epilog=epilog)
+        if writes:
+            _add_actor(p, main=False)
         p.set_defaults(handler=handler, writes=writes)
         p.example = example
         parser.commands[name] = text
@@ -189,6 +190,7 @@ def build_parser() -> MainParser:
 def _unknown_command(argv: Sequence[str], commands: Sequence[str]) -> UsageError | None:
     """Return the error for a command line naming no command, with the closest one."""
     probe = Parser(add_help=False, parents=[_common_options(suppress=False)])
+    _add_actor(probe, main=True)
     probe.add_argument("command", nargs="?")
     try:
         name = probe.parse_known_args(argv)[0].command
