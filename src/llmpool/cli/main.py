@@ -64,12 +64,10 @@ class Parser(argparse.ArgumentParser):
 
     def format_help(self) -> str:
         """Return the help, then the example."""
-        lines = (self.example or "").splitlines()
-        return super().format_help() + "".join(
-            [f"\nexample{'s' * (len(lines) > 1)}:\n", *(f"  {line}\n" for line in lines)]
-            if lines
-            else []
-        )
+        text, lines = super().format_help(), (self.example or "").splitlines()
+        if lines:
+            text += f"\nexample{'s' * (len(lines) > 1)}:\n" + "".join(f"  {x}\n" for x in lines)
+        return text
 
 
 class MainParser(Parser):

@@ -138,8 +138,8 @@ def register(add: AddCommand) -> None:
     _selector(add("show", cmd_show, help_text, example="llmpool show 'OpenAI GPT-4'"))
 
     example = (
-        "llmpool add --name 'GPT-4o' --provider openai --model gpt-4o --priority 5 "
-        '--auth-meta \'{"api_key_env": "OPENAI_API_KEY"}\' --disabled\n'
+        "llmpool add --name GPT-4o --provider openai --model gpt-4o --disabled "
+        '--auth-meta \'{"api_key_env": "OPENAI_API_KEY"}\'\n'
         "llmpool add --from-json rows.json"
     )
     help_text = "add an LLM (flags, or --from-json FILE)"
