@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 from llmpool.cli.output import MAX_MESSAGE, CommandFailed, UsageError, one_line
 from llmpool.errors import LLMPoolError, shorten
 
-__all__ = ["SECTIONS", "build_parser", "main"]
+__all__ = ["SECTIONS", "build_parser", "main", "sections"]
 
 #: The command groups, each registering its commands' parsers and handlers.
 _GROUPS = ("llmpool.cli.rows", "llmpool.cli.database", "llmpool.cli.runtime")
