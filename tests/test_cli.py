@@ -308,7 +308,7 @@ def _mistakes(tmp: Path) -> list[tuple[tuple[str, ...], int, str | tuple[str, ..
     files = {name: write_rows(tmp / name, value) for name, value in rows.items()}
     flags = ("--name", "x", "--provider", "fake", "--model", "m")
     return [
-        (("lisst",), 2, "invalid choice: 'lisst'"),
+        (("lisst",), 2, "unknown command 'lisst'; did you mean 'list'?"),
         (("list", "--bogus"), 2, "unrecognized arguments: --bogus"),
         (("--bogus", "list"), 2, "unrecognized arguments: --bogus"),
         (("list", "--enabled", "--disabled"), 2, "not allowed with argument"),

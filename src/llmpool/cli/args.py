@@ -11,8 +11,11 @@ from typing import Any
 
 from llmpool.errors import shorten
 
-#: Adds one command's parser: ``add(name, handler, help_text, epilog=None)``; returns it for
-#: the command's own arguments. The handler takes the parsed arguments, returns the exit code.
+#: Adds one command's parser: ``add(name, handler, help_text, epilog=None, *, writes=False,
+#: example=None)``; returns it for the command's own arguments. The handler takes the parsed
+#: arguments and returns the exit code; a command that ``writes`` takes ``--actor``; its
+#: ``example`` (command lines, one a line) ends its help. `llmpool.cli.main.SECTIONS` places
+#: the command in ``llmpool --help``.
 AddCommand = Callable[..., argparse.ArgumentParser]
 
 
@@ -67,4 +70,20 @@ def allow_unknown_flag(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept a provider this machine does not know (its plugin is installed only "
         "where the models are served)",
+    )
+
+
+def scope_or_all(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """Add ``--scope S`` (default: global) or ``--all-scopes`` to a command reading many rows."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scope", type=bounded("scope"), default="global", help=help_text)
+    where.add_argument("--all-scopes", action="store_true", help="every scope")
+
+
+def yes_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--yes`` to a command that asks before it destroys (`llmpool.cli.output.confirmed`)."""
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"{what} without asking (needed when standard input is not a terminal)",
     )

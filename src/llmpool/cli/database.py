@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import sys
 import time
 from collections.abc import Iterator
@@ -14,9 +15,25 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmpool.cli.args import AddCommand, allow_unknown_flag, bounded, moment
-from llmpool.cli.output import UsageError, confirmed, emit, one_line, open_store, read_input, table
-from llmpool.errors import InvalidConfigError
+from llmpool.cli.args import (
+    AddCommand,
+    allow_unknown_flag,
+    bounded,
+    moment,
+    scope_or_all,
+    yes_flag,
+)
+from llmpool.cli.output import (
+    UsageError,
+    confirmed,
+    emit,
+    one_line,
+    open_store,
+    read_input,
+    require_tables,
+    table,
+)
+from llmpool.errors import InvalidConfigError, shorten
 from llmpool.repository.scopes import STRATEGIES
 
 if TYPE_CHECKING:
@@ -32,12 +49,27 @@ _APPLY_EPILOG = (
 )
 
 _DOCTOR_EPILOG = (
-    "Reports invalid rows, literal secrets, unresolvable references (run it with the "
-    "environment of the hosts that serve the models), unknown providers and config keys, "
-    "names of one scope differing only by case or spaces, disabled defaults, scopes whose "
-    "stored routing is no strategy, and scopes whose embedding rows mix vector spaces. Exit "
-    "code 1 when anything is found."
+    "Reports invalid rows, literal secrets, unresolvable references (judged from this "
+    "environment: run it with that of the hosts that serve the models), unknown providers and "
+    "config keys, names of one scope differing only by case or spaces, disabled defaults, "
+    "scopes whose stored routing is no strategy, and scopes whose embedding rows mix vector "
+    "spaces. Each finding is an error (calls fail, or a secret is stored), a warning (it still "
+    "serves, or depends on where doctor runs: unresolvable_reference, similar_names, "
+    "invalid_routing) or info; a provider or reference problem of a disabled row is one step "
+    "lower. In CI without provider keys or plugins: --ignore unresolvable_reference --ignore "
+    "unknown_provider."
 )
+
+_MIGRATE_EPILOG = (
+    "Without --to, applies every pending migration. --to N applies those up to N, or reverts "
+    "those above N by their reverse scripts, newest first, in one transaction: what they "
+    "created is dropped, with its rows, so it asks first (pass --yes when not on a terminal). "
+    "status lists each migration: applied (when), pending, changed (its file differs from the "
+    "one applied) or unknown (applied by another llmpool release)."
+)
+
+#: `llmpool.pool.doctor.SEVERITIES`, written out: importing doctor would slow every command.
+_SEVERITIES = ("info", "warning", "error")
 
 _ROUTING_EPILOG = (
     "Strategies reorder only rows of equal priority; a failing row falls back to its siblings, "
@@ -52,19 +84,27 @@ _COUNTS = ["calls", "errors", "input_tokens", "output_tokens", "cost"]
 def register(add: AddCommand) -> None:
     """Add the parsers of the commands on the whole database."""
     scope = bounded("scope")
-    p = add("migrate", cmd_migrate, "apply llmpool's migrations")
+    help_text = "apply llmpool's migrations, go back to one (--to N), or show them (status)"
+    example = "llmpool migrate --seed\nllmpool migrate status\nllmpool migrate --to 4 --yes"
+    p = add("migrate", cmd_migrate, help_text, _MIGRATE_EPILOG, writes=True, example=example)
+    help_text = "show each migration, applied (when) or pending; change nothing"
+    p.add_argument("status", nargs="?", choices=("status",), metavar="status", help=help_text)
+    help_text = "migrate up or down to migration N (0: remove llmpool's tables)"
+    p.add_argument("--to", type=int, metavar="N", help=help_text)
     p.add_argument("--seed", action="store_true", help="also add the example rows")
+    yes_flag(p, "going down: revert")
 
     help_text = "write rows as a JSON or YAML document (references only, never secrets)"
-    p = add("export", cmd_export, help_text)
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--scope", type=scope, default="global")
-    where.add_argument("--all-scopes", action="store_true")
+    example = "llmpool export --all-scopes -o llms.yaml"
+    p = add("export", cmd_export, help_text, example=example)
+    scope_or_all(p, "the rows of this scope (default: global)")
     help_text = "default: from -o's suffix, else json"
     p.add_argument("--format", choices=("json", "yaml"), help=help_text)
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
-    p = add("apply", cmd_apply, "make the table match a JSON or YAML document", _APPLY_EPILOG)
+    help_text = "make the table match a JSON or YAML document"
+    example = "llmpool apply llms.yaml --dry-run\nllmpool apply llms.yaml --prune --yes"
+    p = add("apply", cmd_apply, help_text, _APPLY_EPILOG, writes=True, example=example)
     p.add_argument("file", metavar="FILE", help="the document ('-' for stdin)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--prune", action="store_true", help="remove rows the document does not list")
@@ -72,25 +112,33 @@ def register(add: AddCommand) -> None:
     p.add_argument(
         "--scope", dest="scopes", action="append", default=[], type=scope, help=help_text
     )
-    help_text = "with --prune: remove rows without asking (as delete)"
-    p.add_argument("--yes", action="store_true", help=help_text)
+    yes_flag(p, "with --prune: remove rows")
     p.add_argument("--format", choices=("json", "yaml"), help="default: from the suffix, else JSON")
     help_text = "FILE is a LiteLLM proxy or Router config: its model_list becomes rows (README)"
     p.add_argument("--from-litellm", action="store_true", help=help_text)
     allow_unknown_flag(p)
 
     help_text = "find invalid rows and other problems, with the command fixing each"
-    p = add("doctor", cmd_doctor, help_text, _DOCTOR_EPILOG)
+    example = "llmpool doctor --ignore unresolvable_reference --fail-on warning"
+    p = add("doctor", cmd_doctor, help_text, _DOCTOR_EPILOG, example=example)
     p.add_argument("--scope", type=scope, help="only this scope (default: all)")
+    help_text = "leave out the findings of this KIND (e.g. unknown_provider); repeatable"
+    p.add_argument(
+        "--ignore", action="append", default=[], type=_kind, metavar="KIND", help=help_text
+    )
+    help_text = "exit 1 when a finding is this serious or more (default: error)"
+    p.add_argument("--fail-on", choices=_SEVERITIES, default="error", help=help_text)
 
     help_text = "show or set how a scope routes its calls (priority, weighted, latency, least_busy)"
-    p = add("routing", cmd_routing, help_text, _ROUTING_EPILOG)
+    example = "llmpool routing global weighted"
+    p = add("routing", cmd_routing, help_text, _ROUTING_EPILOG, writes=True, example=example)
     p.add_argument("scope", type=scope, help="the scope, e.g. global")
     p.add_argument("strategy", nargs="?", choices=STRATEGIES, help="the strategy to set")
 
     help_text = "calls, tokens and cost per row, scope or day (from the llm_usage table)"
     epilog = "Times: a duration before now (30m, 12h, 1d, 2w) or an ISO date or time (UTC)."
-    p = add("usage", cmd_usage, help_text, epilog)
+    example = "llmpool usage --since 7d --by day --scope global"
+    p = add("usage", cmd_usage, help_text, epilog, example=example)
     p.add_argument("--since", type=moment, help="from when (default: 1d, the last day)")
     p.add_argument("--until", type=moment, help="until when (default: now)")
     help_text = "group by (default: row)"
@@ -98,23 +146,91 @@ def register(add: AddCommand) -> None:
     p.add_argument("--scope", type=scope, help="only this scope")
 
 
+def _kind(text: str) -> str:
+    # A kind doctor reports, its table read only when --ignore is given.
+    from llmpool.pool.doctor import KINDS
+
+    if text not in KINDS:
+        close = difflib.get_close_matches(text, KINDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        msg = f"{shorten(text)!r} is no kind doctor reports; {hint}kinds: {', '.join(KINDS)}"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
-    """``llmpool migrate [--seed]``: apply llmpool's migrations, and seed the guide's rows."""
-    from llmpool.repository.sql.migrate import migrate, seed_starter_rows
+    """``llmpool migrate [status] [--to N] [--seed] [--yes]``: apply llmpool's migrations (up to
+    N), or revert those above N (asking first), or show them; seed the guide's rows."""
+    from llmpool.repository.sql.migrate import downgrade, migrate, seed_starter_rows
     from llmpool.repository.sql.url import mask_url, resolve_database_url
 
+    if args.status:
+        return _migrations(args)
+    if args.seed and args.to is not None:
+        raise UsageError("--seed needs every migration: leave out --to")
     # Named in the output: without --database-url or a configured URL it is a local file.
     database = mask_url(resolve_database_url(args.database_url))
-    applied = migrate(args.database_url)
+    undo = [] if args.to is None else _to_revert(args)
+    if undo:
+        question = (
+            f"Revert {len(undo)} migration(s) of {database}: {', '.join(undo)}? What they "
+            "created is dropped, with its rows."
+        )
+        if not confirmed(args, "migrate --to", question):
+            print("nothing reverted")
+            return 1
+        reverted, applied = downgrade(args.database_url, to=args.to), []
+    else:
+        reverted, applied = [], migrate(args.database_url, to=args.to)
     seeded: list[str] = []
     if args.seed:
         with open_store(args, writes=True) as store:
             seeded = [c.name for c in seed_starter_rows(store, actor=args.actor)]
     lines = [f"database: {database}"]
-    lines += [f"applied {name}" for name in applied] or ["database is up to date"]
+    lines += [f"reverted {name}" for name in reverted] + [f"applied {name}" for name in applied]
+    lines += [] if applied or reverted else ["database is up to date"]
     lines += [f"seeded {name}" for name in seeded]
-    data = {"database": database, "applied": applied, "seeded": seeded}
+    data = {"database": database, "applied": applied, "reverted": reverted, "seeded": seeded}
     emit(args, data, lambda: "\n".join(lines))
+    return 0
+
+
+def _to_revert(args: argparse.Namespace) -> list[str]:
+    # The applied migrations --to N reverts, newest first; N is 0 or a migration's number.
+    from llmpool.repository.sql.migrate import migration_states
+
+    states = migration_states(args.database_url)
+    if args.to != 0 and args.to not in {m.version for m in states}:
+        numbers = f"1 to {states[-1].version}" if states else "none"
+        msg = f"there is no migration {args.to} (migrations: {numbers}; --to 0 removes all)"
+        raise UsageError(msg)
+    return [m.name for m in reversed(states) if m.state != "pending" and m.version > args.to]
+
+
+def _migrations(args: argparse.Namespace) -> int:
+    # ``llmpool migrate status``: every migration, applied (when) or pending; a read.
+    from llmpool.repository.sql.migrate import migration_states
+    from llmpool.repository.sql.url import mask_url, resolve_database_url
+
+    if args.to is not None or args.seed or args.yes:
+        raise UsageError("migrate status changes nothing: it takes no --to, --seed or --yes")
+    require_tables(args.database_url)
+    database = mask_url(resolve_database_url(args.database_url))
+    states = [
+        {
+            "version": m.version,
+            "name": m.name,
+            "state": m.state,
+            "applied_at": m.applied_at and m.applied_at.isoformat(" ", timespec="seconds"),
+        }
+        for m in migration_states(args.database_url)
+    ]
+    pending = [m["name"] for m in states if m["state"] == "pending"]
+    summary = f"{len(states) - len(pending)} applied, {len(pending)} pending"
+    summary += "; run `llmpool migrate`" if pending else ""
+    listing = table(states, ("version", "name", "state", "applied_at"))
+    data = {"database": database, "migrations": states, "pending": pending}
+    emit(args, data, lambda: f"database: {database}\n\n{listing}\n\n{summary}")
     return 0
 
 
@@ -194,28 +310,46 @@ def _located(translation: Translation | None) -> Iterator[None]:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """``llmpool doctor [--scope S]``: exit code 1 when anything is wrong."""
-    from llmpool.pool.doctor import diagnose
+    """``llmpool doctor [--scope S] [--ignore KIND] [--fail-on SEVERITY]``: exit code 1 when a
+    finding not ignored is as serious as ``--fail-on`` or more."""
+    from llmpool.pool.doctor import SEVERITIES, diagnose
     from llmpool.repository.sql.url import mask_url
 
     with open_store(args) as store:
         database = mask_url(store.engine)
         found = diagnose(store, scope=args.scope)
     findings = [
-        {**f.as_dict(), "problem": one_line(f.problem), "fix": one_line(f.fix)} for f in found
+        {**f.as_dict(), "problem": one_line(f.problem), "fix": one_line(f.fix)}
+        for f in found
+        if f.kind not in args.ignore
     ]
+    rank = SEVERITIES.index
+    failing = [f for f in findings if rank(f["severity"]) >= rank(args.fail_on)]
+    counts = ", ".join(
+        f"{n} {level}{'(s)' * (level != 'info')}"
+        for level in reversed(SEVERITIES)
+        if (n := sum(f["severity"] == level for f in findings))
+    )
+    ignored = f"; ignored: {', '.join(sorted(set(args.ignore)))}" if args.ignore else ""
 
     def render() -> str:
         if not findings:
-            return f"no problems found (database: {database})"
-        lines = [f"{len(findings)} problem(s) found (database: {database})", ""]
-        lines.append(table(findings, ("kind", "name", "llm_id", "field")))
+            return f"no problems found (database: {database}{ignored})"
+        lines = [f"{len(findings)} problem(s) found: {counts} (database: {database}{ignored})", ""]
+        lines.append(table(findings, ("severity", "kind", "name", "llm_id", "field")))
         for f in findings:
-            lines += ["", f"{f['kind']}: {f['problem']}", f"  fix: {f['fix']}"]
+            lines += ["", f"{f['severity']}: {f['kind']}: {f['problem']}", f"  fix: {f['fix']}"]
         return "\n".join(lines)
 
-    emit(args, {"database": database, "ok": not findings, "findings": findings}, render)
-    return 1 if findings else 0
+    data = {
+        "database": database,
+        "ok": not failing,
+        "fail_on": args.fail_on,
+        "ignored": sorted(set(args.ignore)),
+        "findings": findings,
+    }
+    emit(args, data, render)
+    return 1 if failing else 0
 
 
 def cmd_routing(args: argparse.Namespace) -> int:

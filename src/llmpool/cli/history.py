@@ -9,7 +9,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from llmpool.cli.args import AddCommand, bounded, moment
+from llmpool.cli.args import AddCommand, bounded, moment, yes_flag
 from llmpool.cli.output import confirmed, emit, one_line, open_store
 
 if TYPE_CHECKING:
@@ -17,8 +17,7 @@ if TYPE_CHECKING:
 
 _HISTORY_EPILOG = (
     "Each entry: its id (what rollback --to takes), when, who, the action and the row, then "
-    "each field it changed as old -> new (a created or deleted row: its fields). Example: "
-    "llmpool history GPT-4o"
+    "each field it changed as old -> new (a created or deleted row: its fields)."
 )
 
 _ROLLBACK_EPILOG = (
@@ -29,15 +28,14 @@ _ROLLBACK_EPILOG = (
     "nothing secret is stored or restored), a changed row gets its fields back; scopes get "
     "their routing back. Rows no later entry touched are left as they are. The plan is "
     "printed as apply --dry-run prints it and applied in one transaction, one audit entry per "
-    "row; it asks first (pass --yes when not on a terminal). Example: llmpool rollback --to 1h "
-    "--dry-run"
+    "row; it asks first (pass --yes when not on a terminal)."
 )
 
 
 def register(add: AddCommand) -> None:
     """Add the parsers of the audit log's commands."""
     help_text = "what changed in the table, newest first: who, when, each field old -> new"
-    p = add("history", cmd_history, help_text, _HISTORY_EPILOG)
+    p = add("history", cmd_history, help_text, _HISTORY_EPILOG, example="llmpool history GPT-4o")
     help_text = "only this row's entries, by id or by any name it has had"
     p.add_argument("ref", nargs="?", metavar="ID|NAME", type=bounded("name"), help=help_text)
     help_text = "only the entries of this scope's rows and routing"
@@ -45,12 +43,13 @@ def register(add: AddCommand) -> None:
     p.add_argument("--limit", type=int, default=100, help="at most this many entries")
 
     help_text = "put the rows and routing back as they were at a time or an audit entry"
-    p = add("rollback", cmd_rollback, help_text, _ROLLBACK_EPILOG)
+    example = "llmpool rollback --to 1h --dry-run"
+    p = add("rollback", cmd_rollback, help_text, _ROLLBACK_EPILOG, writes=True, example=example)
     help_text = "the point to go back to: an audit entry's id, or a time"
     p.add_argument("--to", required=True, type=_point, metavar="TIME|AUDIT_ID", help=help_text)
     p.add_argument("--scope", type=bounded("scope"), help="only this scope's rows and routing")
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    yes_flag(p, "roll back")
 
 
 def _point(text: str) -> int | datetime:

@@ -1,39 +1,105 @@
 """The ``llmpool`` command: the admin API and health checks from a terminal.
 
-The common options (``--database-url``, ``--json``, ``--actor``) go before or after the command
-name. Exit codes: 0 success, 1 the operation failed, 2 a usage error. An error is one line on
-stderr, never a traceback, any URL in it with its password masked. When the reader of the
-output goes away (``llmpool list | head -1``), the command stops quietly with exit code 1, as
-CPython's documentation on ``SIGPIPE`` recommends.
+The common options (``--database-url``, ``--json``) go before or after the command name, and so
+does ``--actor``, which only the commands that write take. ``llmpool --help`` lists the commands
+in the sections of `SECTIONS`; each command's ``--help`` ends with an example. A mistyped
+command is answered with the closest one. Exit codes: 0 success, 1 the operation failed, 2 a
+usage error. An error is one line on stderr, never a traceback, any URL in it with its password
+masked. When the reader of the output goes away (``llmpool list | head -1``), the command stops
+quietly with exit code 1, as CPython's documentation on ``SIGPIPE`` recommends.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import getpass
 import importlib
 import json
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 from llmpool.cli.output import MAX_MESSAGE, CommandFailed, UsageError, one_line
 from llmpool.errors import LLMPoolError, shorten
 
-__all__ = ["build_parser", "main"]
+__all__ = ["SECTIONS", "build_parser", "main", "sections"]
 
 #: The command groups, each registering its commands' parsers and handlers.
 _GROUPS = ("llmpool.cli.rows", "llmpool.cli.database", "llmpool.cli.runtime", "llmpool.cli.history")
 
+#: The sections of ``llmpool --help``, in order, each with its commands in the order listed; a
+#: command no section names is listed under "other".
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "rows": (
+        *("list", "show", "add", "edit", "enable", "disable", "set-default", "delete"),
+        *("audit", "history", "rollback"),
+    ),
+    "scopes and routing": ("routing", "export", "apply"),
+    "health": ("chain", "top", "check", "doctor", "providers"),
+    "usage": ("usage",),
+    "schema": ("migrate",),
+    "try it": ("demo",),
+}
+
+_EPILOG = """\
+Run `llmpool COMMAND --help` for a command's options and an example.
+--database-url and --json go before or after COMMAND; --actor (commands that write) too.
+Exit codes: 0 success, 1 the operation failed, 2 a usage error."""
+
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser that raises `UsageError` instead of exiting."""
+    """An argument parser that raises `UsageError` instead of exiting, and ends its help with
+    its command's ``example`` (one command line per line)."""
+
+    example: str | None = None
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+    def format_help(self) -> str:
+        """Return the help, then the example."""
+        text, lines = super().format_help(), (self.example or "").splitlines()
+        if lines:
+            text += f"\nexample{'s' * (len(lines) > 1)}:\n" + "".join(f"  {x}\n" for x in lines)
+        return text
+
+
+class MainParser(Parser):
+    """The ``llmpool`` parser: its help lists the commands by section, git's way."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.commands: dict[str, str] = {}  # name -> one line of help, as registered
+
+    def format_help(self) -> str:
+        """Return the usage, the commands by section, the options and the epilog."""
+        # Built when asked for: the commands run without it.
+        width = max(40, min(100, shutil.get_terminal_size().columns - 2))
+        lines = ["Manage the LLMs in the llms table."]
+        for section, names in sections(self.commands):
+            lines += ["", f"{section}:"]
+            for name in names:
+                first = f"  {name:<12} "
+                text = textwrap.wrap(self.commands[name], width - len(first))
+                lines += [first + text[0], *(" " * len(first) + line for line in text[1:])]
+        self.description = "\n".join(lines)
+        return super().format_help()
+
+
+def sections(commands: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """Return the sections of ``llmpool --help`` that list any of ``commands``, each with its
+    commands in order, and "other" with those no section names, in their order."""
+    commands = list(commands)
+    placed = {name for names in SECTIONS.values() for name in names}
+    groups = [(section, [n for n in names if n in commands]) for section, names in SECTIONS.items()]
+    groups.append(("other", [name for name in commands if name not in placed]))
+    return [(section, names) for section, names in groups if names]
 
 
 def _common_options(*, suppress: bool) -> Parser:
@@ -41,17 +107,27 @@ def _common_options(*, suppress: bool) -> Parser:
     # the command name is not overwritten by the command's default.
     common = Parser(add_help=False)
     default: Any = argparse.SUPPRESS if suppress else None
-    common.add_argument(
-        "--database-url", default=default, help="database URL (default: the configured one)"
-    )
+    help_text = "database URL (default: LLMPOOL_DATABASE_URL, DATABASE_URL, else a SQLite file)"
+    common.add_argument("--database-url", metavar="URL", default=default, help=help_text)
     common.add_argument(
         "--json",
         action="store_true",
         default=argparse.SUPPRESS if suppress else False,
         help="print JSON instead of a table",
     )
-    common.add_argument("--actor", default=default, help="name recorded in the audit log")
     return common
+
+
+def _add_actor(parser: argparse.ArgumentParser, *, main: bool) -> None:
+    # On each command that writes, and hidden on the main parser (where scripts written before
+    # may give it), without a default on the command: a value given before its name stays.
+    help_text = "name recorded in the audit log (default: LLMPOOL_ACTOR, else your user name)"
+    parser.add_argument(
+        "--actor",
+        metavar="NAME",
+        default=None if main else argparse.SUPPRESS,
+        help=argparse.SUPPRESS if main else help_text,
+    )
 
 
 class _Version(argparse.Action):
@@ -64,32 +140,65 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> MainParser:
     """Return the argument parser of the ``llmpool`` command."""
-    parser = Parser(
+    parser = MainParser(
         prog="llmpool",
-        description="Manage the LLMs in the llms table.",
-        epilog=(
-            "--database-url, --json and --actor go before or after COMMAND. Exit codes: 0 "
-            "success, 1 the operation failed, 2 a usage error."
-        ),
+        usage="llmpool [--database-url URL] [--json] COMMAND [OPTIONS]",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_common_options(suppress=False)],
     )
+    _add_actor(parser, main=True)
     parser.add_argument(
         "--version", action=_Version, nargs=0, help="show program's version number and exit"
     )
     common = _common_options(suppress=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        parser_class=Parser,
+        prog="llmpool",
+        help=argparse.SUPPRESS,
+    )
     sub.required = True
 
-    def add(name: str, handler: Any, text: str, epilog: str | None = None) -> Parser:
-        p = sub.add_parser(name, help=text, parents=[common], description=text, epilog=epilog)
-        p.set_defaults(handler=handler)
+    def add(
+        name: str,
+        handler: Any,
+        text: str,
+        epilog: str | None = None,
+        *,
+        writes: bool = False,
+        example: str | None = None,
+    ) -> Parser:
+        p = sub.add_parser(name, parents=[common], description=text, epilog=epilog)
+        if writes:
+            _add_actor(p, main=False)
+        p.set_defaults(handler=handler, writes=writes)
+        p.example = example
+        parser.commands[name] = text
         return p
 
     for group in _GROUPS:
         importlib.import_module(group).register(add)
     return parser
+
+
+def _unknown_command(argv: Sequence[str], commands: Sequence[str]) -> UsageError | None:
+    """Return the error for a command line naming no command, with the closest one."""
+    probe = Parser(add_help=False, parents=[_common_options(suppress=False)])
+    _add_actor(probe, main=True)
+    probe.add_argument("command", nargs="?")
+    try:
+        name = probe.parse_known_args(argv)[0].command
+    except UsageError:
+        return None
+    if name is None or name in commands:
+        return None
+    close = difflib.get_close_matches(name, commands, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else " (see `llmpool --help`)"
+    return UsageError(f"unknown command {shorten(name)!r}{hint}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,12 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv  # errors of this run print as JSON, parse errors too
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except UsageError as error:
-        return _failed(error, 2, as_json)
+        return _failed(_unknown_command(argv, list(parser.commands)) or error, 2, as_json)
     except SystemExit as exit_:  # --help, --version
         return int(exit_.code or 0)
+    if args.actor is not None and not args.writes:
+        msg = f"--actor is for the commands that write; {args.command} writes nothing"
+        return _failed(UsageError(msg), 2, as_json)
     if not args.actor:
         try:
             args.actor = os.environ.get("LLMPOOL_ACTOR") or getpass.getuser()

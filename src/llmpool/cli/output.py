@@ -123,8 +123,9 @@ def read_input(path: str) -> str:
 
 
 def confirmed(args: argparse.Namespace, command: str, question: str) -> bool:
-    """Return whether a command that deletes rows may go on: ``--yes``, or "y" at the prompt
-    (a `UsageError` when standard input is no terminal to ask on)."""
+    """Return whether a command that destroys (deletes rows, reverts migrations) may go on:
+    ``--yes`` (`llmpool.cli.args.yes_flag`), or "y" at the prompt (a `UsageError` when
+    standard input is no terminal to ask on). Every such command asks through this."""
     if args.yes:
         return True
     if not sys.stdin.isatty():

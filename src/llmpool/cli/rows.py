@@ -9,7 +9,15 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from llmpool.cli.args import AddCommand, allow_unknown_flag, bounded, json_arg, moment
+from llmpool.cli.args import (
+    AddCommand,
+    allow_unknown_flag,
+    bounded,
+    json_arg,
+    moment,
+    scope_or_all,
+    yes_flag,
+)
 from llmpool.cli.output import (
     CommandFailed,
     UsageError,
@@ -38,11 +46,11 @@ _CONFIG_HELP = (
 #: The row fields that ``add`` and ``edit`` take as flags: flag, field, argparse keywords.
 #: A new field needs one line here (its values are checked by the store).
 ROW_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("--name", "name", {}),
-    ("--provider", "provider", {}),
-    ("--model", "model_name", {}),
-    ("--priority", "priority", {"type": int}),
-    ("--scope", "scope", {}),
+    ("--name", "name", {"help": "a name, unique within the scope"}),
+    ("--provider", "provider", {"help": "openai, anthropic, ... (llmpool providers lists them)"}),
+    ("--model", "model_name", {"help": "the provider's model id, e.g. gpt-4o"}),
+    ("--priority", "priority", {"type": int, "help": "lower is tried first (default: 100)"}),
+    ("--scope", "scope", {"help": "the scope of the row (default: global)"}),
     ("--kind", "kind", {"choices": ("chat", "embedding"), "help": "chat (default) or embedding"}),
     ("--space", "space", {"help": "an embedding row's vector space label ('' clears it)"}),
     ("--weight", "weight", {"type": int, "help": "share among equal priority (routing weighted)"}),
@@ -102,6 +110,8 @@ def _assignment(text: str) -> tuple[str, Any]:
 
 def _selector(parser: argparse.ArgumentParser, name: str = "ref", **options: Any) -> None:
     # The row(s) a command acts on, by id or name, and the scope a name is looked up in.
+    many = options.get("nargs") == "+"
+    options.setdefault("help", "the rows, by id or name" if many else "the row, by id or name")
     parser.add_argument(name, metavar="ID|NAME", type=bounded("name"), **options)
     parser.add_argument(
         "--scope",
@@ -114,30 +124,38 @@ def _selector(parser: argparse.ArgumentParser, name: str = "ref", **options: Any
 def register(add: AddCommand) -> None:
     """Add the row commands' parsers."""
     help_text = "list LLMs, in fallback order (invalid ones too, marked)"
-    p = add("list", cmd_list, help_text, _LIST_EPILOG)
-    p.add_argument("--provider", type=bounded("provider"))
+    example = "llmpool list --enabled --search gpt"
+    p = add("list", cmd_list, help_text, _LIST_EPILOG, example=example)
+    p.add_argument("--provider", type=bounded("provider"), help="only rows of this provider")
     state = p.add_mutually_exclusive_group()
-    state.add_argument("--enabled", action="store_true")
-    state.add_argument("--disabled", action="store_true")
+    state.add_argument("--enabled", action="store_true", help="only enabled rows")
+    state.add_argument("--disabled", action="store_true", help="only disabled rows")
     p.add_argument("--search", type=bounded("search"), help="part of the name or model name")
     p.add_argument("--kind", choices=("chat", "embedding"), help="only rows of this kind")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--scope", type=bounded("scope"), default="global")
-    where.add_argument("--all-scopes", action="store_true")
+    scope_or_all(p, "the rows of this scope (default: global)")
 
     help_text = "show one LLM by id or name (an invalid row too, with what is wrong)"
-    _selector(add("show", cmd_show, help_text))
+    _selector(add("show", cmd_show, help_text, example="llmpool show 'OpenAI GPT-4'"))
 
-    p = add("add", cmd_add, "add an LLM (flags, or --from-json FILE)", _add_epilog())
+    example = (
+        "llmpool add --name GPT-4o --provider openai --model gpt-4o --disabled "
+        '--auth-meta \'{"api_key_env": "OPENAI_API_KEY"}\'\n'
+        "llmpool add --from-json rows.json"
+    )
+    help_text = "add an LLM (flags, or --from-json FILE)"
+    p = add("add", cmd_add, help_text, _add_epilog(), writes=True, example=example)
     for flag, field, options in ROW_FLAGS:
         p.add_argument(flag, dest=field, **options)
     p.add_argument("--disabled", action="store_true", help="add it disabled (test first)")
-    p.add_argument("--default", dest="is_default", action="store_true")
+    help_text = "make it its scope's default (the one get_llm() returns)"
+    p.add_argument("--default", dest="is_default", action="store_true", help=help_text)
     help_text = "a JSON object or list of objects ('-' for stdin); all validated before any write"
     p.add_argument("--from-json", metavar="FILE", help=help_text)
     allow_unknown_flag(p)
 
-    p = add("edit", cmd_edit, "change fields of an LLM (an invalid row too)", _EDIT_EPILOG)
+    help_text = "change fields of an LLM (an invalid row too)"
+    example = "llmpool edit 'OpenAI GPT-4' --priority 5 --set config.temperature=0.2"
+    p = add("edit", cmd_edit, help_text, _EDIT_EPILOG, writes=True, example=example)
     _selector(p)
     for flag, field, options in ROW_FLAGS:
         if field != "scope":  # --scope selects the row
@@ -158,19 +176,30 @@ def register(add: AddCommand) -> None:
     )
     allow_unknown_flag(p)
 
-    _selector(add("enable", _bulk("enable"), "enable LLMs"), "refs", nargs="+")
-    p = add("disable", _bulk("disable"), "disable LLMs (an invalid row too)")
+    example = "llmpool enable 'Claude 3 Opus'"
+    p = add("enable", _bulk("enable"), "enable LLMs", writes=True, example=example)
     _selector(p, "refs", nargs="+")
-    p = add("delete", cmd_delete, "delete LLMs (an invalid row too)")
+    example = "llmpool disable 'OpenAI GPT-3.5' 'OpenAI GPT-4'"
+    help_text = "disable LLMs (an invalid row too)"
+    p = add("disable", _bulk("disable"), help_text, writes=True, example=example)
     _selector(p, "refs", nargs="+")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    _selector(add("set-default", cmd_set_default, "make an LLM its scope's default"))
+    example = "llmpool delete 'OpenAI GPT-3.5' --yes"
+    help_text = "delete LLMs (an invalid row too); asks first"
+    p = add("delete", cmd_delete, help_text, writes=True, example=example)
+    _selector(p, "refs", nargs="+")
+    yes_flag(p, "delete")
+    example = "llmpool set-default 'Ollama Llama2' --scope global"
+    help_text = "make an LLM its scope's default"
+    _selector(add("set-default", cmd_set_default, help_text, writes=True, example=example))
 
-    p = add("audit", cmd_audit, "the audit log, newest first")
+    example = "llmpool audit --llm 'OpenAI GPT-4' --since 7d"
+    p = add("audit", cmd_audit, "the audit log, newest first", example=example)
     help_text = "one row's entries, by id or name (a deleted row's name too)"
     _selector(p, "--llm", dest="llm_ref", help=help_text)
     p.add_argument("--since", type=moment, help="ISO date/time, or relative: 30m, 12h, 7d")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument(
+        "--limit", type=int, default=100, help="at most this many entries (default: 100)"
+    )
 
 
 def _row(config: LLMConfig) -> dict[str, Any]:

@@ -32,6 +32,8 @@ _CHAIN_EPILOG = (
     "shared breakers could not be read."
 )
 
+_SCOPE_HELP = "the scope (default: global)"
+
 #: The row that answers when nothing else can: langchain-core's fake chat model.
 _DEMO_ROW: dict[str, Any] = {
     "name": "Demo Fake",
@@ -45,16 +47,20 @@ _DEMO_ROW: dict[str, Any] = {
 def register(add: AddCommand) -> None:
     """Add the parsers of the commands that build models."""
     help_text = "the scope's health: each row in call order, its breaker, and who would answer now"
-    p = add("chain", cmd_chain, help_text, _CHAIN_EPILOG)
-    p.add_argument("--scope", type=bounded("scope"), default="global")
+    example = "llmpool chain --scope global --redis-url redis://127.0.0.1:6379/0"
+    p = add("chain", cmd_chain, help_text, _CHAIN_EPILOG, example=example)
+    p.add_argument("--scope", type=bounded("scope"), default="global", help=_SCOPE_HELP)
     p.add_argument("--kind", choices=("chat", "embedding"), default="chat", help="which chain")
     help_text = "the service's redis= URL, to show the fleet's state (default: LLMPOOL_REDIS_URL)"
     p.add_argument("--redis", "--redis-url", dest="redis_url", metavar="URL", help=help_text)
     help_text = "the service's redis_prefix= (default: LLMPOOL_REDIS_PREFIX, else llmpool:)"
     p.add_argument("--redis-prefix", help=help_text)
-    p = add("check", cmd_check, "build each LLM and send a tiny prompt (works on disabled rows)")
-    p.add_argument("ids", nargs="*", metavar="ID|NAME", type=bounded("name"))
-    p.add_argument("--scope", type=bounded("scope"), default="global")
+    help_text = "build each LLM and send a tiny prompt (works on disabled rows)"
+    example = "llmpool check 'OpenAI GPT-4' --timeout 10\nllmpool check --scope global --ready"
+    p = add("check", cmd_check, help_text, example=example)
+    help_text = "the rows to check, by id or name (default: every row of --scope)"
+    p.add_argument("ids", nargs="*", metavar="ID|NAME", type=bounded("name"), help=help_text)
+    p.add_argument("--scope", type=bounded("scope"), default="global", help=_SCOPE_HELP)
     help_text = "seconds each row may take; passed to its client and enforced (default: 20)"
     p.add_argument("--timeout", type=float, default=20.0, help=help_text)
     help_text = (
@@ -63,9 +69,9 @@ def register(add: AddCommand) -> None:
     )
     p.add_argument("--ready", action="store_true", help=help_text)
     help_text = "providers found, their extras, and plugins that failed to load"
-    add("providers", cmd_providers, help_text)
+    add("providers", cmd_providers, help_text, example="llmpool providers --json")
     help_text = "a fallback walk on a temporary SQLite database, offline (ignores --database-url)"
-    add("demo", cmd_demo, help_text)
+    add("demo", cmd_demo, help_text, example="llmpool demo")
 
 
 def cmd_chain(args: argparse.Namespace) -> int:

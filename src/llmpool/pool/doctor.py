@@ -1,6 +1,9 @@
 """What is wrong in the ``llms`` table, row by row, with the command that fixes each problem.
 
-`diagnose` reads every row as stored (`llmpool.repository.stored`) and reports each of `KINDS`.
+`diagnose` reads every row as stored (`llmpool.repository.stored`) and reports each of `KINDS`,
+each finding with a severity (`SEVERITIES`, `SEVERITY`): an ``error`` breaks calls or leaks a
+secret, a ``warning`` still serves, or depends on where the check runs; a provider or reference
+problem of a disabled row, which serves nothing until enabled, is one step lower (to ``info``).
 
 Example:
     >>> from llmpool.repository.memory import InMemoryStore
@@ -16,7 +19,7 @@ import difflib
 import os
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from shlex import quote
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +55,17 @@ KINDS = (
     "mixed_spaces",  # a scope's enabled embedding rows span several vector spaces
 )
 
+#: The severities of a finding, least serious first.
+SEVERITIES = ("info", "warning", "error")
+
+#: Each kind's severity on an enabled row. A reference is judged from the environment of the
+#: check (a CI job holds no provider keys), routing that is no strategy still serves, and
+#: similar names only confuse a reader.
+SEVERITY = {
+    **dict.fromkeys(KINDS, "error"),
+    **dict.fromkeys(("unresolvable_reference", "similar_names", "invalid_routing"), "warning"),
+}
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -64,6 +78,7 @@ class Finding:
     field: str | None
     problem: str
     fix: str
+    severity: str
 
     def as_dict(self) -> dict[str, Any]:
         """Return the finding as a JSON-ready dict."""
@@ -75,7 +90,13 @@ def _about(
 ) -> Finding:
     if isinstance(problem, Exception):  # its message, cut short
         problem = shorten(str(problem), 1000)
-    return Finding(kind, row.id, row.name, row.scope, field, problem, fix)
+    return Finding(kind, row.id, row.name, row.scope, field, problem, fix, SEVERITY[kind])
+
+
+def _lowered(finding: Finding) -> Finding:
+    # A problem of a disabled row waits until the row is enabled: one step less serious.
+    lower = SEVERITIES[max(0, SEVERITIES.index(finding.severity) - 1)]
+    return replace(finding, severity=lower)
 
 
 def _invalid(row: StoredRow) -> Finding:
@@ -198,6 +219,7 @@ def _invalid_routing(store: Any, scope: str | None) -> list[Finding]:
             f"{shorten(visible(stored), 40)!r}, which is not a strategy "
             f"({', '.join(STRATEGIES)}): the scope is served by priority",
             f"llmpool routing {quote(name)} priority (or another strategy)",
+            SEVERITY["invalid_routing"],
         )
         for name, stored in sorted(scope_routing().items())
         if stored not in STRATEGIES and (scope is None or name == scope)
@@ -221,7 +243,10 @@ def _mixed_spaces(rows: list[StoredRow]) -> list[Finding]:
             one_space(configs, scope=name)
         except MixedSpacesError as error:
             problem = shorten(str(error), 1000)
-            findings.append(Finding("mixed_spaces", "", None, name, "space", problem, fix))
+            severity = SEVERITY["mixed_spaces"]
+            findings.append(
+                Finding("mixed_spaces", "", None, name, "space", problem, fix, severity)
+            )
     return findings
 
 
@@ -233,7 +258,8 @@ def diagnose(
     allowlist: EnvAllowlist | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> list[Finding]:
-    """Return every problem of the table's rows (of one scope, or all), by `KINDS` order."""
+    """Return every problem of the table's rows (of one scope, or all), by `KINDS` order, each
+    with its severity."""
     from llmpool.providers import get_registry
     from llmpool.providers.allowlist import EnvAllowlist
     from llmpool.repository.stored import stored_rows
@@ -247,8 +273,8 @@ def diagnose(
         if row.config is None:
             findings.append(_invalid(row))
             continue
-        findings += _references(row.config, allow, env)
-        findings += _provider(row.config, registry)
+        found = _references(row.config, allow, env) + _provider(row.config, registry)
+        findings += found if row.config.enabled else [_lowered(f) for f in found]
         findings += _disabled_default(row.config)
     findings += _similar_names(rows)
     findings += _invalid_routing(store, scope)

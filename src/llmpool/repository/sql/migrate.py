@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,10 +37,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STARTER_ROWS",
+    "MigrationState",
+    "downgrade",
     "downgrade_connection",
     "load_migrations",
     "migrate",
     "migrate_connection",
+    "migration_states",
     "seed_starter_rows",
 ]
 
@@ -108,25 +112,87 @@ def _load(directory: Any) -> list[Migration]:
     return found
 
 
-def migrate(engine_or_url: Engine | str | URL | None = None) -> list[str]:
-    """Apply the pending migrations (``None``: to the configured database); return the names
-    of the files applied now (`MigrationChecksumError`: an applied file has changed;
-    `MigrationError`: one failed and was rolled back).
+def migrate(engine_or_url: Engine | str | URL | None = None, *, to: int | None = None) -> list[str]:
+    """Apply the pending migrations numbered up to ``to`` (``None``: all; the database
+    ``None``: the configured one); return the names of the files applied now
+    (`MigrationChecksumError`: an applied file has changed; `MigrationError`: one failed and
+    was rolled back).
 
     Example:
         >>> migrate("sqlite://")[:1]
         ['0001_llms.sql']
     """
+    with _connected(engine_or_url, "migrate the database") as conn:
+        with _locked(conn):
+            conn.exec_driver_sql(_CREATE_TABLE)
+        return _apply_all(conn, to, "failed and was rolled back", _locked)
+
+
+def downgrade(engine_or_url: Engine | str | URL | None = None, *, to: int = 0) -> list[str]:
+    """Revert the applied migrations numbered above ``to`` (0: all of llmpool's tables, with
+    their rows), newest first, in one transaction holding the migration lock; return the files
+    reverted (`MigrationError`: a reverse script is missing or failed, and nothing changed).
+
+    Example:
+        >>> downgrade("sqlite://")
+        []
+    """
+    with _connected(engine_or_url, "downgrade the database") as conn, _locked(conn):
+        return downgrade_connection(conn, to=to)
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """One migration of a database: ``applied``, ``pending``, ``changed`` (applied, its file
+    differs since) or ``unknown`` (applied, but this llmpool ships no such file)."""
+
+    version: int
+    name: str
+    state: str
+    applied_at: datetime | None
+
+
+def migration_states(engine_or_url: Engine | str | URL | None = None) -> list[MigrationState]:
+    """Return each migration shipped or applied, by version, with its state; change nothing.
+
+    Example:
+        >>> [(m.name, m.state) for m in migration_states("sqlite://")][:1]
+        [('0001_llms.sql', 'pending')]
+    """
+    query = sa.text("SELECT version, name, checksum, applied_at FROM llmpool_migrations")
+    with _connected(engine_or_url, "read the applied migrations") as conn:
+        shipped = {m.version: m for m in load_migrations(conn.dialect.name)}
+        applied: dict[int, Any] = {}
+        if sa.inspect(conn).has_table("llmpool_migrations"):
+            typed = query.columns(applied_at=sa.DateTime())
+            applied = {row.version: row for row in conn.execute(typed)}
+    states: list[MigrationState] = []
+    for version in sorted(shipped.keys() | applied.keys()):
+        file, row = shipped.get(version), applied.get(version)
+        if row is None:
+            assert file is not None
+            states.append(MigrationState(version, file.name, "pending", None))
+            continue
+        state = "applied"
+        if file is None or file.name != row.name:
+            state = "unknown"
+        elif file.checksum != row.checksum:
+            state = "changed"
+        states.append(MigrationState(version, row.name, state, row.applied_at))
+    return states
+
+
+@contextmanager
+def _connected(engine_or_url: Engine | str | URL | None, what: str) -> Iterator[Connection]:
+    # A connection with a migration's bounds; an engine made here is disposed of afterwards.
     engine = create_engine(engine_or_url)
     try:
         with (
-            db_errors(engine, "migrate the database"),
+            db_errors(engine, what),
             engine.connect() as connection,
             longer_bounds(connection, MIGRATION_TIMEOUT) as conn,
         ):
-            with _locked(conn):
-                conn.exec_driver_sql(_CREATE_TABLE)
-            return _apply_all(conn, None, "failed and was rolled back", _locked)
+            yield conn
     finally:
         if engine is not engine_or_url:
             engine.dispose()
