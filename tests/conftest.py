@@ -29,6 +29,28 @@ from urllib.parse import quote
 
 import pytest
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Rewrite the asserts of the tests only. pytest also marks every package that ships a
+    pytest plugin (langsmith, hypothesis, anyio...) for rewriting, which re-parses and compiles
+    their sources in every worker instead of loading their bytecode (seconds of CPU each)."""
+    hook = getattr(config.pluginmanager, "rewrite_hook", None)
+    marked = getattr(hook, "_must_rewrite", None)
+    if isinstance(marked, set):
+        marked.difference_update(
+            {
+                "langsmith",
+                "hypothesis",
+                "anyio",
+                "syrupy",
+                "pytest_benchmark",
+                "pytest_codspeed",
+                "pytest_recording",
+                "pytest_socket",
+            }
+        )
+
+
 REQUIRE_POSTGRES = os.environ.get("LLMPOOL_REQUIRE_POSTGRES") == "1"
 
 
