@@ -26,7 +26,7 @@ from llmpool.errors import LLMPoolError, shorten
 __all__ = ["build_parser", "main"]
 
 #: The command groups, each registering its commands' parsers and handlers.
-_GROUPS = ("llmpool.cli.rows", "llmpool.cli.database", "llmpool.cli.runtime")
+_GROUPS = ("llmpool.cli.rows", "llmpool.cli.database", "llmpool.cli.runtime", "llmpool.cli.top")
 
 
 class Parser(argparse.ArgumentParser):
