@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmpool.cli.output import one_line
 from llmpool.usage.report import PERIOD_MINUTES, Series, money, period_text
-from llmpool.usage.table import add_counts, latency_of
+from llmpool.usage.table import COUNTS, add_counts, latency_of
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -25,14 +25,22 @@ def _p95(sums: Sequence[Any]) -> float | None:
     return None if latency is None else latency.p95_ms
 
 
-#: Each chart: its title, its value of a period's sums (``None``: nothing to show), and how its
-#: summary column reads the whole window's sums.
-CHARTS: tuple[tuple[str, Callable[[Sequence[Any]], float | None], str], ...] = (
-    ("calls", lambda sums: sums[0], "total"),
-    ("errors", lambda sums: sums[1], "total"),
-    ("cost", lambda sums: sums[4], "total"),
-    ("p95 latency (ms)", _p95, "p95"),
+#: Each chart: its key in ``--json``, its title, its value of a period's sums (``None``: no
+#: value), and what its last column reads of the whole window's sums.
+CHARTS: tuple[tuple[str, str, Callable[[Sequence[Any]], float | None], str], ...] = (
+    ("calls", "calls", lambda sums: sums[0], "total"),
+    ("errors", "errors", lambda sums: sums[1], "total"),
+    ("cost", "cost", lambda sums: sums[4], "total"),
+    ("p95_ms", "p95 latency (ms)", _p95, "p95"),
 )
+_NO_CALLS = [0] * len(COUNTS)
+
+
+def values(
+    row: Series, periods: Sequence[int], read: Callable[[Sequence[Any]], float | None]
+) -> list[float | None]:
+    """Return what ``read`` finds in each period of ``row`` (a period without calls: zeros)."""
+    return [read(row.periods.get(period, _NO_CALLS)) for period in periods]
 
 
 def bars(values: Sequence[float | None], top: float) -> str:
@@ -76,28 +84,26 @@ def usage_charts(
     axis = f"{period_text(first, by)} to {period_text(last, by)} UTC, one bar per {by}"
     charts: list[RenderableType] = []
     ordered = sorted(rows.items(), key=lambda item: (item[1].name, item[0]))
-    for title, read, summary in CHARTS:
+    whole: dict[str, list[Any]] = {}  # each row's sums over the window
+    for llm_id, series in ordered:
+        for sums in series.periods.values():
+            add_counts(whole, llm_id, sums)
+    for _, title, read, summary in CHARTS:
         grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
         grid.add_column("NAME", no_wrap=True)
         grid.add_column(title.split(" ")[0].upper(), no_wrap=True)
         grid.add_column("MAX", justify="right")
         grid.add_column(summary.upper(), justify="right")
-        values = {
-            llm_id: [read(series.periods.get(p, [0] * 5)) for p in periods]
-            for llm_id, series in ordered
-        }
-        top = max((v for line in values.values() for v in line if v is not None), default=0)
+        lines = {llm_id: values(series, periods, read) for llm_id, series in ordered}
+        top = max((v for line in lines.values() for v in line if v is not None), default=0)
         for llm_id, series in ordered:
-            line = values[llm_id]
-            whole: dict[str, list[Any]] = {}
-            for sums in series.periods.values():
-                add_counts(whole, "all", sums)
+            line = lines[llm_id]
             highest = max((v for v in line if v is not None), default=None)
             grid.add_row(
                 one_line(series.name),
                 Text(bars(line, float(top)), style="cyan"),
                 _number(highest, title),
-                _number(read(whole["all"]) if whole else None, title),
+                _number(read(whole[llm_id]), title),
             )
         charts.append(Group(Text(f"{title} per {by}, {axis}", style="bold"), grid))
     return charts

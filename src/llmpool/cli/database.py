@@ -62,7 +62,6 @@ _COUNTS = ["calls", "errors", "input_tokens", "output_tokens", "cost"]
 _LATENCY = ["p50_ms", "p95_ms"]
 #: The bars of one chart: at most a terminal's width of them.
 _MAX_BARS = 120
-_CHART_KEYS = ("calls", "errors", "cost", "p95_ms")
 
 
 def register(add: AddCommand) -> None:
@@ -275,7 +274,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 def _chart(args: argparse.Namespace, parts: list[Any], by: str, start: float, end: float) -> int:
     # The periods from the one holding `start` to the one holding the window's last second.
-    from llmpool.cli.charts import CHARTS, usage_charts
+    from llmpool.cli.charts import CHARTS, usage_charts, values
     from llmpool.usage.report import PERIOD_MINUTES, money, money_text, period_text, series
 
     step = PERIOD_MINUTES[by]
@@ -295,10 +294,7 @@ def _chart(args: argparse.Namespace, parts: list[Any], by: str, start: float, en
             {
                 "llm_id": llm_id,
                 "name": row.name,
-                **{
-                    key: [read(row.periods.get(p, [0] * 5)) for p in periods]
-                    for key, (_, read, _) in zip(_CHART_KEYS, CHARTS, strict=True)
-                },
+                **{key: values(row, periods, read) for key, _, read, _ in CHARTS},
             }
             for llm_id, row in sorted(rows.items(), key=lambda item: (item[1].name, item[0]))
         ],

@@ -109,16 +109,16 @@ def group(parts: Iterable[UsageBucket], by: By) -> list[UsageRow]:
     """Fold a table's parts into report lines, labelled as at their newest part, in order."""
     sums: dict[str, list[Any]] = {}
     labels: dict[str, dict[str, Any]] = {}
-    field = "day" if by == "day" else "period"
     for part in sorted(parts, key=lambda part: part.minute):
-        key = part.llm_id if by == "row" else part.scope if by == "scope" else (
-            period_text(part.minute, by)
-        )  # fmt: skip
-        add_counts(sums, key, part[6:])
         if by == "row":
-            labels[key] = {name: getattr(part, name) for name in LABELS}
+            key, label = part.llm_id, {name: getattr(part, name) for name in LABELS}
+        elif by == "scope":
+            key, label = part.scope, {"scope": part.scope}
         else:
-            labels[key] = {"scope" if by == "scope" else field: key}
+            key = period_text(part.minute, by)
+            label = {"day" if by == "day" else "period": key}
+        add_counts(sums, key, part[6:])
+        labels[key] = label
     lines = [_line(labels[key], total) for key, total in sums.items()]
     return sorted(
         lines, key=lambda r: (r.scope or r.day or r.period or "", r.name or "", r.llm_id or "")
