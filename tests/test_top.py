@@ -99,7 +99,7 @@ def test_top_without_redis_shows_this_shells_own_numbers_and_exits_1_when_none_a
     migrated_url: str,
 ) -> None:
     """Without Redis the frame counts this shell's attempts (CALLS, no rate) and says so; with
-    no row able to answer it exits 1, naming why in the caption."""
+    no row able to answer it exits 1, naming why in the caption; --interval has a floor."""
     store = SQLStore(migrated_url)
     store.add(rows()[2])
     store.close()
@@ -112,6 +112,10 @@ def test_top_without_redis_shows_this_shells_own_numbers_and_exits_1_when_none_a
     assert (shown["Keyless"]["CALLS"], shown["Keyless"]["BREAKER"]) == ("0", "closed")
     env = {"OPENAI_API_KEY": "sk-top-test-key-0000"}
     assert run_cli("top", "--once", "--database-url", migrated_url, env=env).code == 0
+    fast = run_cli("top", "--interval", "0", "--database-url", migrated_url)
+    assert (fast.code, fast.err.strip()) == (
+        2, "llmpool: error: --interval must be at least 0.1 seconds, not 0",
+    )  # fmt: skip
 
 
 def test_top_without_rich_names_the_extra_and_json_needs_none(

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmpool.cli.args import AddCommand
-from llmpool.cli.output import UsageError, cell, emit, one_line, require_extra
+from llmpool.cli.output import UsageError, cell, emit, one_line, quiet, require_extra
 from llmpool.cli.runtime import add_scope_options, chain_row, read_status, say_whose, status_pool
 
 if TYPE_CHECKING:
@@ -167,8 +167,8 @@ def cmd_top(args: argparse.Namespace) -> int:
         from rich.live import Live
 
         live = Live(frame(status, rows), screen=True, auto_refresh=False)
-        try:
-            with live:
+        try:  # the frame shows why rows are skipped: no warning lines across it
+            with live, quiet("llmpool"):
                 while True:
                     time.sleep(args.interval)
                     pool.refresh()  # rows added, changed or removed meanwhile
