@@ -16,8 +16,10 @@ from helpers import fake
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.pool.facade import LLMPool
 from llmpool.repository.sql.store import SQLStore
+from llmpool.usage.meter import UsageMeter
+from llmpool.usage.report import group
 from llmpool.usage.sql import SQLUsageTable, llm_usage
-from llmpool.usage.table import HISTOGRAM, LATENCY_BOUNDS_MS, UsageBucket
+from llmpool.usage.table import HISTOGRAM, LATENCY_BOUNDS_MS, MemoryUsageTable, UsageBucket
 
 #: 2026-01-01 00:00 UTC, as an epoch minute.
 START = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp() // 60)
@@ -102,7 +104,23 @@ def test_usage_by_hour_and_for_one_row(migrated_url: str) -> None:
     assert text[0].split() == ["PERIOD", "CALLS", "ERRORS", "INPUT_TOKENS", "OUTPUT_TOKENS",
                                "COST", "P50_MS", "P95_MS"]  # fmt: skip
     assert text[1].split() == ["2026-01-01", "00:05", "4", "0", "0", "0", "1", "175.0", "242.5"]
-    assert text[-1].split()[:2] == ["TOTAL", "14"]
+    assert text[-1].split() == ["TOTAL", "14", "1", "0", "0", "3.50", "535.7", "953.6"]
+
+
+def test_a_memory_table_reports_by_hour_for_one_row() -> None:
+    """Minute buckets kept in memory group by UTC hour, and keep one row by name or id."""
+    table = MemoryUsageTable()
+    table.add([bucket(START + 5, "A", 4, ms=180), bucket(START + 70, "A", 1, ms=40),
+               bucket(START + 71, "B", 2, errors=1, ms=600)])  # fmt: skip
+    meter = UsageMeter(table, flush_interval=0, budget_refresh=0, clock=lambda: START * 60.0)
+    lines = meter.report(since=None, by="hour")
+    assert [(r.period, r.calls, r.errors, r.p50_ms) for r in lines] == [
+        ("2026-01-01 00:00", 4, 0, 175.0),
+        ("2026-01-01 01:00", 3, 1, 50.0),
+    ]
+    for llm in ("B", "id-B"):
+        (only,) = group(table.parts(None, None, None, None, llm=llm), "row")
+        assert (only.name, only.calls, only.p95_ms) == ("B", 2, 975.0)
 
 
 def test_usage_chart_draws_each_row_per_period(migrated_url: str) -> None:

@@ -229,6 +229,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     """``llmpool usage [--since 1d] [--until T] [--by B] [--scope S] [--llm NAME] [--chart]``."""
     from llmpool.usage.report import as_epoch, group, money_text
     from llmpool.usage.sql import SQLUsageTable
+    from llmpool.usage.table import add_counts, latency_of
 
     by: By = args.by or ("hour" if args.chart else "row")
     if args.chart and by in ("row", "scope"):
@@ -253,6 +254,11 @@ def cmd_usage(args: argparse.Namespace) -> int:
     rows = group(parts, by)
     total: dict[str, Any] = {name: sum(getattr(row, name) for row in rows) for name in _COUNTS}
     total["cost"] = money_text(sum((row.cost for row in rows), Decimal(0)))
+    whole: dict[str, list[Any]] = {}
+    for part in parts:
+        add_counts(whole, "all", part[6:])
+    latency = latency_of(whole["all"]) if whole else None
+    total.update(p50_ms=latency and latency.p50_ms, p95_ms=latency and latency.p95_ms)
     lines = [row.as_dict() for row in rows]
     data: dict[str, Any] = {
         "since": since.isoformat(),
