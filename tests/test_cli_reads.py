@@ -197,13 +197,14 @@ def test_show_and_disable_reach_a_row_whose_config_nests_too_deep(migrated_url: 
 
 
 #: Run in a fresh interpreter: after the import and after each command of the JSON list in
-#: argv[1], in turn, its exit code and the LangChain modules loaded so far (modules stay loaded,
-#: so a command that loads one shows it on its own line).
+#: argv[1], in turn, its exit code and the LangChain and terminal-drawing (rich) modules
+#: loaded so far (modules stay loaded, so a command that loads one shows it on its own
+#: line).
 LOADED = """
 import json, sys
 from llmpool.cli.main import main
 def loaded(code):
-    modules = sorted(m for m in sys.modules if m.startswith("langchain"))
+    modules = sorted(m for m in sys.modules if m.startswith(("langchain", "rich")))
     print("loaded", json.dumps([code, modules]), flush=True)
 loaded(0)
 for argv in json.loads(sys.argv[1]):
@@ -250,13 +251,13 @@ def loaded_by(*commands: tuple[str, ...]) -> list[tuple[int, list[str]]]:
 
 
 def test_importing_the_command_loads_no_langchain() -> None:
-    """``import llmpool.cli.main`` loads no LangChain module."""
+    """``import llmpool.cli.main`` loads no LangChain module, nor rich."""
     assert loaded_by() == [(0, [])]
 
 
 def test_the_store_reads_load_no_langchain(migrated_url: str) -> None:
     """Each read command works on the store alone: it imports no LangChain module (only the
-    commands that call models, check, demo and chain, load it)."""
+    commands that call models, check, demo and chain, load it), nor rich."""
     from llmpool.repository.sql.store import SQLStore
 
     store = SQLStore(migrated_url)

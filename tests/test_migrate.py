@@ -31,13 +31,17 @@ ALL = [m.name for m in load_migrations("sqlite")]
 
 
 def catalog(url: str) -> set[tuple[str, str]]:
-    """Every table, index, sequence, view, trigger and function in the database's schema."""
+    """Every table, column, index, sequence, view, trigger and function in the database's
+    schema."""
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
         with engine.connect() as conn:
             if conn.dialect.name == "sqlite":
                 rows = conn.exec_driver_sql(
-                    "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+                    "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+                    "UNION ALL SELECT 'column', m.name || '.' || c.name FROM sqlite_master m "
+                    "JOIN pragma_table_info(m.name) c "
+                    "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'"
                 ).all()
             else:
                 rows = conn.exec_driver_sql(
@@ -49,7 +53,9 @@ def catalog(url: str) -> set[tuple[str, str]]:
                     "WHERE typnamespace = current_schema()::regnamespace AND typtype IN ('e', 'd') "
                     "UNION ALL SELECT 'trigger', tgname FROM pg_trigger t "
                     "JOIN pg_class c ON c.oid = t.tgrelid "
-                    "WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
+                    "WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal "
+                    "UNION ALL SELECT 'column', table_name || '.' || column_name "
+                    "FROM information_schema.columns WHERE table_schema = current_schema()"
                 ).all()
     finally:
         engine.dispose()
@@ -96,7 +102,7 @@ def test_every_migration_has_a_reverse_script() -> None:
 
 def test_each_reverse_script_drops_exactly_what_its_migration_created(database_url: str) -> None:
     """Migrating one step at a time, then reverting one step at a time, passes through the same
-    schemas (tables, indexes, triggers, functions, types) back to an empty database."""
+    schemas (tables, columns, indexes, triggers, functions, types) back to an empty database."""
     engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
     versions = [m.version for m in load_migrations(engine.dialect.name)]
     seen = [catalog(database_url)]

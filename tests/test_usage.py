@@ -428,14 +428,15 @@ def test_calls_flow_while_the_usage_table_is_missing_and_are_flushed_once_it_exi
         assert not pool.flush_usage()
     assert "LLM usage not flushed" in caplog.text
     llm.invoke("hi")
-    migration = next(
-        m for m in load_migrations(store.engine.dialect.name) if m.name == "0004_usage.sql"
-    )
+    usage = ("0004_usage.sql", "0006_usage_latency.sql")
     with store.engine.begin() as conn:
-        if store.engine.dialect.name == "sqlite":
-            conn.connection.driver_connection.executescript(migration.sql)  # type: ignore[union-attr]
-        else:
-            conn.exec_driver_sql(migration.sql)
+        for migration in load_migrations(store.engine.dialect.name):
+            if migration.name not in usage:
+                continue
+            if store.engine.dialect.name == "sqlite":
+                conn.connection.driver_connection.executescript(migration.sql)  # type: ignore[union-attr]
+            else:
+                conn.exec_driver_sql(migration.sql)
     pool.close()
     assert [(r.name, r.calls, r.errors) for r in pool.usage(since=None)] == [("A", 4, 0)]
     store.close()

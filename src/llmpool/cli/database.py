@@ -30,6 +30,7 @@ from llmpool.cli.output import (
     one_line,
     open_store,
     read_input,
+    require_extra,
     require_tables,
     table,
 )
@@ -38,6 +39,7 @@ from llmpool.repository.scopes import STRATEGIES
 
 if TYPE_CHECKING:
     from llmpool.repository.litellm import Translation
+    from llmpool.usage.report import By
 
 _APPLY_EPILOG = (
     "Rows are matched by (scope, name). The plan lists rows to add, rows to change (each "
@@ -77,8 +79,17 @@ _ROUTING_EPILOG = (
     "rows (add its rows first)."
 )
 
-_USAGE_COLUMNS = {"row": ["name", "scope", "provider", "model_name"], "scope": ["scope"]}
+_USAGE_COLUMNS = {
+    "row": ["name", "scope", "provider", "model_name"],
+    "scope": ["scope"],
+    "day": ["day"],
+    "hour": ["period"],
+    "minute": ["period"],
+}
 _COUNTS = ["calls", "errors", "input_tokens", "output_tokens", "cost"]
+_LATENCY = ["p50_ms", "p95_ms"]
+#: The bars of one chart: at most a terminal's width of them.
+_MAX_BARS = 120
 
 
 def register(add: AddCommand) -> None:
@@ -135,15 +146,23 @@ def register(add: AddCommand) -> None:
     p.add_argument("scope", type=scope, help="the scope, e.g. global")
     p.add_argument("strategy", nargs="?", choices=STRATEGIES, help="the strategy to set")
 
-    help_text = "calls, tokens and cost per row, scope or day (from the llm_usage table)"
-    epilog = "Times: a duration before now (30m, 12h, 1d, 2w) or an ISO date or time (UTC)."
-    example = "llmpool usage --since 7d --by day --scope global"
+    help_text = "calls, tokens, cost and latency per row, scope or time (from the llm_usage table)"
+    epilog = (
+        "Times: a duration before now (30m, 12h, 1d, 2w) or an ISO date or time (UTC). --chart "
+        "draws each row's calls, errors, cost and p95 latency per --by minute, hour (default) "
+        "or day as bars over time (needs the tui extra; --json prints the values)."
+    )
+    example = "llmpool usage --since 7d --by day --scope global\nllmpool usage --chart --by hour"
     p = add("usage", cmd_usage, help_text, epilog, example=example)
     p.add_argument("--since", type=moment, help="from when (default: 1d, the last day)")
     p.add_argument("--until", type=moment, help="until when (default: now)")
-    help_text = "group by (default: row)"
-    p.add_argument("--by", choices=["row", "scope", "day"], default="row", help=help_text)
+    help_text = "group by (default: row; with --chart: hour)"
+    p.add_argument("--by", choices=["row", "scope", "day", "hour", "minute"], help=help_text)
     p.add_argument("--scope", type=scope, help="only this scope")
+    help_text = "only this row (its id, or its name at the time of its calls)"
+    p.add_argument("--llm", metavar="NAME|ID", type=bounded("name"), help=help_text)
+    help_text = "draw charts over time instead of a table"
+    p.add_argument("--chart", action="store_true", help=help_text)
 
 
 def _kind(text: str) -> str:
@@ -365,27 +384,44 @@ def cmd_routing(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    """``llmpool usage [--since 1d] [--until T] [--by row|scope|day] [--scope S]``."""
+    """``llmpool usage [--since 1d] [--until T] [--by B] [--scope S] [--llm NAME] [--chart]``."""
     from llmpool.usage.report import as_epoch, group, money_text
     from llmpool.usage.sql import SQLUsageTable
+    from llmpool.usage.table import add_counts, latency_of
 
+    by: By = args.by or ("hour" if args.chart else "row")
+    if args.chart and by in ("row", "scope"):
+        raise UsageError(f"--chart draws over time: --by minute, hour or day, not {by}")
+    if args.chart and not args.json:
+        require_extra("rich", "llmpool usage --chart")
     since = args.since if args.since is not None else moment("1d")
     if args.until is not None and args.until <= since:
         raise UsageError(
             f"--until ({args.until:%Y-%m-%d %H:%M:%S} UTC) is not after --since "
             f"({since:%Y-%m-%d %H:%M:%S} UTC): the window is empty"
         )
+    now = time.time()
+    start, end = as_epoch(since, now), as_epoch(args.until, now)
+    per = "day" if by in ("row", "scope") else by
     with open_store(args) as store:
-        now = time.time()
-        start, end = as_epoch(since, now), as_epoch(args.until, now)
-        rows = group(SQLUsageTable(store.engine).parts(start, end, args.scope, None), args.by)
+        usage = SQLUsageTable(store.engine)
+        parts = usage.parts(start, end, args.scope, None, llm=args.llm, per=per)
+    if args.chart:
+        assert start is not None
+        return _chart(args, parts, by, start, now if end is None else end)
+    rows = group(parts, by)
     total: dict[str, Any] = {name: sum(getattr(row, name) for row in rows) for name in _COUNTS}
     total["cost"] = money_text(sum((row.cost for row in rows), Decimal(0)))
+    whole: dict[str, list[Any]] = {}
+    for part in parts:
+        add_counts(whole, "all", part[6:])
+    latency = latency_of(whole["all"]) if whole else None
+    total.update(p50_ms=latency and latency.p50_ms, p95_ms=latency and latency.p95_ms)
     lines = [row.as_dict() for row in rows]
     data: dict[str, Any] = {
         "since": since.isoformat(),
         "until": args.until.isoformat() if args.until is not None else None,
-        "by": args.by,
+        "by": by,
         "rows": lines,
         "total": total,
     }
@@ -393,8 +429,55 @@ def cmd_usage(args: argparse.Namespace) -> int:
     def render() -> str:
         if not lines:
             return f"no calls recorded since {since:%Y-%m-%d %H:%M} UTC"
-        columns = _USAGE_COLUMNS.get(args.by, ["day"])
-        return table([*lines, {columns[0]: "TOTAL", **total}], columns + _COUNTS)
+        columns = _USAGE_COLUMNS[by]
+        return table([*lines, {columns[0]: "TOTAL", **total}], columns + _COUNTS + _LATENCY)
+
+    emit(args, data, render)
+    return 0
+
+
+def _chart(args: argparse.Namespace, parts: list[Any], by: str, start: float, end: float) -> int:
+    # The periods from the one holding `start` to the one holding the window's last second.
+    from llmpool.cli.charts import CHARTS, usage_charts, values
+    from llmpool.usage.report import PERIOD_MINUTES, money, money_text, period_text, series
+
+    step = PERIOD_MINUTES[by]
+    first, last = int(start // 60) // step * step, int((end - 1) // 60) // step * step
+    count = (last - first) // step + 1
+    if count > _MAX_BARS:
+        raise UsageError(
+            f"--by {by} from --since to --until is {count} bars; a chart holds {_MAX_BARS}: "
+            "use a shorter window or a longer --by"
+        )
+    rows = series(parts, by)
+    periods = list(range(first, last + 1, step))
+    data: dict[str, Any] = {
+        "by": by,
+        "periods": [period_text(p, by) for p in periods],
+        "rows": [
+            {
+                "llm_id": llm_id,
+                "name": row.name,
+                **{key: values(row, periods, read) for key, _, read, _ in CHARTS},
+            }
+            for llm_id, row in sorted(rows.items(), key=lambda item: (item[1].name, item[0]))
+        ],
+    }
+    for line in data["rows"]:
+        line["cost"] = [money_text(money(c)) for c in line["cost"]]
+
+    def render() -> str:
+        if not rows:
+            return f"no calls recorded since {period_text(first, by)} UTC"
+        from rich.console import Console
+
+        console = Console(width=_MAX_BARS + 60, highlight=False)
+        shown = []
+        for chart in usage_charts(rows, by, first, last):
+            with console.capture() as captured:
+                console.print(chart)
+            shown.append("\n".join(ln.rstrip() for ln in captured.get().splitlines() if ln.strip()))
+        return "\n\n".join(shown)
 
     emit(args, data, render)
     return 0

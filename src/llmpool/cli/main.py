@@ -31,7 +31,10 @@ from llmpool.errors import LLMPoolError, shorten
 __all__ = ["SECTIONS", "build_parser", "main", "sections"]
 
 #: The command groups, each registering its commands' parsers and handlers.
-_GROUPS = ("llmpool.cli.rows", "llmpool.cli.database", "llmpool.cli.runtime", "llmpool.cli.history")
+_GROUPS = (
+    *("llmpool.cli.rows", "llmpool.cli.database", "llmpool.cli.runtime"),
+    *("llmpool.cli.history", "llmpool.cli.top"),
+)
 
 #: The sections of ``llmpool --help``, in order, each with its commands in the order listed; a
 #: command no section names is listed under "other".

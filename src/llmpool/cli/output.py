@@ -109,6 +109,18 @@ def emit(args: argparse.Namespace, data: Any, render: Callable[[], str]) -> None
     print(json.dumps(data, indent=2, sort_keys=True, default=str) if args.json else render())
 
 
+def require_extra(module: str, command: str) -> None:
+    """Import ``module``, an optional library ``command`` draws with, or fail in one line naming
+    the extra to install (the core command line never imports it)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        msg = f"{command} needs {module}, which is not installed: pip install 'llmpool[tui]'"
+        raise CommandFailed(msg) from None
+
+
 def read_input(path: str) -> str:
     """Return the text of ``path`` (``-``: standard input), or a `UsageError` naming it."""
     if path == "-":

@@ -5,12 +5,14 @@ one in a real fallback walk, offline) and ``providers``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,13 +50,7 @@ def register(add: AddCommand) -> None:
     """Add the parsers of the commands that build models."""
     help_text = "the scope's health: each row in call order, its breaker, and who would answer now"
     example = "llmpool chain --scope global --redis-url redis://127.0.0.1:6379/0"
-    p = add("chain", cmd_chain, help_text, _CHAIN_EPILOG, example=example)
-    p.add_argument("--scope", type=bounded("scope"), default="global", help=_SCOPE_HELP)
-    p.add_argument("--kind", choices=("chat", "embedding"), default="chat", help="which chain")
-    help_text = "the service's redis= URL, to show the fleet's state (default: LLMPOOL_REDIS_URL)"
-    p.add_argument("--redis", "--redis-url", dest="redis_url", metavar="URL", help=help_text)
-    help_text = "the service's redis_prefix= (default: LLMPOOL_REDIS_PREFIX, else llmpool:)"
-    p.add_argument("--redis-prefix", help=help_text)
+    add_scope_options(add("chain", cmd_chain, help_text, _CHAIN_EPILOG, example=example))
     help_text = "build each LLM and send a tiny prompt (works on disabled rows)"
     example = "llmpool check 'OpenAI GPT-4' --timeout 10\nllmpool check --scope global --ready"
     p = add("check", cmd_check, help_text, example=example)
@@ -74,18 +70,41 @@ def register(add: AddCommand) -> None:
     add("demo", cmd_demo, help_text, example="llmpool demo")
 
 
-def cmd_chain(args: argparse.Namespace) -> int:
-    """``llmpool chain``: `LLMPool.status` of the scope, and its rows that fail validation;
-    exit 1 when no row can answer, or the shared breakers could not be read."""
+def add_scope_options(p: argparse.ArgumentParser) -> None:
+    """Add the options of a command showing a scope's status: ``--scope``, ``--kind`` and the
+    service's Redis (``--redis``, ``--redis-prefix``)."""
+    p.add_argument("--scope", type=bounded("scope"), default="global", help=_SCOPE_HELP)
+    p.add_argument("--kind", choices=("chat", "embedding"), default="chat", help="which chain")
+    help_text = "the service's redis= URL, to show the fleet's state (default: LLMPOOL_REDIS_URL)"
+    p.add_argument("--redis", "--redis-url", dest="redis_url", metavar="URL", help=help_text)
+    help_text = "the service's redis_prefix= (default: LLMPOOL_REDIS_PREFIX, else llmpool:)"
+    p.add_argument("--redis-prefix", help=help_text)
+
+
+def redis_of(args: argparse.Namespace) -> str | None:
+    """Return the service's Redis URL the command reads (``--redis``, else LLMPOOL_REDIS_URL)."""
+    return args.redis_url or os.environ.get("LLMPOOL_REDIS_URL") or None
+
+
+@contextlib.contextmanager
+def status_pool(args: argparse.Namespace) -> Iterator[LLMPool]:
+    """Open a pool reading the scope's state: the fleet's through the service's Redis, if any.
+
+    A reader of the fleet never serves a model, so it never joins (no heartbeat). An
+    unreachable Redis is said by the command, as what it means there: states unknown.
+    """
+    prefix = args.redis_prefix or os.environ.get("LLMPOOL_REDIS_PREFIX") or "llmpool:"
+    with open_pool(args, redis=redis_of(args), redis_prefix=prefix) as pool, quiet("llmpool.redis"):
+        yield pool
+
+
+def read_status(args: argparse.Namespace, pool: LLMPool) -> dict[str, Any]:
+    """Return `LLMPool.status` of the scope, its reasons on one line each, and the rows that
+    fail validation (never tried) as ``invalid_rows``."""
     from llmpool.repository.stored import stored_rows
 
-    redis_url = args.redis_url or os.environ.get("LLMPOOL_REDIS_URL") or None
-    prefix = args.redis_prefix or os.environ.get("LLMPOOL_REDIS_PREFIX") or "llmpool:"
-    # A reader of the fleet: it never serves a model, so it never joins (no heartbeat).
-    # An unreachable Redis is said once, below, as what it means here: states unknown.
-    with open_pool(args, redis=redis_url, redis_prefix=prefix) as pool, quiet("llmpool.redis"):
-        status: dict[str, Any] = dict(pool.status(args.scope, args.kind))
-        stored = stored_rows(pool.store, scope=args.scope)
+    status: dict[str, Any] = dict(pool.status(args.scope, args.kind))
+    stored = stored_rows(pool.store, scope=args.scope)
     for row in status["rows"]:
         row["reason"] = row_reason(row["reason"], row["name"], row["id"])
         row["build_error"] = one_line(row["build_error"]) if row["build_error"] else None
@@ -101,6 +120,13 @@ def cmd_chain(args: argparse.Namespace) -> int:
         for row in stored
         if not row.valid and row.fields.get("kind", "chat") == args.kind
     ]
+    return status
+
+
+def say_whose(args: argparse.Namespace, status: Mapping[str, Any]) -> bool:
+    """Say on stderr when the numbers are this shell's own (no Redis), or the shared breakers
+    could not be read; return whether they could not."""
+    redis_url = redis_of(args)
     unreachable = redis_url is not None and status["breakers"] != "shared"
     if redis_url is None:
         print(
@@ -111,13 +137,22 @@ def cmd_chain(args: argparse.Namespace) -> int:
         )
     elif unreachable:
         print(
-            f"llmpool: warning: Redis {one_line(redis_url or '')} did not answer: the shared "
+            f"llmpool: warning: Redis {one_line(redis_url)} did not answer: the shared "
             "breaker states are unknown",
             file=sys.stderr,
         )
+    return unreachable
+
+
+def cmd_chain(args: argparse.Namespace) -> int:
+    """``llmpool chain``: `LLMPool.status` of the scope, and its rows that fail validation;
+    exit 1 when no row can answer, or the shared breakers could not be read."""
+    with status_pool(args) as pool:
+        status = read_status(args, pool)
+    unreachable = say_whose(args, status)
 
     def render() -> str:
-        rows = [_chain_row(row) for row in status["rows"]] + status["invalid_rows"]
+        rows = [chain_row(row) for row in status["rows"]] + status["invalid_rows"]
         # Weight, limits and spend only when the scope uses them: the common table stays narrow.
         columns = ["position", "name", "provider", "priority", "status", "reason", "breaker"]
         if any(row.get("weight", 1) != 1 for row in rows):
@@ -141,7 +176,8 @@ def cmd_chain(args: argparse.Namespace) -> int:
     return 0 if status["can_answer"] and not unreachable else 1
 
 
-def _chain_row(row: dict[str, Any]) -> dict[str, Any]:
+def chain_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Return a status row as ``chain`` shows it: breaker, limits and spend as short text."""
     # The breaker with its time to reopen, the current window against each limit ("rpm 12/60,
     # tpm 900/10000") and this period's spend against the budget ("1.25/5 day").
     breaker, limits, budget = row["breaker"], row.get("limits") or {}, row.get("budget")

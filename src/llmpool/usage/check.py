@@ -231,13 +231,13 @@ class UsageCheck(CheckBase):
         budget = self._budget(candidate)
         if budget is None:
             if config.provider != "code":
-                self.meter.record(config, ok=ok, usage=usage)
+                self.meter.record(config, ok=ok, usage=usage, latency=latency)
             return
         counts = self.meter.counts(config, ok=ok, usage=usage)
         cost, now = counts[2], self.meter.clock()
         with self._lock:  # counted here first: no local decision sees neither cost nor call
             reservation = self._settle(config.id)
-            self.meter.add(config, ok=ok, counts=counts, now=now)
+            self.meter.add(config, ok=ok, counts=counts, now=now, latency=latency)
             if ok:
                 known = self._average.get(config.id)
                 mean = cost

@@ -24,7 +24,13 @@ from llmpool.contracts import breaker_key, log_fields
 from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row
 from llmpool.providers.prices import UsageTerms, usage_terms
 from llmpool.usage.report import By, UsageRow, as_epoch, group
-from llmpool.usage.table import MemoryUsageTable, UsageBucket, add_counts, call_counts
+from llmpool.usage.table import (
+    MemoryUsageTable,
+    UsageBucket,
+    add_counts,
+    call_counts,
+    call_usage,
+)
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -59,8 +65,8 @@ class Spend(NamedTuple):
 
 
 class UsageMeter:
-    """Counts calls, errors, tokens and cost per row and minute; flushes them every
-    ``flush_interval`` seconds, reads spend every ``budget_refresh`` (``0``: never); with
+    """Counts calls, errors, tokens, cost and answers' latency per row and minute; flushes them
+    every ``flush_interval`` seconds, reads spend every ``budget_refresh`` (``0``: never); with
     ``budgets``, every replica's budgeted calls meet in Redis too."""
 
     def __init__(
@@ -125,10 +131,18 @@ class UsageMeter:
             return call_counts(config, usage, self.terms(config).prices)
         return (0, 0, 0.0)
 
-    def record(self, config: LLMConfig, *, ok: bool, usage: Mapping[str, Any] | None) -> float:
-        """Count one call to a row, answered (``ok``) or failed, and return its cost."""
+    def record(
+        self,
+        config: LLMConfig,
+        *,
+        ok: bool,
+        usage: Mapping[str, Any] | None,
+        latency: float | None = None,
+    ) -> float:
+        """Count one call to a row, answered (``ok``, in ``latency`` seconds) or failed, and
+        return its cost."""
         counts = self.counts(config, ok=ok, usage=usage)
-        self.add(config, ok=ok, counts=counts)
+        self.add(config, ok=ok, counts=counts, latency=latency)
         return counts[2]
 
     def add(
@@ -138,12 +152,14 @@ class UsageMeter:
         ok: bool,
         counts: tuple[int, int, float],
         now: float | None = None,
+        latency: float | None = None,
     ) -> None:
-        """Count one call with its `counts`, at ``now`` (the meter's clock by default)."""
+        """Count one call with its `counts` (and an answer's ``latency``, seconds), at ``now``
+        (the meter's clock by default)."""
         cost = counts[2]
         minute = int((self.clock() if now is None else now) // 60)
         with self._lock:
-            add_counts(self._pending, (config.id, minute), (1, 0 if ok else 1, *counts))
+            add_counts(self._pending, (config.id, minute), call_usage(ok, counts, latency))
             self._labels[config.id] = config
             local = self._since_read.get(config.id)
             if local is not None:
@@ -299,7 +315,7 @@ class UsageMeter:
         llm_id: str | None = None,
     ) -> list[UsageRow]:
         """Flush, then return the usage within ``[since, until)`` (see `as_epoch`) grouped ``by``
-        row, scope or UTC day; `ValueError` for a window empty or not understood."""
+        row, scope or UTC day, hour or minute; `ValueError` for a window empty or not understood."""
         now = self.clock()
         start, end = as_epoch(since, now), as_epoch(until, now)
         if start is not None and end is not None and end <= start:
@@ -310,7 +326,8 @@ class UsageMeter:
             msg = f"by must be one of {', '.join(get_args(By))}, not {by!r}"
             raise ValueError(msg)
         self.flush()
-        return group(self.table.parts(start, end, scope, llm_id), by)
+        per = "day" if by in ("row", "scope") else by
+        return group(self.table.parts(start, end, scope, llm_id, per=per), by)
 
     def _start(self) -> None:
         # The background thread, at the first call: a pool that never calls starts none.

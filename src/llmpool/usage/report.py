@@ -1,4 +1,5 @@
-"""Usage read back: report lines (`UsageRow`) grouped by row, scope or day, and their times.
+"""Usage read back: report lines (`UsageRow`) grouped by row, scope or UTC day, hour or minute,
+each row's sums per period (`series`, what ``llmpool usage --chart`` draws), and their times.
 
 Costs are summed as binary doubles, whose noise (``6.000000000000001e-05``) `money` rounds
 away: a report's cost is a `decimal.Decimal`, and decimal text in JSON.
@@ -11,16 +12,20 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Context, Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from llmpool.errors import shorten
-from llmpool.usage.table import COUNTS, LABELS, add_counts
+from llmpool.usage.table import COUNTS, LABELS, add_counts, latency_of
 
 if TYPE_CHECKING:
     from llmpool.usage.table import UsageBucket
 
 #: How a report may group its lines.
-By = Literal["row", "scope", "day"]
+By = Literal["row", "scope", "day", "hour", "minute"]
+
+#: The minutes of each UTC period a report or a chart steps by.
+PERIOD_MINUTES = {"minute": 1, "hour": 60, "day": 1440}
+_PERIOD_TEXT = {"minute": "%Y-%m-%d %H:%M", "hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d"}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -57,8 +62,9 @@ def money_text(amount: Decimal) -> str:
 
 @dataclass(frozen=True)
 class UsageRow:
-    """One line of a usage report: the calls (every attempt), errors, tokens and cost of a row
-    (labelled as at its latest call), a scope or a UTC day; the other labels are ``None``."""
+    """One line of a usage report: the calls (every attempt), errors, tokens, cost and answers'
+    latency (milliseconds; ``None`` without answers) of a row (labelled as at its latest call),
+    a scope, a UTC day, or a UTC hour or minute (``period``); the other labels are ``None``."""
 
     llm_id: str | None = None
     name: str | None = None
@@ -66,19 +72,37 @@ class UsageRow:
     provider: str | None = None
     model_name: str | None = None
     day: str | None = None
+    period: str | None = None
     calls: int = 0
     errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cost: Decimal = Decimal(0)
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the line as a JSON-ready dict (``cost`` as decimal text: `money_text`)."""
         return {**asdict(self), "cost": money_text(self.cost)}
 
 
-def _day(minute: int) -> str:
-    return datetime.fromtimestamp(minute * 60, timezone.utc).strftime("%Y-%m-%d")
+def period_text(minute: int, by: str) -> str:
+    """Return the UTC day, hour or minute (``by``) of an epoch minute as report text.
+
+    Example:
+        >>> period_text(29000000, "hour"), period_text(29000000, "day")
+        ('2025-02-19 21:00', '2025-02-19')
+    """
+    return datetime.fromtimestamp(minute * 60, timezone.utc).strftime(_PERIOD_TEXT[by])
+
+
+def _line(labels: dict[str, Any], sums: list[Any]) -> UsageRow:
+    latency = latency_of(sums)
+    timing = {} if latency is None else latency._asdict()
+    timing.pop("answers", None)
+    counts = dict(zip(COUNTS[:4], sums[:4], strict=True))
+    return UsageRow(**labels, **counts, cost=money(sums[4]), **timing)
 
 
 def group(parts: Iterable[UsageBucket], by: By) -> list[UsageRow]:
@@ -86,14 +110,39 @@ def group(parts: Iterable[UsageBucket], by: By) -> list[UsageRow]:
     sums: dict[str, list[Any]] = {}
     labels: dict[str, dict[str, Any]] = {}
     for part in sorted(parts, key=lambda part: part.minute):
-        key = part.llm_id if by == "row" else part.scope if by == "scope" else _day(part.minute)
+        if by == "row":
+            key, label = part.llm_id, {name: getattr(part, name) for name in LABELS}
+        elif by == "scope":
+            key, label = part.scope, {"scope": part.scope}
+        else:
+            key = period_text(part.minute, by)
+            label = {"day" if by == "day" else "period": key}
         add_counts(sums, key, part[6:])
-        labels[key] = {name: getattr(part, name) for name in LABELS} if by == "row" else {by: key}
-    lines = [
-        UsageRow(**labels[key], **dict(zip(COUNTS, [*total[:4], money(total[4])], strict=True)))
-        for key, total in sums.items()
-    ]
-    return sorted(lines, key=lambda r: (r.scope or r.day or "", r.name or "", r.llm_id or ""))
+        labels[key] = label
+    lines = [_line(labels[key], total) for key, total in sums.items()]
+    return sorted(
+        lines, key=lambda r: (r.scope or r.day or r.period or "", r.name or "", r.llm_id or "")
+    )
+
+
+class Series(NamedTuple):
+    """One row's usage over time: its name (as at its latest call) and its sums (in `COUNTS`
+    order) per period, keyed by the period's first epoch minute."""
+
+    name: str
+    periods: dict[int, list[Any]]
+
+
+def series(parts: Iterable[UsageBucket], by: str) -> dict[str, Series]:
+    """Return each row's (by id) sums per UTC ``by`` (minute, hour or day) of a table's parts."""
+    step = PERIOD_MINUTES[by]
+    rows: dict[str, Series] = {}
+    for part in sorted(parts, key=lambda part: part.minute):
+        row = rows.get(part.llm_id)
+        periods = {} if row is None else row.periods
+        add_counts(periods, part.minute // step * step, part[6:])
+        rows[part.llm_id] = Series(part.name, periods)
+    return rows
 
 
 #: The times a report may name: from the epoch to the end of year 9999 (UTC).

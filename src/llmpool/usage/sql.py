@@ -1,5 +1,5 @@
-"""The ``llm_usage`` table (migration ``0004_usage``) through SQLAlchemy Core, on PostgreSQL and
-SQLite: the usage table every replica of a service adds to.
+"""The ``llm_usage`` table (migrations ``0004_usage``, ``0006_usage_latency``) through
+SQLAlchemy Core, on PostgreSQL and SQLite: the usage table every replica of a service adds to.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from llmpool.repository.sql.engine import write_transaction
 from llmpool.repository.sql.errors import db_errors
 from llmpool.repository.sql.url import mask_url
-from llmpool.usage.table import COUNTS, LABELS, UsageBucket
+from llmpool.usage.table import COUNTS, HISTOGRAM, LABELS, UsageBucket
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -34,7 +34,13 @@ llm_usage = sa.Table(
     sa.Column("input_tokens", sa.BigInteger, nullable=False),
     sa.Column("output_tokens", sa.BigInteger, nullable=False),
     sa.Column("cost", sa.Float, nullable=False),
+    sa.Column("latency_ms_sum", sa.Float, nullable=False),
+    *(sa.Column(name, sa.BigInteger, nullable=False) for name in HISTOGRAM),
 )
+
+#: The leading characters of a bucket's UTC time that name its period, and PostgreSQL's format.
+_PERIODS = {"minute": (16, "YYYY-MM-DD HH24:MI"), "hour": (13, "YYYY-MM-DD HH24"),
+            "day": (10, "YYYY-MM-DD")}  # fmt: skip
 
 
 class SQLUsageTable:
@@ -87,16 +93,25 @@ class SQLUsageTable:
             return {str(row[0]): float(row[1] or 0.0) for row in conn.execute(stmt)}
 
     def parts(
-        self, since: float | None, until: float | None, scope: str | None, llm_id: str | None
+        self,
+        since: float | None,
+        until: float | None,
+        scope: str | None,
+        llm_id: str | None,
+        *,
+        llm: str | None = None,
+        per: str = "day",
     ) -> list[UsageBucket]:
-        """Return the sums per row, UTC day and labels within ``[since, until)``."""
+        """Return the sums per row, labels and UTC ``per`` (minute, hour or day) within
+        ``[since, until)``, of ``scope``, ``llm_id`` and ``llm`` (a row's id or name) if given."""
         self._ready()
         c = llm_usage.c
+        length, text = _PERIODS[per]
         if self._postgres:
-            day = sa.func.to_char(sa.func.timezone("UTC", c.bucket_start), "YYYY-MM-DD")
+            period = sa.func.to_char(sa.func.timezone("UTC", c.bucket_start), text)
         else:
-            day = sa.func.substr(sa.cast(c.bucket_start, sa.Text), 1, 10)
-        keys = [*(c[name] for name in LABELS), day]
+            period = sa.func.substr(sa.cast(c.bucket_start, sa.Text), 1, length)
+        keys = [*(c[name] for name in LABELS), period]
         stmt = sa.select(
             sa.func.max(c.bucket_start), *keys[:-1], *(sa.func.sum(c[name]) for name in COUNTS)
         ).group_by(*keys)
@@ -108,13 +123,22 @@ class SQLUsageTable:
             stmt = stmt.where(c.scope == scope)
         if llm_id is not None:
             stmt = stmt.where(c.llm_id == llm_id)
+        if llm is not None:
+            stmt = stmt.where(sa.or_(c.llm_id == llm, c.name == llm))
         with db_errors(self.engine, "read LLM usage"), self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         # Each row: the latest bucket_start, the labels, the sums (PostgreSQL's are Decimal).
         return [
-            UsageBucket._make([_minute(r[0]), str(r[1]), *r[2:6], *map(int, r[6:10]), float(r[10])])
+            UsageBucket._make(
+                [_minute(r[0]), str(r[1]), *r[2:6]]
+                + [float(v) if i in _FLOATS else int(v) for i, v in enumerate(r[6:])]
+            )
             for r in rows
         ]
+
+
+#: The positions in `COUNTS` of the sums that are not whole numbers.
+_FLOATS = (COUNTS.index("cost"), COUNTS.index("latency_ms_sum"))
 
 
 def _minute(value: Any) -> int:

@@ -2,7 +2,9 @@
 
 `llmpool.usage.sql` is the ``llm_usage`` table every replica shares; `MemoryUsageTable` serves
 pools over a store that is not SQL. `call_counts` bounds what one call adds, so that summed
-the counts never overflow a column.
+the counts never overflow a column. An answer's latency is counted in a fixed histogram
+(`LATENCY_BOUNDS_MS`), which adds up across replicas and minutes: `latency_of` reads the
+mean, p50 and p95 of any sum of buckets.
 """
 
 from __future__ import annotations
@@ -26,13 +28,20 @@ MAX_CALL_TOKENS = 10**9
 #: The most one call costs, in the prices' currency: more comes from an absurd price.
 MAX_CALL_COST = 1e12
 
+#: The upper bounds (milliseconds) of the latency histogram's buckets; one more holds the rest.
+LATENCY_BOUNDS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+#: The histogram's fields, one per bucket: answers that took at most N ms (more than the last
+#: bound before), and longer.
+HISTOGRAM = (*(f"latency_le_{n}" for n in LATENCY_BOUNDS_MS), f"latency_gt_{LATENCY_BOUNDS_MS[-1]}")
+
 #: The fields of a bucket that name its row, and those that add up.
 LABELS = ("llm_id", "scope", "name", "provider", "model_name")
-COUNTS = ("calls", "errors", "input_tokens", "output_tokens", "cost")
+COUNTS = ("calls", "errors", "input_tokens", "output_tokens", "cost", "latency_ms_sum", *HISTOGRAM)
 
 
 class UsageBucket(NamedTuple):
-    """A row's usage in one epoch minute (a report part: one UTC day's, ``minute`` the latest)."""
+    """A row's usage in one epoch minute (a report part: one UTC period's, ``minute`` the
+    latest): its calls, errors, tokens, cost, and its answers' latency (`HISTOGRAM`)."""
 
     minute: int
     llm_id: str
@@ -45,6 +54,27 @@ class UsageBucket(NamedTuple):
     input_tokens: int
     output_tokens: int
     cost: float
+    latency_ms_sum: float = 0.0
+    latency_le_50: int = 0
+    latency_le_100: int = 0
+    latency_le_250: int = 0
+    latency_le_500: int = 0
+    latency_le_1000: int = 0
+    latency_le_2500: int = 0
+    latency_le_5000: int = 0
+    latency_le_10000: int = 0
+    latency_le_30000: int = 0
+    latency_gt_30000: int = 0
+
+
+class LatencySummary(NamedTuple):
+    """Answers' latency in milliseconds, read from a histogram: p50 and p95 within the bucket
+    they fall in (linear inside it; the last bucket's lower bound for answers beyond it)."""
+
+    answers: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
 
 
 class MemoryUsageTable:
@@ -83,9 +113,17 @@ class MemoryUsageTable:
         return spent
 
     def parts(
-        self, since: float | None, until: float | None, scope: str | None, llm_id: str | None
+        self,
+        since: float | None,
+        until: float | None,
+        scope: str | None,
+        llm_id: str | None,
+        *,
+        llm: str | None = None,
+        per: str = "day",
     ) -> list[UsageBucket]:
-        """Return the buckets within ``[since, until)``, of ``scope`` and ``llm_id`` if given."""
+        """Return the buckets within ``[since, until)``, of ``scope``, ``llm_id`` and ``llm`` (a
+        row's id or name) if given: minute buckets, finer than any ``per``."""
         with self._lock:
             buckets = list(self._buckets.values())
         return [
@@ -95,14 +133,57 @@ class MemoryUsageTable:
             and (until is None or b.minute * 60 < until)
             and scope in (None, b.scope)
             and llm_id in (None, b.llm_id)
+            and llm in (None, b.llm_id, b.name)
         ]
 
 
 def add_counts(into: dict[Any, list[Any]], key: Any, counts: Sequence[Any]) -> None:
-    """Add ``counts`` (in `COUNTS` order) to ``into[key]``."""
-    have = into.setdefault(key, [0, 0, 0, 0, 0.0])
+    """Add ``counts`` (in `COUNTS` order, or its first ones) to ``into[key]``."""
+    have = into.setdefault(key, [0] * len(COUNTS))
     for i, value in enumerate(counts):
         have[i] += value
+
+
+def call_usage(ok: bool, counts: tuple[int, int, float], latency: float | None) -> list[Any]:
+    """Return what one call adds to its bucket, in `COUNTS` order: its `call_counts`, and an
+    answer's ``latency`` (seconds) in the histogram.
+
+    Example:
+        >>> call_usage(True, (3, 5, 0.5), 0.2)[:8]
+        [1, 0, 3, 5, 0.5, 200.0, 0, 0]
+    """
+    added: list[Any] = [1, 0 if ok else 1, *counts, 0.0] + [0] * len(HISTOGRAM)
+    if ok and latency is not None and latency >= 0:
+        milliseconds = latency * 1000.0
+        added[5] = milliseconds
+        bucket = next((i for i, n in enumerate(LATENCY_BOUNDS_MS) if milliseconds <= n), -1)
+        added[6 + bucket if bucket >= 0 else -1] = 1
+    return added
+
+
+def latency_of(sums: Sequence[Any]) -> LatencySummary | None:
+    """Return the latency of the answers counted in ``sums`` (in `COUNTS` order), or ``None``
+    when it holds none.
+
+    Example:
+        >>> latency_of([0] * 5 + [300.0, 1, 2] + [0] * 8)
+        LatencySummary(answers=3, mean_ms=100.0, p50_ms=62.5, p95_ms=96.2)
+    """
+    histogram = [int(count) for count in sums[6 : 6 + len(HISTOGRAM)]]
+    answers = sum(histogram)
+    if not answers:
+        return None
+
+    def percentile(q: float) -> float:
+        rank, seen, lower = q * answers, 0, 0.0
+        for count, upper in zip(histogram, LATENCY_BOUNDS_MS, strict=False):
+            if count and seen + count >= rank:
+                return round(lower + (upper - lower) * (rank - seen) / count, 1)
+            seen, lower = seen + count, float(upper)
+        return float(LATENCY_BOUNDS_MS[-1])  # beyond the last bound: at least that
+
+    mean = round(float(sums[5]) / answers, 1)
+    return LatencySummary(answers, mean, percentile(0.5), percentile(0.95))
 
 
 def call_counts(
