@@ -53,7 +53,8 @@ _BREAKER_STYLES = {"closed": "green", "half_open": "yellow", "open": "bold red",
 def register(add: AddCommand) -> None:
     """Add the parser of ``top``."""
     help_text = "a live view of a scope's rows: breakers, calls, errors, latency, limits, spend"
-    p = add("top", cmd_top, help_text, _EPILOG)
+    example = "llmpool top --scope global --redis redis://127.0.0.1:6379/0\nllmpool top --once"
+    p = add("top", cmd_top, help_text, _EPILOG, example=example)
     add_scope_options(p)
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     help_text = "seconds between frames (default: 2)"
