@@ -11,8 +11,9 @@ from typing import Any
 
 from llmpool.errors import shorten
 
-#: Adds one command's parser: ``add(name, handler, help_text, epilog=None)``; returns it for
-#: the command's own arguments. The handler takes the parsed arguments, returns the exit code.
+#: Adds one command's parser: ``add(name, handler, help_text, epilog=None, *, shared=...)``
+#: (``shared``: the common options it takes, all by default); returns it for the command's own
+#: arguments. The handler takes the parsed arguments, returns the exit code.
 AddCommand = Callable[..., argparse.ArgumentParser]
 
 

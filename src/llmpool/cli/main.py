@@ -26,7 +26,10 @@ from llmpool.errors import LLMPoolError, shorten
 __all__ = ["build_parser", "main"]
 
 #: The command groups, each registering its commands' parsers and handlers.
-_GROUPS = ("llmpool.cli.rows", "llmpool.cli.database", "llmpool.cli.runtime")
+_GROUPS = ("llmpool.cli.rows", "llmpool.cli.database", "llmpool.cli.runtime", "llmpool.cli.demo")
+
+#: The common options; a command that ignores some takes fewer (``add(..., shared=...)``).
+SHARED = ("--database-url", "--json", "--actor")
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,21 +39,24 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _common_options(*, suppress: bool) -> Parser:
+def _common_options(*, suppress: bool, shared: Sequence[str] = SHARED) -> Parser:
     # On the main parser with defaults; on every command without, so that a value given before
     # the command name is not overwritten by the command's default.
     common = Parser(add_help=False)
     default: Any = argparse.SUPPRESS if suppress else None
-    common.add_argument(
-        "--database-url", default=default, help="database URL (default: the configured one)"
-    )
-    common.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS if suppress else False,
-        help="print JSON instead of a table",
-    )
-    common.add_argument("--actor", default=default, help="name recorded in the audit log")
+    if "--database-url" in shared:
+        common.add_argument(
+            "--database-url", default=default, help="database URL (default: the configured one)"
+        )
+    if "--json" in shared:
+        common.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS if suppress else False,
+            help="print JSON instead of a table",
+        )
+    if "--actor" in shared:
+        common.add_argument("--actor", default=default, help="name recorded in the audit log")
     return common
 
 
@@ -82,8 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
-    def add(name: str, handler: Any, text: str, epilog: str | None = None) -> Parser:
-        p = sub.add_parser(name, help=text, parents=[common], description=text, epilog=epilog)
+    def add(
+        name: str,
+        handler: Any,
+        text: str,
+        epilog: str | None = None,
+        *,
+        shared: Sequence[str] = SHARED,
+    ) -> Parser:
+        parents = [common if shared == SHARED else _common_options(suppress=True, shared=shared)]
+        p = sub.add_parser(name, help=text, parents=parents, description=text, epilog=epilog)
         p.set_defaults(handler=handler)
         return p
 
