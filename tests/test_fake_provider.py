@@ -20,14 +20,14 @@ from llmpool.fallback.policy import FallbackPolicy, Outcome, classify_error
 from llmpool.models import LLMConfig
 from llmpool.pool.facade import LLMPool
 from llmpool.providers import ProviderRegistry
-from llmpool.providers.fake import (
+from llmpool.providers.failures import (
     APIConnectionError,
     APITimeoutError,
     AuthenticationError,
-    FakeChatModel,
     RateLimitError,
     ServiceUnavailableError,
 )
+from llmpool.providers.fake import FakeChatModel
 from llmpool.providers.samples import sample
 from llmpool.repository.memory import InMemoryStore
 
@@ -132,8 +132,9 @@ def test_structured_output_is_a_valid_instance_of_the_schema(method: str, schema
 
 
 def test_a_rows_structured_output_sets_fields_and_include_raw_keeps_the_message() -> None:
-    """``structured_output`` in the row's config overrides the generated fields; with
-    include_raw the message and parsed value both come back, and async works alike."""
+    """``structured_output`` in the row's config overrides the generated fields (and is the
+    whole object of a JSON mode without schema); with include_raw the message and parsed value
+    both come back, and async works alike."""
     model = build(structured_output={"setup": "Why did the row fail over?"})
     joke = model.with_structured_output(Joke).invoke("a joke")
     assert joke == Joke(setup="Why did the row fail over?", punchline="fake punchline")
@@ -142,6 +143,8 @@ def test_a_rows_structured_output_sets_fields_and_include_raw_keeps_the_message(
     assert raw["raw"].tool_calls[0]["name"] == "Joke"
     as_json = model.with_structured_output(Joke, method="json_mode").invoke("a joke")
     assert as_json == joke
+    free = model.with_structured_output(None, method="json_mode").invoke("a joke")  # any object
+    assert free == {"setup": "Why did the row fail over?"}
 
 
 def test_structured_output_and_tools_work_through_the_fallback_chain() -> None:

@@ -21,7 +21,8 @@ from llmpool.fallback.breakers import Admission, BreakerBoard
 from llmpool.fallback.model import Candidate, FallbackChatModel
 from llmpool.fallback.policy import FallbackPolicy, Outcome, classify_error
 from llmpool.models import LLMConfig
-from llmpool.providers.fake import APIConnectionError, APIError, FakeChatModel
+from llmpool.providers.failures import APIConnectionError, APIError
+from llmpool.providers.fake import FakeChatModel
 
 FAST = FallbackPolicy(attempts=1)
 
