@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
+from datetime import date, datetime
+from typing import Any, Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, create_model
 from typing_extensions import TypedDict
 
 from llmpool.errors import UnsupportedParameterError
@@ -317,6 +320,44 @@ def test_sample_honours_the_schema_s_constraints() -> None:
         "tags": ["fake tags", "fake tags"],
         "pair": [0, "x"],
     }
+
+
+_FIELDS = st.sampled_from(
+    [
+        (str, ...),
+        (int, Field(ge=5)),
+        (int, Field(gt=-3, lt=0)),
+        (float, Field(le=-2.5)),
+        (bool, ...),
+        (list[str], Field(min_length=2)),
+        (Literal["a", "b"], ...),
+        (int | None, None),
+        (date, ...),
+        (datetime, ...),
+        (str, Field(min_length=12, max_length=12)),
+        (dict[str, int], ...),
+        (tuple[int, str], ...),
+    ]
+)
+
+
+_NAMES = st.from_regex(r"[a-z]{1,8}", fullmatch=True).filter(lambda n: not hasattr(BaseModel, n))
+
+
+@settings(max_examples=40, deadline=None)
+@given(fields=st.dictionaries(_NAMES, _FIELDS, max_size=6))
+def test_structured_output_validates_for_any_model_of_these_field_types(
+    fields: dict[str, Any],
+) -> None:
+    """Any pydantic model built from these constrained fields, nested one level too, gets a
+    valid instance, through a tool call and as JSON."""
+    inner = create_model("Inner", **fields)
+    outer = create_model("Outer", inner=(inner, ...), items=(list[inner], ...))  # type: ignore[valid-type]
+    model = FakeChatModel()
+    for schema in (inner, outer):
+        for method in ("function_calling", "json_schema"):
+            answer = model.with_structured_output(schema, method=method).invoke("hi")
+            assert isinstance(answer, schema)
 
 
 class TestFakeChatModelUnit(ChatModelUnitTests):
