@@ -291,7 +291,7 @@ def test_a_bad_config_value_is_refused_naming_the_row_and_the_field(
     config: dict[str, Any], field: str
 ) -> None:
     """A value out of range is an UnsupportedParameterError naming the row and the field."""
-    with pytest.raises(UnsupportedParameterError, match=rf"LLM 'Fake' \(id r1\).*{field}"):
+    with pytest.raises(UnsupportedParameterError, match=rf"LLM 'Fake' \(id r1\).* config\.{field}"):
         build(**config)
 
 
