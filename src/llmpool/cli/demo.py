@@ -19,6 +19,8 @@ from llmpool.cli.runtime import chain_row
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
+    from llmpool.models import LLMConfig
+
 #: The fake rows after the usage guide's: one down, one limited, one on a small budget.
 DEMO_ROWS: tuple[dict[str, Any], ...] = (
     {
@@ -68,6 +70,16 @@ def register(add: AddCommand) -> None:
         "failover, a circuit breaker, a rate limit and a budget"
     )
     add("demo", cmd_demo, help_text, shared=("--json",))
+
+
+def _label(config: LLMConfig) -> str:
+    # "Demo Fake (90, rpm 2)": what each row brings to the walk.
+    notes = [str(config.priority)] + ([] if config.enabled else ["disabled"])
+    notes += [f"rpm {config.rpm}"] if config.rpm else []
+    notes += [f"error {config.config['error']}"] if "error" in config.config else []
+    budget = config.config.get("max_spend")
+    notes += [f"budget {budget['amount']:g}/{budget.get('period', 'day')}"] if budget else []
+    return f"{config.name} ({', '.join(notes)})"
 
 
 def _detail(reason: Any) -> str | None:
@@ -170,9 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             finally:
                 os.environ.update(hidden)
     rows = [chain_row(dict(row)) for row in status["rows"]]
-    order = ", ".join(
-        f"{r.name} ({r.priority}{'' if r.enabled else ', disabled'})" for r in configs
-    )
+    order = ", ".join(_label(config) for config in configs)
     shown = mask_url(url)
     data = {
         "database": shown,
