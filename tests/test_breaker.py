@@ -41,11 +41,9 @@ class Scripted(FakeChatModel):
     errors: list[Any] = Field(default_factory=list)
     calls: int = 0
 
-    def _fail(self) -> None:
+    def _attempts(self) -> tuple[float, Exception | None]:
         self.calls += 1
-        error = self.errors.pop(0) if self.errors else None
-        if error is not None:
-            raise error
+        return 0.0, self.errors.pop(0) if self.errors else None
 
 
 class ContextTooLong(Exception):

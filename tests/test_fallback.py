@@ -21,6 +21,7 @@ from llmpool.fallback.breakers import Admission, BreakerBoard
 from llmpool.fallback.model import Candidate, FallbackChatModel
 from llmpool.fallback.policy import FallbackPolicy, Outcome, classify_error
 from llmpool.models import LLMConfig
+from llmpool.providers.failures import APIConnectionError, APIError
 from llmpool.providers.fake import FakeChatModel
 
 FAST = FallbackPolicy(attempts=1)
@@ -364,9 +365,8 @@ class Flaky(FakeChatModel):
 
     down: bool = False
 
-    def _fail(self) -> None:
-        if self.down:
-            raise ConnectionError("down")
+    def _drawn_error(self) -> APIError | None:
+        return APIConnectionError("down") if self.down else None
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

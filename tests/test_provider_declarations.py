@@ -43,7 +43,7 @@ def test_builtins_declare_their_sdk_errors() -> None:
     assert declared_error_outcomes(OPENAI)["RateLimitError"] == "retry"
     assert declared_error_outcomes(ANTHROPIC)["OverloadedError"] == "retry"
     assert declared_error_outcomes(BEDROCK)["NoCredentialsError"] == "fallback"
-    assert declared_error_outcomes(FAKE) == {}
+    assert declared_error_outcomes(FAKE)["ServiceUnavailableError"] == "retry"
     for provider in BUILTINS:
         assert "TransportError" not in declared_error_outcomes(provider)
 

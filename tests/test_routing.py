@@ -352,7 +352,8 @@ def test_an_admission_check_of_yours_skips_a_row_with_its_reason(store: Any) -> 
         "outcome": "skipped",
         "reason": "closed for the test",
     }
-    assert check.records == [("B", True, None)]
+    usage = {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4}  # "Human: hi", "b"
+    assert check.records == [("B", True, usage)]
 
 
 def test_a_later_refusal_releases_the_earlier_checks() -> None:

@@ -12,10 +12,11 @@ from typing import Any
 from llmpool.errors import shorten
 
 #: Adds one command's parser: ``add(name, handler, help_text, epilog=None, *, writes=False,
-#: example=None)``; returns it for the command's own arguments. The handler takes the parsed
-#: arguments and returns the exit code; a command that ``writes`` takes ``--actor``; its
-#: ``example`` (command lines, one a line) ends its help. `llmpool.cli.main.SECTIONS` places
-#: the command in ``llmpool --help``.
+#: example=None, shared=...)``; returns it for the command's own arguments. The handler takes
+#: the parsed arguments and returns the exit code; a command that ``writes`` takes ``--actor``;
+#: ``shared`` names the common options it takes (all by default); its ``example`` (command
+#: lines, one a line) ends its help. `llmpool.cli.main.SECTIONS` places the command in
+#: ``llmpool --help``.
 AddCommand = Callable[..., argparse.ArgumentParser]
 
 

@@ -33,7 +33,7 @@ __all__ = ["SECTIONS", "build_parser", "main", "sections"]
 #: The command groups, each registering its commands' parsers and handlers.
 _GROUPS = (
     *("llmpool.cli.rows", "llmpool.cli.database", "llmpool.cli.runtime"),
-    *("llmpool.cli.history", "llmpool.cli.top"),
+    *("llmpool.cli.history", "llmpool.cli.top", "llmpool.cli.demo"),
 )
 
 #: The sections of ``llmpool --help``, in order, each with its commands in the order listed; a
@@ -49,6 +49,9 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "schema": ("migrate",),
     "try it": ("demo",),
 }
+
+#: The common options; a command that ignores one takes fewer (``add(..., shared=...)``).
+SHARED = ("--database-url", "--json")
 
 _EPILOG = """\
 Run `llmpool COMMAND --help` for a command's options and an example.
@@ -105,19 +108,21 @@ def sections(commands: Iterable[str]) -> list[tuple[str, list[str]]]:
     return [(section, names) for section, names in groups if names]
 
 
-def _common_options(*, suppress: bool) -> Parser:
+def _common_options(*, suppress: bool, shared: Sequence[str] = SHARED) -> Parser:
     # On the main parser with defaults; on every command without, so that a value given before
     # the command name is not overwritten by the command's default.
     common = Parser(add_help=False)
     default: Any = argparse.SUPPRESS if suppress else None
-    help_text = "database URL (default: LLMPOOL_DATABASE_URL, DATABASE_URL, else a SQLite file)"
-    common.add_argument("--database-url", metavar="URL", default=default, help=help_text)
-    common.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS if suppress else False,
-        help="print JSON instead of a table",
-    )
+    if "--database-url" in shared:
+        help_text = "database URL (default: LLMPOOL_DATABASE_URL, DATABASE_URL, else a SQLite file)"
+        common.add_argument("--database-url", metavar="URL", default=default, help=help_text)
+    if "--json" in shared:
+        common.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS if suppress else False,
+            help="print JSON instead of a table",
+        )
     return common
 
 
@@ -174,8 +179,10 @@ def build_parser() -> MainParser:
         *,
         writes: bool = False,
         example: str | None = None,
+        shared: Sequence[str] = SHARED,
     ) -> Parser:
-        p = sub.add_parser(name, parents=[common], description=text, epilog=epilog)
+        parents = [common if shared == SHARED else _common_options(suppress=True, shared=shared)]
+        p = sub.add_parser(name, parents=parents, description=text, epilog=epilog)
         if writes:
             _add_actor(p, main=False)
         p.set_defaults(handler=handler, writes=writes)

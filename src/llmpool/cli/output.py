@@ -1,5 +1,6 @@
 """What every ``llmpool`` command shares: its errors, safe one-line text, tables and JSON, the
-confirmation prompt, and the store (or, for the commands that build models, the pool) it opens.
+confirmation prompt, progress lines, and the store (or, for the commands that build models, the
+pool) it opens.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,12 +200,35 @@ def require_tables(url: str | None) -> None:
 
 
 @contextlib.contextmanager
-def quiet(name: str) -> Iterator[None]:
-    """Raise the logger ``name`` to ERROR for the block: the command says it in its own words."""
+def quiet(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Raise the logger ``name`` to ``level`` for the block: the command says it in its own
+    words."""
     logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    before = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(before)
+
+
+class Progress:
+    """A command's steps on stderr as they end: one line rewritten in place on a terminal, else
+    one line per step (a log). Safe to call from several threads."""
+
+    def __init__(self, command: str, total: int) -> None:
+        self.command, self.total, self.done = command, total, 0
+        self._lock = threading.Lock()
+        self._tty = sys.stderr.isatty()
+
+    def step(self, name: str, said: str) -> None:
+        """Report one more step: ``name`` (a row, a call) and what came of it."""
+        with self._lock:
+            self.done += 1
+            count, name, said = f"{self.done}/{self.total}", one_line(name), one_line(said)
+            if not self._tty:
+                sys.stderr.write(f"llmpool: {self.command} {count}: {name}: {said}\n")
+            else:
+                sys.stderr.write("\r\x1b[2K" + f"[{count}] {name}: {said}"[:200])
+                sys.stderr.write("\r\x1b[2K" if self.done == self.total else "")
+            sys.stderr.flush()

@@ -1,6 +1,5 @@
 """The ``llmpool`` commands that load providers and build models: ``chain`` (the scope's health,
-`LLMPool.status`), ``check`` (a tiny prompt to each row), ``demo`` (the seed's rows and a fake
-one in a real fallback walk, offline) and ``providers``."""
+`LLMPool.status`), ``check`` (a tiny prompt to each row) and ``providers``."""
 
 from __future__ import annotations
 
@@ -9,15 +8,22 @@ import contextlib
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmpool.cli.args import AddCommand, bounded
-from llmpool.cli.output import UsageError, emit, one_line, open_pool, quiet, row_reason, table
+from llmpool.cli.output import (
+    Progress,
+    UsageError,
+    emit,
+    one_line,
+    open_pool,
+    quiet,
+    row_reason,
+    table,
+)
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -35,15 +41,6 @@ _CHAIN_EPILOG = (
 )
 
 _SCOPE_HELP = "the scope (default: global)"
-
-#: The row that answers when nothing else can: langchain-core's fake chat model.
-_DEMO_ROW: dict[str, Any] = {
-    "name": "Demo Fake",
-    "provider": "fake",
-    "model_name": "demo",
-    "priority": 90,
-    "config": {"responses": ["Machine learning is software that improves from examples."]},
-}
 
 
 def register(add: AddCommand) -> None:
@@ -66,8 +63,6 @@ def register(add: AddCommand) -> None:
     p.add_argument("--ready", action="store_true", help=help_text)
     help_text = "providers found, their extras, and plugins that failed to load"
     add("providers", cmd_providers, help_text, example="llmpool providers --json")
-    help_text = "a fallback walk on a temporary SQLite database, offline (ignores --database-url)"
-    add("demo", cmd_demo, help_text, example="llmpool demo")
 
 
 def add_scope_options(p: argparse.ArgumentParser) -> None:
@@ -282,21 +277,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     with open_pool(args) as pool:
         rows = [_valid(find_row(pool.store, ref)) for ref in args.ids]
         rows = rows or pool.store.list_llms(scope=args.scope)
-        lock, done, tty = threading.Lock(), [0], sys.stderr.isatty()
+        progress = Progress("check", len(rows))
 
         def probe(config: LLMConfig) -> dict[str, Any]:
             entry = _probe(pool, config, args.timeout)
-            with lock:  # on a terminal one line rewritten in place, else one per row (a log)
-                done[0] += 1
-                name, error = one_line(entry["name"]), one_line(str(entry["error"]))
-                said = f"ok in {entry['latency_ms']} ms" if entry["ok"] else f"failed: {error}"
-                count = f"{done[0]}/{len(rows)}"
-                if not tty:
-                    sys.stderr.write(f"llmpool: check {count}: {name}: {said}\n")
-                else:
-                    sys.stderr.write("\r\x1b[2K" + f"[{count}] {name}: {said}"[:200])
-                    sys.stderr.write("\r\x1b[2K" if done[0] == len(rows) else "")
-                sys.stderr.flush()
+            error = one_line(str(entry["error"]))
+            said = f"ok in {entry['latency_ms']} ms" if entry["ok"] else f"failed: {error}"
+            progress.step(entry["name"], said)
             return entry
 
         with ThreadPoolExecutor(max(1, min(8, len(rows)))) as workers:
@@ -306,58 +293,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.ready:
         return 0 if any(d["ok"] and d["enabled"] for d in data) else 1
     return 0 if data and all(d["ok"] for d in data) else 1
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """``llmpool demo``: the seed's rows and a fake one on a temporary SQLite database, in a
-    fallback walk that hides the variables the rows reference, so it calls no real provider."""
-    from llmpool.fallback.policy import FallbackPolicy
-    from llmpool.pool.facade import LLMPool
-    from llmpool.repository.sql.migrate import migrate, seed_starter_rows
-    from llmpool.repository.sql.url import mask_url
-
-    if args.database_url:
-        print(
-            "llmpool: note: demo always uses a temporary SQLite database; "
-            "--database-url is ignored",
-            file=sys.stderr,
-        )
-    with tempfile.TemporaryDirectory(prefix="llmpool-demo-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'demo.sqlite3'}"
-        migrate(url)
-        policy = FallbackPolicy(attempts=1, deadline=30)
-        with LLMPool(url, poll_interval=0, listen=False, policy=policy) as pool:
-            seed_starter_rows(pool.store, actor=args.actor)
-            pool.store.add(_DEMO_ROW, actor=args.actor)
-            rows = pool.store.list_llms()
-            names = {v for r in rows for k, v in r.auth_meta.items() if k.endswith("_env")}
-            hidden = {name: os.environ.pop(name) for name in names if name in os.environ}
-            try:  # the walk below shows why rows are skipped
-                with quiet("llmpool.pool"):
-                    answer = pool.get_llm_with_fallback().invoke("Explain machine learning")
-            finally:
-                os.environ.update(hidden)
-    meta = answer.response_metadata["llmpool"]
-    walk = [
-        {
-            "name": a["name"],
-            "outcome": a["outcome"],
-            "detail": one_line(str(a.get("reason") or a.get("error") or "")) or None,
-        }
-        for a in meta["attempts"]
-    ]
-    shown, who, said = mask_url(url), meta["name"], str(answer.content)
-    marks = {"ok": "answered", "error": "failed", "skipped": "skipped"}
-    order = ", ".join(f"{r.name} ({r.priority}{'' if r.enabled else ', disabled'})" for r in rows)
-    text = [f"database: {shown} (temporary, deleted on exit)", f"rows in priority order: {order}"]
-    text.append("\nget_llm_with_fallback().invoke('Explain machine learning'):")
-    for step in walk:
-        detail = f": {step['detail']}" if step["detail"] else ""
-        text.append(f"  {step['name']:<16} {marks[step['outcome']]}{detail}")
-    text.append(f"\nanswer from {who}: {said}")
-    data = {"database": shown, "temporary": True, "rows": [r.name for r in rows], "walk": walk}
-    emit(args, {**data, "answered_by": who, "answer": said}, lambda: "\n".join(text))
-    return 0
 
 
 def cmd_providers(args: argparse.Namespace) -> int:

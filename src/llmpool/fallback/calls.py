@@ -215,20 +215,24 @@ class EmbeddingCall:
 
 # Where chat models keep their request timeout (OpenAI and Fireworks, Anthropic, the others).
 _TIMEOUT_FIELDS = ("request_timeout", "default_request_timeout", "timeout")
-_FAKE_MODELS = "langchain_core.language_models.fake_chat_models"
+_FAKE_MODELS = ("langchain_core.language_models.fake_chat_models", "llmpool.providers.fake")
 
 
 def client_timeout(model: Any) -> float:
     """Return the seconds a model's client waits for an answer (``inf``: unbounded), read
-    from its settings: a timeout field, ChatOllama's ``client_kwargs``, a fake model's ``sleep``.
+    from its settings: a timeout field, ChatOllama's ``client_kwargs``, a fake model's ``sleep``
+    (each of its attempts bounded by its ``timeout``).
 
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
         >>> client_timeout(FakeListChatModel(responses=["hi"]))
         0.0
     """
-    if any(cls.__module__ == _FAKE_MODELS for cls in type(model).__mro__):
-        return _seconds(getattr(model, "sleep", None) or 0.0)
+    if any(cls.__module__ in _FAKE_MODELS for cls in type(model).__mro__):
+        sleep, timeout = getattr(model, "sleep", None) or 0.0, getattr(model, "timeout", None)
+        return min(_seconds(sleep), _seconds(timeout)) * (
+            1 + (getattr(model, "max_retries", None) or 0)
+        )
     for name in _TIMEOUT_FIELDS:
         value = getattr(model, name, _UNSET)
         if value is not _UNSET:

@@ -235,7 +235,8 @@ FAKE = ChatProvider(
     "llmpool.providers.fake:FakeChatModel",
     extra=None,
     package="langchain-core",
-    capabilities=_names("tools streaming"),
+    # its errors are named as the openai and anthropic SDKs' (and carry their status)
+    error_outcomes=_ANTHROPIC_ERRORS,
     embeddings_class="llmpool.providers.fake:FakeEmbeddings",
 )
 

@@ -204,13 +204,19 @@ class ChatProvider:
         except ValidationError as error:
             # Field names and messages only: inputs may be secrets.
             problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc']) or cls.__name__}: {item['msg']}"
+                f"{_field_of(config, item['loc']) or cls.__name__}: {item['msg']}"
                 for item in error.errors(include_url=False, include_input=False)
             )
         except (TypeError, ValueError) as error:
             problems = str(error).splitlines()[0] if str(error) else type(error).__name__
         msg = f"{config.describe()}: {cls.__name__} refused its parameters: {problems}"
         raise UnsupportedParameterError(msg) from None
+
+
+def _field_of(config: LLMConfig, loc: tuple[Any, ...]) -> str:
+    # A refused keyword as the row names it: "config.error_rate", else the class's field.
+    where = ".".join(str(part) for part in loc)
+    return f"config.{where}" if loc and loc[0] in config.config else where
 
 
 @dataclass(frozen=True)
