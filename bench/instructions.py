@@ -32,6 +32,8 @@ WARMUP = 50
 
 #: The chain whose rows declare what their models can take (`llmpool.providers.fit`).
 FITTED = "primary answers: llmpool FallbackChatModel, rows declaring their fit"
+#: Calls naming a session (`llmpool.chain.affinity`, kept in the process).
+SESSION = "primary answers: llmpool FallbackChatModel, with a session_key"
 
 
 def subjects() -> dict[str, Callable[[], Any]]:
@@ -39,6 +41,7 @@ def subjects() -> dict[str, Callable[[], Any]]:
     from bench.run import _candidates, _failing, _fake
     from llmpool.fallback.model import FallbackChatModel
     from llmpool.fallback.policy import FallbackPolicy
+    from llmpool.chain.affinity import Affinity
     from llmpool.providers.fit import CAPABILITIES, Fit
 
     bare = _fake()
@@ -49,6 +52,8 @@ def subjects() -> dict[str, Callable[[], Any]]:
     for candidate in fitted:  # what a gpt-4o row declares: every call measures its prompt
         candidate.fit = Fit(128_000, 16_384, CAPABILITIES)
     fits = FallbackChatModel(candidates=fitted)
+    sessions = FallbackChatModel(candidates=_candidates(_fake(), _fake()), affinity=Affinity())
+    session = {"metadata": {"session_key": "conversation 42"}}
     raises = FallbackChatModel(candidates=_candidates(_failing(), _fake()), policy=no_breaker)
     lc_answers = _fake().with_fallbacks([_fake()])
     lc_raises = _failing().with_fallbacks([_fake()], exceptions_to_handle=(ConnectionError,))
@@ -64,6 +69,7 @@ def subjects() -> dict[str, Callable[[], Any]]:
         "primary answers: LangChain with_fallbacks": lambda: lc_answers.invoke("hi"),
         "primary answers: llmpool FallbackChatModel": lambda: answers.invoke("hi"),
         FITTED: lambda: fits.invoke("hi"),
+        SESSION: lambda: sessions.invoke("hi", config=session),
         "primary raises: floor (the two calls, no fallback code)": floor,
         "primary raises: LangChain with_fallbacks": lambda: lc_raises.invoke("hi"),
         "primary raises: llmpool FallbackChatModel": lambda: raises.invoke("hi"),
