@@ -39,9 +39,9 @@ SESSION = "primary answers: llmpool FallbackChatModel, with a session_key"
 def subjects() -> dict[str, Callable[[], Any]]:
     """The measured calls, by name: the same subjects as ``bench.run``'s invoke section."""
     from bench.run import _candidates, _failing, _fake
+    from llmpool.chain.affinity import Affinity
     from llmpool.fallback.model import FallbackChatModel
     from llmpool.fallback.policy import FallbackPolicy
-    from llmpool.chain.affinity import Affinity
     from llmpool.providers.fit import CAPABILITIES, Fit
 
     bare = _fake()
