@@ -74,10 +74,10 @@ def _errors(config: LLMConfig, key: str, value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-_READERS = {
+_READERS = {  # in the order the health views show them
     "failure_threshold": _count,
-    "min_calls": _count,
     "failure_rate": _rate,
+    "min_calls": _count,
     "window": lambda config, key, value: _seconds(config, key, value, 1.0),
     "cooldown": lambda config, key, value: _seconds(config, key, value, 0.0),
     "errors": _errors,
@@ -96,10 +96,10 @@ def breaker_overrides(config: LLMConfig) -> Mapping[str, Any]:
         return _EMPTY
     if not isinstance(value, dict):
         raise _refuse(config, "", f"must be an object like {_SHAPE}")
-    read: dict[str, Any] = {}
-    for key, item in value.items():
-        reader = _READERS.get(key)
-        if reader is None:
-            raise _refuse(config, "", f"has unknown key {str(key)!r}; expected {_SHAPE}")
-        read[key] = reader(config, key, item)
+    unknown = next((key for key in value if key not in _READERS), None)
+    if unknown is not None:
+        raise _refuse(config, "", f"has unknown key {str(unknown)!r}; expected {_SHAPE}")
+    read = {
+        key: reader(config, key, value[key]) for key, reader in _READERS.items() if key in value
+    }
     return MappingProxyType(read)
