@@ -345,7 +345,7 @@ def test_status_and_chain_show_each_rows_breaker_policy_as_stored(migrated_url: 
                     "priority": 2,
                     "config": {"responses": ["b"]},
                 },
-            ]  # fmt: skip
+            ]
         )
     finally:
         store.close()
