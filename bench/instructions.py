@@ -39,7 +39,7 @@ def subjects() -> dict[str, Callable[[], Any]]:
 
     bare = _fake()
     failing = _failing()
-    no_breaker = FallbackPolicy(attempts=1, failure_threshold=10**9)
+    no_breaker = FallbackPolicy(attempts=1, failure_threshold=10**9, failure_rate=None)
     answers = FallbackChatModel(candidates=_candidates(_fake(), _fake()))
     raises = FallbackChatModel(candidates=_candidates(_failing(), _fake()), policy=no_breaker)
     lc_answers = _fake().with_fallbacks([_fake()])

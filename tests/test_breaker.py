@@ -396,3 +396,17 @@ def test_a_retry_after_past_the_longest_cooldown_is_cut_to_it() -> None:
         )
         llm.invoke("hi")
     assert board.reopens_at("id-Primary") == clock.now + 600
+
+
+def test_a_pool_reload_forgets_the_counts_of_rows_gone() -> None:
+    """Answers counted in the process for a row no longer in the table are dropped."""
+    board = BreakerBoard()
+    window = ONE_STRIKE.breaker_rule(Candidate(row("a"))).window
+    assert window is not None
+    for key in ("id-a", "id-b"):
+        board.passed(key, window)
+    board.forget({"id-a"})
+    board.failure("id-b", threshold=5, cooldown=ONE_STRIKE.cooldown_for, window=window)
+    board.failure("id-a", threshold=5, cooldown=ONE_STRIKE.cooldown_for, window=window)
+    calls = {key: sum(board.store.get(key).calls) for key in ("id-a", "id-b")}  # type: ignore[union-attr]
+    assert calls == {"id-a": 2, "id-b": 1}

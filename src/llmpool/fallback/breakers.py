@@ -25,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from llmpool.contracts import Shared, breaker_key, log_fields, redis_client
@@ -268,6 +268,12 @@ class BreakerBoard:
         s = self.store.get(key) or _CLOSED
         return BreakerChange(key, "open", "half_open", s.failures, s.trips, s.open_until)
 
+    def forget(self, keys: Collection[str]) -> None:
+        """Drop what this process holds for keys not in ``keys`` (rows deleted or edited)."""
+        for held in (self._passed, self._seen_open):
+            for key in [k for k in held if k not in keys]:
+                held.pop(key, None)
+
     def passed(self, key: str, window: Window) -> None:
         """Count an answer of ``key`` while it has no state, in this process only (O(1))."""
         bucket = int(self.clock() * BUCKETS // window.seconds)
@@ -344,7 +350,7 @@ class BreakerBoard:
             if probe:
                 previous = "half_open"
             elif state.open_until != 0.0:  # open: a straggler from before it opened
-                if now + hint > state.open_until:
+                if hint and now + hint > state.open_until:
                     return state._replace(open_until=now + hint)
                 return state
             else:
