@@ -37,8 +37,8 @@ __all__ = [
     "BreakerState",
     "BreakerStore",
     "LocalBreakerStore",
-    "Window",
     "RedisBreakerStore",
+    "Window",
     "breaker_key",
     "state_name",
 ]
@@ -118,7 +118,8 @@ def _slide(
     else:
         calls = [*state.calls[shift:], *[0] * shift]
         errors = [*state.errors[shift:], *[0] * shift]
-    for at, count in (passed or {}).items():
+    # A copy: a thread that read the counts before they were taken may still add to them.
+    for at, count in list((passed or {}).items()):
         index = BUCKETS - 1 - (bucket - at)
         if 0 <= index < BUCKETS:
             calls[index] += count
@@ -271,7 +272,7 @@ class BreakerBoard:
     def forget(self, keys: Collection[str]) -> None:
         """Drop what this process holds for keys not in ``keys`` (rows deleted or edited)."""
         for held in (self._passed, self._seen_open):
-            for key in [k for k in held if k not in keys]:
+            for key in [k for k in list(held) if k not in keys]:
                 held.pop(key, None)
 
     def passed(self, key: str, window: Window) -> None:
@@ -281,7 +282,7 @@ class BreakerBoard:
         if counts is None:
             counts = self._passed[key] = {}
         elif bucket not in counts and len(counts) >= BUCKETS:
-            for old in [at for at in counts if at <= bucket - BUCKETS]:
+            for old in [at for at in list(counts) if at <= bucket - BUCKETS]:
                 counts.pop(old, None)
         # Threads may race on one count: a lost answer skews a rate, it never opens a breaker.
         counts[bucket] = counts.get(bucket, 0) + 1
