@@ -46,7 +46,7 @@ def subjects() -> dict[str, Callable[[], Any]]:
 
     bare = _fake()
     failing = _failing()
-    no_breaker = FallbackPolicy(attempts=1, failure_threshold=10**9)
+    no_breaker = FallbackPolicy(attempts=1, failure_threshold=10**9, failure_rate=None)
     answers = FallbackChatModel(candidates=_candidates(_fake(), _fake()))
     fitted = _candidates(_fake(), _fake())
     for candidate in fitted:  # what a gpt-4o row declares: every call measures its prompt

@@ -119,7 +119,7 @@ def bench_invoke(n: dict[str, int]) -> list[Row]:
     from llmpool.fallback.policy import FallbackPolicy
 
     bare = _fake()
-    no_breaker = FallbackPolicy(attempts=1, failure_threshold=10**9)
+    no_breaker = FallbackPolicy(attempts=1, failure_threshold=10**9, failure_rate=None)
     ours = FallbackChatModel(candidates=_candidates(_fake(), _fake()))
     subjects: dict[str, Any] = {
         "bare fake model": lambda: bare.invoke("hi"),
@@ -188,7 +188,7 @@ def bench_failover_closed_port(n: dict[str, int]) -> list[Row]:
     lc = dead.with_fallbacks([_fake()])
     ours = FallbackChatModel(
         candidates=_candidates(dead, _fake()),
-        policy=FallbackPolicy(attempts=1, failure_threshold=10**9),
+        policy=FallbackPolicy(attempts=1, failure_threshold=10**9, failure_rate=None),
     )
     ours_breaker = FallbackChatModel(candidates=_candidates(dead, _fake()))
     subjects = {

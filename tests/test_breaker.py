@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from pydantic import Field
+from servers import OpenAIServer, Reply, Status
 
 from llmpool.errors import AllLLMsFailedError
 from llmpool.fallback.breakers import Admission, BreakerBoard
@@ -267,3 +268,143 @@ async def test_a_call_cancelled_in_its_retry_delay_gives_back_what_it_was_admitt
     with pytest.raises(asyncio.CancelledError):
         await task
     assert stats.in_flight(llm.candidates[0]) == 0
+
+
+def _openai_pair(primary: OpenAIServer, secondary: OpenAIServer) -> list[Candidate]:
+    """ChatOpenAI rows ``Primary`` then ``Secondary`` against the two local servers."""
+    from langchain_openai import ChatOpenAI
+
+    return [
+        Candidate(
+            LLMConfig(id=f"id-{name}", name=name, provider="openai", model_name="m"),
+            ChatOpenAI(model="m", api_key="k", base_url=server.url + "/v1", max_retries=0),
+        )
+        for name, server in (("Primary", primary), ("Secondary", secondary))
+    ]
+
+
+def test_a_failure_rate_opens_a_breaker_that_no_failure_streak_would() -> None:
+    """Failures interleaved with answers never make 3 in a row; at 50 % of 10 calls in the
+    window it opens, counting the answers before the first failure too, and the window slides."""
+    clock = Clock()
+    board = BreakerBoard(clock=clock)
+    policy = FallbackPolicy(attempts=1, failure_threshold=3, cooldown=30)
+    with OpenAIServer() as primary, OpenAIServer() as secondary:
+        llm = FallbackChatModel(
+            candidates=_openai_pair(primary, secondary), policy=policy, breakers=board
+        )
+
+        def served_by() -> str:
+            return str(llm.invoke("hi").response_metadata["llmpool"]["name"])
+
+        for _ in range(10):  # answers only: counted in this process, no breaker state
+            assert served_by() == "Primary"
+        assert board.store.get("id-Primary") is None
+        primary.script(*[Status(500), Reply()] * 5, Status(500))
+        for _ in range(5):
+            assert (served_by(), served_by()) == ("Secondary", "Primary")
+        assert served_by() == "Secondary"  # 6 failed of 21: 29 %, not enough
+        assert board.admit("id-Primary") is Admission.CLOSED
+        clock.now += 61  # the window slides past all of it
+        primary.script(*[Status(500), Reply()] * 4, Status(500))
+        for _ in range(4):
+            assert (served_by(), served_by()) == ("Secondary", "Primary")
+        assert board.admit("id-Primary") is Admission.CLOSED  # 4 of 8: too few calls
+        assert served_by() == "Secondary"  # 5 of 9
+        assert board.admit("id-Primary") is Admission.CLOSED
+        primary.script(Status(500))
+        assert served_by() == "Secondary"  # 6 of 10: opens
+        sent = primary.count
+        assert served_by() == "Secondary"
+        assert primary.count == sent  # open: skipped with no request
+        assert 29 < board.reopens_at("id-Primary") - clock.now <= 30
+
+
+def test_a_row_counts_only_the_error_classes_its_policy_names() -> None:
+    """A row with ``errors: ["retry"]`` and threshold 1: 401s never open it, one 500 does."""
+    from llmpool.pool.facade import LLMPool
+    from llmpool.repository.memory import InMemoryStore
+
+    with OpenAIServer() as server:
+        server.script(*[Status(401)] * 4, Status(500))
+        rows = [
+            {"name": "Guarded", "provider": "openai", "model_name": "m", "priority": 1,
+             "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
+             "config": {"base_url": server.url + "/v1", "max_retries": 0,
+                        "breaker": {"failure_threshold": 1, "errors": ["retry"]}}},
+            {"name": "Backup", "provider": "fake", "model_name": "m", "priority": 2,
+             "config": {"responses": ["backup"]}},
+        ]  # fmt: skip
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("OPENAI_API_KEY", "sk-test")
+            pool = LLMPool(repository=InMemoryStore(rows), policy=ONE_STRIKE, poll_interval=0)
+            try:
+                llm = pool.get_llm_with_fallback()
+                for _ in range(4):
+                    assert llm.invoke("hi").content == "backup"
+                assert server.count == 4  # the 401s did not count: still tried each time
+                assert llm.invoke("hi").content == "backup"  # the 500 opens it at once
+                assert llm.invoke("hi").content == "backup"
+                assert server.count == 5
+                shown = pool.status()["rows"][0]["breaker"]
+            finally:
+                pool.close()
+    assert shown["state"] == "open"
+    assert shown["policy"] == {
+        "failure_threshold": 1, "failure_rate": 0.5, "min_calls": 10, "window": 60.0,
+        "cooldown": 10, "errors": ["retry"], "overrides": ["failure_threshold", "errors"],
+    }  # fmt: skip
+
+
+def test_retry_after_lengthens_a_cooldown_and_no_failure_shortens_one() -> None:
+    """A 429 asking 120 s opens the breaker for 120 s, not the 10 s cooldown; a call already in
+    flight that fails afterwards asking less changes nothing, asking more lengthens it."""
+    clock = Clock()
+    board = BreakerBoard(clock=clock)
+    with OpenAIServer() as primary, OpenAIServer() as secondary:
+        primary.script(Status(429, headers={"retry-after": "120"}))
+        llm = FallbackChatModel(
+            candidates=_openai_pair(primary, secondary), policy=ONE_STRIKE, breakers=board
+        )
+        assert llm.invoke("hi").response_metadata["llmpool"]["name"] == "Secondary"
+    assert board.reopens_at("id-Primary") == clock.now + 120
+    cooldown = ONE_STRIKE.cooldown_for
+    clock.now += 50  # stragglers: a plain failure, then shorter and longer Retry-After
+    for hint in (0.0, 5.0, 60.0):
+        assert board.failure("id-Primary", threshold=1, cooldown=cooldown, hint=hint) is None
+    assert board.reopens_at("id-Primary") == clock.now + 70
+    board.failure("id-Primary", threshold=1, cooldown=cooldown, hint=100.0)
+    assert board.reopens_at("id-Primary") == clock.now + 100
+    assert board.seems_open("id-Primary")
+    clock.now += 100
+    assert board.admit("id-Primary") is Admission.PROBE
+    change = board.failure("id-Primary", threshold=1, cooldown=cooldown, probe=True)
+    assert change is not None
+    assert change.reopens_at == clock.now + 20  # a failed probe: the grown cooldown
+
+
+def test_a_retry_after_past_the_longest_cooldown_is_cut_to_it() -> None:
+    """A Retry-After of a day opens the breaker for ``max_cooldown`` (600 s), no longer."""
+    clock = Clock()
+    board = BreakerBoard(clock=clock)
+    with OpenAIServer() as primary, OpenAIServer() as secondary:
+        primary.script(Status(503, headers={"retry-after": "86400"}))
+        llm = FallbackChatModel(
+            candidates=_openai_pair(primary, secondary), policy=ONE_STRIKE, breakers=board
+        )
+        llm.invoke("hi")
+    assert board.reopens_at("id-Primary") == clock.now + 600
+
+
+def test_a_pool_reload_forgets_the_counts_of_rows_gone() -> None:
+    """Answers counted in the process for a row no longer in the table are dropped."""
+    board = BreakerBoard()
+    window = ONE_STRIKE.breaker_rule(Candidate(row("a"))).window
+    assert window is not None
+    for key in ("id-a", "id-b"):
+        board.passed(key, window)
+    board.forget({"id-a"})
+    board.failure("id-b", threshold=5, cooldown=ONE_STRIKE.cooldown_for, window=window)
+    board.failure("id-a", threshold=5, cooldown=ONE_STRIKE.cooldown_for, window=window)
+    calls = {key: sum(board.store.get(key).calls) for key in ("id-a", "id-b")}  # type: ignore[union-attr]
+    assert calls == {"id-a": 2, "id-b": 1}

@@ -161,7 +161,14 @@ def test_replica_b_status_shows_replica_a_errors_and_latency(
     client.close()
     assert not [t for t in threading.enumerate() if t.name == "llmpool-fleet"]  # close() stops
     fleet = prefix + "fleet:"
-    assert set(ttls) == {fleet + "replicas", fleet + "row:" + HELD, fleet + "error:" + HELD}
+    # The breaker keeps the two failures in its failure-rate window: one key more, expiring too.
+    breaker = prefix + "breaker:" + HELD
+    assert set(ttls) == {
+        fleet + "replicas",
+        fleet + "row:" + HELD,
+        fleet + "error:" + HELD,
+        breaker,
+    }
     assert all(0 < ttl <= 86_400_000 for ttl in ttls.values()), ttls
     row = status["rows"][0]
     assert (row["error_rate"], row["last_error"]["error_class"]) == (0.4, "OpenAIAPIError")

@@ -160,3 +160,47 @@ def test_losing_every_watch_race_applies_locally_and_says_so_once(
     assert store.local.get("row") == BreakerState(failures=99)
     assert caplog.text.count(f"lost {RedisBreakerStore.MAX_RACES} Redis races") == 1
     assert "cannot reach Redis" not in caplog.text
+
+
+def test_two_pools_sharing_redis_trip_one_failure_rate_window_for_both(
+    redis_keys: tuple[Any, str],
+) -> None:
+    """Through ``redis=``: A and B each answer 5 calls, then fail 5 each in turn; the row's own
+    policy (rate 50 %, at least 20 calls, no streak trip) opens it at the fleet's 10th failure
+    (10 of 20), for both, which neither replica's calls alone would reach."""
+    _, prefix = redis_keys
+    with OpenAIServer() as server:
+        rows = [
+            {"id": "11111111-0000-0000-0000-0000000000b1", "name": "Shared", "provider": "openai",
+             "model_name": "m", "priority": 1, "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
+             "config": {"base_url": server.url + "/v1", "max_retries": 0,
+                        "breaker": {"failure_threshold": 100, "min_calls": 20}}},
+            {"name": "Backup", "provider": "fake", "model_name": "m", "priority": 2,
+             "config": {"responses": ["backup"]}},
+        ]  # fmt: skip
+        fleet = {"redis": REDIS_URL, "redis_prefix": prefix, "redis_sync_interval": 0.05}
+        policy = FallbackPolicy(attempts=1)
+        pools = [
+            LLMPool(repository=InMemoryStore(rows), policy=policy, poll_interval=0, **fleet)
+            for _ in range(2)
+        ]
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("OPENAI_API_KEY", "sk-x")
+                a, b = (pool.get_llm_with_fallback() for pool in pools)
+                for llm in (a, b):
+                    for _ in range(5):
+                        assert llm.invoke("x").response_metadata["llmpool"]["name"] == "Shared"
+                server.script(*[Status(500)] * 10)
+                for turn in range(10):
+                    assert (a, b)[turn % 2].invoke("x").content == "backup"
+                    states = [p.status()["rows"][0]["breaker"]["state"] for p in pools]
+                    assert states == (["open"] * 2 if turn == 9 else ["closed"] * 2), turn
+                assert server.count == 20
+                assert a.invoke("x").content == b.invoke("x").content == "backup"
+                assert server.count == 20  # open for both: no request
+                policy_shown = pools[1].status()["rows"][0]["breaker"]["policy"]
+        finally:
+            for pool in pools:
+                pool.close()
+    assert (policy_shown["min_calls"], policy_shown["failure_threshold"]) == (20, 100)

@@ -312,3 +312,55 @@ def test_chain_with_redis_down_shows_unknown_breakers_warns_and_exits_1(
     for result in (text, data):
         (warning,) = [line for line in result.err.splitlines() if "Redis" in line]
         assert warning.startswith("llmpool: warning: ") and "unknown" in warning
+
+
+def test_status_and_chain_show_each_rows_breaker_policy_as_stored(migrated_url: str) -> None:
+    """On SQLite and PostgreSQL: a row's ``config["breaker"]`` is read back with it; status
+    and ``chain --json`` give every row its policy, and the table shows the row's own."""
+    from llmpool.repository.sql.store import SQLStore
+
+    store = SQLStore(migrated_url)
+    try:
+        store.add_many(
+            [
+                {
+                    "name": "Strict",
+                    "provider": "fake",
+                    "model_name": "m",
+                    "priority": 1,
+                    "config": {
+                        "responses": ["a"],
+                        "breaker": {
+                            "failure_rate": 0.25,
+                            "min_calls": 20,
+                            "cooldown": 120,
+                            "errors": ["retry"],
+                        },
+                    },
+                },
+                {
+                    "name": "Plain",
+                    "provider": "fake",
+                    "model_name": "m",
+                    "priority": 2,
+                    "config": {"responses": ["b"]},
+                },
+            ]
+        )
+    finally:
+        store.close()
+    with LLMPool(migrated_url, poll_interval=0) as pool:
+        status = pool.status()
+    strict, plain = (row["breaker"]["policy"] for row in status["rows"])
+    assert strict == {
+        "failure_threshold": 3, "failure_rate": 0.25, "min_calls": 20, "window": 60.0,
+        "cooldown": 120, "errors": ["retry"],
+        "overrides": ["failure_rate", "min_calls", "cooldown", "errors"],
+    }  # fmt: skip
+    assert (plain["failure_rate"], plain["cooldown"], plain["overrides"]) == (0.5, 30.0, [])
+    shown = run_cli("chain", "--json", "--database-url", migrated_url)
+    table = run_cli("chain", "--database-url", migrated_url)
+    assert shown.code == 0, shown.err
+    assert [r["breaker"]["policy"] for r in json.loads(shown.out)["rows"]] == [strict, plain]
+    assert "BREAKER  POLICY" in table.out.splitlines()[0]
+    assert "3 in a row or 25% of 20 in 60s; cooldown 120s; counts retry" in table.out

@@ -24,8 +24,9 @@ from llmpool.providers.prices import Budget
 from llmpool.repository.sql.store import SQLStore
 
 POLICY = FallbackPolicy(
-    attempts=2, backoff_initial=0.001, backoff_max=0.002, backoff_jitter=0, failure_threshold=1000
-)
+    attempts=2, backoff_initial=0.001, backoff_max=0.002, backoff_jitter=0,
+    failure_threshold=1000, failure_rate=None,
+)  # fmt: skip
 
 #: 23:58 UTC: the day's budget resets in two minutes.
 LATE = datetime(2025, 5, 1, 23, 58, tzinfo=timezone.utc).timestamp()

@@ -152,6 +152,8 @@ def cmd_chain(args: argparse.Namespace) -> int:
         columns = ["position", "name", "provider", "priority", "status", "reason", "breaker"]
         if any(row.get("weight", 1) != 1 for row in rows):
             columns.insert(4, "weight")
+        if any(row.get("policy") for row in rows):  # a row with its own breaker policy
+            columns.insert(columns.index("breaker") + 1, "policy")
         columns += [extra for extra in ("limits", "spend") if any(row.get(extra) for row in rows)]
         columns += ["last_error", "latency_ms", "p95_ms", "error_rate", "in_flight"]
         answering = status["answering"]
@@ -169,6 +171,19 @@ def cmd_chain(args: argparse.Namespace) -> int:
 
     emit(args, status, render)
     return 0 if status["can_answer"] and not unreachable else 1
+
+
+def _policy_text(policy: dict[str, Any] | None) -> str | None:
+    # A row's own breaker policy, in one cell: "5 in a row or 25% of 20 in 60s; 30s; retry".
+    if not policy or not policy["overrides"]:
+        return None
+    trip = f"{policy['failure_threshold']} in a row"
+    if policy["failure_rate"] is not None:
+        trip += (
+            f" or {policy['failure_rate']:.0%} of {policy['min_calls']} in {policy['window']:g}s"
+        )
+    errors = ",".join(policy["errors"]) or "none"
+    return f"{trip}; cooldown {policy['cooldown']:g}s; counts {errors}"
 
 
 def chain_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -190,6 +205,7 @@ def chain_row(row: dict[str, Any]) -> dict[str, Any]:
     return {
         **row,
         "breaker": breaker["state"] + ("" if reopens is None else f" ({reopens:.0f}s)"),
+        "policy": _policy_text(breaker.get("policy")),
         "latency_ms": latency["p50_ms"] if latency else None,
         "p95_ms": latency["p95_ms"] if latency else None,
         "last_error": row["last_error"]["error_class"] if row["last_error"] else None,

@@ -1,9 +1,16 @@
 """Circuit breakers: stop calling a candidate that keeps failing, then probe it once.
 
-A breaker is closed until ``failure_threshold`` consecutive failures open it. While open, its
-candidate is skipped with no network call. When the cooldown ends, exactly one caller gets a
-half-open probe while concurrent callers keep skipping; the probe's success closes the breaker,
-its failure reopens it with a longer cooldown.
+A breaker is closed until ``failure_threshold`` consecutive failures open it, or a `Window`'s
+failure rate does (``failure_rate`` of at least ``min_calls`` calls in the last ``window``
+seconds). While open, its candidate is skipped with no network call. When the cooldown ends,
+exactly one caller gets a half-open probe while concurrent callers keep skipping; the probe's
+success closes the breaker, its failure reopens it with a longer cooldown. A failure never
+shortens a cooldown; a ``Retry-After`` may only lengthen it.
+
+The window is `BUCKETS` fixed buckets. An answer while the row has no state (no failure in its
+window) is only counted in this process (`BreakerBoard.passed`: O(1), no store access); those
+counts join the stored window with the board's next write of that row (a failure, or an answer
+while it has state), so replicas sharing a store count every call of the fleet.
 
 State is kept per `breaker_key` (the row's id and version: an edited row starts clean) behind
 `BreakerStore`: in the process (`LocalBreakerStore`), or in Redis, shared by every replica
@@ -18,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from llmpool.contracts import Shared, breaker_key, log_fields, redis_client
@@ -31,11 +38,23 @@ __all__ = [
     "BreakerStore",
     "LocalBreakerStore",
     "RedisBreakerStore",
+    "Window",
     "breaker_key",
     "state_name",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Fixed buckets of a failure-rate window: it slides by a tenth of its length.
+BUCKETS = 10
+
+
+class Window(NamedTuple):
+    """A failure-rate trip: ``rate`` (0-1) of at least ``min_calls`` calls in ``seconds``."""
+
+    rate: float
+    min_calls: int
+    seconds: float
 
 
 class BreakerState(NamedTuple):
@@ -46,12 +65,18 @@ class BreakerState(NamedTuple):
         open_until: Wall-clock time the cooldown ends; 0 when closed.
         trips: How many times in a row it opened (grows the cooldown).
         probe_until: While a half-open probe is in flight, when its lease ends.
+        bucket: The newest bucket of the failure-rate window (wall-clock time // its width).
+        calls: Calls per bucket of the window, oldest first (empty: no window).
+        errors: Failures per bucket of the window.
     """
 
     failures: int = 0
     open_until: float = 0.0
     trips: int = 0
     probe_until: float = 0.0
+    bucket: int = 0
+    calls: tuple[int, ...] = ()
+    errors: tuple[int, ...] = ()
 
 
 def state_name(state: BreakerState | None, now: float) -> str:
@@ -79,6 +104,26 @@ class BreakerChange(NamedTuple):
     failures: int = 0
     trips: int = 0
     reopens_at: float = 0.0  # when the cooldown ends (wall clock); 0 when closed
+
+
+def _slide(
+    state: BreakerState, bucket: int, passed: dict[int, int] | None
+) -> tuple[int, list[int], list[int]]:
+    # The window moved on to end at ``bucket`` (never back: replicas' clocks may differ a
+    # little), with the answers counted in this process since its last write added.
+    bucket = max(bucket, state.bucket)
+    shift = bucket - state.bucket
+    if len(state.calls) != BUCKETS or shift >= BUCKETS:
+        calls, errors = [0] * BUCKETS, [0] * BUCKETS
+    else:
+        calls = [*state.calls[shift:], *[0] * shift]
+        errors = [*state.errors[shift:], *[0] * shift]
+    # A copy: a thread that read the counts before they were taken may still add to them.
+    for at, count in list((passed or {}).items()):
+        index = BUCKETS - 1 - (bucket - at)
+        if 0 <= index < BUCKETS:
+            calls[index] += count
+    return bucket, calls, errors
 
 
 class Admission(enum.Enum):
@@ -163,6 +208,8 @@ class BreakerBoard:
         #: Whether the state lives outside this process (Redis), seen by every replica.
         self.shared = not isinstance(self.store, LocalBreakerStore)
         self._seen_open: dict[str, float] = {}  # keys this process saw open, until when
+        # Answers not yet in the store, per key: bucket -> count (see the module).
+        self._passed: dict[str, dict[int, int]] = {}
 
     def admit(self, key: str) -> Admission:
         """Return whether a call to ``key`` may go out now, taking the probe slot if due."""
@@ -222,48 +269,117 @@ class BreakerBoard:
         s = self.store.get(key) or _CLOSED
         return BreakerChange(key, "open", "half_open", s.failures, s.trips, s.open_until)
 
-    def success(self, key: str) -> BreakerChange | None:
-        """Record a success: the breaker closes; return the change if it was not closed."""
+    def forget(self, keys: Collection[str]) -> None:
+        """Drop what this process holds for keys not in ``keys`` (rows deleted or edited)."""
+        for held in (self._passed, self._seen_open):
+            for key in [k for k in list(held) if k not in keys]:
+                held.pop(key, None)
+
+    def passed(self, key: str, window: Window) -> None:
+        """Count an answer of ``key`` while it has no state, in this process only (O(1))."""
+        bucket = int(self.clock() * BUCKETS // window.seconds)
+        counts = self._passed.get(key)
+        if counts is None:
+            counts = self._passed[key] = {}
+        elif bucket not in counts and len(counts) >= BUCKETS:
+            for old in [at for at in list(counts) if at <= bucket - BUCKETS]:
+                counts.pop(old, None)
+        # Threads may race on one count: a lost answer skews a rate, it never opens a breaker.
+        counts[bucket] = counts.get(bucket, 0) + 1
+
+    def success(self, key: str, window: Window | None = None) -> BreakerChange | None:
+        """Record a success: the breaker closes and the consecutive failures are forgotten
+        (failures still in ``window`` stay counted); return the change if it was not closed."""
         state = self.store.get(key)
         if state is None:
+            if window is not None:
+                self.passed(key, window)
             return None
-        self.store.update(key, lambda _state: None)
+        now = self.clock()
+        passed = self._passed.pop(key, None)
+        bucket = int(now * BUCKETS // window.seconds) if window is not None else 0
+        kept: dict[int, int] = {}
+
+        def close(current: BreakerState) -> BreakerState | None:
+            kept.clear()  # a store may run this again after losing a race
+            if window is None or current.open_until != 0.0:
+                return None  # closed afresh, its window too
+            newest, calls, errors = _slide(current, bucket, passed)
+            calls[-1] += 1
+            if not any(errors):  # nothing to trip on: the answers are counted here again
+                kept.update({newest - BUCKETS + 1 + i: n for i, n in enumerate(calls) if n})
+                return None
+            return BreakerState(0, 0.0, 0, 0.0, newest, (*calls,), (*errors,))
+
+        self.store.update(key, close)
+        if kept:
+            self._passed[key] = kept
         self._seen_open.pop(key, None)
         if state.open_until == 0.0:
             return None
-        return BreakerChange(key, state_name(state, self.clock()), "closed")
+        return BreakerChange(key, state_name(state, now), "closed")
 
     def failure(
-        self, key: str, *, threshold: int, cooldown: Callable[[int], float], probe: bool = False
+        self,
+        key: str,
+        *,
+        threshold: int,
+        cooldown: Callable[[int], float],
+        probe: bool = False,
+        window: Window | None = None,
+        hint: float = 0.0,
     ) -> BreakerChange | None:
         """Record a failure; open (or reopen) the breaker when due, and return that change.
 
-        Only two failures move the cooldown (``cooldown(trips)`` seconds): the one that reaches
-        ``threshold`` on a closed breaker, and a failed ``probe``. A call already in flight
-        when the breaker opened that fails afterwards is old news, not a new trip.
+        Only two failures open it for ``cooldown(trips)`` seconds, or the ``hint`` (the
+        error's ``Retry-After``) when longer: the one that reaches ``threshold`` consecutive
+        failures, or the ``window``'s failure rate, on a closed breaker; and a failed
+        ``probe``. A call already in flight when the breaker opened that fails afterwards is
+        old news, not a new trip: it changes nothing, but for a ``hint`` that ends later than
+        the cooldown. A cooldown is never shortened.
         """
         now = self.clock()
         change: BreakerChange | None = None
+        passed = self._passed.pop(key, None) if window is not None else None
+        bucket = int(now * BUCKETS // window.seconds) if window is not None else 0
 
         def fail(state: BreakerState) -> BreakerState:
             nonlocal change
             change = None  # a store may run this again after losing a race
+            failures = state.failures + 1
+            counted = failures
             if probe:
                 previous = "half_open"
             elif state.open_until != 0.0:  # open: a straggler from before it opened
+                if hint and now + hint > state.open_until:
+                    return state._replace(open_until=now + hint)
                 return state
-            elif state.failures + 1 < threshold:
-                return BreakerState(state.failures + 1)
             else:
+                tripped = failures >= threshold
+                if window is not None:
+                    newest, calls, errors = _slide(state, bucket, passed)
+                    calls[-1] += 1
+                    errors[-1] += 1
+                    made, failed = sum(calls), sum(errors)
+                    # A small tolerance: 0.3 * 10 is 3.0000000000000004.
+                    if made >= window.min_calls and failed >= window.rate * made - 1e-9:
+                        tripped, counted = True, max(failures, failed)
+                    if not tripped:
+                        return BreakerState(failures, 0.0, 0, 0.0, newest, (*calls,), (*errors,))
+                elif not tripped:
+                    return BreakerState(failures)
                 previous = "closed"
             trips = state.trips + 1
-            new = BreakerState(state.failures + 1, now + cooldown(trips), trips)
-            change = BreakerChange(key, previous, "open", new.failures, trips, new.open_until)
+            until = max(state.open_until, now + max(cooldown(trips), hint))
+            new = BreakerState(failures, until, trips)
+            change = BreakerChange(key, previous, "open", counted, trips, until)
             return new
 
-        self.store.update(key, fail)
+        state = self.store.update(key, fail)
         if change is not None:
             self._seen_open[key] = change.reopens_at
+        elif state is not None and state.open_until and key in self._seen_open:
+            self._seen_open[key] = state.open_until  # lengthened by a Retry-After
         return change
 
 
@@ -375,4 +491,10 @@ class RedisBreakerStore:
 
 
 def _decode(raw: Any) -> BreakerState | None:
-    return None if raw is None else BreakerState(**json.loads(raw))
+    if raw is None:
+        return None
+    fields = json.loads(raw)
+    for name in ("calls", "errors"):  # JSON arrays, tuples in a state
+        if name in fields:
+            fields[name] = tuple(fields[name])
+    return BreakerState(**fields)

@@ -16,12 +16,22 @@ from functools import cached_property
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from llmpool.fallback.breakers import Window
+from llmpool.providers.breaker_config import ERROR_CLASSES, breaker_overrides
 from llmpool.providers.declarations import error_outcome
 
 if TYPE_CHECKING:
+    from llmpool.contracts import Candidate
     from llmpool.observe.hooks import Hooks
 
-__all__ = ["FallbackPolicy", "Outcome", "classify_error", "raised_by_provider", "retry_after"]
+__all__ = [
+    "BreakerRule",
+    "FallbackPolicy",
+    "Outcome",
+    "classify_error",
+    "raised_by_provider",
+    "retry_after",
+]
 
 
 class Outcome(enum.Enum):
@@ -259,6 +269,48 @@ def _error_type(error: BaseException) -> str:
     return " ".join(kind for kind in kinds if isinstance(kind, str)).lower()
 
 
+@dataclass(frozen=True)
+class BreakerRule:
+    """One row's circuit-breaker policy: the pool's `FallbackPolicy`, with the row's
+    ``config["breaker"]`` overrides (`FallbackPolicy.breaker_rule`).
+
+    Attributes:
+        threshold: Consecutive failures that open the breaker.
+        window: The failure-rate trip, or ``None`` for consecutive failures only.
+        cooldown: Seconds of the first cooldown; each failed probe multiplies it.
+        multiplier: Growth of the cooldown per failed probe.
+        max_cooldown: Longest cooldown (at least ``cooldown``).
+        errors: The error classes (`Outcome` values) that count as failures.
+        overrides: The settings the row's ``config["breaker"]`` sets.
+    """
+
+    threshold: int
+    window: Window | None
+    cooldown: float
+    multiplier: float
+    max_cooldown: float
+    errors: frozenset[str]
+    overrides: tuple[str, ...] = ()
+
+    def cooldown_for(self, trips: int) -> float:
+        """Return the cooldown after the breaker opened ``trips`` times in a row."""
+        grown = self.cooldown * self.multiplier ** max(trips - 1, 0)
+        return min(grown, max(self.max_cooldown, self.cooldown))
+
+    def describe(self) -> dict[str, Any]:
+        """Return the rule as the health views show it (JSON-serializable)."""
+        window = self.window
+        return {
+            "failure_threshold": self.threshold,
+            "failure_rate": None if window is None else window.rate,
+            "min_calls": None if window is None else window.min_calls,
+            "window": None if window is None else window.seconds,
+            "cooldown": self.cooldown,
+            "errors": [e for e in ERROR_CLASSES if e in self.errors],
+            "overrides": list(self.overrides),
+        }
+
+
 @dataclass(frozen=True, kw_only=True)
 class FallbackPolicy:
     """How hard to try each candidate, and when to stop trying one for a while.
@@ -271,9 +323,15 @@ class FallbackPolicy:
         backoff_max: Longest wait between attempts, and longest ``Retry-After`` honoured.
         backoff_jitter: Random seconds added to each wait.
         failure_threshold: Consecutive failures that open a candidate's circuit breaker.
+        failure_rate: The failed share (0-1) of a candidate's calls in the last ``window``
+            seconds that opens its breaker, once it made ``min_calls``; ``None``: off.
+        min_calls: Calls in the window before ``failure_rate`` may open the breaker.
+        window: Seconds of the failure-rate window.
+        breaker_errors: The error classes that count as failures: ``"retry"`` (429, 5xx,
+            timeouts), ``"fallback"`` (401/403, 404, bad request).
         cooldown: Seconds an opened breaker skips its candidate.
         cooldown_multiplier: Growth of the cooldown each time a half-open probe fails.
-        max_cooldown: Longest cooldown.
+        max_cooldown: Longest cooldown, and longest ``Retry-After`` a breaker honours.
         classify: Error -> `Outcome`; `classify_error` by default.
         observers: `llmpool.observe.Observer` objects, told after the built-in ones.
 
@@ -288,11 +346,18 @@ class FallbackPolicy:
     backoff_max: float = 4.0
     backoff_jitter: float = 0.1
     failure_threshold: int = 3
+    failure_rate: float | None = 0.5
+    min_calls: int = 10
+    window: float = 60.0
+    breaker_errors: tuple[str, ...] = ERROR_CLASSES
     cooldown: float = 30.0
     cooldown_multiplier: float = 2.0
     max_cooldown: float = 600.0
     classify: Callable[[BaseException], Outcome] = field(default=classify_error, repr=False)
     observers: Sequence[Any] = field(default=(), repr=False, compare=False)
+    _rules: dict[str, BreakerRule] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.observers, tuple):
@@ -302,6 +367,16 @@ class FallbackPolicy:
             raise ValueError(msg)
         if self.failure_threshold < 1:
             msg = "FallbackPolicy.failure_threshold must be at least 1"
+            raise ValueError(msg)
+        if self.failure_rate is not None and not 0 < self.failure_rate <= 1:
+            msg = f"FallbackPolicy.failure_rate must be in (0, 1], got {self.failure_rate}"
+            raise ValueError(msg)
+        if self.min_calls < 1 or self.window <= 0:
+            msg = "FallbackPolicy.min_calls must be at least 1 and window above 0"
+            raise ValueError(msg)
+        unknown = set(self.breaker_errors) - set(ERROR_CLASSES)
+        if unknown:
+            msg = f"FallbackPolicy.breaker_errors: unknown {sorted(unknown)}; use {ERROR_CLASSES}"
             raise ValueError(msg)
 
     @cached_property
@@ -347,6 +422,50 @@ class FallbackPolicy:
         """Return the cooldown after the breaker opened ``trips`` times in a row."""
         grown = self.cooldown * self.cooldown_multiplier ** max(trips - 1, 0)
         return min(grown, self.max_cooldown)
+
+    def breaker_rule(self, candidate: Candidate) -> BreakerRule:
+        """Return the breaker policy of ``candidate``'s row: this policy, with the row's
+        ``config["breaker"]`` overrides (made once per row version).
+
+        Raises:
+            InvalidConfigError: The row's ``breaker`` object is invalid (naming the field).
+
+        Example:
+            >>> from llmpool.contracts import Candidate
+            >>> from llmpool.models import LLMConfig
+            >>> row = LLMConfig(id="1", name="A", provider="fake", model_name="m",
+            ...                 config={"breaker": {"min_calls": 20}})
+            >>> FallbackPolicy().breaker_rule(Candidate(row)).window
+            Window(rate=0.5, min_calls=20, seconds=60.0)
+        """
+        key = candidate.key
+        rule = self._rules.get(key)
+        if rule is None:
+            own = breaker_overrides(candidate.config)
+            rate = own.get("failure_rate", self.failure_rate)
+            window = (
+                None
+                if rate is None
+                else Window(
+                    rate, own.get("min_calls", self.min_calls), own.get("window", self.window)
+                )
+            )
+            rule = BreakerRule(
+                own.get("failure_threshold", self.failure_threshold),
+                window,
+                own.get("cooldown", self.cooldown),
+                self.cooldown_multiplier,
+                self.max_cooldown,
+                frozenset(own.get("errors", self.breaker_errors)),
+                tuple(own),
+            )
+            if len(self._rules) >= _MAX_RULES:  # rows edited many times: start over
+                self._rules.clear()
+            self._rules[key] = rule
+        return rule
+
+
+_MAX_RULES = 4096
 
 
 def describe_error(error: BaseException) -> str:

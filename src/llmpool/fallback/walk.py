@@ -26,7 +26,7 @@ from llmpool.credentials.redaction import scrubbed
 from llmpool.errors import AllLLMsFailedError, AllLLMsFailedToInitializeError, MidStreamError
 from llmpool.fallback.breakers import Admission, BreakerBoard
 from llmpool.fallback.calls import Bounded, StreamGate
-from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error
+from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error, retry_after
 from llmpool.fallback.record import CallRecord, answered, reply_of
 
 if TYPE_CHECKING:
@@ -332,10 +332,13 @@ class Walk:
         session = self.session
         if session is not None:
             session[0].keep(session[1], candidate.config.id, session[2])
+        window = self.policy.breaker_rule(candidate).window
         if attempt.dirty:  # a probe, or failures to clear
-            change = self.breakers.success(candidate.key)
+            change = self.breakers.success(candidate.key, window)
             if change is not None:
                 self._rec().breaker(candidate, change)
+        elif window is not None:
+            self.breakers.passed(candidate.key, window)
         order = [c.config.name for c in self.candidates] if self.routed else None
         record = self.record
         if record is None:
@@ -377,15 +380,20 @@ class Walk:
         key = candidate.key
         breakers = self.breakers
         change = None
-        if outcome is Outcome.FALLBACK_KEEP_BREAKER and text is None:
+        rule = policy.breaker_rule(candidate)
+        # A stream broken mid-answer counts whatever the error; others as the row's rule says.
+        if text is None and outcome.value not in rule.errors:
             if attempt.probe:
                 breakers.release(key)
         else:
+            hinted = retry_after(error)
             change = breakers.failure(
                 key,
-                threshold=policy.failure_threshold,
-                cooldown=policy.cooldown_for,
+                threshold=rule.threshold,
+                cooldown=rule.cooldown_for,
                 probe=attempt.probe,
+                window=rule.window,
+                hint=0.0 if hinted is None else min(hinted, rule.max_cooldown),
             )
         action = "fallback" if text is None else "raise"
         if text is None and outcome is Outcome.RETRY and attempt.number < policy.attempts:

@@ -179,6 +179,7 @@ class LLMPool:
         rows, bad = len(snapshot.configs), len(snapshot.bad_rows)
         keys = {breaker_key(c.id, c.version) for c in snapshot.configs}
         self.stats.forget(keys, {c.id for c in snapshot.configs})
+        self.breakers.forget(keys)
         self.policy.hooks.emit("on_reload", ReloadEvent(snapshot.generation, previous, rows, bad))
         self.builder.prune({(c.id, c.version) for c in snapshot.configs})
         self.chains.clear()

@@ -19,7 +19,7 @@ from llmpool.chain.builder import build_reason
 from llmpool.chain.fleet import FleetStats
 from llmpool.chain.stats import LastError, LatencyStatus, iso
 from llmpool.contracts import Candidate
-from llmpool.errors import UnknownProviderError
+from llmpool.errors import InvalidConfigError, UnknownProviderError
 from llmpool.fallback.breakers import state_name
 from llmpool.providers.fit import Prompt, call_needs
 from llmpool.repository import sort_key
@@ -30,6 +30,7 @@ Messages = str | Sequence[Any]
 if TYPE_CHECKING:
     from llmpool.chain.builder import ScopeChain
     from llmpool.fallback.breakers import BreakerBoard
+    from llmpool.fallback.policy import FallbackPolicy
     from llmpool.pool.facade import LLMPool
     from llmpool.usage.check import BudgetStatus
 
@@ -47,6 +48,11 @@ class BreakerStatus(TypedDict):
     trips: int | None
     reopens_at: str | None
     reopens_in: float | None
+    policy: dict[str, Any] | None
+    """What opens it (`llmpool.fallback.policy.BreakerRule.describe`: ``failure_threshold``,
+    ``failure_rate``, ``min_calls``, ``window``, ``cooldown``, ``errors``, and the
+    ``overrides`` the row's ``config["breaker"]`` sets); ``None`` when that object is invalid
+    (the row cannot be built)."""
 
 
 class LimitStatus(TypedDict):
@@ -123,15 +129,21 @@ class ChainStep:
     reason: str | None
 
 
-def _breaker(breakers: BreakerBoard, candidate: Candidate, now: float) -> BreakerStatus:
+def _breaker(
+    breakers: BreakerBoard, policy: FallbackPolicy, candidate: Candidate, now: float
+) -> BreakerStatus:
     # A shared store tells "no state" from "could not read" (`RedisBreakerStore.read`).
     read = getattr(breakers.store, "read", None)
     known, state = (
         read(candidate.key) if read is not None else (True, breakers.store.get(candidate.key))
     )
+    try:
+        rule: dict[str, Any] | None = policy.breaker_rule(candidate).describe()
+    except InvalidConfigError:  # said as the row's build error
+        rule = None
     if not known:
         return {"state": "unknown", "failures": None, "trips": None, "reopens_at": None,
-                "reopens_in": None}  # fmt: skip
+                "reopens_in": None, "policy": rule}  # fmt: skip
     name = state_name(state, now)
     cooling = name == "open" and state is not None
     return {
@@ -140,6 +152,7 @@ def _breaker(breakers: BreakerBoard, candidate: Candidate, now: float) -> Breake
         "trips": state.trips if state is not None else 0,
         "reopens_at": iso(state.open_until) if cooling and state else None,
         "reopens_in": round(state.open_until - now, 3) if cooling and state else None,
+        "policy": rule,
     }
 
 
@@ -168,7 +181,7 @@ def scope_status(pool: LLMPool, chain: ScopeChain, prompt: Messages | None = Non
             build_error = f"unknown provider {config.provider!r}"
         elif config.enabled and candidate.model is None:
             build_error = build_reason(candidate.error)
-        breaker = _breaker(breakers, candidate, now)
+        breaker = _breaker(breakers, pool.policy, candidate, now)
         limits: LimitStatus | None = None
         if config.rpm is not None or config.tpm is not None:
             use = limiter.use(candidate)

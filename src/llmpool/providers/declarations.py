@@ -16,6 +16,7 @@ from llmpool.contracts import Served, log_fields
 from llmpool.credentials.checks import REFERENCE_SUFFIXES, words
 from llmpool.credentials.endpoints import declared_names, literal_endpoints, parse_endpoint
 from llmpool.errors import InvalidConfigError, LLMPoolError, ProviderError, UnknownProviderError
+from llmpool.providers.breaker_config import breaker_overrides
 from llmpool.providers.fit import Fit, declared_fit
 from llmpool.providers.prices import OWN_CONFIG_KEYS, usage_terms
 
@@ -253,14 +254,15 @@ def _registry(registry: ProviderRegistry | None) -> ProviderRegistry:
 @dataclass(frozen=True)
 class ConfigKeysCheck:
     """A store validator: a row's ``config`` keys must be ones its provider accepts, or
-    llmpool's own price, budget and ``model_info`` keys (an unknown provider is checked when
-    built)."""
+    llmpool's own price, budget, breaker and ``model_info`` keys (an unknown provider is
+    checked when built)."""
 
     registry: ProviderRegistry | None = None
 
     def __call__(self, config: LLMConfig) -> None:
         """Refuse a row whose ``config`` has a key its provider does not accept."""
-        usage_terms(config)  # prices and budget: llmpool's keys, checked for every provider
+        usage_terms(config)  # prices, budget, breaker: llmpool's keys, checked for every provider
+        breaker_overrides(config)
         declared_fit(config)
         try:
             provider = _registry(self.registry).get(config.provider)
