@@ -22,7 +22,9 @@ Behaviours, consumed one per request, then the default (`Reply`):
 in-stream error event, e.g. Anthropic's ``overloaded_error``, and ends cleanly),
 `Garbage(body, content_type)` (a 200 whose body the client cannot use: not JSON, ``{}``,
 ``{"choices": null}``; a stream of such lines, each framed as the provider's events),
-`Stall(after, seconds)` (a stream that sends ``after`` chunks, then nothing for ``seconds``).
+`Stall(after, seconds)` (a stream that sends ``after`` chunks, then nothing for ``seconds``),
+`Trickle(every, idle, text)` (a stream whose events come ``every`` seconds, the first ``idle``
+of them without content).
 
 `closed_port_url()` gives a URL where nothing listens. Streams use chunked transfer encoding so
 that `Cut` is a real protocol error for the client, not a clean end of file.
@@ -54,6 +56,7 @@ __all__ = [
     "Stall",
     "Status",
     "StreamError",
+    "Trickle",
     "closed_port_url",
 ]
 
@@ -127,7 +130,17 @@ class Stall:
     text: str = "This answer stops halfway and never ends."
 
 
-Behaviour = Reply | Status | Hang | Cut | Empty | StreamError | Garbage | Stall
+@dataclass(frozen=True)
+class Trickle:
+    """Stream slowly: one event every ``every`` seconds, the first ``idle`` of them opening
+    events repeated (no content), then the answer's."""
+
+    every: float = 0.1
+    idle: int = 0
+    text: str = "A slow answer, word by word."
+
+
+Behaviour = Reply | Status | Hang | Cut | Empty | StreamError | Garbage | Stall | Trickle
 
 
 @dataclass(frozen=True)
@@ -281,6 +294,16 @@ class ProviderServer:
             for event in events[: self.opening_events + behaviour.after]:
                 self._chunk(handler, event)
             self._chunk(handler, self.error_event(behaviour.kind))
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+            return
+        if isinstance(behaviour, Trickle):
+            opening = events[: self.opening_events]
+            slow = [*opening, *opening[-1:] * behaviour.idle, *events[self.opening_events :]]
+            for event in slow:
+                if self.stopping.wait(behaviour.every):
+                    break
+                self._chunk(handler, event)
             handler.wfile.write(b"0\r\n\r\n")
             handler.wfile.flush()
             return

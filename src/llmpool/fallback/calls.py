@@ -2,8 +2,9 @@
 
 `ChatCall` calls a chat model below LangChain's run machinery, so the fallback model is the one
 run callbacks see. `StreamGate` holds chunks back until the first content: an error after it is
-a `MidStreamError`. `Bounded` stops waiting at the deadline: an async attempt is cancelled, a
-sync one runs in a daemon thread left to finish on its own.
+a `MidStreamError`. `Bounded` stops waiting at the deadline, and a stream at its limits (no
+content within ``ttft_timeout``, no chunk for ``stall_timeout``: `StreamStalledError`): an
+async attempt is cancelled, a sync one runs in a daemon thread left to finish on its own.
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["Bounded", "ChatCall", "EmbeddingCall", "StreamGate", "client_timeout", "has_content"]
+__all__ = [
+    "Bounded",
+    "ChatCall",
+    "EmbeddingCall",
+    "StreamGate",
+    "StreamStalledError",
+    "client_timeout",
+    "has_content",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -256,19 +265,53 @@ def _seconds(value: Any) -> float:
 
 
 class Bounded:
-    """A `ChatCall` or `EmbeddingCall` cut short at ``ends_at`` (`time.monotonic`)."""
+    """A `ChatCall` or `EmbeddingCall` cut short at ``ends_at`` (`time.monotonic`); a stream's
+    also when its first content takes over ``ttft`` seconds, or any chunk over ``stall``."""
 
-    __slots__ = ("call", "config", "deadline", "ends_at", "timeout")
+    __slots__ = ("call", "config", "deadline", "ends_at", "stall", "timeout", "ttft")
 
-    def __init__(self, call: Any, ends_at: float, deadline: float, config: LLMConfig) -> None:
+    def __init__(
+        self,
+        call: Any,
+        ends_at: float,
+        deadline: float | None,
+        config: LLMConfig,
+        *,
+        ttft: float | None = None,
+        stall: float | None = None,
+    ) -> None:
         self.call = call
         self.ends_at = ends_at
         self.deadline = deadline
         self.config = config
+        self.ttft = ttft
+        self.stall = stall
         self.timeout = call.timeout
 
     def _left(self) -> float:
         return max(0.0, self.ends_at - time.monotonic())
+
+    def _wait(self, first_by: float | None, stall: float | None) -> tuple[float | None, int]:
+        # Seconds to wait for the next chunk, and the limit that ends the wait: the deadline,
+        # the first content's (``first_by``, monotonic) or a stall's.
+        now = time.monotonic()
+        wait, limit = self.ends_at - now, _DEADLINE
+        if first_by is not None and first_by - now < wait:
+            wait, limit = first_by - now, _TTFT
+        if stall is not None and stall < wait:
+            wait, limit = stall, _STALL
+        return (None if wait == math.inf else max(0.0, wait)), limit
+
+    def _lapsed(self, limit: int) -> Exception:
+        # The wait for a chunk ran out at ``limit``.
+        if limit == _DEADLINE:
+            return self._expired()
+        text = (
+            f"no content within its {self.ttft}s ttft_timeout"
+            if limit == _TTFT
+            else f"no chunk for {self.stall}s (its stall_timeout)"
+        )
+        return StreamStalledError(f"{self.config.describe()} sent {text}; abandoned")
 
     def _expired(self) -> TimeoutError:
         c = self.config
@@ -282,30 +325,40 @@ class Bounded:
         )
         return TimeoutError(f"no answer within the call's {self.deadline}s deadline; abandoned")
 
+    def _first_by(self) -> float | None:
+        return None if self.ttft is None else time.monotonic() + self.ttft
+
     def generate(self, *args: Any) -> Any:
         """The call's ``generate`` in a daemon thread, waited for until the deadline."""
         call = partial(self.call.generate, *args)
-        return next(self._read(lambda: iter((call(),)), "attempt"))
+        return next(self._read(lambda: iter((call(),)), "attempt", guarded=False))
 
     async def agenerate(self, *args: Any) -> Any:
         """The call's ``agenerate``, cancelled at the deadline."""
-        return await self._awithin(self.call.agenerate(*args))
+        return await self._awithin(self.call.agenerate(*args), *self._wait(None, None))
 
     def stream(self, *args: Any) -> Iterator[Any]:
-        """`ChatCall.stream` read in a daemon thread, each chunk waited for until the deadline."""
-        return self._read(partial(self.call.stream, *args), "stream")
+        """`ChatCall.stream` read in a daemon thread, each chunk waited for until the deadline
+        (and the stream's ``ttft`` and ``stall`` limits)."""
+        return self._read(partial(self.call.stream, *args), "stream", guarded=True)
 
-    def _read(self, start: Callable[[], Iterator[Any]], what: str) -> Iterator[Any]:
+    def _read(
+        self, start: Callable[[], Iterator[Any]], what: str, *, guarded: bool
+    ) -> Iterator[Any]:
         if self._left() <= 0.0:  # a retry that would start at the deadline: send nothing
             raise self._expired()
+        first_by, stall = (self._first_by(), self.stall) if guarded else (None, None)
         feed = _Feed(start, f"llmpool-{what}-{self.config.id}")
         try:
             while True:
+                wait, limit = self._wait(first_by, stall)
                 try:
-                    kind, value = feed.queue.get(timeout=self._left())
+                    kind, value = feed.queue.get(timeout=wait)
                 except queue.Empty:
-                    raise self._expired() from None
+                    raise self._lapsed(limit) from None
                 if kind == _CHUNK:
+                    if first_by is not None and has_content(value):
+                        first_by = None
                     yield value
                 elif kind == _END:
                     return
@@ -318,31 +371,46 @@ class Bounded:
             feed.stop()
 
     async def astream(self, *args: Any) -> AsyncIterator[Any]:
-        """`ChatCall.astream`, the wait for each chunk cancelled at the deadline."""
+        """`ChatCall.astream`, the wait for each chunk cancelled at the deadline (and the
+        stream's ``ttft`` and ``stall`` limits)."""
         iterator = self.call.astream(*args).__aiter__()
+        first_by, stall = self._first_by(), self.stall
         while True:
             try:
-                chunk = await self._awithin(iterator.__anext__())
+                chunk = await self._awithin(iterator.__anext__(), *self._wait(first_by, stall))
             except StopAsyncIteration:
                 return
+            if first_by is not None and has_content(chunk):
+                first_by = None
             yield chunk
 
-    async def _awithin(self, awaitable: Awaitable[T]) -> T:
+    async def _awithin(self, awaitable: Awaitable[T], wait: float | None, limit: int) -> T:
         if sys.version_info >= (3, 11):
-            scope = asyncio.timeout(self._left())
+            scope = asyncio.timeout(wait)
             try:
                 async with scope:
                     return await awaitable
             except TimeoutError:
                 if scope.expired():
-                    raise self._expired() from None
+                    raise self._lapsed(limit) from None
                 raise
+        began = time.monotonic()
         try:
-            return await asyncio.wait_for(awaitable, self._left())
+            return await asyncio.wait_for(awaitable, wait)
         except asyncio.TimeoutError:
-            if self._left() <= 0.0:
-                raise self._expired() from None
+            if wait is not None and time.monotonic() - began >= wait:
+                raise self._lapsed(limit) from None
             raise
+
+
+# The limits that may end the wait for a stream's next chunk.
+_DEADLINE, _TTFT, _STALL = range(3)
+
+
+class StreamStalledError(Exception):
+    """A candidate's stream sent no content within its ``ttft_timeout``, or no chunk for its
+    ``stall_timeout``: before its first content it falls back at once, after it the stream
+    raises `llmpool.MidStreamError`."""
 
 
 _CHUNK, _END, _ERROR = range(3)

@@ -21,13 +21,14 @@ import llmpool.contracts as contracts
 from llmpool.chain.builder import ChainSource, ScopeChain
 from llmpool.chain.routing import Routing
 from llmpool.contracts import AdmissionCheck, Candidate
-from llmpool.errors import InvalidConfigError, LLMPoolError
+from llmpool.errors import InvalidConfigError, InvalidOptionError, LLMPoolError
 from llmpool.fallback.breakers import BreakerBoard
 from llmpool.fallback.calls import ChatCall
 from llmpool.fallback.forwarding import FORWARDED, rebuild
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.fallback.structured import decompose, structured
 from llmpool.fallback.walk import Walk
+from llmpool.providers.timeouts import check_seconds
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "code_candidate"]
 
@@ -261,7 +262,7 @@ class FallbackChatModel(BaseChatModel):
             entry = self._calls[id(model)] = (model, call)
         return entry[1]
 
-    def _walk(self, streaming: bool = False) -> Walk:
+    def _walk(self, kwargs: dict[str, Any], streaming: bool = False) -> Walk:
         chain = self._current()
         if chain.problem is not None:
             raise chain.problem
@@ -272,6 +273,7 @@ class FallbackChatModel(BaseChatModel):
             calls=self._call,
             then=self._code,
             streaming=streaming,
+            options=_options(kwargs) if kwargs else _NO_OPTIONS,
         )
 
     def _generate(
@@ -281,7 +283,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        walk = self._walk()
+        walk = self._walk(kwargs)
         for attempt in walk:
             with attempt:
                 return _tagged(walk, attempt, attempt.call.generate(messages, stop, kwargs))
@@ -294,7 +296,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        walk = self._walk()
+        walk = self._walk(kwargs)
         async for attempt in walk:
             async with attempt:
                 result = await attempt.call.agenerate(messages, stop, kwargs)
@@ -309,7 +311,7 @@ class FallbackChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # An error after the first content is a `MidStreamError`, never a silent switch.
-        walk = self._walk(streaming=True)
+        walk = self._walk(kwargs, streaming=True)
         for attempt in walk:
             with attempt:
                 gate = attempt.gate
@@ -327,7 +329,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        walk = self._walk(streaming=True)
+        walk = self._walk(kwargs, streaming=True)
         async for attempt in walk:
             async with attempt:
                 gate = attempt.gate
@@ -415,6 +417,25 @@ class _First:
     candidate: Candidate | None = None
     model: BaseChatModel | None = None
     ls_params: dict[str, Any] | None = None
+
+
+#: What a call may ask of llmpool itself, as keywords (``llm.stream(text, ttft_timeout=5)``, or
+#: ``llm.bind(...)``): taken out of the keywords, never passed to a candidate.
+CALL_OPTIONS = frozenset({"ttft_timeout", "stall_timeout"})
+_NO_OPTIONS: dict[str, Any] = {}
+
+
+def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    # The call's own settings, taken out of its keywords (checked: a bad one is the caller's).
+    if CALL_OPTIONS.isdisjoint(kwargs):
+        return _NO_OPTIONS
+    options = {key: kwargs.pop(key) for key in CALL_OPTIONS & kwargs.keys()}
+    for key in ("ttft_timeout", "stall_timeout"):
+        value = options.get(key)
+        problem = None if value is None else check_seconds(value)
+        if problem is not None:
+            raise InvalidOptionError(f"the call's {key} {problem}", option=key)
+    return options
 
 
 def _tagged(walk: Walk, attempt: Any, result: ChatResult) -> ChatResult:

@@ -17,6 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from llmpool.providers.declarations import error_outcome
+from llmpool.providers.timeouts import check_seconds
 
 if TYPE_CHECKING:
     from llmpool.observe.hooks import Hooks
@@ -44,10 +45,11 @@ _RETRY_NAMES = frozenset(
     {"TransportError", "TimeoutException", "ConnectError", "ReadTimeout", "WriteTimeout",
      "PoolTimeout", "ConnectTimeout", "ReadError", "RemoteProtocolError", "NetworkError"}
 )  # fmt: skip
-# ``EmptyStreamError``: `llmpool.fallback.calls`' stream that carried nothing readable.
+# ``EmptyStreamError``, ``StreamStalledError``: `llmpool.fallback.calls`' streams that carried
+# nothing readable, or stalled (falling back at once, unlike a timeout, which is retried).
 _FALLBACK_NAMES = frozenset(
     {"ModelAuthenticationError", "ModelPermissionDeniedError", "ModelNotFoundError",
-     "ModelInvalidRequestError", "ModelRefusalError", "EmptyStreamError"}
+     "ModelInvalidRequestError", "ModelRefusalError", "EmptyStreamError", "StreamStalledError"}
 )  # fmt: skip
 _CONTEXT_LENGTH_MARKERS = (
     "context_length_exceeded", "maximum context length", "context length", "context window",
@@ -276,6 +278,10 @@ class FallbackPolicy:
         max_cooldown: Longest cooldown.
         classify: Error -> `Outcome`; `classify_error` by default.
         observers: `llmpool.observe.Observer` objects, told after the built-in ones.
+        ttft_timeout: Seconds a stream may take to its first content before it falls back
+            (a row's ``config`` and a call's keyword override it; ``None``: no limit).
+        stall_timeout: Seconds a stream may pause between two chunks: before its first
+            content it falls back, after it `llmpool.MidStreamError` (``None``: no limit).
 
     Example:
         >>> FallbackPolicy(attempts=3, cooldown=10).attempts
@@ -293,6 +299,8 @@ class FallbackPolicy:
     max_cooldown: float = 600.0
     classify: Callable[[BaseException], Outcome] = field(default=classify_error, repr=False)
     observers: Sequence[Any] = field(default=(), repr=False, compare=False)
+    ttft_timeout: float | None = None
+    stall_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.observers, tuple):
@@ -303,6 +311,12 @@ class FallbackPolicy:
         if self.failure_threshold < 1:
             msg = "FallbackPolicy.failure_threshold must be at least 1"
             raise ValueError(msg)
+        for name in ("ttft_timeout", "stall_timeout"):
+            value = getattr(self, name)
+            problem = None if value is None else check_seconds(value)
+            if problem is not None:
+                msg = f"FallbackPolicy.{name} {problem}"
+                raise ValueError(msg)
 
     @cached_property
     def hooks(self) -> Hooks:

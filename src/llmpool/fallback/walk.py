@@ -18,8 +18,9 @@ once, with nobody listening, makes no record at all: that is the whole fast path
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmpool.credentials.redaction import scrubbed
@@ -28,12 +29,15 @@ from llmpool.fallback.breakers import Admission, BreakerBoard
 from llmpool.fallback.calls import Bounded, StreamGate
 from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error
 from llmpool.fallback.record import CallRecord, answered
+from llmpool.providers.timeouts import stream_limits
 
 if TYPE_CHECKING:
     from llmpool.chain.builder import ScopeChain
     from llmpool.contracts import AdmissionCheck, Candidate
 
 __all__ = ["Attempt", "Walk"]
+
+_NO_OPTIONS: Mapping[str, Any] = {}
 
 #: Why a candidate whose breaker is open is skipped.
 COOLING = "skipped: cooling down after repeated failures"
@@ -101,6 +105,8 @@ class Walk:
         calls: Candidate -> what to call for it, or the exception saying why it cannot.
         then: Candidates tried after the chain's, in their own order (models from code).
         streaming: Whether the attempts stream (each gets a `StreamGate`).
+        options: The call's own settings (``ttft_timeout``, ``stall_timeout``), over its rows'
+            ``config`` and the policy's.
 
     Example:
         >>> from llmpool.chain.builder import ScopeChain
@@ -120,8 +126,8 @@ class Walk:
     """
 
     __slots__ = ("breakers", "calls", "candidates", "checks", "delay", "final", "in_flight",
-                 "index", "last", "number", "policy", "probe", "record", "routed", "scope",
-                 "started", "streaming", "tried_any")  # fmt: skip
+                 "index", "last", "number", "options", "policy", "probe", "record", "routed",
+                 "scope", "started", "streaming", "tried_any")  # fmt: skip
 
     def __init__(
         self,
@@ -132,6 +138,7 @@ class Walk:
         calls: Callable[[Candidate], Any],
         then: Sequence[Candidate] = (),
         streaming: bool = False,
+        options: Mapping[str, Any] = _NO_OPTIONS,
     ) -> None:
         routing = chain.routing
         candidates = chain.candidates if routing is None else routing.order(chain.candidates)
@@ -143,6 +150,7 @@ class Walk:
         self.breakers = breakers
         self.calls = calls
         self.streaming = streaming
+        self.options = options
         self.started = time.monotonic()
         self.index = 0  # the current candidate
         self.number = 0  # attempts made on it
@@ -290,14 +298,27 @@ class Walk:
         if probe:
             self.in_flight = attempt
         deadline = self.policy.deadline
-        if deadline is not None and call.timeout > self.started + deadline - attempt.began:
-            # Its client could wait past the deadline: the call is cut short at it.
-            attempt.call = Bounded(call, self.started + deadline, deadline, candidate.config)
+        ends_at = math.inf if deadline is None else self.started + deadline
+        ttft, stall = self._limits(candidate) if self.streaming else (None, None)
+        if call.timeout > ends_at - attempt.began or ttft is not None or stall is not None:
+            # Its client could wait past the deadline, or a stream past its limits: the call
+            # is cut short at them.
+            config = candidate.config
+            attempt.call = Bounded(call, ends_at, deadline, config, ttft=ttft, stall=stall)
         if self.record is not None:
             self.record.begin(candidate)
         if self.streaming:
             attempt.gate = StreamGate(self, attempt)
         return attempt
+
+    def _limits(self, candidate: Candidate) -> tuple[float | None, float | None]:
+        # A stream's ttft and stall limits: the call's, else its row's, else the policy's.
+        options, policy = self.options, self.policy
+        ttft, stall = stream_limits(candidate.config) if candidate.config.config else (None, None)
+        return (
+            options.get("ttft_timeout") or ttft or policy.ttft_timeout,
+            options.get("stall_timeout") or stall or policy.stall_timeout,
+        )
 
     # -- outcomes ------------------------------------------------------------------------------
 

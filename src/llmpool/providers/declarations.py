@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 from llmpool.contracts import log_fields
 from llmpool.credentials.endpoints import declared_names
 from llmpool.errors import InvalidConfigError, LLMPoolError, ProviderError, UnknownProviderError
-from llmpool.providers.prices import USAGE_CONFIG_KEYS, usage_terms
+from llmpool.providers.prices import OWN_CONFIG_KEYS, usage_terms
+from llmpool.providers.timeouts import stream_limits
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -167,13 +168,14 @@ def _registry(registry: ProviderRegistry | None) -> ProviderRegistry:
 @dataclass(frozen=True)
 class ConfigKeysCheck:
     """A store validator: a row's ``config`` keys must be ones its provider accepts, or
-    llmpool's own price and budget keys (an unknown provider is checked when built)."""
+    llmpool's own price, budget and stream keys (an unknown provider is checked when built)."""
 
     registry: ProviderRegistry | None = None
 
     def __call__(self, config: LLMConfig) -> None:
         """Refuse a row whose ``config`` has a key its provider does not accept."""
-        usage_terms(config)  # prices and budget: llmpool's keys, checked for every provider
+        usage_terms(config)  # prices, budget and stream limits: llmpool's keys, for every provider
+        stream_limits(config)
         try:
             provider = _registry(self.registry).get(config.provider)
         except LLMPoolError:  # unknown or broken: checked when built, if ever
@@ -183,7 +185,7 @@ class ConfigKeysCheck:
         if accepted is None:
             return
         for key in config.config:
-            if key in accepted or key in USAGE_CONFIG_KEYS:
+            if key in accepted or key in OWN_CONFIG_KEYS:
                 continue
             close = difflib.get_close_matches(key, sorted(accepted), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

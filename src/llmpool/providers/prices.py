@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from llmpool.errors import InvalidConfigError
+from llmpool.providers.timeouts import STREAM_CONFIG_KEYS, stream_limits
 
 _UNITS = ("million_tokens", "token")
 
@@ -21,6 +22,9 @@ _PRICE_KEYS = tuple(f"{way}_cost_per_{unit}" for way in ("input", "output") for 
 
 #: The ``config`` keys llmpool reads for itself; a provider's client never sees them.
 USAGE_CONFIG_KEYS = frozenset({*_PRICE_KEYS, "max_spend"})
+
+#: Every ``config`` key llmpool reads for itself: prices, budget and stream limits.
+OWN_CONFIG_KEYS = USAGE_CONFIG_KEYS | STREAM_CONFIG_KEYS
 
 #: The periods a budget may cover (UTC calendar day or month).
 Period = Literal["day", "month"]
@@ -126,10 +130,12 @@ def usage_terms(config: LLMConfig) -> UsageTerms:
 
 
 def client_config(config: LLMConfig) -> LLMConfig:
-    """Return the row without its `USAGE_CONFIG_KEYS`, checked as `usage_terms` does."""
+    """Return the row without llmpool's own keys (`USAGE_CONFIG_KEYS`, `STREAM_CONFIG_KEYS`),
+    checked as `usage_terms` and `stream_limits` do."""
     values = config.config
-    if not any(key in values for key in USAGE_CONFIG_KEYS):
+    if not any(key in values for key in OWN_CONFIG_KEYS):
         return config
     usage_terms(config)
-    kept = {key: value for key, value in values.items() if key not in USAGE_CONFIG_KEYS}
+    stream_limits(config)
+    kept = {key: value for key, value in values.items() if key not in OWN_CONFIG_KEYS}
     return config.model_copy(update={"config": kept})
