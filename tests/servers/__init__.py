@@ -63,10 +63,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Reply:
-    """Answer with ``text`` (or a tool call ``(name, arguments)``)."""
+    """Answer with ``text`` (or a tool call ``(name, arguments)``), ending with the finish reason
+    ``finish`` instead of the usual one (OpenAI only: ``"content_filter"``...)."""
 
     text: str = "Hello from the local server."
     tool_call: tuple[str, dict[str, Any]] | None = None
+    finish: str | None = None
 
 
 @dataclass(frozen=True)
@@ -281,7 +283,10 @@ class ProviderServer:
         if not request.stream:
             text = "" if isinstance(behaviour, Empty) else getattr(behaviour, "text", "")
             tool = behaviour.tool_call if isinstance(behaviour, Reply) else None
-            self._send_json(handler, 200, self.answer(request, text, tool))
+            answer = self.answer(request, text, tool)
+            if isinstance(behaviour, Reply) and behaviour.finish:
+                answer["choices"][0]["finish_reason"] = behaviour.finish
+            self._send_json(handler, 200, answer)
             return
         handler.send_response(200)
         handler.send_header("content-type", self.stream_type)
@@ -290,6 +295,9 @@ class ProviderServer:
         text = "" if isinstance(behaviour, Empty) else behaviour.text  # type: ignore[union-attr]
         tool = behaviour.tool_call if isinstance(behaviour, Reply) else None
         events = list(self.stream_events(request, words(text) if text else [], tool))
+        if isinstance(behaviour, Reply) and behaviour.finish:
+            finish = f'"finish_reason": "{behaviour.finish}"'.encode()
+            events = [event.replace(b'"finish_reason": "stop"', finish) for event in events]
         if isinstance(behaviour, StreamError):
             for event in events[: self.opening_events + behaviour.after]:
                 self._chunk(handler, event)

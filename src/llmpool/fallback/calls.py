@@ -49,9 +49,10 @@ logger = logging.getLogger(__name__)
 
 
 class StreamGate:
-    """One streamed attempt's chunks: held back until the first content, then passed on."""
+    """One streamed attempt's chunks: held back until the first content, then passed on (held
+    to the end when a verdict needs the whole answer: `Walk.whole`)."""
 
-    __slots__ = ("_held", "_parts", "attempt", "open", "walk")
+    __slots__ = ("_held", "_parts", "_seen", "attempt", "open", "walk")
 
     def __init__(self, walk: Walk, attempt: Attempt) -> None:
         self.walk = walk
@@ -59,6 +60,8 @@ class StreamGate:
         self.open = False
         self._held: list[ChatGenerationChunk] = []
         self._parts: list[str] = []
+        # Every chunk, for the verdicts on the whole answer at its end.
+        self._seen: list[ChatGenerationChunk] | None = [] if walk.judging else None
 
     @property
     def text(self) -> str:
@@ -71,19 +74,30 @@ class StreamGate:
         # The checks and the observers hear the stream's token usage: its chunks' sum.
         if attempt.admitted or self.walk.record is not None:
             attempt.usage = add_usage(attempt.usage, usage_of(chunk.message))
+        if self._seen is not None:
+            self._seen.append(chunk)
         if self.open:
             self._parts.append(_text(chunk))
             return [chunk]
         self._held.append(chunk)
-        return self._release() if has_content(chunk) else []
+        return self._release() if has_content(chunk) and not self.walk.whole else []
 
     def finish(self) -> list[ChatGenerationChunk]:
-        """The stream ended cleanly: return what is still held back (none: `EmptyStreamError`)."""
-        if self.open:
-            return []
-        if not self._held:
+        """The stream ended cleanly: judge the whole answer (`Walk.judge`: after content was
+        passed on, a refusal breaks the stream), and return what is still held back (none:
+        `EmptyStreamError`)."""
+        if not self.open and not self._held:
             raise EmptyStreamError(_EMPTY)
-        return self._release()
+        seen = self._seen
+        if seen:
+            whole = seen[0].message + [chunk.message for chunk in seen[1:]]
+            # The client's chunks: what LangChain moves to the answer's metadata (OpenAI's
+            # finish_reason) is still in their generation_info.
+            info: dict[str, Any] = {}
+            for chunk in seen:
+                info.update(chunk.generation_info or ())
+            self.walk.judge(self.attempt, whole, info)
+        return [] if self.open else self._release()
 
     def _release(self) -> list[ChatGenerationChunk]:
         self.open = True
@@ -287,6 +301,11 @@ class Bounded:
         self.ttft = ttft
         self.stall = stall
         self.timeout = call.timeout
+
+    @property
+    def parser(self) -> Runnable[Any, Any] | None:
+        """The bounded `ChatCall`'s parser."""
+        return getattr(self.call, "parser", None)
 
     def _left(self) -> float:
         return max(0.0, self.ends_at - time.monotonic())

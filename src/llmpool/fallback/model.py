@@ -419,9 +419,10 @@ class _First:
     ls_params: dict[str, Any] | None = None
 
 
-#: What a call may ask of llmpool itself, as keywords (``llm.stream(text, ttft_timeout=5)``, or
-#: ``llm.bind(...)``): taken out of the keywords, never passed to a candidate.
-CALL_OPTIONS = frozenset({"ttft_timeout", "stall_timeout"})
+#: What a call may ask of llmpool itself, as keywords (``llm.stream(text, ttft_timeout=5)``,
+#: ``llm.invoke(text, accept=fn)``, or ``llm.bind(...)``): taken out of the keywords, never
+#: passed to a candidate.
+CALL_OPTIONS = frozenset({"ttft_timeout", "stall_timeout", "accept"})
 _NO_OPTIONS: dict[str, Any] = {}
 
 
@@ -435,12 +436,19 @@ def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
         problem = None if value is None else check_seconds(value)
         if problem is not None:
             raise InvalidOptionError(f"the call's {key} {problem}", option=key)
+    accept = options.get("accept")
+    if accept is not None and not callable(accept):
+        msg = f"the call's accept must be a function of the answer, not {type(accept).__name__}"
+        raise InvalidOptionError(msg, option="accept")
     return options
 
 
 def _tagged(walk: Walk, attempt: Any, result: ChatResult) -> ChatResult:
-    # The walk's bookkeeping for an answer, and its metadata on the answer's message.
-    message = result.generations[0].message
+    # The walk's verdict on an answer, its bookkeeping, and its metadata on the answer's message.
+    generation = result.generations[0]
+    message = generation.message
+    if walk.judging:
+        walk.judge(attempt, message, generation.generation_info)
     metadata = walk.answer(attempt, getattr(message, "usage_metadata", None))
     message.response_metadata["llmpool"] = metadata
     return result

@@ -11,11 +11,13 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from llmpool.fallback.verdicts import DEFAULT_REJECT, Judge, check_reject
 from llmpool.providers.declarations import error_outcome
 from llmpool.providers.timeouts import check_seconds
 
@@ -137,7 +139,9 @@ def classify_error(error: BaseException) -> Outcome:
     if not isinstance(error, Exception):
         return Outcome.PROPAGATE  # KeyboardInterrupt, SystemExit, CancelledError
     names = _mro_names(type(error))
-    if "ContextOverflowError" in names:
+    if "ContextOverflowError" in names or "BadAnswerError" in names:
+        # The request (its prompt, the caller's rules), not the row, is at fault: a row that
+        # answered is up.
         return Outcome.FALLBACK_KEEP_BREAKER
     code = status_code(error)
     if code is not None:
@@ -282,6 +286,10 @@ class FallbackPolicy:
             (a row's ``config`` and a call's keyword override it; ``None``: no limit).
         stall_timeout: Seconds a stream may pause between two chunks: before its first
             content it falls back, after it `llmpool.MidStreamError` (``None``: no limit).
+        reject: The built-in verdicts an answer must pass (`llmpool.fallback.verdicts`):
+            ``"empty"`` and ``"content_filter"`` by default, ``"invalid_structured"`` on request.
+        accept: The caller's predicate: answer message -> keep it (falsy: fall back); a call's
+            ``accept=`` keyword replaces it.
 
     Example:
         >>> FallbackPolicy(attempts=3, cooldown=10).attempts
@@ -301,10 +309,14 @@ class FallbackPolicy:
     observers: Sequence[Any] = field(default=(), repr=False, compare=False)
     ttft_timeout: float | None = None
     stall_timeout: float | None = None
+    reject: AbstractSet[str] = DEFAULT_REJECT
+    accept: Judge | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.observers, tuple):
             object.__setattr__(self, "observers", tuple(self.observers))
+        if self.reject is not DEFAULT_REJECT:
+            object.__setattr__(self, "reject", check_reject(self.reject, "FallbackPolicy.reject"))
         if self.attempts < 1:
             msg = f"FallbackPolicy.attempts must be at least 1, got {self.attempts}"
             raise ValueError(msg)

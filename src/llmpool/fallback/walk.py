@@ -24,11 +24,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmpool.credentials.redaction import scrubbed
-from llmpool.errors import AllLLMsFailedError, AllLLMsFailedToInitializeError, MidStreamError
+from llmpool.errors import (
+    AllLLMsFailedError,
+    AllLLMsFailedToInitializeError,
+    BadAnswerError,
+    MidStreamError,
+)
 from llmpool.fallback.breakers import Admission, BreakerBoard
 from llmpool.fallback.calls import Bounded, StreamGate
 from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error
-from llmpool.fallback.record import CallRecord, answered
+from llmpool.fallback.record import CallRecord, answered, usage_of
+from llmpool.fallback.verdicts import rejection
 from llmpool.providers.timeouts import stream_limits
 
 if TYPE_CHECKING:
@@ -75,8 +81,8 @@ class Attempt:
 
     def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> bool:
         walk = self.walk
-        if self.admitted:
-            walk.settle(self, error is None)
+        if self.admitted:  # a refused answer is an answer: its row was up, and billed it
+            walk.settle(self, error is None or isinstance(error, BadAnswerError))
         if error is None:
             if self.gate is not None:
                 walk.streamed(self)
@@ -105,8 +111,8 @@ class Walk:
         calls: Candidate -> what to call for it, or the exception saying why it cannot.
         then: Candidates tried after the chain's, in their own order (models from code).
         streaming: Whether the attempts stream (each gets a `StreamGate`).
-        options: The call's own settings (``ttft_timeout``, ``stall_timeout``), over its rows'
-            ``config`` and the policy's.
+        options: The call's own settings (``ttft_timeout``, ``stall_timeout`` over its rows'
+            ``config`` and the policy's; ``accept`` instead of the policy's).
 
     Example:
         >>> from llmpool.chain.builder import ScopeChain
@@ -125,9 +131,10 @@ class Walk:
         ('A', [{'llm_id': '1', 'name': 'A', 'outcome': 'ok'}])
     """
 
-    __slots__ = ("breakers", "calls", "candidates", "checks", "delay", "final", "in_flight",
-                 "index", "last", "number", "options", "policy", "probe", "record", "routed",
-                 "scope", "started", "streaming", "tried_any")  # fmt: skip
+    __slots__ = ("accept", "breakers", "calls", "candidates", "checks", "delay", "final",
+                 "in_flight", "index", "judging", "last", "number", "options", "policy", "probe",
+                 "record", "reject", "routed", "scope", "started", "streaming",
+                 "tried_any", "whole")  # fmt: skip
 
     def __init__(
         self,
@@ -151,6 +158,11 @@ class Walk:
         self.calls = calls
         self.streaming = streaming
         self.options = options
+        self.reject = policy.reject
+        self.accept = options.get("accept") or policy.accept
+        self.judging = bool(self.reject) or self.accept is not None  # whether `judge` may refuse
+        # Whether a stream is held back to its end: a verdict needs the whole answer.
+        self.whole = self.accept is not None or "invalid_structured" in self.reject
         self.started = time.monotonic()
         self.index = 0  # the current candidate
         self.number = 0  # attempts made on it
@@ -341,6 +353,21 @@ class Walk:
         if not self.streaming:
             record.answered(attempt, usage)
         return metadata
+
+    def judge(self, attempt: Attempt, message: Any, info: Any = None) -> None:
+        """Raise `BadAnswerError` when ``message``, ``attempt``'s answer (``info``: its
+        ``generation_info``), is not one the caller can use (`llmpool.fallback.verdicts`);
+        its usage still counts."""
+        reject = self.reject
+        parser = attempt.call.parser if "invalid_structured" in reject else None
+        found = rejection(message, reject, self.accept, parser, info)
+        if found is None:
+            return
+        verdict, why = found
+        attempt.usage = usage_of(message)
+        c = attempt.candidate.config
+        msg = f"{c.describe()}: {why}"
+        raise BadAnswerError(msg, verdict=verdict, llm_id=c.id, llm_name=c.name)
 
     def streamed(self, attempt: Attempt) -> None:
         """Record that a streamed ``attempt`` ended cleanly: its observers hear it now."""
