@@ -17,7 +17,7 @@ from llmpool.models import LLMConfig
 from llmpool.observe import Observer
 from llmpool.pool.facade import LLMPool
 from llmpool.providers import ConfigKeysCheck
-from llmpool.repository.memory import InMemoryStore
+from llmpool.repository.sql.store import SQLStore
 
 FAST = FallbackPolicy(attempts=2, backoff_initial=0.001, backoff_max=0.01, backoff_jitter=0)
 ANSWER = "streamed answer from secondary"
@@ -74,9 +74,12 @@ def _watched(**limits: Any) -> tuple[FallbackPolicy, _Attempts]:
 
 
 def test_row_ttft_timeout_falls_back_from_a_server_that_never_answers(
-    servers: tuple[OpenAIServer, OpenAIServer], monkeypatch: pytest.MonkeyPatch
+    migrated_url: str,
+    servers: tuple[OpenAIServer, OpenAIServer],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A row's config.ttft_timeout ends a stream with no byte at all: the next row answers."""
+    """A row's config.ttft_timeout, stored in the table, ends a stream with no byte at all:
+    the next row answers."""
     primary, secondary = servers
     primary.script(Hang(30))
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
@@ -87,7 +90,12 @@ def test_row_ttft_timeout_falls_back_from_a_server_that_never_answers(
         for name, priority, server in (("Primary", 1, primary), ("Secondary", 2, secondary))
     ]  # fmt: skip
     policy, seen = _watched()
-    pool = LLMPool(repository=InMemoryStore(rows), policy=policy, poll_interval=0)
+    store = SQLStore(migrated_url)
+    try:
+        store.add_many(rows)
+    finally:
+        store.close()
+    pool = LLMPool(migrated_url, policy=policy, poll_interval=0, listen=False)
     try:
         chunks = list(pool.get_llm_with_fallback().stream("hi"))
     finally:

@@ -197,6 +197,7 @@ async def aget_llm_with_fallback(
     *,
     fallbacks: Sequence[BaseChatModel] = (),
     policy: FallbackPolicy | None = None,
+    accept: Judge | None = None,
 ) -> FallbackChatModel:
     """Async twin of `get_llm_with_fallback`.
 
@@ -207,7 +208,9 @@ async def aget_llm_with_fallback(
         ...     asyncio.run(aget_llm_with_fallback()).invoke("hello").content
         'This is a fake answer.'
     """
-    return await _checked(scope).aget_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)
+    return await _checked(scope).aget_llm_with_fallback(
+        scope, fallbacks=fallbacks, policy=policy, accept=accept
+    )
 
 
 def get_embeddings(scope: str = "global", llm_id: str | None = None) -> Embeddings:

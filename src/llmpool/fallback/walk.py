@@ -11,7 +11,9 @@ itself. The shells of the chat model and the embeddings drive it in stamina's sh
 Per candidate, in the order the chain's routing gives: skipped when it could not be built, the
 deadline has passed, it refused what the call asks (tools), its circuit breaker is open, or an
 admission check (rate limit, budget) refuses it; else called, and retried on a transient error
-while attempts, the deadline and its breaker allow. A call whose first candidate answers at
+while attempts, the deadline and its breaker allow. An answer is judged before it counts
+(`Walk.judge`: empty, filtered, the caller's ``accept``); one refused falls back as an error
+does. A call whose first candidate answers at
 once, with nobody listening, makes no record at all: that is the whole fast path.
 """
 
