@@ -10,7 +10,7 @@ import pytest
 from servers import Cut, Hang, OpenAIServer, Reply, Stall, Trickle
 
 from llmpool.errors import InvalidConfigError, InvalidOptionError, MidStreamError
-from llmpool.fallback.calls import StreamStalledError
+from llmpool.fallback.bounded import StreamStalledError
 from llmpool.fallback.model import Candidate, FallbackChatModel
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.models import LLMConfig

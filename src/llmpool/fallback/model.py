@@ -262,7 +262,7 @@ class FallbackChatModel(BaseChatModel):
             entry = self._calls[id(model)] = (model, call)
         return entry[1]
 
-    def _walk(self, kwargs: dict[str, Any], streaming: bool = False) -> Walk:
+    def _walk(self, streaming: bool = False, kwargs: dict[str, Any] | None = None) -> Walk:
         chain = self._current()
         if chain.problem is not None:
             raise chain.problem
@@ -283,7 +283,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        walk = self._walk(kwargs)
+        walk = self._walk(kwargs=kwargs)
         for attempt in walk:
             with attempt:
                 return _tagged(walk, attempt, attempt.call.generate(messages, stop, kwargs))
@@ -296,7 +296,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        walk = self._walk(kwargs)
+        walk = self._walk(kwargs=kwargs)
         async for attempt in walk:
             async with attempt:
                 result = await attempt.call.agenerate(messages, stop, kwargs)
@@ -311,7 +311,7 @@ class FallbackChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # An error after the first content is a `MidStreamError`, never a silent switch.
-        walk = self._walk(kwargs, streaming=True)
+        walk = self._walk(True, kwargs)
         for attempt in walk:
             with attempt:
                 gate = attempt.gate
@@ -329,7 +329,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        walk = self._walk(kwargs, streaming=True)
+        walk = self._walk(True, kwargs)
         async for attempt in walk:
             async with attempt:
                 gate = attempt.gate

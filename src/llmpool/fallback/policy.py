@@ -47,8 +47,8 @@ _RETRY_NAMES = frozenset(
     {"TransportError", "TimeoutException", "ConnectError", "ReadTimeout", "WriteTimeout",
      "PoolTimeout", "ConnectTimeout", "ReadError", "RemoteProtocolError", "NetworkError"}
 )  # fmt: skip
-# ``EmptyStreamError``, ``StreamStalledError``: `llmpool.fallback.calls`' streams that carried
-# nothing readable, or stalled (falling back at once, unlike a timeout, which is retried).
+# ``EmptyStreamError`` (`llmpool.fallback.calls`), ``StreamStalledError`` (`...bounded`): streams
+# that carried nothing readable, or stalled (falling back at once, unlike a timeout: retried).
 _FALLBACK_NAMES = frozenset(
     {"ModelAuthenticationError", "ModelPermissionDeniedError", "ModelNotFoundError",
      "ModelInvalidRequestError", "ModelRefusalError", "EmptyStreamError", "StreamStalledError"}

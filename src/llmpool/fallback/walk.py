@@ -32,8 +32,9 @@ from llmpool.errors import (
     BadAnswerError,
     MidStreamError,
 )
+from llmpool.fallback.bounded import Bounded
 from llmpool.fallback.breakers import Admission, BreakerBoard
-from llmpool.fallback.calls import Bounded, StreamGate
+from llmpool.fallback.calls import StreamGate
 from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error
 from llmpool.fallback.record import CallRecord, answered, usage_of
 from llmpool.fallback.verdicts import rejection
