@@ -273,7 +273,7 @@ class FallbackChatModel(BaseChatModel):
             calls=self._call,
             then=self._code,
             streaming=streaming,
-            options=_options(kwargs) if kwargs else _NO_OPTIONS,
+            options=_options(kwargs) if kwargs else None,
         )
 
     def _generate(
@@ -423,13 +423,12 @@ class _First:
 #: ``llm.invoke(text, accept=fn)``, or ``llm.bind(...)``): taken out of the keywords, never
 #: passed to a candidate.
 CALL_OPTIONS = frozenset({"ttft_timeout", "stall_timeout", "accept"})
-_NO_OPTIONS: dict[str, Any] = {}
 
 
-def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _options(kwargs: dict[str, Any]) -> dict[str, Any] | None:
     # The call's own settings, taken out of its keywords (checked: a bad one is the caller's).
     if CALL_OPTIONS.isdisjoint(kwargs):
-        return _NO_OPTIONS
+        return None
     options = {key: kwargs.pop(key) for key in CALL_OPTIONS & kwargs.keys()}
     for key in ("ttft_timeout", "stall_timeout"):
         value = options.get(key)

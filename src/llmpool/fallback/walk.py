@@ -13,8 +13,8 @@ deadline has passed, it refused what the call asks (tools), its circuit breaker 
 admission check (rate limit, budget) refuses it; else called, and retried on a transient error
 while attempts, the deadline and its breaker allow. An answer is judged before it counts
 (`Walk.judge`: empty, filtered, the caller's ``accept``); one refused falls back as an error
-does. A call whose first candidate answers at
-once, with nobody listening, makes no record at all: that is the whole fast path.
+does. A call whose first candidate answers at once, with nobody listening, makes no record at
+all: that is the whole fast path.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class Walk:
         calls: Callable[[Candidate], Any],
         then: Sequence[Candidate] = (),
         streaming: bool = False,
-        options: Mapping[str, Any] = _NO_OPTIONS,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         routing = chain.routing
         candidates = chain.candidates if routing is None else routing.order(chain.candidates)
@@ -160,7 +160,7 @@ class Walk:
         self.breakers = breakers
         self.calls = calls
         self.streaming = streaming
-        self.options = options
+        self.options = options = _NO_OPTIONS if options is None else options
         self.reject = policy.reject
         self.accept = options.get("accept") or policy.accept
         self.judging = bool(self.reject) or self.accept is not None  # whether `judge` may refuse
