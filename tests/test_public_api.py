@@ -27,6 +27,7 @@ PUBLIC = [
     "ArgumentTooLongError",
     "AsyncSQLRepository",
     "AuditEntry",
+    "BadAnswerError",
     "BadRow",
     "BreakerStore",
     "Candidate",

@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # the same table, for type checkers (explicit re-exports)
     from llmpool.errors import AllLLMsFailedToInitializeError as AllLLMsFailedToInitializeError
     from llmpool.errors import AmbiguousNameError as AmbiguousNameError
     from llmpool.errors import ArgumentTooLongError as ArgumentTooLongError
+    from llmpool.errors import BadAnswerError as BadAnswerError
     from llmpool.errors import CandidateFailure as CandidateFailure
     from llmpool.errors import ConflictError as ConflictError
     from llmpool.errors import DatabaseError as DatabaseError
@@ -171,6 +172,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "AllLLMsFailedToInitializeError",
         "AmbiguousNameError",
         "ArgumentTooLongError",
+        "BadAnswerError",
         "CandidateFailure",
         "ConflictError",
         "DatabaseError",

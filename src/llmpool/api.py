@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from llmpool.fallback.embeddings import FallbackEmbeddings
     from llmpool.fallback.model import FallbackChatModel
     from llmpool.fallback.policy import FallbackPolicy
+    from llmpool.fallback.verdicts import Judge
     from llmpool.models import LLMConfig
     from llmpool.pool.facade import LLMPool
 
@@ -137,8 +138,10 @@ def get_llm_with_fallback(
     *,
     fallbacks: Sequence[BaseChatModel] = (),
     policy: FallbackPolicy | None = None,
+    accept: Judge | None = None,
 ) -> FallbackChatModel:
-    """Return the scope's live fallback model, which follows the table without a rebuild.
+    """Return the scope's live fallback model, which follows the table without a rebuild
+    (``accept``: the scope's own rule for answers, see `LLMPool.get_llm_with_fallback`).
 
     Example:
         >>> row = {"name": "A", "provider": "fake", "model_name": "m"}
@@ -146,7 +149,9 @@ def get_llm_with_fallback(
         ...     get_llm_with_fallback().invoke("Explain machine learning").content
         'This is a fake answer.'
     """
-    return _checked(scope).get_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)
+    return _checked(scope).get_llm_with_fallback(
+        scope, fallbacks=fallbacks, policy=policy, accept=accept
+    )
 
 
 async def aget_llms_from_db(enabled_only: bool = True, scope: str = "global") -> list[LLMConfig]:
@@ -192,6 +197,7 @@ async def aget_llm_with_fallback(
     *,
     fallbacks: Sequence[BaseChatModel] = (),
     policy: FallbackPolicy | None = None,
+    accept: Judge | None = None,
 ) -> FallbackChatModel:
     """Async twin of `get_llm_with_fallback`.
 
@@ -202,7 +208,9 @@ async def aget_llm_with_fallback(
         ...     asyncio.run(aget_llm_with_fallback()).invoke("hello").content
         'This is a fake answer.'
     """
-    return await _checked(scope).aget_llm_with_fallback(scope, fallbacks=fallbacks, policy=policy)
+    return await _checked(scope).aget_llm_with_fallback(
+        scope, fallbacks=fallbacks, policy=policy, accept=accept
+    )
 
 
 def get_embeddings(scope: str = "global", llm_id: str | None = None) -> Embeddings:

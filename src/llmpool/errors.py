@@ -29,7 +29,8 @@ variable) and never a secret's value::
     │   └── UnsupportedParameterError (ValueError)    config has a key the client rejects
     ├── AllLLMsFailedError (RuntimeError)       every candidate failed at runtime
     │   └── AllLLMsFailedToInitializeError      "All LLMs failed to initialize"
-    └── MidStreamError                          a stream broke after chunks were emitted
+    ├── MidStreamError                          a stream broke after chunks were emitted
+    └── BadAnswerError                          an answer the caller cannot use (``verdict``)
 
 Not-found errors subclass `LookupError`, never `KeyError`, whose message prints in quotes; text
 from a caller or a row is cut to `MESSAGE_TEXT_LIMIT` characters in messages (`shorten`).
@@ -243,6 +244,18 @@ class MidStreamError(LLMPoolError):
     def __init__(self, message: str, *, partial_text: str, llm_id: str, llm_name: str) -> None:
         super().__init__(message)
         self.partial_text = partial_text
+        self.llm_id = llm_id
+        self.llm_name = llm_name
+
+
+class BadAnswerError(LLMPoolError):
+    """A candidate answered, but not usefully: ``verdict`` is ``"empty"``, ``"content_filter"``,
+    ``"invalid_structured"`` or ``"accept"`` (the caller's predicate refused it). Raised inside
+    an attempt, it falls back to the next candidate, and `AllLLMsFailedError` lists it."""
+
+    def __init__(self, message: str, *, verdict: str, llm_id: str, llm_name: str) -> None:
+        super().__init__(message)
+        self.verdict = verdict
         self.llm_id = llm_id
         self.llm_name = llm_name
 

@@ -22,7 +22,9 @@ Behaviours, consumed one per request, then the default (`Reply`):
 in-stream error event, e.g. Anthropic's ``overloaded_error``, and ends cleanly),
 `Garbage(body, content_type)` (a 200 whose body the client cannot use: not JSON, ``{}``,
 ``{"choices": null}``; a stream of such lines, each framed as the provider's events),
-`Stall(after, seconds)` (a stream that sends ``after`` chunks, then nothing for ``seconds``).
+`Stall(after, seconds)` (a stream that sends ``after`` chunks, then nothing for ``seconds``),
+`Trickle(every, idle, text)` (a stream whose events come ``every`` seconds, the first ``idle``
+of them without content).
 
 `closed_port_url()` gives a URL where nothing listens. Streams use chunked transfer encoding so
 that `Cut` is a real protocol error for the client, not a clean end of file.
@@ -54,16 +56,19 @@ __all__ = [
     "Stall",
     "Status",
     "StreamError",
+    "Trickle",
     "closed_port_url",
 ]
 
 
 @dataclass(frozen=True)
 class Reply:
-    """Answer with ``text`` (or a tool call ``(name, arguments)``)."""
+    """Answer with ``text`` (or a tool call ``(name, arguments)``), ending with the finish reason
+    ``finish`` instead of the usual one (OpenAI only: ``"content_filter"``...)."""
 
     text: str = "Hello from the local server."
     tool_call: tuple[str, dict[str, Any]] | None = None
+    finish: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,17 @@ class Stall:
     text: str = "This answer stops halfway and never ends."
 
 
-Behaviour = Reply | Status | Hang | Cut | Empty | StreamError | Garbage | Stall
+@dataclass(frozen=True)
+class Trickle:
+    """Stream slowly: one event every ``every`` seconds, the first ``idle`` of them opening
+    events repeated (no content), then the answer's."""
+
+    every: float = 0.1
+    idle: int = 0
+    text: str = "A slow answer, word by word."
+
+
+Behaviour = Reply | Status | Hang | Cut | Empty | StreamError | Garbage | Stall | Trickle
 
 
 @dataclass(frozen=True)
@@ -268,7 +283,10 @@ class ProviderServer:
         if not request.stream:
             text = "" if isinstance(behaviour, Empty) else getattr(behaviour, "text", "")
             tool = behaviour.tool_call if isinstance(behaviour, Reply) else None
-            self._send_json(handler, 200, self.answer(request, text, tool))
+            answer = self.answer(request, text, tool)
+            if isinstance(behaviour, Reply) and behaviour.finish:
+                answer["choices"][0]["finish_reason"] = behaviour.finish
+            self._send_json(handler, 200, answer)
             return
         handler.send_response(200)
         handler.send_header("content-type", self.stream_type)
@@ -277,10 +295,23 @@ class ProviderServer:
         text = "" if isinstance(behaviour, Empty) else behaviour.text  # type: ignore[union-attr]
         tool = behaviour.tool_call if isinstance(behaviour, Reply) else None
         events = list(self.stream_events(request, words(text) if text else [], tool))
+        if isinstance(behaviour, Reply) and behaviour.finish:
+            finish = f'"finish_reason": "{behaviour.finish}"'.encode()
+            events = [event.replace(b'"finish_reason": "stop"', finish) for event in events]
         if isinstance(behaviour, StreamError):
             for event in events[: self.opening_events + behaviour.after]:
                 self._chunk(handler, event)
             self._chunk(handler, self.error_event(behaviour.kind))
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+            return
+        if isinstance(behaviour, Trickle):
+            opening = events[: self.opening_events]
+            slow = [*opening, *opening[-1:] * behaviour.idle, *events[self.opening_events :]]
+            for event in slow:
+                if self.stopping.wait(behaviour.every):
+                    break
+                self._chunk(handler, event)
             handler.wfile.write(b"0\r\n\r\n")
             handler.wfile.flush()
             return

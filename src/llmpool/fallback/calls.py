@@ -2,48 +2,35 @@
 
 `ChatCall` calls a chat model below LangChain's run machinery, so the fallback model is the one
 run callbacks see. `StreamGate` holds chunks back until the first content: an error after it is
-a `MidStreamError`. `Bounded` stops waiting at the deadline: an async attempt is cancelled, a
-sync one runs in a daemon thread left to finish on its own.
+a `MidStreamError`. `llmpool.fallback.bounded` cuts an attempt short at the call's deadline
+and a stream at its limits.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import logging
 import math
-import queue
-import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 
-from llmpool.contracts import log_fields
 from llmpool.fallback.record import add_usage, reply_of, usage_of
 from llmpool.providers.fit import call_needs
 
 if TYPE_CHECKING:
     from llmpool.fallback.walk import Attempt, Walk
-    from llmpool.models import LLMConfig
 
-T = TypeVar("T")
-
-__all__ = ["Bounded", "ChatCall", "EmbeddingCall", "StreamGate", "client_timeout", "has_content"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["ChatCall", "EmbeddingCall", "StreamGate", "client_timeout", "has_content"]
 
 
 class StreamGate:
-    """One streamed attempt's chunks: held back until the first content, then passed on."""
+    """One streamed attempt's chunks: held back until the first content, then passed on (held
+    to the end when a verdict needs the whole answer: `Walk.whole`)."""
 
-    __slots__ = ("_held", "_parts", "attempt", "open", "walk")
+    __slots__ = ("_held", "_parts", "_seen", "attempt", "open", "walk")
 
     def __init__(self, walk: Walk, attempt: Attempt) -> None:
         self.walk = walk
@@ -51,6 +38,8 @@ class StreamGate:
         self.open = False
         self._held: list[ChatGenerationChunk] = []
         self._parts: list[str] = []
+        # Every chunk, for the verdicts on the whole answer at its end.
+        self._seen: list[ChatGenerationChunk] | None = [] if walk.judging else None
 
     @property
     def text(self) -> str:
@@ -66,19 +55,30 @@ class StreamGate:
             attempt.usage = add_usage(attempt.usage, usage_of(chunk.message))
             if record is not None:
                 attempt.reply = reply_of(chunk, attempt.reply)
+        if self._seen is not None:
+            self._seen.append(chunk)
         if self.open:
             self._parts.append(_text(chunk))
             return [chunk]
         self._held.append(chunk)
-        return self._release() if has_content(chunk) else []
+        return self._release() if has_content(chunk) and not self.walk.whole else []
 
     def finish(self) -> list[ChatGenerationChunk]:
-        """The stream ended cleanly: return what is still held back (none: `EmptyStreamError`)."""
-        if self.open:
-            return []
-        if not self._held:
+        """The stream ended cleanly: judge the whole answer (`Walk.judge`: after content was
+        passed on, a refusal breaks the stream), and return what is still held back (none:
+        `EmptyStreamError`)."""
+        if not self.open and not self._held:
             raise EmptyStreamError(_EMPTY)
-        return self._release()
+        seen = self._seen
+        if seen:
+            whole = seen[0].message + [chunk.message for chunk in seen[1:]]
+            # The client's chunks: what LangChain moves to the answer's metadata (OpenAI's
+            # finish_reason) is still in their generation_info.
+            info: dict[str, Any] = {}
+            for chunk in seen:
+                info.update(chunk.generation_info or ())
+            self.walk.judge(self.attempt, whole, info)
+        return [] if self.open else self._release()
 
     def _release(self) -> list[ChatGenerationChunk]:
         self.open = True
@@ -263,141 +263,3 @@ def _seconds(value: Any) -> float:
         else tuple(getattr(value, name, None) for name in ("connect", "read", "write", "pool"))
     )
     return max((_seconds(part) for part in parts), default=math.inf)
-
-
-class Bounded:
-    """A `ChatCall` or `EmbeddingCall` cut short at ``ends_at`` (`time.monotonic`)."""
-
-    __slots__ = ("call", "config", "deadline", "ends_at", "timeout")
-
-    def __init__(self, call: Any, ends_at: float, deadline: float, config: LLMConfig) -> None:
-        self.call = call
-        self.ends_at = ends_at
-        self.deadline = deadline
-        self.config = config
-        self.timeout = call.timeout
-
-    def _left(self) -> float:
-        return max(0.0, self.ends_at - time.monotonic())
-
-    def _expired(self) -> TimeoutError:
-        c = self.config
-        row = {"scope": c.scope, "llm_id": c.id, "llm_name": c.name, "provider": c.provider}
-        text = "llmpool stopped waiting for %s at the call's %ss deadline"
-        logger.warning(
-            text,
-            c.describe(),
-            self.deadline,
-            extra=log_fields("deadline", **row, model=c.model_name, deadline=self.deadline),
-        )
-        return TimeoutError(f"no answer within the call's {self.deadline}s deadline; abandoned")
-
-    def generate(self, *args: Any) -> Any:
-        """The call's ``generate`` in a daemon thread, waited for until the deadline."""
-        call = partial(self.call.generate, *args)
-        return next(self._read(lambda: iter((call(),)), "attempt"))
-
-    async def agenerate(self, *args: Any) -> Any:
-        """The call's ``agenerate``, cancelled at the deadline."""
-        return await self._awithin(self.call.agenerate(*args))
-
-    def stream(self, *args: Any) -> Iterator[Any]:
-        """`ChatCall.stream` read in a daemon thread, each chunk waited for until the deadline."""
-        return self._read(partial(self.call.stream, *args), "stream")
-
-    def _read(self, start: Callable[[], Iterator[Any]], what: str) -> Iterator[Any]:
-        if self._left() <= 0.0:  # a retry that would start at the deadline: send nothing
-            raise self._expired()
-        feed = _Feed(start, f"llmpool-{what}-{self.config.id}")
-        try:
-            while True:
-                try:
-                    kind, value = feed.queue.get(timeout=self._left())
-                except queue.Empty:
-                    raise self._expired() from None
-                if kind == _CHUNK:
-                    yield value
-                elif kind == _END:
-                    return
-                else:
-                    try:
-                        raise value
-                    finally:
-                        del value  # no cycle through this frame: the error's traceback holds it
-        finally:
-            feed.stop()
-
-    async def astream(self, *args: Any) -> AsyncIterator[Any]:
-        """`ChatCall.astream`, the wait for each chunk cancelled at the deadline."""
-        iterator = self.call.astream(*args).__aiter__()
-        while True:
-            try:
-                chunk = await self._awithin(iterator.__anext__())
-            except StopAsyncIteration:
-                return
-            yield chunk
-
-    async def _awithin(self, awaitable: Awaitable[T]) -> T:
-        if sys.version_info >= (3, 11):
-            scope = asyncio.timeout(self._left())
-            try:
-                async with scope:
-                    return await awaitable
-            except TimeoutError:
-                if scope.expired():
-                    raise self._expired() from None
-                raise
-        try:
-            return await asyncio.wait_for(awaitable, self._left())
-        except asyncio.TimeoutError:
-            if self._left() <= 0.0:
-                raise self._expired() from None
-            raise
-
-
-_CHUNK, _END, _ERROR = range(3)
-_FEED_SIZE = 64  # chunks a sync stream's thread may read ahead of its consumer
-
-
-class _Feed:
-    """A sync stream (or one answer) read in a daemon thread through a bounded queue."""
-
-    def __init__(self, start: Callable[[], Iterator[Any]], name: str) -> None:
-        self.queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=_FEED_SIZE)
-        self._stopped = threading.Event()
-        context = contextvars.copy_context()
-        thread = threading.Thread(
-            target=context.run, args=(self._pump, start), name=name, daemon=True
-        )
-        thread.start()
-
-    def _pump(self, start: Callable[[], Iterator[Any]]) -> None:
-        try:
-            chunks = start()
-            try:
-                for chunk in chunks:
-                    self.queue.put((_CHUNK, chunk))
-                    if self._stopped.is_set():
-                        return
-            finally:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()
-        except BaseException as error:  # handed over to the consumer
-            self._finish(_ERROR, error)
-            return
-        self._finish(_END, None)
-
-    def _finish(self, kind: int, value: Any) -> None:
-        # A consumer that stops while this put waits drains the queue in stop(): it completes.
-        if not self._stopped.is_set():
-            self.queue.put((kind, value))
-
-    def stop(self) -> None:
-        """Stop reading: the thread ends at its next chunk, and closes the stream."""
-        self._stopped.set()
-        try:
-            while True:  # unblock a put waiting for room
-                self.queue.get_nowait()
-        except queue.Empty:
-            pass

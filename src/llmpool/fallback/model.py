@@ -23,7 +23,7 @@ from llmpool.chain.affinity import SESSION_ARGUMENT, Affinity, session_of, with_
 from llmpool.chain.builder import ChainSource, ScopeChain
 from llmpool.chain.routing import Routing
 from llmpool.contracts import AdmissionCheck, Candidate
-from llmpool.errors import InvalidConfigError, LLMPoolError
+from llmpool.errors import InvalidConfigError, InvalidOptionError, LLMPoolError
 from llmpool.fallback.breakers import BreakerBoard
 from llmpool.fallback.calls import ChatCall
 from llmpool.fallback.forwarding import FORWARDED, rebuild
@@ -31,6 +31,7 @@ from llmpool.fallback.policy import FallbackPolicy
 from llmpool.fallback.structured import decompose, structured
 from llmpool.fallback.walk import Session, Walk
 from llmpool.providers.fit import Prompt
+from llmpool.providers.timeouts import check_seconds
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "code_candidate"]
 
@@ -309,9 +310,9 @@ class FallbackChatModel(BaseChatModel):
 
     def _walk(
         self,
-        messages: list[BaseMessage],
-        kwargs: dict[str, Any],
-        session: Session | None,
+        messages: Sequence[BaseMessage] = (),
+        kwargs: dict[str, Any] | None = None,
+        session: Session | None = None,
         streaming: bool = False,
     ) -> Walk:
         chain = self._current()
@@ -324,7 +325,8 @@ class FallbackChatModel(BaseChatModel):
             calls=self._call,
             then=self._code,
             streaming=streaming,
-            prompt=Prompt(messages, kwargs) if chain.fitted else None,
+            options=_options(kwargs) if kwargs else None,
+            prompt=Prompt(messages, kwargs or {}) if chain.fitted else None,
             session=session,
         )
 
@@ -473,9 +475,35 @@ class _First:
     ls_params: dict[str, Any] | None = None
 
 
+#: What a call may ask of llmpool itself, as keywords (``llm.stream(text, ttft_timeout=5)``,
+#: ``llm.invoke(text, accept=fn)``, or ``llm.bind(...)``): taken out of the keywords, never
+#: passed to a candidate.
+CALL_OPTIONS = frozenset({"ttft_timeout", "stall_timeout", "accept"})
+
+
+def _options(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    # The call's own settings, taken out of its keywords (checked: a bad one is the caller's).
+    if CALL_OPTIONS.isdisjoint(kwargs):
+        return None
+    options = {key: kwargs.pop(key) for key in CALL_OPTIONS & kwargs.keys()}
+    for key in ("ttft_timeout", "stall_timeout"):
+        value = options.get(key)
+        problem = None if value is None else check_seconds(value)
+        if problem is not None:
+            raise InvalidOptionError(f"the call's {key} {problem}", option=key)
+    accept = options.get("accept")
+    if accept is not None and not callable(accept):
+        msg = f"the call's accept must be a function of the answer, not {type(accept).__name__}"
+        raise InvalidOptionError(msg, option="accept")
+    return options
+
+
 def _tagged(walk: Walk, attempt: Any, result: ChatResult) -> ChatResult:
-    # The walk's bookkeeping for an answer, and its metadata on the answer's message.
-    message = result.generations[0].message
+    # The walk's verdict on an answer, its bookkeeping, and its metadata on the answer's message.
+    generation = result.generations[0]
+    message = generation.message
+    if walk.judging:
+        walk.judge(attempt, message, generation.generation_info)
     metadata = walk.answer(attempt, getattr(message, "usage_metadata", None), result)
     message.response_metadata["llmpool"] = metadata
     return result

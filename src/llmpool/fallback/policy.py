@@ -11,14 +11,17 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from llmpool.fallback.breakers import Window
+from llmpool.fallback.verdicts import DEFAULT_REJECT, Judge, check_reject
 from llmpool.providers.breaker_config import ERROR_CLASSES, breaker_overrides
 from llmpool.providers.declarations import error_outcome
+from llmpool.providers.timeouts import check_seconds
 
 if TYPE_CHECKING:
     from llmpool.contracts import Candidate
@@ -54,10 +57,11 @@ _RETRY_NAMES = frozenset(
     {"TransportError", "TimeoutException", "ConnectError", "ReadTimeout", "WriteTimeout",
      "PoolTimeout", "ConnectTimeout", "ReadError", "RemoteProtocolError", "NetworkError"}
 )  # fmt: skip
-# ``EmptyStreamError``: `llmpool.fallback.calls`' stream that carried nothing readable.
+# ``EmptyStreamError`` (`llmpool.fallback.calls`), ``StreamStalledError`` (`...bounded`): streams
+# that carried nothing readable, or stalled (falling back at once, unlike a timeout: retried).
 _FALLBACK_NAMES = frozenset(
     {"ModelAuthenticationError", "ModelPermissionDeniedError", "ModelNotFoundError",
-     "ModelInvalidRequestError", "ModelRefusalError", "EmptyStreamError"}
+     "ModelInvalidRequestError", "ModelRefusalError", "EmptyStreamError", "StreamStalledError"}
 )  # fmt: skip
 _CONTEXT_LENGTH_MARKERS = (
     "context_length_exceeded", "maximum context length", "context length", "context window",
@@ -145,7 +149,9 @@ def classify_error(error: BaseException) -> Outcome:
     if not isinstance(error, Exception):
         return Outcome.PROPAGATE  # KeyboardInterrupt, SystemExit, CancelledError
     names = _mro_names(type(error))
-    if "ContextOverflowError" in names:
+    if "ContextOverflowError" in names or "BadAnswerError" in names:
+        # The request (its prompt, the caller's rules), not the row, is at fault: a row that
+        # answered is up.
         return Outcome.FALLBACK_KEEP_BREAKER
     code = status_code(error)
     if code is not None:
@@ -334,6 +340,14 @@ class FallbackPolicy:
         max_cooldown: Longest cooldown, and longest ``Retry-After`` a breaker honours.
         classify: Error -> `Outcome`; `classify_error` by default.
         observers: `llmpool.observe.Observer` objects, told after the built-in ones.
+        ttft_timeout: Seconds a stream may take to its first content before it falls back
+            (a row's ``config`` and a call's keyword override it; ``None``: no limit).
+        stall_timeout: Seconds a stream may pause between two chunks: before its first
+            content it falls back, after it `llmpool.MidStreamError` (``None``: no limit).
+        reject: The built-in verdicts an answer must pass (`llmpool.fallback.verdicts`):
+            ``"empty"`` and ``"content_filter"`` by default, ``"invalid_structured"`` on request.
+        accept: The caller's predicate: answer message -> keep it (falsy: fall back); a call's
+            ``accept=`` keyword replaces it.
 
     Example:
         >>> FallbackPolicy(attempts=3, cooldown=10).attempts
@@ -358,10 +372,16 @@ class FallbackPolicy:
     _rules: dict[str, BreakerRule] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    ttft_timeout: float | None = None
+    stall_timeout: float | None = None
+    reject: AbstractSet[str] = DEFAULT_REJECT
+    accept: Judge | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.observers, tuple):
             object.__setattr__(self, "observers", tuple(self.observers))
+        if self.reject is not DEFAULT_REJECT:
+            object.__setattr__(self, "reject", check_reject(self.reject, "FallbackPolicy.reject"))
         if self.attempts < 1:
             msg = f"FallbackPolicy.attempts must be at least 1, got {self.attempts}"
             raise ValueError(msg)
@@ -378,6 +398,12 @@ class FallbackPolicy:
         if unknown:
             msg = f"FallbackPolicy.breaker_errors: unknown {sorted(unknown)}; use {ERROR_CLASSES}"
             raise ValueError(msg)
+        for name in ("ttft_timeout", "stall_timeout"):
+            value = getattr(self, name)
+            problem = None if value is None else check_seconds(value)
+            if problem is not None:
+                msg = f"FallbackPolicy.{name} {problem}"
+                raise ValueError(msg)
 
     @cached_property
     def hooks(self) -> Hooks:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmpool.credentials.redaction import scrubbed
-from llmpool.errors import CandidateFailure
+from llmpool.errors import BadAnswerError, CandidateFailure
 from llmpool.observe.events import AttemptEvent, BreakerEvent, CallEvent, FailoverEvent
 from llmpool.providers.declarations import served_by
 
@@ -184,11 +184,14 @@ class CallRecord:
         candidate, began = attempt.candidate, attempt.began
         c = candidate.config
         self.attempts.append({"llm_id": c.id, "name": c.name, "outcome": "error", "error": reason})
+        rejected = error.verdict if isinstance(error, BadAnswerError) else None
+        usage = attempt.usage if rejected else None  # a refused answer's, billed all the same
         self._emit(
             AttemptEvent(
                 self.scope, c.id, c.name, c.provider, c.model_name, attempt.number, "error",
-                type(error).__name__, reason, action, time.monotonic() - began, None,
-                began + self._offset, self.streaming, attempt.probe, **self._request(candidate),
+                type(error).__name__, reason, action, time.monotonic() - began,
+                dict(usage) if usage else None, began + self._offset, self.streaming,
+                attempt.probe, rejected=rejected, **self._request(candidate),
             )
         )  # fmt: skip
         if action == "fallback":

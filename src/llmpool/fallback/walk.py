@@ -11,23 +11,34 @@ itself. The shells of the chat model and the embeddings drive it in stamina's sh
 Per candidate, in the order the chain's routing gives: skipped when it could not be built, the
 deadline has passed, it refused what the call asks (tools), its circuit breaker is open, or an
 admission check (rate limit, budget) refuses it; else called, and retried on a transient error
-while attempts, the deadline and its breaker allow. A call whose first candidate answers at
-once, with nobody listening, makes no record at all: that is the whole fast path.
+while attempts, the deadline and its breaker allow. An answer is judged before it counts
+(`Walk.judge`: empty, filtered, the caller's ``accept``); one refused falls back as an error
+does. A call whose first candidate answers at once, with nobody listening, makes no record at
+all: that is the whole fast path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmpool.credentials.redaction import scrubbed
-from llmpool.errors import AllLLMsFailedError, AllLLMsFailedToInitializeError, MidStreamError
+from llmpool.errors import (
+    AllLLMsFailedError,
+    AllLLMsFailedToInitializeError,
+    BadAnswerError,
+    MidStreamError,
+)
+from llmpool.fallback.bounded import Bounded
 from llmpool.fallback.breakers import Admission, BreakerBoard
-from llmpool.fallback.calls import Bounded, StreamGate
+from llmpool.fallback.calls import StreamGate
 from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error, retry_after
-from llmpool.fallback.record import CallRecord, answered, reply_of
+from llmpool.fallback.record import CallRecord, answered, reply_of, usage_of
+from llmpool.fallback.verdicts import rejection
+from llmpool.providers.timeouts import stream_limits
 
 if TYPE_CHECKING:
     from llmpool.chain.affinity import Affinity
@@ -39,6 +50,8 @@ __all__ = ["Attempt", "Session", "Walk"]
 
 #: A call's session: where it is kept, its key, and the id of the row serving it (if any).
 Session = tuple["Affinity", str, "str | None"]
+
+_NO_OPTIONS: Mapping[str, Any] = {}
 
 #: Why a candidate whose breaker is open is skipped.
 COOLING = "skipped: cooling down after repeated failures"
@@ -77,8 +90,8 @@ class Attempt:
 
     def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> bool:
         walk = self.walk
-        if self.admitted:
-            walk.settle(self, error is None)
+        if self.admitted:  # a refused answer is an answer: its row was up, and billed it
+            walk.settle(self, error is None or isinstance(error, BadAnswerError))
         if error is None:
             if self.gate is not None:
                 walk.streamed(self)
@@ -111,6 +124,8 @@ class Walk:
             call does not fit is skipped: `llmpool.providers.fit`).
         session: The call's session: its affinity, key and pinned row's id, tried first
             (`llmpool.chain.affinity`); the row that answers is kept as the session's.
+        options: The call's own settings (``ttft_timeout``, ``stall_timeout`` over its rows'
+            ``config`` and the policy's; ``accept`` instead of the policy's).
 
     Example:
         >>> from llmpool.chain.builder import ScopeChain
@@ -129,9 +144,10 @@ class Walk:
         ('A', [{'llm_id': '1', 'name': 'A', 'outcome': 'ok'}])
     """
 
-    __slots__ = ("breakers", "calls", "candidates", "checks", "delay", "final", "in_flight",
-                 "index", "last", "number", "policy", "probe", "prompt", "record", "routed",
-                 "scope", "session", "started", "streaming", "tried_any")  # fmt: skip
+    __slots__ = ("accept", "breakers", "calls", "candidates", "checks", "delay", "final",
+                 "in_flight", "index", "judging", "last", "number", "options", "policy", "probe",
+                 "prompt", "record", "reject", "routed", "scope", "session", "started",
+                 "streaming", "tried_any", "whole")  # fmt: skip
 
     def __init__(
         self,
@@ -144,6 +160,7 @@ class Walk:
         streaming: bool = False,
         prompt: Prompt | None = None,
         session: Session | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         routing = chain.routing
         candidates = chain.candidates if routing is None else routing.order(chain.candidates)
@@ -159,6 +176,12 @@ class Walk:
         self.streaming = streaming
         self.prompt = prompt
         self.session = session
+        self.options = options = _NO_OPTIONS if options is None else options
+        self.reject = policy.reject
+        self.accept = options.get("accept") or policy.accept
+        self.judging = bool(self.reject) or self.accept is not None  # whether `judge` may refuse
+        # Whether a stream is held back to its end: a verdict needs the whole answer.
+        self.whole = self.accept is not None or "invalid_structured" in self.reject
         self.started = time.monotonic()
         self.index = 0  # the current candidate
         self.number = 0  # attempts made on it
@@ -311,14 +334,27 @@ class Walk:
         if probe:
             self.in_flight = attempt
         deadline = self.policy.deadline
-        if deadline is not None and call.timeout > self.started + deadline - attempt.began:
-            # Its client could wait past the deadline: the call is cut short at it.
-            attempt.call = Bounded(call, self.started + deadline, deadline, candidate.config)
+        ends_at = math.inf if deadline is None else self.started + deadline
+        ttft, stall = self._limits(candidate) if self.streaming else (None, None)
+        if call.timeout > ends_at - attempt.began or ttft is not None or stall is not None:
+            # Its client could wait past the deadline, or a stream past its limits: the call
+            # is cut short at them.
+            config = candidate.config
+            attempt.call = Bounded(call, ends_at, deadline, config, ttft=ttft, stall=stall)
         if self.record is not None:
             self.record.begin(candidate)
         if self.streaming:
             attempt.gate = StreamGate(self, attempt)
         return attempt
+
+    def _limits(self, candidate: Candidate) -> tuple[float | None, float | None]:
+        # A stream's ttft and stall limits: the call's, else its row's, else the policy's.
+        options, policy = self.options, self.policy
+        ttft, stall = stream_limits(candidate.config) if candidate.config.config else (None, None)
+        return (
+            options.get("ttft_timeout") or ttft or policy.ttft_timeout,
+            options.get("stall_timeout") or stall or policy.stall_timeout,
+        )
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -347,6 +383,21 @@ class Walk:
         if not self.streaming:
             record.answered(attempt, usage, reply_of(result))
         return metadata
+
+    def judge(self, attempt: Attempt, message: Any, info: Any = None) -> None:
+        """Raise `BadAnswerError` when ``message``, ``attempt``'s answer (``info``: its
+        ``generation_info``), is not one the caller can use (`llmpool.fallback.verdicts`);
+        its usage still counts."""
+        reject = self.reject
+        parser = attempt.call.parser if "invalid_structured" in reject else None
+        found = rejection(message, reject, self.accept, parser, info)
+        if found is None:
+            return
+        verdict, why = found
+        attempt.usage = usage_of(message)
+        c = attempt.candidate.config
+        msg = f"{c.describe()}: {why}"
+        raise BadAnswerError(msg, verdict=verdict, llm_id=c.id, llm_name=c.name)
 
     def streamed(self, attempt: Attempt) -> None:
         """Record that a streamed ``attempt`` ended cleanly: its observers hear it now."""

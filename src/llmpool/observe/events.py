@@ -20,7 +20,9 @@ class _Event:
 class AttemptEvent(_Event):
     """One attempt of a call on one row: ``outcome`` ``"ok"``, ``"error"`` (then ``action``
     ``"retry"``, ``"fallback"`` or ``"raise"``) or ``"skipped"`` (``attempt`` 0, no request);
-    ``usage``: the answer's ``usage_metadata``; ``probe``: a circuit breaker's half-open probe.
+    ``usage``: the answer's ``usage_metadata`` (a rejected answer's too); ``probe``: a circuit
+    breaker's half-open probe; ``rejected``: the verdict that refused an answer (``"empty"``,
+    ``"content_filter"``, ``"invalid_structured"``, ``"accept"``; ``reason`` says why).
 
     Of a request made: ``operation`` (``"chat"`` or ``"embeddings"``), ``system`` (the
     provider's id in the GenAI semantic conventions), the server's address and port when known,
@@ -49,6 +51,7 @@ class AttemptEvent(_Event):
     server_port: int | None = None
     parameters: Mapping[str, Any] | None = None
     response: Mapping[str, Any] | None = None
+    rejected: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from sqlalchemy.engine import URL, Engine
 
+    from llmpool.fallback.verdicts import Judge
     from llmpool.pool.watch import Watcher
     from llmpool.providers import ProviderRegistry
     from llmpool.repository import Snapshot
@@ -319,6 +320,7 @@ class LLMPool:
         *,
         fallbacks: Sequence[BaseChatModel] = (),
         policy: FallbackPolicy | None = None,
+        accept: Judge | None = None,
     ) -> FallbackChatModel:
         """Return a live chat model over the scope's enabled rows, in priority order; it
         reads the scope's chain at every call, so it follows the table without a rebuild.
@@ -327,6 +329,8 @@ class LLMPool:
             scope: Whose rows.
             fallbacks: Models supplied in code, tried after the rows (e.g. a local Ollama).
             policy: Overrides the pool's policy for this model.
+            accept: The scope's own rule for answers (message -> keep it; falsy: the next
+                row is tried), as ``FallbackPolicy.accept``; a call's ``accept=`` replaces it.
 
         Raises:
             AllLLMsFailedToInitializeError: "All LLMs failed to initialize": no row could be
@@ -335,6 +339,8 @@ class LLMPool:
         check_lookup(scope)
         if not fallbacks:
             ensure_buildable(self.chains.get(scope).candidates, scope=scope)
+        if accept is not None:
+            policy = dataclasses.replace(policy or self.policy, accept=accept)
         key = ("chat", scope, None)
         if not fallbacks and policy is None and key in self._live:
             return self._live[key]  # type: ignore[no-any-return]

@@ -19,6 +19,7 @@ from llmpool.errors import InvalidConfigError, LLMPoolError, ProviderError, Unkn
 from llmpool.providers.breaker_config import breaker_overrides
 from llmpool.providers.fit import Fit, declared_fit
 from llmpool.providers.prices import OWN_CONFIG_KEYS, usage_terms
+from llmpool.providers.timeouts import stream_limits
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -254,15 +255,16 @@ def _registry(registry: ProviderRegistry | None) -> ProviderRegistry:
 @dataclass(frozen=True)
 class ConfigKeysCheck:
     """A store validator: a row's ``config`` keys must be ones its provider accepts, or
-    llmpool's own price, budget, breaker and ``model_info`` keys (an unknown provider is
-    checked when built)."""
+    llmpool's own price, budget, breaker, stream and ``model_info`` keys (an unknown provider
+    is checked when built)."""
 
     registry: ProviderRegistry | None = None
 
     def __call__(self, config: LLMConfig) -> None:
         """Refuse a row whose ``config`` has a key its provider does not accept."""
-        usage_terms(config)  # prices, budget, breaker: llmpool's keys, checked for every provider
+        usage_terms(config)  # llmpool's own keys, checked for every provider
         breaker_overrides(config)
+        stream_limits(config)
         declared_fit(config)
         try:
             provider = _registry(self.registry).get(config.provider)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from llmpool.errors import InvalidConfigError
 from llmpool.providers.breaker_config import BREAKER_KEY, breaker_overrides
+from llmpool.providers.timeouts import STREAM_CONFIG_KEYS, stream_limits
 
 _UNITS = ("million_tokens", "token")
 
@@ -23,9 +24,9 @@ _PRICE_KEYS = tuple(f"{way}_cost_per_{unit}" for way in ("input", "output") for 
 #: The ``config`` keys of prices and budgets.
 USAGE_CONFIG_KEYS = frozenset({*_PRICE_KEYS, "max_spend"})
 
-#: Every ``config`` key llmpool reads for itself: prices, budget, the breaker policy and
-#: ``model_info`` (`llmpool.providers.fit`); a provider's client never sees them.
-OWN_CONFIG_KEYS = USAGE_CONFIG_KEYS | {BREAKER_KEY, "model_info"}
+#: Every ``config`` key llmpool reads for itself: prices, budget, the breaker policy, stream
+#: limits and ``model_info`` (`llmpool.providers.fit`); a provider's client never sees them.
+OWN_CONFIG_KEYS = USAGE_CONFIG_KEYS | STREAM_CONFIG_KEYS | {BREAKER_KEY, "model_info"}
 
 #: The periods a budget may cover (UTC calendar day or month).
 Period = Literal["day", "month"]
@@ -131,12 +132,13 @@ def usage_terms(config: LLMConfig) -> UsageTerms:
 
 
 def client_config(config: LLMConfig) -> LLMConfig:
-    """Return the row without its `OWN_CONFIG_KEYS`, checked as `usage_terms` and
-    `breaker_overrides` do."""
+    """Return the row without its `OWN_CONFIG_KEYS`, checked as `usage_terms`,
+    `breaker_overrides` and `stream_limits` do."""
     values = config.config
     if not any(key in values for key in OWN_CONFIG_KEYS):
         return config
     usage_terms(config)
     breaker_overrides(config)
+    stream_limits(config)
     kept = {key: value for key, value in values.items() if key not in OWN_CONFIG_KEYS}
     return config.model_copy(update={"config": kept})
