@@ -22,6 +22,7 @@ import pytest
 from helpers import fake
 from servers import Hang, OpenAIServer, Status
 
+from llmpool.chain.stats import RowStats
 from llmpool.errors import AllLLMsFailedError, InvalidOptionError
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.limits.redis import CLOSED
@@ -152,7 +153,8 @@ def test_replica_b_status_shows_replica_a_errors_and_latency(
                     llm.invoke("hi")
             for _ in range(3):
                 llm.invoke("hi")
-            mine = a.stats.latencies(a.chains.get("global").candidates[0])
+            # A's own samples (its `latencies` would read its last sync, maybe before the 3rd).
+            mine = RowStats.latencies(a.stats, a.chains.get("global").candidates[0])
             status = until(lambda: (s := b.status())["rows"][0]["attempts"] == 5 and s)
             ttls = {k.decode(): client.pttl(k) for k in client.scan_iter(prefix + "*")}
         finally:
