@@ -46,7 +46,7 @@ def _refuse(config: LLMConfig, key: str, problem: str) -> InvalidConfigError:
 def _count(config: LLMConfig, key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
         raise _refuse(config, key, f"must be a whole number from 1 to 1000000, not {value!r}")
-    return value
+    return int(value)
 
 
 def _seconds(config: LLMConfig, key: str, value: Any, low: float) -> float:

@@ -167,7 +167,7 @@ class FakeChatModel(Failures, BaseChatModel):
             )
         elif method in ("json_mode", "json_schema"):
             spec = None if schema is None else convert_to_openai_tool(schema)["function"]
-            response_format = {"type": "json_object"} if spec is None else {
+            response_format: dict[str, Any] = {"type": "json_object"} if spec is None else {
                 "type": "json_schema",
                 "json_schema": {"name": spec["name"], "schema": spec.get("parameters", {})},
             }  # fmt: skip

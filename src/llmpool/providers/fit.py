@@ -219,7 +219,7 @@ def _size(config: LLMConfig, key: str, value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _refuse(config, key, f"must be a whole number of tokens above 0, not {value!r}")
-    return value
+    return int(value)
 
 
 def model_entry(

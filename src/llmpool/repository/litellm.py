@@ -489,7 +489,7 @@ def _fallback_rows(
     for group in [g for g in chains if g not in groups and g != "*"]:
         unmapped.append(Unmapped(f"fallbacks of {_quoted(group)}", "no model_list entry serves it"))
     for scope in groups:
-        targets = [t for t in chains.get(scope) or chains.get("*", []) if t != scope]
+        targets = [t for t in chains.get(scope) or chains.get("*") or [] if t != scope]
         for level, target in enumerate(targets, 1):
             if target in groups:
                 sources = [(f"fallback {target}: {d.row['name']}", d) for d in groups[target]]
