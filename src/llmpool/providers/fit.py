@@ -16,7 +16,6 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import InvalidConfigError
@@ -125,50 +124,63 @@ def max_tokens_of(kwargs: Mapping[str, Any], model: Any = None) -> int | None:
 
 
 class Prompt:
-    """One call's messages and keywords, measured only when a row asks (`Fit.refusal`)."""
+    """One call's messages and keywords, measured only when a row asks (`Fit.refusal`), once.
 
-    __slots__ = ("__dict__", "kwargs", "messages")
+    Plain lazy slots rather than ``functools.cached_property``, which takes a lock on first
+    access (Python 3.11): a prompt is made for every call of a chain whose rows declare a fit.
+    """
+
+    __slots__ = ("_images", "_max_tokens", "_tokens", "kwargs", "messages")
 
     def __init__(self, messages: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         self.messages = messages
         self.kwargs = kwargs
+        self._tokens = -1
+        self._max_tokens: int | None = -1
+        self._images: bool | None = None
 
-    @cached_property
+    @property
     def max_tokens(self) -> int | None:
         """The longest answer this call's own keywords ask for."""
-        return max_tokens_of(self.kwargs) if self.kwargs else None
+        if self._max_tokens == -1:
+            self._max_tokens = max_tokens_of(self.kwargs) if self.kwargs else None
+        return self._max_tokens
 
-    @cached_property
+    @property
     def tokens(self) -> int:
         """The estimated tokens of the messages (see the module's docstring)."""
-        total = 0
-        for message in self.messages:
-            content = getattr(message, "content", message)
-            total += _PER_MESSAGE
-            if isinstance(content, str):
-                total += estimate(content)
-                continue
-            for block in content if isinstance(content, list) else ():
-                if isinstance(block, str):
-                    total += estimate(block)
-                elif isinstance(block, Mapping):
-                    kind = block.get("type")
-                    text = block.get("text")
-                    total += _PER_IMAGE if kind in _IMAGE_BLOCKS else 0
-                    total += estimate(text) if isinstance(text, str) else 0
-        return total
+        if self._tokens < 0:
+            self._tokens = sum(_message_tokens(message) for message in self.messages)
+        return self._tokens
 
-    @cached_property
+    @property
     def images(self) -> bool:
         """Whether a message carries an image."""
-        for message in self.messages:
-            content = getattr(message, "content", None)
-            if isinstance(content, list) and any(
-                isinstance(block, Mapping) and block.get("type") in _IMAGE_BLOCKS
-                for block in content
-            ):
-                return True
-        return False
+        if self._images is None:
+            self._images = any(
+                isinstance(content := getattr(message, "content", None), list)
+                and any(
+                    isinstance(block, Mapping) and block.get("type") in _IMAGE_BLOCKS
+                    for block in content
+                )
+                for message in self.messages
+            )
+        return self._images
+
+
+def _message_tokens(message: Any) -> int:
+    content = getattr(message, "content", message)
+    if isinstance(content, str):
+        return _PER_MESSAGE + estimate(content)
+    total = _PER_MESSAGE
+    for block in content if isinstance(content, list) else ():
+        if isinstance(block, str):
+            total += estimate(block)
+        elif isinstance(block, Mapping):
+            text = block.get("text")
+            total += _PER_IMAGE if block.get("type") in _IMAGE_BLOCKS else 0
+            total += estimate(text) if isinstance(text, str) else 0
+    return total
 
 
 def estimate(text: str) -> int:
