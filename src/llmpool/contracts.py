@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
+    from llmpool.chain.context import Tags
     from llmpool.models import LLMConfig
     from llmpool.observe.events import (
         AttemptEvent,
@@ -33,6 +35,11 @@ T = TypeVar("T")
 #: Serves a scope's live chat model on the default pool: what ``FallbackChatModel(scope=...)``
 #: alone, and so ``langchain_core.load`` of a serialized one, gives. `llmpool.api` sets it.
 default_scope_model: Callable[[str], Any] | None = None
+
+#: The tags of the call whose candidate an `AdmissionCheck` is asked about or told of
+#: (`llmpool.chain.context.Tags`; ``None``: an untagged call). The walk sets it around its
+#: checks only, so a check reads ``call_tags.get()`` with its signature unchanged.
+call_tags: ContextVar[Tags | None] = ContextVar("llmpool_call_tags", default=None)
 
 
 #: The fields of every log record, in the order the documentation lists them.
@@ -129,7 +136,8 @@ class AdmissionCheck(Protocol):
     breaker refused it: no call) follows, from the thread or task that made the call. A retry
     is a new attempt. `peek` answers the same question without taking anything, for health
     views; `applies_to` lets a chain leave out a check none of its rows needs. A subclass
-    inherits a check that admits everything and listens to nothing.
+    inherits a check that admits everything and listens to nothing. During `admit`,
+    `release` and `record`, `call_tags` holds the call's tags.
     """
 
     __slots__ = ()

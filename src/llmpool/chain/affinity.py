@@ -14,33 +14,9 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from llmpool.contracts import Shared
-
-#: The run metadata key a call names its session with.
-SESSION_KEY = "session_key"
-
-
-#: The keyword a stream hands its session on with (removed before any client sees it).
-SESSION_ARGUMENT = "llmpool_session_key"
-
-
-def session_of(run_manager: Any) -> str | None:
-    """Return the ``session_key`` of a call's run metadata (``with_config(metadata=...)``)."""
-    metadata = getattr(run_manager, "metadata", None)
-    key = metadata.get(SESSION_KEY) if metadata else None
-    return None if key is None or key == "" else str(key)
-
-
-def with_session(config: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Return a stream's keywords with its run config's ``session_key`` as `SESSION_ARGUMENT`."""
-    metadata = config.get("metadata") if config else None
-    key = metadata.get(SESSION_KEY) if metadata else None
-    if key is None or key == "":
-        return kwargs
-    return {**kwargs, SESSION_ARGUMENT: str(key)}
 
 
 class Affinity:

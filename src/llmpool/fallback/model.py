@@ -19,8 +19,9 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ConfigDict
 
 import llmpool.contracts as contracts
-from llmpool.chain.affinity import SESSION_ARGUMENT, Affinity, session_of, with_session
+from llmpool.chain.affinity import Affinity
 from llmpool.chain.builder import ChainSource, ScopeChain
+from llmpool.chain.context import Tags, handed_on, run_context
 from llmpool.chain.routing import Routing
 from llmpool.contracts import AdmissionCheck, Candidate
 from llmpool.errors import InvalidConfigError, InvalidOptionError, LLMPoolError
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
 _DEFAULT_POLICY = FallbackPolicy()
 _Schema = TypeVar("_Schema", bound=BaseModel)
 _MAX_CALLS = 256  # calls cached per fallback model (a live chain replaces its clients)
+
+
+#: A call's session (``None``: no key, or no affinity) and tags, from its run metadata.
+_Context = tuple["Session | None", "Tags | None"]
 
 
 def code_candidate(model: BaseChatModel, *, name: str | None = None) -> Candidate:
@@ -279,9 +284,9 @@ class FallbackChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
-        """LangChain's `stream`, handing the run's ``session_key`` on (its `_stream` is given
-        no run manager to read the run's metadata from)."""
-        return super().stream(input, config, stop=stop, **with_session(config, kwargs))
+        """LangChain's `stream`, handing the run's ``session_key`` and ``llmpool_tags`` on (its
+        `_stream` is given no run manager to read the run's metadata from)."""
+        return super().stream(input, config, stop=stop, **handed_on(config, kwargs))
 
     def astream(
         self,
@@ -292,27 +297,26 @@ class FallbackChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         """Async twin of `stream`."""
-        return super().astream(input, config, stop=stop, **with_session(config, kwargs))
+        return super().astream(input, config, stop=stop, **handed_on(config, kwargs))
 
-    def _session(self, run_manager: Any, kwargs: dict[str, Any]) -> Session | None:
-        # The call's session, and the row serving it (None: no key, or no affinity).
-        key = kwargs.pop(SESSION_ARGUMENT, None) if kwargs else None
+    def _context(self, run_manager: Any, kwargs: dict[str, Any]) -> _Context:
+        # The call's session (and the row serving it; None: no key, or no affinity), its tags.
+        key, tags = run_context(run_manager, kwargs)
         affinity = self.affinity
-        if affinity is None:
-            return None
-        key = key or session_of(run_manager)
-        return None if key is None else (affinity, key, affinity.pinned(key))
+        if affinity is None or key is None:
+            return None, tags
+        return (affinity, key, affinity.pinned(key)), tags
 
-    async def _asession(self, run_manager: Any, kwargs: dict[str, Any]) -> Session | None:
+    async def _acontext(self, run_manager: Any, kwargs: dict[str, Any]) -> _Context:
         if self.affinity is not None and self.affinity.shared is not None:  # a Redis round trip
-            return await asyncio.to_thread(self._session, run_manager, kwargs)
-        return self._session(run_manager, kwargs)
+            return await asyncio.to_thread(self._context, run_manager, kwargs)
+        return self._context(run_manager, kwargs)
 
     def _walk(
         self,
         messages: Sequence[BaseMessage] = (),
         kwargs: dict[str, Any] | None = None,
-        session: Session | None = None,
+        context: _Context = (None, None),
         streaming: bool = False,
     ) -> Walk:
         chain = self._current()
@@ -327,7 +331,8 @@ class FallbackChatModel(BaseChatModel):
             streaming=streaming,
             options=_options(kwargs) if kwargs else None,
             prompt=Prompt(messages, kwargs or {}) if chain.fitted else None,
-            session=session,
+            session=context[0],
+            tags=context[1],
         )
 
     def _generate(
@@ -337,7 +342,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        walk = self._walk(messages, kwargs, self._session(run_manager, kwargs))
+        walk = self._walk(messages, kwargs, self._context(run_manager, kwargs))
         for attempt in walk:
             with attempt:
                 return _tagged(walk, attempt, attempt.call.generate(messages, stop, kwargs))
@@ -350,7 +355,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        walk = self._walk(messages, kwargs, await self._asession(run_manager, kwargs))
+        walk = self._walk(messages, kwargs, await self._acontext(run_manager, kwargs))
         async for attempt in walk:
             async with attempt:
                 result = await attempt.call.agenerate(messages, stop, kwargs)
@@ -365,7 +370,7 @@ class FallbackChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # An error after the first content is a `MidStreamError`, never a silent switch.
-        walk = self._walk(messages, kwargs, self._session(run_manager, kwargs), streaming=True)
+        walk = self._walk(messages, kwargs, self._context(run_manager, kwargs), streaming=True)
         for attempt in walk:
             with attempt:
                 gate = attempt.gate
@@ -384,7 +389,7 @@ class FallbackChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         walk = self._walk(
-            messages, kwargs, await self._asession(run_manager, kwargs), streaming=True
+            messages, kwargs, await self._acontext(run_manager, kwargs), streaming=True
         )
         async for attempt in walk:
             async with attempt:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from llmpool.contracts import call_tags
 from llmpool.credentials.redaction import scrubbed
 from llmpool.errors import (
     AllLLMsFailedError,
@@ -43,6 +44,7 @@ from llmpool.providers.timeouts import stream_limits
 if TYPE_CHECKING:
     from llmpool.chain.affinity import Affinity
     from llmpool.chain.builder import ScopeChain
+    from llmpool.chain.context import Tags
     from llmpool.contracts import AdmissionCheck, Candidate
     from llmpool.providers.fit import Prompt
 
@@ -126,6 +128,8 @@ class Walk:
             (`llmpool.chain.affinity`); the row that answers is kept as the session's.
         options: The call's own settings (``ttft_timeout``, ``stall_timeout`` over its rows'
             ``config`` and the policy's; ``accept`` instead of the policy's).
+        tags: The call's tags (`llmpool.chain.context`): the admission checks read them from
+            `llmpool.contracts.call_tags`, and the answer's metadata lists them.
 
     Example:
         >>> from llmpool.chain.builder import ScopeChain
@@ -147,7 +151,7 @@ class Walk:
     __slots__ = ("accept", "breakers", "calls", "candidates", "checks", "delay", "final",
                  "in_flight", "index", "judging", "last", "number", "options", "policy", "probe",
                  "prompt", "record", "reject", "routed", "scope", "session", "started",
-                 "streaming", "tried_any", "whole")  # fmt: skip
+                 "streaming", "tags", "tried_any", "whole")  # fmt: skip
 
     def __init__(
         self,
@@ -161,6 +165,7 @@ class Walk:
         prompt: Prompt | None = None,
         session: Session | None = None,
         options: Mapping[str, Any] | None = None,
+        tags: Tags | None = None,
     ) -> None:
         routing = chain.routing
         candidates = chain.candidates if routing is None else routing.order(chain.candidates)
@@ -176,6 +181,7 @@ class Walk:
         self.streaming = streaming
         self.prompt = prompt
         self.session = session
+        self.tags = tags
         self.options = options = _NO_OPTIONS if options is None else options
         self.reject = policy.reject
         self.accept = options.get("accept") or policy.accept
@@ -238,8 +244,13 @@ class Walk:
     def _discard(self, attempt: Attempt) -> None:
         # An attempt handed out but never made: its admissions and probe slot go back.
         admitted, attempt.admitted = attempt.admitted, ()
-        for check in admitted:
-            check.release(attempt.candidate)
+        token = call_tags.set(self.tags) if self.tags is not None else None
+        try:
+            for check in admitted:
+                check.release(attempt.candidate)
+        finally:
+            if token is not None:
+                call_tags.reset(token)
         self.abandon()
 
     # -- choosing ------------------------------------------------------------------------------
@@ -276,7 +287,16 @@ class Walk:
                     self._skip(candidate, COOLING, None)
                     continue
                 probe = admission is Admission.PROBE
-            admitted = self._admit(candidate) if self.checks else ()
+            if not self.checks:
+                admitted: tuple[AdmissionCheck, ...] | str = ()
+            elif self.tags is None:
+                admitted = self._admit(candidate)
+            else:
+                token = call_tags.set(self.tags)
+                try:
+                    admitted = self._admit(candidate)
+                finally:
+                    call_tags.reset(token)
             if isinstance(admitted, str):
                 if probe:
                     self.breakers.release(candidate.key)
@@ -378,10 +398,13 @@ class Walk:
         order = [c.config.name for c in self.candidates] if self.routed else None
         record = self.record
         if record is None:
-            return answered(candidate, order)
-        metadata = record.metadata(candidate, order)
-        if not self.streaming:
-            record.answered(attempt, usage, reply_of(result))
+            metadata = answered(candidate, order)
+        else:
+            metadata = record.metadata(candidate, order)
+            if not self.streaming:
+                record.answered(attempt, usage, reply_of(result))
+        if self.tags is not None:
+            metadata["tags"] = self.tags.as_dict()
         return metadata
 
     def judge(self, attempt: Attempt, message: Any, info: Any = None) -> None:
@@ -410,8 +433,13 @@ class Walk:
         latency = time.monotonic() - attempt.began
         usage = attempt.usage if ok else None
         candidate = attempt.candidate
-        for check in admitted:
-            check.record(candidate, ok=ok, latency=latency, usage=usage)
+        token = call_tags.set(self.tags) if self.tags is not None else None
+        try:
+            for check in admitted:
+                check.record(candidate, ok=ok, latency=latency, usage=usage)
+        finally:
+            if token is not None:
+                call_tags.reset(token)
 
     def verdict(self, attempt: Attempt, error: BaseException) -> BaseException | None:
         """Settle an attempt that raised: ``None`` when the walk goes on, else what to raise.
