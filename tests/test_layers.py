@@ -17,7 +17,7 @@ SRC = Path(llmpool.__file__).parent
 #: Bottom first. A package may import its own modules and those of the layers below it.
 LAYERS = (
     ("errors", "version"),
-    ("contracts",),
+    ("contracts", "tags"),
     ("credentials",),
     ("models",),
     ("providers",),

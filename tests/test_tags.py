@@ -13,11 +13,11 @@ from langchain_openai import ChatOpenAI
 from servers import OpenAIServer
 
 from llmpool.chain.builder import ScopeChain
-from llmpool.chain.context import tags_of
 from llmpool.contracts import Candidate, CheckBase, call_tags
 from llmpool.errors import InvalidOptionError
 from llmpool.fallback.model import FallbackChatModel
 from llmpool.models import LLMConfig
+from llmpool.tags import tags_of
 
 
 class Heard(CheckBase):

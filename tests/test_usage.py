@@ -428,7 +428,7 @@ def test_calls_flow_while_the_usage_table_is_missing_and_are_flushed_once_it_exi
         assert not pool.flush_usage()
     assert "LLM usage not flushed" in caplog.text
     llm.invoke("hi")
-    usage = ("0004_usage.sql", "0006_usage_latency.sql")
+    usage = ("0004_usage.sql", "0006_usage_latency.sql", "0007_usage_tags.sql")
     with store.engine.begin() as conn:
         for migration in load_migrations(store.engine.dialect.name):
             if migration.name not in usage:

@@ -17,7 +17,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
-    from llmpool.chain.context import Tags
     from llmpool.models import LLMConfig
     from llmpool.observe.events import (
         AttemptEvent,
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
         ReloadEvent,
     )
     from llmpool.providers.fit import Fit
+    from llmpool.tags import Tags
 
 
 T = TypeVar("T")
@@ -37,7 +37,7 @@ T = TypeVar("T")
 default_scope_model: Callable[[str], Any] | None = None
 
 #: The tags of the call whose candidate an `AdmissionCheck` is asked about or told of
-#: (`llmpool.chain.context.Tags`; ``None``: an untagged call). The walk sets it around its
+#: (`llmpool.tags.Tags`; ``None``: an untagged call). The walk sets it around its
 #: checks only, so a check reads ``call_tags.get()`` with its signature unchanged.
 call_tags: ContextVar[Tags | None] = ContextVar("llmpool_call_tags", default=None)
 

@@ -74,6 +74,31 @@ def allow_unknown_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def grouping(text: str) -> str:
+    """Parse a ``usage --by``: row, scope, day, hour, minute or tag:NAME."""
+    from llmpool.usage.report import check_by
+
+    try:
+        return check_by(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def tag_pair(text: str) -> tuple[str, str]:
+    """Parse a ``--tag NAME=VALUE`` as a call's tag is checked (`llmpool.tags.tags_of`)."""
+    from llmpool.errors import InvalidOptionError
+    from llmpool.tags import tags_of
+
+    name, equals, value = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"{shorten(text)!r} is not NAME=VALUE")
+    try:
+        tags_of({name: value})
+    except InvalidOptionError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("the call's ", "")) from None
+    return name, value
+
+
 def scope_or_all(parser: argparse.ArgumentParser, help_text: str) -> None:
     """Add ``--scope S`` (default: global) or ``--all-scopes`` to a command reading many rows."""
     where = parser.add_mutually_exclusive_group()

@@ -19,8 +19,10 @@ from llmpool.cli.args import (
     AddCommand,
     allow_unknown_flag,
     bounded,
+    grouping,
     moment,
     scope_or_all,
+    tag_pair,
     yes_flag,
 )
 from llmpool.cli.output import (
@@ -85,6 +87,7 @@ _USAGE_COLUMNS = {
     "day": ["day"],
     "hour": ["period"],
     "minute": ["period"],
+    "tag": ["tag"],
 }
 _COUNTS = ["calls", "errors", "input_tokens", "output_tokens", "cost"]
 _LATENCY = ["p50_ms", "p95_ms"]
@@ -152,12 +155,22 @@ def register(add: AddCommand) -> None:
         "draws each row's calls, errors, cost and p95 latency per --by minute, hour (default) "
         "or day as bars over time (needs the tui extra; --json prints the values)."
     )
-    example = "llmpool usage --since 7d --by day --scope global\nllmpool usage --chart --by hour"
+    example = (
+        "llmpool usage --since 7d --by day --scope global\n"
+        "llmpool usage --by tag:tenant --since 30d\n"
+        "llmpool usage --tag tenant=acme --by row\n"
+        "llmpool usage --chart --by hour"
+    )
     p = add("usage", cmd_usage, help_text, epilog, example=example)
     p.add_argument("--since", type=moment, help="from when (default: 1d, the last day)")
     p.add_argument("--until", type=moment, help="until when (default: now)")
-    help_text = "group by (default: row; with --chart: hour)"
-    p.add_argument("--by", choices=["row", "scope", "day", "hour", "minute"], help=help_text)
+    help_text = (
+        "group by row, scope, day, hour, minute or tag:NAME, the calls' value of tag NAME "
+        "(default: row; with --chart: hour)"
+    )
+    p.add_argument("--by", type=grouping, metavar="BY", help=help_text)
+    help_text = "only the calls with this tag (repeat: with every one of them)"
+    p.add_argument("--tag", type=tag_pair, action="append", metavar="NAME=VALUE", help=help_text)
     p.add_argument("--scope", type=scope, help="only this scope")
     help_text = "only this row (its id, or its name at the time of its calls)"
     p.add_argument("--llm", metavar="NAME|ID", type=bounded("name"), help=help_text)
@@ -384,13 +397,14 @@ def cmd_routing(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    """``llmpool usage [--since 1d] [--until T] [--by B] [--scope S] [--llm NAME] [--chart]``."""
+    """``llmpool usage [--since 1d] [--until T] [--by B] [--tag N=V] [--scope S] [--llm NAME]
+    [--chart]``."""
     from llmpool.usage.report import as_epoch, group, money_text
     from llmpool.usage.sql import SQLUsageTable
     from llmpool.usage.table import add_counts, latency_of
 
     by: By = args.by or ("hour" if args.chart else "row")
-    if args.chart and by in ("row", "scope"):
+    if args.chart and by not in ("minute", "hour", "day"):
         raise UsageError(f"--chart draws over time: --by minute, hour or day, not {by}")
     if args.chart and not args.json:
         require_extra("rich", "llmpool usage --chart")
@@ -402,10 +416,11 @@ def cmd_usage(args: argparse.Namespace) -> int:
         )
     now = time.time()
     start, end = as_epoch(since, now), as_epoch(args.until, now)
-    per = "day" if by in ("row", "scope") else by
+    per = by if by in ("minute", "hour", "day") else "day"
+    tags = dict(args.tag) if args.tag else None
     with open_store(args) as store:
         usage = SQLUsageTable(store.engine)
-        parts = usage.parts(start, end, args.scope, None, llm=args.llm, per=per)
+        parts = usage.parts(start, end, args.scope, None, llm=args.llm, per=per, tags=tags)
     if args.chart:
         assert start is not None
         return _chart(args, parts, by, start, now if end is None else end)
@@ -414,7 +429,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     total["cost"] = money_text(sum((row.cost for row in rows), Decimal(0)))
     whole: dict[str, list[Any]] = {}
     for part in parts:
-        add_counts(whole, "all", part[6:])
+        add_counts(whole, "all", part.sums)
     latency = latency_of(whole["all"]) if whole else None
     total.update(p50_ms=latency and latency.p50_ms, p95_ms=latency and latency.p95_ms)
     lines = [row.as_dict() for row in rows]
@@ -422,6 +437,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
         "since": since.isoformat(),
         "until": args.until.isoformat() if args.until is not None else None,
         "by": by,
+        "tags": tags,
         "rows": lines,
         "total": total,
     }
@@ -429,7 +445,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     def render() -> str:
         if not lines:
             return f"no calls recorded since {since:%Y-%m-%d %H:%M} UTC"
-        columns = _USAGE_COLUMNS[by]
+        columns = _USAGE_COLUMNS[by.partition(":")[0]]
         return table([*lines, {columns[0]: "TOTAL", **total}], columns + _COUNTS + _LATENCY)
 
     emit(args, data, render)

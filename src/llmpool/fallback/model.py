@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 import llmpool.contracts as contracts
 from llmpool.chain.affinity import Affinity
 from llmpool.chain.builder import ChainSource, ScopeChain
-from llmpool.chain.context import Tags, handed_on, run_context
+from llmpool.chain.context import handed_on, run_context
 from llmpool.chain.routing import Routing
 from llmpool.contracts import AdmissionCheck, Candidate
 from llmpool.errors import InvalidConfigError, InvalidOptionError, LLMPoolError
@@ -33,6 +33,7 @@ from llmpool.fallback.structured import decompose, structured
 from llmpool.fallback.walk import Session, Walk
 from llmpool.providers.fit import Prompt
 from llmpool.providers.timeouts import check_seconds
+from llmpool.tags import Tags
 
 __all__ = ["Candidate", "FallbackChatModel", "FallbackPolicy", "code_candidate"]
 

@@ -44,9 +44,9 @@ from llmpool.providers.timeouts import stream_limits
 if TYPE_CHECKING:
     from llmpool.chain.affinity import Affinity
     from llmpool.chain.builder import ScopeChain
-    from llmpool.chain.context import Tags
     from llmpool.contracts import AdmissionCheck, Candidate
     from llmpool.providers.fit import Prompt
+    from llmpool.tags import Tags
 
 __all__ = ["Attempt", "Session", "Walk"]
 
@@ -128,7 +128,7 @@ class Walk:
             (`llmpool.chain.affinity`); the row that answers is kept as the session's.
         options: The call's own settings (``ttft_timeout``, ``stall_timeout`` over its rows'
             ``config`` and the policy's; ``accept`` instead of the policy's).
-        tags: The call's tags (`llmpool.chain.context`): the admission checks read them from
+        tags: The call's tags (`llmpool.tags`): the admission checks read them from
             `llmpool.contracts.call_tags`, and the answer's metadata lists them.
 
     Example:

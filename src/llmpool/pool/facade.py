@@ -239,16 +239,20 @@ class LLMPool:
         by: By = "row",
         scope: str | None = None,
         llm_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> list[UsageRow]:
         """Return the calls, errors, tokens and cost in ``[since, until)`` by ``"row"``,
-        ``"scope"`` or ``"day"`` (`llmpool.usage.report`), every replica's, this pool's flushed.
+        ``"scope"``, ``"day"``, ``"hour"``, ``"minute"`` or ``"tag:NAME"`` (a tag's value), of
+        the calls with ``tags`` if given (`llmpool.usage.report`), every replica's, this pool's
+        flushed.
 
         Raises:
             LLMPoolError: The pool does not count usage (``track_usage=False``).
             ValueError: ``by`` or a time is not understood.
             DatabaseError: The ``llm_usage`` table could not be read (run ``llmpool migrate``).
         """
-        return self._meter().report(since=since, until=until, by=by, scope=scope, llm_id=llm_id)
+        meter = self._meter()
+        return meter.report(since=since, until=until, by=by, scope=scope, llm_id=llm_id, tags=tags)
 
     def flush_usage(self) -> bool:
         """Flush the usage this pool counted to ``llm_usage`` now; whether all of it is there."""

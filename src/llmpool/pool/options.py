@@ -48,6 +48,8 @@ class PoolOptions:
         track_usage: Count every call's tokens and cost per row and minute (``llm_usage``),
             and skip a row whose ``max_spend`` is reached.
         usage_flush_interval: Seconds between flushes of the counted usage; ``0``: on close.
+        max_tag_values: How many distinct values a call tag (``llmpool_tags``) may take per UTC
+            day in the usage this pool counts; calls with more are counted as ``other``.
         budget_refresh: Seconds between readings of the budgeted rows' spend from the table.
         usage_clock: Wall-clock seconds, for usage minutes and budget periods.
         limits: Where the rows' ``rpm`` and ``tpm`` are counted: `LocalLimits` (the default)
@@ -107,6 +109,7 @@ class PoolOptions:
     routing_seed: int | None = None
     track_usage: bool = True
     usage_flush_interval: float = 10.0
+    max_tag_values: int = 1000
     budget_refresh: float = 5.0
     usage_clock: Callable[[], float] = field(default=time.time)
     redis: str | None = None
@@ -205,4 +208,5 @@ class PoolOptions:
             budget_refresh=self.budget_refresh,
             clock=self.usage_clock,
             budgets=budgets,
+            max_tag_values=self.max_tag_values,
         )

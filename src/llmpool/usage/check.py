@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from llmpool.contracts import Candidate, CheckBase
+from llmpool.contracts import Candidate, CheckBase, call_tags
 from llmpool.usage.report import money
 from llmpool.usage.shared import RESERVATION_TTL
 
@@ -229,15 +229,16 @@ class UsageCheck(CheckBase):
         """Count the call; its real cost replaces its reservation and feeds the row's average."""
         config = candidate.config
         budget = self._budget(candidate)
+        tags = call_tags.get()
         if budget is None:
             if config.provider != "code":
-                self.meter.record(config, ok=ok, usage=usage, latency=latency)
+                self.meter.record(config, ok=ok, usage=usage, latency=latency, tags=tags)
             return
         counts = self.meter.counts(config, ok=ok, usage=usage)
         cost, now = counts[2], self.meter.clock()
         with self._lock:  # counted here first: no local decision sees neither cost nor call
             reservation = self._settle(config.id)
-            self.meter.add(config, ok=ok, counts=counts, now=now, latency=latency)
+            self.meter.add(config, ok=ok, counts=counts, now=now, latency=latency, tags=tags)
             if ok:
                 known = self._average.get(config.id)
                 mean = cost

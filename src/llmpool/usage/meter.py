@@ -7,6 +7,11 @@ budget's spend is read from the table (every replica's calls) when first needed,
 thread, never per call, plus this process's calls since that reading; with `RedisBudgets`, plus
 every replica's calls settled in Redis since that reading (`llmpool.usage.shared` defines the
 handover: each reading carries the Redis flush mark read just before it).
+
+Usage is counted per row and per tag set (`llmpool.tags.Tags`). A tag may take at most
+``max_tag_values`` distinct values per UTC day in one process; calls with further values are
+counted under the value ``other`` (logged once per tag and day: ``tag_values_folded``), so that a
+user id given as a tag cannot grow the table without bound.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, get_args
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmpool.contracts import breaker_key, log_fields
 from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row
 from llmpool.providers.prices import UsageTerms, usage_terms
-from llmpool.usage.report import By, UsageRow, as_epoch, group
+from llmpool.usage.report import By, UsageRow, as_epoch, check_by, group
 from llmpool.usage.table import (
     MemoryUsageTable,
     UsageBucket,
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.providers.prices import Budget
     from llmpool.repository import LLMRepository
+    from llmpool.tags import Tags
     from llmpool.usage.shared import RedisBudgets
     from llmpool.usage.sql import SQLUsageTable
 
@@ -44,6 +50,9 @@ __all__ = ["Spend", "UsageMeter", "table_for"]
 logger = logging.getLogger(__name__)
 
 _open_meters: weakref.WeakSet[UsageMeter] = weakref.WeakSet()
+
+#: The value a tag's calls are counted under beyond its ``max_tag_values`` of the day.
+OTHER = "other"
 
 
 @atexit.register
@@ -67,7 +76,8 @@ class Spend(NamedTuple):
 class UsageMeter:
     """Counts calls, errors, tokens, cost and answers' latency per row and minute; flushes them
     every ``flush_interval`` seconds, reads spend every ``budget_refresh`` (``0``: never); with
-    ``budgets``, every replica's budgeted calls meet in Redis too."""
+    ``budgets``, every replica's budgeted calls meet in Redis too; ``max_tag_values``: see the
+    module."""
 
     def __init__(
         self,
@@ -77,6 +87,7 @@ class UsageMeter:
         budget_refresh: float = 5.0,
         clock: Callable[[], float] = time.time,
         budgets: RedisBudgets | None = None,
+        max_tag_values: int = 1000,
     ) -> None:
         for name, value in (("flush_interval", flush_interval), ("budget_refresh", budget_refresh)):
             if not value >= 0:
@@ -87,9 +98,13 @@ class UsageMeter:
         self.budget_refresh = budget_refresh
         self.clock = clock
         self.budgets = budgets
+        self.max_tag_values = max_tag_values
+        self._tag_day = -1  # the UTC day (epoch days) whose tag values `_tag_values` holds
+        self._tag_values: dict[str, set[str]] = {}
         self._lock = threading.Lock()  # the counts
         self._flush_lock = threading.Lock()  # one flush or spend reading at a time
-        self._pending: dict[tuple[str, int], list[Any]] = {}  # (llm_id, minute) -> COUNTS
+        # (llm_id, minute, tags text) -> COUNTS
+        self._pending: dict[tuple[str, int, str], list[Any]] = {}
         self._labels: dict[str, LLMConfig] = {}  # llm_id -> the row at its latest call
         self._terms: dict[str, UsageTerms] = {}
         # Budgeted rows: (budget, period start, spend read from the table, Redis flush mark read
@@ -138,11 +153,12 @@ class UsageMeter:
         ok: bool,
         usage: Mapping[str, Any] | None,
         latency: float | None = None,
+        tags: Tags | None = None,
     ) -> float:
-        """Count one call to a row, answered (``ok``, in ``latency`` seconds) or failed, and
-        return its cost."""
+        """Count one call to a row with ``tags``, answered (``ok``, in ``latency`` seconds) or
+        failed, and return its cost."""
         counts = self.counts(config, ok=ok, usage=usage)
-        self.add(config, ok=ok, counts=counts, latency=latency)
+        self.add(config, ok=ok, counts=counts, latency=latency, tags=tags)
         return counts[2]
 
     def add(
@@ -153,19 +169,49 @@ class UsageMeter:
         counts: tuple[int, int, float],
         now: float | None = None,
         latency: float | None = None,
+        tags: Tags | None = None,
     ) -> None:
-        """Count one call with its `counts` (and an answer's ``latency``, seconds), at ``now``
-        (the meter's clock by default)."""
+        """Count one call with its `counts` (and an answer's ``latency``, seconds) and ``tags``,
+        at ``now`` (the meter's clock by default)."""
         cost = counts[2]
         minute = int((self.clock() if now is None else now) // 60)
         with self._lock:
-            add_counts(self._pending, (config.id, minute), call_usage(ok, counts, latency))
+            text = "" if tags is None else self._bounded(tags, minute // 1440)
+            usage = call_usage(ok, counts, latency)
+            add_counts(self._pending, (config.id, minute, text), usage)
             self._labels[config.id] = config
             local = self._since_read.get(config.id)
             if local is not None:
                 local[minute] = local.get(minute, 0.0) + cost
         if not self._started:
             self._start()
+
+    def _bounded(self, tags: Tags, day: int) -> str:
+        # The tags' text, each value beyond its tag's max_tag_values of the day folded into
+        # OTHER (under the lock).
+        if day != self._tag_day:
+            self._tag_day, self._tag_values = day, {}
+        folded = None
+        for name, value in tags.pairs:
+            seen = self._tag_values.setdefault(name, set())
+            if value in seen:
+                continue
+            if len(seen) < self.max_tag_values:
+                seen.add(value)
+                continue
+            folded = {**tags.as_dict(), name: OTHER} if folded is None else {**folded, name: OTHER}
+            if OTHER not in seen:  # the first fold of this tag today
+                seen.add(OTHER)
+                logger.warning(
+                    "LLM usage tag %r has more than %d values today; the rest are counted as %r",
+                    name,
+                    self.max_tag_values,
+                    OTHER,
+                    extra=log_fields("tag_values_folded", tag=name, limit=self.max_tag_values),
+                )
+        if folded is None:
+            return tags.text
+        return ",".join(f"{k}={v}" for k, v in sorted(folded.items()))
 
     def share(self, config: LLMConfig, budget: Budget, now: float, cost: float) -> None:
         """Note that ``cost``, counted (`add`) at ``now``, was also settled in Redis in
@@ -216,10 +262,10 @@ class UsageMeter:
                 self._mark(unmarked)
                 return True
             buckets = []
-            for (llm_id, minute), counts in batch.items():
+            for (llm_id, minute, tags), counts in batch.items():
                 c = labels[llm_id]
                 row = (c.id, c.scope, c.name, c.provider, c.model_name)
-                buckets.append(UsageBucket(minute, *row, *counts))
+                buckets.append(UsageBucket._make([minute, *row, *counts, tags]))
             refused = self._write(buckets)
             landed = len(refused) < len(buckets)
             with self._lock:
@@ -295,7 +341,10 @@ class UsageMeter:
             with self._lock:
                 if spent is not None or llm_id not in self._since_read:
                     # The calls the table does not hold yet: the pending ones.
-                    pending = {m: c[4] for (i, m), c in self._pending.items() if i == llm_id}
+                    pending: dict[int, float] = {}
+                    for (i, m, _), c in self._pending.items():
+                        if i == llm_id:
+                            pending[m] = pending.get(m, 0.0) + c[4]
                     self._since_read[llm_id] = pending
                     self._shared_since[llm_id] = _of(self._unmarked, llm_id, start)
                 if spent is None:  # keep the last reading of this period, if any
@@ -313,21 +362,21 @@ class UsageMeter:
         by: By = "row",
         scope: str | None = None,
         llm_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> list[UsageRow]:
-        """Flush, then return the usage within ``[since, until)`` (see `as_epoch`) grouped ``by``
-        row, scope or UTC day, hour or minute; `ValueError` for a window empty or not understood."""
+        """Flush, then return the usage within ``[since, until)`` (see `as_epoch`) of calls with
+        ``tags`` (each of these names and values) grouped ``by`` row, scope, UTC day, hour or
+        minute, or ``"tag:NAME"``; `ValueError` for a window empty or not understood."""
         now = self.clock()
         start, end = as_epoch(since, now), as_epoch(until, now)
         if start is not None and end is not None and end <= start:
             shown = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in (end, start)]
             msg = f"until ({shown[0]}) is not after since ({shown[1]}): the window is empty"
             raise ValueError(msg)
-        if by not in get_args(By):
-            msg = f"by must be one of {', '.join(get_args(By))}, not {by!r}"
-            raise ValueError(msg)
+        check_by(by)
         self.flush()
-        per = "day" if by in ("row", "scope") else by
-        return group(self.table.parts(start, end, scope, llm_id, per=per), by)
+        per = by if by in ("day", "hour", "minute") else "day"
+        return group(self.table.parts(start, end, scope, llm_id, per=per, tags=tags), by)
 
     def _start(self) -> None:
         # The background thread, at the first call: a pool that never calls starts none.

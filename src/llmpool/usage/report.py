@@ -1,4 +1,5 @@
-"""Usage read back: report lines (`UsageRow`) grouped by row, scope or UTC day, hour or minute,
+"""Usage read back: report lines (`UsageRow`) grouped by row, scope, UTC day, hour or minute, or
+a tag's value (``"tag:tenant"``),
 each row's sums per period (`series`, what ``llmpool usage --chart`` draws), and their times.
 
 Costs are summed as binary doubles, whose noise (``6.000000000000001e-05``) `money` rounds
@@ -12,16 +13,41 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Context, Decimal
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmpool.errors import shorten
+from llmpool.tags import TAG_NAME
 from llmpool.usage.table import COUNTS, LABELS, add_counts, latency_of
 
 if TYPE_CHECKING:
     from llmpool.usage.table import UsageBucket
 
-#: How a report may group its lines.
-By = Literal["row", "scope", "day", "hour", "minute"]
+#: How a report groups its lines: one of `GROUPS`, or ``"tag:NAME"``, by the value of tag NAME.
+By = str
+GROUPS = ("row", "scope", "day", "hour", "minute")
+
+
+def check_by(by: str) -> str:
+    """Return ``by`` when a report can group by it; else a `ValueError` naming the choices."""
+    if by in GROUPS or (by.startswith("tag:") and TAG_NAME.match(by[4:])):
+        return by
+    msg = f"by must be one of {', '.join(GROUPS)} or tag:NAME, not {shorten(by)!r}"
+    raise ValueError(msg)
+
+
+def tag_value(tags: str, name: str) -> str | None:
+    """Return tag ``name``'s value in a bucket's ``tags`` text, or ``None``.
+
+    Example:
+        >>> tag_value("feature=chat,tenant=acme", "tenant"), tag_value("", "tenant")
+        ('acme', None)
+    """
+    for pair in tags.split(",") if tags else ():
+        key, _, value = pair.partition("=")
+        if key == name:
+            return value
+    return None
+
 
 #: The minutes of each UTC period a report or a chart steps by.
 PERIOD_MINUTES = {"minute": 1, "hour": 60, "day": 1440}
@@ -64,7 +90,8 @@ def money_text(amount: Decimal) -> str:
 class UsageRow:
     """One line of a usage report: the calls (every attempt), errors, tokens, cost and answers'
     latency (milliseconds; ``None`` without answers) of a row (labelled as at its latest call),
-    a scope, a UTC day, or a UTC hour or minute (``period``); the other labels are ``None``."""
+    a scope, a UTC day, a UTC hour or minute (``period``), or a tag's value (``tag``; ``None``:
+    the calls without that tag); the other labels are ``None``."""
 
     llm_id: str | None = None
     name: str | None = None
@@ -73,6 +100,7 @@ class UsageRow:
     model_name: str | None = None
     day: str | None = None
     period: str | None = None
+    tag: str | None = None
     calls: int = 0
     errors: int = 0
     input_tokens: int = 0
@@ -114,15 +142,21 @@ def group(parts: Iterable[UsageBucket], by: By) -> list[UsageRow]:
             key, label = part.llm_id, {name: getattr(part, name) for name in LABELS}
         elif by == "scope":
             key, label = part.scope, {"scope": part.scope}
+        elif by.startswith("tag:"):
+            value = tag_value(part.tags, by[4:])
+            key, label = "\0" if value is None else value, {"tag": value}
         else:
             key = period_text(part.minute, by)
             label = {"day" if by == "day" else "period": key}
-        add_counts(sums, key, part[6:])
+        add_counts(sums, key, part.sums)
         labels[key] = label
     lines = [_line(labels[key], total) for key, total in sums.items()]
-    return sorted(
-        lines, key=lambda r: (r.scope or r.day or r.period or "", r.name or "", r.llm_id or "")
+    lines.sort(
+        key=lambda r: (r.scope or r.day or r.period or r.tag or "", r.name or "", r.llm_id or "")
     )
+    if by.startswith("tag:"):  # the calls without the tag last
+        lines.sort(key=lambda r: r.tag is None)
+    return lines
 
 
 class Series(NamedTuple):
@@ -140,7 +174,7 @@ def series(parts: Iterable[UsageBucket], by: str) -> dict[str, Series]:
     for part in sorted(parts, key=lambda part: part.minute):
         row = rows.get(part.llm_id)
         periods = {} if row is None else row.periods
-        add_counts(periods, part.minute // step * step, part[6:])
+        add_counts(periods, part.minute // step * step, part.sums)
         rows[part.llm_id] = Series(part.name, periods)
     return rows
 

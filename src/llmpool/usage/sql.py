@@ -1,10 +1,11 @@
-"""The ``llm_usage`` table (migrations ``0004_usage``, ``0006_usage_latency``) through
-SQLAlchemy Core, on PostgreSQL and SQLite: the usage table every replica of a service adds to.
+"""The ``llm_usage`` table (migrations ``0004_usage``, ``0006_usage_latency``,
+``0007_usage_tags``) through SQLAlchemy Core, on PostgreSQL and SQLite: the usage table every
+replica of a service adds to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ llm_usage = sa.Table(
     sa.Column("cost", sa.Float, nullable=False),
     sa.Column("latency_ms_sum", sa.Float, nullable=False),
     *(sa.Column(name, sa.BigInteger, nullable=False) for name in HISTOGRAM),
+    sa.Column("tags", sa.String(1400), primary_key=True),
 )
 
 #: The leading characters of a bucket's UTC time that name its period, and PostgreSQL's format.
@@ -68,10 +70,11 @@ class SQLUsageTable:
         stmt: Any = (postgresql.insert if self._postgres else sqlite.insert)(llm_usage)
         updates = {name: llm_usage.c[name] + stmt.excluded[name] for name in COUNTS}
         updates.update({name: stmt.excluded[name] for name in LABELS[1:]})
-        stmt = stmt.on_conflict_do_update(index_elements=["bucket_start", "llm_id"], set_=updates)
+        key = ["bucket_start", "llm_id", "tags"]
+        stmt = stmt.on_conflict_do_update(index_elements=key, set_=updates)
         values = [  # "minute" is no column: left out of the statement
             {**b._asdict(), "bucket_start": self._time(b.minute * 60)}
-            for b in sorted(buckets, key=lambda b: (b.minute, b.llm_id))
+            for b in sorted(buckets, key=lambda b: (b.minute, b.llm_id, b.tags))
         ]
         with (
             db_errors(self.engine, "record LLM usage"),
@@ -101,9 +104,11 @@ class SQLUsageTable:
         *,
         llm: str | None = None,
         per: str = "day",
+        tags: Mapping[str, str] | None = None,
     ) -> list[UsageBucket]:
-        """Return the sums per row, labels and UTC ``per`` (minute, hour or day) within
-        ``[since, until)``, of ``scope``, ``llm_id`` and ``llm`` (a row's id or name) if given."""
+        """Return the sums per row, labels, tag set and UTC ``per`` (minute, hour or day) within
+        ``[since, until)``, of ``scope``, ``llm_id``, ``llm`` (a row's id or name) and with
+        ``tags`` (every one of these names and values) if given."""
         self._ready()
         c = llm_usage.c
         length, text = _PERIODS[per]
@@ -111,9 +116,12 @@ class SQLUsageTable:
             period = sa.func.to_char(sa.func.timezone("UTC", c.bucket_start), text)
         else:
             period = sa.func.substr(sa.cast(c.bucket_start, sa.Text), 1, length)
-        keys = [*(c[name] for name in LABELS), period]
+        keys = [*(c[name] for name in LABELS), c.tags, period]
         stmt = sa.select(
-            sa.func.max(c.bucket_start), *keys[:-1], *(sa.func.sum(c[name]) for name in COUNTS)
+            sa.func.max(c.bucket_start),
+            *keys[:-2],
+            *(sa.func.sum(c[name]) for name in COUNTS),
+            c.tags,
         ).group_by(*keys)
         if since is not None:
             stmt = stmt.where(c.bucket_start >= self._time(since))
@@ -125,13 +133,18 @@ class SQLUsageTable:
             stmt = stmt.where(c.llm_id == llm_id)
         if llm is not None:
             stmt = stmt.where(sa.or_(c.llm_id == llm, c.name == llm))
+        held = sa.literal(",") + c.tags + sa.literal(",")
+        for name, value in (tags or {}).items():
+            stmt = stmt.where(held.contains(f",{name}={value},", autoescape=True))
         with db_errors(self.engine, "read LLM usage"), self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
-        # Each row: the latest bucket_start, the labels, the sums (PostgreSQL's are Decimal).
+        # Each row: the latest bucket_start, the labels, the sums (PostgreSQL's are Decimal),
+        # the tags.
         return [
             UsageBucket._make(
                 [_minute(r[0]), str(r[1]), *r[2:6]]
-                + [float(v) if i in _FLOATS else int(v) for i, v in enumerate(r[6:])]
+                + [float(v) if i in _FLOATS else int(v) for i, v in enumerate(r[6:-1])]
+                + [r[-1]]
             )
             for r in rows
         ]

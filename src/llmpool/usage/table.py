@@ -40,8 +40,9 @@ COUNTS = ("calls", "errors", "input_tokens", "output_tokens", "cost", "latency_m
 
 
 class UsageBucket(NamedTuple):
-    """A row's usage in one epoch minute (a report part: one UTC period's, ``minute`` the
-    latest): its calls, errors, tokens, cost, and its answers' latency (`HISTOGRAM`)."""
+    """A row's usage in one epoch minute with one tag set (a report part: one UTC period's,
+    ``minute`` the latest): its calls, errors, tokens, cost, and its answers' latency
+    (`HISTOGRAM`); ``tags``: the calls' tags as canonical text (``''``: untagged)."""
 
     minute: int
     llm_id: str
@@ -65,6 +66,25 @@ class UsageBucket(NamedTuple):
     latency_le_10000: int = 0
     latency_le_30000: int = 0
     latency_gt_30000: int = 0
+    tags: str = ""
+
+    @property
+    def sums(self) -> tuple[Any, ...]:
+        """Its counts, in `COUNTS` order."""
+        return self[6:-1]
+
+
+def has_tags(tags: str, wanted: Mapping[str, str] | None) -> bool:
+    """Whether a bucket's ``tags`` text holds every ``name: value`` of ``wanted``.
+
+    Example:
+        >>> has_tags("feature=chat,tenant=acme", {"tenant": "acme"}), has_tags("", {"a": "b"})
+        (True, False)
+    """
+    if not wanted:
+        return True
+    held = f",{tags},"
+    return all(f",{name}={value}," in held for name, value in wanted.items())
 
 
 class LatencySummary(NamedTuple):
@@ -81,7 +101,7 @@ class MemoryUsageTable:
     """A usage table in this process that drops buckets ``keep_days`` older than the newest."""
 
     def __init__(self, keep_days: int = 32) -> None:
-        self._buckets: dict[tuple[int, str], UsageBucket] = {}
+        self._buckets: dict[tuple[int, str, str], UsageBucket] = {}
         self._lock = threading.Lock()
         self._keep = keep_days * 1440  # minutes
         self._pruned = 0  # the newest minute at the last pruning
@@ -93,11 +113,12 @@ class MemoryUsageTable:
         """Add the buckets' counts to the stored ones (the newest labels win)."""
         with self._lock:
             for bucket in buckets:
-                have = self._buckets.get((bucket.minute, bucket.llm_id))
+                key = (bucket.minute, bucket.llm_id, bucket.tags)
+                have = self._buckets.get(key)
                 if have is not None:
                     sums = {name: getattr(have, name) + getattr(bucket, name) for name in COUNTS}
                     bucket = bucket._replace(**sums)
-                self._buckets[bucket.minute, bucket.llm_id] = bucket
+                self._buckets[key] = bucket
             newest = max((bucket.minute for bucket in buckets), default=0)
             if newest - self._pruned >= 60:  # at most once an hour
                 self._pruned = newest
@@ -121,9 +142,10 @@ class MemoryUsageTable:
         *,
         llm: str | None = None,
         per: str = "day",
+        tags: Mapping[str, str] | None = None,
     ) -> list[UsageBucket]:
-        """Return the buckets within ``[since, until)``, of ``scope``, ``llm_id`` and ``llm`` (a
-        row's id or name) if given: minute buckets, finer than any ``per``."""
+        """Return the buckets within ``[since, until)``, of ``scope``, ``llm_id``, ``llm`` (a
+        row's id or name) and with ``tags`` if given: minute buckets, finer than any ``per``."""
         with self._lock:
             buckets = list(self._buckets.values())
         return [
@@ -134,6 +156,7 @@ class MemoryUsageTable:
             and scope in (None, b.scope)
             and llm_id in (None, b.llm_id)
             and llm in (None, b.llm_id, b.name)
+            and has_tags(b.tags, tags)
         ]
 
 
