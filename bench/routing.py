@@ -57,11 +57,19 @@ def strategy_subjects() -> dict[str, Callable[[], Any]]:
         subjects[f"primary answers: llmpool pool, {strategy}"] = lambda llm=llm: llm.invoke("hi")
     metered = _pool("priority", track_usage=True).get_llm_with_fallback()
     subjects[METERED] = lambda: metered.invoke("hi")
+    metadata = {"metadata": {"request_id": "r-42", "client": "web"}}
+    subjects[METADATA] = lambda: metered.invoke("hi", metadata)
+    tags = {"metadata": {"llmpool_tags": {"tenant": "acme", "feature": "chat"}}}
+    subjects[TAGGED] = lambda: metered.invoke("hi", tags)
     return subjects
 
 
 #: The pool as a service runs it: counting every call's usage (in memory here: no database).
 METERED = "primary answers: llmpool pool with its usage meter"
+#: The same, each call with run metadata (LangChain carries it; llmpool reads two keys of it).
+METADATA = "primary answers: llmpool pool with its usage meter, run metadata"
+#: The same, the run metadata naming two tags (`llmpool.tags`): checked, counted per tag set.
+TAGGED = "primary answers: llmpool pool with its usage meter, two tags"
 
 
 def model_subjects() -> dict[str, Callable[[], Any]]:

@@ -109,3 +109,14 @@ def test_tags_are_sorted_and_scalars_become_text() -> None:
     assert tags is not None
     assert tags.text == "beta=true,tenant=acme,user=42"
     assert tags_of({}) is None
+
+
+def test_a_tag_set_seen_again_is_the_same_and_equal_numbers_stay_apart() -> None:
+    """Text tags are checked once per set; 1 and True (equal in Python) stay '1' and 'true'."""
+    first = tags_of({"tenant": "acme"})
+    assert tags_of({"tenant": "acme"}) is first
+    assert [tags_of({"n": v}).text for v in (1, True, "1", 1, True)] == [  # type: ignore[union-attr]
+        "n=1", "n=true", "n=1", "n=1", "n=true"
+    ]  # fmt: skip
+    with pytest.raises(InvalidOptionError):
+        tags_of({"tenant": ["a"]})

@@ -50,15 +50,39 @@ class Tags(NamedTuple):
         return dict(self.pairs)
 
 
+#: Tags already checked, by their mapping's items. Only mappings of text values are kept (``1``
+#: and ``True`` are equal keys, not equal tags), and a text never equals another type's value.
+_checked: dict[tuple[tuple[Any, Any], ...], Tags] = {}
+_CHECKED_SIZE = 4096
+
+
 def tags_of(given: Any) -> Tags | None:
     """Return ``given`` (a mapping of tag name to a string, number or bool) as `Tags`;
     ``None`` when empty. Raises `InvalidOptionError` naming the tag at fault.
 
     A name is lower case (``[a-z][a-z0-9_.-]*``, at most 40 characters); a value is at most
-    `MAX_TAG_VALUE` characters, without ``,``, ``=`` or control characters.
+    `MAX_TAG_VALUE` characters, without ``,``, ``=`` or control characters. A service sends
+    the same few tag sets again and again: each is checked once.
     """
     if given is None:
         return None
+    if type(given) is not dict:
+        return _check(given)
+    key = tuple(given.items())
+    try:
+        tags = _checked.get(key)
+    except TypeError:  # an unhashable value: refused below
+        return _check(given)
+    if tags is None:
+        tags = _check(given)
+        if tags is not None and all(type(v) is str for v in given.values()):
+            if len(_checked) >= _CHECKED_SIZE:
+                _checked.clear()
+            _checked[key] = tags
+    return tags
+
+
+def _check(given: Any) -> Tags | None:
     if not isinstance(given, Mapping):
         kind = type(given).__name__
         msg = f"the call's {TAGS_KEY} must be a mapping of tag name to value, not {kind}"

@@ -53,6 +53,7 @@ _open_meters: weakref.WeakSet[UsageMeter] = weakref.WeakSet()
 
 #: The value a tag's calls are counted under beyond its ``max_tag_values`` of the day.
 OTHER = "other"
+_TAG_SETS = 10_000  # tag sets remembered per day (then forgotten and checked again)
 
 
 @atexit.register
@@ -101,6 +102,7 @@ class UsageMeter:
         self.max_tag_values = max_tag_values
         self._tag_day = -1  # the UTC day (epoch days) whose tag values `_tag_values` holds
         self._tag_values: dict[str, set[str]] = {}
+        self._tag_sets: dict[str, str] = {}  # today's tag sets' text -> the text counted
         self._lock = threading.Lock()  # the counts
         self._flush_lock = threading.Lock()  # one flush or spend reading at a time
         # (llm_id, minute, tags text) -> COUNTS
@@ -190,7 +192,17 @@ class UsageMeter:
         # The tags' text, each value beyond its tag's max_tag_values of the day folded into
         # OTHER (under the lock).
         if day != self._tag_day:
-            self._tag_day, self._tag_values = day, {}
+            self._tag_day, self._tag_values, self._tag_sets = day, {}, {}
+        known = self._tag_sets.get(tags.text)
+        if known is not None:
+            return known
+        if len(self._tag_sets) >= _TAG_SETS:
+            self._tag_sets.clear()
+        self._tag_sets[tags.text] = text = self._fold(tags)
+        return text
+
+    def _fold(self, tags: Tags) -> str:
+        # `_bounded` of a tag set not seen today.
         folded = None
         for name, value in tags.pairs:
             seen = self._tag_values.setdefault(name, set())
@@ -199,7 +211,7 @@ class UsageMeter:
             if len(seen) < self.max_tag_values:
                 seen.add(value)
                 continue
-            folded = {**tags.as_dict(), name: OTHER} if folded is None else {**folded, name: OTHER}
+            folded = {**(folded or tags.as_dict()), name: OTHER}
             if OTHER not in seen:  # the first fold of this tag today
                 seen.add(OTHER)
                 logger.warning(
