@@ -49,6 +49,16 @@ class Tags(NamedTuple):
         """Return the tags as a fresh dict."""
         return dict(self.pairs)
 
+    def with_tag(self, name: str, value: str) -> Tags:
+        """Return these tags with ``name`` set to ``value`` (a name and value already checked).
+
+        Example:
+            >>> tags_of({"tenant": "acme", "arm": "x"}).with_tag("arm", "control").text
+            'arm=control,tenant=acme'
+        """
+        pairs = sorted([*(p for p in self.pairs if p[0] != name), (name, value)])
+        return Tags(tuple(pairs), ",".join(f"{k}={v}" for k, v in pairs))
+
 
 #: Tags already checked, by their mapping's items. Only mappings of text values are kept (``1``
 #: and ``True`` are equal keys, not equal tags), and a text never equals another type's value.

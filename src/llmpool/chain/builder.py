@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from llmpool.chain.experiment import CallNote, ExperimentRouting
 from llmpool.chain.routing import Routing, make_routing
 from llmpool.contracts import AdmissionCheck, Candidate, Served
 from llmpool.errors import (
@@ -50,6 +51,7 @@ class ScopeChain:
     disabled: tuple[LLMConfig, ...] = ()
     rebuild_at: float | None = None
     strategy: str = "priority"
+    experiment: ExperimentRouting | None = None
 
     def current(self) -> ScopeChain:
         """A chain given in code is its own, unchanging `ChainSource`."""
@@ -252,15 +254,17 @@ class Chains:
         checks: Sequence[AdmissionCheck],
         stats: RowStats,
         seed: int | None = None,
+        note: CallNote | None = None,
     ) -> None:
         self.snapshots = snapshots
+        self.note = note  # told of each answered experiment call
         self.builder = builder
         self.checks = tuple(checks)
         self.stats = stats
         self._rng = random.Random(seed)
         self._chains: dict[tuple[str, str, str | None], ScopeChain] = {}
         # Routings keep state (their random generator, remembered groups): kept across reloads.
-        self._routings: dict[tuple[str, str], Routing] = {}
+        self._routings: dict[tuple[str, object], Routing] = {}
 
     def get(self, scope: str, kind: str = "chat", space: str | None = None) -> ScopeChain:
         """Return the chain in force now (built on first use, and after each change)."""
@@ -306,9 +310,18 @@ class Chains:
         builder = self.builder
         candidates = tuple(builder.candidate(c) for c in enabled)
         strategy = snapshot.routing_of(scope)
-        routing = self._routings.get((scope, strategy)) or self._routings.setdefault(
-            (scope, strategy), make_routing(strategy, self.stats, self._rng)
-        )
+        experiment = None
+        if strategy == "experiment":  # its arms are chat rows: embeddings by priority
+            experiment = snapshot.experiment_of(scope) if kind == "chat" else None
+            strategy = "experiment" if experiment is not None else "priority"
+        if experiment is not None:  # kept while its definition is unchanged
+            routing = self._routings.get((scope, experiment)) or self._routings.setdefault(
+                (scope, experiment), ExperimentRouting(scope, experiment, self._rng, self.note)
+            )
+        else:
+            routing = self._routings.get((scope, strategy)) or self._routings.setdefault(
+                (scope, strategy), make_routing(strategy, self.stats, self._rng)
+            )
         wanted = (
             (self.stats, *self.checks) if strategy in ("latency", "least_busy") else self.checks
         )
@@ -326,6 +339,7 @@ class Chains:
             problem=problem,
             disabled=tuple(c for c in rows if not c.enabled),
             rebuild_at=min(due) if due else None,
+            experiment=routing if isinstance(routing, ExperimentRouting) else None,
         )
 
 

@@ -13,6 +13,8 @@ from llmpool.observe.events import AttemptEvent, BreakerEvent, CallEvent, Failov
 from llmpool.providers.declarations import served_by
 
 if TYPE_CHECKING:
+    from llmpool.tags import Tags
+    from llmpool.chain.experiment import Trial
     from llmpool.contracts import Candidate
     from llmpool.fallback.breakers import BreakerChange
     from llmpool.fallback.walk import Attempt
@@ -104,14 +106,24 @@ def answered(candidate: Candidate, order: list[str] | None = None) -> dict[str, 
 class CallRecord:
     """The attempts, failures and events of one call started at ``started`` (monotonic)."""
 
-    __slots__ = ("_offset", "attempts", "events", "failures", "hooks", "leaving", "scope",
-                 "started", "streaming")  # fmt: skip
+    __slots__ = ("_offset", "attempts", "call_id", "events", "failures", "hooks", "leaving",
+                 "scope", "started", "streaming", "tags")  # fmt: skip
 
-    def __init__(self, hooks: Hooks, scope: str | None, streaming: bool, started: float) -> None:
+    def __init__(
+        self,
+        hooks: Hooks,
+        scope: str | None,
+        streaming: bool,
+        started: float,
+        tags: Tags | None = None,
+        trial: Trial | None = None,
+    ) -> None:
         self.hooks = hooks
         self.scope = scope
         self.streaming = streaming
         self.started = started
+        self.tags = None if tags is None else tags.as_dict()  # with an experiment's arm
+        self.call_id = None if trial is None else trial.call_id
         self._offset = time.time() - time.monotonic()  # monotonic -> wall clock
         self.attempts: list[dict[str, Any]] = []
         self.failures: list[CandidateFailure] = []
@@ -244,7 +256,7 @@ class CallRecord:
             CallEvent(
                 self.scope, "ok", c.id, c.name, c.provider, c.model_name, None,
                 tuple(self.events), now - self.started, self.started + self._offset,
-                self.streaming,
+                self.streaming, self.tags, self.call_id,
             ),
         )  # fmt: skip
 
@@ -259,5 +271,6 @@ class CallRecord:
                 self.scope, "error", error_class=type(error).__name__,
                 attempts=tuple(self.events), latency=time.monotonic() - self.started,
                 started=self.started + self._offset, streaming=self.streaming,
+                tags=self.tags, call_id=self.call_id,
             ),
         )  # fmt: skip

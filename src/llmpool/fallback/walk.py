@@ -44,6 +44,7 @@ from llmpool.providers.timeouts import stream_limits
 if TYPE_CHECKING:
     from llmpool.chain.affinity import Affinity
     from llmpool.chain.builder import ScopeChain
+    from llmpool.chain.experiment import Trial
     from llmpool.contracts import AdmissionCheck, Candidate
     from llmpool.providers.fit import Prompt
     from llmpool.tags import Tags
@@ -151,7 +152,7 @@ class Walk:
     __slots__ = ("accept", "breakers", "calls", "candidates", "checks", "delay", "final",
                  "in_flight", "index", "judging", "last", "number", "options", "policy", "probe",
                  "prompt", "record", "reject", "routed", "scope", "session", "started",
-                 "streaming", "tags", "tried_any", "whole")  # fmt: skip
+                 "streaming", "tags", "trial", "tried_any", "whole")  # fmt: skip
 
     def __init__(
         self,
@@ -168,9 +169,13 @@ class Walk:
         tags: Tags | None = None,
     ) -> None:
         routing = chain.routing
-        candidates = chain.candidates if routing is None else routing.order(chain.candidates)
-        if session is not None and session[2] is not None:
-            candidates = _pinned_first(candidates, session[2])
+        self.trial: Trial | None = None
+        if chain.experiment is not None:  # an arm's order, its tag and call id
+            candidates, tags, self.trial = chain.experiment.route(chain.candidates, session, tags)
+        else:
+            candidates = chain.candidates if routing is None else routing.order(chain.candidates)
+            if session is not None and session[2] is not None:
+                candidates = _pinned_first(candidates, session[2])
         self.candidates = (*candidates, *then) if then else candidates
         self.routed = routing is not None  # the answer reports the order the routing chose
         self.checks = chain.checks
@@ -205,7 +210,7 @@ class Walk:
         record = self.record
         if record is None:
             record = self.record = CallRecord(
-                self.policy.hooks, self.scope, self.streaming, self.started
+                self.policy.hooks, self.scope, self.streaming, self.started, self.tags, self.trial
             )
         return record
 
@@ -405,6 +410,9 @@ class Walk:
                 record.answered(attempt, usage, reply_of(result))
         if self.tags is not None:
             metadata["tags"] = self.tags.as_dict()
+            if (trial := self.trial) is not None:
+                metadata["arm"], metadata["call_id"] = trial.arm, trial.call_id
+                trial.served(candidate.config.id)
         return metadata
 
     def judge(self, attempt: Attempt, message: Any, info: Any = None) -> None:

@@ -97,7 +97,8 @@ class BreakerEvent(_Event):
 class CallEvent(_Event):
     """One call of a fallback model, finished: ``outcome`` ``"ok"`` with the row that answered,
     or ``"error"`` with the error raised (``AllLLMsFailedError``, ``MidStreamError``); every
-    attempt and skip in order."""
+    attempt and skip in order; the call's ``tags`` (an experiment's ``arm`` among them) and an
+    experiment call's ``call_id``."""
 
     scope: str | None
     outcome: str
@@ -110,6 +111,8 @@ class CallEvent(_Event):
     latency: float = 0.0
     started: float = 0.0
     streaming: bool = False
+    tags: Mapping[str, str] | None = None
+    call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,6 +180,10 @@ class OpenTelemetryObserver(Observer):
             attributes["llmpool.row.name"] = event.llm_name or ""
         made = sum(1 for attempt in event.attempts if attempt.outcome != "skipped")
         attributes.update({"llmpool.streaming": event.streaming, "llmpool.attempts": made})
+        for name, value in (event.tags or {}).items():  # an experiment's arm among them
+            attributes[f"llmpool.tag.{name}"] = value
+        if event.call_id is not None:
+            attributes["llmpool.call_id"] = event.call_id
         span = self._span(f"llmpool {event.scope or 'call'}", attributes, event)
         context = trace.set_span_in_context(span)
         for attempt in event.attempts:

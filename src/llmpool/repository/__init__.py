@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from llmpool.models import AuditEntry, BadRow, LLMConfig
+    from llmpool.repository.experiments import Experiment
 
 from llmpool.errors import LLMNotFoundError, NoDefaultLLMError, shorten, visible
 
@@ -58,17 +59,34 @@ class Snapshot:
     bad_rows: tuple[BadRow, ...] = ()
     generation: int = 0
     routing: Mapping[str, str] = field(default_factory=dict, compare=False)
+    experiments: Mapping[str, Any] = field(default_factory=dict, compare=False)
     _warned: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def routing_of(self, scope: str) -> str:
-        """Return how ``scope`` routes its calls (an invalid stored one: priority, warned once)."""
+        """Return how ``scope`` routes its calls (an invalid stored one, or an experiment
+        without a valid definition: priority, warned once)."""
         from llmpool.repository.scopes import usable_strategy
 
         stored = self.routing.get(scope, "priority")
         strategy = usable_strategy(scope, stored, warn=scope not in self._warned)
+        if strategy == "experiment" and self.experiment_of(scope) is None:
+            strategy = "priority"
         if strategy != stored:
             self._warned.add(scope)
         return strategy
+
+    def experiment_of(self, scope: str) -> Experiment | None:
+        """Return the experiment stored for ``scope`` (`llmpool.repository.experiments`),
+        ``None`` when there is none or it is invalid (warned once)."""
+        from llmpool.repository.experiments import stored_experiment
+
+        stored = self.experiments.get(scope)
+        if stored is None or scope in self._warned:
+            return None
+        experiment = stored_experiment(scope, stored)
+        if experiment is None:
+            self._warned.add(scope)
+        return experiment
 
 
 @runtime_checkable

@@ -26,6 +26,7 @@ class _Draft:
 
     rows: dict[str, LLMConfig]
     routing: dict[str, str]
+    experiments: dict[str, Any]
     entries: list[tuple[str, str, Any, Any]] = field(default_factory=list)
 
 
@@ -65,10 +66,11 @@ class InMemoryStore(Writes):
         self._lock = threading.Lock()
         self._rows: dict[str, LLMConfig] = {}
         self._routing: dict[str, str] = {}  # scope -> strategy, as llm_scopes holds them
+        self._experiments: dict[str, Any] = {}  # scope -> its experiment's definition
         self._entries: list[AuditEntry] = []
         self._audit_ids = itertools.count(1)
         self._generation = 1
-        tx = Tx(_Draft(self._rows, self._routing), "", "")
+        tx = Tx(_Draft(self._rows, self._routing, self._experiments), "", "")
         for item in configs:
             # model_copy(update=...) and model_construct skip validation: check it again.
             if isinstance(item, LLMConfig):
@@ -122,13 +124,21 @@ class InMemoryStore(Writes):
         """Return every row of every scope and the generation."""
         with self._lock:
             rows, generation, routing = list(self._rows.values()), self._generation, self._routing
+            experiments = self._experiments
         configs = tuple(sorted(rows, key=sort_key))
-        return Snapshot(configs=configs, generation=generation, routing=dict(routing))
+        return Snapshot(
+            configs=configs, generation=generation, routing=dict(routing), experiments=experiments
+        )
 
     def scope_routing(self) -> dict[str, str]:
         """Return every scope's routing as stored."""
         with self._lock:
             return dict(self._routing)
+
+    def scope_experiments(self) -> dict[str, Any]:
+        """Return every scope's experiment as stored."""
+        with self._lock:
+            return dict(self._experiments)
 
     def generation(self) -> int:
         """Return the change counter."""
@@ -166,10 +176,13 @@ class InMemoryStore(Writes):
     @contextmanager
     def _transaction(self, tx: Tx) -> Iterator[None]:
         with self._lock:
-            draft = tx.handle = _Draft(dict(self._rows), dict(self._routing))
+            draft = tx.handle = _Draft(
+                dict(self._rows), dict(self._routing), dict(self._experiments)
+            )
             yield
             now = datetime.now(timezone.utc)
             self._rows, self._routing = draft.rows, draft.routing
+            self._experiments = draft.experiments
             self._generation += 1
             for llm_id, action, before, after in draft.entries:
                 entry = AuditEntry(
@@ -232,3 +245,14 @@ class InMemoryStore(Writes):
         before = str(tx.handle.routing.get(scope, "priority"))
         tx.handle.routing[scope] = strategy
         return before
+
+    def _set_experiment(self, tx: Tx, scope: str, definition: Any) -> Any:
+        before = tx.handle.experiments.get(scope)
+        tx.handle.experiments[scope] = definition
+        return before
+
+    def _experiment(self, tx: Tx, scope: str) -> Any:
+        return tx.handle.experiments.get(scope)
+
+    def _row_names(self, tx: Tx, scope: str) -> set[str]:
+        return {row.name for row in tx.handle.rows.values() if row.scope == scope}

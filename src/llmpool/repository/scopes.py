@@ -16,8 +16,9 @@ from llmpool.models import MAX_LENGTHS, check_argument, check_text
 
 logger = logging.getLogger(__name__)
 
-#: The strategies a scope may route by (the ``llm_scopes.routing`` column's values).
-STRATEGIES = ("priority", "weighted", "latency", "least_busy")
+#: The strategies a scope may route by (the ``llm_scopes.routing`` column's values);
+#: ``experiment`` needs the scope's definition (`llmpool.repository.experiments`).
+STRATEGIES = ("priority", "weighted", "latency", "least_busy", "experiment")
 
 #: How the audit log's ``llm_id`` of a routing change starts; no row's id may start so.
 AUDIT_PREFIX = "scope:"

@@ -17,6 +17,7 @@ from llmpool.contracts import log_fields
 from llmpool.errors import ConflictError, InvalidConfigError, describe_row, shorten
 from llmpool.models import MAX_LENGTHS, check_argument
 from llmpool.repository import DEFAULT_ACTOR
+from llmpool.repository.experiments import Experiment, check_experiment, stored_experiment
 from llmpool.repository.rules import new_config, new_configs, updated_config
 from llmpool.repository.scopes import AUDIT_PREFIX, check_routing, usable_strategy
 from llmpool.repository.spaces import warn_if_mixed
@@ -56,11 +57,18 @@ class Writes:
         self._listeners_lock = threading.Lock()
 
     scope_routing: Callable[[], dict[str, str]]  # every scope's routing, as stored
+    scope_experiments: Callable[[], dict[str, Any]]  # every scope's experiment, as stored
 
     def get_routing(self, scope: str = "global") -> str:
         """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
         check_argument("scope", scope, MAX_LENGTHS["scope"])
         return usable_strategy(scope, self.scope_routing().get(scope, "priority"))
+
+    def get_experiment(self, scope: str = "global") -> Experiment | None:
+        """Return the experiment stored for ``scope`` (whether or not it routes by it now), or
+        ``None`` (`llmpool.repository.experiments`)."""
+        check_argument("scope", scope, MAX_LENGTHS["scope"])
+        return stored_experiment(scope, self.scope_experiments().get(scope))
 
     def subscribe(self, listener: CommitListener) -> Callable[[], None]:
         """Call ``listener`` with the write's name after every commit (its failure is logged,
@@ -103,6 +111,9 @@ class Writes:
     _audit: Callable[[Tx, str, str, Any, Any], None]  # (llm_id, action, before, after)
     _has_rows: Callable[[Tx, str], bool]
     _set_routing: Callable[[Tx, str, str], str]  # returns the strategy it replaced
+    _set_experiment: Callable[[Tx, str, Any], Any]  # returns the definition it replaced
+    _experiment: Callable[[Tx, str], Any]  # the scope's definition as stored, or None
+    _row_names: Callable[[Tx, str], set[str]]  # the names of the scope's rows
     # A row stored invalid (raw SQL put it there): (llm_id, changes, action, error); SQL only.
     _repair: Callable[[Tx, str, Any, str, InvalidConfigError], LLMConfig] | None = None
 
@@ -239,7 +250,53 @@ class Writes:
             self._route(tx, scope, strategy)
         return strategy
 
+    def set_experiment(
+        self,
+        scope: str,
+        experiment: Mapping[str, Any] | Experiment,
+        *,
+        actor: str = DEFAULT_ACTOR,
+    ) -> Experiment:
+        """Store ``scope``'s experiment and route the scope by it, in one audited transaction;
+        return it (`InvalidConfigError` naming the field: an arm naming no row of the scope, a
+        weight not above 0, ...).
+
+        Example:
+            >>> from llmpool.repository.memory import InMemoryStore
+            >>> store = InMemoryStore([{"name": "A", "provider": "fake", "model_name": "m"},
+            ...                        {"name": "B", "provider": "fake", "model_name": "m"}])
+            >>> e = store.set_experiment("global", {"arms": {"a": {"rows": ["A"], "weight": 9},
+            ...                                               "b": {"rows": ["B"]}}})
+            >>> store.get_routing("global"), [arm.name for arm in e.arms]
+            ('experiment', ['a', 'b'])
+        """
+        scope, _ = check_routing(scope, "experiment")
+        checked = check_experiment(scope, experiment)  # its shape, before the transaction
+        what = f"set the experiment of scope {shorten(scope)!r}"
+        with self._write("set_experiment", what, actor) as tx:
+            checked = self._experiment_in(tx, scope, checked)
+        return checked
+
+    def _experiment_in(self, tx: Tx, scope: str, experiment: Experiment) -> Experiment:
+        checked = check_experiment(scope, experiment, rows=self._row_names(tx, scope))
+        before = self._set_experiment(tx, scope, checked.as_dict())
+        if before != checked.as_dict():
+            llm_id = f"{AUDIT_PREFIX}{scope}"[:64]
+            was, now = (
+                {"scope": scope, "experiment": before},
+                {"scope": scope, "experiment": checked.as_dict()},
+            )
+            self._audit(tx, llm_id, "set_experiment", was, now)
+        self._route(tx, scope, "experiment")
+        return checked
+
     def _route(self, tx: Tx, scope: str, strategy: str) -> None:
+        if strategy == "experiment" and self._experiment(tx, scope) is None:
+            raise InvalidConfigError(
+                f"Could not route scope {shorten(scope)!r} by experiment: it has no experiment; "
+                "define its arms first (llmpool experiment set SCOPE --arm NAME=ROW ...)",
+                field="experiment",
+            )
         if strategy != "priority" and not self._has_rows(tx, scope):
             raise InvalidConfigError(
                 f"Could not route scope {shorten(scope)!r} by {strategy}: the scope has no rows (a "
@@ -260,18 +317,22 @@ class Writes:
         update: Sequence[tuple[str, Mapping[str, Any]]] = (),
         delete: Sequence[str] = (),
         routing: Mapping[str, str] | None = None,
+        experiments: Mapping[str, Mapping[str, Any] | Experiment] | None = None,
         actor: str = DEFAULT_ACTOR,
     ) -> list[LLMConfig]:
         """Delete (first: a removed row frees its name), update and add rows, then set scopes'
-        strategies, in one audited transaction (`llmpool.repository.declarative`); return the
-        rows updated and added."""
+        experiments and strategies, in one audited transaction
+        (`llmpool.repository.declarative`); return the rows updated and added."""
         configs = new_configs(add, self.validators, uuid_ids=self._uuid_ids)
         strategies = [check_routing(scope, strategy) for scope, strategy in (routing or {}).items()]
+        trials = [(s, check_experiment(s, e)) for s, e in (experiments or {}).items()]
         with self._write("apply", "apply changes", actor) as tx:
             for llm_id in delete:
                 self._change(tx, llm_id, {}, "delete")
             changed = [self._change(tx, llm_id, c, "update") for llm_id, c in update]
             changed += [self._add_in(tx, c, _item(c, i)) for i, c in enumerate(configs)]
+            for scope, experiment in trials:
+                self._experiment_in(tx, scope, experiment)
             for scope, strategy in strategies:
                 self._route(tx, scope, strategy)
         return changed

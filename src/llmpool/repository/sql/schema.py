@@ -87,12 +87,13 @@ llms = sa.Table(
     sa.Column("tpm", sa.Integer),
 )
 
-#: How each scope routes its calls (migration 0002).
+#: How each scope routes its calls (migration 0002), and its experiment (0009).
 scopes = sa.Table(
     "llm_scopes",
     metadata,
     sa.Column("scope", sa.String(100), primary_key=True),
     sa.Column("routing", sa.String(32)),
+    sa.Column("experiment", _JSON),
 )
 
 #: The length of each vector space's vectors (migration 0005): the first answer's wins.
@@ -188,8 +189,8 @@ def select_generation() -> sa.Select[Any]:
 
 
 class _ScopeRouting(FunctionElement[Any]):
-    """Every ``llm_scopes`` row as one JSON text, ``[[scope, routing], ...]`` (on SQLite a value
-    that is not text reads as ``null``)."""
+    """Every ``llm_scopes`` row as one JSON text, ``[[scope, routing, experiment], ...]`` (on
+    SQLite a value that is not text, or an experiment that is not JSON, reads as ``null``)."""
 
     type = sa.Text()
     inherit_cache = True
@@ -197,7 +198,8 @@ class _ScopeRouting(FunctionElement[Any]):
 
 @compiles(_ScopeRouting, "postgresql")
 def _scope_routing_postgresql(element: _ScopeRouting, compiler: Any, **kw: Any) -> str:
-    pairs = sa.func.json_agg(sa.func.json_build_array(scopes.c.scope, scopes.c.routing))
+    c = scopes.c
+    pairs = sa.func.json_agg(sa.func.json_build_array(c.scope, c.routing, c.experiment))
     return str(compiler.process(sa.cast(pairs, sa.Text), **kw))
 
 
@@ -206,7 +208,9 @@ def _scope_routing_sqlite(element: _ScopeRouting, compiler: Any, **kw: Any) -> s
     def text(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
         return sa.case((sa.func.typeof(column) == "text", column))
 
-    pairs = sa.func.json_array(text(scopes.c.scope), text(scopes.c.routing))
+    c = scopes.c
+    experiment = sa.case((sa.func.json_valid(c.experiment), sa.func.json(c.experiment)))
+    pairs = sa.func.json_array(text(c.scope), text(c.routing), experiment)
     return str(compiler.process(sa.func.json_group_array(pairs), **kw))
 
 
@@ -352,19 +356,32 @@ def snapshot_from_rows(rows: Sequence[Mapping[Any, Any]], parser: RowParser) -> 
         bad_rows=tuple(bad),
         generation=int(rows[0]["generation"]) if rows else 0,
         routing=parse_routing(rows[0]["scope_routing"] if rows else None),
+        experiments=parse_experiments(rows[0]["scope_routing"] if rows else None),
     )
+
+
+def _scope_rows(text: Any) -> list[list[Any]]:
+    # `select_routing`'s JSON text as its rows: [scope, routing, experiment], scope a string.
+    if isinstance(text, (str, bytes)):
+        with contextlib.suppress(ValueError, RecursionError):
+            text = json.loads(text)
+    return [
+        row
+        for row in (text if isinstance(text, list) else ())
+        if isinstance(row, list) and len(row) in (2, 3) and isinstance(row[0], str)
+    ]
 
 
 def parse_routing(text: Any) -> dict[str, str]:
     """Return the scopes' routing from `select_routing`'s JSON text (scope -> as stored)."""
-    if isinstance(text, (str, bytes)):
-        with contextlib.suppress(ValueError, RecursionError):
-            text = json.loads(text)
-    routing: dict[str, str] = {}
-    for pair in text if isinstance(text, list) else ():
-        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
-            routing[pair[0]] = pair[1] if isinstance(pair[1], str) else "<not text>"
-    return routing
+    return {
+        row[0]: row[1] if isinstance(row[1], str) else "<not text>" for row in _scope_rows(text)
+    }
+
+
+def parse_experiments(text: Any) -> dict[str, Any]:
+    """Return the scopes' experiments from `select_routing`'s JSON text (scope -> as stored)."""
+    return {row[0]: row[2] for row in _scope_rows(text) if len(row) == 3 and row[2] is not None}
 
 
 def db_time(value: datetime | None, dialect: str) -> datetime:

@@ -29,6 +29,7 @@ from llmpool.repository.sql.schema import (
     default_config,
     llms,
     one_config,
+    parse_experiments,
     parse_routing,
     row_mapping,
     scopes,
@@ -155,6 +156,11 @@ class SQLStore(DatabaseResources, Writes):
         rows = self._rows(select_routing(), "read the scopes' routing")
         return dict(parse_routing(next(iter(rows[0].values()))))
 
+    def scope_experiments(self) -> dict[str, Any]:
+        """Return every scope's experiment as stored."""
+        rows = self._rows(select_routing(), "read the scopes' experiments")
+        return parse_experiments(next(iter(rows[0].values())))
+
     def record_space(self, space: str, dimensions: int, llm_id: str) -> int:
         """Record a vector space's length unless one is; return the one recorded."""
         self.ensure_schema()
@@ -249,6 +255,25 @@ class SQLStore(DatabaseResources, Writes):
             upsert.on_conflict_do_update(index_elements=["scope"], set_={"routing": strategy})
         )
         return before or "priority"
+
+    def _set_experiment(self, tx: Tx, scope: str, definition: Any) -> Any:
+        before = self._experiment(tx, scope)
+        value = definition if self._dialect == "postgresql" else json.dumps(definition)
+        upsert = self._upsert(scopes).values(scope=scope, experiment=value)
+        conn: Connection = tx.handle
+        conn.execute(
+            upsert.on_conflict_do_update(index_elements=["scope"], set_={"experiment": value})
+        )
+        return before
+
+    def _experiment(self, tx: Tx, scope: str) -> Any:
+        stmt = sa.select(scopes.c.experiment).where(scopes.c.scope == scope)
+        stored = tx.handle.execute(stmt).scalar_one_or_none()
+        return json.loads(stored) if isinstance(stored, str) else stored
+
+    def _row_names(self, tx: Tx, scope: str) -> set[str]:
+        stmt = sa.select(llms.c.name).where(llms.c.scope == scope)
+        return {str(name) for name in tx.handle.execute(stmt).scalars()}
 
     def _repair(
         self,
