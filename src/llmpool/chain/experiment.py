@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
-from llmpool.tags import Tags
 from llmpool.chain.routing import PriorityRouting
+from llmpool.tags import Tags
 
 if TYPE_CHECKING:
     from llmpool.contracts import Candidate

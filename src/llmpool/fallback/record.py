@@ -13,12 +13,12 @@ from llmpool.observe.events import AttemptEvent, BreakerEvent, CallEvent, Failov
 from llmpool.providers.declarations import served_by
 
 if TYPE_CHECKING:
-    from llmpool.tags import Tags
     from llmpool.chain.experiment import Trial
     from llmpool.contracts import Candidate
     from llmpool.fallback.breakers import BreakerChange
     from llmpool.fallback.walk import Attempt
     from llmpool.observe.hooks import Hooks
+    from llmpool.tags import Tags
 
 __all__ = ["CallRecord", "add_usage", "answered", "reply_of", "usage_of"]
 

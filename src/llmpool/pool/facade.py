@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from llmpool.chain.builder import ChainBuilder, Chains, ensure_buildable
 from llmpool.contracts import AdmissionCheck, breaker_key
-from llmpool.errors import LLMPoolError
+from llmpool.errors import InvalidOptionError, LLMNotFoundError, LLMPoolError, shorten
 from llmpool.fallback.breakers import BreakerBoard
 from llmpool.fallback.embeddings import FallbackEmbeddings
 from llmpool.fallback.model import FallbackChatModel
@@ -34,13 +35,16 @@ if TYPE_CHECKING:
 
     from langchain_core.embeddings import Embeddings
     from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
     from sqlalchemy.engine import URL, Engine
 
     from llmpool.fallback.verdicts import Judge
     from llmpool.pool.watch import Watcher
     from llmpool.providers import ProviderRegistry
     from llmpool.repository import Snapshot
+    from llmpool.repository.experiments import Experiment
     from llmpool.repository.sql.store import SQLStore
+    from llmpool.usage.experiments import ArmReport
     from llmpool.usage.meter import UsageMeter
     from llmpool.usage.report import By, UsageRow
 
@@ -115,6 +119,7 @@ class LLMPool:
         self.repository: LLMRepository = source
         checks: list[AdmissionCheck] = [self.stats, self.limiter]
         self.usage_meter = options.usage_meter(source)
+        self.feedback_log = options.feedback_log(source, self.stats)  # experiment calls
         if self.usage_meter is not None:  # calls counted per row and minute; rows' budgets
             from llmpool.usage.check import UsageCheck
 
@@ -133,6 +138,7 @@ class LLMPool:
             checks=[*checks, *options.admissions],
             stats=self.stats,
             seed=options.routing_seed,
+            note=self.feedback_log.note,
         )
         self.dimensions = SpaceDimensions(getattr(source, "record_space", None))
         self._generation: int | None = None
@@ -202,6 +208,7 @@ class LLMPool:
         self.stats.close()
         if self.usage_meter is not None:
             self.usage_meter.close()
+        self.feedback_log.close()
 
     def __enter__(self) -> LLMPool:
         return self
@@ -253,6 +260,66 @@ class LLMPool:
         """
         meter = self._meter()
         return meter.report(since=since, until=until, by=by, scope=scope, llm_id=llm_id, tags=tags)
+
+    def feedback(self, call: str | BaseMessage, metric: str, value: float | bool) -> None:
+        """Record ``metric``'s ``value`` (a number; a bool counts as 1 or 0) for an experiment
+        call, named by its answer or the ``call_id`` in its metadata; the value is written to
+        ``llm_feedback`` in the background, a metric given again replacing it
+        (`llmpool.usage.feedback`).
+
+        Raises:
+            InvalidOptionError: ``metric`` or ``value`` is not one (naming it), or the call is
+                not an experiment call this process answered (without ``redis=``; with it,
+                any replica's, checked at the flush).
+
+        Example:
+            >>> answer = pool.get_llm_with_fallback("chat").invoke("hi")  # doctest: +SKIP
+            >>> pool.feedback(answer, "thumbs_up", True)  # doctest: +SKIP
+        """
+        if not isinstance(call, str):
+            found = getattr(call, "response_metadata", {}).get("llmpool", {}).get("call_id")
+            if found is None:
+                msg = "the answer has no call_id: its scope is not routed as an experiment"
+                raise InvalidOptionError(msg, option="call_id")
+            call = found
+        self.feedback_log.add(call, metric, value)
+
+    async def afeedback(self, call: str | BaseMessage, metric: str, value: float | bool) -> None:
+        """Async twin of `feedback` (which never waits on the database or Redis)."""
+        self.feedback(call, metric, value)
+
+    def experiment_report(
+        self,
+        scope: str = "global",
+        since: datetime | timedelta | float | str | None = "7d",
+        until: datetime | timedelta | float | str | None = None,
+    ) -> list[ArmReport]:
+        """Return ``scope``'s experiment per arm (`llmpool.usage.experiments`): calls, errors,
+        cost, latency and each metric's mean with its 95 % interval, in ``[since, until)``,
+        this pool's usage and feedback flushed first.
+
+        Raises:
+            LLMNotFoundError: The scope has no experiment.
+            LLMPoolError: The pool does not count usage (``track_usage=False``).
+        """
+        from llmpool.usage.experiments import arm_reports
+        from llmpool.usage.report import as_epoch
+
+        check_lookup(scope)
+        experiment = self.experiment_of(scope)
+        rows = self.usage(since, until, by="tag:arm", scope=scope)
+        self.feedback_log.flush()
+        now = time.time()
+        sums = self.feedback_log.table.sums(scope, as_epoch(since, now), as_epoch(until, now))
+        return arm_reports(experiment, rows, sums)
+
+    def experiment_of(self, scope: str = "global") -> Experiment:
+        """Return the experiment stored for ``scope`` (`LLMNotFoundError` when none is)."""
+        experiment = self.snapshot().experiment_of(scope)
+        if experiment is None:
+            msg = f"scope {shorten(scope)!r} has no experiment: llmpool experiment set SCOPE ..."
+            raise LLMNotFoundError(msg)
+        return experiment
 
     def flush_usage(self) -> bool:
         """Flush the usage this pool counted to ``llm_usage`` now; whether all of it is there."""

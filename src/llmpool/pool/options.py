@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from llmpool.providers.allowlist import EnvAllowlist
     from llmpool.repository import LLMRepository
     from llmpool.repository.sql.store import SQLStore
+    from llmpool.usage.feedback import FeedbackLog
     from llmpool.usage.meter import UsageMeter
 
 
@@ -47,7 +48,8 @@ class PoolOptions:
             through; by default one on the same URL, or the sync engine in a worker thread.
         track_usage: Count every call's tokens and cost per row and minute (``llm_usage``),
             and skip a row whose ``max_spend`` is reached.
-        usage_flush_interval: Seconds between flushes of the counted usage; ``0``: on close.
+        usage_flush_interval: Seconds between flushes of the counted usage, and of the feedback
+            given for experiment calls (`LLMPool.feedback`); ``0``: on close.
         max_tag_values: How many distinct values a call tag (``llmpool_tags``) may take per UTC
             day in the usage this pool counts; calls with more are counted as ``other``.
         budget_refresh: Seconds between readings of the budgeted rows' spend from the table.
@@ -190,6 +192,25 @@ class PoolOptions:
             return Affinity(ttl)
         shared = Shared(stats.shared.client, what="session affinity")
         return Affinity(ttl, shared, prefix=self.redis_prefix + "session:")
+
+    def feedback_log(self, repository: LLMRepository, stats: RowStats) -> FeedbackLog:
+        """Where a pool on ``repository`` notes experiment calls and writes their feedback:
+        its database's ``llm_feedback`` (or memory); with ``redis``, calls noted fleet-wide."""
+        from llmpool.chain.fleet import FleetStats
+        from llmpool.contracts import Shared
+        from llmpool.usage.feedback import FeedbackLog, feedback_table_for
+
+        table = feedback_table_for(repository)
+        shared = None
+        if isinstance(stats, FleetStats):
+            shared = Shared(stats.shared.client, what="experiment calls")
+        return FeedbackLog(
+            table,
+            flush_interval=self.usage_flush_interval,
+            shared=shared,
+            prefix=self.redis_prefix + "call:",
+            clock=self.usage_clock,
+        )
 
     def usage_meter(self, repository: LLMRepository) -> UsageMeter | None:
         """The meter of a pool on ``repository``, when it counts usage."""

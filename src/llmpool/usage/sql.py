@@ -1,6 +1,7 @@
 """The ``llm_usage`` table (migrations ``0004_usage``, ``0006_usage_latency``,
 ``0007_usage_tags``) through SQLAlchemy Core, on PostgreSQL and SQLite: the usage table every
-replica of a service adds to.
+replica of a service adds to; and ``llm_feedback`` (``0009_experiments``), the metrics given
+for experiment calls.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from llmpool.repository.sql.engine import write_transaction
 from llmpool.repository.sql.errors import db_errors
 from llmpool.repository.sql.url import mask_url
+from llmpool.usage.feedback import Feedback, MetricSums
 from llmpool.usage.table import COUNTS, HISTOGRAM, LABELS, UsageBucket
 
 if TYPE_CHECKING:
@@ -45,9 +47,9 @@ _PERIODS = {"minute": (16, "YYYY-MM-DD HH24:MI"), "hour": (13, "YYYY-MM-DD HH24"
             "day": (10, "YYYY-MM-DD")}  # fmt: skip
 
 
-class SQLUsageTable:
-    """The ``llm_usage`` table through an engine, ``ensure_schema`` called before each use;
-    a failure raises `llmpool.errors.DatabaseError` (a failed `add` adds nothing)."""
+class _Table:
+    # A table through an engine, ``ensure_schema`` called before each use; a failure raises
+    # `llmpool.errors.DatabaseError` (a failed write writes nothing).
 
     def __init__(self, engine: Engine, ensure_schema: Callable[[], None] | None = None) -> None:
         self.engine = engine
@@ -55,12 +57,17 @@ class SQLUsageTable:
         self._postgres = engine.dialect.name == "postgresql"
 
     def __repr__(self) -> str:
-        return f"SQLUsageTable({mask_url(self.engine)!r})"
+        return f"{type(self).__name__}({mask_url(self.engine)!r})"
 
     def _time(self, epoch: float) -> datetime:
         moment = datetime.fromtimestamp(epoch, timezone.utc)
         # SQLite stores naive UTC text; PostgreSQL a timestamptz.
         return moment if self._postgres else moment.replace(tzinfo=None)
+
+
+class SQLUsageTable(_Table):
+    """The ``llm_usage`` table through an engine, ``ensure_schema`` called before each use;
+    a failure raises `llmpool.errors.DatabaseError` (a failed `add` adds nothing)."""
 
     def add(self, buckets: Sequence[UsageBucket]) -> None:
         """Add the buckets' counts in one transaction, in key order (replicas lock rows alike)."""
@@ -159,3 +166,73 @@ def _minute(value: Any) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp() // 60)
+
+
+llm_feedback = sa.Table(
+    "llm_feedback",
+    metadata,
+    sa.Column("call_id", sa.String(64), primary_key=True),
+    sa.Column("metric", sa.String(64), primary_key=True),
+    sa.Column("scope", sa.String(100), nullable=False),
+    sa.Column("arm", sa.String(64), nullable=False),
+    sa.Column("llm_id", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+class SQLFeedbackTable(_Table):
+    """The ``llm_feedback`` table through an engine (`llmpool.usage.feedback`), as
+    `SQLUsageTable` reads and writes ``llm_usage``."""
+
+    def add(self, rows: Sequence[Feedback]) -> None:
+        """Store ``rows`` in one transaction, each replacing the value of its call and metric."""
+        self._ready()
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        stmt: Any = (postgresql.insert if self._postgres else sqlite.insert)(llm_feedback)
+        kept = ("scope", "arm", "llm_id", "value", "created_at")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["call_id", "metric"], set_={n: stmt.excluded[n] for n in kept}
+        )
+        latest = {(r.call_id, r.metric): r for r in rows}  # one statement updates a key once
+        values = [
+            {**r._asdict(), "created_at": self._time(r.at)}
+            for _, r in sorted(latest.items(), key=lambda item: item[0])
+        ]
+        with (
+            db_errors(self.engine, "record LLM feedback"),
+            self.engine.connect() as conn,
+            write_transaction(conn),
+        ):
+            conn.execute(stmt, values)
+
+    def sums(self, scope: str, since: float | None, until: float | None) -> list[MetricSums]:
+        """Return the feedback of ``scope`` given within ``[since, until)``, summed per arm and
+        metric (one query)."""
+        self._ready()
+        c = llm_feedback.c
+        binary = sa.func.min(sa.case((c.value.in_([0.0, 1.0]), 1), else_=0))
+        stmt = (
+            sa.select(
+                c.arm,
+                c.metric,
+                sa.func.count(),
+                sa.func.sum(c.value),
+                sa.func.sum(c.value * c.value),
+                binary,
+            )
+            .where(c.scope == scope)
+            .group_by(c.arm, c.metric)
+            .order_by(c.arm, c.metric)
+        )
+        if since is not None:
+            stmt = stmt.where(c.created_at >= self._time(since))
+        if until is not None:
+            stmt = stmt.where(c.created_at < self._time(until))
+        with db_errors(self.engine, "read LLM feedback"), self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            MetricSums(str(r[0]), str(r[1]), int(r[2]), float(r[3]), float(r[4]), bool(r[5]))
+            for r in rows
+        ]
