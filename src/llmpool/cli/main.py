@@ -33,7 +33,7 @@ __all__ = ["SECTIONS", "build_parser", "main", "sections"]
 #: The command groups, each registering its commands' parsers and handlers.
 _GROUPS = (
     *("llmpool.cli.rows", "llmpool.cli.database", "llmpool.cli.runtime"),
-    *("llmpool.cli.history", "llmpool.cli.top", "llmpool.cli.demo"),
+    *("llmpool.cli.history", "llmpool.cli.top", "llmpool.cli.demo", "llmpool.cli.experiments"),
 )
 
 #: The sections of ``llmpool --help``, in order, each with its commands in the order listed; a
@@ -43,7 +43,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         *("list", "show", "add", "edit", "enable", "disable", "set-default", "delete"),
         *("audit", "history", "rollback"),
     ),
-    "scopes and routing": ("routing", "export", "apply"),
+    "scopes and routing": ("routing", "experiment", "export", "apply"),
     "health": ("chain", "top", "check", "doctor", "providers"),
     "usage": ("usage",),
     "schema": ("migrate",),

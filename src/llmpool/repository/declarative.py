@@ -1,6 +1,8 @@
 """The table as a file: export rows, plan the changes a file asks for, apply them at once.
 
-A document is ``{"llms": [entry, ...], "scopes": {scope: {"routing": strategy}}}``; an entry
+A document is ``{"llms": [entry, ...], "scopes": {scope: {"routing": strategy,
+"experiment": {...}}}}`` (an experiment as `llmpool.repository.experiments` defines it; the
+scope routes by it with ``"routing": "experiment"``); an entry
 holds a row's writable fields, matched by ``(scope, name)`` (``scope`` default ``global``); what
 it leaves out is left as it is. `plan` validates every entry as a write would; `apply` writes
 the plan in one transaction, all or nothing. Applying an export changes nothing.
@@ -29,6 +31,7 @@ from llmpool.errors import InvalidConfigError, LLMPoolError, describe_row, short
 from llmpool.models import LLMConfig
 from llmpool.repository import DEFAULT_ACTOR
 from llmpool.repository.documents import dumps, loads
+from llmpool.repository.experiments import Experiment, check_experiment
 from llmpool.repository.rules import WRITABLE_FIELDS, new_config, updated_config
 from llmpool.repository.scopes import check_routing
 from llmpool.repository.stored import StoredRow, stored_rows
@@ -56,8 +59,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a plan: ``add``, ``change``, ``remove`` a row, or route a scope
-    (``routing``); ``changes`` maps field -> value to add, or -> ``(before, after)``."""
+    """One step of a plan: ``add``, ``change``, ``remove`` a row, define a scope's
+    ``experiment`` or route a scope (``routing``); ``changes`` maps field -> value to add, or
+    -> ``(before, after)``."""
 
     action: str
     scope: str
@@ -70,6 +74,11 @@ class Step:
         if self.action == "routing":
             before, after = self.changes["routing"]
             return f"~ route scope {shorten(self.scope)!r}: {before} -> {after}"
+        if self.action == "experiment":
+            before, after = self.changes["experiment"]
+            return (
+                f"~ experiment of scope {shorten(self.scope)!r}: {shown(before)} -> {shown(after)}"
+            )
         row = describe_row(self.name, self.llm_id)
         if self.action == "add":
             return f"+ add {row} in scope {shorten(self.scope)!r}"
@@ -84,7 +93,7 @@ class Step:
     def as_dict(self) -> dict[str, Any]:
         """Return the step as a JSON-ready dict."""
         changes: Any = self.changes
-        if self.action in ("change", "routing"):
+        if self.action in ("change", "routing", "experiment"):
             changes = {k: {"before": b, "after": a} for k, (b, a) in self.changes.items()}
         return {
             "action": self.action,
@@ -140,6 +149,11 @@ def export_rows(store: Any, *, scope: str | None = "global") -> dict[str, Any]:
     if get_routing is not None:
         names = sorted({e["scope"] for e in entries} | ({scope} if scope is not None else set()))
         document["scopes"] = {name: {"routing": get_routing(name)} for name in names}
+        get_experiment = getattr(store, "get_experiment", None)
+        for name, settings in document["scopes"].items():
+            experiment = get_experiment(name) if get_experiment is not None else None
+            if experiment is not None:
+                settings["experiment"] = experiment.as_dict()
     return document
 
 
@@ -181,25 +195,32 @@ def _entries(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
-def _strategies(document: Mapping[str, Any]) -> dict[str, str]:
+def _strategies(document: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Experiment]]:
     listed = document.get("scopes") or {}
     if not isinstance(listed, Mapping):
         msg = 'scopes must be an object: {"scope": {"routing": "weighted"}}'
         raise InvalidConfigError(msg, field="scopes")
     strategies: dict[str, str] = {}
+    experiments: dict[str, Experiment] = {}
     for scope, settings in listed.items():
         where = f"scopes.{shorten(str(scope))}"
         if not isinstance(settings, Mapping):
             msg = f'{where} must be an object like {{"routing": "weighted"}}'
             raise InvalidConfigError(msg, field=where)
         for key in settings:
-            if key != "routing":
-                msg = f"{where}: {shorten(str(key))!r} is not a scope setting (only 'routing')"
+            if key not in ("routing", "experiment"):
+                msg = (
+                    f"{where}: {shorten(str(key))!r} is not a scope setting (only 'routing' and "
+                    "'experiment')"
+                )
                 raise InvalidConfigError(msg, field=f"{where}.{shorten(str(key))}")
         if "routing" in settings:
             name, strategy = check_routing(str(scope), settings["routing"])
             strategies[name] = strategy
-    return strategies
+        if settings.get("experiment") is not None:
+            name, _ = check_routing(str(scope), "experiment")
+            experiments[name] = check_experiment(name, settings["experiment"])
+    return strategies, experiments
 
 
 def plan(
@@ -209,7 +230,7 @@ def plan(
     rows of its scopes, and of ``scopes``, it does not list); `InvalidConfigError` names an
     entry that would be refused."""
     entries = _entries(document)
-    strategies = _strategies(document)
+    strategies, experiments = _strategies(document)
     rows = stored_rows(store, scope=None)
     by_key = {(r.scope, r.name): r for r in rows if r.scope is not None and r.name is not None}
     validators = tuple(getattr(store, "validators", ()))
@@ -232,7 +253,27 @@ def plan(
         for row in rows:
             if row.scope in covered and (row.scope, row.name) not in listed:
                 removes.append(Step("remove", row.scope or "", row.name or "", row.id))
-    return ordered(removes, changes, adds, route_steps(store, strategies))
+    routes = [*_experiment_steps(store, experiments), *route_steps(store, strategies)]
+    return ordered(removes, changes, adds, routes)
+
+
+def _experiment_steps(store: Any, experiments: Mapping[str, Experiment]) -> list[Step]:
+    # The steps that define each scope's experiment, where it differs from the stored one.
+    steps: list[Step] = []
+    if not experiments:
+        return steps
+    get_experiment = getattr(store, "get_experiment", None)
+    if get_experiment is None:
+        msg = f"{store!r} keeps no experiments; leave them out of the document"
+        raise InvalidConfigError(msg, field="scopes")
+    for scope, experiment in sorted(experiments.items()):
+        stored = get_experiment(scope)
+        before = None if stored is None else stored.as_dict()
+        if before != experiment.as_dict():
+            steps.append(
+                Step("experiment", scope, "", None, {"experiment": (before, experiment.as_dict())})
+            )
+    return steps
 
 
 def row_step(
@@ -326,5 +367,8 @@ def write(store: Any, steps: Plan, *, actor: str | None = None) -> None:
         ],
         delete=[s.llm_id for s in steps.steps if s.action == "remove"],
         routing={s.scope: s.changes["routing"][1] for s in steps.steps if s.action == "routing"},
+        experiments={
+            s.scope: s.changes["experiment"][1] for s in steps.steps if s.action == "experiment"
+        },
         actor=actor or DEFAULT_ACTOR,
     )

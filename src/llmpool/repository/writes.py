@@ -277,7 +277,9 @@ class Writes:
             checked = self._experiment_in(tx, scope, checked)
         return checked
 
-    def _experiment_in(self, tx: Tx, scope: str, experiment: Experiment) -> Experiment:
+    def _experiment_in(
+        self, tx: Tx, scope: str, experiment: Experiment, *, route: bool = True
+    ) -> Experiment:
         checked = check_experiment(scope, experiment, rows=self._row_names(tx, scope))
         before = self._set_experiment(tx, scope, checked.as_dict())
         if before != checked.as_dict():
@@ -287,7 +289,8 @@ class Writes:
                 {"scope": scope, "experiment": checked.as_dict()},
             )
             self._audit(tx, llm_id, "set_experiment", was, now)
-        self._route(tx, scope, "experiment")
+        if route:
+            self._route(tx, scope, "experiment")
         return checked
 
     def _route(self, tx: Tx, scope: str, strategy: str) -> None:
@@ -331,8 +334,8 @@ class Writes:
                 self._change(tx, llm_id, {}, "delete")
             changed = [self._change(tx, llm_id, c, "update") for llm_id, c in update]
             changed += [self._add_in(tx, c, _item(c, i)) for i, c in enumerate(configs)]
-            for scope, experiment in trials:
-                self._experiment_in(tx, scope, experiment)
+            for scope, experiment in trials:  # defined; routed by it if `routing` says so
+                self._experiment_in(tx, scope, experiment, route=False)
             for scope, strategy in strategies:
                 self._route(tx, scope, strategy)
         return changed
