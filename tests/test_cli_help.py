@@ -25,6 +25,7 @@ WRITERS = {
     "delete",
     "apply",
     "routing",
+    "experiment",
     "migrate",
     "rollback",
 }

@@ -213,8 +213,9 @@ def test_feedback_given_on_another_replica_finds_its_call_through_redis(
     store = SQLStore(migrated_url)
     store.add_many(rows(*servers))
     store.set_experiment("global", {"arms": ARMS})
+    other = SQLStore(migrated_url)
     one = LLMPool(store, poll_interval=0, **fleet)
-    two = LLMPool(SQLStore(migrated_url), poll_interval=0, **fleet)
+    two = LLMPool(other, poll_interval=0, **fleet)
     try:
         answer = meta(one.get_llm_with_fallback().invoke("hi"))
         two.feedback(answer["call_id"], "thumbs_up", True)
@@ -229,6 +230,7 @@ def test_feedback_given_on_another_replica_finds_its_call_through_redis(
         one.close()
         two.close()
         store.engine.dispose()
+        other.engine.dispose()
 
 
 def test_llmpool_experiment_set_show_report_and_adapt(

@@ -146,7 +146,7 @@ def test_reverting_0007_folds_each_rows_tag_sets_into_one_minute(migrated_url: s
     table = SQLUsageTable(store.engine)
     minute = 29_000_000
     table.add([bucket(minute, "tenant=a", 1), bucket(minute, "tenant=b", 2), bucket(minute, "", 4)])
-    assert downgrade(store.engine, to=6) == ["0007_usage_tags.sql"]
+    assert downgrade(store.engine, to=6)[-1] == "0007_usage_tags.sql"  # after those above it
     migrate(store.engine)
     parts = table.parts(None, None, None, None, per="minute")
     assert [(p.llm_id, p.name, p.calls, p.tags) for p in parts] == [("id-a", "A", 7, "")]
