@@ -391,3 +391,21 @@ def test_thompson_weights_favour_the_better_arm_and_keep_exploring() -> None:
     assert weights["a"] > 97 and weights["b"] == 1
     with pytest.raises(ValueError, match="Thompson sampling needs a rate"):
         thompson_weights(experiment, [MetricSums("a", "up", 2, 3.0, 5.0, False)], "up")
+
+
+def test_a_rollback_puts_the_routing_back_and_keeps_the_definition(store: Any) -> None:
+    """A scope routed weighted, then set as an experiment: rolling back to before puts
+    weighted back; the definition stays, so ``set_routing(scope, "experiment")`` resumes it."""
+    from llmpool.repository.history import changed_fields, rollback
+
+    store.add({"name": "A", "provider": "fake", "model_name": "m"})
+    store.set_routing("global", "weighted")
+    point = store.audit_log(limit=1)[0].id
+    store.set_experiment("global", {"arms": {"a": {"rows": ["A"]}}})
+    changed = [changed_fields(e) for e in store.audit_log(limit=2)]
+    assert {"experiment", "routing"} == {name for c in changed for name in c}
+    rollback(store, point)
+    assert store.get_routing("global") == "weighted"
+    assert store.get_experiment("global") is not None
+    store.set_routing("global", "experiment")
+    assert store.get_routing("global") == "experiment"

@@ -2,11 +2,12 @@
 the table as it was at an entry or a time, restored through `llmpool.repository.declarative`.
 
 The log keeps each row before and after every write (references to variables and files, never
-a secret), and each scope's routing under ``scope:<scope>``. Undoing the entries after a point,
-newest first, leaves every row they touched as the oldest of them found it: a row created since
-is removed, a row deleted since is added back with its id and every field (its ``auth_meta``
-names the same variables), a changed one gets its fields back. Rows no entry after the point
-touched are left alone.
+a secret), and each scope's routing and experiment under ``scope:<scope>`` (a rollback puts a
+scope's routing back; its experiment's definition stays as it is). Undoing the entries after a
+point, newest first, leaves every row they touched as the oldest of them found it: a row
+created since is removed, a row deleted since is added back with its id and every field (its
+``auth_meta`` names the same variables), a changed one gets its fields back. Rows no entry
+after the point touched are left alone.
 
 Example:
     >>> from llmpool.repository.memory import InMemoryStore
@@ -38,7 +39,8 @@ __all__ = ["changed_fields", "history", "rollback", "rollback_plan"]
 
 def changed_fields(entry: AuditEntry) -> dict[str, tuple[Any, Any]]:
     """Return what ``entry`` changed: field -> ``(before, after)`` (``None`` where a row was
-    not: all its fields for a create or a delete; ``routing`` for a scope's entry).
+    not: all its fields for a create or a delete; ``routing`` or ``experiment`` for a scope's
+    entry).
 
     Example:
         >>> from datetime import datetime, timezone
@@ -48,7 +50,7 @@ def changed_fields(entry: AuditEntry) -> dict[str, tuple[Any, Any]]:
         {'priority': (1, 2)}
     """
     before, after = entry.before or {}, entry.after or {}
-    names = ("routing",) if _is_routing(entry) else WRITABLE_FIELDS
+    names = ("routing", "experiment") if _is_routing(entry) else WRITABLE_FIELDS
     return {
         name: (before.get(name), after.get(name))
         for name in names
@@ -100,6 +102,8 @@ def rollback_plan(store: Any, to: int | datetime, *, scope: str | None = None) -
         undone = [e for e in undone if e.llm_id in touched]
     targets: dict[str, AuditEntry] = {}  # each row's oldest entry after the point
     for entry in sorted(undone, key=lambda e: e.id):  # a row's writes take ids in their order
+        if _is_routing(entry) and "routing" not in (entry.before or {}):
+            continue  # an experiment's definition stays; its scope's routing is put back
         targets.setdefault(entry.llm_id, entry)
     rows = {row.id: row for row in stored_rows(store, scope=None)}
     validators = tuple(getattr(store, "validators", ()))
