@@ -48,8 +48,17 @@ def _seed_bad_rows(store: Any) -> dict[str, str]:
             }
         ).id,
         "invalid_routing": "",
+        "invalid_experiment": _renamed_arm_row(store),
         "mixed_spaces": "",
     }
+
+
+def _renamed_arm_row(store: Any) -> str:
+    # Scope "trial" routed as an experiment whose arm's row was renamed since.
+    row = store.add({"name": "Arm Row", "provider": "fake", "model_name": "m", "scope": "trial"})
+    store.set_experiment("trial", {"arms": {"a": {"rows": ["Arm Row"]}}})
+    store.update(row.id, {"name": "Arm Row 2"})
+    return ""
 
 
 def test_doctor_names_each_bad_row_with_its_fix_and_exits_1(
@@ -73,7 +82,7 @@ def test_doctor_names_each_bad_row_with_its_fix_and_exits_1(
     assert RAW_SECRET not in result.out + result.err
     text = run_cli("doctor", "--database-url", migrated_url)
     assert text.code == 1
-    assert text.out.startswith("9 problem(s) found: 6 error(s), 3 warning(s) (database: ")
+    assert text.out.startswith("10 problem(s) found: 6 error(s), 4 warning(s) (database: ")
     for name in ("Bad Priority", "Pasted Key", "Keyless", "Typo", "Old Key", "twin", "Off Default"):
         assert name in text.out
     assert "scope 'global' has the stored routing ' Weighted '" in text.out
@@ -94,6 +103,7 @@ def test_doctor_fixes_lead_to_a_clean_table_that_exits_0(sql_store: Any, migrate
         ("edit", ids["similar_names"], "--set", "name=Twin Two"),
         ("enable", ids["disabled_default"]),
         ("routing", "global", "priority"),
+        ("experiment", "set", "trial", "--arm", "a=Arm Row 2"),
         ("disable", _id_of(sql_store, "Vectors N")),
     ):
         assert run_cli(*command, *db).code == 0, command

@@ -409,3 +409,21 @@ def test_a_rollback_puts_the_routing_back_and_keeps_the_definition(store: Any) -
     assert store.get_experiment("global") is not None
     store.set_routing("global", "experiment")
     assert store.get_routing("global") == "experiment"
+
+
+def test_doctor_names_an_arm_whose_row_is_gone(sql_store: Any) -> None:
+    """An arm's row renamed after the experiment was set: doctor warns naming the arm's field
+    and the row, and the fix; a scope no longer routed by it is not reported."""
+    from llmpool.pool.doctor import diagnose
+
+    sql_store.add_many([{"name": n, "provider": "fake", "model_name": "m"} for n in "AB"])
+    sql_store.set_experiment("global", {"arms": {"a": {"rows": ["A"]}, "b": {"rows": ["B"]}}})
+    row = next(r for r in sql_store.list_llms() if r.name == "B")
+    sql_store.update(row.id, {"name": "B2"})
+    (found,) = [f for f in diagnose(sql_store) if f.kind == "invalid_experiment"]
+    assert (found.severity, found.scope, found.field) == (
+        "warning", "global", "experiment.arms.b.rows",
+    )  # fmt: skip
+    assert "'B', no enabled row" in found.problem and "llmpool experiment set" in found.fix
+    sql_store.set_routing("global", "priority")
+    assert not [f for f in diagnose(sql_store) if f.kind == "invalid_experiment"]

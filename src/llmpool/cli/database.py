@@ -56,12 +56,12 @@ _DOCTOR_EPILOG = (
     "Reports invalid rows, literal secrets, unresolvable references (judged from this "
     "environment: run it with that of the hosts that serve the models), unknown providers and "
     "config keys, names of one scope differing only by case or spaces, disabled defaults, "
-    "scopes whose stored routing is no strategy, and scopes whose embedding rows mix vector "
-    "spaces. Each finding is an error (calls fail, or a secret is stored), a warning (it still "
-    "serves, or depends on where doctor runs: unresolvable_reference, similar_names, "
-    "invalid_routing) or info; a provider or reference problem of a disabled row is one step "
-    "lower. In CI without provider keys or plugins: --ignore unresolvable_reference --ignore "
-    "unknown_provider."
+    "scopes whose stored routing is no strategy, experiments whose arm names no enabled row, "
+    "and scopes whose embedding rows mix vector spaces. Each finding is an error (calls fail, "
+    "or a secret is stored), a warning (it still serves, or depends on where doctor runs: "
+    "unresolvable_reference, similar_names, invalid_routing, invalid_experiment) or info; a "
+    "provider or reference problem of a disabled row is one step lower. In CI without provider "
+    "keys or plugins: --ignore unresolvable_reference --ignore unknown_provider."
 )
 
 _MIGRATE_EPILOG = (

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import (
     EnvNotAllowedError,
+    InvalidConfigError,
     LiteralSecretError,
     LLMPoolError,
     MissingSecretError,
@@ -52,6 +53,7 @@ KINDS = (
     "similar_names",  # names of one scope that differ only by case or surrounding spaces
     "disabled_default",  # a scope's default is disabled: get_llm() has no default
     "invalid_routing",  # a scope's stored routing is not a strategy: served by priority
+    "invalid_experiment",  # an experiment's arm names no enabled row, or its definition is bad
     "mixed_spaces",  # a scope's enabled embedding rows span several vector spaces
 )
 
@@ -63,7 +65,10 @@ SEVERITIES = ("info", "warning", "error")
 #: similar names only confuse a reader.
 SEVERITY = {
     **dict.fromkeys(KINDS, "error"),
-    **dict.fromkeys(("unresolvable_reference", "similar_names", "invalid_routing"), "warning"),
+    **dict.fromkeys(
+        ("unresolvable_reference", "similar_names", "invalid_routing", "invalid_experiment"),
+        "warning",
+    ),
 }
 
 
@@ -226,6 +231,68 @@ def _invalid_routing(store: Any, scope: str | None) -> list[Finding]:
     ]
 
 
+def _invalid_experiments(store: Any, scope: str | None, rows: list[StoredRow]) -> list[Finding]:
+    # A scope routed as an experiment whose definition is bad (raw SQL; served by priority), or
+    # whose arm names no enabled row of the scope (renamed, deleted, disabled): its calls go
+    # to the scope's other rows, and its share of the report is empty.
+    from llmpool.repository.experiments import check_experiment
+
+    scope_experiments = getattr(store, "scope_experiments", None)
+    if scope_experiments is None:
+        return []
+    routing = store.scope_routing()
+    findings = []
+    for name, stored in sorted(scope_experiments().items()):
+        if routing.get(name) != "experiment" or scope not in (None, name):
+            continue
+        enabled = {
+            r.config.name for r in rows if r.config and r.config.scope == name and r.config.enabled
+        }
+        fix = (
+            f"llmpool experiment set {quote(name)} --arm NAME=ROW ... (or llmpool routing "
+            f"{quote(name)} priority)"
+        )
+        try:
+            experiment = check_experiment(name, stored)
+        except InvalidConfigError as error:
+            problem = f"{error} (the scope is served by priority)"
+            findings.append(
+                Finding(
+                    "invalid_experiment",
+                    "",
+                    None,
+                    name,
+                    error.field,
+                    problem,
+                    fix,
+                    SEVERITY["invalid_experiment"],
+                )
+            )
+            continue
+        for arm in experiment.arms:
+            missing = [row for row in arm.rows if row not in enabled]
+            if missing:
+                problem = (
+                    f"scope {shorten(visible(name))!r}: experiment arm {arm.name!r} names "
+                    f"{', '.join(repr(shorten(visible(r))) for r in missing)}, no enabled row of "
+                    "the scope: the arm's calls go to the other rows"
+                )
+                field = f"experiment.arms.{arm.name}.rows"
+                findings.append(
+                    Finding(
+                        "invalid_experiment",
+                        "",
+                        None,
+                        name,
+                        field,
+                        problem,
+                        fix,
+                        SEVERITY["invalid_experiment"],
+                    )
+                )
+    return findings
+
+
 def _mixed_spaces(rows: list[StoredRow]) -> list[Finding]:
     from llmpool.repository.spaces import one_space
 
@@ -278,6 +345,7 @@ def diagnose(
         findings += _disabled_default(row.config)
     findings += _similar_names(rows)
     findings += _invalid_routing(store, scope)
+    findings += _invalid_experiments(store, scope, rows)
     findings += _mixed_spaces(rows)
     order = {kind: index for index, kind in enumerate(KINDS)}
     return sorted(findings, key=lambda f: (order[f.kind], f.scope or "", f.name or "", f.llm_id))
