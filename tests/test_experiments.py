@@ -266,12 +266,14 @@ def test_llmpool_experiment_set_show_report_and_adapt(
     assert sum(arm["calls"] for arm in data["arms"]) == 20
     ups = {a["arm"]: a["metrics"][0]["mean"] for a in data["arms"]}
     assert ups == {"control": 0.0, "candidate": 1.0}
-    adapted = run_cli(
-        "experiment", "report", "global", "--adapt", "thumbs_up", *db, "--actor", "ann"
-    )
+    adapt = ("--adapt", "thumbs_up", "--actor", "ann")
+    adapted = run_cli("experiment", "report", "global", *adapt, *db)
     assert adapted.code == 0, adapted.err
     shown = json.loads(run_cli("experiment", "show", "global", "--json", *db).out)["experiment"]
     assert shown["arms"]["candidate"]["weight"] > 90 and shown["arms"]["control"]["weight"] == 1
+    assert run_cli("routing", "global", "priority", *db).code == 0
+    stopped = run_cli("experiment", "report", "global", *adapt, *db)
+    assert stopped.code == 2 and "--adapt would start it" in stopped.err
     audit = json.loads(run_cli("audit", "--json", *db).out)
     assert any(e["action"] == "set_experiment" and e["actor"] == "ann" for e in audit)
 
@@ -359,13 +361,12 @@ def test_afeedback_queues_as_feedback_does() -> None:
     store.set_experiment("global", {"arms": {"a": {"rows": ["A"]}}})
     with LLMPool(store, poll_interval=0) as pool:
 
-        async def run() -> None:
+        async def run() -> Any:
             answer = await pool.get_llm_with_fallback().ainvoke("hi")
             await pool.afeedback(answer, "up", 0.5)
+            return await pool.aexperiment_report("global", since=None)
 
-        asyncio.run(run())
-        assert pool.feedback_log.flush()
-        (line,) = pool.experiment_report("global", since=None)
+        (line,) = asyncio.run(run())
         assert [(m.metric, m.n, m.mean) for m in line.metrics] == [("up", 1, 0.5)]
 
 

@@ -138,6 +138,11 @@ def _report(args: argparse.Namespace) -> int:
         sums = SQLFeedbackTable(store.engine).sums(args.scope, start, end)
         weights = None
         if args.adapt is not None:
+            if store.get_routing(args.scope) != "experiment":
+                msg = (
+                    f"scope {args.scope!r} does not route by its experiment: --adapt would start it"
+                )
+                raise UsageError(msg)
             try:
                 weights = thompson_weights(experiment, sums, args.adapt)
             except ValueError as error:

@@ -476,6 +476,7 @@ class LLMPool:
     # -- async twins: the snapshot loaded on the event loop, then the sync method ---------------
 
     astatus = _twin(status, thread=True)  # the breaker board may be Redis
+    aexperiment_report = _twin(experiment_report, thread=True)  # reads the tables
     aget_llms_from_db = _twin(get_llms_from_db)
     aget_default_llm_config = _twin(get_default_llm_config)
     aget_llm = _twin(get_llm)
