@@ -17,7 +17,7 @@ from test_migrate import catalog
 from llmpool.repository.sql.migrate import load_migrations, migrate
 
 ALL = [m.name for m in load_migrations("sqlite")]
-LAST = load_migrations("sqlite")[-1].version  # numbers may skip one another branch holds
+NEWEST = load_migrations("sqlite")[-1].version  # numbers may skip one another branch holds
 LAST = str(len(ALL) - 1)  # --to LAST reverts the newest migration only
 
 
@@ -101,7 +101,7 @@ def test_migrate_mistakes_are_usage_errors(migrated_url: str) -> None:
     refused with exit code 2, each saying why."""
     db = ("--database-url", migrated_url)
     cases = [
-        (("migrate", "--to", "99"), f"there is no migration 99 (migrations: 1 to {LAST}"),
+        (("migrate", "--to", "99"), f"there is no migration 99 (migrations: 1 to {NEWEST}"),
         (("migrate", "--to", "-1"), "there is no migration -1"),
         (("migrate", "--to", "2", "--seed"), "--seed needs every migration: leave out --to"),
         (("migrate", "status", "--to", "2"), "migrate status changes nothing"),
