@@ -13,8 +13,8 @@ carries ``arm`` and a fresh ``call_id``, which `LLMPool.feedback` takes.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
-import uuid
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from itertools import accumulate
@@ -57,7 +57,7 @@ class Trial:
     def __init__(self, routing: ExperimentRouting, arm: str) -> None:
         self.routing = routing
         self.arm = arm
-        self.call_id = uuid.uuid4().hex
+        self.call_id = os.urandom(16).hex()  # 128 random bits: unique, and guessed by nobody
 
     def served(self, llm_id: str) -> None:
         """Note that the row ``llm_id`` answered this call."""
