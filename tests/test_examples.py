@@ -302,3 +302,14 @@ def test_alembic_revision_creates_llmpools_tables(
     store.add({"name": "A", "provider": "fake", "model_name": "m"})
     assert "A" in [c.name for c in store.list_llms()]
     store.engine.dispose()
+
+
+def test_experiment_example_reports_each_arm(tmp_path: Path) -> None:
+    """The experiment example runs offline: 200 users split about 9 to 1 between the arms,
+    each arm's thumbs-up rate with its Wilson interval."""
+    out = run_example("experiment.py", {}, tmp_path)
+    control, candidate = out.splitlines()
+    assert control.startswith("control    weight 9  calls 178")
+    assert "thumbs_up 0.74 (95 % CI 0.67 to 0.80, wilson)" in control
+    assert candidate.startswith("candidate  weight 1  calls  22")
+    assert "thumbs_up 1.00 (95 % CI 0.85 to 1.00, wilson)" in candidate
