@@ -428,3 +428,43 @@ def test_doctor_names_an_arm_whose_row_is_gone(sql_store: Any) -> None:
     assert "'B', no enabled row" in found.problem and "llmpool experiment set" in found.fix
     sql_store.set_routing("global", "priority")
     assert not [f for f in diagnose(sql_store) if f.kind == "invalid_experiment"]
+
+
+def test_a_failed_feedback_flush_keeps_its_values_for_the_next_one(
+    migrated_url: str, servers: tuple[OpenAIServer, OpenAIServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The table away: the flush writes nothing, says so in a WARNING and keeps the values;
+    the table back: the next flush writes each value once."""
+    store = SQLStore(migrated_url)
+    store.add_many(rows(*servers))
+    store.set_experiment("global", {"arms": ARMS})
+    pool = LLMPool(store, poll_interval=0, usage_flush_interval=0)
+    answer = pool.get_llm_with_fallback().invoke("hi")
+    pool.feedback(answer, "thumbs_up", True)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE llm_feedback RENAME TO llm_feedback_away"))
+    assert pool.feedback_log.flush() is False
+    assert [r.event for r in caplog.records if hasattr(r, "event")] == ["feedback_not_flushed"]
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE llm_feedback_away RENAME TO llm_feedback"))
+    assert pool.feedback_log.flush() is True
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT metric, value FROM llm_feedback")).all() == [
+            ("thumbs_up", 1.0)
+        ]
+    pool.close()
+    store.engine.dispose()
+
+
+def test_feedback_for_a_call_no_replica_noted_is_dropped_after_three_flushes(
+    redis_keys: tuple[Any, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With Redis a call id is accepted at once (another replica may have made the call); when
+    no replica noted it, three flushes later it is dropped with a WARNING naming the metric."""
+    _, prefix = redis_keys
+    fleet = {"redis": REDIS_URL, "redis_prefix": prefix, "usage_flush_interval": 0}
+    with LLMPool(InMemoryStore([]), poll_interval=0, **fleet) as pool:
+        pool.feedback("f" * 32, "thumbs_up", False)
+        assert [pool.feedback_log.flush() for _ in range(3)] == [False, False, True]
+    dropped = [r for r in caplog.records if getattr(r, "event", None) == "feedback_dropped"]
+    assert len(dropped) == 1 and "'thumbs_up'" in dropped[0].getMessage()

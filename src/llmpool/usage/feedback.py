@@ -201,10 +201,6 @@ class FeedbackLog:
         if self.shared is not None and start:
             self._start()
 
-    def call(self, call_id: str) -> tuple[str, str, str] | None:
-        """Return the scope, arm and row of a call noted in this process, or ``None``."""
-        return self._calls.get(call_id)
-
     def add(self, call_id: Any, metric: Any, value: Any) -> None:
         """Queue ``metric``'s ``value`` for the call ``call_id`` (checked: `check_feedback`);
         without Redis, a call this process did not note is refused (`InvalidOptionError`)."""
