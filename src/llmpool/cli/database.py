@@ -78,7 +78,8 @@ _SEVERITIES = ("info", "warning", "error")
 _ROUTING_EPILOG = (
     "Strategies reorder only rows of equal priority; a failing row falls back to its siblings, "
     "then to the next priority. A strategy other than priority is refused for a scope without "
-    "rows (add its rows first)."
+    "rows (add its rows first). experiment routes by the scope's experiment (`llmpool "
+    "experiment set`), which must be defined first; priority stops it, experiment resumes it."
 )
 
 _USAGE_COLUMNS = {
@@ -143,7 +144,7 @@ def register(add: AddCommand) -> None:
     help_text = "exit 1 when a finding is this serious or more (default: error)"
     p.add_argument("--fail-on", choices=_SEVERITIES, default="error", help=help_text)
 
-    help_text = "show or set how a scope routes its calls (priority, weighted, latency, least_busy)"
+    help_text = "show or set how a scope routes its calls (priority, weighted, latency, ...)"
     example = "llmpool routing global weighted"
     p = add("routing", cmd_routing, help_text, _ROUTING_EPILOG, writes=True, example=example)
     p.add_argument("scope", type=scope, help="the scope, e.g. global")

@@ -39,7 +39,7 @@ def register(add: AddCommand) -> None:
         "llmpool experiment report global --adapt thumbs_up"
     )
     p = add("experiment", cmd_experiment, help_text, _EPILOG, writes=True, example=example)
-    help_text = "show (default), set, or report"
+    help_text = "show the definition, set it, or report the arms"
     p.add_argument("action", choices=("show", "set", "report"), help=help_text)
     p.add_argument("scope", type=bounded("scope"), help="the scope, e.g. global")
     help_text = "set: an arm and its rows, by name (repeatable)"
