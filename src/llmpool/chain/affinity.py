@@ -18,6 +18,9 @@ from collections.abc import Callable
 
 from llmpool.contracts import Shared
 
+#: A call's session: where it is kept, its key, and the id of the row serving it (if any).
+Session = tuple["Affinity", str, "str | None"]
+
 
 class Affinity:
     """Which row serves each session (see the module).

@@ -8,9 +8,12 @@ keywords that `run_context` takes back before any client sees them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmpool.tags import TAGS_KEY, Tags, tags_of
+
+if TYPE_CHECKING:
+    from llmpool.chain.affinity import Affinity, Session
 
 #: The run metadata key a call names its session with.
 SESSION_KEY = "session_key"
@@ -26,9 +29,12 @@ def handed_on(config: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[
     return {**kwargs, **extra} if extra else kwargs
 
 
-def run_context(run_manager: Any, kwargs: dict[str, Any]) -> tuple[str | None, Tags | None]:
-    """Return a call's session key and tags: from the keywords `handed_on` added (taken out),
-    else from its run metadata."""
+def run_context(
+    run_manager: Any, kwargs: dict[str, Any], affinity: Affinity | None = None
+) -> tuple[Session | None, Tags | None]:
+    """Return a call's session (with ``affinity``: its key and the row serving it; else
+    ``None``) and tags: from the keywords `handed_on` added (taken out), else from its run
+    metadata."""
     key = given = None
     if kwargs:
         key = kwargs.pop(_ARGUMENTS[SESSION_KEY], None)
@@ -39,5 +45,8 @@ def run_context(run_manager: Any, kwargs: dict[str, Any]) -> tuple[str | None, T
             key = metadata.get(SESSION_KEY)
         if given is None:
             given = metadata.get(TAGS_KEY)
-    session = None if key is None or key == "" else str(key)
-    return session, None if given is None else tags_of(given)
+    tags = None if given is None else tags_of(given)
+    if affinity is None or key is None or key == "":
+        return None, tags
+    session = str(key)
+    return (affinity, session, affinity.pinned(session)), tags

@@ -19,7 +19,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ConfigDict
 
 import llmpool.contracts as contracts
-from llmpool.chain.affinity import Affinity
+from llmpool.chain.affinity import Affinity, Session
 from llmpool.chain.builder import ChainSource, ScopeChain
 from llmpool.chain.context import handed_on, run_context
 from llmpool.chain.routing import Routing
@@ -30,7 +30,7 @@ from llmpool.fallback.calls import ChatCall
 from llmpool.fallback.forwarding import FORWARDED, rebuild
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.fallback.structured import decompose, structured
-from llmpool.fallback.walk import Session, Walk
+from llmpool.fallback.walk import Walk
 from llmpool.providers.fit import Prompt
 from llmpool.providers.timeouts import check_seconds
 from llmpool.tags import Tags
@@ -188,8 +188,9 @@ class FallbackChatModel(BaseChatModel):
         }
 
     def _seen_first(self) -> _First:
-        # Asked at every call: holds for the chain last seen while its breaker stays closed.
-        chain = self._current()
+        # Asked at every call: holds for the chain last seen while its breaker stays closed (a
+        # static chain is read without a call).
+        chain = self._static or self._current()
         seen: _First | None = self.__dict__.get("_first_seen")
         breakers = self.breakers
         if (
@@ -300,18 +301,12 @@ class FallbackChatModel(BaseChatModel):
         """Async twin of `stream`."""
         return super().astream(input, config, stop=stop, **handed_on(config, kwargs))
 
-    def _context(self, run_manager: Any, kwargs: dict[str, Any]) -> _Context:
-        # The call's session (and the row serving it; None: no key, or no affinity), its tags.
-        key, tags = run_context(run_manager, kwargs)
-        affinity = self.affinity
-        if affinity is None or key is None:
-            return None, tags
-        return (affinity, key, affinity.pinned(key)), tags
-
     async def _acontext(self, run_manager: Any, kwargs: dict[str, Any]) -> _Context:
-        if self.affinity is not None and self.affinity.shared is not None:  # a Redis round trip
-            return await asyncio.to_thread(self._context, run_manager, kwargs)
-        return self._context(run_manager, kwargs)
+        # `run_context`, in a thread when the session's row is read from Redis.
+        affinity = self.affinity
+        if affinity is not None and affinity.shared is not None:
+            return await asyncio.to_thread(run_context, run_manager, kwargs, affinity)
+        return run_context(run_manager, kwargs, affinity)
 
     def _walk(
         self,
@@ -320,7 +315,7 @@ class FallbackChatModel(BaseChatModel):
         context: _Context = (None, None),
         streaming: bool = False,
     ) -> Walk:
-        chain = self._current()
+        chain = self._static or self._current()
         if chain.problem is not None:
             raise chain.problem
         return Walk(
@@ -343,7 +338,7 @@ class FallbackChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        walk = self._walk(messages, kwargs, self._context(run_manager, kwargs))
+        walk = self._walk(messages, kwargs, run_context(run_manager, kwargs, self.affinity))
         for attempt in walk:
             with attempt:
                 return _tagged(walk, attempt, attempt.call.generate(messages, stop, kwargs))
@@ -371,7 +366,9 @@ class FallbackChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # An error after the first content is a `MidStreamError`, never a silent switch.
-        walk = self._walk(messages, kwargs, self._context(run_manager, kwargs), streaming=True)
+        walk = self._walk(
+            messages, kwargs, run_context(run_manager, kwargs, self.affinity), streaming=True
+        )
         for attempt in walk:
             with attempt:
                 gate = attempt.gate

@@ -412,6 +412,17 @@ class FallbackPolicy:
 
         return Hooks((*builtin_observers(), *self.observers))
 
+    @cached_property
+    def judging(self) -> bool:
+        """Whether an answer may be refused (`llmpool.fallback.verdicts`): a verdict in
+        ``reject``, or ``accept``."""
+        return bool(self.reject) or self.accept is not None
+
+    @cached_property
+    def whole(self) -> bool:
+        """Whether a stream is held back to its end: a verdict needs the whole answer."""
+        return self.accept is not None or "invalid_structured" in self.reject
+
     def retry_delay(
         self, attempt_number: int, error: BaseException, time_left: float | None = None
     ) -> float | None:

@@ -42,17 +42,14 @@ from llmpool.fallback.verdicts import rejection
 from llmpool.providers.timeouts import stream_limits
 
 if TYPE_CHECKING:
-    from llmpool.chain.affinity import Affinity
+    from llmpool.chain.affinity import Session
     from llmpool.chain.builder import ScopeChain
     from llmpool.chain.experiment import Trial
     from llmpool.contracts import AdmissionCheck, Candidate
     from llmpool.providers.fit import Prompt
     from llmpool.tags import Tags
 
-__all__ = ["Attempt", "Session", "Walk"]
-
-#: A call's session: where it is kept, its key, and the id of the row serving it (if any).
-Session = tuple["Affinity", str, "str | None"]
+__all__ = ["Attempt", "Walk"]
 
 _NO_OPTIONS: Mapping[str, Any] = {}
 
@@ -151,7 +148,7 @@ class Walk:
 
     __slots__ = ("accept", "breakers", "calls", "candidates", "checks", "delay", "final",
                  "in_flight", "index", "judging", "last", "number", "options", "policy", "probe",
-                 "prompt", "record", "reject", "routed", "scope", "session", "started",
+                 "prompt", "record", "routed", "scope", "session", "started",
                  "streaming", "tags", "trial", "tried_any", "whole")  # fmt: skip
 
     def __init__(
@@ -187,12 +184,14 @@ class Walk:
         self.prompt = prompt
         self.session = session
         self.tags = tags
-        self.options = options = _NO_OPTIONS if options is None else options
-        self.reject = policy.reject
-        self.accept = options.get("accept") or policy.accept
-        self.judging = bool(self.reject) or self.accept is not None  # whether `judge` may refuse
-        # Whether a stream is held back to its end: a verdict needs the whole answer.
-        self.whole = self.accept is not None or "invalid_structured" in self.reject
+        self.options = _NO_OPTIONS if options is None else options
+        accept = None if options is None else options.get("accept")
+        # Whether `judge` may refuse, and whether a stream is held back to its end (a verdict
+        # needs the whole answer): the policy's, worked out once, unless the call has its own.
+        if accept is None:
+            self.accept, self.judging, self.whole = policy.accept, policy.judging, policy.whole
+        else:
+            self.accept, self.judging, self.whole = accept, True, True
         self.started = time.monotonic()
         self.index = 0  # the current candidate
         self.number = 0  # attempts made on it
@@ -419,7 +418,7 @@ class Walk:
         """Raise `BadAnswerError` when ``message``, ``attempt``'s answer (``info``: its
         ``generation_info``), is not one the caller can use (`llmpool.fallback.verdicts`);
         its usage still counts."""
-        reject = self.reject
+        reject = self.policy.reject
         parser = attempt.call.parser if "invalid_structured" in reject else None
         found = rejection(message, reject, self.accept, parser, info)
         if found is None:
