@@ -66,6 +66,7 @@ PUBLIC = [
     "ProviderLoadError",
     "ProviderNotInstalledError",
     "ProviderRegistry",
+    "QuotaExceededError",
     "RateLimiter",
     "RedisBreakerStore",
     "RedisLimits",

@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # the same table, for type checkers (explicit re-exports)
     from llmpool.errors import ProviderError as ProviderError
     from llmpool.errors import ProviderLoadError as ProviderLoadError
     from llmpool.errors import ProviderNotInstalledError as ProviderNotInstalledError
+    from llmpool.errors import QuotaExceededError as QuotaExceededError
     from llmpool.errors import RollbackError as RollbackError
     from llmpool.errors import UnknownProviderError as UnknownProviderError
     from llmpool.errors import UnsupportedParameterError as UnsupportedParameterError
@@ -192,6 +193,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "ProviderError",
         "ProviderLoadError",
         "ProviderNotInstalledError",
+        "QuotaExceededError",
         "RollbackError",
         "UnknownProviderError",
         "UnsupportedParameterError",

@@ -29,6 +29,7 @@ variable) and never a secret's value::
     │   └── UnsupportedParameterError (ValueError)    config has a key the client rejects
     ├── AllLLMsFailedError (RuntimeError)       every candidate failed at runtime
     │   └── AllLLMsFailedToInitializeError      "All LLMs failed to initialize"
+    ├── QuotaExceededError                      a tag's or scope's budget or rate limit is spent
     ├── MidStreamError                          a stream broke after chunks were emitted
     └── BadAnswerError                          an answer the caller cannot use (``verdict``)
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 #: How many characters of a caller's or a row's text a message quotes before cutting it short.
 MESSAGE_TEXT_LIMIT = 80
@@ -236,6 +238,27 @@ class AllLLMsFailedToInitializeError(AllLLMsFailedError):
     """No candidate could be built (missing secret, missing package, bad config)."""
 
     header = "All LLMs failed to initialize"
+
+
+class QuotaExceededError(LLMPoolError):
+    """A call refused before any request: a quota (``kind`` ``"tag"`` or ``"scope"``, on
+    ``target``) is spent. ``limit`` is ``"budget"``, ``"rpm"`` or ``"tpm"``; ``resets_at``
+    when the quota admits calls again (UTC, ``None``: when a call in flight ends)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        target: str,
+        limit: str,
+        resets_at: datetime | None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.target = target
+        self.limit = limit
+        self.resets_at = resets_at
 
 
 class MidStreamError(LLMPoolError):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from llmpool.models import AuditEntry, BadRow, LLMConfig
     from llmpool.repository.experiments import Experiment
+    from llmpool.repository.quotas import Quota
 
 from llmpool.errors import LLMNotFoundError, NoDefaultLLMError, shorten, visible
 
@@ -53,13 +54,15 @@ def no_default_error(scope: str) -> NoDefaultLLMError:
 @dataclass(frozen=True)
 class Snapshot:
     """Every row of the table at one moment: the valid rows in fallback order, the bad ones,
-    the change counter, and each scope's strategy as stored (read through `routing_of`)."""
+    the change counter, each scope's strategy as stored (read through `routing_of`), and the
+    quotas (`llmpool.repository.quotas`)."""
 
     configs: tuple[LLMConfig, ...]
     bad_rows: tuple[BadRow, ...] = ()
     generation: int = 0
     routing: Mapping[str, str] = field(default_factory=dict, compare=False)
     experiments: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    quotas: tuple[Quota, ...] = field(default=(), compare=False)
     _warned: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def routing_of(self, scope: str) -> str:

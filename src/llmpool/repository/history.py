@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import InvalidConfigError, RollbackError, describe_row
 from llmpool.repository.declarative import Plan, Step, ordered, route_steps, row_step, write
+from llmpool.repository.quotas import AUDIT_PREFIX as QUOTA_PREFIX
 from llmpool.repository.rules import WRITABLE_FIELDS
 from llmpool.repository.scopes import AUDIT_PREFIX
 from llmpool.repository.stored import stored_rows
@@ -89,7 +90,7 @@ def history(
 def rollback_plan(store: Any, to: int | datetime, *, scope: str | None = None) -> Plan:
     """Return the plan that puts the rows and the routing back as they were right after the
     audit entry of id ``to`` (or at the time ``to``, naive meaning UTC), only those of ``scope``
-    if given.
+    if given. Quotas are left as they are.
 
     Raises:
         RollbackError: ``to`` is no entry's id, a time before the first entry, or an entry
@@ -119,6 +120,8 @@ def rollback_plan(store: Any, to: int | datetime, *, scope: str | None = None) -
                 "before it (a row invalid as stored is logged without its content): roll back "
                 f"to entry {entry.id} or later"
             )
+        if entry.llm_id.startswith(QUOTA_PREFIX):  # quotas are not rolled back
+            continue
         if _is_routing(entry):
             scope_name = str(before.get("scope", llm_id.removeprefix(AUDIT_PREFIX)))
             strategies[scope_name] = str(before.get("routing", "priority"))

@@ -6,13 +6,14 @@ import itertools
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from llmpool.errors import ConflictError
 from llmpool.models import MAX_LENGTHS, MAX_SEARCH_LENGTH, AuditEntry, LLMConfig, check_argument
 from llmpool.repository import Snapshot, no_default_error, not_found_error, sort_key
+from llmpool.repository.quotas import Quota
 from llmpool.repository.rules import canonical_id, new_config
 from llmpool.repository.writes import Tx, Writes
 
@@ -27,6 +28,7 @@ class _Draft:
     rows: dict[str, LLMConfig]
     routing: dict[str, str]
     experiments: dict[str, Any]
+    quotas: dict[tuple[str, str], Quota]
     entries: list[tuple[str, str, Any, Any]] = field(default_factory=list)
 
 
@@ -67,10 +69,11 @@ class InMemoryStore(Writes):
         self._rows: dict[str, LLMConfig] = {}
         self._routing: dict[str, str] = {}  # scope -> strategy, as llm_scopes holds them
         self._experiments: dict[str, Any] = {}  # scope -> its experiment's definition
+        self._quotas: dict[tuple[str, str], Quota] = {}  # (kind, target) -> as llm_quotas
         self._entries: list[AuditEntry] = []
         self._audit_ids = itertools.count(1)
         self._generation = 1
-        tx = Tx(_Draft(self._rows, self._routing, self._experiments), "", "")
+        tx = Tx(_Draft(self._rows, self._routing, self._experiments, self._quotas), "", "")
         for item in configs:
             # model_copy(update=...) and model_construct skip validation: check it again.
             if isinstance(item, LLMConfig):
@@ -125,10 +128,20 @@ class InMemoryStore(Writes):
         with self._lock:
             rows, generation, routing = list(self._rows.values()), self._generation, self._routing
             experiments = self._experiments
+            quotas = tuple(self._quotas[key] for key in sorted(self._quotas))
         configs = tuple(sorted(rows, key=sort_key))
         return Snapshot(
-            configs=configs, generation=generation, routing=dict(routing), experiments=experiments
+            configs=configs,
+            generation=generation,
+            routing=dict(routing),
+            experiments=experiments,
+            quotas=quotas,
         )
+
+    def list_quotas(self) -> list[Quota]:
+        """Return every quota, by kind and target."""
+        with self._lock:
+            return [self._quotas[key] for key in sorted(self._quotas)]
 
     def scope_routing(self) -> dict[str, str]:
         """Return every scope's routing as stored."""
@@ -177,12 +190,12 @@ class InMemoryStore(Writes):
     def _transaction(self, tx: Tx) -> Iterator[None]:
         with self._lock:
             draft = tx.handle = _Draft(
-                dict(self._rows), dict(self._routing), dict(self._experiments)
+                dict(self._rows), dict(self._routing), dict(self._experiments), dict(self._quotas)
             )
             yield
             now = datetime.now(timezone.utc)
             self._rows, self._routing = draft.rows, draft.routing
-            self._experiments = draft.experiments
+            self._experiments, self._quotas = draft.experiments, draft.quotas
             self._generation += 1
             for llm_id, action, before, after in draft.entries:
                 entry = AuditEntry(
@@ -256,3 +269,17 @@ class InMemoryStore(Writes):
 
     def _row_names(self, tx: Tx, scope: str) -> set[str]:
         return {row.name for row in tx.handle.rows.values() if row.scope == scope}
+
+    def _get_quota(self, tx: Tx, kind: str, target: str) -> Quota | None:
+        return tx.handle.quotas.get((kind, target))  # type: ignore[no-any-return]
+
+    def _put_quota(self, tx: Tx, quota: Quota) -> Quota:
+        now = datetime.now(timezone.utc)
+        before = tx.handle.quotas.get((quota.kind, quota.target))
+        created = before.created_at if before is not None else now
+        stored = replace(quota, created_at=created, updated_at=now)
+        tx.handle.quotas[quota.kind, quota.target] = stored
+        return stored
+
+    def _drop_quota(self, tx: Tx, kind: str, target: str) -> None:
+        del tx.handle.quotas[kind, target]

@@ -10,14 +10,23 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from llmpool.contracts import log_fields
-from llmpool.errors import ConflictError, InvalidConfigError, describe_row, shorten
+from llmpool.errors import (
+    ConflictError,
+    InvalidConfigError,
+    LLMNotFoundError,
+    describe_row,
+    shorten,
+    visible,
+)
 from llmpool.models import MAX_LENGTHS, check_argument
 from llmpool.repository import DEFAULT_ACTOR
 from llmpool.repository.experiments import Experiment, check_experiment, stored_experiment
+from llmpool.repository.quotas import AUDIT_PREFIX as QUOTA_PREFIX
+from llmpool.repository.quotas import Quota, check_quota, check_target
 from llmpool.repository.rules import new_config, new_configs, updated_config
 from llmpool.repository.scopes import AUDIT_PREFIX, check_routing, usable_strategy
 from llmpool.repository.spaces import warn_if_mixed
@@ -58,6 +67,8 @@ class Writes:
 
     scope_routing: Callable[[], dict[str, str]]  # every scope's routing, as stored
     scope_experiments: Callable[[], dict[str, Any]]  # every scope's experiment, as stored
+    get: Callable[[str], LLMConfig]  # the read side of each store
+    list_llms: Callable[..., list[LLMConfig]]
 
     def get_routing(self, scope: str = "global") -> str:
         """Return how ``scope`` routes its calls (``"priority"`` when never set)."""
@@ -114,6 +125,10 @@ class Writes:
     _set_experiment: Callable[[Tx, str, Any], Any]  # returns the definition it replaced
     _experiment: Callable[[Tx, str], Any]  # the scope's definition as stored, or None
     _row_names: Callable[[Tx, str], set[str]]  # the names of the scope's rows
+    _get_quota: Callable[[Tx, str, str], Quota | None]  # (kind, target), locked
+    _put_quota: Callable[[Tx, Quota], Quota]  # inserted or replaced; returned as stored
+    _drop_quota: Callable[[Tx, str, str], None]
+    list_quotas: Callable[[], list[Quota]]  # every quota, by kind and target
     # A row stored invalid (raw SQL put it there): (llm_id, changes, action, error); SQL only.
     _repair: Callable[[Tx, str, Any, str, InvalidConfigError], LLMConfig] | None = None
 
@@ -313,6 +328,77 @@ class Writes:
         new = {"scope": scope, "routing": strategy}
         self._audit(tx, llm_id, "set_routing", {"scope": scope, "routing": before}, new)
 
+    def get_quota(self, kind: str, target: str) -> Quota | None:
+        """Return the quota on ``kind`` ``target`` (a row by id), or ``None``."""
+        kind, target = check_target(kind, target)
+        return next((q for q in self.list_quotas() if (q.kind, q.target) == (kind, target)), None)
+
+    def row_target(self, target: str) -> str:
+        """Return the id of the row a row quota names by id or, when unique, by name
+        (`InvalidConfigError`, field ``target``)."""
+        try:
+            return self.get(target).id
+        except LLMNotFoundError:
+            pass
+        named = [c for c in self.list_llms(scope=None) if c.name == target]
+        if len(named) == 1:
+            return str(named[0].id)
+        shown = shorten(visible(target))
+        if not named:
+            msg = f"Could not set the quota: no row has the id or name {shown!r}"
+            raise InvalidConfigError(msg, field="target")
+        scopes = ", ".join(sorted(repr(c.scope) for c in named))
+        msg = f"Could not set the quota: rows of scopes {scopes} are named {shown!r}; give the id"
+        raise InvalidConfigError(msg, field="target")
+
+    def set_quota(
+        self,
+        kind: str,
+        target: str,
+        *,
+        budget: float | None = None,
+        period: str | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        actor: str = DEFAULT_ACTOR,
+    ) -> Quota:
+        """Set the quota on ``kind`` ``target`` (a row by id or unique name), replacing any,
+        audited; return it as stored (`InvalidConfigError` naming the field at fault).
+
+        Example:
+            >>> from llmpool.repository.memory import InMemoryStore
+            >>> InMemoryStore().set_quota("tag", "tenant=acme", budget=50, period="month").limits()
+            '50 a month'
+        """
+        quota = check_quota(kind, target, budget=budget, period=period, rpm=rpm, tpm=tpm)
+        if quota.kind == "row":
+            quota = replace(quota, target=self.row_target(quota.target))
+        with self._write("set_quota", f"set the quota on {quota.describe()}", actor) as tx:
+            return self._quota_in(tx, quota)
+
+    def delete_quota(self, kind: str, target: str, *, actor: str = DEFAULT_ACTOR) -> Quota | None:
+        """Delete the quota on ``kind`` ``target``, audited; return it (``None``: none)."""
+        kind, target = check_target(kind, target)
+        with self._write("delete_quota", f"delete the quota on {kind} {target!r}", actor) as tx:
+            return self._unquota(tx, kind, target)
+
+    def _quota_in(self, tx: Tx, quota: Quota) -> Quota:
+        before = self._get_quota(tx, quota.kind, quota.target)
+        stored = self._put_quota(tx, quota)
+        llm_id = f"{QUOTA_PREFIX}{quota.key}"[:64]
+        old = before.as_dict() if before is not None else None
+        self._audit(tx, llm_id, "set_quota", old, stored.as_dict())
+        return stored
+
+    def _unquota(self, tx: Tx, kind: str, target: str) -> Quota | None:
+        before = self._get_quota(tx, kind, target)
+        if before is not None:
+            self._drop_quota(tx, kind, target)
+            self._audit(
+                tx, f"{QUOTA_PREFIX}{before.key}"[:64], "delete_quota", before.as_dict(), None
+            )
+        return before
+
     def apply_changes(
         self,
         *,
@@ -321,11 +407,14 @@ class Writes:
         delete: Sequence[str] = (),
         routing: Mapping[str, str] | None = None,
         experiments: Mapping[str, Mapping[str, Any] | Experiment] | None = None,
+        quotas: Sequence[Quota] = (),
+        unquota: Sequence[tuple[str, str]] = (),
         actor: str = DEFAULT_ACTOR,
     ) -> list[LLMConfig]:
         """Delete (first: a removed row frees its name), update and add rows, then set scopes'
-        experiments and strategies, in one audited transaction
-        (`llmpool.repository.declarative`); return the rows updated and added."""
+        experiments and strategies, then delete (``unquota``: kind and target) and set
+        ``quotas``, in one audited transaction (`llmpool.repository.declarative`); return the
+        rows updated and added."""
         configs = new_configs(add, self.validators, uuid_ids=self._uuid_ids)
         strategies = [check_routing(scope, strategy) for scope, strategy in (routing or {}).items()]
         trials = [(s, check_experiment(s, e)) for s, e in (experiments or {}).items()]
@@ -338,6 +427,10 @@ class Writes:
                 self._experiment_in(tx, scope, experiment, route=False)
             for scope, strategy in strategies:
                 self._route(tx, scope, strategy)
+            for kind, target in unquota:
+                self._unquota(tx, kind, target)
+            for quota in quotas:
+                self._quota_in(tx, quota)
         return changed
 
 

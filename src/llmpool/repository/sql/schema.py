@@ -26,6 +26,7 @@ from llmpool.models import (
     check_argument,
 )
 from llmpool.repository import Snapshot, no_default_error, not_found_error, sort_key
+from llmpool.repository.quotas import parse_quotas
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -94,6 +95,20 @@ scopes = sa.Table(
     sa.Column("scope", sa.String(100), primary_key=True),
     sa.Column("routing", sa.String(32)),
     sa.Column("experiment", _JSON),
+)
+
+#: Budgets and rate limits per row, scope, provider or tag value (migration 0008).
+quotas = sa.Table(
+    "llm_quotas",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("target", sa.String(200), primary_key=True),
+    sa.Column("budget", sa.Float),
+    sa.Column("period", sa.String(8)),
+    sa.Column("rpm", sa.Integer),
+    sa.Column("tpm", sa.Integer),
+    sa.Column("created_at", _TIME),
+    sa.Column("updated_at", _TIME),
 )
 
 #: The length of each vector space's vectors (migration 0005): the first answer's wins.
@@ -214,16 +229,45 @@ def _scope_routing_sqlite(element: _ScopeRouting, compiler: Any, **kw: Any) -> s
     return str(compiler.process(sa.func.json_group_array(pairs), **kw))
 
 
+class _Quotas(FunctionElement[Any]):
+    """Every ``llm_quotas`` row as one JSON text, ``[[kind, target, budget, period, rpm, tpm],
+    ...]``, as `llmpool.repository.quotas.parse_quotas` reads it."""
+
+    type = sa.Text()
+    inherit_cache = True
+
+
+_QUOTA_COLUMNS = ("kind", "target", "budget", "period", "rpm", "tpm")
+
+
+@compiles(_Quotas, "postgresql")
+def _quotas_postgresql(element: _Quotas, compiler: Any, **kw: Any) -> str:
+    items = sa.func.json_build_array(*(quotas.c[name] for name in _QUOTA_COLUMNS))
+    return str(compiler.process(sa.cast(sa.func.json_agg(items), sa.Text), **kw))
+
+
+@compiles(_Quotas)
+def _quotas_sqlite(element: _Quotas, compiler: Any, **kw: Any) -> str:
+    items = sa.func.json_array(*(quotas.c[name] for name in _QUOTA_COLUMNS))
+    return str(compiler.process(sa.func.json_group_array(items), **kw))
+
+
+def select_quotas() -> sa.Select[Any]:
+    """Return the one-value query of every quota, as `parse_quotas` reads it."""
+    return sa.select(_Quotas()).select_from(quotas)
+
+
 def select_routing() -> sa.Select[Any]:
     """Return the one-value query of every scope's routing, as `parse_routing` reads it."""
     return sa.select(_ScopeRouting()).select_from(scopes)
 
 
 def select_snapshot() -> sa.Select[Any]:
-    """Return one query for the generation, every scope's routing and every row."""
+    """Return one query for the generation, every scope's routing, every quota and every row."""
     routing = select_routing().scalar_subquery().label("scope_routing")
+    limits = select_quotas().scalar_subquery().label("quotas")
     return (
-        sa.select(state.c.generation, routing, *_READ)
+        sa.select(state.c.generation, routing, limits, *_READ)
         .select_from(state.outerjoin(llms, sa.true()))
         .where(state.c.id == 1)
         .order_by(*_ORDER)
@@ -357,6 +401,7 @@ def snapshot_from_rows(rows: Sequence[Mapping[Any, Any]], parser: RowParser) -> 
         generation=int(rows[0]["generation"]) if rows else 0,
         routing=parse_routing(rows[0]["scope_routing"] if rows else None),
         experiments=parse_experiments(rows[0]["scope_routing"] if rows else None),
+        quotas=parse_quotas(rows[0]["quotas"] if rows else None),
     )
 
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from llmpool.errors import InvalidConfigError, describe_row, shorten
 from llmpool.models import LLMConfig
 from llmpool.repository import Snapshot
+from llmpool.repository.quotas import Quota, check_quota
 from llmpool.repository.rules import READ_ONLY_FIELDS, updated_config
 from llmpool.repository.sql.errors import db_errors
 from llmpool.repository.sql.lifecycle import DatabaseResources
@@ -31,6 +33,7 @@ from llmpool.repository.sql.schema import (
     one_config,
     parse_experiments,
     parse_routing,
+    quotas,
     row_mapping,
     scopes,
     select_generation,
@@ -161,6 +164,11 @@ class SQLStore(DatabaseResources, Writes):
         rows = self._rows(select_routing(), "read the scopes' experiments")
         return parse_experiments(next(iter(rows[0].values())))
 
+    def list_quotas(self) -> list[Quota]:
+        """Return every quota, by kind and target (with when it was set and last changed)."""
+        stmt = sa.select(quotas).order_by(quotas.c.kind, quotas.c.target)
+        return [_quota(row) for row in self._rows(stmt, "read the quotas")]
+
     def record_space(self, space: str, dimensions: int, llm_id: str) -> int:
         """Record a vector space's length unless one is; return the one recorded."""
         self.ensure_schema()
@@ -275,6 +283,25 @@ class SQLStore(DatabaseResources, Writes):
         stmt = sa.select(llms.c.name).where(llms.c.scope == scope)
         return {str(name) for name in tx.handle.execute(stmt).scalars()}
 
+    def _get_quota(self, tx: Tx, kind: str, target: str) -> Quota | None:
+        stmt = sa.select(quotas).where(quotas.c.kind == kind, quotas.c.target == target)
+        found = self._locked(tx, stmt)
+        return _quota(found[0]) if found else None
+
+    def _put_quota(self, tx: Tx, quota: Quota) -> Quota:
+        now = db_time(None, self._dialect)
+        values = {name: getattr(quota, name) for name in ("budget", "period", "rpm", "tpm")}
+        upsert = self._upsert(quotas).values(
+            kind=quota.kind, target=quota.target, created_at=now, updated_at=now, **values
+        )
+        stmt = upsert.on_conflict_do_update(
+            index_elements=["kind", "target"], set_={**values, "updated_at": now}
+        )
+        return _quota(tx.handle.execute(stmt.returning(*quotas.columns)).mappings().one())
+
+    def _drop_quota(self, tx: Tx, kind: str, target: str) -> None:
+        tx.handle.execute(quotas.delete().where(quotas.c.kind == kind, quotas.c.target == target))
+
     def _repair(
         self,
         tx: Tx,
@@ -325,6 +352,23 @@ class SQLStore(DatabaseResources, Writes):
         return LLMConfig.model_construct(
             **{k: v for k, v in fields.items() if k in LLMConfig.model_fields}
         )
+
+
+def _quota(row: Mapping[str, Any]) -> Quota:
+    # A stored quota, checked as a write is (raw SQL may have bypassed the checks).
+    fields = {name: row[name] for name in ("budget", "period", "rpm", "tpm")}
+    quota = check_quota(row["kind"], row["target"], **fields)
+    stamps = {name: _aware(row[name]) for name in ("created_at", "updated_at")}
+    return replace(quota, **stamps)
+
+
+def _aware(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _readable(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,3 @@
+-- Reverses 0008_quotas: no llm_quotas table (no quota is enforced any more).
+
+DROP TABLE IF EXISTS llm_quotas;
