@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from llmpool.chain.builder import ChainBuilder, Chains, ensure_buildable
+from llmpool.chain.quotas import QuotaCheck
 from llmpool.contracts import AdmissionCheck, breaker_key
 from llmpool.errors import InvalidOptionError, LLMNotFoundError, LLMPoolError, shorten
 from llmpool.fallback.breakers import BreakerBoard
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from llmpool.providers import ProviderRegistry
     from llmpool.repository import Snapshot
     from llmpool.repository.experiments import Experiment
+    from llmpool.repository.quotas import Quota
     from llmpool.repository.sql.store import SQLStore
     from llmpool.usage.experiments import ArmReport
     from llmpool.usage.meter import UsageMeter
@@ -124,6 +126,11 @@ class LLMPool:
             from llmpool.usage.check import UsageCheck
 
             checks.append(UsageCheck(self.usage_meter))
+        # The quotas of llm_quotas, as the snapshot in force holds them.
+        self.quota_check = QuotaCheck(
+            self._quotas, limits=self.limiter.store, meter=self.usage_meter
+        )
+        checks.append(self.quota_check)
         self.builder = ChainBuilder(
             options.registry,
             self.allowlist,
@@ -175,6 +182,10 @@ class LLMPool:
     def watcher(self) -> Watcher | None:
         """What follows the table's changes, once the first load started it (`Watcher`)."""
         return self._snapshots.watcher
+
+    def _quotas(self) -> tuple[Quota, ...]:
+        snapshot = self._snapshots.current
+        return () if snapshot is None else snapshot.quotas
 
     def _observed(self, policy: FallbackPolicy) -> FallbackPolicy:
         # The pool's observers (its row statistics, then the user's) after the policy's own.

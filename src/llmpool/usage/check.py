@@ -30,10 +30,21 @@ if TYPE_CHECKING:
     from llmpool.providers.prices import Budget
     from llmpool.usage.meter import UsageMeter
 
-__all__ = ["RESERVATION_TTL", "BudgetStatus", "UsageCheck", "budget_status", "duration_text"]
+__all__ = [
+    "RECENT",
+    "RESERVATION_TTL",
+    "BudgetStatus",
+    "UsageCheck",
+    "admits",
+    "budget_status",
+    "duration_text",
+    "expected_cost",
+    "learn_cost",
+    "refusal",
+]
 
 #: The weight of the latest answer in a row's running average cost.
-_RECENT = 0.2
+RECENT = 0.2
 
 
 class BudgetStatus(TypedDict):
@@ -118,6 +129,34 @@ def refusal(
     return f"{head}; resets in {duration_text(budget.end(now) - now)}"
 
 
+def expected_cost(
+    meter: UsageMeter, candidate: Candidate, average: Mapping[str, tuple[str, float]]
+) -> float | None:
+    """Return what a call of ``candidate`` is expected to cost, as this process knows (see the
+    module's docstring): 0 without prices; the row version's running mean cost per answer in
+    ``average`` (row id -> (row version key, mean)); ``config.max_tokens`` output tokens at
+    its output price; else ``None``, unknown."""
+    prices = meter.terms(candidate.config).prices
+    if prices is None:
+        return 0.0
+    known = average.get(candidate.config.id)
+    if known is not None and known[0] == candidate.key:
+        return known[1]
+    max_tokens = candidate.config.config.get("max_tokens")
+    if type(max_tokens) is int and max_tokens > 0:
+        return prices.cost(0, max_tokens)
+    return None
+
+
+def learn_cost(average: dict[str, tuple[str, float]], candidate: Candidate, cost: float) -> None:
+    """Move the row version's running mean cost per answer in ``average`` towards ``cost``."""
+    known = average.get(candidate.config.id)
+    mean = cost
+    if known is not None and known[0] == candidate.key:
+        mean = known[1] + (cost - known[1]) * RECENT
+    average[candidate.config.id] = (candidate.key, mean)
+
+
 class UsageCheck(CheckBase):
     """Counts every call in a `UsageMeter`; skips rows whose budget is reached."""
 
@@ -140,17 +179,7 @@ class UsageCheck(CheckBase):
         return self.meter.terms(candidate.config).budget
 
     def _expected(self, candidate: Candidate) -> float | None:
-        # What a call is expected to cost, as this process knows (see the module's docstring).
-        prices = self.meter.terms(candidate.config).prices
-        if prices is None:
-            return 0.0
-        known = self._average.get(candidate.config.id)
-        if known is not None and known[0] == candidate.key:
-            return known[1]
-        max_tokens = candidate.config.config.get("max_tokens")
-        if type(max_tokens) is int and max_tokens > 0:
-            return prices.cost(0, max_tokens)
-        return None
+        return expected_cost(self.meter, candidate, self._average)
 
     def admit(self, candidate: Candidate) -> str | None:
         """Reserve the call's expected cost, or return why the row's budget refuses it."""
@@ -215,7 +244,7 @@ class UsageCheck(CheckBase):
                 reservation=reservation,
                 cost=0.0,
                 answered=False,
-                weight=_RECENT,
+                weight=RECENT,
             )
 
     def _settle(self, llm_id: str) -> str:
@@ -240,11 +269,7 @@ class UsageCheck(CheckBase):
             reservation = self._settle(config.id)
             self.meter.add(config, ok=ok, counts=counts, now=now, latency=latency, tags=tags)
             if ok:
-                known = self._average.get(config.id)
-                mean = cost
-                if known is not None and known[0] == candidate.key:
-                    mean = known[1] + (cost - known[1]) * _RECENT
-                self._average[config.id] = (candidate.key, mean)
+                learn_cost(self._average, candidate, cost)
         shared = self.meter.budgets
         if shared is None or not (reservation or cost or ok):
             return
@@ -256,7 +281,7 @@ class UsageCheck(CheckBase):
             reservation=reservation,
             cost=cost,
             answered=ok,
-            weight=_RECENT,
+            weight=RECENT,
         )
         if settled and cost:
             self.meter.share(config, budget, now, cost)

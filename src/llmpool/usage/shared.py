@@ -209,6 +209,21 @@ class RedisBudgets:
             self._stale.append((keys, reservation))
         return done
 
+    def seed(self, key: str, start: float, end: float, spent: float) -> bool:
+        """Start the settled spend of ``key``'s period (``start`` to ``end``) at ``spent``, read
+        from the table, unless a replica did already (`llmpool.chain.quotas` keys its quotas'
+        periods so); whether Redis holds the period now."""
+        name = f"{self.prefix}{key}:{int(start)}"
+
+        def run(redis: Any) -> bool:
+            pipe = redis.pipeline(transaction=True)
+            pipe.hsetnx(name, "settled", repr(spent))
+            pipe.expireat(name, int(end) + _GRACE)
+            pipe.execute()
+            return True
+
+        return self.shared.run(run, lambda: False)
+
     def mark(self, llm_id: str, start: float) -> float | None:
         """Return how much of the period's settled spend is flushed (``None``: Redis is down)."""
         key = f"{self.prefix}{llm_id}:{int(start)}"

@@ -102,6 +102,20 @@ class SQLUsageTable(_Table):
         with db_errors(self.engine, "read LLM spend"), self.engine.connect() as conn:
             return {str(row[0]): float(row[1] or 0.0) for row in conn.execute(stmt)}
 
+    def spend_of(self, kind: str, target: str, since: float) -> float:
+        """Return the cost of the calls of a quota's target (``kind``: ``row``, ``scope``,
+        ``provider`` or ``tag``, whose target ``name=value`` a call's tags hold) in buckets
+        from ``since`` on."""
+        self._ready()
+        c = llm_usage.c
+        stmt = sa.select(sa.func.sum(c.cost)).where(c.bucket_start >= self._time(since))
+        if kind == "tag":
+            return 0.0  # the tag sets of calls are not stored yet
+        column = {"row": c.llm_id, "scope": c.scope, "provider": c.provider}[kind]
+        stmt = stmt.where(column == target)
+        with db_errors(self.engine, "read LLM spend"), self.engine.connect() as conn:
+            return float(conn.execute(stmt).scalar() or 0.0)
+
     def parts(
         self,
         since: float | None,

@@ -133,6 +133,15 @@ class MemoryUsageTable:
                 spent[bucket.llm_id] = spent.get(bucket.llm_id, 0.0) + bucket.cost
         return spent
 
+    def spend_of(self, kind: str, target: str, since: float) -> float:
+        """Return the cost of the calls of a quota's target in buckets from ``since`` on (as
+        `llmpool.usage.sql.SQLUsageTable.spend_of`)."""
+        if kind == "tag":
+            return 0.0  # the tag sets of calls are not stored yet
+        field = {"row": "llm_id", "scope": "scope", "provider": "provider"}[kind]
+        buckets = self.parts(since, None, None, None)
+        return sum(b.cost for b in buckets if getattr(b, field) == target)
+
     def parts(
         self,
         since: float | None,

@@ -358,8 +358,9 @@ def _quota(row: Mapping[str, Any]) -> Quota:
     # A stored quota, checked as a write is (raw SQL may have bypassed the checks).
     fields = {name: row[name] for name in ("budget", "period", "rpm", "tpm")}
     quota = check_quota(row["kind"], row["target"], **fields)
-    stamps = {name: _aware(row[name]) for name in ("created_at", "updated_at")}
-    return replace(quota, **stamps)
+    return replace(
+        quota, created_at=_aware(row["created_at"]), updated_at=_aware(row["updated_at"])
+    )
 
 
 def _aware(value: Any) -> datetime | None:

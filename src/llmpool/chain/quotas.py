@@ -1,0 +1,378 @@
+"""`QuotaCheck`: the quotas of ``llm_quotas`` (`llmpool.repository.quotas`) on the admission seam.
+
+Before each attempt, the quotas that apply to it are taken in turn: the row's, its provider's,
+its scope's, and one per tag of the call (``llmpool_tags``) that has a quota. A budget reserves
+the call's expected cost (as a row's ``max_spend`` does: `llmpool.usage.check`) and its real
+cost replaces the reservation when the call ends; ``rpm`` and ``tpm`` take from the pool's
+limit store under the key ``quota:<kind>:<target>``. When one refuses, those taken are given
+back, and:
+
+- a row's or provider's quota skips the row with its reason (the call falls back);
+- a scope's or tag's quota refuses the call before any request: `QuotaExceededError` naming
+  the quota, what is spent of what is allowed, and when it resets (logged ``quota_exceeded``,
+  once a minute per quota).
+
+A budget's spend this UTC day or month starts from ``llm_usage`` (read at the quota's first
+call of the period in this process). With the pool's ``redis``, the first replica to use a
+period writes that reading to Redis and every replica then reserves and settles there
+(`llmpool.usage.shared.RedisBudgets`, under ``<redis_prefix>budget:quota:<kind>:<target>``),
+one script per step: the fleet's spend is exact, whatever the number of replicas. Without
+Redis, or while it cannot be reached, each process counts the table's spend as read and its
+own calls since. A pool that does not track usage (``track_usage=False``) enforces no budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from llmpool.contracts import Candidate, CheckBase, call_tags, log_fields
+from llmpool.errors import QuotaExceededError
+from llmpool.providers.prices import Budget
+from llmpool.usage.check import RECENT, admits, duration_text, expected_cost, learn_cost, refusal
+from llmpool.usage.shared import RESERVATION_TTL
+
+if TYPE_CHECKING:
+    from llmpool.limits import LimitStore
+    from llmpool.repository.quotas import Quota
+    from llmpool.usage.meter import UsageMeter
+
+__all__ = ["QuotaCheck"]
+
+logger = logging.getLogger(__name__)
+
+#: Quotas whose refusal refuses the call; the others skip the row.
+REFUSING = frozenset({"scope", "tag"})
+_FREES = re.compile(r"frees in (\d+) s")
+
+
+@dataclass
+class _Period:
+    """One budget quota's current period, as this process counts it."""
+
+    budget: Budget
+    start: float
+    end: float
+    spent: float  # the table's spend as read, plus this process's calls since
+    seeded: bool = False  # Redis holds the period's spend
+    # This process's admitted calls: when (clock), Redis reservation id ("": local), expected.
+    flying: deque[tuple[float, str, float | None]] = field(default_factory=deque)
+
+
+class _Index:
+    """The quotas of one snapshot, by what they apply to."""
+
+    def __init__(self, quotas: Sequence[Quota]) -> None:
+        self.source = quotas
+        self.fixed: dict[tuple[str, str], Quota] = {
+            (q.kind, q.target): q for q in quotas if q.kind != "tag"
+        }
+        self.tags = {tuple(q.target.split("=", 1)): q for q in quotas if q.kind == "tag"}
+        self._of: dict[str, tuple[Quota, ...]] = {}
+
+    def of(self, candidate: Candidate) -> tuple[Quota, ...]:
+        """The scope's, provider's and row's quotas of ``candidate`` (in that order)."""
+        found = self._of.get(candidate.key)
+        if found is None:
+            c = candidate.config
+            keys: tuple[tuple[str, str], ...] = (
+                ("scope", c.scope),
+                ("provider", c.provider),
+                ("row", c.id),
+            )
+            if c.provider == "code":  # a model supplied in code: no row, provider or scope
+                keys = ()
+            found = tuple(q for key in keys if (q := self.fixed.get(key)) is not None)
+            self._of[candidate.key] = found
+        return found
+
+    def applying(self, candidate: Candidate) -> tuple[Quota, ...]:
+        """Every quota a call of ``candidate`` now meets: its tags' first, then `of`."""
+        fixed = self.of(candidate)
+        tags = call_tags.get()
+        if tags is None or not self.tags:
+            return fixed
+        tagged = tuple(q for pair in tags.pairs if (q := self.tags.get(pair)) is not None)
+        return (*tagged, *fixed) if tagged else fixed
+
+
+class QuotaCheck(CheckBase):
+    """Enforces ``quotas()`` (the pool's snapshot's) with the pool's ``limits`` (rpm, tpm) and
+    ``meter`` (prices, the table's spend, Redis budgets); ``clock``: wall-clock seconds."""
+
+    def __init__(
+        self,
+        quotas: Callable[[], Sequence[Quota]],
+        *,
+        limits: LimitStore,
+        meter: UsageMeter | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.quotas = quotas
+        self.limits = limits
+        self.meter = meter
+        self.clock = clock
+        self._index = _Index(())
+        self._lock = threading.Lock()
+        self._periods: dict[str, _Period] = {}  # quota key -> its period
+        self._average: dict[str, tuple[str, float]] = {}  # as `UsageCheck`'s
+        self._logged: dict[str, float] = {}  # quota key -> when its refusal was last logged
+
+    def __repr__(self) -> str:
+        return f"QuotaCheck({len(self._current().source)} quotas)"
+
+    def _current(self) -> _Index:
+        quotas = self.quotas()
+        index = self._index
+        if index.source is not quotas:
+            index = self._index = _Index(quotas)
+        return index
+
+    def applies_to(self, candidates: Sequence[Candidate]) -> bool:
+        """Whether any tag has a quota, or any row of the chain, its provider or its scope."""
+        index = self._current()
+        return bool(index.tags) or any(index.of(c) for c in candidates)
+
+    def admit(self, candidate: Candidate) -> str | None:
+        """Take every quota the call meets, or give back those taken and skip the row (its
+        or its provider's quota) or raise `QuotaExceededError` (its scope's or a tag's)."""
+        quotas = self._current().applying(candidate)
+        if not quotas:
+            return None
+        taken: list[Quota] = []
+        for quota in quotas:
+            reason = self._take(quota, candidate, reserve=True)
+            if reason is None:
+                taken.append(quota)
+                continue
+            for earlier in reversed(taken):
+                self._give_back(earlier, candidate)
+            if quota.kind in REFUSING:
+                raise self._refused(quota, reason)
+            return f"quota on {quota.describe()}: {reason}"
+        return None
+
+    def peek(self, candidate: Candidate) -> str | None:
+        """Say why the row's, its provider's or its scope's quota would refuse a call now."""
+        for quota in self._current().of(candidate):
+            reason = self._take(quota, candidate, reserve=False)
+            if reason is not None:
+                return f"quota on {quota.describe()}: {reason}"
+        return None
+
+    def release(self, candidate: Candidate) -> None:
+        """Give back what `admit` took: the call was not made."""
+        for quota in self._current().applying(candidate):
+            self._give_back(quota, candidate)
+
+    def record(
+        self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
+    ) -> None:
+        """Settle the call's real cost in its quotas' budgets, and its tokens in their tpm."""
+        quotas = self._current().applying(candidate)
+        if not quotas:
+            return
+        meter, config = self.meter, candidate.config
+        cost = meter.counts(config, ok=ok, usage=usage)[2] if meter is not None else 0.0
+        if ok and meter is not None:
+            with self._lock:
+                learn_cost(self._average, candidate, cost)
+        tokens = _tokens(usage)
+        learn = ok
+        for quota in quotas:
+            if quota.tpm is not None and tokens > 0:
+                self.limits.add_tokens(_key(quota), tokens)
+            if quota.budget is not None and meter is not None:
+                self._settle(quota, candidate, cost, learn=learn)
+                learn = False  # the fleet's mean learns each answer once
+
+    # -- one quota --------------------------------------------------------------------------
+
+    def _take(self, quota: Quota, candidate: Candidate, *, reserve: bool) -> str | None:
+        if quota.budget is not None and self.meter is not None:
+            reason = self._reserve(quota, candidate, reserve=reserve)
+            if reason is not None:
+                return reason
+        if quota.rpm is None and quota.tpm is None:
+            return None
+        if not reserve:
+            use = self.limits.use(_key(quota))
+            if use.refusal is not None:
+                return use.refusal
+            if quota.tpm is not None and use.tokens >= quota.tpm:
+                return f"rate limited: tpm {use.tokens}/{quota.tpm}"
+            if quota.rpm is not None and use.requests >= quota.rpm:
+                return f"rate limited: rpm {use.requests}/{quota.rpm}"
+            return None
+        reason = self.limits.take(_key(quota), quota.rpm, quota.tpm)
+        if reason is not None and quota.budget is not None and self.meter is not None:
+            self._unreserve(quota)
+        return reason
+
+    def _give_back(self, quota: Quota, candidate: Candidate) -> None:
+        if quota.rpm is not None:
+            self.limits.give_back(_key(quota))
+        if quota.budget is not None and self.meter is not None:
+            self._unreserve(quota)
+
+    def _period(self, quota: Quota, now: float) -> _Period:
+        # Under the lock. A new period (or budget) starts from the table's spend.
+        assert quota.budget is not None and quota.period is not None
+        budget = Budget(quota.budget, quota.period)
+        period = self._periods.get(quota.key)
+        if period is not None and now < period.end and period.budget == budget:
+            return period
+        start, end = budget.start(now), budget.end(now)
+        if period is not None and period.start == start:  # the budget changed, not the period
+            period.budget = budget
+            return period
+        period = self._periods[quota.key] = _Period(budget, start, end, self._read(quota, start))
+        return period
+
+    def _read(self, quota: Quota, start: float) -> float:
+        assert self.meter is not None
+        try:
+            return self.meter.table.spend_of(quota.kind, quota.target, start)
+        except Exception as error:  # counted from 0 in this process; logged
+            logger.warning(
+                "llmpool could not read the spend of the quota on %s; it counts this "
+                "process's calls only: %s",
+                quota.describe(),
+                type(error).__name__,
+                extra=log_fields("spend_not_read", error_class=type(error).__name__),
+            )
+            return 0.0
+
+    def _reserve(self, quota: Quota, candidate: Candidate, *, reserve: bool) -> str | None:
+        meter = self.meter
+        assert meter is not None
+        now = self.clock()
+        with self._lock:
+            period = self._period(quota, now)
+            expected = expected_cost(meter, candidate, self._average)
+        shared = meter.budgets
+        if shared is not None:
+            if not period.seeded:
+                period.seeded = shared.seed(_key(quota), period.start, period.end, period.spent)
+            reservation = uuid.uuid4().hex if reserve else ""
+            found = None
+            if period.seeded:
+                found = shared.admit(
+                    f"quota:{candidate.key}",
+                    _key(quota),
+                    period.budget,
+                    now,
+                    base=0.0,
+                    seed=expected,
+                    reservation=reservation,
+                )
+            if found is not None:
+                if not found[0]:
+                    return refusal(period.budget, now, *found[1:])
+                if reserve:
+                    with self._lock:
+                        period.flying.append((now, reservation, found[5]))
+                return None
+        with self._lock:
+            flying = period.flying
+            while flying and flying[0][0] < now - RESERVATION_TTL:
+                flying.popleft()
+            calls = len(flying)
+            unknown = sum(1 for call in flying if call[2] is None)
+            reserved = sum(call[2] or 0.0 for call in flying)
+            if admits(period.budget.amount, period.spent, reserved, calls, unknown, expected):
+                if reserve:
+                    flying.append((now, "", expected))
+                return None
+        return refusal(period.budget, now, period.spent, reserved, calls, unknown, expected)
+
+    def _unreserve(self, quota: Quota) -> None:
+        # The oldest reservation of this process: given back whole.
+        with self._lock:
+            period = self._periods.get(quota.key)
+            if period is None or not period.flying:
+                return
+            _, reservation, _ = period.flying.popleft()
+        shared = self.meter.budgets if self.meter is not None else None
+        if reservation and shared is not None:
+            shared.settle(
+                "quota:",
+                _key(quota),
+                period.budget,
+                period.start,
+                reservation=reservation,
+                cost=0.0,
+                answered=False,
+                weight=RECENT,
+            )
+
+    def _settle(self, quota: Quota, candidate: Candidate, cost: float, *, learn: bool) -> None:
+        now = self.clock()
+        with self._lock:
+            period = self._periods.get(quota.key)
+            if period is None:  # its period was never begun here (the quota is new): begin it
+                period = self._period(quota, now)
+            reservation = period.flying.popleft()[1] if period.flying else ""
+            period.spent += cost
+        shared = self.meter.budgets if self.meter is not None else None
+        if shared is not None and (reservation or cost or learn):
+            shared.settle(
+                f"quota:{candidate.key}",
+                _key(quota),
+                period.budget,
+                period.start,
+                reservation=reservation,
+                cost=cost,
+                answered=learn,
+                weight=RECENT,
+            )
+
+    def _refused(self, quota: Quota, reason: str) -> QuotaExceededError:
+        now = self.clock()
+        limit, resets = "budget", None
+        if reason.startswith("rate limited"):
+            limit = "tpm" if "tpm" in reason.split(":", 2)[1] else "rpm"
+            frees = _FREES.search(reason)
+            resets = now + (int(frees.group(1)) if frees else 60)
+        elif quota.key in self._periods and "in flight of a cost" not in reason:
+            resets = self._periods[quota.key].end
+        at = datetime.fromtimestamp(resets, timezone.utc) if resets is not None else None
+        when = (
+            f"; it resets at {at:%Y-%m-%d %H:%M:%S} UTC (in {duration_text(resets - now)})"
+            if at is not None and resets is not None
+            else "; it frees when a call in flight ends"
+        )
+        said = reason.split("; resets in ")[0]
+        msg = f"Call refused by the quota on {quota.describe()} ({quota.limits()}): {said}{when}"
+        if now - self._logged.get(quota.key, -1e9) >= 60:
+            self._logged[quota.key] = now
+            logger.warning(
+                "%s",
+                msg,
+                extra=log_fields("quota_exceeded", quota=quota.key, limit=limit, reason=said),
+            )
+        return QuotaExceededError(
+            msg, kind=quota.kind, target=quota.target, limit=limit, resets_at=at
+        )
+
+
+def _key(quota: Quota) -> str:
+    return f"quota:{quota.key}"
+
+
+def _tokens(usage: Mapping[str, Any] | None) -> int:
+    # The answer's tokens, as `llmpool.limits.RateLimiter` counts them.
+    if not usage:
+        return 0
+    tokens = usage.get("total_tokens")
+    if not isinstance(tokens, int):
+        tokens = int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0)
+    return max(0, tokens)
