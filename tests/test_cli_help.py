@@ -26,6 +26,7 @@ WRITERS = {
     "apply",
     "routing",
     "experiment",
+    "quota",
     "migrate",
     "rollback",
 }

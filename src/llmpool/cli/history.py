@@ -77,9 +77,12 @@ def changes_text(entry: AuditEntry, separator: str = "; ") -> str:
 
 def _subject(entry: AuditEntry) -> str:
     from llmpool.errors import describe_row
+    from llmpool.repository.quotas import AUDIT_PREFIX as QUOTA_PREFIX
     from llmpool.repository.scopes import AUDIT_PREFIX
 
     state = entry.after or entry.before or {}
+    if entry.llm_id.startswith(QUOTA_PREFIX):
+        return one_line(f"quota on {state.get('kind')} {state.get('target')!r}")
     if entry.llm_id.startswith(AUDIT_PREFIX):
         return one_line(f"scope {state.get('scope', entry.llm_id[len(AUDIT_PREFIX) :])!r}")
     return one_line(describe_row(state.get("name"), entry.llm_id))

@@ -34,6 +34,7 @@ __all__ = ["SECTIONS", "build_parser", "main", "sections"]
 _GROUPS = (
     *("llmpool.cli.rows", "llmpool.cli.database", "llmpool.cli.runtime"),
     *("llmpool.cli.history", "llmpool.cli.top", "llmpool.cli.demo", "llmpool.cli.experiments"),
+    "llmpool.cli.quotas",
 )
 
 #: The sections of ``llmpool --help``, in order, each with its commands in the order listed; a
@@ -43,7 +44,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         *("list", "show", "add", "edit", "enable", "disable", "set-default", "delete"),
         *("audit", "history", "rollback"),
     ),
-    "scopes and routing": ("routing", "experiment", "export", "apply"),
+    "scopes and routing": ("routing", "experiment", "quota", "export", "apply"),
     "health": ("chain", "top", "check", "doctor", "providers"),
     "usage": ("usage",),
     "schema": ("migrate",),

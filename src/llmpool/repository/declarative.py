@@ -1,10 +1,14 @@
 """The table as a file: export rows, plan the changes a file asks for, apply them at once.
 
 A document is ``{"llms": [entry, ...], "scopes": {scope: {"routing": strategy,
-"experiment": {...}}}}`` (an experiment as `llmpool.repository.experiments` defines it; the
-scope routes by it with ``"routing": "experiment"``); an entry
-holds a row's writable fields, matched by ``(scope, name)`` (``scope`` default ``global``); what
-it leaves out is left as it is. `plan` validates every entry as a write would; `apply` writes
+"experiment": {...}}}, "quotas": [quota, ...]}`` (an experiment as
+`llmpool.repository.experiments` defines it; the scope routes by it with ``"routing":
+"experiment"``); an entry holds a row's writable fields, matched by ``(scope, name)``
+(``scope`` default ``global``); what it leaves out is left as it is. A quota
+(`llmpool.repository.quotas`) is ``{"kind": "tag", "target": "tenant=acme", "budget": 50,
+"period": "month", "rpm": 600}``, matched by kind and target (a row's by id, or by the name of a
+row already stored), its limits set whole; with ``prune``, a document that has ``quotas``
+removes the quotas it does not list. `plan` validates every entry as a write would; `apply` writes
 the plan in one transaction, all or nothing. Applying an export changes nothing.
 
 Example:
@@ -23,7 +27,7 @@ import difflib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from llmpool.contracts import log_fields
@@ -32,6 +36,7 @@ from llmpool.models import LLMConfig
 from llmpool.repository import DEFAULT_ACTOR
 from llmpool.repository.documents import dumps, loads
 from llmpool.repository.experiments import Experiment, check_experiment
+from llmpool.repository.quotas import Quota, quota_entry
 from llmpool.repository.rules import WRITABLE_FIELDS, new_config, updated_config
 from llmpool.repository.scopes import check_routing
 from llmpool.repository.stored import StoredRow, stored_rows
@@ -48,6 +53,7 @@ __all__ = [
     "loads",
     "ordered",
     "plan",
+    "quota_steps",
     "route_steps",
     "row_step",
     "shown",
@@ -60,8 +66,9 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Step:
     """One step of a plan: ``add``, ``change``, ``remove`` a row, define a scope's
-    ``experiment`` or route a scope (``routing``); ``changes`` maps field -> value to add, or
-    -> ``(before, after)``."""
+    ``experiment``, route a scope (``routing``), set a quota (``quota``; ``name`` is its key)
+    or remove one (``unquota``); ``changes`` maps field -> value to add, or -> ``(before,
+    after)``."""
 
     action: str
     scope: str
@@ -79,6 +86,14 @@ class Step:
             return (
                 f"~ experiment of scope {shorten(self.scope)!r}: {shown(before)} -> {shown(after)}"
             )
+        if self.action in ("quota", "unquota"):
+            before, after = self.changes["quota"]
+            kind, _, target = self.name.partition(":")
+            what = f"quota on {kind} {shorten(target)!r}"
+            if after is None:
+                return f"- remove {what}"
+            limits = quota_entry(after, what).limits()
+            return f"~ set {what}: {limits}" if before is not None else f"+ add {what}: {limits}"
         row = describe_row(self.name, self.llm_id)
         if self.action == "add":
             return f"+ add {row} in scope {shorten(self.scope)!r}"
@@ -93,7 +108,7 @@ class Step:
     def as_dict(self) -> dict[str, Any]:
         """Return the step as a JSON-ready dict."""
         changes: Any = self.changes
-        if self.action in ("change", "routing", "experiment"):
+        if self.action in ("change", "routing", "experiment", "quota", "unquota"):
             changes = {k: {"before": b, "after": a} for k, (b, a) in self.changes.items()}
         return {
             "action": self.action,
@@ -111,7 +126,8 @@ def shown(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """What applying a document changes, in order: removals, changes, additions, routing."""
+    """What applying a document changes, in order: removals, changes, additions, routing,
+    quotas."""
 
     steps: tuple[Step, ...] = ()
 
@@ -154,6 +170,9 @@ def export_rows(store: Any, *, scope: str | None = "global") -> dict[str, Any]:
             experiment = get_experiment(name) if get_experiment is not None else None
             if experiment is not None:
                 settings["experiment"] = experiment.as_dict()
+    list_quotas = getattr(store, "list_quotas", None)
+    if list_quotas is not None:
+        document["quotas"] = [quota.as_dict() for quota in list_quotas()]
     return document
 
 
@@ -254,7 +273,10 @@ def plan(
             if row.scope in covered and (row.scope, row.name) not in listed:
                 removes.append(Step("remove", row.scope or "", row.name or "", row.id))
     routes = [*_experiment_steps(store, experiments), *route_steps(store, strategies)]
-    return ordered(removes, changes, adds, routes)
+    steps = ordered(removes, changes, adds, routes)
+    if "quotas" not in document:
+        return steps
+    return Plan((*steps.steps, *quota_steps(store, document["quotas"], prune=prune)))
 
 
 def _experiment_steps(store: Any, experiments: Mapping[str, Experiment]) -> list[Step]:
@@ -273,6 +295,39 @@ def _experiment_steps(store: Any, experiments: Mapping[str, Experiment]) -> list
             steps.append(
                 Step("experiment", scope, "", None, {"experiment": (before, experiment.as_dict())})
             )
+    return steps
+
+
+def quota_steps(store: Any, listed: Any, *, prune: bool = False) -> list[Step]:
+    """Return the steps that set each quota ``listed`` (a document's ``quotas``) and, with
+    ``prune``, remove the stored ones it does not list."""
+    if not isinstance(listed, list):
+        msg = 'quotas must be a list: [{"kind": "tag", "target": "tenant=acme", "budget": 5}]'
+        raise InvalidConfigError(msg, field="quotas")
+    list_quotas = getattr(store, "list_quotas", None)
+    if list_quotas is None:
+        msg = f"{store!r} keeps no quotas; leave 'quotas' out of the document"
+        raise InvalidConfigError(msg, field="quotas")
+    stored: dict[str, Quota] = {quota.key: quota for quota in list_quotas()}
+    wanted: dict[str, Quota] = {}
+    for index, entry in enumerate(listed):
+        quota = quota_entry(entry, f"quotas.{index}")
+        if quota.kind == "row" and f"row:{quota.target}" not in stored:
+            quota = replace(quota, target=store.row_target(quota.target))
+        if quota.key in wanted:
+            msg = f"quotas.{index}: {quota.describe()} is listed twice"
+            raise InvalidConfigError(msg, field="quotas")
+        wanted[quota.key] = quota
+    steps = []
+    for key, quota in sorted(wanted.items()):
+        before = stored.get(key)
+        old = before.as_dict() if before is not None else None
+        if old != quota.as_dict():
+            steps.append(Step("quota", "", key, None, {"quota": (old, quota.as_dict())}))
+    if prune:
+        for key in sorted(set(stored) - set(wanted)):
+            step = Step("unquota", "", key, None, {"quota": (stored[key].as_dict(), None)})
+            steps.append(step)
     return steps
 
 
@@ -370,5 +425,9 @@ def write(store: Any, steps: Plan, *, actor: str | None = None) -> None:
         experiments={
             s.scope: s.changes["experiment"][1] for s in steps.steps if s.action == "experiment"
         },
+        quotas=[
+            quota_entry(s.changes["quota"][1], s.name) for s in steps.steps if s.action == "quota"
+        ],
+        unquota=[tuple(s.name.split(":", 1)) for s in steps.steps if s.action == "unquota"],
         actor=actor or DEFAULT_ACTOR,
     )

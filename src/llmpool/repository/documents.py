@@ -46,13 +46,17 @@ def loads(text: str, fmt: str | None = None) -> dict[str, Any]:
     if not isinstance(loaded, dict) or not isinstance(loaded.get("llms", []), list):
         raise InvalidConfigError('a document is an object with a list of rows under "llms"')
     _refuse_repeated_keys(loaded)
-    unknown = sorted(set(loaded) - {"llms", "scopes"})
+    unknown = sorted(set(loaded) - {"llms", "scopes", "quotas"})
     if unknown:
-        msg = f'a document holds only "llms" and "scopes"; unknown key {shorten(str(unknown[0]))!r}'
+        msg = (
+            f'a document holds only "llms", "scopes" and "quotas"; unknown key '
+            f"{shorten(str(unknown[0]))!r}"
+        )
         raise InvalidConfigError(msg)
     document: dict[str, Any] = {"llms": list(loaded.get("llms") or [])}
-    if loaded.get("scopes") is not None:
-        document["scopes"] = loaded["scopes"]
+    for key in ("scopes", "quotas"):
+        if loaded.get(key) is not None:
+            document[key] = loaded[key]
     return document
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from llmpool.errors import InvalidConfigError, RollbackError, describe_row
 from llmpool.repository.declarative import Plan, Step, ordered, route_steps, row_step, write
 from llmpool.repository.quotas import AUDIT_PREFIX as QUOTA_PREFIX
+from llmpool.repository.quotas import FIELDS as QUOTA_FIELDS
 from llmpool.repository.rules import WRITABLE_FIELDS
 from llmpool.repository.scopes import AUDIT_PREFIX
 from llmpool.repository.stored import stored_rows
@@ -51,7 +52,9 @@ def changed_fields(entry: AuditEntry) -> dict[str, tuple[Any, Any]]:
         {'priority': (1, 2)}
     """
     before, after = entry.before or {}, entry.after or {}
-    names = ("routing", "experiment") if _is_routing(entry) else WRITABLE_FIELDS
+    names: Sequence[str] = ("routing", "experiment") if _is_routing(entry) else WRITABLE_FIELDS
+    if entry.llm_id.startswith(QUOTA_PREFIX):
+        names = QUOTA_FIELDS
     return {
         name: (before.get(name), after.get(name))
         for name in names
@@ -113,6 +116,8 @@ def rollback_plan(store: Any, to: int | datetime, *, scope: str | None = None) -
     adds: list[Step] = []
     strategies: dict[str, str] = {}
     for llm_id, entry in targets.items():
+        if llm_id.startswith(QUOTA_PREFIX):  # quotas are left as they are
+            continue
         before = entry.before or {}
         if entry.action != "create" and not before:
             raise RollbackError(
@@ -120,8 +125,6 @@ def rollback_plan(store: Any, to: int | datetime, *, scope: str | None = None) -
                 "before it (a row invalid as stored is logged without its content): roll back "
                 f"to entry {entry.id} or later"
             )
-        if entry.llm_id.startswith(QUOTA_PREFIX):  # quotas are not rolled back
-            continue
         if _is_routing(entry):
             scope_name = str(before.get("scope", llm_id.removeprefix(AUDIT_PREFIX)))
             strategies[scope_name] = str(before.get("routing", "priority"))

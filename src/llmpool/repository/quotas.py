@@ -28,6 +28,7 @@ from llmpool.tags import MAX_TAG_VALUE, TAG_NAME, tags_of
 
 __all__ = [
     "AUDIT_PREFIX",
+    "FIELDS",
     "KINDS",
     "PERIODS",
     "Quota",
@@ -47,6 +48,8 @@ PERIODS = ("day", "month")
 AUDIT_PREFIX = "quota:"
 #: The widest target: a tag's name, ``=`` and its longest value.
 MAX_TARGET = 40 + 1 + MAX_TAG_VALUE
+#: A quota's writable fields, as documents and the audit log hold them.
+FIELDS = ("kind", "target", "budget", "period", "rpm", "tpm")
 #: The largest rpm or tpm (the columns are 32-bit integers).
 MAX_RATE = 2**31 - 1
 
@@ -172,13 +175,12 @@ def quota_entry(entry: Any, where: str) -> Quota:
     50, "period": "month", "rpm": 600}``) checked; errors say ``where`` it is."""
     if not isinstance(entry, Mapping):
         raise InvalidConfigError(f"{where} is not an object", field="quotas")
-    fields = ("kind", "target", "budget", "period", "rpm", "tpm")
     for key in entry:
-        if key not in fields:
-            msg = f"{where}: {shorten(str(key))!r} is not a quota field ({', '.join(fields)})"
+        if key not in FIELDS:
+            msg = f"{where}: {shorten(str(key))!r} is not a quota field ({', '.join(FIELDS)})"
             raise InvalidConfigError(msg, field=f"quotas.{shorten(str(key))}")
     try:
-        return check_quota(**{name: entry.get(name) for name in fields})
+        return check_quota(**{name: entry.get(name) for name in FIELDS})
     except InvalidConfigError as error:
         error.args = (f"{where}: {error.args[0]}", *error.args[1:])
         raise
