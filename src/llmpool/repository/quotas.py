@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 from llmpool.contracts import log_fields
 from llmpool.errors import InvalidConfigError, InvalidOptionError, shorten, visible
 from llmpool.models import MAX_LENGTHS, check_text
-from llmpool.tags import MAX_TAG_VALUE, TAG_NAME, tags_of
+from llmpool.tags import MAX_TAG_VALUE, tags_of
 
 __all__ = [
     "AUDIT_PREFIX",
@@ -122,19 +122,15 @@ def check_target(kind: Any, target: Any) -> tuple[QuotaKind, str]:
     if kind == "tag":
         name, _, value = target.partition("=")
         try:
-            tags_of({name: value})
+            tags_of({name: value})  # a call's tag pair, as calls give them
         except InvalidOptionError:
-            refused = True
-        else:
-            refused = not TAG_NAME.match(name)
-        if refused:
             raise _refuse(
                 where,
                 "target",
                 f"of a tag quota must be a pair name=value (a lower-case name, a value of at "
                 f"most {MAX_TAG_VALUE} characters without ',', '=' or control characters), not "
                 f"{visible(shorten(target, 40))!r}",
-            )
+            ) from None
     return kind, target
 
 

@@ -110,9 +110,11 @@ class SQLUsageTable(_Table):
         c = llm_usage.c
         stmt = sa.select(sa.func.sum(c.cost)).where(c.bucket_start >= self._time(since))
         if kind == "tag":
-            return 0.0  # the tag sets of calls are not stored yet
-        column = {"row": c.llm_id, "scope": c.scope, "provider": c.provider}[kind]
-        stmt = stmt.where(column == target)
+            held = sa.literal(",") + c.tags + sa.literal(",")
+            stmt = stmt.where(held.contains(f",{target},", autoescape=True))
+        else:
+            column = {"row": c.llm_id, "scope": c.scope, "provider": c.provider}[kind]
+            stmt = stmt.where(column == target)
         with db_errors(self.engine, "read LLM spend"), self.engine.connect() as conn:
             return float(conn.execute(stmt).scalar() or 0.0)
 

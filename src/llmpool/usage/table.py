@@ -137,7 +137,8 @@ class MemoryUsageTable:
         """Return the cost of the calls of a quota's target in buckets from ``since`` on (as
         `llmpool.usage.sql.SQLUsageTable.spend_of`)."""
         if kind == "tag":
-            return 0.0  # the tag sets of calls are not stored yet
+            name, _, value = target.partition("=")
+            return sum(b.cost for b in self.parts(since, None, None, None, tags={name: value}))
         field = {"row": "llm_id", "scope": "scope", "provider": "provider"}[kind]
         buckets = self.parts(since, None, None, None)
         return sum(b.cost for b in buckets if getattr(b, field) == target)
