@@ -26,6 +26,12 @@ Then, on the last mode (the fleet's configuration: Redis for shared state):
   own), with ``limits_when_redis_down="share"``
   (the default; "closed" refuses the row outright, as the tests show);
 - budget overspend of 8 processes racing one budget: ``python -m bench.budget`` has it.
+
+``python -m bench.fleet --tag-budget`` measures only this, on a database of its own: 8 processes
+(one pool each, sharing Redis) race tagged calls at one tag's budget of ``TAG_BUDGET`` calls'
+cost (``llm_quotas``), every thread calling until the tag's quota refuses it; the overspend is
+what the server answered beyond the budget, per process, first sharing Redis, then each
+process alone (no Redis: each spends the budget it reads). Writes bench/fleet_tag_budget.md.
 """
 
 from __future__ import annotations
@@ -186,6 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         server: Any = self.server
         server.arrivals.append(time.monotonic())
+        time.sleep(getattr(server, "delay", 0.0))
         if server.failing:
             body, status = b'{"error": {"message": "down", "type": "server_error"}}', 500
         else:
@@ -545,6 +552,131 @@ def on_paper(results: list[dict[str, Any]]) -> list[str]:
     return [*lines, LITELLM]
 
 
+# -- one tag's budget raced by the fleet --------------------------------------------------------
+
+TAG_BUDGET, TAG_PROCESSES, TAG_THREADS = 20, 8, 4
+TAGGED = {"metadata": {"llmpool_tags": {"tenant": "acme"}}}
+
+
+def _tag_replica(url: str, prefix: str | None, start: Any, results: Any) -> None:
+    """One process: a pool (sharing Redis under ``prefix`` unless ``None``), TAG_THREADS
+    threads each calling until the tag's quota refuses it; reports its answers."""
+    from llmpool import LLMPool, QuotaExceededError
+
+    redis = {"redis": REDIS_URL, "redis_prefix": prefix} if prefix is not None else {}
+    pool = LLMPool(url, poll_interval=0, usage_flush_interval=0, **redis)
+    llm = pool.get_llm_with_fallback("tags")
+    answered = [0] * TAG_THREADS
+
+    def calls(i: int) -> None:
+        while True:
+            try:
+                llm.invoke("hi", TAGGED)
+            except QuotaExceededError:
+                return
+            answered[i] += 1
+
+    start.wait()
+    threads = [threading.Thread(target=calls, args=(i,)) for i in range(TAG_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    pool.close()
+    results.put(sum(answered))
+
+
+def tag_budget_race(admin: Any, rounds: int) -> list[dict[str, Any]]:
+    """Each round, on a fresh database: TAG_PROCESSES processes race one tag's budget (1.0 a
+    call, TAG_BUDGET calls' worth), sharing Redis then alone; what they answered beyond it."""
+    import multiprocessing
+
+    import redis as redis_py
+
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
+
+    os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
+    client = redis_py.Redis.from_url(REDIS_URL)
+    context = multiprocessing.get_context("fork")
+    results = []
+    for label, shared in (("sharing Redis", True), ("each alone (no Redis)", False)):
+        worst, answered = 0, []
+        for _ in range(rounds):
+            database = f"llmpool_fleet_{uuid.uuid4().hex[:8]}"
+            admin.execute(f'CREATE DATABASE "{database}"')
+            server = _server()
+            server.delay = 0.02
+            prefix = f"llmpool-bench:{uuid.uuid4().hex}:" if shared else None
+            try:
+                url = _with_database(PG_URL, database)
+                migrate(url)
+                store = SQLStore(url, validators=())
+                store.add({
+                    "name": "priced", "provider": "openai", "model_name": "gpt-4",
+                    "scope": "tags", "auth_meta": {"api_key_env": "OPENAI_API_KEY"},
+                    "config": {"base_url": server.url, "max_retries": 0,
+                               "output_cost_per_million_tokens": 1_000_000},  # 1.0 a call
+                })  # fmt: skip
+                store.set_quota("tag", "tenant=acme", budget=TAG_BUDGET, period="day")
+                store.close()
+                start, queue = context.Barrier(TAG_PROCESSES), context.Queue()
+                processes = [
+                    context.Process(target=_tag_replica, args=(url, prefix, start, queue))
+                    for _ in range(TAG_PROCESSES)
+                ]
+                for process in processes:
+                    process.start()
+                counts = [queue.get(timeout=120) for _ in processes]
+                for process in processes:
+                    process.join(30)
+                answered.append(len(server.arrivals))
+                assert sum(counts) == len(server.arrivals)
+                worst = max(worst, len(server.arrivals) - TAG_BUDGET)
+            finally:
+                server.shutdown()
+                admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+                if prefix is not None:
+                    for key in client.scan_iter(prefix + "*"):
+                        client.delete(key)
+        results.append(
+            {
+                "race": label,
+                "processes": TAG_PROCESSES,
+                "threads_each": TAG_THREADS,
+                "budget_calls": TAG_BUDGET,
+                "answered": answered,
+                "worst_overspend_calls": max(worst, 0),
+                "worst_overspend_per_process": max(worst, 0) / TAG_PROCESSES,
+            }
+        )
+    client.close()
+    return results
+
+
+def render_tag_budget(results: list[dict[str, Any]], rounds: int) -> str:
+    """The tag budget race as Markdown."""
+    lines = [
+        "# One tag's budget raced by a fleet",
+        "",
+        f"Measured {datetime.date.today()} by `python -m bench.fleet --tag-budget`: "
+        f"{TAG_PROCESSES} processes x {TAG_THREADS} threads call with `tenant=acme` until the "
+        f"tag's quota ({TAG_BUDGET} calls' cost a day) refuses them; worst of {rounds} rounds. "
+        "The bound: at most 1 call of overspend per process.",
+        "",
+        "| race | answered per round | worst overspend | per process | bound |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        bound = ("pass" if r["worst_overspend_per_process"] <= 1 else "miss") if (
+            r["race"] == "sharing Redis") else "-"  # fmt: skip
+        lines.append(
+            f"| {r['race']} | {', '.join(map(str, r['answered']))} | "
+            f"{r['worst_overspend_calls']} calls | {r['worst_overspend_per_process']:g} | {bound} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the fleet in each mode; print and write the results."""
     import psycopg
@@ -561,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="3 processes, short phases")
     parser.add_argument("--output", default=str(HERE / "fleet.md"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    help_text = "only the race of 8 processes at one tag's budget (writes fleet_tag_budget.md)"
+    parser.add_argument("--tag-budget", action="store_true", help=help_text)
+    parser.add_argument("--rounds", type=int, default=3, help="--tag-budget: rounds")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.worker:
@@ -571,6 +706,16 @@ def main(argv: list[str] | None = None) -> int:
         args.rpm_up, args.outage = 3.0, 2.0
     admin = psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"))
     admin.autocommit = True
+    if args.tag_budget:
+        try:
+            races = tag_budget_race(admin, args.rounds)
+        finally:
+            admin.close()
+        text = render_tag_budget(races, args.rounds)
+        print(text)
+        if not args.smoke:
+            (HERE / "fleet_tag_budget.md").write_text(text)
+        return 0
     args.max_connections = admin.execute("SHOW max_connections").fetchone()[0]
     modes = args.modes.split(",")
     results = []
