@@ -591,8 +591,10 @@ def tag_budget_race(admin: Any, rounds: int) -> list[dict[str, Any]]:
     call, TAG_BUDGET calls' worth), sharing Redis then alone; what they answered beyond it."""
     import multiprocessing
 
+    import langchain_openai  # noqa: F401  (imported once, before the fork: not 8 times after)
     import redis as redis_py
 
+    from llmpool import LLMPool  # noqa: F401
     from llmpool.repository.sql.migrate import migrate
     from llmpool.repository.sql.store import SQLStore
 
