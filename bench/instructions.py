@@ -140,7 +140,7 @@ def _targets() -> dict[str, float]:
 
 def _over() -> dict[str, tuple[str, float]]:
     """Subjects whose target is another subject's ratio plus a budget (of the bare model)."""
-    from bench.routing import METADATA, TAGGED
+    from bench.routing import METADATA, TAG_BUDGET, TAGGED
 
     return {
         # failing over: the two calls with no fallback code, plus 0.10x
@@ -151,6 +151,8 @@ def _over() -> dict[str, tuple[str, float]]:
         # a call's tags, checked and counted per tag set, over the same call with run metadata
         # that names none (what LangChain's own handling of the metadata costs is not ours)
         TAGGED: (METADATA, 0.03),
+        # the same tags, and one tag's budget checked on every call (`llmpool.chain.quotas`)
+        TAG_BUDGET: (METADATA, 0.03),
     }
 
 

@@ -61,6 +61,10 @@ def strategy_subjects() -> dict[str, Callable[[], Any]]:
     subjects[METADATA] = lambda: metered.invoke("hi", metadata)
     tags = {"metadata": {"llmpool_tags": {"tenant": "acme", "feature": "chat"}}}
     subjects[TAGGED] = lambda: metered.invoke("hi", tags)
+    pool = _pool("priority", track_usage=True)
+    pool.store.set_quota("tag", "tenant=acme", budget=1e9, period="day")
+    budgeted = pool.get_llm_with_fallback()
+    subjects[TAG_BUDGET] = lambda: budgeted.invoke("hi", tags)
     return subjects
 
 
@@ -70,6 +74,8 @@ METERED = "primary answers: llmpool pool with its usage meter"
 METADATA = "primary answers: llmpool pool with its usage meter, run metadata"
 #: The same, the run metadata naming two tags (`llmpool.tags`): checked, counted per tag set.
 TAGGED = "primary answers: llmpool pool with its usage meter, two tags"
+#: The same, one of the tags with a day's budget (`llmpool.chain.quotas`, counted in-process).
+TAG_BUDGET = "primary answers: llmpool pool with its usage meter, two tags, one tag budget"
 
 
 def model_subjects() -> dict[str, Callable[[], Any]]:
