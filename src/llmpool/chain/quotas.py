@@ -58,6 +58,7 @@ _FREES = re.compile(r"frees in (\d+) s")
 class _Period:
     """One budget quota's current period, as this process counts it."""
 
+    quota: Quota  # as the snapshot holds it: the same object while unchanged
     budget: Budget
     start: float
     end: float
@@ -100,8 +101,12 @@ class _Index:
         tags = call_tags.get()
         if tags is None or not self.tags:
             return fixed
-        tagged = tuple(q for pair in tags.pairs if (q := self.tags.get(pair)) is not None)
-        return (*tagged, *fixed) if tagged else fixed
+        found = fixed
+        for pair in tags.pairs:
+            quota = self.tags.get(pair)
+            if quota is not None:
+                found = (quota, *found)
+        return found
 
 
 class QuotaCheck(CheckBase):
@@ -180,19 +185,21 @@ class QuotaCheck(CheckBase):
         quotas = self._current().applying(candidate)
         if not quotas:
             return
-        meter, config = self.meter, candidate.config
-        cost = meter.counts(config, ok=ok, usage=usage)[2] if meter is not None else 0.0
-        if ok and meter is not None:
-            with self._lock:
-                learn_cost(self._average, candidate, cost)
-        tokens = _tokens(usage)
-        learn = ok
+        meter, cost, learn = self.meter, None, ok
         for quota in quotas:
-            if quota.tpm is not None and tokens > 0:
-                self.limits.add_tokens(_key(quota), tokens)
-            if quota.budget is not None and meter is not None:
-                self._settle(quota, candidate, cost, learn=learn)
-                learn = False  # the fleet's mean learns each answer once
+            if quota.tpm is not None:
+                tokens = _tokens(usage)
+                if tokens > 0:
+                    self.limits.add_tokens(_key(quota), tokens)
+            if quota.budget is None or meter is None:
+                continue
+            if cost is None:  # once per call
+                cost = meter.counts(candidate.config, ok=ok, usage=usage)[2]
+                if ok:
+                    with self._lock:
+                        learn_cost(self._average, candidate, cost)
+            self._settle(quota, candidate, cost, learn=learn)
+            learn = False  # the fleet's mean learns each answer once
 
     # -- one quota --------------------------------------------------------------------------
 
@@ -225,16 +232,17 @@ class QuotaCheck(CheckBase):
 
     def _period(self, quota: Quota, now: float) -> _Period:
         # Under the lock. A new period (or budget) starts from the table's spend.
+        period = self._periods.get(quota.key)
+        if period is not None and period.quota is quota and now < period.end:
+            return period
         assert quota.budget is not None and quota.period is not None
         budget = Budget(quota.budget, quota.period)
-        period = self._periods.get(quota.key)
-        if period is not None and now < period.end and period.budget == budget:
-            return period
         start, end = budget.start(now), budget.end(now)
-        if period is not None and period.start == start:  # the budget changed, not the period
-            period.budget = budget
+        if period is not None and period.start == start and period.budget.period == budget.period:
+            period.quota, period.budget = quota, budget  # the amount changed, not the period
             return period
-        period = self._periods[quota.key] = _Period(budget, start, end, self._read(quota, start))
+        spent = self._read(quota, start)
+        period = self._periods[quota.key] = _Period(quota, budget, start, end, spent)
         return period
 
     def _read(self, quota: Quota, start: float) -> float:
@@ -254,44 +262,52 @@ class QuotaCheck(CheckBase):
     def _reserve(self, quota: Quota, candidate: Candidate, *, reserve: bool) -> str | None:
         meter = self.meter
         assert meter is not None
-        now = self.clock()
+        now, shared = self.clock(), meter.budgets
         with self._lock:
             period = self._period(quota, now)
             expected = expected_cost(meter, candidate, self._average)
-        shared = meter.budgets
-        if shared is not None:
-            if not period.seeded:
-                period.seeded = shared.seed(_key(quota), period.start, period.end, period.spent)
-            reservation = uuid.uuid4().hex if reserve else ""
-            found = None
-            if period.seeded:
-                found = shared.admit(
-                    f"quota:{candidate.key}",
-                    _key(quota),
-                    period.budget,
-                    now,
-                    base=0.0,
-                    seed=expected,
-                    reservation=reservation,
-                )
-            if found is not None:
-                if not found[0]:
-                    return refusal(period.budget, now, *found[1:])
-                if reserve:
-                    with self._lock:
-                        period.flying.append((now, reservation, found[5]))
-                return None
+            if shared is None:
+                return self._alone(period, now, expected, reserve=reserve)
+        if not period.seeded:
+            period.seeded = shared.seed(_key(quota), period.start, period.end, period.spent)
+        reservation = uuid.uuid4().hex if reserve else ""
+        found = None
+        if period.seeded:
+            found = shared.admit(
+                f"quota:{candidate.key}",
+                _key(quota),
+                period.budget,
+                now,
+                base=0.0,
+                seed=expected,
+                reservation=reservation,
+            )
+        if found is not None:
+            if not found[0]:
+                return refusal(period.budget, now, *found[1:])
+            if reserve:
+                with self._lock:
+                    period.flying.append((now, reservation, found[5]))
+            return None
         with self._lock:
-            flying = period.flying
+            return self._alone(period, now, expected, reserve=reserve)
+
+    def _alone(
+        self, period: _Period, now: float, expected: float | None, *, reserve: bool
+    ) -> str | None:
+        # Under the lock: this process's decision (no Redis, or Redis down).
+        flying = period.flying
+        calls, unknown, reserved = 0, 0, 0.0
+        if flying:
             while flying and flying[0][0] < now - RESERVATION_TTL:
                 flying.popleft()
             calls = len(flying)
             unknown = sum(1 for call in flying if call[2] is None)
             reserved = sum(call[2] or 0.0 for call in flying)
-            if admits(period.budget.amount, period.spent, reserved, calls, unknown, expected):
-                if reserve:
-                    flying.append((now, "", expected))
-                return None
+        if admits(period.budget.amount, period.spent, reserved, calls, unknown, expected):
+            if reserve:
+                flying.append((now, "", expected))
+            return None
         return refusal(period.budget, now, period.spent, reserved, calls, unknown, expected)
 
     def _unreserve(self, quota: Quota) -> None:
