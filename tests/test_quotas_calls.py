@@ -155,6 +155,9 @@ def test_a_provider_or_row_over_its_quota_is_skipped_and_the_call_falls_back(
         assert meta["name"] == "B"
         reason = meta["attempts"][0]["reason"]
         assert reason.startswith("quota on provider 'openai': rate limited: rpm 1/1, frees in")
+        status = pool.status()["rows"][0]  # health reads the same quota, taking nothing
+        assert (status["status"], status["reason"]) == ("skipped", "quota on provider 'openai': "
+                                                        "rate limited: rpm 1/1")  # fmt: skip
         store.delete_quota("provider", "openai")
         store.set_quota("row", "A", budget=1)  # no cost known: one call, then the budget is spent
         assert answered_by(llm) == "A"

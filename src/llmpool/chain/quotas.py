@@ -139,6 +139,14 @@ class QuotaCheck(CheckBase):
         index = self._index
         if index.source is not quotas:
             index = self._index = _Index(quotas)
+            budgets = [q.describe() for q in quotas if q.budget is not None]
+            if budgets and self.meter is None:
+                logger.warning(
+                    "llmpool enforces no budget of %s: this pool does not track usage "
+                    "(track_usage=False)",
+                    ", ".join(budgets),
+                    extra=log_fields("quota_budget_untracked"),
+                )
         return index
 
     def applies_to(self, candidates: Sequence[Candidate]) -> bool:
