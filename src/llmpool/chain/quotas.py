@@ -97,11 +97,12 @@ class _Index:
 
     def applying(self, candidate: Candidate) -> tuple[Quota, ...]:
         """Every quota a call of ``candidate`` now meets: its tags' first, then `of`."""
-        fixed = self.of(candidate)
+        found = self._of.get(candidate.key)
+        if found is None:
+            found = self.of(candidate)
         tags = call_tags.get()
         if tags is None or not self.tags:
-            return fixed
-        found = fixed
+            return found
         for pair in tags.pairs:
             quota = self.tags.get(pair)
             if quota is not None:
@@ -129,6 +130,7 @@ class QuotaCheck(CheckBase):
         self._lock = threading.Lock()
         self._periods: dict[str, _Period] = {}  # quota key -> its period
         self._average: dict[str, tuple[str, float]] = {}  # as `UsageCheck`'s
+        self._prices: dict[str, Any] = {}  # row version key -> its prices (None: free)
         self._logged: dict[str, float] = {}  # quota key -> when its refusal was last logged
 
     def __repr__(self) -> str:
@@ -183,14 +185,14 @@ class QuotaCheck(CheckBase):
 
     def release(self, candidate: Candidate) -> None:
         """Give back what `admit` took: the call was not made."""
-        for quota in self._current().applying(candidate):
+        for quota in self._index.applying(candidate):  # the quotas `admit` read
             self._give_back(quota, candidate)
 
     def record(
         self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
     ) -> None:
         """Settle the call's real cost in its quotas' budgets, and its tokens in their tpm."""
-        quotas = self._current().applying(candidate)
+        quotas = self._index.applying(candidate)  # the quotas `admit` read
         if not quotas:
             return
         meter, cost, learn = self.meter, None, ok
@@ -201,8 +203,11 @@ class QuotaCheck(CheckBase):
                     self.limits.add_tokens(_key(quota), tokens)
             if quota.budget is None or meter is None:
                 continue
-            if cost is None:  # once per call
-                cost = meter.counts(candidate.config, ok=ok, usage=usage)[2]
+            if cost is None:  # once per call; 0 for a row without prices, whatever its usage
+                prices = self._prices.get(candidate.key, self)
+                if prices is self:
+                    prices = self._prices[candidate.key] = meter.terms(candidate.config).prices
+                cost = meter.counts(candidate.config, ok=ok, usage=usage)[2] if prices else 0.0
                 if ok:
                     with self._lock:
                         learn_cost(self._average, candidate, cost)
@@ -241,8 +246,6 @@ class QuotaCheck(CheckBase):
     def _period(self, quota: Quota, now: float) -> _Period:
         # Under the lock. A new period (or budget) starts from the table's spend.
         period = self._periods.get(quota.key)
-        if period is not None and period.quota is quota and now < period.end:
-            return period
         assert quota.budget is not None and quota.period is not None
         budget = Budget(quota.budget, quota.period)
         start, end = budget.start(now), budget.end(now)
@@ -271,34 +274,58 @@ class QuotaCheck(CheckBase):
         meter = self.meter
         assert meter is not None
         now, shared = self.clock(), meter.budgets
-        with self._lock:
-            period = self._period(quota, now)
+        known = self._average.get(candidate.config.id)
+        if known is not None and known[0] == candidate.key:
+            expected: float | None = known[1]
+        else:
             expected = expected_cost(meter, candidate, self._average)
-            if shared is None:
+        with self._lock:
+            period = self._periods.get(quota.key)
+            if period is None or period.quota is not quota or now >= period.end:
+                period = self._period(quota, now)
+            if shared is None:  # this process's decision
                 return self._alone(period, now, expected, reserve=reserve)
+        found = self._shared(quota, candidate, period, now, expected, reserve=reserve)
+        if found is not None:
+            return found or None
+        with self._lock:  # Redis is down: this process's decision
+            return self._alone(period, now, expected, reserve=reserve)
+
+    def _shared(
+        self,
+        quota: Quota,
+        candidate: Candidate,
+        period: _Period,
+        now: float,
+        expected: float | None,
+        *,
+        reserve: bool,
+    ) -> str | None:
+        # The fleet's decision in Redis: "" admitted, a reason, or None while Redis is down.
+        shared = self.meter.budgets if self.meter is not None else None
+        assert shared is not None
         if not period.seeded:
             period.seeded = shared.seed(_key(quota), period.start, period.end, period.spent)
-        reservation = uuid.uuid4().hex if reserve else ""
-        found = None
-        if period.seeded:
-            found = shared.admit(
-                f"quota:{candidate.key}",
-                _key(quota),
-                period.budget,
-                now,
-                base=0.0,
-                seed=expected,
-                reservation=reservation,
-            )
-        if found is not None:
-            if not found[0]:
-                return refusal(period.budget, now, *found[1:])
-            if reserve:
-                with self._lock:
-                    period.flying.append((now, reservation, found[5]))
+        if not period.seeded:
             return None
-        with self._lock:
-            return self._alone(period, now, expected, reserve=reserve)
+        reservation = uuid.uuid4().hex if reserve else ""
+        found = shared.admit(
+            f"quota:{candidate.key}",
+            _key(quota),
+            period.budget,
+            now,
+            base=0.0,
+            seed=expected,
+            reservation=reservation,
+        )
+        if found is None:
+            return None
+        if not found[0]:
+            return refusal(period.budget, now, *found[1:])
+        if reserve:
+            with self._lock:
+                period.flying.append((now, reservation, found[5]))
+        return ""
 
     def _alone(
         self, period: _Period, now: float, expected: float | None, *, reserve: bool

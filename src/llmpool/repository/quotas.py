@@ -17,7 +17,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, get_args
 
@@ -66,11 +66,11 @@ class Quota:
     tpm: int | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: ``<kind>:<target>``: how Redis keys and the audit log name it.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """``<kind>:<target>``: how Redis keys and the audit log name it."""
-        return f"{self.kind}:{self.target}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.kind}:{self.target}")
 
     def describe(self) -> str:
         """Return how messages name it: ``tag 'tenant=acme'``."""
