@@ -152,14 +152,17 @@ class QuotaCheck(CheckBase):
         return index
 
     def applies_to(self, candidates: Sequence[Candidate]) -> bool:
-        """Whether any tag has a quota, or any row of the chain, its provider or its scope."""
+        """Whether any tag has a quota, or any row of the chain, its provider or its scope
+        (read from ``quotas()`` now: the chain builder asks at every new snapshot)."""
         index = self._current()
         return bool(index.tags) or any(index.of(c) for c in candidates)
 
     def admit(self, candidate: Candidate) -> str | None:
         """Take every quota the call meets, or give back those taken and skip the row (its
         or its provider's quota) or raise `QuotaExceededError` (its scope's or a tag's)."""
-        quotas = self._current().applying(candidate)
+        # The quotas `applies_to` read when this chain was built: every new snapshot builds
+        # new chains before any call uses them, so they are the snapshot's in force.
+        quotas = self._index.applying(candidate)
         if not quotas:
             return None
         taken: list[Quota] = []
@@ -185,14 +188,14 @@ class QuotaCheck(CheckBase):
 
     def release(self, candidate: Candidate) -> None:
         """Give back what `admit` took: the call was not made."""
-        for quota in self._index.applying(candidate):  # the quotas `admit` read
+        for quota in self._index.applying(candidate):
             self._give_back(quota, candidate)
 
     def record(
         self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
     ) -> None:
         """Settle the call's real cost in its quotas' budgets, and its tokens in their tpm."""
-        quotas = self._index.applying(candidate)  # the quotas `admit` read
+        quotas = self._index.applying(candidate)
         if not quotas:
             return
         meter, cost, learn = self.meter, None, ok
