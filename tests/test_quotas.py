@@ -121,10 +121,10 @@ def test_migration_0008_reverses_and_applies_again(database_url: str) -> None:
         with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO llm_quotas (kind, target) VALUES ('tag', 'a=b')"))
         with engine.begin() as conn:
-            assert downgrade_connection(conn, to=7) == ["0008_quotas.sql"]
+            assert downgrade_connection(conn, to=7)[-1] == "0008_quotas.sql"  # after later ones
             assert not sa.inspect(conn).has_table("llm_quotas")
         with engine.begin() as conn:
-            assert migrate_connection(conn) == ["0008_quotas.sql"]
+            assert "0008_quotas.sql" in migrate_connection(conn)
     finally:
         engine.dispose()
 
