@@ -102,7 +102,7 @@ def _rate(where: str, field: str, value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_RATE:
         raise _refuse(where, field, f"must be a whole number from 1 to {MAX_RATE}, not {value!r}")
-    return value
+    return int(value)
 
 
 def check_target(kind: Any, target: Any) -> tuple[QuotaKind, str]:
