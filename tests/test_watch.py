@@ -132,14 +132,32 @@ def test_an_irrelevant_notify_does_not_poll_and_a_relevant_one_polls_at_once(
     """A NOTIFY from another schema is ignored; one from this schema polls without waiting
     for the 30 s safety net."""
     watcher, store = counting_watcher
+    heard: list[tuple[str, bool]] = []
+    batches: list[bool] = []
+    judge, wait = watcher._relevant, watcher._wait_for_notify
+
+    def relevant(payload: str, schema: Any) -> bool:
+        heard.append((payload, judge(payload, schema)))
+        return heard[-1][1]
+
+    def wait_for_notify(timeout: float) -> bool:
+        batches.append(wait(timeout))
+        return batches[-1]
+
+    # Other xdist workers share the channel, and some of their payloads are relevant to every
+    # listener (one without a schema): each batch holding one polls once, and nothing else may.
+    watcher._relevant = relevant  # type: ignore[method-assign]
+    watcher._wait_for_notify = wait_for_notify  # type: ignore[method-assign]
     polls = store.polls
+    foreign = '{"schema": "somewhere_else"}'
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("""NOTIFY llmpool_changes, '{"schema": "somewhere_else"}'""")
-        # >= : other tests (other xdist workers) writing to this database NOTIFY the channel too
-        wait_until(lambda: watcher.notifications >= 1)
-        assert store.polls == polls
+        conn.execute("SELECT pg_notify('llmpool_changes', %s)", (foreign,))
+        wait_until(lambda: (foreign, False) in heard)
+        wait_until(lambda: store.polls == polls + sum(batches))
         store.add(fake("A", 1, "a"))  # the trigger's NOTIFY names this schema
-        wait_until(lambda: store.polls == polls + 1, timeout=3)
+        ours = f'"{watcher._schema}"'
+        wait_until(lambda: any(r and ours in p for p, r in heard), timeout=3)
+        wait_until(lambda: store.polls == polls + sum(batches), timeout=3)
 
 
 def test_close_racing_the_first_snapshot_leaves_no_watcher(
