@@ -16,7 +16,7 @@ from llmpool.contracts import Candidate
 from llmpool.errors import AllLLMsFailedError, MidStreamError
 from llmpool.fallback.breakers import Admission, BreakerBoard
 from llmpool.fallback.policy import FallbackPolicy
-from llmpool.fallback.walk import Walk
+from llmpool.fallback.walk import Plan, Walk
 from llmpool.models import LLMConfig
 from llmpool.providers.fake import FakeChatModel
 
@@ -60,9 +60,8 @@ def walk_of(
     """A walk over a static chain, each candidate calling its plain callable."""
     calls = {name: Call(run) for name, run in runs.items()}
     chain = ScopeChain(None, "chat", 0, tuple(candidates), options.pop("routing", None))
-    return Walk(
-        chain, policy, breakers or BreakerBoard(), calls=lambda c: calls[c.config.name], **options
-    )
+    plan = Plan(chain, policy, breakers or BreakerBoard(), lambda c: calls[c.config.name])
+    return Walk(plan, **options)
 
 
 def drive(walk: Walk, request: Any = "hi") -> tuple[Any, dict[str, Any]]:
@@ -154,10 +153,12 @@ def test_the_deadline_cuts_an_attempt_in_flight_short() -> None:
     slow = candidate("slow")
     chain = ScopeChain(None, "chat", 0, (slow,))
     walk = Walk(
-        chain,
-        FallbackPolicy(attempts=1, deadline=0.3),
-        BreakerBoard(),
-        calls=lambda c: Call(hang, timeout=float("inf")),  # a client without a timeout
+        Plan(
+            chain,
+            FallbackPolicy(attempts=1, deadline=0.3),
+            BreakerBoard(),
+            lambda c: Call(hang, timeout=float("inf")),  # a client without a timeout
+        )
     )
     started = time.monotonic()
     with pytest.raises(AllLLMsFailedError, match="deadline"):

@@ -41,7 +41,7 @@ def run_context(
         given = kwargs.pop(_ARGUMENTS[TAGS_KEY], None)
     metadata = getattr(run_manager, "metadata", None)
     if metadata:
-        if key is None:
+        if key is None and affinity is not None:
             key = metadata.get(SESSION_KEY)
         if given is None:
             given = metadata.get(TAGS_KEY)

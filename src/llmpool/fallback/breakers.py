@@ -207,7 +207,8 @@ class BreakerBoard:
         self.probe_lease = probe_lease
         #: Whether the state lives outside this process (Redis), seen by every replica.
         self.shared = not isinstance(self.store, LocalBreakerStore)
-        self._seen_open: dict[str, float] = {}  # keys this process saw open, until when
+        #: Keys this process saw open, until when: `seems_open` reads it (empty: none).
+        self.seen_open: dict[str, float] = {}
         # Answers not yet in the store, per key: bucket -> count (see the module).
         self._passed: dict[str, dict[int, int]] = {}
 
@@ -224,7 +225,7 @@ class BreakerBoard:
             return Admission.CLOSED, True
         now = self.clock()
         if now < state.open_until or now < state.probe_until:
-            self._seen_open[key] = state.open_until
+            self.seen_open[key] = state.open_until
             return Admission.OPEN, True
         taken = False
 
@@ -256,7 +257,7 @@ class BreakerBoard:
 
     def seems_open(self, key: str) -> bool:
         """Whether ``key`` is cooling down as far as this process last saw (no store read)."""
-        until = self._seen_open.get(key)
+        until = self.seen_open.get(key)
         return until is not None and self.clock() < until
 
     def reopens_at(self, key: str) -> float:
@@ -271,21 +272,22 @@ class BreakerBoard:
 
     def forget(self, keys: Collection[str]) -> None:
         """Drop what this process holds for keys not in ``keys`` (rows deleted or edited)."""
-        for held in (self._passed, self._seen_open):
+        for held in (self._passed, self.seen_open):
             for key in [k for k in list(held) if k not in keys]:
                 held.pop(key, None)
 
     def passed(self, key: str, window: Window) -> None:
         """Count an answer of ``key`` while it has no state, in this process only (O(1))."""
         bucket = int(self.clock() * BUCKETS // window.seconds)
-        counts = self._passed.get(key)
-        if counts is None:
-            counts = self._passed[key] = {}
-        elif bucket not in counts and len(counts) >= BUCKETS:
-            for old in [at for at in list(counts) if at <= bucket - BUCKETS]:
-                counts.pop(old, None)
         # Threads may race on one count: a lost answer skews a rate, it never opens a breaker.
-        counts[bucket] = counts.get(bucket, 0) + 1
+        try:
+            self._passed[key][bucket] += 1
+        except KeyError:
+            counts = self._passed.setdefault(key, {})
+            if len(counts) >= BUCKETS:
+                for old in [at for at in list(counts) if at <= bucket - BUCKETS]:
+                    counts.pop(old, None)
+            counts[bucket] = counts.get(bucket, 0) + 1
 
     def success(self, key: str, window: Window | None = None) -> BreakerChange | None:
         """Record a success: the breaker closes and the consecutive failures are forgotten
@@ -314,7 +316,7 @@ class BreakerBoard:
         self.store.update(key, close)
         if kept:
             self._passed[key] = kept
-        self._seen_open.pop(key, None)
+        self.seen_open.pop(key, None)
         if state.open_until == 0.0:
             return None
         return BreakerChange(key, state_name(state, now), "closed")
@@ -377,9 +379,9 @@ class BreakerBoard:
 
         state = self.store.update(key, fail)
         if change is not None:
-            self._seen_open[key] = change.reopens_at
-        elif state is not None and state.open_until and key in self._seen_open:
-            self._seen_open[key] = state.open_until  # lengthened by a Retry-After
+            self.seen_open[key] = change.reopens_at
+        elif state is not None and state.open_until and key in self.seen_open:
+            self.seen_open[key] = state.open_until  # lengthened by a Retry-After
         return change
 
 

@@ -16,7 +16,7 @@ from llmpool.errors import MixedSpacesError, shorten
 from llmpool.fallback.breakers import BreakerBoard
 from llmpool.fallback.calls import EmbeddingCall, EmbeddingRequest
 from llmpool.fallback.policy import FallbackPolicy
-from llmpool.fallback.walk import Attempt, Walk
+from llmpool.fallback.walk import Attempt, Plan, Walk
 from llmpool.repository.spaces import SpaceDimensions, one_space, space_of
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class FallbackEmbeddings(Embeddings):
         return metadata
 
     def _embed(self, request: EmbeddingRequest) -> tuple[Any, dict[str, Any]]:
-        walk = Walk(self._current(), self.policy, self.breakers, calls=self._call)
+        walk = Walk(Plan(self._current(), self.policy, self.breakers, self._call))
         for attempt in walk:
             with attempt:
                 vectors = attempt.call.generate(request)
@@ -182,7 +182,7 @@ class FallbackEmbeddings(Embeddings):
         raise walk.error()
 
     async def _aembed(self, request: EmbeddingRequest) -> tuple[Any, dict[str, Any]]:
-        walk = Walk(self._current(), self.policy, self.breakers, calls=self._call)
+        walk = Walk(Plan(self._current(), self.policy, self.breakers, self._call))
         async for attempt in walk:
             async with attempt:
                 vectors = await attempt.call.agenerate(request)

@@ -30,7 +30,7 @@ from llmpool.fallback.calls import ChatCall
 from llmpool.fallback.forwarding import FORWARDED, rebuild
 from llmpool.fallback.policy import FallbackPolicy
 from llmpool.fallback.structured import decompose, structured
-from llmpool.fallback.walk import Walk
+from llmpool.fallback.walk import Plan, Walk
 from llmpool.providers.fit import Prompt
 from llmpool.providers.timeouts import check_seconds
 from llmpool.tags import Tags
@@ -196,7 +196,11 @@ class FallbackChatModel(BaseChatModel):
         if (
             seen is not None
             and seen.chain is chain
-            and (seen.candidate is None or not breakers.seems_open(seen.candidate.key))
+            and (
+                seen.candidate is None
+                or not breakers.seen_open
+                or not breakers.seems_open(seen.candidate.key)
+            )
         ):
             return seen
         seen = _First(chain)
@@ -316,14 +320,14 @@ class FallbackChatModel(BaseChatModel):
         streaming: bool = False,
     ) -> Walk:
         chain = self._static or self._current()
-        if chain.problem is not None:
-            raise chain.problem
+        plan: Plan | None = self.__dict__.get("_plan")
+        if plan is None or plan.chain is not chain:
+            if chain.problem is not None:
+                raise chain.problem
+            plan = Plan(chain, self.policy, self.breakers, self._call, self._code)
+            object.__setattr__(self, "_plan", plan)
         return Walk(
-            chain,
-            self.policy,
-            self.breakers,
-            calls=self._call,
-            then=self._code,
+            plan,
             streaming=streaming,
             options=_options(kwargs) if kwargs else None,
             prompt=Prompt(messages, kwargs or {}) if chain.fitted else None,

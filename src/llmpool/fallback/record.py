@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from llmpool.credentials.redaction import scrubbed
-from llmpool.errors import BadAnswerError, CandidateFailure
+from llmpool.errors import AllLLMsFailedError, BadAnswerError, CandidateFailure
 from llmpool.observe.events import AttemptEvent, BreakerEvent, CallEvent, FailoverEvent
 from llmpool.providers.declarations import served_by
 
@@ -106,8 +106,8 @@ def answered(candidate: Candidate, order: list[str] | None = None) -> dict[str, 
 class CallRecord:
     """The attempts, failures and events of one call started at ``started`` (monotonic)."""
 
-    __slots__ = ("_offset", "attempts", "call_id", "events", "failures", "hooks", "leaving",
-                 "scope", "started", "streaming", "tags")  # fmt: skip
+    __slots__ = ("_offset", "attempts", "call_id", "events", "failures", "final", "hooks",
+                 "last", "leaving", "scope", "started", "streaming", "tags")  # fmt: skip
 
     def __init__(
         self,
@@ -130,6 +130,8 @@ class CallRecord:
         self.events: list[AttemptEvent] = []
         # The row the call is failing over from: (candidate, error class, reason).
         self.leaving: tuple[Candidate, str | None, str | None] | None = None
+        self.last: BaseException | None = None  # the last attempt's error, to chain from
+        self.final: AllLLMsFailedError | None = None  # the error the call raises, made once
 
     def _request(self, candidate: Candidate) -> dict[str, Any]:
         # What an attempt's event says of its request (the candidate's part made once).

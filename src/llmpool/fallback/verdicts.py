@@ -61,13 +61,17 @@ def rejection(
     """
     if reject:
         if "content_filter" in reject:
-            meta = message.response_metadata
-            finish = meta.get("finish_reason") or meta.get("stop_reason") or meta.get("stopReason")
+            meta, extra = message.response_metadata, message.additional_kwargs
+            finish = (
+                meta.get("finish_reason") or meta.get("stop_reason") or meta.get("stopReason")
+                if meta
+                else None
+            )
             if not finish and info:
                 finish = info.get("finish_reason")
             if finish in _FILTERED:
                 return "content_filter", f"a filtered answer (finish reason {finish!r})"
-            if message.additional_kwargs.get("refusal"):
+            if extra and extra.get("refusal"):
                 return "content_filter", "a refusal instead of an answer"
         if "empty" in reject and not message.content and not _acts(message):
             return "empty", "an empty answer: no content and no tool call"

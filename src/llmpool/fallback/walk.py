@@ -34,7 +34,7 @@ from llmpool.errors import (
     MidStreamError,
 )
 from llmpool.fallback.bounded import Bounded
-from llmpool.fallback.breakers import Admission, BreakerBoard
+from llmpool.fallback.breakers import Admission, BreakerBoard, Window
 from llmpool.fallback.calls import StreamGate
 from llmpool.fallback.policy import FallbackPolicy, Outcome, describe_error, retry_after
 from llmpool.fallback.record import CallRecord, answered, reply_of, usage_of
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from llmpool.providers.fit import Prompt
     from llmpool.tags import Tags
 
-__all__ = ["Attempt", "Walk"]
+__all__ = ["Attempt", "Plan", "Walk"]
 
 _NO_OPTIONS: Mapping[str, Any] = {}
 
@@ -70,7 +70,14 @@ class Attempt:
                  "probe", "reply", "usage", "walk")  # fmt: skip
 
     def __init__(
-        self, walk: Walk, candidate: Candidate, call: Any, number: int, probe: bool, dirty: bool
+        self,
+        walk: Walk,
+        candidate: Candidate,
+        call: Any,
+        number: int,
+        probe: bool,
+        dirty: bool,
+        admitted: tuple[AdmissionCheck, ...],
     ) -> None:
         self.walk = walk
         self.candidate = candidate
@@ -79,7 +86,7 @@ class Attempt:
         self.probe = probe  # whether it is its candidate's half-open probe
         self.dirty = dirty  # whether its breaker holds state a success must clear
         self.delay = 0.0
-        self.admitted: tuple[AdmissionCheck, ...] = ()  # told the outcome once, then emptied
+        self.admitted = admitted  # the checks that admitted it: told the outcome once, then ()
         self.usage: Any = None  # the answer's token usage, for the admission checks
         self.reply: dict[str, Any] | None = None  # what a stream says of itself, for observers
         self.gate: StreamGate | None = None
@@ -110,15 +117,52 @@ class Attempt:
         return self.__exit__(kind, error, traceback)
 
 
-class Walk:
-    """One call's walk through a chain (see the module).
+class Plan:
+    """What every walk of one chain shares, worked out once per chain: its candidates (the
+    chain's, then ``then``: models from code), its checks, the policy's verdict settings, and
+    each row's breaker window (`FallbackPolicy.breaker_rule`).
 
     Args:
-        chain: The chain in force when the call started.
+        chain: The chain.
         policy: Retries, deadline and breaker settings.
         breakers: The breaker board.
         calls: Candidate -> what to call for it, or the exception saying why it cannot.
         then: Candidates tried after the chain's, in their own order (models from code).
+    """
+
+    __slots__ = ("breakers", "calls", "candidates", "chain", "checks", "policy", "verdicts",
+                 "windows")  # fmt: skip
+
+    def __init__(
+        self,
+        chain: ScopeChain,
+        policy: FallbackPolicy,
+        breakers: BreakerBoard,
+        calls: Callable[[Candidate], Any],
+        then: Sequence[Candidate] = (),
+    ) -> None:
+        self.chain = chain
+        self.candidates = (*chain.candidates, *then) if then else chain.candidates
+        self.checks = chain.checks
+        self.policy = policy
+        self.breakers = breakers
+        self.calls = calls
+        # accept, judging, whole: whether an answer may be refused, a stream held to its end
+        self.verdicts = (policy.accept, policy.judging, policy.whole)
+        self.windows: dict[str, Window | None] = {}
+
+    def window(self, candidate: Candidate) -> Window | None:
+        """The failure-rate window of ``candidate``'s breaker (``None``: it counts none), kept
+        in ``windows`` (read there first)."""
+        window = self.windows[candidate.key] = self.policy.breaker_rule(candidate).window
+        return window
+
+
+class Walk:
+    """One call's walk through a chain (see the module).
+
+    Args:
+        plan: The chain in force when the call started, as its `Plan`.
         streaming: Whether the attempts stream (each gets a `StreamGate`).
         prompt: The call's messages, for the rows that declare what they can take (a row the
             call does not fit is skipped: `llmpool.providers.fit`).
@@ -137,7 +181,8 @@ class Walk:
         >>> from llmpool.fallback.calls import ChatCall
         >>> from llmpool.providers.fake import FakeChatModel
         >>> chain = ScopeChain(None, "chat", 0, (Candidate(row, FakeChatModel()),))
-        >>> walk = Walk(chain, FallbackPolicy(), BreakerBoard(), calls=lambda c: ChatCall(c.model))
+        >>> plan = Plan(chain, FallbackPolicy(), BreakerBoard(), lambda c: ChatCall(c.model))
+        >>> walk = Walk(plan)
         >>> for attempt in walk:
         ...     with attempt:
         ...         metadata = walk.answer(attempt)
@@ -146,70 +191,68 @@ class Walk:
         ('A', [{'llm_id': '1', 'name': 'A', 'outcome': 'ok'}])
     """
 
-    __slots__ = ("accept", "breakers", "calls", "candidates", "checks", "delay", "final",
-                 "in_flight", "index", "judging", "last", "number", "options", "policy", "probe",
-                 "prompt", "record", "routed", "scope", "session", "started",
-                 "streaming", "tags", "trial", "tried_any", "whole")  # fmt: skip
+    __slots__ = ("accept", "candidates", "in_flight", "index", "judging", "number", "options",
+                 "plan", "prompt", "record", "retry", "routed", "session", "started",
+                 "streaming", "tags", "trial", "whole")  # fmt: skip
 
     def __init__(
         self,
-        chain: ScopeChain,
-        policy: FallbackPolicy,
-        breakers: BreakerBoard,
+        plan: Plan,
         *,
-        calls: Callable[[Candidate], Any],
-        then: Sequence[Candidate] = (),
         streaming: bool = False,
         prompt: Prompt | None = None,
         session: Session | None = None,
         options: Mapping[str, Any] | None = None,
         tags: Tags | None = None,
     ) -> None:
+        self.plan = plan
+        chain = plan.chain
         routing = chain.routing
+        candidates: Sequence[Candidate] = plan.candidates
         self.trial: Trial | None = None
-        if chain.experiment is not None:  # an arm's order, its tag and call id
-            candidates, tags, self.trial = chain.experiment.route(chain.candidates, session, tags)
-        else:
-            candidates = chain.candidates if routing is None else routing.order(chain.candidates)
-            if session is not None and session[2] is not None:
-                candidates = _pinned_first(candidates, session[2])
-        self.candidates = (*candidates, *then) if then else candidates
+        pinned = session[2] if session is not None else None
+        if chain.experiment is not None or routing is not None or pinned is not None:
+            own: Sequence[Candidate] = chain.candidates
+            if chain.experiment is not None:  # an arm's order, its tag and call id
+                own, tags, self.trial = chain.experiment.route(own, session, tags)
+            else:
+                own = own if routing is None else routing.order(own)
+                own = own if pinned is None else _pinned_first(own, pinned)
+            candidates = (*own, *candidates[len(chain.candidates) :])
+        self.candidates = candidates
         self.routed = routing is not None  # the answer reports the order the routing chose
-        self.checks = chain.checks
-        self.scope = chain.scope
-        self.policy = policy
-        self.breakers = breakers
-        self.calls = calls
         self.streaming = streaming
         self.prompt = prompt
         self.session = session
         self.tags = tags
-        self.options = _NO_OPTIONS if options is None else options
-        accept = None if options is None else options.get("accept")
         # Whether `judge` may refuse, and whether a stream is held back to its end (a verdict
-        # needs the whole answer): the policy's, worked out once, unless the call has its own.
-        if accept is None:
-            self.accept, self.judging, self.whole = policy.accept, policy.judging, policy.whole
+        # needs the whole answer): the policy's, unless the call has its own ``accept``.
+        if options is None or options.get("accept") is None:
+            self.options = _NO_OPTIONS if options is None else options
+            self.accept, self.judging, self.whole = plan.verdicts
         else:
-            self.accept, self.judging, self.whole = accept, True, True
+            self.options = options
+            self.accept, self.judging, self.whole = options["accept"], True, True
         self.started = time.monotonic()
         self.index = 0  # the current candidate
         self.number = 0  # attempts made on it
-        self.delay = 0.0  # before its next attempt (a retry)
-        self.probe = False  # whether its next attempt (a retry) holds the probe slot
-        self.tried_any = False
+        # A retry of the current candidate: its delay, and whether it holds the probe slot.
+        self.retry: tuple[float, bool] | None = None
         self.in_flight: Attempt | None = None  # the attempt holding a probe slot
-        self.final: AllLLMsFailedError | None = None
-        self.last: BaseException | None = None  # the last attempt's error, to chain from
         self.record: CallRecord | None = None
-        if policy.hooks.every_call:
+        if plan.policy.hooks.every_call:
             self._rec()
 
     def _rec(self) -> CallRecord:
         record = self.record
         if record is None:
             record = self.record = CallRecord(
-                self.policy.hooks, self.scope, self.streaming, self.started, self.tags, self.trial
+                self.plan.policy.hooks,
+                self.plan.chain.scope,
+                self.streaming,
+                self.started,
+                self.tags,
+                self.trial,
             )
         return record
 
@@ -264,20 +307,20 @@ class Walk:
         candidates = self.candidates
         while self.index < len(candidates):
             candidate = candidates[self.index]
-            retry = self.number > 0  # a retry of the current candidate: a new call to admit
-            if retry:
-                call, probe, dirty = self.calls(candidate), self.probe, True
+            retry = self.retry  # a retry of the current candidate: a new call to admit
+            if retry is not None:
+                call, probe, dirty = self.plan.calls(candidate), retry[1], True
             else:
                 if candidate.model is None:
                     error = candidate.error
                     reason = describe_error(error) if error else "could not be built"
                     self._skip(candidate, reason, error)
                     continue
-                deadline = self.policy.deadline
+                deadline = self.plan.policy.deadline
                 if deadline is not None and time.monotonic() - self.started >= deadline:
                     self._skip(candidate, f"not tried: the {deadline}s deadline passed", None)
                     continue
-                call = self.calls(candidate)
+                call = self.plan.calls(candidate)
                 if isinstance(call, BaseException):
                     self._skip(candidate, f"cannot do this: {describe_error(call)}", call)
                     continue
@@ -286,12 +329,12 @@ class Walk:
                     if unfit is not None:
                         self._skip(candidate, unfit, None)
                         continue
-                admission, dirty = self.breakers.check(candidate.key)
+                admission, dirty = self.plan.breakers.check(candidate.key)
                 if admission is Admission.OPEN:
                     self._skip(candidate, COOLING, None)
                     continue
                 probe = admission is Admission.PROBE
-            if not self.checks:
+            if not self.plan.checks:
                 admitted: tuple[AdmissionCheck, ...] | str = ()
             elif self.tags is None:
                 admitted = self._admit(candidate)
@@ -303,29 +346,29 @@ class Walk:
                     call_tags.reset(token)
             if isinstance(admitted, str):
                 if probe:
-                    self.breakers.release(candidate.key)
+                    self.plan.breakers.release(candidate.key)
                 self._skip(candidate, admitted, None)
                 continue
-            if probe and not retry:
-                self._rec().breaker(candidate, self.breakers.probing(candidate.key))
+            if probe and retry is None:
+                self._rec().breaker(candidate, self.plan.breakers.probing(candidate.key))
             return self._attempt(candidate, call, probe, dirty, admitted)
         return None
 
     def _skip(self, candidate: Candidate, reason: str, error: BaseException | None) -> None:
         self._rec().skipped(candidate, reason, error)
         self.index += 1
-        self.delay, self.number, self.probe = 0.0, 0, False
+        self.number, self.retry = 0, None
 
     def _admit(self, candidate: Candidate) -> tuple[AdmissionCheck, ...] | str:
         # Every check in turn: the ones that admitted, or the first refusal (those that
         # admitted before it are released: no call follows).
-        checks = self.checks
+        checks = self.plan.checks
         if len(checks) == 1:  # the common case (a pool's statistics), with nothing to undo
             reason = checks[0].admit(candidate)
             return checks if reason is None else reason
         admitted: list[AdmissionCheck] = []
         try:
-            for check in self.checks:
+            for check in checks:
                 reason = check.admit(candidate)
                 if reason is not None:
                     for earlier in admitted:
@@ -347,24 +390,23 @@ class Walk:
         admitted: tuple[AdmissionCheck, ...],
     ) -> Attempt:
         self.number += 1
-        self.tried_any = True
-        attempt = Attempt(self, candidate, call, self.number, probe, dirty)
-        attempt.admitted = admitted
-        delay, self.delay = self.delay, 0.0
-        self.probe = False
-        if delay:
-            attempt.delay = delay
-            attempt.began += delay
+        attempt = Attempt(self, candidate, call, self.number, probe, dirty, admitted)
+        retry = self.retry
+        if retry is not None:
+            self.retry = None
+            attempt.delay = retry[0]
+            attempt.began += retry[0]
         if probe:
             self.in_flight = attempt
-        deadline = self.policy.deadline
-        ends_at = math.inf if deadline is None else self.started + deadline
-        ttft, stall = self._limits(candidate) if self.streaming else (None, None)
-        if call.timeout > ends_at - attempt.began or ttft is not None or stall is not None:
-            # Its client could wait past the deadline, or a stream past its limits: the call
-            # is cut short at them.
-            config = candidate.config
-            attempt.call = Bounded(call, ends_at, deadline, config, ttft=ttft, stall=stall)
+        deadline = self.plan.policy.deadline
+        if deadline is not None or self.streaming:
+            ends_at = math.inf if deadline is None else self.started + deadline
+            ttft, stall = self._limits(candidate) if self.streaming else (None, None)
+            if call.timeout > ends_at - attempt.began or ttft is not None or stall is not None:
+                # Its client could wait past the deadline, or a stream past its limits: the
+                # call is cut short at them.
+                config = candidate.config
+                attempt.call = Bounded(call, ends_at, deadline, config, ttft=ttft, stall=stall)
         if self.record is not None:
             self.record.begin(candidate)
         if self.streaming:
@@ -373,7 +415,7 @@ class Walk:
 
     def _limits(self, candidate: Candidate) -> tuple[float | None, float | None]:
         # A stream's ttft and stall limits: the call's, else its row's, else the policy's.
-        options, policy = self.options, self.policy
+        options, policy = self.options, self.plan.policy
         ttft, stall = stream_limits(candidate.config) if candidate.config.config else (None, None)
         return (
             options.get("ttft_timeout") or ttft or policy.ttft_timeout,
@@ -392,13 +434,14 @@ class Walk:
         session = self.session
         if session is not None:
             session[0].keep(session[1], candidate.config.id, session[2])
-        window = self.policy.breaker_rule(candidate).window
+        key, windows = candidate.key, self.plan.windows
+        window = windows[key] if key in windows else self.plan.window(candidate)
         if attempt.dirty:  # a probe, or failures to clear
-            change = self.breakers.success(candidate.key, window)
+            change = self.plan.breakers.success(key, window)
             if change is not None:
                 self._rec().breaker(candidate, change)
         elif window is not None:
-            self.breakers.passed(candidate.key, window)
+            self.plan.breakers.passed(key, window)
         order = [c.config.name for c in self.candidates] if self.routed else None
         record = self.record
         if record is None:
@@ -418,7 +461,7 @@ class Walk:
         """Raise `BadAnswerError` when ``message``, ``attempt``'s answer (``info``: its
         ``generation_info``), is not one the caller can use (`llmpool.fallback.verdicts`);
         its usage still counts."""
-        reject = self.policy.reject
+        reject = self.plan.policy.reject
         parser = attempt.call.parser if "invalid_structured" in reject else None
         found = rejection(message, reject, self.accept, parser, info)
         if found is None:
@@ -454,7 +497,7 @@ class Walk:
         A failure is recorded and retried, or falls back to the next candidate; a stream that
         broke after its first content raises `MidStreamError` (never a switch mid-answer).
         """
-        policy = self.policy
+        policy = self.plan.policy
         outcome = policy.classify(error) if isinstance(error, Exception) else Outcome.PROPAGATE
         if outcome is Outcome.PROPAGATE:
             self.abandon()
@@ -464,7 +507,7 @@ class Walk:
         text = gate.text if gate is not None and gate.open else None
         candidate = attempt.candidate
         key = candidate.key
-        breakers = self.breakers
+        breakers = self.plan.breakers
         change = None
         rule = policy.breaker_rule(candidate)
         # A stream broken mid-answer counts whatever the error; others as the row's rule says.
@@ -489,10 +532,10 @@ class Walk:
             if delay is not None:
                 admission = breakers.admit(key)
                 if admission is not Admission.OPEN:
-                    self.delay, self.probe = delay, admission is Admission.PROBE
+                    self.retry = (delay, admission is Admission.PROBE)
                     action = "retry"
-        self.last = error
         record = self._rec()
+        record.last = error
         reason = describe_error(error)
         record.failed(attempt, error, reason, action)
         if change is not None:
@@ -517,22 +560,23 @@ class Walk:
         (cancelled, interrupted, or a bug in the caller)."""
         attempt, self.in_flight = self.in_flight, None
         if attempt is not None:
-            self.breakers.release(attempt.candidate.key)
+            self.plan.breakers.release(attempt.candidate.key)
 
     def error(self) -> AllLLMsFailedError:
         """Return the error of a call where every candidate failed (made once), chained from
         the last candidate's error (its secrets masked)."""
-        if self.final is None:
-            record = self._rec()
-            cls = AllLLMsFailedError if self.tried_any else AllLLMsFailedToInitializeError
-            final = cls(record.failures, scope=self.scope)
-            last = self.last or next(
+        record = self._rec()
+        if record.final is None:
+            tried = any(entry["outcome"] != "skipped" for entry in record.attempts)
+            cls = AllLLMsFailedError if tried else AllLLMsFailedToInitializeError
+            final = cls(record.failures, scope=self.plan.chain.scope)
+            last = record.last or next(
                 (f.error for f in reversed(record.failures) if f.error is not None), None
             )
             final.__cause__ = None if last is None else scrubbed(last)
-            self.final = final
+            record.final = final
             record.gave_up(final)
-        return self.final
+        return record.final
 
 
 def _pinned_first(candidates: Sequence[Candidate], llm_id: str) -> Sequence[Candidate]:
