@@ -36,6 +36,12 @@ _FLAGS = (
 _SCHEMA = "https://opentelemetry.io/schemas/1.37.0"
 
 
+def _set(module: Any, flag: str) -> bool:
+    # Whether a global provider flag is set (a flag missing is another API version: assume a
+    # provider is configured).
+    return bool(getattr(getattr(module, flag, None), "_done", True))
+
+
 def _latest_only() -> bool:
     # The conventions' transition plan: this value drops the names they deprecated.
     opted = os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
@@ -99,18 +105,28 @@ class OpenTelemetryObserver(Observer):
         self._explicit = tracer_provider is not None or meter_provider is not None
         self._lock = threading.Lock()
         self._ready = False
+        self._modules: tuple[Any, ...] | None = None  # the API's modules holding the flags
 
     @property
     def every_call(self) -> bool:  # type: ignore[override]
         """Whether a provider is given here or set globally since (nothing imported to know)."""
         if self._explicit:
             return True
-        for module, flag in _FLAGS:
-            loaded = sys.modules.get(module)
-            # A flag missing is another API version: assume a provider is configured.
-            if loaded is not None and getattr(getattr(loaded, flag, None), "_done", True):
-                return True
-        return False
+        modules = self._modules
+        if modules is None:  # until both are imported (asked at every call: kept once found)
+            found: tuple[Any, ...] = tuple(sys.modules.get(module) for module, _ in _FLAGS)
+            if None in found:
+                return any(
+                    m is not None and _set(m, f) for m, (_, f) in zip(found, _FLAGS, strict=True)
+                )
+            modules = self._modules = found
+        trace, metrics = modules
+        try:  # read from the modules each time: a test may replace a flag
+            return bool(
+                trace._TRACER_PROVIDER_SET_ONCE._done or metrics._METER_PROVIDER_SET_ONCE._done
+            )
+        except AttributeError:  # another API version: assume a provider is configured
+            return True
 
     def _active(self) -> bool:
         # Once a provider is configured it stays so: the first event recorded sets up.
