@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 #: Quotas whose refusal refuses the call; the others skip the row.
 REFUSING = frozenset({"scope", "tag"})
+_APPLYING_SIZE = 4096
 _FREES = re.compile(r"frees in (\d+) s")
 
 
@@ -64,8 +65,41 @@ class _Period:
     end: float
     spent: float  # the table's spend as read, plus this process's calls since
     seeded: bool = False  # Redis holds the period's spend
-    # This process's admitted calls: when (clock), Redis reservation id ("": local), expected.
+    # This process's admitted calls: when (clock), Redis reservation id ("": local), expected;
+    # with what they reserve, and how many of a cost not known yet.
     flying: deque[tuple[float, str, float | None]] = field(default_factory=deque)
+    reserved: float = 0.0
+    unknown: int = 0
+
+    def fly(self, now: float, reservation: str, expected: float | None) -> None:
+        """Count a call admitted at ``now``."""
+        self.flying.append((now, reservation, expected))
+        if expected is None:
+            self.unknown += 1
+        else:
+            self.reserved += expected
+
+    def decide(self, now: float, expected: float | None, *, reserve: bool) -> str | None:
+        """This process's decision (no Redis, or Redis down), under the check's lock: ``None``
+        admits a call expected to cost ``expected`` (counted when ``reserve``), else why not."""
+        flying = self.flying
+        while flying and flying[0][0] < now - RESERVATION_TTL:
+            self.land()
+        spent, reserved, calls, unknown = self.spent, self.reserved, len(flying), self.unknown
+        if admits(self.budget.amount, spent, reserved, calls, unknown, expected):
+            if reserve:
+                self.fly(now, "", expected)
+            return None
+        return refusal(self.budget, now, spent, reserved, calls, unknown, expected)
+
+    def land(self) -> str:
+        """Forget the oldest call in flight; return its Redis reservation ("": none)."""
+        _, reservation, expected = self.flying.popleft()
+        if expected is None:
+            self.unknown -= 1
+        else:
+            self.reserved = max(0.0, self.reserved - expected) if self.flying else 0.0
+        return reservation
 
 
 class _Index:
@@ -78,6 +112,7 @@ class _Index:
         }
         self.tags = {tuple(q.target.split("=", 1)): q for q in quotas if q.kind == "tag"}
         self._of: dict[str, tuple[Quota, ...]] = {}
+        self._applying: dict[tuple[str, str], tuple[Quota, ...]] = {}
 
     def of(self, candidate: Candidate) -> tuple[Quota, ...]:
         """The scope's, provider's and row's quotas of ``candidate`` (in that order)."""
@@ -96,17 +131,20 @@ class _Index:
         return found
 
     def applying(self, candidate: Candidate) -> tuple[Quota, ...]:
-        """Every quota a call of ``candidate`` now meets: its tags' first, then `of`."""
-        found = self._of.get(candidate.key)
+        """Every quota a call of ``candidate`` now meets: its tags' first, then `of` (kept per
+        row version and tag set)."""
+        tags = call_tags.get() if self.tags else None
+        key = (candidate.key, "" if tags is None else tags.text)
+        found = self._applying.get(key)
         if found is None:
             found = self.of(candidate)
-        tags = call_tags.get()
-        if tags is None or not self.tags:
-            return found
-        for pair in tags.pairs:
-            quota = self.tags.get(pair)
-            if quota is not None:
-                found = (quota, *found)
+            for pair in () if tags is None else tags.pairs:
+                quota = self.tags.get(pair)
+                if quota is not None:
+                    found = (quota, *found)
+            if len(self._applying) >= _APPLYING_SIZE:  # tag sets beyond count: start over
+                self._applying.clear()
+            self._applying[key] = found
         return found
 
 
@@ -210,10 +248,14 @@ class QuotaCheck(CheckBase):
                 prices = self._prices.get(candidate.key, self)
                 if prices is self:
                     prices = self._prices[candidate.key] = meter.terms(candidate.config).prices
-                cost = meter.counts(candidate.config, ok=ok, usage=usage)[2] if prices else 0.0
-                if ok:
-                    with self._lock:
-                        learn_cost(self._average, candidate, cost)
+                if not prices:  # free whatever its usage: expected to cost 0, nothing to learn
+                    cost = 0.0
+                    self._average[candidate.config.id] = (candidate.key, 0.0)
+                else:
+                    cost = meter.counts(candidate.config, ok=ok, usage=usage)[2]
+                    if ok:
+                        with self._lock:
+                            learn_cost(self._average, candidate, cost)
             self._settle(quota, candidate, cost, learn=learn)
             learn = False  # the fleet's mean learns each answer once
 
@@ -287,12 +329,12 @@ class QuotaCheck(CheckBase):
             if period is None or period.quota is not quota or now >= period.end:
                 period = self._period(quota, now)
             if shared is None:  # this process's decision
-                return self._alone(period, now, expected, reserve=reserve)
+                return period.decide(now, expected, reserve=reserve)
         found = self._shared(quota, candidate, period, now, expected, reserve=reserve)
         if found is not None:
             return found or None
         with self._lock:  # Redis is down: this process's decision
-            return self._alone(period, now, expected, reserve=reserve)
+            return period.decide(now, expected, reserve=reserve)
 
     def _shared(
         self,
@@ -327,26 +369,8 @@ class QuotaCheck(CheckBase):
             return refusal(period.budget, now, *found[1:])
         if reserve:
             with self._lock:
-                period.flying.append((now, reservation, found[5]))
+                period.fly(now, reservation, found[5])
         return ""
-
-    def _alone(
-        self, period: _Period, now: float, expected: float | None, *, reserve: bool
-    ) -> str | None:
-        # Under the lock: this process's decision (no Redis, or Redis down).
-        flying = period.flying
-        calls, unknown, reserved = 0, 0, 0.0
-        if flying:
-            while flying and flying[0][0] < now - RESERVATION_TTL:
-                flying.popleft()
-            calls = len(flying)
-            unknown = sum(1 for call in flying if call[2] is None)
-            reserved = sum(call[2] or 0.0 for call in flying)
-        if admits(period.budget.amount, period.spent, reserved, calls, unknown, expected):
-            if reserve:
-                flying.append((now, "", expected))
-            return None
-        return refusal(period.budget, now, period.spent, reserved, calls, unknown, expected)
 
     def _unreserve(self, quota: Quota) -> None:
         # The oldest reservation of this process: given back whole.
@@ -354,7 +378,7 @@ class QuotaCheck(CheckBase):
             period = self._periods.get(quota.key)
             if period is None or not period.flying:
                 return
-            _, reservation, _ = period.flying.popleft()
+            reservation = period.land()
         shared = self.meter.budgets if self.meter is not None else None
         if reservation and shared is not None:
             shared.settle(
@@ -369,12 +393,11 @@ class QuotaCheck(CheckBase):
             )
 
     def _settle(self, quota: Quota, candidate: Candidate, cost: float, *, learn: bool) -> None:
-        now = self.clock()
         with self._lock:
             period = self._periods.get(quota.key)
             if period is None:  # its period was never begun here (the quota is new): begin it
-                period = self._period(quota, now)
-            reservation = period.flying.popleft()[1] if period.flying else ""
+                period = self._period(quota, self.clock())
+            reservation = period.land() if period.flying else ""
             period.spent += cost
         shared = self.meter.budgets if self.meter is not None else None
         if shared is not None and (reservation or cost or learn):

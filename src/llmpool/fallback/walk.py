@@ -360,26 +360,25 @@ class Walk:
         self.number, self.retry = 0, None
 
     def _admit(self, candidate: Candidate) -> tuple[AdmissionCheck, ...] | str:
-        # Every check in turn: the ones that admitted, or the first refusal (those that
-        # admitted before it are released: no call follows).
+        # Every check in turn: all of them, or the first refusal (those that admitted before
+        # it are released: no call follows).
         checks = self.plan.checks
-        if len(checks) == 1:  # the common case (a pool's statistics), with nothing to undo
-            reason = checks[0].admit(candidate)
-            return checks if reason is None else reason
-        admitted: list[AdmissionCheck] = []
+        passed = 0
         try:
             for check in checks:
                 reason = check.admit(candidate)
                 if reason is not None:
-                    for earlier in admitted:
-                        earlier.release(candidate)
-                    return reason
-                admitted.append(check)
+                    break
+                passed += 1
+            else:
+                return checks
         except BaseException:
-            for earlier in admitted:
+            for earlier in checks[:passed]:
                 earlier.release(candidate)
             raise
-        return tuple(admitted)
+        for earlier in checks[:passed]:
+            earlier.release(candidate)
+        return reason
 
     def _attempt(
         self,
