@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from llmpool.providers.prices import Budget, client_config, usage_terms
 from llmpool.repository.memory import InMemoryStore
 from llmpool.repository.sql.store import SQLStore
 from llmpool.usage import UsageRow
+from llmpool.usage.flusher import Flusher
 from llmpool.usage.meter import UsageMeter
 from llmpool.usage.report import parse_since
 from llmpool.usage.sql import SQLUsageTable
@@ -570,3 +572,38 @@ def test_cost_and_budget_read_back_as_decimals_without_float_noise(migrated_url:
     assert type(status["spent"]) is Decimal and str(status["amount"]) == "0.1"
     meter.close()
     engine.dispose()
+
+
+def test_a_failing_background_step_is_logged_and_the_steps_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A step that raises is logged (``flusher_failed``, naming the thread) and runs again at
+    its next interval; the other step keeps its own; nothing runs after ``stop``."""
+    caplog.set_level("ERROR", logger="llmpool.usage")
+    runs: list[str] = []
+
+    class Owner:
+        def fail(self) -> None:
+            runs.append("fail")
+            raise OSError("the table is gone")
+
+        def flush(self) -> None:
+            runs.append("flush")
+
+        def close(self) -> None:
+            runs.append("close")
+
+    owner = Owner()
+    flusher = Flusher("llmpool-test", [(0.01, owner.fail), (0.03, owner.flush), (0, owner.close)],
+                      owner.close)  # fmt: skip
+    flusher.start()
+    wait_until(lambda: runs.count("fail") >= 3 and "flush" in runs)
+    flusher.stop()
+    stopped = len(runs)
+    assert runs.count("fail") > runs.count("flush") and "close" not in runs
+    failed = [r for r in caplog.records if getattr(r, "event", None) == "flusher_failed"]
+    assert failed and "llmpool-test" in failed[0].getMessage()
+    assert failed[0].exc_info is not None
+    flusher.start()  # not after stop
+    time.sleep(0.05)
+    assert len(runs) == stopped

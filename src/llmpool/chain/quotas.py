@@ -201,19 +201,14 @@ class QuotaCheck(CheckBase):
         # The quotas `applies_to` read when this chain was built: every new snapshot builds
         # new chains before any call uses them, so they are the snapshot's in force.
         quotas = self._index.applying(candidate)
-        if not quotas:
-            return None
-        taken: list[Quota] = []
-        for quota in quotas:
+        for taken, quota in enumerate(quotas):
             reason = self._take(quota, candidate, reserve=True)
-            if reason is None:
-                taken.append(quota)
-                continue
-            for earlier in reversed(taken):
-                self._give_back(earlier, candidate)
-            if quota.kind in REFUSING:
-                raise self._refused(quota, reason)
-            return f"quota on {quota.describe()}: {reason}"
+            if reason is not None:
+                for earlier in reversed(quotas[:taken]):
+                    self._give_back(earlier, candidate)
+                if quota.kind in REFUSING:
+                    raise self._refused(quota, reason)
+                return f"quota on {quota.describe()}: {reason}"
         return None
 
     def peek(self, candidate: Candidate) -> str | None:

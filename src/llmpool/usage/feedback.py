@@ -13,19 +13,18 @@ to Redis yet) waits up to three flushes, then is dropped with a WARNING
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import re
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmpool.contracts import log_fields
 from llmpool.errors import InvalidOptionError, shorten, visible
+from llmpool.usage.flusher import Flusher
 
 if TYPE_CHECKING:
     from llmpool.contracts import Shared
@@ -42,14 +41,6 @@ METRIC_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
 MAX_VALUE = 1e12
 #: How many flushes feedback waits for its call to be known before it is dropped.
 _TRIES = 3
-
-_open_logs: weakref.WeakSet[FeedbackLog] = weakref.WeakSet()
-
-
-@atexit.register
-def _flush_open_logs() -> None:
-    for log in list(_open_logs):
-        log.close()
 
 
 class Feedback(NamedTuple):
@@ -179,16 +170,13 @@ class FeedbackLog:
         self._pending: list[tuple[str, str, float, float, int]] = []  # + given at, tries
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._started = False
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._flusher = Flusher("llmpool-feedback", [(flush_interval, self.flush)], self.close)
 
     def __repr__(self) -> str:
         return f"FeedbackLog({self.table!r}, flush_interval={self.flush_interval})"
 
     def note(self, call_id: str, scope: str, arm: str, llm_id: str) -> None:
         """Note that ``llm_id`` answered the experiment call ``call_id`` in ``scope``'s ``arm``."""
-        start = False
         with self._lock:
             self._calls[call_id] = (scope, arm, llm_id)
             if len(self._calls) > self.size:
@@ -197,9 +185,8 @@ class FeedbackLog:
                 self._unshared.append((call_id, f"{scope}\x00{arm}\x00{llm_id}"))
                 if len(self._unshared) > self.size:
                     del self._unshared[0]
-                start = not self._started
-        if self.shared is not None and start:
-            self._start()
+        if self.shared is not None and not self._flusher.started:
+            self._flusher.start()
 
     def add(self, call_id: Any, metric: Any, value: Any) -> None:
         """Queue ``metric``'s ``value`` for the call ``call_id`` (checked: `check_feedback`);
@@ -214,9 +201,8 @@ class FeedbackLog:
             raise InvalidOptionError(msg, option="call_id")
         with self._lock:
             self._pending.append((call_id, metric, number, self.clock(), 0))
-            start = not self._started
-        if start:
-            self._start()
+        if not self._flusher.started:
+            self._flusher.start()
 
     def flush(self) -> bool:
         """Write the feedback queued (and, with Redis, the calls noted) now; whether all of
@@ -289,32 +275,9 @@ class FeedbackLog:
 
         self.shared.run(write, lambda: None)
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-        _open_logs.add(self)
-        if self.flush_interval > 0:
-            self._thread = threading.Thread(target=self._run, name="llmpool-feedback", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self.flush_interval):
-            try:
-                self.flush()
-            except Exception:  # the thread outlives any surprise
-                logger.exception("LLM feedback flush failed", extra=log_fields("flusher_failed"))
-
     def close(self) -> bool:
         """Stop the background thread and flush what is queued; whether all of it landed."""
-        with self._lock:
-            self._started = True
-        self._stopped.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5.0)
-        _open_logs.discard(self)
+        self._flusher.stop()
         return self.flush()
 
 

@@ -16,11 +16,9 @@ user id given as a tag cannot grow the table without bound.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from llmpool.contracts import breaker_key, log_fields
 from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row
 from llmpool.providers.prices import UsageTerms, usage_terms
+from llmpool.usage.flusher import Flusher
 from llmpool.usage.report import By, UsageRow, as_epoch, check_by, group
 from llmpool.usage.table import (
     MemoryUsageTable,
@@ -49,17 +48,9 @@ __all__ = ["Spend", "UsageMeter", "table_for"]
 
 logger = logging.getLogger(__name__)
 
-_open_meters: weakref.WeakSet[UsageMeter] = weakref.WeakSet()
-
 #: The value a tag's calls are counted under beyond its ``max_tag_values`` of the day.
 OTHER = "other"
 _TAG_SETS = 10_000  # tag sets remembered per day (then forgotten and checked again)
-
-
-@atexit.register
-def _flush_open_meters() -> None:
-    for meter in list(_open_meters):
-        meter.close()
 
 
 class Spend(NamedTuple):
@@ -119,9 +110,11 @@ class UsageMeter:
         # its mark not added yet (Redis down).
         self._unmarked: dict[tuple[str, float, float], float] = {}
         self._owed: dict[tuple[str, float, float], float] = {}
-        self._started = False  # the background thread, or the meter closed: start none
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._flusher = Flusher(
+            "llmpool-usage",
+            [(flush_interval, self.flush), (budget_refresh, self.refresh_budgets)],
+            self.close,
+        )
 
     def __repr__(self) -> str:
         return f"UsageMeter({self.table!r}, flush_interval={self.flush_interval})"
@@ -185,8 +178,8 @@ class UsageMeter:
             local = self._since_read.get(config.id)
             if local is not None:
                 local[minute] = local.get(minute, 0.0) + cost
-        if not self._started:
-            self._start()
+        if not self._flusher.started:
+            self._flusher.start()
 
     def _bounded(self, tags: Tags, day: int) -> str:
         # The tags' text, each value beyond its tag's max_tag_values of the day folded into
@@ -363,8 +356,8 @@ class UsageMeter:
                     last = self._readings.get(llm_id)
                     spent, mark = last[2:] if last is not None and last[1] == start else (0.0, None)
                 self._readings[llm_id] = (budget, start, spent, mark)
-        if not self._started:
-            self._start()
+        if not self._flusher.started:
+            self._flusher.start()
 
     def report(
         self,
@@ -390,42 +383,9 @@ class UsageMeter:
         per = by if by in ("day", "hour", "minute") else "day"
         return group(self.table.parts(start, end, scope, llm_id, per=per, tags=tags), by)
 
-    def _start(self) -> None:
-        # The background thread, at the first call: a pool that never calls starts none.
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-        _open_meters.add(self)
-        if self.flush_interval > 0 or self.budget_refresh > 0:
-            self._thread = threading.Thread(target=self._run, name="llmpool-usage", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        tick = min(i for i in (self.flush_interval, self.budget_refresh) if i > 0)
-        next_flush = time.monotonic() + self.flush_interval
-        next_read = time.monotonic() + self.budget_refresh
-        while not self._stopped.wait(tick):
-            try:
-                now = time.monotonic()
-                if self.flush_interval > 0 and now >= next_flush:
-                    self.flush()
-                    next_flush = time.monotonic() + self.flush_interval
-                if self.budget_refresh > 0 and now >= next_read and self._readings:
-                    self.refresh_budgets()
-                    next_read = time.monotonic() + self.budget_refresh
-            except Exception:  # the thread outlives any surprise; failures log themselves
-                logger.exception("LLM usage flush step failed", extra=log_fields("flusher_failed"))
-
     def close(self) -> bool:
         """Stop the background thread and flush what is pending; whether all of it landed."""
-        with self._lock:
-            self._started = True
-        self._stopped.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5.0)
-        _open_meters.discard(self)
+        self._flusher.stop()
         done = self.flush()
         with self._lock:
             calls = sum(counts[0] for counts in self._pending.values())
