@@ -122,7 +122,8 @@ class FallbackChatModel(BaseChatModel):
         _code: tuple[Candidate, ...]
         _calls: dict[int, tuple[BaseChatModel, Any]]
         _overrides: dict[str, Any]
-        _first_seen: _First
+        _first_seen: _First | None
+        _plan: Plan | None
 
     def __init__(self, **values: Any) -> None:
         unknown = sorted(set(values) - _ACCEPTED)
@@ -158,6 +159,8 @@ class FallbackChatModel(BaseChatModel):
             _code=tuple(code_candidate(model) for model in self.fallbacks),
             _calls={},
             _overrides={k: getattr(self, k) for k in FORWARDED if k in given},
+            _first_seen=None,  # `_seen_first`'s, for the chain last seen
+            _plan=None,  # the walks' `Plan`, for the chain last walked
         )
         super().model_post_init(context)
 
@@ -191,18 +194,18 @@ class FallbackChatModel(BaseChatModel):
         # Asked at every call: holds for the chain last seen while its breaker stays closed (a
         # static chain is read without a call).
         chain = self._static or self._current()
-        seen: _First | None = self.__dict__.get("_first_seen")
-        breakers = self.breakers
+        seen = self._first_seen
         if (
             seen is not None
             and seen.chain is chain
             and (
                 seen.candidate is None
-                or not breakers.seen_open
-                or not breakers.seems_open(seen.candidate.key)
+                or not self.breakers.seen_open
+                or not self.breakers.seems_open(seen.candidate.key)
             )
         ):
             return seen
+        breakers = self.breakers
         seen = _First(chain)
         for candidate in (*chain.candidates, *self._code):
             if candidate.model is not None and not breakers.seems_open(candidate.key):
@@ -320,7 +323,7 @@ class FallbackChatModel(BaseChatModel):
         streaming: bool = False,
     ) -> Walk:
         chain = self._static or self._current()
-        plan: Plan | None = self.__dict__.get("_plan")
+        plan = self._plan
         if plan is None or plan.chain is not chain:
             if chain.problem is not None:
                 raise chain.problem
