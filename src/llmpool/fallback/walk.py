@@ -130,8 +130,8 @@ class Plan:
         then: Candidates tried after the chain's, in their own order (models from code).
     """
 
-    __slots__ = ("breakers", "calls", "candidates", "chain", "checks", "policy", "verdicts",
-                 "windows")  # fmt: skip
+    __slots__ = ("breakers", "calls", "candidates", "chain", "checks", "ordered", "policy",
+                 "verdicts", "windows")  # fmt: skip
 
     def __init__(
         self,
@@ -143,6 +143,8 @@ class Plan:
     ) -> None:
         self.chain = chain
         self.candidates = (*chain.candidates, *then) if then else chain.candidates
+        # Whether each call orders the candidates its own way (routing, an experiment's arm).
+        self.ordered = chain.routing is not None or chain.experiment is not None
         self.checks = chain.checks
         self.policy = policy
         self.breakers = breakers
@@ -192,7 +194,7 @@ class Walk:
     """
 
     __slots__ = ("accept", "candidates", "in_flight", "index", "judging", "number", "options",
-                 "plan", "prompt", "record", "retry", "routed", "session", "started",
+                 "plan", "prompt", "record", "retry", "session", "started",
                  "streaming", "tags", "trial", "whole")  # fmt: skip
 
     def __init__(
@@ -206,21 +208,18 @@ class Walk:
         tags: Tags | None = None,
     ) -> None:
         self.plan = plan
-        chain = plan.chain
-        routing = chain.routing
-        candidates: Sequence[Candidate] = plan.candidates
+        self.candidates: Sequence[Candidate] = plan.candidates
         self.trial: Trial | None = None
-        pinned = session[2] if session is not None else None
-        if chain.experiment is not None or routing is not None or pinned is not None:
+        if plan.ordered or session is not None:  # this call's order
+            chain = plan.chain
             own: Sequence[Candidate] = chain.candidates
             if chain.experiment is not None:  # an arm's order, its tag and call id
                 own, tags, self.trial = chain.experiment.route(own, session, tags)
             else:
-                own = own if routing is None else routing.order(own)
+                own = own if chain.routing is None else chain.routing.order(own)
+                pinned = session[2] if session is not None else None
                 own = own if pinned is None else _pinned_first(own, pinned)
-            candidates = (*own, *candidates[len(chain.candidates) :])
-        self.candidates = candidates
-        self.routed = routing is not None  # the answer reports the order the routing chose
+            self.candidates = (*own, *plan.candidates[len(chain.candidates) :])
         self.streaming = streaming
         self.prompt = prompt
         self.session = session
@@ -441,7 +440,8 @@ class Walk:
                 self._rec().breaker(candidate, change)
         elif window is not None:
             self.plan.breakers.passed(key, window)
-        order = [c.config.name for c in self.candidates] if self.routed else None
+        routed = self.plan.chain.routing is not None  # the answer says the order it chose
+        order = [c.config.name for c in self.candidates] if routed else None
         record = self.record
         if record is None:
             metadata = answered(candidate, order)
