@@ -51,6 +51,12 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per CPU. The tests wait on local servers, timeouts and other
+    processes more than they compute (on 2 CPUs, 4 workers end the suite in 3/4 of the time)."""
+    return 2 * (os.cpu_count() or 1)
+
+
 REQUIRE_POSTGRES = os.environ.get("LLMPOOL_REQUIRE_POSTGRES") == "1"
 
 
