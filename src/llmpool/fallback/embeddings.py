@@ -129,6 +129,7 @@ class FallbackEmbeddings(Embeddings):
         self.dimensions = dimensions if dimensions is not None else SpaceDimensions()
         self.scope = scope
         self._calls: dict[int, EmbeddingCall] = {}
+        self._plan: Plan | None = None  # the walks' `Plan`, for the chain last walked
 
     def __repr__(self) -> str:
         where = f" scope={self.scope!r}" if self.scope is not None else ""
@@ -173,8 +174,14 @@ class FallbackEmbeddings(Embeddings):
         metadata.update(space=space, dimensions=size)
         return metadata
 
+    def _walk(self) -> Walk:
+        chain, plan = self._current(), self._plan
+        if plan is None or plan.chain is not chain:
+            plan = self._plan = Plan(chain, self.policy, self.breakers, self._call)
+        return Walk(plan)
+
     def _embed(self, request: EmbeddingRequest) -> tuple[Any, dict[str, Any]]:
-        walk = Walk(Plan(self._current(), self.policy, self.breakers, self._call))
+        walk = self._walk()
         for attempt in walk:
             with attempt:
                 vectors = attempt.call.generate(request)
@@ -182,7 +189,7 @@ class FallbackEmbeddings(Embeddings):
         raise walk.error()
 
     async def _aembed(self, request: EmbeddingRequest) -> tuple[Any, dict[str, Any]]:
-        walk = Walk(Plan(self._current(), self.policy, self.breakers, self._call))
+        walk = self._walk()
         async for attempt in walk:
             async with attempt:
                 vectors = await attempt.call.agenerate(request)
