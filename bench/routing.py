@@ -55,6 +55,8 @@ def strategy_subjects() -> dict[str, Callable[[], Any]]:
     for strategy in STRATEGIES:
         llm = _pool(strategy).get_llm_with_fallback()
         subjects[f"primary answers: llmpool pool, {strategy}"] = lambda llm=llm: llm.invoke("hi")
+    row = llm._current().candidates[0].model  # the model a pool's row built, called bare
+    subjects[ROW_BARE] = lambda: row.invoke("hi")
     metered = _pool("priority", track_usage=True).get_llm_with_fallback()
     subjects[METERED] = lambda: metered.invoke("hi")
     metadata = {"metadata": {"request_id": "r-42", "client": "web"}}
@@ -70,6 +72,9 @@ def strategy_subjects() -> dict[str, Callable[[], Any]]:
 
 #: The pool as a service runs it: counting every call's usage (in memory here: no database).
 METERED = "primary answers: llmpool pool with its usage meter"
+#: The model a pool's row builds (the `fake` provider's, which also counts tokens), called
+#: bare: the baseline of the pool's subjects, whose rows answer with it.
+ROW_BARE = "bare fake model of a pool's row (the fake provider's)"
 #: The same, each call with run metadata (LangChain carries it; llmpool reads two keys of it).
 METADATA = "primary answers: llmpool pool with its usage meter, run metadata"
 #: The same, the run metadata naming two tags (`llmpool.tags`): checked, counted per tag set.
