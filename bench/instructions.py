@@ -6,12 +6,16 @@ a process of its own under ``valgrind --tool=callgrind``, once with no measured 
 with ``--calls`` of them, both with ``PYTHONHASHSEED=0`` (with a random seed, start-up alone
 varies by millions of instructions between two processes); the difference divided by the calls
 is its cost per call, and every ratio is against the bare fake model counted in the same run.
+The size of the process environment moves a count by up to 8,000 instructions (the memory
+layout changes): ``--sizes N`` counts each subject in N environments of different sizes and
+reports the mean.
 
 Run from the repository root (needs valgrind; about 40 s of start-up per process, two at a
 time)::
 
     python -m bench.instructions              # prints the table, writes bench/instructions.md
     python -m bench.instructions --smoke      # each subject in-process, no valgrind (CI)
+    python -m bench.instructions --calls 1000 --sizes 6 --only "FallbackChatModel"
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 WARMUP = 50
+#: How many characters of environment each further ``--sizes`` adds.
+PAD_STEP = 23
 
 #: The chain whose rows declare what their models can take (`llmpool.providers.fit`).
 FITTED = "primary answers: llmpool FallbackChatModel, rows declaring their fit"
@@ -168,7 +174,7 @@ def _child(name: str, calls: int) -> None:
         call()
 
 
-def _count(name: str, calls: int) -> int:
+def _count(name: str, calls: int, size: int = 0) -> int:
     command = [
         "valgrind",
         "--tool=callgrind",
@@ -186,7 +192,9 @@ def _count(name: str, calls: int) -> int:
         text=True,
         check=True,
         cwd=HERE.parent,
-        env={**os.environ, "PYTHONHASHSEED": "0"},  # the same start-up in both processes
+        # The same start-up in both processes; ``size`` more characters of environment move
+        # the process's memory layout (one count moves by up to 8,000 instructions with it).
+        env={**os.environ, "PYTHONHASHSEED": "0", "LLMPOOL_BENCH_PAD": "x" * size},
     )
     for line in out.stderr.splitlines():
         if "Collected :" in line:
@@ -195,19 +203,24 @@ def _count(name: str, calls: int) -> int:
     raise RuntimeError(msg)
 
 
-def measure(calls: int, only: str = "") -> dict[str, float]:
+def measure(calls: int, only: str = "", sizes: int = 1) -> dict[str, float]:
     """Return the instructions per call of every subject (or of those whose name contains one
-    of ``only``'s comma-separated parts, with the baselines they are measured against)."""
+    of ``only``'s comma-separated parts, with the baselines they are measured against): the
+    mean over ``sizes`` environments of different sizes."""
     parts = [part for part in only.split(",") if part]
     keep = {"bare fake model", *(base for base, _ in _over().values()), *_baselines().values()}
     names = [n for n in subjects() if not parts or n in keep or any(p in n for p in parts)]
-    jobs = [(name, n) for name in names for n in (0, calls)]
+    pads = [PAD_STEP * i for i in range(sizes)]
+    jobs = [(name, n, pad) for name in names for pad in pads for n in (0, calls)]
     with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
         counts = dict(zip(jobs, pool.map(lambda job: _count(*job), jobs), strict=True))
-    return {name: (counts[(name, calls)] - counts[(name, 0)]) / calls for name in names}
+    return {
+        name: sum(counts[(name, calls, p)] - counts[(name, 0, p)] for p in pads) / calls / sizes
+        for name in names
+    }
 
 
-def render(per_call: dict[str, float], calls: int) -> str:
+def render(per_call: dict[str, float], calls: int, sizes: int = 1) -> str:
     """The counts as a Markdown document."""
     from bench.run import _machine, _versions
 
@@ -218,7 +231,8 @@ def render(per_call: dict[str, float], calls: int) -> str:
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: {_machine()}",
         f"- versions: {_versions()}",
-        f"- {calls} measured calls per subject after {WARMUP} warm-up calls, one process each",
+        f"- {calls} measured calls per subject after {WARMUP} warm-up calls, one process each;"
+        f" the mean over {sizes} environment size{'s' if sizes > 1 else ''}",
         "- ratios against the bare fake model; a pool's calls against the model its rows build,"
         " called bare; embeddings against a bare fake embedding",
         "",
@@ -247,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions")
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--only", default="", help="subjects whose name contains one of a,b,...")
+    parser.add_argument(
+        "--sizes", type=int, default=1, help="count each subject in N environment sizes, the mean"
+    )
     parser.add_argument("--smoke", action="store_true", help="run each subject in-process")
     parser.add_argument("--output", default=str(HERE / "instructions.md"))
     parser.add_argument("--child", nargs=2, metavar=("NAME", "CALLS"), help=argparse.SUPPRESS)
@@ -262,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         print("bench.instructions: valgrind is not installed", file=sys.stderr)
         return 1
-    text = render(measure(args.calls, args.only), args.calls)
+    text = render(measure(args.calls, args.only, args.sizes), args.calls, args.sizes)
     print(text)
     Path(args.output).write_text(text, "utf-8")
     return 0
