@@ -23,17 +23,18 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from llmpool.contracts import breaker_key, log_fields
+from llmpool.contracts import log_fields
 from llmpool.errors import DatabaseUnavailableError, LLMPoolError, describe_row
 from llmpool.providers.prices import UsageTerms, usage_terms
 from llmpool.usage.flusher import Flusher
 from llmpool.usage.report import By, UsageRow, as_epoch, check_by, group
 from llmpool.usage.table import (
+    COUNTS,
     MemoryUsageTable,
     UsageBucket,
     add_counts,
     call_counts,
-    call_usage,
+    count_call,
 )
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class UsageMeter:
         # (llm_id, minute, tags text) -> COUNTS
         self._pending: dict[tuple[str, int, str], list[Any]] = {}
         self._labels: dict[str, LLMConfig] = {}  # llm_id -> the row at its latest call
-        self._terms: dict[str, UsageTerms] = {}
+        self._terms: dict[int, tuple[LLMConfig, UsageTerms]] = {}
         # Budgeted rows: (budget, period start, spend read from the table, Redis flush mark read
         # before it), the cost of this process's calls since that reading (minute -> cost), and
         # how much of that its period's Redis hash holds.
@@ -120,17 +121,18 @@ class UsageMeter:
         return f"UsageMeter({self.table!r}, flush_interval={self.flush_interval})"
 
     def terms(self, config: LLMConfig) -> UsageTerms:
-        """Return a row's prices and budget, read once per row version."""
-        key = breaker_key(config.id, config.version)
-        terms = self._terms.get(key)
-        if terms is None:
-            try:
-                terms = usage_terms(config)
-            except LLMPoolError:  # written by raw SQL; its build refuses it anyway
-                terms = UsageTerms()
-            if len(self._terms) > 4096:
-                self._terms.clear()
-            self._terms[key] = terms
+        """Return a row's prices and budget, read once per row object (a snapshot's rows are
+        read at every call)."""
+        held = self._terms.get(id(config))
+        if held is not None and held[0] is config:
+            return held[1]
+        try:
+            terms = usage_terms(config)
+        except LLMPoolError:  # written by raw SQL; its build refuses it anyway
+            terms = UsageTerms()
+        if len(self._terms) > 4096:
+            self._terms.clear()
+        self._terms[id(config)] = (config, terms)  # the row kept: its id is not reused
         return terms
 
     def counts(
@@ -172,8 +174,9 @@ class UsageMeter:
         minute = int((self.clock() if now is None else now) // 60)
         with self._lock:
             text = "" if tags is None else self._bounded(tags, minute // 1440)
-            usage = call_usage(ok, counts, latency)
-            add_counts(self._pending, (config.id, minute, text), usage)
+            key = (config.id, minute, text)
+            sums = self._pending.get(key) or self._pending.setdefault(key, [0] * len(COUNTS))
+            count_call(sums, ok, counts, latency)
             self._labels[config.id] = config
             local = self._since_read.get(config.id)
             if local is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -177,21 +178,28 @@ def add_counts(into: dict[Any, list[Any]], key: Any, counts: Sequence[Any]) -> N
         have[i] += value
 
 
-def call_usage(ok: bool, counts: tuple[int, int, float], latency: float | None) -> list[Any]:
-    """Return what one call adds to its bucket, in `COUNTS` order: its `call_counts`, and an
+def count_call(
+    into: list[Any], ok: bool, counts: tuple[int, int, float], latency: float | None
+) -> None:
+    """Add one call to ``into`` (a bucket's sums, in `COUNTS` order): its `call_counts`, and an
     answer's ``latency`` (seconds) in the histogram.
 
     Example:
-        >>> call_usage(True, (3, 5, 0.5), 0.2)[:8]
+        >>> sums = [0] * len(COUNTS)
+        >>> count_call(sums, True, (3, 5, 0.5), 0.2)
+        >>> sums[:8]
         [1, 0, 3, 5, 0.5, 200.0, 0, 0]
     """
-    added: list[Any] = [1, 0 if ok else 1, *counts, 0.0] + [0] * len(HISTOGRAM)
+    into[0] += 1
+    if not ok:
+        into[1] += 1
+    into[2] += counts[0]
+    into[3] += counts[1]
+    into[4] += counts[2]
     if ok and latency is not None and latency >= 0:
         milliseconds = latency * 1000.0
-        added[5] = milliseconds
-        bucket = next((i for i, n in enumerate(LATENCY_BOUNDS_MS) if milliseconds <= n), -1)
-        added[6 + bucket if bucket >= 0 else -1] = 1
-    return added
+        into[5] += milliseconds
+        into[6 + bisect_left(LATENCY_BOUNDS_MS, milliseconds)] += 1  # past the last: the last
 
 
 def latency_of(sums: Sequence[Any]) -> LatencySummary | None:
@@ -232,22 +240,27 @@ def call_counts(
         >>> call_counts(row, {"input_tokens": 3, "output_tokens": 5.0}, Prices(1e6, 0))
         (3, 5, 3.0)
     """
-    counts = []
-    for field in ("input_tokens", "output_tokens"):
-        value = usage.get(field)
-        try:  # a whole float or a numeric text is read
-            count = -1 if isinstance(value, bool) else 0 if value is None else int(value)
-        except (TypeError, ValueError, OverflowError):
-            count = -1
-        if not 0 <= count <= MAX_CALL_TOKENS:
-            _refuse(config, field, value, MAX_CALL_TOKENS)
-            count = 0
-        counts.append(count)
-    cost = prices.cost(counts[0], counts[1]) if prices is not None else 0.0
+    inputs = _tokens(config, "input_tokens", usage.get("input_tokens"))
+    outputs = _tokens(config, "output_tokens", usage.get("output_tokens"))
+    cost = prices.cost(inputs, outputs) if prices is not None else 0.0
     if not cost <= MAX_CALL_COST:  # NaN too
         _refuse(config, "cost", cost, MAX_CALL_COST)
         cost = 0.0
-    return counts[0], counts[1], cost
+    return inputs, outputs, cost
+
+
+def _tokens(config: LLMConfig, field: str, value: Any) -> int:
+    # One count of `call_counts`: a whole float or a numeric text is read.
+    if type(value) is int and 0 <= value <= MAX_CALL_TOKENS:
+        return value
+    try:
+        count = -1 if isinstance(value, bool) else 0 if value is None else int(value)
+    except (TypeError, ValueError, OverflowError):
+        count = -1
+    if not 0 <= count <= MAX_CALL_TOKENS:
+        _refuse(config, field, value, MAX_CALL_TOKENS)
+        count = 0
+    return count
 
 
 def _refuse(config: LLMConfig, field: str, value: Any, bound: float) -> None:
