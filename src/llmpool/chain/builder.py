@@ -351,19 +351,17 @@ class _LiveChain:
     scope: str
     kind: str
     space: str | None
-    last: tuple[object, ScopeChain] | None = field(default=None, compare=False)
-    """The snapshot read last, and its chain."""
+    last: tuple[object, ScopeChain | None] = field(default=(None, None), compare=False)
+    """The snapshot read last, and its chain while no clock can change it (else ``None``)."""
 
     def __repr__(self) -> str:
         return f"<live {self.kind} chain of scope {shorten(self.scope)!r}>"
 
     def current(self) -> ScopeChain:
         """Return the chain in force now (one identity check while the table is unchanged)."""
-        last = self.last
-        if last is not None and last[0] is self.chains.snapshots.current:
-            chain = last[1]
-            if chain.rebuild_at is None:
-                return chain
+        seen, chain = self.last
+        if chain is not None and seen is self.chains.snapshots.current:
+            return chain
         chain = self.chains.get(self.scope, self.kind, self.space)
-        self.last = (self.chains.snapshots.current, chain)
+        self.last = (self.chains.snapshots.current, chain if chain.rebuild_at is None else None)
         return chain

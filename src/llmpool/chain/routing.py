@@ -26,7 +26,8 @@ from llmpool.repository.scopes import STRATEGIES
 
 @runtime_checkable
 class Routing(Protocol):
-    """Decides the order of the candidates for one call."""
+    """Decides the order of the candidates for one call (a routing with ``fixed = True``
+    always orders the same candidates the same way: a chain asks it once)."""
 
     def order(self, candidates: Sequence[Candidate]) -> Sequence[Candidate]:
         """Return ``candidates`` in the order to try them (the same candidates, none added)."""
@@ -39,6 +40,7 @@ class PriorityRouting:
     """
 
     __slots__ = ("_last",)
+    fixed = True
 
     def __init__(self) -> None:
         self._last: tuple[Sequence[Candidate], Sequence[Candidate]] | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import statistics
 import threading
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -65,35 +65,34 @@ class RowStats(CheckBase, Observer):
     def __init__(self, alpha: float = 0.3) -> None:
         self._alpha = alpha
         self._lock = threading.Lock()
-        self._rows: dict[str, _Row] = {}
+        self._rows: defaultdict[str, _Row] = defaultdict(_Row)  # made at a row's first call
         self._errors: dict[str, tuple[str | None, float]] = {}  # by row id: class, when
 
     def __repr__(self) -> str:
         flying = sum(row.in_flight for row in self._rows.values())
         return f"RowStats(rows={len(self._rows)}, in_flight={flying})"
 
-    def _row(self, key: str) -> _Row:
-        return self._rows.get(key) or self._rows.setdefault(key, _Row())
-
     def admit(self, candidate: Candidate) -> str | None:
         """Count the call in flight; never refuses."""
         with self._lock:
-            self._row(candidate.key).in_flight += 1
+            self._rows[candidate.key].in_flight += 1
         return None
 
     def release(self, candidate: Candidate) -> None:
         """The admitted call was not made: it is no longer in flight."""
         with self._lock:
-            row = self._row(candidate.key)
-            row.in_flight = max(0, row.in_flight - 1)
+            row = self._rows[candidate.key]
+            if row.in_flight:
+                row.in_flight -= 1
 
     def record(
         self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
     ) -> None:
         """The call ended: count it out, and keep its outcome (and an answer's latency)."""
         with self._lock:
-            row = self._row(candidate.key)
-            row.in_flight = max(0, row.in_flight - 1)
+            row = self._rows[candidate.key]
+            if row.in_flight:
+                row.in_flight -= 1
             row.failed.append(not ok)
             if ok:
                 row.latencies.append(latency)

@@ -193,7 +193,7 @@ class FallbackChatModel(BaseChatModel):
     def _seen_first(self) -> _First:
         # Asked at every call: holds for the chain last seen while its breaker stays closed (a
         # static chain is read without a call).
-        chain = self._static or self._current()
+        chain = self._static or self.chain.current()  # type: ignore[union-attr]
         seen = self._first_seen
         if (
             seen is not None
@@ -322,7 +322,7 @@ class FallbackChatModel(BaseChatModel):
         context: _Context = (None, None),
         streaming: bool = False,
     ) -> Walk:
-        chain = self._static or self._current()
+        chain = self._static or self.chain.current()  # type: ignore[union-attr]
         plan = self._plan
         if plan is None or plan.chain is not chain:
             if chain.problem is not None:

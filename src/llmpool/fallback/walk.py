@@ -130,8 +130,8 @@ class Plan:
         then: Candidates tried after the chain's, in their own order (models from code).
     """
 
-    __slots__ = ("breakers", "calls", "candidates", "chain", "checks", "ordered", "policy",
-                 "verdicts", "windows")  # fmt: skip
+    __slots__ = ("breakers", "calls", "candidates", "chain", "checks", "names", "ordered",
+                 "policy", "verdicts", "windows")  # fmt: skip
 
     def __init__(
         self,
@@ -142,9 +142,15 @@ class Plan:
         then: Sequence[Candidate] = (),
     ) -> None:
         self.chain = chain
-        self.candidates = (*chain.candidates, *then) if then else chain.candidates
-        # Whether each call orders the candidates its own way (routing, an experiment's arm).
-        self.ordered = chain.routing is not None or chain.experiment is not None
+        own, routing = chain.candidates, chain.routing
+        # Whether each call orders the candidates its own way (routing, an experiment's arm);
+        # a fixed routing's order is the plan's.
+        self.ordered = routing is not None or chain.experiment is not None
+        if self.ordered and chain.experiment is None and getattr(routing, "fixed", False):
+            own, self.ordered = tuple(routing.order(own)), False  # type: ignore[union-attr]
+        self.candidates = (*own, *then) if then else own
+        #: The answer's ``order`` when the call keeps the plan's (``None``: no routing).
+        self.names = None if routing is None else [c.config.name for c in self.candidates]
         self.checks = chain.checks
         self.policy = policy
         self.breakers = breakers
@@ -440,8 +446,14 @@ class Walk:
                 self._rec().breaker(candidate, change)
         elif window is not None:
             self.plan.breakers.passed(key, window)
-        routed = self.plan.chain.routing is not None  # the answer says the order it chose
-        order = [c.config.name for c in self.candidates] if routed else None
+        order = self.plan.names  # the answer says the order it chose
+        if order is not None:
+            candidates = self.candidates
+            order = (
+                order.copy()
+                if candidates is self.plan.candidates
+                else [c.config.name for c in candidates]
+            )
         record = self.record
         if record is None:
             metadata = answered(candidate, order)

@@ -115,7 +115,8 @@ class SnapshotKeeper:
             from llmpool.pool.fanout import RedisFanout
 
             self._fanout = RedisFanout(redis, poll_interval=poll_interval)  # no redis: error now
-        self._snapshot: Snapshot | None = None
+        self.current: Snapshot | None = None
+        """The loaded snapshot, or ``None`` before the first load."""
         self._load_lock = threading.Lock()
         self._first_guard = threading.Lock()
         self._first_load: Future[Snapshot] | None = None
@@ -128,20 +129,15 @@ class SnapshotKeeper:
         if isinstance(repository, CommitNotifier):  # every committed write is seen at once
             self._unsubscribe = repository.subscribe(self.refresh_after_write)
 
-    @property
-    def current(self) -> Snapshot | None:
-        """The loaded snapshot, or ``None`` before the first load."""
-        return self._snapshot
-
     def get(self) -> Snapshot:
         """Return the current snapshot of the table, loading it on first use (shared)."""
         while True:
-            snapshot = self._snapshot
+            snapshot = self.current
             if snapshot is not None:
                 return snapshot
             with self._first_guard:
-                if self._snapshot is not None:
-                    return self._snapshot
+                if self.current is not None:
+                    return self.current
                 load = self._first_load
                 leading = load is None
                 if load is None:
@@ -176,9 +172,9 @@ class SnapshotKeeper:
         """Reload the snapshot now and return it (or a newer one installed meanwhile)."""
         snapshot = self.repository.snapshot()
         with self._load_lock:
-            current = self._snapshot
+            current = self.current
             if current is None or snapshot.generation >= current.generation:
-                self._snapshot = current = snapshot
+                self.current = current = snapshot
             self.on_refresh(current)
         return current
 
@@ -186,7 +182,7 @@ class SnapshotKeeper:
         """Reload after a committed write (a commit listener), unless the snapshot already shows
         it; a failure is logged once."""
         # The write is committed: a failed reload must not turn it into an error.
-        current = self._snapshot
+        current = self.current
         if current is None:
             return
         try:
@@ -244,7 +240,7 @@ class SnapshotKeeper:
 
     async def aget(self) -> Snapshot:
         """Async twin of `get`: one load in flight per event loop, on the async engine."""
-        snapshot = self._snapshot
+        snapshot = self.current
         if snapshot is not None:
             return snapshot
         import asyncio
@@ -279,7 +275,7 @@ class SnapshotKeeper:
 
     def _adopt(self, snapshot: Snapshot) -> Snapshot:
         with self._load_lock:
-            if self._snapshot is None:
-                self._snapshot = snapshot
+            if self.current is None:
+                self.current = snapshot
                 self._start_watcher(snapshot.generation)
-            return self._snapshot
+            return self.current
