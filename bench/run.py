@@ -170,7 +170,9 @@ def bench_invoke(n: dict[str, int]) -> list[Row]:
 
 
 def bench_failover_closed_port(n: dict[str, int]) -> list[Row]:
-    """Failover from a real ChatOpenAI pointed at a closed port on 127.0.0.1."""
+    """Failover from a real ChatOpenAI pointed at a closed port on 127.0.0.1: built by hand
+    (no request timeout: llmpool's deadline reads it in a reader thread), and with the 60 s
+    timeout a pool gives the rows it builds (called in the caller's thread)."""
     import socket
 
     from langchain_openai import ChatOpenAI
@@ -190,11 +192,17 @@ def bench_failover_closed_port(n: dict[str, int]) -> list[Row]:
         candidates=_candidates(dead, _fake()),
         policy=FallbackPolicy(attempts=1, failure_threshold=10**9, failure_rate=None),
     )
+    # as a pool builds a row: a 60 s request timeout, within the deadline (no reader thread)
+    timed = ChatOpenAI(
+        model="m", api_key="sk-x", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=60
+    )
+    ours_row = FallbackChatModel(candidates=_candidates(timed, _fake()), policy=ours.policy)
     ours_breaker = FallbackChatModel(candidates=_candidates(dead, _fake()))
     subjects = {
         "bare fake model": lambda: bare.invoke("hi"),
         "LangChain with_fallbacks": lambda: lc.invoke("hi"),
         "llmpool FallbackChatModel": lambda: ours.invoke("hi"),
+        "llmpool FallbackChatModel, the row's 60 s timeout": lambda: ours_row.invoke("hi"),
         "llmpool, breaker open (default policy)": lambda: ours_breaker.invoke("hi"),
     }
     small = {**_sync(n), "batch": max(1, n["batch"] // 10)}

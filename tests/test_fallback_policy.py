@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 from email.utils import formatdate
 from types import ModuleType
@@ -237,3 +238,36 @@ def test_generate_is_one_chat_model_run_per_prompt() -> None:
     assert result.run is not None
     assert sorted(parents.chat_runs) == sorted(run.run_id for run in result.run)
     assert all(parents.parent[run] is None for run in parents.chat_runs)
+
+
+def _ran_in(readers: Any, idle_after: int) -> threading.Thread:
+    """Run one read in ``readers`` and return its reader thread, once it is idle again."""
+    ran: list[threading.Thread] = []
+    readers.run(lambda: ran.append(threading.current_thread()))
+    end = time.monotonic() + 5
+    while not (ran and len(readers._idle) == idle_after) and time.monotonic() < end:
+        time.sleep(0.001)
+    assert ran and len(readers._idle) == idle_after
+    return ran[0]
+
+
+def test_bounded_reads_reuse_idle_reader_threads_and_never_one_held_by_an_abandoned_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sync attempt cut at the deadline is read in a reader thread: the next read takes an
+    idle one; a read still held by an abandoned call gets a new thread; an idle one ends."""
+    from llmpool.fallback import bounded
+
+    monkeypatch.setattr(bounded, "_IDLE", 0.5)
+    readers = bounded._Readers()
+    first = _ran_in(readers, 1)
+    assert _ran_in(readers, 1) is first
+    release = threading.Event()
+    readers.run(release.wait)  # an abandoned call: it holds its thread
+    second = _ran_in(readers, 1)
+    assert second is not first and second.name == "llmpool-read" and second.daemon
+    release.set()
+    first.join(5)
+    second.join(5)  # idle for 0.5 s: both end
+    assert not first.is_alive() and not second.is_alive() and not readers._idle
+    assert _ran_in(readers, 1) not in (first, second)

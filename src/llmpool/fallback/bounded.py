@@ -108,7 +108,7 @@ class Bounded:
     def generate(self, *args: Any) -> Any:
         """The call's ``generate`` in a daemon thread, waited for until the deadline."""
         call = partial(self.call.generate, *args)
-        return next(self._read(lambda: iter((call(),)), "attempt", guarded=False))
+        return next(self._read(lambda: iter((call(),)), guarded=False))
 
     async def agenerate(self, *args: Any) -> Any:
         """The call's ``agenerate``, cancelled at the deadline."""
@@ -117,15 +117,13 @@ class Bounded:
     def stream(self, *args: Any) -> Iterator[Any]:
         """`ChatCall.stream` read in a daemon thread, each chunk waited for until the deadline
         (and the stream's ``ttft`` and ``stall`` limits)."""
-        return self._read(partial(self.call.stream, *args), "stream", guarded=True)
+        return self._read(partial(self.call.stream, *args), guarded=True)
 
-    def _read(
-        self, start: Callable[[], Iterator[Any]], what: str, *, guarded: bool
-    ) -> Iterator[Any]:
+    def _read(self, start: Callable[[], Iterator[Any]], *, guarded: bool) -> Iterator[Any]:
         if self._left() <= 0.0:  # a retry that would start at the deadline: send nothing
             raise self._expired()
         first_by, stall = (self._first_by(), self.stall) if guarded else (None, None)
-        feed = _Feed(start, f"llmpool-{what}-{self.config.id}")
+        feed = _Feed(start)
         try:
             while True:
                 wait, limit = self._wait(first_by, stall)
@@ -194,17 +192,55 @@ _CHUNK, _END, _ERROR = range(3)
 _FEED_SIZE = 64  # chunks a sync stream's thread may read ahead of its consumer
 
 
+_IDLE = 30.0  # seconds a reader thread waits for its next read before it ends
+
+
+class _Readers:
+    """The daemon threads that read bounded attempts, kept for the next read: an idle one takes
+    it, else one more starts (one left waiting on an abandoned call holds only itself)."""
+
+    def __init__(self) -> None:
+        self._idle: list[queue.SimpleQueue[Callable[[], object]]] = []
+        self._lock = threading.Lock()
+
+    def run(self, read: Callable[[], object]) -> None:
+        """Run ``read`` in a reader thread."""
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(
+                target=self._serve, args=(inbox,), name="llmpool-read", daemon=True
+            ).start()
+        inbox.put(read)
+
+    def _serve(self, inbox: queue.SimpleQueue[Callable[[], object]]) -> None:
+        read: Callable[[], object] | None = inbox.get()
+        while read is not None:
+            read()
+            read = None  # nothing of the last read kept while idle
+            with self._lock:
+                self._idle.append(inbox)
+            try:
+                read = inbox.get(timeout=_IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if any(idle is inbox for idle in self._idle):
+                        self._idle.remove(inbox)
+                        return
+                read = inbox.get()  # taken as it timed out: its read is on the way
+
+
+_readers = _Readers()
+
+
 class _Feed:
     """A sync stream (or one answer) read in a daemon thread through a bounded queue."""
 
-    def __init__(self, start: Callable[[], Iterator[Any]], name: str) -> None:
+    def __init__(self, start: Callable[[], Iterator[Any]]) -> None:
         self.queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=_FEED_SIZE)
         self._stopped = threading.Event()
-        context = contextvars.copy_context()
-        thread = threading.Thread(
-            target=context.run, args=(self._pump, start), name=name, daemon=True
-        )
-        thread.start()
+        _readers.run(partial(contextvars.copy_context().run, self._pump, start))
 
     def _pump(self, start: Callable[[], Iterator[Any]]) -> None:
         try:
