@@ -247,14 +247,6 @@ class BreakerBoard:
         if state is not None and state.probe_until:
             self.store.update(key, lambda current: current._replace(probe_until=0.0))
 
-    def is_open(self, key: str) -> bool:
-        """Return whether ``key`` is cooling down, without taking a probe slot."""
-        state = self.store.get(key)
-        if state is None or state.open_until == 0.0:
-            return False
-        now = self.clock()
-        return now < state.open_until or now < state.probe_until
-
     def seems_open(self, key: str) -> bool:
         """Whether ``key`` is cooling down as far as this process last saw (no store read)."""
         until = self.seen_open.get(key)

@@ -52,17 +52,12 @@ class Experiment:
     Example:
         >>> e = check_experiment("global", {"arms": {"a": {"rows": ["A"], "weight": 3},
         ...     "b": {"rows": ["B"]}}, "sticky": "tag:user"}, rows=["A", "B"])
-        >>> [(arm.name, arm.weight) for arm in e.arms], e.sticky_tag
-        ([('a', 3), ('b', 1)], 'user')
+        >>> [(arm.name, arm.weight) for arm in e.arms], e.sticky
+        ([('a', 3), ('b', 1)], 'tag:user')
     """
 
     arms: tuple[Arm, ...]
     sticky: str | None = None
-
-    @property
-    def sticky_tag(self) -> str | None:
-        """The tag whose value keeps a caller's arm, if ``sticky`` names one."""
-        return self.sticky[4:] if self.sticky and self.sticky.startswith("tag:") else None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the definition as stored (and as `llmpool export` writes it)."""
