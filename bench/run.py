@@ -5,6 +5,7 @@ Run from the repository root::
     python -m bench.run                 # the full run; writes bench/results.md and .svg
     python -m bench.run --smoke         # a few iterations, to check the harness works (CI)
     python -m bench.run --only invoke   # rows whose key contains "invoke"
+    python -m bench.run --only cli      # ``llmpool list``'s start-up
 
 Every performance figure is a ratio against a baseline measured in the same run, in rounds that
 interleave baseline and subject. PostgreSQL rows use ``LLMPOOL_BENCH_DATABASE_URL`` (default
@@ -17,6 +18,7 @@ import argparse
 import datetime
 import os
 import platform
+import subprocess
 import sys
 import time
 import uuid
@@ -327,6 +329,44 @@ def bench_first_answer(n: dict[str, int], tmp: Path) -> list[Row]:
     ]
 
 
+def bench_cli(n: dict[str, int], tmp: Path) -> list[Row]:
+    """``llmpool list`` on SQLite against ``import sqlalchemy, pydantic``, whole processes taken
+    in turn (ABAB...), the median of each."""
+    from llmpool.repository.sql.migrate import migrate
+    from llmpool.repository.sql.store import SQLStore
+
+    url = f"sqlite:///{tmp / 'cli.sqlite3'}"
+    migrate(url)
+    store = SQLStore(url)
+    store.add({"name": "Fake", "provider": "fake", "model_name": "m", "is_default": True})
+    store.add({"name": "GPT", "provider": "openai", "model_name": "gpt-4o", "priority": 2})
+    store.engine.dispose()
+    # As an installed wheel runs: its modules compiled once, not on every start.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    commands = {
+        "llmpool list": [sys.executable, "-m", "llmpool", "--database-url", url, "list"],
+        "import sqlalchemy, pydantic": [sys.executable, "-c", "import sqlalchemy, pydantic"],
+    }
+    samples = {name: Sample(name) for name in commands}
+    for round_ in range(1 + n["cli_repeat"]):
+        for name, command in commands.items():
+            started = time.perf_counter_ns()
+            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+            if round_:  # the first round writes the compiled modules
+                samples[name].values.append(time.perf_counter_ns() - started)
+    ratio = samples["llmpool list"].median / samples["import sqlalchemy, pydantic"].median
+    return [
+        Row(
+            "CLI start-up: a whole process, x `python -c 'import sqlalchemy, pydantic'`",
+            "llmpool list (SQLite, 2 rows)",
+            f"{samples['llmpool list'].median / 1e6:.0f} ms",
+            ratio,
+            "≤ 1.3x",
+            "pass" if ratio <= 1.3 else "miss",
+        )
+    ]
+
+
 def bench_cached(n: dict[str, int]) -> list[Row]:
     """Cached against uncached get_llm_with_fallback()."""
     from llmpool.pool.facade import LLMPool
@@ -629,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": 2,
             "concurrency": 50,
             "import_repeat": 1,
+            "cli_repeat": 1,
             "rows": 200,
             "propagation": 2,
         }
@@ -639,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": 200,
             "concurrency": 1000,
             "import_repeat": 7,
+            "cli_repeat": 10,
             "rows": 10_000,
             "propagation": 20,
         }
@@ -655,6 +697,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"... {name} done", file=sys.stderr)
         if not args.only or args.only in "first":
             rows += bench_first_answer(n, Path(tmp))
+        if not args.only or args.only in "cli":
+            rows += bench_cli(n, Path(tmp))
     text = render(rows, n)
     print(text)
     if args.smoke:

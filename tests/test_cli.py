@@ -9,14 +9,17 @@ stdin pipe, a failing command, and ``--help``.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_runner import Result, run_cli, run_script
 
 SECRET = "sk-cli-test-not-a-real-key-7f3a"
@@ -371,6 +374,29 @@ def test_a_run_in_this_process_leaves_no_state_behind(sqlite_url: str) -> None:
     assert [c["status"] for c in as_json(chain)["rows"]][:2] == ["would be tried"] * 2
     assert (logger.handlers, get_registry(), dict(os.environ)) == (handlers, registry, environ)
     assert redaction.redact(SECRET) == SECRET
+
+
+def test_the_entry_point_keeps_start_up_from_the_collector_and_main_leaves_it_alone(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run` (the console script) moves what importing the commands made out of the cyclic
+    collector's view and runs the command with the collector on; `main` in-process freezes
+    nothing of its host's."""
+    from llmpool.cli.main import main, run
+
+    ok(run_cli("migrate", "--database-url", sqlite_url))
+    gc.unfreeze()
+    try:
+        assert main(["list", "--database-url", sqlite_url]) == 0
+        assert gc.get_freeze_count() == 0
+        capsys.readouterr()
+        argv = ["llmpool", "list", "--json", "--database-url", sqlite_url]
+        monkeypatch.setattr(sys, "argv", argv)
+        assert run() == 0
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert json.loads(capsys.readouterr().out) == []
 
 
 # -- the installed console script, in a subprocess ------------------------------------------
