@@ -152,20 +152,15 @@ def litellm_subjects() -> dict[str, Callable[[], Any]]:
 def bench_routing(n: dict[str, int]) -> list[Any]:
     """Wall clock: the strategies against the bare model, the limit check, LiteLLM."""
     from bench.harness import Row, compare
-    from bench.run import _fake, _ratio_rows, _sync
+    from bench.run import _fake, _sync, compared
 
     bare = _fake()
     subjects: dict[str, Callable[[], Any]] = {"bare fake model": lambda: bare.invoke("hi")}
     subjects.update(model_subjects())
     subjects.update(strategy_subjects())
-    subjects.update(litellm_subjects())
     targets = {name: 1.10 for name in model_subjects()}
-    rows: list[Row] = _ratio_rows(
-        "routing, primary answers (x bare)",
-        compare(subjects, **_sync(n)),
-        "bare fake model",
-        targets,
-    )
+    measure = "routing, primary answers (x bare)"
+    rows: list[Row] = compared(measure, subjects, litellm_subjects(), n, targets)
     check = compare({"check": limit_check()}, **_sync(n))["check"]
     median = check.median / 1000.0
     rows.append(
