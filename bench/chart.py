@@ -27,6 +27,7 @@ MEASURES = {
 
 #: The subjects drawn, by the start of their name, with their labels and colours.
 SUBJECTS = {
+    "llmpool FallbackChatModel, the row's": ("llmpool, a client as a pool builds it", "#1b4f72"),
     "llmpool FallbackChatModel": ("llmpool", "#2a7ab0"),
     "llmpool, breaker open": ("llmpool, breaker open", "#8cc2e6"),
     "LangChain with_fallbacks": ("LangChain with_fallbacks", "#e0a030"),
