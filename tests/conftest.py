@@ -33,7 +33,8 @@ import pytest
 def pytest_configure(config: pytest.Config) -> None:
     """Rewrite the asserts of the tests only. pytest also marks every package that ships a
     pytest plugin (langsmith, hypothesis, anyio...) for rewriting, which re-parses and compiles
-    their sources in every worker instead of loading their bytecode (seconds of CPU each)."""
+    their sources in every worker instead of loading their bytecode (seconds of CPU each).
+    Hypothesis runs without its per-example deadline."""
     hook = getattr(config.pluginmanager, "rewrite_hook", None)
     marked = getattr(hook, "_must_rewrite", None)
     if isinstance(marked, set):
@@ -49,6 +50,13 @@ def pytest_configure(config: pytest.Config) -> None:
                 "pytest_socket",
             }
         )
+    # The property tests check what holds for every input, not how fast: with two workers per
+    # core, one example can run past hypothesis's 200 ms deadline on a busy machine, which it
+    # reports as a flaky failure.
+    from hypothesis import settings
+
+    settings.register_profile("llmpool", deadline=None)
+    settings.load_profile("llmpool")
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
