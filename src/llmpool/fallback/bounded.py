@@ -225,7 +225,7 @@ class _Readers:
                 read = inbox.get(timeout=_IDLE)
             except queue.Empty:
                 with self._lock:
-                    if any(idle is inbox for idle in self._idle):
+                    if inbox in self._idle:  # a queue equals only itself
                         self._idle.remove(inbox)
                         return
                 read = inbox.get()  # taken as it timed out: its read is on the way
