@@ -105,14 +105,16 @@ class _Period:
 class _Index:
     """The quotas of one snapshot, by what they apply to."""
 
-    def __init__(self, quotas: Sequence[Quota]) -> None:
+    def __init__(self, quotas: Sequence[Quota], meter: UsageMeter | None) -> None:
         self.source = quotas
+        self.meter = meter
         self.fixed: dict[tuple[str, str], Quota] = {
             (q.kind, q.target): q for q in quotas if q.kind != "tag"
         }
         self.tags = {tuple(q.target.split("=", 1)): q for q in quotas if q.kind == "tag"}
         self._of: dict[str, tuple[Quota, ...]] = {}
-        self._applying: dict[tuple[str, str], tuple[Quota, ...]] = {}
+        # candidate -> tags' text -> `applying`'s answer
+        self.found: dict[Candidate, dict[str, tuple[tuple[Quota, ...], bool, bool]]] = {}
 
     def of(self, candidate: Candidate) -> tuple[Quota, ...]:
         """The scope's, provider's and row's quotas of ``candidate`` (in that order)."""
@@ -130,21 +132,28 @@ class _Index:
             self._of[candidate.key] = found
         return found
 
-    def applying(self, candidate: Candidate) -> tuple[Quota, ...]:
-        """Every quota a call of ``candidate`` now meets: its tags' first, then `of` (kept per
-        row version and tag set)."""
+    def applying(self, candidate: Candidate) -> tuple[tuple[Quota, ...], bool, bool]:
+        """Every quota a call of ``candidate`` now meets (its tags' first, then `of`), whether
+        there are some and each is a budget alone (no rpm or tpm), and whether its row is free
+        (no prices: its calls cost 0); kept in ``found`` per candidate and tag set."""
         tags = call_tags.get() if self.tags else None
-        key = (candidate.key, "" if tags is None else tags.text)
-        found = self._applying.get(key)
+        text = "" if tags is None else tags.text
+        sets = self.found.setdefault(candidate, {})
+        found = sets.get(text)
         if found is None:
-            found = self.of(candidate)
+            quotas = self.of(candidate)
             for pair in () if tags is None else tags.pairs:
                 quota = self.tags.get(pair)
                 if quota is not None:
-                    found = (quota, *found)
-            if len(self._applying) >= _APPLYING_SIZE:  # tag sets beyond count: start over
-                self._applying.clear()
-            self._applying[key] = found
+                    quotas = (quota, *quotas)
+            if len(sets) >= _APPLYING_SIZE:  # tag sets beyond count: start over
+                sets.clear()
+            alone = bool(quotas) and all(
+                q.budget is not None and q.rpm is None and q.tpm is None for q in quotas
+            )
+            meter = self.meter
+            free = meter is None or meter.terms(candidate.config).prices is None
+            found = sets[text] = (quotas, alone, free)
         return found
 
 
@@ -164,11 +173,10 @@ class QuotaCheck(CheckBase):
         self.limits = limits
         self.meter = meter
         self.clock = clock
-        self._index = _Index(())
+        self._index = _Index((), meter)
         self._lock = threading.Lock()
         self._periods: dict[str, _Period] = {}  # quota key -> its period
         self._average: dict[str, tuple[str, float]] = {}  # as `UsageCheck`'s
-        self._prices: dict[str, Any] = {}  # row version key -> its prices (None: free)
         self._logged: dict[str, float] = {}  # quota key -> when its refusal was last logged
 
     def __repr__(self) -> str:
@@ -178,7 +186,7 @@ class QuotaCheck(CheckBase):
         quotas = self.quotas()
         index = self._index
         if index.source is not quotas:
-            index = self._index = _Index(quotas)
+            index = self._index = _Index(quotas, self.meter)
             budgets = [q.describe() for q in quotas if q.budget is not None]
             if budgets and self.meter is None:
                 logger.warning(
@@ -200,16 +208,66 @@ class QuotaCheck(CheckBase):
         or its provider's quota) or raise `QuotaExceededError` (its scope's or a tag's)."""
         # The quotas `applies_to` read when this chain was built: every new snapshot builds
         # new chains before any call uses them, so they are the snapshot's in force.
-        quotas = self._index.applying(candidate)
-        for taken, quota in enumerate(quotas):
-            reason = self._take(quota, candidate, reserve=True)
-            if reason is not None:
-                for earlier in reversed(quotas[:taken]):
-                    self._give_back(earlier, candidate)
-                if quota.kind in REFUSING:
-                    raise self._refused(quota, reason)
-                return f"quota on {quota.describe()}: {reason}"
-        return None
+        index = self._index
+        tags = call_tags.get() if index.tags else None
+        try:
+            quotas, alone, free = index.found[candidate]["" if tags is None else tags.text]
+        except KeyError:
+            quotas, alone, free = index.applying(candidate)
+        meter = self.meter
+        if alone and meter is not None and meter.budgets is None:
+            # This process's decisions (`_Period.decide`), every quota in one hold of the lock
+            # (taken by hand: half the instructions of `with`, on every call).
+            now = self.clock()
+            expected = 0.0 if free else self._expected(candidate)
+            lock = self._lock
+            lock.acquire()
+            try:
+                for quota in quotas:
+                    period = self._periods.get(quota.key)
+                    if period is None or period.quota is not quota or now >= period.end:
+                        period = self._period(quota, now)
+                    flying = period.flying
+                    while flying and flying[0][0] < now - RESERVATION_TTL:
+                        period.land()
+                    spent, reserved, unknown = period.spent, period.reserved, period.unknown
+                    amount = period.budget.amount
+                    if expected is None:  # as `admits`
+                        admitted = not flying and spent < amount
+                    else:
+                        admitted = (
+                            not unknown
+                            and spent < amount
+                            and spent + reserved + expected <= amount * (1 + 1e-9)
+                        )
+                    if not admitted:
+                        calls = len(flying)
+                        reason = refusal(
+                            period.budget, now, spent, reserved, calls, unknown, expected
+                        )
+                        break
+                    flying.append((now, "", expected))
+                    if expected is None:
+                        period.unknown += 1
+                    elif expected:
+                        period.reserved += expected
+                else:
+                    return None
+            finally:
+                lock.release()
+        else:
+            for quota in quotas:
+                refused = self._take(quota, candidate, reserve=True)
+                if refused is not None:
+                    reason = refused
+                    break
+            else:
+                return None
+        for earlier in reversed(quotas[: quotas.index(quota)]):
+            self._give_back(earlier, candidate)
+        if quota.kind in REFUSING:
+            raise self._refused(quota, reason)
+        return f"quota on {quota.describe()}: {reason}"
 
     def peek(self, candidate: Candidate) -> str | None:
         """Say why the row's, its provider's or its scope's quota would refuse a call now."""
@@ -221,38 +279,59 @@ class QuotaCheck(CheckBase):
 
     def release(self, candidate: Candidate) -> None:
         """Give back what `admit` took: the call was not made."""
-        for quota in self._index.applying(candidate):
+        for quota in self._index.applying(candidate)[0]:
             self._give_back(quota, candidate)
 
     def record(
         self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
     ) -> None:
         """Settle the call's real cost in its quotas' budgets, and its tokens in their tpm."""
-        quotas = self._index.applying(candidate)
-        if not quotas:
-            return
-        meter, cost, learn = self.meter, None, ok
-        for quota in quotas:
-            if quota.tpm is not None:
-                tokens = _tokens(usage)
-                if tokens > 0:
-                    self.limits.add_tokens(_key(quota), tokens)
-            if quota.budget is None or meter is None:
-                continue
-            if cost is None:  # once per call; 0 for a row without prices, whatever its usage
-                prices = self._prices.get(candidate.key, self)
-                if prices is self:
-                    prices = self._prices[candidate.key] = meter.terms(candidate.config).prices
-                if not prices:  # free whatever its usage: expected to cost 0, nothing to learn
-                    cost = 0.0
-                    self._average[candidate.config.id] = (candidate.key, 0.0)
-                else:
-                    cost = meter.counts(candidate.config, ok=ok, usage=usage)[2]
-                    if ok:
+        index = self._index
+        tags = call_tags.get() if index.tags else None
+        try:
+            quotas, alone, free = index.found[candidate]["" if tags is None else tags.text]
+        except KeyError:
+            quotas, alone, free = index.applying(candidate)
+        meter = self.meter
+        if not alone or meter is None or meter.budgets is not None:  # quota by quota
+            cost, learn = None, ok
+            for quota in quotas:
+                if quota.tpm is not None:
+                    tokens = _tokens(usage)
+                    if tokens > 0:
+                        self.limits.add_tokens(_key(quota), tokens)
+                if quota.budget is None or meter is None:
+                    continue
+                if cost is None:  # once per call; 0 for a free row, whatever its usage
+                    cost = 0.0 if free else meter.counts(candidate.config, ok=ok, usage=usage)[2]
+                    if ok and not free:
                         with self._lock:
                             learn_cost(self._average, candidate, cost)
-            self._settle(quota, candidate, cost, learn=learn)
-            learn = False  # the fleet's mean learns each answer once
+                self._settle(quota, candidate, cost, learn=learn)
+                learn = False  # the fleet's mean learns each answer once
+            return
+        # Budgets alone, in this process: as `admit`, one hold of the lock for them all.
+        cost = 0.0 if free else meter.counts(candidate.config, ok=ok, usage=usage)[2]
+        lock = self._lock
+        lock.acquire()
+        try:
+            if ok and not free:
+                learn_cost(self._average, candidate, cost)
+            for quota in quotas:
+                period = self._periods.get(quota.key)
+                if period is None:  # never begun here (the quota is new): begin it
+                    period = self._period(quota, self.clock())
+                flying = period.flying
+                if flying:  # as `_Period.land`
+                    expected = flying.popleft()[2]
+                    if expected is None:
+                        period.unknown -= 1
+                    else:
+                        period.reserved = max(0.0, period.reserved - expected) if flying else 0.0
+                if cost:
+                    period.spent += cost
+        finally:
+            lock.release()
 
     # -- one quota --------------------------------------------------------------------------
 
@@ -282,6 +361,14 @@ class QuotaCheck(CheckBase):
             self.limits.give_back(_key(quota))
         if quota.budget is not None and self.meter is not None:
             self._unreserve(quota)
+
+    def _expected(self, candidate: Candidate) -> float | None:
+        # `expected_cost`, from the row version's mean when known (its prices unread)
+        known = self._average.get(candidate.config.id)
+        if known is not None and known[0] == candidate.key:
+            return known[1]
+        assert self.meter is not None
+        return expected_cost(self.meter, candidate, self._average)
 
     def _period(self, quota: Quota, now: float) -> _Period:
         # Under the lock. A new period (or budget) starts from the table's spend.
@@ -314,11 +401,7 @@ class QuotaCheck(CheckBase):
         meter = self.meter
         assert meter is not None
         now, shared = self.clock(), meter.budgets
-        known = self._average.get(candidate.config.id)
-        if known is not None and known[0] == candidate.key:
-            expected: float | None = known[1]
-        else:
-            expected = expected_cost(meter, candidate, self._average)
+        expected = self._expected(candidate)
         with self._lock:
             period = self._periods.get(quota.key)
             if period is None or period.quota is not quota or now >= period.end:
