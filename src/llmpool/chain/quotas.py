@@ -79,19 +79,6 @@ class _Period:
         else:
             self.reserved += expected
 
-    def decide(self, now: float, expected: float | None, *, reserve: bool) -> str | None:
-        """This process's decision (no Redis, or Redis down), under the check's lock: ``None``
-        admits a call expected to cost ``expected`` (counted when ``reserve``), else why not."""
-        flying = self.flying
-        while flying and flying[0][0] < now - RESERVATION_TTL:
-            self.land()
-        spent, reserved, calls, unknown = self.spent, self.reserved, len(flying), self.unknown
-        if admits(self.budget.amount, spent, reserved, calls, unknown, expected):
-            if reserve:
-                self.fly(now, "", expected)
-            return None
-        return refusal(self.budget, now, spent, reserved, calls, unknown, expected)
-
     def land(self) -> str:
         """Forget the oldest call in flight; return its Redis reservation ("": none)."""
         _, reservation, expected = self.flying.popleft()
@@ -138,9 +125,10 @@ class _Index:
         (no prices: its calls cost 0); kept in ``found`` per candidate and tag set."""
         tags = call_tags.get() if self.tags else None
         text = "" if tags is None else tags.text
-        sets = self.found.setdefault(candidate, {})
-        found = sets.get(text)
-        if found is None:
+        try:
+            return self.found[candidate][text]
+        except KeyError:
+            sets = self.found.setdefault(candidate, {})
             quotas = self.of(candidate)
             for pair in () if tags is None else tags.pairs:
                 quota = self.tags.get(pair)
@@ -154,7 +142,7 @@ class _Index:
             meter = self.meter
             free = meter is None or meter.terms(candidate.config).prices is None
             found = sets[text] = (quotas, alone, free)
-        return found
+            return found
 
 
 class QuotaCheck(CheckBase):
@@ -208,53 +196,19 @@ class QuotaCheck(CheckBase):
         or its provider's quota) or raise `QuotaExceededError` (its scope's or a tag's)."""
         # The quotas `applies_to` read when this chain was built: every new snapshot builds
         # new chains before any call uses them, so they are the snapshot's in force.
-        index = self._index
-        tags = call_tags.get() if index.tags else None
-        try:
-            quotas, alone, free = index.found[candidate]["" if tags is None else tags.text]
-        except KeyError:
-            quotas, alone, free = index.applying(candidate)
+        quotas, alone, free = self._index.applying(candidate)
         meter = self.meter
-        if alone and meter is not None and meter.budgets is None:
-            # This process's decisions (`_Period.decide`), every quota in one hold of the lock
-            # (taken by hand: half the instructions of `with`, on every call).
-            now = self.clock()
+        if alone and meter is not None and meter.budgets is None:  # all in one hold of the lock
             expected = 0.0 if free else self._expected(candidate)
             lock = self._lock
-            lock.acquire()
+            lock.acquire()  # by hand: half the instructions of `with`, on every call
             try:
-                for quota in quotas:
-                    period = self._periods.get(quota.key)
-                    if period is None or period.quota is not quota or now >= period.end:
-                        period = self._period(quota, now)
-                    flying = period.flying
-                    while flying and flying[0][0] < now - RESERVATION_TTL:
-                        period.land()
-                    spent, reserved, unknown = period.spent, period.reserved, period.unknown
-                    amount = period.budget.amount
-                    if expected is None:  # as `admits`
-                        admitted = not flying and spent < amount
-                    else:
-                        admitted = (
-                            not unknown
-                            and spent < amount
-                            and spent + reserved + expected <= amount * (1 + 1e-9)
-                        )
-                    if not admitted:
-                        calls = len(flying)
-                        reason = refusal(
-                            period.budget, now, spent, reserved, calls, unknown, expected
-                        )
-                        break
-                    flying.append((now, "", expected))
-                    if expected is None:
-                        period.unknown += 1
-                    elif expected:
-                        period.reserved += expected
-                else:
-                    return None
+                refusing = self._decide(quotas, self.clock(), expected, reserve=True)
             finally:
                 lock.release()
+            if refusing is None:
+                return None
+            quota, reason = refusing
         else:
             for quota in quotas:
                 refused = self._take(quota, candidate, reserve=True)
@@ -286,12 +240,7 @@ class QuotaCheck(CheckBase):
         self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
     ) -> None:
         """Settle the call's real cost in its quotas' budgets, and its tokens in their tpm."""
-        index = self._index
-        tags = call_tags.get() if index.tags else None
-        try:
-            quotas, alone, free = index.found[candidate]["" if tags is None else tags.text]
-        except KeyError:
-            quotas, alone, free = index.applying(candidate)
+        quotas, alone, free = self._index.applying(candidate)
         meter = self.meter
         if not alone or meter is None or meter.budgets is not None:  # quota by quota
             cost, learn = None, ok
@@ -321,13 +270,8 @@ class QuotaCheck(CheckBase):
                 period = self._periods.get(quota.key)
                 if period is None:  # never begun here (the quota is new): begin it
                     period = self._period(quota, self.clock())
-                flying = period.flying
-                if flying:  # as `_Period.land`
-                    expected = flying.popleft()[2]
-                    if expected is None:
-                        period.unknown -= 1
-                    else:
-                        period.reserved = max(0.0, period.reserved - expected) if flying else 0.0
+                if period.flying:
+                    period.land()
                 if cost:
                     period.spent += cost
         finally:
@@ -361,6 +305,31 @@ class QuotaCheck(CheckBase):
             self.limits.give_back(_key(quota))
         if quota.budget is not None and self.meter is not None:
             self._unreserve(quota)
+
+    def _decide(
+        self, quotas: Sequence[Quota], now: float, expected: float | None, *, reserve: bool
+    ) -> tuple[Quota, str] | None:
+        # This process's decision (no Redis, or Redis down), under the lock; the admitting ones
+        # count the call when ``reserve``. The first refusal: its quota and why (those counted
+        # before it stay counted: `_give_back` undoes them).
+        for quota in quotas:
+            period = self._periods.get(quota.key)
+            if period is None or period.quota is not quota or now >= period.end:
+                period = self._period(quota, now)
+            flying = period.flying
+            while flying and flying[0][0] < now - RESERVATION_TTL:
+                period.land()
+            spent, reserved, calls, unknown = (
+                period.spent,
+                period.reserved,
+                len(flying),
+                period.unknown,
+            )
+            if not admits(period.budget.amount, spent, reserved, calls, unknown, expected):
+                return quota, refusal(period.budget, now, spent, reserved, calls, unknown, expected)
+            if reserve:
+                period.fly(now, "", expected)
+        return None
 
     def _expected(self, candidate: Candidate) -> float | None:
         # `expected_cost`, from the row version's mean when known (its prices unread)
@@ -407,12 +376,14 @@ class QuotaCheck(CheckBase):
             if period is None or period.quota is not quota or now >= period.end:
                 period = self._period(quota, now)
             if shared is None:  # this process's decision
-                return period.decide(now, expected, reserve=reserve)
+                refusing = self._decide((quota,), now, expected, reserve=reserve)
+                return None if refusing is None else refusing[1]
         found = self._shared(quota, candidate, period, now, expected, reserve=reserve)
         if found is not None:
             return found or None
         with self._lock:  # Redis is down: this process's decision
-            return period.decide(now, expected, reserve=reserve)
+            refusing = self._decide((quota,), now, expected, reserve=reserve)
+            return None if refusing is None else refusing[1]
 
     def _shared(
         self,
