@@ -46,7 +46,16 @@ def _pool(strategy: str, track_usage: bool = False) -> Any:
     ]  # fmt: skip
     store = InMemoryStore(rows)
     store.set_routing("global", strategy)
-    return LLMPool(store, poll_interval=0, track_usage=track_usage, routing_seed=1)
+    # The usage meter's flush and spend reading run every so many seconds in a thread of their
+    # own, not per call: an hour apart, none lands in one measured process and not the other.
+    return LLMPool(
+        store,
+        poll_interval=0,
+        track_usage=track_usage,
+        routing_seed=1,
+        usage_flush_interval=3600,
+        budget_refresh=3600,
+    )
 
 
 def strategy_subjects() -> dict[str, Callable[[], Any]]:

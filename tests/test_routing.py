@@ -30,6 +30,7 @@ from llmpool.fallback.model import FallbackChatModel
 from llmpool.models import LLMConfig
 from llmpool.providers.fake import FakeChatModel
 from llmpool.repository.memory import InMemoryStore
+from llmpool.tags import Tags
 
 
 def _name(answer: Any) -> str:
@@ -193,12 +194,12 @@ def test_least_busy_prefers_the_row_with_fewer_calls_in_flight() -> None:
     stats = RowStats()
     a, b = _candidate("a"), _candidate("b")
     routing = LeastBusyRouting(stats, random.Random(0))
-    stats.admit(a)
-    stats.admit(a)
-    stats.admit(b)
+    stats.admit(a, None)
+    stats.admit(a, None)
+    stats.admit(b, None)
     assert [c.config.name for c in routing.order((a, b))] == ["b", "a"]
-    stats.record(a, ok=True, latency=0.1, usage=None)
-    stats.release(a)
+    stats.record(a, None, ok=True, latency=0.1, usage=None)
+    stats.release(a, None)
     assert [c.config.name for c in routing.order((a, b))] == ["a", "b"]
     assert stats.in_flight(a) == 0
 
@@ -297,13 +298,13 @@ def test_latency_explores_so_a_recovered_row_is_noticed() -> None:
     """With exploration a row measured slow is still tried now and then, and wins when fast."""
     stats = RowStats(alpha=0.5)
     a, b = _candidate("a"), _candidate("b")
-    stats.record(a, ok=True, latency=0.5, usage=None)
-    stats.record(b, ok=True, latency=0.1, usage=None)
+    stats.record(a, None, ok=True, latency=0.5, usage=None)
+    stats.record(b, None, ok=True, latency=0.1, usage=None)
     routing = LatencyRouting(stats, explore=0.1, rng=random.Random(2))
     firsts = Counter(routing.order((a, b))[0].config.name for _ in range(2000))
     assert 20 < firsts["a"] < 200
     for _ in range(3):
-        stats.record(a, ok=True, latency=0.01, usage=None)
+        stats.record(a, None, ok=True, latency=0.01, usage=None)
     assert routing.order((a, b))[0].config.name in {"a", "b"}
     assert stats.latency(a) is not None and stats.latency(a) < 0.1  # type: ignore[operator]
     assert sum(routing.order((a, b))[0].config.name == "a" for _ in range(100)) > 80
@@ -325,13 +326,15 @@ class _Refuse(CheckBase):
         self.records: list[tuple[str, bool, Any]] = []
         self.released: list[str] = []
 
-    def admit(self, candidate: Candidate) -> str | None:
+    def admit(self, candidate: Candidate, tags: Tags | None) -> str | None:
         return "closed for the test" if candidate.config.name == self.name else None
 
-    def release(self, candidate: Candidate) -> None:
+    def release(self, candidate: Candidate, tags: Tags | None) -> None:
         self.released.append(candidate.config.name)
 
-    def record(self, candidate: Candidate, *, ok: bool, latency: float, usage: Any) -> None:
+    def record(
+        self, candidate: Candidate, tags: Tags | None, *, ok: bool, latency: float, usage: Any
+    ) -> None:
         self.records.append((candidate.config.name, ok, usage))
 
 

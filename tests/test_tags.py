@@ -1,5 +1,5 @@
 """A call's tags (run metadata ``llmpool_tags``): checked, listed in the answer's metadata, and
-held by `llmpool.contracts.call_tags` while the admission checks hear of the call; a real
+given to the admission checks at each of their hooks; a real
 OpenAI client against a server on 127.0.0.1."""
 
 from __future__ import annotations
@@ -13,31 +13,36 @@ from langchain_openai import ChatOpenAI
 from servers import OpenAIServer
 
 from llmpool.chain.builder import ScopeChain
-from llmpool.contracts import Candidate, CheckBase, call_tags
+from llmpool.contracts import Candidate, CheckBase
 from llmpool.errors import InvalidOptionError
 from llmpool.fallback.model import FallbackChatModel
 from llmpool.models import LLMConfig
-from llmpool.tags import tags_of
+from llmpool.tags import Tags, tags_of
 
 
 class Heard(CheckBase):
-    """Notes the tags in force at each of its hooks."""
+    """Notes the tags it is given at each of its hooks."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, str] | None]] = []
 
-    def _note(self, hook: str) -> None:
-        tags = call_tags.get()
+    def _note(self, hook: str, tags: Tags | None) -> None:
         self.seen.append((hook, None if tags is None else tags.as_dict()))
 
-    def admit(self, candidate: Candidate) -> str | None:
-        self._note("admit")
+    def admit(self, candidate: Candidate, tags: Tags | None) -> str | None:
+        self._note("admit", tags)
         return None
 
     def record(
-        self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
+        self,
+        candidate: Candidate,
+        tags: Tags | None,
+        *,
+        ok: bool,
+        latency: float,
+        usage: Mapping[str, Any] | None,
     ) -> None:
-        self._note("record")
+        self._note("record", tags)
 
 
 @pytest.fixture
@@ -59,8 +64,8 @@ EXPECTED = {"feature": "chat", "tenant": "acme"}
 def test_every_way_of_calling_hands_the_tags_to_the_checks_and_the_answer(
     llm: tuple[FallbackChatModel, Heard],
 ) -> None:
-    """invoke, ainvoke, stream and astream: the checks see the tags at admit and record, the
-    answer lists them, and nothing is left in the caller's context."""
+    """invoke, ainvoke, stream and astream: the checks are given the tags at admit and record,
+    and the answer lists them."""
     model, heard = llm
     answer = model.invoke("hi", TAGGED)
     assert answer.response_metadata["llmpool"]["tags"] == EXPECTED
@@ -73,7 +78,6 @@ def test_every_way_of_calling_hands_the_tags_to_the_checks_and_the_answer(
 
     asyncio.run(both())
     assert heard.seen == [("admit", EXPECTED), ("record", EXPECTED)] * 4
-    assert call_tags.get() is None
 
 
 def test_an_untagged_call_has_no_tags(llm: tuple[FallbackChatModel, Heard]) -> None:

@@ -200,17 +200,17 @@ def test_release_frees_a_reservation_and_record_settles_it_at_the_real_cost() ->
     row = candidate(
         output_cost_per_million_tokens=1e6, max_tokens=1, max_spend={"amount": 2, "period": "day"}
     )
-    assert check.admit(row) is None
-    assert check.admit(row) is None
-    refused = check.admit(row)
+    assert check.admit(row, None) is None
+    assert check.admit(row, None) is None
+    refused = check.admit(row, None)
     assert refused is not None
     assert refused.startswith("over budget: spent 0 of 2 this day (UTC), 2 reserved by 2 calls")
-    check.release(row)
-    assert check.admit(row) is None
-    check.record(row, ok=True, latency=0.1, usage={"input_tokens": 0, "output_tokens": 1})
-    check.record(row, ok=False, latency=0.1, usage=None)
-    assert check.admit(row) is None  # spent 1, nothing in flight
-    assert check.admit(row) is not None  # spent 1 and 1 reserved
+    check.release(row, None)
+    assert check.admit(row, None) is None
+    check.record(row, None, ok=True, latency=0.1, usage={"input_tokens": 0, "output_tokens": 1})
+    check.record(row, None, ok=False, latency=0.1, usage=None)
+    assert check.admit(row, None) is None  # spent 1, nothing in flight
+    assert check.admit(row, None) is not None  # spent 1 and 1 reserved
     check.meter.close()
 
 
@@ -223,11 +223,11 @@ def test_a_reservation_never_settled_lapses_after_its_ttl() -> None:
     meter = UsageMeter(MemoryUsageTable(), flush_interval=0, budget_refresh=0, clock=lambda: now[0])
     check = UsageCheck(meter)
     row = candidate(output_cost_per_million_tokens=1, max_spend={"amount": 2, "period": "month"})
-    assert check.admit(row) is None  # never recorded nor released
-    refused = check.admit(row)
+    assert check.admit(row, None) is None  # never recorded nor released
+    refused = check.admit(row, None)
     assert refused == (
         "over budget: spent 0 of 2 this month (UTC) and 1 call in flight of a cost not known yet"
     )
     now[0] += RESERVATION_TTL + 1
-    assert check.admit(row) is None
+    assert check.admit(row, None) is None
     meter.close()

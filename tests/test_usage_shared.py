@@ -187,8 +187,8 @@ def test_a_flush_between_a_reading_and_a_call_counts_once(
     assert budget is not None
     assert x.meter.spent(row.config, budget) == 0.0  # X reads: the table holds nothing
     for _ in range(2):
-        assert y.admit(row) is None
-        y.record(row, ok=True, latency=0.1, usage={"input_tokens": 0, "output_tokens": 1})
+        assert y.admit(row, None) is None
+        y.record(row, None, ok=True, latency=0.1, usage={"input_tokens": 0, "output_tokens": 1})
     assert x.meter.spent(row.config, budget) == 2.0  # through Redis
     assert y.meter.flush()
     assert x.meter.spent(row.config, budget) == 2.0  # X's reading predates the flush
@@ -197,12 +197,12 @@ def test_a_flush_between_a_reading_and_a_call_counts_once(
     key = f"{prefix}r1:{int(budget.start(now[0]))}"
     assert [float(v) for v in client.hmget(key, "settled", "flushed")] == [2.0, 2.0]
     assert x.meter.table.spend(budget.start(now[0]), ["r1"]) == {"r1": 2.0}
-    assert x.admit(row) is None and x.admit(row) is None and y.admit(row) is None
-    refused = y.admit(row)
+    assert x.admit(row, None) is None and x.admit(row, None) is None and y.admit(row, None) is None
+    refused = y.admit(row, None)
     assert refused is not None
     assert refused.startswith("over budget: spent 2 of 5 this day (UTC), 3 reserved by 3 calls")
     now[0] += 86400
-    assert x.admit(row) is None  # a new day, a new key
+    assert x.admit(row, None) is None  # a new day, a new key
     assert client.exists(f"{prefix}r1:{int(budget.start(now[0]))}")
     for check in (x, y):
         check.meter.close()
@@ -216,8 +216,8 @@ def test_a_reservation_of_a_replica_that_never_settles_lapses(
     _, prefix = redis_keys
     x, y = replicas(sql_store, prefix, reservation_ttl=0.05)
     row = priced(max_spend={"amount": 2, "period": "month"})
-    assert x.admit(row) is None  # never settled
-    refused = y.admit(row)
+    assert x.admit(row, None) is None  # never settled
+    refused = y.admit(row, None)
     assert refused == (
         "over budget: spent 0 of 2 this month (UTC) and 1 call in flight of a cost not known yet"
     )
@@ -243,16 +243,16 @@ def test_redis_down_decides_per_process_logged_once_down_and_once_back(
     check = UsageCheck(meter)
     free, row = priced("free"), priced(max_tokens=1, max_spend={"amount": 2, "period": "day"})
     with caplog.at_level(logging.WARNING, logger="llmpool.redis"):
-        assert check.admit(free) is None
-        check.record(free, ok=True, latency=0.1, usage={"output_tokens": 1})
+        assert check.admit(free, None) is None
+        check.record(free, None, ok=True, latency=0.1, usage={"output_tokens": 1})
         assert caplog.records == []  # a row without a budget pays nothing
-        assert check.admit(row) is None and check.admit(row) is None
-        assert check.admit(row) is not None  # this process's own two calls in flight
-        check.release(row)
-        check.release(row)
+        assert check.admit(row, None) is None and check.admit(row, None) is None
+        assert check.admit(row, None) is not None  # this process's own two calls in flight
+        check.release(row, None)
+        check.release(row, None)
         budgets.shared.client = client  # Redis answers again
         meter.refresh_budgets()
-        assert check.admit(row) is None
+        assert check.admit(row, None) is None
     assert [r.event for r in caplog.records] == ["redis_down", "redis_up"]  # type: ignore[attr-defined]
     key = f"{prefix}r1:{int(time.time() // 86400 * 86400)}"
     assert client.zcard(f"{key}:r") == 1  # the reservation is the fleet's
@@ -271,11 +271,11 @@ def test_a_settlement_redis_missed_releases_its_reservation_at_the_next_flush(
     budgets = check.meter.budgets
     assert budgets is not None
     row = priced(max_tokens=1, max_spend={"amount": 2, "period": "day"})
-    assert check.admit(row) is None
+    assert check.admit(row, None) is None
     reservations = f"{prefix}r1:{int(time.time() // 86400 * 86400)}:r"
     assert client.zcard(reservations) == 1
     budgets.shared.client = redis.Redis.from_url("redis://127.0.0.1:1/0")
-    check.record(row, ok=True, latency=0.1, usage={"output_tokens": 1})
+    check.record(row, None, ok=True, latency=0.1, usage={"output_tokens": 1})
     budgets.shared.client = client
     assert client.zcard(reservations) == 1  # held until released
     assert check.meter.flush()

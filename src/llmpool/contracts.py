@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextvars import ContextVar
 from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
@@ -35,12 +34,6 @@ T = TypeVar("T")
 #: Serves a scope's live chat model on the default pool: what ``FallbackChatModel(scope=...)``
 #: alone, and so ``langchain_core.load`` of a serialized one, gives. `llmpool.api` sets it.
 default_scope_model: Callable[[str], Any] | None = None
-
-#: The tags of the call whose candidate an `AdmissionCheck` is asked about or told of
-#: (`llmpool.tags.Tags`; ``None``: an untagged call). The walk sets it around its
-#: checks only, so a check reads ``call_tags.get()`` with its signature unchanged.
-call_tags: ContextVar[Tags | None] = ContextVar("llmpool_call_tags", default=None)
-
 
 #: The fields of every log record, in the order the documentation lists them.
 FIELDS = (
@@ -136,22 +129,28 @@ class AdmissionCheck(Protocol):
     breaker refused it: no call) follows, from the thread or task that made the call. A retry
     is a new attempt. `peek` answers the same question without taking anything, for health
     views; `applies_to` lets a chain leave out a check none of its rows needs. A subclass
-    inherits a check that admits everything and listens to nothing. During `admit`,
-    `release` and `record`, `call_tags` holds the call's tags.
+    inherits a check that admits everything and listens to nothing. `admit`, `release` and
+    `record` are given the call's tags (`llmpool.tags.Tags`; ``None``: an untagged call).
     """
 
     __slots__ = ()
 
-    def admit(self, candidate: Candidate) -> str | None:
+    def admit(self, candidate: Candidate, tags: Tags | None) -> str | None:
         """Return ``None`` to let the call through, or why the candidate is skipped now."""
         return None
 
-    def release(self, candidate: Candidate) -> None:
+    def release(self, candidate: Candidate, tags: Tags | None) -> None:
         """Undo `admit`: the candidate was admitted here but is not called after all."""
         return None
 
     def record(
-        self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
+        self,
+        candidate: Candidate,
+        tags: Tags | None,
+        *,
+        ok: bool,
+        latency: float,
+        usage: Mapping[str, Any] | None,
     ) -> None:
         """Hear how an admitted attempt went (``usage``: the answer's ``usage_metadata``)."""
         return None

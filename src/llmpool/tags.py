@@ -2,7 +2,7 @@
 in its run metadata under ``llmpool_tags``, checked and in one canonical form.
 
 Usage is recorded per tag set, and budgets and limits may be set on a tag's value; an
-`llmpool.contracts.AdmissionCheck` reads the call's tags from `llmpool.contracts.call_tags`.
+`llmpool.contracts.AdmissionCheck` is given the call's tags at each of its hooks.
 """
 
 from __future__ import annotations

@@ -33,10 +33,13 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmpool.chain.stats import LastError, LatencyStatus, RowStats, iso
 from llmpool.contracts import Candidate, Shared
+
+if TYPE_CHECKING:
+    from llmpool.tags import Tags
 
 __all__ = ["FleetRow", "FleetStats", "FleetView"]
 
@@ -217,10 +220,16 @@ class FleetStats(RowStats):
     # -- the calls: counted here, sent by the sync ---------------------------------------------
 
     def record(
-        self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
+        self,
+        candidate: Candidate,
+        tags: Tags | None,
+        *,
+        ok: bool,
+        latency: float,
+        usage: Mapping[str, Any] | None,
     ) -> None:
         """Count the ended call here (`RowStats.record`), and queue it for the next sync."""
-        super().record(candidate, ok=ok, latency=latency, usage=usage)
+        super().record(candidate, tags, ok=ok, latency=latency, usage=usage)
         self._outbox.append((candidate.key, ok, latency))
 
     def applies_to(self, candidates: Sequence[Candidate]) -> bool:

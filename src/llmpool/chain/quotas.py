@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from llmpool.contracts import Candidate, CheckBase, call_tags, log_fields
+from llmpool.contracts import Candidate, CheckBase, log_fields
 from llmpool.errors import QuotaExceededError
 from llmpool.providers.prices import Budget
 from llmpool.usage.check import RECENT, admits, duration_text, expected_cost, learn_cost, refusal
@@ -43,6 +43,7 @@ from llmpool.usage.shared import RESERVATION_TTL
 if TYPE_CHECKING:
     from llmpool.limits import LimitStore
     from llmpool.repository.quotas import Quota
+    from llmpool.tags import Tags
     from llmpool.usage.meter import UsageMeter
 
 __all__ = ["QuotaCheck"]
@@ -119,11 +120,15 @@ class _Index:
             self._of[candidate.key] = found
         return found
 
-    def applying(self, candidate: Candidate) -> tuple[tuple[Quota, ...], bool, bool]:
-        """Every quota a call of ``candidate`` now meets (its tags' first, then `of`), whether
-        there are some and each is a budget alone (no rpm or tpm), and whether its row is free
-        (no prices: its calls cost 0); kept in ``found`` per candidate and tag set."""
-        tags = call_tags.get() if self.tags else None
+    def applying(
+        self, candidate: Candidate, tags: Tags | None
+    ) -> tuple[tuple[Quota, ...], bool, bool]:
+        """Every quota a call of ``candidate`` with ``tags`` meets (its tags' first, then `of`),
+        whether this process decides them all at once (some, each a budget alone: no rpm or
+        tpm, and no Redis budgets), and whether its row is free (no prices: its calls cost 0);
+        kept in ``found`` per candidate and tag set."""
+        if not self.tags:
+            tags = None
         text = "" if tags is None else tags.text
         try:
             return self.found[candidate][text]
@@ -136,12 +141,15 @@ class _Index:
                     quotas = (quota, *quotas)
             if len(sets) >= _APPLYING_SIZE:  # tag sets beyond count: start over
                 sets.clear()
-            alone = bool(quotas) and all(
-                q.budget is not None and q.rpm is None and q.tpm is None for q in quotas
-            )
             meter = self.meter
+            local = (
+                meter is not None
+                and meter.budgets is None
+                and bool(quotas)
+                and all(q.budget is not None and q.rpm is None and q.tpm is None for q in quotas)
+            )
             free = meter is None or meter.terms(candidate.config).prices is None
-            found = sets[text] = (quotas, alone, free)
+            found = sets[text] = (quotas, local, free)
             return found
 
 
@@ -191,14 +199,13 @@ class QuotaCheck(CheckBase):
         index = self._current()
         return bool(index.tags) or any(index.of(c) for c in candidates)
 
-    def admit(self, candidate: Candidate) -> str | None:
+    def admit(self, candidate: Candidate, tags: Tags | None) -> str | None:
         """Take every quota the call meets, or give back those taken and skip the row (its
         or its provider's quota) or raise `QuotaExceededError` (its scope's or a tag's)."""
         # The quotas `applies_to` read when this chain was built: every new snapshot builds
         # new chains before any call uses them, so they are the snapshot's in force.
-        quotas, alone, free = self._index.applying(candidate)
-        meter = self.meter
-        if alone and meter is not None and meter.budgets is None:  # all in one hold of the lock
+        quotas, local, free = self._index.applying(candidate, tags)
+        if local:  # all in one hold of the lock
             expected = 0.0 if free else self._expected(candidate)
             lock = self._lock
             lock.acquire()  # by hand: half the instructions of `with`, on every call
@@ -231,18 +238,24 @@ class QuotaCheck(CheckBase):
                 return f"quota on {quota.describe()}: {reason}"
         return None
 
-    def release(self, candidate: Candidate) -> None:
+    def release(self, candidate: Candidate, tags: Tags | None) -> None:
         """Give back what `admit` took: the call was not made."""
-        for quota in self._index.applying(candidate)[0]:
+        for quota in self._index.applying(candidate, tags)[0]:
             self._give_back(quota, candidate)
 
     def record(
-        self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
+        self,
+        candidate: Candidate,
+        tags: Tags | None,
+        *,
+        ok: bool,
+        latency: float,
+        usage: Mapping[str, Any] | None,
     ) -> None:
         """Settle the call's real cost in its quotas' budgets, and its tokens in their tpm."""
-        quotas, alone, free = self._index.applying(candidate)
+        quotas, local, free = self._index.applying(candidate, tags)
         meter = self.meter
-        if not alone or meter is None or meter.budgets is not None:  # quota by quota
+        if not local or meter is None:  # quota by quota (`local` implies a meter)
             cost, learn = None, ok
             for quota in quotas:
                 if quota.tpm is not None:

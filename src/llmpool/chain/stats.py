@@ -18,6 +18,7 @@ from llmpool.contracts import Candidate, CheckBase, Observer
 
 if TYPE_CHECKING:
     from llmpool.observe.events import AttemptEvent
+    from llmpool.tags import Tags
 
 
 #: Attempts per row kept for the recent percentiles and error rate.
@@ -72,13 +73,13 @@ class RowStats(CheckBase, Observer):
         flying = sum(row.in_flight for row in self._rows.values())
         return f"RowStats(rows={len(self._rows)}, in_flight={flying})"
 
-    def admit(self, candidate: Candidate) -> str | None:
+    def admit(self, candidate: Candidate, tags: Tags | None) -> str | None:
         """Count the call in flight; never refuses."""
         with self._lock:
             self._rows[candidate.key].in_flight += 1
         return None
 
-    def release(self, candidate: Candidate) -> None:
+    def release(self, candidate: Candidate, tags: Tags | None) -> None:
         """The admitted call was not made: it is no longer in flight."""
         with self._lock:
             row = self._rows[candidate.key]
@@ -86,7 +87,13 @@ class RowStats(CheckBase, Observer):
                 row.in_flight -= 1
 
     def record(
-        self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
+        self,
+        candidate: Candidate,
+        tags: Tags | None,
+        *,
+        ok: bool,
+        latency: float,
+        usage: Mapping[str, Any] | None,
     ) -> None:
         """The call ended: count it out, and keep its outcome (and an answer's latency)."""
         with self._lock:

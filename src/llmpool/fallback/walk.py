@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from llmpool.contracts import call_tags
 from llmpool.credentials.redaction import scrubbed
 from llmpool.errors import (
     AllLLMsFailedError,
@@ -178,8 +177,8 @@ class Walk:
             (`llmpool.chain.affinity`); the row that answers is kept as the session's.
         options: The call's own settings (``ttft_timeout``, ``stall_timeout`` over its rows'
             ``config`` and the policy's; ``accept`` instead of the policy's).
-        tags: The call's tags (`llmpool.tags`): the admission checks read them from
-            `llmpool.contracts.call_tags`, and the answer's metadata lists them.
+        tags: The call's tags (`llmpool.tags`): given to each admission check, and listed in
+            the answer's metadata.
 
     Example:
         >>> from llmpool.chain.builder import ScopeChain
@@ -296,13 +295,8 @@ class Walk:
     def _discard(self, attempt: Attempt) -> None:
         # An attempt handed out but never made: its admissions and probe slot go back.
         admitted, attempt.admitted = attempt.admitted, ()
-        token = call_tags.set(self.tags) if self.tags is not None else None
-        try:
-            for check in admitted:
-                check.release(attempt.candidate)
-        finally:
-            if token is not None:
-                call_tags.reset(token)
+        for check in admitted:
+            check.release(attempt.candidate, self.tags)
         self.abandon()
 
     # -- choosing ------------------------------------------------------------------------------
@@ -339,16 +333,9 @@ class Walk:
                     self._skip(candidate, COOLING, None)
                     continue
                 probe = admission is Admission.PROBE
-            if not self.plan.checks:
-                admitted: tuple[AdmissionCheck, ...] | str = ()
-            elif self.tags is None:
-                admitted = self._admit(candidate)
-            else:
-                token = call_tags.set(self.tags)
-                try:
-                    admitted = self._admit(candidate)
-                finally:
-                    call_tags.reset(token)
+            admitted: tuple[AdmissionCheck, ...] | str = (
+                self._admit(candidate) if self.plan.checks else ()
+            )
             if isinstance(admitted, str):
                 if probe:
                     self.plan.breakers.release(candidate.key)
@@ -367,11 +354,11 @@ class Walk:
     def _admit(self, candidate: Candidate) -> tuple[AdmissionCheck, ...] | str:
         # Every check in turn: all of them, or the first refusal (those that admitted before
         # it are released: no call follows).
-        checks = self.plan.checks
+        checks, tags = self.plan.checks, self.tags
         passed = 0
         try:
             for check in checks:
-                reason = check.admit(candidate)
+                reason = check.admit(candidate, tags)
                 if reason is not None:
                     break
                 passed += 1
@@ -379,10 +366,10 @@ class Walk:
                 return checks
         except BaseException:
             for earlier in checks[:passed]:
-                earlier.release(candidate)
+                earlier.release(candidate, tags)
             raise
         for earlier in checks[:passed]:
-            earlier.release(candidate)
+            earlier.release(candidate, tags)
         return reason
 
     def _attempt(
@@ -493,14 +480,9 @@ class Walk:
         admitted, attempt.admitted = attempt.admitted, ()
         latency = time.monotonic() - attempt.began
         usage = attempt.usage if ok else None
-        candidate = attempt.candidate
-        token = call_tags.set(self.tags) if self.tags is not None else None
-        try:
-            for check in admitted:
-                check.record(candidate, ok=ok, latency=latency, usage=usage)
-        finally:
-            if token is not None:
-                call_tags.reset(token)
+        candidate, tags = attempt.candidate, self.tags
+        for check in admitted:
+            check.record(candidate, tags, ok=ok, latency=latency, usage=usage)
 
     def verdict(self, attempt: Attempt, error: BaseException) -> BaseException | None:
         """Settle an attempt that raised: ``None`` when the walk goes on, else what to raise.

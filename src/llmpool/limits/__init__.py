@@ -9,7 +9,7 @@ Example:
     >>> from llmpool.models import LLMConfig
     >>> row = Candidate(LLMConfig(id="1", name="A", provider="fake", model_name="m", rpm=1))
     >>> limiter = RateLimiter()
-    >>> limiter.admit(row) is None, limiter.admit(row)
+    >>> limiter.admit(row, None) is None, limiter.admit(row, None)
     (True, 'rate limited: rpm 1/1, frees in 60 s')
 """
 
@@ -20,9 +20,12 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from llmpool.contracts import Candidate, CheckBase
+
+if TYPE_CHECKING:
+    from llmpool.tags import Tags
 
 __all__ = [
     "LimitStore",
@@ -86,7 +89,7 @@ class RateLimiter(CheckBase):
         """Whether any row of the chain has a limit."""
         return any(c.config.rpm is not None or c.config.tpm is not None for c in candidates)
 
-    def admit(self, candidate: Candidate) -> str | None:
+    def admit(self, candidate: Candidate, tags: Tags | None) -> str | None:
         """Take a request from the row's window, or say why it is full."""
         c = candidate.config
         return None if c.rpm is None and c.tpm is None else self.store.take(c.id, c.rpm, c.tpm)
@@ -106,13 +109,19 @@ class RateLimiter(CheckBase):
             return f"rate limited: rpm {use.requests}/{rpm}"
         return None
 
-    def release(self, candidate: Candidate) -> None:
+    def release(self, candidate: Candidate, tags: Tags | None) -> None:
         """Give the request back: no call was made."""
         if candidate.config.rpm is not None:
             self.store.give_back(candidate.config.id)
 
     def record(
-        self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
+        self,
+        candidate: Candidate,
+        tags: Tags | None,
+        *,
+        ok: bool,
+        latency: float,
+        usage: Mapping[str, Any] | None,
     ) -> None:
         """Count the answer's tokens against the row's ``tpm``."""
         if candidate.config.tpm is None or usage is None:

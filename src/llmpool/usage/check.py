@@ -21,13 +21,14 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from llmpool.contracts import Candidate, CheckBase, call_tags
+from llmpool.contracts import Candidate, CheckBase
 from llmpool.usage.report import money
 from llmpool.usage.shared import RESERVATION_TTL
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
     from llmpool.providers.prices import Budget
+    from llmpool.tags import Tags
     from llmpool.usage.meter import UsageMeter
 
 __all__ = [
@@ -181,7 +182,7 @@ class UsageCheck(CheckBase):
     def _expected(self, candidate: Candidate) -> float | None:
         return expected_cost(self.meter, candidate, self._average)
 
-    def admit(self, candidate: Candidate) -> str | None:
+    def admit(self, candidate: Candidate, tags: Tags | None) -> str | None:
         """Reserve the call's expected cost, or return why the row's budget refuses it."""
         return self._verdict(candidate, reserve=True)
 
@@ -230,7 +231,7 @@ class UsageCheck(CheckBase):
                 return None
         return refusal(budget, now, spent, reserved, calls, 0, expected)
 
-    def release(self, candidate: Candidate) -> None:
+    def release(self, candidate: Candidate, tags: Tags | None) -> None:
         """Give the call's reservation back: it was not made."""
         with self._lock:
             reservation = self._settle(candidate.config.id)
@@ -253,12 +254,17 @@ class UsageCheck(CheckBase):
         return flying.popleft()[1] if flying else ""
 
     def record(
-        self, candidate: Candidate, *, ok: bool, latency: float, usage: Mapping[str, Any] | None
+        self,
+        candidate: Candidate,
+        tags: Tags | None,
+        *,
+        ok: bool,
+        latency: float,
+        usage: Mapping[str, Any] | None,
     ) -> None:
         """Count the call; its real cost replaces its reservation and feeds the row's average."""
         config = candidate.config
         budget = self._budget(candidate)
-        tags = call_tags.get()
         if budget is None:
             if config.provider != "code":
                 self.meter.record(config, ok=ok, usage=usage, latency=latency, tags=tags)
