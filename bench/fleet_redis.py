@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             while len(replicas) < count:
                 stats = FleetStats(client, prefix="size:")
                 for latency in (0.2, 0.4, 0.8, 1.6, 3.2) * 10:
-                    stats.admit(row)
-                    stats.record(row, ok=latency < 3, latency=latency, usage=None)
-                stats.admit(row)  # one call in flight
+                    stats.admit(row, None)
+                    stats.record(row, None, ok=latency < 3, latency=latency, usage=None)
+                stats.admit(row, None)  # one call in flight
                 stats.serve()
                 replicas.append(stats)
             time.sleep(1.5)  # each has published its part

@@ -212,6 +212,13 @@ def measure(calls: int, only: str = "", sizes: int = 1) -> dict[str, float]:
     names = [n for n in subjects() if not parts or n in keep or any(p in n for p in parts)]
     pads = [PAD_STEP * i for i in range(sizes)]
     jobs = [(name, n, pad) for name in names for pad in pads for n in (0, calls)]
+    # One process first, uncounted: in a fresh checkout it writes the bytecode caches, which
+    # would otherwise be counted in whichever process imported a module first.
+    subprocess.run(
+        [sys.executable, "-m", "bench.instructions", "--child", names[0], "0"],
+        check=True,
+        cwd=HERE.parent,
+    )
     with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
         counts = dict(zip(jobs, pool.map(lambda job: _count(*job), jobs), strict=True))
     return {

@@ -127,8 +127,8 @@ def limit_check() -> Callable[[], Any]:
     row = Candidate(LLMConfig(id="r", name="r", provider="fake", model_name="m", rpm=1000))
 
     def check() -> None:
-        limiter.admit(row)
-        limiter.release(row)
+        limiter.admit(row, None)
+        limiter.release(row, None)
 
     return check
 
