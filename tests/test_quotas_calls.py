@@ -20,11 +20,17 @@ from test_usage_budget import POLICY, GatedOpenAIServer
 
 from llmpool import LLMPool, QuotaExceededError
 from llmpool.chain.quotas import QuotaCheck
+from llmpool.contracts import Candidate
 from llmpool.errors import AllLLMsFailedError
+from llmpool.limits import LocalLimits
+from llmpool.models import LLMConfig
 from llmpool.repository.memory import InMemoryStore
+from llmpool.repository.quotas import Quota
 from llmpool.repository.sql.store import SQLStore
+from llmpool.tags import tags_of
+from llmpool.usage.meter import UsageMeter
 from llmpool.usage.sql import SQLUsageTable
-from llmpool.usage.table import UsageBucket
+from llmpool.usage.table import MemoryUsageTable, UsageBucket
 
 REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('LLMPOOL_TEST_REDIS_DB', '15'))}"
 ACME = {"metadata": {"llmpool_tags": {"tenant": "acme", "feature": "chat"}}}
@@ -271,3 +277,26 @@ def race(llms: list[Any], a: GatedOpenAIServer, each: int = 5) -> int:
             thread.join()
     assert set(answered) <= {"A"}
     return len(answered)
+
+
+def test_a_released_call_gives_back_what_it_took_from_its_tags_budget() -> None:
+    """`release`, given the call's tags, gives back the tag budget's reservation: a call whose
+    cost is not known yet waits for the call in flight, and is admitted once that is released."""
+    quotas = (Quota("tag", "tenant=acme", budget=10.0, period="day"),)
+    meter = UsageMeter(MemoryUsageTable(), flush_interval=0, budget_refresh=0)
+    check = QuotaCheck(lambda: quotas, limits=LocalLimits(), meter=meter)
+    priced = {"output_cost_per_million_tokens": 1000.0}
+    row = LLMConfig(id="1", name="A", provider="openai", model_name="m", config=priced)
+    candidate = Candidate(row)
+    acme = tags_of({"tenant": "acme", "feature": "chat"})
+    assert check.applies_to([candidate])
+    assert check.admit(candidate, acme) is None
+    with pytest.raises(QuotaExceededError, match="1 call in flight of a cost not known yet"):
+        check.admit(candidate, acme)
+    assert check.admit(candidate, None) is None  # an untagged call meets no tag's budget
+    check.release(candidate, None)
+    check.release(candidate, acme)
+    assert check.admit(candidate, acme) is None
+    check.record(candidate, acme, ok=True, latency=0.1, usage={"output_tokens": 12_000})
+    with pytest.raises(QuotaExceededError, match="spent 12 of 10"):
+        check.admit(candidate, acme)
