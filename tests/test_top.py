@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -164,6 +165,15 @@ def test_top_refreshes_in_place_until_interrupted(migrated_sqlite_url: str) -> N
                 store.add(fake("Later", 5, "later"))
                 added = True
         process.send_signal(signal.SIGINT)
+        # Read on until it exits: leaving the screen writes to the terminal, and a terminal
+        # nobody reads fills up and blocks the writer.
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            if select.select([main], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(main, 65536)
+                except OSError:  # the other end closed: it has exited
+                    break
         assert process.wait(timeout=10) == 0
     finally:
         process.kill()
