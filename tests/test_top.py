@@ -150,13 +150,17 @@ def test_top_refreshes_in_place_until_interrupted(migrated_sqlite_url: str) -> N
     main, child = pty.openpty()
     command = [sys.executable, "-m", "llmpool", "top", "--interval", "0.1",
                "--database-url", migrated_sqlite_url]  # fmt: skip
-    env = script_environ({"COLUMNS": "160", "LINES": "20", "TERM": "xterm"})
+    env = script_environ(
+        {"COLUMNS": "160", "LINES": "20", "TERM": "xterm", "PYTHONFAULTHANDLER": "1"}
+    )
     process = subprocess.Popen(command, stdin=child, stdout=child, stderr=child, env=env)
     os.close(child)
     seen, added = b"", False
     deadline = time.monotonic() + 20
     try:
-        while time.monotonic() < deadline and b"Later" not in seen:
+        # Ctrl-C once the new row has been drawn three times: after the frames that first
+        # show it (and whatever they import), as a person would press it.
+        while time.monotonic() < deadline and seen.count(b"Later") < 3:
             try:
                 seen += os.read(main, 65536)
             except OSError:
@@ -174,7 +178,18 @@ def test_top_refreshes_in_place_until_interrupted(migrated_sqlite_url: str) -> N
                     seen += os.read(main, 65536)
                 except OSError:  # the other end closed: it has exited
                     break
-        assert process.wait(timeout=10) == 0
+        try:
+            code = process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # where it hangs: faulthandler's dump of every thread
+            process.send_signal(signal.SIGABRT)
+            time.sleep(2)
+            while select.select([main], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(main, 65536)
+                except OSError:
+                    break
+            pytest.fail(f"top did not exit on Ctrl-C:\n{seen[-6000:].decode(errors='replace')}")
+        assert code == 0
     finally:
         process.kill()
         os.close(main)
