@@ -90,6 +90,10 @@ class _Period:
         return reservation
 
 
+#: `_Index.applying`'s answer: the quotas, the meter deciding them here or ``None``, free.
+_Applying = tuple[tuple["Quota", ...], "UsageMeter | None", bool]
+
+
 class _Index:
     """The quotas of one snapshot, by what they apply to."""
 
@@ -102,7 +106,7 @@ class _Index:
         self.tags = {tuple(q.target.split("=", 1)): q for q in quotas if q.kind == "tag"}
         self._of: dict[str, tuple[Quota, ...]] = {}
         # candidate -> tags' text -> `applying`'s answer
-        self.found: dict[Candidate, dict[str, tuple[tuple[Quota, ...], bool, bool]]] = {}
+        self.found: dict[Candidate, dict[str, _Applying]] = {}
 
     def of(self, candidate: Candidate) -> tuple[Quota, ...]:
         """The scope's, provider's and row's quotas of ``candidate`` (in that order)."""
@@ -120,13 +124,11 @@ class _Index:
             self._of[candidate.key] = found
         return found
 
-    def applying(
-        self, candidate: Candidate, tags: Tags | None
-    ) -> tuple[tuple[Quota, ...], bool, bool]:
-        """Every quota a call of ``candidate`` with ``tags`` meets (its tags' first, then `of`),
-        whether this process decides them all at once (some, each a budget alone: no rpm or
-        tpm, and no Redis budgets), and whether its row is free (no prices: its calls cost 0);
-        kept in ``found`` per candidate and tag set."""
+    def applying(self, candidate: Candidate, tags: Tags | None) -> _Applying:
+        """Every quota a call of ``candidate`` with ``tags`` meets (its tags' first, then `of`);
+        the meter when this process decides them all at once (some, each a budget alone: no
+        rpm or tpm, and no Redis budgets), else ``None``; and whether its row is free (no
+        prices: its calls cost 0). Kept in ``found`` per candidate and tag set."""
         if not self.tags:
             tags = None
         text = "" if tags is None else tags.text
@@ -142,11 +144,9 @@ class _Index:
             if len(sets) >= _APPLYING_SIZE:  # tag sets beyond count: start over
                 sets.clear()
             meter = self.meter
+            alone = all(q.budget is not None and q.rpm is None and q.tpm is None for q in quotas)
             local = (
-                meter is not None
-                and meter.budgets is None
-                and bool(quotas)
-                and all(q.budget is not None and q.rpm is None and q.tpm is None for q in quotas)
+                meter if meter is not None and meter.budgets is None and quotas and alone else None
             )
             free = meter is None or meter.terms(candidate.config).prices is None
             found = sets[text] = (quotas, local, free)
@@ -205,8 +205,8 @@ class QuotaCheck(CheckBase):
         # The quotas `applies_to` read when this chain was built: every new snapshot builds
         # new chains before any call uses them, so they are the snapshot's in force.
         quotas, local, free = self._index.applying(candidate, tags)
-        if local:  # all in one hold of the lock
-            expected = 0.0 if free else self._expected(candidate)
+        if local is not None:  # all in one hold of the lock
+            expected = 0.0 if free else expected_cost(local, candidate, self._average)
             lock = self._lock
             lock.acquire()  # by hand: half the instructions of `with`, on every call
             try:
@@ -254,9 +254,8 @@ class QuotaCheck(CheckBase):
     ) -> None:
         """Settle the call's real cost in its quotas' budgets, and its tokens in their tpm."""
         quotas, local, free = self._index.applying(candidate, tags)
-        meter = self.meter
-        if not local or meter is None:  # quota by quota (`local` implies a meter)
-            cost, learn = None, ok
+        if local is None:  # quota by quota
+            meter, cost, learn = self.meter, None, ok
             for quota in quotas:
                 if quota.tpm is not None:
                     tokens = _tokens(usage)
@@ -273,13 +272,13 @@ class QuotaCheck(CheckBase):
                 learn = False  # the fleet's mean learns each answer once
             return
         # Budgets alone, in this process: as `admit`, one hold of the lock for them all.
-        cost = 0.0 if free else meter.counts(candidate.config, ok=ok, usage=usage)[2]
+        cost = 0.0 if free else local.counts(candidate.config, ok=ok, usage=usage)[2]
         lock = self._lock
         lock.acquire()
         try:
             if ok and not free:
                 learn_cost(self._average, candidate, cost)
-            for quota in quotas:
+            for quota in quotas:  # `_settle`'s booking inline: a call each costs 1,000 instructions
                 period = self._periods.get(quota.key)
                 if period is None:  # never begun here (the quota is new): begin it
                     period = self._period(quota, self.clock())
@@ -344,14 +343,6 @@ class QuotaCheck(CheckBase):
                 period.fly(now, "", expected)
         return None
 
-    def _expected(self, candidate: Candidate) -> float | None:
-        # `expected_cost`, from the row version's mean when known (its prices unread)
-        known = self._average.get(candidate.config.id)
-        if known is not None and known[0] == candidate.key:
-            return known[1]
-        assert self.meter is not None
-        return expected_cost(self.meter, candidate, self._average)
-
     def _period(self, quota: Quota, now: float) -> _Period:
         # Under the lock. A new period (or budget) starts from the table's spend.
         period = self._periods.get(quota.key)
@@ -383,7 +374,7 @@ class QuotaCheck(CheckBase):
         meter = self.meter
         assert meter is not None
         now, shared = self.clock(), meter.budgets
-        expected = self._expected(candidate)
+        expected = expected_cost(meter, candidate, self._average)
         with self._lock:
             period = self._periods.get(quota.key)
             if period is None or period.quota is not quota or now >= period.end:

@@ -134,15 +134,15 @@ def expected_cost(
     meter: UsageMeter, candidate: Candidate, average: Mapping[str, tuple[str, float]]
 ) -> float | None:
     """Return what a call of ``candidate`` is expected to cost, as this process knows (see the
-    module's docstring): 0 without prices; the row version's running mean cost per answer in
-    ``average`` (row id -> (row version key, mean)); ``config.max_tokens`` output tokens at
+    module's docstring): the row version's running mean cost per answer in ``average`` (row
+    id -> (row version key, mean)); 0 without prices; ``config.max_tokens`` output tokens at
     its output price; else ``None``, unknown."""
-    prices = meter.terms(candidate.config).prices
-    if prices is None:
-        return 0.0
     known = average.get(candidate.config.id)
     if known is not None and known[0] == candidate.key:
         return known[1]
+    prices = meter.terms(candidate.config).prices
+    if prices is None:
+        return 0.0
     max_tokens = candidate.config.config.get("max_tokens")
     if type(max_tokens) is int and max_tokens > 0:
         return prices.cost(0, max_tokens)
