@@ -15,7 +15,10 @@ ask for it.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -34,7 +37,19 @@ def pytest_configure(config: pytest.Config) -> None:
     """Rewrite the asserts of the tests only. pytest also marks every package that ships a
     pytest plugin (langsmith, hypothesis, anyio...) for rewriting, which re-parses and compiles
     their sources in every worker instead of loading their bytecode (seconds of CPU each).
-    Hypothesis runs without its per-example deadline."""
+    Hypothesis runs without its per-example deadline.
+
+    The suite writes bytecode caches even where ``PYTHONDONTWRITEBYTECODE`` is set: its
+    workers, and the Python processes its tests start, would each compile the tests and llmpool
+    from source again (40 s of CPU a run on 2 cores). A worker leaves without finalizing its
+    interpreter (see `_leave`)."""
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    worker = hasattr(config, "workerinput")
+    if worker:
+        atexit.register(_leave)
+    if worker or not getattr(config.option, "numprocesses", None):  # this process collects
+        gc.disable()  # until `pytest_collection_finish`
     hook = getattr(config.pluginmanager, "rewrite_hook", None)
     marked = getattr(hook, "_must_rewrite", None)
     if isinstance(marked, set):
@@ -57,6 +72,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
     settings.register_profile("llmpool", deadline=None)
     settings.load_profile("llmpool")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection imported lives as long as the run: the garbage collector, off while it
+    was imported, never scans it (2 s of CPU per worker while collecting, and as much again
+    in the tests' full collections)."""
+    gc.freeze()
+    gc.enable()
+
+
+def _leave() -> None:
+    # An xdist worker's exit, once its results are sent and the exit handlers registered
+    # after this one have run: logging's is run here, and the interpreter's finalization is
+    # skipped (a full collection of the heap every test left, up to 10 s the run waited for).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
