@@ -26,11 +26,8 @@ def otel_installed() -> bool:
         return False
 
 
-#: Where the API keeps its "a provider was set" flags (a `Once` each).
-_FLAGS = (
-    ("opentelemetry.trace", "_TRACER_PROVIDER_SET_ONCE"),
-    ("opentelemetry.metrics._internal", "_METER_PROVIDER_SET_ONCE"),
-)
+#: The API's modules that keep whether a global provider was set (a `Once` each).
+_TRACE, _METRICS = "opentelemetry.trace", "opentelemetry.metrics._internal"
 
 
 _SCHEMA = "https://opentelemetry.io/schemas/1.37.0"
@@ -114,12 +111,12 @@ class OpenTelemetryObserver(Observer):
             return True
         modules = self._modules
         if modules is None:  # until both are imported (asked at every call: kept once found)
-            found: tuple[Any, ...] = tuple(sys.modules.get(module) for module, _ in _FLAGS)
-            if None in found:
-                return any(
-                    m is not None and _set(m, f) for m, (_, f) in zip(found, _FLAGS, strict=True)
+            trace, metrics = sys.modules.get(_TRACE), sys.modules.get(_METRICS)
+            if trace is None or metrics is None:
+                return (trace is not None and _set(trace, "_TRACER_PROVIDER_SET_ONCE")) or (
+                    metrics is not None and _set(metrics, "_METER_PROVIDER_SET_ONCE")
                 )
-            modules = self._modules = found
+            modules = self._modules = (trace, metrics)
         trace, metrics = modules
         try:  # read from the modules each time: a test may replace a flag
             return bool(

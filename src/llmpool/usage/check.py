@@ -179,23 +179,20 @@ class UsageCheck(CheckBase):
             return None
         return self.meter.terms(candidate.config).budget
 
-    def _expected(self, candidate: Candidate) -> float | None:
-        return expected_cost(self.meter, candidate, self._average)
-
     def admit(self, candidate: Candidate, tags: Tags | None) -> str | None:
         """Reserve the call's expected cost, or return why the row's budget refuses it."""
-        return self._verdict(candidate, reserve=True)
+        return self._verdict(candidate, True)
 
     def peek(self, candidate: Candidate) -> str | None:
         """Say why the row's budget would refuse a call now, reserving nothing."""
-        return self._verdict(candidate, reserve=False)
+        return self._verdict(candidate, False)
 
-    def _verdict(self, candidate: Candidate, *, reserve: bool) -> str | None:
+    def _verdict(self, candidate: Candidate, reserve: bool) -> str | None:
         budget = self._budget(candidate)
         if budget is None:
             return None
         config, now = candidate.config, self.meter.clock()
-        expected = self._expected(candidate)
+        expected = expected_cost(self.meter, candidate, self._average)
         shared = self.meter.budgets
         if shared is not None:
             base = self.meter.spend(config, budget, now).base
