@@ -111,7 +111,8 @@ class OpenTelemetryObserver(Observer):
             return True
         modules = self._modules
         if modules is None:  # until both are imported (asked at every call: kept once found)
-            trace, metrics = sys.modules.get(_TRACE), sys.modules.get(_METRICS)
+            trace: Any = sys.modules.get(_TRACE)
+            metrics: Any = sys.modules.get(_METRICS)
             if trace is None or metrics is None:
                 return (trace is not None and _set(trace, "_TRACER_PROVIDER_SET_ONCE")) or (
                     metrics is not None and _set(metrics, "_METER_PROVIDER_SET_ONCE")
