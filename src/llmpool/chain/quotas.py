@@ -144,9 +144,13 @@ class _Index:
             if len(sets) >= _APPLYING_SIZE:  # tag sets beyond count: start over
                 sets.clear()
             meter = self.meter
-            alone = all(q.budget is not None and q.rpm is None and q.tpm is None for q in quotas)
             local = (
-                meter if meter is not None and meter.budgets is None and quotas and alone else None
+                meter
+                if meter is not None
+                and meter.budgets is None
+                and quotas
+                and all(q.budget is not None and q.rpm is None and q.tpm is None for q in quotas)
+                else None
             )
             free = meter is None or meter.terms(candidate.config).prices is None
             found = sets[text] = (quotas, local, free)
