@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from langchain_anthropic import ChatAnthropic
-from langchain_openai import ChatOpenAI
 from servers import AnthropicServer, OpenAIServer, ProviderServer, Reply, Status
 
 import llmpool
@@ -17,15 +16,16 @@ from llmpool.providers.chat import STANDALONE_RETRIES
 # The SDKs honour Retry-After: the retry comes at once instead of after their backoff.
 FAIL_ONCE = Status(500, headers={"retry-after-ms": "1", "retry-after": "0"})
 
-PROVIDERS: dict[str, tuple[type[ProviderServer], type[Any], dict[str, str]]] = {
+# The client classes by module and name: an SDK is imported only where its tests run.
+PROVIDERS: dict[str, tuple[type[ProviderServer], str, dict[str, str]]] = {
     "openai": (
         OpenAIServer,
-        ChatOpenAI,
+        "langchain_openai:ChatOpenAI",
         {"api_key_env": "OPENAI_API_KEY", "base_url_env": "OPENAI_API_BASE"},
     ),
     "anthropic": (
         AnthropicServer,
-        ChatAnthropic,
+        "langchain_anthropic:ChatAnthropic",
         {"api_key_env": "ANTHROPIC_API_KEY", "base_url_env": "ANTHROPIC_BASE_URL"},
     ),
 }
@@ -37,7 +37,9 @@ def served(
 ) -> Iterator[tuple[LLMPool, ProviderServer, type[Any], Any]]:
     """A pool over a SQL table (SQLite and PostgreSQL) whose default row is a real client of
     a local server, and that server."""
-    server_class, client_class, auth_meta = PROVIDERS[request.param]
+    server_class, class_path, auth_meta = PROVIDERS[request.param]
+    module, _, name = class_path.partition(":")
+    client_class = getattr(importlib.import_module(module), name)
     with server_class() as server:
         suffix = "/v1" if request.param == "openai" else ""
         monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
