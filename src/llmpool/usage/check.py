@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from llmpool.contracts import Candidate, CheckBase
 from llmpool.usage.report import money
 from llmpool.usage.shared import RESERVATION_TTL
+from llmpool.usage.table import call_counts
 
 if TYPE_CHECKING:
     from llmpool.models import LLMConfig
@@ -46,6 +47,8 @@ __all__ = [
 
 #: The weight of the latest answer in a row's running average cost.
 RECENT = 0.2
+#: What a failed call, or an answer without usage, counts: no tokens, no cost.
+_NOTHING = (0, 0, 0.0)
 
 
 class BudgetStatus(TypedDict):
@@ -188,10 +191,11 @@ class UsageCheck(CheckBase):
         return self._verdict(candidate, False)
 
     def _verdict(self, candidate: Candidate, reserve: bool) -> str | None:
-        budget = self._budget(candidate)
+        config = candidate.config  # `_budget`, inlined: asked at every attempt
+        budget = None if config.provider == "code" else self.meter.terms(config).budget
         if budget is None:
             return None
-        config, now = candidate.config, self.meter.clock()
+        now = self.meter.clock()
         expected = expected_cost(self.meter, candidate, self._average)
         shared = self.meter.budgets
         if shared is not None:
@@ -261,12 +265,14 @@ class UsageCheck(CheckBase):
     ) -> None:
         """Count the call; its real cost replaces its reservation and feeds the row's average."""
         config = candidate.config
-        budget = self._budget(candidate)
-        if budget is None:
-            if config.provider != "code":
-                self.meter.record(config, ok=ok, usage=usage, latency=latency, tags=tags)
+        if config.provider == "code":  # a model supplied in code: not a row
             return
-        counts = self.meter.counts(config, ok=ok, usage=usage)
+        terms = self.meter.terms(config)
+        counts = call_counts(config, usage, terms.prices) if ok and usage else _NOTHING
+        budget = terms.budget
+        if budget is None:
+            self.meter.add(config, ok=ok, counts=counts, latency=latency, tags=tags)
+            return
         cost, now = counts[2], self.meter.clock()
         with self._lock:  # counted here first: no local decision sees neither cost nor call
             reservation = self._settle(config.id)

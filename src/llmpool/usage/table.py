@@ -240,8 +240,11 @@ def call_counts(
         >>> call_counts(row, {"input_tokens": 3, "output_tokens": 5.0}, Prices(1e6, 0))
         (3, 5, 3.0)
     """
-    inputs = _tokens(config, "input_tokens", usage.get("input_tokens"))
-    outputs = _tokens(config, "output_tokens", usage.get("output_tokens"))
+    inputs, outputs = usage.get("input_tokens"), usage.get("output_tokens")
+    if type(inputs) is not int or not 0 <= inputs <= MAX_CALL_TOKENS:  # as clients report them
+        inputs = _tokens(config, "input_tokens", inputs)
+    if type(outputs) is not int or not 0 <= outputs <= MAX_CALL_TOKENS:
+        outputs = _tokens(config, "output_tokens", outputs)
     cost = prices.cost(inputs, outputs) if prices is not None else 0.0
     if not cost <= MAX_CALL_COST:  # NaN too
         _refuse(config, "cost", cost, MAX_CALL_COST)
@@ -250,9 +253,8 @@ def call_counts(
 
 
 def _tokens(config: LLMConfig, field: str, value: Any) -> int:
-    # One count of `call_counts`: a whole float or a numeric text is read.
-    if type(value) is int and 0 <= value <= MAX_CALL_TOKENS:
-        return value
+    # One count of `call_counts` that is not an int in bounds: a whole float or a numeric
+    # text is read.
     try:
         count = -1 if isinstance(value, bool) else 0 if value is None else int(value)
     except (TypeError, ValueError, OverflowError):
