@@ -177,11 +177,6 @@ class UsageCheck(CheckBase):
     def __repr__(self) -> str:
         return f"UsageCheck({self.meter!r})"
 
-    def _budget(self, candidate: Candidate) -> Budget | None:
-        if candidate.config.provider == "code":  # a model supplied in code: not a row
-            return None
-        return self.meter.terms(candidate.config).budget
-
     def admit(self, candidate: Candidate, tags: Tags | None) -> str | None:
         """Reserve the call's expected cost, or return why the row's budget refuses it."""
         return self._verdict(candidate, True)
@@ -191,8 +186,8 @@ class UsageCheck(CheckBase):
         return self._verdict(candidate, False)
 
     def _verdict(self, candidate: Candidate, reserve: bool) -> str | None:
-        config = candidate.config  # `_budget`, inlined: asked at every attempt
-        budget = None if config.provider == "code" else self.meter.terms(config).budget
+        config = candidate.config  # a model supplied in code has no terms: no budget
+        budget = self.meter.terms(config).budget
         if budget is None:
             return None
         now = self.meter.clock()
@@ -236,7 +231,7 @@ class UsageCheck(CheckBase):
         """Give the call's reservation back: it was not made."""
         with self._lock:
             reservation = self._settle(candidate.config.id)
-        budget = self._budget(candidate)
+        budget = self.meter.terms(candidate.config).budget
         if reservation and budget is not None and self.meter.budgets is not None:
             self.meter.budgets.settle(
                 candidate.key,
